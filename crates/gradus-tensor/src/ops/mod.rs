@@ -1,0 +1,47 @@
+//! Differentiable ops used by the models, each a fused candle `CustomOp` with a backward, beside a
+//! `_ref` twin composed from plain differentiable candle ops (see [`reference`]). Tests compare the
+//! forward and the gradients of every fused op against its twin on random inputs.
+//!
+//! Layout convention: activations are kept as (B, T, H, Dh) — the natural view of a linear
+//! projection's (B, T, H·Dh) output — so attention and rotary embedding need no transposes.
+
+pub mod reference;
+
+pub use reference::{attention_ref, rms_norm_ref, rope_ref, swiglu_ref, token_logprobs_ref};
+
+use crate::{Result, Tensor};
+
+/// RMSNorm: `x / sqrt(mean(x², -1) + eps) * weight`.
+/// x (..., D), weight (D) → (..., D).
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    rms_norm_ref(x, weight, eps)
+}
+
+/// SwiGLU gate: `silu(gate) * up`. gate, up (..., F) → (..., F).
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    swiglu_ref(gate, up)
+}
+
+/// Rotary position embedding in the Hugging Face "rotate_half" convention.
+/// x (B, T, H, Dh); cos, sin (B, T, Dh/2) gathered at each token's position id → (B, T, H, Dh).
+/// With x = [x1, x2] split in halves: out = [x1·cos − x2·sin, x2·cos + x1·sin].
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    rope_ref(x, cos, sin)
+}
+
+/// Causal scaled-dot-product attention with grouped-query heads and an optional segment mask.
+///
+/// q (B, Tq, Hq, Dh); k, v (B, Tk, Hkv, Dh) with Hq a multiple of Hkv; Tq ≤ Tk. Query i sits at
+/// absolute position `Tk − Tq + i` and attends key j iff `j ≤ Tk − Tq + i` and, when `segments`
+/// (B, Tk) u32 is given, `segments[b, j] == segments[b, Tk − Tq + i]` (packed documents never see
+/// each other; left padding gets its own segment). Returns (B, Tq, Hq, Dh).
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, segments: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+    attention_ref(q, k, v, segments, scale)
+}
+
+/// Per-token log-probabilities `log_softmax(logits)[target]`.
+/// logits (N, V) f32, targets (N) u32 → (N). The fused op never materialises a second (N, V) tensor
+/// in the forward pass.
+pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    token_logprobs_ref(logits, targets)
+}
