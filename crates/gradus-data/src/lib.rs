@@ -1,1 +1,13 @@
-//! placeholder
+//! gradus-data: everything between files on disk and token ids in a batch.
+//!
+//! - [`tokenizer`]: Hugging Face `tokenizer.json` loading and byte-level BPE training.
+//! - [`dataset`]: JSONL / Parquet readers for the `text`, `prompt`/`completion` and chat `messages` shapes.
+//! - [`chat`]: chat templates (minijinja) and assistant-only loss masks.
+//! - [`pack`]: best-fit-decreasing packing into fixed rows with per-document positions and segments.
+//! - [`synthetic`]: the built-in corpus and instruction task used by `gradus quickstart` and the tests.
+
+pub mod chat;
+pub mod dataset;
+pub mod pack;
+pub mod synthetic;
+pub mod tokenizer;
