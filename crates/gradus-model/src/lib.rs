@@ -1,1 +1,10 @@
-//! placeholder
+//! gradus-model: the decoder family (Llama / Qwen2), Hugging Face checkpoint load and save, and
+//! KV-cache generation with sampling.
+
+pub mod config;
+pub mod decoder;
+pub mod generate;
+pub mod hf;
+
+pub use config::{DecoderConfig, Family, WeightDtype};
+pub use decoder::{Decoder, ForwardInput, KvCache};

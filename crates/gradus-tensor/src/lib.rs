@@ -12,6 +12,7 @@
 //! training path: they are custom ops without backward and silently drop gradients.
 
 pub mod error;
+pub mod io;
 pub mod ops;
 pub mod rng;
 pub mod tol;

@@ -1,0 +1,430 @@
+//! The Llama/Qwen2-family decoder, in dependency order: linear → rotary tables → attention →
+//! MLP → block → model. Shapes: B batch, T time, D hidden, H heads, Dh head width, V vocab.
+//!
+//! Every weight is a candle [`Var`] named exactly as in a Hugging Face checkpoint
+//! (`model.layers.0.self_attn.q_proj.weight`, ...), so the optimiser, the checkpoint writer and the
+//! loader all speak the same names.
+
+use gradus_tensor::ops;
+use gradus_tensor::rng::Rng;
+use gradus_tensor::{DType, Device, Error, Result, Tensor, Var};
+
+use crate::config::DecoderConfig;
+
+/// `y = x Wᵀ + b` with W stored (out, in) as in PyTorch.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub weight: Var,
+    pub bias: Option<Var>,
+}
+
+impl Linear {
+    /// x (..., in) → (..., out).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let inner = *dims.last().unwrap_or(&0);
+        let rows: usize = dims[..dims.len().saturating_sub(1)].iter().product();
+        let w = self.weight.as_tensor();
+        let out = w.dim(0)?;
+        let y = x.reshape((rows, inner))?.matmul(&w.t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b.as_tensor())?,
+            None => y,
+        };
+        let mut od = dims;
+        *od.last_mut().unwrap() = out;
+        Ok(y.reshape(od)?)
+    }
+}
+
+/// cos/sin tables gathered at each token's position: (B, T, Dh/2) each. Computed in f32 exactly as
+/// transformers does (`inv_freq = 1 / theta^(2i/Dh)`, `freqs = pos · inv_freq`).
+pub fn rope_tables(position_ids: &[u32], b: usize, t: usize, head_dim: usize, theta: f64, device: &Device) -> Result<(Tensor, Tensor)> {
+    let half = head_dim / 2;
+    let inv: Vec<f32> = (0..half)
+        .map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
+        .collect();
+    let mut cos = Vec::with_capacity(b * t * half);
+    let mut sin = Vec::with_capacity(b * t * half);
+    for &p in position_ids {
+        for &f in &inv {
+            let a = p as f32 * f;
+            cos.push(a.cos());
+            sin.push(a.sin());
+        }
+    }
+    Ok((
+        Tensor::from_vec(cos, (b, t, half), device)?,
+        Tensor::from_vec(sin, (b, t, half), device)?,
+    ))
+}
+
+/// Keys and values of earlier positions, per layer: (B, Tpast, Hkv, Dh) each.
+#[derive(Clone, Debug, Default)]
+pub struct KvCache {
+    pub layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    pub fn new(n_layers: usize) -> Self {
+        Self { layers: vec![None; n_layers] }
+    }
+    pub fn len(&self) -> usize {
+        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dim(1).unwrap_or(0))
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    n_heads: usize,
+    n_kv: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    /// x (B, T, D) → (B, T, D). `segments` (B, Tpast+T) when given; `cache` holds past keys/values.
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        segments: Option<&Tensor>,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let q = self.q_proj.forward(x)?.reshape((b, t, self.n_heads, self.head_dim))?;
+        let k = self.k_proj.forward(x)?.reshape((b, t, self.n_kv, self.head_dim))?;
+        let v = self.v_proj.forward(x)?.reshape((b, t, self.n_kv, self.head_dim))?;
+        let q = ops::rope(&q, cos, sin)?;
+        let k = ops::rope(&k, cos, sin)?;
+        let (k, v) = match cache {
+            Some(slot) => {
+                let kv = match slot.take() {
+                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 1)?, Tensor::cat(&[&pv, &v], 1)?),
+                    None => (k, v),
+                };
+                *slot = Some(kv.clone());
+                kv
+            }
+            None => (k, v),
+        };
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let o = ops::attention(&q, &k, &v, segments, scale)?;
+        self.o_proj.forward(&o.reshape((b, t, self.n_heads * self.head_dim))?)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = self.gate_proj.forward(x)?;
+        let u = self.up_proj.forward(x)?;
+        self.down_proj.forward(&ops::swiglu(&g, &u)?)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Block {
+    pub input_layernorm: Var,
+    pub self_attn: Attention,
+    pub post_attention_layernorm: Var,
+    pub mlp: Mlp,
+}
+
+/// The decoder with its LM head.
+#[derive(Clone, Debug)]
+pub struct Decoder {
+    pub cfg: DecoderConfig,
+    pub embed_tokens: Var,
+    pub layers: Vec<Block>,
+    pub norm: Var,
+    /// None when tied to `embed_tokens`.
+    pub lm_head: Option<Var>,
+    device: Device,
+}
+
+/// Inputs of one forward pass. All (B, T) row-major.
+#[derive(Clone, Copy, Debug)]
+pub struct ForwardInput<'a> {
+    pub input_ids: &'a [u32],
+    pub batch: usize,
+    pub seq_len: usize,
+    /// Defaults to 0..T per row (offset by the cache length when decoding).
+    pub position_ids: Option<&'a [u32]>,
+    /// Document ids for packed rows (B, T); with a cache, (B, Tpast + T).
+    pub segment_ids: Option<&'a [u32]>,
+}
+
+impl<'a> ForwardInput<'a> {
+    pub fn new(input_ids: &'a [u32], batch: usize, seq_len: usize) -> Self {
+        Self { input_ids, batch, seq_len, position_ids: None, segment_ids: None }
+    }
+}
+
+impl Decoder {
+    /// A freshly initialised model (weights ~ N(0, initializer_range²), norms 1, biases 0), as
+    /// transformers' `_init_weights` does.
+    pub fn new_random(cfg: &DecoderConfig, seed: u64, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let mut rng = Rng::derive(seed, "init");
+        let std = cfg.initializer_range;
+        let mut tensors: Vec<(String, Tensor)> = Vec::new();
+        for (name, shape) in param_shapes(cfg) {
+            let t = if name.ends_with("norm.weight") || name.ends_with("layernorm.weight") {
+                Tensor::ones(shape.as_slice(), DType::F32, device)?
+            } else if name.ends_with(".bias") {
+                Tensor::zeros(shape.as_slice(), DType::F32, device)?
+            } else {
+                rng.randn(&shape, std, device)?
+            };
+            tensors.push((name, t));
+        }
+        Self::from_named(cfg, tensors, device, "<random init>")
+    }
+
+    /// Builds the model from named f32 tensors (HF names). `origin` names the source in errors.
+    pub fn from_named(cfg: &DecoderConfig, tensors: Vec<(String, Tensor)>, device: &Device, origin: &str) -> Result<Self> {
+        cfg.validate()?;
+        let mut map: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
+        let mut take = |name: &str, shape: &[usize]| -> Result<Var> {
+            let t = map.remove(name).ok_or_else(|| Error::MissingTensor {
+                path: origin.into(),
+                name: name.to_string(),
+                hint: String::new(),
+            })?;
+            if t.dims() != shape {
+                return Err(Error::TensorShape {
+                    name: name.to_string(),
+                    expected: shape.to_vec(),
+                    found: t.dims().to_vec(),
+                    context: format!(" (in {origin}; does config.json match the weights?)"),
+                });
+            }
+            Ok(Var::from_tensor(&t.to_dtype(DType::F32)?.to_device(device)?)?)
+        };
+        let shapes = param_shapes(cfg);
+        let shape_of = |n: &str| shapes.iter().find(|(k, _)| k == n).map(|(_, s)| s.clone()).unwrap_or_default();
+        let mut lin = |p: &str, bias: bool| -> Result<Linear> {
+            let w = format!("{p}.weight");
+            let weight = take(&w, &shape_of(&w))?;
+            let bias = if bias {
+                let b = format!("{p}.bias");
+                Some(take(&b, &shape_of(&b))?)
+            } else {
+                None
+            };
+            Ok(Linear { weight, bias })
+        };
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let self_attn = Attention {
+                q_proj: lin(&format!("{p}.self_attn.q_proj"), cfg.attention_bias)?,
+                k_proj: lin(&format!("{p}.self_attn.k_proj"), cfg.attention_bias)?,
+                v_proj: lin(&format!("{p}.self_attn.v_proj"), cfg.attention_bias)?,
+                o_proj: lin(&format!("{p}.self_attn.o_proj"), false)?,
+                n_heads: cfg.num_attention_heads,
+                n_kv: cfg.num_key_value_heads,
+                head_dim: cfg.head_dim(),
+            };
+            let mlp = Mlp {
+                gate_proj: lin(&format!("{p}.mlp.gate_proj"), cfg.mlp_bias)?,
+                up_proj: lin(&format!("{p}.mlp.up_proj"), cfg.mlp_bias)?,
+                down_proj: lin(&format!("{p}.mlp.down_proj"), cfg.mlp_bias)?,
+            };
+            layers.push((p, self_attn, mlp));
+        }
+        drop(lin);
+        let mut blocks = Vec::with_capacity(layers.len());
+        for (p, self_attn, mlp) in layers {
+            let n1 = format!("{p}.input_layernorm.weight");
+            let n2 = format!("{p}.post_attention_layernorm.weight");
+            blocks.push(Block {
+                input_layernorm: take(&n1, &shape_of(&n1))?,
+                self_attn,
+                post_attention_layernorm: take(&n2, &shape_of(&n2))?,
+                mlp,
+            });
+        }
+        let embed_tokens = take("model.embed_tokens.weight", &[cfg.vocab_size, cfg.hidden_size])?;
+        let norm = take("model.norm.weight", &[cfg.hidden_size])?;
+        let lm_head = if cfg.tie_word_embeddings {
+            map.remove("lm_head.weight");
+            None
+        } else {
+            Some(take("lm_head.weight", &[cfg.vocab_size, cfg.hidden_size])?)
+        };
+        Ok(Self { cfg: cfg.clone(), embed_tokens, layers: blocks, norm, lm_head, device: device.clone() })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Every trainable parameter with its Hugging Face name, in a fixed order.
+    pub fn named_params(&self) -> Vec<(String, Var)> {
+        let mut v = vec![("model.embed_tokens.weight".to_string(), self.embed_tokens.clone())];
+        let lin = |v: &mut Vec<(String, Var)>, p: String, l: &Linear| {
+            v.push((format!("{p}.weight"), l.weight.clone()));
+            if let Some(b) = &l.bias {
+                v.push((format!("{p}.bias"), b.clone()));
+            }
+        };
+        for (i, b) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            v.push((format!("{p}.input_layernorm.weight"), b.input_layernorm.clone()));
+            lin(&mut v, format!("{p}.self_attn.q_proj"), &b.self_attn.q_proj);
+            lin(&mut v, format!("{p}.self_attn.k_proj"), &b.self_attn.k_proj);
+            lin(&mut v, format!("{p}.self_attn.v_proj"), &b.self_attn.v_proj);
+            lin(&mut v, format!("{p}.self_attn.o_proj"), &b.self_attn.o_proj);
+            v.push((format!("{p}.post_attention_layernorm.weight"), b.post_attention_layernorm.clone()));
+            lin(&mut v, format!("{p}.mlp.gate_proj"), &b.mlp.gate_proj);
+            lin(&mut v, format!("{p}.mlp.up_proj"), &b.mlp.up_proj);
+            lin(&mut v, format!("{p}.mlp.down_proj"), &b.mlp.down_proj);
+        }
+        v.push(("model.norm.weight".to_string(), self.norm.clone()));
+        if let Some(h) = &self.lm_head {
+            v.push(("lm_head.weight".to_string(), h.clone()));
+        }
+        v
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        if let Some((i, &bad)) = ids.iter().enumerate().find(|(_, &x)| x as usize >= self.cfg.vocab_size) {
+            return Err(Error::msg(format!(
+                "token id {bad} at position {i} is out of range for the model's vocab_size {}",
+                self.cfg.vocab_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Final hidden states (after the last norm): (B, T, D).
+    pub fn hidden_states(&self, inp: &ForwardInput, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let (b, t) = (inp.batch, inp.seq_len);
+        if inp.input_ids.len() != b * t {
+            return Err(Error::msg(format!("input_ids has {} tokens, expected batch {b} × seq_len {t}", inp.input_ids.len())));
+        }
+        self.check_ids(inp.input_ids)?;
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let pos: Vec<u32> = match inp.position_ids {
+            Some(p) => {
+                if p.len() != b * t {
+                    return Err(Error::msg(format!("position_ids has {} entries, expected {}", p.len(), b * t)));
+                }
+                p.to_vec()
+            }
+            None => (0..b).flat_map(|_| (0..t).map(|i| (past + i) as u32)).collect(),
+        };
+        let (cos, sin) = rope_tables(&pos, b, t, self.cfg.head_dim(), self.cfg.rope_theta, &self.device)?;
+        let segs = match inp.segment_ids {
+            Some(s) => {
+                if s.len() != b * (past + t) {
+                    return Err(Error::msg(format!(
+                        "segment_ids has {} entries, expected batch {b} × {} positions",
+                        s.len(),
+                        past + t
+                    )));
+                }
+                Some(Tensor::from_slice(s, (b, past + t), &self.device)?)
+            }
+            None => None,
+        };
+        let ids = Tensor::from_slice(inp.input_ids, b * t, &self.device)?;
+        let mut h = self.embed_tokens.as_tensor().index_select(&ids, 0)?.reshape((b, t, self.cfg.hidden_size))?;
+        let eps = self.cfg.rms_norm_eps;
+        if let Some(c) = cache.as_mut() {
+            if c.layers.len() != self.layers.len() {
+                c.layers = vec![None; self.layers.len()];
+            }
+        }
+        for (i, blk) in self.layers.iter().enumerate() {
+            let n = ops::rms_norm(&h, blk.input_layernorm.as_tensor(), eps)?;
+            let slot = cache.as_mut().map(|c| &mut c.layers[i]);
+            let a = blk.self_attn.forward(&n, &cos, &sin, segs.as_ref(), slot)?;
+            h = (h + a)?;
+            let n = ops::rms_norm(&h, blk.post_attention_layernorm.as_tensor(), eps)?;
+            h = (&h + blk.mlp.forward(&n)?)?;
+        }
+        ops::rms_norm(&h, self.norm.as_tensor(), eps)
+    }
+
+    /// The output projection's weight (V, D): lm_head or the tied embeddings.
+    pub fn head_weight(&self) -> &Tensor {
+        self.lm_head.as_ref().unwrap_or(&self.embed_tokens).as_tensor()
+    }
+
+    /// hidden (..., D) → logits (..., V).
+    pub fn logits_from_hidden(&self, h: &Tensor) -> Result<Tensor> {
+        let dims = h.dims().to_vec();
+        let d = *dims.last().unwrap_or(&0);
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let l = h.reshape((rows, d))?.matmul(&self.head_weight().t()?)?;
+        let mut od = dims;
+        *od.last_mut().unwrap() = self.cfg.vocab_size;
+        Ok(l.reshape(od)?)
+    }
+
+    /// Logits (B, T, V).
+    pub fn forward(&self, inp: &ForwardInput, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let h = self.hidden_states(inp, cache)?;
+        self.logits_from_hidden(&h)
+    }
+
+    /// Per-position log-prob of `targets` (B·T) under the model: (B·T,). Uses the fused
+    /// log-softmax-gather, so no second (B, T, V) tensor is built.
+    pub fn target_logprobs(&self, inp: &ForwardInput, targets: &[u32]) -> Result<Tensor> {
+        if targets.len() != inp.batch * inp.seq_len {
+            return Err(Error::msg(format!("targets has {} entries, expected {}", targets.len(), inp.batch * inp.seq_len)));
+        }
+        let logits = self.forward(inp, None)?.reshape((inp.batch * inp.seq_len, self.cfg.vocab_size))?;
+        let tg = Tensor::from_slice(targets, targets.len(), &self.device)?;
+        ops::token_logprobs(&logits, &tg)
+    }
+}
+
+/// Names and shapes of every parameter, in checkpoint order.
+pub fn param_shapes(cfg: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
+    let d = cfg.hidden_size;
+    let hd = cfg.head_dim();
+    let q = cfg.num_attention_heads * hd;
+    let kv = cfg.num_key_value_heads * hd;
+    let f = cfg.intermediate_size;
+    let mut v = vec![("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, d])];
+    for i in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        v.push((format!("{p}.input_layernorm.weight"), vec![d]));
+        for (n, o) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
+            v.push((format!("{p}.self_attn.{n}.weight"), vec![o, d]));
+            if cfg.attention_bias {
+                v.push((format!("{p}.self_attn.{n}.bias"), vec![o]));
+            }
+        }
+        v.push((format!("{p}.self_attn.o_proj.weight"), vec![d, q]));
+        v.push((format!("{p}.post_attention_layernorm.weight"), vec![d]));
+        for (n, o, i_) in [("gate_proj", f, d), ("up_proj", f, d), ("down_proj", d, f)] {
+            v.push((format!("{p}.mlp.{n}.weight"), vec![o, i_]));
+            if cfg.mlp_bias {
+                v.push((format!("{p}.mlp.{n}.bias"), vec![o]));
+            }
+        }
+    }
+    v.push(("model.norm.weight".to_string(), vec![d]));
+    if !cfg.tie_word_embeddings {
+        v.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, d]));
+    }
+    v
+}
