@@ -2,10 +2,22 @@
 //! `_ref` twin composed from plain differentiable candle ops (see [`reference`]). Tests compare the
 //! forward and the gradients of every fused op against its twin on random inputs.
 //!
+//! The fused ops take f32 tensors on the CPU (other dtypes are an error naming the op and dtype)
+//! and make non-contiguous inputs contiguous before running. Every reduction uses a fixed order,
+//! so results are bit-identical run to run whatever the thread count. See each op's module for the
+//! maths of its backward and what it does for speed.
+//!
 //! Layout convention: activations are kept as (B, T, H, Dh) — the natural view of a linear
 //! projection's (B, T, H·Dh) output — so attention and rotary embedding need no transposes.
 
+mod attention;
+mod common;
+mod logprobs;
 pub mod reference;
+mod rms_norm;
+mod rope;
+mod simd;
+mod swiglu;
 
 pub use reference::{attention_ref, rms_norm_ref, rope_ref, swiglu_ref, token_logprobs_ref};
 
@@ -14,19 +26,19 @@ use crate::{Result, Tensor};
 /// RMSNorm: `x / sqrt(mean(x², -1) + eps) * weight`.
 /// x (..., D), weight (D) → (..., D).
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    rms_norm_ref(x, weight, eps)
+    Ok(rms_norm::rms_norm(x, weight, eps)?)
 }
 
 /// SwiGLU gate: `silu(gate) * up`. gate, up (..., F) → (..., F).
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    swiglu_ref(gate, up)
+    Ok(swiglu::swiglu(gate, up)?)
 }
 
 /// Rotary position embedding in the Hugging Face "rotate_half" convention.
 /// x (B, T, H, Dh); cos, sin (B, T, Dh/2) gathered at each token's position id → (B, T, H, Dh).
 /// With x = [x1, x2] split in halves: out = [x1·cos − x2·sin, x2·cos + x1·sin].
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    rope_ref(x, cos, sin)
+    Ok(rope::rope(x, cos, sin)?)
 }
 
 /// Causal scaled-dot-product attention with grouped-query heads and an optional segment mask.
@@ -36,12 +48,12 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 /// (B, Tk) u32 is given, `segments[b, j] == segments[b, Tk − Tq + i]` (packed documents never see
 /// each other; left padding gets its own segment). Returns (B, Tq, Hq, Dh).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, segments: Option<&Tensor>, scale: f64) -> Result<Tensor> {
-    attention_ref(q, k, v, segments, scale)
+    Ok(attention::attention(q, k, v, segments, scale)?)
 }
 
 /// Per-token log-probabilities `log_softmax(logits)[target]`.
 /// logits (N, V) f32, targets (N) u32 → (N). The fused op never materialises a second (N, V) tensor
 /// in the forward pass.
 pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    token_logprobs_ref(logits, targets)
+    Ok(logprobs::token_logprobs(logits, targets)?)
 }

@@ -1,0 +1,521 @@
+//! Fused causal attention with grouped-query heads and segment masks, forward and backward,
+//! FlashAttention-2 style on the CPU.
+//!
+//! Forward, one rayon task per (b, query head, block of [`BR`] queries): stream over blocks of
+//! [`BC`] keys of the matching kv head (GQA by index arithmetic, K/V never repeated), with tile
+//! products `S = scale·Q Kᵀ` and `O += P V` done by `gemm` straight on the (B, T, H, Dh) buffers
+//! (row stride H·Dh), and the online softmax (running max m, running sum l, O rescaled when m
+//! grows). Only a (BR × BC) score tile exists at a time. The per-row log-sum-exp `m + ln l` is
+//! kept in the op (B·Hq·Tq floats) for the backward.
+//!
+//! Backward, one task per (b, kv head): for each key block j, for each query head of the group and
+//! each query block i that is not fully masked, recompute `P = exp(S − lse)`, then
+//! `dV_j += Pᵀ dO_i`, `dP = dO_i V_jᵀ`, `dS = P ∘ (dP − D_i)` with `D = rowsum(dO ∘ O)`,
+//! `dK_j += scale·dSᵀ Q_i`, `dQ_i += scale·dS K_j`. The task owns dK/dV of its kv head and dQ of
+//! its query heads, so every accumulation is sequential in a fixed order: bit-reproducible,
+//! no atomics. (Parallelism is B·Hkv tasks; see the note at [`Attention::backward`].)
+//!
+//! Blocks are skipped when fully masked: causally (key block entirely after the query block) and
+//! by segments (the id ranges [min, max] of the query block and of the key block do not overlap,
+//! which is exact-safe for any labelling and skips everything for increasing document ids).
+//! Blocks that are fully visible skip the per-element mask.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::common::{check_f32, f32_slice, msg, with_f32, CResult, SyncPtr};
+use super::simd::{self, dispatch};
+
+const OP: &str = "attention";
+/// Queries per block.
+const BR: usize = 64;
+/// Keys per block.
+const BC: usize = 64;
+
+/// See [`super::attention`].
+pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, segments: Option<&Tensor>, scale: f64) -> CResult<Tensor> {
+    check_f32(q, OP, "q")?;
+    check_f32(k, OP, "k")?;
+    check_f32(v, OP, "v")?;
+    let (b, tq, hq, dh) = q.dims4().map_err(|_| msg(format!("{OP}: q must be (B, Tq, Hq, Dh), got {:?}", q.dims())))?;
+    let (bk, tk, hkv, dhk) = k.dims4().map_err(|_| msg(format!("{OP}: k must be (B, Tk, Hkv, Dh), got {:?}", k.dims())))?;
+    if bk != b || dhk != dh {
+        return Err(msg(format!("{OP}: q {:?} and k {:?} disagree on B or Dh", q.dims(), k.dims())));
+    }
+    if v.dims() != k.dims() {
+        return Err(msg(format!("{OP}: v {:?} must have the shape of k {:?}", v.dims(), k.dims())));
+    }
+    if hkv == 0 || hq % hkv != 0 {
+        return Err(msg(format!("{OP}: Hq = {hq} must be a multiple of Hkv = {hkv}")));
+    }
+    if tq > tk {
+        return Err(msg(format!("{OP}: Tq = {tq} exceeds Tk = {tk}")));
+    }
+    let segments = match segments {
+        None => None,
+        Some(s) => {
+            if s.dims() != [b, tk] {
+                return Err(msg(format!("{OP}: segments have shape {:?}, expected [{b}, {tk}]", s.dims())));
+            }
+            if s.dtype().is_float() {
+                return Err(msg(format!("{OP}: segments must be an integer tensor (u32), got {:?}", s.dtype())));
+            }
+            Some(Arc::new(s.to_dtype(DType::U32)?.flatten_all()?.to_vec1::<u32>()?))
+        }
+    };
+    let op = Attention { scale: scale as f32, segments, lse: Arc::new(Mutex::new(None)) };
+    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+}
+
+struct Attention {
+    scale: f32,
+    /// (B, Tk) segment ids, if any.
+    segments: Option<Arc<Vec<u32>>>,
+    /// (B, Hq, Tq) log-sum-exp of the scaled, masked scores, from the forward.
+    lse: Arc<Mutex<Option<Vec<f32>>>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    b: usize,
+    tq: usize,
+    tk: usize,
+    hq: usize,
+    hkv: usize,
+    dh: usize,
+}
+
+impl Dims {
+    fn rep(&self) -> usize {
+        self.hq / self.hkv
+    }
+    /// Absolute position of query 0.
+    fn off(&self) -> usize {
+        self.tk - self.tq
+    }
+    fn nqb(&self) -> usize {
+        self.tq.div_ceil(BR)
+    }
+    fn nkb(&self) -> usize {
+        self.tk.div_ceil(BC)
+    }
+    fn q_range(&self, qb: usize) -> (usize, usize) {
+        (qb * BR, ((qb + 1) * BR).min(self.tq))
+    }
+    fn k_range(&self, kb: usize) -> (usize, usize) {
+        (kb * BC, ((kb + 1) * BC).min(self.tk))
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Block {
+    /// Every (query, key) pair is masked.
+    Skip,
+    /// Every pair is visible.
+    Full,
+    /// Mixed: apply the element mask.
+    Partial,
+}
+
+/// Block classification and element masks for one call.
+struct Masker<'a> {
+    d: Dims,
+    seg: Option<&'a [u32]>,
+    /// (B, nkb) segment id range of each key block.
+    kseg: Vec<(u32, u32)>,
+    /// (B, nqb) segment id range of each query block (at the queries' absolute positions).
+    qseg: Vec<(u32, u32)>,
+}
+
+fn id_range(ids: &[u32]) -> (u32, u32) {
+    ids.iter().fold((u32::MAX, 0), |(lo, hi), &s| (lo.min(s), hi.max(s)))
+}
+
+impl<'a> Masker<'a> {
+    fn new(d: Dims, seg: Option<&'a [u32]>) -> Self {
+        let (mut kseg, mut qseg) = (Vec::new(), Vec::new());
+        if let Some(s) = seg {
+            for b in 0..d.b {
+                let row = &s[b * d.tk..(b + 1) * d.tk];
+                for kb in 0..d.nkb() {
+                    let (j0, j1) = d.k_range(kb);
+                    kseg.push(id_range(&row[j0..j1]));
+                }
+                for qb in 0..d.nqb() {
+                    let (i0, i1) = d.q_range(qb);
+                    qseg.push(id_range(&row[d.off() + i0..d.off() + i1]));
+                }
+            }
+        }
+        Masker { d, seg, kseg, qseg }
+    }
+
+    fn classify(&self, b: usize, qb: usize, kb: usize) -> Block {
+        let (i0, i1) = self.d.q_range(qb);
+        let (j0, j1) = self.d.k_range(kb);
+        let off = self.d.off();
+        if j0 > off + i1 - 1 {
+            return Block::Skip;
+        }
+        let mut full = j1 - 1 <= off + i0;
+        if self.seg.is_some() {
+            let (qlo, qhi) = self.qseg[b * self.d.nqb() + qb];
+            let (klo, khi) = self.kseg[b * self.d.nkb() + kb];
+            if qhi < klo || khi < qlo {
+                return Block::Skip;
+            }
+            full &= qlo == qhi && klo == khi && qlo == klo;
+        }
+        if full {
+            Block::Full
+        } else {
+            Block::Partial
+        }
+    }
+
+    /// Sets masked entries of the score tile `s` (rows i0.., cols j0.., row stride BC) to −inf.
+    fn apply(&self, b: usize, i0: usize, nr: usize, j0: usize, nc: usize, s: &mut [f32]) {
+        let off = self.d.off();
+        for r in 0..nr {
+            let qp = off + i0 + r;
+            let row = &mut s[r * BC..r * BC + nc];
+            // Causal: keys j > qp.
+            let vis = (qp + 1).saturating_sub(j0).min(nc);
+            row[vis..].fill(f32::NEG_INFINITY);
+            if let Some(seg) = self.seg {
+                let sr = &seg[b * self.d.tk..(b + 1) * self.d.tk];
+                let mine = sr[qp];
+                for (x, &sj) in row[..vis].iter_mut().zip(&sr[j0..j0 + vis]) {
+                    if sj != mine {
+                        *x = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst (m×n, row stride dst_rs) = [dst +] beta · lhs (m×k) · rhs (k×n)`, strides in elements.
+///
+/// # Safety
+/// All pointers must be valid for the strided extents given; `dst` must not alias the inputs.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn mm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: *const f32,
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: *const f32,
+    rhs_rs: usize,
+    rhs_cs: usize,
+    beta: f32,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs,
+        lhs_cs as isize,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        1.0,
+        beta,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
+dispatch! {
+    /// Online-softmax update of one score tile (nr × nc, row stride BC), turned into P in place;
+    /// rescales the accumulator rows of `o` (row stride dh) and updates running max `m` and sum `l`.
+    fn online_softmax(s: &mut [f32], nr: usize, nc: usize, m: &mut [f32], l: &mut [f32], o: &mut [f32], dh: usize) {
+        for r in 0..nr {
+            let row = &mut s[r * BC..r * BC + nc];
+            let mx = simd::max(row);
+            if mx == f32::NEG_INFINITY {
+                row.fill(0.0);
+                continue;
+            }
+            let m_new = if mx > m[r] { mx } else { m[r] };
+            let alpha = simd::exp(m[r] - m_new);
+            let sum = simd::exp_shift_inplace_sum(row, m_new);
+            l[r] = l[r] * alpha + sum;
+            if alpha != 1.0 {
+                for x in &mut o[r * dh..(r + 1) * dh] {
+                    *x *= alpha;
+                }
+            }
+            m[r] = m_new;
+        }
+    }
+}
+
+dispatch! {
+    /// `s ← exp(s − lse_row)` for a tile (nr × nc, row stride BC): the probabilities P.
+    fn probs(s: &mut [f32], nr: usize, nc: usize, lse: &[f32]) {
+        for r in 0..nr {
+            let l = lse[r];
+            for x in &mut s[r * BC..r * BC + nc] {
+                *x = simd::exp(*x - l);
+            }
+        }
+    }
+}
+
+dispatch! {
+    /// `dp ← p ∘ (dp − D_row)`: the score gradient dS (tile nr × nc, row stride BC).
+    fn dscores(p: &[f32], dp: &mut [f32], nr: usize, nc: usize, drow: &[f32]) {
+        for r in 0..nr {
+            let dr = drow[r];
+            let pr = &p[r * BC..r * BC + nc];
+            for (x, &pi) in dp[r * BC..r * BC + nc].iter_mut().zip(pr) {
+                *x = pi * (*x - dr);
+            }
+        }
+    }
+}
+
+dispatch! {
+    /// Row dot products `D[i] = dO[i]·O[i]` for contiguous rows of `dh`.
+    fn row_dots(a: &[f32], b: &[f32], dh: usize, out: &mut [f32]) {
+        for ((x, y), o) in a.chunks_exact(dh).zip(b.chunks_exact(dh)).zip(out.iter_mut()) {
+            *o = simd::dot(x, y);
+        }
+    }
+}
+
+impl Attention {
+    /// Returns the output (B, Tq, Hq, Dh) and the log-sum-exp (B, Hq, Tq).
+    fn forward(&self, d: Dims, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let mut out = vec![0f32; d.b * d.tq * d.hq * d.dh];
+        let mut lse = vec![0f32; d.b * d.hq * d.tq];
+        if out.is_empty() {
+            return (out, lse);
+        }
+        let masker = Masker::new(d, self.segments.as_deref().map(|s| s.as_slice()));
+        let (po, pl) = (SyncPtr::new(&mut out), SyncPtr::new(&mut lse));
+        let (nqb, nkb, dh, rep) = (d.nqb(), d.nkb(), d.dh, d.rep());
+        let (qrs, krs) = (d.hq * dh, d.hkv * dh);
+        let scale = self.scale;
+        (0..d.b * d.hq * nqb).into_par_iter().for_each_init(
+            || (vec![0f32; BR * BC], vec![0f32; BR * dh], vec![0f32; BR], vec![0f32; BR]),
+            |(s, o, m, l), task| {
+                let qb = task % nqb;
+                let h = (task / nqb) % d.hq;
+                let b = task / (nqb * d.hq);
+                let kvh = h / rep;
+                let (i0, i1) = d.q_range(qb);
+                let nr = i1 - i0;
+                o[..nr * dh].fill(0.0);
+                m[..nr].fill(f32::NEG_INFINITY);
+                l[..nr].fill(0.0);
+                let qp = q[((b * d.tq + i0) * d.hq + h) * dh..].as_ptr();
+                for kb in 0..nkb {
+                    let kind = masker.classify(b, qb, kb);
+                    if kind == Block::Skip {
+                        continue;
+                    }
+                    let (j0, j1) = d.k_range(kb);
+                    let nc = j1 - j0;
+                    let kbase = ((b * d.tk + j0) * d.hkv + kvh) * dh;
+                    // SAFETY: q rows i0..i1 of head h, k/v rows j0..j1 of head kvh lie in bounds
+                    // (strides H·Dh); s and o are task-local buffers of BR×BC and BR×Dh.
+                    unsafe {
+                        mm(nr, nc, dh, s.as_mut_ptr(), BC, false, qp, qrs, 1, k[kbase..].as_ptr(), 1, krs, scale);
+                    }
+                    if kind == Block::Partial {
+                        masker.apply(b, i0, nr, j0, nc, s);
+                    }
+                    online_softmax(s, nr, nc, m, l, o, dh);
+                    unsafe {
+                        mm(nr, dh, nc, o.as_mut_ptr(), dh, true, s.as_ptr(), BC, 1, v[kbase..].as_ptr(), krs, 1, 1.0);
+                    }
+                }
+                for r in 0..nr {
+                    let inv = 1.0 / l[r];
+                    // SAFETY: this task is the only writer of output row (b, i0 + r, h) and of
+                    // lse[(b, h, i0 + r)].
+                    let dst = unsafe { po.slice(((b * d.tq + i0 + r) * d.hq + h) * dh, dh) };
+                    for (x, &a) in dst.iter_mut().zip(&o[r * dh..(r + 1) * dh]) {
+                        *x = a * inv;
+                    }
+                    unsafe { *pl.slice((b * d.hq + h) * d.tq + i0 + r, 1).get_unchecked_mut(0) = m[r] + l[r].ln() };
+                }
+            },
+        );
+        (out, lse)
+    }
+
+    /// Gradients (dq, dk, dv) given the forward's inputs, output `o`, its gradient `g` and lse.
+    ///
+    /// One task per (b, kv head): deterministic without atomics, but only B·Hkv-way parallel
+    /// (a single sequence with one kv head runs on one thread).
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        d: Dims,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        o: &[f32],
+        g: &[f32],
+        lse: &[f32],
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let mut dq = vec![0f32; q.len()];
+        let mut dk = vec![0f32; k.len()];
+        let mut dv = vec![0f32; v.len()];
+        if dq.is_empty() || dk.is_empty() {
+            return (dq, dk, dv);
+        }
+        let (nqb, nkb, dh, rep) = (d.nqb(), d.nkb(), d.dh, d.rep());
+        let (qrs, krs) = (d.hq * dh, d.hkv * dh);
+        // D = rowsum(dO ∘ O), laid out (B, Hq, Tq) like lse.
+        let mut drow_bth = vec![0f32; d.b * d.tq * d.hq];
+        drow_bth
+            .par_chunks_mut(d.hq * 64)
+            .zip(g.par_chunks(d.hq * dh * 64))
+            .zip(o.par_chunks(d.hq * dh * 64))
+            .for_each(|((out, gc), oc)| row_dots(gc, oc, dh, out));
+        let mut drow = vec![0f32; d.b * d.hq * d.tq];
+        for b in 0..d.b {
+            for t in 0..d.tq {
+                for h in 0..d.hq {
+                    drow[(b * d.hq + h) * d.tq + t] = drow_bth[(b * d.tq + t) * d.hq + h];
+                }
+            }
+        }
+        let masker = Masker::new(d, self.segments.as_deref().map(|s| s.as_slice()));
+        let (pdq, pdk, pdv) = (SyncPtr::new(&mut dq), SyncPtr::new(&mut dk), SyncPtr::new(&mut dv));
+        let scale = self.scale;
+        (0..d.b * d.hkv).into_par_iter().for_each_init(
+            || (vec![0f32; BR * BC], vec![0f32; BR * BC]),
+            |(s, dp), task| {
+                let kvh = task % d.hkv;
+                let b = task / d.hkv;
+                for kb in 0..nkb {
+                    let (j0, j1) = d.k_range(kb);
+                    let nc = j1 - j0;
+                    let kbase = ((b * d.tk + j0) * d.hkv + kvh) * dh;
+                    let (kp, vp) = (k[kbase..].as_ptr(), v[kbase..].as_ptr());
+                    // SAFETY (all pointer uses below): this task alone writes dk/dv rows of
+                    // (b, ·, kvh) and dq rows of (b, ·, h) for the heads h of its group; every
+                    // row range is in bounds by construction of the block ranges.
+                    let (dkp, dvp) = unsafe { (pdk.at(kbase), pdv.at(kbase)) };
+                    for h in kvh * rep..(kvh + 1) * rep {
+                        for qb in 0..nqb {
+                            let kind = masker.classify(b, qb, kb);
+                            if kind == Block::Skip {
+                                continue;
+                            }
+                            let (i0, i1) = d.q_range(qb);
+                            let nr = i1 - i0;
+                            let qbase = ((b * d.tq + i0) * d.hq + h) * dh;
+                            let (qp, gp) = (q[qbase..].as_ptr(), g[qbase..].as_ptr());
+                            let lrow = &lse[(b * d.hq + h) * d.tq + i0..][..nr];
+                            let drw = &drow[(b * d.hq + h) * d.tq + i0..][..nr];
+                            unsafe {
+                                mm(nr, nc, dh, s.as_mut_ptr(), BC, false, qp, qrs, 1, kp, 1, krs, scale);
+                            }
+                            if kind == Block::Partial {
+                                masker.apply(b, i0, nr, j0, nc, s);
+                            }
+                            probs(s, nr, nc, lrow);
+                            unsafe {
+                                // dV_j += Pᵀ dO_i
+                                mm(nc, dh, nr, dvp, krs, true, s.as_ptr(), 1, BC, gp, qrs, 1, 1.0);
+                                // dP = dO_i V_jᵀ
+                                mm(nr, nc, dh, dp.as_mut_ptr(), BC, false, gp, qrs, 1, vp, 1, krs, 1.0);
+                            }
+                            dscores(s, dp, nr, nc, drw);
+                            unsafe {
+                                // dK_j += scale · dSᵀ Q_i
+                                mm(nc, dh, nr, dkp, krs, true, dp.as_ptr(), 1, BC, qp, qrs, 1, scale);
+                                // dQ_i += scale · dS K_j
+                                mm(nr, dh, nc, pdq.at(qbase), qrs, true, dp.as_ptr(), BC, 1, kp, krs, 1, scale);
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        (dq, dk, dv)
+    }
+}
+
+fn dims_of(lq: &Layout, lk: &Layout) -> CResult<Dims> {
+    let (b, tq, hq, dh) = lq.shape().dims4()?;
+    let (_, tk, hkv, _) = lk.shape().dims4()?;
+    Ok(Dims { b, tq, tk, hq, hkv, dh })
+}
+
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "gradus-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let q = f32_slice(s1, l1, OP, "q")?;
+        let k = f32_slice(s2, l2, OP, "k")?;
+        let v = f32_slice(s3, l3, OP, "v")?;
+        let d = dims_of(l1, l2)?;
+        let (out, lse) = self.forward(d, q, k, v);
+        *self.lse.lock().map_err(|_| msg(format!("{OP}: poisoned lock")))? = Some(lse);
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d = dims_of(q.layout(), k.layout())?;
+        let guard = self.lse.lock().map_err(|_| msg(format!("{OP}: poisoned lock")))?;
+        let (dq, dk, dv) = with_f32([q, k, v, res, grad], OP, |[q, k, v, o, g]| {
+            let recomputed;
+            let lse = match guard.as_ref() {
+                Some(l) => l.as_slice(),
+                None => {
+                    recomputed = self.forward(d, q, k, v).1;
+                    recomputed.as_slice()
+                }
+            };
+            Ok(self.backward(d, q, k, v, o, g, lse))
+        })?;
+        drop(guard);
+        Ok((
+            Some(Tensor::from_vec(dq, q.shape(), q.device())?),
+            Some(Tensor::from_vec(dk, k.shape(), k.device())?),
+            Some(Tensor::from_vec(dv, v.shape(), v.device())?),
+        ))
+    }
+}

@@ -1,0 +1,126 @@
+//! Fused per-token log-probabilities `log_softmax(logits)[target]` with backward.
+//!
+//! Forward, per row: `m = max`, `lse = m + ln Σ e^(x−m)` (two passes over the row, no (N, V)
+//! temporary), `out = x[target] − lse`; the N log-sum-exps are kept in the op for the backward.
+//! Backward, one write pass per row: `dx[n, :] = g[n]·(onehot(target) − e^(x − lse))`.
+//! Targets are validated in the wrapper: an out-of-range id is an error naming the row and value.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::common::{check_f32, f32_slice, msg, rows_per_task, with_f32, CResult};
+use super::simd::{self, dispatch};
+
+const OP: &str = "token_logprobs";
+
+struct TokenLogprobs {
+    targets: Arc<Vec<u32>>,
+    /// Per-row log-sum-exp from the forward, reused by the backward.
+    lse: Arc<Mutex<Option<Vec<f32>>>>,
+}
+
+/// See [`super::token_logprobs`].
+pub(crate) fn token_logprobs(logits: &Tensor, targets: &Tensor) -> CResult<Tensor> {
+    check_f32(logits, OP, "logits")?;
+    let (n, v) = logits.dims2().map_err(|_| msg(format!("{OP}: logits must be (N, V), got {:?}", logits.dims())))?;
+    if targets.dims() != [n] {
+        return Err(msg(format!("{OP}: targets have shape {:?}, expected [{n}] (one per logits row)", targets.dims())));
+    }
+    if targets.dtype().is_float() {
+        return Err(msg(format!("{OP}: targets must be an integer tensor (u32), got {:?}", targets.dtype())));
+    }
+    let tg: Vec<u32> = match targets.dtype() {
+        DType::U32 => targets.to_vec1::<u32>()?,
+        _ => {
+            // Range-check in i64 so a negative id is reported as itself, not wrapped.
+            let t64 = targets.to_dtype(DType::I64)?.to_vec1::<i64>()?;
+            if let Some((row, &bad)) = t64.iter().enumerate().find(|(_, &t)| t < 0 || t >= v as i64) {
+                return Err(msg(format!("{OP}: target {bad} at row {row} is out of range for vocab size {v}")));
+            }
+            t64.iter().map(|&t| t as u32).collect()
+        }
+    };
+    if let Some((row, &bad)) = tg.iter().enumerate().find(|(_, &t)| t as usize >= v) {
+        return Err(msg(format!("{OP}: target {bad} at row {row} is out of range for vocab size {v}")));
+    }
+    let op = TokenLogprobs { targets: Arc::new(tg), lse: Arc::new(Mutex::new(None)) };
+    logits.contiguous()?.apply_op1(op)
+}
+
+dispatch! {
+    /// Log-sum-exp of each row of `x` (rows of `v`) into `lse`.
+    fn lse_rows(x: &[f32], v: usize, lse: &mut [f32]) {
+        for (row, l) in x.chunks_exact(v).zip(lse.iter_mut()) {
+            let m = simd::max(row);
+            *l = m + simd::sum_exp_shifted(row, m).ln();
+        }
+    }
+}
+
+dispatch! {
+    /// `dx = -g·e^(x − lse)` for each row of `x` (the one-hot term is added by the caller).
+    fn softmax_grad_rows(x: &[f32], v: usize, lse: &[f32], g: &[f32], dx: &mut [f32]) {
+        for (((row, out), &l), &gn) in x.chunks_exact(v).zip(dx.chunks_exact_mut(v)).zip(lse).zip(g) {
+            for (o, &xi) in out.iter_mut().zip(row) {
+                *o = -gn * simd::exp(xi - l);
+            }
+        }
+    }
+}
+
+fn compute_lse(x: &[f32], v: usize) -> Vec<f32> {
+    let n = x.len() / v.max(1);
+    let mut lse = vec![0f32; n];
+    if v == 0 {
+        lse.fill(f32::NEG_INFINITY);
+        return lse;
+    }
+    let rows = rows_per_task(v);
+    lse.par_chunks_mut(rows)
+        .zip(x.par_chunks(rows * v))
+        .for_each(|(lc, xc)| lse_rows(xc, v, lc));
+    lse
+}
+
+impl CustomOp1 for TokenLogprobs {
+    fn name(&self) -> &'static str {
+        "gradus-token-logprobs"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, OP, "logits")?;
+        let (n, v) = l.shape().dims2()?;
+        let lse = compute_lse(x, v);
+        let out: Vec<f32> = (0..n).map(|r| x[r * v + self.targets[r] as usize] - lse[r]).collect();
+        *self.lse.lock().map_err(|_| msg(format!("{OP}: poisoned lock")))? = Some(lse);
+        Ok((CpuStorage::F32(out), Shape::from(n)))
+    }
+
+    fn bwd(&self, logits: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let (_n, v) = logits.dims2()?;
+        let stored = self.lse.lock().map_err(|_| msg(format!("{OP}: poisoned lock")))?.clone();
+        let dx = with_f32([logits, grad], OP, |[x, g]| {
+            let lse = match stored {
+                Some(l) => l,
+                None => compute_lse(x, v),
+            };
+            let mut dx = vec![0f32; x.len()];
+            if v == 0 {
+                return Ok(dx);
+            }
+            let rows = rows_per_task(v);
+            dx.par_chunks_mut(rows * v).enumerate().for_each(|(ci, dc)| {
+                let r0 = ci * rows;
+                let nr = dc.len() / v;
+                softmax_grad_rows(&x[r0 * v..(r0 + nr) * v], v, &lse[r0..r0 + nr], &g[r0..r0 + nr], dc);
+                for k in 0..nr {
+                    dc[k * v + self.targets[r0 + k] as usize] += g[r0 + k];
+                }
+            });
+            Ok(dx)
+        })?;
+        Ok(Some(Tensor::from_vec(dx, logits.shape(), logits.device())?))
+    }
+}
