@@ -50,7 +50,7 @@ impl WeightDtype {
 
 /// A Llama/Qwen2-family decoder. B batch, T time, D = hidden_size, H heads, V vocab.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct DecoderConfig {
     pub family: Family,
     pub vocab_size: usize,
