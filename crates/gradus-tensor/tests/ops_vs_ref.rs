@@ -60,6 +60,11 @@ fn check_grads(
     }
 }
 
+/// Runs `f` on a rayon pool of `n` threads (to check results do not depend on the thread count).
+fn in_pool<R: Send>(n: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap().install(f)
+}
+
 fn var(rng: &mut Rng, shape: &[usize], std: f64) -> Var {
     Var::from_tensor(&rng.randn(shape, std, &CPU).unwrap()).unwrap()
 }
@@ -126,8 +131,8 @@ fn rms_norm_backward_is_bit_reproducible() {
         let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
         (flat(g.get(x.as_tensor()).unwrap()), flat(g.get(w.as_tensor()).unwrap()))
     };
-    let (a, b) = (run(), run());
-    assert!(a.0 == b.0 && a.1 == b.1, "two backward runs differ");
+    let (a, b, c) = (run(), in_pool(1, run), in_pool(3, run));
+    assert!(a == b && a == c, "backward runs differ (run to run or across thread counts)");
 }
 
 // ---------------------------------------------------------------- swiglu
@@ -346,17 +351,21 @@ fn attention_with_identical_keys_returns_running_mean_of_v() {
 
 #[test]
 fn attention_backward_is_bit_reproducible() {
-    let mut rng = Rng::new(71);
-    let q = var(&mut rng, &[2, 100, 4, 16], 1.0);
-    let k = var(&mut rng, &[2, 100, 2, 16], 1.0);
-    let v = var(&mut rng, &[2, 100, 2, 16], 1.0);
-    let r = rng.randn(&[2, 100, 4, 16], 1.0, &CPU).unwrap();
-    let run = || {
-        let o = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), None, 0.25).unwrap();
-        let g = (o * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        [&q, &k, &v].map(|x| flat(g.get(x.as_tensor()).unwrap()))
-    };
-    assert!(run() == run(), "two backward runs differ");
+    // (B, Hkv) = (2, 2) takes the one-pass backward, (1, 1) the two-pass one.
+    for (b, hkv) in [(2, 2), (1, 1)] {
+        let mut rng = Rng::new(71);
+        let q = var(&mut rng, &[b, 100, 4, 16], 1.0);
+        let k = var(&mut rng, &[b, 100, hkv, 16], 1.0);
+        let v = var(&mut rng, &[b, 100, hkv, 16], 1.0);
+        let r = rng.randn(&[b, 100, 4, 16], 1.0, &CPU).unwrap();
+        let run = || {
+            let o = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), None, 0.25).unwrap();
+            let g = (o * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            [&q, &k, &v].map(|x| flat(g.get(x.as_tensor()).unwrap()))
+        };
+        let (x, y, z) = (run(), in_pool(1, run), in_pool(3, run));
+        assert!(x == y && x == z, "backward runs differ across thread counts (B={b}, Hkv={hkv})");
+    }
 }
 
 // ---------------------------------------------------------------- token_logprobs

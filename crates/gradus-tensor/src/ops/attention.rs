@@ -13,7 +13,8 @@
 //! `dV_j += Pᵀ dO_i`, `dP = dO_i V_jᵀ`, `dS = P ∘ (dP − D_i)` with `D = rowsum(dO ∘ O)`,
 //! `dK_j += scale·dSᵀ Q_i`, `dQ_i += scale·dS K_j`. The task owns dK/dV of its kv head and dQ of
 //! its query heads, so every accumulation is sequential in a fixed order: bit-reproducible,
-//! no atomics. (Parallelism is B·Hkv tasks; see the note at [`Attention::backward`].)
+//! no atomics. With too few (b, kv head) pairs to keep the cores busy, a two-pass variant
+//! (dK/dV by key block, then dQ by query block) is used instead; see [`Attention::backward`].
 //!
 //! Blocks are skipped when fully masked: causally (key block entirely after the query block) and
 //! by segments (the id ranges [min, max] of the query block and of the key block do not overlap,
@@ -367,8 +368,12 @@ impl Attention {
 
     /// Gradients (dq, dk, dv) given the forward's inputs, output `o`, its gradient `g` and lse.
     ///
-    /// One task per (b, kv head): deterministic without atomics, but only B·Hkv-way parallel
-    /// (a single sequence with one kv head runs on one thread).
+    /// With at least [`ONE_PASS_MIN_TASKS`] (b, kv head) pairs: one task per pair owns dK/dV of
+    /// its kv head and dQ of its query heads (5 tile products per visited tile). With fewer pairs
+    /// (a single sequence with one kv head would run on one thread) two passes instead: tasks over
+    /// (b, kv head, key block) own dK/dV rows, then tasks over (b, head, query block) own dQ rows
+    /// (7 tile products per tile, but parallel). The choice depends on shapes only, never on the
+    /// thread count, and each accumulation runs in a fixed order: bit-reproducible.
     #[allow(clippy::too_many_arguments)]
     fn backward(
         &self,
@@ -386,14 +391,13 @@ impl Attention {
         if dq.is_empty() || dk.is_empty() {
             return (dq, dk, dv);
         }
-        let (nqb, nkb, dh, rep) = (d.nqb(), d.nkb(), d.dh, d.rep());
-        let (qrs, krs) = (d.hq * dh, d.hkv * dh);
         // D = rowsum(dO ∘ O), laid out (B, Hq, Tq) like lse.
+        let dh = d.dh;
         let mut drow_bth = vec![0f32; d.b * d.tq * d.hq];
         drow_bth
-            .par_chunks_mut(d.hq * 64)
-            .zip(g.par_chunks(d.hq * dh * 64))
-            .zip(o.par_chunks(d.hq * dh * 64))
+            .par_chunks_mut(256)
+            .zip(g.par_chunks(256 * dh))
+            .zip(o.par_chunks(256 * dh))
             .for_each(|((out, gc), oc)| row_dots(gc, oc, dh, out));
         let mut drow = vec![0f32; d.b * d.hq * d.tq];
         for b in 0..d.b {
@@ -403,61 +407,122 @@ impl Attention {
                 }
             }
         }
-        let masker = Masker::new(d, self.segments.as_deref().map(|s| s.as_slice()));
-        let (pdq, pdk, pdv) = (SyncPtr::new(&mut dq), SyncPtr::new(&mut dk), SyncPtr::new(&mut dv));
-        let scale = self.scale;
-        (0..d.b * d.hkv).into_par_iter().for_each_init(
-            || (vec![0f32; BR * BC], vec![0f32; BR * BC]),
-            |(s, dp), task| {
-                let kvh = task % d.hkv;
-                let b = task / d.hkv;
+        let ctx = BwdCtx {
+            d,
+            scale: self.scale,
+            masker: Masker::new(d, self.segments.as_deref().map(|s| s.as_slice())),
+            q,
+            k,
+            v,
+            g,
+            lse,
+            drow: &drow,
+            dq: SyncPtr::new(&mut dq),
+            dk: SyncPtr::new(&mut dk),
+            dv: SyncPtr::new(&mut dv),
+        };
+        let (nqb, nkb, rep) = (d.nqb(), d.nkb(), d.rep());
+        let scratch = || (vec![0f32; BR * BC], vec![0f32; BR * BC]);
+        if d.b * d.hkv >= ONE_PASS_MIN_TASKS {
+            (0..d.b * d.hkv).into_par_iter().for_each_init(scratch, |(s, dp), task| {
+                let (b, kvh) = (task / d.hkv, task % d.hkv);
                 for kb in 0..nkb {
-                    let (j0, j1) = d.k_range(kb);
-                    let nc = j1 - j0;
-                    let kbase = ((b * d.tk + j0) * d.hkv + kvh) * dh;
-                    let (kp, vp) = (k[kbase..].as_ptr(), v[kbase..].as_ptr());
-                    // SAFETY (all pointer uses below): this task alone writes dk/dv rows of
-                    // (b, ·, kvh) and dq rows of (b, ·, h) for the heads h of its group; every
-                    // row range is in bounds by construction of the block ranges.
-                    let (dkp, dvp) = unsafe { (pdk.at(kbase), pdv.at(kbase)) };
                     for h in kvh * rep..(kvh + 1) * rep {
                         for qb in 0..nqb {
-                            let kind = masker.classify(b, qb, kb);
-                            if kind == Block::Skip {
-                                continue;
-                            }
-                            let (i0, i1) = d.q_range(qb);
-                            let nr = i1 - i0;
-                            let qbase = ((b * d.tq + i0) * d.hq + h) * dh;
-                            let (qp, gp) = (q[qbase..].as_ptr(), g[qbase..].as_ptr());
-                            let lrow = &lse[(b * d.hq + h) * d.tq + i0..][..nr];
-                            let drw = &drow[(b * d.hq + h) * d.tq + i0..][..nr];
-                            unsafe {
-                                mm(nr, nc, dh, s.as_mut_ptr(), BC, false, qp, qrs, 1, kp, 1, krs, scale);
-                            }
-                            if kind == Block::Partial {
-                                masker.apply(b, i0, nr, j0, nc, s);
-                            }
-                            probs(s, nr, nc, lrow);
-                            unsafe {
-                                // dV_j += Pᵀ dO_i
-                                mm(nc, dh, nr, dvp, krs, true, s.as_ptr(), 1, BC, gp, qrs, 1, 1.0);
-                                // dP = dO_i V_jᵀ
-                                mm(nr, nc, dh, dp.as_mut_ptr(), BC, false, gp, qrs, 1, vp, 1, krs, 1.0);
-                            }
-                            dscores(s, dp, nr, nc, drw);
-                            unsafe {
-                                // dK_j += scale · dSᵀ Q_i
-                                mm(nc, dh, nr, dkp, krs, true, dp.as_ptr(), 1, BC, qp, qrs, 1, scale);
-                                // dQ_i += scale · dS K_j
-                                mm(nr, dh, nc, pdq.at(qbase), qrs, true, dp.as_ptr(), BC, 1, kp, krs, 1, scale);
-                            }
+                            // SAFETY: this task alone touches dk/dv rows (b, ·, kvh) and dq
+                            // rows (b, ·, h) for the heads h of its group.
+                            unsafe { ctx.tile(s, dp, b, h, qb, kb, true, true) };
                         }
                     }
                 }
-            },
-        );
+            });
+        } else {
+            (0..d.b * d.hkv * nkb).into_par_iter().for_each_init(scratch, |(s, dp), task| {
+                let (b, kvh, kb) = (task / (d.hkv * nkb), (task / nkb) % d.hkv, task % nkb);
+                for h in kvh * rep..(kvh + 1) * rep {
+                    for qb in 0..nqb {
+                        // SAFETY: this task alone touches dk/dv rows of key block kb of (b, kvh).
+                        unsafe { ctx.tile(s, dp, b, h, qb, kb, true, false) };
+                    }
+                }
+            });
+            (0..d.b * d.hq * nqb).into_par_iter().for_each_init(scratch, |(s, dp), task| {
+                let (b, h, qb) = (task / (d.hq * nqb), (task / nqb) % d.hq, task % nqb);
+                for kb in 0..nkb {
+                    // SAFETY: this task alone touches dq rows of query block qb of (b, h).
+                    unsafe { ctx.tile(s, dp, b, h, qb, kb, false, true) };
+                }
+            });
+        }
         (dq, dk, dv)
+    }
+}
+
+/// (b, kv head) pairs from which the backward runs in one pass (see [`Attention::backward`]).
+const ONE_PASS_MIN_TASKS: usize = 4;
+
+/// Everything one backward tile needs.
+struct BwdCtx<'a> {
+    d: Dims,
+    scale: f32,
+    masker: Masker<'a>,
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    g: &'a [f32],
+    lse: &'a [f32],
+    drow: &'a [f32],
+    dq: SyncPtr,
+    dk: SyncPtr,
+    dv: SyncPtr,
+}
+
+impl BwdCtx<'_> {
+    /// Gradient contributions of the tile (query block qb of head h) × (key block kb of its kv
+    /// head): into dK/dV when `kv`, into dQ when `qg`. `s`, `dp` are BR×BC scratch tiles.
+    ///
+    /// # Safety
+    /// No other task may concurrently write the dq rows (when `qg`) or dk/dv rows (when `kv`)
+    /// this tile touches.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(&self, s: &mut [f32], dp: &mut [f32], b: usize, h: usize, qb: usize, kb: usize, kv: bool, qg: bool) {
+        let d = self.d;
+        let kind = self.masker.classify(b, qb, kb);
+        if kind == Block::Skip {
+            return;
+        }
+        let (dh, scale) = (d.dh, self.scale);
+        let (qrs, krs) = (d.hq * dh, d.hkv * dh);
+        let (i0, i1) = d.q_range(qb);
+        let (j0, j1) = d.k_range(kb);
+        let (nr, nc) = (i1 - i0, j1 - j0);
+        let kbase = ((b * d.tk + j0) * d.hkv + h / d.rep()) * dh;
+        let qbase = ((b * d.tq + i0) * d.hq + h) * dh;
+        let (kp, vp) = (self.k[kbase..].as_ptr(), self.v[kbase..].as_ptr());
+        let (qp, gp) = (self.q[qbase..].as_ptr(), self.g[qbase..].as_ptr());
+        let lrow = &self.lse[(b * d.hq + h) * d.tq + i0..][..nr];
+        let drw = &self.drow[(b * d.hq + h) * d.tq + i0..][..nr];
+        // All row ranges are in bounds by construction of the block ranges.
+        mm(nr, nc, dh, s.as_mut_ptr(), BC, false, qp, qrs, 1, kp, 1, krs, scale);
+        if kind == Block::Partial {
+            self.masker.apply(b, i0, nr, j0, nc, s);
+        }
+        probs(s, nr, nc, lrow);
+        if kv {
+            // dV_j += Pᵀ dO_i
+            mm(nc, dh, nr, self.dv.at(kbase), krs, true, s.as_ptr(), 1, BC, gp, qrs, 1, 1.0);
+        }
+        // dP = dO_i V_jᵀ, then dS = P ∘ (dP − D) in place.
+        mm(nr, nc, dh, dp.as_mut_ptr(), BC, false, gp, qrs, 1, vp, 1, krs, 1.0);
+        dscores(s, dp, nr, nc, drw);
+        if kv {
+            // dK_j += scale · dSᵀ Q_i
+            mm(nc, dh, nr, self.dk.at(kbase), krs, true, dp.as_ptr(), 1, BC, qp, qrs, 1, scale);
+        }
+        if qg {
+            // dQ_i += scale · dS K_j
+            mm(nr, dh, nc, self.dq.at(qbase), qrs, true, dp.as_ptr(), BC, 1, kp, krs, 1, scale);
+        }
     }
 }
 
