@@ -45,7 +45,10 @@ pub struct ChatTemplate {
 
 impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatTemplate").field("name", &self.name).field("source", &self.source).finish()
+        f.debug_struct("ChatTemplate")
+            .field("name", &self.name)
+            .field("source", &self.source)
+            .finish()
     }
 }
 
@@ -68,13 +71,24 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_template_owned(TEMPLATE_NAME, accept_generation_blocks(&source))
             .map_err(|e| template_error(&name, &e))?;
-        Ok(ChatTemplate { name, source, env, bos_token: bos_token.unwrap_or_default(), eos_token: eos_token.unwrap_or_default() })
+        Ok(ChatTemplate {
+            name,
+            source,
+            env,
+            bos_token: bos_token.unwrap_or_default(),
+            eos_token: eos_token.unwrap_or_default(),
+        })
     }
 
     /// The default ChatML template (see the module docs).
     pub fn chatml() -> Self {
-        Self::new("default ChatML template", CHATML_TEMPLATE, None, Some("<|im_end|>".into()))
-            .expect("the built-in ChatML template compiles")
+        Self::new(
+            "default ChatML template",
+            CHATML_TEMPLATE,
+            None,
+            Some("<|im_end|>".into()),
+        )
+        .expect("the built-in ChatML template compiles")
     }
 
     /// The tokenizer's `chat_template` with its bos/eos tokens, or ChatML if it has none.
@@ -96,7 +110,10 @@ impl ChatTemplate {
     /// Render a conversation; with `add_generation_prompt` the text ends where the assistant's reply
     /// begins.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
-        let tpl = self.env.get_template(TEMPLATE_NAME).map_err(|e| template_error(&self.name, &e))?;
+        let tpl = self
+            .env
+            .get_template(TEMPLATE_NAME)
+            .map_err(|e| template_error(&self.name, &e))?;
         let ctx = minijinja::context! {
             messages => Value::from_serialize(messages),
             add_generation_prompt => add_generation_prompt,
@@ -121,7 +138,10 @@ fn template_error(name: &str, e: &minijinja::Error) -> Error {
 
 /// `raise_exception("...")` in a template aborts rendering with that message.
 fn raise_exception(msg: String) -> std::result::Result<Value, minijinja::Error> {
-    Err(minijinja::Error::new(ErrorKind::InvalidOperation, format!("template raised: {msg}")))
+    Err(minijinja::Error::new(
+        ErrorKind::InvalidOperation,
+        format!("template raised: {msg}"),
+    ))
 }
 
 /// Rewrite `{% generation %}` / `{% endgeneration %}` (a transformers extension) into an always-true
@@ -163,7 +183,8 @@ fn tojson(value: &Value, indent: Option<usize>, kwargs: Kwargs) -> std::result::
     let res = match indent {
         Some(n) => {
             let ind = vec![b' '; n];
-            let mut ser = serde_json::Serializer::with_formatter(&mut buf, serde_json::ser::PrettyFormatter::with_indent(&ind));
+            let mut ser =
+                serde_json::Serializer::with_formatter(&mut buf, serde_json::ser::PrettyFormatter::with_indent(&ind));
             serde::Serialize::serialize(value, &mut ser)
         }
         None => {
@@ -172,7 +193,9 @@ fn tojson(value: &Value, indent: Option<usize>, kwargs: Kwargs) -> std::result::
         }
     };
     res.map_err(|e| minijinja::Error::new(ErrorKind::BadSerialization, e.to_string()))?;
-    Ok(Value::from_safe_string(String::from_utf8(buf).expect("serde_json writes UTF-8")))
+    Ok(Value::from_safe_string(
+        String::from_utf8(buf).expect("serde_json writes UTF-8"),
+    ))
 }
 
 /// Python's default `json.dumps` separators: `", "` and `": "`.
@@ -199,14 +222,22 @@ impl serde_json::ser::Formatter for PythonJson {
 }
 
 /// The Python `str` and `dict` methods chat templates use.
-fn python_method(state: &State, value: &Value, method: &str, args: &[Value]) -> std::result::Result<Value, minijinja::Error> {
+fn python_method(
+    state: &State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> std::result::Result<Value, minijinja::Error> {
     let unknown = || Err(minijinja::Error::from(ErrorKind::UnknownMethod));
     let str_arg = |i: usize| -> std::result::Result<Option<&str>, minijinja::Error> {
         match args.get(i) {
             None => Ok(None),
             Some(v) if v.is_none() || v.is_undefined() => Ok(None),
             Some(v) => v.as_str().map(Some).ok_or_else(|| {
-                minijinja::Error::new(ErrorKind::InvalidOperation, format!(".{method}() expects a string argument"))
+                minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!(".{method}() expects a string argument"),
+                )
             }),
         }
     };
@@ -232,9 +263,13 @@ fn python_method(state: &State, value: &Value, method: &str, args: &[Value]) -> 
                     Some(p) => vec![p.to_string()],
                     None => arg.try_iter()?.filter_map(|v| v.as_str().map(str::to_owned)).collect(),
                 };
-                let hit = candidates
-                    .iter()
-                    .any(|p| if method == "startswith" { s.starts_with(p.as_str()) } else { s.ends_with(p.as_str()) });
+                let hit = candidates.iter().any(|p| {
+                    if method == "startswith" {
+                        s.starts_with(p.as_str())
+                    } else {
+                        s.ends_with(p.as_str())
+                    }
+                });
                 hit.into()
             }
             "upper" => s.to_uppercase().into(),
@@ -247,7 +282,9 @@ fn python_method(state: &State, value: &Value, method: &str, args: &[Value]) -> 
                 }
             }
             "replace" => {
-                let (Some(old), Some(new)) = (str_arg(0)?, str_arg(1)?) else { return unknown() };
+                let (Some(old), Some(new)) = (str_arg(0)?, str_arg(1)?) else {
+                    return unknown();
+                };
                 s.replace(old, new).into()
             }
             "find" => {
@@ -256,7 +293,10 @@ fn python_method(state: &State, value: &Value, method: &str, args: &[Value]) -> 
             }
             "split" | "rsplit" => {
                 let sep = str_arg(0)?;
-                let max = args.get(1).and_then(|v| i64::try_from(v.clone()).ok()).filter(|&m| m >= 0);
+                let max = args
+                    .get(1)
+                    .and_then(|v| i64::try_from(v.clone()).ok())
+                    .filter(|&m| m >= 0);
                 let parts: Vec<String> = match (sep, max, method) {
                     (None, _, _) => s.split_whitespace().map(str::to_owned).collect(),
                     (Some(sep), None, _) => s.split(sep).map(str::to_owned).collect(),
@@ -284,7 +324,11 @@ fn python_method(state: &State, value: &Value, method: &str, args: &[Value]) -> 
             "get" => {
                 let key = args.first().cloned().unwrap_or_default();
                 let v = value.get_item(&key)?;
-                Ok(if v.is_undefined() { args.get(1).cloned().unwrap_or(Value::from(())) } else { v })
+                Ok(if v.is_undefined() {
+                    args.get(1).cloned().unwrap_or(Value::from(()))
+                } else {
+                    v
+                })
             }
             _ => unknown(),
         };
@@ -376,7 +420,10 @@ pub fn encode_prompt_completion(
     let mut ids = Vec::new();
     if add_bos {
         ids.push(tok.bos_id().ok_or_else(|| {
-            Error::config("add_bos", "the tokenizer has no BOS token (set bos_token in tokenizer_config.json)")
+            Error::config(
+                "add_bos",
+                "the tokenizer has no BOS token (set bos_token in tokenizer_config.json)",
+            )
         })?);
     }
     ids.extend(tok.encode(prompt, false)?);
@@ -384,7 +431,10 @@ pub fn encode_prompt_completion(
     ids.extend(tok.encode(completion, false)?);
     if add_eos {
         ids.push(tok.eos_id().ok_or_else(|| {
-            Error::config("add_eos", "the tokenizer has no EOS token (set eos_token in tokenizer_config.json)")
+            Error::config(
+                "add_eos",
+                "the tokenizer has no EOS token (set eos_token in tokenizer_config.json)",
+            )
         })?);
     }
     let mask = (0..ids.len()).map(|i| i >= n_prompt).collect();
@@ -397,8 +447,14 @@ mod tests {
 
     #[test]
     fn generation_blocks_become_if_true() {
-        assert_eq!(accept_generation_blocks("a{% generation %}b{%- endgeneration -%}c"), "a{% if true %}b{%- endif -%}c");
-        assert_eq!(accept_generation_blocks("{{ x }}{% if y %}{% endif %}"), "{{ x }}{% if y %}{% endif %}");
+        assert_eq!(
+            accept_generation_blocks("a{% generation %}b{%- endgeneration -%}c"),
+            "a{% if true %}b{%- endif -%}c"
+        );
+        assert_eq!(
+            accept_generation_blocks("{{ x }}{% if y %}{% endif %}"),
+            "{{ x }}{% if y %}{% endif %}"
+        );
         assert_eq!(accept_generation_blocks("unclosed {% gen"), "unclosed {% gen");
     }
 }

@@ -35,7 +35,10 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Message { role: role.into(), content: content.into() }
+        Message {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -108,7 +111,11 @@ impl Fields {
 // ---------------------------------------------------------------- one row -> Example
 
 /// Build an example from one JSON object. The error says what is wrong; the caller adds where.
-pub fn example_from_object(obj: &Map<String, Value>, shape: Shape, fields: &Fields) -> std::result::Result<Example, String> {
+pub fn example_from_object(
+    obj: &Map<String, Value>,
+    shape: Shape,
+    fields: &Fields,
+) -> std::result::Result<Example, String> {
     let shape = match shape {
         Shape::Auto if present(obj, &fields.messages) => Shape::Chat,
         Shape::Auto if present(obj, &fields.prompt) => Shape::PromptCompletion,
@@ -122,22 +129,33 @@ pub fn example_from_object(obj: &Map<String, Value>, shape: Shape, fields: &Fiel
                 fields.prompt,
                 fields.completion,
                 fields.text,
-                if keys.is_empty() { "no fields".to_string() } else { keys.join(", ") }
+                if keys.is_empty() {
+                    "no fields".to_string()
+                } else {
+                    keys.join(", ")
+                }
             ));
         }
         s => s,
     };
     let label = shape.label();
     match shape {
-        Shape::Text => Ok(Example::Text { text: string_field(obj, &fields.text, label)? }),
+        Shape::Text => Ok(Example::Text {
+            text: string_field(obj, &fields.text, label)?,
+        }),
         Shape::PromptCompletion => Ok(Example::PromptCompletion {
             prompt: string_field(obj, &fields.prompt, label)?,
             completion: string_field(obj, &fields.completion, label)?,
         }),
         Shape::Chat => {
             let name = &fields.messages;
-            let v = obj.get(name).filter(|v| !v.is_null()).ok_or_else(|| missing(name, label))?;
-            Ok(Example::Chat { messages: messages_from_value(v, name)? })
+            let v = obj
+                .get(name)
+                .filter(|v| !v.is_null())
+                .ok_or_else(|| missing(name, label))?;
+            Ok(Example::Chat {
+                messages: messages_from_value(v, name)?,
+            })
         }
         Shape::Auto => unreachable!("resolved above"),
     }
@@ -170,29 +188,37 @@ fn messages_from_value(v: &Value, name: &str) -> std::result::Result<Vec<Message
         v => v,
     };
     let Value::Array(items) = v else {
-        return Err(format!("field \"{name}\": expected a list of messages, found {}", json_type(v)));
+        return Err(format!(
+            "field \"{name}\": expected a list of messages, found {}",
+            json_type(v)
+        ));
     };
     items
         .iter()
         .enumerate()
         .map(|(i, m)| {
             let Value::Object(m) = m else {
-                return Err(format!("field \"{name}\": message {i}: expected an object, found {}", json_type(m)));
+                return Err(format!(
+                    "field \"{name}\": message {i}: expected an object, found {}",
+                    json_type(m)
+                ));
             };
             let role = match m.get("role") {
                 Some(Value::String(s)) => s.clone(),
                 None | Some(Value::Null) => return Err(format!("field \"{name}\": message {i}: missing \"role\"")),
                 Some(v) => {
-                    return Err(format!("field \"{name}\": message {i}: \"role\" should be a string, found {}", json_type(v)))
+                    return Err(format!(
+                        "field \"{name}\": message {i}: \"role\" should be a string, found {}",
+                        json_type(v)
+                    ))
                 }
             };
             let content = match m.get("content") {
                 Some(Value::String(s)) => s.clone(),
-                Some(Value::Array(parts)) => content_parts(parts)
-                    .ok_or_else(|| format!("field \"{name}\": message {i}: \"content\" is a list without text parts"))?,
-                None | Some(Value::Null) => {
-                    return Err(format!("field \"{name}\": message {i}: missing \"content\""))
-                }
+                Some(Value::Array(parts)) => content_parts(parts).ok_or_else(|| {
+                    format!("field \"{name}\": message {i}: \"content\" is a list without text parts")
+                })?,
+                None | Some(Value::Null) => return Err(format!("field \"{name}\": message {i}: missing \"content\"")),
                 Some(v) => {
                     return Err(format!(
                         "field \"{name}\": message {i}: \"content\" should be a string, found {}",
@@ -244,11 +270,23 @@ impl JsonlIter {
     pub fn open(path: impl AsRef<Path>, shape: Shape, fields: &Fields) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let reader = open_maybe_gz(&path)?;
-        Ok(JsonlIter { path, reader, line_no: 0, buf: Vec::new(), shape, fields: fields.clone(), done: false })
+        Ok(JsonlIter {
+            path,
+            reader,
+            line_no: 0,
+            buf: Vec::new(),
+            shape,
+            fields: fields.clone(),
+            done: false,
+        })
     }
 
     fn err(&self, msg: impl Into<String>) -> Error {
-        Error::Parse { path: self.path.clone(), line: self.line_no, msg: msg.into() }
+        Error::Parse {
+            path: self.path.clone(),
+            line: self.line_no,
+            msg: msg.into(),
+        }
     }
 }
 
@@ -271,7 +309,11 @@ impl Iterator for JsonlIter {
                 Ok(s) => s,
                 Err(e) => return Some(Err(self.err(format!("invalid UTF-8: {e}")))),
             };
-            let line = if self.line_no == 1 { line.trim_start_matches('\u{feff}') } else { line };
+            let line = if self.line_no == 1 {
+                line.trim_start_matches('\u{feff}')
+            } else {
+                line
+            };
             if line.trim().is_empty() {
                 continue;
             }
@@ -297,18 +339,29 @@ pub fn read_jsonl(path: impl AsRef<Path>, shape: Shape, fields: &Fields) -> Resu
 pub fn read_json_array(path: impl AsRef<Path>, shape: Shape, fields: &Fields) -> Result<Vec<Example>> {
     let path = path.as_ref();
     let mut text = String::new();
-    open_maybe_gz(path)?.read_to_string(&mut text).map_err(|e| Error::io(path, e))?;
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Parse { path: path.into(), line: e.line(), msg: format!("invalid JSON: {e}") })?;
+    open_maybe_gz(path)?
+        .read_to_string(&mut text)
+        .map_err(|e| Error::io(path, e))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| Error::Parse {
+        path: path.into(),
+        line: e.line(),
+        msg: format!("invalid JSON: {e}"),
+    })?;
     let Value::Array(items) = v else {
-        return Err(Error::format(path, format!("expected a JSON array of objects, found {}", json_type(&v))));
+        return Err(Error::format(
+            path,
+            format!("expected a JSON array of objects, found {}", json_type(&v)),
+        ));
     };
     items
         .iter()
         .enumerate()
         .map(|(i, item)| {
             let Value::Object(obj) = item else {
-                return Err(Error::format(path, format!("element {i}: expected an object, found {}", json_type(item))));
+                return Err(Error::format(
+                    path,
+                    format!("element {i}: expected an object, found {}", json_type(item)),
+                ));
             };
             example_from_object(obj, shape, fields).map_err(|m| Error::format(path, format!("element {i}: {m}")))
         })
@@ -361,7 +414,13 @@ impl ParquetIter {
         let rows = parquet::record::reader::RowIter::from_file_into(Box::new(reader))
             .project(Some(proj))
             .map_err(|e| Error::format(&path, format!("cannot select columns: {e}")))?;
-        Ok(ParquetIter { path, rows, row: 0, shape, fields: fields.clone() })
+        Ok(ParquetIter {
+            path,
+            rows,
+            row: 0,
+            shape,
+            fields: fields.clone(),
+        })
     }
 }
 
@@ -377,7 +436,11 @@ impl Iterator for ParquetIter {
             Ok(r) => r,
             Err(e) => return Some(Err(at(format!("cannot decode: {e}")))),
         };
-        Some(row_to_object(&row).map_err(at).and_then(|obj| example_from_object(&obj, self.shape, &self.fields).map_err(at)))
+        Some(
+            row_to_object(&row)
+                .map_err(at)
+                .and_then(|obj| example_from_object(&obj, self.shape, &self.fields).map_err(at)),
+        )
     }
 }
 
@@ -389,7 +452,12 @@ pub fn read_parquet(path: impl AsRef<Path>, shape: Shape, fields: &Fields) -> Re
 
 fn row_to_object(row: &Row) -> std::result::Result<Map<String, Value>, String> {
     row.get_column_iter()
-        .map(|(name, f)| Ok((name.clone(), field_to_json(f).map_err(|m| format!("column \"{name}\": {m}"))?)))
+        .map(|(name, f)| {
+            Ok((
+                name.clone(),
+                field_to_json(f).map_err(|m| format!("column \"{name}\": {m}"))?,
+            ))
+        })
         .collect()
 }
 
@@ -412,7 +480,12 @@ fn field_to_json(f: &Field) -> std::result::Result<Value, String> {
         Field::Float(x) => (*x as f64).into(),
         Field::Double(x) => (*x).into(),
         Field::Group(r) => Value::Object(row_to_object(r)?),
-        Field::ListInternal(l) => Value::Array(l.elements().iter().map(field_to_json).collect::<std::result::Result<_, _>>()?),
+        Field::ListInternal(l) => Value::Array(
+            l.elements()
+                .iter()
+                .map(field_to_json)
+                .collect::<std::result::Result<_, _>>()?,
+        ),
         Field::MapInternal(m) => Value::Object(
             m.entries()
                 .iter()
@@ -458,10 +531,13 @@ pub fn iter_dataset(
     let files = dataset_files(path.as_ref())?;
     let fields = fields.clone();
     // Open lazily, one file at a time; an open error is yielded in place of that file's rows.
-    let iter = files.into_iter().map(move |f| open_one(&f, shape, &fields)).flat_map(|r| match r {
-        Ok(it) => it,
-        Err(e) => Box::new(std::iter::once(Err(e))) as Box<dyn Iterator<Item = Result<Example>>>,
-    });
+    let iter = files
+        .into_iter()
+        .map(move |f| open_one(&f, shape, &fields))
+        .flat_map(|r| match r {
+            Ok(it) => it,
+            Err(e) => Box::new(std::iter::once(Err(e))) as Box<dyn Iterator<Item = Result<Example>>>,
+        });
     Ok(Box::new(iter))
 }
 
@@ -500,7 +576,10 @@ pub fn dataset_files(path: &Path) -> Result<Vec<PathBuf>> {
     }
     out.sort();
     if out.is_empty() {
-        return Err(Error::format(path, "directory holds no .jsonl, .json or .parquet files"));
+        return Err(Error::format(
+            path,
+            "directory holds no .jsonl, .json or .parquet files",
+        ));
     }
     Ok(out)
 }
@@ -508,7 +587,9 @@ pub fn dataset_files(path: &Path) -> Result<Vec<PathBuf>> {
 fn open_one(path: &Path, shape: Shape, fields: &Fields) -> Result<Box<dyn Iterator<Item = Result<Example>>>> {
     match format_of(path) {
         Some("parquet") => Ok(Box::new(ParquetIter::open(path, shape, fields)?)),
-        Some("json") if starts_with_bracket(path)? => Ok(Box::new(read_json_array(path, shape, fields)?.into_iter().map(Ok))),
+        Some("json") if starts_with_bracket(path)? => {
+            Ok(Box::new(read_json_array(path, shape, fields)?.into_iter().map(Ok)))
+        }
         _ => Ok(Box::new(JsonlIter::open(path, shape, fields)?)),
     }
 }

@@ -99,11 +99,17 @@ impl Tokenizer {
                     }
                     return Err(Error::format(
                         &cfg_path,
-                        format!("field \"{field}\": expected a string or {{\"content\": ...}}, found {}", json_type(v)),
+                        format!(
+                            "field \"{field}\": expected a string or {{\"content\": ...}}, found {}",
+                            json_type(v)
+                        ),
                     ));
                 };
                 let id = t.inner.token_to_id(&name).ok_or_else(|| {
-                    Error::format(&cfg_path, format!("field \"{field}\": token {name:?} is not in the vocabulary"))
+                    Error::format(
+                        &cfg_path,
+                        format!("field \"{field}\": token {name:?} is not in the vocabulary"),
+                    )
                 })?;
                 *t.slot_mut(slot) = Some(id);
             }
@@ -190,6 +196,7 @@ impl Tokenizer {
 
     /// Token ids of `text` with each token's byte range `(start, end)` in `text`.
     /// Tokens added by the post-processor have the empty range `(0, 0)`.
+    #[allow(clippy::type_complexity)]
     pub fn encode_with_offsets(&self, text: &str, add_special_tokens: bool) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
         let enc = self
             .inner
@@ -208,7 +215,9 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         let bound = self.vocab_size();
         if let Some(bad) = ids.iter().find(|&&i| i as usize >= bound) {
-            return Err(Error::msg(format!("tokenizer: cannot decode id {bad}: vocabulary has {bound} ids")));
+            return Err(Error::msg(format!(
+                "tokenizer: cannot decode id {bad}: vocabulary has {bound} ids"
+            )));
         }
         self.inner
             .decode(ids, skip_special)
@@ -321,8 +330,13 @@ impl Tokenizer {
         std::fs::write(&tok_path, self.to_json()?).map_err(|e| Error::io(&tok_path, e))?;
 
         let mut cfg = self.extra_config.clone();
-        cfg.entry("tokenizer_class").or_insert_with(|| json!("PreTrainedTokenizerFast"));
-        for (k, v) in [("bos_token", self.bos_token()), ("eos_token", self.eos_token()), ("pad_token", self.pad_token())] {
+        cfg.entry("tokenizer_class")
+            .or_insert_with(|| json!("PreTrainedTokenizerFast"));
+        for (k, v) in [
+            ("bos_token", self.bos_token()),
+            ("eos_token", self.eos_token()),
+            ("pad_token", self.pad_token()),
+        ] {
             if let Some(v) = v {
                 cfg.insert(k.into(), json!(v));
             }
@@ -343,7 +357,12 @@ impl Tokenizer {
     /// symbols, and the merges; training stops early when no pair occurs at least `min_frequency` times.
     /// Special tokens written inside the corpus are cut out and not learned from. Same corpus and
     /// arguments give an identical tokenizer.
-    pub fn train_bpe<I, S>(texts: I, vocab_size: usize, special_tokens: &[&str], min_frequency: u64) -> Result<Tokenizer>
+    pub fn train_bpe<I, S>(
+        texts: I,
+        vocab_size: usize,
+        special_tokens: &[&str],
+        min_frequency: u64,
+    ) -> Result<Tokenizer>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str> + Sync,
@@ -398,7 +417,8 @@ impl Tokenizer {
             .iter()
             .map(|&(a, b)| json!([show(&tokens[a as usize]), show(&tokens[b as usize])]))
             .collect();
-        let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true});
+        let byte_level =
+            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true});
         let doc = json!({
             "version": "1.0",
             "truncation": null,
@@ -426,8 +446,15 @@ fn read_json_object(path: &Path) -> Result<serde_json::Map<String, Value>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(v) => Err(Error::format(path, format!("expected a JSON object, found {}", json_type(&v)))),
-        Err(e) => Err(Error::Parse { path: PathBuf::from(path), line: e.line(), msg: format!("invalid JSON: {e}") }),
+        Ok(v) => Err(Error::format(
+            path,
+            format!("expected a JSON object, found {}", json_type(&v)),
+        )),
+        Err(e) => Err(Error::Parse {
+            path: PathBuf::from(path),
+            line: e.line(),
+            msg: format!("invalid JSON: {e}"),
+        }),
     }
 }
 
@@ -456,7 +483,10 @@ fn chat_template_from_value(v: &Value) -> std::result::Result<String, String> {
                 .map(|(_, t)| t.to_string())
                 .ok_or_else(|| "field \"chat_template\": a list without {\"name\", \"template\"} entries".into())
         }
-        other => Err(format!("field \"chat_template\": expected a string or a list, found {}", json_type(other))),
+        other => Err(format!(
+            "field \"chat_template\": expected a string or a list, found {}",
+            json_type(other)
+        )),
     }
 }
 
@@ -498,7 +528,11 @@ where
     S: AsRef<str> + Sync,
 {
     let texts: Vec<S> = texts.into_iter().collect();
-    let char_byte: HashMap<char, u8> = bytes_to_unicode().iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
+    let char_byte: HashMap<char, u8> = bytes_to_unicode()
+        .iter()
+        .enumerate()
+        .map(|(b, &c)| (c, b as u8))
+        .collect();
     let pre = tokenizers::pre_tokenizers::byte_level::ByteLevel::new(false, false, true);
     let counts = texts
         .par_iter()
@@ -561,7 +595,10 @@ type Pair = (u32, u32);
 fn learn_merges(words: &[(Vec<u8>, u64)], n_tokens: usize, min_frequency: u64) -> (Vec<Vec<u8>>, Vec<Pair>) {
     let mut tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
     let mut token_ids: HashMap<Vec<u8>, u32> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-    let mut syms: Vec<Vec<u32>> = words.iter().map(|(w, _)| w.iter().map(|&b| b as u32).collect()).collect();
+    let mut syms: Vec<Vec<u32>> = words
+        .iter()
+        .map(|(w, _)| w.iter().map(|&b| b as u32).collect())
+        .collect();
     let counts: Vec<u64> = words.iter().map(|(_, c)| *c).collect();
 
     let mut pair_count: HashMap<Pair, u64> = HashMap::new();
@@ -578,7 +615,9 @@ fn learn_merges(words: &[(Vec<u8>, u64)], n_tokens: usize, min_frequency: u64) -
 
     let mut merges = Vec::new();
     while tokens.len() < n_tokens {
-        let Some((count, std::cmp::Reverse(pair))) = heap.pop() else { break };
+        let Some((count, std::cmp::Reverse(pair))) = heap.pop() else {
+            break;
+        };
         if pair_count.get(&pair).copied().unwrap_or(0) != count {
             continue; // stale
         }
@@ -684,7 +723,10 @@ mod tests {
     #[test]
     fn split_on_specials_cuts_tokens_out() {
         let sp = ["<|endoftext|>", "<|im_end|>"];
-        assert_eq!(split_on_specials("a<|endoftext|>b<|im_end|><|im_end|>c", &sp), vec!["a", "b", "c"]);
+        assert_eq!(
+            split_on_specials("a<|endoftext|>b<|im_end|><|im_end|>c", &sp),
+            vec!["a", "b", "c"]
+        );
         assert_eq!(split_on_specials("<|endoftext|>", &sp), Vec::<&str>::new());
     }
 }

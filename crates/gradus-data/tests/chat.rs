@@ -10,16 +10,32 @@ fn msgs(ms: &[(&str, &str)]) -> Vec<Message> {
 
 fn corpus() -> Vec<String> {
     (0..50)
-        .map(|i| format!("Hello there! How are you {i}? Fine. The answer is {}.\nuser assistant system\n", i * 3))
+        .map(|i| {
+            format!(
+                "Hello there! How are you {i}? Fine. The answer is {}.\nuser assistant system\n",
+                i * 3
+            )
+        })
         .collect()
 }
 
 fn chatml_tok() -> Tokenizer {
-    Tokenizer::train_bpe(corpus(), 400, &["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"], 2).unwrap()
+    Tokenizer::train_bpe(
+        corpus(),
+        400,
+        &["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"],
+        2,
+    )
+    .unwrap()
 }
 
-const LLAMA3_SPECIALS: &[&str] =
-    &["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"];
+const LLAMA3_SPECIALS: &[&str] = &[
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+];
 
 /// Llama 3 instruct's template, as in its tokenizer_config.json.
 const LLAMA3: &str = "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
@@ -58,12 +74,21 @@ fn default_chatml_renders_known_text() {
         "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     );
     // A tokenizer without chat_template gets ChatML.
-    assert_eq!(ChatTemplate::for_tokenizer(&chatml_tok()).unwrap().source(), ChatTemplate::chatml().source());
+    assert_eq!(
+        ChatTemplate::for_tokenizer(&chatml_tok()).unwrap().source(),
+        ChatTemplate::chatml().source()
+    );
 }
 
 #[test]
 fn llama3_template_renders_with_bos_and_trims() {
-    let tpl = ChatTemplate::new("llama3", LLAMA3, Some("<|begin_of_text|>".into()), Some("<|eot_id|>".into())).unwrap();
+    let tpl = ChatTemplate::new(
+        "llama3",
+        LLAMA3,
+        Some("<|begin_of_text|>".into()),
+        Some("<|eot_id|>".into()),
+    )
+    .unwrap();
     let m = msgs(&[("user", "  Hi\n"), ("assistant", "Hello!")]);
     assert_eq!(
         tpl.render(&m, false).unwrap(),
@@ -101,7 +126,10 @@ fn chatml_mask_covers_exactly_assistant_content_and_end_marker() {
     assert_eq!(ids, tok.encode(&tpl.render(&m, false).unwrap(), false).unwrap());
     // The newline after <|im_end|> belongs to the template's turn separator, not to the reply;
     // the reply's own trailing newline does belong to it.
-    assert_eq!(masked_runs(&tok, &ids, &mask), ["Hello there! How are you?<|im_end|>", "The answer is 42.\n<|im_end|>"]);
+    assert_eq!(
+        masked_runs(&tok, &ids, &mask),
+        ["Hello there! How are you?<|im_end|>", "The answer is 42.\n<|im_end|>"]
+    );
 
     let (ids2, all) = encode_chat(&tok, &tpl, &m, false).unwrap();
     assert_eq!(ids2, ids);
@@ -116,18 +144,37 @@ fn llama3_mask_with_a_trained_tokenizer() {
     tok.set_chat_template(Some(LLAMA3.into()));
     tok.set_eos(Some("<|eot_id|>")).unwrap();
     let tpl = ChatTemplate::for_tokenizer(&tok).unwrap();
-    let m = msgs(&[("system", "Be brief."), ("user", "How are you?"), ("assistant", "Fine."), ("user", "And?"), ("assistant", " Hello there!")]);
+    let m = msgs(&[
+        ("system", "Be brief."),
+        ("user", "How are you?"),
+        ("assistant", "Fine."),
+        ("user", "And?"),
+        ("assistant", " Hello there!"),
+    ]);
     let (ids, mask) = encode_chat(&tok, &tpl, &m, true).unwrap();
     assert_eq!(ids[0], 0, "the template writes bos_token");
     // Llama 3's template trims the content, so the leading space is gone.
-    assert_eq!(masked_runs(&tok, &ids, &mask), ["Fine.<|eot_id|>", "Hello there!<|eot_id|>"]);
+    assert_eq!(
+        masked_runs(&tok, &ids, &mask),
+        ["Fine.<|eot_id|>", "Hello there!<|eot_id|>"]
+    );
 }
 
 #[test]
 fn template_without_generation_prompt_masks_the_content() {
     let tok = chatml_tok();
-    let tpl = ChatTemplate::new("plain", "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}", None, None).unwrap();
-    let m = msgs(&[("user", "How are you?"), ("assistant", "Fine. The answer"), ("user", "Hello")]);
+    let tpl = ChatTemplate::new(
+        "plain",
+        "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}",
+        None,
+        None,
+    )
+    .unwrap();
+    let m = msgs(&[
+        ("user", "How are you?"),
+        ("assistant", "Fine. The answer"),
+        ("user", "Hello"),
+    ]);
     let (ids, mask) = encode_chat(&tok, &tpl, &m, true).unwrap();
     // "assistant: " is the header and there is no end marker. The GPT-2 split gives " Fine" (space
     // included), one token in this vocabulary since " Fine" is frequent in the corpus: it overlaps
@@ -143,7 +190,10 @@ fn generation_blocks_are_accepted() {
     // (trim_blocks, as in transformers, would eat a literal newline right after `{% endif %}`.)
     let tpl = ChatTemplate::new("trl", src, None, None).unwrap();
     let m = msgs(&[("user", "Hi"), ("assistant", "Yo")]);
-    assert_eq!(tpl.render(&m, false).unwrap(), ChatTemplate::chatml().render(&m, false).unwrap());
+    assert_eq!(
+        tpl.render(&m, false).unwrap(),
+        ChatTemplate::chatml().render(&m, false).unwrap()
+    );
 }
 
 #[test]
@@ -152,20 +202,31 @@ fn python_methods_and_tojson() {
                {{ messages[0] | tojson }}{{ {'a': [1, 2]}.get('a') | tojson }}{{ {'a': 1}.get('b', 'none') }}\
                {% for k, v in {'x': 'é<'}.items() %}{{ k }}={{ v | tojson }}{% endfor %}";
     let tpl = ChatTemplate::new("py", src, None, None).unwrap();
-    let out = tpl.render(&msgs(&[("user", "a,b,c"), ("assistant", "  ok \n")]), false).unwrap();
+    let out = tpl
+        .render(&msgs(&[("user", "a,b,c"), ("assistant", "  ok \n")]), false)
+        .unwrap();
     assert_eq!(out, r#"a|b|c[OK]{"role": "user", "content": "a,b,c"}[1, 2]nonex="é<""#);
 }
 
 #[test]
 fn bad_templates_are_errors_naming_the_template() {
-    let e = ChatTemplate::new("my template", "{% for m in messages %}{{ m.content }", None, None).unwrap_err().to_string();
-    assert!(e.contains("chat template (my template)") && e.contains("syntax error"), "{e}");
+    let e = ChatTemplate::new("my template", "{% for m in messages %}{{ m.content }", None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("chat template (my template)") && e.contains("syntax error"),
+        "{e}"
+    );
 
-    let src = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('Conversation must start with user') }}{% endif %}ok";
+    let src =
+        "{% if messages[0]['role'] != 'user' %}{{ raise_exception('Conversation must start with user') }}{% endif %}ok";
     let tpl = ChatTemplate::new("strict", src, None, None).unwrap();
     assert_eq!(tpl.render(&msgs(&[("user", "x")]), false).unwrap(), "ok");
     let e = tpl.render(&msgs(&[("assistant", "x")]), false).unwrap_err().to_string();
-    assert!(e.contains("chat template (strict)") && e.contains("Conversation must start with user"), "{e}");
+    assert!(
+        e.contains("chat template (strict)") && e.contains("Conversation must start with user"),
+        "{e}"
+    );
 
     let tpl = ChatTemplate::new("m", "{{ messages[0].content.frobnicate() }}", None, None).unwrap();
     let e = tpl.render(&msgs(&[("user", "x")]), false).unwrap_err().to_string();
@@ -175,7 +236,13 @@ fn bad_templates_are_errors_naming_the_template() {
 #[test]
 fn template_that_rewrites_history_is_refused_for_masks() {
     let tok = chatml_tok();
-    let tpl = ChatTemplate::new("reversed", "{% for m in messages | reverse %}{{ m.content }};{% endfor %}", None, None).unwrap();
+    let tpl = ChatTemplate::new(
+        "reversed",
+        "{% for m in messages | reverse %}{{ m.content }};{% endfor %}",
+        None,
+        None,
+    )
+    .unwrap();
     let m = msgs(&[("user", "a"), ("assistant", "b")]);
     let e = encode_chat(&tok, &tpl, &m, true).unwrap_err().to_string();
     assert!(e.contains("reversed") && e.contains("prefix"), "{e}");
@@ -195,7 +262,9 @@ fn prompt_completion_mask() {
     assert_eq!(masked_runs(&tok, &ids, &mask), [" Fine.<|endoftext|>"]);
     assert_eq!(tok.decode(&ids, false).unwrap(), "How are you? Fine.<|endoftext|>");
 
-    let e = encode_prompt_completion(&tok, p, c, true, true).unwrap_err().to_string();
+    let e = encode_prompt_completion(&tok, p, c, true, true)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("add_bos") && e.contains("no BOS"), "{e}");
     tok.set_bos(Some("<|im_start|>")).unwrap();
     let (ids, mask) = encode_prompt_completion(&tok, p, c, true, false).unwrap();

@@ -4,9 +4,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use gradus_data::dataset::{
-    iter_dataset, read_dataset, read_jsonl, read_parquet, Example, Fields, Message, Shape,
-};
+use gradus_data::dataset::{iter_dataset, read_dataset, read_jsonl, read_parquet, Example, Fields, Message, Shape};
 use parquet::data_type::{ByteArray, ByteArrayType, Int32Type};
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
@@ -20,10 +18,15 @@ fn text(t: &str) -> Example {
     Example::Text { text: t.into() }
 }
 fn pc(p: &str, c: &str) -> Example {
-    Example::PromptCompletion { prompt: p.into(), completion: c.into() }
+    Example::PromptCompletion {
+        prompt: p.into(),
+        completion: c.into(),
+    }
 }
 fn chat(ms: &[(&str, &str)]) -> Example {
-    Example::Chat { messages: ms.iter().map(|(r, c)| Message::new(*r, *c)).collect() }
+    Example::Chat {
+        messages: ms.iter().map(|(r, c)| Message::new(*r, *c)).collect(),
+    }
 }
 
 const MIXED: &str = r#"{"text": "hello", "id": 1}
@@ -39,15 +42,29 @@ fn jsonl_auto_shape_skips_blank_lines() {
     let p = dir.path().join("d.jsonl");
     write(&p, MIXED);
     let got = read_jsonl(&p, Shape::Auto, &Fields::default()).unwrap();
-    assert_eq!(got, vec![text("hello"), pc("2+2=", "4"), chat(&[("user", "hi"), ("assistant", "hello")])]);
+    assert_eq!(
+        got,
+        vec![
+            text("hello"),
+            pc("2+2=", "4"),
+            chat(&[("user", "hi"), ("assistant", "hello")])
+        ]
+    );
 }
 
 #[test]
 fn explicit_shape_and_custom_field_names() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("qa.jsonl");
-    write(&p, "{\"question\": \"q1\", \"answer\": \"a1\"}\r\n{\"question\": \"q2\", \"answer\": \"\"}\n");
-    let fields = Fields { prompt: "question".into(), completion: "answer".into(), ..Fields::default() };
+    write(
+        &p,
+        "{\"question\": \"q1\", \"answer\": \"a1\"}\r\n{\"question\": \"q2\", \"answer\": \"\"}\n",
+    );
+    let fields = Fields {
+        prompt: "question".into(),
+        completion: "answer".into(),
+        ..Fields::default()
+    };
     let got = read_jsonl(&p, Shape::PromptCompletion, &fields).unwrap();
     assert_eq!(got, vec![pc("q1", "a1"), pc("q2", "")]);
     // Auto finds them through the same names.
@@ -62,16 +79,56 @@ fn explicit_shape_and_custom_field_names() {
 fn jsonl_errors_name_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let cases: &[(&str, Shape, &str)] = &[
-        ("{\"text\": \"ok\"}\n{\"text\": \"unterminated}\n", Shape::Auto, "bad.jsonl:2: invalid JSON:"),
-        ("{\"text\": \"ok\"}\n\n{\"prompt\": \"p\"}\n", Shape::Auto, "bad.jsonl:3: missing field \"completion\" (shape prompt/completion)"),
-        ("{\"text\": 42}\n", Shape::Text, "bad.jsonl:1: field \"text\": expected a string, found number"),
-        ("{\"prompt\": \"p\", \"completion\": [\"x\"]}\n", Shape::Auto, "field \"completion\": expected a string, found array"),
-        ("{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"content\": \"b\"}]}\n", Shape::Chat, "bad.jsonl:1: field \"messages\": message 1: missing \"role\""),
-        ("{\"messages\": [{\"role\": \"user\"}]}\n", Shape::Auto, "message 0: missing \"content\""),
-        ("{\"messages\": [{\"role\": 3, \"content\": \"x\"}]}\n", Shape::Auto, "message 0: \"role\" should be a string, found number"),
-        ("{\"messages\": {\"role\": \"user\"}}\n", Shape::Auto, "field \"messages\": expected a list of messages, found object"),
-        ("[1, 2]\n", Shape::Auto, "bad.jsonl:1: expected a JSON object, found array"),
-        ("{\"body\": \"x\", \"id\": 1}\n", Shape::Auto, "(shape auto); found: body, id"),
+        (
+            "{\"text\": \"ok\"}\n{\"text\": \"unterminated}\n",
+            Shape::Auto,
+            "bad.jsonl:2: invalid JSON:",
+        ),
+        (
+            "{\"text\": \"ok\"}\n\n{\"prompt\": \"p\"}\n",
+            Shape::Auto,
+            "bad.jsonl:3: missing field \"completion\" (shape prompt/completion)",
+        ),
+        (
+            "{\"text\": 42}\n",
+            Shape::Text,
+            "bad.jsonl:1: field \"text\": expected a string, found number",
+        ),
+        (
+            "{\"prompt\": \"p\", \"completion\": [\"x\"]}\n",
+            Shape::Auto,
+            "field \"completion\": expected a string, found array",
+        ),
+        (
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"content\": \"b\"}]}\n",
+            Shape::Chat,
+            "bad.jsonl:1: field \"messages\": message 1: missing \"role\"",
+        ),
+        (
+            "{\"messages\": [{\"role\": \"user\"}]}\n",
+            Shape::Auto,
+            "message 0: missing \"content\"",
+        ),
+        (
+            "{\"messages\": [{\"role\": 3, \"content\": \"x\"}]}\n",
+            Shape::Auto,
+            "message 0: \"role\" should be a string, found number",
+        ),
+        (
+            "{\"messages\": {\"role\": \"user\"}}\n",
+            Shape::Auto,
+            "field \"messages\": expected a list of messages, found object",
+        ),
+        (
+            "[1, 2]\n",
+            Shape::Auto,
+            "bad.jsonl:1: expected a JSON object, found array",
+        ),
+        (
+            "{\"body\": \"x\", \"id\": 1}\n",
+            Shape::Auto,
+            "(shape auto); found: body, id",
+        ),
         ("{\"text\": null}\n", Shape::Text, "missing field \"text\" (shape text)"),
     ];
     let p = dir.path().join("bad.jsonl");
@@ -86,7 +143,10 @@ fn jsonl_errors_name_file_line_and_field() {
 fn streaming_yields_good_rows_before_the_bad_one() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("s.jsonl");
-    write(&p, "{\"text\": \"a\"}\n{\"text\": \"b\"}\nnot json\n{\"text\": \"c\"}\n");
+    write(
+        &p,
+        "{\"text\": \"a\"}\n{\"text\": \"b\"}\nnot json\n{\"text\": \"c\"}\n",
+    );
     let mut it = iter_dataset(&p, Shape::Text, &Fields::default()).unwrap();
     assert_eq!(it.next().unwrap().unwrap(), text("a"));
     assert_eq!(it.next().unwrap().unwrap(), text("b"));
@@ -111,18 +171,28 @@ fn unknown_extension_and_missing_file_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("notes.txt");
     write(&p, "hi");
-    let e = read_dataset(&p, Shape::Auto, &Fields::default()).unwrap_err().to_string();
+    let e = read_dataset(&p, Shape::Auto, &Fields::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("notes.txt") && e.contains("unknown dataset format"), "{e}");
-    let e = read_dataset(dir.path().join("nope.jsonl"), Shape::Auto, &Fields::default()).unwrap_err().to_string();
+    let e = read_dataset(dir.path().join("nope.jsonl"), Shape::Auto, &Fields::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("nope.jsonl"), "{e}");
-    let e = read_dataset(dir.path(), Shape::Auto, &Fields::default()).unwrap_err().to_string();
+    let e = read_dataset(dir.path(), Shape::Auto, &Fields::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no .jsonl"), "{e}");
 }
 
 // ---------------------------------------------------------------- Parquet (written with parquet's writer)
 
 /// Write one row group; `write_cols` fills each column in schema order.
-fn write_parquet(path: &Path, schema: &str, mut write_cols: impl FnMut(usize, &mut parquet::file::writer::SerializedColumnWriter<'_>)) {
+fn write_parquet(
+    path: &Path,
+    schema: &str,
+    mut write_cols: impl FnMut(usize, &mut parquet::file::writer::SerializedColumnWriter<'_>),
+) {
     let schema = Arc::new(parse_message_type(schema).unwrap());
     let props = Arc::new(WriterProperties::builder().build());
     let mut w = SerializedFileWriter::new(std::fs::File::create(path).unwrap(), schema, props).unwrap();
@@ -148,30 +218,54 @@ fn parquet_prompt_completion_and_errors_name_row_and_field() {
     let schema = "message schema { REQUIRED BYTE_ARRAY prompt (UTF8); OPTIONAL BYTE_ARRAY completion (UTF8); REQUIRED INT32 score; }";
     write_parquet(&p, schema, |i, col| match i {
         0 => {
-            col.typed::<ByteArrayType>().write_batch(&bytes(&["a", "b", "c"]), None, None).unwrap();
+            col.typed::<ByteArrayType>()
+                .write_batch(&bytes(&["a", "b", "c"]), None, None)
+                .unwrap();
         }
         1 => {
             // rows: "x", null, "z" -> definition levels 1, 0, 1
-            col.typed::<ByteArrayType>().write_batch(&bytes(&["x", "z"]), Some(&[1, 0, 1]), None).unwrap();
+            col.typed::<ByteArrayType>()
+                .write_batch(&bytes(&["x", "z"]), Some(&[1, 0, 1]), None)
+                .unwrap();
         }
         _ => {
             col.typed::<Int32Type>().write_batch(&[1, 2, 3], None, None).unwrap();
         }
     });
-    let e = read_parquet(&p, Shape::Auto, &Fields::default()).unwrap_err().to_string();
-    assert!(e.contains("pc.parquet: row 1: missing field \"completion\" (shape prompt/completion)"), "{e}");
+    let e = read_parquet(&p, Shape::Auto, &Fields::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("pc.parquet: row 1: missing field \"completion\" (shape prompt/completion)"),
+        "{e}"
+    );
 
     // Row 0 comes out before the error when streaming.
-    let first = iter_dataset(&p, Shape::Auto, &Fields::default()).unwrap().next().unwrap().unwrap();
+    let first = iter_dataset(&p, Shape::Auto, &Fields::default())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
     assert_eq!(first, pc("a", "x"));
 
     // A non-string column read as text names the row and the field.
-    let f = Fields { text: "score".into(), ..Fields::default() };
+    let f = Fields {
+        text: "score".into(),
+        ..Fields::default()
+    };
     let e = read_parquet(&p, Shape::Text, &f).unwrap_err().to_string();
-    assert!(e.contains("row 0: field \"score\": expected a string, found number"), "{e}");
+    assert!(
+        e.contains("row 0: field \"score\": expected a string, found number"),
+        "{e}"
+    );
 
     // No wanted column at all: the file's columns are listed.
-    let f = Fields { text: "body".into(), prompt: "q".into(), completion: "a".into(), messages: "m".into() };
+    let f = Fields {
+        text: "body".into(),
+        prompt: "q".into(),
+        completion: "a".into(),
+        messages: "m".into(),
+    };
     let e = read_parquet(&p, Shape::Auto, &f).unwrap_err().to_string();
     assert!(e.contains("columns: prompt, completion, score"), "{e}");
 }
@@ -194,38 +288,74 @@ fn parquet_chat_list_of_structs() {
     // Row 0: [user "hi", assistant "hello"]; row 1: [user "q"].
     // Levels for role/content: defined leaf = 4 (messages, list, element, leaf); a new row has rep 0.
     write_parquet(&p, CHAT_SCHEMA, |i, col| {
-        let vals = if i == 0 { bytes(&["user", "assistant", "user"]) } else { bytes(&["hi", "hello", "q"]) };
-        col.typed::<ByteArrayType>().write_batch(&vals, Some(&[4, 4, 4]), Some(&[0, 1, 0])).unwrap();
+        let vals = if i == 0 {
+            bytes(&["user", "assistant", "user"])
+        } else {
+            bytes(&["hi", "hello", "q"])
+        };
+        col.typed::<ByteArrayType>()
+            .write_batch(&vals, Some(&[4, 4, 4]), Some(&[0, 1, 0]))
+            .unwrap();
     });
     let got = read_parquet(&p, Shape::Auto, &Fields::default()).unwrap();
-    assert_eq!(got, vec![chat(&[("user", "hi"), ("assistant", "hello")]), chat(&[("user", "q")])]);
+    assert_eq!(
+        got,
+        vec![chat(&[("user", "hi"), ("assistant", "hello")]), chat(&[("user", "q")])]
+    );
 
     // Second message's content is null (definition level 3: the struct exists, the leaf does not).
     let p2 = dir.path().join("chat_bad.parquet");
     write_parquet(&p2, CHAT_SCHEMA, |i, col| {
         if i == 0 {
-            col.typed::<ByteArrayType>().write_batch(&bytes(&["user", "assistant"]), Some(&[4, 4]), Some(&[0, 1])).unwrap();
+            col.typed::<ByteArrayType>()
+                .write_batch(&bytes(&["user", "assistant"]), Some(&[4, 4]), Some(&[0, 1]))
+                .unwrap();
         } else {
-            col.typed::<ByteArrayType>().write_batch(&bytes(&["hi"]), Some(&[4, 3]), Some(&[0, 1])).unwrap();
+            col.typed::<ByteArrayType>()
+                .write_batch(&bytes(&["hi"]), Some(&[4, 3]), Some(&[0, 1]))
+                .unwrap();
         }
     });
-    let e = read_parquet(&p2, Shape::Chat, &Fields::default()).unwrap_err().to_string();
-    assert!(e.contains("chat_bad.parquet: row 0: field \"messages\": message 1: missing \"content\""), "{e}");
+    let e = read_parquet(&p2, Shape::Chat, &Fields::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("chat_bad.parquet: row 0: field \"messages\": message 1: missing \"content\""),
+        "{e}"
+    );
 }
 
 #[test]
 fn parquet_chat_as_json_string_column() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("chat_json.parquet");
-    write_parquet(&p, "message schema { REQUIRED BYTE_ARRAY conversation (UTF8); }", |_, col| {
-        let rows = [r#"[{"role": "system", "content": "be brief"}, {"role": "user", "content": "?"}]"#, "not json"];
-        col.typed::<ByteArrayType>().write_batch(&bytes(&rows), None, None).unwrap();
-    });
-    let f = Fields { messages: "conversation".into(), ..Fields::default() };
+    write_parquet(
+        &p,
+        "message schema { REQUIRED BYTE_ARRAY conversation (UTF8); }",
+        |_, col| {
+            let rows = [
+                r#"[{"role": "system", "content": "be brief"}, {"role": "user", "content": "?"}]"#,
+                "not json",
+            ];
+            col.typed::<ByteArrayType>()
+                .write_batch(&bytes(&rows), None, None)
+                .unwrap();
+        },
+    );
+    let f = Fields {
+        messages: "conversation".into(),
+        ..Fields::default()
+    };
     let mut it = iter_dataset(&p, Shape::Auto, &f).unwrap();
-    assert_eq!(it.next().unwrap().unwrap(), chat(&[("system", "be brief"), ("user", "?")]));
+    assert_eq!(
+        it.next().unwrap().unwrap(),
+        chat(&[("system", "be brief"), ("user", "?")])
+    );
     let e = it.next().unwrap().unwrap_err().to_string();
-    assert!(e.contains("row 1: field \"conversation\": a string that is not a JSON list"), "{e}");
+    assert!(
+        e.contains("row 1: field \"conversation\": a string that is not a JSON list"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -238,9 +368,15 @@ fn directory_reads_known_files_in_sorted_order() {
     write(&d.join("README.md"), "not data");
     write(&d.join(".hidden.jsonl"), "garbage");
     write(&d.join("d.json"), "{\"text\": \"d0\"}\n{\"text\": \"d1\"}\n"); // .json holding JSON lines
-    write_parquet(&d.join("b").join("part-0.parquet"), "message schema { REQUIRED BYTE_ARRAY text (UTF8); }", |_, col| {
-        col.typed::<ByteArrayType>().write_batch(&bytes(&["b0"]), None, None).unwrap();
-    });
+    write_parquet(
+        &d.join("b").join("part-0.parquet"),
+        "message schema { REQUIRED BYTE_ARRAY text (UTF8); }",
+        |_, col| {
+            col.typed::<ByteArrayType>()
+                .write_batch(&bytes(&["b0"]), None, None)
+                .unwrap();
+        },
+    );
     let got = read_dataset(d, Shape::Auto, &Fields::default()).unwrap();
     let texts: Vec<&str> = got
         .iter()
@@ -253,7 +389,9 @@ fn directory_reads_known_files_in_sorted_order() {
     assert_eq!(texts, ["a0", "b0", "c0", "c1", "d0", "d1"]);
 
     write(&d.join("c.json"), "[{\"text\": \"c0\"}, {\"txt\": \"c1\"}]");
-    let e = read_dataset(d, Shape::Text, &Fields::default()).unwrap_err().to_string();
+    let e = read_dataset(d, Shape::Text, &Fields::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("c.json: element 1: missing field \"text\""), "{e}");
 }
 

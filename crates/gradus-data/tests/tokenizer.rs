@@ -74,7 +74,9 @@ fn min_frequency_stops_training_early() {
 fn too_small_vocab_and_duplicate_specials_are_errors() {
     let e = Tokenizer::train_bpe(["x"], 100, SPECIALS, 1).unwrap_err().to_string();
     assert!(e.contains("100") && e.contains("260"), "{e}");
-    let e = Tokenizer::train_bpe(["x"], 300, &["<a>", "<a>"], 1).unwrap_err().to_string();
+    let e = Tokenizer::train_bpe(["x"], 300, &["<a>", "<a>"], 1)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("<a>"), "{e}");
 }
 
@@ -119,7 +121,10 @@ fn check_fits_names_both_sizes() {
     tok.check_fits(400).unwrap();
     tok.check_fits(1024).unwrap();
     let e = tok.check_fits(399).unwrap_err().to_string();
-    assert!(e.contains("up to 399") && e.contains(">= 400") && e.contains("is 399"), "{e}");
+    assert!(
+        e.contains("up to 399") && e.contains(">= 400") && e.contains("is 399"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -160,7 +165,11 @@ fn from_dir_reads_hf_config_shapes() {
     )
     .unwrap();
     // config.json ids are used only where the tokenizer config says nothing (pad here).
-    std::fs::write(dir.path().join("config.json"), r#"{"eos_token_id": [0, 3], "pad_token_id": 3}"#).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"eos_token_id": [0, 3], "pad_token_id": 3}"#,
+    )
+    .unwrap();
     let t = Tokenizer::from_dir(dir.path()).unwrap();
     assert_eq!((t.bos_id(), t.eos_id(), t.pad_id()), (Some(2), Some(3), Some(3)));
     assert_eq!(t.chat_template(), Some("D"));
@@ -180,7 +189,10 @@ fn from_dir_reads_hf_config_shapes() {
     // A token the vocabulary lacks is an error naming the file and the field.
     std::fs::write(dir.path().join("tokenizer_config.json"), r#"{"eos_token": "</s>"}"#).unwrap();
     let e = Tokenizer::from_dir(dir.path()).unwrap_err().to_string();
-    assert!(e.contains("tokenizer_config.json") && e.contains("eos_token") && e.contains("</s>"), "{e}");
+    assert!(
+        e.contains("tokenizer_config.json") && e.contains("eos_token") && e.contains("</s>"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -207,11 +219,9 @@ fn python_tokenizers_loads_trained_tokenizer() {
     let tok = trained();
     tok.save(dir.path()).unwrap();
     let text = "fn main() { println!(\"42\"); }\n日本語 🦀<|im_end|> tabs\tend";
-    let script = format!(
-        "import sys, json\nfrom tokenizers import Tokenizer\nt = Tokenizer.from_file(sys.argv[1])\n\
+    let script = "import sys, json\nfrom tokenizers import Tokenizer\nt = Tokenizer.from_file(sys.argv[1])\n\
          e = t.encode(sys.argv[2], add_special_tokens=False)\n\
-         print(json.dumps({{'ids': e.ids, 'text': t.decode(e.ids, skip_special_tokens=False)}}))"
-    );
+         print(json.dumps({'ids': e.ids, 'text': t.decode(e.ids, skip_special_tokens=False)}))";
     let out = std::process::Command::new("python3")
         .arg("-c")
         .arg(script)
