@@ -237,7 +237,7 @@ fn attn_check(c: AttnCase, seed: u64) {
 
 /// Segment ids of one row from (id, length) runs.
 fn runs(rs: &[(u32, usize)]) -> Vec<u32> {
-    rs.iter().flat_map(|&(id, n)| std::iter::repeat(id).take(n)).collect()
+    rs.iter().flat_map(|&(id, n)| std::iter::repeat_n(id, n)).collect()
 }
 
 #[test]
@@ -471,5 +471,101 @@ fn timing_attention_fwd_bwd() {
             best.1 = best.1.min((t2 - t1).as_secs_f64() * 1e3);
         }
         println!("attention {name}: fwd {:.2} ms, bwd {:.2} ms (best of 5)", best.0, best.1);
+    }
+}
+
+#[test]
+#[ignore = "profiling loop; run with --release --ignored --nocapture"]
+fn timing_attention_fused_loop() {
+    let mut rng = Rng::new(1);
+    let (b, t, h, dh) = (8, 256, 4, 64);
+    let q = var(&mut rng, &[b, t, h, dh], 1.0);
+    let k = var(&mut rng, &[b, t, h, dh], 1.0);
+    let v = var(&mut rng, &[b, t, h, dh], 1.0);
+    let r = rng.randn(&[b, t, h, dh], 1.0, &CPU).unwrap();
+    let t0 = std::time::Instant::now();
+    for _ in 0..30 {
+        let o = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), None, 0.125).unwrap();
+        let g = (o * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        std::hint::black_box(g.get(q.as_tensor()).unwrap());
+    }
+    println!("attention fused fwd+bwd: {:.2} ms per iteration", t0.elapsed().as_secs_f64() * 1e3 / 30.0);
+}
+
+/// Best-of-5 milliseconds of forward and of backward (of `(out ∘ R).sum_all()`) for `f`.
+fn time_fwd_bwd(vars: &[&Var], f: &dyn Fn() -> Tensor) -> (f64, f64) {
+    let mut rng = Rng::new(5);
+    let r = rng.randn(f().dims(), 1.0, &CPU).unwrap();
+    let mut best = (f64::MAX, f64::MAX);
+    for _ in 0..5 {
+        let t0 = std::time::Instant::now();
+        let o = f();
+        let t1 = std::time::Instant::now();
+        let g = (o * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        std::hint::black_box(vars.iter().filter(|v| g.get(v.as_tensor()).is_some()).count());
+        let t2 = std::time::Instant::now();
+        best.0 = best.0.min((t1 - t0).as_secs_f64() * 1e3);
+        best.1 = best.1.min((t2 - t1).as_secs_f64() * 1e3);
+    }
+    best
+}
+
+#[test]
+#[ignore = "timing; run with --release --ignored --nocapture"]
+fn timing_elementwise_ops() {
+    let mut rng = Rng::new(2);
+    let (n, d, f, v) = (8 * 256, 512, 1408, 8192);
+    let x = var(&mut rng, &[n, d], 1.0);
+    let w = var(&mut rng, &[d], 1.0);
+    let g = var(&mut rng, &[n, f], 1.0);
+    let u = var(&mut rng, &[n, f], 1.0);
+    let l = var(&mut rng, &[n, v], 2.0);
+    let tg = Tensor::from_vec((0..n).map(|i| (i * 7919 % v) as u32).collect::<Vec<_>>(), n, &CPU).unwrap();
+    let report = |name: &str, a: (f64, f64), b: (f64, f64)| {
+        println!("{name}: fused fwd {:.2} ms bwd {:.2} ms | ref fwd {:.2} ms bwd {:.2} ms", a.0, a.1, b.0, b.1)
+    };
+    report(
+        "rms_norm (2048, 512)",
+        time_fwd_bwd(&[&x, &w], &|| rms_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap()),
+        time_fwd_bwd(&[&x, &w], &|| rms_norm_ref(x.as_tensor(), w.as_tensor(), 1e-5).unwrap()),
+    );
+    report(
+        "swiglu (2048, 1408)",
+        time_fwd_bwd(&[&g, &u], &|| swiglu(g.as_tensor(), u.as_tensor()).unwrap()),
+        time_fwd_bwd(&[&g, &u], &|| swiglu_ref(g.as_tensor(), u.as_tensor()).unwrap()),
+    );
+    report(
+        "token_logprobs (2048, 8192)",
+        time_fwd_bwd(&[&l], &|| token_logprobs(l.as_tensor(), &tg).unwrap()),
+        time_fwd_bwd(&[&l], &|| token_logprobs_ref(l.as_tensor(), &tg).unwrap()),
+    );
+    let mut rng = Rng::new(3);
+    let (b, t, h, dh) = (8, 256, 4, 64);
+    let xr = var(&mut rng, &[b, t, h, dh], 1.0);
+    let th = rng.rand_uniform(&[b, t, dh / 2], -3.0, 3.0, &CPU).unwrap();
+    let (c, s) = (th.cos().unwrap(), th.sin().unwrap());
+    report(
+        "rope (8, 256, 4, 64)",
+        time_fwd_bwd(&[&xr], &|| rope(xr.as_tensor(), &c, &s).unwrap()),
+        time_fwd_bwd(&[&xr], &|| rope_ref(xr.as_tensor(), &c, &s).unwrap()),
+    );
+}
+
+#[test]
+#[ignore = "timing; run with --release --ignored --nocapture"]
+fn timing_attention_generation_step() {
+    // One new query against a 1000-token KV cache (no backward).
+    let mut rng = Rng::new(4);
+    let (b, tk, hq, hkv, dh) = (1, 1000, 8, 2, 64);
+    let q = rng.randn(&[b, 1, hq, dh], 1.0, &CPU).unwrap();
+    let k = rng.randn(&[b, tk, hkv, dh], 1.0, &CPU).unwrap();
+    let v = rng.randn(&[b, tk, hkv, dh], 1.0, &CPU).unwrap();
+    type F = fn(&Tensor, &Tensor, &Tensor, Option<&Tensor>, f64) -> Result<Tensor>;
+    for (name, f) in [("fused", attention as F), ("ref", attention_ref as F)] {
+        let t0 = std::time::Instant::now();
+        for _ in 0..1000 {
+            std::hint::black_box(f(&q, &k, &v, None, 0.125).unwrap());
+        }
+        println!("attention decode step {name}: {:.1} us", t0.elapsed().as_secs_f64() * 1e6 / 1000.0);
     }
 }

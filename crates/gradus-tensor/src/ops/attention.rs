@@ -270,6 +270,38 @@ dispatch! {
     }
 }
 
+/// Query blocks with at most this many rows use [`small_qk`]/[`small_pv`] instead of gemm.
+const SMALL_NR: usize = 4;
+
+dispatch! {
+    /// `s[r, c] = scale · q_r · k_c` for nr query rows (stride qrs) and nc keys (stride krs).
+    fn small_qk(q: &[f32], qrs: usize, nr: usize, k: &[f32], krs: usize, nc: usize, dh: usize, scale: f32, s: &mut [f32]) {
+        for r in 0..nr {
+            let qr = &q[r * qrs..r * qrs + dh];
+            for c in 0..nc {
+                s[r * BC + c] = scale * simd::dot(qr, &k[c * krs..c * krs + dh]);
+            }
+        }
+    }
+}
+
+dispatch! {
+    /// `o_r += Σ_c p[r, c] · v_c` for nr rows of the accumulator `o` (stride dh).
+    fn small_pv(p: &[f32], nr: usize, v: &[f32], krs: usize, nc: usize, dh: usize, o: &mut [f32]) {
+        for r in 0..nr {
+            let or = &mut o[r * dh..(r + 1) * dh];
+            for c in 0..nc {
+                let pc = p[r * BC + c];
+                if pc != 0.0 {
+                    for (x, &vi) in or.iter_mut().zip(&v[c * krs..c * krs + dh]) {
+                        *x += pc * vi;
+                    }
+                }
+            }
+        }
+    }
+}
+
 dispatch! {
     /// `s ← exp(s − lse_row)` for a tile (nr × nc, row stride BC): the probabilities P.
     fn probs(s: &mut [f32], nr: usize, nc: usize, lse: &[f32]) {
@@ -312,6 +344,10 @@ impl Attention {
         if out.is_empty() {
             return (out, lse);
         }
+        if d.tq == 1 && d.rep() > 1 && d.rep() <= BR {
+            self.forward_decode(d, q, k, v, &mut out, &mut lse);
+            return (out, lse);
+        }
         let masker = Masker::new(d, self.segments.as_deref().map(|s| s.as_slice()));
         let (po, pl) = (SyncPtr::new(&mut out), SyncPtr::new(&mut lse));
         let (nqb, nkb, dh, rep) = (d.nqb(), d.nkb(), d.dh, d.rep());
@@ -329,7 +365,8 @@ impl Attention {
                 o[..nr * dh].fill(0.0);
                 m[..nr].fill(f32::NEG_INFINITY);
                 l[..nr].fill(0.0);
-                let qp = q[((b * d.tq + i0) * d.hq + h) * dh..].as_ptr();
+                let qbase = ((b * d.tq + i0) * d.hq + h) * dh;
+                let qp = q[qbase..].as_ptr();
                 for kb in 0..nkb {
                     let kind = masker.classify(b, qb, kb);
                     if kind == Block::Skip {
@@ -340,15 +377,24 @@ impl Attention {
                     let kbase = ((b * d.tk + j0) * d.hkv + kvh) * dh;
                     // SAFETY: q rows i0..i1 of head h, k/v rows j0..j1 of head kvh lie in bounds
                     // (strides H·Dh); s and o are task-local buffers of BR×BC and BR×Dh.
-                    unsafe {
-                        mm(nr, nc, dh, s.as_mut_ptr(), BC, false, qp, qrs, 1, k[kbase..].as_ptr(), 1, krs, scale);
+                    if nr <= SMALL_NR {
+                        // Few queries (decoding with a KV cache): dots and axpys beat gemm's packing.
+                        small_qk(&q[qbase..], qrs, nr, &k[kbase..], krs, nc, dh, scale, s);
+                    } else {
+                        unsafe {
+                            mm(nr, nc, dh, s.as_mut_ptr(), BC, false, qp, qrs, 1, k[kbase..].as_ptr(), 1, krs, scale);
+                        }
                     }
                     if kind == Block::Partial {
                         masker.apply(b, i0, nr, j0, nc, s);
                     }
                     online_softmax(s, nr, nc, m, l, o, dh);
-                    unsafe {
-                        mm(nr, dh, nc, o.as_mut_ptr(), dh, true, s.as_ptr(), BC, 1, v[kbase..].as_ptr(), krs, 1, 1.0);
+                    if nr <= SMALL_NR {
+                        small_pv(s, nr, &v[kbase..], krs, nc, dh, o);
+                    } else {
+                        unsafe {
+                            mm(nr, dh, nc, o.as_mut_ptr(), dh, true, s.as_ptr(), BC, 1, v[kbase..].as_ptr(), krs, 1, 1.0);
+                        }
                     }
                 }
                 for r in 0..nr {
@@ -364,6 +410,71 @@ impl Attention {
             },
         );
         (out, lse)
+    }
+
+    /// The forward for a single query per sequence (decoding with a KV cache) under GQA: one
+    /// task per (b, kv head) whose tile rows are the query heads of the group (adjacent rows of
+    /// stride Dh in q and out), so each K/V block is read once per group instead of once per
+    /// query head — decoding is bound by reading the cache.
+    fn forward_decode(&self, d: Dims, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], lse: &mut [f32]) {
+        let masker = Masker::new(d, self.segments.as_deref().map(|s| s.as_slice()));
+        let (nkb, dh, rep) = (d.nkb(), d.dh, d.rep());
+        let krs = d.hkv * dh;
+        let scale = self.scale;
+        let (po, pl) = (SyncPtr::new(out), SyncPtr::new(lse));
+        (0..d.b * d.hkv).into_par_iter().for_each_init(
+            || (vec![0f32; BR * BC], vec![0f32; BR * dh], vec![0f32; BR], vec![0f32; BR]),
+            |(s, o, m, l), task| {
+                let (b, kvh) = (task / d.hkv, task % d.hkv);
+                let nr = rep;
+                o[..nr * dh].fill(0.0);
+                m[..nr].fill(f32::NEG_INFINITY);
+                l[..nr].fill(0.0);
+                // Rows: q[b, 0, kvh·rep + r, :] for r < rep, stride Dh; also the output rows.
+                let qbase = (b * d.hq + kvh * rep) * dh;
+                for kb in 0..nkb {
+                    let kind = masker.classify(b, 0, kb);
+                    if kind == Block::Skip {
+                        continue;
+                    }
+                    let (j0, j1) = d.k_range(kb);
+                    let nc = j1 - j0;
+                    let kbase = ((b * d.tk + j0) * d.hkv + kvh) * dh;
+                    if nr <= SMALL_NR {
+                        small_qk(&q[qbase..], dh, nr, &k[kbase..], krs, nc, dh, scale, s);
+                    } else {
+                        // SAFETY: rows qbase.. (rep × Dh) and key rows j0..j1 are in bounds.
+                        unsafe {
+                            mm(nr, nc, dh, s.as_mut_ptr(), BC, false, q[qbase..].as_ptr(), dh, 1, k[kbase..].as_ptr(), 1, krs, scale);
+                        }
+                    }
+                    if kind == Block::Partial {
+                        // Every row is the same query position (the last one).
+                        for r in 0..nr {
+                            masker.apply(b, 0, 1, j0, nc, &mut s[r * BC..]);
+                        }
+                    }
+                    online_softmax(s, nr, nc, m, l, o, dh);
+                    if nr <= SMALL_NR {
+                        small_pv(s, nr, &v[kbase..], krs, nc, dh, o);
+                    } else {
+                        unsafe {
+                            mm(nr, dh, nc, o.as_mut_ptr(), dh, true, s.as_ptr(), BC, 1, v[kbase..].as_ptr(), krs, 1, 1.0);
+                        }
+                    }
+                }
+                // SAFETY: this task alone writes out rows (b, 0, group heads) and their lse.
+                let dst = unsafe { po.slice(qbase, nr * dh) };
+                let ls = unsafe { pl.slice(b * d.hq + kvh * rep, nr) };
+                for r in 0..nr {
+                    let inv = 1.0 / l[r];
+                    for (x, &a) in dst[r * dh..(r + 1) * dh].iter_mut().zip(&o[r * dh..(r + 1) * dh]) {
+                        *x = a * inv;
+                    }
+                    ls[r] = m[r] + l[r].ln();
+                }
+            },
+        );
     }
 
     /// Gradients (dq, dk, dv) given the forward's inputs, output `o`, its gradient `g` and lse.

@@ -94,7 +94,7 @@ impl CustomOp2 for RmsNorm {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
         let d = w.elem_count();
-        let n = if d == 0 { 0 } else { x.elem_count() / d };
+        let n = x.elem_count().checked_div(d).unwrap_or(0);
         let (dx, dw) = with_f32([x, w, grad], OP, |[x, w, g]| {
             let mut dx = vec![0f32; x.len()];
             let mut dw = vec![0f32; d];
