@@ -1,0 +1,87 @@
+//! Config resolution: defaults < `--config file.toml` < `--set a.b=value`.
+//!
+//! Every recipe config is a serde struct tree with `#[serde(default, deny_unknown_fields)]`, so a
+//! partial TOML file deserialises directly (toml then reports the file's own line and column), and
+//! an unknown key is an error that names the key and suggests the nearest known one.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Adds "did you mean `x`?" to serde's "unknown field `y`, expected one of `a`, `b`" messages.
+pub fn suggest(msg: &str) -> String {
+    let Some(start) = msg.find("unknown field `") else { return msg.to_string() };
+    let rest = &msg[start + 15..];
+    let Some(end) = rest.find('`') else { return msg.to_string() };
+    let field = &rest[..end];
+    let expected: Vec<&str> = rest[end + 1..]
+        .split('`')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, s)| s)
+        .collect();
+    let best = expected
+        .iter()
+        .map(|c| (strsim::jaro_winkler(field, c), *c))
+        .max_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    match best {
+        Some((score, c)) if score > 0.7 => format!("{msg}\n(did you mean `{c}`?)"),
+        _ => msg.to_string(),
+    }
+}
+
+/// Parses a `--set` value as TOML (numbers, booleans, arrays, inline tables); anything that is not
+/// valid TOML is taken as a string, so `--set run.name=my-run` needs no quotes.
+fn parse_value(raw: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn set_path(root: &mut toml::Value, key: &str, value: toml::Value) -> Result<()> {
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        bail!("--set {key}: empty key segment");
+    }
+    let mut cur = root;
+    for p in &parts[..parts.len() - 1] {
+        let table = cur.as_table_mut().ok_or_else(|| anyhow!("--set {key}: `{p}` is not a table"))?;
+        cur = table.entry(p.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+    let table = cur.as_table_mut().ok_or_else(|| anyhow!("--set {key}: parent is not a table"))?;
+    table.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+/// Resolves a recipe config from its defaults, an optional file and `--set` overrides.
+pub fn resolve<T: Serialize + DeserializeOwned + Default>(file: Option<&Path>, sets: &[String]) -> Result<T> {
+    let base: T = match file {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
+            toml::from_str(&text).map_err(|e| anyhow!("{}: {}", p.display(), suggest(&e.to_string())))?
+        }
+        None => T::default(),
+    };
+    if sets.is_empty() {
+        return Ok(base);
+    }
+    let mut v = toml::Value::try_from(&base).context("serialising config")?;
+    for s in sets {
+        let (k, raw) = s.split_once('=').ok_or_else(|| anyhow!("--set {s}: expected key=value"))?;
+        set_path(&mut v, k.trim(), parse_value(raw.trim()))?;
+    }
+    let text = toml::to_string(&v)?;
+    toml::from_str(&text).map_err(|e: toml::de::Error| {
+        // The merged document's line numbers mean nothing to the user: keep serde's message only.
+        let msg = suggest(e.message());
+        anyhow!("in --set overrides ({}): {msg}", sets.join(" "))
+    })
+}
+
+/// The resolved config as TOML, as `--show-config` prints it and runs save it.
+pub fn to_toml<T: Serialize>(cfg: &T) -> Result<String> {
+    Ok(toml::to_string_pretty(cfg)?)
+}

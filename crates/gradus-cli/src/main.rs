@@ -1,0 +1,306 @@
+//! The `gradus` binary: argument parsing and config resolution only; the work is in the library
+//! crates. Errors print their whole chain and exit with status 1; user input never panics.
+
+use gradus_cli::config;
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use gradus_data::tokenizer::Tokenizer;
+use gradus_model::generate::{generate, SamplingConfig};
+use gradus_model::hf::load_decoder;
+use gradus_model::ForwardInput;
+use gradus_tensor::Device;
+use gradus_train::recipe::RecipeConfig;
+
+#[derive(Parser)]
+#[command(name = "gradus", version, about = "Curate data for, train, align and evaluate decoder language models")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The main job on built-in data, no download: train a tokenizer and a tiny model from scratch,
+    /// SFT it on an instruction task, show samples and accuracy before and after, write a report.
+    Quickstart(QuickstartArgs),
+    /// Train with a recipe.
+    #[command(subcommand)]
+    Train(TrainCmd),
+    /// Per-token log-probs, total log-prob and loss of a text under a checkpoint.
+    Score(ScoreArgs),
+    /// Sample continuations from a checkpoint (KV cache, greedy/temperature/top-k/top-p).
+    Generate(GenerateArgs),
+    /// Tokenizer tools.
+    #[command(subcommand)]
+    Tokenizer(TokenizerCmd),
+}
+
+#[derive(Args, Clone)]
+struct RecipeArgs {
+    /// A TOML config file (see configs/).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a config value: --set train.lr=1e-3 (value parsed as TOML). Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Print the resolved config and exit.
+    #[arg(long)]
+    show_config: bool,
+    /// Continue from the run directory's latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+}
+
+#[derive(Subcommand)]
+enum TrainCmd {
+    /// Next-token pretraining on text (from scratch or from a checkpoint).
+    Pretrain(RecipeArgs),
+    /// Supervised fine-tuning on prompt/completion or chat data, with packing and loss masks.
+    Sft(RecipeArgs),
+}
+
+#[derive(Args)]
+struct QuickstartArgs {
+    /// Parent directory of the two runs it writes.
+    #[arg(long, default_value = "runs")]
+    dir: PathBuf,
+    /// A much shorter run (for smoke tests).
+    #[arg(long)]
+    fast: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    /// A Hugging Face checkpoint directory (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, conflicts_with = "ids")]
+    text: Option<String>,
+    /// Comma-separated token ids.
+    #[arg(long, value_delimiter = ',')]
+    ids: Option<Vec<u32>>,
+    /// Prepend the tokenizer's BOS token to --text.
+    #[arg(long)]
+    bos: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[arg(long)]
+    model: PathBuf,
+    /// A prompt; repeat for a batch.
+    #[arg(long = "prompt", required = true)]
+    prompts: Vec<String>,
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Stop a row when its text contains this string (repeatable); the string is cut off.
+    #[arg(long = "stop")]
+    stops: Vec<String>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum TokenizerCmd {
+    /// Train a byte-level BPE on text files (one document per line; .jsonl uses the `text` field).
+    Train {
+        #[arg(long = "input", required = true)]
+        inputs: Vec<PathBuf>,
+        #[arg(long, default_value_t = 4096)]
+        vocab_size: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GRADUS_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e}");
+        for cause in e.chain().skip(1) {
+            eprintln!("  caused by: {cause}");
+        }
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Quickstart(a) => {
+            let out = gradus_train::quickstart::run(&gradus_train::quickstart::QuickstartOptions {
+                dir: a.dir,
+                fast: a.fast,
+                seed: a.seed,
+                progress: true,
+            })?;
+            println!("{}", out.summary);
+            Ok(())
+        }
+        Cmd::Train(TrainCmd::Pretrain(a)) => recipe(a, gradus_train::pretrain::run),
+        Cmd::Train(TrainCmd::Sft(a)) => recipe(a, gradus_train::sft::run),
+        Cmd::Score(a) => score(a),
+        Cmd::Generate(a) => gen(a),
+        Cmd::Tokenizer(TokenizerCmd::Train { inputs, vocab_size, out }) => {
+            let mut texts = Vec::new();
+            for p in &inputs {
+                texts.extend(gradus_train::prep::read_texts(p).with_context(|| format!("reading {}", p.display()))?);
+            }
+            let specials = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"];
+            let mut tok = Tokenizer::train_bpe(texts.iter(), vocab_size, &specials, 2)?;
+            tok.set_eos(Some("<|endoftext|>"))?;
+            tok.set_bos(Some("<|endoftext|>"))?;
+            tok.set_pad(Some("<|pad|>"))?;
+            tok.save(&out)?;
+            println!("trained a byte-level BPE with {} tokens on {} documents → {}", tok.vocab_size(), texts.len(), out.display());
+            Ok(())
+        }
+    }
+}
+
+fn recipe(a: RecipeArgs, f: fn(&RecipeConfig, bool) -> gradus_tensor::Result<gradus_train::trainer::FitSummary>) -> Result<()> {
+    let cfg: RecipeConfig = config::resolve(a.config.as_deref(), &a.sets)?;
+    if a.show_config {
+        print!("{}", config::to_toml(&cfg)?);
+        return Ok(());
+    }
+    cfg.validate()?;
+    let s = f(&cfg, a.resume)?;
+    println!(
+        "trained {} steps in {:.1}s; loss {:.4} → {:.4}; run directory {}",
+        s.steps,
+        s.seconds,
+        s.first_loss.unwrap_or(f64::NAN),
+        s.last_loss.unwrap_or(f64::NAN),
+        s.run_dir.display()
+    );
+    Ok(())
+}
+
+fn load(dir: &PathBuf) -> Result<(gradus_model::Decoder, Option<Tokenizer>)> {
+    let model = load_decoder(dir, &Device::Cpu)?;
+    let tok = if dir.join("tokenizer.json").exists() {
+        let t = Tokenizer::from_dir(dir)?;
+        t.check_fits(model.cfg.vocab_size)?;
+        Some(t)
+    } else {
+        None
+    };
+    Ok((model, tok))
+}
+
+fn score(a: ScoreArgs) -> Result<()> {
+    let (model, tok) = load(&a.model)?;
+    let ids: Vec<u32> = match (&a.text, &a.ids) {
+        (Some(t), None) => {
+            let tok = tok.as_ref().ok_or_else(|| anyhow!("{}: no tokenizer.json; pass --ids", a.model.display()))?;
+            let mut ids = Vec::new();
+            if a.bos {
+                ids.push(tok.bos_id().ok_or_else(|| anyhow!("--bos: the tokenizer has no BOS token"))?);
+            }
+            ids.extend(tok.encode(t, false)?);
+            ids
+        }
+        (None, Some(ids)) => ids.clone(),
+        _ => bail!("give --text or --ids"),
+    };
+    if ids.len() < 2 {
+        bail!("need at least 2 tokens to score (got {})", ids.len());
+    }
+    let n = ids.len() - 1;
+    let lp = model.target_logprobs(&ForwardInput::new(&ids[..n], 1, n), &ids[1..])?.to_vec1::<f32>()?;
+    let total: f64 = lp.iter().map(|&x| x as f64).sum();
+    let loss = -total / n as f64;
+    let pieces: Vec<String> = ids
+        .iter()
+        .map(|&i| tok.as_ref().and_then(|t| t.id_to_token(i)).unwrap_or_else(|| i.to_string()))
+        .collect();
+    if a.json {
+        let toks: Vec<_> = (0..n)
+            .map(|i| serde_json::json!({"id": ids[i + 1], "token": pieces[i + 1], "logprob": lp[i]}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"tokens": toks, "first_token": ids[0], "total_logprob": total, "loss": loss, "perplexity": loss.exp()})
+        );
+    } else {
+        println!("{:>6}  {:>10}  token", "pos", "logprob");
+        for i in 0..n {
+            println!("{:>6}  {:>10.4}  {:?}", i + 1, lp[i], pieces[i + 1]);
+        }
+        println!("total log-prob {total:.4} over {n} tokens; loss {loss:.4}; perplexity {:.3}", loss.exp());
+    }
+    Ok(())
+}
+
+fn gen(a: GenerateArgs) -> Result<()> {
+    let (model, tok) = load(&a.model)?;
+    let tok = tok.ok_or_else(|| anyhow!("{}: generate needs a tokenizer.json", a.model.display()))?;
+    let prompts: Vec<Vec<u32>> = a
+        .prompts
+        .iter()
+        .map(|p| {
+            let mut ids: Vec<u32> = tok.bos_id().into_iter().collect();
+            ids.extend(tok.encode(p, false)?);
+            Ok(ids)
+        })
+        .collect::<Result<_>>()?;
+    let cfg = SamplingConfig {
+        max_new_tokens: a.max_new_tokens,
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        seed: a.seed,
+    };
+    let eos: Vec<u32> = tok.eos_id().or(model.cfg.eos_token_id).into_iter().collect();
+    let stops = a.stops.clone();
+    let t0 = std::time::Instant::now();
+    let outs = generate(&model, &prompts, &cfg, &eos, &mut |_, toks| {
+        !stops.is_empty()
+            && tok.decode(toks, true).map(|s| stops.iter().any(|st| s.contains(st.as_str()))).unwrap_or(false)
+    })?;
+    let secs = t0.elapsed().as_secs_f64();
+    let n_new: usize = outs.iter().map(|o| o.tokens.len()).sum();
+    let mut rows = Vec::new();
+    for (p, o) in a.prompts.iter().zip(&outs) {
+        let mut text = tok.decode(&o.tokens, true)?;
+        if let Some(cut) = a.stops.iter().filter_map(|s| text.find(s.as_str())).min() {
+            text.truncate(cut);
+        }
+        rows.push((p.clone(), text, o.finish));
+    }
+    if a.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(p, t, f)| serde_json::json!({"prompt": p, "completion": t, "finish": f}))
+            .collect();
+        println!("{}", serde_json::json!({"generations": v, "new_tokens": n_new, "seconds": secs}));
+    } else {
+        for (p, t, f) in rows {
+            println!("--- {p:?} ({f:?})\n{p}{t}");
+        }
+        eprintln!("{n_new} new tokens in {secs:.2}s ({:.1} tokens/s)", n_new as f64 / secs.max(1e-9));
+    }
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! Small helpers the recipes share before their loop: the run directory, the tokenizer, the model,
+//! and turning tokenized documents into rows.
+
+use std::path::Path;
+
+use gradus_data::pack::{self, Overflow, Row, Sequence};
+use gradus_data::tokenizer::Tokenizer;
+use gradus_model::decoder::Decoder;
+use gradus_model::hf::load_decoder;
+use gradus_tensor::{Device, Error, Result};
+
+use crate::checkpoint::latest_checkpoint;
+use crate::recipe::{OverflowPolicy, RecipeConfig};
+
+/// Special tokens of every tokenizer gradus trains: EOS/BOS share `<|endoftext|>` (GPT-2 style).
+pub const SPECIALS: [&str; 4] = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"];
+
+/// Creates the run directory and writes `config.resolved.toml`.
+pub fn start_run(cfg: &RecipeConfig) -> Result<std::path::PathBuf> {
+    let dir = cfg.run_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let text = toml::to_string_pretty(cfg).map_err(|e| Error::msg(format!("serialising config: {e}")))?;
+    gradus_tensor::io::write_atomic(&dir.join("config.resolved.toml"), text.as_bytes())?;
+    Ok(dir)
+}
+
+/// Trains a byte-level BPE on `texts` with gradus' special tokens.
+pub fn train_tokenizer(texts: &[String], vocab_size: usize) -> Result<Tokenizer> {
+    let mut tok = Tokenizer::train_bpe(texts.iter(), vocab_size, &SPECIALS, 2)?;
+    tok.set_bos(Some(SPECIALS[0]))?;
+    tok.set_eos(Some(SPECIALS[0]))?;
+    tok.set_pad(Some(SPECIALS[1]))?;
+    Ok(tok)
+}
+
+/// The tokenizer of a run: from the latest checkpoint when resuming, else `tokenizer.path`, else
+/// the `init_from` model's, else trained on `texts`.
+pub fn tokenizer_for(cfg: &RecipeConfig, texts: &[String], resume: bool) -> Result<Tokenizer> {
+    if resume {
+        if let Some(ck) = latest_checkpoint(&cfg.run_dir())? {
+            return Tokenizer::from_dir(&ck);
+        }
+    }
+    if let Some(p) = &cfg.tokenizer.path {
+        return if p.is_dir() { Tokenizer::from_dir(p) } else { Tokenizer::from_file(p) };
+    }
+    if let Some(m) = &cfg.model.init_from {
+        if m.join("tokenizer.json").exists() {
+            return Tokenizer::from_dir(m);
+        }
+        return Err(Error::format(m, "init_from has no tokenizer.json; set tokenizer.path"));
+    }
+    train_tokenizer(texts, cfg.tokenizer.train_vocab_size)
+}
+
+/// The model of a run: `init_from` or a fresh one sized to the tokenizer. (When resuming, the
+/// trainer overwrites the weights from the checkpoint.)
+pub fn model_for(cfg: &RecipeConfig, tok: &Tokenizer) -> Result<Decoder> {
+    let device = Device::Cpu;
+    let model = match &cfg.model.init_from {
+        Some(dir) => load_decoder(dir, &device)?,
+        None => {
+            let mut c = cfg.model.config.clone();
+            c.vocab_size = tok.vocab_size();
+            c.bos_token_id = tok.bos_id();
+            c.eos_token_id = tok.eos_id();
+            c.pad_token_id = tok.pad_id();
+            Decoder::new_random(&c, cfg.run.seed, &device)?
+        }
+    };
+    tok.check_fits(model.cfg.vocab_size)?;
+    Ok(model)
+}
+
+/// Packs (or pads) documents into rows of `data.seq_len`.
+pub fn rows(cfg: &RecipeConfig, seqs: &[Sequence], pad_id: u32) -> Result<Vec<Row>> {
+    let overflow = match cfg.data.overflow {
+        OverflowPolicy::Split => Overflow::Split,
+        OverflowPolicy::Truncate => Overflow::Truncate,
+        OverflowPolicy::Error => Overflow::Error,
+    };
+    if cfg.data.pack {
+        pack::pack_best_fit(seqs, cfg.data.seq_len, pad_id, overflow)
+    } else {
+        pack::pad_rows(seqs, cfg.data.seq_len, pad_id, overflow)
+    }
+}
+
+/// Reads a text dataset (JSONL/Parquet, file or directory) into plain documents.
+pub fn read_text_docs(path: &Path, cfg: &RecipeConfig) -> Result<Vec<String>> {
+    use gradus_data::dataset::{read_dataset, Fields, Shape};
+    let fields = Fields {
+        text: cfg.data.text_field.clone(),
+        prompt: cfg.data.prompt_field.clone(),
+        completion: cfg.data.completion_field.clone(),
+        messages: cfg.data.messages_field.clone(),
+    };
+    Ok(examples_to_texts(read_dataset(path, Shape::Auto, &fields)?))
+}
+
+/// Plain text of examples, for pretraining or for training a tokenizer.
+pub fn examples_to_texts(ex: Vec<gradus_data::dataset::Example>) -> Vec<String> {
+    use gradus_data::dataset::Example;
+    ex.into_iter()
+        .map(|e| match e {
+            Example::Text { text } => text,
+            Example::PromptCompletion { prompt, completion } => format!("{prompt}{completion}"),
+            Example::Chat { messages } => messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n"),
+        })
+        .collect()
+}
+
+/// Documents from a `.txt` file (one per line) or any dataset file/directory (`text` field, or
+/// prompt + completion, or the messages' contents).
+pub fn read_texts(path: &Path) -> Result<Vec<String>> {
+    if path.extension().is_some_and(|e| e == "txt") {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        return Ok(text.lines().filter(|l| !l.trim().is_empty()).map(String::from).collect());
+    }
+    let fields = gradus_data::dataset::Fields::default();
+    Ok(examples_to_texts(gradus_data::dataset::read_dataset(path, gradus_data::dataset::Shape::Auto, &fields)?))
+}
