@@ -125,9 +125,14 @@ impl Row {
     /// Whether all per-position vectors have the same length.
     pub fn is_consistent(&self) -> bool {
         let t = self.input_ids.len();
-        [self.targets.len(), self.loss_weight.len(), self.position_ids.len(), self.segment_ids.len()]
-            .iter()
-            .all(|&l| l == t)
+        [
+            self.targets.len(),
+            self.loss_weight.len(),
+            self.position_ids.len(),
+            self.segment_ids.len(),
+        ]
+        .iter()
+        .all(|&l| l == t)
     }
 
     /// Number of non-padding positions.
@@ -150,7 +155,10 @@ fn check_seq_len(seq_len: usize) -> Result<()> {
         return Err(Error::config("seq_len", "must be at least 1"));
     }
     if seq_len > u32::MAX as usize {
-        return Err(Error::config("seq_len", format!("{seq_len} does not fit position ids (u32)")));
+        return Err(Error::config(
+            "seq_len",
+            format!("{seq_len} does not fit position ids (u32)"),
+        ));
     }
     Ok(())
 }
@@ -170,7 +178,12 @@ fn items(seqs: &[Sequence], seq_len: usize, overflow: Overflow) -> Result<Vec<It
         }
         if n <= seq_len {
             if n > 0 {
-                out.push(Item { doc, start: 0, len: n, continues: false });
+                out.push(Item {
+                    doc,
+                    start: 0,
+                    len: n,
+                    continues: false,
+                });
             }
             continue;
         }
@@ -180,12 +193,22 @@ fn items(seqs: &[Sequence], seq_len: usize, overflow: Overflow) -> Result<Vec<It
                     "document {doc} has {n} tokens, longer than seq_len {seq_len} (overflow = error)"
                 )))
             }
-            Overflow::Truncate => out.push(Item { doc, start: 0, len: seq_len, continues: false }),
+            Overflow::Truncate => out.push(Item {
+                doc,
+                start: 0,
+                len: seq_len,
+                continues: false,
+            }),
             Overflow::Split => {
                 let mut start = 0;
                 while start < n {
                     let len = seq_len.min(n - start);
-                    out.push(Item { doc, start, len, continues: start + len < n });
+                    out.push(Item {
+                        doc,
+                        start,
+                        len,
+                        continues: start + len < n,
+                    });
                     start += len;
                 }
             }
@@ -197,7 +220,7 @@ fn items(seqs: &[Sequence], seq_len: usize, overflow: Overflow) -> Result<Vec<It
 /// Best-fit decreasing: items by length descending (stable, so ties keep document order), each into
 /// the row with the least free space that still fits it (ties: the earliest row), else a new row.
 fn assign_best_fit(mut items: Vec<Item>, seq_len: usize) -> Vec<Vec<Item>> {
-    items.sort_by(|a, b| b.len.cmp(&a.len)); // stable
+    items.sort_by_key(|it| std::cmp::Reverse(it.len)); // stable: ties keep document order
     let mut rows: Vec<Vec<Item>> = Vec::new();
     // (free space, row index) of every row that still has space.
     let mut free: BTreeSet<(usize, usize)> = BTreeSet::new();
@@ -252,7 +275,11 @@ fn materialize(seqs: &[Sequence], plan: Vec<Vec<Item>>, seq_len: usize, pad_id: 
             for (k, it) in items.into_iter().enumerate() {
                 let s = &seqs[it.doc];
                 // The piece predicts up to token `end` of the document (exclusive).
-                let end = if it.continues { it.start + it.len + 1 } else { it.start + it.len };
+                let end = if it.continues {
+                    it.start + it.len + 1
+                } else {
+                    it.start + it.len
+                };
                 for j in 0..it.len {
                     let p = offset + j;
                     let t = it.start + j;
@@ -358,7 +385,10 @@ impl Batch {
     /// Rows `lo..hi` as a batch (`lo < hi <= rows`).
     pub fn slice_rows(&self, lo: usize, hi: usize) -> Result<Batch> {
         if lo >= hi || hi > self.rows {
-            return Err(Error::msg(format!("row range {lo}..{hi} is empty or outside 0..{}", self.rows)));
+            return Err(Error::msg(format!(
+                "row range {lo}..{hi} is empty or outside 0..{}",
+                self.rows
+            )));
         }
         let (a, z) = (lo * self.seq_len, hi * self.seq_len);
         Ok(Batch {
@@ -379,7 +409,10 @@ impl Batch {
     /// so that accumulating the micro-batches equals the full batch.
     pub fn split(&self, k: usize) -> Result<Vec<Batch>> {
         if k == 0 || k > self.rows {
-            return Err(Error::msg(format!("cannot split a batch of {} rows into {k} micro-batches", self.rows)));
+            return Err(Error::msg(format!(
+                "cannot split a batch of {} rows into {k} micro-batches",
+                self.rows
+            )));
         }
         let (base, extra) = (self.rows / k, self.rows % k);
         let mut out = Vec::with_capacity(k);
@@ -438,7 +471,10 @@ impl RowCursor {
         if let Some(first) = rows.first() {
             let t = first.seq_len();
             if let Some(i) = rows.iter().position(|r| r.seq_len() != t) {
-                return Err(Error::msg(format!("row {i} has seq_len {}, row 0 has {t}", rows[i].seq_len())));
+                return Err(Error::msg(format!(
+                    "row {i} has seq_len {}, row 0 has {t}",
+                    rows[i].seq_len()
+                )));
             }
         }
         let mut c = Self {
@@ -525,7 +561,10 @@ impl RowCursor {
         }
         let left = n - self.state.index.min(n);
         if left == 0 || (full_only && left < self.batch_size) {
-            self.state = CursorState { epoch: self.state.epoch + 1, index: 0 };
+            self.state = CursorState {
+                epoch: self.state.epoch + 1,
+                index: 0,
+            };
             self.order = self.epoch_order(self.state.epoch);
         }
         let lo = self.state.index;

@@ -1,1 +1,159 @@
-//! (in progress)
+//! The built-in corpus and instruction task: everything `gradus quickstart` and the tests need to
+//! train a tiny model with no download.
+//!
+//! - [`arith`]: `37+45=82`, `90-17=73`, `12*3=36`.
+//! - [`lang`]: a tiny imperative language (lexer, parser, printer, interpreter; [`lang::run`]).
+//! - [`programs`]: random valid programs and their outputs, as documents ending in `# output: 13`.
+//! - [`text`]: templated English and facts about a fixed invented world ("The capital of Zorland is
+//!   Quib.").
+//! - [`instruct`]: prompt/answer pairs with disjoint train/eval splits and [`is_correct`].
+//!
+//! Everything is deterministic given a seed. Document `i` of a corpus is drawn from its own stream,
+//! derived from `(seed, i)`, so it does not depend on `n_docs` (a longer corpus extends a shorter
+//! one) and documents are generated in parallel.
+
+pub mod arith;
+pub mod instruct;
+pub mod lang;
+pub mod programs;
+pub mod text;
+
+use gradus_tensor::rng::Rng;
+use gradus_tensor::{Error, Result};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+pub use arith::{ArithConfig, ArithOp, ArithProblem};
+pub use instruct::{instructions, is_correct, split_of, Instruction, Split, TaskKind};
+pub use lang::{run, ProgramError};
+pub use programs::{GeneratedProgram, ProgramConfig};
+pub use text::World;
+
+/// Relative weights of the document kinds (need not sum to 1).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mix {
+    pub arith: f64,
+    pub program: f64,
+    pub text: f64,
+}
+
+impl Default for Mix {
+    fn default() -> Self {
+        Self { arith: 1.0, program: 1.0, text: 1.0 }
+    }
+}
+
+/// The kind of a corpus document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocKind {
+    Arith,
+    Program,
+    Text,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorpusConfig {
+    pub n_docs: usize,
+    pub seed: u64,
+    pub mix: Mix,
+    pub arith: ArithConfig,
+    pub program: ProgramConfig,
+    /// Leave out arithmetic and program documents whose instruction prompt is in the eval split (see
+    /// [`instruct`]), so the instruction eval is not contaminated by pretraining.
+    pub exclude_eval: bool,
+}
+
+impl Default for CorpusConfig {
+    fn default() -> Self {
+        Self {
+            n_docs: 10_000,
+            seed: 0,
+            mix: Mix::default(),
+            arith: ArithConfig::default(),
+            program: ProgramConfig::default(),
+            exclude_eval: true,
+        }
+    }
+}
+
+impl CorpusConfig {
+    pub fn validate(&self) -> Result<()> {
+        let m = self.mix;
+        for (name, w) in [("mix.arith", m.arith), ("mix.program", m.program), ("mix.text", m.text)] {
+            if !w.is_finite() || w < 0.0 {
+                return Err(Error::config(name, format!("weight {w} must be finite and >= 0")));
+            }
+        }
+        if m.arith + m.program + m.text <= 0.0 {
+            return Err(Error::config("mix", "at least one weight must be positive"));
+        }
+        self.arith.validate()?;
+        self.program.validate()
+    }
+}
+
+/// SplitMix64 finalizer: a well-mixed 64-bit hash of `x`.
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e3779b97f4a7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d049bb133111eb);
+    x ^ (x >> 31)
+}
+
+/// The random stream of document `i` of a corpus with `seed`.
+fn doc_rng(seed: u64, i: usize) -> Rng {
+    Rng::derive(splitmix64(seed ^ splitmix64(i as u64)), "gradus-data/corpus-doc")
+}
+
+/// Redraws allowed when a drawn problem is in the eval split (one in five is): the chance of running
+/// out is 5^-64.
+const EXCLUDE_ATTEMPTS: usize = 64;
+
+/// Document `i` of the corpus described by `cfg` (which must be valid), with its kind.
+pub fn document(cfg: &CorpusConfig, i: usize) -> (DocKind, String) {
+    let mut rng = doc_rng(cfg.seed, i);
+    let m = cfg.mix;
+    let total = m.arith + m.program + m.text;
+    let u = rng.uniform() * total;
+    let kind = if u < m.arith {
+        DocKind::Arith
+    } else if u < m.arith + m.program || m.text <= 0.0 {
+        DocKind::Program
+    } else {
+        DocKind::Text
+    };
+    let keep = |prompt: String| !cfg.exclude_eval || split_of(&prompt) == Split::Train;
+    let text = match kind {
+        DocKind::Arith => {
+            let mut p = arith::sample(&mut rng, &cfg.arith);
+            for _ in 0..EXCLUDE_ATTEMPTS {
+                if keep(instruct::arith_prompt(&p)) {
+                    break;
+                }
+                p = arith::sample(&mut rng, &cfg.arith);
+            }
+            p.document()
+        }
+        DocKind::Program => {
+            let mut g = programs::generate(&mut rng, &cfg.program);
+            for _ in 0..EXCLUDE_ATTEMPTS {
+                if keep(instruct::program_prompt(&g.source)) {
+                    break;
+                }
+                g = programs::generate(&mut rng, &cfg.program);
+            }
+            g.document()
+        }
+        DocKind::Text => text::paragraph(&mut rng),
+    };
+    (kind, text)
+}
+
+/// The corpus: `cfg.n_docs` documents, deterministic in `cfg`.
+pub fn corpus(cfg: &CorpusConfig) -> Result<Vec<String>> {
+    cfg.validate()?;
+    Ok((0..cfg.n_docs).into_par_iter().map(|i| document(cfg, i).1).collect())
+}

@@ -36,7 +36,13 @@ fn check_layout(docs: &[Sequence], rows: &[Row], seq_len: usize) {
     let mut total_weight = 0.0f64;
     for (r, row) in rows.iter().enumerate() {
         // No row exceeds (or falls short of) seq_len.
-        for v in [row.input_ids.len(), row.targets.len(), row.loss_weight.len(), row.position_ids.len(), row.segment_ids.len()] {
+        for v in [
+            row.input_ids.len(),
+            row.targets.len(),
+            row.loss_weight.len(),
+            row.position_ids.len(),
+            row.segment_ids.len(),
+        ] {
             assert_eq!(v, seq_len, "row {r}: vector length");
         }
         let mut prev_seg = 0u32;
@@ -56,7 +62,10 @@ fn check_layout(docs: &[Sequence], rows: &[Row], seq_len: usize) {
             }
             assert!(!in_padding, "row {r} pos {p}: a document after padding");
             // Segments are 1, 2, 3, ... in row order, contiguous.
-            assert!(seg == prev_seg || seg == prev_seg + 1, "row {r} pos {p}: segment {seg} after {prev_seg}");
+            assert!(
+                seg == prev_seg || seg == prev_seg + 1,
+                "row {r} pos {p}: segment {seg} after {prev_seg}"
+            );
             let new_segment = seg != prev_seg;
             prev_seg = seg;
             let (d, j) = dec(row.input_ids[p]);
@@ -66,8 +75,16 @@ fn check_layout(docs: &[Sequence], rows: &[Row], seq_len: usize) {
             if new_segment {
                 assert_eq!(row.position_ids[p], 0, "row {r} pos {p}: segment does not start at 0");
             } else {
-                assert_eq!(row.position_ids[p], row.position_ids[p - 1] + 1, "row {r} pos {p}: position step");
-                assert_eq!(dec(row.input_ids[p - 1]), (d, j - 1), "row {r} pos {p}: tokens out of order");
+                assert_eq!(
+                    row.position_ids[p],
+                    row.position_ids[p - 1] + 1,
+                    "row {r} pos {p}: position step"
+                );
+                assert_eq!(
+                    dec(row.input_ids[p - 1]),
+                    (d, j - 1),
+                    "row {r} pos {p}: tokens out of order"
+                );
             }
             // Target: the next token of the same document with its mask, nothing after the last token.
             if j + 1 < n {
@@ -77,7 +94,10 @@ fn check_layout(docs: &[Sequence], rows: &[Row], seq_len: usize) {
                 assert_eq!(w, m, "row {r} pos {p}: weight");
             } else {
                 assert_eq!(w, 0.0, "row {r} pos {p}: weight on the document's last token");
-                assert_eq!(row.targets[p], 0, "row {r} pos {p}: target after the document's last token");
+                assert_eq!(
+                    row.targets[p], 0,
+                    "row {r} pos {p}: target after the document's last token"
+                );
             }
         }
     }
@@ -91,7 +111,9 @@ fn check_layout(docs: &[Sequence], rows: &[Row], seq_len: usize) {
 }
 
 fn used(rows: &[Row]) -> Vec<usize> {
-    rows.iter().map(|r| r.segment_ids.iter().filter(|&&s| s != 0).count()).collect()
+    rows.iter()
+        .map(|r| r.segment_ids.iter().filter(|&&s| s != 0).count())
+        .collect()
 }
 
 /// (doc, token, target, weight) of every non-padding position, sorted: the layout-independent content.
@@ -100,7 +122,12 @@ fn content(rows: &[Row]) -> Vec<(u32, u32, u32, u32)> {
     for row in rows {
         for p in 0..row.seq_len() {
             if row.segment_ids[p] != 0 {
-                v.push((row.input_ids[p], row.targets[p], row.loss_weight[p].to_bits(), row.position_ids[p]));
+                v.push((
+                    row.input_ids[p],
+                    row.targets[p],
+                    row.loss_weight[p].to_bits(),
+                    row.position_ids[p],
+                ));
             }
         }
     }
@@ -109,7 +136,10 @@ fn content(rows: &[Row]) -> Vec<(u32, u32, u32, u32)> {
 }
 
 fn arb_docs() -> impl Strategy<Value = (Vec<Vec<bool>>, usize)> {
-    (prop::collection::vec(prop::collection::vec(any::<bool>(), 0..40), 0..30), 1usize..32)
+    (
+        prop::collection::vec(prop::collection::vec(any::<bool>(), 0..40), 0..30),
+        1usize..32,
+    )
 }
 
 proptest! {
@@ -264,7 +294,10 @@ fn truncate_and_error_by_hand() {
 
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
-    let bad = Sequence { ids: vec![1, 2, 3], loss_mask: vec![true] };
+    let bad = Sequence {
+        ids: vec![1, 2, 3],
+        loss_mask: vec![true],
+    };
     let err = pack_best_fit(&[Sequence::pretrain(vec![1]), bad], 8, 0, Overflow::Split).unwrap_err();
     assert!(err.to_string().contains("document 1"), "{err}");
     assert!(Sequence::new(vec![1, 2], vec![true]).is_err());
@@ -273,7 +306,9 @@ fn bad_input_is_an_error_not_a_panic() {
     assert!(RowCursor::new(vec![], 0, 1).is_err());
     // Empty input, empty documents: no rows.
     assert!(pack_best_fit(&[], 4, 0, Overflow::Split).unwrap().is_empty());
-    assert!(pack_best_fit(&[Sequence::pretrain(vec![])], 4, 0, Overflow::Split).unwrap().is_empty());
+    assert!(pack_best_fit(&[Sequence::pretrain(vec![])], 4, 0, Overflow::Split)
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -303,7 +338,10 @@ fn batch_helpers_by_hand() {
     // split(2): rows {0,1,2} and {3,4}: targets 0+1+2 = 3 and 3+4 = 7.
     let parts = b.split(2).unwrap();
     assert_eq!(parts.iter().map(|p| p.rows).collect::<Vec<_>>(), vec![3, 2]);
-    assert_eq!(parts.iter().map(|p| p.num_target_tokens()).collect::<Vec<_>>(), vec![3.0, 7.0]);
+    assert_eq!(
+        parts.iter().map(|p| p.num_target_tokens()).collect::<Vec<_>>(),
+        vec![3.0, 7.0]
+    );
     assert!(b.split(0).is_err() && b.split(6).is_err());
     let bs = batches(&rows, 2).unwrap();
     assert_eq!(bs.iter().map(|b| b.rows).collect::<Vec<_>>(), vec![2, 2, 1]);
