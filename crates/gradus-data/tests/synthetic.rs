@@ -668,3 +668,28 @@ fn is_correct_by_hand() {
         assert!(!is_correct(&fact, bad), "{bad:?} should be rejected");
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// Arbitrary text never panics the lexer, parser or interpreter.
+    #[test]
+    fn arbitrary_source_never_panics(src in "\\PC{0,200}") {
+        let _ = run(&src);
+    }
+
+    /// Token soup (mostly near-valid programs) never panics either, and a failure always has a
+    /// position inside the text.
+    #[test]
+    fn token_soup_never_panics(toks in prop::collection::vec(prop::sample::select(vec![
+        "let ", "a", "b", " = ", ";", "\n", "print ", "if ", "else ", "while ", "{", "}", "(", ")", "+", "-", "*",
+        "/", "%", "<", "==", "!", "&&", "||", "0", "1", "7", "9223372036854775807", " ",
+    ]), 0..60)) {
+        let src: String = toks.concat();
+        if let Err(e) = run(&src) {
+            let lines = src.split('\n').count();
+            prop_assert!(e.line() >= 1 && e.line() <= lines, "{e} in {src:?}");
+            prop_assert!(e.col() >= 1, "{e}");
+        }
+    }
+}
