@@ -201,7 +201,7 @@ impl AdamScalars {
         let bc1 = 1.0 - b1.powf(t);
         let bc2 = 1.0 - b2.powf(t);
         Self {
-            decay_mul: (g.weight_decay != 0.0).then(|| (1.0 - lr * g.weight_decay) as f32),
+            decay_mul: (g.weight_decay != 0.0).then_some((1.0 - lr * g.weight_decay) as f32),
             w1: (1.0 - b1) as f32,
             beta2: b2 as f32,
             one_minus_beta2: (1.0 - b2) as f32,
