@@ -23,3 +23,10 @@ pub mod metrics;
 pub mod optim;
 pub mod report;
 pub mod schedule;
+
+pub mod prep;
+pub mod pretrain;
+pub mod recipe;
+pub mod sft;
+pub mod trainer;
+pub mod quickstart;
