@@ -186,3 +186,56 @@ fn bad_config_values_name_the_field() {
     c.model.config.num_key_value_heads = 3;
     assert!(c.validate().unwrap_err().to_string().contains("num_key_value_heads"));
 }
+
+#[test]
+fn quickstart_fast_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = gradus_train::quickstart::QuickstartOptions { dir: dir.path().to_path_buf(), fast: true, seed: 0, progress: false };
+    let out = gradus_train::quickstart::run(&o).unwrap();
+    assert!(out.report.exists());
+    let html = std::fs::read_to_string(&out.report).unwrap();
+    assert!(html.contains("Samples before SFT") && html.contains("Samples after SFT") && html.contains("<svg"));
+    assert!((0.0..=1.0).contains(&out.accuracy_before) && (0.0..=1.0).contains(&out.accuracy_after));
+    assert!(out.pretrain_dir.join("checkpoints/step-6/tokenizer.json").exists());
+}
+
+#[test]
+fn sft_on_chat_jsonl_trains_only_on_assistant_turns() {
+    let dir = tempfile::tempdir().unwrap();
+    // A pretrained starting point: a few pretraining steps on the small corpus.
+    let data = corpus(dir.path());
+    let mut pre = tiny_cfg(dir.path(), "base", &data);
+    pre.train.steps = 3;
+    pre.schedule = Schedule::Constant { warmup_steps: 0 };
+    gradus_train::pretrain::run(&pre, false).unwrap();
+    let base = dir.path().join("base/checkpoints/step-3");
+
+    let chat = dir.path().join("chat.jsonl");
+    let mut s = String::new();
+    for i in 0..40 {
+        let m = serde_json::json!({"messages": [
+            {"role": "user", "content": format!("add {i} and 1")},
+            {"role": "assistant", "content": format!("{}", i + 1)},
+        ]});
+        s.push_str(&m.to_string());
+        s.push('\n');
+    }
+    std::fs::write(&chat, s).unwrap();
+    let mut sft = tiny_cfg(dir.path(), "sft", &chat);
+    sft.model.init_from = Some(base.clone());
+    sft.train.steps = 8;
+    sft.schedule = Schedule::Constant { warmup_steps: 0 };
+    let out = gradus_train::sft::run(&sft, false).unwrap();
+    assert!(out.last_loss.unwrap() < out.first_loss.unwrap(), "{out:?}");
+    let a = load_decoder(&base, &Device::Cpu).unwrap();
+    let b = load_decoder(&dir.path().join("sft/checkpoints/step-8"), &Device::Cpu).unwrap();
+    assert_ne!(params_bits(&a), params_bits(&b), "SFT changed no parameter");
+
+    // The loss mask: only assistant content (+ end-of-turn) tokens are targets.
+    let tok = gradus_data::tokenizer::Tokenizer::from_dir(&base).unwrap();
+    let ex = gradus_data::dataset::read_dataset(&chat, gradus_data::dataset::Shape::Auto, &Default::default()).unwrap();
+    let seqs = gradus_train::sft::sequences(&tok, &ex[..1], true).unwrap();
+    let picked: Vec<u32> = seqs[0].ids.iter().zip(&seqs[0].loss_mask).filter(|(_, &m)| m).map(|(&i, _)| i).collect();
+    let text = tok.decode(&picked, false).unwrap();
+    assert_eq!(text, "1<|im_end|>");
+}
