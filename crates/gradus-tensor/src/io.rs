@@ -132,17 +132,31 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)], dtype: Store
     write_atomic(path, &bytes)
 }
 
-/// Writes `bytes` to `path` through a temp file in the same directory, fsync and rename.
+/// Writes `bytes` to `path` through a temp file in the same directory, fsync, rename and a sync of
+/// the directory: readers see the old file or the new one, never a part. The temp file is removed
+/// if anything fails.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let fname = path.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let fname = path
+        .file_name()
+        .ok_or_else(|| Error::format(path, "not a file path"))?
+        .to_string_lossy()
+        .to_string();
     let tmp = dir.join(format!(".{fname}.tmp-{}", std::process::id()));
-    {
+    let res = (|| -> Result<()> {
         let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
         f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        // Make the rename itself durable (best effort: not every platform can open a directory).
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    Ok(())
+    res
 }

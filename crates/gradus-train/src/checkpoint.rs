@@ -21,7 +21,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -155,34 +154,11 @@ fn sync_tree(dir: &Path) -> Result<()> {
     sync_dir(dir)
 }
 
-/// A sibling temporary path for writing `path` atomically.
-fn tmp_sibling(path: &Path) -> Result<PathBuf> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::format(path, "not a file path"))?
-        .to_string_lossy()
-        .into_owned();
-    Ok(path.with_file_name(format!(".{name}.tmp-{}", std::process::id())))
-}
 
 /// Writes `bytes` to `path` via a temporary file, fsync and rename: readers see the old file or the
-/// new one, never a part.
+/// new one, never a part (see [`gradus_tensor::io::write_atomic`]).
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_sibling(path)?;
-    let res = (|| -> Result<()> {
-        let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(bytes).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        fs::rename(&tmp, path).map_err(io_err(path))?;
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(parent)?;
-        }
-        Ok(())
-    })();
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res
+    gradus_tensor::io::write_atomic(path, bytes)
 }
 
 /// Writes `value` as pretty JSON (with a final newline) to `path` atomically.
