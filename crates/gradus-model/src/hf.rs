@@ -71,6 +71,13 @@ pub fn read_weights(dir: &Path, device: &Device) -> Result<(Vec<(String, Tensor)
 
 /// Loads a decoder from a Hugging Face checkpoint directory.
 pub fn load_decoder(dir: &Path, device: &Device) -> Result<Decoder> {
+    if !dir.is_dir() {
+        let what = if dir.exists() { "not a directory" } else { "no such directory" };
+        return Err(Error::format(
+            dir,
+            format!("{what} (expected a Hugging Face checkpoint directory: config.json + model.safetensors)"),
+        ));
+    }
     let cfg = DecoderConfig::from_hf_file(&dir.join("config.json"))?;
     let (tensors, origin) = read_weights(dir, device)?;
     let expected: BTreeMap<String, Vec<usize>> = param_shapes(&cfg).into_iter().collect();
