@@ -11,12 +11,9 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The OS error is shown in the message (not also as a `source`, which would print it twice).
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
 
     /// Bad content in a user file at a known line (JSONL row, config line).
     #[error("{path}:{line}: {msg}")]
@@ -55,7 +52,7 @@ impl Error {
         Error::Msg(m.into())
     }
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), err: source }
     }
     pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         Error::Format { path: path.into(), msg: msg.into() }
