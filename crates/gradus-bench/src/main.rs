@@ -451,6 +451,7 @@ fn sgemm(a: &SgemmArgs, threads: usize) -> Result<Value> {
 }
 
 fn main() {
+    gradus_tensor::init_runtime();
     let cli = Cli::parse();
     let want = match &cli.cmd {
         Cmd::TrainStep(a) => a.m.threads,

@@ -131,6 +131,7 @@ enum TokenizerCmd {
 }
 
 fn main() {
+    gradus_tensor::init_runtime();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GRADUS_LOG").unwrap_or_else(|_| "warn".into()),

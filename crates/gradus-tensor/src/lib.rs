@@ -20,3 +20,14 @@ pub mod tol;
 pub use candle_core as candle;
 pub use candle_core::{DType, Device, IndexOp, Module, Shape, Tensor, Var, D};
 pub use error::{Error, Result};
+
+/// Process-wide runtime settings for the CPU path; call once at the start of `main`, before any
+/// tensor op. candle runs elementwise ops on its own barrier pool whose extra thread spins after
+/// each op; on a 2-core machine it competes with the two GEMM threads (measured: 20-25% of a
+/// training step). gradus' hot elementwise work is in its own rayon kernels, so unless the user set
+/// `CANDLE_NUM_THREADS`, that pool gets one thread (GEMM threads follow `RAYON_NUM_THREADS`).
+pub fn init_runtime() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
