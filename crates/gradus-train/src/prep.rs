@@ -88,14 +88,18 @@ pub fn rows(cfg: &RecipeConfig, seqs: &[Sequence], pad_id: u32) -> Result<Vec<Ro
 
 /// Reads a text dataset (JSONL/Parquet, file or directory) into plain documents.
 pub fn read_text_docs(path: &Path, cfg: &RecipeConfig) -> Result<Vec<String>> {
-    use gradus_data::dataset::{read_dataset, Fields, Shape};
-    let fields = Fields {
+    use gradus_data::dataset::{read_dataset, Shape};
+    Ok(examples_to_texts(read_dataset(path, Shape::Auto, &fields(cfg))?))
+}
+
+/// The dataset field names a recipe config asks for.
+pub fn fields(cfg: &RecipeConfig) -> gradus_data::dataset::Fields {
+    gradus_data::dataset::Fields {
         text: cfg.data.text_field.clone(),
         prompt: cfg.data.prompt_field.clone(),
         completion: cfg.data.completion_field.clone(),
         messages: cfg.data.messages_field.clone(),
-    };
-    Ok(examples_to_texts(read_dataset(path, Shape::Auto, &fields)?))
+    }
 }
 
 /// Plain text of examples, for pretraining or for training a tokenizer.

@@ -2,13 +2,13 @@
 //! loss only on completion / assistant tokens (configurable). Reads top to bottom.
 
 use gradus_data::chat::{encode_chat, encode_prompt_completion, ChatTemplate};
-use gradus_data::dataset::{read_dataset, Example, Fields, Shape};
+use gradus_data::dataset::{read_dataset, Example, Shape};
 use gradus_data::pack::Sequence;
 use gradus_data::synthetic::{instructions, Split};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_tensor::{Error, Result};
 
-use crate::prep::{model_for, rows, start_run, tokenizer_for};
+use crate::prep::{examples_to_texts, fields, model_for, rows, start_run, tokenizer_for};
 use crate::recipe::RecipeConfig;
 use gradus_data::pack::RowCursor;
 use crate::trainer::{fit, write_run_report, FitSummary};
@@ -60,27 +60,14 @@ pub fn run(cfg: &RecipeConfig, resume: bool) -> Result<FitSummary> {
     let examples: Vec<Example> = if cfg.data.source == "synthetic" {
         synthetic_examples(cfg.data.synthetic_examples, cfg.run.seed, Split::Train)
     } else {
-        let fields = Fields {
-            text: cfg.data.text_field.clone(),
-            prompt: cfg.data.prompt_field.clone(),
-            completion: cfg.data.completion_field.clone(),
-            messages: cfg.data.messages_field.clone(),
-        };
-        read_dataset(std::path::Path::new(&cfg.data.source), Shape::Auto, &fields)?
+        read_dataset(std::path::Path::new(&cfg.data.source), Shape::Auto, &fields(cfg))?
     };
     if examples.is_empty() {
         return Err(Error::config("data.source", format!("`{}` holds no examples", cfg.data.source)));
     }
 
     // 2. Tokenizer and model (a tokenizer is trained only when starting from scratch).
-    let texts: Vec<String> = examples
-        .iter()
-        .map(|e| match e {
-            Example::Text { text } => text.clone(),
-            Example::PromptCompletion { prompt, completion } => format!("{prompt}{completion}"),
-            Example::Chat { messages } => messages.iter().map(|m| m.content.clone()).collect::<Vec<_>>().join("\n"),
-        })
-        .collect();
+    let texts = examples_to_texts(examples.clone());
     let tok = tokenizer_for(cfg, &texts, resume)?;
     let mut model = model_for(cfg, &tok)?;
 
