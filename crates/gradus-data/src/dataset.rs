@@ -17,6 +17,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use gradus_tensor::{Error, Result};
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -255,19 +256,34 @@ fn open_maybe_gz(path: &Path) -> Result<Box<dyn BufRead + Send>> {
     }
 }
 
-/// Streaming reader of a JSON-lines file: one [`Example`] per non-blank line.
-pub struct JsonlIter {
+/// Turns one JSON object (a JSONL line, a JSON array element, a Parquet row) into a record; the
+/// error says what is wrong, the reader adds where.
+pub type RowParser<T> = Arc<dyn Fn(&Map<String, Value>) -> std::result::Result<T, String> + Send + Sync>;
+
+/// The parser of [`Example`]s of `shape`.
+pub fn example_parser(shape: Shape, fields: &Fields) -> RowParser<Example> {
+    let fields = fields.clone();
+    Arc::new(move |obj| example_from_object(obj, shape, &fields))
+}
+
+/// Streaming reader of a JSON-lines file: one record per non-blank line ([`Example`] by default).
+pub struct JsonlIter<T = Example> {
     path: PathBuf,
     reader: Box<dyn BufRead + Send>,
     line_no: usize,
     buf: Vec<u8>,
-    shape: Shape,
-    fields: Fields,
+    parse: RowParser<T>,
     done: bool,
 }
 
-impl JsonlIter {
+impl JsonlIter<Example> {
     pub fn open(path: impl AsRef<Path>, shape: Shape, fields: &Fields) -> Result<Self> {
+        Self::with_parser(path, example_parser(shape, fields))
+    }
+}
+
+impl<T> JsonlIter<T> {
+    pub fn with_parser(path: impl AsRef<Path>, parse: RowParser<T>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let reader = open_maybe_gz(&path)?;
         Ok(JsonlIter {
@@ -275,8 +291,7 @@ impl JsonlIter {
             reader,
             line_no: 0,
             buf: Vec::new(),
-            shape,
-            fields: fields.clone(),
+            parse,
             done: false,
         })
     }
@@ -290,10 +305,10 @@ impl JsonlIter {
     }
 }
 
-impl Iterator for JsonlIter {
-    type Item = Result<Example>;
+impl<T> Iterator for JsonlIter<T> {
+    type Item = Result<T>;
 
-    fn next(&mut self) -> Option<Result<Example>> {
+    fn next(&mut self) -> Option<Result<T>> {
         while !self.done {
             self.buf.clear();
             self.line_no += 1;
@@ -324,7 +339,7 @@ impl Iterator for JsonlIter {
             let Value::Object(obj) = v else {
                 return Some(Err(self.err(format!("expected a JSON object, found {}", json_type(&v)))));
             };
-            return Some(example_from_object(&obj, self.shape, &self.fields).map_err(|m| self.err(m)));
+            return Some((self.parse)(&obj).map_err(|m| self.err(m)));
         }
         None
     }
@@ -337,7 +352,10 @@ pub fn read_jsonl(path: impl AsRef<Path>, shape: Shape, fields: &Fields) -> Resu
 
 /// Read a `.json` file holding one array of objects (gzip allowed).
 pub fn read_json_array(path: impl AsRef<Path>, shape: Shape, fields: &Fields) -> Result<Vec<Example>> {
-    let path = path.as_ref();
+    read_json_array_with(path.as_ref(), &example_parser(shape, fields))
+}
+
+fn read_json_array_with<T>(path: &Path, parse: &RowParser<T>) -> Result<Vec<T>> {
     let mut text = String::new();
     open_maybe_gz(path)?
         .read_to_string(&mut text)
@@ -363,7 +381,7 @@ pub fn read_json_array(path: impl AsRef<Path>, shape: Shape, fields: &Fields) ->
                     format!("element {i}: expected an object, found {}", json_type(item)),
                 ));
             };
-            example_from_object(obj, shape, fields).map_err(|m| Error::format(path, format!("element {i}: {m}")))
+            parse(obj).map_err(|m| Error::format(path, format!("element {i}: {m}")))
         })
         .collect()
 }
@@ -371,17 +389,24 @@ pub fn read_json_array(path: impl AsRef<Path>, shape: Shape, fields: &Fields) ->
 // ---------------------------------------------------------------- Parquet
 
 /// Streaming reader of a Parquet file's rows, through parquet's record API (no arrow). Only the
-/// columns named in [`Fields`] are decoded.
-pub struct ParquetIter {
+/// columns named in [`Fields`] (or the given column list) are decoded.
+pub struct ParquetIter<T = Example> {
     path: PathBuf,
     rows: parquet::record::reader::RowIter<'static>,
     row: usize,
-    shape: Shape,
-    fields: Fields,
+    parse: RowParser<T>,
 }
 
-impl ParquetIter {
+impl ParquetIter<Example> {
     pub fn open(path: impl AsRef<Path>, shape: Shape, fields: &Fields) -> Result<Self> {
+        let cols: Vec<String> = fields.all().iter().map(|s| s.to_string()).collect();
+        Self::with_parser(path, &cols, example_parser(shape, fields))
+    }
+}
+
+impl<T> ParquetIter<T> {
+    /// Reads the columns named in `columns` (those present) and parses each row with `parse`.
+    pub fn with_parser(path: impl AsRef<Path>, columns: &[String], parse: RowParser<T>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
         let reader = SerializedFileReader::new(file)
@@ -390,7 +415,7 @@ impl ParquetIter {
         let wanted: Vec<_> = root
             .get_fields()
             .iter()
-            .filter(|f| fields.all().contains(&f.name()))
+            .filter(|f| columns.iter().any(|c| c == f.name()))
             .cloned()
             .collect();
         if wanted.is_empty() {
@@ -398,11 +423,8 @@ impl ParquetIter {
             return Err(Error::format(
                 &path,
                 format!(
-                    "no column named \"{}\", \"{}\", \"{}\" or \"{}\"; columns: {}",
-                    fields.text,
-                    fields.prompt,
-                    fields.completion,
-                    fields.messages,
+                    "no column named {}; columns: {}",
+                    columns.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", "),
                     cols.join(", ")
                 ),
             ));
@@ -414,20 +436,14 @@ impl ParquetIter {
         let rows = parquet::record::reader::RowIter::from_file_into(Box::new(reader))
             .project(Some(proj))
             .map_err(|e| Error::format(&path, format!("cannot select columns: {e}")))?;
-        Ok(ParquetIter {
-            path,
-            rows,
-            row: 0,
-            shape,
-            fields: fields.clone(),
-        })
+        Ok(ParquetIter { path, rows, row: 0, parse })
     }
 }
 
-impl Iterator for ParquetIter {
-    type Item = Result<Example>;
+impl<T> Iterator for ParquetIter<T> {
+    type Item = Result<T>;
 
-    fn next(&mut self) -> Option<Result<Example>> {
+    fn next(&mut self) -> Option<Result<T>> {
         let row = self.rows.next()?;
         let i = self.row;
         self.row += 1;
@@ -439,7 +455,7 @@ impl Iterator for ParquetIter {
         Some(
             row_to_object(&row)
                 .map_err(at)
-                .and_then(|obj| example_from_object(&obj, self.shape, &self.fields).map_err(at)),
+                .and_then(|obj| (self.parse)(&obj).map_err(at)),
         )
     }
 }
@@ -528,15 +544,26 @@ pub fn iter_dataset(
     shape: Shape,
     fields: &Fields,
 ) -> Result<Box<dyn Iterator<Item = Result<Example>>>> {
+    let cols: Vec<String> = fields.all().iter().map(|s| s.to_string()).collect();
+    iter_records(path, &cols, example_parser(shape, fields))
+}
+
+/// Stream records of any shape from one file or a directory (as [`iter_dataset`]): each JSON
+/// object / Parquet row (only `columns` decoded) goes through `parse`; errors name file:line.
+pub fn iter_records<T: 'static>(
+    path: impl AsRef<Path>,
+    columns: &[String],
+    parse: RowParser<T>,
+) -> Result<Box<dyn Iterator<Item = Result<T>>>> {
     let files = dataset_files(path.as_ref())?;
-    let fields = fields.clone();
+    let columns = columns.to_vec();
     // Open lazily, one file at a time; an open error is yielded in place of that file's rows.
     let iter = files
         .into_iter()
-        .map(move |f| open_one(&f, shape, &fields))
+        .map(move |f| open_one(&f, &columns, parse.clone()))
         .flat_map(|r| match r {
             Ok(it) => it,
-            Err(e) => Box::new(std::iter::once(Err(e))) as Box<dyn Iterator<Item = Result<Example>>>,
+            Err(e) => Box::new(std::iter::once(Err(e))) as Box<dyn Iterator<Item = Result<T>>>,
         });
     Ok(Box::new(iter))
 }
@@ -584,13 +611,11 @@ pub fn dataset_files(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn open_one(path: &Path, shape: Shape, fields: &Fields) -> Result<Box<dyn Iterator<Item = Result<Example>>>> {
+fn open_one<T: 'static>(path: &Path, columns: &[String], parse: RowParser<T>) -> Result<Box<dyn Iterator<Item = Result<T>>>> {
     match format_of(path) {
-        Some("parquet") => Ok(Box::new(ParquetIter::open(path, shape, fields)?)),
-        Some("json") if starts_with_bracket(path)? => {
-            Ok(Box::new(read_json_array(path, shape, fields)?.into_iter().map(Ok)))
-        }
-        _ => Ok(Box::new(JsonlIter::open(path, shape, fields)?)),
+        Some("parquet") => Ok(Box::new(ParquetIter::with_parser(path, columns, parse)?)),
+        Some("json") if starts_with_bracket(path)? => Ok(Box::new(read_json_array_with(path, &parse)?.into_iter().map(Ok))),
+        _ => Ok(Box::new(JsonlIter::with_parser(path, parse)?)),
     }
 }
 

@@ -3,11 +3,13 @@
 //! - [`tokenizer`]: Hugging Face `tokenizer.json` loading and byte-level BPE training.
 //! - [`dataset`]: JSONL / Parquet readers for the `text`, `prompt`/`completion` and chat `messages` shapes.
 //! - [`chat`]: chat templates (minijinja) and assistant-only loss masks.
+//! - [`preference`]: preference pairs / unpaired examples, TRL-style tokenization, pair batches.
 //! - [`pack`]: best-fit-decreasing packing into fixed rows with per-document positions and segments.
 //! - [`synthetic`]: the built-in corpus and instruction task used by `gradus quickstart` and the tests.
 
 pub mod chat;
 pub mod dataset;
 pub mod pack;
+pub mod preference;
 pub mod synthetic;
 pub mod tokenizer;

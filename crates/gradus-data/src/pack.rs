@@ -442,29 +442,125 @@ pub struct CursorState {
     pub index: usize,
 }
 
-/// An endless walk over rows, epoch after epoch, in batches.
+/// An endless walk over the indices `0..n`, epoch after epoch, in batches: the bookkeeping of
+/// [`RowCursor`], also used directly for datasets that are not packed rows (preference pairs).
 ///
-/// Each epoch's row order is a shuffle drawn from `Rng::derive(seed, "gradus-data/rows/epoch-<e>")`,
+/// Each epoch's order is a shuffle drawn from `Rng::derive(seed, "gradus-data/rows/epoch-<e>")`,
 /// so it depends only on `(seed, epoch)`: restoring a [`CursorState`] resumes exactly. Batches never
 /// straddle epochs; the last batch of an epoch is smaller unless `drop_last` is set.
 #[derive(Clone, Debug)]
-pub struct RowCursor {
-    rows: Vec<Row>,
+pub struct IndexCursor {
+    n: usize,
     batch_size: usize,
     seed: u64,
     shuffle: bool,
     drop_last: bool,
     state: CursorState,
-    /// The row order of `state.epoch`.
+    /// The order of `state.epoch`.
     order: Vec<usize>,
+}
+
+impl IndexCursor {
+    /// A shuffling cursor at epoch 0, index 0, keeping the last partial batch of each epoch.
+    pub fn new(n: usize, batch_size: usize, seed: u64) -> Result<Self> {
+        if batch_size == 0 {
+            return Err(Error::config("batch_size", "must be at least 1"));
+        }
+        let mut c = Self { n, batch_size, seed, shuffle: true, drop_last: false, state: CursorState::default(), order: Vec::new() };
+        c.order = c.epoch_order(0);
+        Ok(c)
+    }
+
+    /// Turn the per-epoch shuffle off (indices in order every epoch) or on.
+    pub fn with_shuffle(mut self, shuffle: bool) -> Self {
+        self.shuffle = shuffle;
+        self.order = self.epoch_order(self.state.epoch);
+        self
+    }
+
+    /// Drop the last batch of an epoch when it has fewer than `batch_size` items.
+    pub fn with_drop_last(mut self, drop_last: bool) -> Self {
+        self.drop_last = drop_last;
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// Batches in one epoch.
+    pub fn batches_per_epoch(&self) -> usize {
+        if self.drop_last {
+            self.n / self.batch_size
+        } else {
+            self.n.div_ceil(self.batch_size)
+        }
+    }
+
+    /// The order of `epoch`.
+    pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.n).collect();
+        if self.shuffle {
+            let mut rng = Rng::derive(self.seed, &format!("gradus-data/rows/epoch-{epoch}"));
+            rng.shuffle(&mut order);
+        }
+        order
+    }
+
+    pub fn state(&self) -> CursorState {
+        self.state
+    }
+
+    /// Jump to a saved position. Errors if `index` is beyond the number of items.
+    pub fn restore(&mut self, state: CursorState) -> Result<()> {
+        if state.index > self.n {
+            return Err(Error::msg(format!("cursor index {} is beyond the {} rows of an epoch", state.index, self.n)));
+        }
+        if state.epoch != self.state.epoch {
+            self.order = self.epoch_order(state.epoch);
+        }
+        self.state = state;
+        Ok(())
+    }
+
+    /// The indices of the next batch; `None` only when no batch can ever be formed (no items, or
+    /// `drop_last` with fewer items than `batch_size`).
+    pub fn next_indices(&mut self) -> Option<&[usize]> {
+        let n = self.n;
+        let full_only = self.drop_last;
+        if n == 0 || (full_only && n < self.batch_size) {
+            return None;
+        }
+        let left = n - self.state.index.min(n);
+        if left == 0 || (full_only && left < self.batch_size) {
+            self.state = CursorState { epoch: self.state.epoch + 1, index: 0 };
+            self.order = self.epoch_order(self.state.epoch);
+        }
+        let lo = self.state.index;
+        let hi = (lo + self.batch_size).min(n);
+        self.state.index = hi;
+        Some(&self.order[lo..hi])
+    }
+}
+
+/// An endless walk over rows, epoch after epoch, in batches (see [`IndexCursor`]).
+#[derive(Clone, Debug)]
+pub struct RowCursor {
+    rows: Vec<Row>,
+    idx: IndexCursor,
 }
 
 impl RowCursor {
     /// A shuffling cursor at epoch 0, index 0, keeping the last partial batch of each epoch.
     pub fn new(rows: Vec<Row>, batch_size: usize, seed: u64) -> Result<Self> {
-        if batch_size == 0 {
-            return Err(Error::config("batch_size", "must be at least 1"));
-        }
         if let Some(i) = rows.iter().position(|r| !r.is_consistent()) {
             return Err(Error::msg(format!("row {i} has vectors of different lengths")));
         }
@@ -477,29 +573,19 @@ impl RowCursor {
                 )));
             }
         }
-        let mut c = Self {
-            rows,
-            batch_size,
-            seed,
-            shuffle: true,
-            drop_last: false,
-            state: CursorState::default(),
-            order: Vec::new(),
-        };
-        c.order = c.epoch_order(0);
-        Ok(c)
+        let idx = IndexCursor::new(rows.len(), batch_size, seed)?;
+        Ok(Self { rows, idx })
     }
 
     /// Turn the per-epoch shuffle off (rows in their given order every epoch) or on.
     pub fn with_shuffle(mut self, shuffle: bool) -> Self {
-        self.shuffle = shuffle;
-        self.order = self.epoch_order(self.state.epoch);
+        self.idx = self.idx.with_shuffle(shuffle);
         self
     }
 
     /// Drop the last batch of an epoch when it has fewer than `batch_size` rows.
     pub fn with_drop_last(mut self, drop_last: bool) -> Self {
-        self.drop_last = drop_last;
+        self.idx = self.idx.with_drop_last(drop_last);
         self
     }
 
@@ -508,71 +594,37 @@ impl RowCursor {
     }
 
     pub fn batch_size(&self) -> usize {
-        self.batch_size
+        self.idx.batch_size()
     }
 
     /// Batches in one epoch.
     pub fn batches_per_epoch(&self) -> usize {
-        let n = self.rows.len();
-        if self.drop_last {
-            n / self.batch_size
-        } else {
-            n.div_ceil(self.batch_size)
-        }
+        self.idx.batches_per_epoch()
     }
 
     /// The row order of `epoch` (indices into the rows given to [`RowCursor::new`]).
     pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.rows.len()).collect();
-        if self.shuffle {
-            let mut rng = Rng::derive(self.seed, &format!("gradus-data/rows/epoch-{epoch}"));
-            rng.shuffle(&mut order);
-        }
-        order
+        self.idx.epoch_order(epoch)
     }
 
     pub fn state(&self) -> CursorState {
-        self.state
+        self.idx.state()
     }
 
     /// Jump to a saved position. Errors if `index` is beyond the number of rows.
     pub fn restore(&mut self, state: CursorState) -> Result<()> {
-        if state.index > self.rows.len() {
-            return Err(Error::msg(format!(
-                "cursor index {} is beyond the {} rows of an epoch",
-                state.index,
-                self.rows.len()
-            )));
-        }
-        if state.epoch != self.state.epoch {
-            self.order = self.epoch_order(state.epoch);
-        }
-        self.state = state;
-        Ok(())
+        self.idx.restore(state)
     }
 
     /// The next batch; `None` only when no batch can ever be formed (no rows, or `drop_last` with
     /// fewer rows than `batch_size`).
     pub fn next_batch(&mut self) -> Option<Batch> {
-        let n = self.rows.len();
-        let full_only = self.drop_last;
-        if n == 0 || (full_only && n < self.batch_size) {
-            return None;
-        }
-        let left = n - self.state.index.min(n);
-        if left == 0 || (full_only && left < self.batch_size) {
-            self.state = CursorState {
-                epoch: self.state.epoch + 1,
-                index: 0,
-            };
-            self.order = self.epoch_order(self.state.epoch);
-        }
-        let lo = self.state.index;
-        let hi = (lo + self.batch_size).min(n);
-        let batch = Batch::from_rows(self.order[lo..hi].iter().map(|&i| &self.rows[i]))
-            .expect("rows were checked to share one seq_len and the range is non-empty");
-        self.state.index = hi;
-        Some(batch)
+        let rows = &self.rows;
+        let ids = self.idx.next_indices()?;
+        Some(
+            Batch::from_rows(ids.iter().map(|&i| &rows[i]))
+                .expect("rows were checked to share one seq_len and the range is non-empty"),
+        )
     }
 }
 

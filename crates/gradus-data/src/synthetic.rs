@@ -7,6 +7,7 @@
 //! - [`text`]: templated English and facts about a fixed invented world ("The capital of Zorland is
 //!   Quib.").
 //! - [`instruct`]: prompt/answer pairs with disjoint train/eval splits and [`is_correct`].
+//! - [`prefs`]: preference pairs over those prompts from a latent utility and noisy raters.
 //!
 //! Everything is deterministic given a seed. Document `i` of a corpus is drawn from its own stream,
 //! derived from `(seed, i)`, so it does not depend on `n_docs` (a longer corpus extends a shorter
@@ -15,6 +16,7 @@
 pub mod arith;
 pub mod instruct;
 pub mod lang;
+pub mod prefs;
 pub mod programs;
 pub mod text;
 
@@ -24,7 +26,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub use arith::{ArithConfig, ArithOp, ArithProblem};
-pub use instruct::{instructions, is_correct, split_of, Instruction, Split, TaskKind};
+pub use instruct::{instructions, is_correct, split_of, task_prompt, Instruction, Split, TaskKind};
+pub use prefs::{preference_pairs, PrefsConfig};
 pub use lang::{run, ProgramError};
 pub use programs::{GeneratedProgram, ProgramConfig};
 pub use text::World;

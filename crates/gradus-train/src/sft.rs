@@ -15,7 +15,7 @@ use crate::trainer::{fit, write_run_report, FitSummary};
 
 /// The prompt format used for the built-in instruction task (also by quickstart's evaluation).
 pub fn synthetic_prompt(question: &str) -> String {
-    format!("Question: {question}\nAnswer: ")
+    gradus_data::synthetic::task_prompt(question)
 }
 
 /// The built-in instruction task as prompt/completion examples.

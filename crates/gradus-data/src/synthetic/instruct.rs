@@ -62,6 +62,11 @@ pub fn split_of(prompt: &str) -> Split {
     }
 }
 
+/// The prompt format of the instruction task in SFT, preference data and evaluation.
+pub fn task_prompt(question: &str) -> String {
+    format!("Question: {question}\nAnswer: ")
+}
+
 /// `"Compute 37+45."`
 pub fn arith_prompt(p: &ArithProblem) -> String {
     format!("Compute {}.", p.expression())

@@ -1,0 +1,149 @@
+//! Preference data: reading (strings, chats, errors), TRL-style tokenization, bad-pair policy,
+//! pair batches, and the synthetic generator's invariants.
+
+use std::io::Write;
+
+use gradus_data::chat::ChatTemplate;
+use gradus_data::preference::*;
+use gradus_data::synthetic::{preference_pairs, PrefsConfig, Split};
+use gradus_data::tokenizer::Tokenizer;
+
+fn tok() -> Tokenizer {
+    let corpus: Vec<String> = (0..50).map(|i| format!("Question: what is {i}?\nAnswer: it is {i}. no yes maybe")).collect();
+    let mut t = Tokenizer::train_bpe(corpus.iter(), 300, &["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"], 2).unwrap();
+    t.set_bos(Some("<|endoftext|>")).unwrap();
+    t.set_eos(Some("<|endoftext|>")).unwrap();
+    t.set_pad(Some("<|pad|>")).unwrap();
+    t
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, lines: &[&str]) -> std::path::PathBuf {
+    let p = dir.path().join(name);
+    let mut f = std::fs::File::create(&p).unwrap();
+    for l in lines {
+        writeln!(f, "{l}").unwrap();
+    }
+    p
+}
+
+#[test]
+fn reads_strings_chats_and_signals() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(&d, "p.jsonl", &[
+        r#"{"prompt": "2+2?", "chosen": "4", "rejected": "5", "chosen_fraction": 0.8, "margin": 2, "category": "math"}"#,
+        r#"{"chosen": [{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}], "rejected": [{"role":"user","content":"hi"},{"role":"assistant","content":"go away"}]}"#,
+    ]);
+    let pairs = read_pairs(&p, &PreferenceFields::default()).unwrap();
+    assert_eq!(pairs.len(), 2);
+    assert_eq!(pairs[0].chosen, Turns::Text("4".into()));
+    assert_eq!(pairs[0].chosen_fraction, Some(0.8));
+    assert_eq!(pairs[0].margin, Some(2.0));
+    assert_eq!(pairs[0].category.as_deref(), Some("math"));
+    // The shared leading user turn became the prompt.
+    match (&pairs[1].prompt, &pairs[1].chosen) {
+        (Turns::Chat(p), Turns::Chat(c)) => {
+            assert_eq!(p.len(), 1);
+            assert_eq!(p[0].content, "hi");
+            assert_eq!(c.len(), 1);
+            assert_eq!(c[0].content, "hello");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn bad_rows_name_file_line_and_field() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(&d, "bad.jsonl", &[r#"{"prompt": "a", "chosen": "b", "rejected": "c"}"#, r#"{"prompt": "a", "chosen": "b"}"#]);
+    let e = read_pairs(&p, &PreferenceFields::default()).unwrap_err().to_string();
+    assert!(e.contains("bad.jsonl") && e.contains(":2") && e.contains("\"rejected\""), "{e}");
+    let p = write(&d, "frac.jsonl", &[r#"{"prompt": "a", "chosen": "b", "rejected": "c", "chosen_fraction": 1.5}"#]);
+    let e = read_pairs(&p, &PreferenceFields::default()).unwrap_err().to_string();
+    assert!(e.contains("chosen_fraction") && e.contains("1.5"), "{e}");
+    let p = write(&d, "kto.jsonl", &[r#"{"prompt": "a", "completion": "b", "label": "yes"}"#]);
+    let e = read_unpaired(&p, &PreferenceFields::default()).unwrap_err().to_string();
+    assert!(e.contains("\"label\""), "{e}");
+    let p = write(&d, "kto2.jsonl", &[r#"{"prompt": "a", "completion": "b", "label": 0}"#]);
+    assert!(!read_unpaired(&p, &PreferenceFields::default()).unwrap()[0].label);
+}
+
+#[test]
+fn tokenization_follows_trl_bos_prompt_eos_completion() {
+    let t = tok();
+    let tpl = ChatTemplate::chatml();
+    let out = tokenize(&t, &tpl, &Turns::Text("Question: what is 3?\nAnswer: ".into()), &[&Turns::Text("it is 3.".into())]).unwrap();
+    let bos = t.bos_id().unwrap();
+    let eos = t.eos_id().unwrap();
+    assert_eq!(out.prompt[0], bos);
+    assert_eq!(&out.prompt[1..], t.encode("Question: what is 3?\nAnswer: ", false).unwrap().as_slice());
+    let mut want = t.encode("it is 3.", false).unwrap();
+    want.push(eos);
+    assert_eq!(out.completions[0], want);
+}
+
+#[test]
+fn bad_pairs_error_or_are_counted() {
+    let t = tok();
+    let tpl = ChatTemplate::chatml();
+    let pair = |c: &str, r: &str| PreferencePair {
+        prompt: Turns::Text("Question: what is 1?\nAnswer: ".into()),
+        chosen: Turns::Text(c.into()),
+        rejected: Turns::Text(r.into()),
+        chosen_fraction: None, margin: None, chosen_reward: None, rejected_reward: None,
+        chosen_scores: None, rejected_scores: None, category: None,
+    };
+    let long = "it is 1. ".repeat(40);
+    let pairs = vec![pair("it is 1.", "no"), pair("yes", "yes"), pair("", "no"), pair(&long, "no")];
+    let e = tokenize_pairs(&t, &tpl, &pairs, 64, BadPairPolicy::Error).unwrap_err().to_string();
+    assert!(e.contains("pair 1") && e.contains("identical"), "{e}");
+    let (ok, skips) = tokenize_pairs(&t, &tpl, &pairs, 64, BadPairPolicy::Skip).unwrap();
+    assert_eq!(ok.len(), 1);
+    assert_eq!(skips, SkipCounts { identical: 1, empty_completion: 1, too_long: 1 });
+}
+
+#[test]
+fn pair_batch_masks_exactly_the_completions() {
+    let t = tok();
+    let tpl = ChatTemplate::chatml();
+    let pairs = preference_pairs(6, 1, Split::Train, &PrefsConfig::default());
+    let (tp, _) = tokenize_pairs(&t, &tpl, &pairs, 512, BadPairPolicy::Error).unwrap();
+    let refs: Vec<&TokenizedPair> = tp.iter().collect();
+    let b = pair_batch(&refs, t.pad_id().unwrap()).unwrap();
+    assert_eq!(b.rows, 12);
+    for (i, p) in tp.iter().enumerate() {
+        for (row, comp) in [(i, &p.chosen), (i + tp.len(), &p.rejected)] {
+            let w = &b.loss_weight[row * b.seq_len..(row + 1) * b.seq_len];
+            assert_eq!(w.iter().sum::<f32>() as usize, comp.len(), "row {row}");
+            // The first weighted target is the first completion token, predicted from the last prompt token.
+            let first = w.iter().position(|&x| x > 0.0).unwrap();
+            assert_eq!(first, p.prompt.len() - 1);
+            assert_eq!(b.targets[row * b.seq_len + first], comp[0]);
+        }
+    }
+}
+
+#[test]
+fn synthetic_pairs_have_agreement_and_follow_utility() {
+    let cfg = PrefsConfig::default();
+    let a = preference_pairs(300, 7, Split::Train, &cfg);
+    assert_eq!(a, preference_pairs(300, 7, Split::Train, &cfg), "deterministic");
+    assert_eq!(a.len(), 300);
+    let mut fractions = std::collections::BTreeSet::new();
+    let mut utility_agrees = 0;
+    for p in &a {
+        assert_ne!(p.chosen, p.rejected);
+        let f = p.chosen_fraction.unwrap();
+        assert!(f >= 0.5, "majority is chosen: {f}");
+        fractions.insert((f * 100.0) as u32);
+        if p.chosen_reward.unwrap() >= p.rejected_reward.unwrap() {
+            utility_agrees += 1;
+        }
+        assert_eq!(p.chosen_scores.as_ref().unwrap().len(), 3);
+    }
+    // Raters disagree on some pairs (several agreement levels), and the majority mostly follows
+    // the latent utility (noisy BT raters with temperature 1: well above chance).
+    assert!(fractions.len() >= 3, "{fractions:?}");
+    assert!(utility_agrees as f64 / 300.0 > 0.75, "{utility_agrees}");
+    let cats: std::collections::BTreeSet<_> = a.iter().map(|p| p.category.clone().unwrap()).collect();
+    assert_eq!(cats.len(), 3);
+}
