@@ -396,6 +396,19 @@ impl Decoder {
     }
 }
 
+impl Decoder {
+    /// Per-row sums of target log-probs weighted by `weights` (B·T, e.g. 1 on completion tokens):
+    /// (B,). The sequence log-prob `log π(y|x)` of preference objectives.
+    pub fn row_logps(&self, inp: &ForwardInput, targets: &[u32], weights: &[f32]) -> Result<Tensor> {
+        if weights.len() != inp.batch * inp.seq_len {
+            return Err(Error::msg(format!("weights has {} entries, expected {}", weights.len(), inp.batch * inp.seq_len)));
+        }
+        let lp = self.target_logprobs(inp, targets)?;
+        let w = Tensor::from_slice(weights, weights.len(), &self.device)?;
+        Ok((lp * w)?.reshape((inp.batch, inp.seq_len))?.sum(1)?)
+    }
+}
+
 /// Names and shapes of every parameter, in checkpoint order.
 pub fn param_shapes(cfg: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
     let d = cfg.hidden_size;

@@ -5,6 +5,8 @@ pub mod config;
 pub mod decoder;
 pub mod generate;
 pub mod hf;
+pub mod reward;
 
 pub use config::{DecoderConfig, Family, WeightDtype};
 pub use decoder::{Decoder, ForwardInput, KvCache};
+pub use reward::RewardModel;

@@ -14,7 +14,7 @@ use gradus_data::tokenizer::Tokenizer;
 use gradus_model::decoder::{Decoder, ForwardInput};
 use gradus_model::hf::{load_decoder, save_decoder};
 use gradus_model::WeightDtype;
-use gradus_tensor::{Error, Result, Tensor};
+use gradus_tensor::{Error, Result, Tensor, Var};
 use serde_json::{json, Map, Value};
 
 use crate::checkpoint::{latest_checkpoint, save_checkpoint, TrainerState};
@@ -89,9 +89,103 @@ pub fn weight_norms(model: &Decoder) -> Result<Map<String, Value>> {
     Ok(groups.into_iter().map(|(k, ss)| (format!("weights/{k}/norm"), json!(ss.sqrt()))).collect())
 }
 
-fn save_model_files(model: &Decoder, tok: &Tokenizer, dir: &Path) -> Result<()> {
+pub fn save_model_files(model: &Decoder, tok: &Tokenizer, dir: &Path) -> Result<()> {
     save_decoder(model, dir)?;
     tok.save(dir)
+}
+
+/// What a recipe plugs into the shared loop ([`fit_learner`]): its parameters, micro-batches, loss,
+/// and how its model is saved and restored. Pretrain and SFT use [`LmLearner`]; reward models and
+/// preference optimisation bring their own.
+pub trait Learner {
+    type Micro;
+    /// The trainable parameters, in a fixed order (the optimiser state is keyed by their names).
+    fn params(&self) -> Vec<(String, Var)>;
+    fn next_micro(&mut self) -> Result<Self::Micro>;
+    /// How much a micro-batch counts in the step's normaliser (target tokens, pairs, ...).
+    fn weight(&self, m: &Self::Micro) -> f64;
+    /// Tokens the micro-batch holds, for throughput.
+    fn tokens(&self, m: &Self::Micro) -> u64;
+    /// The micro-batch's loss divided by `norm` (the step's total weight), and its metrics already
+    /// scaled the same way, so that summing over a step's micro-batches gives step means.
+    fn loss(&mut self, m: &Self::Micro, norm: f64) -> Result<(Tensor, Vec<(String, f64)>)>;
+    /// Writes the model files of a checkpoint.
+    fn save(&self, dir: &Path) -> Result<()>;
+    /// Restores the trainable weights from a checkpoint written by [`Learner::save`].
+    fn load(&mut self, dir: &Path) -> Result<()>;
+    fn cursor(&self) -> Value;
+    fn restore_cursor(&mut self, cursor: &Value) -> Result<()>;
+    /// Extra metrics at a logged step (e.g. weight norms); default none.
+    fn step_metrics(&mut self, _step: u64) -> Result<Map<String, Value>> {
+        Ok(Map::new())
+    }
+}
+
+/// Sets `params` from tensors of the same names (a checkpoint's), naming the first missing one.
+pub fn set_params(params: &[(String, Var)], saved: &[(String, Tensor)], origin: &Path) -> Result<()> {
+    let map: std::collections::HashMap<&str, &Tensor> = saved.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    for (n, v) in params {
+        let t = map.get(n.as_str()).ok_or_else(|| Error::MissingTensor {
+            path: origin.to_path_buf(),
+            name: n.clone(),
+            hint: " (checkpoint written by a different recipe?)".into(),
+        })?;
+        v.set(t)?;
+    }
+    Ok(())
+}
+
+/// Language modelling on packed rows (pretrain, SFT): token-normalised NLL.
+pub struct LmLearner<'a> {
+    pub model: &'a mut Decoder,
+    pub tok: &'a Tokenizer,
+    pub data: &'a mut dyn BatchSource,
+    pub weight_norms_every: u64,
+}
+
+impl Learner for LmLearner<'_> {
+    type Micro = Batch;
+    fn params(&self) -> Vec<(String, Var)> {
+        self.model.named_params()
+    }
+    fn next_micro(&mut self) -> Result<Batch> {
+        self.data.next_batch()
+    }
+    fn weight(&self, b: &Batch) -> f64 {
+        b.num_target_tokens() as f64
+    }
+    fn tokens(&self, b: &Batch) -> u64 {
+        b.segment_ids.iter().filter(|&&s| s != 0).count() as u64
+    }
+    fn loss(&mut self, b: &Batch, norm: f64) -> Result<(Tensor, Vec<(String, f64)>)> {
+        Ok((batch_loss(self.model, b, norm)?, Vec::new()))
+    }
+    fn save(&self, dir: &Path) -> Result<()> {
+        save_model_files(self.model, self.tok, dir)
+    }
+    fn load(&mut self, dir: &Path) -> Result<()> {
+        let saved = load_decoder(dir, self.model.device())?;
+        for ((n, v), (n2, s)) in self.model.named_params().iter().zip(saved.named_params()) {
+            if *n != n2 {
+                return Err(Error::msg(format!("{}: parameter order differs ({n} vs {n2})", dir.display())));
+            }
+            v.set(s.as_tensor())?;
+        }
+        Ok(())
+    }
+    fn cursor(&self) -> Value {
+        self.data.cursor()
+    }
+    fn restore_cursor(&mut self, cursor: &Value) -> Result<()> {
+        self.data.restore(cursor)
+    }
+    fn step_metrics(&mut self, step: u64) -> Result<Map<String, Value>> {
+        if self.weight_norms_every > 0 && step % self.weight_norms_every == 0 {
+            weight_norms(self.model)
+        } else {
+            Ok(Map::new())
+        }
+    }
 }
 
 /// Trains `model` in place with the recipe's optimiser, schedule and loop settings.
@@ -102,28 +196,29 @@ pub fn fit(
     cfg: &RecipeConfig,
     resume: bool,
 ) -> Result<FitSummary> {
+    // Checkpoints keep f32 master weights so a resumed run continues bit-exactly.
+    model.cfg.dtype = WeightDtype::F32;
+    let mut learner = LmLearner { model, tok, data, weight_norms_every: cfg.train.weight_norms_every };
+    fit_learner(&mut learner, cfg, resume)
+}
+
+/// The shared loop: micro-batches → normalised loss → accumulated gradients → clip → AdamW → log →
+/// atomic checkpoint, with exact resume.
+pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, resume: bool) -> Result<FitSummary> {
     let run_dir = cfg.run_dir();
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
     let t = &cfg.train;
-    // Checkpoints keep f32 master weights so a resumed run continues bit-exactly.
-    model.cfg.dtype = WeightDtype::F32;
-    let params = model.named_params();
+    let params = learner.params();
     let mut opt = AdamW::new(params.clone(), cfg.optimizer)?;
     let mut state = TrainerState::new(0, 0, gradus_tensor::rng::Rng::new(cfg.run.seed).state());
 
     // 1. Resume: weights, optimiser, data cursor, metrics position.
     if resume {
         if let Some(ck) = latest_checkpoint(&run_dir)? {
-            let saved = load_decoder(&ck, model.device())?;
-            for ((n, v), (n2, s)) in params.iter().zip(saved.named_params()) {
-                if *n != n2 {
-                    return Err(Error::msg(format!("{}: parameter order differs ({n} vs {n2})", ck.display())));
-                }
-                v.set(s.as_tensor())?;
-            }
+            learner.load(&ck)?;
             opt.load_state_file(&ck.join("optimizer.safetensors"))?;
             state = TrainerState::load(&ck)?;
-            data.restore(&state.data_cursor)?;
+            learner.restore_cursor(&state.data_cursor)?;
             tracing::info!("resumed from {} at step {}", ck.display(), state.step);
         }
     }
@@ -147,15 +242,22 @@ pub fn fit(
     let stop_at = if t.stop_after > 0 { (state.step + t.stop_after).min(t.steps) } else { t.steps };
     while state.step < stop_at {
         let step_start = Instant::now();
-        let micro: Vec<Batch> = (0..t.grad_accum).map(|_| data.next_batch()).collect::<Result<_>>()?;
-        let norm: f64 = micro.iter().map(|b| b.num_target_tokens() as f64).sum();
+        let micro: Vec<L::Micro> = (0..t.grad_accum).map(|_| learner.next_micro()).collect::<Result<_>>()?;
+        let norm: f64 = micro.iter().map(|b| learner.weight(b)).sum();
         let mut grads: Option<GradStore> = None;
         let mut loss = 0.0f64;
         let mut tokens = 0u64;
+        let mut extra: Vec<(String, f64)> = Vec::new();
         for b in &micro {
-            let l = batch_loss(model, b, norm)?;
+            let (l, m) = learner.loss(b, norm)?;
             loss += l.to_scalar::<f32>()? as f64;
-            tokens += b.segment_ids.iter().filter(|&&s| s != 0).count() as u64;
+            tokens += learner.tokens(b);
+            for (k, v) in m {
+                match extra.iter_mut().find(|(k2, _)| *k2 == k) {
+                    Some((_, acc)) => *acc += v,
+                    None => extra.push((k, v)),
+                }
+            }
             let g = l.backward()?;
             match grads.as_mut() {
                 None => grads = Some(g),
@@ -185,10 +287,12 @@ pub fn fit(
             m.insert("train/lr".into(), json!(lr));
             m.insert("train/grad_norm".into(), json!(grad_norm));
             m.insert("train/tokens_per_s".into(), json!(tokens as f64 / dt.max(1e-9)));
+            m.insert("train/steps_per_s".into(), json!(1.0 / dt.max(1e-9)));
             m.insert("train/tokens_seen".into(), json!(state.tokens_seen));
-            if t.weight_norms_every > 0 && state.step % t.weight_norms_every == 0 {
-                m.extend(weight_norms(model)?);
+            for (k, v) in extra {
+                m.insert(k, json!(v));
             }
+            m.extend(learner.step_metrics(state.step)?);
             metrics.log_values(state.step, &m)?;
         }
         bar.set_position(state.step);
@@ -196,15 +300,15 @@ pub fn fit(
 
         let save_now = state.step == stop_at || (t.save_every > 0 && state.step % t.save_every == 0);
         if save_now {
-            state.data_cursor = data.cursor();
+            state.data_cursor = learner.cursor();
             let st = state.clone();
-            let m: &Decoder = model;
+            let l: &L = learner;
             let o = &opt;
             last_ck = Some(save_checkpoint(
                 &run_dir,
                 state.step,
                 |dir| {
-                    save_model_files(m, tok, dir)?;
+                    l.save(dir)?;
                     o.save_state_file(&dir.join("optimizer.safetensors"))?;
                     st.save(dir)
                 },
