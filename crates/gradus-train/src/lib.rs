@@ -30,3 +30,5 @@ pub mod recipe;
 pub mod sft;
 pub mod trainer;
 pub mod quickstart;
+pub mod prefs;
+pub mod dpo;

@@ -1,0 +1,156 @@
+//! Shared pieces of the preference recipes (`train dpo`, `train reward`, `eval ranking`,
+//! `eval reward`): the `[prefs]` config section, loading and tokenizing pairs, and batched
+//! sequence log-probs / ranking scores of a model over pairs.
+
+use std::path::PathBuf;
+
+use gradus_data::chat::ChatTemplate;
+use gradus_data::preference::{pair_batch, read_pairs, tokenize_pairs, BadPairPolicy, PreferenceFields, SkipCounts, TokenizedPair};
+use gradus_data::synthetic::{preference_pairs, PrefsConfig, Split};
+use gradus_data::tokenizer::Tokenizer;
+use gradus_model::decoder::{Decoder, ForwardInput};
+use gradus_objectives::ranking::PairScores;
+use gradus_objectives::{PairLogps, SeqLogps};
+use gradus_tensor::{Error, Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// `[prefs]`: where pairs come from and what to do with bad ones.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrefsSection {
+    /// Training pairs generated when `data.source = "synthetic"`.
+    pub synthetic_pairs: usize,
+    /// Held-out pairs for the ranking diagnostics: the synthetic eval split, `eval_source`, or
+    /// (for a file source without `eval_source`) the first `eval_pairs` training pairs.
+    pub eval_pairs: usize,
+    pub eval_source: Option<String>,
+    /// Ranking diagnostics on the held-out pairs every N steps (0: only at the end).
+    pub eval_every: u64,
+    /// Pairs with identical or empty completions, or longer than `data.seq_len`: `error` or `skip`
+    /// (counted in the run summary).
+    pub on_bad_pair: BadPairPolicy,
+    /// α = 1 − ε when a pair has no `chosen_fraction`.
+    pub agreement_eps: f64,
+    pub fields: PreferenceFields,
+    /// The synthetic generator's settings.
+    pub synthetic: PrefsConfig,
+}
+
+impl Default for PrefsSection {
+    fn default() -> Self {
+        Self {
+            synthetic_pairs: 2000,
+            eval_pairs: 200,
+            eval_source: None,
+            eval_every: 0,
+            on_bad_pair: BadPairPolicy::Error,
+            agreement_eps: gradus_objectives::ranking::DEFAULT_EPS,
+            fields: PreferenceFields::default(),
+            synthetic: PrefsConfig::default(),
+        }
+    }
+}
+
+/// Training and held-out pairs, tokenized, and what was skipped.
+pub struct PairData {
+    pub train: Vec<TokenizedPair>,
+    pub eval: Vec<TokenizedPair>,
+    pub skipped: SkipCounts,
+}
+
+/// Reads (or generates) and tokenizes the pairs of a preference run.
+pub fn load_pairs(source: &str, p: &PrefsSection, tok: &Tokenizer, max_len: usize, seed: u64) -> Result<PairData> {
+    let tpl = ChatTemplate::for_tokenizer(tok)?;
+    let (train_raw, eval_raw) = if source == "synthetic" {
+        (
+            preference_pairs(p.synthetic_pairs, seed, Split::Train, &p.synthetic),
+            preference_pairs(p.eval_pairs, seed + 1, Split::Eval, &p.synthetic),
+        )
+    } else {
+        let train = read_pairs(std::path::Path::new(source), &p.fields)?;
+        let eval = match &p.eval_source {
+            Some(e) => read_pairs(std::path::Path::new(e), &p.fields)?,
+            None => train.iter().take(p.eval_pairs).cloned().collect(),
+        };
+        (train, eval)
+    };
+    if train_raw.is_empty() {
+        return Err(Error::config("data.source", format!("`{source}` holds no preference pairs")));
+    }
+    let (train, mut skipped) = tokenize_pairs(tok, &tpl, &train_raw, max_len, p.on_bad_pair)?;
+    let (eval, s2) = tokenize_pairs(tok, &tpl, &eval_raw, max_len, p.on_bad_pair)?;
+    skipped.identical += s2.identical;
+    skipped.empty_completion += s2.empty_completion;
+    skipped.too_long += s2.too_long;
+    if train.is_empty() {
+        return Err(Error::config("data.source", "every pair was skipped (see prefs.on_bad_pair)"));
+    }
+    Ok(PairData { train, eval, skipped })
+}
+
+/// The pad id of a tokenizer (pad, else EOS, else 0).
+pub fn pad_id(tok: &Tokenizer) -> u32 {
+    tok.pad_id().or(tok.eos_id()).unwrap_or(0)
+}
+
+/// Sequence log-probs of `pairs` under `model`: chosen and rejected (B,) with completion lengths.
+pub fn pair_logps(model: &Decoder, pairs: &[&TokenizedPair], pad: u32) -> Result<PairLogps> {
+    let b = pair_batch(pairs, pad)?;
+    let inp = ForwardInput {
+        input_ids: &b.input_ids,
+        batch: b.rows,
+        seq_len: b.seq_len,
+        position_ids: Some(&b.position_ids),
+        segment_ids: Some(&b.segment_ids),
+    };
+    let lp = model.row_logps(&inp, &b.targets, &b.loss_weight)?;
+    let n = pairs.len();
+    let lens: Vec<f32> = (0..2 * n).map(|r| b.loss_weight[r * b.seq_len..(r + 1) * b.seq_len].iter().sum()).collect();
+    PairLogps::new(
+        SeqLogps::new(lp.narrow(0, 0, n)?, lens[..n].to_vec())?,
+        SeqLogps::new(lp.narrow(0, n, n)?, lens[n..].to_vec())?,
+    )
+}
+
+/// [`pair_logps`] over many pairs in chunks, without gradients: per pair (chosen, rejected, |y_w|, |y_l|).
+pub fn pair_logps_all(model: &Decoder, pairs: &[TokenizedPair], pad: u32, chunk: usize) -> Result<Vec<[f64; 4]>> {
+    let mut out = Vec::with_capacity(pairs.len());
+    for c in pairs.chunks(chunk.max(1)) {
+        let refs: Vec<&TokenizedPair> = c.iter().collect();
+        let l = pair_logps(model, &refs, pad)?;
+        let lc = gradus_objectives::math::values(&l.chosen.logps.detach())?;
+        let lr = gradus_objectives::math::values(&l.rejected.logps.detach())?;
+        for i in 0..c.len() {
+            out.push([lc[i] as f64, lr[i] as f64, l.chosen.lengths[i] as f64, l.rejected.lengths[i] as f64]);
+        }
+    }
+    Ok(out)
+}
+
+/// Ranking scores of pairs from policy and reference log-probs (as [`pair_logps_all`] returns).
+pub fn pair_scores(pairs: &[TokenizedPair], policy: &[[f64; 4]], reference: &[[f64; 4]]) -> Vec<PairScores> {
+    pairs
+        .iter()
+        .zip(policy.iter().zip(reference))
+        .map(|(p, (a, r))| PairScores {
+            policy_chosen: a[0],
+            policy_rejected: a[1],
+            ref_chosen: r[0],
+            ref_rejected: r[1],
+            chosen_len: a[2],
+            rejected_len: a[3],
+            agreement: p.chosen_fraction,
+        })
+        .collect()
+}
+
+/// A (B,) tensor of constants (reference log-probs) for a chunk of pairs.
+pub fn constant_logps(values: &[f64], lengths: &[f64], device: &gradus_tensor::Device) -> Result<SeqLogps> {
+    let v: Vec<f32> = values.iter().map(|&x| x as f32).collect();
+    SeqLogps::new(Tensor::from_slice(&v, v.len(), device)?, lengths.iter().map(|&x| x as f32).collect())
+}
+
+/// Where a preference run's checkpoint or model directory is.
+pub fn model_dir(init_from: &Option<PathBuf>, what: &str) -> Result<PathBuf> {
+    init_from.clone().ok_or_else(|| Error::config("model.init_from", format!("{what} starts from a trained model: set model.init_from")))
+}
