@@ -32,3 +32,4 @@ pub mod trainer;
 pub mod quickstart;
 pub mod prefs;
 pub mod dpo;
+pub mod reward;
