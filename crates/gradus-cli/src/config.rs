@@ -52,7 +52,13 @@ fn set_path(root: &mut toml::Value, key: &str, value: toml::Value) -> Result<()>
         cur = table.entry(p.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
     }
     let table = cur.as_table_mut().ok_or_else(|| anyhow!("--set {key}: parent is not a table"))?;
-    table.insert(parts[parts.len() - 1].to_string(), value);
+    let last = parts[parts.len() - 1];
+    // `kind` tags a variant (`[objective] kind = "ipo"`): switching variants drops the old one's
+    // settings, which the new variant may not have; later --set keys fill the new one's.
+    if last == "kind" && table.get("kind") != Some(&value) {
+        table.clear();
+    }
+    table.insert(last.to_string(), value);
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! crates. Errors print their whole chain and exit with status 1; user input never panics.
 
 use gradus_cli::config;
+use gradus_cli::prefs_cmd::{self, EvalCmd, LabCmd};
 
 use std::path::PathBuf;
 
@@ -37,6 +38,12 @@ enum Cmd {
     /// Tokenizer tools.
     #[command(subcommand)]
     Tokenizer(TokenizerCmd),
+    /// Evaluate reward models and preference-trained policies.
+    #[command(subcommand)]
+    Eval(EvalCmd),
+    /// Synthetic experiments from the research behind gradus.
+    #[command(subcommand)]
+    Lab(LabCmd),
 }
 
 #[derive(Args, Clone)]
@@ -61,6 +68,11 @@ enum TrainCmd {
     Pretrain(RecipeArgs),
     /// Supervised fine-tuning on prompt/completion or chat data, with packing and loss masks.
     Sft(RecipeArgs),
+    /// Preference optimisation: `[objective] kind = dpo | robust | ipo | dpo_norm | simpo |
+    /// gamma_dpo | hinge | kto | marge`, with ranking-accuracy diagnostics.
+    Dpo(RecipeArgs),
+    /// A reward model: `[objective] kind = bt | bt_margin | scaled_bt | regression`.
+    Reward(RecipeArgs),
 }
 
 #[derive(Args)]
@@ -161,6 +173,34 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Train(TrainCmd::Pretrain(a)) => recipe(a, gradus_train::pretrain::run),
         Cmd::Train(TrainCmd::Sft(a)) => recipe(a, gradus_train::sft::run),
+        Cmd::Train(TrainCmd::Dpo(a)) => {
+            let Some(cfg) = resolved::<gradus_train::dpo::DpoConfig>(&a)? else { return Ok(()) };
+            cfg.validate()?;
+            let s = gradus_train::dpo::run(&cfg, a.resume)?;
+            print_fit(&s.fit);
+            if let (Some(b), Some(r)) = (&s.before, &s.after) {
+                println!(
+                    "held-out pairs: reward accuracy {:.1}% → {:.1}%; ranking accuracy {:.1}% → {:.1}% (idealised at β=0.1: {:.1}%); {} pairs skipped",
+                    100.0 * b.reward_accuracy,
+                    100.0 * r.reward_accuracy,
+                    100.0 * b.ranking_accuracy,
+                    100.0 * r.ranking_accuracy,
+                    100.0 * r.idealised.get(1).map_or(f64::NAN, |x| x.1),
+                    s.skipped
+                );
+            }
+            Ok(())
+        }
+        Cmd::Train(TrainCmd::Reward(a)) => {
+            let Some(cfg) = resolved::<gradus_train::reward::RewardConfig>(&a)? else { return Ok(()) };
+            cfg.validate()?;
+            let s = gradus_train::reward::run(&cfg, a.resume)?;
+            print_fit(&s.fit);
+            println!("held-out pairwise accuracy {:.1}% over {} pairs", 100.0 * s.eval.accuracy, s.eval.pairs);
+            Ok(())
+        }
+        Cmd::Eval(c) => prefs_cmd::eval(c),
+        Cmd::Lab(c) => prefs_cmd::lab(c),
         Cmd::Score(a) => score(a),
         Cmd::Generate(a) => gen(a),
         Cmd::Tokenizer(TokenizerCmd::Train { inputs, vocab_size, out }) => {
@@ -180,14 +220,24 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn recipe(a: RecipeArgs, f: fn(&RecipeConfig, bool) -> gradus_tensor::Result<gradus_train::trainer::FitSummary>) -> Result<()> {
-    let cfg: RecipeConfig = config::resolve(a.config.as_deref(), &a.sets)?;
+/// The resolved config, or None after printing it for `--show-config`.
+fn resolved<T: serde::Serialize + serde::de::DeserializeOwned + Default>(a: &RecipeArgs) -> Result<Option<T>> {
+    let cfg: T = config::resolve(a.config.as_deref(), &a.sets)?;
     if a.show_config {
         print!("{}", config::to_toml(&cfg)?);
-        return Ok(());
+        return Ok(None);
     }
+    Ok(Some(cfg))
+}
+
+fn recipe(a: RecipeArgs, f: fn(&RecipeConfig, bool) -> gradus_tensor::Result<gradus_train::trainer::FitSummary>) -> Result<()> {
+    let Some(cfg) = resolved::<RecipeConfig>(&a)? else { return Ok(()) };
     cfg.validate()?;
-    let s = f(&cfg, a.resume)?;
+    print_fit(&f(&cfg, a.resume)?);
+    Ok(())
+}
+
+fn print_fit(s: &gradus_train::trainer::FitSummary) {
     println!(
         "trained {} steps in {:.1}s; loss {:.4} → {:.4}; run directory {}",
         s.steps,
@@ -196,7 +246,6 @@ fn recipe(a: RecipeArgs, f: fn(&RecipeConfig, bool) -> gradus_tensor::Result<gra
         s.last_loss.unwrap_or(f64::NAN),
         s.run_dir.display()
     );
-    Ok(())
 }
 
 fn load(dir: &PathBuf) -> Result<(gradus_model::Decoder, Option<Tokenizer>)> {

@@ -33,3 +33,4 @@ pub mod quickstart;
 pub mod prefs;
 pub mod dpo;
 pub mod reward;
+pub mod lab_ranking;
