@@ -3,6 +3,8 @@
 
 use gradus_cli::config;
 
+mod lora_cmd;
+
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -37,6 +39,9 @@ enum Cmd {
     /// Tokenizer tools.
     #[command(subcommand)]
     Tokenizer(TokenizerCmd),
+    /// LoRA adapter tools (PEFT layout).
+    #[command(subcommand)]
+    Lora(lora_cmd::LoraCmd),
 }
 
 #[derive(Args, Clone)]
@@ -163,6 +168,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Train(TrainCmd::Sft(a)) => recipe(a, gradus_train::sft::run),
         Cmd::Score(a) => score(a),
         Cmd::Generate(a) => gen(a),
+        Cmd::Lora(c) => lora_cmd::run(c),
         Cmd::Tokenizer(TokenizerCmd::Train { inputs, vocab_size, out }) => {
             let mut texts = Vec::new();
             for p in &inputs {
