@@ -4,6 +4,8 @@
 use gradus_cli::config;
 use gradus_cli::prefs_cmd::{self, EvalCmd, LabCmd};
 
+mod lora_cmd;
+
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -44,6 +46,9 @@ enum Cmd {
     /// Synthetic experiments from the research behind gradus.
     #[command(subcommand)]
     Lab(LabCmd),
+    /// LoRA adapter tools (PEFT layout).
+    #[command(subcommand)]
+    Lora(lora_cmd::LoraCmd),
 }
 
 #[derive(Args, Clone)]
@@ -203,6 +208,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Lab(c) => prefs_cmd::lab(c),
         Cmd::Score(a) => score(a),
         Cmd::Generate(a) => gen(a),
+        Cmd::Lora(c) => lora_cmd::run(c),
         Cmd::Tokenizer(TokenizerCmd::Train { inputs, vocab_size, out }) => {
             let mut texts = Vec::new();
             for p in &inputs {

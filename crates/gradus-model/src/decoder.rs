@@ -11,11 +11,13 @@ use gradus_tensor::{DType, Device, Error, Result, Tensor, Var};
 
 use crate::config::DecoderConfig;
 
-/// `y = x Wᵀ + b` with W stored (out, in) as in PyTorch.
+/// `y = x Wᵀ + b` with W stored (out, in) as in PyTorch, plus `s · dropout(x) Aᵀ Bᵀ` when a LoRA
+/// adapter is attached (see [`crate::lora`]).
 #[derive(Clone, Debug)]
 pub struct Linear {
     pub weight: Var,
     pub bias: Option<Var>,
+    pub lora: Option<crate::lora::LoraAdapter>,
 }
 
 impl Linear {
@@ -26,9 +28,14 @@ impl Linear {
         let rows: usize = dims[..dims.len().saturating_sub(1)].iter().product();
         let w = self.weight.as_tensor();
         let out = w.dim(0)?;
-        let y = x.reshape((rows, inner))?.matmul(&w.t()?)?;
+        let x = x.reshape((rows, inner))?;
+        let y = x.matmul(&w.t()?)?;
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b.as_tensor())?,
+            None => y,
+        };
+        let y = match &self.lora {
+            Some(l) => (y + l.delta(&x)?)?,
             None => y,
         };
         let mut od = dims;
@@ -226,7 +233,7 @@ impl Decoder {
             } else {
                 None
             };
-            Ok(Linear { weight, bias })
+            Ok(Linear { weight, bias, lora: None })
         };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {

@@ -1,12 +1,14 @@
-//! gradus-model: the decoder family (Llama / Qwen2), Hugging Face checkpoint load and save, and
-//! KV-cache generation with sampling.
+//! gradus-model: the decoder family (Llama / Qwen2), Hugging Face checkpoint load and save,
+//! LoRA adapters in the PEFT layout, reward heads, and KV-cache generation with sampling.
 
 pub mod config;
 pub mod decoder;
 pub mod generate;
 pub mod hf;
+pub mod lora;
 pub mod reward;
 
 pub use config::{DecoderConfig, Family, WeightDtype};
 pub use decoder::{Decoder, ForwardInput, KvCache};
+pub use lora::LoraConfig;
 pub use reward::RewardModel;
