@@ -256,6 +256,11 @@ fn only_lora_params_are_trainable_and_all_get_gradients() {
         assert!(g.iter().all(|x| x.is_finite()), "{n}: non-finite gradient");
         assert!(g.iter().any(|&x| x != 0.0), "{n}: zero gradient");
     }
+    // The adapted layers' base weights are frozen (detached): no gradient is computed for them.
+    for (n, v) in m.named_params() {
+        let frozen = n.ends_with("proj.weight");
+        assert_eq!(grads.get(v.as_tensor()).is_none(), frozen, "{n}: frozen {frozen}");
+    }
     // One SGD step on the LoRA parameters only: base weights stay bit-identical, the output moves,
     // and the adapter-free reference still gives the base logits.
     let base_before: Vec<Vec<f32>> = m.named_params().iter().map(|(_, v)| values(v.as_tensor())).collect();
@@ -482,4 +487,33 @@ fn peft_loads_what_gradus_saves() {
         write_expected(&exp, &e, &want);
         run(&case_dir(case).join("base"), out.path(), &exp);
     }
+}
+
+#[test]
+fn kv_cache_decoding_and_generation_see_the_adapter() {
+    use gradus_model::generate::{generate, SamplingConfig};
+    use gradus_model::KvCache;
+    let (m, _) = load_case("llama_qv");
+    let e = expected("llama_qv");
+    let v = m.cfg.vocab_size;
+    // Row 0 fed as a 5-token prefix, then token by token through the KV cache: each step's logits
+    // equal PEFT's full-sequence logits at that position.
+    let row = &e.ids[..e.t];
+    let mut cache = KvCache::new(m.cfg.num_hidden_layers);
+    let first = values(&m.forward(&ForwardInput::new(&row[..5], 1, 5), Some(&mut cache)).unwrap());
+    assert!(max_abs_diff(&first, &e.logits[..5 * v]) <= HF_LOGITS_PARITY);
+    for p in 5..e.t {
+        let step = values(&m.forward(&ForwardInput::new(&row[p..p + 1], 1, 1), Some(&mut cache)).unwrap());
+        let d = max_abs_diff(&step, &e.logits[p * v..(p + 1) * v]);
+        assert!(d <= HF_LOGITS_PARITY, "cached step {p} differs from PEFT by {d}");
+    }
+    // Greedy generation with the adapter = with the merged model, and differs from the base.
+    let cfg = SamplingConfig { max_new_tokens: 12, temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0 };
+    let prompts = vec![row[..4].to_vec(), e.ids[e.t..e.t + 6].to_vec()];
+    let run = |d: &Decoder| -> Vec<Vec<u32>> {
+        generate(d, &prompts, &cfg, &[], &mut |_, _| false).unwrap().into_iter().map(|g| g.tokens).collect()
+    };
+    let adapted = run(&m);
+    assert_eq!(adapted, run(&m.merge_lora().unwrap()));
+    assert_ne!(adapted, run(&m.without_adapters()));
 }
