@@ -26,12 +26,12 @@ impl Linear {
         let dims = x.dims().to_vec();
         let inner = *dims.last().unwrap_or(&0);
         let rows: usize = dims[..dims.len().saturating_sub(1)].iter().product();
-        let w = self.base_tensor(&self.weight);
+        let w = self.weight.as_tensor();
         let out = w.dim(0)?;
         let x = x.reshape((rows, inner))?;
         let y = x.matmul(&w.t()?)?;
         let y = match &self.bias {
-            Some(b) => y.broadcast_add(&self.base_tensor(b))?,
+            Some(b) => y.broadcast_add(b.as_tensor())?,
             None => y,
         };
         let y = match &self.lora {

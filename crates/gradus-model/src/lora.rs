@@ -7,14 +7,15 @@
 //! (`kaiming_uniform_(a=√5)` gives U(-1/√in, 1/√in)), B starts at zero, so a fresh adapter leaves
 //! the model's output exactly unchanged.
 //!
-//! The adapter is an optional field of [`Linear`]; a linear layer with an adapter uses its base
-//! weight and bias detached (frozen: backward computes no gradient for them, as PEFT sets
-//! `requires_grad = False`). Other base parameters (embeddings, norms, un-adapted layers, the LM
-//! head) still receive gradients from candle's backward; a trainer simply does not step them. The
-//! base weights stay in [`Decoder::named_params`] and the adapter weights are listed by [`Decoder::lora_params`] under
+//! The adapter is an optional field of [`Linear`]; the base weights stay in
+//! [`Decoder::named_params`] and the adapter weights are listed by [`Decoder::lora_params`] under
 //! the names PEFT writes to `adapter_model.safetensors`
 //! (`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`). A trainer that should only
-//! train the adapters gives the optimiser `lora_params()`.
+//! train the adapters gives the optimiser `lora_params()`; the base is frozen by not being stepped.
+//! (candle's backward still computes the base weights' gradients: its matmul backward always
+//! forms both operands' gradients, so detaching W would not save that work; skipping it needs a
+//! matmul op whose backward returns no weight gradient. Measured by the ignored `lora_step_cost`
+//! test: a LoRA forward + backward costs about what full fine-tuning's does.)
 //!
 //! [`Decoder::without_adapters`] is a shallow clone that shares every base `Var` and drops the
 //! adapters: the frozen reference model of DPO-style objectives at no extra memory.
@@ -181,17 +182,6 @@ impl LoraAdapter {
     /// s · B A, (out, in): what merging adds to the base weight.
     pub fn merged_delta(&self) -> Result<Tensor> {
         Ok((self.b.as_tensor().matmul(self.a.as_tensor())? * self.scale)?)
-    }
-}
-
-impl Linear {
-    /// A base weight or bias as the forward pass uses it: detached when an adapter is attached, so
-    /// the base is frozen and backward spends no work on its gradient (PEFT freezes it too).
-    pub(crate) fn base_tensor(&self, v: &Var) -> Tensor {
-        match self.lora {
-            Some(_) => v.as_tensor().detach(),
-            None => v.as_tensor().clone(),
-        }
     }
 }
 
