@@ -467,7 +467,9 @@ fn canonical_order(names: &[String]) -> Vec<String> {
 
 /// Loads a PEFT LoRA adapter directory onto `decoder` (which must have no adapters yet) and
 /// returns its config. The adapted layers are those the file holds tensors for (each must be in
-/// `target_modules`). Leaves dropout in eval mode. Errors name the file and the tensor.
+/// `target_modules`). Leaves dropout in eval mode, its mask stream seeded with
+/// `Rng::derive(0, "lora-dropout")` (restore another with [`Decoder::set_lora_dropout_state`]).
+/// Errors name the file and the tensor; on error the decoder is left without adapters.
 pub fn load_adapter(dir: &Path, decoder: &mut Decoder) -> Result<LoraConfig> {
     if !dir.is_dir() {
         let what = if dir.exists() { "not a directory" } else { "no such directory" };
