@@ -11,7 +11,11 @@
 //! [`Decoder::named_params`] and the adapter weights are listed by [`Decoder::lora_params`] under
 //! the names PEFT writes to `adapter_model.safetensors`
 //! (`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`). A trainer that should only
-//! train the adapters gives the optimiser `lora_params()`.
+//! train the adapters gives the optimiser `lora_params()`; the base is frozen by not being stepped.
+//! (candle's backward still computes the base weights' gradients: its matmul backward always
+//! forms both operands' gradients, so detaching W would not save that work; skipping it needs a
+//! matmul op whose backward returns no weight gradient. Measured by the ignored `lora_step_cost`
+//! test: a LoRA forward + backward costs about what full fine-tuning's does.)
 //!
 //! [`Decoder::without_adapters`] is a shallow clone that shares every base `Var` and drops the
 //! adapters: the frozen reference model of DPO-style objectives at no extra memory.
@@ -463,7 +467,9 @@ fn canonical_order(names: &[String]) -> Vec<String> {
 
 /// Loads a PEFT LoRA adapter directory onto `decoder` (which must have no adapters yet) and
 /// returns its config. The adapted layers are those the file holds tensors for (each must be in
-/// `target_modules`). Leaves dropout in eval mode. Errors name the file and the tensor.
+/// `target_modules`). Leaves dropout in eval mode, its mask stream seeded with
+/// `Rng::derive(0, "lora-dropout")` (restore another with [`Decoder::set_lora_dropout_state`]).
+/// Errors name the file and the tensor; on error the decoder is left without adapters.
 pub fn load_adapter(dir: &Path, decoder: &mut Decoder) -> Result<LoraConfig> {
     if !dir.is_dir() {
         let what = if dir.exists() { "not a directory" } else { "no such directory" };

@@ -483,3 +483,83 @@ fn peft_loads_what_gradus_saves() {
         run(&case_dir(case).join("base"), out.path(), &exp);
     }
 }
+
+#[test]
+fn kv_cache_decoding_and_generation_see_the_adapter() {
+    use gradus_model::generate::{generate, SamplingConfig};
+    use gradus_model::KvCache;
+    let (m, _) = load_case("llama_qv");
+    let e = expected("llama_qv");
+    let v = m.cfg.vocab_size;
+    // Row 0 fed as a 5-token prefix, then token by token through the KV cache: each step's logits
+    // equal PEFT's full-sequence logits at that position.
+    let row = &e.ids[..e.t];
+    let mut cache = KvCache::new(m.cfg.num_hidden_layers);
+    let first = values(&m.forward(&ForwardInput::new(&row[..5], 1, 5), Some(&mut cache)).unwrap());
+    assert!(max_abs_diff(&first, &e.logits[..5 * v]) <= HF_LOGITS_PARITY);
+    for p in 5..e.t {
+        let step = values(&m.forward(&ForwardInput::new(&row[p..p + 1], 1, 1), Some(&mut cache)).unwrap());
+        let d = max_abs_diff(&step, &e.logits[p * v..(p + 1) * v]);
+        assert!(d <= HF_LOGITS_PARITY, "cached step {p} differs from PEFT by {d}");
+    }
+    // Greedy generation with the adapter = with the merged model, and differs from the base.
+    let cfg = SamplingConfig { max_new_tokens: 12, temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0 };
+    let prompts = vec![row[..4].to_vec(), e.ids[e.t..e.t + 6].to_vec()];
+    let run = |d: &Decoder| -> Vec<Vec<u32>> {
+        generate(d, &prompts, &cfg, &[], &mut |_, _| false).unwrap().into_iter().map(|g| g.tokens).collect()
+    };
+    let adapted = run(&m);
+    assert_eq!(adapted, run(&m.merge_lora().unwrap()));
+    assert_ne!(adapted, run(&m.without_adapters()));
+}
+
+/// Cost of a LoRA forward + backward next to full fine-tuning's, on a small model (d 256, 4 layers,
+/// V 2048, batch 4 × 128 tokens), interleaved runs, median of 7. Prints, asserts nothing; run with
+/// `RAYON_NUM_THREADS=2 cargo test -p gradus-model --test lora -- --ignored lora_step_cost --nocapture`.
+#[test]
+#[ignore]
+fn lora_step_cost() {
+    let cfg = DecoderConfig {
+        vocab_size: 2048,
+        hidden_size: 256,
+        intermediate_size: 688,
+        num_hidden_layers: 4,
+        num_attention_heads: 8,
+        num_key_value_heads: 8,
+        ..Default::default()
+    };
+    let full = Decoder::new_random(&cfg, 1, &Device::Cpu).unwrap();
+    let mut lora_qv = full.clone();
+    lora_qv.apply_lora(&LoraConfig { target_modules: vec!["q_proj".into(), "v_proj".into()], ..Default::default() }, &mut Rng::new(1)).unwrap();
+    let mut lora_all = full.clone();
+    lora_all.apply_lora(&all_modules(8, 16.0), &mut Rng::new(1)).unwrap();
+    let (b, t) = (4, 128);
+    let ids: Vec<u32> = (0..b * (t + 1)).map(|i| (i * 7919 % 2048) as u32).collect();
+    let inp: Vec<u32> = ids.chunks(t + 1).flat_map(|r| r[..t].to_vec()).collect();
+    let tg: Vec<u32> = ids.chunks(t + 1).flat_map(|r| r[1..].to_vec()).collect();
+    let step = |m: &Decoder| {
+        let t0 = std::time::Instant::now();
+        let loss = m.target_logprobs(&ForwardInput::new(&inp, b, t), &tg).unwrap().mean_all().unwrap().neg().unwrap();
+        let g = loss.backward().unwrap();
+        std::hint::black_box(g);
+        t0.elapsed().as_secs_f64()
+    };
+    let models = [("full fine-tuning", &full), ("LoRA q,v r 8", &lora_qv), ("LoRA all linear r 8", &lora_all)];
+    for (_, m) in models {
+        step(m);
+    }
+    let mut times = vec![vec![]; models.len()];
+    for _ in 0..7 {
+        for (i, (_, m)) in models.iter().enumerate() {
+            times[i].push(step(m));
+        }
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    let meds: Vec<f64> = times.iter_mut().map(med).collect();
+    for ((name, _), m) in models.iter().zip(&meds) {
+        println!("{name}: forward + backward {:.1} ms (median of 7), {:.2}x full fine-tuning", m * 1e3, m / meds[0]);
+    }
+}
