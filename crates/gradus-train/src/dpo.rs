@@ -18,7 +18,8 @@ use gradus_data::preference::{completion_batch, completion_sequence, TokenizedPa
 use gradus_data::tokenizer::Tokenizer;
 use gradus_model::decoder::{Decoder, ForwardInput};
 use gradus_model::hf::load_decoder;
-use gradus_model::WeightDtype;
+use gradus_model::lora::save_adapter_with_base;
+use gradus_model::{LoraConfig, WeightDtype};
 use gradus_objectives::math::values;
 use gradus_objectives::preference::{kto, marge, SeqLoss};
 use gradus_objectives::ranking::{ranking_report, RankingReport, BETAS};
@@ -27,6 +28,7 @@ use gradus_tensor::{Error, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use crate::checkpoint::SavedRng;
 use crate::optim::AdamWConfig;
 use crate::prefs::{constant_logps, load_pairs, pad_id, pair_logps, pair_logps_all, pair_scores, PrefsSection};
 use crate::recipe::{DataSection, ModelSection, RecipeConfig, RunConfig, TokenizerSection, TrainSection};
@@ -65,6 +67,10 @@ pub struct DpoConfig {
     pub objective: PreferenceObjective,
     pub reference: ReferenceSection,
     pub prefs: PrefsSection,
+    /// Train LoRA adapters instead of the full model; the reference is then the base model with
+    /// the adapters disabled (no second copy of the weights). Checkpoints hold the adapter in the
+    /// PEFT layout; `gradus lora merge` folds it into the base.
+    pub lora: Option<LoraConfig>,
 }
 
 impl DpoConfig {
@@ -84,6 +90,9 @@ impl DpoConfig {
     pub fn validate(&self) -> Result<()> {
         self.base().validate()?;
         self.objective.validate()?;
+        if let Some(l) = &self.lora {
+            l.validate()?;
+        }
         if self.model.init_from.is_none() {
             return Err(Error::config("model.init_from", "preference optimisation starts from a trained model (an SFT checkpoint)"));
         }
@@ -155,6 +164,7 @@ enum Reference {
 
 struct DpoLearner<'a> {
     model: &'a mut Decoder,
+    lora: Option<(LoraConfig, Option<String>)>,
     tok: &'a Tokenizer,
     objective: PreferenceObjective,
     items: Items,
@@ -204,10 +214,12 @@ impl DpoLearner<'_> {
         }
     }
 
-    /// Ranking diagnostics of the current policy on the held-out pairs.
+    /// Ranking diagnostics of the current policy on the held-out pairs (adapter dropout off).
     fn ranking(&self) -> Result<RankingReport> {
-        let pol = pair_logps_all(self.model, &self.eval, self.pad, 16)?;
-        Ok(ranking_report(&pair_scores(&self.eval, &pol, &self.eval_ref), self.objective.beta(), self.eps))
+        self.model.set_lora_training(false);
+        let pol = pair_logps_all(self.model, &self.eval, self.pad, 16);
+        self.model.set_lora_training(true);
+        Ok(ranking_report(&pair_scores(&self.eval, &pol?, &self.eval_ref), self.objective.beta(), self.eps))
     }
 }
 
@@ -232,7 +244,11 @@ impl Learner for DpoLearner<'_> {
     type Micro = Vec<usize>;
 
     fn params(&self) -> Vec<(String, Var)> {
-        self.model.named_params()
+        if self.lora.is_some() {
+            self.model.lora_params()
+        } else {
+            self.model.named_params()
+        }
     }
     fn next_micro(&mut self) -> Result<Vec<usize>> {
         Ok(self.cursor.next_indices().ok_or_else(|| Error::msg("no preference data"))?.to_vec())
@@ -306,18 +322,35 @@ impl Learner for DpoLearner<'_> {
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
-        save_model_files(self.model, self.tok, dir)
+        match &self.lora {
+            Some((cfg, base)) => {
+                save_adapter_with_base(dir, self.model, cfg, base.as_deref())?;
+                self.tok.save(dir)
+            }
+            None => save_model_files(self.model, self.tok, dir),
+        }
     }
     fn load(&mut self, dir: &Path) -> Result<()> {
-        let saved = load_decoder(dir, self.model.device())?;
-        let t: Vec<(String, Tensor)> = saved.named_params().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
-        set_params(&self.model.named_params(), &t, dir)
+        let t: Vec<(String, Tensor)> = if self.lora.is_some() {
+            let f = dir.join("adapter_model.safetensors");
+            gradus_tensor::io::read_safetensors(&f, self.model.device())?.into_iter().map(|l| (l.name, l.tensor)).collect()
+        } else {
+            let saved = load_decoder(dir, self.model.device())?;
+            saved.named_params().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect()
+        };
+        set_params(&self.params(), &t, dir)
     }
     fn cursor(&self) -> Value {
-        serde_json::to_value(self.cursor.state()).unwrap_or(Value::Null)
+        let dropout = self.model.lora_dropout_state().map(SavedRng::from);
+        json!({"pairs": self.cursor.state(), "lora_dropout": dropout})
     }
     fn restore_cursor(&mut self, cursor: &Value) -> Result<()> {
-        let st: CursorState = serde_json::from_value(cursor.clone()).map_err(|e| Error::msg(format!("trainer_state.json: bad data_cursor {cursor}: {e}")))?;
+        let bad = |e: serde_json::Error| Error::msg(format!("trainer_state.json: bad data_cursor {cursor}: {e}"));
+        let st: CursorState = serde_json::from_value(cursor["pairs"].clone()).map_err(bad)?;
+        if let Some(d) = cursor.get("lora_dropout").filter(|v| !v.is_null()) {
+            let saved: SavedRng = serde_json::from_value(d.clone()).map_err(bad)?;
+            self.model.set_lora_dropout_state(saved.to_state()?)?;
+        }
         self.cursor.restore(st)
     }
     fn step_metrics(&mut self, step: u64) -> Result<Map<String, Value>> {
@@ -351,6 +384,11 @@ pub fn run(cfg: &DpoConfig, resume: bool) -> Result<DpoSummary> {
     let tok = crate::prep::tokenizer_for(&base, &[], resume)?;
     let mut model = crate::prep::model_for(&base, &tok)?;
     model.cfg.dtype = WeightDtype::F32;
+    if let Some(l) = &cfg.lora {
+        model.apply_lora(l, &mut gradus_tensor::rng::Rng::derive(cfg.run.seed, "lora"))?;
+    }
+    // References and evaluations run without adapter dropout.
+    model.set_lora_training(false);
     let data = load_pairs(&cfg.data.source, &cfg.prefs, &tok, cfg.data.seq_len, cfg.run.seed)?;
     let pad = pad_id(&tok);
 
@@ -358,6 +396,8 @@ pub fn run(cfg: &DpoConfig, resume: bool) -> Result<DpoSummary> {
     let eval_ref = pair_logps_all(&model, &data.eval, pad, 16)?;
     let items = if cfg.objective.is_paired() { Items::Pairs(data.train.clone()) } else { Items::Singles(singles(&data.train)) };
     let reference = match cfg.reference.mode {
+        // With LoRA the reference is the base with adapters disabled: the same Vars, no copy.
+        ReferenceMode::Online if cfg.lora.is_some() => Reference::Online(Box::new(model.without_adapters())),
         ReferenceMode::Online => Reference::Online(Box::new(load_decoder(&crate::prefs::model_dir(&cfg.model.init_from, "dpo")?, model.device())?)),
         ReferenceMode::Precompute => Reference::Cached(match &items {
             Items::Pairs(p) => pair_logps_all(&model, p, pad, 16)?,
@@ -377,8 +417,11 @@ pub fn run(cfg: &DpoConfig, resume: bool) -> Result<DpoSummary> {
         }),
     };
     let n = items.len();
+    model.set_lora_training(true);
+    let lora = cfg.lora.clone().map(|l| (l, cfg.model.init_from.as_ref().map(|p| p.display().to_string())));
     let mut learner = DpoLearner {
         model: &mut model,
+        lora,
         tok: &tok,
         objective: cfg.objective.clone(),
         items,
