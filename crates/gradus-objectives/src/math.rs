@@ -2,11 +2,20 @@
 
 use gradus_tensor::{Result, Tensor};
 
-/// log σ(x) = min(x, 0) − log(1 + e^{−|x|}), stable for large |x|; differentiable.
+/// log σ(x), stable for large |x|, with the exact gradient σ(−x) everywhere, x = 0 included.
+///
+/// Two smooth branches joined by a select: x ≥ 0: −log(1 + e^{−x}); x < 0: x − log(1 + e^{x}).
+/// Each branch sees only its own side's values (0 elsewhere), so neither overflows. The usual
+/// `min(x, 0) − log(1 + e^{−|x|})` is wrong *at* 0 under autograd: min and |x| have kinks there,
+/// and DPO's first step has every margin exactly 0 (that version doubled the step-1 gradient).
 pub fn log_sigmoid(x: &Tensor) -> Result<Tensor> {
-    let m = x.minimum(0f64)?;
-    let soft = (x.abs()?.neg()?.exp()? + 1.0)?.log()?;
-    Ok((m - soft)?)
+    let zeros = x.zeros_like()?;
+    let pos = x.ge(&zeros)?;
+    let xp = pos.where_cond(x, &zeros)?;
+    let xn = pos.where_cond(&zeros, x)?;
+    let on_pos = (xp.neg()?.exp()? + 1.0)?.log()?.neg()?;
+    let on_neg = (&xn - (xn.exp()? + 1.0)?.log()?)?;
+    Ok(pos.where_cond(&on_pos, &on_neg)?)
 }
 
 /// σ(x) = exp(log σ(x)).

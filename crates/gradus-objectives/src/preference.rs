@@ -253,7 +253,7 @@ impl PreferenceObjective {
         match *self {
             Self::Dpo { beta, label_smoothing } => dpo(policy, reference, beta, label_smoothing),
             Self::Robust { beta, label_smoothing } => robust_dpo(policy, reference, beta, label_smoothing),
-            Self::Ipo { beta } => ipo(&policy.length_normalized()?, &reference.length_normalized()?, beta),
+            Self::Ipo { beta } => ipo(policy, reference, beta),
             Self::DpoNorm { beta } => dpo(&policy.length_normalized()?, &reference.length_normalized()?, beta, 0.0),
             Self::Simpo { beta, gamma_beta_ratio } => simpo(policy, beta, gamma_beta_ratio),
             Self::GammaDpo { beta, gamma } => gamma_dpo(policy, reference, beta, gamma),
@@ -303,11 +303,12 @@ pub fn robust_dpo(policy: &PairLogps, reference: &PairLogps, beta: f64, eps: f64
     Ok(PairLoss { losses, chosen_rewards, rejected_rewards })
 }
 
-/// IPO (Azar et al. 2023, Eq. 17): (h − 1/(2β))². The caller passes length-normalised log-probs
-/// for TRL's semantics ([`PreferenceObjective::Ipo`] does).
+/// IPO (Azar et al. 2023, Eq. 17) with TRL's semantics: (h̄ − 1/(2β))², h̄ the margin of
+/// per-token average log-ratios; the logged rewards are β·(summed) log-ratios, as for DPO.
 pub fn ipo(policy: &PairLogps, reference: &PairLogps, beta: f64) -> Result<PairLoss> {
+    let (cn, rn) = log_ratios(&policy.length_normalized()?, &reference.length_normalized()?)?;
+    let losses = ((&cn - &rn)? - 1.0 / (2.0 * beta))?.sqr()?;
     let (c, r) = log_ratios(policy, reference)?;
-    let losses = ((&c - &r)? - 1.0 / (2.0 * beta))?.sqr()?;
     let (chosen_rewards, rejected_rewards) = rewards(beta, &c, &r)?;
     Ok(PairLoss { losses, chosen_rewards, rejected_rewards })
 }

@@ -45,6 +45,15 @@ fn reference() -> PairLogps {
 }
 
 #[test]
+fn log_sigmoid_gradient_is_sigma_minus_x_even_at_zero() {
+    // d/dx log σ(x) = σ(−x): 0.5 at 0 (where DPO starts: every margin is 0), σ(2) = 0.8807971 at −2,
+    // σ(−3) = 0.0474259 at 3, 1 at −100 and ≈ 0 at 100.
+    let x = Var::from_tensor(&t(&[0.0, -2.0, 3.0, -100.0, 100.0])).unwrap();
+    let g = log_sigmoid(x.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+    close(&values(g.get(x.as_tensor()).unwrap()).unwrap(), &[0.5, 0.8807971, 0.0474259, 1.0, 0.0]);
+}
+
+#[test]
 fn dpo_sigmoid_and_cdpo() {
     // β = 0.5: βh = 1, L = −log σ(1) = ln(1 + e^{−1}) = 0.3132617; rewards β·(±1) = ±0.5.
     let l = dpo(&policy(), &reference(), 0.5, 0.0).unwrap();
@@ -86,6 +95,9 @@ fn ipo_uses_per_token_log_ratios() {
     let obj = PreferenceObjective::Ipo { beta: 0.5 };
     let l = obj.pair_loss(&policy(), &reference()).unwrap();
     close(&values(&l.losses).unwrap(), &[0.0625]);
+    // Rewards are β times the summed log-ratios (TRL logs them so): 0.5·(+1), 0.5·(−1).
+    close(&l.chosen_rewards, &[0.5]);
+    close(&l.rejected_rewards, &[-0.5]);
 }
 
 #[test]

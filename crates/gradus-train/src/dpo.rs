@@ -426,7 +426,7 @@ pub fn run(cfg: &DpoConfig, resume: bool) -> Result<DpoSummary> {
         objective: cfg.objective.clone(),
         items,
         reference,
-        cursor: IndexCursor::new(n, cfg.train.batch_size, cfg.run.seed)?,
+        cursor: IndexCursor::new(n, cfg.train.batch_size, cfg.run.seed)?.with_shuffle(cfg.prefs.shuffle),
         pad,
         eval: data.eval.clone(),
         eval_ref,

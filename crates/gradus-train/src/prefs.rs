@@ -34,6 +34,8 @@ pub struct PrefsSection {
     pub fields: PreferenceFields,
     /// The synthetic generator's settings.
     pub synthetic: PrefsConfig,
+    /// Shuffle the pairs each epoch (false: file order, as TRL with a sequential sampler).
+    pub shuffle: bool,
 }
 
 impl Default for PrefsSection {
@@ -47,6 +49,7 @@ impl Default for PrefsSection {
             agreement_eps: gradus_objectives::ranking::DEFAULT_EPS,
             fields: PreferenceFields::default(),
             synthetic: PrefsConfig::default(),
+            shuffle: true,
         }
     }
 }

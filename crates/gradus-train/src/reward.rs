@@ -289,7 +289,7 @@ pub fn run(cfg: &RewardConfig, resume: bool) -> Result<RewardSummary> {
 
     // 2. Train.
     let n = data.train.len();
-    let mut learner = RmLearner { rm: &mut rm, tok: &tok, pairs: data.train.clone(), cursor: IndexCursor::new(n, cfg.train.batch_size, cfg.run.seed)?, pad, objective: cfg.objective.clone() };
+    let mut learner = RmLearner { rm: &mut rm, tok: &tok, pairs: data.train.clone(), cursor: IndexCursor::new(n, cfg.train.batch_size, cfg.run.seed)?.with_shuffle(cfg.prefs.shuffle), pad, objective: cfg.objective.clone() };
     let fit = fit_learner(&mut learner, &base, resume)?;
 
     // 3. Held-out accuracy, scores, report.
