@@ -14,7 +14,7 @@
 use std::path::Path;
 
 use gradus_data::pack::{CursorState, IndexCursor};
-use gradus_data::preference::{completion_batch, completion_sequence, TokenizedPair};
+use gradus_data::preference::{completion_batch, completion_sequence, read_unpaired, tokenize, BadPairPolicy, TokenizedPair};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_model::decoder::{Decoder, ForwardInput};
 use gradus_model::hf::load_decoder;
@@ -30,7 +30,7 @@ use serde_json::{json, Map, Value};
 
 use crate::checkpoint::SavedRng;
 use crate::optim::AdamWConfig;
-use crate::prefs::{constant_logps, load_pairs, pad_id, pair_logps, pair_logps_all, pair_scores, PrefsSection};
+use crate::prefs::{constant_logps, load_pairs, PairData, pad_id, pair_logps, pair_logps_all, pair_scores, PrefsSection};
 use crate::recipe::{DataSection, ModelSection, RecipeConfig, RunConfig, TokenizerSection, TrainSection};
 use crate::report::Section;
 use crate::schedule::Schedule;
@@ -121,6 +121,34 @@ fn singles(pairs: &[TokenizedPair]) -> Vec<Single> {
             ]
         })
         .collect()
+}
+
+/// Unpaired rows (prompt/completion/label) tokenized as singles; MargE's reward is the label (1/0).
+fn unpaired_singles(source: &str, p: &PrefsSection, tok: &Tokenizer, max_len: usize) -> Result<Vec<Single>> {
+    let rows = read_unpaired(Path::new(source), &p.fields)?;
+    let tpl = gradus_data::chat::ChatTemplate::for_tokenizer(tok)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (i, r) in rows.iter().enumerate() {
+        let bad = if r.completion.is_empty() {
+            Some("empty completion")
+        } else {
+            None
+        };
+        let t = tokenize(tok, &tpl, &r.prompt, &[&r.completion])?;
+        let bad = bad.or((t.prompt.len() + t.completions[0].len() > max_len).then_some("prompt + completion is longer than the context"));
+        if let Some(why) = bad {
+            match p.on_bad_pair {
+                BadPairPolicy::Error => return Err(Error::msg(format!("{source}: example {i}: {why}"))),
+                BadPairPolicy::Skip => continue,
+            }
+        }
+        let mut c = t.completions;
+        out.push(Single { prompt: t.prompt, completion: c.pop().unwrap_or_default(), desirable: r.label, reward: if r.label { 1.0 } else { 0.0 } });
+    }
+    if out.is_empty() {
+        return Err(Error::config("data.source", format!("`{source}` holds no usable examples")));
+    }
+    Ok(out)
 }
 
 /// log π(completion | prompt) of singles: (B,) with lengths. `shift` pairs prompt i with the
@@ -389,12 +417,31 @@ pub fn run(cfg: &DpoConfig, resume: bool) -> Result<DpoSummary> {
     }
     // References and evaluations run without adapter dropout.
     model.set_lora_training(false);
-    let data = load_pairs(&cfg.data.source, &cfg.prefs, &tok, cfg.data.seq_len, cfg.run.seed)?;
+    let (data, unpaired) = if cfg.prefs.unpaired {
+        if cfg.objective.is_paired() {
+            return Err(Error::config("prefs.unpaired", format!("unpaired data needs `kto` or `marge`, not `{}`", cfg.objective.name())));
+        }
+        let eval = match &cfg.prefs.eval_source {
+            Some(e) => {
+                let d = load_pairs(e, &cfg.prefs, &tok, cfg.data.seq_len, cfg.run.seed)?;
+                if e == "synthetic" { d.eval } else { d.train }
+            }
+            None => Vec::new(),
+        };
+        let singles = unpaired_singles(&cfg.data.source, &cfg.prefs, &tok, cfg.data.seq_len)?;
+        (PairData { train: Vec::new(), eval, skipped: Default::default() }, Some(singles))
+    } else {
+        (load_pairs(&cfg.data.source, &cfg.prefs, &tok, cfg.data.seq_len, cfg.run.seed)?, None)
+    };
     let pad = pad_id(&tok);
 
     // 2. Reference log-probs (the initial policy), cached or a frozen copy.
     let eval_ref = pair_logps_all(&model, &data.eval, pad, 16)?;
-    let items = if cfg.objective.is_paired() { Items::Pairs(data.train.clone()) } else { Items::Singles(singles(&data.train)) };
+    let items = match unpaired {
+        Some(s) => Items::Singles(s),
+        None if cfg.objective.is_paired() => Items::Pairs(data.train.clone()),
+        None => Items::Singles(singles(&data.train)),
+    };
     let reference = match cfg.reference.mode {
         // With LoRA the reference is the base with adapters disabled: the same Vars, no copy.
         ReferenceMode::Online if cfg.lora.is_some() => Reference::Online(Box::new(model.without_adapters())),

@@ -34,6 +34,9 @@ pub struct PrefsSection {
     pub fields: PreferenceFields,
     /// The synthetic generator's settings.
     pub synthetic: PrefsConfig,
+    /// Rows are unpaired `prompt`/`completion`/`label` examples (KTO's format) instead of pairs; the
+    /// held-out ranking diagnostics then need `eval_source` (pairs).
+    pub unpaired: bool,
     /// Shuffle the pairs each epoch (false: file order, as TRL with a sequential sampler).
     pub shuffle: bool,
 }
@@ -49,6 +52,7 @@ impl Default for PrefsSection {
             agreement_eps: gradus_objectives::ranking::DEFAULT_EPS,
             fields: PreferenceFields::default(),
             synthetic: PrefsConfig::default(),
+            unpaired: false,
             shuffle: true,
         }
     }

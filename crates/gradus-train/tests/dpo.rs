@@ -196,3 +196,35 @@ fn lora_dpo_trains_only_the_adapter_and_resumes_exactly() {
     let bits = |n: &str| col(&d.path().join(n), "train/loss").iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits("lora-full"), bits("lora-split"), "dropout stream and adapter restored exactly");
 }
+
+#[test]
+fn kto_trains_on_unpaired_rows() {
+    let d = tempfile::tempdir().unwrap();
+    let init = init_model(d.path());
+    let data = d.path().join("kto.jsonl");
+    let mut s = String::new();
+    for i in 0..12 {
+        let good = i % 3 != 0;
+        let row = serde_json::json!({"prompt": format!("Question: Compute {i}+1.\nAnswer: "), "completion": if good { format!("{}", i + 1) } else { "I am not sure.".into() }, "label": good});
+        s.push_str(&format!("{row}\n"));
+    }
+    std::fs::write(&data, s).unwrap();
+    let mut c = cfg(d.path(), &init, "kto");
+    c.data.source = data.display().to_string();
+    c.prefs.unpaired = true;
+    c.prefs.eval_source = Some("synthetic".into());
+    c.prefs.eval_pairs = 8;
+    c.prefs.eval_every = 0;
+    c.train.steps = 4;
+    c.train.batch_size = 4;
+    c.objective = PreferenceObjective::Dpo { beta: 0.1, label_smoothing: 0.0 };
+    let e = run(&c, false).err().unwrap().to_string();
+    assert!(e.contains("prefs.unpaired") && e.contains("kto"), "{e}");
+    c.objective = PreferenceObjective::Kto { beta: 0.1, desirable_weight: 1.0, undesirable_weight: 1.0 };
+    let out = run(&c, false).unwrap();
+    let loss = col(&out.fit.run_dir, "train/loss");
+    // Step 1: r = 0 and z = 0, so every example's loss is 1 − σ(0) = 0.5.
+    assert!((loss[0] - 0.5).abs() < 1e-5, "{loss:?}");
+    assert_eq!(loss.len(), 4);
+    assert_eq!(out.after.unwrap().pairs, 8, "held-out pairs from eval_source");
+}
