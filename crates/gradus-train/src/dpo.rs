@@ -16,7 +16,7 @@ use std::path::Path;
 use gradus_data::pack::{CursorState, IndexCursor};
 use gradus_data::preference::{completion_batch, completion_sequence, read_unpaired, tokenize, BadPairPolicy, TokenizedPair};
 use gradus_data::tokenizer::Tokenizer;
-use gradus_model::decoder::{Decoder, ForwardInput};
+use gradus_model::decoder::Decoder;
 use gradus_model::hf::load_decoder;
 use gradus_model::lora::save_adapter_with_base;
 use gradus_model::{LoraConfig, WeightDtype};
@@ -163,7 +163,7 @@ fn single_logps(model: &Decoder, items: &[&Single], shift: Option<&[Single]>, id
         })
         .collect();
     let b = completion_batch(&seqs, pad)?;
-    let inp = ForwardInput { input_ids: &b.input_ids, batch: b.rows, seq_len: b.seq_len, position_ids: Some(&b.position_ids), segment_ids: Some(&b.segment_ids) };
+    let inp = crate::trainer::forward_input(&b);
     let lp = model.row_logps(&inp, &b.targets, &b.loss_weight)?;
     let lens = (0..b.rows).map(|r| b.loss_weight[r * b.seq_len..(r + 1) * b.seq_len].iter().sum()).collect();
     SeqLogps::new(lp, lens)

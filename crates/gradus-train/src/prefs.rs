@@ -8,7 +8,7 @@ use gradus_data::chat::ChatTemplate;
 use gradus_data::preference::{pair_batch, read_pairs, tokenize_pairs, BadPairPolicy, PreferenceFields, SkipCounts, TokenizedPair};
 use gradus_data::synthetic::{preference_pairs, PrefsConfig, Split};
 use gradus_data::tokenizer::Tokenizer;
-use gradus_model::decoder::{Decoder, ForwardInput};
+use gradus_model::decoder::Decoder;
 use gradus_objectives::ranking::PairScores;
 use gradus_objectives::{PairLogps, SeqLogps};
 use gradus_tensor::{Error, Result, Tensor};
@@ -103,13 +103,7 @@ pub fn pad_id(tok: &Tokenizer) -> u32 {
 /// Sequence log-probs of `pairs` under `model`: chosen and rejected (B,) with completion lengths.
 pub fn pair_logps(model: &Decoder, pairs: &[&TokenizedPair], pad: u32) -> Result<PairLogps> {
     let b = pair_batch(pairs, pad)?;
-    let inp = ForwardInput {
-        input_ids: &b.input_ids,
-        batch: b.rows,
-        seq_len: b.seq_len,
-        position_ids: Some(&b.position_ids),
-        segment_ids: Some(&b.segment_ids),
-    };
+    let inp = crate::trainer::forward_input(&b);
     let lp = model.row_logps(&inp, &b.targets, &b.loss_weight)?;
     let n = pairs.len();
     let lens: Vec<f32> = (0..2 * n).map(|r| b.loss_weight[r * b.seq_len..(r + 1) * b.seq_len].iter().sum()).collect();

@@ -11,7 +11,6 @@ use std::path::Path;
 use gradus_data::pack::{CursorState, IndexCursor};
 use gradus_data::preference::{pair_batch, TokenizedPair};
 use gradus_data::tokenizer::Tokenizer;
-use gradus_model::decoder::ForwardInput;
 use gradus_model::reward::RewardModel;
 use gradus_model::WeightDtype;
 use gradus_objectives::math::values;
@@ -101,7 +100,7 @@ fn last_positions(pairs: &[&TokenizedPair]) -> Vec<usize> {
 /// Scores (2B, K) of a batch of pairs.
 pub fn pair_scores(rm: &RewardModel, pairs: &[&TokenizedPair], pad: u32) -> Result<Tensor> {
     let b = pair_batch(pairs, pad)?;
-    let inp = ForwardInput { input_ids: &b.input_ids, batch: b.rows, seq_len: b.seq_len, position_ids: Some(&b.position_ids), segment_ids: Some(&b.segment_ids) };
+    let inp = crate::trainer::forward_input(&b);
     rm.scores(&inp, &last_positions(pairs))
 }
 

@@ -58,16 +58,21 @@ pub struct FitSummary {
     pub last_checkpoint: Option<PathBuf>,
 }
 
-/// Token-weighted negative log-likelihood of one micro-batch, divided by `norm` (the number of
-/// target tokens in the whole optimiser step). Returns a scalar tensor.
-pub fn batch_loss(model: &Decoder, b: &Batch, norm: f64) -> Result<Tensor> {
-    let inp = ForwardInput {
+/// The model input of a batch: its ids, positions and segments.
+pub fn forward_input(b: &Batch) -> ForwardInput<'_> {
+    ForwardInput {
         input_ids: &b.input_ids,
         batch: b.rows,
         seq_len: b.seq_len,
         position_ids: Some(&b.position_ids),
         segment_ids: Some(&b.segment_ids),
-    };
+    }
+}
+
+/// Token-weighted negative log-likelihood of one micro-batch, divided by `norm` (the number of
+/// target tokens in the whole optimiser step). Returns a scalar tensor.
+pub fn batch_loss(model: &Decoder, b: &Batch, norm: f64) -> Result<Tensor> {
+    let inp = forward_input(b);
     let lp = model.target_logprobs(&inp, &b.targets)?;
     let w = Tensor::from_slice(&b.loss_weight, b.loss_weight.len(), model.device())?;
     Ok(((lp * w)?.sum_all()?.neg()? / norm.max(1.0))?)

@@ -1,47 +1,16 @@
 //! `train dpo` end to end on a tiny random model: learning happens, exact resume, precomputed =
 //! online reference, every objective runs, bad pairs are reported.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{col, init_model};
 
-use gradus_data::preference::{BadPairPolicy, Turns};
-use gradus_data::synthetic::{preference_pairs, PrefsConfig, Split};
-use gradus_model::decoder::Decoder;
-use gradus_model::hf::save_decoder;
-use gradus_model::DecoderConfig;
+use std::path::Path;
+
+use gradus_data::preference::BadPairPolicy;
 use gradus_objectives::PreferenceObjective;
 use gradus_tensor::Device;
 use gradus_train::dpo::{run, DpoConfig, ReferenceMode};
-use gradus_train::metrics::read_metrics;
-use gradus_train::prep::train_tokenizer;
 use gradus_train::schedule::Schedule;
-
-/// A tiny random "SFT" model with a tokenizer trained on the synthetic pairs' text.
-fn init_model(dir: &Path) -> PathBuf {
-    let out = dir.join("init");
-    let texts: Vec<String> = preference_pairs(200, 0, Split::Train, &PrefsConfig::default())
-        .into_iter()
-        .map(|p| match (p.prompt, p.chosen, p.rejected) {
-            (Turns::Text(a), Turns::Text(b), Turns::Text(c)) => format!("{a}{b}\n{c}"),
-            _ => unreachable!("synthetic pairs are text"),
-        })
-        .collect();
-    let tok = train_tokenizer(&texts, 300).unwrap();
-    let cfg = DecoderConfig {
-        vocab_size: tok.vocab_size(),
-        hidden_size: 32,
-        intermediate_size: 64,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        max_position_embeddings: 512,
-        tie_word_embeddings: true,
-        ..Default::default()
-    };
-    let m = Decoder::new_random(&cfg, 1, &Device::Cpu).unwrap();
-    save_decoder(&m, &out).unwrap();
-    tok.save(&out).unwrap();
-    out
-}
 
 fn cfg(dir: &Path, init: &Path, name: &str) -> DpoConfig {
     let mut c = DpoConfig::default();
@@ -63,14 +32,11 @@ fn cfg(dir: &Path, init: &Path, name: &str) -> DpoConfig {
     c
 }
 
-fn col(run_dir: &Path, key: &str) -> Vec<f64> {
-    read_metrics(&run_dir.join("metrics.jsonl")).unwrap().iter().filter_map(|r| r.get(key).and_then(|v| v.as_f64())).collect()
-}
 
 #[test]
 fn dpo_learns_and_logs_the_diagnostics() {
     let d = tempfile::tempdir().unwrap();
-    let init = init_model(d.path());
+    let init = init_model(d.path(), true);
     let c = cfg(d.path(), &init, "dpo");
     let s = run(&c, false).unwrap();
     let loss = col(&s.fit.run_dir, "train/loss");
@@ -96,7 +62,7 @@ fn dpo_learns_and_logs_the_diagnostics() {
 #[test]
 fn resume_is_bit_identical_and_online_reference_matches_precomputed() {
     let d = tempfile::tempdir().unwrap();
-    let init = init_model(d.path());
+    let init = init_model(d.path(), true);
     let mut a = cfg(d.path(), &init, "full");
     a.train.steps = 6;
     a.prefs.eval_every = 0;
@@ -122,7 +88,7 @@ fn resume_is_bit_identical_and_online_reference_matches_precomputed() {
 #[test]
 fn every_objective_runs() {
     let d = tempfile::tempdir().unwrap();
-    let init = init_model(d.path());
+    let init = init_model(d.path(), true);
     let objectives = [
         PreferenceObjective::Ipo { beta: 0.1 },
         PreferenceObjective::DpoNorm { beta: 5.0 },
@@ -148,7 +114,7 @@ fn every_objective_runs() {
 #[test]
 fn bad_pairs_error_or_skip() {
     let d = tempfile::tempdir().unwrap();
-    let init = init_model(d.path());
+    let init = init_model(d.path(), true);
     let data = d.path().join("pairs.jsonl");
     std::fs::write(
         &data,
@@ -168,7 +134,7 @@ fn bad_pairs_error_or_skip() {
 #[test]
 fn lora_dpo_trains_only_the_adapter_and_resumes_exactly() {
     let d = tempfile::tempdir().unwrap();
-    let init = init_model(d.path());
+    let init = init_model(d.path(), true);
     let mut a = cfg(d.path(), &init, "lora-full");
     a.train.steps = 6;
     a.prefs.eval_every = 0;
@@ -200,7 +166,7 @@ fn lora_dpo_trains_only_the_adapter_and_resumes_exactly() {
 #[test]
 fn kto_trains_on_unpaired_rows() {
     let d = tempfile::tempdir().unwrap();
-    let init = init_model(d.path());
+    let init = init_model(d.path(), true);
     let data = d.path().join("kto.jsonl");
     let mut s = String::new();
     for i in 0..12 {

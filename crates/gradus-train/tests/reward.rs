@@ -1,45 +1,15 @@
 //! `train reward` end to end: BT fits the pairs and saves a head that loads back with the same
 //! scores; regression → BT initialisation; missing signals are named.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{col, init_model};
 
-use gradus_data::preference::Turns;
-use gradus_data::synthetic::{preference_pairs, PrefsConfig, Split};
-use gradus_model::decoder::Decoder;
-use gradus_model::hf::save_decoder;
+use std::path::Path;
+
 use gradus_model::reward::RewardModel;
-use gradus_model::DecoderConfig;
 use gradus_objectives::reward::RewardObjective;
-use gradus_tensor::Device;
-use gradus_train::metrics::read_metrics;
-use gradus_train::prep::train_tokenizer;
 use gradus_train::reward::{run, RewardConfig};
 use gradus_train::schedule::Schedule;
-
-fn init_model(dir: &Path) -> PathBuf {
-    let out = dir.join("init");
-    let texts: Vec<String> = preference_pairs(200, 0, Split::Train, &PrefsConfig::default())
-        .into_iter()
-        .map(|p| match (p.prompt, p.chosen, p.rejected) {
-            (Turns::Text(a), Turns::Text(b), Turns::Text(c)) => format!("{a}{b}\n{c}"),
-            _ => unreachable!(),
-        })
-        .collect();
-    let tok = train_tokenizer(&texts, 300).unwrap();
-    let cfg = DecoderConfig {
-        vocab_size: tok.vocab_size(),
-        hidden_size: 32,
-        intermediate_size: 64,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        max_position_embeddings: 512,
-        ..Default::default()
-    };
-    save_decoder(&Decoder::new_random(&cfg, 1, &Device::Cpu).unwrap(), &out).unwrap();
-    tok.save(&out).unwrap();
-    out
-}
 
 fn cfg(dir: &Path, init: &Path, name: &str) -> RewardConfig {
     let mut c = RewardConfig::default();
@@ -58,14 +28,11 @@ fn cfg(dir: &Path, init: &Path, name: &str) -> RewardConfig {
     c
 }
 
-fn col(run_dir: &Path, key: &str) -> Vec<f64> {
-    read_metrics(&run_dir.join("metrics.jsonl")).unwrap().iter().filter_map(|r| r.get(key).and_then(|v| v.as_f64())).collect()
-}
 
 #[test]
 fn bradley_terry_fits_and_the_head_loads_back() {
     let d = tempfile::tempdir().unwrap();
-    let init = init_model(d.path());
+    let init = init_model(d.path(), false);
     let mut c = cfg(d.path(), &init, "bt");
     c.train.steps = 40;
     c.train.lr = 1e-3;
@@ -93,7 +60,7 @@ fn bradley_terry_fits_and_the_head_loads_back() {
 #[test]
 fn regression_then_bt_from_one_of_its_outputs() {
     let d = tempfile::tempdir().unwrap();
-    let init = init_model(d.path());
+    let init = init_model(d.path(), false);
     let mut r = cfg(d.path(), &init, "reg");
     r.objective = RewardObjective::Regression {};
     r.train.steps = 4;
@@ -114,7 +81,7 @@ fn regression_then_bt_from_one_of_its_outputs() {
 #[test]
 fn missing_margin_is_named() {
     let d = tempfile::tempdir().unwrap();
-    let init = init_model(d.path());
+    let init = init_model(d.path(), false);
     let data = d.path().join("p.jsonl");
     std::fs::write(&data, "{\"prompt\": \"Question: 1+1?\\nAnswer: \", \"chosen\": \"2\", \"rejected\": \"3\"}\n").unwrap();
     let mut c = cfg(d.path(), &init, "m");
