@@ -177,8 +177,16 @@ pub struct FilterArgs {
 }
 
 fn print_summary<T: serde::Serialize>(s: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(s)?);
-    Ok(())
+    print_line(&serde_json::to_string_pretty(s)?)
+}
+
+/// Print to stdout; a closed pipe (`| head`) is not an error.
+fn print_line(text: &str) -> Result<()> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// Run a `gradus data` command.
@@ -266,13 +274,11 @@ fn run_dedup(a: DedupArgs) -> Result<()> {
     match stage {
         "sign" => {
             let p = dedup::sign_to_dir(&files, shard, &input, &opts.method, &work)?;
-            println!("{}", serde_json::json!({"stage": "sign", "shard": shard.to_string(), "signatures": p.display().to_string()}));
-            Ok(())
+            print_line(&serde_json::json!({"stage": "sign", "shard": shard.to_string(), "signatures": p.display().to_string()}).to_string())
         }
         "merge" => {
             let r = dedup::merge_dir(&files, shard.count, &input, &opts, &work)?;
-            println!("{}", serde_json::json!({"stage": "merge", "shards": shard.count, "clusters": r}));
-            Ok(())
+            print_line(&serde_json::json!({"stage": "merge", "shards": shard.count, "clusters": r}).to_string())
         }
         "apply" => print_summary(&dedup::apply_from_dir(&files, shard, &input, &out, &opts, &work)?),
         s => bail!("--stage: expected sign, merge or apply, got {s:?}"),

@@ -244,9 +244,10 @@ fn stats_shard_summaries_merge_to_the_single_run() {
 #[test]
 fn normalize_and_shingles_by_hand() {
     assert_eq!(normalize("  Hello, World!  3.14 and 42\n\tfoo_bar() "), "hello world 0 and 0 foo bar");
-    // 4 words, n = 2 -> 3 shingles; n = 5 > 4 words -> one shingle of all words.
+    // 4 words, n = 2 -> 3 shingles; n = 5 > 4 words -> none.
     assert_eq!(shingles("a b c d", 2).len(), 3);
-    assert_eq!(shingles("a b c d", 5).len(), 1);
+    assert_eq!(shingles("a b c d", 4).len(), 1);
+    assert_eq!(shingles("a b c d", 5).len(), 0);
     assert_eq!(shingles(" ... ", 5).len(), 0);
     // Same words after normalisation -> same shingles.
     assert_eq!(shingles("A, b; C", 2), shingles("a b c", 2));

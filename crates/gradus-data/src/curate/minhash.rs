@@ -105,7 +105,8 @@ pub fn normalize(text: &str) -> String {
 }
 
 /// The hashes of the word `n`-grams of `text` after [`normalize`], in order (repeats kept). A text
-/// with fewer than `n` words gives one shingle of all its words; an empty one gives none.
+/// with fewer than `n` words has none (as in datatrove): MinHash leaves it alone (exact dedup
+/// still sees it).
 pub fn shingles(text: &str, n: usize) -> Vec<u64> {
     let norm = normalize(text);
     if norm.is_empty() {
@@ -117,7 +118,7 @@ pub fn shingles(text: &str, n: usize) -> Vec<u64> {
     let words = starts.len();
     let end_of = |w: usize| if w + 1 < words { starts[w + 1] - 1 } else { norm.len() };
     if words < n {
-        return vec![XxHash3_64::oneshot(norm.as_bytes())];
+        return Vec::new();
     }
     (0..=words - n)
         .map(|i| XxHash3_64::oneshot(&norm.as_bytes()[starts[i]..end_of(i + n - 1)]))
