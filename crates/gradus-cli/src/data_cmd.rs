@@ -42,6 +42,9 @@ pub enum DataCmd {
         /// Walk subdirectories too.
         #[arg(long)]
         recursive: bool,
+        /// Leave out files and directories whose name matches this glob (repeatable).
+        #[arg(long)]
+        exclude: Vec<String>,
         /// Output JSONL file (`.gz` / `.zst` compress).
         #[arg(long)]
         out: PathBuf,
@@ -228,7 +231,9 @@ pub fn run(cmd: DataCmd) -> Result<()> {
             let cfg = apply_sets(cfg, &a.sets)?;
             print_summary(&filter(&files, shard, &input, &out, &cfg)?)
         }
-        DataCmd::FromFiles { dirs, glob, recursive, out } => print_summary(&from_files(&dirs, &glob, recursive, &out)?),
+        DataCmd::FromFiles { dirs, glob, recursive, exclude, out } => {
+            print_summary(&from_files(&dirs, &glob, recursive, &exclude, &out)?)
+        }
     }
 }
 

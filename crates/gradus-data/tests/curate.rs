@@ -643,12 +643,14 @@ fn from_files_makes_rows_with_path_ids() {
     write(&d.path().join("pkg/c.py"), "y = 2\n");
     std::fs::write(d.path().join("bin.py"), b"\xff\xfe").unwrap();
     let o = d.path().join("rows.jsonl");
-    let s = from_files(&[d.path().to_path_buf()], "*.py", false, &o).unwrap();
+    let s = from_files(&[d.path().to_path_buf()], "*.py", false, &[], &o).unwrap();
     assert_eq!(s.rows, 1);
     assert_eq!(s.skipped_not_utf8, vec![d.path().join("bin.py").display().to_string()]);
     let r = json_lines(&o);
     assert_eq!(r[0]["id"], d.path().join("a.py").display().to_string());
     assert_eq!(r[0]["text"], "x = 1\n");
-    let s = from_files(&[d.path().to_path_buf()], "*.py", true, &o).unwrap();
+    let s = from_files(&[d.path().to_path_buf()], "*.py", true, &[], &o).unwrap();
     assert_eq!(s.rows, 2);
+    let s = from_files(&[d.path().to_path_buf()], "*.py", true, &["pkg".to_string()], &o).unwrap();
+    assert_eq!(s.rows, 1);
 }

@@ -810,9 +810,13 @@ pub struct FromFilesSummary {
 /// Turn the files under `dirs` whose name matches `pattern` (a glob on the file name, e.g. `*.py`)
 /// into JSONL rows `{"id": path, "text": contents}` written to `out` (compressed by its extension:
 /// `.gz`, `.zst`). Files are taken in sorted path order; `recursive` walks subdirectories too
-/// (hidden ones skipped).
-pub fn from_files(dirs: &[PathBuf], pattern: &str, recursive: bool, out: &Path) -> Result<FromFilesSummary> {
+/// (hidden ones skipped); a file or directory whose name matches one of `exclude` is left out.
+pub fn from_files(dirs: &[PathBuf], pattern: &str, recursive: bool, exclude: &[String], out: &Path) -> Result<FromFilesSummary> {
     let pat = glob::Pattern::new(pattern).map_err(|e| Error::config("glob", format!("bad pattern {pattern:?}: {e}")))?;
+    let excl = exclude
+        .iter()
+        .map(|x| glob::Pattern::new(x).map_err(|e| Error::config("exclude", format!("bad pattern {x:?}: {e}"))))
+        .collect::<Result<Vec<_>>>()?;
     let mut paths = Vec::new();
     for d in dirs {
         let mut stack = vec![d.clone()];
@@ -825,6 +829,9 @@ pub fn from_files(dirs: &[PathBuf], pattern: &str, recursive: bool, out: &Path) 
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let p = entry.path();
                 let ft = entry.file_type().map_err(|e| Error::io(&p, e))?;
+                if excl.iter().any(|x| x.matches(&name)) {
+                    continue;
+                }
                 if ft.is_dir() {
                     if recursive && !name.starts_with('.') {
                         stack.push(p);
