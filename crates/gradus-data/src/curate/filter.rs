@@ -537,12 +537,22 @@ impl<'a> PyLexer<'a> {
     /// A non-ASCII character outside a string: only letters / digits (identifier characters).
     fn non_ascii(&mut self) -> std::result::Result<(), String> {
         let ch = self.src[self.i..].chars().next().unwrap_or('\u{fffd}');
-        if !(ch.is_alphanumeric() || ch == '_' || ch == '\u{feff}') {
+        if !(ch.is_alphanumeric() || ch == '\u{feff}' || is_id_extra(ch)) {
             return Err(err_at(self.line, format!("invalid character '{ch}' (U+{:04X})", ch as u32)));
         }
         self.i += ch.len_utf8();
         Ok(())
     }
+}
+
+/// Identifier characters that are not alphanumeric: combining marks and variation selectors
+/// (XID_Continue) and the few Other_ID_Start / Other_ID_Continue characters.
+fn is_id_extra(c: char) -> bool {
+    matches!(c as u32,
+        0x300..=0x36F | 0x483..=0x487 | 0x591..=0x5BD | 0x610..=0x61A | 0x64B..=0x65F | 0x1AB0..=0x1AFF
+        | 0x1DC0..=0x1DFF | 0x203F..=0x2040 | 0x20D0..=0x20FF | 0xFE00..=0xFE0F
+        | 0xFE20..=0xFE2F | 0xFE33..=0xFE34 | 0xFE4D..=0xFE4F | 0xFF3F | 0xE0100..=0xE01EF
+        | 0xB7 | 0x387 | 0x1369..=0x1371 | 0x19DA | 0x2118 | 0x212E | 0x309B..=0x309C)
 }
 
 /// Python's own check: `python3 -c "compile(stdin, '<row>', 'exec')"`. Needs `python3` on the PATH.
