@@ -17,6 +17,12 @@ import os
 from collections import defaultdict
 
 
+def source_key(source):
+    """"path:line" -> (absolute path, line)."""
+    path, line = source.rsplit(":", 1)
+    return os.path.abspath(path), int(line)
+
+
 def read_jsonl(path):
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -28,13 +34,13 @@ def gradus_clusters(out_dir, corpus):
     src_to_id = {}
     for path in sorted(glob.glob(os.path.join(corpus, "*.jsonl"))):
         for i, row in enumerate(read_jsonl(path), 1):
-            src_to_id[f"{path}:{i}"] = row["id"]
+            src_to_id[(os.path.abspath(path), i)] = row["id"]
     clusters = defaultdict(set)
     for path in sorted(glob.glob(os.path.join(out_dir, "removed*.jsonl"))):
         for r in read_jsonl(path):
             if r["reason"] != "near_duplicate":
                 continue
-            kept = src_to_id[r["detail"]["kept"]]
+            kept = src_to_id[source_key(r["detail"]["kept"])]
             clusters[kept].add(kept)
             clusters[kept].add(r["row"]["id"])
     return [frozenset(c) for c in clusters.values()]

@@ -20,6 +20,12 @@ from collections import Counter, defaultdict
 VER = re.compile(r"/lib/python(3\.\d+)/")
 
 
+def source_key(source):
+    """"path:line" -> (absolute path, line)."""
+    path, line = source.rsplit(":", 1)
+    return os.path.abspath(path), int(line)
+
+
 def read_jsonl(path):
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -46,7 +52,7 @@ def main():
     per_version = Counter()
     for path in sorted(glob.glob(os.path.join(a.corpus, "*.jsonl"))):
         for i, row in enumerate(read_jsonl(path), 1):
-            src[f"{path}:{i}"] = row["id"]
+            src[(os.path.abspath(path), i)] = row["id"]
             text[row["id"]] = row["text"]
             per_version[VER.search(row["id"]).group(1)] += 1
     clusters = defaultdict(set)
@@ -55,7 +61,7 @@ def main():
         for r in read_jsonl(path):
             if r["reason"] not in ("near_duplicate", "exact_duplicate"):
                 continue
-            kept = src[r["detail"]["kept"]]
+            kept = src[source_key(r["detail"]["kept"])]
             clusters[kept] |= {kept, r["row"]["id"]}
             pairs.append((r["row"]["id"], kept))
     rel = lambda p: VER.split(p)[-1]  # noqa: E731  path inside the stdlib

@@ -376,6 +376,12 @@ impl<'a> PyLexer<'a> {
                 continue;
             }
             match c {
+                // A comment inside a multi-line replacement field (3.12+) runs to the end of the line.
+                b'#' => {
+                    while self.peek(1).is_some_and(|c| c != b'\n') {
+                        self.i += 1;
+                    }
+                }
                 b'(' | b'[' | b'{' => depth += 1,
                 b')' | b']' => depth = depth.saturating_sub(1),
                 b'}' => {
