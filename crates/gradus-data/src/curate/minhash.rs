@@ -3,16 +3,15 @@
 //! A document is normalised ([`normalize`]: lowercase, every run of digits (with one decimal part)
 //! → `0`, punctuation → space, whitespace runs → one space), split into words, and its word
 //! n-grams ("shingles") are hashed with xxh3-64. Each of `bands × rows` permutations is
-//! `h ↦ (a·h + b) mod (2^61 − 1)` with `a, b` drawn from a seeded ChaCha8 stream; the signature is
-//! the minimum of each permutation over the shingles, and a band's key is the xxh3-128 hash of its
+//! `h ↦ (a·h + b) mod 2^64` with `a` odd (a bijection of the 64-bit hashes; the high bits, which
+//! decide the minimum, depend on every bit of `h`) and `a, b` drawn from a seeded ChaCha8 stream;
+//! one multiply-add per shingle and permutation, against datatrove's `(a·h + b) mod (2^61 − 1)`.
+//! The signature is the minimum of each permutation over the distinct shingles, and a band's key is the xxh3-128 hash of its
 //! `rows` minima. Two documents of Jaccard similarity `s` share at least one band key with
 //! probability `1 − (1 − s^rows)^bands` (the S-curve; its midpoint is about `(1/bands)^(1/rows)`).
 
 use gradus_tensor::rng::Rng;
 use twox_hash::{XxHash3_128, XxHash3_64};
-
-/// 2^61 − 1, the Mersenne prime of the permutations.
-pub const MERSENNE_61: u64 = (1 << 61) - 1;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct MinHashParams {
@@ -66,35 +65,42 @@ fn is_digit(c: char) -> bool {
     c.is_ascii_digit() || (!c.is_ascii() && c.is_numeric())
 }
 
-/// The normalised text shingles are taken from (see the module doc).
+/// The normalised text shingles are taken from (see the module doc). ASCII bytes take a fast path.
 pub fn normalize(text: &str) -> String {
+    let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut space = true; // at start: drop leading whitespace
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if is_digit(c) {
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let ch = if c < 0x80 { c as char } else { text[i..].chars().next().unwrap_or(' ') };
+        if is_digit(ch) {
             // A run of digits, optionally `[.,]digits` once, becomes one `0`.
-            while chars.peek().is_some_and(|&d| is_digit(d)) {
-                chars.next();
-            }
-            let mut look = chars.clone();
-            if matches!(look.next(), Some('.') | Some(',')) && look.peek().is_some_and(|&d| is_digit(d)) {
-                chars.next();
-                while chars.peek().is_some_and(|&d| is_digit(d)) {
-                    chars.next();
-                }
+            i = skip_digits(text, i);
+            if matches!(bytes.get(i), Some(b'.' | b',')) && text[i + 1..].chars().next().is_some_and(is_digit) {
+                i = skip_digits(text, i + 1);
             }
             out.push('0');
             space = false;
-        } else if c.is_whitespace() || c.is_ascii_punctuation() || c.is_control() || is_extra_punct(c) {
+            continue;
+        }
+        i += ch.len_utf8();
+        if c < 0x80 {
+            if c.is_ascii_alphabetic() {
+                out.push(c.to_ascii_lowercase() as char);
+                space = false;
+            } else if !space {
+                // ASCII that is not a letter or digit: whitespace, punctuation, control.
+                out.push(' ');
+                space = true;
+            }
+        } else if ch.is_whitespace() || ch.is_control() || is_extra_punct(ch) {
             if !space {
                 out.push(' ');
                 space = true;
             }
         } else {
-            for l in c.to_lowercase() {
-                out.push(l);
-            }
+            out.extend(ch.to_lowercase());
             space = false;
         }
     }
@@ -102,6 +108,16 @@ pub fn normalize(text: &str) -> String {
         out.pop();
     }
     out
+}
+
+fn skip_digits(text: &str, mut i: usize) -> usize {
+    for ch in text[i..].chars() {
+        if !is_digit(ch) {
+            break;
+        }
+        i += ch.len_utf8();
+    }
+    i
 }
 
 /// The hashes of the word `n`-grams of `text` after [`normalize`], in order (repeats kept). A text
@@ -153,18 +169,6 @@ pub fn jaccard(a: &[u64], b: &[u64]) -> f64 {
     inter as f64 / (a.len() + b.len() - inter) as f64
 }
 
-#[inline]
-fn mod_mersenne(x: u128) -> u64 {
-    // x < 2^123: fold twice, then one conditional subtraction.
-    let s = (x as u64 & MERSENNE_61) + (x >> 61) as u64;
-    let r = (s & MERSENNE_61) + (s >> 61);
-    if r >= MERSENNE_61 {
-        r - MERSENNE_61
-    } else {
-        r
-    }
-}
-
 /// The `bands × rows` permutations of one parameter set.
 #[derive(Clone, Debug)]
 pub struct MinHasher {
@@ -178,8 +182,8 @@ impl MinHasher {
         params.validate()?;
         let k = params.bands * params.rows;
         let mut rng = Rng::derive(params.seed, "minhash-permutations");
-        let a = (0..k).map(|_| 1 + rng.next_u64() % (MERSENNE_61 - 1)).collect();
-        let b = (0..k).map(|_| rng.next_u64() % MERSENNE_61).collect();
+        let a = (0..k).map(|_| rng.next_u64() | 1).collect();
+        let b = (0..k).map(|_| rng.next_u64()).collect();
         Ok(MinHasher { params, a, b })
     }
 
@@ -190,15 +194,11 @@ impl MinHasher {
         }
         let k = self.a.len();
         let mut mins = vec![u64::MAX; k];
-        for &h in shingles {
-            let h = mod_mersenne(h as u128) as u128;
-            for ((m, &a), &b) in mins.iter_mut().zip(&self.a).zip(&self.b) {
-                let v = mod_mersenne(a as u128 * h + b as u128);
-                if v < *m {
-                    *m = v;
-                }
-            }
-        }
+        // Repeated shingles cannot change a minimum: permute each distinct one once.
+        let mut set = shingles.to_vec();
+        set.sort_unstable();
+        set.dedup();
+        permute_min(&set, &self.a, &self.b, &mut mins);
         Some(mins)
     }
 
@@ -225,6 +225,35 @@ impl MinHasher {
             None => Vec::new(),
         }
     }
+}
+
+#[inline(always)]
+fn permute_min_generic(set: &[u64], a: &[u64], b: &[u64], mins: &mut [u64]) {
+    for &h in set {
+        for ((m, &a), &b) in mins.iter_mut().zip(a).zip(b) {
+            *m = (*m).min(a.wrapping_mul(h).wrapping_add(b));
+        }
+    }
+}
+
+/// The same loop compiled for AVX-512 (64-bit lane multiply `vpmullq`, unsigned min `vpminuq`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn permute_min_avx512(set: &[u64], a: &[u64], b: &[u64], mins: &mut [u64]) {
+    permute_min_generic(set, a, b, mins)
+}
+
+/// `mins[i] = min over h in set of a[i]·h + b[i] (mod 2^64)`, with AVX-512 when the CPU has it.
+fn permute_min(set: &[u64], a: &[u64], b: &[u64], mins: &mut [u64]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512dq") {
+            // SAFETY: the CPU supports the features the function is compiled for (checked above).
+            unsafe { permute_min_avx512(set, a, b, mins) };
+            return;
+        }
+    }
+    permute_min_generic(set, a, b, mins)
 }
 
 /// The fraction of equal minima: the MinHash estimate of the Jaccard similarity.
