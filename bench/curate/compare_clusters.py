@@ -7,7 +7,7 @@ gradus: GRADUS_OUT/removed*.jsonl rows name the kept row ("detail.kept" = "path:
 is a kept row plus the rows removed in its favour. The corpus is read to turn "path:line" into ids.
 datatrove: DT_OUT/{kept,removed}/*.jsonl carry metadata.minhash_cluster_id (-1: no cluster).
 Documents are named by their "id" field. Prints one JSON object: cluster and document counts,
-clusters found by both, and precision / recall / F1 of the co-clustered pairs (gradus vs datatrove).
+clusters found by both, documents whose cluster is the same set in both, and precision / recall / F1 of the co-clustered pairs (gradus vs datatrove).
 """
 import argparse
 import glob
@@ -78,6 +78,10 @@ def main():
     rec = both / len(dp) if dp else 1.0
     gdocs = set().union(*g) if g else set()
     ddocs = set().union(*d) if d else set()
+    # Per document (in a cluster of either tool): is its cluster the same set in both?
+    of_g = {x: c for c in g for x in c}
+    of_d = {x: c for c in d for x in c}
+    same_doc = sum(1 for x in gdocs | ddocs if of_g.get(x) == of_d.get(x))
     res = {
         "gradus_clusters": len(g),
         "datatrove_clusters": len(d),
@@ -87,6 +91,8 @@ def main():
         "docs_in_clusters_of_both": len(gdocs & ddocs),
         "gradus_removed": len(gdocs) - len(g),
         "datatrove_removed": len(ddocs) - len(d),
+        "docs_with_identical_cluster": same_doc,
+        "docs_in_a_cluster_of_either": len(gdocs | ddocs),
         "pairs_gradus": len(gp),
         "pairs_datatrove": len(dp),
         "pair_precision": round(prec, 4),
