@@ -3,3 +3,4 @@
 
 pub mod config;
 pub mod prefs_cmd;
+pub mod data_cmd;

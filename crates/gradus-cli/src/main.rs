@@ -49,6 +49,9 @@ enum Cmd {
     /// LoRA adapter tools (PEFT layout).
     #[command(subcommand)]
     Lora(lora_cmd::LoraCmd),
+    /// Data curation: stats, dedup (exact / MinHash), decontaminate, filter, from-files.
+    #[command(subcommand)]
+    Data(gradus_cli::data_cmd::DataCmd),
 }
 
 #[derive(Args, Clone)]
@@ -209,6 +212,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Score(a) => score(a),
         Cmd::Generate(a) => gen(a),
         Cmd::Lora(c) => lora_cmd::run(c),
+        Cmd::Data(c) => gradus_cli::data_cmd::run(c),
         Cmd::Tokenizer(TokenizerCmd::Train { inputs, vocab_size, out }) => {
             let mut texts = Vec::new();
             for p in &inputs {

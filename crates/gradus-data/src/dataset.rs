@@ -466,7 +466,7 @@ pub fn read_parquet(path: impl AsRef<Path>, shape: Shape, fields: &Fields) -> Re
     ParquetIter::open(path, shape, fields)?.collect()
 }
 
-fn row_to_object(row: &Row) -> std::result::Result<Map<String, Value>, String> {
+pub(crate) fn row_to_object(row: &Row) -> std::result::Result<Map<String, Value>, String> {
     row.get_column_iter()
         .map(|(name, f)| {
             Ok((

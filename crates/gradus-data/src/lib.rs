@@ -5,9 +5,12 @@
 //! - [`chat`]: chat templates (minijinja) and assistant-only loss masks.
 //! - [`preference`]: preference pairs / unpaired examples, TRL-style tokenization, pair batches.
 //! - [`pack`]: best-fit-decreasing packing into fixed rows with per-document positions and segments.
+//! - [`curate`]: streaming curation steps over JSONL/Parquet shards (stats, exact and MinHash dedup,
+//!   decontamination, quality filters) that write kept rows, removed rows with reasons, and a summary.
 //! - [`synthetic`]: the built-in corpus and instruction task used by `gradus quickstart` and the tests.
 
 pub mod chat;
+pub mod curate;
 pub mod dataset;
 pub mod pack;
 pub mod preference;
