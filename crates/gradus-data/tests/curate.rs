@@ -592,7 +592,9 @@ fn python_syntax_accepts_valid_code() {
         "t = '''a\n'b'\n\"\"\"\n'''\n",
         "π = 3.14\nnombre_é = π\n",
         "x = f'''\n{ # a comment in a field, with a quote it's\n3}'''\n", // 3.12 (test_fstring.py)
-        "x\u{e0100} = 1\n", // a variation selector continues an identifier (test_unicode_identifiers.py)
+        "x\u{e0100} = 1\n",
+        "a = fr'\\{{\\}}' + fr'\\{{{1+1}'\n", // braces after a backslash (test_fstring.py)
+        "s = f'{id(self):#x} {x:'^10} {y:{w}.{p}f} {d[\"k\"]!r:>4}'\n", // `#` and quotes in a format spec // a variation selector continues an identifier (test_unicode_identifiers.py)
         "match x:\n    case [a, b]:\n        pass\n",
         "x = (1,  # comment with ) paren\n     2)\n",
     ];
