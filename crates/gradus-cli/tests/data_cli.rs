@@ -90,6 +90,18 @@ fn dedup_minhash_sharded_stages_equal_the_single_run() {
     assert_eq!(single, sharded);
     // Kept rows keep their other fields.
     assert!(single.iter().all(|l| l.contains("\"meta\":1")));
+    // stats per shard, then --merge, gives the single run's stats.
+    let single = ok_json(&gradus(&["data", "stats", cs, "--field", "content", "--out", "st", "--quiet"], d.path()));
+    for i in 0..2 {
+        let sh = format!("{i}/2");
+        ok_json(&gradus(&["data", "stats", cs, "--field", "content", "--out", "stp", "--shard", &sh, "--quiet"], d.path()));
+    }
+    let merged = ok_json(&gradus(
+        &["data", "stats", "--merge", "stp/summary.0-of-2.json", "stp/summary.1-of-2.json", "--out", "stm"],
+        d.path(),
+    ));
+    assert_eq!(merged["report"]["stats"], single["report"]["stats"]);
+    assert_eq!(merged["rows"], 9);
     // --shard without --stage is refused.
     let o = gradus(&["data", "dedup", cs, "--shard", "0/2", "--field", "content"], d.path());
     fails_naming(&o, &["--stage"]);

@@ -185,7 +185,7 @@ fn parquet_rows_keep_all_columns() {
     let o = d.path().join("o");
     let inp = InputOptions { field: "content".into(), ..input() };
     let opts = DedupOptions { method: DedupMethod::Exact { lowercase: false }, keep: KeepPolicy::First };
-    let s = dedup::dedup(&[p.clone()], &inp, &out(&o), &opts).unwrap();
+    let s = dedup::dedup(std::slice::from_ref(&p), &inp, &out(&o), &opts).unwrap();
     // row 1 kept, row 2 has a null content (field_not_text), row 3 duplicates row 1.
     assert_eq!((s.rows, s.kept, s.removed), (3, 1, 2));
     let kept: Vec<Value> = json_lines(&o.join("kept.jsonl"));
@@ -297,7 +297,7 @@ fn near_duplicates_cluster_and_keep_policy() {
     for (keep, kept_line) in [(KeepPolicy::First, 1), (KeepPolicy::Longest, 3)] {
         let o = d.path().join(format!("o{kept_line}"));
         let opts = DedupOptions { method: DedupMethod::minhash(&params, true, 0.8), keep };
-        let s = dedup::dedup(&[p.clone()], &input(), &out(&o), &opts).unwrap();
+        let s = dedup::dedup(std::slice::from_ref(&p), &input(), &out(&o), &opts).unwrap();
         assert_eq!((s.kept, s.removed), (2, 2), "{keep:?}");
         let r = json_lines(&o.join("removed.jsonl"));
         for x in &r {
@@ -310,7 +310,7 @@ fn near_duplicates_cluster_and_keep_policy() {
     // J(doc1, doc2) = 95/115 = 0.826: with threshold 0.95 verification rejects every pair.
     let o = d.path().join("strict");
     let opts = DedupOptions { method: DedupMethod::minhash(&params, true, 0.95), keep: KeepPolicy::First };
-    let s = dedup::dedup(&[p.clone()], &input(), &out(&o), &opts).unwrap();
+    let s = dedup::dedup(std::slice::from_ref(&p), &input(), &out(&o), &opts).unwrap();
     assert_eq!(s.removed, 0);
     assert!(s.report["clusters"]["pairs_rejected"].as_u64().unwrap() >= 1);
 }
@@ -325,7 +325,7 @@ fn exact_dedup_normalises_whitespace_only() {
     write(&p, &rows(&["x y", "x  y ", "X y", "z"]));
     let o = d.path().join("o");
     let opts = DedupOptions { method: DedupMethod::Exact { lowercase: false }, keep: KeepPolicy::First };
-    let s = dedup::dedup(&[p.clone()], &input(), &out(&o), &opts).unwrap();
+    let s = dedup::dedup(std::slice::from_ref(&p), &input(), &out(&o), &opts).unwrap();
     assert_eq!((s.kept, s.removed), (3, 1));
     assert_eq!(json_lines(&o.join("removed.jsonl"))[0]["source"], format!("{}:2", p.display()));
 }
@@ -513,7 +513,7 @@ fn decontamination_removes_rows_sharing_an_ngram() {
         ]),
     );
     let o = d.path().join("o");
-    let s = decontaminate(&[data.clone()], ShardSpec::ALL, &input(), &out(&o), &dc).unwrap();
+    let s = decontaminate(std::slice::from_ref(&data), ShardSpec::ALL, &input(), &out(&o), &dc).unwrap();
     assert_eq!((s.kept, s.removed), (1, 2));
     let r = json_lines(&o.join("removed.jsonl"));
     assert_eq!(r[0]["detail"]["matches"][0]["id"], "T/0");
@@ -557,7 +557,7 @@ fn text_and_code_rules_by_hand() {
     let text = FilterConfig::text();
     let short = "only five words here now";
     assert_eq!(text.check(short, None).unwrap().rule, "min_words");
-    let good = "The quick brown fox jumps over the lazy dog near the river bank today. ".repeat(1)
+    let good = "The quick brown fox jumps over the lazy dog near the river bank today. ".to_string()
         + &(0..60).map(|i| format!("word{i}")).collect::<Vec<_>>().join(" ");
     assert_eq!(text.check(&good, None), None);
     // 60 repeats of "spam spam": the top 2-gram covers all characters.
@@ -592,7 +592,9 @@ fn python_syntax_accepts_valid_code() {
         "t = '''a\n'b'\n\"\"\"\n'''\n",
         "π = 3.14\nnombre_é = π\n",
         "x = f'''\n{ # a comment in a field, with a quote it's\n3}'''\n", // 3.12 (test_fstring.py)
-        "x\u{e0100} = 1\n", // a variation selector continues an identifier (test_unicode_identifiers.py)
+        "x\u{e0100} = 1\n",
+        "a = fr'\\{{\\}}' + fr'\\{{{1+1}'\n", // braces after a backslash (test_fstring.py)
+        "s = f'{id(self):#x} {x:'^10} {y:{w}.{p}f} {d[\"k\"]!r:>4}'\n", // `#` and quotes in a format spec // a variation selector continues an identifier (test_unicode_identifiers.py)
         "match x:\n    case [a, b]:\n        pass\n",
         "x = (1,  # comment with ) paren\n     2)\n",
     ];

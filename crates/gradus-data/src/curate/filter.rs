@@ -316,7 +316,6 @@ impl<'a> PyLexer<'a> {
         if !matches!(prefix.as_str(), "" | "r" | "u" | "b" | "br" | "rb" | "f" | "fr" | "rf") {
             return Ok(false);
         }
-        let raw = prefix.contains('r');
         let fstr = prefix.contains('f');
         let q = self.s[j];
         let triple = self.s.get(j + 1) == Some(&q) && self.s.get(j + 2) == Some(&q);
@@ -328,12 +327,14 @@ impl<'a> PyLexer<'a> {
                 return Err(err_at(start_line, what));
             };
             match c {
+                // In an f-string a brace after a backslash is still a brace (`fr'\{{x}'`).
+                b'\\' if fstr && matches!(self.peek(1), Some(b'{' | b'}')) => self.i += 1,
                 b'\\' => {
                     if self.peek(1) == Some(b'\n') {
                         self.line += 1;
                     }
+                    // A backslash keeps the next character from ending the string, raw or not.
                     self.i += 2;
-                    let _ = raw; // a backslash escapes the next character in raw strings too (for ending)
                 }
                 b'\n' => {
                     if !triple {
@@ -366,12 +367,31 @@ impl<'a> PyLexer<'a> {
         }
     }
 
-    /// Inside an f-string replacement field, after `{`: tokens up to the matching `}`.
+    /// Inside an f-string replacement field, after `{`: tokens up to the matching `}`. After a
+    /// `:` at depth 0 comes the format spec: literal text with nested `{...}` fields.
     fn fstring_field(&mut self) -> std::result::Result<(), String> {
         let start = self.line;
         let mut depth = 0usize;
+        let mut in_spec = false;
         loop {
             let Some(c) = self.peek(0) else { return Err(err_at(start, "f-string: expecting '}'")) };
+            if in_spec {
+                match c {
+                    b'{' => {
+                        self.i += 1;
+                        self.fstring_field()?;
+                        continue;
+                    }
+                    b'}' => {
+                        self.i += 1;
+                        return Ok(());
+                    }
+                    b'\n' => self.line += 1,
+                    _ => {}
+                }
+                self.i += 1;
+                continue;
+            }
             if self.string()? {
                 continue;
             }
@@ -391,6 +411,7 @@ impl<'a> PyLexer<'a> {
                     }
                     depth -= 1;
                 }
+                b':' if depth == 0 => in_spec = true,
                 b'\n' => self.line += 1,
                 _ => {}
             }
