@@ -115,6 +115,10 @@ pub(crate) fn run(isa: Isa, x: &[f32], rows: usize, k: usize, jobs: &mut [Job]) 
 /// `out` points at a (rows, n) buffer; no one else writes its columns c0..c1 meanwhile.
 #[allow(clippy::too_many_arguments)]
 unsafe fn features(isa: Isa, x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, bias: Option<&[f32]>, c0: usize, c1: usize, out: SyncPtr) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        return features_avx512(x, rows, k, w, n, bias, c0, c1, out);
+    }
     let xr = match isa {
         Isa::Scalar => 4,
         #[cfg(target_arch = "x86_64")]
@@ -163,7 +167,7 @@ unsafe fn block(isa: Isa, x: *const f32, w: *const f32, k: usize, wr: usize, nr:
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => go!(block_avx2, 1,1;1,2;2,1;2,2;3,1;3,2;4,1;4,2),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => go!(block_avx512, 1,1;1,2;1,3;1,4;2,1;2,2;2,3;2,4;3,1;3,2;3,3;3,4;4,1;4,2;4,3;4,4),
+        Isa::Avx512 => unreachable!("AVX-512 goes through features_avx512"),
     }
 }
 
@@ -246,9 +250,61 @@ unsafe fn block_avx2<const WR: usize, const XR: usize>(x: *const f32, w: *const 
     }
 }
 
+/// [`features`] with AVX-512: for a full block of 4 weight rows, x row j's 4 sums are the j-th
+/// 128-bit lane of the reduced vector and go to the output with one 4-float store.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn block_avx512<const WR: usize, const XR: usize>(x: *const f32, w: *const f32, k: usize, sums: &mut [f32; 16]) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn features_avx512(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, bias: Option<&[f32]>, c0: usize, c1: usize, out: SyncPtr) {
+    use std::arch::x86_64::*;
+    let mut sums = [0f32; 16];
+    let mut c = c0;
+    while c < c1 {
+        let wr = (c1 - c).min(4);
+        let wp = w[c * k..].as_ptr();
+        let mut r = 0;
+        while r < rows {
+            let nr = (rows - r).min(4);
+            let xp = x[r * k..].as_ptr();
+            macro_rules! go {
+                ($($w:literal, $x:literal);*) => {
+                    match (wr, nr) {
+                        $(($w, $x) => block_avx512::<$w, $x>(xp, wp, k),)*
+                        _ => unreachable!("block {wr}x{nr}"),
+                    }
+                };
+            }
+            let total = go!(1,1;1,2;1,3;1,4;2,1;2,2;2,3;2,4;3,1;3,2;3,3;3,4;4,1;4,2;4,3;4,4);
+            if wr == 4 {
+                let b4 = bias.map_or(_mm_setzero_ps(), |b| _mm_loadu_ps(b[c..c + 4].as_ptr()));
+                for j in 0..nr {
+                    let lane = match j {
+                        0 => _mm512_extractf32x4_ps::<0>(total),
+                        1 => _mm512_extractf32x4_ps::<1>(total),
+                        2 => _mm512_extractf32x4_ps::<2>(total),
+                        _ => _mm512_extractf32x4_ps::<3>(total),
+                    };
+                    _mm_storeu_ps(out.at((r + j) * n + c), _mm_add_ps(lane, b4));
+                }
+            } else {
+                _mm512_storeu_ps(sums.as_mut_ptr(), total);
+                for j in 0..nr {
+                    for i in 0..wr {
+                        *out.at((r + j) * n + c + i) = sums[j * 4 + i] + bias.map_or(0.0, |b| b[c + i]);
+                    }
+                }
+            }
+            r += nr;
+        }
+        c += wr;
+    }
+}
+
+/// The 16 sums Σ_p w[i·k + p]·x[j·k + p] (i < WR, j < XR; others 0) at index j·4 + i.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn block_avx512<const WR: usize, const XR: usize>(x: *const f32, w: *const f32, k: usize) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); XR]; WR];
     let kk = k / 16 * 16;
@@ -279,11 +335,11 @@ unsafe fn block_avx512<const WR: usize, const XR: usize>(x: *const f32, w: *cons
             }
         }
     }
-    // Reduce 16 vectors (pair index i·4 + j, zero-padded) to one vector of 16 sums.
+    // Reduce 16 vectors (pair index j·4 + i, zero-padded) to one vector of 16 sums.
     let mut v = [_mm512_setzero_ps(); 16];
     for i in 0..WR {
         for j in 0..XR {
-            v[i * 4 + j] = acc[i][j];
+            v[j * 4 + i] = acc[i][j];
         }
     }
     // Level 1, per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3].
@@ -305,8 +361,7 @@ unsafe fn block_avx512<const WR: usize, const XR: usize>(x: *const f32, w: *cons
     let v01 = lane_pairs(s4[0], s4[1]);
     let v23 = lane_pairs(s4[2], s4[3]);
     // Level 4: lane g holds the four complete sums of group g.
-    let total = lane_pairs(v01, v23);
-    _mm512_storeu_ps(sums.as_mut_ptr(), total);
+    lane_pairs(v01, v23)
 }
 
 /// Borrow the contiguous f32 contents of `t` for the duration of `f`.

@@ -177,29 +177,90 @@ impl KvBuffer {
     }
 }
 
-dispatch! {
-    /// One query against keys 0..=pos of one (row, kv head): k/v rows start at `base` with stride
-    /// `stride`; `p` is scratch of at least pos + 1 floats; writes the attention output to `o`.
-    fn query(q: &[f32], k: &[f32], v: &[f32], base: usize, stride: usize, pos: usize, seg: Option<&[u32]>, scale: f32, p: &mut [f32], o: &mut [f32]) {
-        let dh = q.len();
-        let mine = seg.map(|s| s[pos]);
-        let mut m = f32::NEG_INFINITY;
-        for j in 0..=pos {
-            let visible = match (seg, mine) {
-                (Some(s), Some(me)) => s[j] == me,
-                _ => true,
-            };
-            p[j] = if visible {
-                let kr = &k[base + j * stride..base + j * stride + dh];
-                scale * simd::dot(q, kr)
-            } else {
-                f32::NEG_INFINITY
-            };
-            if p[j] > m {
-                m = p[j];
+/// One query against keys 0..=pos of one (row, kv head): k/v rows start at `base` with stride
+/// `stride`; `p` is scratch of at least pos + 1 floats; writes the attention output to `o`.
+#[allow(clippy::too_many_arguments)]
+fn query(q: &[f32], k: &[f32], v: &[f32], base: usize, stride: usize, pos: usize, seg: Option<&[u32]>, scale: f32, p: &mut [f32], o: &mut [f32]) {
+    let dh = q.len();
+    assert!(base + pos * stride + dh <= k.len().min(v.len()) && p.len() > pos && o.len() == dh);
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: bounds checked above; the CPU has AVX-512F.
+        unsafe { scores_avx512(q, k, base, stride, pos, scale, p) };
+        let l = softmax_masked(seg, pos, p);
+        unsafe { weighted_sum_avx512(v, base, stride, pos, &p[..=pos], 1.0 / l, o) };
+        return;
+    }
+    query_portable(q, k, v, base, stride, pos, seg, scale, p, o)
+}
+
+/// Applies the segment mask to the scores p[..=pos], then `p ← e^(p − max)`; returns Σ p.
+fn softmax_masked(seg: Option<&[u32]>, pos: usize, p: &mut [f32]) -> f32 {
+    if let Some(s) = seg {
+        let me = s[pos];
+        for (x, &sj) in p[..=pos].iter_mut().zip(&s[..=pos]) {
+            if sj != me {
+                *x = f32::NEG_INFINITY;
             }
         }
-        let l = simd::exp_shift_inplace_sum(&mut p[..=pos], m);
+    }
+    let m = simd::max(&p[..=pos]);
+    simd::exp_shift_inplace_sum(&mut p[..=pos], m)
+}
+
+/// p[j] = scale·q·k_j for j ≤ pos, one 16-wide FMA chain per key (masked tail).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn scores_avx512(q: &[f32], k: &[f32], base: usize, stride: usize, pos: usize, scale: f32, p: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let dh = q.len();
+    let full = dh / 16 * 16;
+    let m: __mmask16 = ((1u32 << (dh - full)) - 1) as __mmask16;
+    let (qp, kp) = (q.as_ptr(), k.as_ptr().add(base));
+    for j in 0..=pos {
+        let kr = kp.add(j * stride);
+        let mut acc = _mm512_setzero_ps();
+        let mut d = 0;
+        while d < full {
+            acc = _mm512_fmadd_ps(_mm512_loadu_ps(qp.add(d)), _mm512_loadu_ps(kr.add(d)), acc);
+            d += 16;
+        }
+        if full < dh {
+            acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, qp.add(full)), _mm512_maskz_loadu_ps(m, kr.add(full)), acc);
+        }
+        p[j] = scale * _mm512_reduce_add_ps(acc);
+    }
+}
+
+/// o = inv·Σ_j p[j]·v_j, 16 output floats at a time kept in a register across all keys.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn weighted_sum_avx512(v: &[f32], base: usize, stride: usize, pos: usize, p: &[f32], inv: f32, o: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let dh = o.len();
+    let vp = v.as_ptr().add(base);
+    let mut d = 0;
+    while d < dh {
+        let n = (dh - d).min(16);
+        let m: __mmask16 = ((1u32 << n) - 1) as __mmask16;
+        let mut acc = _mm512_setzero_ps();
+        for j in 0..=pos {
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(p[j]), _mm512_maskz_loadu_ps(m, vp.add(j * stride + d)), acc);
+        }
+        _mm512_mask_storeu_ps(o.as_mut_ptr().add(d), m, _mm512_mul_ps(acc, _mm512_set1_ps(inv)));
+        d += 16;
+    }
+}
+
+dispatch! {
+    /// [`query`] for CPUs without AVX-512.
+    fn query_portable(q: &[f32], k: &[f32], v: &[f32], base: usize, stride: usize, pos: usize, seg: Option<&[u32]>, scale: f32, p: &mut [f32], o: &mut [f32]) {
+        let dh = q.len();
+        for j in 0..=pos {
+            let kr = &k[base + j * stride..base + j * stride + dh];
+            p[j] = scale * simd::dot(q, kr);
+        }
+        let l = softmax_masked(seg, pos, p);
         o.fill(0.0);
         for j in 0..=pos {
             let w = p[j];
@@ -259,6 +320,27 @@ mod tests {
             let got = buf.attend(&q, None, 0.4).unwrap();
             let want = attention_ref(&q, &k, &v, None, 0.4).unwrap();
             assert!(max_diff(&got, &want) < 1e-5, "causal, tq {tq}");
+        }
+    }
+
+    /// The portable kernel (CPUs without AVX-512) agrees with the dispatched one, masked or not,
+    /// with a head width that leaves a vector tail.
+    #[test]
+    fn portable_query_matches_dispatched() {
+        let mut rng = Rng::new(22);
+        let (dh, stride, n) = (20, 26, 9);
+        let k: Vec<f32> = (0..n * stride).map(|_| rng.normal() as f32).collect();
+        let v: Vec<f32> = (0..n * stride).map(|_| rng.normal() as f32).collect();
+        let q: Vec<f32> = (0..dh).map(|_| rng.normal() as f32).collect();
+        let seg: Vec<u32> = vec![0, 0, 1, 1, 1, 0, 1, 1, 1];
+        for s in [None, Some(&seg[..])] {
+            let (mut p1, mut p2) = (vec![0f32; n], vec![0f32; n]);
+            let (mut o1, mut o2) = (vec![0f32; dh], vec![0f32; dh]);
+            query(&q, &k, &v, 3, stride, n - 1, s, 0.3, &mut p1, &mut o1);
+            query_portable(&q, &k, &v, 3, stride, n - 1, s, 0.3, &mut p2, &mut o2);
+            for (a, b) in o1.iter().zip(&o2) {
+                assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+            }
         }
     }
 
