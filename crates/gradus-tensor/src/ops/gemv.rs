@@ -313,6 +313,9 @@ unsafe fn block_avx512<const WR: usize, const XR: usize>(x: *const f32, w: *cons
         let mut wv = [_mm512_setzero_ps(); WR];
         for i in 0..WR {
             wv[i] = _mm512_loadu_ps(w.add(i * k + p));
+            // The same line of the next block of 4 weight rows (the weight is read front to back);
+            // a prefetch never faults, so running past the end of the weight is harmless.
+            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add((i + 4) * k + p) as *const i8);
         }
         for j in 0..XR {
             let xv = _mm512_loadu_ps(x.add(j * k + p));
