@@ -42,6 +42,44 @@ impl Linear {
         *od.last_mut().unwrap() = out;
         Ok(y.reshape(od)?)
     }
+
+    /// Forward only, no autograd graph (decoding): the same maths as [`Linear::forward`] on
+    /// detached weights, with the GEMV kernel [`ops::linear_rows`] for ≤ [`GEMV_MAX_ROWS`] rows.
+    pub fn forward_inference(&self, x: &Tensor) -> Result<Tensor> {
+        let mut y = linear_inference(x, &[self])?;
+        Ok(y.remove(0))
+    }
+}
+
+/// Up to this many rows of x, inference projections use the GEMV kernel rather than a GEMM.
+pub const GEMV_MAX_ROWS: usize = 16;
+
+/// `[l.forward_inference(x) for l in ls]` in one pass: with few rows the projections that share
+/// an input (q/k/v, gate/up) run as one GEMV call, i.e. one parallel region, as if fused.
+pub fn linear_inference(x: &Tensor, ls: &[&Linear]) -> Result<Vec<Tensor>> {
+    let x = x.detach();
+    let rows = x.elem_count() / x.dims().last().copied().unwrap_or(1).max(1);
+    let ws: Vec<(Tensor, Option<Tensor>)> =
+        ls.iter().map(|l| (l.weight.as_tensor().detach(), l.bias.as_ref().map(|b| b.as_tensor().detach()))).collect();
+    if rows <= GEMV_MAX_ROWS {
+        let args: Vec<(&Tensor, Option<&Tensor>)> = ws.iter().map(|(w, b)| (w, b.as_ref())).collect();
+        return ops::linear_rows(&x, &args);
+    }
+    let dims = x.dims().to_vec();
+    let inner = *dims.last().unwrap_or(&0);
+    let x2 = x.reshape((rows, inner))?;
+    ws.iter()
+        .map(|(w, b)| {
+            let y = x2.matmul(&w.t()?)?;
+            let y = match b {
+                Some(b) => y.broadcast_add(b)?,
+                None => y,
+            };
+            let mut od = dims.clone();
+            *od.last_mut().unwrap() = w.dim(0)?;
+            Ok(y.reshape(od)?)
+        })
+        .collect()
 }
 
 /// cos/sin tables gathered at each token's position: (B, T, Dh/2) each. Computed in f32 exactly as
@@ -66,21 +104,68 @@ pub fn rope_tables(position_ids: &[u32], b: usize, t: usize, head_dim: usize, th
     ))
 }
 
-/// Keys and values of earlier positions, per layer: (B, Tpast, Hkv, Dh) each.
+/// Keys and values of earlier positions, per layer, stored in place ([`ops::KvBuffer`]: (B,
+/// capacity, Hkv, Dh), each step written behind the filled prefix, nothing concatenated), plus the
+/// rotary cos/sin table for every position seen so far. A pass with a cache is inference only: it
+/// records no autograd graph.
 #[derive(Clone, Debug, Default)]
 pub struct KvCache {
-    pub layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Option<ops::KvBuffer>>,
+    capacity: usize,
+    rope: RopeTable,
 }
 
 impl KvCache {
+    /// A cache whose buffers grow (by doubling) as positions arrive.
     pub fn new(n_layers: usize) -> Self {
-        Self { layers: vec![None; n_layers] }
+        Self::with_capacity(n_layers, 0)
+    }
+    /// A cache with room for `capacity` positions per row (prompt + new tokens): no reallocation.
+    pub fn with_capacity(n_layers: usize, capacity: usize) -> Self {
+        Self { layers: vec![None; n_layers], capacity, rope: RopeTable::default() }
     }
     pub fn len(&self) -> usize {
-        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dim(1).unwrap_or(0))
+        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |b| b.len())
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// cos/sin of `pos · inv_freq` for positions 0..n (row-major (n, Dh/2)), computed once, with the
+/// very same f32 operations as [`rope_tables`].
+#[derive(Clone, Debug, Default)]
+struct RopeTable {
+    half: usize,
+    theta: f64,
+    n: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl RopeTable {
+    fn gather(&mut self, position_ids: &[u32], b: usize, t: usize, head_dim: usize, theta: f64, device: &Device) -> Result<(Tensor, Tensor)> {
+        let half = head_dim / 2;
+        if self.half != half || self.theta != theta {
+            *self = RopeTable { half, theta, ..Default::default() };
+        }
+        let need = position_ids.iter().map(|&p| p as usize + 1).max().unwrap_or(0);
+        if need > self.n {
+            let n = need.max(2 * self.n).max(64);
+            let pos: Vec<u32> = (0..n as u32).collect();
+            let (c, s) = rope_tables(&pos, 1, n, head_dim, theta, &Device::Cpu)?;
+            self.cos = c.flatten_all()?.to_vec1()?;
+            self.sin = s.flatten_all()?.to_vec1()?;
+            self.n = n;
+        }
+        let mut cos = Vec::with_capacity(b * t * half);
+        let mut sin = Vec::with_capacity(b * t * half);
+        for &p in position_ids {
+            let o = p as usize * half;
+            cos.extend_from_slice(&self.cos[o..o + half]);
+            sin.extend_from_slice(&self.sin[o..o + half]);
+        }
+        Ok((Tensor::from_vec(cos, (b, t, half), device)?, Tensor::from_vec(sin, (b, t, half), device)?))
     }
 }
 
@@ -96,35 +181,52 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// x (B, T, D) → (B, T, D). `segments` (B, Tpast+T) when given; `cache` holds past keys/values.
-    fn forward(
-        &self,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        segments: Option<&Tensor>,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
-    ) -> Result<Tensor> {
+    /// x (B, T, D) → (B, T, D). `segments` (B, T) when given.
+    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, segments: Option<&Tensor>) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let q = self.q_proj.forward(x)?.reshape((b, t, self.n_heads, self.head_dim))?;
         let k = self.k_proj.forward(x)?.reshape((b, t, self.n_kv, self.head_dim))?;
         let v = self.v_proj.forward(x)?.reshape((b, t, self.n_kv, self.head_dim))?;
         let q = ops::rope(&q, cos, sin)?;
         let k = ops::rope(&k, cos, sin)?;
-        let (k, v) = match cache {
-            Some(slot) => {
-                let kv = match slot.take() {
-                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 1)?, Tensor::cat(&[&pv, &v], 1)?),
-                    None => (k, v),
-                };
-                *slot = Some(kv.clone());
-                kv
-            }
-            None => (k, v),
-        };
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let o = ops::attention(&q, &k, &v, segments, scale)?;
         self.o_proj.forward(&o.reshape((b, t, self.n_heads * self.head_dim))?)
+    }
+
+    /// Inference with a cache: x (B, T, D) → (B, T, D); this step's keys/values are written into
+    /// `slot` (created with room for `capacity` positions). `segments` (B, Tpast+T) row-major.
+    fn forward_cached(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        segments: Option<&[u32]>,
+        slot: &mut Option<ops::KvBuffer>,
+        capacity: usize,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let qkv = linear_inference(x, &[&self.q_proj, &self.k_proj, &self.v_proj])?;
+        let q = qkv[0].reshape((b, t, self.n_heads, self.head_dim))?;
+        let k = qkv[1].reshape((b, t, self.n_kv, self.head_dim))?;
+        let v = qkv[2].reshape((b, t, self.n_kv, self.head_dim))?;
+        let q = ops::rope(&q, cos, sin)?;
+        let k = ops::rope(&k, cos, sin)?;
+        let buf = slot.get_or_insert_with(|| ops::KvBuffer::new(b, self.n_kv, self.head_dim, capacity.max(t)));
+        let past = buf.len();
+        buf.append(&k, &v)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let o = if past == 0 {
+            // Prefill: the blocked attention over this step's contiguous keys.
+            let segs = match segments {
+                Some(s) => Some(Tensor::from_slice(s, (b, t), x.device())?),
+                None => None,
+            };
+            ops::attention(&q, &k, &v, segs.as_ref(), scale)?
+        } else {
+            buf.attend(&q, segments, scale)?
+        };
+        self.o_proj.forward_inference(&o.reshape((b, t, self.n_heads * self.head_dim))?)
     }
 }
 
@@ -140,6 +242,11 @@ impl Mlp {
         let g = self.gate_proj.forward(x)?;
         let u = self.up_proj.forward(x)?;
         self.down_proj.forward(&ops::swiglu(&g, &u)?)
+    }
+
+    fn forward_inference(&self, x: &Tensor) -> Result<Tensor> {
+        let gu = linear_inference(x, &[&self.gate_proj, &self.up_proj])?;
+        self.down_proj.forward_inference(&ops::swiglu(&gu[0], &gu[1])?)
     }
 }
 
@@ -319,8 +426,9 @@ impl Decoder {
         Ok(())
     }
 
-    /// Final hidden states (after the last norm): (B, T, D).
-    pub fn hidden_states(&self, inp: &ForwardInput, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+    /// Final hidden states (after the last norm): (B, T, D). With a cache, the pass is inference
+    /// only (no autograd graph; see [`KvCache`]).
+    pub fn hidden_states(&self, inp: &ForwardInput, cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (b, t) = (inp.batch, inp.seq_len);
         if inp.input_ids.len() != b * t {
             return Err(Error::msg(format!("input_ids has {} tokens, expected batch {b} × seq_len {t}", inp.input_ids.len())));
@@ -336,37 +444,56 @@ impl Decoder {
             }
             None => (0..b).flat_map(|_| (0..t).map(|i| (past + i) as u32)).collect(),
         };
+        if let Some(s) = inp.segment_ids {
+            if s.len() != b * (past + t) {
+                return Err(Error::msg(format!(
+                    "segment_ids has {} entries, expected batch {b} × {} positions",
+                    s.len(),
+                    past + t
+                )));
+            }
+        }
+        if let Some(c) = cache {
+            return self.hidden_states_cached(inp, &pos, c);
+        }
         let (cos, sin) = rope_tables(&pos, b, t, self.cfg.head_dim(), self.cfg.rope_theta, &self.device)?;
         let segs = match inp.segment_ids {
-            Some(s) => {
-                if s.len() != b * (past + t) {
-                    return Err(Error::msg(format!(
-                        "segment_ids has {} entries, expected batch {b} × {} positions",
-                        s.len(),
-                        past + t
-                    )));
-                }
-                Some(Tensor::from_slice(s, (b, past + t), &self.device)?)
-            }
+            Some(s) => Some(Tensor::from_slice(s, (b, t), &self.device)?),
             None => None,
         };
         let ids = Tensor::from_slice(inp.input_ids, b * t, &self.device)?;
         let mut h = self.embed_tokens.as_tensor().index_select(&ids, 0)?.reshape((b, t, self.cfg.hidden_size))?;
         let eps = self.cfg.rms_norm_eps;
-        if let Some(c) = cache.as_mut() {
-            if c.layers.len() != self.layers.len() {
-                c.layers = vec![None; self.layers.len()];
-            }
-        }
-        for (i, blk) in self.layers.iter().enumerate() {
+        for blk in &self.layers {
             let n = ops::rms_norm(&h, blk.input_layernorm.as_tensor(), eps)?;
-            let slot = cache.as_mut().map(|c| &mut c.layers[i]);
-            let a = blk.self_attn.forward(&n, &cos, &sin, segs.as_ref(), slot)?;
+            let a = blk.self_attn.forward(&n, &cos, &sin, segs.as_ref())?;
             h = (h + a)?;
             let n = ops::rms_norm(&h, blk.post_attention_layernorm.as_tensor(), eps)?;
             h = (&h + blk.mlp.forward(&n)?)?;
         }
         ops::rms_norm(&h, self.norm.as_tensor(), eps)
+    }
+
+    /// The cached (decoding) pass: detached weights, GEMV projections for few rows, keys/values
+    /// written in place, rotary tables looked up from the cache's table.
+    fn hidden_states_cached(&self, inp: &ForwardInput, pos: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let (b, t) = (inp.batch, inp.seq_len);
+        if cache.layers.len() != self.layers.len() {
+            cache.layers = vec![None; self.layers.len()];
+        }
+        let capacity = cache.capacity;
+        let (cos, sin) = cache.rope.gather(pos, b, t, self.cfg.head_dim(), self.cfg.rope_theta, &self.device)?;
+        let ids = Tensor::from_slice(inp.input_ids, b * t, &self.device)?;
+        let mut h = self.embed_tokens.as_tensor().detach().index_select(&ids, 0)?.reshape((b, t, self.cfg.hidden_size))?;
+        let eps = self.cfg.rms_norm_eps;
+        for (blk, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let n = ops::rms_norm(&h, &blk.input_layernorm.as_tensor().detach(), eps)?;
+            let a = blk.self_attn.forward_cached(&n, &cos, &sin, inp.segment_ids, slot, capacity)?;
+            h = (h + a)?;
+            let n = ops::rms_norm(&h, &blk.post_attention_layernorm.as_tensor().detach(), eps)?;
+            h = (&h + blk.mlp.forward_inference(&n)?)?;
+        }
+        ops::rms_norm(&h, &self.norm.as_tensor().detach(), eps)
     }
 
     /// The output projection's weight (V, D): lm_head or the tied embeddings.
@@ -381,6 +508,21 @@ impl Decoder {
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let l = h.reshape((rows, d))?.matmul(&self.head_weight().t()?)?;
         let mut od = dims;
+        *od.last_mut().unwrap() = self.cfg.vocab_size;
+        Ok(l.reshape(od)?)
+    }
+
+    /// hidden (..., D) → logits (..., V), forward only (no autograd graph): the GEMV kernel for
+    /// ≤ [`GEMV_MAX_ROWS`] rows (one decoding step), a GEMM on detached weights otherwise.
+    pub fn logits_inference(&self, h: &Tensor) -> Result<Tensor> {
+        let w = self.head_weight().detach();
+        let h = h.detach();
+        let rows = h.elem_count() / self.cfg.hidden_size.max(1);
+        if rows <= GEMV_MAX_ROWS {
+            return Ok(ops::linear_rows(&h, &[(&w, None)])?.remove(0));
+        }
+        let mut od = h.dims().to_vec();
+        let l = h.reshape((rows, self.cfg.hidden_size))?.matmul(&w.t()?)?;
         *od.last_mut().unwrap() = self.cfg.vocab_size;
         Ok(l.reshape(od)?)
     }

@@ -135,7 +135,7 @@ pub fn generate(
         next_pos.push(p.len() as u32);
     }
     let mut rng = Rng::derive(cfg.seed, "generate");
-    let mut cache = KvCache::new(model.cfg.num_hidden_layers);
+    let mut cache = KvCache::with_capacity(model.cfg.num_hidden_layers, l + cfg.max_new_tokens);
     let mut out: Vec<Generation> = (0..b).map(|_| Generation { tokens: vec![], finish: Finish::Length }).collect();
     let mut done = vec![false; b];
     let v = model.cfg.vocab_size;
@@ -153,9 +153,13 @@ pub fn generate(
             position_ids: Some(&inp_pos),
             segment_ids: Some(&s),
         };
-        let h = model.hidden_states(&inp, Some(&mut cache))?;
-        let last = h.narrow(1, t - 1, 1)?.squeeze(1)?; // (B, D)
-        let logits = model.logits_from_hidden(&last)?.to_vec2::<f32>()?;
+        // On a rayon worker: the step's many small parallel ops then run inline or are stolen by
+        // the other workers, instead of each being handed from this thread to the pool and waited on.
+        let logits = rayon::scope(|_| -> Result<Vec<Vec<f32>>> {
+            let h = model.hidden_states(&inp, Some(&mut cache))?;
+            let last = h.narrow(1, t - 1, 1)?.squeeze(1)?; // (B, D)
+            Ok(model.logits_inference(&last)?.to_vec2::<f32>()?)
+        })?;
         let mut next = Vec::with_capacity(b);
         for (r, row) in logits.iter().enumerate() {
             debug_assert_eq!(row.len(), v);

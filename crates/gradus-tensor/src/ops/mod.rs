@@ -12,6 +12,8 @@
 
 mod attention;
 mod common;
+mod gemv;
+mod kv;
 mod logprobs;
 pub mod reference;
 mod rms_norm;
@@ -19,6 +21,7 @@ mod rope;
 mod simd;
 mod swiglu;
 
+pub use kv::KvBuffer;
 pub use reference::{attention_ref, rms_norm_ref, rope_ref, swiglu_ref, token_logprobs_ref};
 
 use crate::{Result, Tensor};
@@ -56,4 +59,16 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, segments: Option<&Tensor>, 
 /// in the forward pass.
 pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     Ok(logprobs::token_logprobs(logits, targets)?)
+}
+
+/// Forward-only `y_i = x W_iᵀ + b_i` for several weights that share the input x (..., K), each
+/// W_i (N_i, K) as PyTorch stores it, b_i (N_i) → one (..., N_i) tensor per weight. No autograd.
+///
+/// A GEMV-style kernel for few rows of x (decoding): each weight row is streamed once for all rows
+/// (no packing of the weight as a GEMM does), with AVX-512 / AVX2+FMA kernels picked at run time
+/// and the output features of all weights split across the rayon pool in one parallel region.
+/// Rows are processed 4 at a time, so it stays correct for any row count, but beyond ~16 rows a
+/// GEMM (`x.matmul(&w.t())`) is faster.
+pub fn linear_rows(x: &Tensor, weights: &[(&Tensor, Option<&Tensor>)]) -> Result<Vec<Tensor>> {
+    Ok(gemv::linear_rows(x, weights)?)
 }
