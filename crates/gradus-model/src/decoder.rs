@@ -57,6 +57,24 @@ pub const GEMV_MAX_ROWS: usize = 16;
 /// `[l.forward_inference(x) for l in ls]` in one pass: with few rows the projections that share
 /// an input (q/k/v, gate/up) run as one GEMV call, i.e. one parallel region, as if fused.
 pub fn linear_inference(x: &Tensor, ls: &[&Linear]) -> Result<Vec<Tensor>> {
+    let ys = linear_inference_base(x, ls)?;
+    if ls.iter().all(|l| l.lora.is_none()) {
+        return Ok(ys);
+    }
+    // LoRA adapters: add s · x Aᵀ Bᵀ (no dropout) to the base projection.
+    let x = x.detach();
+    let inner = *x.dims().last().unwrap_or(&0);
+    let x2 = x.reshape((x.elem_count() / inner.max(1), inner))?;
+    ls.iter()
+        .zip(ys)
+        .map(|(l, y)| match &l.lora {
+            Some(a) => Ok((&y + a.delta_inference(&x2)?.reshape(y.dims())?)?),
+            None => Ok(y),
+        })
+        .collect()
+}
+
+fn linear_inference_base(x: &Tensor, ls: &[&Linear]) -> Result<Vec<Tensor>> {
     let x = x.detach();
     let rows = x.elem_count() / x.dims().last().copied().unwrap_or(1).max(1);
     let ws: Vec<(Tensor, Option<Tensor>)> =

@@ -175,6 +175,12 @@ impl LoraAdapter {
         Ok((h.matmul(&self.b.as_tensor().t()?)? * self.scale)?)
     }
 
+    /// The update without dropout or autograd (decoding): x (N, in) → s · x Aᵀ Bᵀ.
+    pub fn delta_inference(&self, x: &Tensor) -> Result<Tensor> {
+        let h = x.detach().matmul(&self.a.as_tensor().detach().t()?)?;
+        Ok((h.matmul(&self.b.as_tensor().detach().t()?)? * self.scale)?)
+    }
+
     pub fn rank(&self) -> usize {
         self.a.as_tensor().dim(0).unwrap_or(0)
     }
