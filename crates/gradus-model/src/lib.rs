@@ -1,8 +1,9 @@
-//! gradus-model: the decoder family (Llama / Qwen2), Hugging Face checkpoint load and save, and
-//! KV-cache generation with sampling.
+//! gradus-model: the decoder family (Llama / Qwen2), Hugging Face checkpoint load and save,
+//! KV-cache generation with sampling, and a BERT encoder for sentence embeddings ([`encoder`]).
 
 pub mod config;
 pub mod decoder;
+pub mod encoder;
 pub mod generate;
 pub mod hf;
 
