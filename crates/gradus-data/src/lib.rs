@@ -4,10 +4,12 @@
 //! - [`dataset`]: JSONL / Parquet readers for the `text`, `prompt`/`completion` and chat `messages` shapes.
 //! - [`chat`]: chat templates (minijinja) and assistant-only loss masks.
 //! - [`pack`]: best-fit-decreasing packing into fixed rows with per-document positions and segments.
+//! - [`prune`]: cosine k-means and embedding-space pruning (SCIP, SemDeDup, D4, random); the embeddings file.
 //! - [`synthetic`]: the built-in corpus and instruction task used by `gradus quickstart` and the tests.
 
 pub mod chat;
 pub mod dataset;
 pub mod pack;
+pub mod prune;
 pub mod synthetic;
 pub mod tokenizer;
