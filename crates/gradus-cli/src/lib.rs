@@ -2,3 +2,4 @@
 //! be tested; `main.rs` parses arguments and calls the library crates.
 
 pub mod config;
+pub mod embed_cmd;

@@ -37,6 +37,9 @@ enum Cmd {
     /// Tokenizer tools.
     #[command(subcommand)]
     Tokenizer(TokenizerCmd),
+    /// Data curation: embed, prune (SCIP/SemDeDup/D4), corrupt, probe.
+    #[command(subcommand)]
+    Data(gradus_cli::embed_cmd::EmbedDataCmd),
 }
 
 #[derive(Args, Clone)]
@@ -163,6 +166,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Train(TrainCmd::Sft(a)) => recipe(a, gradus_train::sft::run),
         Cmd::Score(a) => score(a),
         Cmd::Generate(a) => gen(a),
+        Cmd::Data(c) => gradus_cli::embed_cmd::run(c),
         Cmd::Tokenizer(TokenizerCmd::Train { inputs, vocab_size, out }) => {
             let mut texts = Vec::new();
             for p in &inputs {
