@@ -23,7 +23,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use gradus_data::corrupt::chunk::python_chunks;
 use gradus_data::corrupt::{corrupt_any, Class, Corruption, Kind, Lang};
 use gradus_data::dataset::{read_dataset, Example, Fields, Shape};
-use gradus_data::prune::kmeans::{kmeans, KMeans, KMeansConfig};
+use gradus_data::prune::kmeans::{assign_to, kmeans, KMeans, KMeansConfig};
 use gradus_data::prune::store::{read_embeddings, write_embeddings, write_npy, Embeddings};
 use gradus_data::prune::{self, Removal};
 use gradus_data::tokenizer::Tokenizer;
@@ -541,10 +541,12 @@ fn probe(a: ProbeArgs) -> Result<()> {
         mixed[i * d..(i + 1) * d].copy_from_slice(&cemb[j * d..(j + 1) * d]);
     }
     let cfg = a.cluster.config();
-    let km_clean = kmeans(&clean, d, &cfg)?;
     let km = kmeans(&mixed, d, &cfg)?;
-    // How each corrupted row moved: cluster size and distance in the mixed clustering (corrupted)
-    // minus those of its clean version in the clean clustering.
+    // How each corrupted row moved, paired within the clustering of the mixed corpus: the size of
+    // the cluster the corrupted row sits in and its distance to that centroid, minus the same for
+    // its clean version placed in the same clustering (nearest centroid).
+    let clean_bad: Vec<f32> = bad.iter().flat_map(|&i| clean[i * d..(i + 1) * d].iter().copied()).collect();
+    let (clean_assign, clean_dist) = assign_to(&km, &clean_bad)?;
     #[derive(Default)]
     struct Move {
         n: usize,
@@ -552,14 +554,15 @@ fn probe(a: ProbeArgs) -> Result<()> {
         ddist: Vec<f64>,
         smaller: usize,
         farther: usize,
+        moved: usize,
         cos_clean: Vec<f64>,
     }
     let mut moves: BTreeMap<String, Move> = BTreeMap::new();
     for (j, &i) in bad.iter().enumerate() {
         let c = &corr[i].as_ref().expect("bad rows are corrupted").1;
-        let s0 = km_clean.sizes[km_clean.assign[i]] as f64;
+        let s0 = km.sizes[clean_assign[j]] as f64;
         let s1 = km.sizes[km.assign[i]] as f64;
-        let d0 = km_clean.distance[i] as f64;
+        let d0 = clean_dist[j] as f64;
         let d1 = km.distance[i] as f64;
         let cos: f64 = clean[i * d..(i + 1) * d].iter().zip(&cemb[j * d..(j + 1) * d]).map(|(x, y)| (*x * *y) as f64).sum();
         for key in [c.kind.name(), format!("all {}", if c.class == Class::Syntax { "syntax" } else { "content" }), "all".to_string()] {
@@ -568,6 +571,8 @@ fn probe(a: ProbeArgs) -> Result<()> {
             m.dsize.push(s1 - s0);
             m.ddist.push(d1 - d0);
             m.smaller += (s1 < s0) as usize;
+            m.moved += (km.assign[i] != clean_assign[j]) as usize;
+        m.moved += (km.assign[i] != clean_assign[j]) as usize;
             m.farther += (d1 > d0) as usize;
             m.cos_clean.push(cos);
         }
@@ -588,6 +593,8 @@ fn probe(a: ProbeArgs) -> Result<()> {
                     "rows": m.n,
                     "mean_delta_cluster_size": mean(m.dsize.iter().copied()),
                     "mean_delta_distance": mean(m.ddist.iter().copied()),
+                    "share_other_cluster": m.moved as f64 / m.n as f64,
+                    "share_other_cluster": m.moved as f64 / m.n as f64,
                     "share_smaller_cluster": m.smaller as f64 / m.n as f64,
                     "share_farther": m.farther as f64 / m.n as f64,
                     "mean_cosine_to_clean_version": mean(m.cos_clean.iter().copied()),
@@ -654,15 +661,16 @@ fn print_probe(r: &Value) -> Result<()> {
     let mut o = std::io::stdout().lock();
     let f = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.3}"));
     writeln!(o, "rows {}  corrupted {}  k {}  p {}  alpha {}", r["rows"], r["corrupted"], r["k"], r["fraction"], r["alpha"])?;
-    writeln!(o, "\n| corruption | rows | Δ cluster size | Δ distance | → smaller cluster | → farther | cos(clean, corrupted) |")?;
-    writeln!(o, "|---|---|---|---|---|---|---|")?;
+    writeln!(o, "\n| corruption | rows | Δ cluster size | Δ distance | → other cluster | → smaller cluster | → farther | cos(clean, corrupted) |")?;
+    writeln!(o, "|---|---|---|---|---|---|---|---|")?;
     for (k, m) in r["movement"].as_object().ok_or_else(|| anyhow!("report"))? {
         writeln!(
             o,
-            "| {k} | {} | {} | {} | {} | {} | {} |",
+            "| {k} | {} | {} | {} | {} | {} | {} | {} |",
             m["rows"],
             f(&m["mean_delta_cluster_size"]),
             f(&m["mean_delta_distance"]),
+            f(&m["share_other_cluster"]),
             f(&m["share_smaller_cluster"]),
             f(&m["share_farther"]),
             f(&m["mean_cosine_to_clean_version"])

@@ -222,3 +222,12 @@ pub fn kmeans(x: &[f32], d: usize, cfg: &KMeansConfig) -> Result<KMeans> {
     let distance = cos.iter().map(|c| (1.0 - c).max(0.0)).collect();
     Ok(KMeans { k, d, centroids: cents, assign, distance, sizes, iters })
 }
+
+/// Nearest centroid of each row of `x` (N × D) under `km`, and the cosine distance to it: places
+/// new rows (e.g. a corrupted version of a row) in an existing clustering.
+pub fn assign_to(km: &KMeans, x: &[f32]) -> Result<(Vec<usize>, Vec<f32>)> {
+    check_matrix(x, km.d)?;
+    let xn = normalize_rows(x, km.d);
+    let (a, c) = assign_all(&xn, &km.centroids, km.d);
+    Ok((a, c.iter().map(|c| (1.0 - c).max(0.0)).collect()))
+}
