@@ -454,7 +454,6 @@ fn corrupt_cmd(a: CorruptArgs) -> Result<()> {
     let texts = read_texts(&a.input.input, &a.input.field)?;
     let rows = corrupt_rows(&texts, lang, &kinds, a.fraction, a.seed)?;
     let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
-    let mut no_site = 0;
     let out = rows.iter().enumerate().map(|(i, r)| match r {
         Some((t, c)) => {
             *by_kind.entry(c.kind.name()).or_default() += 1;
@@ -463,12 +462,7 @@ fn corrupt_cmd(a: CorruptArgs) -> Result<()> {
         None => json!({"row": i, "text": texts[i], "corruption": Value::Null}),
     });
     let out: Vec<Value> = out.collect();
-    for (i, r) in rows.iter().enumerate() {
-        let _ = i;
-        if r.is_none() {
-            no_site += 1;
-        }
-    }
+    let no_site = rows.iter().filter(|r| r.is_none()).count();
     write_jsonl(&a.out, out)?;
     println!("{}", json!({"rows": texts.len(), "corrupted": texts.len() - no_site, "unchanged": no_site, "by_kind": by_kind, "out": a.out}));
     Ok(())
