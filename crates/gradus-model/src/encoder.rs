@@ -151,9 +151,12 @@ impl EncoderConfig {
 // ---------------------------------------------------------------------------------------------
 // Weights
 
+/// Tensors by name: (shape, f32 values).
+pub type NamedTensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// Reads the float tensors of a safetensors file as f32 (integer buffers such as BERT's
 /// `embeddings.position_ids` are skipped), names stripped of a leading `bert.`.
-fn read_float_tensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
+fn read_float_tensors(path: &Path) -> Result<NamedTensors> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::format(path, format!("not a valid safetensors file (truncated or corrupt?): {e}")))?;
@@ -173,7 +176,7 @@ fn read_float_tensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f3
 }
 
 struct Weights<'a> {
-    map: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    map: NamedTensors,
     origin: &'a Path,
 }
 
@@ -455,7 +458,7 @@ impl Encoder {
     }
 
     /// Builds the encoder from named f32 tensors (HF names without the `bert.` prefix).
-    pub fn from_tensors(cfg: EncoderConfig, map: HashMap<String, (Vec<usize>, Vec<f32>)>, origin: &Path) -> Result<Self> {
+    pub fn from_tensors(cfg: EncoderConfig, map: NamedTensors, origin: &Path) -> Result<Self> {
         cfg.validate()?;
         let act = cfg.activation()?;
         let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
