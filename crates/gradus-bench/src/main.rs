@@ -36,6 +36,26 @@ enum Cmd {
     Generate(GenArgs),
     /// f32 GEMM throughput of candle's matmul (the GEMM gradus uses), same shapes as bench/sgemm_peak.py.
     Sgemm(SgemmArgs),
+    /// Sentence-embedding throughput of the BERT encoder (compare with bench/st_embed.py).
+    Embed(EmbedArgs),
+}
+
+#[derive(Args)]
+struct EmbedArgs {
+    /// BERT checkpoint dir (config.json, model.safetensors, tokenizer.json), e.g. all-MiniLM-L6-v2.
+    #[arg(long)]
+    model: std::path::PathBuf,
+    /// JSONL with a `text` field (bench/st_embed.py --make-corpus writes one).
+    #[arg(long)]
+    input: std::path::PathBuf,
+    #[arg(long, default_value_t = 256)]
+    max_len: usize,
+    #[arg(long, default_value_t = 8192)]
+    batch_tokens: usize,
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
 }
 
 #[derive(Args)]
@@ -450,6 +470,36 @@ fn sgemm(a: &SgemmArgs, threads: usize) -> Result<Value> {
               "shapes": res, "machine": machine(threads)}))
 }
 
+/// Tokenise + encode + pool every text, best of `repeats` after a warm-up on 64 texts; the same
+/// protocol as bench/st_embed.py.
+fn embed_bench(a: &EmbedArgs, threads: usize) -> Result<Value> {
+    use gradus_data::dataset::{read_dataset, Example, Fields, Shape};
+    let enc = gradus_model::encoder::Encoder::load(&a.model)?;
+    let mut tok = gradus_data::tokenizer::Tokenizer::from_file(a.model.join("tokenizer.json"))?;
+    tok.set_encoder_mode(a.max_len.min(enc.max_len()))?;
+    let texts: Vec<String> = read_dataset(&a.input, Shape::Text, &Fields::default())?
+        .into_iter()
+        .filter_map(|e| match e {
+            Example::Text { text } => Some(text),
+            _ => None,
+        })
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let run = |t: &[&str]| -> Result<f64> {
+        let t0 = Instant::now();
+        let ids = tok.encode_batch(t, true)?;
+        let e = enc.embed(&ids, a.batch_tokens)?;
+        std::hint::black_box(e);
+        Ok(t0.elapsed().as_secs_f64())
+    };
+    run(&refs[..refs.len().min(64)])?;
+    let mut best = f64::INFINITY;
+    for _ in 0..a.repeats.max(1) {
+        best = best.min(run(&refs)?);
+    }
+    Ok(json!({"impl": "gradus", "threads": threads, "texts": texts.len(), "seconds": best, "sentences_per_second": texts.len() as f64 / best}))
+}
+
 fn main() {
     gradus_tensor::init_runtime();
     let cli = Cli::parse();
@@ -457,6 +507,7 @@ fn main() {
         Cmd::TrainStep(a) => a.m.threads,
         Cmd::Generate(a) => a.m.threads,
         Cmd::Sgemm(a) => a.threads,
+        Cmd::Embed(a) => a.threads,
     };
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         // Before anything touches rayon's global pool or candle reads the variable.
@@ -467,6 +518,7 @@ fn main() {
         Cmd::TrainStep(a) => train_step(a, threads),
         Cmd::Generate(a) => generate_bench(a, threads),
         Cmd::Sgemm(a) => sgemm(a, threads),
+        Cmd::Embed(a) => embed_bench(a, threads),
     };
     match res {
         Ok(v) => println!("{v}"),

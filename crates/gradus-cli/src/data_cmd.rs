@@ -17,6 +17,9 @@ use gradus_data::curate::{discover, from_files, Compression, InputOptions, OnRea
 
 #[derive(Subcommand)]
 pub enum DataCmd {
+    /// embed, prune, corrupt, probe (embedding-space pruning; see embed_cmd.rs).
+    #[command(flatten)]
+    Embedding(crate::embed_cmd::EmbedDataCmd),
     /// Counts, length and language histograms. `--merge summary.*.json` adds up shard summaries.
     Stats {
         #[command(flatten)]
@@ -195,6 +198,7 @@ fn print_line(text: &str) -> Result<()> {
 /// Run a `gradus data` command.
 pub fn run(cmd: DataCmd) -> Result<()> {
     match cmd {
+        DataCmd::Embedding(c) => crate::embed_cmd::run(c),
         DataCmd::Stats { io, merge } => {
             if !merge.is_empty() {
                 let s = stats::merge_summaries(&merge)?;

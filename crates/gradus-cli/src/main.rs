@@ -49,7 +49,8 @@ enum Cmd {
     /// LoRA adapter tools (PEFT layout).
     #[command(subcommand)]
     Lora(lora_cmd::LoraCmd),
-    /// Data curation: stats, dedup (exact / MinHash), decontaminate, filter, from-files.
+    /// Data curation: stats, dedup (exact / MinHash), decontaminate, filter, from-files, embed,
+    /// prune (SCIP / SemDeDup / D4), corrupt, probe.
     #[command(subcommand)]
     Data(gradus_cli::data_cmd::DataCmd),
 }

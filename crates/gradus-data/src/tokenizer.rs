@@ -290,6 +290,18 @@ impl Tokenizer {
         self.chat_template = template;
     }
 
+    /// Encode each text on its own, unpadded, truncated to at most `max_len` tokens (special tokens
+    /// included, longest-first as in transformers), whatever `tokenizer.json` says about padding and
+    /// truncation. Encoders (BERT) use this: `all-MiniLM-L6-v2`'s file pads to a fixed 128 and
+    /// truncates at 128 while sentence-transformers truncates at 256.
+    pub fn set_encoder_mode(&mut self, max_len: usize) -> Result<()> {
+        self.inner.with_padding(None);
+        self.inner
+            .with_truncation(Some(tokenizers::TruncationParams { max_length: max_len, ..Default::default() }))
+            .map_err(|e| Error::msg(format!("tokenizer: cannot truncate at {max_len}: {e}")))?;
+        Ok(())
+    }
+
     /// The wrapped Hugging Face tokenizer.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner

@@ -1,8 +1,10 @@
 //! gradus-model: the decoder family (Llama / Qwen2), Hugging Face checkpoint load and save,
-//! LoRA adapters in the PEFT layout, reward heads, and KV-cache generation with sampling.
+//! LoRA adapters in the PEFT layout, reward heads, KV-cache generation with sampling, and a BERT
+//! encoder for sentence embeddings ([`encoder`]).
 
 pub mod config;
 pub mod decoder;
+pub mod encoder;
 pub mod generate;
 pub mod hf;
 pub mod lora;

@@ -1,0 +1,679 @@
+//! `gradus data embed | prune | corrupt | probe`: embedding-space curation (RESEARCH.md §3.1).
+//!
+//! - `embed`: text rows → mean-pooled, L2-normalised BERT embeddings (safetensors `embeddings`
+//!   (N, D) + `row_ids`; optional `.npy`).
+//! - `prune`: cosine k-means on an embeddings file, then SCIP / SemDeDup / D4 / random; writes
+//!   `kept.jsonl`, `removed.jsonl` (one row each with the reason) and `summary.json`.
+//! - `corrupt`: seeded synthetic corruptions of code rows (Python or the built-in language); each
+//!   output row records its corruption (kind, class, line, col, before, after).
+//! - `probe`: embed clean and corrupted versions of a corpus, report how corruptions move rows in
+//!   cluster size and centroid distance, and each pruning method's precision/recall at finding the
+//!   corrupted rows.
+//!
+//! Rows are read with `gradus_data::dataset` (JSONL / JSON / Parquet, one text field, `--field`);
+//! a row's id is its 0-based index in the input.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use gradus_data::corrupt::chunk::python_chunks;
+use gradus_data::corrupt::{corrupt_any, Class, Corruption, Kind, Lang};
+use gradus_data::dataset::{read_dataset, Example, Fields, Shape};
+use gradus_data::prune::kmeans::{assign_to, kmeans, KMeans, KMeansConfig};
+use gradus_data::prune::store::{read_embeddings, write_embeddings, write_npy, Embeddings};
+use gradus_data::prune::{self, Removal};
+use gradus_data::tokenizer::Tokenizer;
+use gradus_model::encoder::Encoder;
+use gradus_tensor::io::write_atomic;
+use gradus_tensor::rng::Rng;
+use serde_json::{json, Value};
+
+#[derive(Subcommand)]
+pub enum EmbedDataCmd {
+    /// Embed text rows with a BERT-family encoder (HF checkpoint dir with tokenizer.json).
+    Embed(EmbedArgs),
+    /// Prune rows by their embeddings: SCIP, SemDeDup, D4 or random.
+    Prune(PruneArgs),
+    /// Apply seeded synthetic corruptions to code rows.
+    Corrupt(CorruptArgs),
+    /// Corruption probe: how corruptions move rows in embedding space, and how well each pruning
+    /// method finds them.
+    Probe(ProbeArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct InputArgs {
+    /// Dataset file or directory (.jsonl, .json, .parquet).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The text field of each row.
+    #[arg(long, default_value = "text")]
+    pub field: String,
+}
+
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// BERT checkpoint directory: config.json, model.safetensors, tokenizer.json.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Truncate to this many tokens (default: sentence_bert_config.json's max_seq_length, else
+    /// max_position_embeddings).
+    #[arg(long)]
+    pub max_len: Option<usize>,
+    /// Tokens per forward batch (sequences are sorted by length and not padded).
+    #[arg(long, default_value_t = 8192)]
+    pub batch_tokens: usize,
+}
+
+#[derive(Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Output safetensors file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the (N, D) matrix as a .npy file.
+    #[arg(long)]
+    pub npy: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Method {
+    Scip,
+    Semdedup,
+    D4,
+    Random,
+}
+
+#[derive(Args, Clone)]
+pub struct ClusterArgs {
+    /// k-means clusters (SCIP: 100).
+    #[arg(long, default_value_t = 100)]
+    pub k: usize,
+    #[arg(long, default_value_t = 50)]
+    pub iters: usize,
+    /// Mini-batch k-means with this batch size (default: full batch).
+    #[arg(long)]
+    pub minibatch: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl ClusterArgs {
+    fn config(&self) -> KMeansConfig {
+        KMeansConfig { k: self.k, max_iters: self.iters, batch_size: self.minibatch, seed: self.seed }
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct MethodArgs {
+    /// Fraction of rows to remove, p.
+    #[arg(long, default_value_t = 0.2)]
+    pub fraction: f64,
+    /// SCIP: share of p removed by smallest cluster size (the rest by distance).
+    #[arg(long, default_value_t = 0.8)]
+    pub alpha: f64,
+    /// D4: share of p removed by SemDeDup before the prototype step.
+    #[arg(long, default_value_t = 0.5)]
+    pub dedup_share: f64,
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// The embeddings file from `gradus data embed`.
+    #[arg(long)]
+    pub embeddings: PathBuf,
+    /// The dataset the embeddings were made from (rows are copied to kept.jsonl / removed.jsonl).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    #[arg(long, default_value = "text")]
+    pub field: String,
+    #[arg(long, value_enum)]
+    pub method: Method,
+    #[command(flatten)]
+    pub m: MethodArgs,
+    /// SemDeDup: remove rows whose cosine to an earlier row of their cluster exceeds this,
+    /// instead of a fraction.
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct CorruptArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[arg(long, default_value = "python")]
+    pub lang: String,
+    /// Comma-separated corruption kinds (default: every kind of the language).
+    #[arg(long, value_delimiter = ',')]
+    pub kinds: Vec<String>,
+    /// Share of rows to corrupt (the others are written unchanged, with `corruption: null`).
+    #[arg(long, default_value_t = 1.0)]
+    pub fraction: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output JSONL.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ProbeArgs {
+    /// Dataset of code rows (or use --py-dir).
+    #[arg(long, conflicts_with = "py_dir")]
+    pub input: Option<PathBuf>,
+    #[arg(long, default_value = "text")]
+    pub field: String,
+    /// A directory of Python files (not recursive), split into function-level chunks.
+    #[arg(long)]
+    pub py_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 5)]
+    pub min_lines: usize,
+    #[arg(long, default_value_t = 60)]
+    pub max_lines: usize,
+    /// Use at most this many rows (a seeded sample).
+    #[arg(long)]
+    pub max_rows: Option<usize>,
+    #[arg(long, default_value = "python")]
+    pub lang: String,
+    #[arg(long, value_delimiter = ',')]
+    pub kinds: Vec<String>,
+    /// Share of rows replaced by a corrupted version.
+    #[arg(long, default_value_t = 0.1)]
+    pub corrupt_fraction: f64,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub m: MethodArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Write the full report (JSON) here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(cmd: EmbedDataCmd) -> Result<()> {
+    match cmd {
+        EmbedDataCmd::Embed(a) => embed(a),
+        EmbedDataCmd::Prune(a) => prune_cmd(a),
+        EmbedDataCmd::Corrupt(a) => corrupt_cmd(a),
+        EmbedDataCmd::Probe(a) => probe(a),
+    }
+}
+
+// ------------------------------------------------------------------------------------- helpers
+
+/// The text of every row, in order.
+pub fn read_texts(path: &Path, field: &str) -> Result<Vec<String>> {
+    let fields = Fields { text: field.to_string(), ..Fields::default() };
+    let rows = read_dataset(path, Shape::Text, &fields).with_context(|| format!("reading {}", path.display()))?;
+    Ok(rows
+        .into_iter()
+        .map(|e| match e {
+            Example::Text { text } => text,
+            _ => unreachable!("Shape::Text gives text rows"),
+        })
+        .collect())
+}
+
+/// An encoder with its tokenizer set up as sentence-transformers does (truncation, no padding).
+pub struct TextEncoder {
+    pub encoder: Encoder,
+    pub tokenizer: Tokenizer,
+    pub batch_tokens: usize,
+}
+
+impl TextEncoder {
+    pub fn load(a: &ModelArgs) -> Result<Self> {
+        let encoder = Encoder::load(&a.model)?;
+        let mut tokenizer = Tokenizer::from_file(a.model.join("tokenizer.json"))?;
+        let st_cfg = a.model.join("sentence_bert_config.json");
+        let st_max = if st_cfg.exists() {
+            let v: Value = serde_json::from_str(&std::fs::read_to_string(&st_cfg)?)
+                .with_context(|| format!("{}: invalid JSON", st_cfg.display()))?;
+            v.get("max_seq_length").and_then(Value::as_u64).map(|x| x as usize)
+        } else {
+            None
+        };
+        let max_len = a.max_len.or(st_max).unwrap_or(encoder.max_len()).min(encoder.max_len());
+        if max_len < 2 {
+            bail!("--max-len must be at least 2");
+        }
+        tokenizer.set_encoder_mode(max_len)?;
+        tokenizer.check_fits(encoder.cfg.vocab_size)?;
+        if a.batch_tokens == 0 {
+            bail!("--batch-tokens must be positive");
+        }
+        Ok(Self { encoder, tokenizer, batch_tokens: a.batch_tokens })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.encoder.cfg.hidden_size
+    }
+
+    /// (len(texts), D) embeddings.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<f32>> {
+        let ids = self.tokenizer.encode_batch(texts, true)?;
+        Ok(self.encoder.embed(&ids, self.batch_tokens)?)
+    }
+}
+
+fn write_jsonl(path: &Path, rows: impl IntoIterator<Item = Value>) -> Result<()> {
+    let mut buf = Vec::new();
+    for r in rows {
+        serde_json::to_writer(&mut buf, &r)?;
+        buf.push(b'\n');
+    }
+    write_atomic(path, &buf)?;
+    Ok(())
+}
+
+fn parse_kinds(lang: Lang, names: &[String]) -> Result<Vec<Kind>> {
+    if names.is_empty() {
+        return Ok(Kind::for_lang(lang));
+    }
+    let allowed = Kind::for_lang(lang);
+    names
+        .iter()
+        .map(|n| {
+            let k = Kind::parse(n.trim())?;
+            if !allowed.contains(&k) {
+                bail!("--kinds: `{n}` does not apply to this language");
+            }
+            Ok(k)
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------------------------------- embed
+
+fn embed(a: EmbedArgs) -> Result<()> {
+    let texts = read_texts(&a.input.input, &a.input.field)?;
+    let enc = TextEncoder::load(&a.model)?;
+    let t0 = Instant::now();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let values = enc.embed(&refs)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let n = texts.len();
+    let meta: HashMap<String, String> = [
+        ("model".to_string(), a.model.model.display().to_string()),
+        ("input".to_string(), a.input.input.display().to_string()),
+        ("field".to_string(), a.input.field.clone()),
+        ("pooling".to_string(), "mean, l2-normalised".to_string()),
+    ]
+    .into();
+    let e = Embeddings { dim: enc.dim(), values, row_ids: (0..n as u64).collect(), metadata: meta };
+    write_embeddings(&a.out, &e)?;
+    if let Some(p) = &a.npy {
+        write_npy(p, &e.values, n, e.dim)?;
+    }
+    println!("{}", json!({"rows": n, "dim": e.dim, "seconds": secs, "rows_per_second": n as f64 / secs.max(1e-9), "out": a.out}));
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------- prune
+
+/// Rows to remove by `method` on embeddings `x` (N × d), given a clustering.
+fn prune_rows(method: Method, x: &[f32], d: usize, km: &KMeans, cfg: &KMeansConfig, m: &MethodArgs, threshold: Option<f32>) -> Result<Vec<Removal>> {
+    let n = km.assign.len();
+    Ok(match method {
+        Method::Scip => prune::scip::scip(km, m.fraction, m.alpha)?,
+        Method::Semdedup => match threshold {
+            Some(t) => prune::semdedup::semdedup_threshold(x, d, km, t)?,
+            None => prune::semdedup::semdedup_fraction(x, d, km, m.fraction)?,
+        },
+        Method::D4 => prune::d4::d4(x, d, km, cfg, m.fraction, m.dedup_share)?,
+        Method::Random => prune::random(n, m.fraction, cfg.seed)?,
+    })
+}
+
+fn method_name(m: Method) -> &'static str {
+    match m {
+        Method::Scip => "scip",
+        Method::Semdedup => "semdedup",
+        Method::D4 => "d4",
+        Method::Random => "random",
+    }
+}
+
+fn prune_cmd(a: PruneArgs) -> Result<()> {
+    let e = read_embeddings(&a.embeddings)?;
+    if e.is_empty() {
+        bail!("{}: no rows", a.embeddings.display());
+    }
+    let texts = match &a.input {
+        Some(p) => {
+            let t = read_texts(p, &a.field)?;
+            if let Some(bad) = e.row_ids.iter().find(|&&r| r as usize >= t.len()) {
+                bail!(
+                    "{}: row id {bad} is beyond the {} rows of {} (were the embeddings made from this input?)",
+                    a.embeddings.display(),
+                    t.len(),
+                    p.display()
+                );
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    let cfg = a.cluster.config();
+    let t0 = Instant::now();
+    let km = kmeans(&e.values, e.dim, &cfg)?;
+    let removed = prune_rows(a.method, &e.values, e.dim, &km, &cfg, &a.m, a.threshold)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let gone: HashSet<usize> = removed.iter().map(|r| r.row).collect();
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let row_value = |i: usize| -> Value {
+        let id = e.row_ids[i];
+        let mut v = json!({"row": id, "cluster": km.assign[i], "cluster_size": km.sizes[km.assign[i]], "distance": km.distance[i]});
+        if let Some(t) = &texts {
+            v["text"] = Value::String(t[id as usize].clone());
+        }
+        v
+    };
+    write_jsonl(&a.out.join("kept.jsonl"), (0..e.len()).filter(|i| !gone.contains(i)).map(row_value))?;
+    let mut rm_sorted = removed.clone();
+    rm_sorted.sort_by_key(|r| r.row);
+    write_jsonl(
+        &a.out.join("removed.jsonl"),
+        rm_sorted.iter().map(|r| {
+            let mut v = row_value(r.row);
+            let reason = serde_json::to_value(&r.reason).unwrap_or(Value::Null);
+            if let (Some(o), Some(ro)) = (v.as_object_mut(), reason.as_object()) {
+                for (k, x) in ro {
+                    let key = if k == "cluster" || k == "distance" { format!("reason_{k}") } else { k.clone() };
+                    o.insert(key, x.clone());
+                }
+            }
+            v
+        }),
+    )?;
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &removed {
+        let v = serde_json::to_value(&r.reason)?;
+        *reasons.entry(v["reason"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+    }
+    let summary = json!({
+        "method": method_name(a.method),
+        "rows": e.len(),
+        "removed": removed.len(),
+        "kept": e.len() - removed.len(),
+        "fraction": a.m.fraction,
+        "alpha": a.m.alpha,
+        "dedup_share": a.m.dedup_share,
+        "threshold": a.threshold,
+        "k": km.k,
+        "kmeans_iters": km.iters,
+        "seed": cfg.seed,
+        "minibatch": cfg.batch_size,
+        "reasons": reasons,
+        "cluster_sizes": km.sizes,
+        "seconds": secs,
+    });
+    write_atomic(&a.out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    println!("{}", json!({"removed": removed.len(), "kept": e.len() - removed.len(), "out": a.out}));
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------- corrupt
+
+/// Corrupts a seeded share of `texts`: returns, per row, its corruption (if any) and new text.
+fn corrupt_rows(texts: &[String], lang: Lang, kinds: &[Kind], fraction: f64, seed: u64) -> Result<Vec<Option<(String, Corruption)>>> {
+    prune::check_fraction("fraction", fraction)?;
+    let mut pick = Rng::derive(seed, "corrupt/pick");
+    let mut idx: Vec<usize> = (0..texts.len()).collect();
+    pick.shuffle(&mut idx);
+    let chosen: HashSet<usize> = idx[..prune::count_for(fraction, texts.len())].iter().copied().collect();
+    Ok(texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if !chosen.contains(&i) {
+                return None;
+            }
+            let mut rng = Rng::derive(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15), "corrupt/row");
+            corrupt_any(t, lang, kinds, &mut rng)
+        })
+        .collect())
+}
+
+fn corrupt_cmd(a: CorruptArgs) -> Result<()> {
+    let lang = Lang::parse(&a.lang)?;
+    let kinds = parse_kinds(lang, &a.kinds)?;
+    let texts = read_texts(&a.input.input, &a.input.field)?;
+    let rows = corrupt_rows(&texts, lang, &kinds, a.fraction, a.seed)?;
+    let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
+    let out = rows.iter().enumerate().map(|(i, r)| match r {
+        Some((t, c)) => {
+            *by_kind.entry(c.kind.name()).or_default() += 1;
+            json!({"row": i, "text": t, "corruption": c})
+        }
+        None => json!({"row": i, "text": texts[i], "corruption": Value::Null}),
+    });
+    let out: Vec<Value> = out.collect();
+    let no_site = rows.iter().filter(|r| r.is_none()).count();
+    write_jsonl(&a.out, out)?;
+    println!("{}", json!({"rows": texts.len(), "corrupted": texts.len() - no_site, "unchanged": no_site, "by_kind": by_kind, "out": a.out}));
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------- probe
+
+fn probe_rows(a: &ProbeArgs) -> Result<Vec<String>> {
+    let mut rows = match (&a.input, &a.py_dir) {
+        (Some(p), None) => read_texts(p, &a.field)?,
+        (None, Some(dir)) => {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .with_context(|| format!("reading {}", dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "py"))
+                .collect();
+            files.sort();
+            let mut rows = Vec::new();
+            for f in files {
+                let Ok(src) = std::fs::read_to_string(&f) else { continue }; // non-UTF-8 test data files
+                rows.extend(python_chunks(&src, a.min_lines, a.max_lines).into_iter().map(|c| c.text));
+            }
+            rows
+        }
+        _ => bail!("give --input or --py-dir"),
+    };
+    if let Some(m) = a.max_rows {
+        if rows.len() > m {
+            let mut idx: Vec<usize> = (0..rows.len()).collect();
+            Rng::derive(a.cluster.seed, "probe/sample").shuffle(&mut idx);
+            let mut keep: Vec<usize> = idx[..m].to_vec();
+            keep.sort();
+            rows = keep.into_iter().map(|i| std::mem::take(&mut rows[i])).collect();
+        }
+    }
+    if rows.is_empty() {
+        bail!("no rows to probe");
+    }
+    Ok(rows)
+}
+
+fn mean(xs: impl Iterator<Item = f64>) -> f64 {
+    let (s, n) = xs.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    if n == 0 {
+        f64::NAN
+    } else {
+        s / n as f64
+    }
+}
+
+fn probe(a: ProbeArgs) -> Result<()> {
+    let lang = Lang::parse(&a.lang)?;
+    let kinds = parse_kinds(lang, &a.kinds)?;
+    let rows = probe_rows(&a)?;
+    let n = rows.len();
+    let enc = TextEncoder::load(&a.model)?;
+    let d = enc.dim();
+    let corr = corrupt_rows(&rows, lang, &kinds, a.corrupt_fraction, a.cluster.seed)?;
+    let bad: Vec<usize> = (0..n).filter(|&i| corr[i].is_some()).collect();
+    eprintln!("probe: {n} rows, {} corrupted; embedding ...", bad.len());
+    let t0 = Instant::now();
+    let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+    let clean = enc.embed(&refs)?;
+    let crefs: Vec<&str> = bad.iter().map(|&i| corr[i].as_ref().map(|(t, _)| t.as_str()).unwrap_or("")).collect();
+    let cemb = enc.embed(&crefs)?;
+    let embed_secs = t0.elapsed().as_secs_f64();
+    // Mixed corpus: corrupted rows replace their clean versions.
+    let mut mixed = clean.clone();
+    for (j, &i) in bad.iter().enumerate() {
+        mixed[i * d..(i + 1) * d].copy_from_slice(&cemb[j * d..(j + 1) * d]);
+    }
+    let cfg = a.cluster.config();
+    let km = kmeans(&mixed, d, &cfg)?;
+    // How each corrupted row moved, paired within the clustering of the mixed corpus: the size of
+    // the cluster the corrupted row sits in and its distance to that centroid, minus the same for
+    // its clean version placed in the same clustering (nearest centroid).
+    let clean_bad: Vec<f32> = bad.iter().flat_map(|&i| clean[i * d..(i + 1) * d].iter().copied()).collect();
+    let (clean_assign, clean_dist) = assign_to(&km, &clean_bad)?;
+    #[derive(Default)]
+    struct Move {
+        n: usize,
+        dsize: Vec<f64>,
+        ddist: Vec<f64>,
+        smaller: usize,
+        farther: usize,
+        moved: usize,
+        cos_clean: Vec<f64>,
+    }
+    let mut moves: BTreeMap<String, Move> = BTreeMap::new();
+    for (j, &i) in bad.iter().enumerate() {
+        let c = &corr[i].as_ref().expect("bad rows are corrupted").1;
+        let s0 = km.sizes[clean_assign[j]] as f64;
+        let s1 = km.sizes[km.assign[i]] as f64;
+        let d0 = clean_dist[j] as f64;
+        let d1 = km.distance[i] as f64;
+        let cos: f64 = clean[i * d..(i + 1) * d].iter().zip(&cemb[j * d..(j + 1) * d]).map(|(x, y)| (*x * *y) as f64).sum();
+        for key in [c.kind.name(), format!("all {}", if c.class == Class::Syntax { "syntax" } else { "content" }), "all".to_string()] {
+            let m = moves.entry(key).or_default();
+            m.n += 1;
+            m.dsize.push(s1 - s0);
+            m.ddist.push(d1 - d0);
+            m.smaller += (s1 < s0) as usize;
+            m.moved += (km.assign[i] != clean_assign[j]) as usize;
+        m.moved += (km.assign[i] != clean_assign[j]) as usize;
+            m.farther += (d1 > d0) as usize;
+            m.cos_clean.push(cos);
+        }
+    }
+    let clean_rows: Vec<usize> = (0..n).filter(|i| corr[*i].is_none()).collect();
+    let baseline = json!({
+        "mean_cluster_size_clean_rows": mean(clean_rows.iter().map(|&i| km.sizes[km.assign[i]] as f64)),
+        "mean_cluster_size_corrupted_rows": mean(bad.iter().map(|&i| km.sizes[km.assign[i]] as f64)),
+        "mean_distance_clean_rows": mean(clean_rows.iter().map(|&i| km.distance[i] as f64)),
+        "mean_distance_corrupted_rows": mean(bad.iter().map(|&i| km.distance[i] as f64)),
+    });
+    let movement: BTreeMap<String, Value> = moves
+        .iter()
+        .map(|(k, m)| {
+            (
+                k.clone(),
+                json!({
+                    "rows": m.n,
+                    "mean_delta_cluster_size": mean(m.dsize.iter().copied()),
+                    "mean_delta_distance": mean(m.ddist.iter().copied()),
+                    "share_other_cluster": m.moved as f64 / m.n as f64,
+                    "share_other_cluster": m.moved as f64 / m.n as f64,
+                    "share_smaller_cluster": m.smaller as f64 / m.n as f64,
+                    "share_farther": m.farther as f64 / m.n as f64,
+                    "mean_cosine_to_clean_version": mean(m.cos_clean.iter().copied()),
+                }),
+            )
+        })
+        .collect();
+    // Precision / recall of each method at finding corrupted rows.
+    let is_bad: HashSet<usize> = bad.iter().copied().collect();
+    let mut methods: Vec<(String, Vec<Removal>)> = Vec::new();
+    for m in [Method::Scip, Method::Semdedup, Method::D4, Method::Random] {
+        methods.push((method_name(m).to_string(), prune_rows(m, &mixed, d, &km, &cfg, &a.m, None)?));
+    }
+    methods.push(("scip_size_only (alpha=1)".into(), prune::scip::scip(&km, a.m.fraction, 1.0)?));
+    methods.push(("scip_distance_only (alpha=0)".into(), prune::scip::scip(&km, a.m.fraction, 0.0)?));
+    let mut pr = BTreeMap::new();
+    for (name, rm) in &methods {
+        let hit = rm.iter().filter(|r| is_bad.contains(&r.row)).count();
+        let by_class = |cls: Class| {
+            let total = bad.iter().filter(|&&i| corr[i].as_ref().is_some_and(|(_, c)| c.class == cls)).count();
+            let found = rm.iter().filter(|r| corr[r.row].as_ref().is_some_and(|(_, c)| c.class == cls)).count();
+            if total == 0 {
+                f64::NAN
+            } else {
+                found as f64 / total as f64
+            }
+        };
+        pr.insert(
+            name.clone(),
+            json!({
+                "removed": rm.len(),
+                "corrupted_removed": hit,
+                "precision": hit as f64 / rm.len().max(1) as f64,
+                "recall": hit as f64 / bad.len().max(1) as f64,
+                "recall_syntax": by_class(Class::Syntax),
+                "recall_content": by_class(Class::Content),
+            }),
+        );
+    }
+    let report = json!({
+        "rows": n,
+        "corrupted": bad.len(),
+        "corrupt_fraction": a.corrupt_fraction,
+        "lang": a.lang,
+        "model": a.model.model,
+        "k": km.k,
+        "fraction": a.m.fraction,
+        "alpha": a.m.alpha,
+        "dedup_share": a.m.dedup_share,
+        "seed": cfg.seed,
+        "embed_seconds": embed_secs,
+        "baseline": baseline,
+        "movement": movement,
+        "pruning": pr,
+    });
+    if let Some(p) = &a.out {
+        write_atomic(p, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    }
+    print_probe(&report)?;
+    Ok(())
+}
+
+fn print_probe(r: &Value) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    let f = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.3}"));
+    writeln!(o, "rows {}  corrupted {}  k {}  p {}  alpha {}", r["rows"], r["corrupted"], r["k"], r["fraction"], r["alpha"])?;
+    writeln!(o, "\n| corruption | rows | Δ cluster size | Δ distance | → other cluster | → smaller cluster | → farther | cos(clean, corrupted) |")?;
+    writeln!(o, "|---|---|---|---|---|---|---|---|")?;
+    for (k, m) in r["movement"].as_object().ok_or_else(|| anyhow!("report"))? {
+        writeln!(
+            o,
+            "| {k} | {} | {} | {} | {} | {} | {} | {} |",
+            m["rows"],
+            f(&m["mean_delta_cluster_size"]),
+            f(&m["mean_delta_distance"]),
+            f(&m["share_other_cluster"]),
+            f(&m["share_smaller_cluster"]),
+            f(&m["share_farther"]),
+            f(&m["mean_cosine_to_clean_version"])
+        )?;
+    }
+    writeln!(o, "\n| method | removed | precision | recall | recall (syntax) | recall (content) |")?;
+    writeln!(o, "|---|---|---|---|---|---|")?;
+    for (k, m) in r["pruning"].as_object().ok_or_else(|| anyhow!("report"))? {
+        writeln!(o, "| {k} | {} | {} | {} | {} | {} |", m["removed"], f(&m["precision"]), f(&m["recall"]), f(&m["recall_syntax"]), f(&m["recall_content"]))?;
+    }
+    Ok(())
+}

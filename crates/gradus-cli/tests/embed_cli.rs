@@ -1,0 +1,174 @@
+//! `gradus data embed | prune | corrupt | probe` end to end, on the tiny random BERT fixture of
+//! gradus-model (crates/gradus-model/tests/fixtures/tiny_bert, made by its gen.py).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use gradus_data::corrupt::Class;
+use gradus_data::prune::store::{read_embeddings, write_embeddings, Embeddings};
+use gradus_data::synthetic::lang;
+use gradus_data::synthetic::programs::{generate, ProgramConfig};
+use gradus_tensor::rng::Rng;
+use serde_json::Value;
+
+fn tiny_bert() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../gradus-model/tests/fixtures/tiny_bert")
+}
+
+fn gradus(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gradus")).args(args).current_dir(cwd).env_remove("GRADUS_LOG").output().unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "failed: {err}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn fails_naming(o: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr should name {n:?}: {err}");
+    }
+}
+
+fn jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn write_texts(path: &Path, field: &str, texts: &[String]) {
+    let s: String = texts.iter().map(|t| format!("{}\n", serde_json::json!({ field: t }))).collect();
+    std::fs::write(path, s).unwrap();
+}
+
+#[test]
+fn embed_matches_the_transformers_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let refj: Value =
+        serde_json::from_str(&std::fs::read_to_string(tiny_bert().join("reference.json")).unwrap()).unwrap();
+    let cases = refj["cases"].as_array().unwrap();
+    let texts: Vec<String> = cases.iter().map(|c| c["text"].as_str().unwrap().to_string()).collect();
+    write_texts(&dir.path().join("in.jsonl"), "content", &texts);
+    let model = tiny_bert();
+    let out = ok(&gradus(
+        &["data", "embed", "--input", "in.jsonl", "--field", "content", "--model", model.to_str().unwrap(), "--out", "e.safetensors", "--npy", "e.npy"],
+        dir.path(),
+    ));
+    assert!(out.contains("\"rows\":8"), "{out}");
+    let e = read_embeddings(&dir.path().join("e.safetensors")).unwrap();
+    assert_eq!((e.len(), e.dim), (8, 16));
+    assert_eq!(e.row_ids, (0..8).collect::<Vec<u64>>());
+    for (i, c) in cases.iter().enumerate() {
+        for (a, b) in e.values[i * 16..(i + 1) * 16].iter().zip(c["embedding"].as_array().unwrap()) {
+            assert!((a - b.as_f64().unwrap() as f32).abs() < 1e-5);
+        }
+    }
+    assert_eq!(std::fs::metadata(dir.path().join("e.npy")).unwrap().len(), 128 + 8 * 16 * 4);
+    // A missing field names the file, line and field.
+    let o = gradus(&["data", "embed", "--input", "in.jsonl", "--model", model.to_str().unwrap(), "--out", "x.safetensors"], dir.path());
+    fails_naming(&o, &["in.jsonl:1", "text"]);
+}
+
+/// The three groups of crates/gradus-data/tests/prune.rs (derivation there): with k = 3,
+/// p = 4/17 and α = 0.5 SCIP removes C (rows 15, 16), then rows 9 and 14.
+#[test]
+fn prune_scip_writes_kept_removed_and_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut x: Vec<f32> = Vec::new();
+    for _ in 0..9 {
+        x.extend([1.0, 0.0, 0.0]);
+    }
+    x.extend([1.0, 0.3, 0.0]);
+    for _ in 0..4 {
+        x.extend([0.0, 1.0, 0.0]);
+    }
+    x.extend([0.0, 1.0, 0.2, 0.0, 0.0, 1.0, 0.15, 0.0, 1.0]);
+    let e = Embeddings { dim: 3, values: x, row_ids: (0..17).collect(), metadata: Default::default() };
+    write_embeddings(&dir.path().join("e.safetensors"), &e).unwrap();
+    let texts: Vec<String> = (0..17).map(|i| format!("row {i}")).collect();
+    write_texts(&dir.path().join("in.jsonl"), "text", &texts);
+    let frac = format!("{}", 4.0 / 17.0);
+    ok(&gradus(
+        &["data", "prune", "--embeddings", "e.safetensors", "--input", "in.jsonl", "--method", "scip", "--fraction", &frac, "--alpha", "0.5", "--k", "3", "--out", "out"],
+        dir.path(),
+    ));
+    let removed = jsonl(&dir.path().join("out/removed.jsonl"));
+    let rows: Vec<u64> = removed.iter().map(|r| r["row"].as_u64().unwrap()).collect();
+    assert_eq!(rows, vec![9, 14, 15, 16]);
+    assert_eq!(removed[2]["reason"], "small_cluster");
+    assert_eq!(removed[0]["reason"], "far_from_centroid");
+    assert_eq!(removed[0]["text"], "row 9");
+    let kept = jsonl(&dir.path().join("out/kept.jsonl"));
+    assert_eq!(kept.len(), 13);
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["removed"], 4);
+    assert_eq!(summary["reasons"]["small_cluster"], 2);
+    // Random and SemDeDup run too; SemDeDup by threshold removes the 11 exact copies.
+    ok(&gradus(&["data", "prune", "--embeddings", "e.safetensors", "--method", "semdedup", "--threshold", "0.999", "--k", "3", "--out", "sd"], dir.path()));
+    assert_eq!(jsonl(&dir.path().join("sd/removed.jsonl")).len(), 11);
+    ok(&gradus(&["data", "prune", "--embeddings", "e.safetensors", "--method", "d4", "--fraction", "0.5", "--k", "3", "--out", "d4"], dir.path()));
+    assert_eq!(jsonl(&dir.path().join("d4/removed.jsonl")).len(), 9); // round(8.5) = 9
+    // Bad input: a fraction out of range, a file that is not an embeddings file.
+    let o = gradus(&["data", "prune", "--embeddings", "e.safetensors", "--method", "random", "--fraction", "1.5", "--out", "r"], dir.path());
+    fails_naming(&o, &["fraction"]);
+    let o = gradus(&["data", "prune", "--embeddings", "in.jsonl", "--method", "scip", "--out", "r"], dir.path());
+    fails_naming(&o, &["in.jsonl"]);
+}
+
+fn tiny_programs(n: usize) -> Vec<String> {
+    let mut rng = Rng::new(3);
+    let cfg = ProgramConfig { max_stmts: 6, ..Default::default() };
+    (0..n).map(|_| generate(&mut rng, &cfg).source).collect()
+}
+
+#[test]
+fn corrupt_records_each_corruption_and_the_tiny_parser_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    write_texts(&dir.path().join("p.jsonl"), "text", &tiny_programs(30));
+    ok(&gradus(&["data", "corrupt", "--input", "p.jsonl", "--lang", "tiny", "--seed", "4", "--out", "c.jsonl"], dir.path()));
+    let rows = jsonl(&dir.path().join("c.jsonl"));
+    assert_eq!(rows.len(), 30);
+    let mut n = 0;
+    for r in &rows {
+        let c = &r["corruption"];
+        if c.is_null() {
+            continue;
+        }
+        n += 1;
+        let class: Class = serde_json::from_value(c["class"].clone()).unwrap();
+        assert!(c["line"].as_u64().unwrap() >= 1 && c["kind"].is_string());
+        let parsed = lang::parse(r["text"].as_str().unwrap());
+        assert_eq!(parsed.is_err(), class == Class::Syntax, "{r}");
+    }
+    assert!(n >= 28, "{n}");
+    // Same seed, same output.
+    ok(&gradus(&["data", "corrupt", "--input", "p.jsonl", "--lang", "tiny", "--seed", "4", "--out", "c2.jsonl"], dir.path()));
+    assert_eq!(std::fs::read(dir.path().join("c.jsonl")).unwrap(), std::fs::read(dir.path().join("c2.jsonl")).unwrap());
+    let o = gradus(&["data", "corrupt", "--input", "p.jsonl", "--lang", "tiny", "--kinds", "drop_colon", "--out", "x.jsonl"], dir.path());
+    fails_naming(&o, &["drop_colon"]);
+}
+
+#[test]
+fn probe_reports_movement_and_precision_recall() {
+    let dir = tempfile::tempdir().unwrap();
+    write_texts(&dir.path().join("p.jsonl"), "text", &tiny_programs(60));
+    let model = tiny_bert();
+    let out = ok(&gradus(
+        &["data", "probe", "--input", "p.jsonl", "--lang", "tiny", "--model", model.to_str().unwrap(), "--k", "4", "--corrupt-fraction", "0.25", "--fraction", "0.25", "--out", "probe.json"],
+        dir.path(),
+    ));
+    assert!(out.contains("| scip |"), "{out}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("probe.json")).unwrap()).unwrap();
+    assert_eq!(r["rows"], 60);
+    assert_eq!(r["corrupted"], 15);
+    for m in ["scip", "semdedup", "d4", "random"] {
+        let p = &r["pruning"][m];
+        assert_eq!(p["removed"], 15, "{m}");
+        let (prec, rec) = (p["precision"].as_f64().unwrap(), p["recall"].as_f64().unwrap());
+        // removed = corrupted = 15, so precision = recall = hits / 15.
+        assert!((prec - rec).abs() < 1e-12 && (0.0..=1.0).contains(&prec));
+    }
+    assert_eq!(r["movement"]["all"]["rows"], 15);
+}
