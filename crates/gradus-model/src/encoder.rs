@@ -313,15 +313,38 @@ dispatch! {
 }
 
 dispatch! {
-    /// Softmax of each row of `s` (rows of width n), in place.
+    /// Softmax of each row of `s` (rows of width n), in place. The max and the sum run in 16
+    /// independent lanes so that both loops vectorise (a single running sum is a serial chain).
     fn softmax_rows(s: &mut [f32], n: usize) {
+        const L: usize = 16;
         for row in s.chunks_exact_mut(n) {
-            let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            let mut sum = 0.0f32;
-            for x in row.iter_mut() {
-                *x = exp_f32(*x - m);
-                sum += *x;
+            let mut mx = [f32::NEG_INFINITY; L];
+            let mut c = row.chunks_exact(L);
+            for x in &mut c {
+                for l in 0..L {
+                    mx[l] = if x[l] > mx[l] { x[l] } else { mx[l] };
+                }
             }
+            let mut m = c.remainder().iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+            for v in mx {
+                m = if v > m { v } else { m };
+            }
+            let mut acc = [0f32; L];
+            let mut c = row.chunks_exact_mut(L);
+            for x in &mut c {
+                for l in 0..L {
+                    let e = exp_f32(x[l] - m);
+                    x[l] = e;
+                    acc[l] += e;
+                }
+            }
+            let mut sum = 0.0f32;
+            for x in c.into_remainder() {
+                let e = exp_f32(*x - m);
+                *x = e;
+                sum += e;
+            }
+            sum += acc.iter().sum::<f32>();
             let inv = 1.0 / sum;
             for x in row.iter_mut() {
                 *x *= inv;
