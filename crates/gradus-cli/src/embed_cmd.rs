@@ -59,7 +59,7 @@ pub struct InputArgs {
 pub struct ModelArgs {
     /// BERT checkpoint directory: config.json, model.safetensors, tokenizer.json.
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// Truncate to this many tokens (default: sentence_bert_config.json's max_seq_length, else
     /// max_position_embeddings).
     #[arg(long)]
@@ -75,6 +75,10 @@ pub struct EmbedArgs {
     pub input: InputArgs,
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Embed with a gradus/HF decoder checkpoint instead of a BERT encoder: mean-pooled final hidden
+    /// states (BOS + text, truncated to --max-len or the model's context), L2-normalised.
+    #[arg(long, conflicts_with = "model")]
+    pub decoder: Option<PathBuf>,
     /// Output safetensors file.
     #[arg(long)]
     pub out: PathBuf,
@@ -236,9 +240,10 @@ pub struct TextEncoder {
 
 impl TextEncoder {
     pub fn load(a: &ModelArgs) -> Result<Self> {
-        let encoder = Encoder::load(&a.model)?;
-        let mut tokenizer = Tokenizer::from_file(a.model.join("tokenizer.json"))?;
-        let st_cfg = a.model.join("sentence_bert_config.json");
+        let dir = a.model.as_ref().ok_or_else(|| anyhow!("give --model (a BERT-family checkpoint directory)"))?;
+        let encoder = Encoder::load(dir)?;
+        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))?;
+        let st_cfg = dir.join("sentence_bert_config.json");
         let st_max = if st_cfg.exists() {
             let v: Value = serde_json::from_str(&std::fs::read_to_string(&st_cfg)?)
                 .with_context(|| format!("{}: invalid JSON", st_cfg.display()))?;
@@ -298,22 +303,54 @@ fn parse_kinds(lang: Lang, names: &[String]) -> Result<Vec<Kind>> {
 
 // ------------------------------------------------------------------------------------- embed
 
+/// Mean-pooled, L2-normalised final hidden states of a decoder, one text at a time: (N, D).
+fn decoder_embed(dir: &Path, texts: &[String], max_len: Option<usize>) -> Result<(Vec<f32>, usize)> {
+    let model = gradus_model::hf::load_decoder(dir, &gradus_tensor::Device::Cpu)?;
+    let tok = Tokenizer::from_dir(dir)?;
+    tok.check_fits(model.cfg.vocab_size)?;
+    let limit = max_len.unwrap_or(model.cfg.max_position_embeddings).max(1);
+    let d = model.cfg.hidden_size;
+    let mut out = Vec::with_capacity(texts.len() * d);
+    for t in texts {
+        let mut ids: Vec<u32> = tok.bos_id().into_iter().collect();
+        ids.extend(tok.encode(t, false)?);
+        ids.truncate(limit);
+        if ids.is_empty() {
+            ids.push(tok.eos_id().unwrap_or(0));
+        }
+        let h = model.hidden_states(&gradus_model::ForwardInput::new(&ids, 1, ids.len()), None)?;
+        let mean: Vec<f32> = h.squeeze(0)?.mean(0)?.to_vec1::<f32>()?;
+        let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        out.extend(mean.iter().map(|x| x / norm));
+    }
+    Ok((out, d))
+}
+
 fn embed(a: EmbedArgs) -> Result<()> {
     let texts = read_texts(&a.input.input, &a.input.field)?;
-    let enc = TextEncoder::load(&a.model)?;
     let t0 = Instant::now();
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let values = enc.embed(&refs)?;
+    let (values, dim, source) = match &a.decoder {
+        Some(dir) => {
+            let (v, d) = decoder_embed(dir, &texts, a.model.max_len)?;
+            (v, d, format!("decoder {}", dir.display()))
+        }
+        None => {
+            let enc = TextEncoder::load(&a.model)?;
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let v = enc.embed(&refs)?;
+            (v, enc.dim(), a.model.model.as_ref().map(|m| m.display().to_string()).unwrap_or_default())
+        }
+    };
     let secs = t0.elapsed().as_secs_f64();
     let n = texts.len();
     let meta: HashMap<String, String> = [
-        ("model".to_string(), a.model.model.display().to_string()),
+        ("model".to_string(), source),
         ("input".to_string(), a.input.input.display().to_string()),
         ("field".to_string(), a.input.field.clone()),
         ("pooling".to_string(), "mean, l2-normalised".to_string()),
     ]
     .into();
-    let e = Embeddings { dim: enc.dim(), values, row_ids: (0..n as u64).collect(), metadata: meta };
+    let e = Embeddings { dim, values, row_ids: (0..n as u64).collect(), metadata: meta };
     write_embeddings(&a.out, &e)?;
     if let Some(p) = &a.npy {
         write_npy(p, &e.values, n, e.dim)?;
@@ -352,18 +389,21 @@ fn prune_cmd(a: PruneArgs) -> Result<()> {
     if e.is_empty() {
         bail!("{}: no rows", a.embeddings.display());
     }
-    let texts = match &a.input {
+    // The input's rows as JSON objects: kept.jsonl holds them unchanged (every field), removed.jsonl
+    // holds them with the reason and the clustering.
+    let originals: Option<Vec<serde_json::Map<String, Value>>> = match &a.input {
         Some(p) => {
-            let t = read_texts(p, &a.field)?;
-            if let Some(bad) = e.row_ids.iter().find(|&&r| r as usize >= t.len()) {
+            let parse: gradus_data::dataset::RowParser<serde_json::Map<String, Value>> = std::sync::Arc::new(|o| Ok(o.clone()));
+            let rows: Vec<_> = gradus_data::dataset::iter_records(p, &[a.field.clone()], parse)?.collect::<gradus_tensor::Result<_>>()?;
+            if let Some(bad) = e.row_ids.iter().find(|&&r| r as usize >= rows.len()) {
                 bail!(
                     "{}: row id {bad} is beyond the {} rows of {} (were the embeddings made from this input?)",
                     a.embeddings.display(),
-                    t.len(),
+                    rows.len(),
                     p.display()
                 );
             }
-            Some(t)
+            Some(rows)
         }
         None => None,
     };
@@ -377,12 +417,20 @@ fn prune_cmd(a: PruneArgs) -> Result<()> {
     let row_value = |i: usize| -> Value {
         let id = e.row_ids[i];
         let mut v = json!({"row": id, "cluster": km.assign[i], "cluster_size": km.sizes[km.assign[i]], "distance": km.distance[i]});
-        if let Some(t) = &texts {
-            v["text"] = Value::String(t[id as usize].clone());
+        if let (Some(rows), Some(o)) = (&originals, v.as_object_mut()) {
+            for (k, x) in &rows[id as usize] {
+                o.entry(k.clone()).or_insert_with(|| x.clone());
+            }
         }
         v
     };
-    write_jsonl(&a.out.join("kept.jsonl"), (0..e.len()).filter(|i| !gone.contains(i)).map(row_value))?;
+    let kept_value = |i: usize| -> Value {
+        match &originals {
+            Some(rows) => Value::Object(rows[e.row_ids[i] as usize].clone()),
+            None => row_value(i),
+        }
+    };
+    write_jsonl(&a.out.join("kept.jsonl"), (0..e.len()).filter(|i| !gone.contains(i)).map(kept_value))?;
     let mut rm_sorted = removed.clone();
     rm_sorted.sort_by_key(|r| r.row);
     write_jsonl(
@@ -633,7 +681,7 @@ fn probe(a: ProbeArgs) -> Result<()> {
         "corrupted": bad.len(),
         "corrupt_fraction": a.corrupt_fraction,
         "lang": a.lang,
-        "model": a.model.model,
+        "model": a.model.model.as_ref().map(|m| m.display().to_string()),
         "k": km.k,
         "fraction": a.m.fraction,
         "alpha": a.m.alpha,

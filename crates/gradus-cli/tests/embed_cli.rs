@@ -87,8 +87,8 @@ fn prune_scip_writes_kept_removed_and_summary() {
     x.extend([0.0, 1.0, 0.2, 0.0, 0.0, 1.0, 0.15, 0.0, 1.0]);
     let e = Embeddings { dim: 3, values: x, row_ids: (0..17).collect(), metadata: Default::default() };
     write_embeddings(&dir.path().join("e.safetensors"), &e).unwrap();
-    let texts: Vec<String> = (0..17).map(|i| format!("row {i}")).collect();
-    write_texts(&dir.path().join("in.jsonl"), "text", &texts);
+    let rows: String = (0..17).map(|i| format!("{}\n", serde_json::json!({"text": format!("row {i}"), "id": format!("doc-{i}")}))).collect();
+    std::fs::write(dir.path().join("in.jsonl"), rows).unwrap();
     let frac = format!("{}", 4.0 / 17.0);
     ok(&gradus(
         &["data", "prune", "--embeddings", "e.safetensors", "--input", "in.jsonl", "--method", "scip", "--fraction", &frac, "--alpha", "0.5", "--k", "3", "--out", "out"],
@@ -100,8 +100,11 @@ fn prune_scip_writes_kept_removed_and_summary() {
     assert_eq!(removed[2]["reason"], "small_cluster");
     assert_eq!(removed[0]["reason"], "far_from_centroid");
     assert_eq!(removed[0]["text"], "row 9");
+    assert_eq!(removed[0]["id"], "doc-9", "removed rows carry the original fields");
     let kept = jsonl(&dir.path().join("out/kept.jsonl"));
     assert_eq!(kept.len(), 13);
+    // Kept rows are the input rows unchanged: every field, nothing added.
+    assert_eq!(kept[0], serde_json::json!({"text": "row 0", "id": "doc-0"}));
     let summary: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/summary.json")).unwrap()).unwrap();
     assert_eq!(summary["removed"], 4);
     assert_eq!(summary["reasons"]["small_cluster"], 2);
@@ -171,4 +174,32 @@ fn probe_reports_movement_and_precision_recall() {
         assert!((prec - rec).abs() < 1e-12 && (0.0..=1.0).contains(&prec));
     }
     assert_eq!(r["movement"]["all"]["rows"], 15);
+}
+
+/// `--decoder`: mean-pooled, L2-normalised hidden states of a gradus decoder.
+#[test]
+fn embed_with_a_decoder() {
+    use gradus_model::{hf::save_decoder, Decoder, DecoderConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let texts: Vec<String> = ["the cat sat", "the cat sat", "a dog ran far away", "x"].iter().map(|s| s.to_string()).collect();
+    let mut tok = gradus_data::tokenizer::Tokenizer::train_bpe(texts.iter(), 280, &["<|endoftext|>"], 1).unwrap();
+    tok.set_bos(Some("<|endoftext|>")).unwrap();
+    let cfg = DecoderConfig { vocab_size: tok.vocab_size(), hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2, ..Default::default() };
+    let m = dir.path().join("dec");
+    save_decoder(&Decoder::new_random(&cfg, 0, &gradus_tensor::Device::Cpu).unwrap(), &m).unwrap();
+    tok.save(&m).unwrap();
+    write_texts(&dir.path().join("in.jsonl"), "text", &texts);
+    ok(&gradus(&["data", "embed", "--input", "in.jsonl", "--decoder", m.to_str().unwrap(), "--out", "e.safetensors"], dir.path()));
+    let e = read_embeddings(&dir.path().join("e.safetensors")).unwrap();
+    assert_eq!((e.len(), e.dim), (4, 16));
+    let row = |i: usize| &e.values[i * 16..(i + 1) * 16];
+    for i in 0..4 {
+        let n: f32 = row(i).iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((n - 1.0).abs() < 1e-5, "row {i} has norm {n}");
+    }
+    assert_eq!(row(0), row(1), "the same text gives the same embedding");
+    assert_ne!(row(0), row(2));
+    // --model and --decoder together: refused by the parser, no panic.
+    let o = gradus(&["data", "embed", "--input", "in.jsonl", "--decoder", "dec", "--model", "dec", "--out", "x"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
 }
