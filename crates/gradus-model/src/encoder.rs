@@ -230,30 +230,10 @@ macro_rules! dispatch {
     };
 }
 
-/// e^x, branch-free (Cephes range reduction + degree-6 polynomial, relative error < 4e-7 on
-/// [-87, 88]; exactly 0 below -87.3, so −inf gives 0).
+/// e^x, branch-free (gradus-tensor's; relative error < 4e-7 on [-87, 88], 0 below -87.3).
 #[inline(always)]
 fn exp_f32(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const ROUND: f32 = 12_582_912.0;
-    let xc = x.clamp(-87.3, 88.3);
-    let t = xc * LOG2E + ROUND;
-    let n = t - ROUND;
-    let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
-    let r = xc - n * 0.693_359_4 - n * -2.121_944_4e-4;
-    let mut p = 1.987_569e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let y = p * r * r + r + 1.0;
-    let y = y * f32::from_bits(((ni + 127) as u32) << 23);
-    if x < -87.3 {
-        0.0
-    } else {
-        y
-    }
+    gradus_tensor::ops::simd::exp(x)
 }
 
 /// erf(x), Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7), branch-free.
@@ -373,30 +353,7 @@ unsafe fn mm(
     rhs_cs: usize,
     par: gemm::Parallelism,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs as isize,
-        accumulate,
-        lhs,
-        lhs_cs as isize,
-        lhs_rs as isize,
-        rhs,
-        rhs_cs as isize,
-        rhs_rs as isize,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        par,
-    )
+    gradus_tensor::ops::gemm_strided(m, n, k, dst, dst_rs, accumulate, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, 1.0, par)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -198,10 +198,10 @@ impl<'a> Masker<'a> {
     }
 }
 
-/// `dst (m×n, row stride dst_rs) = [dst +] beta · lhs (m×k) · rhs (k×n)`, strides in elements.
+/// [`gemm_strided`] on this thread (the attention tiles are already parallel).
 ///
 /// # Safety
-/// All pointers must be valid for the strided extents given; `dst` must not alias the inputs.
+/// As [`gemm_strided`].
 #[allow(clippy::too_many_arguments)]
 #[inline]
 unsafe fn mm(
@@ -219,30 +219,7 @@ unsafe fn mm(
     rhs_cs: usize,
     beta: f32,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs as isize,
-        accumulate,
-        lhs,
-        lhs_cs as isize,
-        lhs_rs as isize,
-        rhs,
-        rhs_cs as isize,
-        rhs_rs as isize,
-        1.0,
-        beta,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    )
+    super::gemm_strided(m, n, k, dst, dst_rs, accumulate, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, beta, gemm::Parallelism::None)
 }
 
 dispatch! {

@@ -18,7 +18,7 @@ mod logprobs;
 pub mod reference;
 mod rms_norm;
 mod rope;
-mod simd;
+pub mod simd;
 mod swiglu;
 
 pub use kv::KvBuffer;
@@ -71,4 +71,53 @@ pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 /// GEMM (`x.matmul(&w.t())`) is faster.
 pub fn linear_rows(x: &Tensor, weights: &[(&Tensor, Option<&Tensor>)]) -> Result<Vec<Tensor>> {
     Ok(gemv::linear_rows(x, weights)?)
+}
+
+/// `dst (m×n, row stride dst_rs) = [dst +] beta · lhs (m×k) · rhs (k×n)` on raw f32 buffers with
+/// element strides (row stride `*_rs`, column stride `*_cs`), through the gemm crate.
+///
+/// # Safety
+/// All pointers must be valid for the strided extents given; `dst` must not alias the inputs.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub unsafe fn gemm_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: *const f32,
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: *const f32,
+    rhs_rs: usize,
+    rhs_cs: usize,
+    beta: f32,
+    par: gemm::Parallelism,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs,
+        lhs_cs as isize,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        1.0,
+        beta,
+        false,
+        false,
+        false,
+        par,
+    )
 }

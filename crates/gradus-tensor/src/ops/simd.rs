@@ -61,7 +61,7 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 /// degree-6 polynomial; relative error below 4e-7 against `f32::exp` on [-87, 88], see the test). Returns exactly 0 for
 /// x < -87.3 (including -inf) and saturates near f32::MAX above 88.3.
 #[inline(always)]
-pub(crate) fn exp(x: f32) -> f32 {
+pub fn exp(x: f32) -> f32 {
     let xc = x.clamp(-87.3, 88.3);
     let t = xc * LOG2E + ROUND_MAGIC;
     let n = t - ROUND_MAGIC;
