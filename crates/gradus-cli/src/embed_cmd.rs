@@ -32,6 +32,21 @@ use gradus_tensor::io::write_atomic;
 use gradus_tensor::rng::Rng;
 use serde_json::{json, Value};
 
+/// `i/n`: this task's share of the rows (row index mod n == i).
+fn parse_shard(v: &str) -> std::result::Result<(usize, usize), String> {
+    let (i, n) = v.split_once('/').ok_or_else(|| format!("`{v}`: expected i/n, e.g. 0/8"))?;
+    let i: usize = i.trim().parse().map_err(|_| format!("`{v}`: i is not a number"))?;
+    let n: usize = n.trim().parse().map_err(|_| format!("`{v}`: n is not a number"))?;
+    if n == 0 || i >= n {
+        return Err(format!("`{v}`: need 0 ≤ i < n"));
+    }
+    Ok((i, n))
+}
+
+fn shard_suffix(shard: Option<(usize, usize)>) -> String {
+    shard.map(|(i, n)| format!(".{i}-of-{n}")).unwrap_or_default()
+}
+
 #[derive(Subcommand)]
 pub enum EmbedDataCmd {
     /// Embed text rows with a BERT-family encoder (HF checkpoint dir with tokenizer.json).
@@ -85,6 +100,10 @@ pub struct EmbedArgs {
     /// Also write the (N, D) matrix as a .npy file.
     #[arg(long)]
     pub npy: Option<PathBuf>,
+    /// Embed only rows with index mod n == i (row ids stay global); `prune` takes every shard's
+    /// file and clusters their union, which equals the single-process run.
+    #[arg(long, value_parser = parse_shard)]
+    pub shard: Option<(usize, usize)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -130,9 +149,14 @@ pub struct MethodArgs {
 
 #[derive(Args)]
 pub struct PruneArgs {
-    /// The embeddings file from `gradus data embed`.
-    #[arg(long)]
-    pub embeddings: PathBuf,
+    /// The embeddings file(s) from `gradus data embed` (repeat, or list them, for shards: their
+    /// union is clustered once — the merge step — so the result equals the single-process run).
+    #[arg(long, required = true, num_args = 1..)]
+    pub embeddings: Vec<PathBuf>,
+    /// Write only the kept/removed rows of this share (row id mod n == i), as
+    /// `kept.i-of-n.jsonl` / `removed.i-of-n.jsonl`; the clustering is global.
+    #[arg(long, value_parser = parse_shard)]
+    pub shard: Option<(usize, usize)>,
     /// The dataset the embeddings were made from (rows are copied to kept.jsonl / removed.jsonl).
     #[arg(long)]
     pub input: Option<PathBuf>,
@@ -327,7 +351,9 @@ fn decoder_embed(dir: &Path, texts: &[String], max_len: Option<usize>) -> Result
 }
 
 fn embed(a: EmbedArgs) -> Result<()> {
-    let texts = read_texts(&a.input.input, &a.input.field)?;
+    let all = read_texts(&a.input.input, &a.input.field)?;
+    let ids: Vec<u64> = (0..all.len() as u64).filter(|i| a.shard.map_or(true, |(s, n)| *i as usize % n == s)).collect();
+    let texts: Vec<String> = ids.iter().map(|&i| all[i as usize].clone()).collect();
     let t0 = Instant::now();
     let (values, dim, source) = match &a.decoder {
         Some(dir) => {
@@ -350,7 +376,7 @@ fn embed(a: EmbedArgs) -> Result<()> {
         ("pooling".to_string(), "mean, l2-normalised".to_string()),
     ]
     .into();
-    let e = Embeddings { dim, values, row_ids: (0..n as u64).collect(), metadata: meta };
+    let e = Embeddings { dim, values, row_ids: ids, metadata: meta };
     write_embeddings(&a.out, &e)?;
     if let Some(p) = &a.npy {
         write_npy(p, &e.values, n, e.dim)?;
@@ -360,6 +386,25 @@ fn embed(a: EmbedArgs) -> Result<()> {
 }
 
 // ------------------------------------------------------------------------------------- prune
+
+/// The union of embedding files (shards), ordered by row id; ids must not repeat.
+fn merge_embeddings(paths: &[PathBuf]) -> Result<Embeddings> {
+    let mut parts = Vec::with_capacity(paths.len());
+    for p in paths {
+        parts.push(read_embeddings(p)?);
+    }
+    let dim = parts.first().map_or(0, |e| e.dim);
+    if let Some((p, e)) = paths.iter().zip(&parts).find(|(_, e)| e.dim != dim) {
+        bail!("{}: dimension {} differs from {}'s {dim}", p.display(), e.dim, paths[0].display());
+    }
+    let mut rows: Vec<(u64, &[f32])> = parts.iter().flat_map(|e| e.row_ids.iter().copied().zip(e.values.chunks_exact(dim.max(1)))).collect();
+    rows.sort_by_key(|r| r.0);
+    if let Some(w) = rows.windows(2).find(|w| w[0].0 == w[1].0) {
+        bail!("row id {} appears in more than one embeddings file", w[0].0);
+    }
+    let metadata = parts.first().map(|e| e.metadata.clone()).unwrap_or_default();
+    Ok(Embeddings { dim, row_ids: rows.iter().map(|r| r.0).collect(), values: rows.iter().flat_map(|r| r.1.iter().copied()).collect(), metadata })
+}
 
 /// Rows to remove by `method` on embeddings `x` (N × d), given a clustering.
 fn prune_rows(method: Method, x: &[f32], d: usize, km: &KMeans, cfg: &KMeansConfig, m: &MethodArgs, threshold: Option<f32>) -> Result<Vec<Removal>> {
@@ -385,9 +430,10 @@ fn method_name(m: Method) -> &'static str {
 }
 
 fn prune_cmd(a: PruneArgs) -> Result<()> {
-    let e = read_embeddings(&a.embeddings)?;
+    let names = a.embeddings.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+    let e = merge_embeddings(&a.embeddings)?;
     if e.is_empty() {
-        bail!("{}: no rows", a.embeddings.display());
+        bail!("{names}: no rows");
     }
     // The input's rows as JSON objects: kept.jsonl holds them unchanged (every field), removed.jsonl
     // holds them with the reason and the clustering.
@@ -398,7 +444,7 @@ fn prune_cmd(a: PruneArgs) -> Result<()> {
             if let Some(bad) = e.row_ids.iter().find(|&&r| r as usize >= rows.len()) {
                 bail!(
                     "{}: row id {bad} is beyond the {} rows of {} (were the embeddings made from this input?)",
-                    a.embeddings.display(),
+                    names,
                     rows.len(),
                     p.display()
                 );
@@ -430,12 +476,14 @@ fn prune_cmd(a: PruneArgs) -> Result<()> {
             None => row_value(i),
         }
     };
-    write_jsonl(&a.out.join("kept.jsonl"), (0..e.len()).filter(|i| !gone.contains(i)).map(kept_value))?;
+    let sfx = shard_suffix(a.shard);
+    let mine = |i: &usize| a.shard.map_or(true, |(s, n)| e.row_ids[*i] as usize % n == s);
+    write_jsonl(&a.out.join(format!("kept{sfx}.jsonl")), (0..e.len()).filter(|i| !gone.contains(i) && mine(i)).map(kept_value))?;
     let mut rm_sorted = removed.clone();
     rm_sorted.sort_by_key(|r| r.row);
     write_jsonl(
-        &a.out.join("removed.jsonl"),
-        rm_sorted.iter().map(|r| {
+        &a.out.join(format!("removed{sfx}.jsonl")),
+        rm_sorted.iter().filter(|r| mine(&r.row)).map(|r| {
             let mut v = row_value(r.row);
             let reason = serde_json::to_value(&r.reason).unwrap_or(Value::Null);
             if let (Some(o), Some(ro)) = (v.as_object_mut(), reason.as_object()) {
@@ -469,7 +517,7 @@ fn prune_cmd(a: PruneArgs) -> Result<()> {
         "cluster_sizes": km.sizes,
         "seconds": secs,
     });
-    write_atomic(&a.out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    write_atomic(&a.out.join(format!("summary{sfx}.json")), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     println!("{}", json!({"removed": removed.len(), "kept": e.len() - removed.len(), "out": a.out}));
     Ok(())
 }

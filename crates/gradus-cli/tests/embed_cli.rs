@@ -203,3 +203,44 @@ fn embed_with_a_decoder() {
     let o = gradus(&["data", "embed", "--input", "in.jsonl", "--decoder", "dec", "--model", "dec", "--out", "x"], dir.path());
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// Scale-out: `embed --shard i/n` per task, then `prune` over every shard's file (the merge step:
+/// one clustering of the union) equals the single-process run, and `prune --shard` splits the output.
+#[test]
+fn sharded_embed_and_prune_equal_the_single_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let texts: Vec<String> = (0..30).map(|i| format!("the {} cat number {} sat on the mat {}", i % 4, i, i % 7)).collect();
+    write_texts(&dir.path().join("in.jsonl"), "text", &texts);
+    let m = tiny_bert();
+    let m = m.to_str().unwrap();
+    ok(&gradus(&["data", "embed", "--input", "in.jsonl", "--model", m, "--out", "all.safetensors"], dir.path()));
+    for s in ["0/3", "1/3", "2/3"] {
+        let out = format!("e{}.safetensors", &s[..1]);
+        ok(&gradus(&["data", "embed", "--input", "in.jsonl", "--model", m, "--shard", s, "--out", &out], dir.path()));
+    }
+    let prune = |emb: &[&str], out: &str, extra: &[&str]| {
+        let mut args = vec!["data", "prune", "--input", "in.jsonl", "--method", "scip", "--fraction", "0.3", "--k", "4", "--out", out, "--embeddings"];
+        args.extend_from_slice(emb);
+        args.extend_from_slice(extra);
+        ok(&gradus(&args, dir.path()));
+    };
+    prune(&["all.safetensors"], "single", &[]);
+    prune(&["e0.safetensors", "e1.safetensors", "e2.safetensors"], "merged", &[]);
+    let single = jsonl(&dir.path().join("single/kept.jsonl"));
+    assert_eq!(single.len(), 21, "30 rows, 30% pruned");
+    assert_eq!(single, jsonl(&dir.path().join("merged/kept.jsonl")));
+    let mut parts = Vec::new();
+    for s in ["0/2", "1/2"] {
+        prune(&["e0.safetensors", "e1.safetensors", "e2.safetensors"], "split", &["--shard", s]);
+        parts.extend(jsonl(&dir.path().join(format!("split/kept.{}-of-2.jsonl", &s[..1]))));
+    }
+    let key = |v: &Value| v["text"].as_str().unwrap().to_string();
+    let mut a: Vec<String> = single.iter().map(key).collect();
+    let mut b: Vec<String> = parts.iter().map(key).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    // The same row in two shard files is an error naming it.
+    let o = gradus(&["data", "prune", "--embeddings", "e0.safetensors", "all.safetensors", "--method", "random", "--out", "x"], dir.path());
+    fails_naming(&o, &["row id 0"]);
+}
