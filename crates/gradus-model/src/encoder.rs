@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use gradus_tensor::ops::gemm_strided;
 use gradus_tensor::{Error, Result};
 use rayon::prelude::*;
 use safetensors::tensor::{Dtype, SafeTensors};
@@ -333,29 +334,6 @@ dispatch! {
     }
 }
 
-/// `dst (m×n, row stride dst_rs) = [dst +] lhs (m×k) · rhs (k×n)`, all strides in elements.
-///
-/// # Safety
-/// Pointers valid for the strided extents; `dst` does not alias the inputs.
-#[allow(clippy::too_many_arguments)]
-unsafe fn mm(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: *const f32,
-    lhs_rs: usize,
-    lhs_cs: usize,
-    rhs: *const f32,
-    rhs_rs: usize,
-    rhs_cs: usize,
-    par: gemm::Parallelism,
-) {
-    gradus_tensor::ops::gemm_strided(m, n, k, dst, dst_rs, accumulate, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, 1.0, par)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Layers
 
@@ -387,7 +365,7 @@ impl Dense {
         }
         // SAFETY: y is (n × out), x is (n × inp), wt is (inp × out), all contiguous row-major.
         unsafe {
-            mm(n, self.out, self.inp, y.as_mut_ptr(), self.out, true, x.as_ptr(), self.inp, 1, self.wt.as_ptr(), self.out, 1, gemm::Parallelism::Rayon(0));
+            gemm_strided(n, self.out, self.inp, y.as_mut_ptr(), self.out, true, x.as_ptr(), self.inp, 1, self.wt.as_ptr(), self.out, 1, 1.0, gemm::Parallelism::Rayon(0));
         }
         y
     }
@@ -577,7 +555,7 @@ impl Encoder {
                 // rows exist. s is (t × t); out is (t × D) and this head writes Dh columns of it.
                 unsafe {
                     // S = Q Kᵀ: lhs Q (t × Dh), rhs Kᵀ (Dh × t): element (c, j) = k[j·3D + c].
-                    mm(t, t, dh, s.as_mut_ptr(), t, false, q, 3 * d, 1, k, 1, 3 * d, gemm::Parallelism::None);
+                    gemm_strided(t, t, dh, s.as_mut_ptr(), t, false, q, 3 * d, 1, k, 1, 3 * d, 1.0, gemm::Parallelism::None);
                 }
                 for x in s.iter_mut() {
                     *x *= scale;
@@ -585,7 +563,7 @@ impl Encoder {
                 softmax_rows(&mut s, t);
                 unsafe {
                     // O = P V: lhs P (t × t), rhs V (t × Dh) with row stride 3D.
-                    mm(t, dh, t, out[head * dh..].as_mut_ptr(), d, false, s.as_ptr(), t, 1, v, 3 * d, 1, gemm::Parallelism::None);
+                    gemm_strided(t, dh, t, out[head * dh..].as_mut_ptr(), d, false, s.as_ptr(), t, 1, v, 3 * d, 1, 1.0, gemm::Parallelism::None);
                 }
             }
         });
