@@ -403,10 +403,7 @@ pub struct DpoSummary {
 pub fn run(cfg: &DpoConfig, resume: bool) -> Result<DpoSummary> {
     cfg.validate()?;
     let base = cfg.base();
-    crate::prep::start_run(&base)?;
-    let run_dir = cfg.run_dir();
-    std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
-    gradus_tensor::io::write_atomic(&run_dir.join("config.resolved.toml"), toml::to_string_pretty(cfg).unwrap_or_default().as_bytes())?;
+    let run_dir = crate::prep::start_run_with(&cfg.run_dir(), cfg)?;
 
     // 1. Tokenizer, policy, pairs.
     let tok = crate::prep::tokenizer_for(&base, &[], resume)?;

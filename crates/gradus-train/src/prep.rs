@@ -17,11 +17,15 @@ pub const SPECIALS: [&str; 4] = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|
 
 /// Creates the run directory and writes `config.resolved.toml`.
 pub fn start_run(cfg: &RecipeConfig) -> Result<std::path::PathBuf> {
-    let dir = cfg.run_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    start_run_with(&cfg.run_dir(), cfg)
+}
+
+/// [`start_run`] for any recipe config (dpo, reward, ...): `dir` and the whole resolved config.
+pub fn start_run_with<C: serde::Serialize>(dir: &Path, cfg: &C) -> Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let text = toml::to_string_pretty(cfg).map_err(|e| Error::msg(format!("serialising config: {e}")))?;
     gradus_tensor::io::write_atomic(&dir.join("config.resolved.toml"), text.as_bytes())?;
-    Ok(dir)
+    Ok(dir.to_path_buf())
 }
 
 /// Trains a byte-level BPE on `texts` with gradus' special tokens.

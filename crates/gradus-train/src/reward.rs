@@ -256,9 +256,7 @@ pub struct RewardSummary {
 pub fn run(cfg: &RewardConfig, resume: bool) -> Result<RewardSummary> {
     cfg.validate()?;
     let base = cfg.base();
-    crate::prep::start_run(&base)?;
-    let run_dir = base.run_dir();
-    gradus_tensor::io::write_atomic(&run_dir.join("config.resolved.toml"), toml::to_string_pretty(cfg).unwrap_or_default().as_bytes())?;
+    let run_dir = crate::prep::start_run_with(&base.run_dir(), cfg)?;
 
     // 1. Tokenizer, model with its head, pairs.
     let tok = crate::prep::tokenizer_for(&base, &[], resume)?;
