@@ -90,9 +90,14 @@ pub struct SandboxConfig {
     /// The interpreter, or a command found on `PATH` (a pyenv shim is resolved to the real
     /// executable by asking it for `sys.executable`).
     pub python: PathBuf,
-    /// Arguments before the program path: `-I` (isolated: no environment, no user site), `-B` (no
-    /// .pyc writes).
+    /// Arguments before the program path (fresh-interpreter mode): `-I` (isolated: no
+    /// environment, no user site), `-S` (no `site`: the standard library only, and a 4x faster
+    /// start; `exit()`/`quit()` do not exist, `sys.exit` does), `-B` (no .pyc writes).
     pub python_args: Vec<String>,
+    /// Fork each execution from a pre-started interpreter (the zygote) instead of starting a
+    /// fresh one; same layers, several times faster. Not used when a delegated cgroup is in use
+    /// (each execution then needs its own cgroup, which fresh mode gives).
+    pub zygote: bool,
     pub limits: Limits,
     pub isolation: Isolation,
     /// Extra environment variables (the environment is otherwise empty but for PATH, HOME, LANG).
@@ -111,7 +116,8 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         Self {
             python: PathBuf::from("python3"),
-            python_args: vec!["-I".into(), "-B".into()],
+            python_args: vec!["-I".into(), "-S".into(), "-B".into()],
+            zygote: true,
             limits: Limits::default(),
             isolation: Isolation::Full,
             env: vec![],

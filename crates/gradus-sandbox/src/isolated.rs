@@ -52,11 +52,11 @@ pub(crate) struct Plan {
     symlinks: Vec<(CString, CString)>,
     binds: Vec<Bind>,
     program_path: CString,
-    exe: CString,
+    pub(crate) exe: CString,
     argv: Vec<CString>,
-    envp: Vec<CString>,
+    pub(crate) envp: Vec<CString>,
     seccomp: Vec<crate::seccomp::Insn>,
-    landlock_abi: Option<u32>,
+    pub(crate) landlock_abi: Option<u32>,
     rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
     map_host_id: Option<u32>,
     host_uid: u32,
@@ -216,7 +216,7 @@ pub(crate) struct RawRun {
 // ---- the children: raw syscalls only ----
 
 /// Writes `E<len><msg>: errno N` to the status pipe (no allocation).
-fn report(fd: RawFd, msg: &str, errno: i32) {
+pub(crate) fn report(fd: RawFd, msg: &str, errno: i32) {
     let mut buf = [0u8; 200];
     let mut n = 2;
     for &b in msg.as_bytes().iter().chain(b": errno ".iter()) {
@@ -251,13 +251,13 @@ fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-fn fail(fd: RawFd, msg: &str) -> ! {
+pub(crate) fn fail(fd: RawFd, msg: &str) -> ! {
     report(fd, msg, errno());
     // SAFETY: terminating the child without running the parent's destructors.
     unsafe { libc::_exit(125) }
 }
 
-fn write_all(fd: RawFd, mut data: &[u8]) -> bool {
+pub(crate) fn write_all(fd: RawFd, mut data: &[u8]) -> bool {
     while !data.is_empty() {
         // SAFETY: data is a valid slice.
         let r = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
@@ -366,53 +366,69 @@ unsafe fn bind(b: &Bind, st: RawFd) {
     }
 }
 
+/// Builds the new root (tmpfs, read-only binds, tmpfs /work), pivots into it and remounts it
+/// read-only. With `procfd`, the host `/proc` is opened first onto that fd number (the zygote
+/// writes id maps through it).
+pub(crate) unsafe fn build_root(plan: &Plan, st: RawFd, procfd: Option<RawFd>) {
+    let null = std::ptr::null::<libc::c_char>();
+    if libc::mount(null, c"/".as_ptr(), null, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
+        fail(st, "make / private");
+    }
+    if libc::mount(c"tmpfs".as_ptr(), plan.staging.as_ptr(), c"tmpfs".as_ptr(), libc::MS_NOSUID | libc::MS_NODEV, plan.root_opts.as_ptr().cast()) != 0 {
+        fail(st, "mount the root tmpfs");
+    }
+    for d in &plan.dirs {
+        if libc::mkdir(d.as_ptr(), 0o755) != 0 && errno() != libc::EEXIST {
+            fail(st, "mkdir in the new root");
+        }
+    }
+    for (target, link) in &plan.symlinks {
+        if libc::symlink(target.as_ptr(), link.as_ptr()) != 0 {
+            fail(st, "symlink in the new root");
+        }
+    }
+    for b in &plan.binds {
+        bind(b, st);
+    }
+    if libc::mount(c"tmpfs".as_ptr(), plan.work.as_ptr(), c"tmpfs".as_ptr(), libc::MS_NOSUID | libc::MS_NODEV, plan.work_opts.as_ptr().cast()) != 0 {
+        fail(st, "mount the /work tmpfs");
+    }
+    if let Some(n) = procfd {
+        let fd = libc::open(c"/proc".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC);
+        if fd < 0 || (fd != n && libc::dup2(fd, n) < 0) {
+            fail(st, "open /proc for the zygote");
+        }
+        if fd != n {
+            libc::close(fd);
+        }
+    }
+    if libc::chdir(plan.staging.as_ptr()) != 0 {
+        fail(st, "chdir to the new root");
+    }
+    if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) != 0 {
+        fail(st, "pivot_root");
+    }
+    if libc::umount2(c".".as_ptr(), libc::MNT_DETACH) != 0 {
+        fail(st, "detach the old root");
+    }
+    if libc::chdir(c"/".as_ptr()) != 0 {
+        fail(st, "chdir /");
+    }
+    if libc::mkdir(c"/work/tmp".as_ptr(), 0o1777) != 0 || libc::chmod(c"/work/tmp".as_ptr(), 0o1777) != 0 || libc::chown(c"/work/tmp".as_ptr(), INNER_ID, INNER_ID) != 0 {
+        fail(st, "create /work/tmp");
+    }
+    if libc::mount(null, c"/".as_ptr(), null, libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV, std::ptr::null()) != 0 {
+        fail(st, "remount / read-only");
+    }
+    libc::sethostname(c"sandbox".as_ptr(), 7);
+}
+
 /// Process B: PID 1 of the new namespace.
 fn child_b(plan: &Plan, st: RawFd, program: &[u8]) -> ! {
     // SAFETY: raw syscalls on prepared C strings.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        let null = std::ptr::null::<libc::c_char>();
-        if libc::mount(null, c"/".as_ptr(), null, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
-            fail(st, "make / private");
-        }
-        if libc::mount(c"tmpfs".as_ptr(), plan.staging.as_ptr(), c"tmpfs".as_ptr(), libc::MS_NOSUID | libc::MS_NODEV, plan.root_opts.as_ptr().cast()) != 0 {
-            fail(st, "mount the root tmpfs");
-        }
-        for d in &plan.dirs {
-            if libc::mkdir(d.as_ptr(), 0o755) != 0 && errno() != libc::EEXIST {
-                fail(st, "mkdir in the new root");
-            }
-        }
-        for (target, link) in &plan.symlinks {
-            if libc::symlink(target.as_ptr(), link.as_ptr()) != 0 {
-                fail(st, "symlink in the new root");
-            }
-        }
-        for b in &plan.binds {
-            bind(b, st);
-        }
-        if libc::mount(c"tmpfs".as_ptr(), plan.work.as_ptr(), c"tmpfs".as_ptr(), libc::MS_NOSUID | libc::MS_NODEV, plan.work_opts.as_ptr().cast()) != 0 {
-            fail(st, "mount the /work tmpfs");
-        }
-        if libc::chdir(plan.staging.as_ptr()) != 0 {
-            fail(st, "chdir to the new root");
-        }
-        if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) != 0 {
-            fail(st, "pivot_root");
-        }
-        if libc::umount2(c".".as_ptr(), libc::MNT_DETACH) != 0 {
-            fail(st, "detach the old root");
-        }
-        if libc::chdir(c"/".as_ptr()) != 0 {
-            fail(st, "chdir /");
-        }
-        if libc::mkdir(c"/work/tmp".as_ptr(), 0o1777) != 0 || libc::chmod(c"/work/tmp".as_ptr(), 0o1777) != 0 || libc::chown(c"/work/tmp".as_ptr(), INNER_ID, INNER_ID) != 0 {
-            fail(st, "create /work/tmp");
-        }
-        if libc::mount(null, c"/".as_ptr(), null, libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV, std::ptr::null()) != 0 {
-            fail(st, "remount / read-only");
-        }
-        libc::sethostname(c"sandbox".as_ptr(), 7);
+        build_root(plan, st, None);
         let fd = libc::open(plan.program_path.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC | libc::O_CLOEXEC, 0o644);
         if fd < 0 || !write_all(fd, program) {
             fail(st, "write the program");
@@ -475,7 +491,7 @@ fn child_c(plan: &Plan, st: RawFd) -> ! {
             fail(st, "no_new_privs");
         }
         if let Some(abi) = plan.landlock_abi {
-            if let Err(step) = crate::landlock::restrict(abi, c"/", c"/work", c"/dev") {
+            if let Err(step) = crate::landlock::restrict(abi) {
                 fail(st, step);
             }
         }
@@ -498,7 +514,7 @@ fn child_c(plan: &Plan, st: RawFd) -> ! {
 
 // ---- the supervisor (the caller's thread) ----
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid array of two.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -546,11 +562,72 @@ pub(crate) fn run(plan: &Plan, devnull: &OwnedFd, program: &str, limits: &Limits
     }
     drop((out_w, err_w, st_w, sync_r));
     let mut sync_w = Some(sync_w);
+    let exec_cgroup_ref = &exec_cgroup;
 
+    let mut on_u = || -> Result<(), SandboxError> {
+        write_maps(plan, a)?;
+        if let Some(c) = exec_cgroup_ref {
+            c.add(a)?;
+        }
+        if let Some(mut w) = sync_w.take().map(std::fs::File::from) {
+            let _ = w.write_all(b"g");
+        }
+        Ok(())
+    };
+    let sup = supervise(Some(a), [out_r, err_r, st_r], start, limits, &mut on_u)?;
+    drop(on_u);
+    let mut a_status = 0;
+    // SAFETY: reaping our own child.
+    unsafe { while libc::waitpid(a, &mut a_status, 0) < 0 && errno() == libc::EINTR {} };
+    let oom_killed = exec_cgroup.as_ref().is_some_and(|c| c.oom_killed());
+    drop(exec_cgroup);
+    sup.finish(start, oom_killed)
+}
+
+/// What the status pipe and the output pipes delivered.
+pub(crate) struct Supervised {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    killed_by_us: bool,
+    c_status: Option<i32>,
+    setup_error: Option<String>,
+}
+
+impl Supervised {
+    pub(crate) fn setup_error(&self) -> Option<&str> {
+        self.setup_error.as_deref()
+    }
+
+    pub(crate) fn finish(self, start: Instant, oom_killed: bool) -> Result<RawRun, SandboxError> {
+        let wall = start.elapsed();
+        if let Some(msg) = self.setup_error {
+            return Err(SandboxError::Setup(msg));
+        }
+        let ended = match self.c_status {
+            Some(s) if libc::WIFEXITED(s) => Ended::Exited(libc::WEXITSTATUS(s)),
+            Some(s) if libc::WIFSIGNALED(s) => Ended::Signaled(libc::WTERMSIG(s)),
+            _ if self.killed_by_us => Ended::Signaled(libc::SIGKILL),
+            _ => return Err(SandboxError::Setup("the sandbox ended without reporting the program's status".into())),
+        };
+        Ok(RawRun { ended, killed_by_us: self.killed_by_us, oom_killed, stdout: self.stdout, stderr: self.stderr, wall })
+    }
+}
+
+/// Reads stdout, stderr and the status pipe until all three close, killing the namespace init
+/// (reported as `P`) at the deadline; `a` is killed too if the init does not go away.
+/// `on_u` handles A's "namespaces made" message.
+pub(crate) fn supervise(
+    a: Option<libc::pid_t>,
+    fds: [OwnedFd; 3],
+    start: Instant,
+    limits: &Limits,
+    on_u: &mut dyn FnMut() -> Result<(), SandboxError>,
+) -> Result<Supervised, SandboxError> {
     let deadline = start + Duration::from_secs_f64(limits.wall_secs);
     let mut stdout = vec![];
     let mut stderr = vec![];
     let mut status_buf: Vec<u8> = vec![];
+    let [out_r, err_r, st_r] = fds;
     let mut open = [Some(out_r), Some(err_r), Some(st_r)];
     let mut killed_by_us = false;
     let mut init_pid: Option<libc::pid_t> = None;
@@ -563,14 +640,16 @@ pub(crate) fn run(plan: &Plan, devnull: &OwnedFd, program: &str, limits: &Limits
         if !killed_by_us && now >= deadline {
             killed_by_us = true;
             // SAFETY: signalling our own child (or the namespace init it reported).
-            unsafe { libc::kill(init_pid.unwrap_or(a), libc::SIGKILL) };
+            if let Some(pid) = init_pid.or(a) {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
             grace = Some(now + Duration::from_secs(2));
         }
         if let Some(g) = grace {
             if now >= g {
                 // SAFETY: as above; A always exits once B is gone.
-                unsafe {
-                    libc::kill(a, libc::SIGKILL);
+                if let Some(a) = a {
+                    unsafe { libc::kill(a, libc::SIGKILL) };
                 }
                 break;
             }
@@ -609,16 +688,11 @@ pub(crate) fn run(plan: &Plan, devnull: &OwnedFd, program: &str, limits: &Limits
             match status_buf.first() {
                 Some(b'U') => {
                     status_buf.remove(0);
-                    let maps = write_maps(plan, a).and_then(|()| exec_cgroup.as_ref().map_or(Ok(()), |c| c.add(a)));
-                    match maps {
-                        Ok(()) => {
-                            if let Some(mut w) = sync_w.take().map(std::fs::File::from) {
-                                let _ = w.write_all(b"g");
-                            }
-                        }
-                        Err(e) => {
-                            setup_error = Some(e.to_string());
-                            sync_w = None; // A reads EOF and exits
+                    if let Err(e) = on_u() {
+                        setup_error = Some(e.to_string());
+                        if let Some(a) = a {
+                            // SAFETY: our own child, blocked waiting for the maps.
+                            unsafe { libc::kill(a, libc::SIGKILL) };
                         }
                     }
                 }
@@ -627,7 +701,9 @@ pub(crate) fn run(plan: &Plan, devnull: &OwnedFd, program: &str, limits: &Limits
                     status_buf.drain(..5);
                     if killed_by_us {
                         // SAFETY: killing the namespace init we were just told about.
-                        unsafe { libc::kill(init_pid.unwrap_or(a), libc::SIGKILL) };
+                        if let Some(pid) = init_pid.or(a) {
+                            unsafe { libc::kill(pid, libc::SIGKILL) };
+                        }
                     }
                 }
                 Some(b'X') if status_buf.len() >= 5 => {
@@ -648,29 +724,14 @@ pub(crate) fn run(plan: &Plan, devnull: &OwnedFd, program: &str, limits: &Limits
             }
         }
     }
-    let mut a_status = 0;
-    // SAFETY: reaping our own child.
-    unsafe { while libc::waitpid(a, &mut a_status, 0) < 0 && errno() == libc::EINTR {} };
-    let wall = start.elapsed();
-    let oom_killed = exec_cgroup.as_ref().is_some_and(|c| c.oom_killed());
-    drop(exec_cgroup);
-    if let Some(msg) = setup_error {
-        return Err(SandboxError::Setup(msg));
-    }
-    let ended = match c_status {
-        Some(s) if libc::WIFEXITED(s) => Ended::Exited(libc::WEXITSTATUS(s)),
-        Some(s) if libc::WIFSIGNALED(s) => Ended::Signaled(libc::WTERMSIG(s)),
-        _ if killed_by_us => Ended::Signaled(libc::SIGKILL),
-        _ => return Err(SandboxError::Setup("the sandbox ended without reporting the program's status".into())),
-    };
-    Ok(RawRun { ended, killed_by_us, oom_killed, stdout, stderr, wall })
+    Ok(Supervised { stdout, stderr, killed_by_us, c_status, setup_error })
 }
 
 /// Writes the id maps of A's user namespace. As root: inside 0 is host root (only B, our own
 /// setup code, runs as it: creating mount points and reading host paths needs a mapped id) and
 /// inside 1000 is `host_id` (nobody); C switches to 1000 before anything untrusted runs, which
 /// also clears its capabilities. Not root: only our own ids can be mapped, at 1000.
-fn write_maps(plan: &Plan, a: libc::pid_t) -> Result<(), SandboxError> {
+pub(crate) fn write_maps(plan: &Plan, a: libc::pid_t) -> Result<(), SandboxError> {
     match plan.map_host_id {
         Some(id) => {
             write_file(&format!("/proc/{a}/uid_map"), &format!("0 {} 1\n{INNER_ID} {id} 1\n", plan.host_uid))?;

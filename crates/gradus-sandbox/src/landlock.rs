@@ -61,12 +61,9 @@ fn fs_rights(abi: u32) -> u64 {
     all
 }
 
-/// Restricts the calling thread (in the forked child, after `no_new_privs`). Returns the name of
-/// the failing step on error. Allocation-free.
-pub(crate) fn restrict(abi: u32, read_only: &CStr, writable: &CStr, dev: &CStr) -> Result<(), &'static str> {
-    let handled = fs_rights(abi);
+fn attr(abi: u32) -> (RulesetAttr, usize) {
     let attr = RulesetAttr {
-        handled_access_fs: handled,
+        handled_access_fs: fs_rights(abi),
         handled_access_net: if abi >= 4 { NET_BIND_TCP | NET_CONNECT_TCP } else { 0 },
         scoped: if abi >= 6 { SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL } else { 0 },
     };
@@ -75,18 +72,42 @@ pub(crate) fn restrict(abi: u32, read_only: &CStr, writable: &CStr, dev: &CStr) 
         4 | 5 => 16,
         _ => 24,
     };
+    (attr, size)
+}
+
+/// The three rules: `/` read and execute, `/work` everything but device nodes, `/dev` files read
+/// and written.
+fn rules(abi: u32) -> [(&'static CStr, u64); 3] {
+    let handled = fs_rights(abi);
+    [
+        (c"/", READ_FILE | READ_DIR | EXECUTE),
+        (c"/work", handled & !(MAKE_CHAR | MAKE_BLOCK)),
+        (c"/dev", (READ_FILE | WRITE_FILE | READ_DIR | if abi >= 5 { IOCTL_DEV } else { 0 }) & handled),
+    ]
+}
+
+/// The ruleset attribute (24 bytes, little-endian), the size to pass for this ABI, and the rules
+/// (path, access), for the zygote, which applies them from Python.
+pub(crate) fn spec(abi: u32) -> (Vec<u8>, usize, Vec<(String, u64)>) {
+    let (a, size) = attr(abi);
+    let mut bytes = vec![];
+    for v in [a.handled_access_fs, a.handled_access_net, a.scoped] {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    (bytes, size, rules(abi).iter().map(|(p, a)| (p.to_string_lossy().into_owned(), *a)).collect())
+}
+
+/// Restricts the calling thread (in the forked child, after `no_new_privs`) to [`rules`].
+/// Returns the name of the failing step on error. Allocation-free.
+pub(crate) fn restrict(abi: u32) -> Result<(), &'static str> {
+    let (attr, size) = attr(abi);
     // SAFETY: attr lives across the call and `size` does not exceed it.
     let ruleset = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, &attr as *const RulesetAttr, size as usize, 0u32) };
     if ruleset < 0 {
         return Err("landlock_create_ruleset");
     }
     let ruleset = ruleset as i32;
-    let rules: [(&CStr, u64); 3] = [
-        (read_only, READ_FILE | READ_DIR | EXECUTE),
-        (writable, handled & !(MAKE_CHAR | MAKE_BLOCK)),
-        (dev, (READ_FILE | WRITE_FILE | READ_DIR | if abi >= 5 { IOCTL_DEV } else { 0 }) & handled),
-    ];
-    for (path, access) in rules {
+    for (path, access) in rules(abi) {
         // SAFETY: path is NUL-terminated; the fd is closed below.
         let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
         if fd < 0 {

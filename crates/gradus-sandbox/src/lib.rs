@@ -34,6 +34,7 @@ pub mod landlock;
 mod outcome;
 mod plain;
 pub mod seccomp;
+mod zygote;
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -68,6 +69,9 @@ pub enum SandboxError {
 #[derive(Clone, Debug, Serialize)]
 pub struct Layers {
     pub isolation: Isolation,
+    /// `zygote` (forked from a pre-started interpreter) or `fresh` (a new interpreter per
+    /// execution), with the reason when the zygote was wanted but not used.
+    pub mode: String,
     /// Namespaces entered per execution.
     pub namespaces: Vec<&'static str>,
     /// Read-only binds on a tmpfs root, private tmpfs /work.
@@ -93,7 +97,7 @@ impl std::fmt::Display for Layers {
         if self.isolation == Isolation::Unisolated {
             return write!(f, "UNISOLATED: rlimits, clean environment, process-group kill only ({})", self.python.display());
         }
-        write!(f, "namespaces: {}; read-only root + tmpfs /work; no_new_privs; seccomp ({} syscalls denied); ", self.namespaces.join(", "), self.seccomp_denied)?;
+        write!(f, "{}; namespaces per execution: {}; read-only root + tmpfs /work; no_new_privs; seccomp ({} syscalls denied); ", self.mode, self.namespaces.join(", "), self.seccomp_denied)?;
         match self.landlock_abi {
             Some(v) => write!(f, "Landlock ABI {v}; ")?,
             None => write!(f, "Landlock: not available; ")?,
@@ -137,6 +141,7 @@ pub struct Sandbox {
     cfg: SandboxConfig,
     exe: PathBuf,
     plan: Option<isolated::Plan>,
+    zygote: Option<zygote::Zygote>,
     devnull: OwnedFd,
     cgroup: Option<cgroup::Cgroup>,
     layers: Layers,
@@ -171,6 +176,7 @@ impl Sandbox {
         let devnull = std::fs::File::open("/dev/null").map_err(|e| SandboxError::Io { what: "open /dev/null".into(), source: e })?.into();
         let mut layers = Layers {
             isolation: cfg.isolation,
+            mode: "unisolated".into(),
             namespaces: vec![],
             read_only_root: false,
             no_new_privs: false,
@@ -185,7 +191,7 @@ impl Sandbox {
         };
         if cfg.isolation == Isolation::Unisolated {
             eprintln!("WARNING: running untrusted code WITHOUT isolation (--unisolated): it can read, write and send anything this user can.");
-            return Ok(Sandbox { cfg, exe, plan: None, devnull, cgroup: None, layers });
+            return Ok(Sandbox { cfg, exe, plan: None, zygote: None, devnull, cgroup: None, layers });
         }
         let landlock_abi = landlock::abi_version();
         let cgroup = match cgroup::Cgroup::detect(cfg.cgroup.as_deref()) {
@@ -203,10 +209,38 @@ impl Sandbox {
         layers.seccomp_denied = seccomp::denied().len() + 2; // + clone with CLONE_NEW*, clone3
         layers.landlock_abi = landlock_abi;
         layers.cgroup = cgroup.as_ref().map(|c| c.dir().to_path_buf());
-        let sb = Sandbox { cfg, exe, plan: Some(plan), devnull, cgroup, layers };
-        let probe = sb.run("print('ok')");
+        layers.mode = "fresh".into();
+        let mut sb = Sandbox { cfg, exe, plan: Some(plan), zygote: None, devnull, cgroup, layers };
+        sb.probe()?;
+        if sb.cfg.zygote {
+            if sb.cgroup.is_some() {
+                sb.layers.mode = "fresh (no zygote: each execution gets its own cgroup)".into();
+            } else {
+                match zygote::Zygote::start(sb.plan.as_ref().expect("isolated"), &sb.devnull) {
+                    Ok(z) => {
+                        sb.zygote = Some(z);
+                        sb.layers.mode = "zygote".into();
+                        if let Err(e) = sb.probe() {
+                            sb.zygote = None;
+                            sb.layers.mode = format!("fresh (the zygote failed its probe: {e})");
+                        }
+                    }
+                    Err(e) => sb.layers.mode = format!("fresh (the zygote did not start: {e})"),
+                }
+                if sb.zygote.is_none() {
+                    tracing::warn!("sandbox: {}", sb.layers.mode);
+                }
+            }
+        }
+        Ok(sb)
+    }
+
+    fn probe(&self) -> Result<(), SandboxError> {
+        // A generous wall clock: a loaded machine must not make a working sandbox look broken.
+        let limits = Limits { wall_secs: self.cfg.limits.wall_secs.max(20.0), ..self.cfg.limits.clone() };
+        let probe = self.run_with("print('ok')", &limits);
         match probe.outcome {
-            Outcome::Passed if probe.stdout == "ok\n" => Ok(sb),
+            Outcome::Passed if probe.stdout == "ok\n" => Ok(()),
             Outcome::SandboxError { message } => Err(SandboxError::Unavailable(message)),
             o => Err(SandboxError::Unavailable(format!("the probe program ended {o:?}; stderr: {}", probe.stderr))),
         }
@@ -215,6 +249,12 @@ impl Sandbox {
     /// The layers in force.
     pub fn layers(&self) -> &Layers {
         &self.layers
+    }
+
+    /// Host PID of the zygote, when one is running (diagnostics and tests: it lives as long as
+    /// the sandbox).
+    pub fn zygote_pid(&self) -> Option<u32> {
+        self.zygote.as_ref().map(|z| z.pid() as u32)
     }
 
     /// The configuration.
@@ -229,9 +269,10 @@ impl Sandbox {
 
     /// Runs one program with other limits (the mount sizes of the plan stay as configured).
     pub fn run_with(&self, program: &str, limits: &Limits) -> Execution {
-        let result = match &self.plan {
-            Some(plan) => isolated::run(plan, &self.devnull, program, limits, self.cgroup.as_ref()).map(|r| (r, PROGRAM_PATH.to_string())),
-            None => plain::run(&self.exe, &self.cfg.python_args, &self.cfg.env, program, limits),
+        let result = match (&self.zygote, &self.plan) {
+            (Some(z), _) => z.run(program, limits).map(|r| (r, PROGRAM_PATH.to_string())),
+            (None, Some(plan)) => isolated::run(plan, &self.devnull, program, limits, self.cgroup.as_ref()).map(|r| (r, PROGRAM_PATH.to_string())),
+            (None, None) => plain::run(&self.exe, &self.cfg.python_args, &self.cfg.env, program, limits),
         };
         match result {
             Ok((raw, path)) => {

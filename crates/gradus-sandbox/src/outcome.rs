@@ -125,23 +125,25 @@ pub(crate) fn classify(program: &str, path: &str, ended: Ended, stderr: &str, ki
 }
 
 /// The exception of the last traceback in `stderr`: its type and message. A traceback ends with
-/// `Type: message` (or a bare `Type`) on a line that does not start with a space.
+/// `Type: message` (or a bare `Type`) on a line that does not start with a space. A syntax error
+/// is reported without the `Traceback` header; then only a type ending in `Error` counts.
 fn last_exception(stderr: &str) -> Option<(String, String)> {
-    let start = stderr.rfind("Traceback (most recent call last):")?;
-    let tail = &stderr[start..];
-    let line = tail.lines().skip(1).filter(|l| !l.starts_with(' ') && !l.trim().is_empty()).last()?;
+    let tb = stderr.rfind("Traceback (most recent call last):");
+    let tail = &stderr[tb.unwrap_or(0)..];
+    let line = tail.lines().filter(|l| !l.starts_with(' ') && !l.trim().is_empty() && !l.starts_with("Traceback (")).last()?;
     let (ty, msg) = match line.split_once(": ") {
         Some((t, m)) => (t, m),
         None => (line.trim_end_matches(':'), ""),
     };
     let ty = ty.trim();
-    let valid = !ty.is_empty() && ty.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.');
+    let valid = !ty.is_empty() && ty.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.') && (tb.is_some() || ty.ends_with("Error"));
     valid.then(|| (ty.to_string(), msg.to_string()))
 }
 
-/// The line number of the last traceback frame in the program file (`File "/work/main.py", line N`).
+/// The line number of the last frame in the program file (`File "/work/main.py", line N`) of the
+/// last traceback (or of a syntax error report).
 fn last_program_line(stderr: &str, path: &str) -> Option<u32> {
-    let start = stderr.rfind("Traceback (most recent call last):")?;
+    let start = stderr.rfind("Traceback (most recent call last):").unwrap_or(0);
     stderr[start..]
         .lines()
         .filter_map(|l| l.trim_start().strip_prefix(&format!("File \"{path}\", line ")).map(str::to_string))
@@ -198,5 +200,11 @@ mod tests {
         assert_eq!(classify("x\n", P, Ended::Exited(1), tb, false, false), Outcome::OutOfMemory);
         assert_eq!(classify("", P, Ended::Signaled(libc::SIGSEGV), "", false, false), Outcome::Crashed { signal: libc::SIGSEGV, name: "SIGSEGV".into() });
         assert!(matches!(classify("", P, Ended::Exited(3), "bye\n", false, false), Outcome::Failed { error, .. } if error == "exit status 3"));
+        // A syntax error has no "Traceback" header (CPython 3.11 format).
+        let se = "  File \"/work/main.py\", line 2\n    def f(:\n          ^\nSyntaxError: invalid syntax\n";
+        assert_eq!(
+            classify("x = 1\ndef f(:\n", P, Ended::Exited(1), se, false, false),
+            Outcome::Failed { error: "SyntaxError".into(), message: "invalid syntax".into(), line: Some(2), source: Some("def f(:".into()) }
+        );
     }
 }

@@ -6,15 +6,27 @@ fn small() -> Limits {
     Limits { wall_secs: 2.0, cpu_secs: 2, memory_bytes: 512 << 20, tmpfs_bytes: 8 << 20, processes: 32, open_files: 64, ..Limits::default() }
 }
 
-fn sandbox() -> Sandbox {
-    let sb = Sandbox::new(SandboxConfig { limits: small(), ..SandboxConfig::default() }).expect("the sandbox works on Linux as root (CI)");
-    eprintln!("layers: {}", sb.layers());
-    sb
+/// Both modes: the zygote (checked to be in use) and a fresh interpreter per execution.
+fn sandboxes() -> Vec<Sandbox> {
+    [true, false]
+        .into_iter()
+        .map(|zygote| {
+            let sb = Sandbox::new(SandboxConfig { limits: small(), zygote, ..SandboxConfig::default() }).expect("the sandbox works on Linux as root (CI)");
+            eprintln!("layers: {}", sb.layers());
+            assert_eq!(sb.layers().mode, if zygote { "zygote" } else { "fresh" });
+            sb
+        })
+        .collect()
 }
 
 #[test]
 fn passed_failed_and_stdout() {
-    let sb = sandbox();
+    for sb in sandboxes() {
+        passed_failed_and_stdout_in(&sb);
+    }
+}
+
+fn passed_failed_and_stdout_in(sb: &Sandbox) {
     let e = sb.run("import math, collections, hashlib\nprint(math.factorial(5))\n");
     assert_eq!(e.outcome, Outcome::Passed, "{}", e.stderr);
     assert_eq!(e.stdout, "120\n");
@@ -31,7 +43,12 @@ fn passed_failed_and_stdout() {
 
 #[test]
 fn timeout_oom_crash() {
-    let sb = sandbox();
+    for sb in sandboxes() {
+        timeout_oom_crash_in(&sb);
+    }
+}
+
+fn timeout_oom_crash_in(sb: &Sandbox) {
     let e = sb.run("while True:\n    pass\n");
     assert_eq!(e.outcome, Outcome::Timeout);
     assert!(e.wall_secs < 2.0 + 1.0, "killed near the 2 s limit, took {}", e.wall_secs);
@@ -43,8 +60,8 @@ fn timeout_oom_crash() {
 
 #[test]
 fn the_layers_are_reported() {
-    let sb = sandbox();
-    let l = sb.layers();
+    let sbs = sandboxes();
+    let l = sbs[0].layers();
     assert_eq!(l.namespaces, ["user", "mount", "pid", "net", "ipc", "uts"]);
     assert!(l.seccomp_denied > 40 && l.no_new_privs && l.read_only_root);
     // Landlock is reported exactly when the kernel answers the ABI query.
