@@ -1,6 +1,7 @@
 //! The `gradus` command line: config resolution (defaults < `--config` < `--set`) is here so it can
 //! be tested; `main.rs` parses arguments and calls the library crates.
 
+pub mod code_cmd;
 pub mod config;
 pub mod prefs_cmd;
 pub mod data_cmd;

@@ -19,6 +19,9 @@ pub enum EvalCmd {
     /// Ranking accuracy, idealised ranking accuracy, alignment gap and flip difficulty of a policy
     /// against a reference on preference pairs (Chen et al. 2024).
     Ranking(EvalRankingArgs),
+    /// Code pass@k: sample completions from a checkpoint (or read a samples file), run them with
+    /// the problems' tests in the sandbox, report unbiased pass@k with confidence intervals.
+    Code(crate::code_cmd::EvalCodeArgs),
 }
 
 #[derive(Args)]
@@ -100,6 +103,7 @@ fn pairs_for(dir: &Path, d: &EvalData) -> Result<(Tokenizer, gradus_train::prefs
 
 pub fn eval(cmd: EvalCmd) -> Result<()> {
     match cmd {
+        EvalCmd::Code(a) => crate::code_cmd::run(a),
         EvalCmd::Reward(a) => {
             let rm = RewardModel::load(&a.model)?;
             let (tok, data) = pairs_for(&a.model, &a.data)?;
