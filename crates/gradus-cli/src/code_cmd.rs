@@ -66,7 +66,12 @@ pub fn run(a: EvalCodeArgs) -> Result<()> {
     if !(a.timeout.is_finite() && a.timeout > 0.0) {
         bail!("--timeout must be a positive number of seconds");
     }
-    let limits = Limits { wall_secs: a.timeout, cpu_secs: a.timeout.ceil() as u64 + 1, memory_bytes: a.memory_mb << 20, ..Limits::default() };
+    let limits = Limits {
+        wall_secs: a.timeout,
+        cpu_secs: a.timeout.ceil() as u64 + 1,
+        memory_bytes: a.memory_mb << 20,
+        ..Limits::default()
+    };
     let source = match (&a.model, &a.samples) {
         (Some(m), None) => Source::Model {
             dir: m.clone(),
@@ -75,7 +80,11 @@ pub fn run(a: EvalCodeArgs) -> Result<()> {
                 temperature: a.temperature,
                 top_p: a.top_p,
                 max_new_tokens: a.max_new_tokens,
-                stops: if a.stops.is_empty() { HUMANEVAL_STOPS.iter().map(|s| s.to_string()).collect() } else { a.stops.clone() },
+                stops: if a.stops.is_empty() {
+                    HUMANEVAL_STOPS.iter().map(|s| s.to_string()).collect()
+                } else {
+                    a.stops.clone()
+                },
                 seed: a.seed,
                 batch: a.batch,
             },
@@ -90,7 +99,11 @@ pub fn run(a: EvalCodeArgs) -> Result<()> {
         limit: a.limit,
         workers: a.workers,
         limits,
-        isolation: if a.unisolated { Isolation::Unisolated } else { Isolation::Full },
+        isolation: if a.unisolated {
+            Isolation::Unisolated
+        } else {
+            Isolation::Full
+        },
         out: a.out.clone(),
     };
     let quiet = a.json;
@@ -107,14 +120,34 @@ pub fn run(a: EvalCodeArgs) -> Result<()> {
         return Ok(());
     }
     println!("sandbox: {}", r.sandbox);
-    println!("{} problems, {} samples; {:.1} executions/s ({} workers)", r.summary.problems, r.summary.samples, r.executions_per_sec, r.workers);
+    println!(
+        "{} problems, {} samples; {:.1} executions/s ({} workers)",
+        r.summary.problems, r.summary.samples, r.executions_per_sec, r.workers
+    );
     for (k, m) in &r.summary.pass_at_k {
-        println!("{k:<9} {:.4}  ± {:.4} (95% CI {:.4}–{:.4})", m.mean, m.stderr, m.ci95[0], m.ci95[1]);
+        println!(
+            "{k:<9} {:.4}  ± {:.4} (95% CI {:.4}–{:.4})",
+            m.mean, m.stderr, m.ci95[0], m.ci95[1]
+        );
     }
     if !r.summary.skipped_k.is_empty() {
-        println!("k not reported (larger than some problem's n): {:?}", r.summary.skipped_k);
+        println!(
+            "k not reported (larger than some problem's n): {:?}",
+            r.summary.skipped_k
+        );
     }
-    println!("outcomes: {}", r.summary.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
-    println!("wrote {}/results.jsonl and summary.json", r.out_dir.display());
+    println!(
+        "outcomes: {}",
+        r.summary
+            .outcomes
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "wrote {}/results.jsonl and summary.json",
+        r.out_dir.display()
+    );
     Ok(())
 }

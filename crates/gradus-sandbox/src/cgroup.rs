@@ -27,7 +27,9 @@ fn cgroup2_mount() -> Option<PathBuf> {
 }
 
 fn controllers(p: &Path) -> Vec<String> {
-    std::fs::read_to_string(p).map(|s| s.split_whitespace().map(str::to_string).collect()).unwrap_or_default()
+    std::fs::read_to_string(p)
+        .map(|s| s.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 impl Cgroup {
@@ -39,8 +41,12 @@ impl Cgroup {
             Some(p) => p.to_path_buf(),
             None => {
                 let mount = cgroup2_mount().ok_or("no cgroup2 file system is mounted")?;
-                let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("read /proc/self/cgroup: {e}"))?;
-                let rel = own.lines().find_map(|l| l.strip_prefix("0::")).ok_or("this process is not in a cgroup v2 hierarchy")?;
+                let own = std::fs::read_to_string("/proc/self/cgroup")
+                    .map_err(|e| format!("read /proc/self/cgroup: {e}"))?;
+                let rel = own
+                    .lines()
+                    .find_map(|l| l.strip_prefix("0::"))
+                    .ok_or("this process is not in a cgroup v2 hierarchy")?;
                 let dir = mount.join(rel.trim_start_matches('/'));
                 let avail = controllers(&mount.join("cgroup.controllers"));
                 if !avail.iter().any(|c| c == "memory") || !avail.iter().any(|c| c == "pids") {
@@ -54,12 +60,19 @@ impl Cgroup {
         };
         let sub = controllers(&dir.join("cgroup.subtree_control"));
         if !sub.iter().any(|c| c == "memory") || !sub.iter().any(|c| c == "pids") {
-            return Err(format!("{}: memory and pids are not enabled in cgroup.subtree_control (not delegated)", dir.display()));
+            return Err(format!(
+                "{}: memory and pids are not enabled in cgroup.subtree_control (not delegated)",
+                dir.display()
+            ));
         }
         let probe = dir.join(format!("gradus-probe-{}", std::process::id()));
-        std::fs::create_dir(&probe).map_err(|e| format!("{} is not writable: {e}", dir.display()))?;
+        std::fs::create_dir(&probe)
+            .map_err(|e| format!("{} is not writable: {e}", dir.display()))?;
         let _ = std::fs::remove_dir(&probe);
-        Ok(Cgroup { cpu: sub.iter().any(|c| c == "cpu"), dir })
+        Ok(Cgroup {
+            cpu: sub.iter().any(|c| c == "cpu"),
+            dir,
+        })
     }
 
     /// The delegated directory.
@@ -70,7 +83,11 @@ impl Cgroup {
     pub(crate) fn create_exec(&self, limits: &Limits) -> Result<ExecCgroup, SandboxError> {
         use std::sync::atomic::{AtomicU64, Ordering};
         static N: AtomicU64 = AtomicU64::new(0);
-        let dir = self.dir.join(format!("gradus-exec-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let dir = self.dir.join(format!(
+            "gradus-exec-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         let io = |what: String| move |e| SandboxError::Io { what, source: e };
         std::fs::create_dir(&dir).map_err(io(format!("create cgroup {}", dir.display())))?;
         let cg = ExecCgroup { dir };
@@ -92,7 +109,10 @@ pub(crate) struct ExecCgroup {
 impl ExecCgroup {
     fn write(&self, file: &str, value: &str) -> Result<(), SandboxError> {
         let p = self.dir.join(file);
-        std::fs::write(&p, value).map_err(|e| SandboxError::Io { what: format!("write {value} to {}", p.display()), source: e })
+        std::fs::write(&p, value).map_err(|e| SandboxError::Io {
+            what: format!("write {value} to {}", p.display()),
+            source: e,
+        })
     }
 
     pub(crate) fn add(&self, pid: libc::pid_t) -> Result<(), SandboxError> {
@@ -102,7 +122,12 @@ impl ExecCgroup {
     pub(crate) fn oom_killed(&self) -> bool {
         std::fs::read_to_string(self.dir.join("memory.events"))
             .ok()
-            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok())))
+            .and_then(|s| {
+                s.lines().find_map(|l| {
+                    l.strip_prefix("oom_kill ")
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                })
+            })
             .is_some_and(|n| n > 0)
     }
 }

@@ -46,7 +46,12 @@ impl Default for Limits {
 impl Limits {
     /// Checks that every limit is positive and finite.
     pub fn validate(&self) -> Result<(), crate::SandboxError> {
-        let bad = |field: &str, why: &str| Err(crate::SandboxError::Config { field: field.into(), message: why.into() });
+        let bad = |field: &str, why: &str| {
+            Err(crate::SandboxError::Config {
+                field: field.into(),
+                message: why.into(),
+            })
+        };
         if !(self.wall_secs.is_finite() && self.wall_secs > 0.0) {
             return bad("wall_secs", "must be a positive number of seconds");
         }
@@ -63,7 +68,10 @@ impl Limits {
             }
         }
         if self.open_files < 16 {
-            return bad("open_files", "must be ≥ 16 (the interpreter itself needs a few)");
+            return bad(
+                "open_files",
+                "must be ≥ 16 (the interpreter itself needs a few)",
+            );
         }
         Ok(())
     }

@@ -73,7 +73,10 @@ impl Drop for StagingDir {
 }
 
 fn cstr(p: impl AsRef<std::ffi::OsStr>) -> Result<CString, SandboxError> {
-    CString::new(p.as_ref().as_bytes()).map_err(|_| SandboxError::Config { field: "path".into(), message: format!("{:?} contains a NUL byte", p.as_ref()) })
+    CString::new(p.as_ref().as_bytes()).map_err(|_| SandboxError::Config {
+        field: "path".into(),
+        message: format!("{:?} contains a NUL byte", p.as_ref()),
+    })
 }
 
 impl Plan {
@@ -91,8 +94,15 @@ impl Plan {
         host_id: u32,
         landlock_abi: Option<u32>,
     ) -> Result<Self, SandboxError> {
-        let base = std::env::temp_dir().join(format!("gradus-sandbox-{}-{}", std::process::id(), next_id()));
-        std::fs::create_dir(&base).map_err(|e| SandboxError::Io { what: format!("create staging directory {}", base.display()), source: e })?;
+        let base = std::env::temp_dir().join(format!(
+            "gradus-sandbox-{}-{}",
+            std::process::id(),
+            next_id()
+        ));
+        std::fs::create_dir(&base).map_err(|e| SandboxError::Io {
+            what: format!("create staging directory {}", base.display()),
+            source: e,
+        })?;
         let staging_dir = StagingDir(base.clone());
         let under = |p: &Path| base.join(p.strip_prefix("/").unwrap_or(p));
 
@@ -110,22 +120,37 @@ impl Plan {
             }
         };
         let mut covered: Vec<PathBuf> = vec![];
-        for top in ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"] {
+        for top in [
+            "/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32",
+        ] {
             let p = Path::new(top);
             match std::fs::symlink_metadata(p) {
                 Ok(m) if m.file_type().is_symlink() => {
-                    let target = std::fs::read_link(p).map_err(|e| SandboxError::Io { what: format!("read link {top}"), source: e })?;
+                    let target = std::fs::read_link(p).map_err(|e| SandboxError::Io {
+                        what: format!("read link {top}"),
+                        source: e,
+                    })?;
                     symlinks.push((cstr(&target)?, cstr(under(p))?));
                 }
                 Ok(m) if m.is_dir() => {
                     add_dir_chain(&mut dirs, p);
-                    binds.push(Bind { src: cstr(p)?, dst: cstr(under(p))?, file: false, device: false });
+                    binds.push(Bind {
+                        src: cstr(p)?,
+                        dst: cstr(under(p))?,
+                        file: false,
+                        device: false,
+                    });
                     covered.push(p.to_path_buf());
                 }
                 _ => {}
             }
         }
-        let canon = |p: &Path| std::fs::canonicalize(p).map_err(|e| SandboxError::Io { what: format!("resolve {}", p.display()), source: e });
+        let canon = |p: &Path| {
+            std::fs::canonicalize(p).map_err(|e| SandboxError::Io {
+                what: format!("resolve {}", p.display()),
+                source: e,
+            })
+        };
         let mut extra: Vec<PathBuf> = vec![canon(prefix)?];
         for p in ro_paths {
             extra.push(canon(p)?);
@@ -136,7 +161,12 @@ impl Plan {
                 continue;
             }
             add_dir_chain(&mut dirs, &p);
-            binds.push(Bind { src: cstr(&p)?, dst: cstr(under(&p))?, file: false, device: false });
+            binds.push(Bind {
+                src: cstr(&p)?,
+                dst: cstr(under(&p))?,
+                file: false,
+                device: false,
+            });
             covered.push(p);
         }
         add_dir_chain(&mut dirs, Path::new("/dev"));
@@ -144,7 +174,12 @@ impl Plan {
         for dev in ["null", "zero", "random", "urandom"] {
             let p = Path::new("/dev").join(dev);
             if p.exists() {
-                binds.push(Bind { src: cstr(&p)?, dst: cstr(under(&p))?, file: true, device: true });
+                binds.push(Bind {
+                    src: cstr(&p)?,
+                    dst: cstr(under(&p))?,
+                    file: true,
+                    device: true,
+                });
             }
         }
         symlinks.push((cstr("/work/tmp")?, cstr(under(Path::new("/tmp")))?));
@@ -154,7 +189,12 @@ impl Plan {
             argv.push(cstr(a)?);
         }
         argv.push(cstr(crate::PROGRAM_PATH)?);
-        let mut envp = vec![cstr("PATH=/usr/local/bin:/usr/bin:/bin")?, cstr("HOME=/work")?, cstr("LANG=C.UTF-8")?, cstr("TMPDIR=/work/tmp")?];
+        let mut envp = vec![
+            cstr("PATH=/usr/local/bin:/usr/bin:/bin")?,
+            cstr("HOME=/work")?,
+            cstr("LANG=C.UTF-8")?,
+            cstr("TMPDIR=/work/tmp")?,
+        ];
         for (k, v) in env {
             envp.push(cstr(format!("{k}={v}"))?);
         }
@@ -164,7 +204,10 @@ impl Plan {
         Ok(Plan {
             staging: cstr(&base)?,
             root_opts: cstr("size=1m,nr_inodes=512,mode=755")?,
-            work_opts: cstr(format!("size={},nr_inodes=4096,mode=755,uid={INNER_ID},gid={INNER_ID}", limits.tmpfs_bytes))?,
+            work_opts: cstr(format!(
+                "size={},nr_inodes=4096,mode=755,uid={INNER_ID},gid={INNER_ID}",
+                limits.tmpfs_bytes
+            ))?,
             work: cstr(under(Path::new("/work")))?,
             dirs: dirs.iter().map(cstr).collect::<Result<_, _>>()?,
             symlinks,
@@ -291,7 +334,8 @@ fn child_a(plan: &Plan, fds: &ChildFds, program: &[u8], parent: libc::pid_t) -> 
         if libc::getppid() != parent {
             libc::_exit(125);
         }
-        if libc::dup2(fds.stdin, 0) < 0 || libc::dup2(fds.out, 1) < 0 || libc::dup2(fds.err, 2) < 0 {
+        if libc::dup2(fds.stdin, 0) < 0 || libc::dup2(fds.out, 1) < 0 || libc::dup2(fds.err, 2) < 0
+        {
             fail(st, "dup2");
         }
         // Close every other fd (others threads' pipes would otherwise stay open in this tree).
@@ -306,7 +350,12 @@ fn child_a(plan: &Plan, fds: &ChildFds, program: &[u8], parent: libc::pid_t) -> 
         }
         libc::syscall(libc::SYS_close_range, lo, u32::MAX, 0u32);
 
-        let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+        let flags = libc::CLONE_NEWUSER
+            | libc::CLONE_NEWNS
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWNET
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWUTS;
         if libc::unshare(flags) != 0 {
             fail(st, "unshare(user, mount, pid, net, ipc, uts)");
         }
@@ -336,13 +385,24 @@ fn child_a(plan: &Plan, fds: &ChildFds, program: &[u8], parent: libc::pid_t) -> 
 /// Mounts a read-only (or device) bind of `b`, keeping the flags the kernel locks.
 unsafe fn bind(b: &Bind, st: RawFd) {
     if b.file {
-        let fd = libc::open(b.dst.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
+        let fd = libc::open(
+            b.dst.as_ptr(),
+            libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+            0o644,
+        );
         if fd < 0 {
             fail(st, "create a file mount point");
         }
         libc::close(fd);
     }
-    if libc::mount(b.src.as_ptr(), b.dst.as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null()) != 0 {
+    if libc::mount(
+        b.src.as_ptr(),
+        b.dst.as_ptr(),
+        std::ptr::null(),
+        libc::MS_BIND | libc::MS_REC,
+        std::ptr::null(),
+    ) != 0
+    {
         fail(st, "bind mount");
     }
     let mut sv: libc::statvfs = std::mem::zeroed();
@@ -361,7 +421,14 @@ unsafe fn bind(b: &Bind, st: RawFd) {
     if sv.f_flag & libc::ST_RDONLY != 0 {
         flags |= libc::MS_RDONLY;
     }
-    if libc::mount(std::ptr::null(), b.dst.as_ptr(), std::ptr::null(), flags, std::ptr::null()) != 0 {
+    if libc::mount(
+        std::ptr::null(),
+        b.dst.as_ptr(),
+        std::ptr::null(),
+        flags,
+        std::ptr::null(),
+    ) != 0
+    {
         fail(st, "remount a bind read-only");
     }
 }
@@ -371,10 +438,24 @@ unsafe fn bind(b: &Bind, st: RawFd) {
 /// writes id maps through it).
 pub(crate) unsafe fn build_root(plan: &Plan, st: RawFd, procfd: Option<RawFd>) {
     let null = std::ptr::null::<libc::c_char>();
-    if libc::mount(null, c"/".as_ptr(), null, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
+    if libc::mount(
+        null,
+        c"/".as_ptr(),
+        null,
+        libc::MS_REC | libc::MS_PRIVATE,
+        std::ptr::null(),
+    ) != 0
+    {
         fail(st, "make / private");
     }
-    if libc::mount(c"tmpfs".as_ptr(), plan.staging.as_ptr(), c"tmpfs".as_ptr(), libc::MS_NOSUID | libc::MS_NODEV, plan.root_opts.as_ptr().cast()) != 0 {
+    if libc::mount(
+        c"tmpfs".as_ptr(),
+        plan.staging.as_ptr(),
+        c"tmpfs".as_ptr(),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        plan.root_opts.as_ptr().cast(),
+    ) != 0
+    {
         fail(st, "mount the root tmpfs");
     }
     for d in &plan.dirs {
@@ -390,11 +471,21 @@ pub(crate) unsafe fn build_root(plan: &Plan, st: RawFd, procfd: Option<RawFd>) {
     for b in &plan.binds {
         bind(b, st);
     }
-    if libc::mount(c"tmpfs".as_ptr(), plan.work.as_ptr(), c"tmpfs".as_ptr(), libc::MS_NOSUID | libc::MS_NODEV, plan.work_opts.as_ptr().cast()) != 0 {
+    if libc::mount(
+        c"tmpfs".as_ptr(),
+        plan.work.as_ptr(),
+        c"tmpfs".as_ptr(),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        plan.work_opts.as_ptr().cast(),
+    ) != 0
+    {
         fail(st, "mount the /work tmpfs");
     }
     if let Some(n) = procfd {
-        let fd = libc::open(c"/proc".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC);
+        let fd = libc::open(
+            c"/proc".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
         if fd < 0 || (fd != n && libc::dup2(fd, n) < 0) {
             fail(st, "open /proc for the zygote");
         }
@@ -414,10 +505,20 @@ pub(crate) unsafe fn build_root(plan: &Plan, st: RawFd, procfd: Option<RawFd>) {
     if libc::chdir(c"/".as_ptr()) != 0 {
         fail(st, "chdir /");
     }
-    if libc::mkdir(c"/work/tmp".as_ptr(), 0o1777) != 0 || libc::chmod(c"/work/tmp".as_ptr(), 0o1777) != 0 || libc::chown(c"/work/tmp".as_ptr(), INNER_ID, INNER_ID) != 0 {
+    if libc::mkdir(c"/work/tmp".as_ptr(), 0o1777) != 0
+        || libc::chmod(c"/work/tmp".as_ptr(), 0o1777) != 0
+        || libc::chown(c"/work/tmp".as_ptr(), INNER_ID, INNER_ID) != 0
+    {
         fail(st, "create /work/tmp");
     }
-    if libc::mount(null, c"/".as_ptr(), null, libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV, std::ptr::null()) != 0 {
+    if libc::mount(
+        null,
+        c"/".as_ptr(),
+        null,
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+        std::ptr::null(),
+    ) != 0
+    {
         fail(st, "remount / read-only");
     }
     libc::sethostname(c"sandbox".as_ptr(), 7);
@@ -429,7 +530,11 @@ fn child_b(plan: &Plan, st: RawFd, program: &[u8]) -> ! {
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         build_root(plan, st, None);
-        let fd = libc::open(plan.program_path.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC | libc::O_CLOEXEC, 0o644);
+        let fd = libc::open(
+            plan.program_path.as_ptr(),
+            libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC | libc::O_CLOEXEC,
+            0o644,
+        );
         if fd < 0 || !write_all(fd, program) {
             fail(st, "write the program");
         }
@@ -475,11 +580,16 @@ fn child_c(plan: &Plan, st: RawFd) -> ! {
             fail(st, "setgroups");
         }
         // From namespace root to the sandbox user: this clears every capability.
-        if libc::setresgid(INNER_ID, INNER_ID, INNER_ID) != 0 || libc::setresuid(INNER_ID, INNER_ID, INNER_ID) != 0 {
+        if libc::setresgid(INNER_ID, INNER_ID, INNER_ID) != 0
+            || libc::setresuid(INNER_ID, INNER_ID, INNER_ID) != 0
+        {
             fail(st, "setresuid to the sandbox user");
         }
         for &(res, soft, hard) in &plan.rlimits {
-            let rl = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+            let rl = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
             if libc::setrlimit(res, &rl) != 0 {
                 fail(st, "setrlimit");
             }
@@ -495,8 +605,16 @@ fn child_c(plan: &Plan, st: RawFd) -> ! {
                 fail(st, step);
             }
         }
-        let prog = libc::sock_fprog { len: plan.seccomp.len() as u16, filter: plan.seccomp.as_ptr() as *mut _ };
-        if libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) != 0 {
+        let prog = libc::sock_fprog {
+            len: plan.seccomp.len() as u16,
+            filter: plan.seccomp.as_ptr() as *mut _,
+        };
+        if libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &prog as *const libc::sock_fprog,
+        ) != 0
+        {
             fail(st, "install the seccomp filter");
         }
         let mut argv = [std::ptr::null::<libc::c_char>(); 32];
@@ -518,7 +636,10 @@ pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid array of two.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(SandboxError::Io { what: "pipe2".into(), source: std::io::Error::last_os_error() });
+        return Err(SandboxError::Io {
+            what: "pipe2".into(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     // SAFETY: both fds were just created and are owned here.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
@@ -529,7 +650,10 @@ fn write_file(path: &str, data: &str) -> Result<(), SandboxError> {
         .write(true)
         .open(path)
         .and_then(|mut f| f.write_all(data.as_bytes()))
-        .map_err(|e| SandboxError::Io { what: format!("write {data:?} to {path}"), source: e })
+        .map_err(|e| SandboxError::Io {
+            what: format!("write {data:?} to {path}"),
+            source: e,
+        })
 }
 
 /// Keeps the last `cap` bytes.
@@ -542,12 +666,24 @@ fn push_tail(buf: &mut Vec<u8>, data: &[u8], cap: usize) {
 }
 
 /// Runs one program in fresh namespaces; see the module docs.
-pub(crate) fn run(plan: &Plan, devnull: &OwnedFd, program: &str, limits: &Limits, cgroup: Option<&Cgroup>) -> Result<RawRun, SandboxError> {
+pub(crate) fn run(
+    plan: &Plan,
+    devnull: &OwnedFd,
+    program: &str,
+    limits: &Limits,
+    cgroup: Option<&Cgroup>,
+) -> Result<RawRun, SandboxError> {
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (st_r, st_w) = pipe()?;
     let (sync_r, sync_w) = pipe()?;
-    let fds = ChildFds { stdin: devnull.as_raw_fd(), out: out_w.as_raw_fd(), err: err_w.as_raw_fd(), status: st_w.as_raw_fd(), sync: sync_r.as_raw_fd() };
+    let fds = ChildFds {
+        stdin: devnull.as_raw_fd(),
+        out: out_w.as_raw_fd(),
+        err: err_w.as_raw_fd(),
+        status: st_w.as_raw_fd(),
+        sync: sync_r.as_raw_fd(),
+    };
     let exec_cgroup = cgroup.map(|c| c.create_exec(limits)).transpose()?;
     let program = program.as_bytes();
     let start = Instant::now();
@@ -555,7 +691,10 @@ pub(crate) fn run(plan: &Plan, devnull: &OwnedFd, program: &str, limits: &Limits
     let parent = unsafe { libc::getpid() };
     let a = unsafe { libc::fork() };
     if a < 0 {
-        return Err(SandboxError::Io { what: "fork".into(), source: std::io::Error::last_os_error() });
+        return Err(SandboxError::Io {
+            what: "fork".into(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     if a == 0 {
         child_a(plan, &fds, program, parent);
@@ -607,9 +746,20 @@ impl Supervised {
             Some(s) if libc::WIFEXITED(s) => Ended::Exited(libc::WEXITSTATUS(s)),
             Some(s) if libc::WIFSIGNALED(s) => Ended::Signaled(libc::WTERMSIG(s)),
             _ if self.killed_by_us => Ended::Signaled(libc::SIGKILL),
-            _ => return Err(SandboxError::Setup("the sandbox ended without reporting the program's status".into())),
+            _ => {
+                return Err(SandboxError::Setup(
+                    "the sandbox ended without reporting the program's status".into(),
+                ))
+            }
         };
-        Ok(RawRun { ended, killed_by_us: self.killed_by_us, oom_killed, stdout: self.stdout, stderr: self.stderr, wall })
+        Ok(RawRun {
+            ended,
+            killed_by_us: self.killed_by_us,
+            oom_killed,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            wall,
+        })
     }
 }
 
@@ -654,8 +804,20 @@ pub(crate) fn supervise(
                 break;
             }
         }
-        let wait = if killed_by_us { Duration::from_millis(50) } else { deadline.saturating_duration_since(now) };
-        let mut pfds: Vec<libc::pollfd> = open.iter().flatten().map(|f| libc::pollfd { fd: f.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+        let wait = if killed_by_us {
+            Duration::from_millis(50)
+        } else {
+            deadline.saturating_duration_since(now)
+        };
+        let mut pfds: Vec<libc::pollfd> = open
+            .iter()
+            .flatten()
+            .map(|f| libc::pollfd {
+                fd: f.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
         let ms = wait.as_millis().clamp(1, i32::MAX as u128) as i32;
         // SAFETY: pfds is a valid array.
         let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
@@ -663,10 +825,16 @@ pub(crate) fn supervise(
             if errno() == libc::EINTR {
                 continue;
             }
-            return Err(SandboxError::Io { what: "poll".into(), source: std::io::Error::last_os_error() });
+            return Err(SandboxError::Io {
+                what: "poll".into(),
+                source: std::io::Error::last_os_error(),
+            });
         }
         for p in pfds.iter().filter(|p| p.revents != 0) {
-            let slot = open.iter().position(|f| f.as_ref().map(|f| f.as_raw_fd()) == Some(p.fd)).expect("polled fd is open");
+            let slot = open
+                .iter()
+                .position(|f| f.as_ref().map(|f| f.as_raw_fd()) == Some(p.fd))
+                .expect("polled fd is open");
             // SAFETY: reading into our buffer from an fd we own.
             let n = unsafe { libc::read(p.fd, buf.as_mut_ptr().cast(), buf.len()) };
             if n <= 0 {
@@ -697,7 +865,9 @@ pub(crate) fn supervise(
                     }
                 }
                 Some(b'P') if status_buf.len() >= 5 => {
-                    init_pid = Some(i32::from_le_bytes(status_buf[1..5].try_into().expect("4 bytes")));
+                    init_pid = Some(i32::from_le_bytes(
+                        status_buf[1..5].try_into().expect("4 bytes"),
+                    ));
                     status_buf.drain(..5);
                     if killed_by_us {
                         // SAFETY: killing the namespace init we were just told about.
@@ -707,10 +877,14 @@ pub(crate) fn supervise(
                     }
                 }
                 Some(b'X') if status_buf.len() >= 5 => {
-                    c_status = Some(i32::from_le_bytes(status_buf[1..5].try_into().expect("4 bytes")));
+                    c_status = Some(i32::from_le_bytes(
+                        status_buf[1..5].try_into().expect("4 bytes"),
+                    ));
                     status_buf.drain(..5);
                 }
-                Some(b'E') if status_buf.len() >= 2 && status_buf.len() >= 2 + status_buf[1] as usize => {
+                Some(b'E')
+                    if status_buf.len() >= 2 && status_buf.len() >= 2 + status_buf[1] as usize =>
+                {
                     let n = status_buf[1] as usize;
                     let msg = String::from_utf8_lossy(&status_buf[2..2 + n]).into_owned();
                     status_buf.drain(..2 + n);
@@ -724,7 +898,13 @@ pub(crate) fn supervise(
             }
         }
     }
-    Ok(Supervised { stdout, stderr, killed_by_us, c_status, setup_error })
+    Ok(Supervised {
+        stdout,
+        stderr,
+        killed_by_us,
+        c_status,
+        setup_error,
+    })
 }
 
 /// Writes the id maps of A's user namespace. As root: inside 0 is host root (only B, our own
@@ -734,13 +914,25 @@ pub(crate) fn supervise(
 pub(crate) fn write_maps(plan: &Plan, a: libc::pid_t) -> Result<(), SandboxError> {
     match plan.map_host_id {
         Some(id) => {
-            write_file(&format!("/proc/{a}/uid_map"), &format!("0 {} 1\n{INNER_ID} {id} 1\n", plan.host_uid))?;
-            write_file(&format!("/proc/{a}/gid_map"), &format!("0 {} 1\n{INNER_ID} {id} 1\n", plan.host_gid))
+            write_file(
+                &format!("/proc/{a}/uid_map"),
+                &format!("0 {} 1\n{INNER_ID} {id} 1\n", plan.host_uid),
+            )?;
+            write_file(
+                &format!("/proc/{a}/gid_map"),
+                &format!("0 {} 1\n{INNER_ID} {id} 1\n", plan.host_gid),
+            )
         }
         None => {
             write_file(&format!("/proc/{a}/setgroups"), "deny")?;
-            write_file(&format!("/proc/{a}/uid_map"), &format!("{INNER_ID} {} 1\n", plan.host_uid))?;
-            write_file(&format!("/proc/{a}/gid_map"), &format!("{INNER_ID} {} 1\n", plan.host_gid))
+            write_file(
+                &format!("/proc/{a}/uid_map"),
+                &format!("{INNER_ID} {} 1\n", plan.host_uid),
+            )?;
+            write_file(
+                &format!("/proc/{a}/gid_map"),
+                &format!("{INNER_ID} {} 1\n", plan.host_gid),
+            )
         }
     }
 }

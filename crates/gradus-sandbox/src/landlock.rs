@@ -43,7 +43,14 @@ struct PathBeneath {
 /// The Landlock ABI version of the running kernel, or `None` without Landlock.
 pub fn abi_version() -> Option<u32> {
     // SAFETY: with a null attribute and size 0 this syscall only reports the ABI version.
-    let r = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<RulesetAttr>(), 0usize, CREATE_RULESET_VERSION) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<RulesetAttr>(),
+            0usize,
+            CREATE_RULESET_VERSION,
+        )
+    };
     (r > 0).then_some(r as u32)
 }
 
@@ -64,8 +71,16 @@ fn fs_rights(abi: u32) -> u64 {
 fn attr(abi: u32) -> (RulesetAttr, usize) {
     let attr = RulesetAttr {
         handled_access_fs: fs_rights(abi),
-        handled_access_net: if abi >= 4 { NET_BIND_TCP | NET_CONNECT_TCP } else { 0 },
-        scoped: if abi >= 6 { SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL } else { 0 },
+        handled_access_net: if abi >= 4 {
+            NET_BIND_TCP | NET_CONNECT_TCP
+        } else {
+            0
+        },
+        scoped: if abi >= 6 {
+            SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL
+        } else {
+            0
+        },
     };
     let size = match abi {
         1..=3 => 8,
@@ -82,7 +97,10 @@ fn rules(abi: u32) -> [(&'static CStr, u64); 3] {
     [
         (c"/", READ_FILE | READ_DIR | EXECUTE),
         (c"/work", handled & !(MAKE_CHAR | MAKE_BLOCK)),
-        (c"/dev", (READ_FILE | WRITE_FILE | READ_DIR | if abi >= 5 { IOCTL_DEV } else { 0 }) & handled),
+        (
+            c"/dev",
+            (READ_FILE | WRITE_FILE | READ_DIR | if abi >= 5 { IOCTL_DEV } else { 0 }) & handled,
+        ),
     ]
 }
 
@@ -94,7 +112,14 @@ pub(crate) fn spec(abi: u32) -> (Vec<u8>, usize, Vec<(String, u64)>) {
     for v in [a.handled_access_fs, a.handled_access_net, a.scoped] {
         bytes.extend_from_slice(&v.to_le_bytes());
     }
-    (bytes, size, rules(abi).iter().map(|(p, a)| (p.to_string_lossy().into_owned(), *a)).collect())
+    (
+        bytes,
+        size,
+        rules(abi)
+            .iter()
+            .map(|(p, a)| (p.to_string_lossy().into_owned(), *a))
+            .collect(),
+    )
 }
 
 /// Restricts the calling thread (in the forked child, after `no_new_privs`) to [`rules`].
@@ -102,7 +127,14 @@ pub(crate) fn spec(abi: u32) -> (Vec<u8>, usize, Vec<(String, u64)>) {
 pub(crate) fn restrict(abi: u32) -> Result<(), &'static str> {
     let (attr, size) = attr(abi);
     // SAFETY: attr lives across the call and `size` does not exceed it.
-    let ruleset = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, &attr as *const RulesetAttr, size as usize, 0u32) };
+    let ruleset = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            &attr as *const RulesetAttr,
+            size as usize,
+            0u32,
+        )
+    };
     if ruleset < 0 {
         return Err("landlock_create_ruleset");
     }
@@ -113,9 +145,20 @@ pub(crate) fn restrict(abi: u32) -> Result<(), &'static str> {
         if fd < 0 {
             return Err("landlock: open rule path");
         }
-        let pb = PathBeneath { allowed_access: access, parent_fd: fd };
+        let pb = PathBeneath {
+            allowed_access: access,
+            parent_fd: fd,
+        };
         // SAFETY: pb lives across the call.
-        let r = unsafe { libc::syscall(libc::SYS_landlock_add_rule, ruleset, RULE_PATH_BENEATH, &pb as *const PathBeneath, 0u32) };
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_add_rule,
+                ruleset,
+                RULE_PATH_BENEATH,
+                &pb as *const PathBeneath,
+                0u32,
+            )
+        };
         unsafe { libc::close(fd) };
         if r < 0 {
             return Err("landlock_add_rule");

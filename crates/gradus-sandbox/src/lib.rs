@@ -59,7 +59,9 @@ pub enum SandboxError {
     },
     #[error("sandbox setup failed: {0}")]
     Setup(String),
-    #[error("isolation unavailable: {0} (pass --unisolated to run without isolation, which is unsafe)")]
+    #[error(
+        "isolation unavailable: {0} (pass --unisolated to run without isolation, which is unsafe)"
+    )]
     Unavailable(String),
     #[error("interpreter {python}: {message}")]
     Interpreter { python: String, message: String },
@@ -95,7 +97,11 @@ pub struct Layers {
 impl std::fmt::Display for Layers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.isolation == Isolation::Unisolated {
-            return write!(f, "UNISOLATED: rlimits, clean environment, process-group kill only ({})", self.python.display());
+            return write!(
+                f,
+                "UNISOLATED: rlimits, clean environment, process-group kill only ({})",
+                self.python.display()
+            );
         }
         write!(f, "{}; namespaces per execution: {}; read-only root + tmpfs /work; no_new_privs; seccomp ({} syscalls denied); ", self.mode, self.namespaces.join(", "), self.seccomp_denied)?;
         match self.landlock_abi {
@@ -132,7 +138,10 @@ impl<F: Fn(&str) -> Execution + Sync> Executor for InProcess<F> {
         (self.run)(program)
     }
     fn describe(&self) -> String {
-        format!("in-process interpreter {} (no OS isolation needed: it has no I/O)", self.name)
+        format!(
+            "in-process interpreter {} (no OS isolation needed: it has no I/O)",
+            self.name
+        )
     }
 }
 
@@ -149,13 +158,23 @@ pub struct Sandbox {
 
 /// Asks the interpreter for its real executable and prefix (resolves pyenv shims).
 fn resolve_python(python: &Path) -> Result<(PathBuf, PathBuf), SandboxError> {
-    let err = |m: String| SandboxError::Interpreter { python: python.display().to_string(), message: m };
+    let err = |m: String| SandboxError::Interpreter {
+        python: python.display().to_string(),
+        message: m,
+    };
     let out = std::process::Command::new(python)
-        .args(["-c", "import sys; print(sys.executable); print(sys.base_prefix)"])
+        .args([
+            "-c",
+            "import sys; print(sys.executable); print(sys.base_prefix)",
+        ])
         .output()
         .map_err(|e| err(format!("cannot run it: {e}")))?;
     if !out.status.success() {
-        return Err(err(format!("exited with {}: {}", out.status, String::from_utf8_lossy(&out.stderr))));
+        return Err(err(format!(
+            "exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();
@@ -173,7 +192,12 @@ impl Sandbox {
     pub fn new(cfg: SandboxConfig) -> Result<Self, SandboxError> {
         cfg.limits.validate()?;
         let (exe, prefix) = resolve_python(&cfg.python)?;
-        let devnull = std::fs::File::open("/dev/null").map_err(|e| SandboxError::Io { what: "open /dev/null".into(), source: e })?.into();
+        let devnull = std::fs::File::open("/dev/null")
+            .map_err(|e| SandboxError::Io {
+                what: "open /dev/null".into(),
+                source: e,
+            })?
+            .into();
         let mut layers = Layers {
             isolation: cfg.isolation,
             mode: "unisolated".into(),
@@ -191,18 +215,40 @@ impl Sandbox {
         };
         if cfg.isolation == Isolation::Unisolated {
             eprintln!("WARNING: running untrusted code WITHOUT isolation (--unisolated): it can read, write and send anything this user can.");
-            return Ok(Sandbox { cfg, exe, plan: None, zygote: None, devnull, cgroup: None, layers });
+            return Ok(Sandbox {
+                cfg,
+                exe,
+                plan: None,
+                zygote: None,
+                devnull,
+                cgroup: None,
+                layers,
+            });
         }
         let landlock_abi = landlock::abi_version();
         let cgroup = match cgroup::Cgroup::detect(cfg.cgroup.as_deref()) {
             Ok(c) => Some(c),
-            Err(why) if cfg.cgroup.is_some() => return Err(SandboxError::Config { field: "cgroup".into(), message: why }),
+            Err(why) if cfg.cgroup.is_some() => {
+                return Err(SandboxError::Config {
+                    field: "cgroup".into(),
+                    message: why,
+                })
+            }
             Err(why) => {
                 layers.cgroup_note = Some(why);
                 None
             }
         };
-        let plan = isolated::Plan::new(&exe, &prefix, &cfg.python_args, &cfg.env, &cfg.ro_paths, &cfg.limits, cfg.host_id, landlock_abi)?;
+        let plan = isolated::Plan::new(
+            &exe,
+            &prefix,
+            &cfg.python_args,
+            &cfg.env,
+            &cfg.ro_paths,
+            &cfg.limits,
+            cfg.host_id,
+            landlock_abi,
+        )?;
         layers.namespaces = vec!["user", "mount", "pid", "net", "ipc", "uts"];
         layers.read_only_root = true;
         layers.no_new_privs = true;
@@ -210,7 +256,15 @@ impl Sandbox {
         layers.landlock_abi = landlock_abi;
         layers.cgroup = cgroup.as_ref().map(|c| c.dir().to_path_buf());
         layers.mode = "fresh".into();
-        let mut sb = Sandbox { cfg, exe, plan: Some(plan), zygote: None, devnull, cgroup, layers };
+        let mut sb = Sandbox {
+            cfg,
+            exe,
+            plan: Some(plan),
+            zygote: None,
+            devnull,
+            cgroup,
+            layers,
+        };
         sb.probe()?;
         if sb.cfg.zygote {
             if sb.cgroup.is_some() {
@@ -237,12 +291,18 @@ impl Sandbox {
 
     fn probe(&self) -> Result<(), SandboxError> {
         // A generous wall clock: a loaded machine must not make a working sandbox look broken.
-        let limits = Limits { wall_secs: self.cfg.limits.wall_secs.max(20.0), ..self.cfg.limits.clone() };
+        let limits = Limits {
+            wall_secs: self.cfg.limits.wall_secs.max(20.0),
+            ..self.cfg.limits.clone()
+        };
         let probe = self.run_with("print('ok')", &limits);
         match probe.outcome {
             Outcome::Passed if probe.stdout == "ok\n" => Ok(()),
             Outcome::SandboxError { message } => Err(SandboxError::Unavailable(message)),
-            o => Err(SandboxError::Unavailable(format!("the probe program ended {o:?}; stderr: {}", probe.stderr))),
+            o => Err(SandboxError::Unavailable(format!(
+                "the probe program ended {o:?}; stderr: {}",
+                probe.stderr
+            ))),
         }
     }
 
@@ -270,22 +330,54 @@ impl Sandbox {
     /// Runs one program with other limits (the mount sizes of the plan stay as configured).
     pub fn run_with(&self, program: &str, limits: &Limits) -> Execution {
         let result = match (&self.zygote, &self.plan) {
-            (Some(z), _) => z.run(program, limits).map(|r| (r, PROGRAM_PATH.to_string())),
-            (None, Some(plan)) => isolated::run(plan, &self.devnull, program, limits, self.cgroup.as_ref()).map(|r| (r, PROGRAM_PATH.to_string())),
-            (None, None) => plain::run(&self.exe, &self.cfg.python_args, &self.cfg.env, program, limits),
+            (Some(z), _) => z
+                .run(program, limits)
+                .map(|r| (r, PROGRAM_PATH.to_string())),
+            (None, Some(plan)) => {
+                isolated::run(plan, &self.devnull, program, limits, self.cgroup.as_ref())
+                    .map(|r| (r, PROGRAM_PATH.to_string()))
+            }
+            (None, None) => plain::run(
+                &self.exe,
+                &self.cfg.python_args,
+                &self.cfg.env,
+                program,
+                limits,
+            ),
         };
         match result {
             Ok((raw, path)) => {
                 let stdout = String::from_utf8_lossy(&raw.stdout).into_owned();
                 let stderr = String::from_utf8_lossy(&raw.stderr).into_owned();
-                let outcome = outcome::classify(program, &path, raw.ended, &stderr, raw.killed_by_us, raw.oom_killed);
+                let outcome = outcome::classify(
+                    program,
+                    &path,
+                    raw.ended,
+                    &stderr,
+                    raw.killed_by_us,
+                    raw.oom_killed,
+                );
                 let exit_code = match raw.ended {
                     outcome::Ended::Exited(c) => Some(c),
                     outcome::Ended::Signaled(_) => None,
                 };
-                Execution { outcome, exit_code, stdout, stderr, wall_secs: raw.wall.as_secs_f64() }
+                Execution {
+                    outcome,
+                    exit_code,
+                    stdout,
+                    stderr,
+                    wall_secs: raw.wall.as_secs_f64(),
+                }
             }
-            Err(e) => Execution { outcome: Outcome::SandboxError { message: e.to_string() }, exit_code: None, stdout: String::new(), stderr: String::new(), wall_secs: 0.0 },
+            Err(e) => Execution {
+                outcome: Outcome::SandboxError {
+                    message: e.to_string(),
+                },
+                exit_code: None,
+                stdout: String::new(),
+                stderr: String::new(),
+                wall_secs: 0.0,
+            },
         }
     }
 }
@@ -296,5 +388,38 @@ impl Executor for Sandbox {
     }
     fn describe(&self) -> String {
         self.layers.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The in-process hook: any function from program to execution is an executor.
+    #[test]
+    fn in_process_executor() {
+        let ex = InProcess {
+            name: "echo".into(),
+            run: |p: &str| Execution {
+                outcome: if p == "ok" {
+                    Outcome::Passed
+                } else {
+                    Outcome::Failed {
+                        error: "Wrong".into(),
+                        message: p.into(),
+                        line: None,
+                        source: None,
+                    }
+                },
+                exit_code: None,
+                stdout: p.to_string(),
+                stderr: String::new(),
+                wall_secs: 0.0,
+            },
+        };
+        let dynamic: &dyn Executor = &ex;
+        assert!(dynamic.execute("ok").outcome.passed());
+        assert_eq!(dynamic.execute("no").outcome.kind(), "failed");
+        assert!(dynamic.describe().contains("echo"));
     }
 }

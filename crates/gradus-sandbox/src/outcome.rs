@@ -95,7 +95,14 @@ pub fn signal_name(sig: i32) -> String {
 
 /// Reads how a Python program ended into an [`Outcome`]. `killed_by_us` is true when the
 /// supervisor killed it at the wall-clock limit; `oom_killed` when the cgroup reported an OOM kill.
-pub(crate) fn classify(program: &str, path: &str, ended: Ended, stderr: &str, killed_by_us: bool, oom_killed: bool) -> Outcome {
+pub(crate) fn classify(
+    program: &str,
+    path: &str,
+    ended: Ended,
+    stderr: &str,
+    killed_by_us: bool,
+    oom_killed: bool,
+) -> Outcome {
     if killed_by_us {
         return Outcome::Timeout;
     }
@@ -105,13 +112,21 @@ pub(crate) fn classify(program: &str, path: &str, ended: Ended, stderr: &str, ki
     match ended {
         Ended::Exited(0) => Outcome::Passed,
         Ended::Exited(code) => {
-            let (error, message) = last_exception(stderr).unwrap_or_else(|| (format!("exit status {code}"), String::new()));
+            let (error, message) = last_exception(stderr)
+                .unwrap_or_else(|| (format!("exit status {code}"), String::new()));
             if error == "MemoryError" {
                 return Outcome::OutOfMemory;
             }
             let line = last_program_line(stderr, path);
-            let source = line.and_then(|l| program.lines().nth(l as usize - 1)).map(|s| s.trim().to_string());
-            Outcome::Failed { error, message, line, source }
+            let source = line
+                .and_then(|l| program.lines().nth(l as usize - 1))
+                .map(|s| s.trim().to_string());
+            Outcome::Failed {
+                error,
+                message,
+                line,
+                source,
+            }
         }
         Ended::Signaled(libc::SIGXCPU) => Outcome::Timeout,
         Ended::Signaled(sig) => {
@@ -119,7 +134,10 @@ pub(crate) fn classify(program: &str, path: &str, ended: Ended, stderr: &str, ki
             if (sig == libc::SIGABRT || sig == libc::SIGSEGV) && stderr.contains("MemoryError") {
                 return Outcome::OutOfMemory;
             }
-            Outcome::Crashed { signal: sig, name: signal_name(sig) }
+            Outcome::Crashed {
+                signal: sig,
+                name: signal_name(sig),
+            }
         }
     }
 }
@@ -130,25 +148,39 @@ pub(crate) fn classify(program: &str, path: &str, ended: Ended, stderr: &str, ki
 fn last_exception(stderr: &str) -> Option<(String, String)> {
     let tb = stderr.rfind("Traceback (most recent call last):");
     let tail = &stderr[tb.unwrap_or(0)..];
-    let line = tail.lines().filter(|l| !l.starts_with(' ') && !l.trim().is_empty() && !l.starts_with("Traceback (")).last()?;
+    let line = tail
+        .lines()
+        .rev()
+        .find(|l| !l.starts_with(' ') && !l.trim().is_empty() && !l.starts_with("Traceback ("))?;
     let (ty, msg) = match line.split_once(": ") {
         Some((t, m)) => (t, m),
         None => (line.trim_end_matches(':'), ""),
     };
     let ty = ty.trim();
-    let valid = !ty.is_empty() && ty.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.') && (tb.is_some() || ty.ends_with("Error"));
+    let valid = !ty.is_empty()
+        && ty
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+        && (tb.is_some() || ty.ends_with("Error"));
     valid.then(|| (ty.to_string(), msg.to_string()))
 }
 
 /// The line number of the last frame in the program file (`File "/work/main.py", line N`) of the
 /// last traceback (or of a syntax error report).
 fn last_program_line(stderr: &str, path: &str) -> Option<u32> {
-    let start = stderr.rfind("Traceback (most recent call last):").unwrap_or(0);
+    let start = stderr
+        .rfind("Traceback (most recent call last):")
+        .unwrap_or(0);
+    let prefix = format!("File \"{path}\", line ");
     stderr[start..]
         .lines()
-        .filter_map(|l| l.trim_start().strip_prefix(&format!("File \"{path}\", line ")).map(str::to_string))
-        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()))
-        .last()
+        .rev()
+        .filter_map(|l| l.trim_start().strip_prefix(prefix.as_str()))
+        .find_map(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok())
+        })
 }
 
 #[cfg(test)]
@@ -179,7 +211,12 @@ mod tests {
     fn bare_exception_and_frames_outside_the_program() {
         let tb = "Traceback (most recent call last):\n  File \"/work/main.py\", line 2, in <module>\n  File \"/usr/lib/x.py\", line 9, in g\nModuleNotFoundError: No module named 'nope'\n";
         match classify("a\nb\n", P, Ended::Exited(1), tb, false, false) {
-            Outcome::Failed { error, message, line, .. } => {
+            Outcome::Failed {
+                error,
+                message,
+                line,
+                ..
+            } => {
                 assert_eq!(error, "ModuleNotFoundError");
                 assert_eq!(message, "No module named 'nope'");
                 assert_eq!(line, Some(2)); // the last frame *in the program*, not the library's line 9
@@ -187,24 +224,54 @@ mod tests {
             o => panic!("{o:?}"),
         }
         let tb = "Traceback (most recent call last):\n  File \"/work/main.py\", line 1, in <module>\nAssertionError\n";
-        assert!(matches!(classify("assert 0\n", P, Ended::Exited(1), tb, false, false), Outcome::Failed { error, message, .. } if error == "AssertionError" && message.is_empty()));
+        assert!(
+            matches!(classify("assert 0\n", P, Ended::Exited(1), tb, false, false), Outcome::Failed { error, message, .. } if error == "AssertionError" && message.is_empty())
+        );
     }
 
     #[test]
     fn kinds_of_endings() {
-        assert_eq!(classify("", P, Ended::Exited(0), "", false, false), Outcome::Passed);
-        assert_eq!(classify("", P, Ended::Signaled(libc::SIGKILL), "", true, false), Outcome::Timeout);
-        assert_eq!(classify("", P, Ended::Signaled(libc::SIGXCPU), "", false, false), Outcome::Timeout);
-        assert_eq!(classify("", P, Ended::Signaled(libc::SIGKILL), "", false, true), Outcome::OutOfMemory);
+        assert_eq!(
+            classify("", P, Ended::Exited(0), "", false, false),
+            Outcome::Passed
+        );
+        assert_eq!(
+            classify("", P, Ended::Signaled(libc::SIGKILL), "", true, false),
+            Outcome::Timeout
+        );
+        assert_eq!(
+            classify("", P, Ended::Signaled(libc::SIGXCPU), "", false, false),
+            Outcome::Timeout
+        );
+        assert_eq!(
+            classify("", P, Ended::Signaled(libc::SIGKILL), "", false, true),
+            Outcome::OutOfMemory
+        );
         let tb = "Traceback (most recent call last):\n  File \"/work/main.py\", line 1, in <module>\nMemoryError\n";
-        assert_eq!(classify("x\n", P, Ended::Exited(1), tb, false, false), Outcome::OutOfMemory);
-        assert_eq!(classify("", P, Ended::Signaled(libc::SIGSEGV), "", false, false), Outcome::Crashed { signal: libc::SIGSEGV, name: "SIGSEGV".into() });
-        assert!(matches!(classify("", P, Ended::Exited(3), "bye\n", false, false), Outcome::Failed { error, .. } if error == "exit status 3"));
+        assert_eq!(
+            classify("x\n", P, Ended::Exited(1), tb, false, false),
+            Outcome::OutOfMemory
+        );
+        assert_eq!(
+            classify("", P, Ended::Signaled(libc::SIGSEGV), "", false, false),
+            Outcome::Crashed {
+                signal: libc::SIGSEGV,
+                name: "SIGSEGV".into()
+            }
+        );
+        assert!(
+            matches!(classify("", P, Ended::Exited(3), "bye\n", false, false), Outcome::Failed { error, .. } if error == "exit status 3")
+        );
         // A syntax error has no "Traceback" header (CPython 3.11 format).
         let se = "  File \"/work/main.py\", line 2\n    def f(:\n          ^\nSyntaxError: invalid syntax\n";
         assert_eq!(
             classify("x = 1\ndef f(:\n", P, Ended::Exited(1), se, false, false),
-            Outcome::Failed { error: "SyntaxError".into(), message: "invalid syntax".into(), line: Some(2), source: Some("def f(:".into()) }
+            Outcome::Failed {
+                error: "SyntaxError".into(),
+                message: "invalid syntax".into(),
+                line: Some(2),
+                source: Some("def f(:".into())
+            }
         );
     }
 }

@@ -14,10 +14,20 @@ use crate::outcome::Ended;
 use crate::SandboxError;
 
 /// Runs `program` unisolated; returns the run and the path the program had (for tracebacks).
-pub(crate) fn run(exe: &Path, args: &[String], env: &[(String, String)], program: &str, limits: &Limits) -> Result<(RawRun, String), SandboxError> {
+pub(crate) fn run(
+    exe: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    program: &str,
+    limits: &Limits,
+) -> Result<(RawRun, String), SandboxError> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!("gradus-unisolated-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let dir = std::env::temp_dir().join(format!(
+        "gradus-unisolated-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     let io = |what: String| move |e| SandboxError::Io { what, source: e };
     std::fs::create_dir(&dir).map_err(io(format!("create {}", dir.display())))?;
     let path = dir.join("main.py");
@@ -44,13 +54,21 @@ pub(crate) fn run(exe: &Path, args: &[String], env: &[(String, String)], program
                 if res == libc::RLIMIT_NPROC {
                     continue;
                 }
-                libc::setrlimit(res, &libc::rlimit { rlim_cur: soft, rlim_max: hard });
+                libc::setrlimit(
+                    res,
+                    &libc::rlimit {
+                        rlim_cur: soft,
+                        rlim_max: hard,
+                    },
+                );
             }
             Ok(())
         });
     }
     let start = Instant::now();
-    let mut child = cmd.spawn().map_err(io(format!("spawn {}", exe.display())))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(io(format!("spawn {}", exe.display())))?;
     let pgid = child.id() as libc::pid_t;
     let cap = limits.output_bytes;
     let reader = |mut r: Box<dyn Read + Send>| {
@@ -90,5 +108,15 @@ pub(crate) fn run(exe: &Path, args: &[String], env: &[(String, String)], program
         (None, Some(s)) => Ended::Signaled(s),
         _ => Ended::Signaled(0),
     };
-    Ok((RawRun { ended, killed_by_us, oom_killed: false, stdout, stderr, wall: start.elapsed() }, path.display().to_string()))
+    Ok((
+        RawRun {
+            ended,
+            killed_by_us,
+            oom_killed: false,
+            stdout,
+            stderr,
+            wall: start.elapsed(),
+        },
+        path.display().to_string(),
+    ))
 }

@@ -112,7 +112,12 @@ pub(crate) fn denied() -> Vec<(i64, &'static str)> {
 }
 
 fn stmt(code: u16, k: u32) -> Insn {
-    Insn { code, jt: 0, jf: 0, k }
+    Insn {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
 }
 
 fn jump(code: u16, k: u32, jt: u8, jf: u8) -> Insn {
@@ -133,7 +138,10 @@ pub(crate) fn filter() -> Vec<Insn> {
     for (nr, _) in denied() {
         p.extend([jump(JEQ_K, nr as u32, 0, 1), stmt(RET_K, eperm)]);
     }
-    p.extend([jump(JEQ_K, libc::SYS_clone3 as u32, 0, 1), stmt(RET_K, RET_ERRNO | libc::ENOSYS as u32)]);
+    p.extend([
+        jump(JEQ_K, libc::SYS_clone3 as u32, 0, 1),
+        stmt(RET_K, RET_ERRNO | libc::ENOSYS as u32),
+    ]);
     // clone: refuse any namespace flag in args[0].
     p.extend([
         jump(JEQ_K, libc::SYS_clone as u32, 0, 4),
@@ -181,15 +189,43 @@ mod tests {
         let eperm = RET_ERRNO | libc::EPERM as u32;
         assert_eq!(eval(&p, AUDIT_ARCH, libc::SYS_ptrace as u32, 0), eperm);
         assert_eq!(eval(&p, AUDIT_ARCH, libc::SYS_unshare as u32, 0), eperm);
-        assert_eq!(eval(&p, AUDIT_ARCH, libc::SYS_io_uring_setup as u32, 0), eperm);
+        assert_eq!(
+            eval(&p, AUDIT_ARCH, libc::SYS_io_uring_setup as u32, 0),
+            eperm
+        );
         assert_eq!(eval(&p, AUDIT_ARCH, libc::SYS_read as u32, 0), RET_ALLOW);
         assert_eq!(eval(&p, AUDIT_ARCH, libc::SYS_execve as u32, 0), RET_ALLOW);
         // fork-like clone (SIGCHLD only) is allowed; CLONE_NEWUSER or CLONE_NEWNET is not.
-        assert_eq!(eval(&p, AUDIT_ARCH, libc::SYS_clone as u32, libc::SIGCHLD as u32), RET_ALLOW);
-        assert_eq!(eval(&p, AUDIT_ARCH, libc::SYS_clone as u32, libc::CLONE_NEWUSER as u32 | 17), eperm);
-        assert_eq!(eval(&p, AUDIT_ARCH, libc::SYS_clone as u32, libc::CLONE_NEWNET as u32), eperm);
-        assert_eq!(eval(&p, AUDIT_ARCH, libc::SYS_clone3 as u32, 0), RET_ERRNO | libc::ENOSYS as u32);
-        assert_eq!(eval(&p, 0x4000_0003, libc::SYS_read as u32, 0), RET_KILL_PROCESS);
+        assert_eq!(
+            eval(&p, AUDIT_ARCH, libc::SYS_clone as u32, libc::SIGCHLD as u32),
+            RET_ALLOW
+        );
+        assert_eq!(
+            eval(
+                &p,
+                AUDIT_ARCH,
+                libc::SYS_clone as u32,
+                libc::CLONE_NEWUSER as u32 | 17
+            ),
+            eperm
+        );
+        assert_eq!(
+            eval(
+                &p,
+                AUDIT_ARCH,
+                libc::SYS_clone as u32,
+                libc::CLONE_NEWNET as u32
+            ),
+            eperm
+        );
+        assert_eq!(
+            eval(&p, AUDIT_ARCH, libc::SYS_clone3 as u32, 0),
+            RET_ERRNO | libc::ENOSYS as u32
+        );
+        assert_eq!(
+            eval(&p, 0x4000_0003, libc::SYS_read as u32, 0),
+            RET_KILL_PROCESS
+        );
         #[cfg(target_arch = "x86_64")]
         assert_eq!(eval(&p, AUDIT_ARCH, X32_BIT | 101, 0), eperm);
         assert!(p.len() < u16::MAX as usize);

@@ -30,7 +30,10 @@ pub(crate) struct Zygote {
 }
 
 fn io_err(what: &str) -> SandboxError {
-    SandboxError::Io { what: what.into(), source: std::io::Error::last_os_error() }
+    SandboxError::Io {
+        what: what.into(),
+        source: std::io::Error::last_os_error(),
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -50,14 +53,39 @@ impl Zygote {
             let (attr, size, rules) = crate::landlock::spec(abi);
             serde_json::json!({"attr": hex(&attr), "size": size, "rules": rules})
         });
-        let ns = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+        let ns = libc::CLONE_NEWUSER
+            | libc::CLONE_NEWNS
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWNET
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWUTS;
         let config = serde_json::json!({"inner_id": isolated::INNER_ID, "seccomp": hex(&filter), "ns_flags": ns, "landlock": landlock}).to_string();
-        let cs = |s: &str| CString::new(s).map_err(|_| SandboxError::Setup("NUL in the zygote's arguments".into()));
-        let argv: Vec<CString> = vec![plan.exe.clone(), cs("-I")?, cs("-S")?, cs("-B")?, cs("-c")?, cs(SOURCE)?, cs("3")?, cs("4")?, cs(&config)?];
+        let cs = |s: &str| {
+            CString::new(s).map_err(|_| SandboxError::Setup("NUL in the zygote's arguments".into()))
+        };
+        let argv: Vec<CString> = vec![
+            plan.exe.clone(),
+            cs("-I")?,
+            cs("-S")?,
+            cs("-B")?,
+            cs("-c")?,
+            cs(SOURCE)?,
+            cs("3")?,
+            cs("4")?,
+            cs(&config)?,
+        ];
 
         let mut sv = [0; 2];
         // SAFETY: sv has room for two fds.
-        if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) } != 0 {
+        if unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                sv.as_mut_ptr(),
+            )
+        } != 0
+        {
             return Err(io_err("socketpair"));
         }
         // SAFETY: both fds were just created.
@@ -71,7 +99,14 @@ impl Zygote {
             return Err(io_err("fork"));
         }
         if a == 0 {
-            launch(plan, devnull.as_raw_fd(), theirs.as_raw_fd(), st_w.as_raw_fd(), sync_r.as_raw_fd(), &argv);
+            launch(
+                plan,
+                devnull.as_raw_fd(),
+                theirs.as_raw_fd(),
+                st_w.as_raw_fd(),
+                sync_r.as_raw_fd(),
+                &argv,
+            );
         }
         drop((theirs, st_w, sync_r));
         let mut sync_w = Some(sync_w);
@@ -87,8 +122,17 @@ impl Zygote {
         let (dummy_r1, _w1) = isolated::pipe()?;
         let (dummy_r2, _w2) = isolated::pipe()?;
         drop((_w1, _w2));
-        let limits = Limits { wall_secs: 10.0, ..Limits::default() };
-        let sup = isolated::supervise(Some(a), [dummy_r1, dummy_r2, st_r], start, &limits, &mut on_u)?;
+        let limits = Limits {
+            wall_secs: 10.0,
+            ..Limits::default()
+        };
+        let sup = isolated::supervise(
+            Some(a),
+            [dummy_r1, dummy_r2, st_r],
+            start,
+            &limits,
+            &mut on_u,
+        )?;
         if let Some(e) = sup.setup_error() {
             // SAFETY: reaping our failed child.
             unsafe {
@@ -117,12 +161,27 @@ impl Zygote {
         // SAFETY: just created.
         let mfd = unsafe { OwnedFd::from_raw_fd(mfd) };
         let mut f = std::fs::File::from(mfd);
-        std::io::Write::write_all(&mut f, program.as_bytes()).map_err(|e| SandboxError::Io { what: "write the program to a memfd".into(), source: e })?;
+        std::io::Write::write_all(&mut f, program.as_bytes()).map_err(|e| SandboxError::Io {
+            what: "write the program to a memfd".into(),
+            source: e,
+        })?;
         let mfd: OwnedFd = f.into();
-        let rl: Vec<[u64; 3]> = isolated::rlimits(limits).into_iter().map(|(r, s, h)| [r as u64, s, h]).collect();
+        let rl: Vec<[u64; 3]> = isolated::rlimits(limits)
+            .into_iter()
+            .map(|(r, s, h)| [r as u64, s, h])
+            .collect();
         let msg = serde_json::json!({"wall": limits.wall_secs, "tmpfs": limits.tmpfs_bytes, "rlimits": rl}).to_string();
         let start = Instant::now();
-        send_with_fds(self.ctrl.as_raw_fd(), msg.as_bytes(), &[out_w.as_raw_fd(), err_w.as_raw_fd(), st_w.as_raw_fd(), mfd.as_raw_fd()])?;
+        send_with_fds(
+            self.ctrl.as_raw_fd(),
+            msg.as_bytes(),
+            &[
+                out_w.as_raw_fd(),
+                err_w.as_raw_fd(),
+                st_w.as_raw_fd(),
+                mfd.as_raw_fd(),
+            ],
+        )?;
         drop((out_w, err_w, st_w, mfd));
         let sup = isolated::supervise(None, [out_r, err_r, st_r], start, limits, &mut || Ok(()))?;
         sup.finish(start, false)
@@ -155,7 +214,10 @@ fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> Result<(), SandboxE
     unsafe {
         let space = libc::CMSG_SPACE(n as u32) as usize;
         let mut cbuf = vec![0u64; space.div_ceil(8)];
-        let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
+        let mut iov = libc::iovec {
+            iov_base: data.as_ptr() as *mut _,
+            iov_len: data.len(),
+        };
         let mut mh: libc::msghdr = std::mem::zeroed();
         mh.msg_iov = &mut iov;
         mh.msg_iovlen = 1;
@@ -185,12 +247,20 @@ fn launch(plan: &Plan, devnull: RawFd, ctrl: RawFd, st: RawFd, sync: RawFd, argv
         if st != 100 || ctrl != 101 || sync != 102 || dn != 103 {
             libc::_exit(125);
         }
-        if libc::dup2(dn, 0) < 0 || libc::dup2(dn, 1) < 0 || libc::dup2(dn, 2) < 0 || libc::dup2(ctrl, 3) < 0 {
+        if libc::dup2(dn, 0) < 0
+            || libc::dup2(dn, 1) < 0
+            || libc::dup2(dn, 2) < 0
+            || libc::dup2(ctrl, 3) < 0
+        {
             isolated::fail(st, "dup2");
         }
         libc::syscall(libc::SYS_close_range, 4u32, 99u32, 0u32);
         libc::syscall(libc::SYS_close_range, 103u32, u32::MAX, 0u32);
-        let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+        let flags = libc::CLONE_NEWUSER
+            | libc::CLONE_NEWNS
+            | libc::CLONE_NEWNET
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWUTS;
         if libc::unshare(flags) != 0 {
             isolated::fail(st, "unshare(user, mount, net, ipc, uts) for the zygote");
         }

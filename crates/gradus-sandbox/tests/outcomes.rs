@@ -3,7 +3,15 @@
 use gradus_sandbox::{Isolation, Limits, Outcome, Sandbox, SandboxConfig};
 
 fn small() -> Limits {
-    Limits { wall_secs: 2.0, cpu_secs: 2, memory_bytes: 512 << 20, tmpfs_bytes: 8 << 20, processes: 32, open_files: 64, ..Limits::default() }
+    Limits {
+        wall_secs: 2.0,
+        cpu_secs: 2,
+        memory_bytes: 512 << 20,
+        tmpfs_bytes: 8 << 20,
+        processes: 32,
+        open_files: 64,
+        ..Limits::default()
+    }
 }
 
 /// Both modes: the zygote (checked to be in use) and a fresh interpreter per execution.
@@ -11,7 +19,12 @@ fn sandboxes() -> Vec<Sandbox> {
     [true, false]
         .into_iter()
         .map(|zygote| {
-            let sb = Sandbox::new(SandboxConfig { limits: small(), zygote, ..SandboxConfig::default() }).expect("the sandbox works on Linux as root (CI)");
+            let sb = Sandbox::new(SandboxConfig {
+                limits: small(),
+                zygote,
+                ..SandboxConfig::default()
+            })
+            .expect("the sandbox works on Linux as root (CI)");
             eprintln!("layers: {}", sb.layers());
             assert_eq!(sb.layers().mode, if zygote { "zygote" } else { "fresh" });
             sb
@@ -30,13 +43,23 @@ fn passed_failed_and_stdout_in(sb: &Sandbox) {
     let e = sb.run("import math, collections, hashlib\nprint(math.factorial(5))\n");
     assert_eq!(e.outcome, Outcome::Passed, "{}", e.stderr);
     assert_eq!(e.stdout, "120\n");
-    let e = sb.run("def f(x):\n    return x + 1\n\nassert f(1) == 2\nassert f(2) == 4, 'off by one'\n");
+    let e =
+        sb.run("def f(x):\n    return x + 1\n\nassert f(1) == 2\nassert f(2) == 4, 'off by one'\n");
     assert_eq!(
         e.outcome,
-        Outcome::Failed { error: "AssertionError".into(), message: "off by one".into(), line: Some(5), source: Some("assert f(2) == 4, 'off by one'".into()) }
+        Outcome::Failed {
+            error: "AssertionError".into(),
+            message: "off by one".into(),
+            line: Some(5),
+            source: Some("assert f(2) == 4, 'off by one'".into())
+        }
     );
     let e = sb.run("import numpy_that_does_not_exist\n");
-    assert!(matches!(&e.outcome, Outcome::Failed { error, line: Some(1), .. } if error == "ModuleNotFoundError"), "{:?}", e.outcome);
+    assert!(
+        matches!(&e.outcome, Outcome::Failed { error, line: Some(1), .. } if error == "ModuleNotFoundError"),
+        "{:?}",
+        e.outcome
+    );
     let e = sb.run("import sys\nsys.exit(3)\n");
     assert_eq!(e.exit_code, Some(3));
 }
@@ -51,11 +74,21 @@ fn timeout_oom_crash() {
 fn timeout_oom_crash_in(sb: &Sandbox) {
     let e = sb.run("while True:\n    pass\n");
     assert_eq!(e.outcome, Outcome::Timeout);
-    assert!(e.wall_secs < 2.0 + 1.0, "killed near the 2 s limit, took {}", e.wall_secs);
+    assert!(
+        e.wall_secs < 2.0 + 1.0,
+        "killed near the 2 s limit, took {}",
+        e.wall_secs
+    );
     let e = sb.run("x = bytearray(2 << 30)\n");
     assert_eq!(e.outcome, Outcome::OutOfMemory, "{}", e.stderr);
     let e = sb.run("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n");
-    assert_eq!(e.outcome, Outcome::Crashed { signal: 11, name: "SIGSEGV".into() });
+    assert_eq!(
+        e.outcome,
+        Outcome::Crashed {
+            signal: 11,
+            name: "SIGSEGV".into()
+        }
+    );
 }
 
 #[test]
@@ -71,9 +104,18 @@ fn the_layers_are_reported() {
 
 #[test]
 fn unisolated_runs_but_says_so() {
-    let sb = Sandbox::new(SandboxConfig { isolation: Isolation::Unisolated, limits: small(), ..SandboxConfig::default() }).unwrap();
+    let sb = Sandbox::new(SandboxConfig {
+        isolation: Isolation::Unisolated,
+        limits: small(),
+        ..SandboxConfig::default()
+    })
+    .unwrap();
     assert!(sb.layers().to_string().starts_with("UNISOLATED"));
     let e = sb.run("assert 1 + 1 == 3\n");
-    assert!(matches!(&e.outcome, Outcome::Failed { error, line: Some(1), .. } if error == "AssertionError"), "{:?}", e.outcome);
+    assert!(
+        matches!(&e.outcome, Outcome::Failed { error, line: Some(1), .. } if error == "AssertionError"),
+        "{:?}",
+        e.outcome
+    );
     assert_eq!(sb.run("while True: pass\n").outcome, Outcome::Timeout);
 }

@@ -41,7 +41,13 @@ fn tail(s: &str, n: usize) -> String {
 
 /// Executes every sample against its problem with `workers` threads; results keep the sample
 /// order. `progress(done, total)` is called after each execution.
-pub fn execute_all(problems: &[Problem], samples: &[Sample], executor: &dyn Executor, workers: usize, progress: &(dyn Fn(usize, usize) + Sync)) -> Vec<SampleResult> {
+pub fn execute_all(
+    problems: &[Problem],
+    samples: &[Sample],
+    executor: &dyn Executor,
+    workers: usize,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Vec<SampleResult> {
     let by_id: HashMap<&str, &Problem> = problems.iter().map(|p| (p.task_id.as_str(), p)).collect();
     let mut counters: HashMap<&str, usize> = HashMap::new();
     let jobs: Vec<(usize, &Sample)> = samples
@@ -70,7 +76,11 @@ pub fn execute_all(problems: &[Problem], samples: &[Sample], executor: &dyn Exec
                             completion: s.completion.clone(),
                             solution: s.solution.clone(),
                             passed,
-                            stderr_tail: if passed { String::new() } else { tail(&e.stderr, 2000) },
+                            stderr_tail: if passed {
+                                String::new()
+                            } else {
+                                tail(&e.stderr, 2000)
+                            },
                             outcome: e.outcome,
                             wall_secs: e.wall_secs,
                         }
@@ -81,7 +91,9 @@ pub fn execute_all(problems: &[Problem], samples: &[Sample], executor: &dyn Exec
                         completion: s.completion.clone(),
                         solution: s.solution.clone(),
                         passed: false,
-                        outcome: Outcome::SandboxError { message: format!("no problem {:?}", s.task_id) },
+                        outcome: Outcome::SandboxError {
+                            message: format!("no problem {:?}", s.task_id),
+                        },
                         stderr_tail: String::new(),
                         wall_secs: 0.0,
                     },
@@ -91,7 +103,12 @@ pub fn execute_all(problems: &[Problem], samples: &[Sample], executor: &dyn Exec
             });
         }
     });
-    results.into_inner().expect("workers joined").into_iter().map(|r| r.expect("every job ran")).collect()
+    results
+        .into_inner()
+        .expect("workers joined")
+        .into_iter()
+        .map(|r| r.expect("every job ran"))
+        .collect()
 }
 
 /// Per-problem numbers.
@@ -136,14 +153,26 @@ pub fn summarize(problems: &[Problem], results: &[SampleResult], ks: &[usize]) -
     let mut per_problem = vec![];
     for p in problems {
         if let Some(&(n, c)) = per.get(p.task_id.as_str()) {
-            let pass_at = ks.iter().filter_map(|&k| pass_at_k(n, c, k).map(|v| (format!("pass@{k}"), v))).collect();
-            per_problem.push(ProblemSummary { task_id: p.task_id.clone(), n, correct: c, pass_at_k: pass_at, pass_rate_ci95: wilson95(n, c) });
+            let pass_at = ks
+                .iter()
+                .filter_map(|&k| pass_at_k(n, c, k).map(|v| (format!("pass@{k}"), v)))
+                .collect();
+            per_problem.push(ProblemSummary {
+                task_id: p.task_id.clone(),
+                n,
+                correct: c,
+                pass_at_k: pass_at,
+                pass_rate_ci95: wilson95(n, c),
+            });
         }
     }
     let mut pass = BTreeMap::new();
     let mut skipped_k = vec![];
     for &k in ks {
-        let vals: Vec<f64> = per_problem.iter().filter_map(|p| p.pass_at_k.get(&format!("pass@{k}")).copied()).collect();
+        let vals: Vec<f64> = per_problem
+            .iter()
+            .filter_map(|p| p.pass_at_k.get(&format!("pass@{k}")).copied())
+            .collect();
         if vals.len() == per_problem.len() && !vals.is_empty() {
             pass.insert(format!("pass@{k}"), MeanCi::of(&vals));
         } else {

@@ -22,8 +22,8 @@ pub mod samples;
 pub use exec::{execute_all, summarize, CodeSummary, SampleResult};
 pub use passk::{pass_at_k, wilson95, MeanCi};
 pub use pipeline::{evaluate_code, CodeEvalOptions, CodeEvalReport, Source};
-pub use sample_model::{CodeSampling, HUMANEVAL_STOPS};
 pub use problems::{load_problems, Problem};
+pub use sample_model::{CodeSampling, HUMANEVAL_STOPS};
 pub use samples::{assemble, load_samples, Sample};
 
 /// A problem with the data at fault: file and line (1-based), and what is wrong.
@@ -36,7 +36,11 @@ pub enum CodeEvalError {
         source: std::io::Error,
     },
     #[error("{file}:{line}: {message}")]
-    Row { file: String, line: usize, message: String },
+    Row {
+        file: String,
+        line: usize,
+        message: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }

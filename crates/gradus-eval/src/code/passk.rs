@@ -15,7 +15,9 @@ pub fn pass_at_k(n: usize, c: usize, k: usize) -> Option<f64> {
     if n - c < k {
         return Some(1.0);
     }
-    let prod: f64 = ((n - c + 1)..=n).map(|i| 1.0 - k as f64 / i as f64).product();
+    let prod: f64 = ((n - c + 1)..=n)
+        .map(|i| 1.0 - k as f64 / i as f64)
+        .product();
     Some(1.0 - prod)
 }
 
@@ -34,11 +36,29 @@ impl MeanCi {
     pub fn of(values: &[f64]) -> MeanCi {
         let m = values.len();
         if m == 0 {
-            return MeanCi { mean: f64::NAN, stderr: f64::NAN, ci95: [f64::NAN, f64::NAN], count: 0 };
+            return MeanCi {
+                mean: f64::NAN,
+                stderr: f64::NAN,
+                ci95: [f64::NAN, f64::NAN],
+                count: 0,
+            };
         }
         let mean = values.iter().sum::<f64>() / m as f64;
-        let stderr = if m > 1 { (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (m - 1) as f64).sqrt() / (m as f64).sqrt() } else { 0.0 };
-        MeanCi { mean, stderr, ci95: [(mean - 1.96 * stderr).max(0.0), (mean + 1.96 * stderr).min(1.0)], count: m }
+        let stderr = if m > 1 {
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (m - 1) as f64).sqrt()
+                / (m as f64).sqrt()
+        } else {
+            0.0
+        };
+        MeanCi {
+            mean,
+            stderr,
+            ci95: [
+                (mean - 1.96 * stderr).max(0.0),
+                (mean + 1.96 * stderr).min(1.0),
+            ],
+            count: m,
+        }
     }
 }
 
@@ -74,8 +94,8 @@ mod tests {
         close(pass_at_k(6, 2, 3).unwrap(), 0.8); // 1 - C(4,3)/C(6,3) = 1 - 4/20
         close(pass_at_k(10, 3, 10).unwrap(), 1.0); // n - c = 7 < k
         close(pass_at_k(10, 3, 8).unwrap(), 1.0); // n - c = 7 < 8
-        // Large n, where C(200,100) ≈ 9e58 would lose precision as a ratio of factorials:
-        // C(199,100)/C(200,100) = 100/200, so pass@100 = 0.5 exactly.
+                                                  // Large n, where C(200,100) ≈ 9e58 would lose precision as a ratio of factorials:
+                                                  // C(199,100)/C(200,100) = 100/200, so pass@100 = 0.5 exactly.
         close(pass_at_k(200, 1, 100).unwrap(), 0.5);
         assert_eq!(pass_at_k(3, 1, 4), None);
         assert_eq!(pass_at_k(3, 1, 0), None);

@@ -20,7 +20,10 @@ pub enum Source {
     Samples(PathBuf),
     /// A checkpoint directory (Hugging Face layout, or a gradus run directory: its latest
     /// `checkpoints/step-N`).
-    Model { dir: PathBuf, sampling: CodeSampling },
+    Model {
+        dir: PathBuf,
+        sampling: CodeSampling,
+    },
 }
 
 /// Options of one evaluation.
@@ -62,10 +65,20 @@ pub fn resolve_checkpoint(dir: &Path) -> Result<PathBuf> {
     let ck = dir.join("checkpoints");
     if ck.is_dir() {
         let mut best: Option<(u64, PathBuf)> = None;
-        for e in std::fs::read_dir(&ck).with_context(|| format!("read {}", ck.display()))?.flatten() {
+        for e in std::fs::read_dir(&ck)
+            .with_context(|| format!("read {}", ck.display()))?
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(n) = name.strip_prefix("step-").and_then(|n| n.parse::<u64>().ok()) {
-                if best.as_ref().is_none_or(|(b, _)| n > *b) && e.path().join("config.json").exists() {
+            if let Some(n) = name
+                .strip_prefix("step-")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                let better = match &best {
+                    Some((b, _)) => n > *b,
+                    None => true,
+                };
+                if better && e.path().join("config.json").exists() {
                     best = Some((n, e.path()));
                 }
             }
@@ -74,7 +87,10 @@ pub fn resolve_checkpoint(dir: &Path) -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    bail!("{}: neither a model directory (config.json) nor a run directory with checkpoints/step-N", dir.display())
+    bail!(
+        "{}: neither a model directory (config.json) nor a run directory with checkpoints/step-N",
+        dir.display()
+    )
 }
 
 fn jsonl<T: Serialize>(rows: &[T]) -> Result<Vec<u8>> {
@@ -87,7 +103,10 @@ fn jsonl<T: Serialize>(rows: &[T]) -> Result<Vec<u8>> {
 }
 
 /// Runs the evaluation. `progress(phase, done, total)` reports sampling and execution.
-pub fn evaluate_code(opts: &CodeEvalOptions, progress: &(dyn Fn(&str, usize, usize) + Sync)) -> Result<CodeEvalReport> {
+pub fn evaluate_code(
+    opts: &CodeEvalOptions,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+) -> Result<CodeEvalReport> {
     if opts.ks.is_empty() || opts.ks.contains(&0) {
         bail!("--k needs positive values (got {:?})", opts.ks);
     }
@@ -95,27 +114,52 @@ pub fn evaluate_code(opts: &CodeEvalOptions, progress: &(dyn Fn(&str, usize, usi
     if let Some(l) = opts.limit {
         problems.truncate(l);
     }
-    let sandbox = Sandbox::new(SandboxConfig { limits: opts.limits.clone(), isolation: opts.isolation, ..SandboxConfig::default() }).context("make the sandbox")?;
+    let sandbox = Sandbox::new(SandboxConfig {
+        limits: opts.limits.clone(),
+        isolation: opts.isolation,
+        ..SandboxConfig::default()
+    })
+    .context("make the sandbox")?;
     let (samples, out_dir, sampled): (Vec<Sample>, PathBuf, bool) = match &opts.source {
         Source::Samples(path) => {
-            let ids: std::collections::HashSet<&str> = problems.iter().map(|p| p.task_id.as_str()).collect();
+            let ids: std::collections::HashSet<&str> =
+                problems.iter().map(|p| p.task_id.as_str()).collect();
             let all_problems = load_problems(&opts.data)?;
             let mut s = load_samples(path, &all_problems)?;
             s.retain(|x| ids.contains(x.task_id.as_str()));
-            let stem = path.file_name().map(|n| n.to_string_lossy().trim_end_matches(".gz").trim_end_matches(".jsonl").to_string()).unwrap_or_else(|| "samples".into());
-            let out = opts.out.clone().unwrap_or_else(|| path.with_file_name(format!("{stem}-code-eval")));
+            let stem = path
+                .file_name()
+                .map(|n| {
+                    n.to_string_lossy()
+                        .trim_end_matches(".gz")
+                        .trim_end_matches(".jsonl")
+                        .to_string()
+                })
+                .unwrap_or_else(|| "samples".into());
+            let out = opts
+                .out
+                .clone()
+                .unwrap_or_else(|| path.with_file_name(format!("{stem}-code-eval")));
             (s, out, false)
         }
         Source::Model { dir, sampling } => {
             let ck = resolve_checkpoint(dir)?;
-            let model = gradus_model::hf::load_decoder(&ck, &gradus_tensor::Device::Cpu).with_context(|| format!("load {}", ck.display()))?;
-            let tok = gradus_data::tokenizer::Tokenizer::from_dir(&ck).with_context(|| format!("{}: needs a tokenizer.json", ck.display()))?;
+            let model = gradus_model::hf::load_decoder(&ck, &gradus_tensor::Device::Cpu)
+                .with_context(|| format!("load {}", ck.display()))?;
+            let tok = gradus_data::tokenizer::Tokenizer::from_dir(&ck)
+                .with_context(|| format!("{}: needs a tokenizer.json", ck.display()))?;
             tok.check_fits(model.cfg.vocab_size)?;
             if sampling.n == 0 {
                 bail!("--n must be ≥ 1");
             }
-            let s = sample_completions(&model, &tok, &problems, sampling, &mut |d, t| progress("sample", d, t))?;
-            (s, opts.out.clone().unwrap_or_else(|| dir.join("code-eval")), true)
+            let s = sample_completions(&model, &tok, &problems, sampling, &mut |d, t| {
+                progress("sample", d, t)
+            })?;
+            (
+                s,
+                opts.out.clone().unwrap_or_else(|| dir.join("code-eval")),
+                true,
+            )
         }
     };
     if samples.is_empty() {
@@ -126,7 +170,13 @@ pub fn evaluate_code(opts: &CodeEvalOptions, progress: &(dyn Fn(&str, usize, usi
         gradus_tensor::io::write_atomic(&out_dir.join("samples.jsonl"), &jsonl(&samples)?)?;
     }
     let t0 = Instant::now();
-    let results: Vec<SampleResult> = execute_all(&problems, &samples, &sandbox as &dyn Executor, opts.workers, &|d, t| progress("execute", d, t));
+    let results: Vec<SampleResult> = execute_all(
+        &problems,
+        &samples,
+        &sandbox as &dyn Executor,
+        opts.workers,
+        &|d, t| progress("execute", d, t),
+    );
     let secs = t0.elapsed().as_secs_f64();
     let summary = summarize(&problems, &results, &opts.ks);
     let report = CodeEvalReport {
@@ -141,6 +191,9 @@ pub fn evaluate_code(opts: &CodeEvalOptions, progress: &(dyn Fn(&str, usize, usi
         out_dir: out_dir.clone(),
     };
     gradus_tensor::io::write_atomic(&out_dir.join("results.jsonl"), &jsonl(&results)?)?;
-    gradus_tensor::io::write_atomic(&out_dir.join("summary.json"), &serde_json::to_vec_pretty(&report)?)?;
+    gradus_tensor::io::write_atomic(
+        &out_dir.join("summary.json"),
+        &serde_json::to_vec_pretty(&report)?,
+    )?;
     Ok(report)
 }

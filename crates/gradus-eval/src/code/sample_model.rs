@@ -29,7 +29,12 @@ pub struct CodeSampling {
 
 /// Cuts `text` at the earliest stop string.
 pub fn cut_at_stop(text: &str, stops: &[String]) -> String {
-    match stops.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min() {
+    match stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min()
+    {
         Some(i) => text[..i].to_string(),
         None => text.to_string(),
     }
@@ -45,29 +50,57 @@ pub fn sample_completions(
     progress: &mut dyn FnMut(usize, usize),
 ) -> anyhow::Result<Vec<Sample>> {
     use anyhow::Context;
-    let eos: Vec<u32> = tok.eos_id().or(model.cfg.eos_token_id).into_iter().collect();
+    let eos: Vec<u32> = tok
+        .eos_id()
+        .or(model.cfg.eos_token_id)
+        .into_iter()
+        .collect();
     let window = model.cfg.max_position_embeddings;
     let mut out = vec![];
     for (i, p) in problems.iter().enumerate() {
         let mut ids: Vec<u32> = tok.bos_id().into_iter().collect();
-        ids.extend(tok.encode(&p.prompt, false).with_context(|| format!("{}: encode the prompt", p.task_id))?);
+        ids.extend(
+            tok.encode(&p.prompt, false)
+                .with_context(|| format!("{}: encode the prompt", p.task_id))?,
+        );
         if ids.len() + cfg.max_new_tokens > window {
-            anyhow::bail!("{}: prompt of {} tokens + {} new tokens exceeds the model's window of {window}", p.task_id, ids.len(), cfg.max_new_tokens);
+            anyhow::bail!(
+                "{}: prompt of {} tokens + {} new tokens exceeds the model's window of {window}",
+                p.task_id,
+                ids.len(),
+                cfg.max_new_tokens
+            );
         }
         let mut left = cfg.n;
         let mut j = 0u64;
         while left > 0 {
             let b = left.min(cfg.batch.max(1));
-            let sc = SamplingConfig { max_new_tokens: cfg.max_new_tokens, temperature: cfg.temperature, top_k: 0, top_p: cfg.top_p, seed: cfg.seed + 1000 * i as u64 + j };
+            let sc = SamplingConfig {
+                max_new_tokens: cfg.max_new_tokens,
+                temperature: cfg.temperature,
+                top_k: 0,
+                top_p: cfg.top_p,
+                seed: cfg.seed + 1000 * i as u64 + j,
+            };
             let prompts = vec![ids.clone(); b];
             let stops = &cfg.stops;
             let gens = generate(model, &prompts, &sc, &eos, &mut |_, toks| {
-                !stops.is_empty() && tok.decode(toks, true).map(|s| stops.iter().any(|st| s.contains(st.as_str()))).unwrap_or(false)
+                !stops.is_empty()
+                    && tok
+                        .decode(toks, true)
+                        .map(|s| stops.iter().any(|st| s.contains(st.as_str())))
+                        .unwrap_or(false)
             })
             .with_context(|| format!("{}: generate", p.task_id))?;
             for g in gens {
-                let text = tok.decode(&g.tokens, true).with_context(|| format!("{}: decode", p.task_id))?;
-                out.push(Sample { task_id: p.task_id.clone(), completion: Some(cut_at_stop(&text, stops)), solution: None });
+                let text = tok
+                    .decode(&g.tokens, true)
+                    .with_context(|| format!("{}: decode", p.task_id))?;
+                out.push(Sample {
+                    task_id: p.task_id.clone(),
+                    completion: Some(cut_at_stop(&text, stops)),
+                    solution: None,
+                });
             }
             left -= b;
             j += 1;
@@ -84,8 +117,14 @@ mod tests {
     #[test]
     fn cuts_at_the_earliest_stop() {
         let stops: Vec<String> = HUMANEVAL_STOPS.iter().map(|s| s.to_string()).collect();
-        assert_eq!(cut_at_stop("    return x\n\ndef g():\n    pass\n# c", &stops), "    return x\n");
-        assert_eq!(cut_at_stop("    return x\n# note\nprint(1)", &stops), "    return x");
+        assert_eq!(
+            cut_at_stop("    return x\n\ndef g():\n    pass\n# c", &stops),
+            "    return x\n"
+        );
+        assert_eq!(
+            cut_at_stop("    return x\n# note\nprint(1)", &stops),
+            "    return x"
+        );
         assert_eq!(cut_at_stop("    return x\n", &stops), "    return x\n");
     }
 }

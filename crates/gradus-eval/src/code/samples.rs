@@ -28,7 +28,10 @@ pub fn assemble(problem: &Problem, sample: &Sample) -> String {
         (None, Some(c)) => format!("{}{}", problem.prompt, c),
         (None, None) => problem.prompt.clone(),
     };
-    format!("{code}\n{}\n\ncheck({})\n", problem.test, problem.entry_point)
+    format!(
+        "{code}\n{}\n\ncheck({})\n",
+        problem.test, problem.entry_point
+    )
 }
 
 /// Loads a samples file (plain or gzip JSONL). Every row needs `task_id` and one of
@@ -36,13 +39,22 @@ pub fn assemble(problem: &Problem, sample: &Sample) -> String {
 pub fn load_samples(path: &Path, problems: &[Problem]) -> Result<Vec<Sample>, CodeEvalError> {
     let file = path.display().to_string();
     let rows: Vec<(usize, Sample)> = read_jsonl(path)?;
-    let known: std::collections::HashSet<&str> = problems.iter().map(|p| p.task_id.as_str()).collect();
+    let known: std::collections::HashSet<&str> =
+        problems.iter().map(|p| p.task_id.as_str()).collect();
     for (line, s) in &rows {
         if s.completion.is_none() && s.solution.is_none() {
-            return Err(CodeEvalError::Row { file, line: *line, message: "needs a `completion` or a `solution` field".into() });
+            return Err(CodeEvalError::Row {
+                file,
+                line: *line,
+                message: "needs a `completion` or a `solution` field".into(),
+            });
         }
         if !known.contains(s.task_id.as_str()) {
-            return Err(CodeEvalError::Row { file, line: *line, message: format!("task_id {:?} is not in the problem file", s.task_id) });
+            return Err(CodeEvalError::Row {
+                file,
+                line: *line,
+                message: format!("task_id {:?} is not in the problem file", s.task_id),
+            });
         }
     }
     Ok(rows.into_iter().map(|(_, s)| s).collect())
@@ -61,10 +73,21 @@ mod tests {
             test: "def check(c):\n    assert c(1) == 1\n".into(),
             entry_point: "f".into(),
         };
-        let s = Sample { task_id: "t/0".into(), completion: Some("    return x\n".into()), solution: None };
+        let s = Sample {
+            task_id: "t/0".into(),
+            completion: Some("    return x\n".into()),
+            solution: None,
+        };
         // prompt + completion + "\n" + test + "\n" + "check(f)" (a newline more at the end is harmless).
-        assert_eq!(assemble(&p, &s), "def f(x):\n    return x\n\ndef check(c):\n    assert c(1) == 1\n\n\ncheck(f)\n");
-        let s = Sample { task_id: "t/0".into(), completion: None, solution: Some("def f(x):\n    return 1\n".into()) };
+        assert_eq!(
+            assemble(&p, &s),
+            "def f(x):\n    return x\n\ndef check(c):\n    assert c(1) == 1\n\n\ncheck(f)\n"
+        );
+        let s = Sample {
+            task_id: "t/0".into(),
+            completion: None,
+            solution: Some("def f(x):\n    return 1\n".into()),
+        };
         assert!(assemble(&p, &s).starts_with("def f(x):\n    return 1\n\ndef check"));
     }
 }
