@@ -714,7 +714,6 @@ pub(crate) fn run(
         Ok(())
     };
     let sup = supervise(Some(a), [out_r, err_r, st_r], start, limits, &mut on_u)?;
-    drop(on_u);
     let mut a_status = 0;
     // SAFETY: reaping our own child.
     unsafe { while libc::waitpid(a, &mut a_status, 0) < 0 && errno() == libc::EINTR {} };

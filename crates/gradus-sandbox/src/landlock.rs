@@ -131,7 +131,7 @@ pub(crate) fn restrict(abi: u32) -> Result<(), &'static str> {
         libc::syscall(
             libc::SYS_landlock_create_ruleset,
             &attr as *const RulesetAttr,
-            size as usize,
+            size,
             0u32,
         )
     };
