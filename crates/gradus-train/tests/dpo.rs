@@ -118,17 +118,24 @@ fn bad_pairs_error_or_skip() {
     let data = d.path().join("pairs.jsonl");
     std::fs::write(
         &data,
-        "{\"prompt\": \"Question: 1+1?\\nAnswer: \", \"chosen\": \"2\", \"rejected\": \"3\"}\n{\"prompt\": \"Q\", \"chosen\": \"same\", \"rejected\": \"same\"}\n",
+        "{\"prompt\": \"Question: 1+1?\\nAnswer: \", \"chosen\": \"2\", \"rejected\": \"3\"}\n{\"prompt\": \"Q\", \"chosen\": \"same\", \"rejected\": \"same\"}\n\
+         {\"prompt\": \"Question: 2+2?\\nAnswer: \", \"chosen\": \"4\", \"rejected\": \"5\"}\n{\"prompt\": \"Question: 3+3?\\nAnswer: \", \"chosen\": \"6\", \"rejected\": \"7\"}\n",
     )
     .unwrap();
     let mut c = cfg(d.path(), &init, "bad");
     c.data.source = data.display().to_string();
     c.train.steps = 1;
+    c.prefs.eval_pairs = 1;
     let e = run(&c, false).err().unwrap().to_string();
     assert!(e.contains("pair 1") && e.contains("identical"), "{e}");
+    // The hint names the key that exists (issue 10: it said `data.on_bad_pair`).
+    assert!(e.contains("prefs.on_bad_pair"), "{e}");
     c.prefs.on_bad_pair = BadPairPolicy::Skip;
     let s = run(&c, false).unwrap();
-    assert_eq!(s.skipped, 2, "the bad pair is skipped in both the train set and the held-out copy");
+    // One bad pair in the file → counted once (it was counted twice when the held-out pairs were
+    // a copy of the first training pairs); 3 usable pairs: 1 held out, 2 trained on.
+    assert_eq!(s.skipped, 1);
+    assert_eq!(s.after.as_ref().unwrap().pairs, 1);
 }
 
 #[test]
