@@ -8,7 +8,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn gradus(args: &[String], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gradus")).args(args).current_dir(cwd).env_remove("GRADUS_LOG").output().expect("running gradus")
+    Command::new(env!("CARGO_BIN_EXE_gradus"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("GRADUS_LOG")
+        .output()
+        .expect("running gradus")
 }
 
 fn spawn(args: &[String], cwd: &Path) -> Child {
@@ -32,14 +37,24 @@ fn out(o: &Output) -> String {
 
 fn corpus(dir: &Path) -> PathBuf {
     let p = dir.join("corpus.jsonl");
-    let s: String = (0..40).map(|i| format!("{}\n", serde_json::json!({"text": format!("{i} and {} make {}", i % 7, i + i % 7)}))).collect();
+    let s: String = (0..40)
+        .map(|i| {
+            format!(
+                "{}\n",
+                serde_json::json!({"text": format!("{i} and {} make {}", i % 7, i + i % 7)})
+            )
+        })
+        .collect();
     std::fs::write(&p, s).unwrap();
     p
 }
 
 /// A tiny pretraining command (the model and data are small, so a step takes milliseconds).
 fn train_args(data: &Path, name: &str, steps: u64, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = ["train", "pretrain"].iter().map(|s| s.to_string()).collect();
+    let mut a: Vec<String> = ["train", "pretrain"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     for s in [
         format!("data.source={}", data.display()),
         format!("run.name={name}"),
@@ -68,7 +83,9 @@ fn train_args(data: &Path, name: &str, steps: u64, extra: &[&str]) -> Vec<String
 fn wait_for_steps(run: &Path, n: usize, child: &mut Child) {
     let t0 = Instant::now();
     loop {
-        let lines = std::fs::read_to_string(run.join("metrics.jsonl")).map(|s| s.lines().count()).unwrap_or(0);
+        let lines = std::fs::read_to_string(run.join("metrics.jsonl"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
         if lines >= n && run.join("checkpoints").exists() {
             return;
         }
@@ -80,13 +97,19 @@ fn wait_for_steps(run: &Path, n: usize, child: &mut Child) {
             });
             panic!("the trainer exited early ({st}): {o:?}");
         }
-        assert!(t0.elapsed() < Duration::from_secs(120), "the trainer logged no step in 2 minutes");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the trainer logged no step in 2 minutes"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 fn kill(sig: &str, pid: u32) {
-    let st = Command::new("kill").args([sig, &pid.to_string()]).status().expect("running kill");
+    let st = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("running kill");
     assert!(st.success());
 }
 
@@ -106,10 +129,16 @@ fn a_second_trainer_on_a_running_run_is_refused_and_sigterm_checkpoints_and_says
         let o = gradus(&a, d.path());
         let e = err(&o);
         assert_eq!(o.status.code(), Some(1), "{extra:?}: {e}");
-        assert!(e.contains(&format!("in use by process {}", first.id())) && e.contains("host"), "{extra:?}: {e}");
+        assert!(
+            e.contains(&format!("in use by process {}", first.id())) && e.contains("host"),
+            "{extra:?}: {e}"
+        );
         assert!(!e.contains("panicked"));
     }
-    assert!(run.exists(), "--overwrite must not move a run that is in use");
+    assert!(
+        run.exists(),
+        "--overwrite must not move a run that is in use"
+    );
 
     // SIGTERM: the step finishes, a checkpoint is written, the exit is non-zero and says how to resume.
     kill("-TERM", first.id());
@@ -117,17 +146,41 @@ fn a_second_trainer_on_a_running_run_is_refused_and_sigterm_checkpoints_and_says
     let e = err(&o);
     assert_eq!(o.status.code(), Some(128 + 15), "{e}");
     assert!(e.contains("interrupted by SIGTERM after step"), "{e}");
-    assert!(e.contains("to continue: gradus train pretrain") && e.trim_end().ends_with("--resume"), "{e}");
-    let step: u64 = e.split("after step ").nth(1).unwrap().split(';').next().unwrap().trim().parse().unwrap();
-    assert!(run.join(format!("checkpoints/step-{step}/checksums.json")).exists(), "no checkpoint at the interrupted step {step}: {e}");
+    assert!(
+        e.contains("to continue: gradus train pretrain") && e.trim_end().ends_with("--resume"),
+        "{e}"
+    );
+    let step: u64 = e
+        .split("after step ")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        run.join(format!("checkpoints/step-{step}/checksums.json"))
+            .exists(),
+        "no checkpoint at the interrupted step {step}: {e}"
+    );
     assert!(!run.join("run.lock").exists());
 
     // The resume continues from that step (stop_after may change per invocation).
     let mut a = args.clone();
-    a.extend(["--resume", "--set", "train.stop_after=1"].iter().map(|s| s.to_string()));
+    a.extend(
+        ["--resume", "--set", "train.stop_after=1"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
     let o = gradus(&a, d.path());
     assert!(o.status.success(), "{}", err(&o));
-    assert!(out(&o).contains(&format!("resumed at step {step}")), "{}", out(&o));
+    assert!(
+        out(&o).contains(&format!("resumed at step {step}")),
+        "{}",
+        out(&o)
+    );
     assert!(run.join(format!("checkpoints/step-{}", step + 1)).exists());
 }
 
@@ -143,13 +196,24 @@ fn the_stale_lock_of_a_killed_trainer_is_taken_over() {
     kill("-KILL", pid);
     let _ = first.wait();
     let lock = std::fs::read_to_string(run.join("run.lock")).unwrap();
-    assert!(lock.contains(&format!("\"pid\":{pid}")), "the dead trainer's lock file stays behind: {lock}");
+    assert!(
+        lock.contains(&format!("\"pid\":{pid}")),
+        "the dead trainer's lock file stays behind: {lock}"
+    );
 
     let mut a = args.clone();
-    a.extend(["--resume", "--set", "train.stop_after=1"].iter().map(|s| s.to_string()));
+    a.extend(
+        ["--resume", "--set", "train.stop_after=1"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
     let o = gradus(&a, d.path());
     assert!(o.status.success(), "{}", err(&o));
-    assert!(err(&o).contains(&format!("stale lock of process {pid}")), "{}", err(&o));
+    assert!(
+        err(&o).contains(&format!("stale lock of process {pid}")),
+        "{}",
+        err(&o)
+    );
     assert!(out(&o).contains("resumed at step"), "{}", out(&o));
 }
 
@@ -167,7 +231,10 @@ fn the_same_command_twice_is_refused_overwrite_keeps_the_old_run_and_a_finished_
     let o = gradus(&args, d.path());
     let e = err(&o);
     assert_eq!(o.status.code(), Some(1), "{e}");
-    assert!(e.contains("already holds a run") && e.contains("--resume") && e.contains("--overwrite"), "{e}");
+    assert!(
+        e.contains("already holds a run") && e.contains("--resume") && e.contains("--overwrite"),
+        "{e}"
+    );
     assert_eq!(std::fs::read(run.join("metrics.jsonl")).unwrap(), metrics);
 
     // Was: "loss NaN → NaN".
@@ -175,7 +242,11 @@ fn the_same_command_twice_is_refused_overwrite_keeps_the_old_run_and_a_finished_
     a.push("--resume".into());
     let o = gradus(&a, d.path());
     assert!(o.status.success(), "{}", err(&o));
-    assert!(out(&o).contains("already complete at step 2") && !out(&o).contains("NaN"), "{}", out(&o));
+    assert!(
+        out(&o).contains("already complete at step 2") && !out(&o).contains("NaN"),
+        "{}",
+        out(&o)
+    );
 
     // Was (--resume --set train.steps=N): the schedule changed silently. Now the change is said
     // and recorded (without --set, e.g. an edited --config, it is refused: tests/rundir.rs).
@@ -183,7 +254,10 @@ fn the_same_command_twice_is_refused_overwrite_keeps_the_old_run_and_a_finished_
     assert!(o.status.success(), "{}", err(&o));
     assert!(err(&o).contains("train.steps 2 → 4"), "{}", err(&o));
     let rec = std::fs::read_to_string(run.join("config.resolved.toml")).unwrap();
-    assert!(rec.contains("[[run.history]]") && rec.contains("key = \"train.steps\""), "{rec}");
+    assert!(
+        rec.contains("[[run.history]]") && rec.contains("key = \"train.steps\""),
+        "{rec}"
+    );
     let metrics = std::fs::read(run.join("metrics.jsonl")).unwrap();
 
     let mut a2 = args.clone();
@@ -193,10 +267,19 @@ fn the_same_command_twice_is_refused_overwrite_keeps_the_old_run_and_a_finished_
     let aside: Vec<PathBuf> = std::fs::read_dir(d.path().join("runs"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("twice.replaced-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("twice.replaced-")
+        })
         .collect();
     assert_eq!(aside.len(), 1);
-    assert_eq!(std::fs::read(aside[0].join("metrics.jsonl")).unwrap(), metrics, "the old run is kept as it was");
+    assert_eq!(
+        std::fs::read(aside[0].join("metrics.jsonl")).unwrap(),
+        metrics,
+        "the old run is kept as it was"
+    );
 }
 
 #[test]
@@ -206,17 +289,29 @@ fn score_refuses_nan_weights() {
     let o = gradus(&train_args(&data, "nan", 1, &[]), d.path());
     assert!(o.status.success(), "{}", err(&o));
     let ck = d.path().join("runs/nan/checkpoints/step-1");
-    let ids = vec!["score".to_string(), "--model".into(), ck.display().to_string(), "--ids".into(), "1,2,3".into()];
+    let ids = vec![
+        "score".to_string(),
+        "--model".into(),
+        ck.display().to_string(),
+        "--ids".into(),
+        "1,2,3".into(),
+    ];
     assert!(gradus(&ids, d.path()).status.success());
 
     // Poison one weight (a diverged run would save such a checkpoint with a valid manifest).
     let f = ck.join("model.safetensors");
     let mut t = gradus_tensor::io::read_safetensors(&f, &gradus_tensor::Device::Cpu).unwrap();
-    let i = t.iter().position(|l| l.name.contains("layers.0.self_attn.q_proj")).unwrap();
+    let i = t
+        .iter()
+        .position(|l| l.name.contains("layers.0.self_attn.q_proj"))
+        .unwrap();
     let mut v = t[i].tensor.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     v[3] = f32::NAN;
-    t[i].tensor = gradus_tensor::Tensor::from_vec(v, t[i].tensor.dims(), &gradus_tensor::Device::Cpu).unwrap();
-    let named: Vec<(String, gradus_tensor::Tensor)> = t.into_iter().map(|l| (l.name, l.tensor)).collect();
+    t[i].tensor =
+        gradus_tensor::Tensor::from_vec(v, t[i].tensor.dims(), &gradus_tensor::Device::Cpu)
+            .unwrap();
+    let named: Vec<(String, gradus_tensor::Tensor)> =
+        t.into_iter().map(|l| (l.name, l.tensor)).collect();
     gradus_tensor::io::write_safetensors(&f, &named, gradus_tensor::io::StoreDtype::F32).unwrap();
     gradus_train::checkpoint::write_checksums(&ck).unwrap();
 
@@ -224,5 +319,8 @@ fn score_refuses_nan_weights() {
     let o = gradus(&ids, d.path());
     let e = err(&o);
     assert_eq!(o.status.code(), Some(1), "{e}");
-    assert!(e.contains("layers.0.self_attn.q_proj") && e.contains("non-finite"), "{e}");
+    assert!(
+        e.contains("layers.0.self_attn.q_proj") && e.contains("non-finite"),
+        "{e}"
+    );
 }

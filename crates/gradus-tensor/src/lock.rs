@@ -48,7 +48,10 @@ impl LockInfo {
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// An exclusive lock on a run directory, held until dropped (the file is then removed).
@@ -121,7 +124,10 @@ impl DirLock {
                 Ok(false) => {
                     let _ = file.read_to_string(&mut old);
                     let who = match LockInfo::parse(&old) {
-                        Some(h) => format!("process {} on host {} (since Unix time {})", h.pid, h.host, h.since),
+                        Some(h) => format!(
+                            "process {} on host {} (since Unix time {})",
+                            h.pid, h.host, h.since
+                        ),
                         None => "another process".into(),
                     };
                     return Err(Error::format(
@@ -142,17 +148,34 @@ impl DirLock {
             let _ = file.read_to_string(&mut old);
             let took_over = LockInfo::parse(&old);
             if let Some(h) = &took_over {
-                eprintln!("warning: {}: taking over the stale lock of process {} on host {}", path.display(), h.pid, h.host);
+                eprintln!(
+                    "warning: {}: taking over the stale lock of process {} on host {}",
+                    path.display(),
+                    h.pid,
+                    h.host
+                );
             }
-            let me = LockInfo { pid: std::process::id(), host: host_name(), since: now_secs() };
+            let me = LockInfo {
+                pid: std::process::id(),
+                host: host_name(),
+                since: now_secs(),
+            };
             let text = me.to_json();
             file.set_len(0).map_err(|e| Error::io(&path, e))?;
             file.rewind().map_err(|e| Error::io(&path, e))?;
-            file.write_all(format!("{text}\n").as_bytes()).map_err(|e| Error::io(&path, e))?;
+            file.write_all(format!("{text}\n").as_bytes())
+                .map_err(|e| Error::io(&path, e))?;
             file.sync_all().map_err(|e| Error::io(&path, e))?;
-            return Ok(DirLock { path, file: Some(file), took_over });
+            return Ok(DirLock {
+                path,
+                file: Some(file),
+                took_over,
+            });
         }
-        Err(Error::format(&path, "could not take the lock (it kept changing hands)"))
+        Err(Error::format(
+            &path,
+            "could not take the lock (it kept changing hands)",
+        ))
     }
 
     /// The lock file.
@@ -180,4 +203,3 @@ impl Drop for DirLock {
         }
     }
 }
-

@@ -52,7 +52,9 @@ impl From<bool> for Start {
     /// `true`: resume (no setting may change); `false`: a new run.
     fn from(resume: bool) -> Self {
         if resume {
-            Start::Resume { explicit: Vec::new() }
+            Start::Resume {
+                explicit: Vec::new(),
+            }
         } else {
             Start::New
         }
@@ -107,7 +109,15 @@ pub enum ChangeRule {
 /// The rule for a dotted config key.
 pub fn change_rule(key: &str) -> ChangeRule {
     let under = |p: &str| key == p || key.starts_with(&format!("{p}."));
-    if ["run.dir", "run.history", "train.progress", "train.stop_after"].iter().any(|p| under(p)) {
+    if [
+        "run.dir",
+        "run.history",
+        "train.progress",
+        "train.stop_after",
+    ]
+    .iter()
+    .any(|p| under(p))
+    {
         return ChangeRule::Free;
     }
     let fixed = [
@@ -136,7 +146,11 @@ fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
     match v {
         toml::Value::Table(t) => {
             for (k, x) in t {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&key, x, out);
             }
         }
@@ -174,7 +188,9 @@ pub fn diff_configs(
         if x == y {
             continue;
         }
-        let named = explicit.iter().any(|e| k == e || k.starts_with(&format!("{e}.")));
+        let named = explicit
+            .iter()
+            .any(|e| k == e || k.starts_with(&format!("{e}.")));
         match change_rule(k) {
             ChangeRule::Free => {}
             ChangeRule::Fixed => {
@@ -250,7 +266,10 @@ impl RunDir {
     /// Writes `config.resolved.toml` (once; later calls do nothing).
     pub fn write_config(&mut self) -> Result<()> {
         if !self.config_written {
-            gradus_tensor::io::write_atomic(&self.path.join(CONFIG_FILE), self.config_text.as_bytes())?;
+            gradus_tensor::io::write_atomic(
+                &self.path.join(CONFIG_FILE),
+                self.config_text.as_bytes(),
+            )?;
             self.config_written = true;
         }
         Ok(())
@@ -278,7 +297,10 @@ fn run_contents(dir: &Path) -> Vec<String> {
 
 /// A free name beside `dir` for the run an `--overwrite` moves aside.
 fn aside_name(dir: &Path) -> PathBuf {
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
     let secs = gradus_tensor::lock::now_secs();
     let (d, s) = (secs / 86400, secs % 86400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -291,10 +313,19 @@ fn aside_name(dir: &Path) -> PathBuf {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + (month <= 2) as i64;
-    let stamp = format!("{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z", s / 3600, s % 3600 / 60, s % 60);
+    let stamp = format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        s / 3600,
+        s % 3600 / 60,
+        s % 60
+    );
     let mut k = 0;
     loop {
-        let cand = dir.with_file_name(if k == 0 { format!("{name}.replaced-{stamp}") } else { format!("{name}.replaced-{stamp}-{k}") });
+        let cand = dir.with_file_name(if k == 0 {
+            format!("{name}.replaced-{stamp}")
+        } else {
+            format!("{name}.replaced-{stamp}-{k}")
+        });
         if !cand.exists() {
             return cand;
         }
@@ -307,7 +338,8 @@ fn aside_name(dir: &Path) -> PathBuf {
 /// `--overwrite`, and on `--resume` checks the config and the latest checkpoint before anything
 /// is written. The config is written by [`RunDir::write_config`].
 pub fn open_run<C: Serialize>(dir: &Path, cfg: &C, start: &Start) -> Result<RunDir> {
-    let mut new_cfg = toml::Value::try_from(cfg).map_err(|e| Error::msg(format!("serialising config: {e}")))?;
+    let mut new_cfg =
+        toml::Value::try_from(cfg).map_err(|e| Error::msg(format!("serialising config: {e}")))?;
     let mut lock = lock_run(dir)?;
     let mut moved_aside = None;
     let mut changes = Vec::new();
@@ -336,7 +368,11 @@ pub fn open_run<C: Serialize>(dir: &Path, cfg: &C, start: &Start) -> Result<RunD
                 // The old directory (and its lock file) is now `aside`; lock the new one.
                 let old = std::mem::replace(&mut lock, lock_run(dir)?);
                 drop(old);
-                eprintln!("moved the previous run {} aside to {}", dir.display(), aside.display());
+                eprintln!(
+                    "moved the previous run {} aside to {}",
+                    dir.display(),
+                    aside.display()
+                );
                 moved_aside = Some(aside);
             }
         }
@@ -346,8 +382,12 @@ pub fn open_run<C: Serialize>(dir: &Path, cfg: &C, start: &Start) -> Result<RunD
             let cfg_path = dir.join(CONFIG_FILE);
             if cfg_path.exists() {
                 let text = fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-                let old: toml::Value = toml::from_str(&text)
-                    .map_err(|e| Error::format(&cfg_path, format!("cannot read the run's recorded config: {e}")))?;
+                let old: toml::Value = toml::from_str(&text).map_err(|e| {
+                    Error::format(
+                        &cfg_path,
+                        format!("cannot read the run's recorded config: {e}"),
+                    )
+                })?;
                 history = old
                     .get("run")
                     .and_then(|r| r.get("history"))
@@ -361,7 +401,10 @@ pub fn open_run<C: Serialize>(dir: &Path, cfg: &C, start: &Start) -> Result<RunD
                     eprintln!("resuming {} at step {step} with a changed setting (recorded in {CONFIG_FILE}): {} {} → {}", dir.display(), c.key, c.from, c.to);
                 }
             } else if !cks.is_empty() {
-                tracing::warn!("{}: no {CONFIG_FILE}; resuming without checking the settings", dir.display());
+                tracing::warn!(
+                    "{}: no {CONFIG_FILE}; resuming without checking the settings",
+                    dir.display()
+                );
             }
             if let Some((s, ck)) = cks.last() {
                 verify_checkpoint(ck)?;
@@ -374,11 +417,13 @@ pub fn open_run<C: Serialize>(dir: &Path, cfg: &C, start: &Start) -> Result<RunD
         if history.is_empty() {
             run.remove("history");
         } else {
-            let h = toml::Value::try_from(&history).map_err(|e| Error::msg(format!("serialising run.history: {e}")))?;
+            let h = toml::Value::try_from(&history)
+                .map_err(|e| Error::msg(format!("serialising run.history: {e}")))?;
             run.insert("history".into(), h);
         }
     }
-    let config_text = toml::to_string_pretty(&new_cfg).map_err(|e| Error::msg(format!("serialising config: {e}")))?;
+    let config_text = toml::to_string_pretty(&new_cfg)
+        .map_err(|e| Error::msg(format!("serialising config: {e}")))?;
     Ok(RunDir {
         path: dir.to_path_buf(),
         resume: start.is_resume(),
@@ -421,14 +466,32 @@ mod tests {
         assert!(diff_configs(&old, &same, &[], 10, o).unwrap().is_empty());
         // Shape change: refused even when named, and the message names key, values and file.
         let shape = cfg("[train]\nsteps = 10\n[model.config]\nhidden_size = 64\n");
-        let e = diff_configs(&old, &shape, &["model.config.hidden_size".into()], 10, o).unwrap_err().to_string();
-        assert!(e.contains("model.config.hidden_size") && e.contains("32 to 64") && e.contains("config.resolved.toml"), "{e}");
+        let e = diff_configs(&old, &shape, &["model.config.hidden_size".into()], 10, o)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("model.config.hidden_size")
+                && e.contains("32 to 64")
+                && e.contains("config.resolved.toml"),
+            "{e}"
+        );
         // Step count changed without --set: refused, and the message gives the --set to use.
-        let longer = cfg("[train]\nsteps = 20\nprogress = true\n[model.config]\nhidden_size = 32\n");
-        let e = diff_configs(&old, &longer, &[], 10, o).unwrap_err().to_string();
+        let longer =
+            cfg("[train]\nsteps = 20\nprogress = true\n[model.config]\nhidden_size = 32\n");
+        let e = diff_configs(&old, &longer, &[], 10, o)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--set train.steps=20"), "{e}");
         // With --set: recorded (a prefix `train` would also name it).
         let ch = diff_configs(&old, &longer, &["train.steps".into()], 10, o).unwrap();
-        assert_eq!(ch, vec![ConfigChange { at_step: 10, key: "train.steps".into(), from: "10".into(), to: "20".into() }]);
+        assert_eq!(
+            ch,
+            vec![ConfigChange {
+                at_step: 10,
+                key: "train.steps".into(),
+                from: "10".into(),
+                to: "20".into()
+            }]
+        );
     }
 }

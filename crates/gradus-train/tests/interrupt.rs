@@ -13,7 +13,14 @@ use gradus_train::schedule::Schedule;
 fn tiny(dir: &Path, name: &str) -> RecipeConfig {
     let data = dir.join("corpus.jsonl");
     if !data.exists() {
-        let s: String = (0..40).map(|i| format!("{}\n", serde_json::json!({"text": format!("{i} plus {i} is {}", 2 * i)}))).collect();
+        let s: String = (0..40)
+            .map(|i| {
+                format!(
+                    "{}\n",
+                    serde_json::json!({"text": format!("{i} plus {i} is {}", 2 * i)})
+                )
+            })
+            .collect();
         std::fs::write(&data, s).unwrap();
     }
     let mut c = RecipeConfig::default();
@@ -35,7 +42,11 @@ fn tiny(dir: &Path, name: &str) -> RecipeConfig {
 }
 
 fn loss_bits(run: &Path) -> Vec<u64> {
-    read_metrics(&run.join("metrics.jsonl")).unwrap().iter().map(|r| r["train/loss"].as_f64().unwrap().to_bits()).collect()
+    read_metrics(&run.join("metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .map(|r| r["train/loss"].as_f64().unwrap().to_bits())
+        .collect()
 }
 
 #[test]
@@ -46,15 +57,32 @@ fn a_stop_request_checkpoints_the_step_and_the_resume_is_exact() {
     // Requested before the first step ends: the step finishes, is saved, and the run stops.
     let c = tiny(d.path(), "stopped");
     interrupt::request();
-    let e = gradus_train::pretrain::run(&c, false).unwrap_err().to_string();
+    let e = gradus_train::pretrain::run(&c, false)
+        .unwrap_err()
+        .to_string();
     interrupt::clear();
-    assert!(e.starts_with(interrupt::INTERRUPTED) && e.contains("after step 1") && e.contains("--resume"), "{e}");
+    assert!(
+        e.starts_with(interrupt::INTERRUPTED)
+            && e.contains("after step 1")
+            && e.contains("--resume"),
+        "{e}"
+    );
     let run = d.path().join("stopped");
-    assert!(run.join("checkpoints/step-1/model.safetensors").exists(), "no checkpoint of the finished step");
-    assert!(!run.join("run.lock").exists(), "the lock is released on the way out");
+    assert!(
+        run.join("checkpoints/step-1/model.safetensors").exists(),
+        "no checkpoint of the finished step"
+    );
+    assert!(
+        !run.join("run.lock").exists(),
+        "the lock is released on the way out"
+    );
     assert_eq!(loss_bits(&run).len(), 1);
 
     let s = gradus_train::pretrain::run(&c, true).unwrap();
     assert_eq!((s.start_step, s.steps), (1, 4));
-    assert_eq!(loss_bits(&run), loss_bits(&d.path().join("whole")), "interrupted + resumed = uninterrupted");
+    assert_eq!(
+        loss_bits(&run),
+        loss_bits(&d.path().join("whole")),
+        "interrupted + resumed = uninterrupted"
+    );
 }

@@ -61,26 +61,53 @@ fn a_new_run_over_an_old_one_is_refused_and_overwrite_moves_the_old_one_aside() 
     // checkpoints, exit 0. Now it is refused, offering --resume and --overwrite.
     let mut again = c.clone();
     again.run.seed = 2;
-    let e = gradus_train::pretrain::run(&again, false).unwrap_err().to_string();
-    assert!(e.contains("already holds a run") && e.contains("--resume") && e.contains("--overwrite"), "{e}");
-    assert_eq!(read(&run.join("metrics.jsonl")), metrics_before, "refusal must not touch the old run");
-    assert_eq!(read(&run.join("checkpoints/step-2/model.safetensors")), weights_before);
-    assert!(!run.join(LOCK_FILE).exists(), "the lock is released when the run ends");
+    let e = gradus_train::pretrain::run(&again, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("already holds a run") && e.contains("--resume") && e.contains("--overwrite"),
+        "{e}"
+    );
+    assert_eq!(
+        read(&run.join("metrics.jsonl")),
+        metrics_before,
+        "refusal must not touch the old run"
+    );
+    assert_eq!(
+        read(&run.join("checkpoints/step-2/model.safetensors")),
+        weights_before
+    );
+    assert!(
+        !run.join(LOCK_FILE).exists(),
+        "the lock is released when the run ends"
+    );
 
     // --overwrite: the old run survives, byte for byte, beside the new one.
     gradus_train::pretrain::run(&again, Start::Overwrite).unwrap();
     let aside: Vec<_> = std::fs::read_dir(d.path())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("r.replaced-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("r.replaced-")
+        })
         .collect();
     assert_eq!(aside.len(), 1, "{aside:?}");
     assert_eq!(read(&aside[0].join("metrics.jsonl")), metrics_before);
-    assert_eq!(read(&aside[0].join("checkpoints/step-2/model.safetensors")), weights_before);
+    assert_eq!(
+        read(&aside[0].join("checkpoints/step-2/model.safetensors")),
+        weights_before
+    );
     assert!(!aside[0].join(LOCK_FILE).exists());
     let new_cfg = std::fs::read_to_string(run.join(CONFIG_FILE)).unwrap();
     assert!(new_cfg.contains("seed = 2"), "{new_cfg}");
-    assert_ne!(read(&run.join("checkpoints/step-2/model.safetensors")), weights_before, "seed 2 trained anew");
+    assert_ne!(
+        read(&run.join("checkpoints/step-2/model.safetensors")),
+        weights_before,
+        "seed 2 trained anew"
+    );
 }
 
 #[test]
@@ -97,18 +124,40 @@ fn resume_with_a_changed_model_shape_names_the_setting_and_writes_nothing() {
 
     let mut wider = c.clone();
     wider.model.config.hidden_size = 64;
-    let start = Start::Resume { explicit: vec!["model.config.hidden_size".into()] };
-    let e = gradus_train::pretrain::run(&wider, start).unwrap_err().to_string();
-    assert!(e.contains("model.config.hidden_size") && e.contains("32 to 64") && e.contains(CONFIG_FILE), "{e}");
-    assert_eq!(read(&run.join(CONFIG_FILE)), cfg_before, "a failed resume rewrote config.resolved.toml");
+    let start = Start::Resume {
+        explicit: vec!["model.config.hidden_size".into()],
+    };
+    let e = gradus_train::pretrain::run(&wider, start)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("model.config.hidden_size") && e.contains("32 to 64") && e.contains(CONFIG_FILE),
+        "{e}"
+    );
+    assert_eq!(
+        read(&run.join(CONFIG_FILE)),
+        cfg_before,
+        "a failed resume rewrote config.resolved.toml"
+    );
     assert_eq!(read(&run.join("metrics.jsonl")), metrics_before);
 
     // Without the recorded config (an old run, a hand-edited one), the checkpoint itself refuses,
     // naming the tensor, both shapes and the file, still before anything is written.
     std::fs::remove_file(run.join(CONFIG_FILE)).unwrap();
-    let e = gradus_train::pretrain::run(&wider, true).unwrap_err().to_string();
-    assert!(e.contains("tensor `model.") && e.contains("64") && e.contains("32") && e.contains("step-2/model.safetensors"), "{e}");
-    assert!(!run.join(CONFIG_FILE).exists(), "a failed resume wrote config.resolved.toml");
+    let e = gradus_train::pretrain::run(&wider, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tensor `model.")
+            && e.contains("64")
+            && e.contains("32")
+            && e.contains("step-2/model.safetensors"),
+        "{e}"
+    );
+    assert!(
+        !run.join(CONFIG_FILE).exists(),
+        "a failed resume wrote config.resolved.toml"
+    );
     assert_eq!(read(&run.join("metrics.jsonl")), metrics_before);
 }
 
@@ -125,12 +174,28 @@ fn resume_changes_the_schedule_only_when_told_and_records_it() {
     let mut longer = c.clone();
     longer.train.steps = 5;
     longer.train.stop_after = 0; // free to change: it is per invocation
-    let e = gradus_train::pretrain::run(&longer, true).unwrap_err().to_string();
-    assert!(e.contains("train.steps") && e.contains("--set train.steps=5"), "{e}");
-    let e = gradus_train::pretrain::run(&longer, true).unwrap_err().to_string();
-    assert!(e.contains("train.steps"), "refusing twice changes nothing: {e}");
+    let e = gradus_train::pretrain::run(&longer, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("train.steps") && e.contains("--set train.steps=5"),
+        "{e}"
+    );
+    let e = gradus_train::pretrain::run(&longer, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("train.steps"),
+        "refusing twice changes nothing: {e}"
+    );
 
-    let s = gradus_train::pretrain::run(&longer, Start::Resume { explicit: vec!["train.steps".into()] }).unwrap();
+    let s = gradus_train::pretrain::run(
+        &longer,
+        Start::Resume {
+            explicit: vec!["train.steps".into()],
+        },
+    )
+    .unwrap();
     assert_eq!((s.start_step, s.steps), (2, 5));
     let text = std::fs::read_to_string(run.join(CONFIG_FILE)).unwrap();
     // The recorded config still parses as a recipe config and says what changed, when.
@@ -138,8 +203,15 @@ fn resume_changes_the_schedule_only_when_told_and_records_it() {
     assert_eq!(rec.train.steps, 5);
     assert_eq!(rec.run.history.len(), 1, "{text}");
     let h = &rec.run.history[0];
-    assert_eq!((h.at_step, h.key.as_str(), h.from.as_str(), h.to.as_str()), (2, "train.steps", "3", "5"));
-    let steps: Vec<u64> = read_metrics(&run.join("metrics.jsonl")).unwrap().iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(
+        (h.at_step, h.key.as_str(), h.from.as_str(), h.to.as_str()),
+        (2, "train.steps", "3", "5")
+    );
+    let steps: Vec<u64> = read_metrics(&run.join("metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
     assert_eq!(steps, vec![1, 2, 3, 4, 5]);
 
     // Resuming the now finished run says so and trains nothing (it printed "loss NaN → NaN").
@@ -147,10 +219,18 @@ fn resume_changes_the_schedule_only_when_told_and_records_it() {
     let mut same = longer.clone();
     same.run.history = rec.run.history.clone();
     let s = gradus_train::pretrain::run(&same, true).unwrap();
-    assert!(s.already_complete && s.steps == 5 && s.first_loss.is_none(), "{s:?}");
+    assert!(
+        s.already_complete && s.steps == 5 && s.first_loss.is_none(),
+        "{s:?}"
+    );
     assert_eq!(read(&run.join("metrics.jsonl")), metrics);
-    let text2: RecipeConfig = toml::from_str(&std::fs::read_to_string(run.join(CONFIG_FILE)).unwrap()).unwrap();
-    assert_eq!(text2.run.history.len(), 1, "history is kept, not duplicated");
+    let text2: RecipeConfig =
+        toml::from_str(&std::fs::read_to_string(run.join(CONFIG_FILE)).unwrap()).unwrap();
+    assert_eq!(
+        text2.run.history.len(),
+        1,
+        "history is kept, not duplicated"
+    );
 }
 
 #[test]
@@ -172,7 +252,9 @@ fn a_flipped_bit_in_a_checkpoint_is_an_error_naming_the_file() {
         let at = bytes.len() - 3; // inside the last tensor's data: still a valid safetensors file
         bytes[at] ^= 0x10;
         std::fs::write(&p, &bytes).unwrap();
-        let e = gradus_train::pretrain::run(&c, true).unwrap_err().to_string();
+        let e = gradus_train::pretrain::run(&c, true)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(file) && e.contains("checksum"), "{file}: {e}");
         // The same checkpoint as a starting point is refused too.
         let mut sft = tiny(d.path(), "from-bits", &data);
@@ -186,7 +268,10 @@ fn a_flipped_bit_in_a_checkpoint_is_an_error_naming_the_file() {
     let orig = read(&p);
     std::fs::write(&p, &orig[..orig.len() / 2]).unwrap();
     let e = verify_checkpoint(&ck).unwrap_err().to_string();
-    assert!(e.contains("trainer_state.json") && e.contains("bytes"), "{e}");
+    assert!(
+        e.contains("trainer_state.json") && e.contains("bytes"),
+        "{e}"
+    );
     std::fs::write(&p, &orig).unwrap();
     // Restored: the resume goes through.
     assert_eq!(gradus_train::pretrain::run(&c, true).unwrap().steps, 3);
@@ -212,7 +297,10 @@ fn seq_len_beyond_the_context_and_ignored_model_overrides_are_errors() {
     c.model.config.max_position_embeddings = 64;
     c.data.seq_len = 128;
     let e = c.validate().unwrap_err().to_string();
-    assert!(e.contains("data.seq_len") && e.contains("max_position_embeddings = 64"), "{e}");
+    assert!(
+        e.contains("data.seq_len") && e.contains("max_position_embeddings = 64"),
+        "{e}"
+    );
 
     // From a checkpoint: its config.json's context, and model.config settings it would ignore.
     let d = tempfile::tempdir().unwrap();
@@ -226,15 +314,27 @@ fn seq_len_beyond_the_context_and_ignored_model_overrides_are_errors() {
     long.model.init_from = Some(ck.clone());
     long.model.config.max_position_embeddings = 48;
     long.data.seq_len = 64;
-    let e = gradus_train::sft::run(&long, false).unwrap_err().to_string();
-    assert!(e.contains("data.seq_len") && e.contains("48") && e.contains("config.json"), "{e}");
+    let e = gradus_train::sft::run(&long, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("data.seq_len") && e.contains("48") && e.contains("config.json"),
+        "{e}"
+    );
 
     let mut wide = tiny(d.path(), "wide", &data);
     wide.model.init_from = Some(ck.clone());
     wide.model.config.max_position_embeddings = 48;
-    wide.model.config.hidden_size = 64; // the checkpoint has 32: this would be silently ignored
-    let e = gradus_train::sft::run(&wide, false).unwrap_err().to_string();
-    assert!(e.contains("model.config.hidden_size") && e.contains("64") && e.contains("32"), "{e}");
+    // The checkpoint has 32. (A value equal to the default, 64, cannot be told apart from "not set",
+    // so the check names settings that differ from both the default and the checkpoint.)
+    wide.model.config.hidden_size = 48;
+    let e = gradus_train::sft::run(&wide, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("model.config.hidden_size") && e.contains("48") && e.contains("32"),
+        "{e}"
+    );
 
     // Settings equal to the checkpoint's (a config shared with the pretraining run) are fine.
     let mut same = tiny(d.path(), "same", &data);
@@ -254,8 +354,14 @@ fn an_sft_example_longer_than_the_context_is_skipped_and_named_not_trained_as_ma
     let mut s = String::new();
     for i in 0..12 {
         // Line 4 (i = 3) has a prompt far longer than the context (the "50 MB prompt" in small).
-        let prompt = if i == 3 { "the sum of 1 and 2 is 3. ".repeat(200) } else { format!("add {i} and 1: ") };
-        s.push_str(&serde_json::json!({"prompt": prompt, "completion": format!("{}", i + 1)}).to_string());
+        let prompt = if i == 3 {
+            "the sum of 1 and 2 is 3. ".repeat(200)
+        } else {
+            format!("add {i} and 1: ")
+        };
+        s.push_str(
+            &serde_json::json!({"prompt": prompt, "completion": format!("{}", i + 1)}).to_string(),
+        );
         s.push('\n');
     }
     std::fs::write(&sft_data, s).unwrap();
@@ -267,9 +373,13 @@ fn an_sft_example_longer_than_the_context_is_skipped_and_named_not_trained_as_ma
     let rows = read_metrics(&out.run_dir.join("metrics.jsonl")).unwrap();
     assert!(rows.iter().all(|r| r["train/loss"].as_f64().unwrap() > 0.0));
     let html = std::fs::read_to_string(out.run_dir.join("report.html")).unwrap();
-    assert!(html.contains("sft.jsonl:4"), "the report names the skipped example");
+    assert!(
+        html.contains("sft.jsonl:4"),
+        "the report names the skipped example"
+    );
     // The resolved config records the policy that applied.
-    let rec: RecipeConfig = toml::from_str(&std::fs::read_to_string(out.run_dir.join(CONFIG_FILE)).unwrap()).unwrap();
+    let rec: RecipeConfig =
+        toml::from_str(&std::fs::read_to_string(out.run_dir.join(CONFIG_FILE)).unwrap()).unwrap();
     assert_eq!(rec.data.overflow, Some(Overflow::Skip));
 
     // overflow = "split": the long prompt's pieces hold no target; they are dropped, not trained on
@@ -286,7 +396,10 @@ fn an_sft_example_longer_than_the_context_is_skipped_and_named_not_trained_as_ma
     e.run.name = "sft-error".into();
     e.data.overflow = Some(Overflow::Error);
     let msg = gradus_train::sft::run(&e, false).unwrap_err().to_string();
-    assert!(msg.contains("sft.jsonl:4") && msg.contains("data.overflow"), "{msg}");
+    assert!(
+        msg.contains("sft.jsonl:4") && msg.contains("data.overflow"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -296,14 +409,22 @@ fn the_lock_keeps_a_second_holder_out_and_a_dead_holders_lock_is_taken_over() {
     let a = lock_run(&dir).unwrap();
     // A second open file description is a second holder for flock, even in the same process.
     let e = lock_run(&dir).unwrap_err().to_string();
-    assert!(e.contains(&format!("process {}", std::process::id())) && e.contains("in use"), "{e}");
+    assert!(
+        e.contains(&format!("process {}", std::process::id())) && e.contains("in use"),
+        "{e}"
+    );
     drop(a);
     assert!(!dir.join(LOCK_FILE).exists());
     // A lock file left behind by a process that died (nobody holds the flock): taken over.
-    std::fs::write(dir.join(LOCK_FILE), "{\"pid\": 4194305, \"host\": \"gone\", \"since\": 1}\n").unwrap();
+    std::fs::write(
+        dir.join(LOCK_FILE),
+        "{\"pid\": 4194305, \"host\": \"gone\", \"since\": 1}\n",
+    )
+    .unwrap();
     let b = lock_run(&dir).unwrap();
     let old = b.took_over.clone().unwrap();
     assert_eq!((old.pid, old.host.as_str()), (4194305, "gone"));
-    let now: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join(LOCK_FILE)).unwrap()).unwrap();
+    let now: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(LOCK_FILE)).unwrap()).unwrap();
     assert_eq!(now["pid"].as_u64(), Some(std::process::id() as u64));
 }
