@@ -48,7 +48,7 @@ fn a_second_job_into_the_same_out_is_refused_while_the_first_runs() {
         .map(|i| {
             format!(
                 "row {i} of the first job, with some words to hash {}",
-                i * 7919
+                i as u64 * 7919
             )
         })
         .collect();
@@ -58,7 +58,7 @@ fn a_second_job_into_the_same_out_is_refused_while_the_first_runs() {
         rows(&["other".into(), "rows".into()]),
     )
     .unwrap();
-    let mut first = Command::new(env!("CARGO_BIN_EXE_gradus"))
+    let first = Command::new(env!("CARGO_BIN_EXE_gradus"))
         .args(["data", "dedup", "big.jsonl", "--out", "shared", "--quiet"])
         .current_dir(d.path())
         .stdout(Stdio::piped())

@@ -286,9 +286,9 @@ fn the_same_command_twice_is_refused_overwrite_keeps_the_old_run_and_a_finished_
 fn score_refuses_nan_weights() {
     let d = tempfile::tempdir().unwrap();
     let data = corpus(d.path());
-    let o = gradus(&train_args(&data, "nan", 1, &[]), d.path());
+    let o = gradus(&train_args(&data, "poisoned", 1, &[]), d.path());
     assert!(o.status.success(), "{}", err(&o));
-    let ck = d.path().join("runs/nan/checkpoints/step-1");
+    let ck = d.path().join("runs/poisoned/checkpoints/step-1");
     let ids = vec![
         "score".to_string(),
         "--model".into(),

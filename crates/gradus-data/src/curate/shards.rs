@@ -233,7 +233,8 @@ enum RawItem {
     Line { doc: DocId, bytes: Vec<u8> },
     Object { doc: DocId, obj: Map<String, Value> },
     ReadError { doc: DocId, msg: String },
-    BadRow { doc: DocId, reason: &'static str, msg: String },
+    /// `raw`: the row's JSON text when it is valid JSON (embedded as is in `removed`), else empty.
+    BadRow { doc: DocId, reason: &'static str, msg: String, raw: String },
 }
 
 /// Counts of one streaming pass.
@@ -346,7 +347,7 @@ fn read_files(
                 match row {
                     Ok(row) => match crate::dataset::row_to_object(&row) {
                         Ok(obj) => push!(RawItem::Object { doc, obj }, 256),
-                        Err(e) => push!(RawItem::BadRow { doc, reason: "invalid_utf8", msg: e }, 64),
+                        Err(e) => push!(RawItem::BadRow { doc, reason: "invalid_utf8", msg: e, raw: String::new() }, 64),
                     },
                     Err(e) => {
                         fail_or_skip!(path, doc, format!("cannot decode Parquet row: {e}"));
@@ -388,7 +389,7 @@ fn read_files(
                         Value::Object(obj) => push!(RawItem::Object { doc, obj }, 256),
                         other => {
                             let msg = format!("array element {}: expected a JSON object, found {}", i + 1, crate::tokenizer::json_type(&other));
-                            push!(RawItem::BadRow { doc, reason: "not_an_object", msg }, 64)
+                            push!(RawItem::BadRow { doc, reason: "not_an_object", msg, raw: other.to_string() }, 64)
                         }
                     }
                 }
@@ -459,7 +460,7 @@ fn parse_item(item: RawItem, field: &str) -> Record {
     let bad = |doc, reason, error: String, raw: String| Record { doc, outcome: RowOutcome::Bad { reason, error, raw } };
     match item {
         RawItem::ReadError { doc, msg } => bad(doc, "read_error", format!("{msg}; the rest of this file is unreadable"), String::new()),
-        RawItem::BadRow { doc, reason, msg } => bad(doc, reason, msg, String::new()),
+        RawItem::BadRow { doc, reason, msg, raw } => bad(doc, reason, msg, raw),
         RawItem::Line { doc, bytes } => {
             let line = match String::from_utf8(bytes) {
                 Ok(s) => s,
