@@ -201,3 +201,41 @@ fn kto_trains_on_unpaired_rows() {
     assert_eq!(loss.len(), 4);
     assert_eq!(out.after.unwrap().pairs, 8, "held-out pairs from eval_source");
 }
+
+/// Issue 10: the "held-out" pairs of a file source were the first training pairs. Now they are
+/// taken out of the training set; `prefs.held_out = "train_subset"` keeps them in and says so.
+#[test]
+fn held_out_pairs_are_disjoint_from_training_pairs_unless_asked() {
+    let d = tempfile::tempdir().unwrap();
+    let init = init_model(d.path(), true);
+    let tok = gradus_data::tokenizer::Tokenizer::from_dir(&init).unwrap();
+    let data = d.path().join("pairs.jsonl");
+    let rows: String = (0..10)
+        .map(|i| format!("{}\n", serde_json::json!({"prompt": format!("Question: {i}+1?\nAnswer: "), "chosen": format!("{}", i + 1), "rejected": format!("{}", i + 2)})))
+        .collect();
+    std::fs::write(&data, rows).unwrap();
+    let src = data.display().to_string();
+    let mut p = gradus_train::prefs::PrefsSection { eval_pairs: 3, ..Default::default() };
+    let split = gradus_train::prefs::load_pairs(&src, &p, &tok, 256, 0).unwrap();
+    assert_eq!((split.train.len(), split.eval.len()), (7, 3));
+    assert!(!split.eval_is_train_subset);
+    for e in &split.eval {
+        assert!(split.train.iter().all(|t| t.prompt != e.prompt), "a held-out pair is also a training pair");
+    }
+    p.held_out = gradus_train::prefs::HeldOut::TrainSubset;
+    let sub = gradus_train::prefs::load_pairs(&src, &p, &tok, 256, 0).unwrap();
+    assert_eq!((sub.train.len(), sub.eval.len()), (10, 3));
+    assert!(sub.eval_is_train_subset);
+
+    // A run with train_subset names its diagnostics so, never `ranking/*`.
+    let mut c = cfg(d.path(), &init, "subset");
+    c.data.source = src;
+    c.prefs.eval_pairs = 3;
+    c.prefs.eval_every = 2;
+    c.prefs.held_out = gradus_train::prefs::HeldOut::TrainSubset;
+    c.train.steps = 2;
+    c.train.batch_size = 4;
+    let s = run(&c, false).unwrap();
+    assert_eq!(col(&s.fit.run_dir, "ranking_train_subset/accuracy").len(), 1);
+    assert!(col(&s.fit.run_dir, "ranking/accuracy").is_empty());
+}
