@@ -1,4 +1,4 @@
-//! `gradus data <step>`: curation steps over JSONL / Parquet shards (see `gradus_data::curate`).
+//! `gradus data <step>`: curation steps over JSONL / Parquet shards (see `gradus_curate`).
 //!
 //! Every step takes the same input/output arguments ([`IoArgs`]) and prints its JSON summary.
 //! Add a step: a variant of [`DataCmd`] and an arm in [`run`].
@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
-use gradus_data::curate::decontam::{decontaminate, Decontaminator};
-use gradus_data::curate::dedup::{self, DedupMethod, DedupOptions, KeepPolicy};
-use gradus_data::curate::filter::{filter, FilterConfig};
-use gradus_data::curate::minhash::MinHashParams;
-use gradus_data::curate::stats;
-use gradus_data::curate::{discover, from_files, Compression, InputOptions, OnReadError, OutputOptions, ShardSpec};
+use gradus_curate::decontam::{decontaminate, Decontaminator};
+use gradus_curate::dedup::{self, DedupMethod, DedupOptions, KeepPolicy};
+use gradus_curate::filter::{filter, FilterConfig};
+use gradus_curate::minhash::MinHashParams;
+use gradus_curate::stats;
+use gradus_curate::{discover, from_files, Compression, InputOptions, OnReadError, OutputOptions, ShardSpec};
 
 #[derive(Subcommand)]
 pub enum DataCmd {
@@ -92,10 +92,10 @@ impl IoArgs {
     fn resolve(&self, step: &str) -> Result<(Vec<PathBuf>, ShardSpec, InputOptions, OutputOptions)> {
         let out = self.out_dir(step);
         // An --out inside an input directory would be read back as input by the next run.
-        let o = gradus_data::curate::shards::resolved_path(&out);
+        let o = gradus_curate::shards::resolved_path(&out);
         for i in &self.inputs {
             let p = std::path::Path::new(i);
-            if p.is_dir() && o.starts_with(gradus_data::curate::shards::resolved_path(p)) {
+            if p.is_dir() && o.starts_with(gradus_curate::shards::resolved_path(p)) {
                 bail!("--out {} lies inside the input directory {i}: its outputs would be read as inputs; choose an --out outside it", out.display());
             }
         }
@@ -219,7 +219,7 @@ pub fn run(cmd: DataCmd) -> Result<()> {
                 let s = stats::merge_summaries(&merge)?;
                 let dir = io.out_dir("stats");
                 std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-                gradus_data::curate::shards::check_output_owner(&dir, "stats")?;
+                gradus_curate::shards::check_output_owner(&dir, "stats")?;
                 let p = dir.join("summary.json");
                 gradus_tensor::io::write_atomic(&p, serde_json::to_string_pretty(&s)?.as_bytes()).with_context(|| format!("writing {}", p.display()))?;
                 return print_summary(&s);

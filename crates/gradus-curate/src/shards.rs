@@ -345,7 +345,7 @@ fn read_files(
                 let doc = DocId { file: *fi, row: i as u32 + 1 };
                 n_rows += 1;
                 match row {
-                    Ok(row) => match crate::dataset::row_to_object(&row) {
+                    Ok(row) => match gradus_data::dataset::row_to_object(&row) {
                         Ok(obj) => push!(RawItem::Object { doc, obj }, 256),
                         Err(e) => push!(RawItem::BadRow { doc, reason: "invalid_utf8", msg: e, raw: String::new() }, 64),
                     },
@@ -388,7 +388,7 @@ fn read_files(
                     match item {
                         Value::Object(obj) => push!(RawItem::Object { doc, obj }, 256),
                         other => {
-                            let msg = format!("array element {}: expected a JSON object, found {}", i + 1, crate::tokenizer::json_type(&other));
+                            let msg = format!("array element {}: expected a JSON object, found {}", i + 1, gradus_data::tokenizer::json_type(&other));
                             push!(RawItem::BadRow { doc, reason: "not_an_object", msg, raw: other.to_string() }, 64)
                         }
                     }
@@ -471,7 +471,7 @@ fn parse_item(item: RawItem, field: &str) -> Record {
             };
             match serde_json::from_str::<Value>(&line) {
                 Ok(Value::Object(obj)) => object_record(doc, obj, line, field),
-                Ok(other) => bad(doc, "not_an_object", format!("expected a JSON object, found {}", crate::tokenizer::json_type(&other)), line),
+                Ok(other) => bad(doc, "not_an_object", format!("expected a JSON object, found {}", gradus_data::tokenizer::json_type(&other)), line),
                 Err(e) => bad(doc, "invalid_json", format!("invalid JSON: {e}"), line),
             }
         }
@@ -490,7 +490,7 @@ fn object_record(doc: DocId, mut obj: Map<String, Value>, raw: String, field: &s
         Some(Value::String(text)) => RowOutcome::Ok(Parsed { raw, text, obj }),
         Some(other) => RowOutcome::Bad {
             reason: "field_not_text",
-            error: format!("field \"{field}\" is {}, expected a string", crate::tokenizer::json_type(&other)),
+            error: format!("field \"{field}\" is {}, expected a string", gradus_data::tokenizer::json_type(&other)),
             raw,
         },
         None => {
