@@ -62,9 +62,10 @@ pub struct IoArgs {
     /// The field that holds the text.
     #[arg(long, default_value = "text")]
     pub field: String,
-    /// Output directory (kept*.jsonl, removed*.jsonl, summary*.json).
-    #[arg(long, default_value = "curated")]
-    pub out: PathBuf,
+    /// Output directory (kept*.jsonl, removed*.jsonl, summary*.json); default `curated/<step>`.
+    /// Refused if it holds another step's outputs or lies inside an input directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Run on the files with index j where j % n == i (a task of a cluster job).
     #[arg(long, default_value = "0/1")]
     pub shard: String,
@@ -83,7 +84,21 @@ pub struct IoArgs {
 }
 
 impl IoArgs {
-    fn resolve(&self) -> Result<(Vec<PathBuf>, ShardSpec, InputOptions, OutputOptions)> {
+    /// The output directory: `--out`, else `curated/<step>` (each step its own).
+    fn out_dir(&self, step: &str) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| PathBuf::from("curated").join(step))
+    }
+
+    fn resolve(&self, step: &str) -> Result<(Vec<PathBuf>, ShardSpec, InputOptions, OutputOptions)> {
+        let out = self.out_dir(step);
+        // An --out inside an input directory would be read back as input by the next run.
+        let o = gradus_curate::shards::resolved_path(&out);
+        for i in &self.inputs {
+            let p = std::path::Path::new(i);
+            if p.is_dir() && o.starts_with(gradus_curate::shards::resolved_path(p)) {
+                bail!("--out {} lies inside the input directory {i}: its outputs would be read as inputs; choose an --out outside it", out.display());
+            }
+        }
         let files = discover(&self.inputs)?;
         let shard: ShardSpec = self.shard.parse()?;
         let on_read_error: OnReadError = self.on_read_error.parse()?;
@@ -97,7 +112,7 @@ impl IoArgs {
             batch_bytes: self.batch_bytes,
             progress: !self.quiet,
         };
-        Ok((files, shard, input, OutputOptions { dir: self.out.clone(), compression }))
+        Ok((files, shard, input, OutputOptions { dir: out, compression }))
     }
 }
 
@@ -202,17 +217,19 @@ pub fn run(cmd: DataCmd) -> Result<()> {
         DataCmd::Stats { io, merge } => {
             if !merge.is_empty() {
                 let s = stats::merge_summaries(&merge)?;
-                std::fs::create_dir_all(&io.out).with_context(|| format!("creating {}", io.out.display()))?;
-                let p = io.out.join("summary.json");
-                std::fs::write(&p, serde_json::to_string_pretty(&s)?).with_context(|| format!("writing {}", p.display()))?;
+                let dir = io.out_dir("stats");
+                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                gradus_curate::shards::check_output_owner(&dir, "stats")?;
+                let p = dir.join("summary.json");
+                gradus_tensor::io::write_atomic(&p, serde_json::to_string_pretty(&s)?.as_bytes()).with_context(|| format!("writing {}", p.display()))?;
                 return print_summary(&s);
             }
-            let (files, shard, input, out) = io.resolve()?;
+            let (files, shard, input, out) = io.resolve("stats")?;
             print_summary(&stats::stats(&files, shard, &input, &out)?)
         }
         DataCmd::Dedup(a) => run_dedup(a),
         DataCmd::Decontaminate(a) => {
-            let (files, shard, input, out) = a.io.resolve()?;
+            let (files, shard, input, out) = a.io.resolve("decontaminate")?;
             let mut d = Decontaminator::new(a.ngram, a.min_matches)?;
             for e in &a.evals {
                 d.add_eval_file(e, &a.eval_fields, &a.eval_id_field)?;
@@ -220,7 +237,7 @@ pub fn run(cmd: DataCmd) -> Result<()> {
             print_summary(&decontaminate(&files, shard, &input, &out, &d)?)
         }
         DataCmd::Filter(a) => {
-            let (files, shard, input, out) = a.io.resolve()?;
+            let (files, shard, input, out) = a.io.resolve("filter")?;
             let mut cfg = match a.mode.as_str() {
                 "text" => FilterConfig::text(),
                 "code" => FilterConfig::code(),
@@ -258,7 +275,7 @@ fn apply_sets(cfg: FilterConfig, sets: &[String]) -> Result<FilterConfig> {
 }
 
 fn run_dedup(a: DedupArgs) -> Result<()> {
-    let (files, shard, input, out) = a.io.resolve()?;
+    let (files, shard, input, out) = a.io.resolve("dedup")?;
     let method = if a.minhash {
         let p = MinHashParams { ngram: a.ngram, bands: a.bands, rows: a.rows, seed: a.seed };
         p.validate()?;
@@ -282,7 +299,7 @@ fn run_dedup(a: DedupArgs) -> Result<()> {
     let work = a.work.context("--stage needs --work DIR")?;
     match stage {
         "sign" => {
-            let p = dedup::sign_to_dir(&files, shard, &input, &opts.method, &work)?;
+            let p = dedup::sign_to_dir(&files, shard, &input, &opts, &work)?;
             print_line(&serde_json::json!({"stage": "sign", "shard": shard.to_string(), "signatures": p.display().to_string()}).to_string())
         }
         "merge" => {

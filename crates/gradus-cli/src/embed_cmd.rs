@@ -461,6 +461,8 @@ fn prune_cmd(a: PruneArgs) -> Result<()> {
     let secs = t0.elapsed().as_secs_f64();
     let gone: HashSet<usize> = removed.iter().map(|r| r.row).collect();
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    // One step per output directory (issue 10): refuse another step's outputs.
+    gradus_curate::shards::check_output_owner(&a.out, "prune")?;
     let row_value = |i: usize| -> Value {
         let id = e.row_ids[i];
         let mut v = json!({"row": id, "cluster": km.assign[i], "cluster_size": km.sizes[km.assign[i]], "distance": km.distance[i]});
@@ -502,6 +504,7 @@ fn prune_cmd(a: PruneArgs) -> Result<()> {
         *reasons.entry(v["reason"].as_str().unwrap_or("?").to_string()).or_default() += 1;
     }
     let summary = json!({
+        "step": "prune",
         "method": method_name(a.method),
         "rows": e.len(),
         "removed": removed.len(),

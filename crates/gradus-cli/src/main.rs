@@ -17,6 +17,7 @@ use gradus_model::hf::load_decoder;
 use gradus_model::ForwardInput;
 use gradus_tensor::Device;
 use gradus_train::recipe::RecipeConfig;
+use gradus_train::rundir::Start;
 
 #[derive(Parser)]
 #[command(name = "gradus", version, about = "Curate data for, train, align and evaluate decoder language models")]
@@ -66,9 +67,28 @@ struct RecipeArgs {
     /// Print the resolved config and exit.
     #[arg(long)]
     show_config: bool,
-    /// Continue from the run directory's latest checkpoint.
-    #[arg(long)]
+    /// Continue from the run directory's latest checkpoint. Settings may differ from the run's
+    /// recorded config only where `--set` says so (and never the model, data or batch shape).
+    #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
+    /// Start a new run where one exists: the old run directory is moved aside to
+    /// `<name>.replaced-<time>` (nothing is deleted).
+    #[arg(long)]
+    overwrite: bool,
+}
+
+impl RecipeArgs {
+    /// How the recipe treats its run directory.
+    fn start(&self) -> Start {
+        if self.resume {
+            let explicit = self.sets.iter().filter_map(|s| s.split_once('=').map(|(k, _)| k.trim().to_string())).collect();
+            Start::Resume { explicit }
+        } else if self.overwrite {
+            Start::Overwrite
+        } else {
+            Start::New
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -94,6 +114,9 @@ struct QuickstartArgs {
     fast: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Move earlier quickstart runs in --dir aside (never deleted) instead of refusing to start.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 #[derive(Args)]
@@ -164,28 +187,60 @@ fn main() {
         for cause in e.chain().skip(1) {
             eprintln!("  caused by: {cause}");
         }
+        if e.chain().any(|c| c.to_string().starts_with(gradus_train::interrupt::INTERRUPTED)) {
+            eprintln!("to continue: {}", resume_command());
+            std::process::exit(gradus_train::interrupt::exit_code());
+        }
         std::process::exit(1);
     }
+}
+
+/// This invocation's command line with `--resume` (and without `--overwrite`), shell-quoted.
+fn resume_command() -> String {
+    let mut args: Vec<String> = std::env::args().collect();
+    if let Some(first) = args.first_mut() {
+        *first = "gradus".into();
+    }
+    args.retain(|a| a != "--overwrite");
+    if !args.iter().any(|a| a == "--resume") {
+        args.push("--resume".into());
+    }
+    let quote = |a: &String| {
+        if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+".contains(c)) {
+            a.clone()
+        } else {
+            format!("'{}'", a.replace('\'', "'\\''"))
+        }
+    };
+    args.iter().map(quote).collect::<Vec<_>>().join(" ")
+}
+
+/// SIGTERM/SIGINT then stop training after the current step with a checkpoint.
+fn graceful() -> Result<()> {
+    gradus_train::interrupt::install().context("installing the SIGTERM/SIGINT handlers")
 }
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Quickstart(a) => {
+            graceful()?;
             let out = gradus_train::quickstart::run(&gradus_train::quickstart::QuickstartOptions {
                 dir: a.dir,
                 fast: a.fast,
                 seed: a.seed,
                 progress: true,
+                overwrite: a.overwrite,
             })?;
             println!("{}", out.summary);
             Ok(())
         }
-        Cmd::Train(TrainCmd::Pretrain(a)) => recipe(a, gradus_train::pretrain::run),
-        Cmd::Train(TrainCmd::Sft(a)) => recipe(a, gradus_train::sft::run),
+        Cmd::Train(TrainCmd::Pretrain(a)) => recipe(a, |c, s| gradus_train::pretrain::run(c, s)),
+        Cmd::Train(TrainCmd::Sft(a)) => recipe(a, |c, s| gradus_train::sft::run(c, s)),
         Cmd::Train(TrainCmd::Dpo(a)) => {
             let Some(cfg) = resolved::<gradus_train::dpo::DpoConfig>(&a)? else { return Ok(()) };
             cfg.validate()?;
-            let s = gradus_train::dpo::run(&cfg, a.resume)?;
+            graceful()?;
+            let s = gradus_train::dpo::run(&cfg, a.start())?;
             print_fit(&s.fit);
             if let (Some(b), Some(r)) = (&s.before, &s.after) {
                 println!(
@@ -203,7 +258,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Train(TrainCmd::Reward(a)) => {
             let Some(cfg) = resolved::<gradus_train::reward::RewardConfig>(&a)? else { return Ok(()) };
             cfg.validate()?;
-            let s = gradus_train::reward::run(&cfg, a.resume)?;
+            graceful()?;
+            let s = gradus_train::reward::run(&cfg, a.start())?;
             print_fit(&s.fit);
             println!("held-out pairwise accuracy {:.1}% over {} pairs", 100.0 * s.eval.accuracy, s.eval.pairs);
             Ok(())
@@ -241,14 +297,26 @@ fn resolved<T: serde::Serialize + serde::de::DeserializeOwned + Default>(a: &Rec
     Ok(Some(cfg))
 }
 
-fn recipe(a: RecipeArgs, f: fn(&RecipeConfig, bool) -> gradus_tensor::Result<gradus_train::trainer::FitSummary>) -> Result<()> {
+fn recipe(a: RecipeArgs, f: fn(&RecipeConfig, Start) -> gradus_tensor::Result<gradus_train::trainer::FitSummary>) -> Result<()> {
     let Some(cfg) = resolved::<RecipeConfig>(&a)? else { return Ok(()) };
     cfg.validate()?;
-    print_fit(&f(&cfg, a.resume)?);
+    graceful()?;
+    print_fit(&f(&cfg, a.start())?);
     Ok(())
 }
 
 fn print_fit(s: &gradus_train::trainer::FitSummary) {
+    if s.already_complete {
+        println!(
+            "the run in {} is already complete at step {} (train.steps); nothing to train. To train longer: --resume --set train.steps=<more>",
+            s.run_dir.display(),
+            s.steps
+        );
+        return;
+    }
+    if s.start_step > 0 {
+        println!("resumed at step {}", s.start_step);
+    }
     println!(
         "trained {} steps in {:.1}s; loss {:.4} → {:.4}; run directory {}",
         s.steps,
@@ -259,8 +327,24 @@ fn print_fit(s: &gradus_train::trainer::FitSummary) {
     );
 }
 
+/// Refuses weights holding NaN or infinity, naming the first such tensor (they would give
+/// NaN scores and samples of garbage with exit status 0).
+fn check_finite(model: &gradus_model::Decoder, dir: &std::path::Path) -> Result<()> {
+    for (name, v) in model.named_params() {
+        let vals = v.as_tensor().flatten_all()?.to_dtype(gradus_tensor::DType::F32)?.to_vec1::<f32>()?;
+        let bad = vals.iter().filter(|x| !x.is_finite()).count();
+        if bad > 0 {
+            let first = vals.iter().find(|x| !x.is_finite()).copied().unwrap_or(f32::NAN);
+            bail!("{}: tensor `{name}` holds {bad} non-finite value(s) (e.g. {first}); the checkpoint is unusable (a diverged run?)", dir.display());
+        }
+    }
+    Ok(())
+}
+
 fn load(dir: &PathBuf) -> Result<(gradus_model::Decoder, Option<Tokenizer>)> {
+    gradus_train::checkpoint::verify_checkpoint(dir)?;
     let model = load_decoder(dir, &Device::Cpu)?;
+    check_finite(&model, dir)?;
     let tok = if dir.join("tokenizer.json").exists() {
         let t = Tokenizer::from_dir(dir)?;
         t.check_fits(model.cfg.vocab_size)?;
@@ -292,6 +376,9 @@ fn score(a: ScoreArgs) -> Result<()> {
     let n = ids.len() - 1;
     let lp = model.target_logprobs(&ForwardInput::new(&ids[..n], 1, n), &ids[1..])?.to_vec1::<f32>()?;
     let total: f64 = lp.iter().map(|&x| x as f64).sum();
+    if !total.is_finite() {
+        bail!("{}: the log-probabilities are not finite ({total}); the model's outputs overflow", a.model.display());
+    }
     let loss = -total / n as f64;
     let pieces: Vec<String> = ids
         .iter()

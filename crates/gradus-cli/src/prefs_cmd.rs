@@ -82,6 +82,9 @@ pub enum LabCmd {
         seed: u64,
         #[arg(long, default_value_t = 0.1)]
         beta: f64,
+        /// Move earlier lab runs in --dir aside (never deleted) instead of refusing to start.
+        #[arg(long)]
+        overwrite: bool,
     },
 }
 
@@ -89,7 +92,8 @@ fn pairs_for(dir: &Path, d: &EvalData) -> Result<(Tokenizer, gradus_train::prefs
     let tok = Tokenizer::from_dir(dir).with_context(|| format!("{}: needs a tokenizer.json", dir.display()))?;
     let p = PrefsSection {
         synthetic_pairs: 1,
-        eval_pairs: d.pairs,
+        // A file is evaluated whole: nothing is split off as held-out.
+        eval_pairs: if d.data == "synthetic" { d.pairs } else { 0 },
         on_bad_pair: gradus_data::preference::BadPairPolicy::Skip,
         ..Default::default()
     };
@@ -150,8 +154,8 @@ pub fn eval(cmd: EvalCmd) -> Result<()> {
 
 pub fn lab(cmd: LabCmd) -> Result<()> {
     match cmd {
-        LabCmd::RankingAccuracy { dir, fast, seed, beta } => {
-            let out = gradus_train::lab_ranking::run(&gradus_train::lab_ranking::LabOptions { dir, fast, seed, beta, progress: true })?;
+        LabCmd::RankingAccuracy { dir, fast, seed, beta, overwrite } => {
+            let out = gradus_train::lab_ranking::run(&gradus_train::lab_ranking::LabOptions { dir, fast, seed, beta, progress: true, overwrite })?;
             println!("{}", out.summary);
             Ok(())
         }

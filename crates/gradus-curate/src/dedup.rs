@@ -442,10 +442,40 @@ struct SigHeader {
     shard: String,
     files: Vec<String>,
     count: u64,
+    /// [`fingerprint`] of the inputs and options the signatures were made from.
+    #[serde(default)]
+    fingerprint: String,
 }
 
 fn file_names(files: &[PathBuf]) -> Vec<String> {
     files.iter().map(|p| p.display().to_string()).collect()
+}
+
+/// What the three sharded stages must agree on, hashed (XXH3-128, hex): every input file's path,
+/// size and modification time, the text field, the dedup method and its parameters, the keep
+/// policy and the number of shards. `sign` records it in each signature file, `merge` checks them
+/// and records it in `merge.json`, `apply` checks that; a stage run on changed inputs or options
+/// is refused instead of silently combining two different dedups.
+pub fn fingerprint(files: &[PathBuf], input: &InputOptions, opts: &DedupOptions, shards: usize) -> Result<String> {
+    let mut items = Vec::with_capacity(files.len());
+    for f in files {
+        let m = std::fs::metadata(f).map_err(|e| Error::io(f, e))?;
+        let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
+        items.push(json!([f.display().to_string(), m.len(), mtime.to_string()]));
+    }
+    let v = json!({"files": items, "field": input.field, "method": opts.method, "keep": opts.keep, "shards": shards});
+    Ok(format!("{:032x}", XxHash3_128::oneshot(v.to_string().as_bytes())))
+}
+
+fn fingerprint_mismatch(path: &Path, theirs: &str, ours: &str) -> Error {
+    Error::format(
+        path,
+        format!(
+            "made from other inputs or options (fingerprint {theirs}; this stage's is {ours}): an input file, its size or \
+             modification time, --field, the dedup options, --keep or the shard count changed since that stage ran. \
+             Refusing to combine them: run sign, merge and apply again with a fresh --work"
+        ),
+    )
 }
 
 /// Stage 1 on disk: write `work/sigs.i-of-n.bin`.
@@ -453,21 +483,26 @@ pub fn sign_to_dir(
     files: &[PathBuf],
     shard: ShardSpec,
     input: &InputOptions,
-    method: &DedupMethod,
+    opts: &DedupOptions,
     work: &Path,
 ) -> Result<PathBuf> {
+    let method = &opts.method;
+    let fp = fingerprint(files, input, opts, shard.count)?;
     let sigs = sign(files, shard, input, method)?;
     std::fs::create_dir_all(work).map_err(|e| Error::io(work, e))?;
     let path = work.join(format!("sigs.{}-of-{}.bin", shard.index, shard.count));
-    let tmp = path.with_extension("bin.tmp");
+    let tmp = gradus_tensor::io::unique_temp_path(&path)?;
     let header = SigHeader {
         format: SIG_MAGIC.into(),
         method: method.clone(),
         shard: shard.to_string(),
         files: file_names(files),
         count: sigs.len() as u64,
+        fingerprint: fp,
     };
-    let mut w = BufWriter::new(File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
+    let mut w = BufWriter::new(
+        std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| Error::io(&tmp, e))?,
+    );
     let io = |e| Error::io(&tmp, e);
     let head = serde_json::to_string(&header).map_err(|e| Error::msg(e.to_string()))?;
     w.write_all(head.as_bytes()).and_then(|_| w.write_all(b"\n")).map_err(io)?;
@@ -482,7 +517,10 @@ pub fn sign_to_dir(
     }
     w.flush().map_err(io)?;
     drop(w);
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(&path, e)
+    })?;
     Ok(path)
 }
 
@@ -531,6 +569,7 @@ pub fn merge_dir(
 ) -> Result<ClusterReport> {
     let mut all = Vec::new();
     let names = file_names(files);
+    let fp = fingerprint(files, input, opts, n)?;
     for i in 0..n {
         let p = work.join(format!("sigs.{i}-of-{n}.bin"));
         if !p.exists() {
@@ -543,6 +582,9 @@ pub fn merge_dir(
         if h.files != names {
             return Err(Error::format(&p, "made from another list of input files (give every stage the same inputs)"));
         }
+        if h.fingerprint != fp {
+            return Err(fingerprint_mismatch(&p, &h.fingerprint, &fp));
+        }
         all.extend(sigs);
     }
     let fetch = fetcher(files, input, &opts.method);
@@ -552,7 +594,9 @@ pub fn merge_dir(
         w.write_line(&serde_json::to_string(r).map_err(|e| Error::msg(e.to_string()))?)?;
     }
     w.finish()?;
-    let text = serde_json::to_string_pretty(&report_json(opts, &report)).map_err(|e| Error::msg(e.to_string()))?;
+    let mut merged = report_json(opts, &report);
+    merged["fingerprint"] = json!(fp);
+    let text = serde_json::to_string_pretty(&merged).map_err(|e| Error::msg(e.to_string()))?;
     gradus_tensor::io::write_atomic(&work.join("merge.json"), text.as_bytes())?;
     Ok(report)
 }
@@ -566,6 +610,18 @@ pub fn apply_from_dir(
     opts: &DedupOptions,
     work: &Path,
 ) -> Result<StepSummary> {
+    // The merge this shard applies must come from the same inputs and options.
+    let mp = work.join("merge.json");
+    let text = std::fs::read_to_string(&mp).map_err(|e| Error::io(&mp, e))?;
+    let mut report: Value = serde_json::from_str(&text).map_err(|e| Error::Parse { path: mp.clone(), line: e.line(), msg: e.to_string() })?;
+    let theirs = report.get("fingerprint").and_then(Value::as_str).unwrap_or("(none)").to_string();
+    let ours = fingerprint(files, input, opts, shard.count)?;
+    if theirs != ours {
+        return Err(fingerprint_mismatch(&mp, &theirs, &ours));
+    }
+    if let Some(o) = report.as_object_mut() {
+        o.remove("fingerprint");
+    }
     let p = work.join("removals.jsonl");
     let f = File::open(&p).map_err(|e| Error::io(&p, e))?;
     let mut removals = Vec::new();
@@ -574,9 +630,5 @@ pub fn apply_from_dir(
         let r: Removal = serde_json::from_str(&line).map_err(|e| Error::Parse { path: p.clone(), line: i + 1, msg: e.to_string() })?;
         removals.push(r);
     }
-    let report: Value = std::fs::read_to_string(work.join("merge.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(Value::Null);
     apply(files, shard, input, out, opts, &removals, report)
 }

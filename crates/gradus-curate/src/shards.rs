@@ -233,7 +233,8 @@ enum RawItem {
     Line { doc: DocId, bytes: Vec<u8> },
     Object { doc: DocId, obj: Map<String, Value> },
     ReadError { doc: DocId, msg: String },
-    BadRow { doc: DocId, reason: &'static str, msg: String },
+    /// `raw`: the row's JSON text when it is valid JSON (embedded as is in `removed`), else empty.
+    BadRow { doc: DocId, reason: &'static str, msg: String, raw: String },
 }
 
 /// Counts of one streaming pass.
@@ -346,7 +347,7 @@ fn read_files(
                 match row {
                     Ok(row) => match gradus_data::dataset::row_to_object(&row) {
                         Ok(obj) => push!(RawItem::Object { doc, obj }, 256),
-                        Err(e) => push!(RawItem::BadRow { doc, reason: "invalid_utf8", msg: e }, 64),
+                        Err(e) => push!(RawItem::BadRow { doc, reason: "invalid_utf8", msg: e, raw: String::new() }, 64),
                     },
                     Err(e) => {
                         fail_or_skip!(path, doc, format!("cannot decode Parquet row: {e}"));
@@ -362,6 +363,41 @@ fn read_files(
                     continue;
                 }
             };
+            // A `.json` file that holds one JSON array: its elements are the rows (`file:N` is
+            // element N, from 1), as the training readers take them.
+            if is_json_array(path, &mut r) {
+                let mut text = String::new();
+                if let Err(e) = r.read_to_string(&mut text) {
+                    fail_or_skip!(path, DocId { file: *fi, row: 0 }, e.to_string());
+                    continue;
+                }
+                let items = match serde_json::from_str::<Value>(text.trim_start_matches('\u{feff}')) {
+                    Ok(Value::Array(items)) => items,
+                    Ok(_) | Err(_) => {
+                        let msg = serde_json::from_str::<Value>(text.trim_start_matches('\u{feff}'))
+                            .err()
+                            .map(|e| format!("invalid JSON array: {e}"))
+                            .unwrap_or_else(|| "expected one JSON array".into());
+                        fail_or_skip!(path, DocId { file: *fi, row: 0 }, msg);
+                        continue;
+                    }
+                };
+                for (i, item) in items.into_iter().enumerate() {
+                    let doc = DocId { file: *fi, row: i as u32 + 1 };
+                    n_rows += 1;
+                    match item {
+                        Value::Object(obj) => push!(RawItem::Object { doc, obj }, 256),
+                        other => {
+                            let msg = format!("array element {}: expected a JSON object, found {}", i + 1, gradus_data::tokenizer::json_type(&other));
+                            push!(RawItem::BadRow { doc, reason: "not_an_object", msg, raw: other.to_string() }, 64)
+                        }
+                    }
+                }
+                if n_rows == 0 {
+                    counts.empty_files += 1;
+                }
+                continue;
+            }
             let mut line = 0u32;
             loop {
                 line += 1;
@@ -403,11 +439,28 @@ fn read_files(
     }
 }
 
+/// Whether a `.json` file (possibly compressed) starts with `[` (after a BOM and whitespace),
+/// peeking without consuming.
+fn is_json_array(path: &Path, r: &mut Box<dyn BufRead + Send>) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
+    let lower = name.to_ascii_lowercase();
+    if !strip_compression(&lower).ends_with(".json") {
+        return false;
+    }
+    match r.fill_buf() {
+        Ok(buf) => {
+            let buf = buf.strip_prefix("\u{feff}".as_bytes()).unwrap_or(buf);
+            buf.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
+        }
+        Err(_) => false,
+    }
+}
+
 fn parse_item(item: RawItem, field: &str) -> Record {
     let bad = |doc, reason, error: String, raw: String| Record { doc, outcome: RowOutcome::Bad { reason, error, raw } };
     match item {
         RawItem::ReadError { doc, msg } => bad(doc, "read_error", format!("{msg}; the rest of this file is unreadable"), String::new()),
-        RawItem::BadRow { doc, reason, msg } => bad(doc, reason, msg, String::new()),
+        RawItem::BadRow { doc, reason, msg, raw } => bad(doc, reason, msg, raw),
         RawItem::Line { doc, bytes } => {
             let line = match String::from_utf8(bytes) {
                 Ok(s) => s,
@@ -543,7 +596,8 @@ enum Sink {
     Zstd(zstd::stream::write::Encoder<'static, BufWriter<File>>),
 }
 
-/// A JSONL file written under a temporary name and renamed into place by [`JsonlWriter::finish`].
+/// A JSONL file written under a unique temporary name (`.<name>.tmp-<pid>-<n>`, so two jobs writing
+/// the same output never share one) and renamed into place by [`JsonlWriter::finish`].
 pub struct JsonlWriter {
     path: PathBuf,
     tmp: PathBuf,
@@ -553,11 +607,9 @@ pub struct JsonlWriter {
 
 impl JsonlWriter {
     pub fn create(path: PathBuf, compression: Compression) -> Result<Self> {
-        let tmp = path.with_extension(format!(
-            "{}.tmp",
-            path.extension().and_then(|e| e.to_str()).unwrap_or("")
-        ));
-        let f = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
+        let tmp = gradus_tensor::io::unique_temp_path(&path)?;
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let f = BufWriter::with_capacity(1 << 20, file);
         let sink = match compression {
             Compression::None => Sink::Plain(f),
             Compression::Gzip => Sink::Gz(flate2::write::GzEncoder::new(f, flate2::Compression::default())),
@@ -593,7 +645,10 @@ impl JsonlWriter {
         };
         f.flush().map_err(|e| Error::io(&tmp, e))?;
         drop(f);
-        std::fs::rename(&tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::io(&self.path, e)
+        })?;
         Ok(self.path)
     }
 }
@@ -629,8 +684,45 @@ pub struct OutputOptions {
     pub compression: Compression,
 }
 
+/// Refuses an output directory that holds another step's outputs: a `summary*.json` whose `step`
+/// differs from `step` (every step's summary names its step). Re-running the same step, or
+/// another shard of it, into its own directory is fine.
+pub fn check_output_owner(dir: &Path, step: &str) -> Result<()> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("summary") && name.ends_with(".json")) {
+            continue;
+        }
+        let p = entry.path();
+        let other = std::fs::read_to_string(&p)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| v.get("step").and_then(Value::as_str).map(String::from))
+            .unwrap_or_else(|| "another command".into());
+        if other != step {
+            return Err(Error::format(
+                dir,
+                format!(
+                    "--out holds the outputs of `gradus data {other}` ({name}); `{step}` would mix its kept/removed rows \
+                     with them. Give each step its own --out (the default is curated/<step>)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The open `kept` and `removed` files of one step run and the counts that go in its summary.
+/// Holds `dir/.gradus-data<suffix>.lock` while open: a second job writing the same shard of the
+/// same directory is refused (naming the holder) instead of mixing its rows into these files.
 pub struct Outputs {
+    _lock: gradus_tensor::lock::DirLock,
     dir: PathBuf,
     suffix: String,
     kept: Option<JsonlWriter>,
@@ -645,6 +737,9 @@ impl Outputs {
     pub fn create(step: &str, out: &OutputOptions, shard: ShardSpec, files: &[PathBuf], with_kept: bool) -> Result<Self> {
         std::fs::create_dir_all(&out.dir).map_err(|e| Error::io(&out.dir, e))?;
         let suffix = shard.suffix();
+        let lock = gradus_tensor::lock::DirLock::acquire(&out.dir, &format!(".gradus-data{suffix}.lock"), "the output directory")?;
+        check_output_owner(&out.dir, step)?;
+        check_not_an_input(&out.dir, files)?;
         let ext = out.compression.extension();
         let kept = if with_kept {
             Some(JsonlWriter::create(out.dir.join(format!("kept{suffix}.{ext}")), out.compression)?)
@@ -653,6 +748,7 @@ impl Outputs {
         };
         let removed = JsonlWriter::create(out.dir.join(format!("removed{suffix}.{ext}")), out.compression)?;
         Ok(Outputs {
+            _lock: lock,
             dir: out.dir.clone(),
             suffix,
             kept,
@@ -742,6 +838,29 @@ impl Outputs {
         gradus_tensor::io::write_atomic(&sp, text.as_bytes())?;
         Ok(s)
     }
+}
+
+/// A path made absolute with symlinks and `..` resolved as far as it exists.
+pub fn resolved_path(p: &Path) -> PathBuf {
+    if let Ok(c) = p.canonicalize() {
+        return c;
+    }
+    match (p.parent(), p.file_name()) {
+        (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => resolved_path(parent).join(name),
+        _ => std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf()),
+    }
+}
+
+/// Refuses an output directory that an input file lies in (a later run over the inputs would read
+/// this step's outputs back as data).
+pub fn check_not_an_input(out: &Path, files: &[PathBuf]) -> Result<()> {
+    let o = resolved_path(out);
+    for f in files {
+        if resolved_path(f).starts_with(&o) {
+            return Err(Error::format(out, format!("--out holds the input file {}: outputs would be read back as inputs; choose another --out", f.display())));
+        }
+    }
+    Ok(())
 }
 
 /// `path:line` of a row, given the list of all input files.

@@ -336,7 +336,7 @@ fn sharded(files: &[PathBuf], n: usize, opts: &DedupOptions, root: &Path) -> (Ve
     let work = root.join(format!("work{n}"));
     let o = root.join(format!("out{n}"));
     for i in 0..n {
-        dedup::sign_to_dir(files, ShardSpec { index: i, count: n }, &input(), &opts.method, &work).unwrap();
+        dedup::sign_to_dir(files, ShardSpec { index: i, count: n }, &input(), opts, &work).unwrap();
     }
     dedup::merge_dir(files, n, &input(), opts, &work).unwrap();
     let (mut kept, mut removed) = (Vec::new(), Vec::new());
@@ -405,15 +405,47 @@ fn merge_refuses_mismatched_or_missing_signatures() {
     let files = discover(&[d.path().display().to_string()]).unwrap();
     let opts = DedupOptions { method: DedupMethod::Exact { lowercase: false }, keep: KeepPolicy::First };
     let work = d.path().join("w");
-    dedup::sign_to_dir(&files, ShardSpec { index: 0, count: 2 }, &input(), &opts.method, &work).unwrap();
+    dedup::sign_to_dir(&files, ShardSpec { index: 0, count: 2 }, &input(), &opts, &work).unwrap();
     let e = dedup::merge_dir(&files, 2, &input(), &opts, &work).unwrap_err().to_string();
     assert!(e.contains("sigs.1-of-2.bin") && e.contains("sign stage"), "{e}");
-    dedup::sign_to_dir(&files, ShardSpec { index: 1, count: 2 }, &input(), &opts.method, &work).unwrap();
+    dedup::sign_to_dir(&files, ShardSpec { index: 1, count: 2 }, &input(), &opts, &work).unwrap();
     let other = DedupOptions { method: DedupMethod::Exact { lowercase: true }, keep: KeepPolicy::First };
     let e = dedup::merge_dir(&files, 2, &input(), &other, &work).unwrap_err().to_string();
     assert!(e.contains("other dedup parameters"), "{e}");
     let r = dedup::merge_dir(&files, 2, &input(), &opts, &work).unwrap();
     assert_eq!((r.clusters, r.docs_in_clusters), (1, 2));
+}
+
+/// Issue 10: `--stage apply` used to apply a merge made from other inputs or options without
+/// noticing. Every stage now checks the fingerprint the previous stage recorded.
+#[test]
+fn stages_refuse_to_combine_when_inputs_or_options_changed() {
+    let d = tempfile::tempdir().unwrap();
+    write(&d.path().join("a.jsonl"), &rows(&["one two three", "four five"]));
+    write(&d.path().join("b.jsonl"), &rows(&["one two three"]));
+    let files = discover(&[d.path().join("a.jsonl").display().to_string(), d.path().join("b.jsonl").display().to_string()]).unwrap();
+    let opts = DedupOptions { method: DedupMethod::Exact { lowercase: false }, keep: KeepPolicy::First };
+    let work = d.path().join("w");
+    let o = d.path().join("o");
+    for i in 0..2 {
+        dedup::sign_to_dir(&files, ShardSpec { index: i, count: 2 }, &input(), &opts, &work).unwrap();
+    }
+    // Another keep policy at merge time than the signatures were made for.
+    let longest = DedupOptions { keep: KeepPolicy::Longest, ..opts.clone() };
+    let e = dedup::merge_dir(&files, 2, &input(), &longest, &work).unwrap_err().to_string();
+    assert!(e.contains("fingerprint") && e.contains("sigs.0-of-2.bin"), "{e}");
+    dedup::merge_dir(&files, 2, &input(), &opts, &work).unwrap();
+    let sh = ShardSpec { index: 0, count: 2 };
+    dedup::apply_from_dir(&files, sh, &input(), &out(&o), &opts, &work).unwrap();
+    // Another --field at apply time.
+    let mut other_field = input();
+    other_field.field = "content".into();
+    let e = dedup::apply_from_dir(&files, sh, &other_field, &out(&o), &opts, &work).unwrap_err().to_string();
+    assert!(e.contains("fingerprint") && e.contains("merge.json"), "{e}");
+    // An input file rewritten since the merge (same name, other rows; the size changes).
+    write(&d.path().join("b.jsonl"), &rows(&["one two three", "six"]));
+    let e = dedup::apply_from_dir(&files, ShardSpec { index: 1, count: 2 }, &input(), &out(&o), &opts, &work).unwrap_err().to_string();
+    assert!(e.contains("fingerprint") && e.contains("merge.json"), "{e}");
 }
 
 mod props {

@@ -569,6 +569,36 @@ pub fn iter_records<T: 'static>(
     Ok(Box::new(iter))
 }
 
+/// [`read_dataset`], each example with where it came from: `file:line` (JSON lines), `file:[i]`
+/// (element `i` of a JSON array), `file:row i` (Parquet; rows from 0), so that a step that skips
+/// an example can name it.
+pub fn read_dataset_sourced(path: impl AsRef<Path>, shape: Shape, fields: &Fields) -> Result<Vec<(Example, String)>> {
+    let mut out = Vec::new();
+    let cols: Vec<String> = fields.all().iter().map(|s| s.to_string()).collect();
+    for f in dataset_files(path.as_ref())? {
+        let shown = f.display().to_string();
+        match format_of(&f) {
+            Some("parquet") => {
+                for (i, r) in ParquetIter::with_parser(&f, &cols, example_parser(shape, fields))?.enumerate() {
+                    out.push((r?, format!("{shown}:row {i}")));
+                }
+            }
+            Some("json") if starts_with_bracket(&f)? => {
+                for (i, e) in read_json_array(&f, shape, fields)?.into_iter().enumerate() {
+                    out.push((e, format!("{shown}:[{i}]")));
+                }
+            }
+            _ => {
+                let mut it = JsonlIter::open(&f, shape, fields)?;
+                while let Some(r) = it.next() {
+                    out.push((r?, format!("{shown}:{}", it.line_no)));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Read one file or a directory of files; see [`iter_dataset`].
 pub fn read_dataset(path: impl AsRef<Path>, shape: Shape, fields: &Fields) -> Result<Vec<Example>> {
     iter_dataset(path, shape, fields)?.collect()

@@ -17,7 +17,8 @@
 //! segment_ids  1  1  1  2  2  0
 //! ```
 //!
-//! Documents longer than `seq_len` follow [`Overflow`]. `Overflow::Split` cuts a document into
+//! Documents longer than `seq_len` follow [`Overflow`] (the recipes' `data.overflow` setting).
+//! `Overflow::Skip` leaves them out (the caller counts and names them). `Overflow::Split` cuts a document into
 //! consecutive pieces of `seq_len` tokens **without overlap**: the last position of a piece keeps the
 //! document's real next token (the first token of the following piece) as its target. Every token is an
 //! input exactly once and every target of the document is counted exactly once, which is what a 1-token
@@ -76,10 +77,12 @@ impl Sequence {
     }
 }
 
-/// What to do with a document longer than `seq_len`.
+/// What to do with a document longer than `seq_len` (`data.overflow` in recipe configs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Overflow {
+    /// Leave the document out; the caller counts it and names it (`file:line`).
+    Skip,
     /// Cut into consecutive pieces of at most `seq_len` tokens; no input or target is lost (see the
     /// module docs).
     Split,
@@ -188,27 +191,18 @@ fn items(seqs: &[Sequence], seq_len: usize, overflow: Overflow) -> Result<Vec<It
             continue;
         }
         match overflow {
+            Overflow::Skip => {}
             Overflow::Error => {
                 return Err(Error::msg(format!(
                     "document {doc} has {n} tokens, longer than seq_len {seq_len} (overflow = error)"
                 )))
             }
-            Overflow::Truncate => out.push(Item {
-                doc,
-                start: 0,
-                len: seq_len,
-                continues: false,
-            }),
+            Overflow::Truncate => out.push(Item { doc, start: 0, len: seq_len, continues: false }),
             Overflow::Split => {
                 let mut start = 0;
                 while start < n {
                     let len = seq_len.min(n - start);
-                    out.push(Item {
-                        doc,
-                        start,
-                        len,
-                        continues: start + len < n,
-                    });
+                    out.push(Item { doc, start, len, continues: start + len < n });
                     start += len;
                 }
             }

@@ -354,7 +354,7 @@ pub fn tokenize_pairs(
         if let Some((why, count)) = reason {
             match policy {
                 BadPairPolicy::Error => {
-                    return Err(Error::msg(format!("pair {i}: {why} (set data.on_bad_pair = \"skip\" to skip such pairs)")))
+                    return Err(Error::msg(format!("pair {i}: {why} (set prefs.on_bad_pair = \"skip\" to skip such pairs)")))
                 }
                 BadPairPolicy::Skip => {
                     *count += 1;

@@ -339,7 +339,7 @@ impl Tokenizer {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let tok_path = dir.join("tokenizer.json");
-        std::fs::write(&tok_path, self.to_json()?).map_err(|e| Error::io(&tok_path, e))?;
+        gradus_tensor::io::write_atomic(&tok_path, self.to_json()?.as_bytes())?;
 
         let mut cfg = self.extra_config.clone();
         cfg.entry("tokenizer_class")
@@ -358,7 +358,7 @@ impl Tokenizer {
         }
         let cfg_path = dir.join("tokenizer_config.json");
         let text = serde_json::to_string_pretty(&Value::Object(cfg)).map_err(|e| Error::msg(e.to_string()))?;
-        std::fs::write(&cfg_path, text + "\n").map_err(|e| Error::io(&cfg_path, e))
+        gradus_tensor::io::write_atomic(&cfg_path, (text + "\n").as_bytes())
     }
 
     // ---------------------------------------------------------------- training

@@ -411,3 +411,18 @@ fn cursor_save_and_restore_resumes_exactly() {
     let mut c = RowCursor::new(numbered_rows(4), 3, 1).unwrap();
     assert!(c.restore(CursorState { epoch: 0, index: 5 }).is_err());
 }
+
+/// Issue 10: `Overflow::Skip` leaves a document longer than `seq_len` out (the recipe counts and
+/// names it); shorter documents are placed as usual.
+#[test]
+fn overflow_skip_leaves_long_documents_out() {
+    let short = Sequence { ids: vec![1, 2, 3], loss_mask: vec![true; 3] };
+    let long = Sequence { ids: (10..20).collect(), loss_mask: vec![true; 10] };
+    let seqs = [short, long];
+    for rows in [pad_rows(&seqs, 4, 0, Overflow::Skip).unwrap(), pack_best_fit(&seqs, 4, 0, Overflow::Skip).unwrap()] {
+        assert_eq!(rows.len(), 1);
+        assert!(rows[0].pieces.iter().all(|p| p.doc == 0));
+        // The short document's 2 targets (tokens 1 and 2; token 0 has nothing before it).
+        assert_eq!(rows[0].loss_weight.iter().sum::<f32>(), 2.0);
+    }
+}

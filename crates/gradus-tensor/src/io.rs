@@ -132,20 +132,28 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)], dtype: Store
     write_atomic(path, &bytes)
 }
 
-/// Writes `bytes` to `path` through a temp file in the same directory, fsync, rename and a sync of
-/// the directory: readers see the old file or the new one, never a part. The temp file is removed
-/// if anything fails.
+/// A temporary name beside `path` that no other writer uses: `.<name>.tmp-<pid>-<n>` with a
+/// per-process counter, created with `create_new` by the callers (so two processes, or two threads,
+/// writing the same file never share a temporary file).
+pub fn unique_temp_path(path: &Path) -> Result<std::path::PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let fname = path.file_name().ok_or_else(|| Error::format(path, "not a file path"))?.to_string_lossy().to_string();
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    Ok(dir.join(format!(".{fname}.tmp-{}-{n}", std::process::id())))
+}
+
+/// Writes `bytes` to `path` through a uniquely named temp file in the same directory
+/// ([`unique_temp_path`]), fsync, rename and a sync of the directory: readers see the old file or
+/// the new one, never a part, and concurrent writers never write into each other's temp file. The
+/// temp file is removed if anything fails.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let fname = path
-        .file_name()
-        .ok_or_else(|| Error::format(path, "not a file path"))?
-        .to_string_lossy()
-        .to_string();
-    let tmp = dir.join(format!(".{fname}.tmp-{}", std::process::id()));
+    let tmp = unique_temp_path(path)?;
     let res = (|| -> Result<()> {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| Error::io(&tmp, e))?;
         f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
         f.sync_all().map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;

@@ -13,6 +13,7 @@
 
 pub mod error;
 pub mod io;
+pub mod lock;
 pub mod ops;
 pub mod rng;
 pub mod tol;

@@ -16,6 +16,12 @@
 //! save puts it back. Pruning renames a checkpoint to a hidden name before deleting it, so a crash
 //! mid-delete never leaves a half-deleted `step-N`.
 //!
+//! Every checkpoint carries `checksums.json` (written last, before the rename): the size and
+//! XXH3-128 hash of every file in it. [`verify_checkpoint`] recomputes them before a checkpoint is
+//! loaded (on `--resume`, `init_from`, `score`), so a flipped bit or a truncated file is an error
+//! naming the file instead of silently different weights. Checkpoints written before the manifest
+//! existed load with a warning.
+//!
 //! Also here: [`TrainerState`] (`trainer_state.json`) and small file helpers
 //! ([`write_safetensors`], [`read_safetensors`], [`write_json_atomic`], [`read_json`]).
 
@@ -35,6 +41,8 @@ pub const CHECKPOINTS_DIR: &str = "checkpoints";
 pub const TRAINER_STATE_FILE: &str = "trainer_state.json";
 /// The optimizer state's file name inside a checkpoint.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// The checksum manifest's file name inside a checkpoint.
+pub const CHECKSUMS_FILE: &str = "checksums.json";
 
 // ---------------------------------------------------------------------------------------------
 // Trainer state
@@ -357,6 +365,7 @@ pub fn save_checkpoint(
     fs::create_dir(&tmp).map_err(io_err(&tmp))?;
     let mut guard = TmpGuard(Some(tmp.clone()));
     write_files(&tmp)?;
+    write_checksums(&tmp)?;
     sync_tree(&tmp)?;
 
     let target = dir.join(format!("step-{step}"));
@@ -381,4 +390,107 @@ pub fn save_checkpoint(
         }
     }
     Ok(target)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checksums
+
+/// One file's entry in `checksums.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSum {
+    /// Bytes.
+    pub size: u64,
+    /// XXH3-128 of the contents, 32 hex digits.
+    pub xxh3_128: String,
+}
+
+fn hash_file(path: &Path) -> Result<FileSum> {
+    use std::io::Read;
+    let mut f = fs::File::open(path).map_err(io_err(path))?;
+    let mut h = twox_hash::XxHash3_128::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.write(&buf[..n]);
+    }
+    Ok(FileSum { size, xxh3_128: format!("{:032x}", h.finish_128()) })
+}
+
+/// The files of a checkpoint directory (relative paths, sorted), without the manifest.
+fn checkpoint_files(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let abs = dir.join(&rel);
+        for entry in fs::read_dir(&abs).map_err(io_err(&abs))? {
+            let entry = entry.map_err(io_err(&abs))?;
+            let r = rel.join(entry.file_name());
+            let ty = entry.file_type().map_err(io_err(&entry.path()))?;
+            if ty.is_dir() {
+                stack.push(r);
+            } else if ty.is_file() && r != Path::new(CHECKSUMS_FILE) {
+                out.push(r.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Writes `dir/checksums.json`: size and XXH3-128 of every other file in `dir`.
+pub fn write_checksums(dir: &Path) -> Result<()> {
+    let mut sums = BTreeMap::new();
+    for rel in checkpoint_files(dir)? {
+        sums.insert(rel.clone(), hash_file(&dir.join(&rel))?);
+    }
+    write_json_atomic(&dir.join(CHECKSUMS_FILE), &sums)
+}
+
+/// Checks a checkpoint against its `checksums.json`: every listed file present with its size and
+/// hash. An error names the file that differs. Returns false (and warns) for a directory without
+/// a manifest (a Hugging Face model, or a checkpoint from before manifests).
+pub fn verify_checkpoint(dir: &Path) -> Result<bool> {
+    let manifest = dir.join(CHECKSUMS_FILE);
+    if !manifest.exists() {
+        // A Hugging Face model directory has none; a gradus checkpoint from before manifests is
+        // worth a warning.
+        if dir.join(TRAINER_STATE_FILE).exists() {
+            tracing::warn!("{}: no {CHECKSUMS_FILE}; its files cannot be verified", dir.display());
+        }
+        return Ok(false);
+    }
+    let sums: BTreeMap<String, FileSum> = read_json(&manifest)?;
+    for (rel, want) in &sums {
+        if rel.split('/').any(|c| c == ".." || c.is_empty()) {
+            return Err(Error::format(&manifest, format!("bad file name `{rel}`")));
+        }
+        let path = dir.join(rel);
+        if !path.is_file() {
+            return Err(Error::format(&path, format!("missing: the checkpoint's {CHECKSUMS_FILE} lists it")));
+        }
+        let got = hash_file(&path)?;
+        if got.size != want.size {
+            return Err(Error::format(
+                &path,
+                format!("corrupt checkpoint file: {} bytes, {CHECKSUMS_FILE} says {} (truncated or replaced?)", got.size, want.size),
+            ));
+        }
+        if got.xxh3_128 != want.xxh3_128 {
+            return Err(Error::format(
+                &path,
+                format!(
+                    "corrupt checkpoint file: its checksum (XXH3-128 {}) differs from {CHECKSUMS_FILE} ({}); \
+                     the file changed on disk after it was written",
+                    got.xxh3_128, want.xxh3_128
+                ),
+            ));
+        }
+    }
+    Ok(true)
 }

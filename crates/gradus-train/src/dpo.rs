@@ -204,6 +204,8 @@ struct DpoLearner<'a> {
     eval_every: u64,
     eps: f64,
     last_report: Option<RankingReport>,
+    /// The evaluation pairs are training pairs (`prefs.held_out = "train_subset"`).
+    eval_is_train_subset: bool,
 }
 
 fn mean(v: &[f32]) -> f64 {
@@ -386,7 +388,10 @@ impl Learner for DpoLearner<'_> {
             return Ok(Map::new());
         }
         let r = self.ranking()?;
-        let m = ranking_metrics(&r);
+        let mut m = ranking_metrics(&r);
+        if self.eval_is_train_subset {
+            m = m.into_iter().map(|(k, v)| (k.replacen("ranking/", "ranking_train_subset/", 1), v)).collect();
+        }
         self.last_report = Some(r);
         Ok(m)
     }
@@ -400,10 +405,13 @@ pub struct DpoSummary {
     pub skipped: usize,
 }
 
-pub fn run(cfg: &DpoConfig, resume: bool) -> Result<DpoSummary> {
+/// Runs the recipe (`start` as in [`crate::pretrain::run`]).
+pub fn run(cfg: &DpoConfig, start: impl Into<crate::rundir::Start>) -> Result<DpoSummary> {
     cfg.validate()?;
     let base = cfg.base();
-    let run_dir = crate::prep::start_run_with(&cfg.run_dir(), cfg)?;
+    let mut run = crate::prep::start_run_with(&cfg.run_dir(), cfg, &start.into())?;
+    let run_dir = run.path().to_path_buf();
+    let resume = run.resuming();
 
     // 1. Tokenizer, policy, pairs.
     let tok = crate::prep::tokenizer_for(&base, &[], resume)?;
@@ -418,15 +426,21 @@ pub fn run(cfg: &DpoConfig, resume: bool) -> Result<DpoSummary> {
         if cfg.objective.is_paired() {
             return Err(Error::config("prefs.unpaired", format!("unpaired data needs `kto` or `marge`, not `{}`", cfg.objective.name())));
         }
-        let eval = match &cfg.prefs.eval_source {
+        let (eval, skipped) = match &cfg.prefs.eval_source {
             Some(e) => {
-                let d = load_pairs(e, &cfg.prefs, &tok, cfg.data.seq_len, cfg.run.seed)?;
-                if e == "synthetic" { d.eval } else { d.train }
+                // The eval source is held out as a whole: nothing of it is split off.
+                let mut pe = cfg.prefs.clone();
+                pe.eval_source = None;
+                if e != "synthetic" {
+                    pe.eval_pairs = 0;
+                }
+                let d = load_pairs(e, &pe, &tok, cfg.data.seq_len, cfg.run.seed)?;
+                (if e == "synthetic" { d.eval } else { d.train }, d.skipped)
             }
-            None => Vec::new(),
+            None => (Vec::new(), Default::default()),
         };
         let singles = unpaired_singles(&cfg.data.source, &cfg.prefs, &tok, cfg.data.seq_len)?;
-        (PairData { train: Vec::new(), eval, skipped: Default::default() }, Some(singles))
+        (PairData { train: Vec::new(), eval, skipped, eval_is_train_subset: false }, Some(singles))
     } else {
         (load_pairs(&cfg.data.source, &cfg.prefs, &tok, cfg.data.seq_len, cfg.run.seed)?, None)
     };
@@ -477,16 +491,17 @@ pub fn run(cfg: &DpoConfig, resume: bool) -> Result<DpoSummary> {
         eval_every: cfg.prefs.eval_every,
         eps: cfg.prefs.agreement_eps,
         last_report: None,
+        eval_is_train_subset: data.eval_is_train_subset,
     };
     let before = if learner.eval.is_empty() { None } else { Some(learner.ranking()?) };
 
     // 3. Train.
-    let fit = fit_learner(&mut learner, &base, resume)?;
+    let fit = fit_learner(&mut learner, &base, &mut run)?;
 
     // 4. Final diagnostics, ranking.json, report.
     let after = if learner.eval.is_empty() { None } else { Some(learner.ranking()?) };
     if let Some(r) = &after {
-        let text = serde_json::to_string_pretty(&json!({"before": before, "after": r, "skipped": data.skipped})).unwrap_or_default();
+        let text = serde_json::to_string_pretty(&json!({"before": before, "after": r, "skipped": data.skipped, "eval_pairs": if data.eval_is_train_subset { "train_subset" } else { "held_out" }})).unwrap_or_default();
         gradus_tensor::io::write_atomic(&run_dir.join("ranking.json"), text.as_bytes())?;
     }
     let mut extra = vec![
@@ -494,19 +509,20 @@ pub fn run(cfg: &DpoConfig, resume: bool) -> Result<DpoSummary> {
         Section::plot("Implicit rewards", &["rewards/chosen", "rewards/rejected", "rewards/margins"]),
         Section::plot("Sequence log-probs", &["logps/chosen", "logps/rejected"]),
     ];
-    let ideal_keys: Vec<String> = BETAS.iter().map(|b| format!("ranking/idealised@{b}")).collect();
-    let mut rank_keys = vec!["ranking/accuracy".to_string(), "ranking/reference_accuracy".to_string(), "ranking/reward_accuracy".to_string()];
+    let (ns, what) = if data.eval_is_train_subset { ("ranking_train_subset", "train-subset pairs, NOT held out") } else { ("ranking", "held-out pairs") };
+    let ideal_keys: Vec<String> = BETAS.iter().map(|b| format!("{ns}/idealised@{b}")).collect();
+    let mut rank_keys = vec![format!("{ns}/accuracy"), format!("{ns}/reference_accuracy"), format!("{ns}/reward_accuracy")];
     rank_keys.extend(ideal_keys);
     let rk: Vec<&str> = rank_keys.iter().map(|s| s.as_str()).collect();
-    extra.push(Section::plot("Held-out ranking accuracy vs reward accuracy and the idealised ranking accuracy", &rk));
+    extra.push(Section::plot(&format!("Ranking accuracy ({what}) vs reward accuracy and the idealised ranking accuracy"), &rk));
     if let (Some(b), Some(a)) = (&before, &after) {
-        extra.push(Section::table("Ranking diagnostics (held-out pairs), before → after", ranking_table(b, a)));
+        extra.push(Section::table(&format!("Ranking diagnostics ({what}), before → after"), ranking_table(b, a)));
     }
     extra.push(Section::table(
         "Data",
         vec![
             ("training items".into(), n.to_string()),
-            ("held-out pairs".into(), data.eval.len().to_string()),
+            (if data.eval_is_train_subset { "evaluation pairs (train_subset: also trained on)".into() } else { "held-out pairs (disjoint from training)".into() }, data.eval.len().to_string()),
             ("skipped pairs".into(), serde_json::to_string(&data.skipped).unwrap_or_default()),
         ],
     ));

@@ -23,6 +23,8 @@ pub struct LabOptions {
     pub seed: u64,
     pub beta: f64,
     pub progress: bool,
+    /// Move earlier lab runs in `dir` aside instead of refusing to start.
+    pub overwrite: bool,
 }
 
 pub struct LabOutcome {
@@ -58,18 +60,18 @@ fn pct(x: f64) -> String {
 
 pub fn run(o: &LabOptions) -> Result<LabOutcome> {
     let t0 = std::time::Instant::now();
-    let q = QuickstartOptions { dir: o.dir.clone(), fast: o.fast, seed: o.seed, progress: o.progress };
+    let q = QuickstartOptions { dir: o.dir.clone(), fast: o.fast, seed: o.seed, progress: o.progress, overwrite: o.overwrite };
     let (mut pre, mut sft) = configs(&q);
     pre.run.name = "lab-ranking-pretrain".into();
     sft.run.name = "lab-ranking-sft".into();
     sft.model.init_from = Some(o.dir.join("lab-ranking-pretrain/checkpoints").join(format!("step-{}", pre.train.steps)));
     eprintln!("[1/3] pretraining a tiny decoder on the built-in corpus…");
-    crate::pretrain::run(&pre, false)?;
+    crate::pretrain::run(&pre, q.start())?;
     eprintln!("[2/3] SFT on the instruction task…");
-    let s = crate::sft::run(&sft, false)?;
+    let s = crate::sft::run(&sft, q.start())?;
     let ck = s.last_checkpoint.ok_or_else(|| Error::msg("SFT wrote no checkpoint"))?;
     eprintln!("[3/3] DPO on synthetic preference pairs (several noisy raters per pair)…");
-    let dpo = crate::dpo::run(&dpo_config(o, ck), false)?;
+    let dpo = crate::dpo::run(&dpo_config(o, ck), q.start())?;
 
     let rows = crate::metrics::read_metrics(&dpo.fit.run_dir.join("metrics.jsonl")).unwrap_or_default();
     let series = |k: &str| crate::metrics::series(&rows, k).into_iter().map(|(_, v)| v).collect::<Vec<f64>>();

@@ -7,7 +7,10 @@
 //! - [`clip`]: global gradient norm, clipping, scaling and accumulation of a `GradStore`;
 //! - [`checkpoint`]: atomic `checkpoints/step-N/` directories, `trainer_state.json`, file helpers;
 //! - [`metrics`]: `metrics.jsonl`, with truncation on resume;
-//! - [`report`]: a self-contained `report.html` with hand-drawn SVG plots.
+//! - [`report`]: a self-contained `report.html` with hand-drawn SVG plots;
+//! - [`rundir`]: one run per directory (refusal, `--overwrite`), the `run.lock`, what `--resume`
+//!   may change;
+//! - [`interrupt`]: SIGTERM/SIGINT finish the step, checkpoint, and stop.
 //!
 //! The run directory these write is the contract with `gradus-eval` and `gradus-dynamics`:
 //! ```text
@@ -15,9 +18,12 @@
 //! runs/<name>/metrics.jsonl
 //! runs/<name>/checkpoints/step-N/   model files, optimizer.safetensors, trainer_state.json
 //! runs/<name>/report.html
+//! runs/<name>/run.lock             while a process trains it: pid, host, start time
 //! ```
 
 pub mod checkpoint;
+pub mod interrupt;
+pub mod rundir;
 pub mod clip;
 pub mod metrics;
 pub mod optim;

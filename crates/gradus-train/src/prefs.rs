@@ -14,6 +14,18 @@ use gradus_objectives::{PairLogps, SeqLogps};
 use gradus_tensor::{Error, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
+/// Where the held-out pairs of a file source without `prefs.eval_source` come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldOut {
+    /// The first `eval_pairs` usable pairs are taken out of the training set.
+    #[default]
+    Split,
+    /// The first `eval_pairs` training pairs, left in the training set: the diagnostics are then
+    /// on training data, and their metrics and report say so (`ranking_train_subset/*`).
+    TrainSubset,
+}
+
 /// `[prefs]`: where pairs come from and what to do with bad ones.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -21,9 +33,13 @@ pub struct PrefsSection {
     /// Training pairs generated when `data.source = "synthetic"`.
     pub synthetic_pairs: usize,
     /// Held-out pairs for the ranking diagnostics: the synthetic eval split, `eval_source`, or
-    /// (for a file source without `eval_source`) the first `eval_pairs` training pairs.
+    /// (for a file source without `eval_source`) the first `eval_pairs` usable pairs of the file,
+    /// as `held_out` says.
     pub eval_pairs: usize,
     pub eval_source: Option<String>,
+    /// `split` (default): held-out pairs are taken out of the training pairs (disjoint);
+    /// `train_subset`: they stay in training, and are named so.
+    pub held_out: HeldOut,
     /// Ranking diagnostics on the held-out pairs every N steps (0: only at the end).
     pub eval_every: u64,
     /// Pairs with identical or empty completions, or longer than `data.seq_len`: `error` or `skip`
@@ -47,6 +63,7 @@ impl Default for PrefsSection {
             synthetic_pairs: 2000,
             eval_pairs: 200,
             eval_source: None,
+            held_out: HeldOut::Split,
             eval_every: 0,
             on_bad_pair: BadPairPolicy::Error,
             agreement_eps: gradus_objectives::ranking::DEFAULT_EPS,
@@ -58,41 +75,80 @@ impl Default for PrefsSection {
     }
 }
 
-/// Training and held-out pairs, tokenized, and what was skipped.
+/// Training and held-out pairs, tokenized, and what was skipped (each bad pair counted once).
 pub struct PairData {
     pub train: Vec<TokenizedPair>,
     pub eval: Vec<TokenizedPair>,
     pub skipped: SkipCounts,
+    /// The "held-out" pairs are a subset of the training pairs (`prefs.held_out = "train_subset"`).
+    pub eval_is_train_subset: bool,
 }
 
-/// Reads (or generates) and tokenizes the pairs of a preference run.
+/// Reads (or generates) and tokenizes the pairs of a preference run. Held-out pairs never overlap
+/// the training pairs unless `prefs.held_out = "train_subset"` asks for it: the synthetic eval
+/// split, `prefs.eval_source`, or the first `eval_pairs` usable pairs of the file, taken out of
+/// the training set.
 pub fn load_pairs(source: &str, p: &PrefsSection, tok: &Tokenizer, max_len: usize, seed: u64) -> Result<PairData> {
     let tpl = ChatTemplate::for_tokenizer(tok)?;
-    let (train_raw, eval_raw) = if source == "synthetic" {
-        (
-            preference_pairs(p.synthetic_pairs, seed, Split::Train, &p.synthetic),
-            preference_pairs(p.eval_pairs, seed + 1, Split::Eval, &p.synthetic),
-        )
-    } else {
-        let train = read_pairs(std::path::Path::new(source), &p.fields)?;
-        let eval = match &p.eval_source {
-            Some(e) => read_pairs(std::path::Path::new(e), &p.fields)?,
-            None => train.iter().take(p.eval_pairs).cloned().collect(),
-        };
-        (train, eval)
+    let add = |a: &mut SkipCounts, b: SkipCounts| {
+        a.identical += b.identical;
+        a.empty_completion += b.empty_completion;
+        a.too_long += b.too_long;
     };
-    if train_raw.is_empty() {
-        return Err(Error::config("data.source", format!("`{source}` holds no preference pairs")));
-    }
-    let (train, mut skipped) = tokenize_pairs(tok, &tpl, &train_raw, max_len, p.on_bad_pair)?;
-    let (eval, s2) = tokenize_pairs(tok, &tpl, &eval_raw, max_len, p.on_bad_pair)?;
-    skipped.identical += s2.identical;
-    skipped.empty_completion += s2.empty_completion;
-    skipped.too_long += s2.too_long;
+    let mut subset = false;
+    let (train, eval, skipped) = if source == "synthetic" {
+        let train_raw = preference_pairs(p.synthetic_pairs, seed, Split::Train, &p.synthetic);
+        let eval_raw = preference_pairs(p.eval_pairs, seed + 1, Split::Eval, &p.synthetic);
+        let (train, mut skipped) = tokenize_pairs(tok, &tpl, &train_raw, max_len, p.on_bad_pair)?;
+        let (eval, s2) = tokenize_pairs(tok, &tpl, &eval_raw, max_len, p.on_bad_pair)?;
+        add(&mut skipped, s2);
+        (train, eval, skipped)
+    } else {
+        let raw = read_pairs(std::path::Path::new(source), &p.fields)?;
+        if raw.is_empty() {
+            return Err(Error::config("data.source", format!("`{source}` holds no preference pairs")));
+        }
+        let (mut all, mut skipped) = tokenize_pairs(tok, &tpl, &raw, max_len, p.on_bad_pair)?;
+        match &p.eval_source {
+            Some(e) => {
+                let eval_raw = read_pairs(std::path::Path::new(e), &p.fields)?;
+                let (eval, s2) = tokenize_pairs(tok, &tpl, &eval_raw, max_len, p.on_bad_pair)?;
+                add(&mut skipped, s2);
+                (all, eval, skipped)
+            }
+            None => {
+                let k = p.eval_pairs.min(all.len());
+                match p.held_out {
+                    HeldOut::Split => {
+                        let train = all.split_off(k);
+                        if train.is_empty() && !all.is_empty() {
+                            return Err(Error::config(
+                                "prefs.eval_pairs",
+                                format!(
+                                    "`{source}` has {} usable pairs and all {k} would be held out (taken out of training): \
+                                     lower prefs.eval_pairs, or give prefs.eval_source",
+                                    all.len()
+                                ),
+                            ));
+                        }
+                        (train, all, skipped)
+                    }
+                    HeldOut::TrainSubset => {
+                        subset = k > 0;
+                        let eval = all[..k].to_vec();
+                        (all, eval, skipped)
+                    }
+                }
+            }
+        }
+    };
     if train.is_empty() {
+        if source == "synthetic" && p.synthetic_pairs == 0 {
+            return Err(Error::config("prefs.synthetic_pairs", "must be positive"));
+        }
         return Err(Error::config("data.source", "every pair was skipped (see prefs.on_bad_pair)"));
     }
-    Ok(PairData { train, eval, skipped })
+    Ok(PairData { train, eval, skipped, eval_is_train_subset: subset })
 }
 
 /// The pad id of a tokenizer (pad, else EOS, else 0).

@@ -9,23 +9,22 @@ use gradus_model::decoder::Decoder;
 use gradus_model::hf::load_decoder;
 use gradus_tensor::{Device, Error, Result};
 
-use crate::checkpoint::latest_checkpoint;
-use crate::recipe::{OverflowPolicy, RecipeConfig};
+use crate::checkpoint::{latest_checkpoint, verify_checkpoint};
+use crate::recipe::{check_context, RecipeConfig};
+use crate::rundir::{open_run, RunDir, Start};
 
 /// Special tokens of every tokenizer gradus trains: EOS/BOS share `<|endoftext|>` (GPT-2 style).
 pub const SPECIALS: [&str; 4] = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"];
 
-/// Creates the run directory and writes `config.resolved.toml`.
-pub fn start_run(cfg: &RecipeConfig) -> Result<std::path::PathBuf> {
-    start_run_with(&cfg.run_dir(), cfg)
+/// Takes the run directory (lock, ownership, resume checks: see [`crate::rundir`]). The config is
+/// written by the training loop once a resumed checkpoint has loaded.
+pub fn start_run(cfg: &RecipeConfig, start: &Start) -> Result<RunDir> {
+    start_run_with(&cfg.run_dir(), cfg, start)
 }
 
 /// [`start_run`] for any recipe config (dpo, reward, ...): `dir` and the whole resolved config.
-pub fn start_run_with<C: serde::Serialize>(dir: &Path, cfg: &C) -> Result<std::path::PathBuf> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let text = toml::to_string_pretty(cfg).map_err(|e| Error::msg(format!("serialising config: {e}")))?;
-    gradus_tensor::io::write_atomic(&dir.join("config.resolved.toml"), text.as_bytes())?;
-    Ok(dir.to_path_buf())
+pub fn start_run_with<C: serde::Serialize>(dir: &Path, cfg: &C, start: &Start) -> Result<RunDir> {
+    open_run(dir, cfg, start)
 }
 
 /// Trains a byte-level BPE on `texts` with gradus' special tokens.
@@ -62,7 +61,13 @@ pub fn tokenizer_for(cfg: &RecipeConfig, texts: &[String], resume: bool) -> Resu
 pub fn model_for(cfg: &RecipeConfig, tok: &Tokenizer) -> Result<Decoder> {
     let device = Device::Cpu;
     let model = match &cfg.model.init_from {
-        Some(dir) => load_decoder(dir, &device)?,
+        Some(dir) => {
+            verify_checkpoint(dir)?;
+            let m = load_decoder(dir, &device)?;
+            check_overrides(&cfg.model.config, &m.cfg, dir)?;
+            check_context(cfg.data.seq_len, m.cfg.max_position_embeddings, &format!("{}/config.json", dir.display()))?;
+            m
+        }
         None => {
             let mut c = cfg.model.config.clone();
             c.vocab_size = tok.vocab_size();
@@ -76,18 +81,99 @@ pub fn model_for(cfg: &RecipeConfig, tok: &Tokenizer) -> Result<Decoder> {
     Ok(model)
 }
 
-/// Packs (or pads) documents into rows of `data.seq_len`.
-pub fn rows(cfg: &RecipeConfig, seqs: &[Sequence], pad_id: u32) -> Result<Vec<Row>> {
-    let overflow = match cfg.data.overflow {
-        OverflowPolicy::Split => Overflow::Split,
-        OverflowPolicy::Truncate => Overflow::Truncate,
-        OverflowPolicy::Error => Overflow::Error,
+/// `model.config.*` settings with `model.init_from`: the architecture comes from the checkpoint,
+/// so a setting that differs from the default and from the checkpoint's value would be silently
+/// ignored; it is an error naming the setting, both values and the checkpoint instead.
+pub fn check_overrides(asked: &gradus_model::DecoderConfig, loaded: &gradus_model::DecoderConfig, dir: &Path) -> Result<()> {
+    let flat = |c: &gradus_model::DecoderConfig| {
+        toml::Value::try_from(c).map(|v| crate::rundir::flatten_config(&v)).map_err(|e| Error::msg(format!("serialising model.config: {e}")))
     };
-    if cfg.data.pack {
-        pack::pack_best_fit(seqs, cfg.data.seq_len, pad_id, overflow)
-    } else {
-        pack::pad_rows(seqs, cfg.data.seq_len, pad_id, overflow)
+    let (a, d, l) = (flat(asked)?, flat(&gradus_model::DecoderConfig::default())?, flat(loaded)?);
+    for (k, v) in &a {
+        // Token ids and the vocabulary come from the tokenizer, not from this section.
+        if k == "vocab_size" || k.ends_with("_token_id") {
+            continue;
+        }
+        if d.get(k) != Some(v) && l.get(k) != Some(v) {
+            let theirs = l.get(k).map(String::as_str).unwrap_or("(unset)");
+            return Err(Error::config(
+                format!("model.config.{k}"),
+                format!(
+                    "is {v}, but model.init_from = {} has {theirs}: with init_from the architecture is the checkpoint's \
+                     (remove the setting, or train from scratch without init_from)",
+                    dir.display()
+                ),
+            ));
+        }
     }
+    Ok(())
+}
+
+/// Packs (or pads) documents into rows of `data.seq_len` (`data.overflow` unset: `split`).
+pub fn rows(cfg: &RecipeConfig, seqs: &[Sequence], pad_id: u32) -> Result<Vec<Row>> {
+    rows_with(cfg, seqs, pad_id, cfg.data.overflow.unwrap_or(Overflow::Split))
+}
+
+/// How many documents `data.overflow = "skip"` left out, with the first few named.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OverflowReport {
+    pub skipped: usize,
+    /// `source: N tokens` of the first skipped documents (at most 20).
+    pub examples: Vec<String>,
+}
+
+/// Applies `overflow` to documents longer than `data.seq_len` before packing, naming each by
+/// `sources[i]` (e.g. `file:line`; the index when absent): `skip` warns and counts, `error` stops.
+pub fn apply_overflow(cfg: &RecipeConfig, seqs: &[Sequence], sources: &[String], overflow: Overflow) -> Result<OverflowReport> {
+    let n = cfg.data.seq_len;
+    let mut rep = OverflowReport::default();
+    for (i, s) in seqs.iter().enumerate() {
+        if s.len() <= n {
+            continue;
+        }
+        let src = sources.get(i).cloned().unwrap_or_else(|| format!("example {i}"));
+        match overflow {
+            Overflow::Error => {
+                return Err(Error::config(
+                    "data.overflow",
+                    format!("{src}: {} tokens, longer than data.seq_len = {n} (overflow = \"error\"; \"skip\", \"split\" or \"truncate\" handle it)", s.len()),
+                ))
+            }
+            Overflow::Skip => {
+                if rep.examples.len() < 20 {
+                    tracing::warn!("{src}: {} tokens, longer than data.seq_len = {n}: skipped (data.overflow = \"skip\")", s.len());
+                    rep.examples.push(format!("{src}: {} tokens", s.len()));
+                }
+                rep.skipped += 1;
+            }
+            Overflow::Split | Overflow::Truncate => {}
+        }
+    }
+    if rep.skipped > 0 {
+        eprintln!(
+            "warning: {} example(s) longer than data.seq_len = {n} skipped (data.overflow = \"skip\"), e.g. {}",
+            rep.skipped,
+            rep.examples.first().map(String::as_str).unwrap_or("")
+        );
+    }
+    Ok(rep)
+}
+
+/// [`rows`] with an explicit overflow policy. Rows without a single loss target (e.g. the
+/// prompt-only pieces of a long SFT example under `split`) are dropped, with a warning: they
+/// would train on nothing and, batched together, log a loss of 0.
+pub fn rows_with(cfg: &RecipeConfig, seqs: &[Sequence], pad_id: u32, overflow: Overflow) -> Result<Vec<Row>> {
+    let mut rows = if cfg.data.pack {
+        pack::pack_best_fit(seqs, cfg.data.seq_len, pad_id, overflow)?
+    } else {
+        pack::pad_rows(seqs, cfg.data.seq_len, pad_id, overflow)?
+    };
+    let before = rows.len();
+    rows.retain(|r| r.loss_weight.iter().any(|&w| w > 0.0));
+    if rows.len() < before {
+        eprintln!("warning: {} row(s) without any loss target dropped (all tokens masked)", before - rows.len());
+    }
+    Ok(rows)
 }
 
 /// Reads a text dataset (JSONL/Parquet, file or directory) into plain documents.

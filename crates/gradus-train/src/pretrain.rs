@@ -8,11 +8,18 @@ use gradus_tensor::{Error, Result};
 use crate::prep::{model_for, read_text_docs, rows, start_run, tokenizer_for};
 use crate::recipe::RecipeConfig;
 use gradus_data::pack::RowCursor;
+use crate::rundir::Start;
 use crate::trainer::{fit, write_run_report, FitSummary};
 
-pub fn run(cfg: &RecipeConfig, resume: bool) -> Result<FitSummary> {
+/// Runs the recipe. `start`: a new run (`false` / [`Start::New`]), `--resume` (`true` /
+/// [`Start::Resume`]) or [`Start::Overwrite`]; see [`crate::rundir`].
+pub fn run(cfg: &RecipeConfig, start: impl Into<Start>) -> Result<FitSummary> {
     cfg.validate()?;
-    start_run(cfg)?;
+    let mut cfg = cfg.clone();
+    cfg.data.overflow.get_or_insert(gradus_data::pack::Overflow::Split);
+    let cfg = &cfg;
+    let mut run = start_run(cfg, &start.into())?;
+    let resume = run.resuming();
 
     // 1. Documents.
     let docs: Vec<String> = if cfg.data.source == "synthetic" {
@@ -43,7 +50,7 @@ pub fn run(cfg: &RecipeConfig, resume: bool) -> Result<FitSummary> {
     let mut data = RowCursor::new(rows(cfg, &seqs, pad)?, cfg.train.batch_size, cfg.run.seed)?;
 
     // 4. Train, then report.
-    let summary = fit(&mut model, &tok, &mut data, cfg, resume)?;
+    let summary = fit(&mut model, &tok, &mut data, cfg, &mut run)?;
     write_run_report(&summary.run_dir, "gradus pretrain", cfg, &[])?;
     Ok(summary)
 }

@@ -30,6 +30,20 @@ pub struct QuickstartOptions {
     pub fast: bool,
     pub seed: u64,
     pub progress: bool,
+    /// Move earlier quickstart runs in `dir` aside instead of refusing to start (see
+    /// [`crate::rundir`]).
+    pub overwrite: bool,
+}
+
+impl QuickstartOptions {
+    /// How the runs start: new, or over earlier ones moved aside.
+    pub fn start(&self) -> crate::rundir::Start {
+        if self.overwrite {
+            crate::rundir::Start::Overwrite
+        } else {
+            crate::rundir::Start::New
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -145,7 +159,7 @@ pub fn run(o: &QuickstartOptions) -> Result<QuickstartOutcome> {
 
     // 1-2. Pretrain from scratch on the synthetic corpus (the tokenizer is trained inside).
     eprintln!("[1/4] pretraining a tiny decoder from scratch on the built-in corpus…");
-    let s1 = crate::pretrain::run(&pre, false)?;
+    let s1 = crate::pretrain::run(&pre, o.start())?;
     let ck = s1.last_checkpoint.clone().ok_or_else(|| Error::msg("pretraining wrote no checkpoint"))?;
 
     // 3. The task before SFT.
@@ -156,7 +170,7 @@ pub fn run(o: &QuickstartOptions) -> Result<QuickstartOutcome> {
 
     // 4. SFT.
     eprintln!("[3/4] supervised fine-tuning on the instruction task…");
-    let s2 = crate::sft::run(&sft, false)?;
+    let s2 = crate::sft::run(&sft, o.start())?;
     let ck2 = s2.last_checkpoint.clone().ok_or_else(|| Error::msg("SFT wrote no checkpoint"))?;
 
     // 5. The task after SFT, and the report.

@@ -10,6 +10,7 @@ use gradus_tensor::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::optim::AdamWConfig;
+pub use gradus_data::pack::Overflow;
 use crate::schedule::Schedule;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -21,11 +22,30 @@ pub struct RunConfig {
     pub name: String,
     /// Seeds weight init, data order and sampling.
     pub seed: u64,
+    /// Settings changed by `--resume --set ...`, in order (written by gradus into
+    /// `config.resolved.toml`; see [`crate::rundir`]). Empty for a run never changed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<crate::rundir::ConfigChange>,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
-        Self { dir: PathBuf::from("runs"), name: "run".into(), seed: 0 }
+        Self { dir: PathBuf::from("runs"), name: "run".into(), seed: 0, history: Vec::new() }
+    }
+}
+
+impl RunConfig {
+    /// Checks `name` is a plain directory name (not empty, `.`, `..`, and without path separators),
+    /// so that the run directory `<dir>/<name>` never escapes `run.dir`.
+    pub fn validate(&self) -> Result<()> {
+        let n = &self.name;
+        if n.is_empty() || n == "." || n == ".." || n.contains('/') || n.contains('\\') || n.contains('\0') {
+            return Err(Error::config(
+                "run.name",
+                format!("`{n}` must be a plain directory name (not empty, `.` or `..`, without `/` or `\\`): the run directory is <run.dir>/<run.name>"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -59,15 +79,6 @@ impl Default for TokenizerSection {
     }
 }
 
-/// What to do with a document longer than `seq_len`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OverflowPolicy {
-    Split,
-    Truncate,
-    Error,
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataSection {
@@ -79,7 +90,11 @@ pub struct DataSection {
     pub seq_len: usize,
     /// Pack several documents per row (best-fit decreasing) instead of one per row.
     pub pack: bool,
-    pub overflow: OverflowPolicy,
+    /// A document longer than `seq_len`: `skip` (counted, with a warning naming `file:line`),
+    /// `split`, `truncate` or `error`. Unset: the recipe's default (`split` for pretraining, `skip`
+    /// for SFT); the resolved value is recorded in `config.resolved.toml`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overflow: Option<Overflow>,
     /// SFT: loss only on completion / assistant tokens.
     pub completion_only: bool,
     /// Field names in the data files.
@@ -96,7 +111,7 @@ impl Default for DataSection {
             synthetic_examples: 4000,
             seq_len: 128,
             pack: true,
-            overflow: OverflowPolicy::Split,
+            overflow: None,
             completion_only: true,
             text_field: "text".into(),
             prompt_field: "prompt".into(),
@@ -189,15 +204,14 @@ impl RecipeConfig {
         if self.data.seq_len < 2 {
             return Err(Error::config("data.seq_len", "must be at least 2"));
         }
-        if self.run.name.is_empty() || self.run.name.contains('/') {
-            return Err(Error::config("run.name", "must be a non-empty name without `/`"));
-        }
+        self.run.validate()?;
         self.optimizer.validate()?;
         self.schedule.validate(t.steps)?;
         if self.model.init_from.is_none() {
             let mut c = self.model.config.clone();
             c.vocab_size = c.vocab_size.max(1);
             c.validate()?;
+            check_context(self.data.seq_len, c.max_position_embeddings, "model.config")?;
         }
         Ok(())
     }
@@ -205,4 +219,15 @@ impl RecipeConfig {
     pub fn run_dir(&self) -> PathBuf {
         self.run.dir.join(&self.run.name)
     }
+}
+
+/// `data.seq_len` must fit the model's context (`max_position_embeddings`, from `origin`).
+pub fn check_context(seq_len: usize, max_positions: usize, origin: &str) -> Result<()> {
+    if seq_len > max_positions {
+        return Err(Error::config(
+            "data.seq_len",
+            format!("{seq_len} is longer than the model's context, max_position_embeddings = {max_positions} ({origin}); lower data.seq_len"),
+        ));
+    }
+    Ok(())
 }

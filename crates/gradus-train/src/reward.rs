@@ -253,15 +253,19 @@ pub struct RewardSummary {
     pub eval: RewardEval,
 }
 
-pub fn run(cfg: &RewardConfig, resume: bool) -> Result<RewardSummary> {
+/// Runs the recipe (`start` as in [`crate::pretrain::run`]).
+pub fn run(cfg: &RewardConfig, start: impl Into<crate::rundir::Start>) -> Result<RewardSummary> {
     cfg.validate()?;
     let base = cfg.base();
-    let run_dir = crate::prep::start_run_with(&base.run_dir(), cfg)?;
+    let mut run = crate::prep::start_run_with(&base.run_dir(), cfg, &start.into())?;
+    let run_dir = run.path().to_path_buf();
+    let resume = run.resuming();
 
     // 1. Tokenizer, model with its head, pairs.
     let tok = crate::prep::tokenizer_for(&base, &[], resume)?;
     let init = crate::prefs::model_dir(&cfg.model.init_from, "train reward")?;
     let mut rm = if init.join(gradus_model::reward::HEAD_META).exists() {
+        crate::checkpoint::verify_checkpoint(&init)?;
         let rm = RewardModel::load(&init)?;
         match &cfg.head.init_label {
             Some(l) => {
@@ -287,7 +291,7 @@ pub fn run(cfg: &RewardConfig, resume: bool) -> Result<RewardSummary> {
     // 2. Train.
     let n = data.train.len();
     let mut learner = RmLearner { rm: &mut rm, tok: &tok, pairs: data.train.clone(), cursor: IndexCursor::new(n, cfg.train.batch_size, cfg.run.seed)?.with_shuffle(cfg.prefs.shuffle), pad, objective: cfg.objective.clone() };
-    let fit = fit_learner(&mut learner, &base, resume)?;
+    let fit = fit_learner(&mut learner, &base, &mut run)?;
 
     // 3. Held-out accuracy, scores, report.
     let eval = evaluate(&rm, &data.eval, pad)?;

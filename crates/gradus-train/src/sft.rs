@@ -2,13 +2,16 @@
 //! loss only on completion / assistant tokens (configurable). Reads top to bottom.
 
 use gradus_data::chat::{encode_chat, encode_prompt_completion, ChatTemplate};
-use gradus_data::dataset::{read_dataset, Example, Shape};
+use gradus_data::dataset::{read_dataset_sourced, Example, Shape};
+use gradus_data::pack::Overflow;
 use gradus_data::pack::Sequence;
 use gradus_tasks::{instructions, Split};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_tensor::{Error, Result};
 
-use crate::prep::{examples_to_texts, fields, model_for, rows, start_run, tokenizer_for};
+use crate::prep::{apply_overflow, examples_to_texts, fields, model_for, rows_with, start_run, tokenizer_for};
+use crate::report::Section;
+use crate::rundir::Start;
 use crate::recipe::RecipeConfig;
 use gradus_data::pack::RowCursor;
 use crate::trainer::{fit, write_run_report, FitSummary};
@@ -52,15 +55,24 @@ pub fn sequences(tok: &Tokenizer, examples: &[Example], completion_only: bool) -
         .collect()
 }
 
-pub fn run(cfg: &RecipeConfig, resume: bool) -> Result<FitSummary> {
+/// Runs the recipe (`start` as in [`crate::pretrain::run`]). An example longer than
+/// `data.seq_len` follows `data.overflow`, by default `skip`: left out with a warning naming its
+/// `file:line`, and counted in the report; never trained on as an all-masked row.
+pub fn run(cfg: &RecipeConfig, start: impl Into<Start>) -> Result<FitSummary> {
     cfg.validate()?;
-    start_run(cfg)?;
+    let mut cfg = cfg.clone();
+    let overflow = *cfg.data.overflow.get_or_insert(Overflow::Skip);
+    let cfg = &cfg;
+    let mut run = start_run(cfg, &start.into())?;
+    let resume = run.resuming();
 
-    // 1. Examples.
-    let examples: Vec<Example> = if cfg.data.source == "synthetic" {
-        synthetic_examples(cfg.data.synthetic_examples, cfg.run.seed, Split::Train)
+    // 1. Examples, with where each came from.
+    let (examples, sources): (Vec<Example>, Vec<String>) = if cfg.data.source == "synthetic" {
+        let ex = synthetic_examples(cfg.data.synthetic_examples, cfg.run.seed, Split::Train);
+        let src = (0..ex.len()).map(|i| format!("synthetic example {i}")).collect();
+        (ex, src)
     } else {
-        read_dataset(std::path::Path::new(&cfg.data.source), Shape::Auto, &fields(cfg))?
+        read_dataset_sourced(std::path::Path::new(&cfg.data.source), Shape::Auto, &fields(cfg))?.into_iter().unzip()
     };
     if examples.is_empty() {
         return Err(Error::config("data.source", format!("`{}` holds no examples", cfg.data.source)));
@@ -73,11 +85,18 @@ pub fn run(cfg: &RecipeConfig, resume: bool) -> Result<FitSummary> {
 
     // 3. Sequences with loss masks → packed rows.
     let seqs = sequences(&tok, &examples, cfg.data.completion_only)?;
+    let skipped = apply_overflow(cfg, &seqs, &sources, overflow)?;
+    if skipped.skipped == seqs.len() {
+        return Err(Error::config("data.seq_len", format!("every example is longer than {} tokens (data.overflow = \"skip\")", cfg.data.seq_len)));
+    }
     let pad = tok.pad_id().or(tok.eos_id()).unwrap_or(0);
-    let mut data = RowCursor::new(rows(cfg, &seqs, pad)?, cfg.train.batch_size, cfg.run.seed)?;
+    let mut data = RowCursor::new(rows_with(cfg, &seqs, pad, overflow)?, cfg.train.batch_size, cfg.run.seed)?;
 
     // 4. Train, then report.
-    let summary = fit(&mut model, &tok, &mut data, cfg, resume)?;
-    write_run_report(&summary.run_dir, "gradus sft", cfg, &[])?;
+    let summary = fit(&mut model, &tok, &mut data, cfg, &mut run)?;
+    let mut data_rows = vec![("examples".to_string(), examples.len().to_string())];
+    data_rows.push(("skipped: longer than data.seq_len".to_string(), skipped.skipped.to_string()));
+    data_rows.extend(skipped.examples.iter().map(|e| ("  skipped".to_string(), e.clone())));
+    write_run_report(&summary.run_dir, "gradus sft", cfg, &[Section::table("Data", data_rows)])?;
     Ok(summary)
 }

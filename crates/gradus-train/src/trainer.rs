@@ -18,6 +18,8 @@ use gradus_tensor::{Error, Result, Tensor, Var};
 use serde_json::{json, Map, Value};
 
 use crate::checkpoint::{latest_checkpoint, save_checkpoint, TrainerState};
+use crate::interrupt;
+use crate::rundir::RunDir;
 use crate::clip::{accumulate_grads, clip_grad_norm, global_grad_norm};
 use crate::metrics::MetricsSink;
 use crate::optim::AdamW;
@@ -50,7 +52,12 @@ impl BatchSource for RowCursor {
 #[derive(Clone, Debug)]
 pub struct FitSummary {
     pub run_dir: PathBuf,
+    /// The run's step count at the end of this invocation.
     pub steps: u64,
+    /// The step this invocation started at (the resumed checkpoint's, else 0).
+    pub start_step: u64,
+    /// A resume found the run already at `train.steps`: nothing was trained.
+    pub already_complete: bool,
     pub first_loss: Option<f64>,
     pub last_loss: Option<f64>,
     pub tokens_seen: u64,
@@ -126,15 +133,31 @@ pub trait Learner {
     }
 }
 
-/// Sets `params` from tensors of the same names (a checkpoint's), naming the first missing one.
+/// Sets `params` from tensors of the same names (a checkpoint's), naming the first missing tensor
+/// or the first whose shape differs (with both shapes and the file), before changing any.
 pub fn set_params(params: &[(String, Var)], saved: &[(String, Tensor)], origin: &Path) -> Result<()> {
     let map: std::collections::HashMap<&str, &Tensor> = saved.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut pairs = Vec::with_capacity(params.len());
     for (n, v) in params {
         let t = map.get(n.as_str()).ok_or_else(|| Error::MissingTensor {
             path: origin.to_path_buf(),
             name: n.clone(),
-            hint: " (checkpoint written by a different recipe?)".into(),
+            hint: " (checkpoint written by a different recipe or model?)".into(),
         })?;
+        if t.dims() != v.dims() {
+            return Err(Error::TensorShape {
+                name: n.clone(),
+                expected: v.dims().to_vec(),
+                found: t.dims().to_vec(),
+                context: format!(
+                    " in {} (the model now configured differs from the checkpoint's: check model.config)",
+                    origin.display()
+                ),
+            });
+        }
+        pairs.push((v, *t));
+    }
+    for (v, t) in pairs {
         v.set(t)?;
     }
     Ok(())
@@ -170,13 +193,9 @@ impl Learner for LmLearner<'_> {
     }
     fn load(&mut self, dir: &Path) -> Result<()> {
         let saved = load_decoder(dir, self.model.device())?;
-        for ((n, v), (n2, s)) in self.model.named_params().iter().zip(saved.named_params()) {
-            if *n != n2 {
-                return Err(Error::msg(format!("{}: parameter order differs ({n} vs {n2})", dir.display())));
-            }
-            v.set(s.as_tensor())?;
-        }
-        Ok(())
+        let tensors: Vec<(String, Tensor)> =
+            saved.named_params().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+        set_params(&self.model.named_params(), &tensors, &dir.join("model.safetensors"))
     }
     fn cursor(&self) -> Value {
         self.data.cursor()
@@ -199,33 +218,66 @@ pub fn fit(
     tok: &Tokenizer,
     data: &mut dyn BatchSource,
     cfg: &RecipeConfig,
-    resume: bool,
+    run: &mut RunDir,
 ) -> Result<FitSummary> {
     // Checkpoints keep f32 master weights so a resumed run continues bit-exactly.
     model.cfg.dtype = WeightDtype::F32;
     let mut learner = LmLearner { model, tok, data, weight_norms_every: cfg.train.weight_norms_every };
-    fit_learner(&mut learner, cfg, resume)
+    fit_learner(&mut learner, cfg, run)
+}
+
+/// Writes a checkpoint of the learner, optimizer and trainer state at `state.step`.
+fn save_state<L: Learner>(learner: &L, opt: &AdamW, state: &TrainerState, run_dir: &Path, keep_last: usize) -> Result<PathBuf> {
+    let mut st = state.clone();
+    st.data_cursor = learner.cursor();
+    save_checkpoint(
+        run_dir,
+        st.step,
+        |dir| {
+            learner.save(dir)?;
+            opt.save_state_file(&dir.join("optimizer.safetensors"))?;
+            st.save(dir)
+        },
+        keep_last,
+    )
 }
 
 /// The shared loop: micro-batches → normalised loss → accumulated gradients → clip → AdamW → log →
-/// atomic checkpoint, with exact resume.
-pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, resume: bool) -> Result<FitSummary> {
-    let run_dir = cfg.run_dir();
-    std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+/// atomic checkpoint, with exact resume. `run` (from [`crate::rundir::open_run`]) holds the run
+/// directory's lock; its `config.resolved.toml` is written once a resumed checkpoint has loaded,
+/// so a resume that fails leaves the run as it was. A SIGTERM/SIGINT ([`crate::interrupt`]) ends
+/// the loop after the current step with a checkpoint and an error saying how to resume.
+pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, run: &mut RunDir) -> Result<FitSummary> {
+    let run_dir = run.path().to_path_buf();
     let t = &cfg.train;
     let params = learner.params();
     let mut opt = AdamW::new(params.clone(), cfg.optimizer)?;
     let mut state = TrainerState::new(0, 0, gradus_tensor::rng::Rng::new(cfg.run.seed).state());
 
-    // 1. Resume: weights, optimiser, data cursor, metrics position.
-    if resume {
-        if let Some(ck) = latest_checkpoint(&run_dir)? {
-            learner.load(&ck)?;
-            opt.load_state_file(&ck.join("optimizer.safetensors"))?;
-            state = TrainerState::load(&ck)?;
-            learner.restore_cursor(&state.data_cursor)?;
-            tracing::info!("resumed from {} at step {}", ck.display(), state.step);
-        }
+    // 1. Resume: weights, optimiser, data cursor, metrics position. Nothing is written before
+    //    the checkpoint has loaded (errors name the tensor and the file).
+    if run.resuming() {
+        let ck = latest_checkpoint(&run_dir)?.ok_or_else(|| Error::format(&run_dir, "the checkpoint to resume from disappeared"))?;
+        learner.load(&ck)?;
+        opt.load_state_file(&ck.join("optimizer.safetensors"))?;
+        state = TrainerState::load(&ck)?;
+        learner.restore_cursor(&state.data_cursor)?;
+        tracing::info!("resumed from {} at step {}", ck.display(), state.step);
+    }
+    let start_step = state.step;
+    run.write_config()?;
+    if run.resuming() && state.step >= t.steps {
+        return Ok(FitSummary {
+            run_dir,
+            steps: state.step,
+            start_step,
+            already_complete: true,
+            first_loss: None,
+            last_loss: None,
+            tokens_seen: state.tokens_seen,
+            seconds: 0.0,
+            last_checkpoint: latest_checkpoint(run.path())?,
+        });
     }
     let mut metrics = MetricsSink::open_path(&run_dir.join("metrics.jsonl"), Some(state.step))?;
     let bar = if t.progress {
@@ -304,27 +356,22 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, resume: bool
         bar.set_message(format!("loss {loss:.4}"));
 
         let save_now = state.step == stop_at || (t.save_every > 0 && state.step % t.save_every == 0);
-        if save_now {
-            state.data_cursor = learner.cursor();
-            let st = state.clone();
-            let l: &L = learner;
-            let o = &opt;
-            last_ck = Some(save_checkpoint(
-                &run_dir,
-                state.step,
-                |dir| {
-                    l.save(dir)?;
-                    o.save_state_file(&dir.join("optimizer.safetensors"))?;
-                    st.save(dir)
-                },
-                t.keep_last,
-            )?);
+        let stop = interrupt::requested();
+        if save_now || stop {
+            last_ck = Some(save_state(learner, &opt, &state, &run_dir, t.keep_last)?);
+        }
+        if stop {
+            bar.finish_and_clear();
+            let ck = last_ck.unwrap_or_default();
+            return Err(interrupt::interrupted_error(state.step, &ck));
         }
     }
     bar.finish_and_clear();
     Ok(FitSummary {
         run_dir,
         steps: state.step,
+        start_step,
+        already_complete: false,
         first_loss,
         last_loss,
         tokens_seen: state.tokens_seen,

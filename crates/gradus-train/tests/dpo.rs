@@ -118,17 +118,24 @@ fn bad_pairs_error_or_skip() {
     let data = d.path().join("pairs.jsonl");
     std::fs::write(
         &data,
-        "{\"prompt\": \"Question: 1+1?\\nAnswer: \", \"chosen\": \"2\", \"rejected\": \"3\"}\n{\"prompt\": \"Q\", \"chosen\": \"same\", \"rejected\": \"same\"}\n",
+        "{\"prompt\": \"Question: 1+1?\\nAnswer: \", \"chosen\": \"2\", \"rejected\": \"3\"}\n{\"prompt\": \"Q\", \"chosen\": \"same\", \"rejected\": \"same\"}\n\
+         {\"prompt\": \"Question: 2+2?\\nAnswer: \", \"chosen\": \"4\", \"rejected\": \"5\"}\n{\"prompt\": \"Question: 3+3?\\nAnswer: \", \"chosen\": \"6\", \"rejected\": \"7\"}\n",
     )
     .unwrap();
     let mut c = cfg(d.path(), &init, "bad");
     c.data.source = data.display().to_string();
     c.train.steps = 1;
+    c.prefs.eval_pairs = 1;
     let e = run(&c, false).err().unwrap().to_string();
     assert!(e.contains("pair 1") && e.contains("identical"), "{e}");
+    // The hint names the key that exists (issue 10: it said `data.on_bad_pair`).
+    assert!(e.contains("prefs.on_bad_pair"), "{e}");
     c.prefs.on_bad_pair = BadPairPolicy::Skip;
     let s = run(&c, false).unwrap();
-    assert_eq!(s.skipped, 2, "the bad pair is skipped in both the train set and the held-out copy");
+    // One bad pair in the file → counted once (it was counted twice when the held-out pairs were
+    // a copy of the first training pairs); 3 usable pairs: 1 held out, 2 trained on.
+    assert_eq!(s.skipped, 1);
+    assert_eq!(s.after.as_ref().unwrap().pairs, 1);
 }
 
 #[test]
@@ -202,4 +209,42 @@ fn kto_trains_on_unpaired_rows() {
     assert!((loss[0] - 0.5).abs() < 1e-5, "{loss:?}");
     assert_eq!(loss.len(), 4);
     assert_eq!(out.after.unwrap().pairs, 8, "held-out pairs from eval_source");
+}
+
+/// Issue 10: the "held-out" pairs of a file source were the first training pairs. Now they are
+/// taken out of the training set; `prefs.held_out = "train_subset"` keeps them in and says so.
+#[test]
+fn held_out_pairs_are_disjoint_from_training_pairs_unless_asked() {
+    let d = tempfile::tempdir().unwrap();
+    let init = init_model(d.path(), true);
+    let tok = gradus_data::tokenizer::Tokenizer::from_dir(&init).unwrap();
+    let data = d.path().join("pairs.jsonl");
+    let rows: String = (0..10)
+        .map(|i| format!("{}\n", serde_json::json!({"prompt": format!("Question: {i}+1?\nAnswer: "), "chosen": format!("{}", i + 1), "rejected": format!("{}", i + 2)})))
+        .collect();
+    std::fs::write(&data, rows).unwrap();
+    let src = data.display().to_string();
+    let mut p = gradus_train::prefs::PrefsSection { eval_pairs: 3, ..Default::default() };
+    let split = gradus_train::prefs::load_pairs(&src, &p, &tok, 256, 0).unwrap();
+    assert_eq!((split.train.len(), split.eval.len()), (7, 3));
+    assert!(!split.eval_is_train_subset);
+    for e in &split.eval {
+        assert!(split.train.iter().all(|t| t.prompt != e.prompt), "a held-out pair is also a training pair");
+    }
+    p.held_out = gradus_train::prefs::HeldOut::TrainSubset;
+    let sub = gradus_train::prefs::load_pairs(&src, &p, &tok, 256, 0).unwrap();
+    assert_eq!((sub.train.len(), sub.eval.len()), (10, 3));
+    assert!(sub.eval_is_train_subset);
+
+    // A run with train_subset names its diagnostics so, never `ranking/*`.
+    let mut c = cfg(d.path(), &init, "subset");
+    c.data.source = src;
+    c.prefs.eval_pairs = 3;
+    c.prefs.eval_every = 2;
+    c.prefs.held_out = gradus_train::prefs::HeldOut::TrainSubset;
+    c.train.steps = 2;
+    c.train.batch_size = 4;
+    let s = run(&c, false).unwrap();
+    assert_eq!(col(&s.fit.run_dir, "ranking_train_subset/accuracy").len(), 1);
+    assert!(col(&s.fit.run_dir, "ranking/accuracy").is_empty());
 }

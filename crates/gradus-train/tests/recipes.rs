@@ -198,7 +198,7 @@ fn bad_config_values_name_the_field() {
 #[test]
 fn quickstart_fast_runs_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let o = gradus_train::quickstart::QuickstartOptions { dir: dir.path().to_path_buf(), fast: true, seed: 0, progress: false };
+    let o = gradus_train::quickstart::QuickstartOptions { dir: dir.path().to_path_buf(), fast: true, seed: 0, progress: false, overwrite: false };
     let out = gradus_train::quickstart::run(&o).unwrap();
     assert!(out.report.exists());
     let html = std::fs::read_to_string(&out.report).unwrap();
