@@ -6,13 +6,15 @@
 //! - [`schedule`]: learning-rate schedules with warmup (Hugging Face semantics);
 //! - [`clip`]: global gradient norm, clipping, scaling and accumulation of a `GradStore`;
 //! - [`checkpoint`]: atomic `checkpoints/step-N/` directories, `trainer_state.json`, file helpers;
-//! - [`metrics`]: `metrics.jsonl`, with truncation on resume;
+//! - [`metrics`]: `metrics.jsonl`, with truncation on resume, mirrored to TensorBoard event files;
+//! - [`tensorboard`]: TensorBoard event files (TFRecord framing, the few protobuf fields) written by hand;
 //! - [`report`]: a self-contained `report.html` with hand-drawn SVG plots.
 //!
 //! The run directory these write is the contract with `gradus-eval` and `gradus-dynamics`:
 //! ```text
 //! runs/<name>/config.resolved.toml
 //! runs/<name>/metrics.jsonl
+//! runs/<name>/events.out.tfevents.<time>.<host>
 //! runs/<name>/checkpoints/step-N/   model files, optimizer.safetensors, trainer_state.json
 //! runs/<name>/report.html
 //! ```
@@ -21,16 +23,18 @@ pub mod checkpoint;
 pub mod clip;
 pub mod metrics;
 pub mod optim;
+pub mod progress;
 pub mod report;
 pub mod schedule;
+pub mod tensorboard;
 
+pub mod dpo;
+pub mod lab_ranking;
+pub mod prefs;
 pub mod prep;
 pub mod pretrain;
+pub mod quickstart;
 pub mod recipe;
+pub mod reward;
 pub mod sft;
 pub mod trainer;
-pub mod quickstart;
-pub mod prefs;
-pub mod dpo;
-pub mod reward;
-pub mod lab_ranking;

@@ -4,23 +4,35 @@
 use gradus_data::chat::{encode_chat, encode_prompt_completion, ChatTemplate};
 use gradus_data::dataset::{read_dataset, Example, Shape};
 use gradus_data::pack::Sequence;
-use gradus_data::synthetic::{instructions, Split};
+use gradus_data::synthetic::{instructions_with, Split, TaskConfig};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_tensor::{Error, Result};
 
-use crate::prep::{examples_to_texts, fields, model_for, rows, start_run, tokenizer_for};
+use crate::prep::{
+    examples_to_texts, fields, model_for, rows, split_validation, start_run, tokenizer_for, validation_batches,
+};
 use crate::recipe::RecipeConfig;
 use gradus_data::pack::RowCursor;
-use crate::trainer::{fit, write_run_report, FitSummary};
+use crate::trainer::{fit_validated, write_run_report, FitSummary};
 
 /// The prompt format used for the built-in instruction task (also by quickstart's evaluation).
 pub fn synthetic_prompt(question: &str) -> String {
     gradus_data::synthetic::task_prompt(question)
 }
 
-/// The built-in instruction task as prompt/completion examples.
+/// The built-in instruction task (its default settings) as prompt/completion examples.
 pub fn synthetic_examples(n: usize, seed: u64, split: Split) -> Vec<Example> {
-    instructions(n, seed, split)
+    synthetic_task_examples(n, seed, split, &TaskConfig::default())
+}
+
+/// The built-in instruction task `task` as prompt/completion examples.
+pub fn synthetic_task_examples(
+    n: usize,
+    seed: u64,
+    split: Split,
+    task: &TaskConfig,
+) -> Vec<Example> {
+    instructions_with(n, seed, split, task)
         .into_iter()
         .map(|i| Example::PromptCompletion { prompt: synthetic_prompt(&i.prompt), completion: i.answer })
         .collect()
@@ -58,7 +70,12 @@ pub fn run(cfg: &RecipeConfig, resume: bool) -> Result<FitSummary> {
 
     // 1. Examples.
     let examples: Vec<Example> = if cfg.data.source == "synthetic" {
-        synthetic_examples(cfg.data.synthetic_examples, cfg.run.seed, Split::Train)
+        synthetic_task_examples(
+            cfg.data.synthetic_examples,
+            cfg.run.seed,
+            Split::Train,
+            &cfg.data.task,
+        )
     } else {
         read_dataset(std::path::Path::new(&cfg.data.source), Shape::Auto, &fields(cfg))?
     };
@@ -74,10 +91,12 @@ pub fn run(cfg: &RecipeConfig, resume: bool) -> Result<FitSummary> {
     // 3. Sequences with loss masks → packed rows.
     let seqs = sequences(&tok, &examples, cfg.data.completion_only)?;
     let pad = tok.pad_id().or(tok.eos_id()).unwrap_or(0);
+    let (seqs, val) = split_validation(seqs, cfg.data.val_fraction, cfg.run.seed);
+    let val = validation_batches(cfg, &val, pad)?;
     let mut data = RowCursor::new(rows(cfg, &seqs, pad)?, cfg.train.batch_size, cfg.run.seed)?;
 
     // 4. Train, then report.
-    let summary = fit(&mut model, &tok, &mut data, cfg, resume)?;
+    let summary = fit_validated(&mut model, &tok, &mut data, &val, cfg, resume)?;
     write_run_report(&summary.run_dir, "gradus sft", cfg, &[])?;
     Ok(summary)
 }
