@@ -17,9 +17,9 @@
 
 use std::path::PathBuf;
 
-use gradus_data::synthetic::{
-    instructions_with, is_correct, ArithConfig, ArithOp, CorpusStyle, Instruction, Mix,
-    ProgramConfig, Split, TaskConfig, TaskMix,
+use gradus_tasks::{
+    instructions_with, is_correct, ArithConfig, ArithOp, CorpusStyle, Instruction, Mix, ProgramConfig, Split, TaskConfig,
+    TaskMix,
 };
 use gradus_data::tokenizer::Tokenizer;
 use gradus_model::decoder::Decoder;
@@ -197,7 +197,7 @@ fn breakdown_lines(b: &[KindAccuracy]) -> Vec<(String, String)> {
 /// The instruction task quickstart teaches and measures: arithmetic on numbers up to two digits
 /// (products by one digit), straight-line programs of two statements on one-digit literals, and
 /// questions about the invented world's facts, in equal parts. Held-out problems are never seen in
-/// pretraining or SFT (the split is by a hash of the prompt, see `gradus_data::synthetic::instruct`).
+/// pretraining or SFT (the split is by a hash of the prompt, see `gradus_tasks::instruct`).
 pub fn task() -> TaskConfig {
     TaskConfig {
         mix: TaskMix {

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use gradus_data::synthetic::{CorpusConfig, CorpusStyle, TaskConfig};
+use gradus_tasks::{CorpusConfig, CorpusStyle, TaskConfig};
 use gradus_model::DecoderConfig;
 use gradus_tensor::{Error, Result};
 use serde::{Deserialize, Serialize};

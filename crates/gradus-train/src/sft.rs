@@ -4,7 +4,7 @@
 use gradus_data::chat::{encode_chat, encode_prompt_completion, ChatTemplate};
 use gradus_data::dataset::{read_dataset, Example, Shape};
 use gradus_data::pack::Sequence;
-use gradus_data::synthetic::{instructions_with, Split, TaskConfig};
+use gradus_tasks::{instructions_with, Split, TaskConfig};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_tensor::{Error, Result};
 
@@ -17,7 +17,7 @@ use crate::trainer::{fit_validated, write_run_report, FitSummary};
 
 /// The prompt format used for the built-in instruction task (also by quickstart's evaluation).
 pub fn synthetic_prompt(question: &str) -> String {
-    gradus_data::synthetic::task_prompt(question)
+    gradus_tasks::task_prompt(question)
 }
 
 /// The built-in instruction task (its default settings) as prompt/completion examples.

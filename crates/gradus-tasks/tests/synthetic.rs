@@ -2,9 +2,9 @@
 
 use std::collections::HashSet;
 
-use gradus_data::synthetic::lang::{self, BinOp, ErrorKind, Expr, Limits, Pos};
-use gradus_data::synthetic::text::{self, Relation};
-use gradus_data::synthetic::*;
+use gradus_tasks::lang::{self, BinOp, ErrorKind, Expr, Limits, Pos};
+use gradus_tasks::text::{self, Relation};
+use gradus_tasks::*;
 use gradus_tensor::rng::Rng;
 use proptest::prelude::*;
 
@@ -696,13 +696,13 @@ proptest! {
 
 #[test]
 fn task_config_default_is_the_default_task_and_the_mix_is_obeyed() {
-    use gradus_data::synthetic::{instructions_with, TaskConfig, TaskKind, TaskMix};
+    use gradus_tasks::{instructions_with, TaskConfig, TaskKind, TaskMix};
     let d = TaskConfig::default();
     assert_eq!(instructions_with(300, 3, Split::Train, &d), instructions(300, 3, Split::Train));
     // Only arithmetic, one-digit operands: every answer is at most 9*9 = 81 and at least 0.
     let only_arith = TaskConfig {
         mix: TaskMix { arith: 1.0, program: 0.0, fact: 0.0 },
-        arith: gradus_data::synthetic::ArithConfig { max_digits: 1, ..Default::default() },
+        arith: gradus_tasks::ArithConfig { max_digits: 1, ..Default::default() },
         ..TaskConfig::default()
     };
     let items = instructions_with(200, 3, Split::Eval, &only_arith);
@@ -711,7 +711,7 @@ fn task_config_default_is_the_default_task_and_the_mix_is_obeyed() {
         assert_eq!(it.kind, TaskKind::Arith);
         let v: i64 = it.answer.parse().unwrap();
         assert!((0..=81).contains(&v), "{it:?}");
-        assert_eq!(gradus_data::synthetic::split_of(&it.prompt), Split::Eval);
+        assert_eq!(gradus_tasks::split_of(&it.prompt), Split::Eval);
     }
     let bad = TaskConfig { mix: TaskMix { arith: 0.0, program: 0.0, fact: 0.0 }, ..TaskConfig::default() };
     assert!(bad.validate().unwrap_err().to_string().contains("task.mix"));
@@ -719,7 +719,7 @@ fn task_config_default_is_the_default_task_and_the_mix_is_obeyed() {
 
 #[test]
 fn fact_share_controls_the_facts_in_text_documents() {
-    use gradus_data::synthetic::{Mix, World};
+    use gradus_tasks::{Mix, World};
     let world = World::get();
     let mentions_a_country = |d: &str| world.countries.iter().any(|c| d.contains(&c.name));
     let text_only = |fact_share: f64| {
