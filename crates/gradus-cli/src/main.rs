@@ -226,7 +226,11 @@ fn run(cli: Cli) -> Result<()> {
             graceful()?;
             let out = gradus_train::quickstart::run(&gradus_train::quickstart::QuickstartOptions {
                 dir: a.dir,
-                fast: a.fast,
+                size: if a.fast {
+                    gradus_train::quickstart::QuickstartSize::Smoke
+                } else {
+                    gradus_train::quickstart::QuickstartSize::Full
+                },
                 seed: a.seed,
                 progress: true,
                 overwrite: a.overwrite,

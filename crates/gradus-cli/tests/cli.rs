@@ -262,3 +262,76 @@ fn generate_sampling_with_different_seeds_runs() {
     let s1b = generate(ck, &["--temperature", "1", "--seed", "1"]);
     assert_eq!(s1["generations"], s1b["generations"]);
 }
+
+// ---------------------------------------------------------------- progress in logs
+
+/// With stdout a pipe (as in a Slurm log), training prints plain progress lines: with
+/// `progress_every_s = 0` one per step, each with step, loss, tokens/s and ETA; also validation
+/// loss and a TensorBoard event file land in the run directory.
+#[test]
+fn non_tty_training_prints_progress_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("docs.jsonl");
+    let rows: String = (0..40)
+        .map(|i| {
+            format!(
+                "{{\"text\": \"{} the cat sat on the mat {i}\"}}\n",
+                TEXTS[i % 6]
+            )
+        })
+        .collect();
+    std::fs::write(&data, rows).unwrap();
+    let sets = [
+        format!("data.source={}", arg(&data)),
+        "run.dir=runs".into(),
+        "run.name=logs".into(),
+        "train.steps=3".into(),
+        "train.batch_size=2".into(),
+        "train.progress_every_s=0".into(),
+        "train.eval_every=2".into(),
+        "data.seq_len=16".into(),
+        "tokenizer.train_vocab_size=300".into(),
+        "model.config.hidden_size=16".into(),
+        "model.config.intermediate_size=32".into(),
+        "model.config.num_hidden_layers=1".into(),
+        "model.config.num_attention_heads=2".into(),
+        "model.config.num_key_value_heads=1".into(),
+    ];
+    let mut args = vec!["train", "pretrain"];
+    for s in &sets {
+        args.extend(["--set", s.as_str()]);
+    }
+    let out = succeeds(&gradus(&args, dir.path()));
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("step ")).collect();
+    assert_eq!(lines.len(), 3, "one line per step expected:\n{out}");
+    for (i, l) in lines.iter().enumerate() {
+        assert!(l.starts_with(&format!("step {}/3 ", i + 1)), "{l}");
+        for part in ["loss ", "tokens/s ", "elapsed ", "ETA "] {
+            assert!(l.contains(part), "{l} lacks {part:?}");
+        }
+    }
+    assert!(lines[2].contains("ETA 0:00"), "{}", lines[2]);
+    let run = dir.path().join("runs/logs");
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let val_steps: Vec<u64> = metrics
+        .lines()
+        .map(|l| json(l))
+        .filter(|r| r.get("val/loss").is_some_and(Value::is_number))
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        val_steps,
+        vec![2, 3],
+        "val/loss every 2 steps and at the last:\n{metrics}"
+    );
+    let events: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents.")
+        })
+        .collect();
+    assert_eq!(events.len(), 1, "one TensorBoard event file expected");
+}

@@ -3,7 +3,8 @@
 //! - [`Tokenizer::from_file`] / [`Tokenizer::from_dir`] load any HF `tokenizer.json`; `from_dir` also reads
 //!   `tokenizer_config.json` (bos/eos/pad tokens, `chat_template`), a `chat_template.jinja` file, and
 //!   `config.json` ids as a fallback.
-//! - [`Tokenizer::train_bpe`] trains a GPT-2 style byte-level BPE (ByteLevel pre-tokenizer and decoder,
+//! - [`Tokenizer::train_bpe`] / [`Tokenizer::train_bpe_with`] train a GPT-2 style byte-level BPE (ByteLevel
+//!   pre-tokenizer and decoder, optionally each digit its own token as in Llama;
 //!   no prefix space). The trainer is our own rather than `tokenizers`' `BpeTrainer`, whose tie-breaking
 //!   between equally frequent pairs depends on hash-map iteration order; ours breaks ties by the
 //!   smallest pair of ids, so the same corpus always gives a byte-identical `tokenizer.json`.
@@ -25,6 +26,14 @@ const EOS_NAMES: &[&str] = &["<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>"
 const BOS_NAMES: &[&str] = &["<s>", "<bos>", "<|begin_of_text|>", "<|startoftext|>"];
 /// Token names tried, in order, when no config says which token pads.
 const PAD_NAMES: &[&str] = &["<|pad|>", "<pad>", "[PAD]", "<|padding|>"];
+
+/// Options of [`Tokenizer::train_bpe_with`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BpeOptions {
+    /// Split every digit into its own pre-token (Llama style): numbers are spelled digit by digit,
+    /// which small models need to learn arithmetic.
+    pub split_digits: bool,
+}
 
 /// A text tokenizer: a Hugging Face tokenizer plus the special tokens and chat template a model uses.
 #[derive(Clone)]
@@ -363,17 +372,44 @@ impl Tokenizer {
 
     // ---------------------------------------------------------------- training
 
-    /// Train a byte-level BPE tokenizer (GPT-2 style, no prefix space) on `texts`.
-    ///
-    /// `vocab_size` counts everything: `special_tokens` (ids `0..S` in the given order), the 256 byte
-    /// symbols, and the merges; training stops early when no pair occurs at least `min_frequency` times.
-    /// Special tokens written inside the corpus are cut out and not learned from. Same corpus and
-    /// arguments give an identical tokenizer.
+    /// Train a byte-level BPE tokenizer (GPT-2 style, no prefix space) on `texts`, digits merged
+    /// like any other bytes. Same as [`Tokenizer::train_bpe_with`] with [`BpeOptions::default`].
     pub fn train_bpe<I, S>(
         texts: I,
         vocab_size: usize,
         special_tokens: &[&str],
         min_frequency: u64,
+    ) -> Result<Tokenizer>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str> + Sync,
+    {
+        Self::train_bpe_with(
+            texts,
+            vocab_size,
+            special_tokens,
+            min_frequency,
+            BpeOptions::default(),
+        )
+    }
+
+    /// Train a byte-level BPE tokenizer (GPT-2 style, no prefix space) on `texts`.
+    ///
+    /// With `opts.split_digits` every digit is its own pre-token (as in Llama's tokenizers), so no
+    /// merge ever joins two digits and `"123"` encodes as `"1" "2" "3"`: the pre-tokenizer written to
+    /// `tokenizer.json` is `Sequence[Digits(individual_digits), ByteLevel]`, which Hugging Face
+    /// `tokenizers` applies identically, and the trainer counts words with that same pre-tokenizer.
+    ///
+    /// `vocab_size` counts everything: `special_tokens` (ids `0..S` in the given order), the 256 byte
+    /// symbols, and the merges; training stops early when no pair occurs at least `min_frequency` times.
+    /// Special tokens written inside the corpus are cut out and not learned from. Same corpus and
+    /// arguments give an identical tokenizer.
+    pub fn train_bpe_with<I, S>(
+        texts: I,
+        vocab_size: usize,
+        special_tokens: &[&str],
+        min_frequency: u64,
+        opts: BpeOptions,
     ) -> Result<Tokenizer>
     where
         I: IntoIterator<Item = S>,
@@ -399,7 +435,21 @@ impl Tokenizer {
             }
         }
 
-        let words = count_words(texts, special_tokens)?;
+        let byte_level =
+            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true});
+        let pre_tokenizer = if opts.split_digits {
+            json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Digits", "individual_digits": true},
+                byte_level
+            ]})
+        } else {
+            byte_level.clone()
+        };
+        let pre: tokenizers::pre_tokenizers::PreTokenizerWrapper =
+            serde_json::from_value(pre_tokenizer.clone()).map_err(|e| {
+                Error::msg(format!("train_bpe: bad pre-tokenizer {pre_tokenizer}: {e}"))
+            })?;
+        let words = count_words(texts, special_tokens, &pre)?;
         let (tokens, merges) = learn_merges(&words, vocab_size - special_tokens.len(), min_frequency.max(1));
 
         // Assemble tokenizer.json by hand: explicit and stable across `tokenizers` versions.
@@ -429,15 +479,13 @@ impl Tokenizer {
             .iter()
             .map(|&(a, b)| json!([show(&tokens[a as usize]), show(&tokens[b as usize])]))
             .collect();
-        let byte_level =
-            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true});
         let doc = json!({
             "version": "1.0",
             "truncation": null,
             "padding": null,
             "added_tokens": added,
             "normalizer": null,
-            "pre_tokenizer": byte_level,
+            "pre_tokenizer": pre_tokenizer,
             "post_processor": byte_level,
             "decoder": byte_level,
             "model": {
@@ -533,9 +581,14 @@ fn bytes_to_unicode() -> [char; 256] {
     out
 }
 
-/// Pre-tokenize every text with the GPT-2 regex (as the ByteLevel pre-tokenizer does) and count the
-/// byte strings of the pieces, sorted so that what follows does not depend on hash order.
-fn count_words<I, S>(texts: I, special_tokens: &[&str]) -> Result<Vec<(Vec<u8>, u64)>>
+/// Pre-tokenize every text with `pre` (the pre-tokenizer the trained `tokenizer.json` will hold:
+/// ByteLevel's GPT-2 regex, possibly after digit splitting) and count the byte strings of the
+/// pieces, sorted so that what follows does not depend on hash order.
+fn count_words<I, S>(
+    texts: I,
+    special_tokens: &[&str],
+    pre: &tokenizers::pre_tokenizers::PreTokenizerWrapper,
+) -> Result<Vec<(Vec<u8>, u64)>>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<str> + Sync,
@@ -546,7 +599,6 @@ where
         .enumerate()
         .map(|(b, &c)| (c, b as u8))
         .collect();
-    let pre = tokenizers::pre_tokenizers::byte_level::ByteLevel::new(false, false, true);
     let counts = texts
         .par_iter()
         .try_fold(HashMap::<Vec<u8>, u64>::new, |mut acc, text| -> Result<_> {
@@ -555,7 +607,16 @@ where
                 pre.pre_tokenize(&mut pts)
                     .map_err(|e| Error::msg(format!("train_bpe: pre-tokenizer failed: {e}")))?;
                 for (word, _, _) in pts.get_splits(OffsetReferential::Original, OffsetType::Byte) {
-                    let bytes: Vec<u8> = word.chars().map(|c| char_byte[&c]).collect();
+                    let bytes: Vec<u8> = word
+                        .chars()
+                        .map(|c| {
+                            char_byte.get(&c).copied().ok_or_else(|| {
+                                Error::msg(format!(
+                                    "train_bpe: pre-tokenizer produced {c:?}, not a byte symbol"
+                                ))
+                            })
+                        })
+                        .collect::<Result<_>>()?;
                     *acc.entry(bytes).or_default() += 1;
                 }
             }

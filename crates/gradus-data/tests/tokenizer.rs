@@ -264,3 +264,127 @@ fn train_on_cpython_stdlib() {
     }
     println!("{} files, {bytes} bytes, trained in {dt:?}; {:.2} bytes/token", texts.len(), bytes as f64 / n_tokens as f64);
 }
+
+// ---------------------------------------------------------------- digit splitting
+
+fn numbers_corpus() -> Vec<String> {
+    // Numbers repeat a lot: a BPE without digit splitting merges "12", "123", ... (checked below).
+    (0..300)
+        .map(|i| format!("{i}+{}={} and 123 12 1234 x1 a42b", i * 7, i * 8))
+        .collect()
+}
+
+fn split_opts() -> gradus_data::tokenizer::BpeOptions {
+    gradus_data::tokenizer::BpeOptions { split_digits: true }
+}
+
+#[test]
+fn split_digits_gives_one_token_per_digit_and_round_trips() {
+    let text = "37+45=82, x = 1234567890; 0.5 and a42b\n-17";
+    // Without splitting, this corpus merges digits (so the checks below can fail).
+    let merged = Tokenizer::train_bpe(numbers_corpus(), 400, SPECIALS, 2).unwrap();
+    let pieces = |tok: &Tokenizer| -> Vec<String> {
+        tok.encode(text, false)
+            .unwrap()
+            .iter()
+            .map(|&i| tok.decode(&[i], false).unwrap())
+            .collect()
+    };
+    assert!(
+        pieces(&merged)
+            .iter()
+            .any(|p| p.chars().filter(char::is_ascii_digit).count() > 1),
+        "{:?}",
+        pieces(&merged)
+    );
+
+    let tok = Tokenizer::train_bpe_with(numbers_corpus(), 400, SPECIALS, 2, split_opts()).unwrap();
+    // Every token that holds a digit is exactly that one digit.
+    for p in pieces(&tok) {
+        if p.chars().any(|c| c.is_ascii_digit()) {
+            assert_eq!(p.chars().count(), 1, "token {p:?} holds a digit and more");
+        }
+    }
+    // The digits of 1234567890 are the byte symbols of '1'..'0' (ids 4 + byte), one each.
+    let ids = tok.encode("1234567890", false).unwrap();
+    let want: Vec<u32> = b"1234567890".iter().map(|&b| 4 + b as u32).collect();
+    assert_eq!(ids, want);
+    // No learned merge contains a digit.
+    let json: serde_json::Value = serde_json::from_str(&tok.to_json().unwrap()).unwrap();
+    for m in json["model"]["merges"].as_array().unwrap() {
+        let s = m.to_string();
+        assert!(
+            !s.chars().any(|c| c.is_ascii_digit()),
+            "merge {s} joins a digit"
+        );
+    }
+    for s in [text, "", "9", "日本語 42 🦀", "  007  ", "\n\n123\t"] {
+        let ids = tok.encode(s, false).unwrap();
+        assert_eq!(tok.decode(&ids, false).unwrap(), s);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn split_digits_round_trips_any_text(s in "[0-9a-z +=\\-\\n]{0,40}|\\PC{0,20}") {
+        static TOK: std::sync::OnceLock<Tokenizer> = std::sync::OnceLock::new();
+        let tok = TOK.get_or_init(|| Tokenizer::train_bpe_with(numbers_corpus(), 400, SPECIALS, 2, split_opts()).unwrap());
+        let ids = tok.encode(&s, false).unwrap();
+        prop_assert_eq!(tok.decode(&ids, false).unwrap(), s.clone());
+        let digits = s.chars().filter(char::is_ascii_digit).count();
+        let digit_tokens = ids.iter().filter(|&&i| (4 + b'0' as u32..=4 + b'9' as u32).contains(&i)).count();
+        prop_assert_eq!(digits, digit_tokens);
+    }
+}
+
+#[test]
+fn saved_tokenizer_json_splits_digits_for_any_hf_loader() {
+    let tok = Tokenizer::train_bpe_with(numbers_corpus(), 400, SPECIALS, 2, split_opts()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    tok.save(dir.path()).unwrap();
+    // The file says so in HF's own terms: Sequence[Digits(individual_digits), ByteLevel].
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("tokenizer.json")).unwrap())
+            .unwrap();
+    let pre = &json["pre_tokenizer"];
+    assert_eq!(pre["type"], "Sequence");
+    assert_eq!(
+        pre["pretokenizers"][0],
+        serde_json::json!({"type": "Digits", "individual_digits": true})
+    );
+    assert_eq!(pre["pretokenizers"][1]["type"], "ByteLevel");
+    // A fresh `tokenizers` load of the file encodes each digit as its own token.
+    let hf = tokenizers::Tokenizer::from_file(dir.path().join("tokenizer.json")).unwrap();
+    let enc = hf.encode("90+0=90", false).unwrap();
+    let toks: Vec<&str> = enc.get_tokens().iter().map(String::as_str).collect();
+    assert_eq!(toks, ["9", "0", "+", "0", "=", "9", "0"]);
+    assert_eq!(enc.get_ids(), tok.encode("90+0=90", false).unwrap());
+}
+
+/// Python `tokenizers` loads a digit-splitting tokenizer.json and encodes digits one per token.
+/// Run with: `cargo test -p gradus-data --test tokenizer -- --ignored python`
+#[test]
+#[ignore = "needs python3 with the `tokenizers` package"]
+fn python_tokenizers_splits_digits_like_gradus() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = Tokenizer::train_bpe_with(numbers_corpus(), 400, SPECIALS, 2, split_opts()).unwrap();
+    tok.save(dir.path()).unwrap();
+    let text = "12+7=19 and x = 1234;";
+    let script = "import sys, json\nfrom tokenizers import Tokenizer\nt = Tokenizer.from_file(sys.argv[1])\n\
+         print(json.dumps(t.encode(sys.argv[2], add_special_tokens=False).ids))";
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(dir.path().join("tokenizer.json"))
+        .arg(text)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: Vec<u32> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ids, tok.encode(text, false).unwrap());
+}

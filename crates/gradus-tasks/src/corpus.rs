@@ -19,7 +19,11 @@ pub struct Mix {
 
 impl Default for Mix {
     fn default() -> Self {
-        Self { arith: 1.0, program: 1.0, text: 1.0 }
+        Self {
+            arith: 1.0,
+            program: 1.0,
+            text: 1.0,
+        }
     }
 }
 
@@ -32,12 +36,34 @@ pub enum DocKind {
     Text,
 }
 
+/// What the corpus's documents look like, without its size and seed (a recipe's
+/// `[data.corpus]`; see [`CorpusConfig::styled`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorpusStyle {
+    pub mix: Mix,
+    /// Probability that a sentence of a text document is a world fact (default 0.4).
+    pub fact_share: f64,
+    pub arith: ArithConfig,
+    pub program: ProgramConfig,
+}
+
+impl Default for CorpusStyle {
+    fn default() -> Self {
+        let c = CorpusConfig::default();
+        Self { mix: c.mix, fact_share: c.fact_share, arith: c.arith, program: c.program }
+    }
+}
+
+/// The corpus's size, seed and document settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CorpusConfig {
     pub n_docs: usize,
     pub seed: u64,
     pub mix: Mix,
+    /// Probability that a sentence of a text document is a world fact.
+    pub fact_share: f64,
     pub arith: ArithConfig,
     pub program: ProgramConfig,
     /// Leave out arithmetic and program documents whose instruction prompt is in the eval split (see
@@ -51,6 +77,7 @@ impl Default for CorpusConfig {
             n_docs: 10_000,
             seed: 0,
             mix: Mix::default(),
+            fact_share: text::FACT_SHARE,
             arith: ArithConfig::default(),
             program: ProgramConfig::default(),
             exclude_eval: true,
@@ -59,12 +86,35 @@ impl Default for CorpusConfig {
 }
 
 impl CorpusConfig {
+    /// `n_docs` documents of `style` from `seed`, eval problems excluded.
+    pub fn styled(n_docs: usize, seed: u64, style: &CorpusStyle) -> Self {
+        Self {
+            n_docs,
+            seed,
+            mix: style.mix,
+            fact_share: style.fact_share,
+            arith: style.arith.clone(),
+            program: style.program.clone(),
+            exclude_eval: true,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         let m = self.mix;
-        for (name, w) in [("mix.arith", m.arith), ("mix.program", m.program), ("mix.text", m.text)] {
+        for (name, w) in [
+            ("mix.arith", m.arith),
+            ("mix.program", m.program),
+            ("mix.text", m.text),
+        ] {
             if !w.is_finite() || w < 0.0 {
-                return Err(Error::config(name, format!("weight {w} must be finite and >= 0")));
+                return Err(Error::config(
+                    name,
+                    format!("weight {w} must be finite and >= 0"),
+                ));
             }
+        }
+        if !(0.0..=1.0).contains(&self.fact_share) {
+            return Err(Error::config("fact_share", format!("{} must be in [0, 1]", self.fact_share)));
         }
         if m.arith + m.program + m.text <= 0.0 {
             return Err(Error::config("mix", "at least one weight must be positive"));
@@ -84,7 +134,10 @@ fn splitmix64(mut x: u64) -> u64 {
 
 /// The random stream of document `i` of a corpus with `seed`.
 fn doc_rng(seed: u64, i: usize) -> Rng {
-    Rng::derive(splitmix64(seed ^ splitmix64(i as u64)), "gradus-data/corpus-doc")
+    Rng::derive(
+        splitmix64(seed ^ splitmix64(i as u64)),
+        "gradus-data/corpus-doc",
+    )
 }
 
 /// Redraws allowed when a drawn problem is in the eval split (one in five is): the chance of running
@@ -126,7 +179,7 @@ pub fn document(cfg: &CorpusConfig, i: usize) -> (DocKind, String) {
             }
             g.document()
         }
-        DocKind::Text => text::paragraph(&mut rng),
+        DocKind::Text => text::paragraph_with(&mut rng, cfg.fact_share),
     };
     (kind, text)
 }
@@ -134,5 +187,8 @@ pub fn document(cfg: &CorpusConfig, i: usize) -> (DocKind, String) {
 /// The corpus: `cfg.n_docs` documents, deterministic in `cfg`.
 pub fn corpus(cfg: &CorpusConfig) -> Result<Vec<String>> {
     cfg.validate()?;
-    Ok((0..cfg.n_docs).into_par_iter().map(|i| document(cfg, i).1).collect())
+    Ok((0..cfg.n_docs)
+        .into_par_iter()
+        .map(|i| document(cfg, i).1)
+        .collect())
 }

@@ -9,6 +9,7 @@
 //! trained on.
 
 use gradus_tensor::rng::Rng;
+use gradus_tensor::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use super::arith::{self, ArithConfig, ArithProblem};
@@ -86,25 +87,108 @@ pub fn program_config() -> ProgramConfig {
     }
 }
 
-fn candidate(rng: &mut Rng) -> Instruction {
-    match rng.below(3) {
-        0 => {
-            let p = arith::sample(rng, &ArithConfig::default());
+/// Relative weights of the instruction kinds (need not sum to 1).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskMix {
+    pub arith: f64,
+    pub program: f64,
+    pub fact: f64,
+}
+
+impl Default for TaskMix {
+    fn default() -> Self {
+        Self {
+            arith: 1.0,
+            program: 1.0,
+            fact: 1.0,
+        }
+    }
+}
+
+/// What the instruction task asks: the kinds' weights and the size of arithmetic problems and
+/// programs. The default is the task [`instructions`] draws.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskConfig {
+    pub mix: TaskMix,
+    pub arith: ArithConfig,
+    /// Programs asked about; `single_print` should stay on (one-line answers).
+    pub program: ProgramConfig,
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        Self {
+            mix: TaskMix::default(),
+            arith: ArithConfig::default(),
+            program: program_config(),
+        }
+    }
+}
+
+impl TaskConfig {
+    /// Errors name the field (`task.mix.fact`, `arith.max_digits`, ...).
+    pub fn validate(&self) -> Result<()> {
+        let m = self.mix;
+        for (name, w) in [
+            ("task.mix.arith", m.arith),
+            ("task.mix.program", m.program),
+            ("task.mix.fact", m.fact),
+        ] {
+            if !w.is_finite() || w < 0.0 {
+                return Err(Error::config(
+                    name,
+                    format!("weight {w} must be finite and >= 0"),
+                ));
+            }
+        }
+        if m.arith + m.program + m.fact <= 0.0 {
+            return Err(Error::config(
+                "task.mix",
+                "at least one weight must be positive",
+            ));
+        }
+        self.arith.validate()?;
+        self.program.validate()
+    }
+}
+
+/// The kind of the next candidate. With the default (equal) weights this is `rng.below(3)`, so the
+/// default task draws exactly what it always has.
+fn pick_kind(rng: &mut Rng, m: &TaskMix) -> TaskKind {
+    if m.arith == m.program && m.program == m.fact {
+        return [TaskKind::Arith, TaskKind::Program, TaskKind::Fact][rng.below(3)];
+    }
+    let u = rng.uniform() * (m.arith + m.program + m.fact);
+    if u < m.arith {
+        TaskKind::Arith
+    } else if u < m.arith + m.program || m.fact <= 0.0 {
+        TaskKind::Program
+    } else {
+        TaskKind::Fact
+    }
+}
+
+fn candidate(rng: &mut Rng, cfg: &TaskConfig) -> Instruction {
+    match pick_kind(rng, &cfg.mix) {
+        TaskKind::Arith => {
+            let p = arith::sample(rng, &cfg.arith);
             Instruction {
                 prompt: arith_prompt(&p),
                 answer: p.answer().to_string(),
                 kind: TaskKind::Arith,
             }
         }
-        1 => {
-            let g = programs::generate(rng, &program_config());
+        TaskKind::Program => {
+            let g = programs::generate(rng, &cfg.program);
             Instruction {
                 prompt: program_prompt(&g.source),
                 answer: g.output,
                 kind: TaskKind::Program,
             }
         }
-        _ => {
+        TaskKind::Fact => {
             let fact = World::get().random_fact(rng);
             Instruction {
                 prompt: fact.question(),
@@ -119,13 +203,19 @@ fn candidate(rng: &mut Rng) -> Instruction {
 /// with the shorter one). Problems may repeat within a list (the fact pool is small); they never
 /// cross splits.
 pub fn instructions(n: usize, seed: u64, split: Split) -> Vec<Instruction> {
+    instructions_with(n, seed, split, &TaskConfig::default())
+}
+
+/// [`instructions`] of the task `cfg` (which should be valid; an invalid one is clamped as the
+/// generators do).
+pub fn instructions_with(n: usize, seed: u64, split: Split, cfg: &TaskConfig) -> Vec<Instruction> {
     let mut rng = Rng::derive(seed, "gradus-data/instructions");
     let mut out = Vec::with_capacity(n);
     // About 1 in 5 candidates is eval: the bound is never reached in practice.
     let mut budget = 1000 + 100 * n;
     while out.len() < n && budget > 0 {
         budget -= 1;
-        let c = candidate(&mut rng);
+        let c = candidate(&mut rng, cfg);
         if split_of(&c.prompt) == split {
             out.push(c);
         }

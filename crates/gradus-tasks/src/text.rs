@@ -257,14 +257,22 @@ pub fn sentence(rng: &mut Rng) -> String {
     }
 }
 
-/// A short paragraph: 2 to 5 sentences, each a world fact with probability 0.4, else a template
-/// sentence.
+/// Probability that a sentence of a [`paragraph`] is a world fact.
+pub const FACT_SHARE: f64 = 0.4;
+
+/// A short paragraph: 2 to 5 sentences, each a world fact with probability [`FACT_SHARE`], else a
+/// template sentence.
 pub fn paragraph(rng: &mut Rng) -> String {
+    paragraph_with(rng, FACT_SHARE)
+}
+
+/// [`paragraph`] with each sentence a world fact with probability `fact_share`.
+pub fn paragraph_with(rng: &mut Rng, fact_share: f64) -> String {
     let world = World::get();
     let n = 2 + rng.below(4);
     let mut parts = Vec::with_capacity(n);
     for _ in 0..n {
-        if rng.uniform() < 0.4 {
+        if rng.uniform() < fact_share {
             let fact = world.random_fact(rng);
             parts.push(fact.statement(rng.below(2)));
         } else {

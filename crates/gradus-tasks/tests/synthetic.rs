@@ -690,3 +690,47 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn task_config_default_is_the_default_task_and_the_mix_is_obeyed() {
+    use gradus_tasks::{instructions_with, TaskConfig, TaskKind, TaskMix};
+    let d = TaskConfig::default();
+    assert_eq!(instructions_with(300, 3, Split::Train, &d), instructions(300, 3, Split::Train));
+    // Only arithmetic, one-digit operands: every answer is at most 9*9 = 81 and at least 0.
+    let only_arith = TaskConfig {
+        mix: TaskMix { arith: 1.0, program: 0.0, fact: 0.0 },
+        arith: gradus_tasks::ArithConfig { max_digits: 1, ..Default::default() },
+        ..TaskConfig::default()
+    };
+    let items = instructions_with(200, 3, Split::Eval, &only_arith);
+    assert_eq!(items.len(), 200);
+    for it in &items {
+        assert_eq!(it.kind, TaskKind::Arith);
+        let v: i64 = it.answer.parse().unwrap();
+        assert!((0..=81).contains(&v), "{it:?}");
+        assert_eq!(gradus_tasks::split_of(&it.prompt), Split::Eval);
+    }
+    let bad = TaskConfig { mix: TaskMix { arith: 0.0, program: 0.0, fact: 0.0 }, ..TaskConfig::default() };
+    assert!(bad.validate().unwrap_err().to_string().contains("task.mix"));
+}
+
+#[test]
+fn fact_share_controls_the_facts_in_text_documents() {
+    use gradus_tasks::{Mix, World};
+    let world = World::get();
+    let mentions_a_country = |d: &str| world.countries.iter().any(|c| d.contains(&c.name));
+    let text_only = |fact_share: f64| {
+        corpus(&CorpusConfig {
+            n_docs: 200,
+            mix: Mix { arith: 0.0, program: 0.0, text: 1.0 },
+            fact_share,
+            ..CorpusConfig::default()
+        })
+        .unwrap()
+    };
+    // Every sentence of a fact statement names its country (see text::Fact::statement).
+    assert!(text_only(1.0).iter().all(|d| mentions_a_country(d)));
+    assert!(!text_only(0.0).iter().any(|d| mentions_a_country(d)));
+    let bad = CorpusConfig { fact_share: 1.5, ..CorpusConfig::default() };
+    assert!(bad.validate().unwrap_err().to_string().contains("fact_share"));
+}

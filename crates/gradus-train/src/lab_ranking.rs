@@ -12,7 +12,7 @@ use gradus_objectives::PreferenceObjective;
 use gradus_tensor::{Error, Result};
 
 use crate::dpo::{DpoConfig, DpoSummary};
-use crate::quickstart::{configs, QuickstartOptions};
+use crate::quickstart::{configs, QuickstartOptions, QuickstartSize};
 use crate::schedule::Schedule;
 
 #[derive(Clone, Debug)]
@@ -60,7 +60,8 @@ fn pct(x: f64) -> String {
 
 pub fn run(o: &LabOptions) -> Result<LabOutcome> {
     let t0 = std::time::Instant::now();
-    let q = QuickstartOptions { dir: o.dir.clone(), fast: o.fast, seed: o.seed, progress: o.progress, overwrite: o.overwrite };
+    let size = if o.fast { QuickstartSize::Smoke } else { QuickstartSize::Full };
+    let q = QuickstartOptions { dir: o.dir.clone(), size, seed: o.seed, progress: o.progress, overwrite: o.overwrite };
     let (mut pre, mut sft) = configs(&q);
     pre.run.name = "lab-ranking-pretrain".into();
     sft.run.name = "lab-ranking-sft".into();

@@ -6,7 +6,8 @@
 //! - [`schedule`]: learning-rate schedules with warmup (Hugging Face semantics);
 //! - [`clip`]: global gradient norm, clipping, scaling and accumulation of a `GradStore`;
 //! - [`checkpoint`]: atomic `checkpoints/step-N/` directories, `trainer_state.json`, file helpers;
-//! - [`metrics`]: `metrics.jsonl`, with truncation on resume;
+//! - [`metrics`]: `metrics.jsonl`, with truncation on resume, mirrored to TensorBoard event files;
+//! - [`tensorboard`]: TensorBoard event files (TFRecord framing, the few protobuf fields) written by hand;
 //! - [`report`]: a self-contained `report.html` with hand-drawn SVG plots;
 //! - [`rundir`]: one run per directory (refusal, `--overwrite`), the `run.lock`, what `--resume`
 //!   may change;
@@ -16,6 +17,7 @@
 //! ```text
 //! runs/<name>/config.resolved.toml
 //! runs/<name>/metrics.jsonl
+//! runs/<name>/events.out.tfevents.<time>.<host>
 //! runs/<name>/checkpoints/step-N/   model files, optimizer.safetensors, trainer_state.json
 //! runs/<name>/report.html
 //! runs/<name>/run.lock             while a process trains it: pid, host, start time
@@ -27,16 +29,18 @@ pub mod rundir;
 pub mod clip;
 pub mod metrics;
 pub mod optim;
+pub mod progress;
 pub mod report;
 pub mod schedule;
+pub mod tensorboard;
 
+pub mod dpo;
+pub mod lab_ranking;
+pub mod prefs;
 pub mod prep;
 pub mod pretrain;
+pub mod quickstart;
 pub mod recipe;
+pub mod reward;
 pub mod sft;
 pub mod trainer;
-pub mod quickstart;
-pub mod prefs;
-pub mod dpo;
-pub mod reward;
-pub mod lab_ranking;

@@ -5,6 +5,10 @@
 //! nothing is buffered, so a crash loses at most the line being written. Non-finite values are
 //! written as `null` (JSON has no NaN); readers see a missing value at that step.
 //!
+//! Every row also goes to a TensorBoard event file beside it ([`crate::tensorboard`]): numbers as
+//! scalars, strings as text. A sink opened on resume starts a new event file (TensorBoard reads
+//! every file of the directory).
+//!
 //! On resume from step `S`, [`MetricsSink::resume`] keeps the lines with `step <= S` (and drops a
 //! torn last line), so after the resumed run the file is the same as an uninterrupted run's.
 
@@ -15,6 +19,8 @@ use std::path::{Path, PathBuf};
 use gradus_tensor::{Error, Result};
 use serde_json::{Map, Value};
 
+use crate::tensorboard::{EventWriter, SummaryValue};
+
 /// The metrics file's name inside a run directory.
 pub const METRICS_FILE: &str = "metrics.jsonl";
 
@@ -22,6 +28,7 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 pub struct MetricsSink {
     path: PathBuf,
     file: File,
+    tb: EventWriter,
 }
 
 impl MetricsSink {
@@ -45,7 +52,12 @@ impl MetricsSink {
             Some(s) => truncate_after(path, s)?,
         }
         let file = OpenOptions::new().append(true).create(true).open(path).map_err(|e| Error::io(path, e))?;
-        Ok(Self { path: path.to_path_buf(), file })
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let tb = EventWriter::create(dir)?;
+        Ok(Self { path: path.to_path_buf(), file, tb })
     }
 
     pub fn path(&self) -> &Path {
@@ -66,7 +78,17 @@ impl MetricsSink {
             line.push_str(&Value::from(*v).to_string()); // NaN/inf -> null
         }
         line.push_str("}\n");
-        self.write_line(&line)
+        self.write_line(&line)?;
+        let values = metrics
+            .iter()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(k, v)| (k.to_string(), SummaryValue::Scalar(*v as f32)));
+        self.tb.write_values(step, values.collect())
+    }
+
+    /// The TensorBoard event file this sink writes.
+    pub fn event_file(&self) -> &Path {
+        self.tb.path()
     }
 
     /// Appends a row of arbitrary JSON values (numbers, strings, ...), keys in the map's order.
@@ -80,7 +102,17 @@ impl MetricsSink {
             line.push_str(&v.to_string());
         }
         line.push_str("}\n");
-        self.write_line(&line)
+        self.write_line(&line)?;
+        let values = metrics.iter().filter_map(|(k, v)| {
+            let v = match v {
+                Value::Number(n) => SummaryValue::Scalar(n.as_f64()? as f32),
+                Value::Bool(b) => SummaryValue::Scalar(*b as u8 as f32),
+                Value::String(s) => SummaryValue::Text(s.clone()),
+                _ => return None,
+            };
+            Some((k.clone(), v))
+        });
+        self.tb.write_values(step, values.collect())
     }
 
     fn write_line(&mut self, line: &str) -> Result<()> {
@@ -184,6 +216,37 @@ mod tests {
         assert_eq!(series(&rows, "train/loss"), vec![(1, 2.5)]);
         assert!(sink.log(3, &[("step", 1.0)]).is_err());
         assert!(sink.log(3, &[("a", 1.0), ("a", 2.0)]).is_err());
+        // The same rows in the event file beside it (NaN is left out, as in the JSON).
+        let evs = crate::tensorboard::read_events(sink.event_file()).unwrap();
+        assert_eq!(sink.event_file().parent(), Some(dir.path()));
+        let scalars: Vec<(i64, String, SummaryValue)> = evs
+            .iter()
+            .flat_map(|e| {
+                e.values
+                    .iter()
+                    .map(move |(k, v)| (e.step, k.clone(), v.clone()))
+            })
+            .collect();
+        assert_eq!(
+            scalars,
+            vec![
+                (1, "train/loss".to_string(), SummaryValue::Scalar(2.5)),
+                (1, "train/lr".to_string(), SummaryValue::Scalar(1e-3)),
+            ]
+        );
+        let mut row = Map::new();
+        row.insert("samples/after".into(), Value::String("2+2 → 4".into()));
+        row.insert("eval/acc".into(), serde_json::json!(0.75));
+        sink.log_values(9, &row).unwrap();
+        let evs = crate::tensorboard::read_events(sink.event_file()).unwrap();
+        let last = evs.last().unwrap();
+        assert_eq!(last.step, 9);
+        assert!(last
+            .values
+            .contains(&("samples/after".into(), SummaryValue::Text("2+2 → 4".into()))));
+        assert!(last
+            .values
+            .contains(&("eval/acc".into(), SummaryValue::Scalar(0.75))));
     }
 
     #[test]

@@ -27,9 +27,20 @@ pub fn start_run_with<C: serde::Serialize>(dir: &Path, cfg: &C, start: &Start) -
     open_run(dir, cfg, start)
 }
 
-/// Trains a byte-level BPE on `texts` with gradus' special tokens.
+/// Trains a byte-level BPE on `texts` with gradus' special tokens, digits merged like other bytes.
 pub fn train_tokenizer(texts: &[String], vocab_size: usize) -> Result<Tokenizer> {
-    let mut tok = Tokenizer::train_bpe(texts.iter(), vocab_size, &SPECIALS, 2)?;
+    train_tokenizer_with(texts, vocab_size, false)
+}
+
+/// Trains a byte-level BPE on `texts` with gradus' special tokens, each digit its own token when
+/// `split_digits` (what recipes do by default: `tokenizer.split_digits`).
+pub fn train_tokenizer_with(
+    texts: &[String],
+    vocab_size: usize,
+    split_digits: bool,
+) -> Result<Tokenizer> {
+    let opts = gradus_data::tokenizer::BpeOptions { split_digits };
+    let mut tok = Tokenizer::train_bpe_with(texts.iter(), vocab_size, &SPECIALS, 2, opts)?;
     tok.set_bos(Some(SPECIALS[0]))?;
     tok.set_eos(Some(SPECIALS[0]))?;
     tok.set_pad(Some(SPECIALS[1]))?;
@@ -53,7 +64,11 @@ pub fn tokenizer_for(cfg: &RecipeConfig, texts: &[String], resume: bool) -> Resu
         }
         return Err(Error::format(m, "init_from has no tokenizer.json; set tokenizer.path"));
     }
-    train_tokenizer(texts, cfg.tokenizer.train_vocab_size)
+    train_tokenizer_with(
+        texts,
+        cfg.tokenizer.train_vocab_size,
+        cfg.tokenizer.split_digits,
+    )
 }
 
 /// The model of a run: `init_from` or a fresh one sized to the tokenizer. (When resuming, the
@@ -213,4 +228,46 @@ pub fn read_texts(path: &Path) -> Result<Vec<String>> {
     }
     let fields = gradus_data::dataset::Fields::default();
     Ok(examples_to_texts(gradus_data::dataset::read_dataset(path, gradus_data::dataset::Shape::Auto, &fields)?))
+}
+
+/// Splits `seqs` into training and held-out validation sequences: `ceil(fraction · n)` of them
+/// (at least one when `fraction > 0` and `n ≥ 2`, never all), chosen by a seeded shuffle, the rest
+/// kept in their order. Deterministic in `(n, fraction, seed)`.
+pub fn split_validation(
+    seqs: Vec<Sequence>,
+    fraction: f64,
+    seed: u64,
+) -> (Vec<Sequence>, Vec<Sequence>) {
+    let n = seqs.len();
+    if fraction <= 0.0 || n < 2 {
+        return (seqs, Vec::new());
+    }
+    let k = ((fraction * n as f64).ceil() as usize).clamp(1, n - 1);
+    let mut order: Vec<usize> = (0..n).collect();
+    gradus_tensor::rng::Rng::derive(seed, "gradus-train/validation-split").shuffle(&mut order);
+    let mut is_val = vec![false; n];
+    for &i in &order[..k] {
+        is_val[i] = true;
+    }
+    let (mut train, mut val) = (Vec::with_capacity(n - k), Vec::with_capacity(k));
+    for (s, v) in seqs.into_iter().zip(is_val) {
+        if v {
+            val.push(s);
+        } else {
+            train.push(s);
+        }
+    }
+    (train, val)
+}
+
+/// The held-out batches of `val` sequences, packed like the training rows.
+pub fn validation_batches(
+    cfg: &RecipeConfig,
+    val: &[Sequence],
+    pad_id: u32,
+) -> Result<Vec<pack::Batch>> {
+    if val.is_empty() {
+        return Ok(Vec::new());
+    }
+    pack::batches(&rows(cfg, val, pad_id)?, cfg.train.batch_size)
 }

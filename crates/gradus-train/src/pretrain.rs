@@ -5,11 +5,11 @@ use gradus_data::pack::Sequence;
 use gradus_tasks::{corpus, CorpusConfig};
 use gradus_tensor::{Error, Result};
 
-use crate::prep::{model_for, read_text_docs, rows, start_run, tokenizer_for};
+use crate::prep::{model_for, read_text_docs, rows, split_validation, start_run, tokenizer_for, validation_batches};
 use crate::recipe::RecipeConfig;
 use gradus_data::pack::RowCursor;
 use crate::rundir::Start;
-use crate::trainer::{fit, write_run_report, FitSummary};
+use crate::trainer::{fit_validated, write_run_report, FitSummary};
 
 /// Runs the recipe. `start`: a new run (`false` / [`Start::New`]), `--resume` (`true` /
 /// [`Start::Resume`]) or [`Start::Overwrite`]; see [`crate::rundir`].
@@ -23,7 +23,7 @@ pub fn run(cfg: &RecipeConfig, start: impl Into<Start>) -> Result<FitSummary> {
 
     // 1. Documents.
     let docs: Vec<String> = if cfg.data.source == "synthetic" {
-        corpus(&CorpusConfig { n_docs: cfg.data.synthetic_examples, seed: cfg.run.seed, ..Default::default() })?
+        corpus(&CorpusConfig::styled(cfg.data.synthetic_examples, cfg.run.seed, &cfg.data.corpus))?
     } else {
         read_text_docs(std::path::Path::new(&cfg.data.source), cfg)?
     };
@@ -47,10 +47,12 @@ pub fn run(cfg: &RecipeConfig, start: impl Into<Start>) -> Result<FitSummary> {
         seqs.push(Sequence { ids, loss_mask: vec![true; n] });
     }
     let pad = tok.pad_id().or(eos).unwrap_or(0);
+    let (seqs, val) = split_validation(seqs, cfg.data.val_fraction, cfg.run.seed);
+    let val = validation_batches(cfg, &val, pad)?;
     let mut data = RowCursor::new(rows(cfg, &seqs, pad)?, cfg.train.batch_size, cfg.run.seed)?;
 
     // 4. Train, then report.
-    let summary = fit(&mut model, &tok, &mut data, cfg, &mut run)?;
+    let summary = fit_validated(&mut model, &tok, &mut data, &val, cfg, &mut run)?;
     write_run_report(&summary.run_dir, "gradus pretrain", cfg, &[])?;
     Ok(summary)
 }

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use gradus_tasks::{CorpusConfig, CorpusStyle, TaskConfig};
 use gradus_model::DecoderConfig;
 use gradus_tensor::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -71,11 +72,13 @@ pub struct TokenizerSection {
     pub path: Option<PathBuf>,
     /// Vocabulary size of the byte-level BPE trained on the corpus when no tokenizer is given.
     pub train_vocab_size: usize,
+    /// The trained BPE spells numbers digit by digit (each digit its own token, as Llama does).
+    pub split_digits: bool,
 }
 
 impl Default for TokenizerSection {
     fn default() -> Self {
-        Self { path: None, train_vocab_size: 512 }
+        Self { path: None, train_vocab_size: 512, split_digits: true }
     }
 }
 
@@ -97,6 +100,13 @@ pub struct DataSection {
     pub overflow: Option<Overflow>,
     /// SFT: loss only on completion / assistant tokens.
     pub completion_only: bool,
+    /// Fraction of documents / examples held out for `val/loss` (0: no validation). At least one
+    /// is held out when the fraction is positive and there are two or more.
+    pub val_fraction: f64,
+    /// Documents of the built-in pretraining corpus (`source = "synthetic"`).
+    pub corpus: CorpusStyle,
+    /// The built-in instruction task (SFT with `source = "synthetic"`, and quickstart's evaluation).
+    pub task: TaskConfig,
     /// Field names in the data files.
     pub text_field: String,
     pub prompt_field: String,
@@ -113,6 +123,9 @@ impl Default for DataSection {
             pack: true,
             overflow: None,
             completion_only: true,
+            val_fraction: 0.05,
+            corpus: CorpusStyle::default(),
+            task: TaskConfig::default(),
             text_field: "text".into(),
             prompt_field: "prompt".into(),
             completion_field: "completion".into(),
@@ -136,14 +149,20 @@ pub struct TrainSection {
     /// Max global gradient norm (0 disables clipping).
     pub max_grad_norm: f64,
     pub log_every: u64,
+    /// `val/loss` on the held-out split (`data.val_fraction`) every N steps, on logged steps, and
+    /// at the last step (0: only at the last step).
+    pub eval_every: u64,
     /// Per-layer weight norms every N steps (0 disables).
     pub weight_norms_every: u64,
     /// Checkpoint every N steps (0: only at the end).
     pub save_every: u64,
     /// Complete checkpoints kept on disk.
     pub keep_last: usize,
-    /// Show a progress bar.
+    /// Show progress: a bar when stdout is a terminal, else plain lines (see `progress_every_s`).
     pub progress: bool,
+    /// When stdout is not a terminal (Slurm logs, pipes): a plain progress line (step, loss,
+    /// tokens/s, ETA) at most every this many seconds, and one at the end (0: every step).
+    pub progress_every_s: f64,
     /// Stop this invocation after this many steps (0: run to `steps`), saving a checkpoint; a
     /// later `--resume` continues exactly. For time-sliced or preemptible cluster jobs.
     pub stop_after: u64,
@@ -158,10 +177,12 @@ impl Default for TrainSection {
             lr: 3e-3,
             max_grad_norm: 1.0,
             log_every: 1,
+            eval_every: 50,
             weight_norms_every: 50,
             save_every: 0,
             keep_last: 2,
             progress: true,
+            progress_every_s: 30.0,
             stop_after: 0,
         }
     }
@@ -198,13 +219,23 @@ impl RecipeConfig {
         if !(t.max_grad_norm >= 0.0) {
             return Err(Error::config("train.max_grad_norm", "must be ≥ 0"));
         }
+        if !(t.progress_every_s >= 0.0 && t.progress_every_s.is_finite()) {
+            return Err(Error::config("train.progress_every_s", format!("must be finite and ≥ 0, got {}", t.progress_every_s)));
+        }
         if t.keep_last == 0 {
             return Err(Error::config("train.keep_last", "must keep at least one checkpoint"));
+        }
+        if !(0.0..1.0).contains(&self.data.val_fraction) {
+            return Err(Error::config("data.val_fraction", format!("must be in [0, 1), got {}", self.data.val_fraction)));
         }
         if self.data.seq_len < 2 {
             return Err(Error::config("data.seq_len", "must be at least 2"));
         }
         self.run.validate()?;
+        if self.data.source == "synthetic" {
+            CorpusConfig::styled(1, 0, &self.data.corpus).validate()?;
+            self.data.task.validate()?;
+        }
         self.optimizer.validate()?;
         self.schedule.validate(t.steps)?;
         if self.model.init_from.is_none() {

@@ -5,25 +5,38 @@ use gradus_data::chat::{encode_chat, encode_prompt_completion, ChatTemplate};
 use gradus_data::dataset::{read_dataset_sourced, Example, Shape};
 use gradus_data::pack::Overflow;
 use gradus_data::pack::Sequence;
-use gradus_tasks::{instructions, Split};
+use gradus_tasks::{instructions_with, Split, TaskConfig};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_tensor::{Error, Result};
 
-use crate::prep::{apply_overflow, examples_to_texts, fields, model_for, rows_with, start_run, tokenizer_for};
+use crate::prep::{
+    apply_overflow, examples_to_texts, fields, model_for, rows_with, split_validation, start_run, tokenizer_for,
+    validation_batches,
+};
 use crate::report::Section;
 use crate::rundir::Start;
 use crate::recipe::RecipeConfig;
 use gradus_data::pack::RowCursor;
-use crate::trainer::{fit, write_run_report, FitSummary};
+use crate::trainer::{fit_validated, write_run_report, FitSummary};
 
 /// The prompt format used for the built-in instruction task (also by quickstart's evaluation).
 pub fn synthetic_prompt(question: &str) -> String {
     gradus_tasks::task_prompt(question)
 }
 
-/// The built-in instruction task as prompt/completion examples.
+/// The built-in instruction task (its default settings) as prompt/completion examples.
 pub fn synthetic_examples(n: usize, seed: u64, split: Split) -> Vec<Example> {
-    instructions(n, seed, split)
+    synthetic_task_examples(n, seed, split, &TaskConfig::default())
+}
+
+/// The built-in instruction task `task` as prompt/completion examples.
+pub fn synthetic_task_examples(
+    n: usize,
+    seed: u64,
+    split: Split,
+    task: &TaskConfig,
+) -> Vec<Example> {
+    instructions_with(n, seed, split, task)
         .into_iter()
         .map(|i| Example::PromptCompletion { prompt: synthetic_prompt(&i.prompt), completion: i.answer })
         .collect()
@@ -68,7 +81,7 @@ pub fn run(cfg: &RecipeConfig, start: impl Into<Start>) -> Result<FitSummary> {
 
     // 1. Examples, with where each came from.
     let (examples, sources): (Vec<Example>, Vec<String>) = if cfg.data.source == "synthetic" {
-        let ex = synthetic_examples(cfg.data.synthetic_examples, cfg.run.seed, Split::Train);
+        let ex = synthetic_task_examples(cfg.data.synthetic_examples, cfg.run.seed, Split::Train, &cfg.data.task);
         let src = (0..ex.len()).map(|i| format!("synthetic example {i}")).collect();
         (ex, src)
     } else {
@@ -90,10 +103,12 @@ pub fn run(cfg: &RecipeConfig, start: impl Into<Start>) -> Result<FitSummary> {
         return Err(Error::config("data.seq_len", format!("every example is longer than {} tokens (data.overflow = \"skip\")", cfg.data.seq_len)));
     }
     let pad = tok.pad_id().or(tok.eos_id()).unwrap_or(0);
+    let (seqs, val) = split_validation(seqs, cfg.data.val_fraction, cfg.run.seed);
+    let val = validation_batches(cfg, &val, pad)?;
     let mut data = RowCursor::new(rows_with(cfg, &seqs, pad, overflow)?, cfg.train.batch_size, cfg.run.seed)?;
 
     // 4. Train, then report.
-    let summary = fit(&mut model, &tok, &mut data, cfg, &mut run)?;
+    let summary = fit_validated(&mut model, &tok, &mut data, &val, cfg, &mut run)?;
     let mut data_rows = vec![("examples".to_string(), examples.len().to_string())];
     data_rows.push(("skipped: longer than data.seq_len".to_string(), skipped.skipped.to_string()));
     data_rows.extend(skipped.examples.iter().map(|e| ("  skipped".to_string(), e.clone())));

@@ -163,12 +163,26 @@ pub fn set_params(params: &[(String, Var)], saved: &[(String, Tensor)], origin: 
     Ok(())
 }
 
+/// Token-weighted mean NLL of `batches` (a held-out split), no gradients kept: `val/loss`.
+pub fn validation_loss(model: &Decoder, batches: &[Batch]) -> Result<f64> {
+    let (mut sum, mut weight) = (0.0f64, 0.0f64);
+    for b in batches {
+        sum += batch_loss(model, b, 1.0)?.to_scalar::<f32>()? as f64;
+        weight += b.num_target_tokens() as f64;
+    }
+    Ok(if weight > 0.0 { sum / weight } else { f64::NAN })
+}
+
 /// Language modelling on packed rows (pretrain, SFT): token-normalised NLL.
 pub struct LmLearner<'a> {
     pub model: &'a mut Decoder,
     pub tok: &'a Tokenizer,
     pub data: &'a mut dyn BatchSource,
     pub weight_norms_every: u64,
+    /// Held-out batches: `val/loss` every `eval_every` steps and at `last_step` (none when empty).
+    pub val: &'a [Batch],
+    pub eval_every: u64,
+    pub last_step: u64,
 }
 
 impl Learner for LmLearner<'_> {
@@ -204,11 +218,19 @@ impl Learner for LmLearner<'_> {
         self.data.restore(cursor)
     }
     fn step_metrics(&mut self, step: u64) -> Result<Map<String, Value>> {
-        if self.weight_norms_every > 0 && step % self.weight_norms_every == 0 {
-            weight_norms(self.model)
+        let mut m = if self.weight_norms_every > 0 && step % self.weight_norms_every == 0 {
+            weight_norms(self.model)?
         } else {
-            Ok(Map::new())
+            Map::new()
+        };
+        let due = (self.eval_every > 0 && step % self.eval_every == 0) || step == self.last_step;
+        if !self.val.is_empty() && due {
+            m.insert(
+                "val/loss".into(),
+                json!(validation_loss(self.model, self.val)?),
+            );
         }
+        Ok(m)
     }
 }
 
@@ -220,9 +242,30 @@ pub fn fit(
     cfg: &RecipeConfig,
     run: &mut RunDir,
 ) -> Result<FitSummary> {
+    fit_validated(model, tok, data, &[], cfg, run)
+}
+
+/// [`fit`] that also logs `val/loss` on the held-out `val` batches every `train.eval_every` steps
+/// (on logged steps) and at the last step.
+pub fn fit_validated(
+    model: &mut Decoder,
+    tok: &Tokenizer,
+    data: &mut dyn BatchSource,
+    val: &[Batch],
+    cfg: &RecipeConfig,
+    run: &mut RunDir,
+) -> Result<FitSummary> {
     // Checkpoints keep f32 master weights so a resumed run continues bit-exactly.
     model.cfg.dtype = WeightDtype::F32;
-    let mut learner = LmLearner { model, tok, data, weight_norms_every: cfg.train.weight_norms_every };
+    let mut learner = LmLearner {
+        model,
+        tok,
+        data,
+        weight_norms_every: cfg.train.weight_norms_every,
+        val,
+        eval_every: cfg.train.eval_every,
+        last_step: cfg.train.steps,
+    };
     fit_learner(&mut learner, cfg, run)
 }
 
@@ -280,11 +323,14 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, run: &mut Ru
         });
     }
     let mut metrics = MetricsSink::open_path(&run_dir.join("metrics.jsonl"), Some(state.step))?;
-    let bar = if t.progress {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let bar = if t.progress && tty {
         indicatif::ProgressBar::new(t.steps)
     } else {
         indicatif::ProgressBar::hidden()
     };
+    let mut lines = (t.progress && !tty)
+        .then(|| crate::progress::ProgressLines::new(t.progress_every_s, state.step, t.steps));
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta}]")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -354,6 +400,12 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, run: &mut Ru
         }
         bar.set_position(state.step);
         bar.set_message(format!("loss {loss:.4}"));
+        if let Some(p) = lines.as_mut() {
+            if let Some(line) = p.update(state.step, loss, state.tokens_seen, state.step == stop_at)
+            {
+                println!("{line}");
+            }
+        }
 
         let save_now = state.step == stop_at || (t.save_every > 0 && state.step % t.save_every == 0);
         let stop = interrupt::requested();
@@ -390,8 +442,21 @@ pub fn write_run_report(run_dir: &Path, title: &str, cfg: &RecipeConfig, extra: 
         .collect();
     norm_keys.sort();
     norm_keys.dedup();
+    let has_val = rows.iter().any(|r| r.contains_key("val/loss"));
+    let loss_keys: &[&str] = if has_val {
+        &["train/loss", "val/loss"]
+    } else {
+        &["train/loss"]
+    };
     let mut sections = vec![
-        Section::log_plot("Training loss", &["train/loss"]),
+        Section::log_plot(
+            if has_val {
+                "Training and validation loss"
+            } else {
+                "Training loss"
+            },
+            loss_keys,
+        ),
         Section::plot("Learning rate", &["train/lr"]),
         Section::log_plot("Gradient norm (before clipping)", &["train/grad_norm"]),
     ];
