@@ -192,6 +192,19 @@ impl EvalModel {
         })
     }
 
+    /// A model already in memory (e.g. the one being trained); the window is its
+    /// `max_position_embeddings`.
+    pub fn from_parts(decoder: Decoder, tokenizer: Tokenizer, dir: PathBuf) -> Self {
+        let max_length = decoder.cfg.max_position_embeddings;
+        EvalModel {
+            decoder,
+            tokenizer,
+            max_length,
+            dir,
+            add_special_tokens: None,
+        }
+    }
+
     /// The token that stands for an empty context: BOS, else EOS (HFLM's `prefix_token_id`).
     pub fn prefix_token_id(&self) -> Result<u32> {
         self.tokenizer

@@ -32,5 +32,6 @@ pub mod trainer;
 pub mod quickstart;
 pub mod prefs;
 pub mod dpo;
+pub mod eval_hook;
 pub mod reward;
 pub mod lab_ranking;
