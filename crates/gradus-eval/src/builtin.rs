@@ -16,8 +16,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use gradus_data::preference::Turns;
-use gradus_data::synthetic::instruct::{instructions, task_prompt, Split, TaskKind};
-use gradus_data::synthetic::text::{Relation, World};
+use gradus_tasks::instruct::{instructions, task_prompt, Split, TaskKind};
+use gradus_tasks::text::{Relation, World};
 use serde_json::{json, Map, Value};
 
 use crate::evaluator::LoadedTask;
@@ -154,7 +154,7 @@ fn text_of(t: &Turns) -> String {
 }
 
 fn prefs() -> Result<LoadedTask> {
-    let pairs = gradus_data::synthetic::prefs::preference_pairs(
+    let pairs = gradus_tasks::prefs::preference_pairs(
         N_DOCS,
         SEED,
         Split::Eval,
