@@ -6,3 +6,4 @@ pub mod config;
 pub mod prefs_cmd;
 pub mod data_cmd;
 pub mod embed_cmd;
+pub mod eval_cmd;

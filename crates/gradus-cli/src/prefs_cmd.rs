@@ -14,6 +14,8 @@ use gradus_train::prefs::{load_pairs, pad_id, pair_logps_all, pair_scores, Prefs
 
 #[derive(Subcommand)]
 pub enum EvalCmd {
+    /// lm-evaluation-harness-compatible tasks (built-in or YAML task files) on a model.
+    Run(crate::eval_cmd::EvalRunArgs),
     /// Pairwise accuracy of a reward model (overall and per category); writes every pair's scores.
     Reward(EvalRewardArgs),
     /// Ranking accuracy, idealised ranking accuracy, alignment gap and flip difficulty of a policy
@@ -108,6 +110,7 @@ fn pairs_for(dir: &Path, d: &EvalData) -> Result<(Tokenizer, gradus_train::prefs
 pub fn eval(cmd: EvalCmd) -> Result<()> {
     match cmd {
         EvalCmd::Code(a) => crate::code_cmd::run(a),
+        EvalCmd::Run(a) => crate::eval_cmd::run(a),
         EvalCmd::Reward(a) => {
             let rm = RewardModel::load(&a.model)?;
             let (tok, data) = pairs_for(&a.model, &a.data)?;

@@ -64,6 +64,8 @@ pub struct DpoConfig {
     pub optimizer: AdamWConfig,
     pub schedule: Schedule,
     pub train: TrainSection,
+    /// lm-eval-compatible tasks during training (`eval/<task>/<metric>` in metrics.jsonl).
+    pub eval: crate::eval_hook::EvalSection,
     pub objective: PreferenceObjective,
     pub reference: ReferenceSection,
     pub prefs: PrefsSection,
@@ -84,6 +86,7 @@ impl DpoConfig {
             optimizer: self.optimizer,
             schedule: self.schedule.clone(),
             train: self.train.clone(),
+            eval: self.eval.clone(),
         }
     }
 
@@ -351,6 +354,9 @@ impl Learner for DpoLearner<'_> {
         Ok(((losses.sum_all()? / norm)?, metrics))
     }
 
+    fn eval_model(&self) -> Option<(&Decoder, &Tokenizer)> {
+        Some((self.model, self.tok))
+    }
     fn save(&self, dir: &Path) -> Result<()> {
         match &self.lora {
             Some((cfg, base)) => {

@@ -44,3 +44,4 @@ pub mod recipe;
 pub mod reward;
 pub mod sft;
 pub mod trainer;
+pub mod eval_hook;

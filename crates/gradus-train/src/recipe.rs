@@ -199,6 +199,8 @@ pub struct RecipeConfig {
     pub optimizer: AdamWConfig,
     pub schedule: Schedule,
     pub train: TrainSection,
+    /// lm-eval-compatible tasks during training (`eval/<task>/<metric>` in metrics.jsonl).
+    pub eval: crate::eval_hook::EvalSection,
 }
 
 impl RecipeConfig {
@@ -238,6 +240,7 @@ impl RecipeConfig {
         }
         self.optimizer.validate()?;
         self.schedule.validate(t.steps)?;
+        self.eval.validate()?;
         if self.model.init_from.is_none() {
             let mut c = self.model.config.clone();
             c.vocab_size = c.vocab_size.max(1);

@@ -52,6 +52,8 @@ pub struct RewardConfig {
     pub optimizer: AdamWConfig,
     pub schedule: Schedule,
     pub train: TrainSection,
+    /// lm-eval-compatible tasks during training (`eval/<task>/<metric>` in metrics.jsonl).
+    pub eval: crate::eval_hook::EvalSection,
     pub objective: RewardObjective,
     pub head: HeadSection,
     pub prefs: PrefsSection,
@@ -67,6 +69,7 @@ impl RewardConfig {
             optimizer: self.optimizer,
             schedule: self.schedule.clone(),
             train: self.train.clone(),
+            eval: self.eval.clone(),
         }
     }
 

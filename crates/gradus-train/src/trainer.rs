@@ -127,6 +127,11 @@ pub trait Learner {
     fn load(&mut self, dir: &Path) -> Result<()>;
     fn cursor(&self) -> Value;
     fn restore_cursor(&mut self, cursor: &Value) -> Result<()>;
+    /// The language model being trained and its tokenizer, for `[eval]` tasks; default none (the
+    /// recipe cannot be evaluated as a language model, e.g. a reward model).
+    fn eval_model(&self) -> Option<(&Decoder, &Tokenizer)> {
+        None
+    }
     /// Extra metrics at a logged step (e.g. weight norms); default none.
     fn step_metrics(&mut self, _step: u64) -> Result<Map<String, Value>> {
         Ok(Map::new())
@@ -216,6 +221,9 @@ impl Learner for LmLearner<'_> {
     }
     fn restore_cursor(&mut self, cursor: &Value) -> Result<()> {
         self.data.restore(cursor)
+    }
+    fn eval_model(&self) -> Option<(&Decoder, &Tokenizer)> {
+        Some((self.model, self.tok))
     }
     fn step_metrics(&mut self, step: u64) -> Result<Map<String, Value>> {
         let mut m = if self.weight_norms_every > 0 && step % self.weight_norms_every == 0 {
@@ -323,6 +331,10 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, run: &mut Ru
         });
     }
     let mut metrics = MetricsSink::open_path(&run_dir.join("metrics.jsonl"), Some(state.step))?;
+    let eval_hook = crate::eval_hook::EvalHook::new(&cfg.eval)?;
+    if eval_hook.is_some() && learner.eval_model().is_none() {
+        return Err(Error::config("eval.tasks", "this recipe does not train a language model; evaluate it with `gradus eval reward` instead"));
+    }
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let bar = if t.progress && tty {
         indicatif::ProgressBar::new(t.steps)
@@ -384,6 +396,10 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, run: &mut Ru
         last_loss = Some(loss);
         let dt = step_start.elapsed().as_secs_f64();
 
+        let mut eval_m = match (&eval_hook, learner.eval_model()) {
+            (Some(h), Some((model, tok))) if h.due(state.step, t.steps) => Some(h.run(model, tok, &run_dir)?),
+            _ => None,
+        };
         if state.step % t.log_every.max(1) == 0 || state.step == t.steps {
             let mut m = Map::new();
             m.insert("train/loss".into(), json!(loss));
@@ -396,7 +412,13 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, run: &mut Ru
                 m.insert(k, json!(v));
             }
             m.extend(learner.step_metrics(state.step)?);
+            if let Some(e) = eval_m.take() {
+                m.extend(e);
+            }
             metrics.log_values(state.step, &m)?;
+        }
+        if let Some(e) = eval_m {
+            metrics.log_values(state.step, &e)?; // an evaluation step that is not a logging step
         }
         bar.set_position(state.step);
         bar.set_message(format!("loss {loss:.4}"));
