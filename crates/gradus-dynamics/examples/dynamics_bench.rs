@@ -25,7 +25,11 @@ fn flat(v: &Value) -> Vec<f64> {
 }
 
 fn arg(args: &[String], name: &str, default: usize) -> usize {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn hmm_fit(path: &str) -> Result<(), Box<dyn std::error::Error>> {
@@ -33,10 +37,19 @@ fn hmm_fit(path: &str) -> Result<(), Box<dyn std::error::Error>> {
     let k = f["k"].as_u64().ok_or("k")? as usize;
     let d = f["d"].as_u64().ok_or("d")? as usize;
     let n_iter = f["n_iter"].as_u64().ok_or("n_iter")? as usize;
-    let seqs: Vec<Vec<f64>> = f["sequences"].as_array().ok_or("sequences")?.iter().map(flat).collect();
+    let seqs: Vec<Vec<f64>> = f["sequences"]
+        .as_array()
+        .ok_or("sequences")?
+        .iter()
+        .map(flat)
+        .collect();
     let data = Sequences::new(d, seqs, &[])?;
     for cov in [Covariance::Diag, Covariance::Full] {
-        let key = if cov == Covariance::Diag { "covars_diag" } else { "covars_full" };
+        let key = if cov == Covariance::Diag {
+            "covars_diag"
+        } else {
+            "covars_full"
+        };
         let init = GaussianHmm {
             k,
             d,
@@ -46,7 +59,11 @@ fn hmm_fit(path: &str) -> Result<(), Box<dyn std::error::Error>> {
             means: flat(&f["init"]["means"]),
             covars: flat(&f["init"][key]),
         };
-        let o = FitOptions { n_iter, tol: f64::NEG_INFINITY, ..FitOptions::default() };
+        let o = FitOptions {
+            n_iter,
+            tol: f64::NEG_INFINITY,
+            ..FitOptions::default()
+        };
         let mut best = f64::INFINITY;
         let mut ll = 0.0;
         for _ in 0..3 {
@@ -56,23 +73,43 @@ fn hmm_fit(path: &str) -> Result<(), Box<dyn std::error::Error>> {
             best = best.min(t0.elapsed().as_secs_f64());
             ll = rep.last();
         }
-        println!("{}", serde_json::json!({"bench": "hmm_fit", "impl": "gradus", "covariance": format!("{cov:?}").to_lowercase(), "k": k, "d": d, "n_obs": data.n_obs(), "n_iter": n_iter, "seconds_best_of_3": best, "final_loglik": ll}));
+        println!(
+            "{}",
+            serde_json::json!({"bench": "hmm_fit", "impl": "gradus", "covariance": format!("{cov:?}").to_lowercase(), "k": k, "d": d, "n_obs": data.n_obs(), "n_iter": n_iter, "seconds_best_of_3": best, "final_loglik": ll})
+        );
     }
     Ok(())
 }
 
 fn stats(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
-    let (h, layers, ffn, vocab) = (arg(args, "--hidden", 256), arg(args, "--layers", 5), arg(args, "--ffn", 1024), arg(args, "--vocab", 4096));
+    let (h, layers, ffn, vocab) = (
+        arg(args, "--hidden", 256),
+        arg(args, "--layers", 5),
+        arg(args, "--ffn", 1024),
+        arg(args, "--vocab", 4096),
+    );
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let mut mat = |name: String, r: usize, c: usize| NamedTensor { name, shape: vec![r, c], values: (0..r * c).map(|_| rng.gen::<f32>() - 0.5).collect() };
+    let mut mat = |name: String, r: usize, c: usize| NamedTensor {
+        name,
+        shape: vec![r, c],
+        values: (0..r * c).map(|_| rng.gen::<f32>() - 0.5).collect(),
+    };
     let mut tensors = vec![mat("model.embed_tokens.weight".into(), vocab, h)];
     for l in 0..layers {
         for p in ["q_proj", "k_proj", "v_proj", "o_proj"] {
             tensors.push(mat(format!("model.layers.{l}.self_attn.{p}.weight"), h, h));
         }
-        tensors.push(mat(format!("model.layers.{l}.mlp.gate_proj.weight"), ffn, h));
+        tensors.push(mat(
+            format!("model.layers.{l}.mlp.gate_proj.weight"),
+            ffn,
+            h,
+        ));
         tensors.push(mat(format!("model.layers.{l}.mlp.up_proj.weight"), ffn, h));
-        tensors.push(mat(format!("model.layers.{l}.mlp.down_proj.weight"), h, ffn));
+        tensors.push(mat(
+            format!("model.layers.{l}.mlp.down_proj.weight"),
+            h,
+            ffn,
+        ));
     }
     let n_params: usize = tensors.iter().map(|t| t.values.len()).sum();
     let dir = std::env::temp_dir().join(format!("gradus-dynamics-bench-{}", std::process::id()));
@@ -80,7 +117,16 @@ fn stats(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let file = dir.join("model.safetensors");
     let views: Vec<(String, gradus_tensor::Tensor)> = tensors
         .iter()
-        .map(|t| Ok((t.name.clone(), gradus_tensor::Tensor::from_vec(t.values.clone(), t.shape.clone(), &gradus_tensor::Device::Cpu)?)))
+        .map(|t| {
+            Ok((
+                t.name.clone(),
+                gradus_tensor::Tensor::from_vec(
+                    t.values.clone(),
+                    t.shape.clone(),
+                    &gradus_tensor::Device::Cpu,
+                )?,
+            ))
+        })
         .collect::<gradus_tensor::Result<_>>()?;
     gradus_tensor::io::write_safetensors(&file, &views, gradus_tensor::io::StoreDtype::F32)?;
     let mut mem = f64::INFINITY;
@@ -94,7 +140,10 @@ fn stats(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         from_file = from_file.min(t0.elapsed().as_secs_f64());
     }
     std::fs::remove_dir_all(&dir)?;
-    println!("{}", serde_json::json!({"bench": "checkpoint_stats", "params": n_params, "matrices": tensors.len() - 1, "seconds_in_memory_best_of_3": mem, "seconds_from_safetensors_best_of_3": from_file, "threads": rayon::current_num_threads()}));
+    println!(
+        "{}",
+        serde_json::json!({"bench": "checkpoint_stats", "params": n_params, "matrices": tensors.len() - 1, "seconds_in_memory_best_of_3": mem, "seconds_from_safetensors_best_of_3": from_file, "threads": rayon::current_num_threads()})
+    );
     Ok(())
 }
 

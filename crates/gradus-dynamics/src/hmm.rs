@@ -42,7 +42,10 @@ impl std::str::FromStr for Covariance {
         match s {
             "diag" => Ok(Covariance::Diag),
             "full" => Ok(Covariance::Full),
-            _ => Err(Error::config("covariance", format!("`{s}`: expected `diag` or `full`"))),
+            _ => Err(Error::config(
+                "covariance",
+                format!("`{s}`: expected `diag` or `full`"),
+            )),
         }
     }
 }
@@ -68,7 +71,15 @@ pub struct FitOptions {
 
 impl Default for FitOptions {
     fn default() -> Self {
-        Self { n_iter: 100, tol: 1e-2, min_covar: 1e-3, covars_prior: 1e-2, covars_weight: 1.0, startprob_prior: 1.0, transmat_prior: 1.0 }
+        Self {
+            n_iter: 100,
+            tol: 1e-2,
+            min_covar: 1e-3,
+            covars_prior: 1e-2,
+            covars_weight: 1.0,
+            startprob_prior: 1.0,
+            transmat_prior: 1.0,
+        }
     }
 }
 
@@ -86,12 +97,22 @@ impl Sequences {
             return Err(Error::msg("observations have no features"));
         }
         for (i, s) in seqs.iter().enumerate() {
-            let name = names.get(i).cloned().unwrap_or_else(|| format!("sequence {i}"));
+            let name = names
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("sequence {i}"));
             if s.is_empty() || s.len() % d != 0 {
-                return Err(Error::msg(format!("{name}: {} values is not a whole number (> 0) of {d}-feature rows", s.len())));
+                return Err(Error::msg(format!(
+                    "{name}: {} values is not a whole number (> 0) of {d}-feature rows",
+                    s.len()
+                )));
             }
             if let Some(p) = s.iter().position(|v| !v.is_finite()) {
-                return Err(Error::msg(format!("{name}: non-finite value at row {}, column {}", p / d, p % d)));
+                return Err(Error::msg(format!(
+                    "{name}: non-finite value at row {}, column {}",
+                    p / d,
+                    p % d
+                )));
             }
         }
         Ok(Self { d, seqs })
@@ -209,17 +230,34 @@ impl GaussianHmm {
             Covariance::Full => k * d * d,
         };
         if k == 0 || d == 0 {
-            return Err(Error::msg("an HMM needs at least one state and one feature"));
+            return Err(Error::msg(
+                "an HMM needs at least one state and one feature",
+            ));
         }
-        if self.startprob.len() != k || self.transmat.len() != k * k || self.means.len() != k * d || self.covars.len() != cov_len {
-            return Err(Error::msg(format!("HMM parameter shapes do not match k = {k}, d = {d}")));
+        if self.startprob.len() != k
+            || self.transmat.len() != k * k
+            || self.means.len() != k * d
+            || self.covars.len() != cov_len
+        {
+            return Err(Error::msg(format!(
+                "HMM parameter shapes do not match k = {k}, d = {d}"
+            )));
         }
         let sums_to_one = |v: &[f64]| (v.iter().sum::<f64>() - 1.0).abs() < 1e-6;
-        if !sums_to_one(&self.startprob) || !(0..k).all(|i| sums_to_one(&self.transmat[i * k..(i + 1) * k])) {
+        if !sums_to_one(&self.startprob)
+            || !(0..k).all(|i| sums_to_one(&self.transmat[i * k..(i + 1) * k]))
+        {
             return Err(Error::msg("HMM startprob and transmat rows must sum to 1"));
         }
-        if self.means.iter().chain(&self.covars).any(|v| !v.is_finite()) {
-            return Err(Error::msg("HMM means or covariances hold a non-finite value"));
+        if self
+            .means
+            .iter()
+            .chain(&self.covars)
+            .any(|v| !v.is_finite())
+        {
+            return Err(Error::msg(
+                "HMM means or covariances hold a non-finite value",
+            ));
         }
         Ok(())
     }
@@ -233,7 +271,10 @@ impl GaussianHmm {
         match self.covariance {
             Covariance::Diag => {
                 for c in 0..k {
-                    let cv: Vec<f64> = self.covars[c * d..(c + 1) * d].iter().map(|&v| v.max(f64::MIN_POSITIVE)).collect();
+                    let cv: Vec<f64> = self.covars[c * d..(c + 1) * d]
+                        .iter()
+                        .map(|&v| v.max(f64::MIN_POSITIVE))
+                        .collect();
                     let logdet: f64 = cv.iter().map(|v| v.ln()).sum();
                     let mu = &self.means[c * d..(c + 1) * d];
                     for t in 0..t_len {
@@ -252,7 +293,11 @@ impl GaussianHmm {
                             (0..d).for_each(|i| a[i * d + i] += 1e-7);
                             cholesky(&a, d)
                         })
-                        .ok_or_else(|| Error::msg(format!("state {c}: covariance is not symmetric positive definite")))?;
+                        .ok_or_else(|| {
+                            Error::msg(format!(
+                                "state {c}: covariance is not symmetric positive definite"
+                            ))
+                        })?;
                     let logdet: f64 = 2.0 * (0..d).map(|i| l[i * d + i].ln()).sum::<f64>();
                     let mu = &self.means[c * d..(c + 1) * d];
                     let mut y = vec![0.0; d];
@@ -261,7 +306,8 @@ impl GaussianHmm {
                             let s: f64 = (0..i).map(|p| l[i * d + p] * y[p]).sum();
                             y[i] = (x[t * d + i] - mu[i] - s) / l[i * d + i];
                         }
-                        out[t * k + c] = -0.5 * (c0 + y.iter().map(|v| v * v).sum::<f64>() + logdet);
+                        out[t * k + c] =
+                            -0.5 * (c0 + y.iter().map(|v| v * v).sum::<f64>() + logdet);
                     }
                 }
             }
@@ -270,7 +316,10 @@ impl GaussianHmm {
     }
 
     fn log_params(&self) -> (Vec<f64>, Vec<f64>) {
-        (self.startprob.iter().map(|&p| ln(p)).collect(), self.transmat.iter().map(|&p| ln(p)).collect())
+        (
+            self.startprob.iter().map(|&p| ln(p)).collect(),
+            self.transmat.iter().map(|&p| ln(p)).collect(),
+        )
     }
 
     /// Forward lattice (T × k) and the sequence log-likelihood.
@@ -297,7 +346,9 @@ impl GaussianHmm {
         let mut b = vec![0.0; t_len * k];
         for t in (0..t_len.saturating_sub(1)).rev() {
             for i in 0..k {
-                b[t * k + i] = logsumexp((0..k).map(|j| la[i * k + j] + lb[(t + 1) * k + j] + b[(t + 1) * k + j]));
+                b[t * k + i] = logsumexp(
+                    (0..k).map(|j| la[i * k + j] + lb[(t + 1) * k + j] + b[(t + 1) * k + j]),
+                );
             }
         }
         b
@@ -341,7 +392,9 @@ impl GaussianHmm {
         }
         for t in 1..t_len {
             for j in 0..k {
-                let m = (0..k).map(|i| v[(t - 1) * k + i] + la[i * k + j]).fold(f64::NEG_INFINITY, f64::max);
+                let m = (0..k)
+                    .map(|i| v[(t - 1) * k + i] + la[i * k + j])
+                    .fold(f64::NEG_INFINITY, f64::max);
                 v[t * k + j] = m + lb[t * k + j];
             }
         }
@@ -366,7 +419,10 @@ impl GaussianHmm {
 
     fn check_dim(&self, data: &Sequences) -> Result<()> {
         if data.d != self.d {
-            return Err(Error::msg(format!("the data has {} features, the HMM {}", data.d, self.d)));
+            return Err(Error::msg(format!(
+                "the data has {} features, the HMM {}",
+                data.d, self.d
+            )));
         }
         Ok(())
     }
@@ -387,7 +443,9 @@ impl GaussianHmm {
             let lb = self.log_emissions(x)?;
             let (f, ll) = self.forward(&lb, &ls, &la);
             if !ll.is_finite() {
-                return Err(Error::msg("a sequence has zero likelihood under the HMM (−∞ log-likelihood)"));
+                return Err(Error::msg(
+                    "a sequence has zero likelihood under the HMM (−∞ log-likelihood)",
+                ));
             }
             let b = self.backward(&lb, &la);
             let t_len = lb.len() / k;
@@ -416,7 +474,10 @@ impl GaussianHmm {
             if t_len > 1 {
                 for i in 0..k {
                     for j in 0..k {
-                        let lx = logsumexp((0..t_len - 1).map(|t| f[t * k + i] + la[i * k + j] + lb[(t + 1) * k + j] + b[(t + 1) * k + j] - ll));
+                        let lx = logsumexp((0..t_len - 1).map(|t| {
+                            f[t * k + i] + la[i * k + j] + lb[(t + 1) * k + j] + b[(t + 1) * k + j]
+                                - ll
+                        }));
                         st.trans[i * k + j] += lx.exp();
                     }
                 }
@@ -437,7 +498,8 @@ impl GaussianHmm {
         for i in 0..k {
             for j in 0..k {
                 if self.transmat[i * k + j] != 0.0 {
-                    self.transmat[i * k + j] = (o.transmat_prior - 1.0 + st.trans[i * k + j]).max(0.0);
+                    self.transmat[i * k + j] =
+                        (o.transmat_prior - 1.0 + st.trans[i * k + j]).max(0.0);
                 }
             }
             normalize(&mut self.transmat[i * k..(i + 1) * k]);
@@ -445,7 +507,9 @@ impl GaussianHmm {
         for c in 0..k {
             let post = st.post[c];
             if post <= 0.0 {
-                tracing::warn!("HMM state {c} has no posterior mass; its mean and covariance are kept");
+                tracing::warn!(
+                    "HMM state {c} has no posterior mass; its mean and covariance are kept"
+                );
                 continue;
             }
             for f in 0..d {
@@ -456,7 +520,8 @@ impl GaussianHmm {
                 Covariance::Diag => {
                     let den = ((o.covars_weight - 1.0).max(0.0) + post).max(1e-5);
                     for f in 0..d {
-                        let cn = st.obs2[c * d + f] - 2.0 * mu[f] * st.obs[c * d + f] + mu[f] * mu[f] * post;
+                        let cn = st.obs2[c * d + f] - 2.0 * mu[f] * st.obs[c * d + f]
+                            + mu[f] * mu[f] * post;
                         self.covars[c * d + f] = (o.covars_prior + cn) / den;
                     }
                 }
@@ -464,7 +529,10 @@ impl GaussianHmm {
                     let den = (o.covars_weight - d as f64).max(0.0) + post;
                     for i in 0..d {
                         for j in 0..d {
-                            let cn = st.obs2[(c * d + i) * d + j] - st.obs[c * d + i] * mu[j] - mu[i] * st.obs[c * d + j] + mu[i] * mu[j] * post;
+                            let cn = st.obs2[(c * d + i) * d + j]
+                                - st.obs[c * d + i] * mu[j]
+                                - mu[i] * st.obs[c * d + j]
+                                + mu[i] * mu[j] * post;
                             self.covars[(c * d + i) * d + j] = (o.covars_prior + cn) / den;
                         }
                     }
@@ -483,7 +551,10 @@ impl GaussianHmm {
             self.mstep(&st, o);
             if let Some(&prev) = rep.history.last() {
                 if ll - prev < -f64::EPSILON.sqrt() {
-                    tracing::warn!("HMM EM: log-likelihood decreased at iteration {} ({prev} → {ll})", it + 1);
+                    tracing::warn!(
+                        "HMM EM: log-likelihood decreased at iteration {} ({prev} → {ll})",
+                        it + 1
+                    );
                 }
             }
             rep.history.push(ll);
@@ -493,7 +564,12 @@ impl GaussianHmm {
                 break;
             }
         }
-        if self.means.iter().chain(&self.covars).any(|v| !v.is_finite()) {
+        if self
+            .means
+            .iter()
+            .chain(&self.covars)
+            .any(|v| !v.is_finite())
+        {
             return Err(Error::msg("HMM EM produced non-finite parameters"));
         }
         Ok(rep)
@@ -501,29 +577,44 @@ impl GaussianHmm {
 
     /// Initial parameters: k-means means (best of 10), the data covariance plus `min_covar` on the
     /// diagonal for every state, start and transition rows drawn from Dirichlet(1).
-    pub fn init_kmeans(data: &Sequences, k: usize, covariance: Covariance, o: &FitOptions, seed: u64) -> Result<Self> {
+    pub fn init_kmeans(
+        data: &Sequences,
+        k: usize,
+        covariance: Covariance,
+        o: &FitOptions,
+        seed: u64,
+    ) -> Result<Self> {
         let d = data.d;
         let n = data.n_obs();
         if k == 0 {
             return Err(Error::msg("an HMM needs at least one state"));
         }
         if n < k {
-            return Err(Error::msg(format!("{n} observations cannot fit {k} states")));
+            return Err(Error::msg(format!(
+                "{n} observations cannot fit {k} states"
+            )));
         }
         let x = data.all();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let means = kmeans(&x, d, k, 10, &mut rng);
-        let mean: Vec<f64> = (0..d).map(|f| (0..n).map(|t| x[t * d + f]).sum::<f64>() / n as f64).collect();
+        let mean: Vec<f64> = (0..d)
+            .map(|f| (0..n).map(|t| x[t * d + f]).sum::<f64>() / n as f64)
+            .collect();
         let denom = if n > 1 { (n - 1) as f64 } else { 1.0 };
         let mut cov = vec![0.0; d * d];
         for i in 0..d {
             for j in 0..d {
-                cov[i * d + j] = (0..n).map(|t| (x[t * d + i] - mean[i]) * (x[t * d + j] - mean[j])).sum::<f64>() / denom;
+                cov[i * d + j] = (0..n)
+                    .map(|t| (x[t * d + i] - mean[i]) * (x[t * d + j] - mean[j]))
+                    .sum::<f64>()
+                    / denom;
             }
             cov[i * d + i] += o.min_covar;
         }
         let covars = match covariance {
-            Covariance::Diag => (0..k).flat_map(|_| (0..d).map(|i| cov[i * d + i]).collect::<Vec<_>>()).collect(),
+            Covariance::Diag => (0..k)
+                .flat_map(|_| (0..d).map(|i| cov[i * d + i]).collect::<Vec<_>>())
+                .collect(),
             Covariance::Full => (0..k).flat_map(|_| cov.clone()).collect(),
         };
         let mut dirichlet = |len: usize| {
@@ -533,13 +624,28 @@ impl GaussianHmm {
         };
         let startprob = dirichlet(k);
         let transmat: Vec<f64> = (0..k).flat_map(|_| dirichlet(k)).collect();
-        Ok(Self { k, d, covariance, startprob, transmat, means, covars })
+        Ok(Self {
+            k,
+            d,
+            covariance,
+            startprob,
+            transmat,
+            means,
+            covars,
+        })
     }
 
     /// The best of `restarts` fits (k-means initialisations with seeds `seed, seed + 1, ...`, run in
     /// parallel) by final training log-likelihood. A restart whose EM fails is skipped with a
     /// warning; an error only if all fail. Non-convergence is reported in the returned report.
-    pub fn fit_best(data: &Sequences, k: usize, covariance: Covariance, o: &FitOptions, restarts: usize, seed: u64) -> Result<(Self, FitReport)> {
+    pub fn fit_best(
+        data: &Sequences,
+        k: usize,
+        covariance: Covariance,
+        o: &FitOptions,
+        restarts: usize,
+        seed: u64,
+    ) -> Result<(Self, FitReport)> {
         let fits: Vec<Result<(Self, FitReport)>> = (0..restarts.max(1) as u64)
             .into_par_iter()
             .map(|r| {
@@ -567,11 +673,18 @@ impl GaussianHmm {
         match best {
             Some(b) => {
                 if !b.1.converged {
-                    tracing::warn!("HMM with {k} states did not converge in {} iterations (tol {})", o.n_iter, o.tol);
+                    tracing::warn!(
+                        "HMM with {k} states did not converge in {} iterations (tol {})",
+                        o.n_iter,
+                        o.tol
+                    );
                 }
                 Ok(b)
             }
-            None => Err(Error::msg(format!("HMM with {k} states: every restart failed: {}", last_err.map(|e| e.to_string()).unwrap_or_default()))),
+            None => Err(Error::msg(format!(
+                "HMM with {k} states: every restart failed: {}",
+                last_err.map(|e| e.to_string()).unwrap_or_default()
+            ))),
         }
     }
 }
@@ -612,8 +725,20 @@ mod tests {
 
     #[test]
     fn full_and_diag_agree_on_a_diagonal_covariance() {
-        let diag = GaussianHmm { k: 1, d: 2, covariance: Covariance::Diag, startprob: vec![1.0], transmat: vec![1.0], means: vec![1.0, -1.0], covars: vec![2.0, 0.5] };
-        let full = GaussianHmm { covariance: Covariance::Full, covars: vec![2.0, 0.0, 0.0, 0.5], ..diag.clone() };
+        let diag = GaussianHmm {
+            k: 1,
+            d: 2,
+            covariance: Covariance::Diag,
+            startprob: vec![1.0],
+            transmat: vec![1.0],
+            means: vec![1.0, -1.0],
+            covars: vec![2.0, 0.5],
+        };
+        let full = GaussianHmm {
+            covariance: Covariance::Full,
+            covars: vec![2.0, 0.0, 0.0, 0.5],
+            ..diag.clone()
+        };
         let x = [0.3, 0.7, -2.0, 1.0];
         let a = diag.log_emissions(&x).unwrap();
         let b = full.log_emissions(&x).unwrap();
@@ -627,7 +752,15 @@ mod tests {
     fn parameter_count_matches_hmmlearn() {
         // hmmlearn: s k−1, t k(k−1), m kd, c kd (diag) or k d(d+1)/2 (full). k = 3, d = 4:
         // 2 + 6 + 12 + 12 = 32 (diag), 2 + 6 + 12 + 30 = 50 (full).
-        let mut m = GaussianHmm { k: 3, d: 4, covariance: Covariance::Diag, startprob: vec![], transmat: vec![], means: vec![], covars: vec![] };
+        let mut m = GaussianHmm {
+            k: 3,
+            d: 4,
+            covariance: Covariance::Diag,
+            startprob: vec![],
+            transmat: vec![],
+            means: vec![],
+            covars: vec![],
+        };
         assert_eq!(m.n_params(), 32);
         m.covariance = Covariance::Full;
         assert_eq!(m.n_params(), 50);
@@ -635,10 +768,20 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_error() {
-        assert!(Sequences::new(2, vec![vec![1.0, 2.0, 3.0]], &["run-a".into()]).unwrap_err().to_string().contains("run-a"));
-        let e = Sequences::new(1, vec![vec![1.0, f64::NAN]], &["run-b".into()]).unwrap_err().to_string();
+        assert!(
+            Sequences::new(2, vec![vec![1.0, 2.0, 3.0]], &["run-a".into()])
+                .unwrap_err()
+                .to_string()
+                .contains("run-a")
+        );
+        let e = Sequences::new(1, vec![vec![1.0, f64::NAN]], &["run-b".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("run-b") && e.contains("row 1"), "{e}");
         let data = Sequences::new(1, vec![vec![1.0]], &[]).unwrap();
-        assert!(GaussianHmm::init_kmeans(&data, 2, Covariance::Diag, &FitOptions::default(), 0).is_err());
+        assert!(
+            GaussianHmm::init_kmeans(&data, 2, Covariance::Diag, &FitOptions::default(), 0)
+                .is_err()
+        );
     }
 }

@@ -14,7 +14,13 @@ fn dist2(a: &[f64], b: &[f64]) -> f64 {
 /// k-means++ picks each new centre with probability ∝ squared distance to the nearest chosen one
 /// (Arthur & Vassilvitskii 2007); Lloyd's iterations then alternate assignment and means until the
 /// assignment stops changing or `max_iter`. An empty cluster keeps its centre. Requires n ≥ 1.
-pub fn kmeans_once(x: &[f64], d: usize, k: usize, max_iter: usize, rng: &mut ChaCha8Rng) -> (Vec<f64>, f64) {
+pub fn kmeans_once(
+    x: &[f64],
+    d: usize,
+    k: usize,
+    max_iter: usize,
+    rng: &mut ChaCha8Rng,
+) -> (Vec<f64>, f64) {
     let n = x.len() / d;
     let row = |i: usize| &x[i * d..(i + 1) * d];
     let mut c = Vec::with_capacity(k * d);
@@ -47,7 +53,10 @@ pub fn kmeans_once(x: &[f64], d: usize, k: usize, max_iter: usize, rng: &mut Cha
         let mut changed = false;
         for (i, a) in assign.iter_mut().enumerate() {
             let best = (0..k)
-                .min_by(|&p, &q| dist2(row(i), &c[p * d..(p + 1) * d]).total_cmp(&dist2(row(i), &c[q * d..(q + 1) * d])))
+                .min_by(|&p, &q| {
+                    dist2(row(i), &c[p * d..(p + 1) * d])
+                        .total_cmp(&dist2(row(i), &c[q * d..(q + 1) * d]))
+                })
                 .unwrap_or(0);
             if *a != best {
                 *a = best;
@@ -73,7 +82,13 @@ pub fn kmeans_once(x: &[f64], d: usize, k: usize, max_iter: usize, rng: &mut Cha
             }
         }
     }
-    let inertia = (0..n).map(|i| (0..k).map(|j| dist2(row(i), &c[j * d..(j + 1) * d])).fold(f64::INFINITY, f64::min)).sum();
+    let inertia = (0..n)
+        .map(|i| {
+            (0..k)
+                .map(|j| dist2(row(i), &c[j * d..(j + 1) * d]))
+                .fold(f64::INFINITY, f64::min)
+        })
+        .sum();
     (c, inertia)
 }
 

@@ -101,23 +101,52 @@ pub struct TrainingMap {
 
 /// Decodes the runs with `hmm` and builds the map. `top` metrics are kept per transition; `alpha`
 /// is the detour significance level.
-pub fn build_map(hmm: &GaussianHmm, runs: &[RunInput], columns: &[String], alpha: f64, top: usize) -> Result<TrainingMap> {
+pub fn build_map(
+    hmm: &GaussianHmm,
+    runs: &[RunInput],
+    columns: &[String],
+    alpha: f64,
+    top: usize,
+) -> Result<TrainingMap> {
     if columns.len() != hmm.d {
-        return Err(Error::msg(format!("{} column names for an HMM over {} features", columns.len(), hmm.d)));
+        return Err(Error::msg(format!(
+            "{} column names for an HMM over {} features",
+            columns.len(),
+            hmm.d
+        )));
     }
     let mut decoded = Vec::with_capacity(runs.len());
     for r in runs {
         if r.z.len() != r.steps.len() * hmm.d {
-            return Err(Error::msg(format!("run {}: {} steps but {} values for {} features", r.name, r.steps.len(), r.z.len(), hmm.d)));
+            return Err(Error::msg(format!(
+                "run {}: {} steps but {} values for {} features",
+                r.name,
+                r.steps.len(),
+                r.z.len(),
+                hmm.d
+            )));
         }
-        let (_, states) = hmm.viterbi(&r.z).map_err(|e| Error::msg(format!("run {}: {e}", r.name)))?;
-        decoded.push(DecodedRun { name: r.name.clone(), steps: r.steps.clone(), states, convergence: r.convergence });
+        let (_, states) = hmm
+            .viterbi(&r.z)
+            .map_err(|e| Error::msg(format!("run {}: {e}", r.name)))?;
+        decoded.push(DecodedRun {
+            name: r.name.clone(),
+            steps: r.steps.clone(),
+            states,
+            convergence: r.convergence,
+        });
     }
     Ok(describe(&decoded, hmm, columns, alpha, top))
 }
 
 /// Builds the tables from already decoded runs (the part of [`build_map`] after Viterbi).
-pub fn describe(decoded: &[DecodedRun], hmm: &GaussianHmm, columns: &[String], alpha: f64, top: usize) -> TrainingMap {
+pub fn describe(
+    decoded: &[DecodedRun],
+    hmm: &GaussianHmm,
+    columns: &[String],
+    alpha: f64,
+    top: usize,
+) -> TrainingMap {
     let k = hmm.k;
     let d = hmm.d;
     let mut counts = vec![0usize; k * k];
@@ -146,7 +175,11 @@ pub fn describe(decoded: &[DecodedRun], hmm: &GaussianHmm, columns: &[String], a
             let mut steps = 0.0;
             while t < t_len && r.states[t] == s {
                 occupancy[s] += 1;
-                position[s] += if t_len > 1 { t as f64 / (t_len - 1) as f64 } else { 0.0 };
+                position[s] += if t_len > 1 {
+                    t as f64 / (t_len - 1) as f64
+                } else {
+                    0.0
+                };
                 steps += spacing(t);
                 t += 1;
             }
@@ -163,16 +196,29 @@ pub fn describe(decoded: &[DecodedRun], hmm: &GaussianHmm, columns: &[String], a
         }
     }
     // Correlations use the runs with a known convergence step.
-    let with_conv: Vec<usize> = (0..decoded.len()).filter(|&i| decoded[i].convergence.is_some()).collect();
-    let conv: Vec<f64> = with_conv.iter().map(|&i| decoded[i].convergence.unwrap_or(0) as f64).collect();
+    let with_conv: Vec<usize> = (0..decoded.len())
+        .filter(|&i| decoded[i].convergence.is_some())
+        .collect();
+    let conv: Vec<f64> = with_conv
+        .iter()
+        .map(|&i| decoded[i].convergence.unwrap_or(0) as f64)
+        .collect();
     let mut states = Vec::with_capacity(k);
     for s in 0..k {
         let runs_visiting = visited[s].iter().filter(|&&v| v).count();
-        let x: Vec<f64> = with_conv.iter().map(|&i| if visited[s][i] { 1.0 } else { 0.0 }).collect();
+        let x: Vec<f64> = with_conv
+            .iter()
+            .map(|&i| if visited[s][i] { 1.0 } else { 0.0 })
+            .collect();
         let r = pearson(&x, &conv);
         let p = r.and_then(|r| pearson_p(r, x.len()));
         let mean_of = |want: f64| {
-            let v: Vec<f64> = x.iter().zip(&conv).filter(|(a, _)| **a == want).map(|(_, c)| *c).collect();
+            let v: Vec<f64> = x
+                .iter()
+                .zip(&conv)
+                .filter(|(a, _)| **a == want)
+                .map(|(_, c)| *c)
+                .collect();
             (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
         };
         let kind = if runs_visiting == 0 {
@@ -188,12 +234,24 @@ pub fn describe(decoded: &[DecodedRun], hmm: &GaussianHmm, columns: &[String], a
         states.push(StateRow {
             state: s,
             kind,
-            occupancy: if total > 0 { occupancy[s] as f64 / total as f64 } else { 0.0 },
-            visit_frequency: if decoded.is_empty() { 0.0 } else { runs_visiting as f64 / decoded.len() as f64 },
+            occupancy: if total > 0 {
+                occupancy[s] as f64 / total as f64
+            } else {
+                0.0
+            },
+            visit_frequency: if decoded.is_empty() {
+                0.0
+            } else {
+                runs_visiting as f64 / decoded.len() as f64
+            },
             runs_visiting,
             dwell_checkpoints: stays[s].iter().map(|x| x.0 as f64).sum::<f64>() / n_stays,
             dwell_steps: stays[s].iter().map(|x| x.1).sum::<f64>() / n_stays,
-            mean_position: if occupancy[s] > 0 { position[s] / occupancy[s] as f64 } else { 0.0 },
+            mean_position: if occupancy[s] > 0 {
+                position[s] / occupancy[s] as f64
+            } else {
+                0.0
+            },
             r,
             p,
             mean_convergence_visited: mean_of(1.0),
@@ -206,12 +264,36 @@ pub fn describe(decoded: &[DecodedRun], hmm: &GaussianHmm, columns: &[String], a
             if i == j || counts[i * k + j] == 0 {
                 continue;
             }
-            let mut shifts: Vec<(String, f64)> = (0..d).map(|f| (columns[f].clone(), hmm.means[j * d + f] - hmm.means[i * d + f])).collect();
+            let mut shifts: Vec<(String, f64)> = (0..d)
+                .map(|f| {
+                    (
+                        columns[f].clone(),
+                        hmm.means[j * d + f] - hmm.means[i * d + f],
+                    )
+                })
+                .collect();
             shifts.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
             shifts.truncate(top);
-            transitions.push(Transition { from: i, to: j, count: counts[i * k + j], runs: run_counts[i * k + j], top_shifts: shifts });
+            transitions.push(Transition {
+                from: i,
+                to: j,
+                count: counts[i * k + j],
+                runs: run_counts[i * k + j],
+                top_shifts: shifts,
+            });
         }
     }
-    transitions.sort_by(|a, b| b.count.cmp(&a.count).then(a.from.cmp(&b.from)).then(a.to.cmp(&b.to)));
-    TrainingMap { columns: columns.to_vec(), alpha, runs: decoded.to_vec(), states, transitions }
+    transitions.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(a.from.cmp(&b.from))
+            .then(a.to.cmp(&b.to))
+    });
+    TrainingMap {
+        columns: columns.to_vec(),
+        alpha,
+        runs: decoded.to_vec(),
+        states,
+        transitions,
+    }
 }

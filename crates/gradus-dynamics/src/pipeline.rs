@@ -31,7 +31,10 @@ impl std::str::FromStr for States {
         }
         match s.parse::<usize>() {
             Ok(k) if k >= 1 => Ok(States::Fixed(k)),
-            _ => Err(Error::config("states", format!("`{s}`: expected a number of states ≥ 1 or `auto`"))),
+            _ => Err(Error::config(
+                "states",
+                format!("`{s}`: expected a number of states ≥ 1 or `auto`"),
+            )),
         }
     }
 }
@@ -97,18 +100,28 @@ pub fn map_runs(runs: &[PathBuf], o: &MapOptions) -> Result<MapOutput> {
     let mut never = 0;
     for dir in runs {
         let name = run_name(dir);
-        let rows = load_stats(dir, o.matrices).map_err(|e| Error::msg(format!("run {name}: {e}")))?;
+        let rows =
+            load_stats(dir, o.matrices).map_err(|e| Error::msg(format!("run {name}: {e}")))?;
         if rows.len() < 2 {
             return Err(Error::msg(format!("run {name}: {} checkpoint(s) with statistics; a training map needs at least 2 per run", rows.len())));
         }
         let raw: Vec<f64> = rows.iter().flat_map(|r| r.row()).collect();
-        let conv = convergence(dir, &o.metric, o.threshold).map_err(|e| Error::msg(format!("run {name}: {e}")))?;
+        let conv = convergence(dir, &o.metric, o.threshold)
+            .map_err(|e| Error::msg(format!("run {name}: {e}")))?;
         match conv {
             Convergence::Never { .. } => never += 1,
-            Convergence::NoMetric => notes.push(format!("run {name}: no `{}` in metrics.jsonl; left out of the correlations", o.metric)),
+            Convergence::NoMetric => notes.push(format!(
+                "run {name}: no `{}` in metrics.jsonl; left out of the correlations",
+                o.metric
+            )),
             Convergence::At(_) => {}
         }
-        inputs.push(RunInput { name, steps: rows.iter().map(|r| r.step).collect(), z: zscore(&raw, d), convergence: conv.step() });
+        inputs.push(RunInput {
+            name,
+            steps: rows.iter().map(|r| r.step).collect(),
+            z: zscore(&raw, d),
+            convergence: conv.step(),
+        });
     }
     if never > 0 {
         notes.push(format!("{never} run(s) never reached {} ≥ {}; their last logged step is used as convergence step (a lower bound)", o.metric, o.threshold));
@@ -120,17 +133,33 @@ pub fn map_runs(runs: &[PathBuf], o: &MapOptions) -> Result<MapOutput> {
         Sequences::new(d, idx.iter().map(|&i| inputs[i].z.clone()).collect(), &nm)
     };
     let train = pick(&train_idx)?;
-    let held = if inputs.len() >= 2 { Some(pick(&held_idx)?) } else { None };
-    let sel = SelectOptions { covariance: o.covariance, fit: o.fit.clone(), restarts: o.restarts, seed: o.seed };
+    let held = if inputs.len() >= 2 {
+        Some(pick(&held_idx)?)
+    } else {
+        None
+    };
+    let sel = SelectOptions {
+        covariance: o.covariance,
+        fit: o.fit.clone(),
+        restarts: o.restarts,
+        seed: o.seed,
+    };
     let (selection, hmm) = match o.states {
         States::Auto { max } => select_states(&train, held.as_ref(), max, &sel)?,
         States::Fixed(k) => {
             if train.n_obs() < k {
-                return Err(Error::msg(format!("{k} states asked but the training runs hold only {} checkpoints", train.n_obs())));
+                return Err(Error::msg(format!(
+                    "{k} states asked but the training runs hold only {} checkpoints",
+                    train.n_obs()
+                )));
             }
-            let (m, rep) = GaussianHmm::fit_best(&train, k, o.covariance, &o.fit, o.restarts, o.seed)?;
+            let (m, rep) =
+                GaussianHmm::fit_best(&train, k, o.covariance, &o.fit, o.restarts, o.seed)?;
             if !rep.converged {
-                notes.push(format!("the HMM did not converge in {} EM iterations (tol {})", o.fit.n_iter, o.fit.tol));
+                notes.push(format!(
+                    "the HMM did not converge in {} EM iterations (tol {})",
+                    o.fit.n_iter, o.fit.tol
+                ));
             }
             (Vec::new(), m)
         }
@@ -152,7 +181,11 @@ pub fn map_runs(runs: &[PathBuf], o: &MapOptions) -> Result<MapOutput> {
         selection,
         hmm,
         train_runs: train_idx.iter().map(|&i| names[i].clone()).collect(),
-        heldout_runs: if held.is_some() { held_idx.iter().map(|&i| names[i].clone()).collect() } else { Vec::new() },
+        heldout_runs: if held.is_some() {
+            held_idx.iter().map(|&i| names[i].clone()).collect()
+        } else {
+            Vec::new()
+        },
         notes,
     })
 }
@@ -161,6 +194,7 @@ pub fn map_runs(runs: &[PathBuf], o: &MapOptions) -> Result<MapOutput> {
 pub fn write_map(out: &Path, m: &MapOutput) -> Result<()> {
     let html = crate::report::html(&m.map, &m.selection, m.hmm.k, &m.notes);
     gradus_tensor::io::write_atomic(&out.join("report.html"), html.as_bytes())?;
-    let json = serde_json::to_string_pretty(m).map_err(|e| Error::msg(format!("serialising the map: {e}")))?;
+    let json = serde_json::to_string_pretty(m)
+        .map_err(|e| Error::msg(format!("serialising the map: {e}")))?;
     gradus_tensor::io::write_atomic(&out.join("map.json"), json.as_bytes())
 }

@@ -9,14 +9,18 @@ use std::path::{Path, PathBuf};
 use gradus_tensor::{Error, Result};
 use serde_json::Value;
 
-use crate::stats::{checkpoint_stats, safetensors_stats, CheckpointStats, MatrixSelection, NamedTensor, COLUMNS};
+use crate::stats::{
+    checkpoint_stats, safetensors_stats, CheckpointStats, MatrixSelection, NamedTensor, COLUMNS,
+};
 
 /// The statistics file's name inside a run directory.
 pub const DYNAMICS_FILE: &str = "dynamics.jsonl";
 
 /// A run's display name: its directory's last component.
 pub fn run_name(run: &Path) -> String {
-    run.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| run.display().to_string())
+    run.file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| run.display().to_string())
 }
 
 /// `checkpoints/step-N/model.safetensors` of a run, sorted by step.
@@ -27,7 +31,12 @@ pub fn list_checkpoints(run: &Path) -> Result<Vec<(u64, PathBuf)>> {
     for entry in rd {
         let entry = entry.map_err(|e| Error::io(&dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(step) = name.strip_prefix("step-").and_then(|s| s.parse::<u64>().ok()) else { continue };
+        let Some(step) = name
+            .strip_prefix("step-")
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            continue;
+        };
         let model = entry.path().join("model.safetensors");
         if model.is_file() {
             out.push((step, model));
@@ -41,16 +50,24 @@ pub fn list_checkpoints(run: &Path) -> Result<Vec<(u64, PathBuf)>> {
 pub fn stats_offline(run: &Path, sel: MatrixSelection) -> Result<Vec<CheckpointStats>> {
     let cks = list_checkpoints(run)?;
     if cks.is_empty() {
-        return Err(Error::format(run, "no checkpoints/step-N/model.safetensors in this run directory"));
+        return Err(Error::format(
+            run,
+            "no checkpoints/step-N/model.safetensors in this run directory",
+        ));
     }
-    cks.iter().map(|(step, p)| safetensors_stats(*step, p, sel)).collect()
+    cks.iter()
+        .map(|(step, p)| safetensors_stats(*step, p, sel))
+        .collect()
 }
 
 /// Serialises statistics rows as JSON lines.
 pub fn to_jsonl(rows: &[CheckpointStats]) -> Result<String> {
     let mut s = String::new();
     for r in rows {
-        s.push_str(&serde_json::to_string(r).map_err(|e| Error::msg(format!("serialising statistics: {e}")))?);
+        s.push_str(
+            &serde_json::to_string(r)
+                .map_err(|e| Error::msg(format!("serialising statistics: {e}")))?,
+        );
         s.push('\n');
     }
     Ok(s)
@@ -70,12 +87,28 @@ pub fn read_dynamics(path: &Path) -> Result<Vec<CheckpointStats>> {
         if line.trim().is_empty() {
             continue;
         }
-        let r: CheckpointStats = serde_json::from_str(line).map_err(|e| Error::Parse { path: path.into(), line: i + 1, msg: e.to_string() })?;
+        let r: CheckpointStats = serde_json::from_str(line).map_err(|e| Error::Parse {
+            path: path.into(),
+            line: i + 1,
+            msg: e.to_string(),
+        })?;
         for c in COLUMNS {
             match r.stats.get(c) {
                 Some(v) if v.is_finite() => {}
-                Some(_) => return Err(Error::Parse { path: path.into(), line: i + 1, msg: format!("column `{c}` is not finite") }),
-                None => return Err(Error::Parse { path: path.into(), line: i + 1, msg: format!("column `{c}` is missing") }),
+                Some(_) => {
+                    return Err(Error::Parse {
+                        path: path.into(),
+                        line: i + 1,
+                        msg: format!("column `{c}` is not finite"),
+                    })
+                }
+                None => {
+                    return Err(Error::Parse {
+                        path: path.into(),
+                        line: i + 1,
+                        msg: format!("column `{c}` is missing"),
+                    })
+                }
             }
         }
         rows.push(r);
@@ -96,30 +129,49 @@ pub struct StatsRecorder {
 impl StatsRecorder {
     /// Opens `run_dir/dynamics.jsonl`: emptied for a fresh run; for a run resumed at `step`, the lines
     /// with a larger step (written after that checkpoint by the interrupted run) are dropped.
-    pub fn open(run_dir: &Path, resume_step: Option<u64>, selection: MatrixSelection) -> Result<Self> {
+    pub fn open(
+        run_dir: &Path,
+        resume_step: Option<u64>,
+        selection: MatrixSelection,
+    ) -> Result<Self> {
         let path = run_dir.join(DYNAMICS_FILE);
         let kept = match resume_step {
             Some(s) if path.is_file() => {
                 let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
                 text.lines()
-                    .filter(|l| serde_json::from_str::<Value>(l).ok().and_then(|v| v.get("step").and_then(Value::as_u64)).is_some_and(|st| st <= s))
+                    .filter(|l| {
+                        serde_json::from_str::<Value>(l)
+                            .ok()
+                            .and_then(|v| v.get("step").and_then(Value::as_u64))
+                            .is_some_and(|st| st <= s)
+                    })
                     .map(|l| format!("{l}\n"))
                     .collect::<String>()
             }
             _ => String::new(),
         };
         gradus_tensor::io::write_atomic(&path, kept.as_bytes())?;
-        let file = std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| Error::io(&path, e))?;
-        Ok(Self { path, file, selection })
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(Self {
+            path,
+            file,
+            selection,
+        })
     }
 
     /// Computes and appends the statistics of `tensors` at `step`.
     pub fn record(&mut self, step: u64, tensors: &[NamedTensor]) -> Result<CheckpointStats> {
         use std::io::Write;
         let st = checkpoint_stats(step, tensors, self.selection)?;
-        let mut line = serde_json::to_string(&st).map_err(|e| Error::msg(format!("serialising statistics: {e}")))?;
+        let mut line = serde_json::to_string(&st)
+            .map_err(|e| Error::msg(format!("serialising statistics: {e}")))?;
         line.push('\n');
-        self.file.write_all(line.as_bytes()).map_err(|e| Error::io(&self.path, e))?;
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(|e| Error::io(&self.path, e))?;
         Ok(st)
     }
 }
@@ -169,12 +221,22 @@ pub fn convergence(run: &Path, metric: &str, threshold: f64) -> Result<Convergen
         if line.trim().is_empty() {
             continue;
         }
-        let v: Value = serde_json::from_str(line).map_err(|e| Error::Parse { path: path.clone(), line: i + 1, msg: e.to_string() })?;
-        let Some(x) = v.get(metric).and_then(Value::as_f64) else { continue };
+        let v: Value = serde_json::from_str(line).map_err(|e| Error::Parse {
+            path: path.clone(),
+            line: i + 1,
+            msg: e.to_string(),
+        })?;
+        let Some(x) = v.get(metric).and_then(Value::as_f64) else {
+            continue;
+        };
         let step = v
             .get("step")
             .and_then(Value::as_u64)
-            .ok_or_else(|| Error::Parse { path: path.clone(), line: i + 1, msg: "no integer `step`".into() })?;
+            .ok_or_else(|| Error::Parse {
+                path: path.clone(),
+                line: i + 1,
+                msg: "no integer `step`".into(),
+            })?;
         if x >= threshold {
             return Ok(Convergence::At(step));
         }
@@ -199,18 +261,35 @@ mod tests {
             "{\"step\":1,\"train/loss\":2.0}\n{\"step\":10,\"eval/accuracy\":0.2}\n{\"step\":20,\"eval/accuracy\":0.55}\n{\"step\":30,\"eval/accuracy\":0.9}\n",
         )
         .unwrap();
-        assert_eq!(convergence(run, "eval/accuracy", 0.5).unwrap(), Convergence::At(20));
-        assert_eq!(convergence(run, "eval/accuracy", 0.95).unwrap(), Convergence::Never { last_step: 30 });
-        assert_eq!(convergence(run, "eval/other", 0.5).unwrap(), Convergence::NoMetric);
+        assert_eq!(
+            convergence(run, "eval/accuracy", 0.5).unwrap(),
+            Convergence::At(20)
+        );
+        assert_eq!(
+            convergence(run, "eval/accuracy", 0.95).unwrap(),
+            Convergence::Never { last_step: 30 }
+        );
+        assert_eq!(
+            convergence(run, "eval/other", 0.5).unwrap(),
+            Convergence::NoMetric
+        );
         std::fs::write(run.join("metrics.jsonl"), "{\"step\":1}\nnot json\n").unwrap();
-        let e = convergence(run, "eval/accuracy", 0.5).unwrap_err().to_string();
+        let e = convergence(run, "eval/accuracy", 0.5)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("metrics.jsonl:2"), "{e}");
     }
 
     #[test]
     fn recorder_appends_and_truncates_on_resume() {
         let dir = tempfile::tempdir().unwrap();
-        let t = |v: f32| vec![NamedTensor { name: "fc.weight".into(), shape: vec![1, 1], values: vec![v] }];
+        let t = |v: f32| {
+            vec![NamedTensor {
+                name: "fc.weight".into(),
+                shape: vec![1, 1],
+                values: vec![v],
+            }]
+        };
         let mut r = StatsRecorder::open(dir.path(), None, MatrixSelection::All).unwrap();
         for step in [0, 10, 20] {
             r.record(step, &t(step as f32 + 1.0)).unwrap();
@@ -220,7 +299,10 @@ mod tests {
         let mut r = StatsRecorder::open(dir.path(), Some(10), MatrixSelection::All).unwrap();
         r.record(20, &t(-3.0)).unwrap();
         let rows = read_dynamics(&dir.path().join(DYNAMICS_FILE)).unwrap();
-        assert_eq!(rows.iter().map(|r| r.step).collect::<Vec<_>>(), vec![0, 10, 20]);
+        assert_eq!(
+            rows.iter().map(|r| r.step).collect::<Vec<_>>(),
+            vec![0, 10, 20]
+        );
         // A 1×1 matrix [w]: l1 = |w|, spectral = |w|, trace = w, mean_w = w.
         assert_eq!(rows[1].stats["l1"], 11.0);
         assert_eq!(rows[2].stats["trace"], -3.0);
@@ -233,6 +315,9 @@ mod tests {
         let p = dir.path().join(DYNAMICS_FILE);
         std::fs::write(&p, "{\"step\":1,\"stats\":{\"l1\":1.0},\"layers\":{}}\n").unwrap();
         let e = read_dynamics(&p).unwrap_err().to_string();
-        assert!(e.contains("dynamics.jsonl:1") && e.contains("`l2` is missing"), "{e}");
+        assert!(
+            e.contains("dynamics.jsonl:1") && e.contains("`l2` is missing"),
+            "{e}"
+        );
     }
 }

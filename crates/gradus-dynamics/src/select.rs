@@ -27,7 +27,11 @@ pub fn zscore(x: &[f64], d: usize) -> Vec<f64> {
         let var = (0..t).map(|i| (x[i * d + f] - mean).powi(2)).sum::<f64>() / t as f64;
         let sd = var.sqrt();
         for i in 0..t {
-            out[i * d + f] = if sd > 0.0 && sd.is_finite() { (x[i * d + f] - mean) / sd } else { 0.0 };
+            out[i * d + f] = if sd > 0.0 && sd.is_finite() {
+                (x[i * d + f] - mean) / sd
+            } else {
+                0.0
+            };
         }
     }
     out
@@ -74,12 +78,21 @@ pub struct SelectOptions {
 
 /// Fits 1..=max_states on `train` and scores `held`; returns the table and the lowest-BIC model.
 /// A state count the data cannot support (fewer observations than states) is skipped with a warning.
-pub fn select_states(train: &Sequences, held: Option<&Sequences>, max_states: usize, o: &SelectOptions) -> Result<(Vec<SelectionRow>, GaussianHmm)> {
+pub fn select_states(
+    train: &Sequences,
+    held: Option<&Sequences>,
+    max_states: usize,
+    o: &SelectOptions,
+) -> Result<(Vec<SelectionRow>, GaussianHmm)> {
     let mut rows = Vec::new();
     let mut best: Option<(f64, GaussianHmm)> = None;
     for k in 1..=max_states {
         if train.n_obs() < k {
-            tracing::warn!("model selection: {} training observations cannot fit {k} states; stopping at {}", train.n_obs(), k - 1);
+            tracing::warn!(
+                "model selection: {} training observations cannot fit {k} states; stopping at {}",
+                train.n_obs(),
+                k - 1
+            );
             break;
         }
         let (m, rep) = GaussianHmm::fit_best(train, k, o.covariance, &o.fit, o.restarts, o.seed)?;

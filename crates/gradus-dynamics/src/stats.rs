@@ -61,7 +61,9 @@ impl MatrixSelection {
     pub fn keeps(self, name: &str) -> bool {
         match self {
             MatrixSelection::All => true,
-            MatrixSelection::Blocks => !["embed", "lm_head", "wte", "wpe"].iter().any(|p| name.contains(p)),
+            MatrixSelection::Blocks => !["embed", "lm_head", "wte", "wpe"]
+                .iter()
+                .any(|p| name.contains(p)),
         }
     }
 }
@@ -108,7 +110,10 @@ pub struct CheckpointStats {
 impl CheckpointStats {
     /// The 14 columns as a vector in [`COLUMNS`] order (missing ones are NaN).
     pub fn row(&self) -> Vec<f64> {
-        COLUMNS.iter().map(|c| self.stats.get(*c).copied().unwrap_or(f64::NAN)).collect()
+        COLUMNS
+            .iter()
+            .map(|c| self.stats.get(*c).copied().unwrap_or(f64::NAN))
+            .collect()
     }
 }
 
@@ -122,16 +127,21 @@ pub struct NamedTensor {
 /// Singular values of a row-major `rows × cols` matrix, descending (faer's SVD in f64).
 pub fn singular_values(rows: usize, cols: usize, values: &[f32]) -> Result<Vec<f64>> {
     if values.len() != rows * cols {
-        return Err(Error::msg(format!("matrix of {rows}×{cols} needs {} values, got {}", rows * cols, values.len())));
+        return Err(Error::msg(format!(
+            "matrix of {rows}×{cols} needs {} values, got {}",
+            rows * cols,
+            values.len()
+        )));
     }
     if rows == 0 || cols == 0 {
         return Ok(Vec::new());
     }
     let m = faer::Mat::<f64>::from_fn(rows, cols, |i, j| values[i * cols + j] as f64);
-    let mut s = m
-        .as_ref()
-        .singular_values()
-        .map_err(|e| Error::msg(format!("SVD of a {rows}×{cols} matrix did not converge: {e:?}")))?;
+    let mut s = m.as_ref().singular_values().map_err(|e| {
+        Error::msg(format!(
+            "SVD of a {rows}×{cols} matrix did not converge: {e:?}"
+        ))
+    })?;
     s.sort_by(|a, b| b.total_cmp(a));
     Ok(s)
 }
@@ -140,10 +150,19 @@ pub fn singular_values(rows: usize, cols: usize, values: &[f32]) -> Result<Vec<f
 pub fn matrix_stats(rows: usize, cols: usize, values: &[f32]) -> Result<MatrixStats> {
     let s = singular_values(rows, cols, values)?;
     let l1: f64 = values.iter().map(|&v| (v as f64).abs()).sum();
-    let l2: f64 = values.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt();
-    let trace: f64 = (0..rows.min(cols)).map(|i| values[i * cols + i] as f64).sum();
+    let l2: f64 = values
+        .iter()
+        .map(|&v| (v as f64) * (v as f64))
+        .sum::<f64>()
+        .sqrt();
+    let trace: f64 = (0..rows.min(cols))
+        .map(|i| values[i * cols + i] as f64)
+        .sum();
     let spectral = s.first().copied().unwrap_or(0.0);
-    let floored: Vec<f64> = s.iter().map(|&x| if x < SINGULAR_FLOOR { 0.0 } else { x }).collect();
+    let floored: Vec<f64> = s
+        .iter()
+        .map(|&x| if x < SINGULAR_FLOOR { 0.0 } else { x })
+        .collect();
     let (mean_lambda, variance_lambda) = mean_var(floored.iter().copied(), floored.len());
     Ok(MatrixStats {
         l1,
@@ -189,19 +208,39 @@ fn lower_median(mut v: Vec<f32>) -> f64 {
 }
 
 /// Statistics of a set of named tensors (one checkpoint). Errors name a tensor holding NaN/inf.
-pub fn checkpoint_stats(step: u64, tensors: &[NamedTensor], sel: MatrixSelection) -> Result<CheckpointStats> {
+pub fn checkpoint_stats(
+    step: u64,
+    tensors: &[NamedTensor],
+    sel: MatrixSelection,
+) -> Result<CheckpointStats> {
     for t in tensors {
         if t.values.iter().any(|v| !v.is_finite()) {
-            return Err(Error::msg(format!("step {step}: tensor `{}` holds a NaN or infinite value", t.name)));
+            return Err(Error::msg(format!(
+                "step {step}: tensor `{}` holds a NaN or infinite value",
+                t.name
+            )));
         }
         if t.shape.iter().product::<usize>() != t.values.len() {
-            return Err(Error::msg(format!("step {step}: tensor `{}`: shape {:?} does not match its {} values", t.name, t.shape, t.values.len())));
+            return Err(Error::msg(format!(
+                "step {step}: tensor `{}`: shape {:?} does not match its {} values",
+                t.name,
+                t.shape,
+                t.values.len()
+            )));
         }
     }
-    let mats: Vec<&NamedTensor> = tensors.iter().filter(|t| t.shape.len() == 2 && !is_bias(&t.name) && sel.keeps(&t.name)).collect();
+    let mats: Vec<&NamedTensor> = tensors
+        .iter()
+        .filter(|t| t.shape.len() == 2 && !is_bias(&t.name) && sel.keeps(&t.name))
+        .collect();
     let per: Vec<(String, MatrixStats)> = mats
         .par_iter()
-        .map(|t| Ok((t.name.clone(), matrix_stats(t.shape[0], t.shape[1], &t.values)?)))
+        .map(|t| {
+            Ok((
+                t.name.clone(),
+                matrix_stats(t.shape[0], t.shape[1], &t.values)?,
+            ))
+        })
         .collect::<Result<_>>()?;
     let mut avg = [0.0f64; 8];
     for (_, m) in &per {
@@ -212,16 +251,31 @@ pub fn checkpoint_stats(step: u64, tensors: &[NamedTensor], sel: MatrixSelection
     if !per.is_empty() {
         avg.iter_mut().for_each(|a| *a /= per.len() as f64);
     }
-    let weights: Vec<f32> = tensors.iter().filter(|t| !is_bias(&t.name)).flat_map(|t| t.values.iter().copied()).collect();
-    let biases: Vec<f32> = tensors.iter().filter(|t| is_bias(&t.name)).flat_map(|t| t.values.iter().copied()).collect();
+    let weights: Vec<f32> = tensors
+        .iter()
+        .filter(|t| !is_bias(&t.name))
+        .flat_map(|t| t.values.iter().copied())
+        .collect();
+    let biases: Vec<f32> = tensors
+        .iter()
+        .filter(|t| is_bias(&t.name))
+        .flat_map(|t| t.values.iter().copied())
+        .collect();
     let (mean_w, var_w) = mean_var(weights.iter().map(|&v| v as f64), weights.len());
     let (mean_b, var_b) = mean_var(biases.iter().map(|&v| v as f64), biases.len());
     let median_w = lower_median(weights);
     let median_b = lower_median(biases);
-    let values = [avg[0], avg[1], avg[2], avg[3], avg[4], avg[5], avg[6], avg[7], mean_w, median_w, var_w, mean_b, median_b, var_b];
+    let values = [
+        avg[0], avg[1], avg[2], avg[3], avg[4], avg[5], avg[6], avg[7], mean_w, median_w, var_w,
+        mean_b, median_b, var_b,
+    ];
     Ok(CheckpointStats {
         step,
-        stats: COLUMNS.iter().zip(values).map(|(c, v)| (c.to_string(), v)).collect(),
+        stats: COLUMNS
+            .iter()
+            .zip(values)
+            .map(|(c, v)| (c.to_string(), v))
+            .collect(),
         layers: per.into_iter().collect(),
     })
 }
@@ -237,7 +291,11 @@ pub fn safetensors_stats(step: u64, path: &Path, sel: MatrixSelection) -> Result
     for l in loaded {
         let shape = l.tensor.dims().to_vec();
         let values = l.tensor.flatten_all()?.to_vec1::<f32>()?;
-        tensors.push(NamedTensor { name: l.name, shape, values });
+        tensors.push(NamedTensor {
+            name: l.name,
+            shape,
+            values,
+        });
     }
     checkpoint_stats(step, &tensors, sel).map_err(|e| Error::format(path, e.to_string()))
 }
@@ -279,7 +337,11 @@ mod tests {
 
     #[test]
     fn checkpoint_columns_by_hand() {
-        let t = |name: &str, shape: Vec<usize>, values: Vec<f32>| NamedTensor { name: name.into(), shape, values };
+        let t = |name: &str, shape: Vec<usize>, values: Vec<f32>| NamedTensor {
+            name: name.into(),
+            shape,
+            values,
+        };
         let tensors = vec![
             // Two selected matrices: I₂ (all stats: l1 2, l2 √2, trace 2, σ {1,1}) and 2·I₂.
             t("layers.0.q.weight", vec![2, 2], vec![1.0, 0.0, 0.0, 1.0]),
@@ -316,8 +378,14 @@ mod tests {
 
     #[test]
     fn nan_names_the_tensor() {
-        let t = NamedTensor { name: "fc.weight".into(), shape: vec![1, 2], values: vec![1.0, f32::NAN] };
-        let e = checkpoint_stats(3, &[t], MatrixSelection::All).unwrap_err().to_string();
+        let t = NamedTensor {
+            name: "fc.weight".into(),
+            shape: vec![1, 2],
+            values: vec![1.0, f32::NAN],
+        };
+        let e = checkpoint_stats(3, &[t], MatrixSelection::All)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("fc.weight") && e.contains("step 3"), "{e}");
     }
 }

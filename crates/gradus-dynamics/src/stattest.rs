@@ -48,7 +48,11 @@ pub fn student_t_two_sided(t: f64, df: usize) -> f64 {
 
 /// ln Γ(m / 2) for a positive integer m, exactly by the recursion.
 fn ln_gamma_half(m: usize) -> f64 {
-    let (mut x, mut acc) = if m % 2 == 0 { (1.0, 0.0) } else { (0.5, 0.5 * std::f64::consts::PI.ln()) };
+    let (mut x, mut acc) = if m % 2 == 0 {
+        (1.0, 0.0)
+    } else {
+        (0.5, 0.5 * std::f64::consts::PI.ln())
+    };
     while x < m as f64 / 2.0 - 0.25 {
         acc += x.ln();
         x += 1.0;

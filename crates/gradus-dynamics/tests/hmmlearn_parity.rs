@@ -9,7 +9,10 @@ use serde_json::Value;
 const REL: f64 = 1e-6;
 
 fn fixture() -> Value {
-    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hmmlearn/hmmlearn.json");
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/hmmlearn/hmmlearn.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
@@ -26,14 +29,25 @@ fn assert_close(name: &str, got: &[f64], want: &[f64]) {
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         // Relative error, with an absolute floor of 1e-12 for entries that are (nearly) zero.
         let err = (g - w).abs() / w.abs().max(1e-6);
-        assert!(err < REL || (g - w).abs() < 1e-12, "{name}[{i}]: gradus {g} vs hmmlearn {w} (rel {err:.2e})");
+        assert!(
+            err < REL || (g - w).abs() < 1e-12,
+            "{name}[{i}]: gradus {g} vs hmmlearn {w} (rel {err:.2e})"
+        );
     }
 }
 
 fn check(cov: Covariance, key: &str) {
     let f = fixture();
-    let (k, d) = (f["k"].as_u64().unwrap() as usize, f["d"].as_u64().unwrap() as usize);
-    let seqs: Vec<Vec<f64>> = f["sequences"].as_array().unwrap().iter().map(flat).collect();
+    let (k, d) = (
+        f["k"].as_u64().unwrap() as usize,
+        f["d"].as_u64().unwrap() as usize,
+    );
+    let seqs: Vec<Vec<f64>> = f["sequences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(flat)
+        .collect();
     let data = Sequences::new(d, seqs.clone(), &[]).unwrap();
     let init = &f["init"];
     let mut m = GaussianHmm {
@@ -45,7 +59,11 @@ fn check(cov: Covariance, key: &str) {
         means: flat(&init["means"]),
         covars: flat(&init[format!("covars_{key}")]),
     };
-    let opts = FitOptions { n_iter: f["n_iter"].as_u64().unwrap() as usize, tol: f["tol"].as_f64().unwrap(), ..FitOptions::default() };
+    let opts = FitOptions {
+        n_iter: f["n_iter"].as_u64().unwrap() as usize,
+        tol: f["tol"].as_f64().unwrap(),
+        ..FitOptions::default()
+    };
     let rep = m.fit_from(&data, &opts).unwrap();
     let want = &f[key];
     assert_close("history", &rep.history, &flat(&want["history"]));
@@ -62,12 +80,33 @@ fn check(cov: Covariance, key: &str) {
         lp += l;
         path.extend(p.into_iter().map(|s| s as u64));
     }
-    let want_path: Vec<u64> = want["viterbi_path"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let want_path: Vec<u64> = want["viterbi_path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
     assert_eq!(path, want_path, "Viterbi path");
-    assert_close("viterbi_logprob", &[lp], &[want["viterbi_logprob"].as_f64().unwrap()]);
-    assert_close("score", &[m.score(&data).unwrap()], &[want["score"].as_f64().unwrap()]);
-    assert_close("aic", &[m.aic(&data).unwrap()], &[want["aic"].as_f64().unwrap()]);
-    assert_close("bic", &[m.bic(&data).unwrap()], &[want["bic"].as_f64().unwrap()]);
+    assert_close(
+        "viterbi_logprob",
+        &[lp],
+        &[want["viterbi_logprob"].as_f64().unwrap()],
+    );
+    assert_close(
+        "score",
+        &[m.score(&data).unwrap()],
+        &[want["score"].as_f64().unwrap()],
+    );
+    assert_close(
+        "aic",
+        &[m.aic(&data).unwrap()],
+        &[want["aic"].as_f64().unwrap()],
+    );
+    assert_close(
+        "bic",
+        &[m.bic(&data).unwrap()],
+        &[want["bic"].as_f64().unwrap()],
+    );
 }
 
 #[test]

@@ -23,7 +23,12 @@ fn hmm4() -> GaussianHmm {
 }
 
 fn run(name: &str, states: &[usize], conv: u64) -> DecodedRun {
-    DecodedRun { name: name.into(), steps: (0..states.len() as u64).map(|t| 10 * t).collect(), states: states.to_vec(), convergence: Some(conv) }
+    DecodedRun {
+        name: name.into(),
+        steps: (0..states.len() as u64).map(|t| 10 * t).collect(),
+        states: states.to_vec(),
+        convergence: Some(conv),
+    }
 }
 
 #[test]
@@ -38,10 +43,18 @@ fn map_tables_by_hand() {
     let cols = vec!["a".to_string(), "b".to_string()];
     let m = describe(&runs, &hmm4(), &cols, 0.05, 1);
     // Transitions: 0→1 twice (c, d), 0→2 twice (a, b), 1→2 twice (c, d); no self-loops.
-    let t: Vec<(usize, usize, usize, usize)> = m.transitions.iter().map(|t| (t.from, t.to, t.count, t.runs)).collect();
+    let t: Vec<(usize, usize, usize, usize)> = m
+        .transitions
+        .iter()
+        .map(|t| (t.from, t.to, t.count, t.runs))
+        .collect();
     assert_eq!(t, vec![(0, 1, 2, 2), (0, 2, 2, 2), (1, 2, 2, 2)]);
     // 0 → 2 shifts b by 5 − 0 and a by 1: the top metric is b (+5).
-    let t02 = m.transitions.iter().find(|t| (t.from, t.to) == (0, 2)).unwrap();
+    let t02 = m
+        .transitions
+        .iter()
+        .find(|t| (t.from, t.to) == (0, 2))
+        .unwrap();
     assert_eq!(t02.top_shifts, vec![("b".to_string(), 5.0)]);
     // S0 and S2 are visited by every run: obligatory, r undefined (visited is constant).
     assert_eq!(m.states[0].kind, StateKind::Obligatory);
@@ -95,15 +108,33 @@ fn bic_selects_the_true_number_of_states() {
         })
         .collect();
     let data = Sequences::new(2, seqs, &[]).unwrap();
-    let o = SelectOptions { covariance: Covariance::Diag, fit: FitOptions::default(), restarts: 3, seed: 0 };
+    let o = SelectOptions {
+        covariance: Covariance::Diag,
+        fit: FitOptions::default(),
+        restarts: 3,
+        seed: 0,
+    };
     let (rows, best) = select_states(&data, None, 5, &o).unwrap();
     assert_eq!(rows.len(), 5);
-    assert_eq!(best.k, 3, "BIC per k: {:?}", rows.iter().map(|r| r.bic).collect::<Vec<_>>());
+    assert_eq!(
+        best.k,
+        3,
+        "BIC per k: {:?}",
+        rows.iter().map(|r| r.bic).collect::<Vec<_>>()
+    );
     // Training likelihood never drops as states are added (nested models, best of restarts).
-    assert!(rows[2].train_loglik > rows[1].train_loglik && rows[1].train_loglik > rows[0].train_loglik);
+    assert!(
+        rows[2].train_loglik > rows[1].train_loglik && rows[1].train_loglik > rows[0].train_loglik
+    );
 }
 
-fn write_run(root: &std::path::Path, name: &str, regimes: &[(f64, usize)], acc_step: u64, rng: &mut ChaCha8Rng) -> std::path::PathBuf {
+fn write_run(
+    root: &std::path::Path,
+    name: &str,
+    regimes: &[(f64, usize)],
+    acc_step: u64,
+    rng: &mut ChaCha8Rng,
+) -> std::path::PathBuf {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let mut rows = Vec::new();
@@ -111,13 +142,34 @@ fn write_run(root: &std::path::Path, name: &str, regimes: &[(f64, usize)], acc_s
     for &(level, n) in regimes {
         for _ in 0..n {
             // Every column follows the regime level (scaled per column), plus small noise.
-            let stats = COLUMNS.iter().enumerate().map(|(c, name)| (name.to_string(), level * (1.0 + c as f64) + 0.05 * (rng.gen::<f64>() - 0.5))).collect();
-            rows.push(CheckpointStats { step, stats, layers: Default::default() });
+            let stats = COLUMNS
+                .iter()
+                .enumerate()
+                .map(|(c, name)| {
+                    (
+                        name.to_string(),
+                        level * (1.0 + c as f64) + 0.05 * (rng.gen::<f64>() - 0.5),
+                    )
+                })
+                .collect();
+            rows.push(CheckpointStats {
+                step,
+                stats,
+                layers: Default::default(),
+            });
             step += 100;
         }
     }
     write_dynamics(&dir.join(DYNAMICS_FILE), &rows).unwrap();
-    let metrics: String = (0..step / 100).map(|i| format!("{{\"step\":{},\"eval/accuracy\":{}}}\n", i * 100, if i * 100 >= acc_step { 0.9 } else { 0.1 })).collect();
+    let metrics: String = (0..step / 100)
+        .map(|i| {
+            format!(
+                "{{\"step\":{},\"eval/accuracy\":{}}}\n",
+                i * 100,
+                if i * 100 >= acc_step { 0.9 } else { 0.1 }
+            )
+        })
+        .collect();
     std::fs::write(dir.join("metrics.jsonl"), metrics).unwrap();
     dir
 }
@@ -131,18 +183,52 @@ fn pipeline_finds_the_detour_by_construction() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let mut dirs = Vec::new();
     for i in 0..5u64 {
-        dirs.push(write_run(tmp.path(), &format!("fast-{i}"), &[(0.0, 6), (10.0, 6)], 600 + 100 * i, &mut rng));
-        dirs.push(write_run(tmp.path(), &format!("slow-{i}"), &[(0.0, 6), (5.0, 6), (10.0, 6)], 1500 + 100 * i, &mut rng));
+        dirs.push(write_run(
+            tmp.path(),
+            &format!("fast-{i}"),
+            &[(0.0, 6), (10.0, 6)],
+            600 + 100 * i,
+            &mut rng,
+        ));
+        dirs.push(write_run(
+            tmp.path(),
+            &format!("slow-{i}"),
+            &[(0.0, 6), (5.0, 6), (10.0, 6)],
+            1500 + 100 * i,
+            &mut rng,
+        ));
     }
-    let o = MapOptions { states: States::Fixed(3), restarts: 3, ..MapOptions::default() };
+    let o = MapOptions {
+        states: States::Fixed(3),
+        restarts: 3,
+        ..MapOptions::default()
+    };
     let out = map_runs(&dirs, &o).unwrap();
-    let detours: Vec<_> = out.map.states.iter().filter(|s| s.kind == StateKind::Detour).collect();
+    let detours: Vec<_> = out
+        .map
+        .states
+        .iter()
+        .filter(|s| s.kind == StateKind::Detour)
+        .collect();
     assert_eq!(detours.len(), 1, "{:?}", out.map.states);
     let detour = detours[0].state;
     for r in &out.map.runs {
-        assert_eq!(r.states.contains(&detour), r.name.starts_with("slow"), "run {} path {:?}", r.name, r.states);
+        assert_eq!(
+            r.states.contains(&detour),
+            r.name.starts_with("slow"),
+            "run {} path {:?}",
+            r.name,
+            r.states
+        );
     }
-    assert_eq!(out.map.states.iter().filter(|s| s.kind == StateKind::Obligatory).count(), 2);
+    assert_eq!(
+        out.map
+            .states
+            .iter()
+            .filter(|s| s.kind == StateKind::Obligatory)
+            .count(),
+        2
+    );
     // Convergence steps come from metrics.jsonl: the first step with accuracy ≥ 0.5.
     let fast0 = out.map.runs.iter().find(|r| r.name == "fast-0").unwrap();
     assert_eq!(fast0.convergence, Some(600));
@@ -151,7 +237,9 @@ fn pipeline_finds_the_detour_by_construction() {
     write_map(&tmp.path().join("map"), &out).unwrap();
     let html = std::fs::read_to_string(tmp.path().join("map/report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("Detour") && html.contains("slow-4"));
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tmp.path().join("map/map.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("map/map.json")).unwrap())
+            .unwrap();
     assert_eq!(json["hmm"]["k"], 3);
 }
 
@@ -161,10 +249,14 @@ fn bad_runs_are_named() {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let ok = write_run(tmp.path(), "ok", &[(0.0, 3), (1.0, 3)], 300, &mut rng);
     let short = write_run(tmp.path(), "short", &[(0.0, 1)], 0, &mut rng);
-    let e = map_runs(&[ok.clone(), short], &MapOptions::default()).unwrap_err().to_string();
+    let e = map_runs(&[ok.clone(), short], &MapOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("run short") && e.contains("at least 2"), "{e}");
     let missing = tmp.path().join("nothing-here");
-    let e = map_runs(&[ok.clone(), missing], &MapOptions::default()).unwrap_err().to_string();
+    let e = map_runs(&[ok.clone(), missing], &MapOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("run nothing-here"), "{e}");
     // A NaN in dynamics.jsonl (serialised as null) names the file and line.
     let bad = tmp.path().join("bad");
@@ -175,9 +267,22 @@ fn bad_runs_are_named() {
     }
     line["stats"]["trace"] = serde_json::Value::Null;
     std::fs::write(bad.join(DYNAMICS_FILE), format!("{line}\n")).unwrap();
-    let e = map_runs(&[ok.clone(), bad], &MapOptions::default()).unwrap_err().to_string();
-    assert!(e.contains("run bad") && e.contains("dynamics.jsonl:1"), "{e}");
+    let e = map_runs(&[ok.clone(), bad], &MapOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("run bad") && e.contains("dynamics.jsonl:1"),
+        "{e}"
+    );
     // More states than checkpoints.
-    let e = map_runs(&[ok], &MapOptions { states: States::Fixed(20), ..MapOptions::default() }).unwrap_err().to_string();
+    let e = map_runs(
+        &[ok],
+        &MapOptions {
+            states: States::Fixed(20),
+            ..MapOptions::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("20 states"), "{e}");
 }
