@@ -5,3 +5,5 @@ pub mod config;
 pub mod prefs_cmd;
 pub mod data_cmd;
 pub mod embed_cmd;
+pub mod dynamics_cmd;
+pub mod sweep_cmd;

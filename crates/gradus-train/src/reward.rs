@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use crate::optim::AdamWConfig;
 use crate::prefs::{load_pairs, pad_id, PrefsSection};
-use crate::recipe::{DataSection, ModelSection, RecipeConfig, RunConfig, TokenizerSection, TrainSection};
+use crate::recipe::{DataSection, DynamicsSection, ModelSection, RecipeConfig, RunConfig, TokenizerSection, TrainSection};
 use crate::report::Section;
 use crate::schedule::Schedule;
 use crate::trainer::{fit_learner, set_params, write_run_report, FitSummary, Learner};
@@ -52,6 +52,8 @@ pub struct RewardConfig {
     pub optimizer: AdamWConfig,
     pub schedule: Schedule,
     pub train: TrainSection,
+    /// Weight statistics recorded while training (`[dynamics] every = N`).
+    pub dynamics: DynamicsSection,
     pub objective: RewardObjective,
     pub head: HeadSection,
     pub prefs: PrefsSection,
@@ -67,6 +69,7 @@ impl RewardConfig {
             optimizer: self.optimizer,
             schedule: self.schedule.clone(),
             train: self.train.clone(),
+            dynamics: self.dynamics.clone(),
         }
     }
 

@@ -10,6 +10,8 @@ use std::time::Instant;
 
 use candle_core::backprop::GradStore;
 use gradus_data::pack::{Batch, CursorState, RowCursor};
+use gradus_dynamics::run::StatsRecorder;
+use gradus_dynamics::stats::{MatrixSelection, NamedTensor};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_model::decoder::{Decoder, ForwardInput};
 use gradus_model::hf::{load_decoder, save_decoder};
@@ -228,6 +230,13 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, resume: bool
         }
     }
     let mut metrics = MetricsSink::open_path(&run_dir.join("metrics.jsonl"), Some(state.step))?;
+    let mut dynamics = match cfg.dynamics.every {
+        0 => None,
+        _ => Some(StatsRecorder::open(&run_dir, Some(state.step), MatrixSelection::Blocks)?),
+    };
+    if let (Some(rec), 0) = (dynamics.as_mut(), state.step) {
+        record_dynamics(rec, 0, &params)?;
+    }
     let bar = if t.progress {
         indicatif::ProgressBar::new(t.steps)
     } else {
@@ -300,6 +309,9 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, resume: bool
             m.extend(learner.step_metrics(state.step)?);
             metrics.log_values(state.step, &m)?;
         }
+        if let Some(rec) = dynamics.as_mut().filter(|_| state.step % cfg.dynamics.every == 0) {
+            record_dynamics(rec, state.step, &params)?;
+        }
         bar.set_position(state.step);
         bar.set_message(format!("loss {loss:.4}"));
 
@@ -331,6 +343,16 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, resume: bool
         seconds: started.elapsed().as_secs_f64(),
         last_checkpoint: last_ck,
     })
+}
+
+/// Appends the weight statistics of the trainable parameters at `step` to `dynamics.jsonl`.
+fn record_dynamics(rec: &mut StatsRecorder, step: u64, params: &[(String, Var)]) -> Result<()> {
+    let tensors = params
+        .iter()
+        .map(|(name, v)| Ok(NamedTensor { name: name.clone(), shape: v.dims().to_vec(), values: v.as_tensor().flatten_all()?.to_vec1::<f32>()? }))
+        .collect::<Result<Vec<_>>>()?;
+    rec.record(step, &tensors)?;
+    Ok(())
 }
 
 /// Writes the run's `report.html`: loss, learning rate, gradient norm and per-layer weight norms
