@@ -660,7 +660,7 @@ impl GaussianHmm {
             match f {
                 Ok((m, rep)) => {
                     let ll = rep.last();
-                    if best.as_ref().map_or(true, |b| ll > b.1.last()) {
+                    if best.as_ref().is_none_or(|b| ll > b.1.last()) {
                         best = Some((m, rep));
                     }
                 }

@@ -97,7 +97,7 @@ pub fn kmeans(x: &[f64], d: usize, k: usize, n_init: usize, rng: &mut ChaCha8Rng
     let mut best: Option<(Vec<f64>, f64)> = None;
     for _ in 0..n_init.max(1) {
         let (c, inertia) = kmeans_once(x, d, k, 300, rng);
-        if best.as_ref().map_or(true, |b| inertia < b.1) {
+        if best.as_ref().is_none_or(|b| inertia < b.1) {
             best = Some((c, inertia));
         }
     }

@@ -109,7 +109,7 @@ pub fn select_states(
             bic: -2.0 * ll + m.n_params() as f64 * (train.n_obs() as f64).ln(),
             converged: rep.converged,
         };
-        if best.as_ref().map_or(true, |b| row.bic < b.0) {
+        if best.as_ref().is_none_or(|b| row.bic < b.0) {
             best = Some((row.bic, m));
         }
         rows.push(row);
