@@ -16,6 +16,8 @@
 //! AIC = −2 log L + 2p and BIC = −2 log L + p ln N, with p counted as hmmlearn does and N the number
 //! of observations.
 
+#![allow(clippy::needless_range_loop)] // index arithmetic over k × d layouts reads clearer than zipped iterators
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;

@@ -6,6 +6,8 @@
 //! unvisited. Edge i → j is a curved arrow whose width grows with the transition count, labelled
 //! with the count; i → j and j → i bend to opposite sides so both stay visible.
 
+#![allow(clippy::needless_range_loop)]
+
 use std::fmt::Write;
 
 use crate::map::{StateKind, TrainingMap};
