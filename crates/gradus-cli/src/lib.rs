@@ -7,3 +7,5 @@ pub mod prefs_cmd;
 pub mod data_cmd;
 pub mod embed_cmd;
 pub mod eval_cmd;
+pub mod dynamics_cmd;
+pub mod sweep_cmd;

@@ -54,6 +54,12 @@ enum Cmd {
     /// prune (SCIP / SemDeDup / D4), corrupt, probe.
     #[command(subcommand)]
     Data(gradus_cli::data_cmd::DataCmd),
+    /// Training dynamics: checkpoint statistics and training maps with detour states (Hu et al. 2023).
+    #[command(subcommand)]
+    Dynamics(gradus_cli::dynamics_cmd::DynamicsCmd),
+    /// N seeds of a recipe as N run directories (`--jobs` at a time; finished seeds are skipped),
+    /// with a summary table.
+    Sweep(gradus_cli::sweep_cmd::SweepArgs),
 }
 
 #[derive(Args, Clone)]
@@ -274,6 +280,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Generate(a) => gen(a),
         Cmd::Lora(c) => lora_cmd::run(c),
         Cmd::Data(c) => gradus_cli::data_cmd::run(c),
+        Cmd::Dynamics(c) => gradus_cli::dynamics_cmd::run(c),
+        Cmd::Sweep(a) => gradus_cli::sweep_cmd::run(a),
         Cmd::Tokenizer(TokenizerCmd::Train { inputs, vocab_size, out }) => {
             let mut texts = Vec::new();
             for p in &inputs {

@@ -31,7 +31,7 @@ use serde_json::{json, Map, Value};
 use crate::checkpoint::SavedRng;
 use crate::optim::AdamWConfig;
 use crate::prefs::{constant_logps, load_pairs, PairData, pad_id, pair_logps, pair_logps_all, pair_scores, PrefsSection};
-use crate::recipe::{DataSection, ModelSection, RecipeConfig, RunConfig, TokenizerSection, TrainSection};
+use crate::recipe::{DataSection, DynamicsSection, ModelSection, RecipeConfig, RunConfig, TokenizerSection, TrainSection};
 use crate::report::Section;
 use crate::schedule::Schedule;
 use crate::trainer::{fit_learner, save_model_files, set_params, write_run_report, FitSummary, Learner};
@@ -66,6 +66,8 @@ pub struct DpoConfig {
     pub train: TrainSection,
     /// lm-eval-compatible tasks during training (`eval/<task>/<metric>` in metrics.jsonl).
     pub eval: crate::eval_hook::EvalSection,
+    /// Weight statistics recorded while training (`[dynamics] every = N`).
+    pub dynamics: DynamicsSection,
     pub objective: PreferenceObjective,
     pub reference: ReferenceSection,
     pub prefs: PrefsSection,
@@ -87,6 +89,7 @@ impl DpoConfig {
             schedule: self.schedule.clone(),
             train: self.train.clone(),
             eval: self.eval.clone(),
+            dynamics: self.dynamics.clone(),
         }
     }
 

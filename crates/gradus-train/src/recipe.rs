@@ -188,6 +188,15 @@ impl Default for TrainSection {
     }
 }
 
+/// `[dynamics]`: the weight statistics of Hu et al. 2023 recorded while training (gradus-dynamics),
+/// one line of `dynamics.jsonl` in the run directory per recorded step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct DynamicsSection {
+    /// Record at step 0 and every N steps (0: off).
+    pub every: u64,
+}
+
 /// The whole recipe config (`configs/pretrain/*.toml`, `configs/sft/*.toml`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -201,6 +210,7 @@ pub struct RecipeConfig {
     pub train: TrainSection,
     /// lm-eval-compatible tasks during training (`eval/<task>/<metric>` in metrics.jsonl).
     pub eval: crate::eval_hook::EvalSection,
+    pub dynamics: DynamicsSection,
 }
 
 impl RecipeConfig {

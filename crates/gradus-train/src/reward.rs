@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use crate::optim::AdamWConfig;
 use crate::prefs::{load_pairs, pad_id, PrefsSection};
-use crate::recipe::{DataSection, ModelSection, RecipeConfig, RunConfig, TokenizerSection, TrainSection};
+use crate::recipe::{DataSection, DynamicsSection, ModelSection, RecipeConfig, RunConfig, TokenizerSection, TrainSection};
 use crate::report::Section;
 use crate::schedule::Schedule;
 use crate::trainer::{fit_learner, set_params, write_run_report, FitSummary, Learner};
@@ -54,6 +54,8 @@ pub struct RewardConfig {
     pub train: TrainSection,
     /// lm-eval-compatible tasks during training (`eval/<task>/<metric>` in metrics.jsonl).
     pub eval: crate::eval_hook::EvalSection,
+    /// Weight statistics recorded while training (`[dynamics] every = N`).
+    pub dynamics: DynamicsSection,
     pub objective: RewardObjective,
     pub head: HeadSection,
     pub prefs: PrefsSection,
@@ -70,6 +72,7 @@ impl RewardConfig {
             schedule: self.schedule.clone(),
             train: self.train.clone(),
             eval: self.eval.clone(),
+            dynamics: self.dynamics.clone(),
         }
     }
 

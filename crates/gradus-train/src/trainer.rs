@@ -10,6 +10,8 @@ use std::time::Instant;
 
 use candle_core::backprop::GradStore;
 use gradus_data::pack::{Batch, CursorState, RowCursor};
+use gradus_dynamics::run::StatsRecorder;
+use gradus_dynamics::stats::{MatrixSelection, NamedTensor};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_model::decoder::{Decoder, ForwardInput};
 use gradus_model::hf::{load_decoder, save_decoder};
@@ -335,6 +337,13 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, run: &mut Ru
     if eval_hook.is_some() && learner.eval_model().is_none() {
         return Err(Error::config("eval.tasks", "this recipe does not train a language model; evaluate it with `gradus eval reward` instead"));
     }
+    let mut dynamics = match cfg.dynamics.every {
+        0 => None,
+        _ => Some(StatsRecorder::open(&run_dir, Some(state.step), MatrixSelection::Blocks)?),
+    };
+    if let (Some(rec), 0) = (dynamics.as_mut(), state.step) {
+        record_dynamics(rec, 0, &params)?;
+    }
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let bar = if t.progress && tty {
         indicatif::ProgressBar::new(t.steps)
@@ -420,6 +429,9 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, run: &mut Ru
         if let Some(e) = eval_m {
             metrics.log_values(state.step, &e)?; // an evaluation step that is not a logging step
         }
+        if let Some(rec) = dynamics.as_mut().filter(|_| state.step % cfg.dynamics.every == 0) {
+            record_dynamics(rec, state.step, &params)?;
+        }
         bar.set_position(state.step);
         bar.set_message(format!("loss {loss:.4}"));
         if let Some(p) = lines.as_mut() {
@@ -452,6 +464,16 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, run: &mut Ru
         seconds: started.elapsed().as_secs_f64(),
         last_checkpoint: last_ck,
     })
+}
+
+/// Appends the weight statistics of the trainable parameters at `step` to `dynamics.jsonl`.
+fn record_dynamics(rec: &mut StatsRecorder, step: u64, params: &[(String, Var)]) -> Result<()> {
+    let tensors = params
+        .iter()
+        .map(|(name, v)| Ok(NamedTensor { name: name.clone(), shape: v.dims().to_vec(), values: v.as_tensor().flatten_all()?.to_vec1::<f32>()? }))
+        .collect::<Result<Vec<_>>>()?;
+    rec.record(step, &tensors)?;
+    Ok(())
 }
 
 /// Writes the run's `report.html`: loss, learning rate, gradient norm and per-layer weight norms
