@@ -12,16 +12,19 @@ use candle_core::backprop::GradStore;
 use gradus_data::pack::{Batch, CursorState, RowCursor};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_model::decoder::{Decoder, ForwardInput};
+use gradus_model::fast::{FastDecoder, FastOptions};
 use gradus_model::hf::{load_decoder, save_decoder};
 use gradus_model::WeightDtype;
 use gradus_tensor::{Error, Result, Tensor, Var};
 use serde_json::{json, Map, Value};
 
 use crate::checkpoint::{latest_checkpoint, save_checkpoint, TrainerState};
-use crate::clip::{accumulate_grads, clip_grad_norm, global_grad_norm};
+use crate::clip::{
+    accumulate_grads, clip_flat_grad_norm, clip_grad_norm, flat_grad_norm, global_grad_norm,
+};
 use crate::metrics::MetricsSink;
 use crate::optim::AdamW;
-use crate::recipe::RecipeConfig;
+use crate::recipe::{Engine, RecipeConfig};
 use crate::report::{write_report, Section};
 
 /// Where training batches come from; the cursor is saved in checkpoints.
@@ -124,6 +127,43 @@ pub trait Learner {
     fn step_metrics(&mut self, _step: u64) -> Result<Map<String, Value>> {
         Ok(Map::new())
     }
+    /// The hand-written training graph this learner runs on, if any (`gradus_model::fast`). When
+    /// it returns one, the loop calls [`Learner::fast_loss`] instead of [`Learner::loss`] and
+    /// steps the graph's flat parameters; [`Learner::params`] must list the same parameters in
+    /// the graph's order (the optimiser state stays interchangeable with the reference path).
+    fn fast(&mut self) -> Option<&mut FastDecoder> {
+        None
+    }
+    /// Forward, objective and backward of a micro-batch on the fast graph: adds the gradient of
+    /// (loss / `norm`) into the graph's gradients and returns that scaled loss and its metrics,
+    /// as [`Learner::loss`] does.
+    fn fast_loss(&mut self, _m: &Self::Micro, _norm: f64) -> Result<(f64, Vec<(String, f64)>)> {
+        Err(Error::msg("this learner has no fast training graph"))
+    }
+}
+
+/// Whether the fast graph trains `model` under `engine`: Ok(None) to use the reference graph
+/// (with a one-line notice when `auto` falls back), an error when `fast` is required but the
+/// model is not covered (`why_not` adds recipe-level reasons).
+pub fn fast_engine_for(
+    model: &Decoder,
+    engine: Engine,
+    why_not: Option<String>,
+) -> Result<Option<FastDecoder>> {
+    if engine == Engine::Reference {
+        return Ok(None);
+    }
+    match why_not.or_else(|| FastDecoder::unsupported(model)) {
+        None => Ok(Some(FastDecoder::new(model, FastOptions::default())?)),
+        Some(why) if engine == Engine::Fast => Err(Error::config(
+            "train.engine",
+            format!("`fast` does not cover this run: {why}"),
+        )),
+        Some(why) => {
+            eprintln!("gradus: the fast training graph does not cover this run ({why}); using the reference graph");
+            Ok(None)
+        }
+    }
 }
 
 /// Sets `params` from tensors of the same names (a checkpoint's), naming the first missing one.
@@ -146,6 +186,39 @@ pub struct LmLearner<'a> {
     pub tok: &'a Tokenizer,
     pub data: &'a mut dyn BatchSource,
     pub weight_norms_every: u64,
+    /// The fast training graph (holding the live weights while training) or None for the
+    /// candle reference graph.
+    pub fast: Option<FastDecoder>,
+}
+
+impl LmLearner<'_> {
+    /// Writes the fast graph's weights back into the model (no-op on the reference graph).
+    fn sync_model(&self) -> Result<()> {
+        match &self.fast {
+            Some(f) => f.write_to(self.model),
+            None => Ok(()),
+        }
+    }
+}
+
+/// On the fast graph: the token-weighted NLL of one micro-batch divided by `norm`, with its
+/// gradient added into the graph. `∂loss/∂logp[n] = −weight[n] / norm`.
+pub fn fast_batch_loss(fast: &mut FastDecoder, b: &Batch, norm: f64) -> Result<f64> {
+    let lp = fast.forward(&forward_input(b), &b.targets)?;
+    let norm = norm.max(1.0);
+    let loss: f64 = -lp
+        .iter()
+        .zip(&b.loss_weight)
+        .map(|(&l, &w)| l as f64 * w as f64)
+        .sum::<f64>()
+        / norm;
+    let dlogp: Vec<f32> = b
+        .loss_weight
+        .iter()
+        .map(|&w| (-(w as f64) / norm) as f32)
+        .collect();
+    fast.backward(&dlogp)?;
+    Ok(loss)
 }
 
 impl Learner for LmLearner<'_> {
@@ -165,7 +238,18 @@ impl Learner for LmLearner<'_> {
     fn loss(&mut self, b: &Batch, norm: f64) -> Result<(Tensor, Vec<(String, f64)>)> {
         Ok((batch_loss(self.model, b, norm)?, Vec::new()))
     }
+    fn fast(&mut self) -> Option<&mut FastDecoder> {
+        self.fast.as_mut()
+    }
+    fn fast_loss(&mut self, b: &Batch, norm: f64) -> Result<(f64, Vec<(String, f64)>)> {
+        let fast = self
+            .fast
+            .as_mut()
+            .ok_or_else(|| Error::msg("LmLearner: no fast graph"))?;
+        Ok((fast_batch_loss(fast, b, norm)?, Vec::new()))
+    }
     fn save(&self, dir: &Path) -> Result<()> {
+        self.sync_model()?;
         save_model_files(self.model, self.tok, dir)
     }
     fn load(&mut self, dir: &Path) -> Result<()> {
@@ -175,6 +259,9 @@ impl Learner for LmLearner<'_> {
                 return Err(Error::msg(format!("{}: parameter order differs ({n} vs {n2})", dir.display())));
             }
             v.set(s.as_tensor())?;
+        }
+        if let Some(f) = &mut self.fast {
+            f.read_from(self.model)?;
         }
         Ok(())
     }
@@ -186,6 +273,7 @@ impl Learner for LmLearner<'_> {
     }
     fn step_metrics(&mut self, step: u64) -> Result<Map<String, Value>> {
         if self.weight_norms_every > 0 && step % self.weight_norms_every == 0 {
+            self.sync_model()?;
             weight_norms(self.model)
         } else {
             Ok(Map::new())
@@ -203,8 +291,17 @@ pub fn fit(
 ) -> Result<FitSummary> {
     // Checkpoints keep f32 master weights so a resumed run continues bit-exactly.
     model.cfg.dtype = WeightDtype::F32;
-    let mut learner = LmLearner { model, tok, data, weight_norms_every: cfg.train.weight_norms_every };
-    fit_learner(&mut learner, cfg, resume)
+    let fast = fast_engine_for(model, cfg.train.engine, None)?;
+    let mut learner = LmLearner {
+        model,
+        tok,
+        data,
+        weight_norms_every: cfg.train.weight_norms_every,
+        fast,
+    };
+    let summary = fit_learner(&mut learner, cfg, resume)?;
+    learner.sync_model()?;
+    Ok(summary)
 }
 
 /// The shared loop: micro-batches → normalised loss → accumulated gradients → clip → AdamW → log →
@@ -249,34 +346,63 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, resume: bool
         let step_start = Instant::now();
         let micro: Vec<L::Micro> = (0..t.grad_accum).map(|_| learner.next_micro()).collect::<Result<_>>()?;
         let norm: f64 = micro.iter().map(|b| learner.weight(b)).sum();
-        let mut grads: Option<GradStore> = None;
         let mut loss = 0.0f64;
         let mut tokens = 0u64;
         let mut extra: Vec<(String, f64)> = Vec::new();
-        for b in &micro {
-            let (l, m) = learner.loss(b, norm)?;
-            loss += l.to_scalar::<f32>()? as f64;
-            tokens += learner.tokens(b);
+        let mut add_metrics = |m: Vec<(String, f64)>| {
             for (k, v) in m {
                 match extra.iter_mut().find(|(k2, _)| *k2 == k) {
                     Some((_, acc)) => *acc += v,
                     None => extra.push((k, v)),
                 }
             }
-            let g = l.backward()?;
-            match grads.as_mut() {
-                None => grads = Some(g),
-                Some(acc) => accumulate_grads(acc, &g, &params)?,
-            }
-        }
-        let mut grads = grads.ok_or_else(|| Error::msg("no micro-batches"))?;
-        let grad_norm = if t.max_grad_norm > 0.0 {
-            clip_grad_norm(&mut grads, &params, t.max_grad_norm)?
-        } else {
-            global_grad_norm(&grads, &params)?
         };
         let lr = cfg.schedule.lr_at(state.step, t.steps, t.lr);
-        opt.step(&grads, lr)?;
+        let grad_norm = if learner.fast().is_some() {
+            // The fast graph: gradients accumulate in place in its flat buffer.
+            if let Some(f) = learner.fast() {
+                f.zero_grads();
+            }
+            for b in &micro {
+                let (l, m) = learner.fast_loss(b, norm)?;
+                loss += l;
+                tokens += learner.tokens(b);
+                add_metrics(m);
+            }
+            let f = learner
+                .fast()
+                .ok_or_else(|| Error::msg("the fast graph went away"))?;
+            let lens: Vec<usize> = f.layout().entries.iter().map(|e| e.len).collect();
+            let (p, g) = f.params_and_grads();
+            let grad_norm = if t.max_grad_norm > 0.0 {
+                clip_flat_grad_norm(g, &lens, t.max_grad_norm)?
+            } else {
+                flat_grad_norm(g, &lens)
+            };
+            opt.step_flat(p, g, lr)?;
+            grad_norm
+        } else {
+            let mut grads: Option<GradStore> = None;
+            for b in &micro {
+                let (l, m) = learner.loss(b, norm)?;
+                loss += l.to_scalar::<f32>()? as f64;
+                tokens += learner.tokens(b);
+                add_metrics(m);
+                let g = l.backward()?;
+                match grads.as_mut() {
+                    None => grads = Some(g),
+                    Some(acc) => accumulate_grads(acc, &g, &params)?,
+                }
+            }
+            let mut grads = grads.ok_or_else(|| Error::msg("no micro-batches"))?;
+            let grad_norm = if t.max_grad_norm > 0.0 {
+                clip_grad_norm(&mut grads, &params, t.max_grad_norm)?
+            } else {
+                global_grad_norm(&grads, &params)?
+            };
+            opt.step(&grads, lr)?;
+            grad_norm
+        };
         state.step += 1;
         state.tokens_seen += tokens;
         if !loss.is_finite() {
