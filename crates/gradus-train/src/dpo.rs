@@ -363,15 +363,19 @@ impl DpoLearner<'_> {
             }
             Items::Singles(all) => {
                 let items: Vec<&Single> = idx.iter().map(|&i| &all[i]).collect();
-                // KTO's mismatched pass first (no gradient): the fast graph keeps only the last
-                // forward for its backward, which must be the policy's.
-                let shifted = match self.objective {
-                    PreferenceObjective::Kto { .. } => {
-                        Some(self.policy_singles(&items, Some(all), idx, false)?.detach())
-                    }
-                    _ => None,
-                };
+                // KTO's mismatched pass (no gradient). On the fast graph it runs first: the graph
+                // keeps only the last forward for its backward, which must be the policy's. On the
+                // candle graph it runs after the policy, as it always has (the LoRA dropout
+                // stream is drawn in that order).
+                let is_kto = matches!(self.objective, PreferenceObjective::Kto { .. });
+                let mut shifted = None;
+                if is_kto && self.fast.is_some() {
+                    shifted = Some(self.policy_singles(&items, Some(all), idx, false)?.detach());
+                }
                 let policy = self.policy_singles(&items, None, idx, true)?;
+                if is_kto && shifted.is_none() {
+                    shifted = Some(self.policy_singles(&items, Some(all), idx, false)?.detach());
+                }
                 let (reference, ref_shift) = self.reference_singles(idx, &items, all)?;
                 let SeqLoss { losses, rewards } = match self.objective {
                     PreferenceObjective::Kto {
