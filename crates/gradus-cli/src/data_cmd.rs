@@ -1,4 +1,4 @@
-//! `gradus data <step>`: curation steps over JSONL / Parquet shards (see `gradus_data::curate`).
+//! `gradus data <step>`: curation steps over JSONL / Parquet shards (see `gradus_curate`).
 //!
 //! Every step takes the same input/output arguments ([`IoArgs`]) and prints its JSON summary.
 //! Add a step: a variant of [`DataCmd`] and an arm in [`run`].
@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
-use gradus_data::curate::decontam::{decontaminate, Decontaminator};
-use gradus_data::curate::dedup::{self, DedupMethod, DedupOptions, KeepPolicy};
-use gradus_data::curate::filter::{filter, FilterConfig};
-use gradus_data::curate::minhash::MinHashParams;
-use gradus_data::curate::stats;
-use gradus_data::curate::{discover, from_files, Compression, InputOptions, OnReadError, OutputOptions, ShardSpec};
+use gradus_curate::decontam::{decontaminate, Decontaminator};
+use gradus_curate::dedup::{self, DedupMethod, DedupOptions, KeepPolicy};
+use gradus_curate::filter::{filter, FilterConfig};
+use gradus_curate::minhash::MinHashParams;
+use gradus_curate::stats;
+use gradus_curate::{discover, from_files, Compression, InputOptions, OnReadError, OutputOptions, ShardSpec};
 
 #[derive(Subcommand)]
 pub enum DataCmd {

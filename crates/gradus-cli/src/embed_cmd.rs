@@ -20,12 +20,12 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use gradus_data::corrupt::chunk::python_chunks;
-use gradus_data::corrupt::{corrupt_any, Class, Corruption, Kind, Lang};
+use gradus_curate::corrupt::chunk::python_chunks;
+use gradus_curate::corrupt::{corrupt_any, Class, Corruption, Kind, Lang};
 use gradus_data::dataset::{read_dataset, Example, Fields, Shape};
-use gradus_data::prune::kmeans::{assign_to, kmeans, KMeans, KMeansConfig};
-use gradus_data::prune::store::{read_embeddings, write_embeddings, write_npy, Embeddings};
-use gradus_data::prune::{self, Removal};
+use gradus_curate::prune::kmeans::{assign_to, kmeans, KMeans, KMeansConfig};
+use gradus_curate::prune::store::{read_embeddings, write_embeddings, write_npy, Embeddings};
+use gradus_curate::prune::{self, Removal};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_model::encoder::Encoder;
 use gradus_tensor::io::write_atomic;

@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use gradus_data::corrupt::Class;
-use gradus_data::prune::store::{read_embeddings, write_embeddings, Embeddings};
-use gradus_data::synthetic::lang;
-use gradus_data::synthetic::programs::{generate, ProgramConfig};
+use gradus_curate::corrupt::Class;
+use gradus_curate::prune::store::{read_embeddings, write_embeddings, Embeddings};
+use gradus_tasks::lang;
+use gradus_tasks::programs::{generate, ProgramConfig};
 use gradus_tensor::rng::Rng;
 use serde_json::Value;
 

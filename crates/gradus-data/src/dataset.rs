@@ -466,7 +466,8 @@ pub fn read_parquet(path: impl AsRef<Path>, shape: Shape, fields: &Fields) -> Re
     ParquetIter::open(path, shape, fields)?.collect()
 }
 
-pub(crate) fn row_to_object(row: &Row) -> std::result::Result<Map<String, Value>, String> {
+/// A Parquet row as a JSON object (the shape every reader hands on), or why it is not one.
+pub fn row_to_object(row: &Row) -> std::result::Result<Map<String, Value>, String> {
     row.get_column_iter()
         .map(|(name, f)| {
             Ok((

@@ -502,7 +502,8 @@ fn chat_template_from_value(v: &Value) -> std::result::Result<String, String> {
     }
 }
 
-pub(crate) fn json_type(v: &Value) -> &'static str {
+/// The JSON type name of a value, for error messages ("a string", "an array", ...).
+pub fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "boolean",

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use gradus_data::chat::ChatTemplate;
 use gradus_data::preference::{pair_batch, read_pairs, tokenize_pairs, BadPairPolicy, PreferenceFields, SkipCounts, TokenizedPair};
-use gradus_data::synthetic::{preference_pairs, PrefsConfig, Split};
+use gradus_tasks::{preference_pairs, PrefsConfig, Split};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_model::decoder::Decoder;
 use gradus_objectives::ranking::PairScores;

@@ -2,7 +2,7 @@
 //! Reads top to bottom: documents → tokenizer → model → rows → loop → report.
 
 use gradus_data::pack::Sequence;
-use gradus_data::synthetic::{corpus, CorpusConfig};
+use gradus_tasks::{corpus, CorpusConfig};
 use gradus_tensor::{Error, Result};
 
 use crate::prep::{model_for, read_text_docs, rows, start_run, tokenizer_for};

@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use gradus_data::synthetic::{instructions, is_correct, Instruction, Split};
+use gradus_tasks::{instructions, is_correct, Instruction, Split};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_model::decoder::Decoder;
 use gradus_model::generate::{generate, SamplingConfig};

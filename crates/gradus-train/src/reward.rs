@@ -84,7 +84,7 @@ impl RewardConfig {
             return self.head.labels.clone();
         }
         match self.objective {
-            RewardObjective::Regression {} => gradus_data::synthetic::prefs::ATTRIBUTES.iter().map(|s| s.to_string()).collect(),
+            RewardObjective::Regression {} => gradus_tasks::prefs::ATTRIBUTES.iter().map(|s| s.to_string()).collect(),
             _ => vec!["reward".into()],
         }
     }

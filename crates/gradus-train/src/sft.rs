@@ -4,7 +4,7 @@
 use gradus_data::chat::{encode_chat, encode_prompt_completion, ChatTemplate};
 use gradus_data::dataset::{read_dataset, Example, Shape};
 use gradus_data::pack::Sequence;
-use gradus_data::synthetic::{instructions, Split};
+use gradus_tasks::{instructions, Split};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_tensor::{Error, Result};
 
@@ -15,7 +15,7 @@ use crate::trainer::{fit, write_run_report, FitSummary};
 
 /// The prompt format used for the built-in instruction task (also by quickstart's evaluation).
 pub fn synthetic_prompt(question: &str) -> String {
-    gradus_data::synthetic::task_prompt(question)
+    gradus_tasks::task_prompt(question)
 }
 
 /// The built-in instruction task as prompt/completion examples.

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use gradus_data::preference::Turns;
-use gradus_data::synthetic::{preference_pairs, PrefsConfig, Split};
+use gradus_tasks::{preference_pairs, PrefsConfig, Split};
 use gradus_model::decoder::Decoder;
 use gradus_model::hf::save_decoder;
 use gradus_model::DecoderConfig;

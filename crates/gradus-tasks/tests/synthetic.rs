@@ -2,9 +2,9 @@
 
 use std::collections::HashSet;
 
-use gradus_data::synthetic::lang::{self, BinOp, ErrorKind, Expr, Limits, Pos};
-use gradus_data::synthetic::text::{self, Relation};
-use gradus_data::synthetic::*;
+use gradus_tasks::lang::{self, BinOp, ErrorKind, Expr, Limits, Pos};
+use gradus_tasks::text::{self, Relation};
+use gradus_tasks::*;
 use gradus_tensor::rng::Rng;
 use proptest::prelude::*;
 

@@ -2,15 +2,15 @@
 //! language, syntax corruptions fail to parse and content ones still parse; on Python (when a
 //! `python3` is on the PATH) syntax corruptions fail to `compile()` and content ones compile.
 
-use gradus_data::corrupt::chunk::python_chunks;
-use gradus_data::corrupt::{corrupt, corrupt_any, count_sites, Class, Kind, Lang};
-use gradus_data::synthetic::lang;
-use gradus_data::synthetic::programs::{generate, ProgramConfig};
+use gradus_curate::corrupt::chunk::python_chunks;
+use gradus_curate::corrupt::{corrupt, corrupt_any, count_sites, Class, Kind, Lang};
+use gradus_tasks::lang;
+use gradus_tasks::programs::{generate, ProgramConfig};
 use gradus_tensor::rng::Rng;
 
 /// The edit the corruption reports is the whole difference between input and output: the input
 /// with `before` at (line, col) replaced by `after` gives the output.
-fn check_reported_edit(src: &str, out: &str, c: &gradus_data::corrupt::Corruption) {
+fn check_reported_edit(src: &str, out: &str, c: &gradus_curate::corrupt::Corruption) {
     let mut offset = 0;
     for (i, l) in src.split_inclusive('\n').enumerate() {
         if i + 1 == c.line {

@@ -1,7 +1,7 @@
 //! Seeded synthetic corruptions of code, for the SCIP corruption probe (RESEARCH.md §3.1): does a
 //! corrupted file move into a smaller cluster, or farther from its centroid, in embedding space?
 //!
-//! Two languages: Python, and gradus' built-in small language ([`crate::synthetic::lang`], "tiny").
+//! Two languages: Python, and gradus' built-in small language ([`gradus_tasks::lang`], "tiny").
 //! Each corruption makes ONE edit at one site chosen at random (seeded) among the sites where it
 //! applies, and reports it as a [`Corruption`]: kind, 1-based line and column of the edit, and the
 //! text before and after. A kind with no site in a snippet returns `None`.

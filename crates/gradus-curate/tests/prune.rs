@@ -1,12 +1,12 @@
 //! k-means, SCIP, SemDeDup, D4 and random pruning on hand-built embeddings whose answers can be
 //! derived by hand (derivations in the comments).
 
-use gradus_data::prune::d4::d4;
-use gradus_data::prune::kmeans::{kmeans, KMeans, KMeansConfig};
-use gradus_data::prune::scip::scip;
-use gradus_data::prune::semdedup::{semdedup_fraction, semdedup_threshold};
-use gradus_data::prune::store::{read_embeddings, write_embeddings, write_npy, Embeddings};
-use gradus_data::prune::{random, Reason};
+use gradus_curate::prune::d4::d4;
+use gradus_curate::prune::kmeans::{kmeans, KMeans, KMeansConfig};
+use gradus_curate::prune::scip::scip;
+use gradus_curate::prune::semdedup::{semdedup_fraction, semdedup_threshold};
+use gradus_curate::prune::store::{read_embeddings, write_embeddings, write_npy, Embeddings};
+use gradus_curate::prune::{random, Reason};
 
 /// Three well-separated groups in 3-D (rows, in order):
 /// - A, rows 0..10: nine copies of e1 = (1, 0, 0), then row 9 = (1, 0.3, 0) (16.7° off e1);

@@ -1,36 +1,12 @@
-//! The built-in corpus and instruction task: everything `gradus quickstart` and the tests need to
-//! train a tiny model with no download.
-//!
-//! - [`arith`]: `37+45=82`, `90-17=73`, `12*3=36`.
-//! - [`lang`]: a tiny imperative language (lexer, parser, printer, interpreter; [`lang::run`]).
-//! - [`programs`]: random valid programs and their outputs, as documents ending in `# output: 13`.
-//! - [`text`]: templated English and facts about a fixed invented world ("The capital of Zorland is
-//!   Quib.").
-//! - [`instruct`]: prompt/answer pairs with disjoint train/eval splits and [`is_correct`].
-//! - [`prefs`]: preference pairs over those prompts from a latent utility and noisy raters.
-//!
-//! Everything is deterministic given a seed. Document `i` of a corpus is drawn from its own stream,
-//! derived from `(seed, i)`, so it does not depend on `n_docs` (a longer corpus extends a shorter
-//! one) and documents are generated in parallel.
+//! The mixed pretraining corpus: arithmetic, programs with their outputs, and templated text, in
+//! proportions set by [`Mix`].
 
-pub mod arith;
-pub mod instruct;
-pub mod lang;
-pub mod prefs;
-pub mod programs;
-pub mod text;
-
+use crate::{arith, instruct, programs, split_of, text, ArithConfig, ProgramConfig, Split};
 use gradus_tensor::rng::Rng;
 use gradus_tensor::{Error, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-pub use arith::{ArithConfig, ArithOp, ArithProblem};
-pub use instruct::{instructions, is_correct, split_of, task_prompt, Instruction, Split, TaskKind};
-pub use prefs::{preference_pairs, PrefsConfig};
-pub use lang::{run, ProgramError};
-pub use programs::{GeneratedProgram, ProgramConfig};
-pub use text::World;
 
 /// Relative weights of the document kinds (need not sum to 1).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,4 +1,6 @@
-//! Data curation: streaming passes over JSONL / Parquet shards that keep or remove rows.
+//! gradus-curate: data curation.
+//!
+//! Streaming passes over JSONL / Parquet shards that keep or remove rows.
 //!
 //! Every step reads one or more inputs (a file, a directory, a glob; gzip and zstd are detected by
 //! their magic bytes), streams them in bounded batches parsed on all cores (rayon), and writes
@@ -11,11 +13,16 @@
 //! Steps: [`stats`], [`dedup`] (exact or MinHash LSH, see [`minhash`]), [`decontam`] (n-gram overlap
 //! against eval sets), [`filter`] (text and code heuristics, a Python syntax check). Each runs on a
 //! subset of the input files (`--shard i/n`); dedup has sign / merge / apply stages for that.
+//!
+//! Embedding space: [`prune`] (cosine k-means, SCIP, SemDeDup, D4, random; the embeddings file) and
+//! [`corrupt`] (seeded corruptions of code for the SCIP probe).
 
+pub mod corrupt;
 pub mod decontam;
 pub mod dedup;
 pub mod filter;
 pub mod minhash;
+pub mod prune;
 pub mod shards;
 pub mod stats;
 

@@ -344,7 +344,7 @@ fn read_files(
                 let doc = DocId { file: *fi, row: i as u32 + 1 };
                 n_rows += 1;
                 match row {
-                    Ok(row) => match crate::dataset::row_to_object(&row) {
+                    Ok(row) => match gradus_data::dataset::row_to_object(&row) {
                         Ok(obj) => push!(RawItem::Object { doc, obj }, 256),
                         Err(e) => push!(RawItem::BadRow { doc, reason: "invalid_utf8", msg: e }, 64),
                     },
@@ -418,7 +418,7 @@ fn parse_item(item: RawItem, field: &str) -> Record {
             };
             match serde_json::from_str::<Value>(&line) {
                 Ok(Value::Object(obj)) => object_record(doc, obj, line, field),
-                Ok(other) => bad(doc, "not_an_object", format!("expected a JSON object, found {}", crate::tokenizer::json_type(&other)), line),
+                Ok(other) => bad(doc, "not_an_object", format!("expected a JSON object, found {}", gradus_data::tokenizer::json_type(&other)), line),
                 Err(e) => bad(doc, "invalid_json", format!("invalid JSON: {e}"), line),
             }
         }
@@ -437,7 +437,7 @@ fn object_record(doc: DocId, mut obj: Map<String, Value>, raw: String, field: &s
         Some(Value::String(text)) => RowOutcome::Ok(Parsed { raw, text, obj }),
         Some(other) => RowOutcome::Bad {
             reason: "field_not_text",
-            error: format!("field \"{field}\" is {}, expected a string", crate::tokenizer::json_type(&other)),
+            error: format!("field \"{field}\" is {}, expected a string", gradus_data::tokenizer::json_type(&other)),
             raw,
         },
         None => {

@@ -6,12 +6,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use gradus_data::curate::decontam::{decontaminate, ngram_hashes, Decontaminator};
-use gradus_data::curate::dedup::{self, exact_key, DedupMethod, DedupOptions, KeepPolicy};
-use gradus_data::curate::filter::{dup_line_frac, filter, python_syntax, FilterConfig};
-use gradus_data::curate::minhash::{estimate, jaccard, normalize, shingles, MinHashParams, MinHasher};
-use gradus_data::curate::stats::{self, bucket, Stats};
-use gradus_data::curate::{discover, from_files, Compression, InputOptions, OnReadError, OutputOptions, ShardSpec};
+use gradus_curate::decontam::{decontaminate, ngram_hashes, Decontaminator};
+use gradus_curate::dedup::{self, exact_key, DedupMethod, DedupOptions, KeepPolicy};
+use gradus_curate::filter::{dup_line_frac, filter, python_syntax, FilterConfig};
+use gradus_curate::minhash::{estimate, jaccard, normalize, shingles, MinHashParams, MinHasher};
+use gradus_curate::stats::{self, bucket, Stats};
+use gradus_curate::{discover, from_files, Compression, InputOptions, OnReadError, OutputOptions, ShardSpec};
 use serde_json::Value;
 
 fn write(path: &Path, text: &str) {
@@ -539,7 +539,7 @@ fn humaneval_prompt_is_detected() {
     assert_eq!(n, 164);
     let first: Value = {
         use std::io::BufRead;
-        let r = gradus_data::curate::shards::open_decompressed(he).unwrap();
+        let r = gradus_curate::shards::open_decompressed(he).unwrap();
         serde_json::from_str(&r.lines().next().unwrap().unwrap()).unwrap()
     };
     let m = dc.matches(first["prompt"].as_str().unwrap());

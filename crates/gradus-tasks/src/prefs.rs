@@ -13,7 +13,7 @@ use gradus_tensor::rng::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::instruct::{instructions, task_prompt, Instruction, Split, TaskKind};
-use crate::preference::{PreferencePair, Turns};
+use gradus_data::preference::{PreferencePair, Turns};
 
 /// Settings of [`preference_pairs`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

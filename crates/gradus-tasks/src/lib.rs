@@ -1,0 +1,37 @@
+//! gradus-tasks: synthetic task generators with their checkers, seeded and streaming, no download.
+//!
+//! The built-in corpus and instruction task: everything `gradus quickstart` and the tests need to
+//! train a tiny model with no download.
+//!
+//! - [`arith`]: `37+45=82`, `90-17=73`, `12*3=36`.
+//! - [`lang`]: a tiny imperative language (lexer, parser, printer, interpreter; [`lang::run`]).
+//! - [`programs`]: random valid programs and their outputs, as documents ending in `# output: 13`.
+//! - [`text`]: templated English and facts about a fixed invented world ("The capital of Zorland is
+//!   Quib.").
+//! - [`instruct`]: prompt/answer pairs with disjoint train/eval splits and [`is_correct`].
+//! - [`prefs`]: preference pairs over those prompts from a latent utility and noisy raters.
+//!
+//! Everything is deterministic given a seed. Document `i` of a corpus is drawn from its own stream,
+//! derived from `(seed, i)`, so it does not depend on `n_docs` (a longer corpus extends a shorter
+//! one) and documents are generated in parallel.
+//!
+//! - [`corpus`]: the mixed pretraining corpus ([`CorpusConfig`], [`corpus`]).
+//!
+//! The labs add their generators here (modular arithmetic, sparse parity, bursty few-shot sequences,
+//! Boolean function classes, a dependency grammar, Ehrlich functions), each beside its checker.
+
+pub mod arith;
+pub mod corpus;
+pub mod instruct;
+pub mod lang;
+pub mod prefs;
+pub mod programs;
+pub mod text;
+
+pub use arith::{ArithConfig, ArithOp, ArithProblem};
+pub use corpus::*;
+pub use instruct::{instructions, is_correct, split_of, task_prompt, Instruction, Split, TaskKind};
+pub use lang::{run, ProgramError};
+pub use prefs::{preference_pairs, PrefsConfig};
+pub use programs::{GeneratedProgram, ProgramConfig};
+pub use text::World;
