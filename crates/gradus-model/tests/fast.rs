@@ -9,7 +9,7 @@
 //! intermediate. Log-probs: |Δ| ≤ 1e-4 (`tol::FUSED_VS_REF_F32`, the tolerance of the fused ops
 //! themselves). Gradients: per parameter, max |Δ| ≤ 1e-3 · max |reference| + 1e-6 (relative to
 //! the parameter's gradient scale; a wrong term, e.g. a missing residual or bias gradient, is off
-//! by O(1) of that scale, and the tests were checked to fail on such breakages).
+//! by O(1) of that scale, far outside the tolerance).
 
 use gradus_model::decoder::{Decoder, ForwardInput};
 use gradus_model::fast::{FastDecoder, FastOptions};

@@ -171,7 +171,7 @@ impl FastDecoder {
         if !model.device().is_cpu() {
             return Some("the model is not on the CPU".into());
         }
-        if model.cfg.head_dim() % 2 != 0 {
+        if !model.cfg.head_dim().is_multiple_of(2) {
             return Some(format!("head_dim {} is odd", model.cfg.head_dim()));
         }
         None
