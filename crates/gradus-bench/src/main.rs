@@ -40,6 +40,31 @@ enum Cmd {
     Sgemm(SgemmArgs),
     /// Sentence-embedding throughput of the BERT encoder (compare with bench/st_embed.py).
     Embed(EmbedArgs),
+    /// Synthetic-corpus generation throughput (documents/s; the built-in generator of gradus-tasks).
+    Corpus(CorpusArgs),
+}
+
+#[derive(Args)]
+struct CorpusArgs {
+    #[arg(long, default_value_t = 10_000)]
+    n_docs: usize,
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+/// Median documents/s over `repeats` generations of the default corpus (seed 2).
+fn corpus_bench(a: &CorpusArgs, threads: usize) -> Result<Value> {
+    let cfg = gradus_tasks::CorpusConfig { n_docs: a.n_docs, seed: 2, ..Default::default() };
+    let mut rates = Vec::new();
+    for _ in 0..a.repeats.max(1) {
+        let t = std::time::Instant::now();
+        let docs = gradus_tasks::corpus(&cfg)?;
+        rates.push(docs.len() as f64 / t.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(json!({"bench": "corpus", "n_docs": a.n_docs, "threads": threads, "docs_per_s_median": rates[rates.len() / 2]}))
 }
 
 #[derive(Args)]
@@ -602,6 +627,7 @@ fn main() {
         Cmd::Generate(a) => a.m.threads,
         Cmd::Sgemm(a) => a.threads,
         Cmd::Embed(a) => a.threads,
+        Cmd::Corpus(a) => a.threads,
     };
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         // Before anything touches rayon's global pool or candle reads the variable.
@@ -613,6 +639,7 @@ fn main() {
         Cmd::Generate(a) => generate_bench(a, threads),
         Cmd::Sgemm(a) => sgemm(a, threads),
         Cmd::Embed(a) => embed_bench(a, threads),
+        Cmd::Corpus(a) => corpus_bench(a, threads),
     };
     match res {
         Ok(v) => println!("{v}"),

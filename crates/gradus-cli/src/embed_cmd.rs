@@ -25,6 +25,7 @@ use gradus_curate::corrupt::{corrupt_any, Class, Corruption, Kind, Lang};
 use gradus_data::dataset::{read_dataset, Example, Fields, Shape};
 use gradus_curate::prune::kmeans::{assign_to, kmeans, KMeans, KMeansConfig};
 use gradus_curate::prune::store::{read_embeddings, write_embeddings, write_npy, Embeddings};
+use gradus_curate::probe::{mean, movement, Paired};
 use gradus_curate::prune::{self, Removal};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_model::encoder::Encoder;
@@ -600,15 +601,6 @@ fn probe_rows(a: &ProbeArgs) -> Result<Vec<String>> {
     Ok(rows)
 }
 
-fn mean(xs: impl Iterator<Item = f64>) -> f64 {
-    let (s, n) = xs.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
-    if n == 0 {
-        f64::NAN
-    } else {
-        s / n as f64
-    }
-}
-
 fn probe(a: ProbeArgs) -> Result<()> {
     let lang = Lang::parse(&a.lang)?;
     let kinds = parse_kinds(lang, &a.kinds)?;
@@ -637,36 +629,18 @@ fn probe(a: ProbeArgs) -> Result<()> {
     // its clean version placed in the same clustering (nearest centroid).
     let clean_bad: Vec<f32> = bad.iter().flat_map(|&i| clean[i * d..(i + 1) * d].iter().copied()).collect();
     let (clean_assign, clean_dist) = assign_to(&km, &clean_bad)?;
-    #[derive(Default)]
-    struct Move {
-        n: usize,
-        dsize: Vec<f64>,
-        ddist: Vec<f64>,
-        smaller: usize,
-        farther: usize,
-        moved: usize,
-        cos_clean: Vec<f64>,
-    }
-    let mut moves: BTreeMap<String, Move> = BTreeMap::new();
-    for (j, &i) in bad.iter().enumerate() {
-        let c = &corr[i].as_ref().expect("bad rows are corrupted").1;
-        let s0 = km.sizes[clean_assign[j]] as f64;
-        let s1 = km.sizes[km.assign[i]] as f64;
-        let d0 = clean_dist[j] as f64;
-        let d1 = km.distance[i] as f64;
-        let cos: f64 = clean[i * d..(i + 1) * d].iter().zip(&cemb[j * d..(j + 1) * d]).map(|(x, y)| (*x * *y) as f64).sum();
-        for key in [c.kind.name(), format!("all {}", if c.class == Class::Syntax { "syntax" } else { "content" }), "all".to_string()] {
-            let m = moves.entry(key).or_default();
-            m.n += 1;
-            m.dsize.push(s1 - s0);
-            m.ddist.push(d1 - d0);
-            m.smaller += (s1 < s0) as usize;
-            m.moved += (km.assign[i] != clean_assign[j]) as usize;
-        m.moved += (km.assign[i] != clean_assign[j]) as usize;
-            m.farther += (d1 > d0) as usize;
-            m.cos_clean.push(cos);
-        }
-    }
+    let paired: Vec<Paired> = bad
+        .iter()
+        .enumerate()
+        .map(|(j, &i)| Paired {
+            row: i,
+            clean_cluster: clean_assign[j],
+            clean_distance: clean_dist[j],
+            cos_to_clean: clean[i * d..(i + 1) * d].iter().zip(&cemb[j * d..(j + 1) * d]).map(|(x, y)| (*x * *y) as f64).sum(),
+            corruption: &corr[i].as_ref().expect("bad rows are corrupted").1,
+        })
+        .collect();
+    let moves = movement(&km, &paired);
     let clean_rows: Vec<usize> = (0..n).filter(|i| corr[*i].is_none()).collect();
     let baseline = json!({
         "mean_cluster_size_clean_rows": mean(clean_rows.iter().map(|&i| km.sizes[km.assign[i]] as f64)),
@@ -680,14 +654,13 @@ fn probe(a: ProbeArgs) -> Result<()> {
             (
                 k.clone(),
                 json!({
-                    "rows": m.n,
-                    "mean_delta_cluster_size": mean(m.dsize.iter().copied()),
-                    "mean_delta_distance": mean(m.ddist.iter().copied()),
-                    "share_other_cluster": m.moved as f64 / m.n as f64,
-                    "share_other_cluster": m.moved as f64 / m.n as f64,
-                    "share_smaller_cluster": m.smaller as f64 / m.n as f64,
-                    "share_farther": m.farther as f64 / m.n as f64,
-                    "mean_cosine_to_clean_version": mean(m.cos_clean.iter().copied()),
+                    "rows": m.rows,
+                    "mean_delta_cluster_size": mean(m.delta_size.iter().copied()),
+                    "mean_delta_distance": mean(m.delta_distance.iter().copied()),
+                    "share_other_cluster": m.other_cluster as f64 / m.rows as f64,
+                    "share_smaller_cluster": m.smaller_cluster as f64 / m.rows as f64,
+                    "share_farther": m.farther as f64 / m.rows as f64,
+                    "mean_cosine_to_clean_version": mean(m.cos_to_clean.iter().copied()),
                 }),
             )
         })

@@ -22,6 +22,7 @@ pub mod decontam;
 pub mod dedup;
 pub mod filter;
 pub mod minhash;
+pub mod probe;
 pub mod prune;
 pub mod shards;
 pub mod stats;

@@ -162,7 +162,7 @@ fn python_chunks_are_top_level_blocks() {
 }
 
 /// Python's own parser agrees: syntax corruptions of the stdlib-like snippets fail to compile,
-/// content ones compile. Skipped (with a message) when there is no python3.
+/// content ones compile. Skipped (with a message) only when there is no python3 at all.
 #[test]
 fn python_compile_agrees_with_classes() {
     let snippets = [
@@ -185,11 +185,16 @@ fn python_compile_agrees_with_classes() {
     std::fs::write(dir.path().join("cases.json"), json).unwrap();
     let script = "import json,sys\nbad=[]\nfor i,(src,syn) in enumerate(json.load(open(sys.argv[1]))):\n    try:\n        compile(src,'x','exec'); ok=True\n    except SyntaxError:\n        ok=False\n    if ok == syn: bad.append((i,syn,src))\nprint(json.dumps(bad))\n";
     let out = match std::process::Command::new("python3").arg("-c").arg(script).arg(dir.path().join("cases.json")).output() {
-        Ok(o) if o.status.success() => o,
-        _ => {
-            eprintln!("SKIPPED: no working python3 on the PATH");
+        Ok(o) => {
+            assert!(o.status.success(), "python3 failed: {}", String::from_utf8_lossy(&o.stderr));
+            o
+        }
+        // Only a missing interpreter skips; one that runs and fails is a failure (above).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIPPED: no python3 on the PATH");
             return;
         }
+        Err(e) => panic!("running python3: {e}"),
     };
     let bad = String::from_utf8_lossy(&out.stdout);
     assert_eq!(bad.trim(), "[]", "cases where compile() disagrees with the corruption class: {bad}");

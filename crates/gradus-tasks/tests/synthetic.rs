@@ -482,18 +482,15 @@ fn corpus_mix_and_config_errors() {
 }
 
 #[test]
-fn ten_thousand_documents_are_fast() {
-    let t = std::time::Instant::now();
-    let docs = corpus(&CorpusConfig {
-        n_docs: 10_000,
-        seed: 2,
-        ..CorpusConfig::default()
-    })
-    .unwrap();
-    let dt = t.elapsed();
+fn ten_thousand_documents_are_generated_in_full() {
+    // Speed lives in the benchmarks (`gradus-bench corpus`), not here.
+    let docs = corpus(&CorpusConfig { n_docs: 10_000, seed: 2, ..CorpusConfig::default() }).unwrap();
     assert_eq!(docs.len(), 10_000);
-    // About 0.05 s on a laptop core; the bound leaves room for a loaded CI machine.
-    assert!(dt.as_secs_f64() < 3.0, "{dt:?}");
+    assert!(docs.iter().all(|d| !d.trim().is_empty()));
+    // Short arithmetic documents repeat by chance (two-digit operands); the rest do not: seed 2 gives
+    // 8,652 distinct documents, and a generator stuck on a few documents would give far fewer.
+    let distinct: HashSet<&String> = docs.iter().collect();
+    assert!(distinct.len() > 8_000, "{} distinct of 10,000", distinct.len());
 }
 
 // ---------------------------------------------------------------------------------------------

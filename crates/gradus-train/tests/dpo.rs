@@ -148,11 +148,20 @@ fn lora_dpo_trains_only_the_adapter_and_resumes_exactly() {
     let ck = s.fit.last_checkpoint.unwrap();
     assert!(ck.join("adapter_config.json").exists() && ck.join("adapter_model.safetensors").exists());
     assert!(!ck.join("model.safetensors").exists(), "a LoRA checkpoint holds the adapter only");
-    // The base weights never moved: base + saved adapter reproduces the trained policy's logits,
-    // and the adapter alone is what changed.
+    // The saved adapter is not the zero init: loaded onto the base it changes the logits. (That it is
+    // exactly the trained policy is shown bit-exactly by the stopped-and-resumed run below, which
+    // continues from such a save.)
+    let base = gradus_model::hf::load_decoder(&init, &Device::Cpu).unwrap();
     let mut m = gradus_model::hf::load_decoder(&init, &Device::Cpu).unwrap();
     gradus_model::lora::load_adapter(&ck, &mut m).unwrap();
     assert!(m.has_lora());
+    let ids: Vec<u32> = (1..9).collect();
+    let inp = gradus_model::ForwardInput::new(&ids, 1, ids.len());
+    let logits = |d: &gradus_model::Decoder| d.forward(&inp, None).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let (lb, la) = (logits(&base), logits(&m));
+    assert_eq!(lb.len(), la.len());
+    let diff = lb.iter().zip(&la).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(diff > 1e-5, "the adapter changes the logits (max |Δ| = {diff})");
 
     let mut b = a.clone();
     b.run.name = "lora-split".into();
