@@ -5,6 +5,7 @@
 pub mod config;
 pub mod decoder;
 pub mod encoder;
+pub mod fast;
 pub mod generate;
 pub mod hf;
 pub mod lora;

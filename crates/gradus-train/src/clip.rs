@@ -82,6 +82,41 @@ pub fn accumulate_grads(into: &mut GradStore, from: &GradStore, params: &[(Strin
     Ok(())
 }
 
+/// [`global_grad_norm`] over flat gradient storage (the fast training graph's): parameter i owns
+/// the next `lens[i]` elements. Same summation order (f64 per parameter, then in list order).
+pub fn flat_grad_norm(grads: &[f32], lens: &[usize]) -> f64 {
+    let mut parts = Vec::with_capacity(lens.len());
+    let mut off = 0;
+    for &n in lens {
+        parts.push(&grads[off..(off + n).min(grads.len())]);
+        off += n;
+    }
+    let sums: Vec<f64> = parts
+        .par_iter()
+        .map(|g| g.iter().map(|&x| (x as f64) * (x as f64)).sum())
+        .collect();
+    sums.iter().sum::<f64>().sqrt()
+}
+
+/// [`clip_grad_norm`] over flat gradient storage; returns the norm before clipping.
+pub fn clip_flat_grad_norm(grads: &mut [f32], lens: &[usize], max_norm: f64) -> Result<f64> {
+    if !(max_norm.is_finite() && max_norm > 0.0) {
+        return Err(Error::config(
+            "max_grad_norm",
+            format!("must be finite and > 0, got {max_norm}"),
+        ));
+    }
+    let norm = flat_grad_norm(grads, lens);
+    if norm.is_finite() && norm > max_norm {
+        // As candle's `tensor * f64` (affine with the factor rounded to f32).
+        let f = (max_norm / (norm + CLIP_EPS)) as f32;
+        grads
+            .par_chunks_mut(1 << 15)
+            .for_each(|c| c.iter_mut().for_each(|x| *x = *x * f + 0.0));
+    }
+    Ok(norm)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +165,21 @@ mod tests {
         assert_eq!(vals(&g, &params[1].1), vec![0.0, 4.0, 0.0]);
         assert!(clip_grad_norm(&mut g, &params, 0.0).is_err());
         assert!(clip_grad_norm(&mut g, &params, f64::NAN).is_err());
+    }
+
+    #[test]
+    fn flat_norm_and_clip_match_the_gradstore_ones() {
+        let (params, mut g) = setup();
+        // a = [1, 2, 2, 0], b = [0, 4, 0] laid out flat: norm 5 as in `norm_counts_tied_vars_once`.
+        let mut flat = vec![1f32, 2., 2., 0., 0., 4., 0.];
+        let lens = [4, 3];
+        assert_eq!(flat_grad_norm(&flat, &lens), 5.0);
+        assert_eq!(clip_flat_grad_norm(&mut flat, &lens, 1.0).unwrap(), 5.0);
+        clip_grad_norm(&mut g, &params, 1.0).unwrap();
+        let mut want = vals(&g, &params[0].1);
+        want.extend(vals(&g, &params[1].1));
+        assert_eq!(flat, want);
+        assert!(clip_flat_grad_norm(&mut flat, &lens, 0.0).is_err());
     }
 
     #[test]

@@ -13,10 +13,15 @@
 
 use std::path::Path;
 
+use gradus_data::pack::Batch;
 use gradus_data::pack::{CursorState, IndexCursor};
-use gradus_data::preference::{completion_batch, completion_sequence, read_unpaired, tokenize, BadPairPolicy, TokenizedPair};
+use gradus_data::preference::{
+    completion_batch, completion_sequence, pair_batch, read_unpaired, tokenize, BadPairPolicy,
+    TokenizedPair,
+};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_model::decoder::Decoder;
+use gradus_model::fast::FastDecoder;
 use gradus_model::hf::load_decoder;
 use gradus_model::lora::save_adapter_with_base;
 use gradus_model::{LoraConfig, WeightDtype};
@@ -34,7 +39,10 @@ use crate::prefs::{constant_logps, load_pairs, PairData, pad_id, pair_logps, pai
 use crate::recipe::{DataSection, DynamicsSection, ModelSection, RecipeConfig, RunConfig, TokenizerSection, TrainSection};
 use crate::report::Section;
 use crate::schedule::Schedule;
-use crate::trainer::{fit_learner, save_model_files, set_params, write_run_report, FitSummary, Learner};
+use crate::trainer::{
+    fast_engine_for, fit_learner, save_model_files, set_params, write_run_report, FitSummary,
+    Learner,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -212,6 +220,31 @@ struct DpoLearner<'a> {
     last_report: Option<RankingReport>,
     /// The evaluation pairs are training pairs (`prefs.held_out = "train_subset"`).
     eval_is_train_subset: bool,
+    /// The fast training graph holding the live policy weights, or None for the candle graph.
+    fast: Option<FastDecoder>,
+    /// On the fast graph: the leaf holding the last policy pass's per-row log-probs (the
+    /// objective's input), with that batch's token weights and row length, to turn the
+    /// objective's gradient w.r.t. the rows into `dlogp` per token.
+    leaf: Option<(Var, Vec<f32>, usize)>,
+}
+
+/// Σ_t logp[r, t]·w[r, t] per row (rows of `t`).
+fn weighted_rows(lp: &[f32], w: &[f32], t: usize) -> Vec<f32> {
+    lp.chunks(t.max(1))
+        .zip(w.chunks(t.max(1)))
+        .map(|(l, w)| l.iter().zip(w).map(|(a, b)| a * b).sum())
+        .collect()
+}
+
+/// Completion lengths (Σ weights) of each row.
+fn row_lengths(b: &Batch) -> Vec<f32> {
+    (0..b.rows)
+        .map(|r| {
+            b.loss_weight[r * b.seq_len..(r + 1) * b.seq_len]
+                .iter()
+                .sum()
+        })
+        .collect()
 }
 
 fn mean(v: &[f32]) -> f64 {
@@ -223,6 +256,192 @@ fn mean(v: &[f32]) -> f64 {
 }
 
 impl DpoLearner<'_> {
+    /// Writes the fast graph's weights back into the model (no-op on the candle graph).
+    fn sync_model(&self) -> Result<()> {
+        match &self.fast {
+            Some(f) => f.write_to(self.model),
+            None => Ok(()),
+        }
+    }
+
+    /// Row log-probs of `b` under the policy: the candle graph, or on the fast graph a leaf Var
+    /// (recorded for [`Learner::fast_loss`] when `grad`; detached otherwise).
+    fn policy_rows(&mut self, b: &Batch, grad: bool) -> Result<Tensor> {
+        match &mut self.fast {
+            None => {
+                let lp = self.model.row_logps(
+                    &crate::trainer::forward_input(b),
+                    &b.targets,
+                    &b.loss_weight,
+                )?;
+                Ok(if grad { lp } else { lp.detach() })
+            }
+            Some(f) => {
+                let lp = f.forward(&crate::trainer::forward_input(b), &b.targets)?;
+                let rows = weighted_rows(lp, &b.loss_weight, b.seq_len);
+                let leaf = Var::from_slice(&rows, rows.len(), self.model.device())?;
+                if grad {
+                    self.leaf = Some((leaf.clone(), b.loss_weight.clone(), b.seq_len));
+                    Ok(leaf.as_tensor().clone())
+                } else {
+                    Ok(leaf.as_tensor().detach())
+                }
+            }
+        }
+    }
+
+    /// The policy's pair log-probs ([`pair_logps`] on either graph).
+    fn policy_pairs(&mut self, pairs: &[&TokenizedPair]) -> Result<PairLogps> {
+        let b = pair_batch(pairs, self.pad)?;
+        let lp = self.policy_rows(&b, true)?;
+        let (n, lens) = (pairs.len(), row_lengths(&b));
+        PairLogps::new(
+            SeqLogps::new(lp.narrow(0, 0, n)?, lens[..n].to_vec())?,
+            SeqLogps::new(lp.narrow(0, n, n)?, lens[n..].to_vec())?,
+        )
+    }
+
+    /// The policy's single-completion log-probs ([`single_logps`] on either graph).
+    fn policy_singles(
+        &mut self,
+        items: &[&Single],
+        shift: Option<&[Single]>,
+        idx: &[usize],
+        grad: bool,
+    ) -> Result<SeqLogps> {
+        let seqs: Vec<_> = items
+            .iter()
+            .zip(idx)
+            .map(|(s, &i)| match shift {
+                Some(all) => completion_sequence(&s.prompt, &all[(i + 1) % all.len()].completion),
+                None => completion_sequence(&s.prompt, &s.completion),
+            })
+            .collect();
+        let b = completion_batch(&seqs, self.pad)?;
+        let lp = self.policy_rows(&b, grad)?;
+        SeqLogps::new(lp, row_lengths(&b))
+    }
+
+    /// The micro-batch's objective (divided by `norm`) and its metrics, the policy pass on
+    /// either graph.
+    fn objective_loss(
+        &mut self,
+        items: &Items,
+        idx: &[usize],
+        norm: f64,
+    ) -> Result<(Tensor, Vec<(String, f64)>)> {
+        let scale = idx.len() as f64 / norm;
+        let mut metrics: Vec<(String, f64)> = Vec::new();
+        let mut put = |k: &str, v: f64| metrics.push((k.to_string(), v * scale));
+        let losses = match items {
+            Items::Pairs(all) => {
+                let pairs: Vec<&TokenizedPair> = idx.iter().map(|&i| &all[i]).collect();
+                let policy = self.policy_pairs(&pairs)?;
+                let reference = self.reference_pairs(idx, &pairs)?;
+                let pl = self.objective.pair_loss(&policy, &reference)?;
+                let (lc, lr) = (
+                    values(&policy.chosen.logps)?,
+                    values(&policy.rejected.logps)?,
+                );
+                let acc: Vec<f32> = pl
+                    .chosen_rewards
+                    .iter()
+                    .zip(&pl.rejected_rewards)
+                    .map(|(c, r)| (c > r) as u8 as f32)
+                    .collect();
+                let margins: Vec<f32> = pl
+                    .chosen_rewards
+                    .iter()
+                    .zip(&pl.rejected_rewards)
+                    .map(|(c, r)| c - r)
+                    .collect();
+                let ranked: Vec<f32> = lc
+                    .iter()
+                    .zip(&lr)
+                    .map(|(c, r)| (c > r) as u8 as f32)
+                    .collect();
+                put("rewards/chosen", mean(&pl.chosen_rewards));
+                put("rewards/rejected", mean(&pl.rejected_rewards));
+                put("rewards/accuracies", mean(&acc));
+                put("rewards/margins", mean(&margins));
+                put("logps/chosen", mean(&lc));
+                put("logps/rejected", mean(&lr));
+                put("ranking/train_accuracy", mean(&ranked));
+                pl.losses
+            }
+            Items::Singles(all) => {
+                let items: Vec<&Single> = idx.iter().map(|&i| &all[i]).collect();
+                // KTO's mismatched pass (no gradient). On the fast graph it runs first: the graph
+                // keeps only the last forward for its backward, which must be the policy's. On the
+                // candle graph it runs after the policy, as it always has (the LoRA dropout
+                // stream is drawn in that order).
+                let is_kto = matches!(self.objective, PreferenceObjective::Kto { .. });
+                let mut shifted = None;
+                if is_kto && self.fast.is_some() {
+                    shifted = Some(self.policy_singles(&items, Some(all), idx, false)?.detach());
+                }
+                let policy = self.policy_singles(&items, None, idx, true)?;
+                if is_kto && shifted.is_none() {
+                    shifted = Some(self.policy_singles(&items, Some(all), idx, false)?.detach());
+                }
+                let (reference, ref_shift) = self.reference_singles(idx, &items, all)?;
+                let SeqLoss { losses, rewards } = match self.objective {
+                    PreferenceObjective::Kto {
+                        beta,
+                        desirable_weight,
+                        undesirable_weight,
+                    } => {
+                        let shifted =
+                            shifted.ok_or_else(|| Error::msg("kto: no mismatched pass"))?;
+                        let kl = mean(&values(&(shifted.logps - ref_shift.logps)?)?);
+                        put("kto/kl", kl);
+                        let labels: Vec<bool> = items.iter().map(|s| s.desirable).collect();
+                        kto(
+                            &policy,
+                            &reference,
+                            &labels,
+                            kl,
+                            beta,
+                            desirable_weight,
+                            undesirable_weight,
+                        )?
+                    }
+                    PreferenceObjective::Marge {
+                        alpha,
+                        beta,
+                        self_normalize,
+                    } => {
+                        let r: Vec<f32> = items.iter().map(|s| s.reward).collect();
+                        marge(&policy, &reference, &r, alpha, beta, self_normalize)?
+                    }
+                    _ => {
+                        return Err(Error::msg(format!(
+                            "objective {} is paired",
+                            self.objective.name()
+                        )))
+                    }
+                };
+                let (good, bad): (Vec<f32>, Vec<f32>) = {
+                    let mut g = Vec::new();
+                    let mut b = Vec::new();
+                    for (s, r) in items.iter().zip(&rewards) {
+                        if s.desirable {
+                            g.push(*r)
+                        } else {
+                            b.push(*r)
+                        }
+                    }
+                    (g, b)
+                };
+                put("rewards/chosen", mean(&good));
+                put("rewards/rejected", mean(&bad));
+                put("logps/mean", mean(&values(&policy.logps)?));
+                losses
+            }
+        };
+        Ok(((losses.sum_all()? / norm)?, metrics))
+    }
+
     fn reference_pairs(&self, idx: &[usize], pairs: &[&TokenizedPair]) -> Result<PairLogps> {
         match &self.reference {
             Reference::Cached(c) => {
@@ -252,6 +471,7 @@ impl DpoLearner<'_> {
 
     /// Ranking diagnostics of the current policy on the held-out pairs (adapter dropout off).
     fn ranking(&self) -> Result<RankingReport> {
+        self.sync_model()?;
         self.model.set_lora_training(false);
         let pol = pair_logps_all(self.model, &self.eval, self.pad, 16);
         self.model.set_lora_training(true);
@@ -300,65 +520,47 @@ impl Learner for DpoLearner<'_> {
     }
 
     fn loss(&mut self, idx: &Vec<usize>, norm: f64) -> Result<(Tensor, Vec<(String, f64)>)> {
-        let scale = idx.len() as f64 / norm;
-        let mut metrics: Vec<(String, f64)> = Vec::new();
-        let mut put = |k: &str, v: f64| metrics.push((k.to_string(), v * scale));
-        let losses = match &self.items {
-            Items::Pairs(all) => {
-                let pairs: Vec<&TokenizedPair> = idx.iter().map(|&i| &all[i]).collect();
-                let policy = pair_logps(self.model, &pairs, self.pad)?;
-                let reference = self.reference_pairs(idx, &pairs)?;
-                let pl = self.objective.pair_loss(&policy, &reference)?;
-                let (lc, lr) = (values(&policy.chosen.logps)?, values(&policy.rejected.logps)?);
-                let acc: Vec<f32> = pl.chosen_rewards.iter().zip(&pl.rejected_rewards).map(|(c, r)| (c > r) as u8 as f32).collect();
-                let margins: Vec<f32> = pl.chosen_rewards.iter().zip(&pl.rejected_rewards).map(|(c, r)| c - r).collect();
-                let ranked: Vec<f32> = lc.iter().zip(&lr).map(|(c, r)| (c > r) as u8 as f32).collect();
-                put("rewards/chosen", mean(&pl.chosen_rewards));
-                put("rewards/rejected", mean(&pl.rejected_rewards));
-                put("rewards/accuracies", mean(&acc));
-                put("rewards/margins", mean(&margins));
-                put("logps/chosen", mean(&lc));
-                put("logps/rejected", mean(&lr));
-                put("ranking/train_accuracy", mean(&ranked));
-                pl.losses
-            }
-            Items::Singles(all) => {
-                let items: Vec<&Single> = idx.iter().map(|&i| &all[i]).collect();
-                let policy = single_logps(self.model, &items, None, idx, self.pad)?;
-                let (reference, ref_shift) = self.reference_singles(idx, &items, all)?;
-                let SeqLoss { losses, rewards } = match self.objective {
-                    PreferenceObjective::Kto { beta, desirable_weight, undesirable_weight } => {
-                        let shifted = single_logps(self.model, &items, Some(all), idx, self.pad)?.detach();
-                        let kl = mean(&values(&(shifted.logps - ref_shift.logps)?)?);
-                        put("kto/kl", kl);
-                        let labels: Vec<bool> = items.iter().map(|s| s.desirable).collect();
-                        kto(&policy, &reference, &labels, kl, beta, desirable_weight, undesirable_weight)?
-                    }
-                    PreferenceObjective::Marge { alpha, beta, self_normalize } => {
-                        let r: Vec<f32> = items.iter().map(|s| s.reward).collect();
-                        marge(&policy, &reference, &r, alpha, beta, self_normalize)?
-                    }
-                    _ => return Err(Error::msg(format!("objective {} is paired", self.objective.name()))),
-                };
-                let (good, bad): (Vec<f32>, Vec<f32>) = {
-                    let mut g = Vec::new();
-                    let mut b = Vec::new();
-                    for (s, r) in items.iter().zip(&rewards) {
-                        if s.desirable { g.push(*r) } else { b.push(*r) }
-                    }
-                    (g, b)
-                };
-                put("rewards/chosen", mean(&good));
-                put("rewards/rejected", mean(&bad));
-                put("logps/mean", mean(&values(&policy.logps)?));
-                losses
-            }
+        // The items are lent out for the pass (the policy pass borrows the learner mutably).
+        let items = std::mem::replace(&mut self.items, Items::Pairs(Vec::new()));
+        let r = self.objective_loss(&items, idx, norm);
+        self.items = items;
+        r
+    }
+    fn fast(&mut self) -> Option<&mut FastDecoder> {
+        self.fast.as_mut()
+    }
+    fn fast_loss(&mut self, idx: &Vec<usize>, norm: f64) -> Result<(f64, Vec<(String, f64)>)> {
+        // The objective runs on candle tensors over a leaf holding the policy's row log-probs;
+        // its gradient w.r.t. the rows, spread over each row's tokens by their weights, is dlogp.
+        self.leaf = None;
+        let (loss, metrics) = self.loss(idx, norm)?;
+        let (leaf, w, t) = self
+            .leaf
+            .take()
+            .ok_or_else(|| Error::msg("dpo: the fast policy pass recorded no leaf"))?;
+        let grads = loss.backward()?;
+        let drow: Vec<f32> = match grads.get(leaf.as_tensor()) {
+            Some(g) => g.to_vec1()?,
+            None => vec![0.0; leaf.elem_count()],
         };
-        Ok(((losses.sum_all()? / norm)?, metrics))
+        let dlogp: Vec<f32> = w
+            .iter()
+            .enumerate()
+            .map(|(i, &wi)| drow[i / t.max(1)] * wi)
+            .collect();
+        let f = self
+            .fast
+            .as_mut()
+            .ok_or_else(|| Error::msg("dpo: no fast graph"))?;
+        f.backward(&dlogp)?;
+        Ok((loss.to_scalar::<f32>()? as f64, metrics))
     }
 
     fn eval_model(&self) -> Option<(&Decoder, &Tokenizer)> {
         Some((self.model, self.tok))
+    }
+    fn sync_weights(&self) -> Result<()> {
+        self.sync_model()
     }
     fn save(&self, dir: &Path) -> Result<()> {
         match &self.lora {
@@ -366,7 +568,10 @@ impl Learner for DpoLearner<'_> {
                 save_adapter_with_base(dir, self.model, cfg, base.as_deref())?;
                 self.tok.save(dir)
             }
-            None => save_model_files(self.model, self.tok, dir),
+            None => {
+                self.sync_model()?;
+                save_model_files(self.model, self.tok, dir)
+            }
         }
     }
     fn load(&mut self, dir: &Path) -> Result<()> {
@@ -377,7 +582,11 @@ impl Learner for DpoLearner<'_> {
             let saved = load_decoder(dir, self.model.device())?;
             saved.named_params().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect()
         };
-        set_params(&self.params(), &t, dir)
+        set_params(&self.params(), &t, dir)?;
+        if let Some(f) = &mut self.fast {
+            f.read_from(self.model)?;
+        }
+        Ok(())
     }
     fn cursor(&self) -> Value {
         let dropout = self.model.lora_dropout_state().map(SavedRng::from);
@@ -485,7 +694,16 @@ pub fn run(cfg: &DpoConfig, start: impl Into<crate::rundir::Start>) -> Result<Dp
     };
     let n = items.len();
     model.set_lora_training(true);
-    let lora = cfg.lora.clone().map(|l| (l, cfg.model.init_from.as_ref().map(|p| p.display().to_string())));
+    let lora = cfg.lora.clone().map(|l| {
+        (
+            l,
+            cfg.model
+                .init_from
+                .as_ref()
+                .map(|p| p.display().to_string()),
+        )
+    });
+    let fast = fast_engine_for(&model, cfg.train.engine, None)?;
     let mut learner = DpoLearner {
         model: &mut model,
         lora,
@@ -501,6 +719,8 @@ pub fn run(cfg: &DpoConfig, start: impl Into<crate::rundir::Start>) -> Result<Dp
         eps: cfg.prefs.agreement_eps,
         last_report: None,
         eval_is_train_subset: data.eval_is_train_subset,
+        fast,
+        leaf: None,
     };
     let before = if learner.eval.is_empty() { None } else { Some(learner.ranking()?) };
 

@@ -211,21 +211,26 @@ impl AdamScalars {
         }
     }
 
-    /// The element-wise update over matching chunks (PyTorch's single-tensor AdamW, op by op).
+    /// The element-wise update over matching chunks: PyTorch's single-tensor AdamW, op by op for
+    /// each element, fused into one pass over (p, m, v, g) (each element's arithmetic is the same
+    /// sequence as the op-by-op version, so the result is too).
     #[inline]
     fn apply(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
-        if let Some(d) = self.decay_mul {
-            p.iter_mut().for_each(|x| *x *= d);
-        }
+        let d = self.decay_mul.unwrap_or(1.0);
+        let decay = self.decay_mul.is_some();
         let w1 = self.w1;
+        let w1c = 1.0 - w1;
         // torch.lerp: self + w (end - self) for |w| < 0.5, else end - (end - self)(1 - w).
-        if w1.abs() < 0.5 {
-            m.iter_mut().zip(g).for_each(|(m, &g)| *m += w1 * (g - *m));
-        } else {
-            let w1c = 1.0 - w1;
-            m.iter_mut().zip(g).for_each(|(m, &g)| *m = g - (g - *m) * w1c);
-        }
-        for (((p, m), v), &g) in p.iter_mut().zip(m.iter()).zip(v.iter_mut()).zip(g) {
+        let small_w = w1.abs() < 0.5;
+        for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+            if decay {
+                *p *= d;
+            }
+            if small_w {
+                *m += w1 * (g - *m);
+            } else {
+                *m = g - (g - *m) * w1c;
+            }
             *v = *v * self.beta2 + self.one_minus_beta2 * (g * g);
             let denom = v.sqrt() / self.bc2_sqrt + self.eps;
             *p += self.neg_step_size * (*m / denom);
@@ -297,6 +302,48 @@ impl AdamW {
             }
             set_var(&s.var, p)
         })?;
+        self.steps_taken += 1;
+        Ok(())
+    }
+
+    /// One update over flat storage (the fast training graph's, `gradus_model::fast`): parameter
+    /// i of the list owns the next `numel_i` elements of `params` and `grads`, in list order. The
+    /// same arithmetic as [`AdamW::step`] (every parameter has a gradient); the Vars are not read
+    /// or written (the caller owns the flat copy and writes it back when needed).
+    pub fn step_flat(&mut self, params: &mut [f32], grads: &[f32], lr: f64) -> Result<()> {
+        check_lr(lr)?;
+        let total: usize = self.slots.iter().map(|s| s.exp_avg.len()).sum();
+        if params.len() != total || grads.len() != total {
+            return Err(Error::msg(format!(
+                "AdamW::step_flat: {} parameters and {} gradients given, the optimizer's {} parameters hold {total} elements",
+                params.len(),
+                grads.len(),
+                self.slots.len()
+            )));
+        }
+        let mut work = Vec::with_capacity(self.slots.len());
+        let (mut rest_p, mut rest_g) = (params, grads);
+        for s in self.slots.iter_mut() {
+            let n = s.exp_avg.len();
+            let (p, tp) = std::mem::take(&mut rest_p).split_at_mut(n);
+            let (g, tg) = rest_g.split_at(n);
+            rest_p = tp;
+            rest_g = tg;
+            work.push((s, p, g));
+        }
+        work.into_par_iter().for_each(|(s, p, g)| {
+            s.step += 1;
+            let sc = AdamScalars::new(&s.group, lr * s.group.lr_scale, s.step);
+            if p.len() > PAR_CHUNK {
+                p.par_chunks_mut(PAR_CHUNK)
+                    .zip(s.exp_avg.par_chunks_mut(PAR_CHUNK))
+                    .zip(s.exp_avg_sq.par_chunks_mut(PAR_CHUNK))
+                    .zip(g.par_chunks(PAR_CHUNK))
+                    .for_each(|(((p, m), v), g)| sc.apply(p, m, v, g));
+            } else {
+                sc.apply(p, &mut s.exp_avg, &mut s.exp_avg_sq, g);
+            }
+        });
         self.steps_taken += 1;
         Ok(())
     }
@@ -589,6 +636,83 @@ mod tests {
         extra.push(("exp_avg.v".into(), Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap()));
         let e = other.load_state(&extra).unwrap_err().to_string();
         assert!(e.contains("`exp_avg.v`") && e.contains("unexpected"), "{e}");
+    }
+
+    #[test]
+    fn step_flat_is_bit_identical_to_step() {
+        // Two parameters (one decayed 2-D, one exempt 1-D), three steps with changing gradients:
+        // the flat update must reproduce the GradStore one bit for bit (same per-element ops).
+        let w0: Vec<f32> = (0..6).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b0 = [0.5f32, -0.25];
+        let (w, b) = (var(&w0, &[2, 3]), var(&b0, &[2]));
+        let cfg = AdamWConfig {
+            betas: (0.9, 0.95),
+            eps: 1e-8,
+            weight_decay: 0.1,
+        };
+        let mut opt =
+            AdamW::new(vec![("w".into(), w.clone()), ("b".into(), b.clone())], cfg).unwrap();
+        let mut flat_opt = AdamW::new(
+            vec![
+                ("w".into(), var(&w0, &[2, 3])),
+                ("b".into(), var(&b0, &[2])),
+            ],
+            cfg,
+        )
+        .unwrap();
+        let mut flat: Vec<f32> = w0.iter().chain(&b0).copied().collect();
+        for step in 0..3 {
+            let g: Vec<f32> = (0..8)
+                .map(|i| ((i + 3 * step) as f32 * 0.91).cos())
+                .collect();
+            let mut gs = GradStore::default();
+            gs.insert(
+                w.as_tensor(),
+                Tensor::from_slice(&g[..6], (2, 3), &Device::Cpu).unwrap(),
+            );
+            gs.insert(
+                b.as_tensor(),
+                Tensor::from_slice(&g[6..], 2, &Device::Cpu).unwrap(),
+            );
+            opt.step(&gs, 0.01).unwrap();
+            flat_opt.step_flat(&mut flat, &g, 0.01).unwrap();
+        }
+        let want: Vec<u32> = vals(&w)
+            .iter()
+            .chain(&vals(&b))
+            .map(|x| x.to_bits())
+            .collect();
+        assert_eq!(flat.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want);
+        assert_ne!(flat[0], w0[0], "the parameters moved");
+        // State written by either is interchangeable (same names, values).
+        let (a, c) = (
+            opt.state_tensors().unwrap(),
+            flat_opt.state_tensors().unwrap(),
+        );
+        for ((n1, t1), (n2, t2)) in a.iter().zip(&c) {
+            assert_eq!(n1, n2);
+            let (x, y): (Vec<f64>, Vec<f64>) = (
+                t1.flatten_all()
+                    .unwrap()
+                    .to_dtype(DType::F64)
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap(),
+                t2.flatten_all()
+                    .unwrap()
+                    .to_dtype(DType::F64)
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap(),
+            );
+            assert_eq!(x, y, "{n1}");
+        }
+        // A wrong length is an error naming both sizes.
+        let e = flat_opt
+            .step_flat(&mut flat[..7], &[0.0; 7], 0.01)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("7") && e.contains("8"), "{e}");
     }
 
     #[test]

@@ -166,6 +166,21 @@ pub struct TrainSection {
     /// Stop this invocation after this many steps (0: run to `steps`), saving a checkpoint; a
     /// later `--resume` continues exactly. For time-sliced or preemptible cluster jobs.
     pub stop_after: u64,
+    /// Which training graph runs the steps (see [`Engine`]).
+    pub engine: Engine,
+}
+
+/// The training graph: `auto` (default) runs the hand-written fast graph
+/// (`gradus_model::fast`) when it covers the model and recipe and falls back to the candle
+/// reference graph with a one-line notice otherwise; `reference` always runs the candle graph;
+/// `fast` requires the fast graph (an error names what it does not cover).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    #[default]
+    Auto,
+    Fast,
+    Reference,
 }
 
 impl Default for TrainSection {
@@ -184,6 +199,7 @@ impl Default for TrainSection {
             progress: true,
             progress_every_s: 30.0,
             stop_after: 0,
+            engine: Engine::Auto,
         }
     }
 }

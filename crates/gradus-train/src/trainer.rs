@@ -14,18 +14,19 @@ use gradus_dynamics::run::StatsRecorder;
 use gradus_dynamics::stats::{MatrixSelection, NamedTensor};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_model::decoder::{Decoder, ForwardInput};
+use gradus_model::fast::{FastDecoder, FastOptions};
 use gradus_model::hf::{load_decoder, save_decoder};
 use gradus_model::WeightDtype;
 use gradus_tensor::{Error, Result, Tensor, Var};
 use serde_json::{json, Map, Value};
 
 use crate::checkpoint::{latest_checkpoint, save_checkpoint, TrainerState};
+use crate::clip::{accumulate_grads, clip_flat_grad_norm, clip_grad_norm, flat_grad_norm, global_grad_norm};
 use crate::interrupt;
 use crate::rundir::RunDir;
-use crate::clip::{accumulate_grads, clip_grad_norm, global_grad_norm};
 use crate::metrics::MetricsSink;
 use crate::optim::AdamW;
-use crate::recipe::RecipeConfig;
+use crate::recipe::{Engine, RecipeConfig};
 use crate::report::{write_report, Section};
 
 /// Where training batches come from; the cursor is saved in checkpoints.
@@ -134,9 +135,51 @@ pub trait Learner {
     fn eval_model(&self) -> Option<(&Decoder, &Tokenizer)> {
         None
     }
+    /// Brings the model that [`Learner::eval_model`] and [`Learner::params`] expose up to date
+    /// with the weights being trained (the fast graph holds them while training); default no-op.
+    fn sync_weights(&self) -> Result<()> {
+        Ok(())
+    }
     /// Extra metrics at a logged step (e.g. weight norms); default none.
     fn step_metrics(&mut self, _step: u64) -> Result<Map<String, Value>> {
         Ok(Map::new())
+    }
+    /// The hand-written training graph this learner runs on, if any (`gradus_model::fast`). When
+    /// it returns one, the loop calls [`Learner::fast_loss`] instead of [`Learner::loss`] and
+    /// steps the graph's flat parameters; [`Learner::params`] must list the same parameters in
+    /// the graph's order (the optimiser state stays interchangeable with the reference path).
+    fn fast(&mut self) -> Option<&mut FastDecoder> {
+        None
+    }
+    /// Forward, objective and backward of a micro-batch on the fast graph: adds the gradient of
+    /// (loss / `norm`) into the graph's gradients and returns that scaled loss and its metrics,
+    /// as [`Learner::loss`] does.
+    fn fast_loss(&mut self, _m: &Self::Micro, _norm: f64) -> Result<(f64, Vec<(String, f64)>)> {
+        Err(Error::msg("this learner has no fast training graph"))
+    }
+}
+
+/// Whether the fast graph trains `model` under `engine`: Ok(None) to use the reference graph
+/// (with a one-line notice when `auto` falls back), an error when `fast` is required but the
+/// model is not covered (`why_not` adds recipe-level reasons).
+pub fn fast_engine_for(
+    model: &Decoder,
+    engine: Engine,
+    why_not: Option<String>,
+) -> Result<Option<FastDecoder>> {
+    if engine == Engine::Reference {
+        return Ok(None);
+    }
+    match why_not.or_else(|| FastDecoder::unsupported(model)) {
+        None => Ok(Some(FastDecoder::new(model, FastOptions::default())?)),
+        Some(why) if engine == Engine::Fast => Err(Error::config(
+            "train.engine",
+            format!("`fast` does not cover this run: {why}"),
+        )),
+        Some(why) => {
+            eprintln!("gradus: the fast training graph does not cover this run ({why}); using the reference graph");
+            Ok(None)
+        }
     }
 }
 
@@ -190,6 +233,39 @@ pub struct LmLearner<'a> {
     pub val: &'a [Batch],
     pub eval_every: u64,
     pub last_step: u64,
+    /// The fast training graph (holding the live weights while training) or None for the
+    /// candle reference graph.
+    pub fast: Option<FastDecoder>,
+}
+
+impl LmLearner<'_> {
+    /// Writes the fast graph's weights back into the model (no-op on the reference graph).
+    fn sync_model(&self) -> Result<()> {
+        match &self.fast {
+            Some(f) => f.write_to(self.model),
+            None => Ok(()),
+        }
+    }
+}
+
+/// On the fast graph: the token-weighted NLL of one micro-batch divided by `norm`, with its
+/// gradient added into the graph. `∂loss/∂logp[n] = −weight[n] / norm`.
+pub fn fast_batch_loss(fast: &mut FastDecoder, b: &Batch, norm: f64) -> Result<f64> {
+    let lp = fast.forward(&forward_input(b), &b.targets)?;
+    let norm = norm.max(1.0);
+    let loss: f64 = -lp
+        .iter()
+        .zip(&b.loss_weight)
+        .map(|(&l, &w)| l as f64 * w as f64)
+        .sum::<f64>()
+        / norm;
+    let dlogp: Vec<f32> = b
+        .loss_weight
+        .iter()
+        .map(|&w| (-(w as f64) / norm) as f32)
+        .collect();
+    fast.backward(&dlogp)?;
+    Ok(loss)
 }
 
 impl Learner for LmLearner<'_> {
@@ -209,14 +285,29 @@ impl Learner for LmLearner<'_> {
     fn loss(&mut self, b: &Batch, norm: f64) -> Result<(Tensor, Vec<(String, f64)>)> {
         Ok((batch_loss(self.model, b, norm)?, Vec::new()))
     }
+    fn fast(&mut self) -> Option<&mut FastDecoder> {
+        self.fast.as_mut()
+    }
+    fn fast_loss(&mut self, b: &Batch, norm: f64) -> Result<(f64, Vec<(String, f64)>)> {
+        let fast = self
+            .fast
+            .as_mut()
+            .ok_or_else(|| Error::msg("LmLearner: no fast graph"))?;
+        Ok((fast_batch_loss(fast, b, norm)?, Vec::new()))
+    }
     fn save(&self, dir: &Path) -> Result<()> {
+        self.sync_model()?;
         save_model_files(self.model, self.tok, dir)
     }
     fn load(&mut self, dir: &Path) -> Result<()> {
         let saved = load_decoder(dir, self.model.device())?;
         let tensors: Vec<(String, Tensor)> =
             saved.named_params().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
-        set_params(&self.model.named_params(), &tensors, &dir.join("model.safetensors"))
+        set_params(&self.model.named_params(), &tensors, &dir.join("model.safetensors"))?;
+        if let Some(f) = &mut self.fast {
+            f.read_from(self.model)?;
+        }
+        Ok(())
     }
     fn cursor(&self) -> Value {
         self.data.cursor()
@@ -227,14 +318,17 @@ impl Learner for LmLearner<'_> {
     fn eval_model(&self) -> Option<(&Decoder, &Tokenizer)> {
         Some((self.model, self.tok))
     }
+    fn sync_weights(&self) -> Result<()> {
+        self.sync_model()
+    }
     fn step_metrics(&mut self, step: u64) -> Result<Map<String, Value>> {
-        let mut m = if self.weight_norms_every > 0 && step % self.weight_norms_every == 0 {
-            weight_norms(self.model)?
-        } else {
-            Map::new()
-        };
-        let due = (self.eval_every > 0 && step % self.eval_every == 0) || step == self.last_step;
-        if !self.val.is_empty() && due {
+        let norms_due = self.weight_norms_every > 0 && step % self.weight_norms_every == 0;
+        let val_due = !self.val.is_empty() && ((self.eval_every > 0 && step % self.eval_every == 0) || step == self.last_step);
+        if norms_due || val_due {
+            self.sync_model()?;
+        }
+        let mut m = if norms_due { weight_norms(self.model)? } else { Map::new() };
+        if val_due {
             m.insert(
                 "val/loss".into(),
                 json!(validation_loss(self.model, self.val)?),
@@ -267,6 +361,7 @@ pub fn fit_validated(
 ) -> Result<FitSummary> {
     // Checkpoints keep f32 master weights so a resumed run continues bit-exactly.
     model.cfg.dtype = WeightDtype::F32;
+    let fast = fast_engine_for(model, cfg.train.engine, None)?;
     let mut learner = LmLearner {
         model,
         tok,
@@ -275,8 +370,11 @@ pub fn fit_validated(
         val,
         eval_every: cfg.train.eval_every,
         last_step: cfg.train.steps,
+        fast,
     };
-    fit_learner(&mut learner, cfg, run)
+    let summary = fit_learner(&mut learner, cfg, run)?;
+    learner.sync_model()?;
+    Ok(summary)
 }
 
 /// Writes a checkpoint of the learner, optimizer and trainer state at `state.step`.
@@ -368,34 +466,63 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, run: &mut Ru
         let step_start = Instant::now();
         let micro: Vec<L::Micro> = (0..t.grad_accum).map(|_| learner.next_micro()).collect::<Result<_>>()?;
         let norm: f64 = micro.iter().map(|b| learner.weight(b)).sum();
-        let mut grads: Option<GradStore> = None;
         let mut loss = 0.0f64;
         let mut tokens = 0u64;
         let mut extra: Vec<(String, f64)> = Vec::new();
-        for b in &micro {
-            let (l, m) = learner.loss(b, norm)?;
-            loss += l.to_scalar::<f32>()? as f64;
-            tokens += learner.tokens(b);
+        let mut add_metrics = |m: Vec<(String, f64)>| {
             for (k, v) in m {
                 match extra.iter_mut().find(|(k2, _)| *k2 == k) {
                     Some((_, acc)) => *acc += v,
                     None => extra.push((k, v)),
                 }
             }
-            let g = l.backward()?;
-            match grads.as_mut() {
-                None => grads = Some(g),
-                Some(acc) => accumulate_grads(acc, &g, &params)?,
-            }
-        }
-        let mut grads = grads.ok_or_else(|| Error::msg("no micro-batches"))?;
-        let grad_norm = if t.max_grad_norm > 0.0 {
-            clip_grad_norm(&mut grads, &params, t.max_grad_norm)?
-        } else {
-            global_grad_norm(&grads, &params)?
         };
         let lr = cfg.schedule.lr_at(state.step, t.steps, t.lr);
-        opt.step(&grads, lr)?;
+        let grad_norm = if learner.fast().is_some() {
+            // The fast graph: gradients accumulate in place in its flat buffer.
+            if let Some(f) = learner.fast() {
+                f.zero_grads();
+            }
+            for b in &micro {
+                let (l, m) = learner.fast_loss(b, norm)?;
+                loss += l;
+                tokens += learner.tokens(b);
+                add_metrics(m);
+            }
+            let f = learner
+                .fast()
+                .ok_or_else(|| Error::msg("the fast graph went away"))?;
+            let lens: Vec<usize> = f.layout().entries.iter().map(|e| e.len).collect();
+            let (p, g) = f.params_and_grads();
+            let grad_norm = if t.max_grad_norm > 0.0 {
+                clip_flat_grad_norm(g, &lens, t.max_grad_norm)?
+            } else {
+                flat_grad_norm(g, &lens)
+            };
+            opt.step_flat(p, g, lr)?;
+            grad_norm
+        } else {
+            let mut grads: Option<GradStore> = None;
+            for b in &micro {
+                let (l, m) = learner.loss(b, norm)?;
+                loss += l.to_scalar::<f32>()? as f64;
+                tokens += learner.tokens(b);
+                add_metrics(m);
+                let g = l.backward()?;
+                match grads.as_mut() {
+                    None => grads = Some(g),
+                    Some(acc) => accumulate_grads(acc, &g, &params)?,
+                }
+            }
+            let mut grads = grads.ok_or_else(|| Error::msg("no micro-batches"))?;
+            let grad_norm = if t.max_grad_norm > 0.0 {
+                clip_grad_norm(&mut grads, &params, t.max_grad_norm)?
+            } else {
+                global_grad_norm(&grads, &params)?
+            };
+            opt.step(&grads, lr)?;
+            grad_norm
+        };
         state.step += 1;
         state.tokens_seen += tokens;
         if !loss.is_finite() {
@@ -405,6 +532,11 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, run: &mut Ru
         last_loss = Some(loss);
         let dt = step_start.elapsed().as_secs_f64();
 
+        let eval_due = eval_hook.as_ref().is_some_and(|h| h.due(state.step, t.steps));
+        let dynamics_due = dynamics.is_some() && state.step % cfg.dynamics.every == 0;
+        if eval_due || dynamics_due {
+            learner.sync_weights()?;
+        }
         let mut eval_m = match (&eval_hook, learner.eval_model()) {
             (Some(h), Some((model, tok))) if h.due(state.step, t.steps) => Some(h.run(model, tok, &run_dir)?),
             _ => None,
@@ -429,7 +561,7 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, run: &mut Ru
         if let Some(e) = eval_m {
             metrics.log_values(state.step, &e)?; // an evaluation step that is not a logging step
         }
-        if let Some(rec) = dynamics.as_mut().filter(|_| state.step % cfg.dynamics.every == 0) {
+        if let Some(rec) = dynamics.as_mut().filter(|_| dynamics_due) {
             record_dynamics(rec, state.step, &params)?;
         }
         bar.set_position(state.step);

@@ -248,3 +248,30 @@ fn held_out_pairs_are_disjoint_from_training_pairs_unless_asked() {
     assert_eq!(col(&s.fit.run_dir, "ranking_train_subset/accuracy").len(), 1);
     assert!(col(&s.fit.run_dir, "ranking/accuracy").is_empty());
 }
+
+#[test]
+fn fast_and_reference_engines_give_the_same_dpo_run() {
+    // The fast graph (default) and the candle graph: same per-step losses and reward margins
+    // within 1e-4 relative (f32 summation order only; see gradus-model's tests/fast.rs).
+    use gradus_train::recipe::Engine;
+    let d = tempfile::tempdir().unwrap();
+    let init = init_model(d.path(), false);
+    let mut a = cfg(d.path(), &init, "fast");
+    a.train.steps = 6;
+    a.prefs.eval_every = 0;
+    a.train.engine = Engine::Fast;
+    let mut b = a.clone();
+    b.run.name = "reference".into();
+    b.train.engine = Engine::Reference;
+    run(&a, false).unwrap();
+    run(&b, false).unwrap();
+    for key in ["train/loss", "rewards/margins", "logps/chosen"] {
+        let (x, y) = (col(&d.path().join("fast"), key), col(&d.path().join("reference"), key));
+        assert_eq!(x.len(), 6, "{key}");
+        for (i, (p, q)) in x.iter().zip(&y).enumerate() {
+            assert!((p - q).abs() <= 1e-4 * q.abs().max(1e-2), "{key} step {}: fast {p} vs reference {q}", i + 1);
+        }
+    }
+    let l = col(&d.path().join("fast"), "train/loss");
+    assert!(l[5] < l[0], "the fast engine learns: {l:?}");
+}

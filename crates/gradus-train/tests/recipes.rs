@@ -9,7 +9,7 @@ use gradus_model::hf::load_decoder;
 use gradus_tensor::Device;
 use gradus_train::metrics::read_metrics;
 use gradus_train::prep::{rows, train_tokenizer};
-use gradus_train::recipe::RecipeConfig;
+use gradus_train::recipe::{Engine, RecipeConfig};
 use gradus_train::schedule::Schedule;
 use gradus_train::trainer::batch_loss;
 
@@ -68,13 +68,25 @@ fn params_bits(m: &Decoder) -> Vec<u32> {
 
 #[test]
 fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
+    // The default engine (`auto`): the fast graph covers this model.
+    resume_is_bit_identical(Engine::Auto);
+}
+
+#[test]
+fn resumed_run_is_bit_identical_on_the_reference_graph() {
+    resume_is_bit_identical(Engine::Reference);
+}
+
+fn resume_is_bit_identical(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let data = corpus(dir.path());
-    let whole = tiny_cfg(dir.path(), "whole", &data);
+    let mut whole = tiny_cfg(dir.path(), "whole", &data);
+    whole.train.engine = engine;
     let s = gradus_train::pretrain::run(&whole, false).unwrap();
     assert_eq!(s.steps, 20);
 
     let mut part = tiny_cfg(dir.path(), "parts", &data);
+    part.train.engine = engine;
     part.train.stop_after = 10;
     let s1 = gradus_train::pretrain::run(&part, false).unwrap();
     assert_eq!(s1.steps, 10);
@@ -110,9 +122,19 @@ fn resumed_run_is_bit_identical_to_an_uninterrupted_one() {
 
 #[test]
 fn batch_8_equals_batch_2_times_accumulation_4() {
+    accumulation_is_invariant(Engine::Auto);
+}
+
+#[test]
+fn batch_8_equals_batch_2_times_accumulation_4_on_the_reference_graph() {
+    accumulation_is_invariant(Engine::Reference);
+}
+
+fn accumulation_is_invariant(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let data = corpus(dir.path());
     let mut a = tiny_cfg(dir.path(), "b8", &data);
+    a.train.engine = engine;
     a.train.steps = 2;
     a.train.batch_size = 8;
     a.train.grad_accum = 1;

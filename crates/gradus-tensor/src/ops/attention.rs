@@ -14,7 +14,7 @@
 //! `dK_j += scale·dSᵀ Q_i`, `dQ_i += scale·dS K_j`. The task owns dK/dV of its kv head and dQ of
 //! its query heads, so every accumulation is sequential in a fixed order: bit-reproducible,
 //! no atomics. With too few (b, kv head) pairs to keep the cores busy, a two-pass variant
-//! (dK/dV by key block, then dQ by query block) is used instead; see [`Attention::backward`].
+//! (dK/dV by key block, then dQ by query block) is used instead; see [`backward`].
 //!
 //! Blocks are skipped when fully masked: causally (key block entirely after the query block) and
 //! by segments (the id ranges [min, max] of the query block and of the key block do not overlap,
@@ -78,14 +78,15 @@ struct Attention {
     lse: Arc<Mutex<Option<Vec<f32>>>>,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Dims {
-    b: usize,
-    tq: usize,
-    tk: usize,
-    hq: usize,
-    hkv: usize,
-    dh: usize,
+/// Shapes of one attention call: q (B, Tq, Hq, Dh); k, v (B, Tk, Hkv, Dh).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    pub b: usize,
+    pub tq: usize,
+    pub tk: usize,
+    pub hq: usize,
+    pub hkv: usize,
+    pub dh: usize,
 }
 
 impl Dims {
@@ -318,15 +319,76 @@ impl Attention {
     fn forward(&self, d: Dims, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let mut out = vec![0f32; d.b * d.tq * d.hq * d.dh];
         let mut lse = vec![0f32; d.b * d.hq * d.tq];
+        forward(
+            d,
+            self.scale,
+            self.segments.as_deref().map(|s| s.as_slice()),
+            q,
+            k,
+            v,
+            &mut out,
+            &mut lse,
+        );
+        (out, lse)
+    }
+}
+
+/// The forward kernel (shared by the candle op and the fast training graph): writes the output
+/// `out` (B, Tq, Hq, Dh) and the log-sum-exp `lse` (B, Hq, Tq) of the scaled, masked scores.
+/// `segments` (B, Tk) when given. Every output element is written.
+#[allow(clippy::too_many_arguments)]
+pub fn forward(
+    d: Dims,
+    scale: f32,
+    segments: Option<&[u32]>,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+    lse: &mut [f32],
+) {
+    let me = Kernel { scale, segments };
+    me.forward(d, q, k, v, out, lse)
+}
+
+/// The backward kernel: `dq`, `dk`, `dv` (overwritten) from the forward's inputs, its output `o`,
+/// the output gradient `g` and the forward's `lse`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    d: Dims,
+    scale: f32,
+    segments: Option<&[u32]>,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    o: &[f32],
+    g: &[f32],
+    lse: &[f32],
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+) {
+    let me = Kernel { scale, segments };
+    me.backward(d, q, k, v, o, g, lse, dq, dk, dv)
+}
+
+/// The kernel's parameters for one call.
+struct Kernel<'s> {
+    scale: f32,
+    segments: Option<&'s [u32]>,
+}
+
+impl Kernel<'_> {
+    fn forward(&self, d: Dims, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], lse: &mut [f32]) {
         if out.is_empty() {
-            return (out, lse);
+            return;
         }
         if d.tq == 1 && d.rep() > 1 && d.rep() <= BR {
-            self.forward_decode(d, q, k, v, &mut out, &mut lse);
-            return (out, lse);
+            self.forward_decode(d, q, k, v, out, lse);
+            return;
         }
-        let masker = Masker::new(d, self.segments.as_deref().map(|s| s.as_slice()));
-        let (po, pl) = (SyncPtr::new(&mut out), SyncPtr::new(&mut lse));
+        let masker = Masker::new(d, self.segments);
+        let (po, pl) = (SyncPtr::new(out), SyncPtr::new(lse));
         let (nqb, nkb, dh, rep) = (d.nqb(), d.nkb(), d.dh, d.rep());
         let (qrs, krs) = (d.hq * dh, d.hkv * dh);
         let scale = self.scale;
@@ -386,15 +448,22 @@ impl Attention {
                 }
             },
         );
-        (out, lse)
     }
 
     /// The forward for a single query per sequence (decoding with a KV cache) under GQA: one
     /// task per (b, kv head) whose tile rows are the query heads of the group (adjacent rows of
     /// stride Dh in q and out), so each K/V block is read once per group instead of once per
     /// query head — decoding is bound by reading the cache.
-    fn forward_decode(&self, d: Dims, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], lse: &mut [f32]) {
-        let masker = Masker::new(d, self.segments.as_deref().map(|s| s.as_slice()));
+    fn forward_decode(
+        &self,
+        d: Dims,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &mut [f32],
+        lse: &mut [f32],
+    ) {
+        let masker = Masker::new(d, self.segments);
         let (nkb, dh, rep) = (d.nkb(), d.dh, d.rep());
         let krs = d.hkv * dh;
         let scale = self.scale;
@@ -454,7 +523,8 @@ impl Attention {
         );
     }
 
-    /// Gradients (dq, dk, dv) given the forward's inputs, output `o`, its gradient `g` and lse.
+    /// Gradients (dq, dk, dv, overwritten) given the forward's inputs, output `o`, its gradient
+    /// `g` and lse.
     ///
     /// With at least [`ONE_PASS_MIN_TASKS`] (b, kv head) pairs: one task per pair owns dK/dV of
     /// its kv head and dQ of its query heads (5 tile products per visited tile). With fewer pairs
@@ -472,12 +542,15 @@ impl Attention {
         o: &[f32],
         g: &[f32],
         lse: &[f32],
-    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let mut dq = vec![0f32; q.len()];
-        let mut dk = vec![0f32; k.len()];
-        let mut dv = vec![0f32; v.len()];
+        dq: &mut [f32],
+        dk: &mut [f32],
+        dv: &mut [f32],
+    ) {
+        dq.fill(0.0);
+        dk.fill(0.0);
+        dv.fill(0.0);
         if dq.is_empty() || dk.is_empty() {
-            return (dq, dk, dv);
+            return;
         }
         // D = rowsum(dO ∘ O), laid out (B, Hq, Tq) like lse.
         let dh = d.dh;
@@ -498,16 +571,16 @@ impl Attention {
         let ctx = BwdCtx {
             d,
             scale: self.scale,
-            masker: Masker::new(d, self.segments.as_deref().map(|s| s.as_slice())),
+            masker: Masker::new(d, self.segments),
             q,
             k,
             v,
             g,
             lse,
             drow: &drow,
-            dq: SyncPtr::new(&mut dq),
-            dk: SyncPtr::new(&mut dk),
-            dv: SyncPtr::new(&mut dv),
+            dq: SyncPtr::new(dq),
+            dk: SyncPtr::new(dk),
+            dv: SyncPtr::new(dv),
         };
         let (nqb, nkb, rep) = (d.nqb(), d.nkb(), d.rep());
         let scratch = || (vec![0f32; BR * BC], vec![0f32; BR * BC]);
@@ -542,11 +615,10 @@ impl Attention {
                 }
             });
         }
-        (dq, dk, dv)
     }
 }
 
-/// (b, kv head) pairs from which the backward runs in one pass (see [`Attention::backward`]).
+/// (b, kv head) pairs from which the backward runs in one pass (see [`backward`]).
 const ONE_PASS_MIN_TASKS: usize = 4;
 
 /// Everything one backward tile needs.
@@ -662,7 +734,14 @@ impl CustomOp3 for Attention {
                     recomputed.as_slice()
                 }
             };
-            Ok(self.backward(d, q, k, v, o, g, lse))
+            let mut dq = vec![0f32; q.len()];
+            let mut dk = vec![0f32; k.len()];
+            let mut dv = vec![0f32; v.len()];
+            let segs = self.segments.as_deref().map(|s| s.as_slice());
+            backward(
+                d, self.scale, segs, q, k, v, o, g, lse, &mut dq, &mut dk, &mut dv,
+            );
+            Ok((dq, dk, dv))
         })?;
         drop(guard);
         Ok((

@@ -60,12 +60,14 @@ dispatch! {
 }
 
 dispatch! {
-    /// `dx = -g·e^(x − lse)` for each row of `x` (the one-hot term is added by the caller).
-    fn softmax_grad_rows(x: &[f32], v: usize, lse: &[f32], g: &[f32], dx: &mut [f32]) {
-        for (((row, out), &l), &gn) in x.chunks_exact(v).zip(dx.chunks_exact_mut(v)).zip(lse).zip(g) {
-            for (o, &xi) in out.iter_mut().zip(row) {
-                *o = -gn * simd::exp(xi - l);
+    /// In place, row by row: `x ← g·(onehot(target) − e^(x − lse))`, the gradient of
+    /// `g·log_softmax(x)[target]` w.r.t. x.
+    fn softmax_grad_rows(x: &mut [f32], v: usize, lse: &[f32], g: &[f32], targets: &[u32]) {
+        for (((row, &l), &gn), &t) in x.chunks_exact_mut(v).zip(lse).zip(g).zip(targets) {
+            for o in row.iter_mut() {
+                *o = -gn * simd::exp(*o - l);
             }
+            row[t as usize] += gn;
         }
     }
 }
@@ -73,15 +75,49 @@ dispatch! {
 fn compute_lse(x: &[f32], v: usize) -> Vec<f32> {
     let n = x.len() / v.max(1);
     let mut lse = vec![0f32; n];
+    lse_into(x, v, &mut lse);
+    lse
+}
+
+fn lse_into(x: &[f32], v: usize, lse: &mut [f32]) {
     if v == 0 {
         lse.fill(f32::NEG_INFINITY);
-        return lse;
+        return;
     }
     let rows = rows_per_task(v);
     lse.par_chunks_mut(rows)
         .zip(x.par_chunks(rows * v))
         .for_each(|(lc, xc)| lse_rows(xc, v, lc));
-    lse
+}
+
+/// The forward kernel (shared by the candle op and the fast training graph's chunked LM head):
+/// for logits `x` (N, V) and targets (N, all < V), writes the row log-sum-exps `lse` (N) and
+/// `out[n] = x[n, target_n] − lse[n]`.
+pub fn forward(x: &[f32], v: usize, targets: &[u32], lse: &mut [f32], out: &mut [f32]) {
+    lse_into(x, v, lse);
+    for (r, (o, &t)) in out.iter_mut().zip(targets).enumerate() {
+        *o = x[r * v + t as usize] - lse[r];
+    }
+}
+
+/// The backward kernel, in place: turns logits `x` (N, V) into their gradient
+/// `g[n]·(onehot(target_n) − softmax(x[n]))`, given the forward's `lse`.
+pub fn backward_inplace(x: &mut [f32], v: usize, lse: &[f32], g: &[f32], targets: &[u32]) {
+    if v == 0 {
+        return;
+    }
+    let rows = rows_per_task(v);
+    x.par_chunks_mut(rows * v).enumerate().for_each(|(ci, dc)| {
+        let r0 = ci * rows;
+        let nr = dc.len() / v;
+        softmax_grad_rows(
+            dc,
+            v,
+            &lse[r0..r0 + nr],
+            &g[r0..r0 + nr],
+            &targets[r0..r0 + nr],
+        );
+    });
 }
 
 impl CustomOp1 for TokenLogprobs {
@@ -92,9 +128,13 @@ impl CustomOp1 for TokenLogprobs {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, OP, "logits")?;
         let (n, v) = l.shape().dims2()?;
-        let lse = compute_lse(x, v);
-        let out: Vec<f32> = (0..n).map(|r| x[r * v + self.targets[r] as usize] - lse[r]).collect();
-        *self.lse.lock().map_err(|_| msg(format!("{OP}: poisoned lock")))? = Some(lse);
+        let mut lse = vec![0f32; n];
+        let mut out = vec![0f32; n];
+        forward(x, v, &self.targets, &mut lse, &mut out);
+        *self
+            .lse
+            .lock()
+            .map_err(|_| msg(format!("{OP}: poisoned lock")))? = Some(lse);
         Ok((CpuStorage::F32(out), Shape::from(n)))
     }
 
@@ -106,19 +146,8 @@ impl CustomOp1 for TokenLogprobs {
                 Some(l) => l,
                 None => compute_lse(x, v),
             };
-            let mut dx = vec![0f32; x.len()];
-            if v == 0 {
-                return Ok(dx);
-            }
-            let rows = rows_per_task(v);
-            dx.par_chunks_mut(rows * v).enumerate().for_each(|(ci, dc)| {
-                let r0 = ci * rows;
-                let nr = dc.len() / v;
-                softmax_grad_rows(&x[r0 * v..(r0 + nr) * v], v, &lse[r0..r0 + nr], &g[r0..r0 + nr], dc);
-                for k in 0..nr {
-                    dc[k * v + self.targets[r0 + k] as usize] += g[r0 + k];
-                }
-            });
+            let mut dx = x.to_vec();
+            backward_inplace(&mut dx, v, &lse, g, &self.targets);
             Ok(dx)
         })?;
         Ok(Some(Tensor::from_vec(dx, logits.shape(), logits.device())?))

@@ -22,6 +22,23 @@ pub mod simd;
 mod swiglu;
 
 pub use kv::KvBuffer;
+
+/// The kernels behind the fused ops, on plain f32 slices: the one seam per op that both the
+/// candle `CustomOp`s above and the hand-written training graph (`gradus_model::fast`) call.
+/// Outputs are caller-allocated (so a graph can reuse its buffers every step); each function's
+/// doc says which outputs it overwrites and which it adds into. All are deterministic whatever
+/// the thread count.
+pub mod kernels {
+    pub use super::attention::{
+        backward as attention_backward, forward as attention_forward, Dims as AttnDims,
+    };
+    pub use super::logprobs::{
+        backward_inplace as token_logprobs_backward_inplace, forward as token_logprobs_forward,
+    };
+    pub use super::rms_norm::{backward as rms_norm_backward, forward as rms_norm_forward};
+    pub use super::rope::rotate as rope_rotate;
+    pub use super::swiglu::{backward as swiglu_backward, forward as swiglu_forward};
+}
 pub use reference::{attention_ref, rms_norm_ref, rope_ref, swiglu_ref, token_logprobs_ref};
 
 use crate::{Result, Tensor};
@@ -50,7 +67,13 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 /// absolute position `Tk − Tq + i` and attends key j iff `j ≤ Tk − Tq + i` and, when `segments`
 /// (B, Tk) u32 is given, `segments[b, j] == segments[b, Tk − Tq + i]` (packed documents never see
 /// each other; left padding gets its own segment). Returns (B, Tq, Hq, Dh).
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, segments: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    segments: Option<&Tensor>,
+    scale: f64,
+) -> Result<Tensor> {
     Ok(attention::attention(q, k, v, segments, scale)?)
 }
 

@@ -62,6 +62,34 @@ dispatch! {
     }
 }
 
+/// The kernel (shared by the candle op and the fast training graph): rotates every token row of
+/// `x` (rows of H·Dh) into `y`, by −angle when `inverse` (the backward). `table(row)` gives the
+/// row's (cos, sin) slices of Dh/2.
+pub fn rotate<'t>(
+    x: &[f32],
+    h: usize,
+    dh: usize,
+    y: &mut [f32],
+    inverse: bool,
+    table: impl Fn(usize) -> (&'t [f32], &'t [f32]) + Sync,
+) {
+    let sign = if inverse { -1.0 } else { 1.0 };
+    let tok = h * dh;
+    if tok == 0 {
+        return;
+    }
+    let per_task = rows_per_task(tok);
+    y.par_chunks_mut(per_task * tok)
+        .enumerate()
+        .for_each(|(ci, yc)| {
+            for (k, yt) in yc.chunks_exact_mut(tok).enumerate() {
+                let row = ci * per_task + k;
+                let (c, s) = table(row);
+                rotate_token(&x[row * tok..(row + 1) * tok], c, s, yt, sign);
+            }
+        });
+}
+
 impl CustomOp3 for Rope {
     fn name(&self) -> &'static str {
         "gradus-rope"
@@ -82,21 +110,13 @@ impl CustomOp3 for Rope {
         let (_b, t, h, dh) = l1.shape().dims4()?;
         let half = dh / 2;
         let (cst, sst) = (l2.stride(), l3.stride());
-        let sign = if self.inverse { -1.0 } else { 1.0 };
         let mut y = vec![0f32; x.len()];
-        let tok = h * dh;
-        if tok > 0 {
-            let per_task = rows_per_task(tok);
-            y.par_chunks_mut(per_task * tok).enumerate().for_each(|(ci, yc)| {
-                for (k, yt) in yc.chunks_exact_mut(tok).enumerate() {
-                    let row = ci * per_task + k; // = b·T + t
-                    let (bi, ti) = (row / t, row % t);
-                    let cb = co + bi * cst[0] + ti * cst[1];
-                    let sb = so + bi * sst[0] + ti * sst[1];
-                    rotate_token(&x[row * tok..(row + 1) * tok], &cos[cb..cb + half], &sin[sb..sb + half], yt, sign);
-                }
-            });
-        }
+        rotate(x, h, dh, &mut y, self.inverse, |row| {
+            let (bi, ti) = (row / t, row % t);
+            let cb = co + bi * cst[0] + ti * cst[1];
+            let sb = so + bi * sst[0] + ti * sst[1];
+            (&cos[cb..cb + half], &sin[sb..sb + half])
+        });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 

@@ -46,6 +46,35 @@ dispatch! {
     }
 }
 
+/// The forward kernel (shared by the candle op and the fast training graph): `y = silu(gate)·up`,
+/// in parallel over fixed chunks.
+pub fn forward(gate: &[f32], up: &[f32], y: &mut [f32]) {
+    y.par_chunks_mut(CHUNK)
+        .zip(gate.par_chunks(CHUNK))
+        .zip(up.par_chunks(CHUNK))
+        .for_each(|((yc, gc), uc)| fwd_chunk(gc, uc, yc));
+}
+
+/// The backward kernel: `dgate`, `dup` (overwritten) from the output gradient `g`.
+pub fn backward(gate: &[f32], up: &[f32], g: &[f32], dgate: &mut [f32], dup: &mut [f32]) {
+    let n = gate.len();
+    let pa = SyncPtr::new(dgate);
+    let pb = SyncPtr::new(dup);
+    (0..n.div_ceil(CHUNK)).into_par_iter().for_each(|c| {
+        let lo = c * CHUNK;
+        let len = CHUNK.min(n - lo);
+        // SAFETY: chunk c owns dgate/dup[lo..lo+len]; chunks are disjoint.
+        let (dac, dbc) = unsafe { (pa.slice(lo, len), pb.slice(lo, len)) };
+        bwd_chunk(
+            &gate[lo..lo + len],
+            &up[lo..lo + len],
+            &g[lo..lo + len],
+            dac,
+            dbc,
+        );
+    });
+}
+
 impl CustomOp2 for SwiGlu {
     fn name(&self) -> &'static str {
         "gradus-swiglu"
@@ -55,27 +84,15 @@ impl CustomOp2 for SwiGlu {
         let g = f32_slice(s1, l1, OP, "gate")?;
         let u = f32_slice(s2, l2, OP, "up")?;
         let mut y = vec![0f32; g.len()];
-        y.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK))
-            .zip(u.par_chunks(CHUNK))
-            .for_each(|((yc, gc), uc)| fwd_chunk(gc, uc, yc));
+        forward(g, u, &mut y);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
     fn bwd(&self, gate: &Tensor, up: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
         let (da, db) = with_f32([gate, up, grad], OP, |[a, b, g]| {
-            let n = a.len();
-            let mut da = vec![0f32; n];
-            let mut db = vec![0f32; n];
-            let pa = SyncPtr::new(&mut da);
-            let pb = SyncPtr::new(&mut db);
-            (0..n.div_ceil(CHUNK)).into_par_iter().for_each(|c| {
-                let lo = c * CHUNK;
-                let len = CHUNK.min(n - lo);
-                // SAFETY: chunk c owns da/db[lo..lo+len]; chunks are disjoint.
-                let (dac, dbc) = unsafe { (pa.slice(lo, len), pb.slice(lo, len)) };
-                bwd_chunk(&a[lo..lo + len], &b[lo..lo + len], &g[lo..lo + len], dac, dbc);
-            });
+            let mut da = vec![0f32; a.len()];
+            let mut db = vec![0f32; a.len()];
+            backward(a, b, g, &mut da, &mut db);
             Ok((da, db))
         })?;
         let da = Tensor::from_vec(da, gate.shape(), gate.device())?;

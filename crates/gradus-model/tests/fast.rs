@@ -1,0 +1,255 @@
+//! The hand-written training graph (`gradus_model::fast`) against its reference twin, the candle
+//! decoder: per-token log-probs and every parameter's gradient of `L = Σ_n c_n · logp_n` (random
+//! c, so every token's gradient path is exercised with a different weight) on random weights and
+//! inputs, over GQA/MHA, tied/untied heads, q/k/v and MLP biases, packed segments with restarting
+//! positions, and a chunked LM head; plus thread-count determinism and input errors.
+//!
+//! Tolerances: both sides compute in f32 with different summation orders (blocked GEMMs vs
+//! candle's, fused vs composed norms), so values agree to a few f32 ulps of the largest
+//! intermediate. Log-probs: |Δ| ≤ 1e-4 (`tol::FUSED_VS_REF_F32`, the tolerance of the fused ops
+//! themselves). Gradients: per parameter, max |Δ| ≤ 1e-3 · max |reference| + 1e-6 (relative to
+//! the parameter's gradient scale; a wrong term, e.g. a missing residual or bias gradient, is off
+//! by O(1) of that scale, far outside the tolerance).
+
+use gradus_model::decoder::{Decoder, ForwardInput};
+use gradus_model::fast::{FastDecoder, FastOptions};
+use gradus_model::{DecoderConfig, Family};
+use gradus_tensor::rng::Rng;
+use gradus_tensor::tol::{max_abs_diff, FUSED_VS_REF_F32};
+use gradus_tensor::{Device, Tensor};
+
+fn cfg(family: Family, tied: bool, kv: usize, mlp_bias: bool) -> DecoderConfig {
+    DecoderConfig {
+        family,
+        vocab_size: 97,
+        hidden_size: 32,
+        intermediate_size: 48,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: kv,
+        tie_word_embeddings: tied,
+        attention_bias: family == Family::Qwen2,
+        mlp_bias,
+        initializer_range: 0.2,
+        ..Default::default()
+    }
+}
+
+/// A random model whose norms and biases are perturbed too, so no parameter is trivially 1 or 0.
+fn model(cfg: &DecoderConfig, seed: u64) -> Decoder {
+    let m = Decoder::new_random(cfg, seed, &Device::Cpu).unwrap();
+    let mut rng = Rng::new(seed + 100);
+    for (name, v) in m.named_params() {
+        if name.contains("norm") || name.ends_with(".bias") {
+            let noise = rng.randn(v.dims(), 0.3, &Device::Cpu).unwrap();
+            v.set(&(v.as_tensor() + noise).unwrap()).unwrap();
+        }
+    }
+    m
+}
+
+/// A packed batch: B rows of T tokens, each row cut into 1-3 documents (segment ids 1, 2, 3, with
+/// positions restarting at 0 in each), plus targets and per-token loss coefficients.
+struct Inputs {
+    b: usize,
+    t: usize,
+    ids: Vec<u32>,
+    targets: Vec<u32>,
+    pos: Vec<u32>,
+    segs: Vec<u32>,
+    coef: Vec<f32>,
+}
+
+fn inputs(seed: u64, b: usize, t: usize, vocab: usize) -> Inputs {
+    let mut rng = Rng::new(seed);
+    let ids: Vec<u32> = (0..b * t).map(|_| rng.below(vocab) as u32).collect();
+    let targets: Vec<u32> = (0..b * t).map(|_| rng.below(vocab) as u32).collect();
+    let (mut pos, mut segs) = (Vec::new(), Vec::new());
+    for _ in 0..b {
+        let cut1 = 1 + rng.below(t - 1);
+        let cut2 = cut1 + rng.below(t - cut1);
+        for i in 0..t {
+            let (s, start) = if i < cut1 {
+                (1, 0)
+            } else if i < cut2 {
+                (2, cut1)
+            } else {
+                (3, cut2)
+            };
+            segs.push(s);
+            pos.push((i - start) as u32);
+        }
+    }
+    let coef: Vec<f32> = (0..b * t).map(|_| (rng.normal() * 0.5) as f32).collect();
+    Inputs { b, t, ids, targets, pos, segs, coef }
+}
+
+impl Inputs {
+    fn fwd(&self, segments: bool) -> ForwardInput<'_> {
+        ForwardInput {
+            input_ids: &self.ids,
+            batch: self.b,
+            seq_len: self.t,
+            position_ids: Some(&self.pos),
+            segment_ids: segments.then_some(self.segs.as_slice()),
+        }
+    }
+}
+
+/// Reference log-probs and named gradients of Σ c·logp from the candle graph.
+fn reference(m: &Decoder, inp: &Inputs, segments: bool) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
+    let lp = m.target_logprobs(&inp.fwd(segments), &inp.targets).unwrap();
+    let c = Tensor::from_slice(&inp.coef, inp.coef.len(), &Device::Cpu).unwrap();
+    let loss = (&lp * c).unwrap().sum_all().unwrap();
+    let grads = loss.backward().unwrap();
+    let named = m
+        .named_params()
+        .into_iter()
+        .map(|(n, v)| {
+            let g = grads.get(v.as_tensor()).unwrap_or_else(|| panic!("reference: no gradient for {n}"));
+            (n, g.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        })
+        .collect();
+    (lp.to_vec1().unwrap(), named)
+}
+
+fn fast_run(f: &mut FastDecoder, inp: &Inputs, segments: bool) -> (Vec<f32>, Vec<f32>) {
+    f.zero_grads();
+    let lp = f.forward(&inp.fwd(segments), &inp.targets).unwrap().to_vec();
+    f.backward(&inp.coef).unwrap();
+    (lp, f.grads().to_vec())
+}
+
+fn compare(m: &Decoder, opts: FastOptions, inp: &Inputs, segments: bool, what: &str) {
+    let (lp_ref, g_ref) = reference(m, inp, segments);
+    let mut f = FastDecoder::new(m, opts).unwrap();
+    let (lp, g) = fast_run(&mut f, inp, segments);
+    let d = max_abs_diff(&lp, &lp_ref);
+    assert!(d <= FUSED_VS_REF_F32, "{what}: log-probs differ by {d}");
+    assert_eq!(g_ref.len(), f.layout().entries.len(), "{what}: parameter count");
+    for ((name, gr), e) in g_ref.iter().zip(&f.layout().entries) {
+        assert_eq!(name, &e.name, "{what}: layout order");
+        let gf = &g[e.offset..e.offset + e.len];
+        let scale = gr.iter().fold(0f32, |a, &x| a.max(x.abs()));
+        assert!(scale > 0.0, "{what}: reference gradient of {name} is zero");
+        let d = max_abs_diff(gf, gr);
+        assert!(d <= 1e-3 * scale + 1e-6, "{what}: gradient of {name} differs by {d} (scale {scale})");
+    }
+}
+
+#[test]
+fn llama_gqa_untied_packed_matches_the_twin() {
+    let c = cfg(Family::Llama, false, 2, false);
+    let m = model(&c, 1);
+    compare(&m, FastOptions::default(), &inputs(7, 3, 37, c.vocab_size), true, "llama gqa untied packed");
+}
+
+#[test]
+fn qwen2_biases_tied_matches_the_twin() {
+    // q/k/v biases (Qwen2) and MLP biases, tied head (the embedding gets both gradients).
+    let c = cfg(Family::Qwen2, true, 1, true);
+    let m = model(&c, 2);
+    compare(&m, FastOptions::default(), &inputs(8, 2, 70, c.vocab_size), true, "qwen2 biases tied packed");
+}
+
+#[test]
+fn mha_without_segments_and_a_chunked_head_match_the_twin() {
+    // A logits budget of 5 rows × V forces the blocked head (recomputed in the backward) with a
+    // ragged last block (2·33 = 66 rows = 13 blocks of 5 + 1).
+    let c = cfg(Family::Llama, false, 4, false);
+    let m = model(&c, 3);
+    let opts = FastOptions { logits_budget: 5 * c.vocab_size };
+    compare(&m, opts, &inputs(9, 2, 33, c.vocab_size), false, "mha chunked head");
+    let ct = cfg(Family::Llama, true, 2, false);
+    let mt = model(&ct, 4);
+    compare(
+        &mt,
+        FastOptions { logits_budget: 7 * ct.vocab_size },
+        &inputs(10, 2, 33, ct.vocab_size),
+        true,
+        "tied chunked head",
+    );
+}
+
+#[test]
+fn long_rows_cross_attention_blocks() {
+    // T = 150 > the attention kernel's 64-row blocks: masked, partial and full blocks all occur.
+    let c = cfg(Family::Llama, false, 2, false);
+    let m = model(&c, 5);
+    compare(&m, FastOptions::default(), &inputs(11, 1, 150, c.vocab_size), true, "long rows");
+}
+
+#[test]
+fn gradients_accumulate_and_buffers_are_reused_across_shapes() {
+    // Two backward passes without zeroing add up (beta = 1 in the weight-gradient GEMMs), and a
+    // smaller batch after a larger one reuses the buffers with the same results as a fresh graph.
+    let c = cfg(Family::Qwen2, false, 2, true);
+    let m = model(&c, 6);
+    let big = inputs(12, 3, 40, c.vocab_size);
+    let small = inputs(13, 2, 17, c.vocab_size);
+    let mut f = FastDecoder::new(&m, FastOptions::default()).unwrap();
+    fast_run(&mut f, &big, true);
+    let (lp_small, g_small) = fast_run(&mut f, &small, true);
+    let mut fresh = FastDecoder::new(&m, FastOptions::default()).unwrap();
+    let (lp_fresh, g_fresh) = fast_run(&mut fresh, &small, true);
+    assert_eq!(lp_small, lp_fresh);
+    assert_eq!(g_small, g_fresh);
+    // Accumulation: grads(big) + grads(small) without zeroing in between.
+    let (_, g_big) = fast_run(&mut f, &big, true);
+    f.forward(&small.fwd(true), &small.targets).unwrap();
+    f.backward(&small.coef).unwrap();
+    let acc = f.grads();
+    let d = acc.iter().zip(g_big.iter().zip(&g_small)).map(|(a, (x, y))| (a - (x + y)).abs()).fold(0f32, f32::max);
+    let scale = g_big.iter().fold(0f32, |a, &x| a.max(x.abs()));
+    assert!(d <= 1e-5 * scale, "accumulated gradients differ from the sum by {d}");
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let c = cfg(Family::Qwen2, false, 2, true);
+    let m = model(&c, 7);
+    let inp = inputs(14, 4, 90, c.vocab_size);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut f = FastDecoder::new(&m, FastOptions::default()).unwrap();
+            fast_run(&mut f, &inp, true)
+        })
+    };
+    let (lp1, g1) = run(1);
+    let (lp3, g3) = run(3);
+    assert_eq!(
+        lp1.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        lp3.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    );
+    assert!(g1.iter().zip(&g3).all(|(a, b)| a.to_bits() == b.to_bits()), "gradients differ between 1 and 3 threads");
+}
+
+#[test]
+fn weights_round_trip_and_bad_inputs_are_errors() {
+    let c = cfg(Family::Llama, false, 2, false);
+    let m = model(&c, 8);
+    let mut f = FastDecoder::new(&m, FastOptions::default()).unwrap();
+    // write_to then read_from is the identity on the flat buffer; the model sees the flat values.
+    let before = f.params().to_vec();
+    let other = model(&c, 9);
+    f.write_to(&other).unwrap();
+    f.read_from(&other).unwrap();
+    assert_eq!(f.params(), before.as_slice());
+    let inp = inputs(15, 1, 8, c.vocab_size);
+    // Backward before any forward.
+    assert!(f.backward(&inp.coef).unwrap_err().to_string().contains("without a forward"));
+    let mut bad = inp.ids.clone();
+    bad[3] = 500;
+    let e = f.forward(&ForwardInput::new(&bad, 1, 8), &inp.targets).unwrap_err().to_string();
+    assert!(e.contains("500") && e.contains("position 3"), "{e}");
+    let mut bt = inp.targets.clone();
+    bt[5] = 97;
+    let e = f.forward(&ForwardInput::new(&inp.ids, 1, 8), &bt).unwrap_err().to_string();
+    assert!(e.contains("target 97") && e.contains("position 5"), "{e}");
+    f.forward(&ForwardInput::new(&inp.ids, 1, 8), &inp.targets).unwrap();
+    let e = f.backward(&[0.0; 3]).unwrap_err().to_string();
+    assert!(e.contains("3") && e.contains("8"), "{e}");
+    let e = f.backward(&[f32::NAN; 8]).unwrap_err().to_string();
+    assert!(e.contains("not finite"), "{e}");
+}
