@@ -36,21 +36,86 @@ impl Rng {
 fn dictionary(target: &str) -> &'static [&'static str] {
     match target {
         "jsonl" => &[
-            "{", "}", "[", "]", "\"", ":", ",", "\n", "\r\n", "null", "true", "1e999", "-0", "\"\\ud800\"",
-            "\"text\"", "\"prompt\"", "\"completion\"", "\"messages\"", "\"role\"", "\"content\"", "\"type\"",
-            "\"[{\\\"role\\\":1}]\"", "\u{feff}", "\u{0}",
+            "{",
+            "}",
+            "[",
+            "]",
+            "\"",
+            ":",
+            ",",
+            "\n",
+            "\r\n",
+            "null",
+            "true",
+            "1e999",
+            "-0",
+            "\"\\ud800\"",
+            "\"text\"",
+            "\"prompt\"",
+            "\"completion\"",
+            "\"messages\"",
+            "\"role\"",
+            "\"content\"",
+            "\"type\"",
+            "\"[{\\\"role\\\":1}]\"",
+            "\u{feff}",
+            "\u{0}",
         ],
         "config" => &[
-            "[run]\n", "[model]\n", "[model.config]\n", "[tokenizer]\n", "[data]\n", "[optimizer]\n", "[schedule]\n",
-            "[train]\n", "[[x]]\n", " = ", "\n", "\"", "'", "0", "-1", "1e308", "nan", "inf", "-inf", "18446744073709551616",
-            "[]", "{}", "true", "steps", "lr", "batch_size", "kind", "\"cosine\"", "\"linear\"", "hidden_size",
-            "vocab_size", "source", "#set train.steps=0\n", "#set a..b=1\n", "#set model=1\n", "#set train.lr=nan\n",
+            "[run]\n",
+            "[model]\n",
+            "[model.config]\n",
+            "[tokenizer]\n",
+            "[data]\n",
+            "[optimizer]\n",
+            "[schedule]\n",
+            "[train]\n",
+            "[[x]]\n",
+            " = ",
+            "\n",
+            "\"",
+            "'",
+            "0",
+            "-1",
+            "1e308",
+            "nan",
+            "inf",
+            "-inf",
+            "18446744073709551616",
+            "[]",
+            "{}",
+            "true",
+            "steps",
+            "lr",
+            "batch_size",
+            "kind",
+            "\"cosine\"",
+            "\"linear\"",
+            "hidden_size",
+            "vocab_size",
+            "source",
+            "#set train.steps=0\n",
+            "#set a..b=1\n",
+            "#set model=1\n",
+            "#set train.lr=nan\n",
             "#set model.config.num_attention_heads=3\n",
         ],
         "safetensors" => &[
-            "{", "}", "\"dtype\":\"F32\"", "\"dtype\":\"BF16\"", "\"dtype\":\"F16\"", "\"dtype\":\"I64\"", "\"shape\":[]",
-            "\"shape\":[0]", "\"shape\":[4294967296,4294967296]", "\"data_offsets\":[0,0]", "\"data_offsets\":[0,99999999]",
-            "\"__metadata__\":{\"format\":\"pt\"}", "\"lm_head.weight\"", "\"model.norm.weight\"", "\0\0\0\0\0\0\0\0",
+            "{",
+            "}",
+            "\"dtype\":\"F32\"",
+            "\"dtype\":\"BF16\"",
+            "\"dtype\":\"F16\"",
+            "\"dtype\":\"I64\"",
+            "\"shape\":[]",
+            "\"shape\":[0]",
+            "\"shape\":[4294967296,4294967296]",
+            "\"data_offsets\":[0,0]",
+            "\"data_offsets\":[0,99999999]",
+            "\"__metadata__\":{\"format\":\"pt\"}",
+            "\"lm_head.weight\"",
+            "\"model.norm.weight\"",
+            "\0\0\0\0\0\0\0\0",
             "\u{ff}\u{ff}\u{ff}\u{ff}\u{ff}\u{ff}\u{ff}\u{7f}",
         ],
         _ => &[],
@@ -116,7 +181,9 @@ fn mutate(rng: &mut Rng, pool: &[Vec<u8>], target: &str) -> Vec<u8> {
                 // rewrite the u64 header length
                 let n: u64 = match rng.below(4) {
                     0 => rng.next(),
-                    1 => (len as u64).wrapping_add(rng.below(16) as u64).wrapping_sub(8),
+                    1 => (len as u64)
+                        .wrapping_add(rng.below(16) as u64)
+                        .wrapping_sub(8),
                     2 => rng.below(len) as u64,
                     _ => u64::MAX,
                 };
@@ -130,7 +197,11 @@ fn mutate(rng: &mut Rng, pool: &[Vec<u8>], target: &str) -> Vec<u8> {
 
 fn files_in(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect()
+        })
         .unwrap_or_default();
     out.sort();
     out
@@ -138,7 +209,9 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
 
 fn hash(data: &[u8]) -> u64 {
     // FNV-1a: a stable name for a crashing input.
-    data.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    data.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// Runs one input; on a panic saves it and returns the panic message.
@@ -167,10 +240,18 @@ struct Opts {
 
 fn parse_args() -> Opts {
     let mut args = std::env::args().skip(1);
-    let mut o = Opts { targets: vec![], files: vec![], iters: None, secs: None, seed: 0 };
+    let mut o = Opts {
+        targets: vec![],
+        files: vec![],
+        iters: None,
+        secs: None,
+        seed: 0,
+    };
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--iters" => o.iters = Some(args.next().and_then(|x| x.parse().ok()).expect("--iters N")),
+            "--iters" => {
+                o.iters = Some(args.next().and_then(|x| x.parse().ok()).expect("--iters N"))
+            }
             "--secs" => o.secs = Some(args.next().and_then(|x| x.parse().ok()).expect("--secs S")),
             "--seed" => o.seed = args.next().and_then(|x| x.parse().ok()).expect("--seed K"),
             "all" => o.targets.extend(TARGETS.iter().map(|s| s.to_string())),
@@ -193,7 +274,11 @@ fn write_seeds(root: &Path) {
     std::fs::create_dir_all(&dir).unwrap();
     let good = tiny_checkpoint(gradus_model::WeightDtype::F32);
     std::fs::write(dir.join("valid-f32.safetensors"), &good).unwrap();
-    std::fs::write(dir.join("valid-bf16.safetensors"), tiny_checkpoint(gradus_model::WeightDtype::Bf16)).unwrap();
+    std::fs::write(
+        dir.join("valid-bf16.safetensors"),
+        tiny_checkpoint(gradus_model::WeightDtype::Bf16),
+    )
+    .unwrap();
     std::fs::write(dir.join("truncated.safetensors"), &good[..good.len() / 2]).unwrap();
     let hlen = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
     std::fs::write(dir.join("header-only.safetensors"), &good[..8 + hlen]).unwrap();
@@ -218,7 +303,10 @@ fn main() {
                 paths.extend(files_in(&root.join(sub).join(target)));
             }
         }
-        let pool: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).expect("reading an input")).collect();
+        let pool: Vec<Vec<u8>> = paths
+            .iter()
+            .map(|p| std::fs::read(p).expect("reading an input"))
+            .collect();
         let mut crashes = Vec::new();
         for (p, data) in paths.iter().zip(&pool) {
             if let Some(m) = try_one(&root, target, data) {
@@ -227,7 +315,9 @@ fn main() {
         }
         let mut n = 0u64;
         if o.files.is_empty() && !pool.is_empty() {
-            let iters = o.iters.unwrap_or(if o.secs.is_some() { u64::MAX } else { 3000 });
+            let iters = o
+                .iters
+                .unwrap_or(if o.secs.is_some() { u64::MAX } else { 3000 });
             let deadline = o.secs.map(|s| t0 + Duration::from_secs_f64(s));
             let mut rng = Rng(o.seed ^ hash(target.as_bytes()));
             while n < iters && deadline.is_none_or(|d| Instant::now() < d) {

@@ -33,7 +33,12 @@ thread_local! {
 fn scratch() -> PathBuf {
     SCRATCH.with(|s| {
         s.borrow_mut()
-            .get_or_insert_with(|| tempfile::Builder::new().prefix("gradus-fuzz").tempdir().expect("temp dir"))
+            .get_or_insert_with(|| {
+                tempfile::Builder::new()
+                    .prefix("gradus-fuzz")
+                    .tempdir()
+                    .expect("temp dir")
+            })
             .path()
             .to_path_buf()
     })
@@ -53,7 +58,11 @@ fn must_name(err: &str, what: &str, input: &Path) {
     if verbose() {
         eprintln!("err: {err}");
     }
-    assert!(err.contains(what), "error does not name {what} ({}): {err}", input.display());
+    assert!(
+        err.contains(what),
+        "error does not name {what} ({}): {err}",
+        input.display()
+    );
 }
 
 /// (a) JSONL reader, shape auto (plus the JSON-array reader on the same bytes).
@@ -78,7 +87,9 @@ pub fn jsonl(data: &[u8]) {
 /// (b) Recipe config: the input as a TOML file, resolved and validated. Lines of the form
 /// `#set key=value` (TOML comments, so the file is unchanged) are also passed as `--set` overrides.
 pub fn config(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let dir = scratch();
     let path = dir.join("recipe.toml");
     write(&path, data);
@@ -96,7 +107,11 @@ pub fn config(data: &[u8]) {
             // What --show-config prints must parse back to the same config.
             let shown = gradus_cli::config::to_toml(&cfg).expect("to_toml of a resolved config");
             let back: RecipeConfig = toml_roundtrip(&shown, &dir);
-            assert_eq!(format!("{back:?}"), format!("{cfg:?}"), "--show-config output does not round-trip:\n{shown}");
+            assert_eq!(
+                format!("{back:?}"),
+                format!("{cfg:?}"),
+                "--show-config output does not round-trip:\n{shown}"
+            );
         }
         Err(e) => {
             let msg = format!("{e:#}");
@@ -110,7 +125,8 @@ pub fn config(data: &[u8]) {
 fn toml_roundtrip(shown: &str, dir: &Path) -> RecipeConfig {
     let p = dir.join("shown.toml");
     write(&p, shown.as_bytes());
-    gradus_cli::config::resolve(Some(&p), &[]).unwrap_or_else(|e| panic!("--show-config output does not parse: {e:#}\n{shown}"))
+    gradus_cli::config::resolve(Some(&p), &[])
+        .unwrap_or_else(|e| panic!("--show-config output does not parse: {e:#}\n{shown}"))
 }
 
 /// The tiny model whose `config.json` sits next to the fuzzed `model.safetensors`:
@@ -130,7 +146,10 @@ pub fn tiny_config() -> DecoderConfig {
 
 /// A valid `model.safetensors` for [`tiny_config`] (the first safetensors seed).
 pub fn tiny_checkpoint(dtype: gradus_model::WeightDtype) -> Vec<u8> {
-    let cfg = DecoderConfig { dtype, ..tiny_config() };
+    let cfg = DecoderConfig {
+        dtype,
+        ..tiny_config()
+    };
     let model = Decoder::new_random(&cfg, 0, &Device::Cpu).expect("tiny model");
     let dir = tempfile::tempdir().expect("temp dir");
     gradus_model::hf::save_decoder(&model, dir.path()).expect("save");

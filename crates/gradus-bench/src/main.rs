@@ -56,7 +56,11 @@ struct CorpusArgs {
 
 /// Median documents/s over `repeats` generations of the default corpus (seed 2).
 fn corpus_bench(a: &CorpusArgs, threads: usize) -> Result<Value> {
-    let cfg = gradus_tasks::CorpusConfig { n_docs: a.n_docs, seed: 2, ..Default::default() };
+    let cfg = gradus_tasks::CorpusConfig {
+        n_docs: a.n_docs,
+        seed: 2,
+        ..Default::default()
+    };
     let mut rates = Vec::new();
     for _ in 0..a.repeats.max(1) {
         let t = std::time::Instant::now();
@@ -64,7 +68,9 @@ fn corpus_bench(a: &CorpusArgs, threads: usize) -> Result<Value> {
         rates.push(docs.len() as f64 / t.elapsed().as_secs_f64());
     }
     rates.sort_by(f64::total_cmp);
-    Ok(json!({"bench": "corpus", "n_docs": a.n_docs, "threads": threads, "docs_per_s_median": rates[rates.len() / 2]}))
+    Ok(
+        json!({"bench": "corpus", "n_docs": a.n_docs, "threads": threads, "docs_per_s_median": rates[rates.len() / 2]}),
+    )
 }
 
 #[derive(Args)]
@@ -242,9 +248,11 @@ fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|k| k.parse::<f64>().ok())
+            })
         })
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
@@ -252,7 +260,11 @@ fn peak_rss_mib() -> f64 {
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split_once(':').map_or("", |x| x.1).trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split_once(':').map_or("", |x| x.1).trim().to_string())
+        })
         .unwrap_or_else(|| "?".into())
 }
 
@@ -276,7 +288,11 @@ fn round(x: f64, digits: i32) -> f64 {
 
 /// Parameter counts as bench/torch_common.param_counts reports them.
 fn param_counts(model: &Decoder) -> (usize, usize, usize, usize) {
-    let total: usize = model.named_params().iter().map(|(_, v)| v.elem_count()).sum();
+    let total: usize = model
+        .named_params()
+        .iter()
+        .map(|(_, v)| v.elem_count())
+        .sum();
     let emb = model.embed_tokens.elem_count();
     let head = model.lm_head.as_ref().map_or(0, |h| h.elem_count());
     let non_emb = total - emb + if model.lm_head.is_none() { emb } else { 0 };
@@ -321,7 +337,11 @@ fn train_step(a: &TrainArgs, threads: usize) -> Result<Value> {
     let model = Decoder::new_random(&cfg, a.m.seed, &dev)?;
     let params = model.named_params();
     // torch.optim.AdamW decays every parameter (norm weights too): no exemptions here either.
-    let opt_cfg = AdamWConfig { betas: (0.9, 0.999), eps: 1e-8, weight_decay: a.weight_decay };
+    let opt_cfg = AdamWConfig {
+        betas: (0.9, 0.999),
+        eps: 1e-8,
+        weight_decay: a.weight_decay,
+    };
     let mut opt = AdamW::with_no_decay(params, opt_cfg, |_, _| false)?;
     let mut rng = Rng::derive(a.m.seed + 1, "bench-batches");
     let mut fast = match a.engine {
@@ -395,7 +415,9 @@ fn train_step(a: &TrainArgs, threads: usize) -> Result<Value> {
             t_opt.push(t3.duration_since(t2).as_secs_f64());
         }
         if !lv.is_finite() {
-            return Err(gradus_tensor::Error::msg(format!("loss became {lv} at step {i}")));
+            return Err(gradus_tensor::Error::msg(format!(
+                "loss became {lv} at step {i}"
+            )));
         }
     }
     let (total, emb, head, non_emb) = param_counts(&model);
@@ -463,9 +485,20 @@ fn generate_bench(a: &GenArgs, threads: usize) -> Result<Value> {
     let dev = Device::Cpu;
     let model = Decoder::new_random(&cfg, a.m.seed, &dev)?;
     let mut rng = Rng::derive(a.m.seed + 2, "bench-prompts");
-    let prompts: Vec<Vec<u32>> =
-        (0..a.prompts).map(|_| (0..a.prompt_len).map(|_| rng.below(s.vocab) as u32).collect()).collect();
-    let sc = SamplingConfig { max_new_tokens: a.new_tokens, temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0 };
+    let prompts: Vec<Vec<u32>> = (0..a.prompts)
+        .map(|_| {
+            (0..a.prompt_len)
+                .map(|_| rng.below(s.vocab) as u32)
+                .collect()
+        })
+        .collect();
+    let sc = SamplingConfig {
+        max_new_tokens: a.new_tokens,
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        seed: 0,
+    };
     let run = || -> Result<(f64, Vec<Vec<u32>>)> {
         let t0 = Instant::now();
         let out = generate(&model, &prompts, &sc, &[], &mut |_, _| false)?;
@@ -480,7 +513,9 @@ fn generate_bench(a: &GenArgs, threads: usize) -> Result<Value> {
     for _ in 0..a.repeats {
         let (dt, out) = run()?;
         if out != first {
-            return Err(gradus_tensor::Error::msg("greedy decoding differed between runs"));
+            return Err(gradus_tensor::Error::msg(
+                "greedy decoding differed between runs",
+            ));
         }
         times.push(dt);
     }
@@ -616,7 +651,9 @@ fn embed_bench(a: &EmbedArgs, threads: usize) -> Result<Value> {
     for _ in 0..a.repeats.max(1) {
         best = best.min(run(&refs)?);
     }
-    Ok(json!({"impl": "gradus", "threads": threads, "texts": texts.len(), "seconds": best, "sentences_per_second": texts.len() as f64 / best}))
+    Ok(
+        json!({"impl": "gradus", "threads": threads, "texts": texts.len(), "seconds": best, "sentences_per_second": texts.len() as f64 / best}),
+    )
 }
 
 fn main() {

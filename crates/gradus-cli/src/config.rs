@@ -12,9 +12,13 @@ use serde::Serialize;
 
 /// Adds "did you mean `x`?" to serde's "unknown field `y`, expected one of `a`, `b`" messages.
 pub fn suggest(msg: &str) -> String {
-    let Some(start) = msg.find("unknown field `") else { return msg.to_string() };
+    let Some(start) = msg.find("unknown field `") else {
+        return msg.to_string();
+    };
     let rest = &msg[start + 15..];
-    let Some(end) = rest.find('`') else { return msg.to_string() };
+    let Some(end) = rest.find('`') else {
+        return msg.to_string();
+    };
     let field = &rest[..end];
     let expected: Vec<&str> = rest[end + 1..]
         .split('`')
@@ -36,7 +40,9 @@ pub fn suggest(msg: &str) -> String {
 /// valid TOML is taken as a string, so `--set run.name=my-run` needs no quotes.
 fn parse_value(raw: &str) -> toml::Value {
     match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or(toml::Value::String(raw.to_string())),
         Err(_) => toml::Value::String(raw.to_string()),
     }
 }
@@ -48,10 +54,16 @@ fn set_path(root: &mut toml::Value, key: &str, value: toml::Value) -> Result<()>
     }
     let mut cur = root;
     for p in &parts[..parts.len() - 1] {
-        let table = cur.as_table_mut().ok_or_else(|| anyhow!("--set {key}: `{p}` is not a table"))?;
-        cur = table.entry(p.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+        let table = cur
+            .as_table_mut()
+            .ok_or_else(|| anyhow!("--set {key}: `{p}` is not a table"))?;
+        cur = table
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
     }
-    let table = cur.as_table_mut().ok_or_else(|| anyhow!("--set {key}: parent is not a table"))?;
+    let table = cur
+        .as_table_mut()
+        .ok_or_else(|| anyhow!("--set {key}: parent is not a table"))?;
     let last = parts[parts.len() - 1];
     // `kind` tags a variant (`[objective] kind = "ipo"`): switching variants drops the old one's
     // settings, which the new variant may not have; later --set keys fill the new one's.
@@ -63,11 +75,16 @@ fn set_path(root: &mut toml::Value, key: &str, value: toml::Value) -> Result<()>
 }
 
 /// Resolves a recipe config from its defaults, an optional file and `--set` overrides.
-pub fn resolve<T: Serialize + DeserializeOwned + Default>(file: Option<&Path>, sets: &[String]) -> Result<T> {
+pub fn resolve<T: Serialize + DeserializeOwned + Default>(
+    file: Option<&Path>,
+    sets: &[String],
+) -> Result<T> {
     let base: T = match file {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
-            toml::from_str(&text).map_err(|e| anyhow!("{}: {}", p.display(), suggest(&e.to_string())))?
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading config {}", p.display()))?;
+            toml::from_str(&text)
+                .map_err(|e| anyhow!("{}: {}", p.display(), suggest(&e.to_string())))?
         }
         None => T::default(),
     };
@@ -76,7 +93,9 @@ pub fn resolve<T: Serialize + DeserializeOwned + Default>(file: Option<&Path>, s
     }
     let mut v = toml::Value::try_from(&base).context("serialising config")?;
     for s in sets {
-        let (k, raw) = s.split_once('=').ok_or_else(|| anyhow!("--set {s}: expected key=value"))?;
+        let (k, raw) = s
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--set {s}: expected key=value"))?;
         set_path(&mut v, k.trim(), parse_value(raw.trim()))?;
     }
     let text = toml::to_string(&v)?;

@@ -13,7 +13,9 @@ use gradus_curate::dedup::{self, DedupMethod, DedupOptions, KeepPolicy};
 use gradus_curate::filter::{filter, FilterConfig};
 use gradus_curate::minhash::MinHashParams;
 use gradus_curate::stats;
-use gradus_curate::{discover, from_files, Compression, InputOptions, OnReadError, OutputOptions, ShardSpec};
+use gradus_curate::{
+    discover, from_files, Compression, InputOptions, OnReadError, OutputOptions, ShardSpec,
+};
 
 #[derive(Subcommand)]
 pub enum DataCmd {
@@ -86,10 +88,15 @@ pub struct IoArgs {
 impl IoArgs {
     /// The output directory: `--out`, else `curated/<step>` (each step its own).
     fn out_dir(&self, step: &str) -> PathBuf {
-        self.out.clone().unwrap_or_else(|| PathBuf::from("curated").join(step))
+        self.out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("curated").join(step))
     }
 
-    fn resolve(&self, step: &str) -> Result<(Vec<PathBuf>, ShardSpec, InputOptions, OutputOptions)> {
+    fn resolve(
+        &self,
+        step: &str,
+    ) -> Result<(Vec<PathBuf>, ShardSpec, InputOptions, OutputOptions)> {
         let out = self.out_dir(step);
         // An --out inside an input directory would be read back as input by the next run.
         let o = gradus_curate::shards::resolved_path(&out);
@@ -112,7 +119,15 @@ impl IoArgs {
             batch_bytes: self.batch_bytes,
             progress: !self.quiet,
         };
-        Ok((files, shard, input, OutputOptions { dir: out, compression }))
+        Ok((
+            files,
+            shard,
+            input,
+            OutputOptions {
+                dir: out,
+                compression,
+            },
+        ))
     }
 }
 
@@ -163,7 +178,11 @@ pub struct DecontamArgs {
     #[arg(long = "eval", required = true)]
     evals: Vec<PathBuf>,
     /// Fields of an eval item whose text is indexed (those present are joined).
-    #[arg(long = "eval-field", value_delimiter = ',', default_value = "prompt,canonical_solution,question,text")]
+    #[arg(
+        long = "eval-field",
+        value_delimiter = ',',
+        default_value = "prompt,canonical_solution,question,text"
+    )]
     eval_fields: Vec<String>,
     /// Field naming an eval item in the report.
     #[arg(long, default_value = "task_id")]
@@ -218,10 +237,12 @@ pub fn run(cmd: DataCmd) -> Result<()> {
             if !merge.is_empty() {
                 let s = stats::merge_summaries(&merge)?;
                 let dir = io.out_dir("stats");
-                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
                 gradus_curate::shards::check_output_owner(&dir, "stats")?;
                 let p = dir.join("summary.json");
-                gradus_tensor::io::write_atomic(&p, serde_json::to_string_pretty(&s)?.as_bytes()).with_context(|| format!("writing {}", p.display()))?;
+                gradus_tensor::io::write_atomic(&p, serde_json::to_string_pretty(&s)?.as_bytes())
+                    .with_context(|| format!("writing {}", p.display()))?;
                 return print_summary(&s);
             }
             let (files, shard, input, out) = io.resolve("stats")?;
@@ -252,9 +273,13 @@ pub fn run(cmd: DataCmd) -> Result<()> {
             let cfg = apply_sets(cfg, &a.sets)?;
             print_summary(&filter(&files, shard, &input, &out, &cfg)?)
         }
-        DataCmd::FromFiles { dirs, glob, recursive, exclude, out } => {
-            print_summary(&from_files(&dirs, &glob, recursive, &exclude, &out)?)
-        }
+        DataCmd::FromFiles {
+            dirs,
+            glob,
+            recursive,
+            exclude,
+            out,
+        } => print_summary(&from_files(&dirs, &glob, recursive, &exclude, &out)?),
     }
 }
 
@@ -262,13 +287,18 @@ pub fn run(cmd: DataCmd) -> Result<()> {
 fn apply_sets(cfg: FilterConfig, sets: &[String]) -> Result<FilterConfig> {
     let mut v = serde_json::to_value(&cfg)?;
     for s in sets {
-        let (k, val) = s.split_once('=').with_context(|| format!("--set {s:?}: expected RULE=VALUE"))?;
-        let obj = v.as_object_mut().context("filter config is not an object")?;
+        let (k, val) = s
+            .split_once('=')
+            .with_context(|| format!("--set {s:?}: expected RULE=VALUE"))?;
+        let obj = v
+            .as_object_mut()
+            .context("filter config is not an object")?;
         if !obj.contains_key(k) {
             let names: Vec<&String> = obj.keys().collect();
             bail!("--set: unknown rule {k:?}; rules: {names:?}");
         }
-        let parsed: serde_json::Value = serde_json::from_str(val).unwrap_or_else(|_| serde_json::Value::String(val.into()));
+        let parsed: serde_json::Value =
+            serde_json::from_str(val).unwrap_or_else(|_| serde_json::Value::String(val.into()));
         obj.insert(k.to_string(), parsed);
     }
     serde_json::from_value(v).context("--set: a value has the wrong type")
@@ -277,7 +307,12 @@ fn apply_sets(cfg: FilterConfig, sets: &[String]) -> Result<FilterConfig> {
 fn run_dedup(a: DedupArgs) -> Result<()> {
     let (files, shard, input, out) = a.io.resolve("dedup")?;
     let method = if a.minhash {
-        let p = MinHashParams { ngram: a.ngram, bands: a.bands, rows: a.rows, seed: a.seed };
+        let p = MinHashParams {
+            ngram: a.ngram,
+            bands: a.bands,
+            rows: a.rows,
+            seed: a.seed,
+        };
         p.validate()?;
         if !(0.0..=1.0).contains(&a.threshold) {
             bail!("--threshold must be in [0, 1]");
@@ -287,9 +322,14 @@ fn run_dedup(a: DedupArgs) -> Result<()> {
         if a.verify {
             bail!("--verify needs --minhash");
         }
-        DedupMethod::Exact { lowercase: a.lowercase }
+        DedupMethod::Exact {
+            lowercase: a.lowercase,
+        }
     };
-    let opts = DedupOptions { method, keep: a.keep.parse::<KeepPolicy>()? };
+    let opts = DedupOptions {
+        method,
+        keep: a.keep.parse::<KeepPolicy>()?,
+    };
     let Some(stage) = a.stage.as_deref() else {
         if shard.count != 1 {
             bail!("--shard needs --stage sign|merge|apply and --work DIR (dedup joins rows across shards)");
@@ -304,9 +344,14 @@ fn run_dedup(a: DedupArgs) -> Result<()> {
         }
         "merge" => {
             let r = dedup::merge_dir(&files, shard.count, &input, &opts, &work)?;
-            print_line(&serde_json::json!({"stage": "merge", "shards": shard.count, "clusters": r}).to_string())
+            print_line(
+                &serde_json::json!({"stage": "merge", "shards": shard.count, "clusters": r})
+                    .to_string(),
+            )
         }
-        "apply" => print_summary(&dedup::apply_from_dir(&files, shard, &input, &out, &opts, &work)?),
+        "apply" => print_summary(&dedup::apply_from_dir(
+            &files, shard, &input, &out, &opts, &work,
+        )?),
         s => bail!("--stage: expected sign, merge or apply, got {s:?}"),
     }
 }

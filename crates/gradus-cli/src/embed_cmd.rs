@@ -22,11 +22,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use gradus_curate::corrupt::chunk::python_chunks;
 use gradus_curate::corrupt::{corrupt_any, Class, Corruption, Kind, Lang};
-use gradus_data::dataset::{read_dataset, Example, Fields, Shape};
+use gradus_curate::probe::{mean, movement, Paired};
 use gradus_curate::prune::kmeans::{assign_to, kmeans, KMeans, KMeansConfig};
 use gradus_curate::prune::store::{read_embeddings, write_embeddings, write_npy, Embeddings};
-use gradus_curate::probe::{mean, movement, Paired};
 use gradus_curate::prune::{self, Removal};
+use gradus_data::dataset::{read_dataset, Example, Fields, Shape};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_model::encoder::Encoder;
 use gradus_tensor::io::write_atomic;
@@ -35,9 +35,17 @@ use serde_json::{json, Value};
 
 /// `i/n`: this task's share of the rows (row index mod n == i).
 fn parse_shard(v: &str) -> std::result::Result<(usize, usize), String> {
-    let (i, n) = v.split_once('/').ok_or_else(|| format!("`{v}`: expected i/n, e.g. 0/8"))?;
-    let i: usize = i.trim().parse().map_err(|_| format!("`{v}`: i is not a number"))?;
-    let n: usize = n.trim().parse().map_err(|_| format!("`{v}`: n is not a number"))?;
+    let (i, n) = v
+        .split_once('/')
+        .ok_or_else(|| format!("`{v}`: expected i/n, e.g. 0/8"))?;
+    let i: usize = i
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{v}`: i is not a number"))?;
+    let n: usize = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{v}`: n is not a number"))?;
     if n == 0 || i >= n {
         return Err(format!("`{v}`: need 0 ≤ i < n"));
     }
@@ -45,7 +53,9 @@ fn parse_shard(v: &str) -> std::result::Result<(usize, usize), String> {
 }
 
 fn shard_suffix(shard: Option<(usize, usize)>) -> String {
-    shard.map(|(i, n)| format!(".{i}-of-{n}")).unwrap_or_default()
+    shard
+        .map(|(i, n)| format!(".{i}-of-{n}"))
+        .unwrap_or_default()
 }
 
 #[derive(Subcommand)]
@@ -131,7 +141,12 @@ pub struct ClusterArgs {
 
 impl ClusterArgs {
     fn config(&self) -> KMeansConfig {
-        KMeansConfig { k: self.k, max_iters: self.iters, batch_size: self.minibatch, seed: self.seed }
+        KMeansConfig {
+            k: self.k,
+            max_iters: self.iters,
+            batch_size: self.minibatch,
+            seed: self.seed,
+        }
     }
 }
 
@@ -245,8 +260,12 @@ pub fn run(cmd: EmbedDataCmd) -> Result<()> {
 
 /// The text of every row, in order.
 pub fn read_texts(path: &Path, field: &str) -> Result<Vec<String>> {
-    let fields = Fields { text: field.to_string(), ..Fields::default() };
-    let rows = read_dataset(path, Shape::Text, &fields).with_context(|| format!("reading {}", path.display()))?;
+    let fields = Fields {
+        text: field.to_string(),
+        ..Fields::default()
+    };
+    let rows = read_dataset(path, Shape::Text, &fields)
+        .with_context(|| format!("reading {}", path.display()))?;
     Ok(rows
         .into_iter()
         .map(|e| match e {
@@ -265,18 +284,27 @@ pub struct TextEncoder {
 
 impl TextEncoder {
     pub fn load(a: &ModelArgs) -> Result<Self> {
-        let dir = a.model.as_ref().ok_or_else(|| anyhow!("give --model (a BERT-family checkpoint directory)"))?;
+        let dir = a
+            .model
+            .as_ref()
+            .ok_or_else(|| anyhow!("give --model (a BERT-family checkpoint directory)"))?;
         let encoder = Encoder::load(dir)?;
         let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))?;
         let st_cfg = dir.join("sentence_bert_config.json");
         let st_max = if st_cfg.exists() {
             let v: Value = serde_json::from_str(&std::fs::read_to_string(&st_cfg)?)
                 .with_context(|| format!("{}: invalid JSON", st_cfg.display()))?;
-            v.get("max_seq_length").and_then(Value::as_u64).map(|x| x as usize)
+            v.get("max_seq_length")
+                .and_then(Value::as_u64)
+                .map(|x| x as usize)
         } else {
             None
         };
-        let max_len = a.max_len.or(st_max).unwrap_or(encoder.max_len()).min(encoder.max_len());
+        let max_len = a
+            .max_len
+            .or(st_max)
+            .unwrap_or(encoder.max_len())
+            .min(encoder.max_len());
         if max_len < 2 {
             bail!("--max-len must be at least 2");
         }
@@ -285,7 +313,11 @@ impl TextEncoder {
         if a.batch_tokens == 0 {
             bail!("--batch-tokens must be positive");
         }
-        Ok(Self { encoder, tokenizer, batch_tokens: a.batch_tokens })
+        Ok(Self {
+            encoder,
+            tokenizer,
+            batch_tokens: a.batch_tokens,
+        })
     }
 
     pub fn dim(&self) -> usize {
@@ -329,7 +361,11 @@ fn parse_kinds(lang: Lang, names: &[String]) -> Result<Vec<Kind>> {
 // ------------------------------------------------------------------------------------- embed
 
 /// Mean-pooled, L2-normalised final hidden states of a decoder, one text at a time: (N, D).
-fn decoder_embed(dir: &Path, texts: &[String], max_len: Option<usize>) -> Result<(Vec<f32>, usize)> {
+fn decoder_embed(
+    dir: &Path,
+    texts: &[String],
+    max_len: Option<usize>,
+) -> Result<(Vec<f32>, usize)> {
     let model = gradus_model::hf::load_decoder(dir, &gradus_tensor::Device::Cpu)?;
     let tok = Tokenizer::from_dir(dir)?;
     tok.check_fits(model.cfg.vocab_size)?;
@@ -353,7 +389,9 @@ fn decoder_embed(dir: &Path, texts: &[String], max_len: Option<usize>) -> Result
 
 fn embed(a: EmbedArgs) -> Result<()> {
     let all = read_texts(&a.input.input, &a.input.field)?;
-    let ids: Vec<u64> = (0..all.len() as u64).filter(|i| a.shard.map_or(true, |(s, n)| *i as usize % n == s)).collect();
+    let ids: Vec<u64> = (0..all.len() as u64)
+        .filter(|i| a.shard.map_or(true, |(s, n)| *i as usize % n == s))
+        .collect();
     let texts: Vec<String> = ids.iter().map(|&i| all[i as usize].clone()).collect();
     let t0 = Instant::now();
     let (values, dim, source) = match &a.decoder {
@@ -365,7 +403,15 @@ fn embed(a: EmbedArgs) -> Result<()> {
             let enc = TextEncoder::load(&a.model)?;
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let v = enc.embed(&refs)?;
-            (v, enc.dim(), a.model.model.as_ref().map(|m| m.display().to_string()).unwrap_or_default())
+            (
+                v,
+                enc.dim(),
+                a.model
+                    .model
+                    .as_ref()
+                    .map(|m| m.display().to_string())
+                    .unwrap_or_default(),
+            )
         }
     };
     let secs = t0.elapsed().as_secs_f64();
@@ -377,12 +423,20 @@ fn embed(a: EmbedArgs) -> Result<()> {
         ("pooling".to_string(), "mean, l2-normalised".to_string()),
     ]
     .into();
-    let e = Embeddings { dim, values, row_ids: ids, metadata: meta };
+    let e = Embeddings {
+        dim,
+        values,
+        row_ids: ids,
+        metadata: meta,
+    };
     write_embeddings(&a.out, &e)?;
     if let Some(p) = &a.npy {
         write_npy(p, &e.values, n, e.dim)?;
     }
-    println!("{}", json!({"rows": n, "dim": e.dim, "seconds": secs, "rows_per_second": n as f64 / secs.max(1e-9), "out": a.out}));
+    println!(
+        "{}",
+        json!({"rows": n, "dim": e.dim, "seconds": secs, "rows_per_second": n as f64 / secs.max(1e-9), "out": a.out})
+    );
     Ok(())
 }
 
@@ -396,19 +450,48 @@ fn merge_embeddings(paths: &[PathBuf]) -> Result<Embeddings> {
     }
     let dim = parts.first().map_or(0, |e| e.dim);
     if let Some((p, e)) = paths.iter().zip(&parts).find(|(_, e)| e.dim != dim) {
-        bail!("{}: dimension {} differs from {}'s {dim}", p.display(), e.dim, paths[0].display());
+        bail!(
+            "{}: dimension {} differs from {}'s {dim}",
+            p.display(),
+            e.dim,
+            paths[0].display()
+        );
     }
-    let mut rows: Vec<(u64, &[f32])> = parts.iter().flat_map(|e| e.row_ids.iter().copied().zip(e.values.chunks_exact(dim.max(1)))).collect();
+    let mut rows: Vec<(u64, &[f32])> = parts
+        .iter()
+        .flat_map(|e| {
+            e.row_ids
+                .iter()
+                .copied()
+                .zip(e.values.chunks_exact(dim.max(1)))
+        })
+        .collect();
     rows.sort_by_key(|r| r.0);
     if let Some(w) = rows.windows(2).find(|w| w[0].0 == w[1].0) {
         bail!("row id {} appears in more than one embeddings file", w[0].0);
     }
-    let metadata = parts.first().map(|e| e.metadata.clone()).unwrap_or_default();
-    Ok(Embeddings { dim, row_ids: rows.iter().map(|r| r.0).collect(), values: rows.iter().flat_map(|r| r.1.iter().copied()).collect(), metadata })
+    let metadata = parts
+        .first()
+        .map(|e| e.metadata.clone())
+        .unwrap_or_default();
+    Ok(Embeddings {
+        dim,
+        row_ids: rows.iter().map(|r| r.0).collect(),
+        values: rows.iter().flat_map(|r| r.1.iter().copied()).collect(),
+        metadata,
+    })
 }
 
 /// Rows to remove by `method` on embeddings `x` (N × d), given a clustering.
-fn prune_rows(method: Method, x: &[f32], d: usize, km: &KMeans, cfg: &KMeansConfig, m: &MethodArgs, threshold: Option<f32>) -> Result<Vec<Removal>> {
+fn prune_rows(
+    method: Method,
+    x: &[f32],
+    d: usize,
+    km: &KMeans,
+    cfg: &KMeansConfig,
+    m: &MethodArgs,
+    threshold: Option<f32>,
+) -> Result<Vec<Removal>> {
     let n = km.assign.len();
     Ok(match method {
         Method::Scip => prune::scip::scip(km, m.fraction, m.alpha)?,
@@ -431,7 +514,12 @@ fn method_name(m: Method) -> &'static str {
 }
 
 fn prune_cmd(a: PruneArgs) -> Result<()> {
-    let names = a.embeddings.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+    let names = a
+        .embeddings
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let e = merge_embeddings(&a.embeddings)?;
     if e.is_empty() {
         bail!("{names}: no rows");
@@ -440,8 +528,10 @@ fn prune_cmd(a: PruneArgs) -> Result<()> {
     // holds them with the reason and the clustering.
     let originals: Option<Vec<serde_json::Map<String, Value>>> = match &a.input {
         Some(p) => {
-            let parse: gradus_data::dataset::RowParser<serde_json::Map<String, Value>> = std::sync::Arc::new(|o| Ok(o.clone()));
-            let rows: Vec<_> = gradus_data::dataset::iter_records(p, &[a.field.clone()], parse)?.collect::<gradus_tensor::Result<_>>()?;
+            let parse: gradus_data::dataset::RowParser<serde_json::Map<String, Value>> =
+                std::sync::Arc::new(|o| Ok(o.clone()));
+            let rows: Vec<_> = gradus_data::dataset::iter_records(p, &[a.field.clone()], parse)?
+                .collect::<gradus_tensor::Result<_>>()?;
             if let Some(bad) = e.row_ids.iter().find(|&&r| r as usize >= rows.len()) {
                 bail!(
                     "{}: row id {bad} is beyond the {} rows of {} (were the embeddings made from this input?)",
@@ -480,8 +570,16 @@ fn prune_cmd(a: PruneArgs) -> Result<()> {
         }
     };
     let sfx = shard_suffix(a.shard);
-    let mine = |i: &usize| a.shard.map_or(true, |(s, n)| e.row_ids[*i] as usize % n == s);
-    write_jsonl(&a.out.join(format!("kept{sfx}.jsonl")), (0..e.len()).filter(|i| !gone.contains(i) && mine(i)).map(kept_value))?;
+    let mine = |i: &usize| {
+        a.shard
+            .map_or(true, |(s, n)| e.row_ids[*i] as usize % n == s)
+    };
+    write_jsonl(
+        &a.out.join(format!("kept{sfx}.jsonl")),
+        (0..e.len())
+            .filter(|i| !gone.contains(i) && mine(i))
+            .map(kept_value),
+    )?;
     let mut rm_sorted = removed.clone();
     rm_sorted.sort_by_key(|r| r.row);
     write_jsonl(
@@ -491,7 +589,11 @@ fn prune_cmd(a: PruneArgs) -> Result<()> {
             let reason = serde_json::to_value(&r.reason).unwrap_or(Value::Null);
             if let (Some(o), Some(ro)) = (v.as_object_mut(), reason.as_object()) {
                 for (k, x) in ro {
-                    let key = if k == "cluster" || k == "distance" { format!("reason_{k}") } else { k.clone() };
+                    let key = if k == "cluster" || k == "distance" {
+                        format!("reason_{k}")
+                    } else {
+                        k.clone()
+                    };
                     o.insert(key, x.clone());
                 }
             }
@@ -501,7 +603,9 @@ fn prune_cmd(a: PruneArgs) -> Result<()> {
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for r in &removed {
         let v = serde_json::to_value(&r.reason)?;
-        *reasons.entry(v["reason"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+        *reasons
+            .entry(v["reason"].as_str().unwrap_or("?").to_string())
+            .or_default() += 1;
     }
     let summary = json!({
         "step": "prune",
@@ -521,20 +625,35 @@ fn prune_cmd(a: PruneArgs) -> Result<()> {
         "cluster_sizes": km.sizes,
         "seconds": secs,
     });
-    write_atomic(&a.out.join(format!("summary{sfx}.json")), serde_json::to_string_pretty(&summary)?.as_bytes())?;
-    println!("{}", json!({"removed": removed.len(), "kept": e.len() - removed.len(), "out": a.out}));
+    write_atomic(
+        &a.out.join(format!("summary{sfx}.json")),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
+    println!(
+        "{}",
+        json!({"removed": removed.len(), "kept": e.len() - removed.len(), "out": a.out})
+    );
     Ok(())
 }
 
 // ------------------------------------------------------------------------------------- corrupt
 
 /// Corrupts a seeded share of `texts`: returns, per row, its corruption (if any) and new text.
-fn corrupt_rows(texts: &[String], lang: Lang, kinds: &[Kind], fraction: f64, seed: u64) -> Result<Vec<Option<(String, Corruption)>>> {
+fn corrupt_rows(
+    texts: &[String],
+    lang: Lang,
+    kinds: &[Kind],
+    fraction: f64,
+    seed: u64,
+) -> Result<Vec<Option<(String, Corruption)>>> {
     prune::check_fraction("fraction", fraction)?;
     let mut pick = Rng::derive(seed, "corrupt/pick");
     let mut idx: Vec<usize> = (0..texts.len()).collect();
     pick.shuffle(&mut idx);
-    let chosen: HashSet<usize> = idx[..prune::count_for(fraction, texts.len())].iter().copied().collect();
+    let chosen: HashSet<usize> = idx[..prune::count_for(fraction, texts.len())]
+        .iter()
+        .copied()
+        .collect();
     Ok(texts
         .iter()
         .enumerate()
@@ -542,7 +661,10 @@ fn corrupt_rows(texts: &[String], lang: Lang, kinds: &[Kind], fraction: f64, see
             if !chosen.contains(&i) {
                 return None;
             }
-            let mut rng = Rng::derive(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15), "corrupt/row");
+            let mut rng = Rng::derive(
+                seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                "corrupt/row",
+            );
             corrupt_any(t, lang, kinds, &mut rng)
         })
         .collect())
@@ -564,7 +686,10 @@ fn corrupt_cmd(a: CorruptArgs) -> Result<()> {
     let out: Vec<Value> = out.collect();
     let no_site = rows.iter().filter(|r| r.is_none()).count();
     write_jsonl(&a.out, out)?;
-    println!("{}", json!({"rows": texts.len(), "corrupted": texts.len() - no_site, "unchanged": no_site, "by_kind": by_kind, "out": a.out}));
+    println!(
+        "{}",
+        json!({"rows": texts.len(), "corrupted": texts.len() - no_site, "unchanged": no_site, "by_kind": by_kind, "out": a.out})
+    );
     Ok(())
 }
 
@@ -582,8 +707,14 @@ fn probe_rows(a: &ProbeArgs) -> Result<Vec<String>> {
             files.sort();
             let mut rows = Vec::new();
             for f in files {
-                let Ok(src) = std::fs::read_to_string(&f) else { continue }; // non-UTF-8 test data files
-                rows.extend(python_chunks(&src, a.min_lines, a.max_lines).into_iter().map(|c| c.text));
+                let Ok(src) = std::fs::read_to_string(&f) else {
+                    continue;
+                }; // non-UTF-8 test data files
+                rows.extend(
+                    python_chunks(&src, a.min_lines, a.max_lines)
+                        .into_iter()
+                        .map(|c| c.text),
+                );
             }
             rows
         }
@@ -595,7 +726,10 @@ fn probe_rows(a: &ProbeArgs) -> Result<Vec<String>> {
             Rng::derive(a.cluster.seed, "probe/sample").shuffle(&mut idx);
             let mut keep: Vec<usize> = idx[..m].to_vec();
             keep.sort();
-            rows = keep.into_iter().map(|i| std::mem::take(&mut rows[i])).collect();
+            rows = keep
+                .into_iter()
+                .map(|i| std::mem::take(&mut rows[i]))
+                .collect();
         }
     }
     if rows.is_empty() {
@@ -617,7 +751,10 @@ fn probe(a: ProbeArgs) -> Result<()> {
     let t0 = Instant::now();
     let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
     let clean = enc.embed(&refs)?;
-    let crefs: Vec<&str> = bad.iter().map(|&i| corr[i].as_ref().map(|(t, _)| t.as_str()).unwrap_or("")).collect();
+    let crefs: Vec<&str> = bad
+        .iter()
+        .map(|&i| corr[i].as_ref().map(|(t, _)| t.as_str()).unwrap_or(""))
+        .collect();
     let cemb = enc.embed(&crefs)?;
     let embed_secs = t0.elapsed().as_secs_f64();
     // Mixed corpus: corrupted rows replace their clean versions.
@@ -630,7 +767,10 @@ fn probe(a: ProbeArgs) -> Result<()> {
     // How each corrupted row moved, paired within the clustering of the mixed corpus: the size of
     // the cluster the corrupted row sits in and its distance to that centroid, minus the same for
     // its clean version placed in the same clustering (nearest centroid).
-    let clean_bad: Vec<f32> = bad.iter().flat_map(|&i| clean[i * d..(i + 1) * d].iter().copied()).collect();
+    let clean_bad: Vec<f32> = bad
+        .iter()
+        .flat_map(|&i| clean[i * d..(i + 1) * d].iter().copied())
+        .collect();
     let (clean_assign, clean_dist) = assign_to(&km, &clean_bad)?;
     let paired: Vec<Paired> = bad
         .iter()
@@ -639,7 +779,11 @@ fn probe(a: ProbeArgs) -> Result<()> {
             row: i,
             clean_cluster: clean_assign[j],
             clean_distance: clean_dist[j],
-            cos_to_clean: clean[i * d..(i + 1) * d].iter().zip(&cemb[j * d..(j + 1) * d]).map(|(x, y)| (*x * *y) as f64).sum(),
+            cos_to_clean: clean[i * d..(i + 1) * d]
+                .iter()
+                .zip(&cemb[j * d..(j + 1) * d])
+                .map(|(x, y)| (*x * *y) as f64)
+                .sum(),
             corruption: &corr[i].as_ref().expect("bad rows are corrupted").1,
         })
         .collect();
@@ -672,16 +816,31 @@ fn probe(a: ProbeArgs) -> Result<()> {
     let is_bad: HashSet<usize> = bad.iter().copied().collect();
     let mut methods: Vec<(String, Vec<Removal>)> = Vec::new();
     for m in [Method::Scip, Method::Semdedup, Method::D4, Method::Random] {
-        methods.push((method_name(m).to_string(), prune_rows(m, &mixed, d, &km, &cfg, &a.m, None)?));
+        methods.push((
+            method_name(m).to_string(),
+            prune_rows(m, &mixed, d, &km, &cfg, &a.m, None)?,
+        ));
     }
-    methods.push(("scip_size_only (alpha=1)".into(), prune::scip::scip(&km, a.m.fraction, 1.0)?));
-    methods.push(("scip_distance_only (alpha=0)".into(), prune::scip::scip(&km, a.m.fraction, 0.0)?));
+    methods.push((
+        "scip_size_only (alpha=1)".into(),
+        prune::scip::scip(&km, a.m.fraction, 1.0)?,
+    ));
+    methods.push((
+        "scip_distance_only (alpha=0)".into(),
+        prune::scip::scip(&km, a.m.fraction, 0.0)?,
+    ));
     let mut pr = BTreeMap::new();
     for (name, rm) in &methods {
         let hit = rm.iter().filter(|r| is_bad.contains(&r.row)).count();
         let by_class = |cls: Class| {
-            let total = bad.iter().filter(|&&i| corr[i].as_ref().is_some_and(|(_, c)| c.class == cls)).count();
-            let found = rm.iter().filter(|r| corr[r.row].as_ref().is_some_and(|(_, c)| c.class == cls)).count();
+            let total = bad
+                .iter()
+                .filter(|&&i| corr[i].as_ref().is_some_and(|(_, c)| c.class == cls))
+                .count();
+            let found = rm
+                .iter()
+                .filter(|r| corr[r.row].as_ref().is_some_and(|(_, c)| c.class == cls))
+                .count();
             if total == 0 {
                 f64::NAN
             } else {
@@ -726,7 +885,11 @@ fn probe(a: ProbeArgs) -> Result<()> {
 fn print_probe(r: &Value) -> Result<()> {
     let mut o = std::io::stdout().lock();
     let f = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.3}"));
-    writeln!(o, "rows {}  corrupted {}  k {}  p {}  alpha {}", r["rows"], r["corrupted"], r["k"], r["fraction"], r["alpha"])?;
+    writeln!(
+        o,
+        "rows {}  corrupted {}  k {}  p {}  alpha {}",
+        r["rows"], r["corrupted"], r["k"], r["fraction"], r["alpha"]
+    )?;
     writeln!(o, "\n| corruption | rows | Δ cluster size | Δ distance | → other cluster | → smaller cluster | → farther | cos(clean, corrupted) |")?;
     writeln!(o, "|---|---|---|---|---|---|---|---|")?;
     for (k, m) in r["movement"].as_object().ok_or_else(|| anyhow!("report"))? {
@@ -742,10 +905,21 @@ fn print_probe(r: &Value) -> Result<()> {
             f(&m["mean_cosine_to_clean_version"])
         )?;
     }
-    writeln!(o, "\n| method | removed | precision | recall | recall (syntax) | recall (content) |")?;
+    writeln!(
+        o,
+        "\n| method | removed | precision | recall | recall (syntax) | recall (content) |"
+    )?;
     writeln!(o, "|---|---|---|---|---|---|")?;
     for (k, m) in r["pruning"].as_object().ok_or_else(|| anyhow!("report"))? {
-        writeln!(o, "| {k} | {} | {} | {} | {} | {} |", m["removed"], f(&m["precision"]), f(&m["recall"]), f(&m["recall_syntax"]), f(&m["recall_content"]))?;
+        writeln!(
+            o,
+            "| {k} | {} | {} | {} | {} | {} |",
+            m["removed"],
+            f(&m["precision"]),
+            f(&m["recall"]),
+            f(&m["recall_syntax"]),
+            f(&m["recall_content"])
+        )?;
     }
     Ok(())
 }

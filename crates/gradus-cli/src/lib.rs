@@ -3,9 +3,9 @@
 
 pub mod code_cmd;
 pub mod config;
-pub mod prefs_cmd;
 pub mod data_cmd;
+pub mod dynamics_cmd;
 pub mod embed_cmd;
 pub mod eval_cmd;
-pub mod dynamics_cmd;
+pub mod prefs_cmd;
 pub mod sweep_cmd;

@@ -57,19 +57,30 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 
 fn merge(base: &Path, adapter: &Path, out: &Path) -> Result<()> {
     if same_dir(base, out) {
-        bail!("--out {} is the base checkpoint directory; write the merged model elsewhere", out.display());
+        bail!(
+            "--out {} is the base checkpoint directory; write the merged model elsewhere",
+            out.display()
+        );
     }
-    let mut model = load_decoder(base, &Device::Cpu).with_context(|| format!("loading the base model from {}", base.display()))?;
-    let cfg = load_adapter(adapter, &mut model)
-        .with_context(|| format!("loading the LoRA adapter from {} onto {}", adapter.display(), base.display()))?;
+    let mut model = load_decoder(base, &Device::Cpu)
+        .with_context(|| format!("loading the base model from {}", base.display()))?;
+    let cfg = load_adapter(adapter, &mut model).with_context(|| {
+        format!(
+            "loading the LoRA adapter from {} onto {}",
+            adapter.display(),
+            base.display()
+        )
+    })?;
     let n_layers = model.lora_params().len() / 2;
     let merged = model.merge_lora()?;
-    save_decoder(&merged, out).with_context(|| format!("writing the merged model to {}", out.display()))?;
+    save_decoder(&merged, out)
+        .with_context(|| format!("writing the merged model to {}", out.display()))?;
     let mut copied = Vec::new();
     for f in COPIED {
         let src = base.join(f);
         if src.is_file() {
-            std::fs::copy(&src, out.join(f)).with_context(|| format!("copying {} to {}", src.display(), out.display()))?;
+            std::fs::copy(&src, out.join(f))
+                .with_context(|| format!("copying {} to {}", src.display(), out.display()))?;
             copied.push(f);
         }
     }
@@ -81,7 +92,11 @@ fn merge(base: &Path, adapter: &Path, out: &Path) -> Result<()> {
         cfg.target_modules.join(","),
         base.display(),
         out.display(),
-        if copied.is_empty() { String::new() } else { format!("; copied {}", copied.join(", ")) }
+        if copied.is_empty() {
+            String::new()
+        } else {
+            format!("; copied {}", copied.join(", "))
+        }
     );
     Ok(())
 }

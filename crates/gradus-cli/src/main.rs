@@ -20,7 +20,11 @@ use gradus_train::recipe::RecipeConfig;
 use gradus_train::rundir::Start;
 
 #[derive(Parser)]
-#[command(name = "gradus", version, about = "Curate data for, train, align and evaluate decoder language models")]
+#[command(
+    name = "gradus",
+    version,
+    about = "Curate data for, train, align and evaluate decoder language models"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -87,7 +91,11 @@ impl RecipeArgs {
     /// How the recipe treats its run directory.
     fn start(&self) -> Start {
         if self.resume {
-            let explicit = self.sets.iter().filter_map(|s| s.split_once('=').map(|(k, _)| k.trim().to_string())).collect();
+            let explicit = self
+                .sets
+                .iter()
+                .filter_map(|s| s.split_once('=').map(|(k, _)| k.trim().to_string()))
+                .collect();
             Start::Resume { explicit }
         } else if self.overwrite {
             Start::Overwrite
@@ -184,7 +192,8 @@ fn main() {
     gradus_tensor::init_runtime();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GRADUS_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("GRADUS_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -193,7 +202,10 @@ fn main() {
         for cause in e.chain().skip(1) {
             eprintln!("  caused by: {cause}");
         }
-        if e.chain().any(|c| c.to_string().starts_with(gradus_train::interrupt::INTERRUPTED)) {
+        if e.chain().any(|c| {
+            c.to_string()
+                .starts_with(gradus_train::interrupt::INTERRUPTED)
+        }) {
             eprintln!("to continue: {}", resume_command());
             std::process::exit(gradus_train::interrupt::exit_code());
         }
@@ -212,7 +224,10 @@ fn resume_command() -> String {
         args.push("--resume".into());
     }
     let quote = |a: &String| {
-        if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+".contains(c)) {
+        if !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+".contains(c))
+        {
             a.clone()
         } else {
             format!("'{}'", a.replace('\'', "'\\''"))
@@ -230,24 +245,27 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Quickstart(a) => {
             graceful()?;
-            let out = gradus_train::quickstart::run(&gradus_train::quickstart::QuickstartOptions {
-                dir: a.dir,
-                size: if a.fast {
-                    gradus_train::quickstart::QuickstartSize::Smoke
-                } else {
-                    gradus_train::quickstart::QuickstartSize::Full
-                },
-                seed: a.seed,
-                progress: true,
-                overwrite: a.overwrite,
-            })?;
+            let out =
+                gradus_train::quickstart::run(&gradus_train::quickstart::QuickstartOptions {
+                    dir: a.dir,
+                    size: if a.fast {
+                        gradus_train::quickstart::QuickstartSize::Smoke
+                    } else {
+                        gradus_train::quickstart::QuickstartSize::Full
+                    },
+                    seed: a.seed,
+                    progress: true,
+                    overwrite: a.overwrite,
+                })?;
             println!("{}", out.summary);
             Ok(())
         }
         Cmd::Train(TrainCmd::Pretrain(a)) => recipe(a, |c, s| gradus_train::pretrain::run(c, s)),
         Cmd::Train(TrainCmd::Sft(a)) => recipe(a, |c, s| gradus_train::sft::run(c, s)),
         Cmd::Train(TrainCmd::Dpo(a)) => {
-            let Some(cfg) = resolved::<gradus_train::dpo::DpoConfig>(&a)? else { return Ok(()) };
+            let Some(cfg) = resolved::<gradus_train::dpo::DpoConfig>(&a)? else {
+                return Ok(());
+            };
             cfg.validate()?;
             graceful()?;
             let s = gradus_train::dpo::run(&cfg, a.start())?;
@@ -266,12 +284,18 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Train(TrainCmd::Reward(a)) => {
-            let Some(cfg) = resolved::<gradus_train::reward::RewardConfig>(&a)? else { return Ok(()) };
+            let Some(cfg) = resolved::<gradus_train::reward::RewardConfig>(&a)? else {
+                return Ok(());
+            };
             cfg.validate()?;
             graceful()?;
             let s = gradus_train::reward::run(&cfg, a.start())?;
             print_fit(&s.fit);
-            println!("held-out pairwise accuracy {:.1}% over {} pairs", 100.0 * s.eval.accuracy, s.eval.pairs);
+            println!(
+                "held-out pairwise accuracy {:.1}% over {} pairs",
+                100.0 * s.eval.accuracy,
+                s.eval.pairs
+            );
             Ok(())
         }
         Cmd::Eval(c) => prefs_cmd::eval(c),
@@ -282,10 +306,17 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Data(c) => gradus_cli::data_cmd::run(c),
         Cmd::Dynamics(c) => gradus_cli::dynamics_cmd::run(c),
         Cmd::Sweep(a) => gradus_cli::sweep_cmd::run(a),
-        Cmd::Tokenizer(TokenizerCmd::Train { inputs, vocab_size, out }) => {
+        Cmd::Tokenizer(TokenizerCmd::Train {
+            inputs,
+            vocab_size,
+            out,
+        }) => {
             let mut texts = Vec::new();
             for p in &inputs {
-                texts.extend(gradus_train::prep::read_texts(p).with_context(|| format!("reading {}", p.display()))?);
+                texts.extend(
+                    gradus_train::prep::read_texts(p)
+                        .with_context(|| format!("reading {}", p.display()))?,
+                );
             }
             let specials = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"];
             let mut tok = Tokenizer::train_bpe(texts.iter(), vocab_size, &specials, 2)?;
@@ -293,14 +324,21 @@ fn run(cli: Cli) -> Result<()> {
             tok.set_bos(Some("<|endoftext|>"))?;
             tok.set_pad(Some("<|pad|>"))?;
             tok.save(&out)?;
-            println!("trained a byte-level BPE with {} tokens on {} documents → {}", tok.vocab_size(), texts.len(), out.display());
+            println!(
+                "trained a byte-level BPE with {} tokens on {} documents → {}",
+                tok.vocab_size(),
+                texts.len(),
+                out.display()
+            );
             Ok(())
         }
     }
 }
 
 /// The resolved config, or None after printing it for `--show-config`.
-fn resolved<T: serde::Serialize + serde::de::DeserializeOwned + Default>(a: &RecipeArgs) -> Result<Option<T>> {
+fn resolved<T: serde::Serialize + serde::de::DeserializeOwned + Default>(
+    a: &RecipeArgs,
+) -> Result<Option<T>> {
     let cfg: T = config::resolve(a.config.as_deref(), &a.sets)?;
     if a.show_config {
         print!("{}", config::to_toml(&cfg)?);
@@ -309,8 +347,13 @@ fn resolved<T: serde::Serialize + serde::de::DeserializeOwned + Default>(a: &Rec
     Ok(Some(cfg))
 }
 
-fn recipe(a: RecipeArgs, f: fn(&RecipeConfig, Start) -> gradus_tensor::Result<gradus_train::trainer::FitSummary>) -> Result<()> {
-    let Some(cfg) = resolved::<RecipeConfig>(&a)? else { return Ok(()) };
+fn recipe(
+    a: RecipeArgs,
+    f: fn(&RecipeConfig, Start) -> gradus_tensor::Result<gradus_train::trainer::FitSummary>,
+) -> Result<()> {
+    let Some(cfg) = resolved::<RecipeConfig>(&a)? else {
+        return Ok(());
+    };
     cfg.validate()?;
     graceful()?;
     print_fit(&f(&cfg, a.start())?);
@@ -343,10 +386,18 @@ fn print_fit(s: &gradus_train::trainer::FitSummary) {
 /// NaN scores and samples of garbage with exit status 0).
 fn check_finite(model: &gradus_model::Decoder, dir: &std::path::Path) -> Result<()> {
     for (name, v) in model.named_params() {
-        let vals = v.as_tensor().flatten_all()?.to_dtype(gradus_tensor::DType::F32)?.to_vec1::<f32>()?;
+        let vals = v
+            .as_tensor()
+            .flatten_all()?
+            .to_dtype(gradus_tensor::DType::F32)?
+            .to_vec1::<f32>()?;
         let bad = vals.iter().filter(|x| !x.is_finite()).count();
         if bad > 0 {
-            let first = vals.iter().find(|x| !x.is_finite()).copied().unwrap_or(f32::NAN);
+            let first = vals
+                .iter()
+                .find(|x| !x.is_finite())
+                .copied()
+                .unwrap_or(f32::NAN);
             bail!("{}: tensor `{name}` holds {bad} non-finite value(s) (e.g. {first}); the checkpoint is unusable (a diverged run?)", dir.display());
         }
     }
@@ -371,10 +422,15 @@ fn score(a: ScoreArgs) -> Result<()> {
     let (model, tok) = load(&a.model)?;
     let ids: Vec<u32> = match (&a.text, &a.ids) {
         (Some(t), None) => {
-            let tok = tok.as_ref().ok_or_else(|| anyhow!("{}: no tokenizer.json; pass --ids", a.model.display()))?;
+            let tok = tok
+                .as_ref()
+                .ok_or_else(|| anyhow!("{}: no tokenizer.json; pass --ids", a.model.display()))?;
             let mut ids = Vec::new();
             if a.bos {
-                ids.push(tok.bos_id().ok_or_else(|| anyhow!("--bos: the tokenizer has no BOS token"))?);
+                ids.push(
+                    tok.bos_id()
+                        .ok_or_else(|| anyhow!("--bos: the tokenizer has no BOS token"))?,
+                );
             }
             ids.extend(tok.encode(t, false)?);
             ids
@@ -386,19 +442,30 @@ fn score(a: ScoreArgs) -> Result<()> {
         bail!("need at least 2 tokens to score (got {})", ids.len());
     }
     let n = ids.len() - 1;
-    let lp = model.target_logprobs(&ForwardInput::new(&ids[..n], 1, n), &ids[1..])?.to_vec1::<f32>()?;
+    let lp = model
+        .target_logprobs(&ForwardInput::new(&ids[..n], 1, n), &ids[1..])?
+        .to_vec1::<f32>()?;
     let total: f64 = lp.iter().map(|&x| x as f64).sum();
     if !total.is_finite() {
-        bail!("{}: the log-probabilities are not finite ({total}); the model's outputs overflow", a.model.display());
+        bail!(
+            "{}: the log-probabilities are not finite ({total}); the model's outputs overflow",
+            a.model.display()
+        );
     }
     let loss = -total / n as f64;
     let pieces: Vec<String> = ids
         .iter()
-        .map(|&i| tok.as_ref().and_then(|t| t.id_to_token(i)).unwrap_or_else(|| i.to_string()))
+        .map(|&i| {
+            tok.as_ref()
+                .and_then(|t| t.id_to_token(i))
+                .unwrap_or_else(|| i.to_string())
+        })
         .collect();
     if a.json {
         let toks: Vec<_> = (0..n)
-            .map(|i| serde_json::json!({"id": ids[i + 1], "token": pieces[i + 1], "logprob": lp[i]}))
+            .map(
+                |i| serde_json::json!({"id": ids[i + 1], "token": pieces[i + 1], "logprob": lp[i]}),
+            )
             .collect();
         println!(
             "{}",
@@ -409,14 +476,18 @@ fn score(a: ScoreArgs) -> Result<()> {
         for i in 0..n {
             println!("{:>6}  {:>10.4}  {:?}", i + 1, lp[i], pieces[i + 1]);
         }
-        println!("total log-prob {total:.4} over {n} tokens; loss {loss:.4}; perplexity {:.3}", loss.exp());
+        println!(
+            "total log-prob {total:.4} over {n} tokens; loss {loss:.4}; perplexity {:.3}",
+            loss.exp()
+        );
     }
     Ok(())
 }
 
 fn gen(a: GenerateArgs) -> Result<()> {
     let (model, tok) = load(&a.model)?;
-    let tok = tok.ok_or_else(|| anyhow!("{}: generate needs a tokenizer.json", a.model.display()))?;
+    let tok =
+        tok.ok_or_else(|| anyhow!("{}: generate needs a tokenizer.json", a.model.display()))?;
     let prompts: Vec<Vec<u32>> = a
         .prompts
         .iter()
@@ -433,12 +504,19 @@ fn gen(a: GenerateArgs) -> Result<()> {
         top_p: a.top_p,
         seed: a.seed,
     };
-    let eos: Vec<u32> = tok.eos_id().or(model.cfg.eos_token_id).into_iter().collect();
+    let eos: Vec<u32> = tok
+        .eos_id()
+        .or(model.cfg.eos_token_id)
+        .into_iter()
+        .collect();
     let stops = a.stops.clone();
     let t0 = std::time::Instant::now();
     let outs = generate(&model, &prompts, &cfg, &eos, &mut |_, toks| {
         !stops.is_empty()
-            && tok.decode(toks, true).map(|s| stops.iter().any(|st| s.contains(st.as_str()))).unwrap_or(false)
+            && tok
+                .decode(toks, true)
+                .map(|s| stops.iter().any(|st| s.contains(st.as_str())))
+                .unwrap_or(false)
     })?;
     let secs = t0.elapsed().as_secs_f64();
     let n_new: usize = outs.iter().map(|o| o.tokens.len()).sum();
@@ -455,12 +533,18 @@ fn gen(a: GenerateArgs) -> Result<()> {
             .iter()
             .map(|(p, t, f)| serde_json::json!({"prompt": p, "completion": t, "finish": f}))
             .collect();
-        println!("{}", serde_json::json!({"generations": v, "new_tokens": n_new, "seconds": secs}));
+        println!(
+            "{}",
+            serde_json::json!({"generations": v, "new_tokens": n_new, "seconds": secs})
+        );
     } else {
         for (p, t, f) in rows {
             println!("--- {p:?} ({f:?})\n{p}{t}");
         }
-        eprintln!("{n_new} new tokens in {secs:.2}s ({:.1} tokens/s)", n_new as f64 / secs.max(1e-9));
+        eprintln!(
+            "{n_new} new tokens in {secs:.2}s ({:.1} tokens/s)",
+            n_new as f64 / secs.max(1e-9)
+        );
     }
     Ok(())
 }

@@ -91,7 +91,8 @@ pub enum LabCmd {
 }
 
 fn pairs_for(dir: &Path, d: &EvalData) -> Result<(Tokenizer, gradus_train::prefs::PairData)> {
-    let tok = Tokenizer::from_dir(dir).with_context(|| format!("{}: needs a tokenizer.json", dir.display()))?;
+    let tok = Tokenizer::from_dir(dir)
+        .with_context(|| format!("{}: needs a tokenizer.json", dir.display()))?;
     let p = PrefsSection {
         synthetic_pairs: 1,
         // A file is evaluated whole: nothing is split off as held-out.
@@ -116,13 +117,25 @@ pub fn eval(cmd: EvalCmd) -> Result<()> {
             let (tok, data) = pairs_for(&a.model, &a.data)?;
             let e = gradus_train::reward::evaluate(&rm, &data.eval, pad_id(&tok))?;
             if let Some(out) = &a.out {
-                let lines: String = e.scores.iter().map(|(c, r)| format!("{}\n", serde_json::json!({"chosen": c, "rejected": r}))).collect();
+                let lines: String = e
+                    .scores
+                    .iter()
+                    .map(|(c, r)| format!("{}\n", serde_json::json!({"chosen": c, "rejected": r})))
+                    .collect();
                 gradus_tensor::io::write_atomic(out, lines.as_bytes())?;
             }
             if a.data.json {
-                println!("{}", serde_json::json!({"pairs": e.pairs, "accuracy": e.accuracy, "per_category": e.per_category, "skipped": data.skipped}));
+                println!(
+                    "{}",
+                    serde_json::json!({"pairs": e.pairs, "accuracy": e.accuracy, "per_category": e.per_category, "skipped": data.skipped})
+                );
             } else {
-                println!("pairwise accuracy {:.1}% over {} pairs ({} skipped)", 100.0 * e.accuracy, e.pairs, data.skipped.total());
+                println!(
+                    "pairwise accuracy {:.1}% over {} pairs ({} skipped)",
+                    100.0 * e.accuracy,
+                    e.pairs,
+                    data.skipped.total()
+                );
                 for (k, (c, t, acc)) in &e.per_category {
                     println!("  {k:<12} {c}/{t}  {:.1}%", 100.0 * acc);
                 }
@@ -141,14 +154,36 @@ pub fn eval(cmd: EvalCmd) -> Result<()> {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!("pairs {} (skipped {})", r.pairs, data.skipped.total());
-                println!("ranking accuracy              {:.1}%", 100.0 * r.ranking_accuracy);
-                println!("  length-normalised           {:.1}%", 100.0 * r.ranking_accuracy_normalized);
-                println!("reference ranking accuracy    {:.1}%", 100.0 * r.reference_ranking_accuracy);
-                println!("reward accuracy (β = {})     {:.1}%", a.beta, 100.0 * r.reward_accuracy);
+                println!(
+                    "ranking accuracy              {:.1}%",
+                    100.0 * r.ranking_accuracy
+                );
+                println!(
+                    "  length-normalised           {:.1}%",
+                    100.0 * r.ranking_accuracy_normalized
+                );
+                println!(
+                    "reference ranking accuracy    {:.1}%",
+                    100.0 * r.reference_ranking_accuracy
+                );
+                println!(
+                    "reward accuracy (β = {})     {:.1}%",
+                    a.beta,
+                    100.0 * r.reward_accuracy
+                );
                 for ((b, i), (_, g)) in r.idealised.iter().zip(&r.alignment_gap) {
-                    println!("idealised R* at β = {b:<5}    {:.1}%  (alignment gap {:.1}%)", 100.0 * i, 100.0 * g);
+                    println!(
+                        "idealised R* at β = {b:<5}    {:.1}%  (alignment gap {:.1}%)",
+                        100.0 * i,
+                        100.0 * g
+                    );
                 }
-                println!("mean DPO loss {:.4}; mean flip threshold {:.4}; Thm 4.1 consistency {:.1}%", r.mean_dpo_loss, r.mean_flip_threshold, 100.0 * r.flip_consistency);
+                println!(
+                    "mean DPO loss {:.4}; mean flip threshold {:.4}; Thm 4.1 consistency {:.1}%",
+                    r.mean_dpo_loss,
+                    r.mean_flip_threshold,
+                    100.0 * r.flip_consistency
+                );
             }
             Ok(())
         }
@@ -157,8 +192,21 @@ pub fn eval(cmd: EvalCmd) -> Result<()> {
 
 pub fn lab(cmd: LabCmd) -> Result<()> {
     match cmd {
-        LabCmd::RankingAccuracy { dir, fast, seed, beta, overwrite } => {
-            let out = gradus_train::lab_ranking::run(&gradus_train::lab_ranking::LabOptions { dir, fast, seed, beta, progress: true, overwrite })?;
+        LabCmd::RankingAccuracy {
+            dir,
+            fast,
+            seed,
+            beta,
+            overwrite,
+        } => {
+            let out = gradus_train::lab_ranking::run(&gradus_train::lab_ranking::LabOptions {
+                dir,
+                fast,
+                seed,
+                beta,
+                progress: true,
+                overwrite,
+            })?;
             println!("{}", out.summary);
             Ok(())
         }

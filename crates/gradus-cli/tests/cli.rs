@@ -29,9 +29,17 @@ fn stdout(o: &Output) -> String {
 /// Asserts exit status 1, no panic, and that stderr contains every one of `needles`; returns stderr.
 fn fails_naming(o: &Output, needles: &[&str]) -> String {
     let err = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "expected exit status 1; stderr:\n{err}\nstdout:\n{}", stdout(o));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected exit status 1; stderr:\n{err}\nstdout:\n{}",
+        stdout(o)
+    );
     assert!(!err.contains("panicked"), "panic on user input:\n{err}");
-    assert!(err.starts_with("error: "), "error output should start with `error: `:\n{err}");
+    assert!(
+        err.starts_with("error: "),
+        "error output should start with `error: `:\n{err}"
+    );
     for n in needles {
         assert!(err.contains(n), "stderr should name {n:?}:\n{err}");
     }
@@ -39,7 +47,12 @@ fn fails_naming(o: &Output, needles: &[&str]) -> String {
 }
 
 fn succeeds(o: &Output) -> String {
-    assert!(o.status.success(), "status {:?}; stderr:\n{}", o.status, stderr(o));
+    assert!(
+        o.status.success(),
+        "status {:?}; stderr:\n{}",
+        o.status,
+        stderr(o)
+    );
     assert!(!stderr(o).contains("panicked"), "{}", stderr(o));
     stdout(o)
 }
@@ -72,7 +85,12 @@ fn write_checkpoint(dir: &Path, model_vocab: Option<usize>) -> usize {
     let texts: Vec<String> = TEXTS.iter().map(|s| s.to_string()).collect();
     let tok = gradus_train::prep::train_tokenizer(&texts, 280).expect("training the tokenizer");
     let v = tok.vocab_size();
-    let model = Decoder::new_random(&tiny_model_config(model_vocab.unwrap_or(v)), 0, &Device::Cpu).unwrap();
+    let model = Decoder::new_random(
+        &tiny_model_config(model_vocab.unwrap_or(v)),
+        0,
+        &Device::Cpu,
+    )
+    .unwrap();
     save_decoder(&model, dir).unwrap();
     tok.save(dir).unwrap();
     v
@@ -103,16 +121,35 @@ fn json(out: &str) -> Value {
 fn malformed_jsonl_names_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("rows.jsonl");
-    std::fs::write(&data, "{\"prompt\": \"a\", \"completion\": \"b\"}\n\n{\"prompt\": \"c\"}\n").unwrap();
+    std::fs::write(
+        &data,
+        "{\"prompt\": \"a\", \"completion\": \"b\"}\n\n{\"prompt\": \"c\"}\n",
+    )
+    .unwrap();
     let o = gradus(
-        &["train", "sft", "--set", &format!("data.source={}", arg(&data)), "--set", "run.dir=runs"],
+        &[
+            "train",
+            "sft",
+            "--set",
+            &format!("data.source={}", arg(&data)),
+            "--set",
+            "run.dir=runs",
+        ],
         dir.path(),
     );
     // Line 3: the blank line 2 still counts.
     fails_naming(&o, &["rows.jsonl:3", "\"completion\""]);
 
     std::fs::write(&data, "{\"text\": \"ok\"}\n{\"text\": \"unterminated\n").unwrap();
-    let o = gradus(&["train", "sft", "--set", &format!("data.source={}", arg(&data))], dir.path());
+    let o = gradus(
+        &[
+            "train",
+            "sft",
+            "--set",
+            &format!("data.source={}", arg(&data)),
+        ],
+        dir.path(),
+    );
     fails_naming(&o, &["rows.jsonl:2", "invalid JSON"]);
 }
 
@@ -122,7 +159,15 @@ fn unknown_config_key_is_named_with_a_suggestion() {
     let cfg = dir.path().join("recipe.toml");
     std::fs::write(&cfg, "[train]\nsteps = 3\nbatch_sise = 2\n").unwrap();
     let o = gradus(&["train", "sft", "--config", arg(&cfg)], dir.path());
-    fails_naming(&o, &["recipe.toml", "line 3", "`batch_sise`", "did you mean `batch_size`?"]);
+    fails_naming(
+        &o,
+        &[
+            "recipe.toml",
+            "line 3",
+            "`batch_sise`",
+            "did you mean `batch_size`?",
+        ],
+    );
 
     let o = gradus(&["train", "pretrain", "--set", "train.stepz=3"], dir.path());
     fails_naming(&o, &["train.stepz=3", "`stepz`", "did you mean `steps`?"]);
@@ -137,12 +182,18 @@ fn truncated_safetensors_names_the_file() {
     let st = dir.path().join("model.safetensors");
     let bytes = std::fs::read(&st).unwrap();
     std::fs::write(&st, &bytes[..bytes.len() / 2]).unwrap();
-    let o = gradus(&["score", "--model", arg(dir.path()), "--ids", "1,2,3"], dir.path());
+    let o = gradus(
+        &["score", "--model", arg(dir.path()), "--ids", "1,2,3"],
+        dir.path(),
+    );
     fails_naming(&o, &[arg(&st), "truncated"]);
 
     // Cut inside the 8-byte header length too.
     std::fs::write(&st, &bytes[..5]).unwrap();
-    let o = gradus(&["score", "--model", arg(dir.path()), "--ids", "1,2,3"], dir.path());
+    let o = gradus(
+        &["score", "--model", arg(dir.path()), "--ids", "1,2,3"],
+        dir.path(),
+    );
     fails_naming(&o, &[arg(&st)]);
 }
 
@@ -151,10 +202,26 @@ fn tokenizer_beyond_model_vocab_names_both_sizes() {
     let dir = tempfile::tempdir().unwrap();
     let model_vocab = 260;
     let tok_vocab = write_checkpoint(dir.path(), Some(model_vocab));
-    assert!(tok_vocab > model_vocab, "the test needs a tokenizer larger than {model_vocab}, got {tok_vocab}");
-    let o = gradus(&["score", "--model", arg(dir.path()), "--ids", "1,2,3"], dir.path());
-    fails_naming(&o, &["vocab_size", &tok_vocab.to_string(), &model_vocab.to_string()]);
-    let o = gradus(&["generate", "--model", arg(dir.path()), "--prompt", "a"], dir.path());
+    assert!(
+        tok_vocab > model_vocab,
+        "the test needs a tokenizer larger than {model_vocab}, got {tok_vocab}"
+    );
+    let o = gradus(
+        &["score", "--model", arg(dir.path()), "--ids", "1,2,3"],
+        dir.path(),
+    );
+    fails_naming(
+        &o,
+        &[
+            "vocab_size",
+            &tok_vocab.to_string(),
+            &model_vocab.to_string(),
+        ],
+    );
+    let o = gradus(
+        &["generate", "--model", arg(dir.path()), "--prompt", "a"],
+        dir.path(),
+    );
     fails_naming(&o, &[&tok_vocab.to_string(), &model_vocab.to_string()]);
 }
 
@@ -162,9 +229,15 @@ fn tokenizer_beyond_model_vocab_names_both_sizes() {
 fn missing_model_dir_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-checkpoint");
-    let o = gradus(&["score", "--model", arg(&missing), "--ids", "1,2,3"], dir.path());
+    let o = gradus(
+        &["score", "--model", arg(&missing), "--ids", "1,2,3"],
+        dir.path(),
+    );
     fails_naming(&o, &["no-such-checkpoint", "no such directory"]);
-    let o = gradus(&["generate", "--model", arg(&missing), "--prompt", "a"], dir.path());
+    let o = gradus(
+        &["generate", "--model", arg(&missing), "--prompt", "a"],
+        dir.path(),
+    );
     fails_naming(&o, &["no-such-checkpoint", "no such directory"]);
 }
 
@@ -182,53 +255,122 @@ fn score_rejects_ids_outside_the_vocab_and_too_few_tokens() {
 #[test]
 fn score_ids_json_is_consistent() {
     let ck = checkpoint();
-    let out = succeeds(&gradus(&["score", "--model", arg(ck), "--ids", "1,2,3", "--json"], ck));
+    let out = succeeds(&gradus(
+        &["score", "--model", arg(ck), "--ids", "1,2,3", "--json"],
+        ck,
+    ));
     let v = json(&out);
     let toks = v["tokens"].as_array().expect("tokens list");
     assert_eq!(toks.len(), 2, "{v}");
     assert_eq!(v["first_token"], 1);
     assert_eq!(toks[0]["id"], 2);
     assert_eq!(toks[1]["id"], 3);
-    let lps: Vec<f64> = toks.iter().map(|t| t["logprob"].as_f64().expect("logprob number")).collect();
+    let lps: Vec<f64> = toks
+        .iter()
+        .map(|t| t["logprob"].as_f64().expect("logprob number"))
+        .collect();
     for lp in &lps {
-        assert!(lp.is_finite() && *lp <= 0.0, "log-prob {lp} should be finite and ≤ 0: {v}");
+        assert!(
+            lp.is_finite() && *lp <= 0.0,
+            "log-prob {lp} should be finite and ≤ 0: {v}"
+        );
     }
     let total = v["total_logprob"].as_f64().unwrap();
     let loss = v["loss"].as_f64().unwrap();
     let ppl = v["perplexity"].as_f64().unwrap();
-    assert!(total.is_finite() && loss.is_finite() && ppl.is_finite(), "{v}");
+    assert!(
+        total.is_finite() && loss.is_finite() && ppl.is_finite(),
+        "{v}"
+    );
     // logprobs are f32 in the JSON; the total is summed in f64 from those same f32 values.
-    assert!((lps.iter().sum::<f64>() - total).abs() < 1e-5, "sum of per-token log-probs ≠ total: {v}");
-    assert!((loss - (-total / 2.0)).abs() < 1e-9, "loss should be -total/2: {v}");
-    assert!((ppl - loss.exp()).abs() < 1e-6 * ppl, "perplexity should be exp(loss): {v}");
+    assert!(
+        (lps.iter().sum::<f64>() - total).abs() < 1e-5,
+        "sum of per-token log-probs ≠ total: {v}"
+    );
+    assert!(
+        (loss - (-total / 2.0)).abs() < 1e-9,
+        "loss should be -total/2: {v}"
+    );
+    assert!(
+        (ppl - loss.exp()).abs() < 1e-6 * ppl,
+        "perplexity should be exp(loss): {v}"
+    );
     // A random tiny model is near uniform over V tokens: loss ≈ ln V, far from 0 and far from huge.
     assert!(loss > 1.0 && loss < 20.0, "{v}");
 
     // Scoring is deterministic.
-    let again = succeeds(&gradus(&["score", "--model", arg(ck), "--ids", "1,2,3", "--json"], ck));
+    let again = succeeds(&gradus(
+        &["score", "--model", arg(ck), "--ids", "1,2,3", "--json"],
+        ck,
+    ));
     assert_eq!(out, again);
 }
 
 #[test]
 fn score_text_works_with_and_without_json() {
     let ck = checkpoint();
-    let v = json(&succeeds(&gradus(&["score", "--model", arg(ck), "--text", "the cat sat", "--json"], ck)));
+    let v = json(&succeeds(&gradus(
+        &[
+            "score",
+            "--model",
+            arg(ck),
+            "--text",
+            "the cat sat",
+            "--json",
+        ],
+        ck,
+    )));
     let n = v["tokens"].as_array().unwrap().len();
     assert!(n >= 1, "{v}");
     let total = v["total_logprob"].as_f64().unwrap();
-    assert!((v["loss"].as_f64().unwrap() + total / n as f64).abs() < 1e-9, "{v}");
+    assert!(
+        (v["loss"].as_f64().unwrap() + total / n as f64).abs() < 1e-9,
+        "{v}"
+    );
 
-    let v2 = json(&succeeds(&gradus(&["score", "--model", arg(ck), "--text", "the cat sat", "--bos", "--json"], ck)));
-    assert_eq!(v2["tokens"].as_array().unwrap().len(), n + 1, "--bos adds one scored token: {v2}");
+    let v2 = json(&succeeds(&gradus(
+        &[
+            "score",
+            "--model",
+            arg(ck),
+            "--text",
+            "the cat sat",
+            "--bos",
+            "--json",
+        ],
+        ck,
+    )));
+    assert_eq!(
+        v2["tokens"].as_array().unwrap().len(),
+        n + 1,
+        "--bos adds one scored token: {v2}"
+    );
 
-    let table = succeeds(&gradus(&["score", "--model", arg(ck), "--text", "the cat sat"], ck));
-    assert!(table.contains("total log-prob") && table.contains("perplexity"), "{table}");
+    let table = succeeds(&gradus(
+        &["score", "--model", arg(ck), "--text", "the cat sat"],
+        ck,
+    ));
+    assert!(
+        table.contains("total log-prob") && table.contains("perplexity"),
+        "{table}"
+    );
 }
 
 // ---------------------------------------------------------------- generate
 
 fn generate(ck: &Path, extra: &[&str]) -> Value {
-    let mut args = vec!["generate", "--model", arg(ck), "--prompt", "a", "--prompt", "bb", "--max-new-tokens", "5", "--json"];
+    let mut args = vec![
+        "generate",
+        "--model",
+        arg(ck),
+        "--prompt",
+        "a",
+        "--prompt",
+        "bb",
+        "--max-new-tokens",
+        "5",
+        "--json",
+    ];
     args.extend_from_slice(extra);
     json(&succeeds(&gradus(&args, ck)))
 }
@@ -248,7 +390,10 @@ fn generate_greedy_batch_is_deterministic() {
     let n = a["new_tokens"].as_u64().unwrap();
     assert!(n <= 10, "at most 5 new tokens per prompt: {a}");
     let b = generate(ck, &[]);
-    assert_eq!(a["generations"], b["generations"], "greedy decoding must be deterministic");
+    assert_eq!(
+        a["generations"], b["generations"],
+        "greedy decoding must be deterministic"
+    );
 }
 
 #[test]

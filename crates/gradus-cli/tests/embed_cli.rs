@@ -16,7 +16,12 @@ fn tiny_bert() -> PathBuf {
 }
 
 fn gradus(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gradus")).args(args).current_dir(cwd).env_remove("GRADUS_LOG").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_gradus"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("GRADUS_LOG")
+        .output()
+        .unwrap()
 }
 
 fn ok(o: &Output) -> String {
@@ -35,11 +40,18 @@ fn fails_naming(o: &Output, needles: &[&str]) {
 }
 
 fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn write_texts(path: &Path, field: &str, texts: &[String]) {
-    let s: String = texts.iter().map(|t| format!("{}\n", serde_json::json!({ field: t }))).collect();
+    let s: String = texts
+        .iter()
+        .map(|t| format!("{}\n", serde_json::json!({ field: t })))
+        .collect();
     std::fs::write(path, s).unwrap();
 }
 
@@ -47,13 +59,30 @@ fn write_texts(path: &Path, field: &str, texts: &[String]) {
 fn embed_matches_the_transformers_reference() {
     let dir = tempfile::tempdir().unwrap();
     let refj: Value =
-        serde_json::from_str(&std::fs::read_to_string(tiny_bert().join("reference.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(tiny_bert().join("reference.json")).unwrap())
+            .unwrap();
     let cases = refj["cases"].as_array().unwrap();
-    let texts: Vec<String> = cases.iter().map(|c| c["text"].as_str().unwrap().to_string()).collect();
+    let texts: Vec<String> = cases
+        .iter()
+        .map(|c| c["text"].as_str().unwrap().to_string())
+        .collect();
     write_texts(&dir.path().join("in.jsonl"), "content", &texts);
     let model = tiny_bert();
     let out = ok(&gradus(
-        &["data", "embed", "--input", "in.jsonl", "--field", "content", "--model", model.to_str().unwrap(), "--out", "e.safetensors", "--npy", "e.npy"],
+        &[
+            "data",
+            "embed",
+            "--input",
+            "in.jsonl",
+            "--field",
+            "content",
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            "e.safetensors",
+            "--npy",
+            "e.npy",
+        ],
         dir.path(),
     ));
     assert!(out.contains("\"rows\":8"), "{out}");
@@ -61,13 +90,31 @@ fn embed_matches_the_transformers_reference() {
     assert_eq!((e.len(), e.dim), (8, 16));
     assert_eq!(e.row_ids, (0..8).collect::<Vec<u64>>());
     for (i, c) in cases.iter().enumerate() {
-        for (a, b) in e.values[i * 16..(i + 1) * 16].iter().zip(c["embedding"].as_array().unwrap()) {
+        for (a, b) in e.values[i * 16..(i + 1) * 16]
+            .iter()
+            .zip(c["embedding"].as_array().unwrap())
+        {
             assert!((a - b.as_f64().unwrap() as f32).abs() < 1e-5);
         }
     }
-    assert_eq!(std::fs::metadata(dir.path().join("e.npy")).unwrap().len(), 128 + 8 * 16 * 4);
+    assert_eq!(
+        std::fs::metadata(dir.path().join("e.npy")).unwrap().len(),
+        128 + 8 * 16 * 4
+    );
     // A missing field names the file, line and field.
-    let o = gradus(&["data", "embed", "--input", "in.jsonl", "--model", model.to_str().unwrap(), "--out", "x.safetensors"], dir.path());
+    let o = gradus(
+        &[
+            "data",
+            "embed",
+            "--input",
+            "in.jsonl",
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            "x.safetensors",
+        ],
+        dir.path(),
+    );
     fails_naming(&o, &["in.jsonl:1", "text"]);
 }
 
@@ -85,13 +132,42 @@ fn prune_scip_writes_kept_removed_and_summary() {
         x.extend([0.0, 1.0, 0.0]);
     }
     x.extend([0.0, 1.0, 0.2, 0.0, 0.0, 1.0, 0.15, 0.0, 1.0]);
-    let e = Embeddings { dim: 3, values: x, row_ids: (0..17).collect(), metadata: Default::default() };
+    let e = Embeddings {
+        dim: 3,
+        values: x,
+        row_ids: (0..17).collect(),
+        metadata: Default::default(),
+    };
     write_embeddings(&dir.path().join("e.safetensors"), &e).unwrap();
-    let rows: String = (0..17).map(|i| format!("{}\n", serde_json::json!({"text": format!("row {i}"), "id": format!("doc-{i}")}))).collect();
+    let rows: String = (0..17)
+        .map(|i| {
+            format!(
+                "{}\n",
+                serde_json::json!({"text": format!("row {i}"), "id": format!("doc-{i}")})
+            )
+        })
+        .collect();
     std::fs::write(dir.path().join("in.jsonl"), rows).unwrap();
     let frac = format!("{}", 4.0 / 17.0);
     ok(&gradus(
-        &["data", "prune", "--embeddings", "e.safetensors", "--input", "in.jsonl", "--method", "scip", "--fraction", &frac, "--alpha", "0.5", "--k", "3", "--out", "out"],
+        &[
+            "data",
+            "prune",
+            "--embeddings",
+            "e.safetensors",
+            "--input",
+            "in.jsonl",
+            "--method",
+            "scip",
+            "--fraction",
+            &frac,
+            "--alpha",
+            "0.5",
+            "--k",
+            "3",
+            "--out",
+            "out",
+        ],
         dir.path(),
     ));
     let removed = jsonl(&dir.path().join("out/removed.jsonl"));
@@ -100,29 +176,96 @@ fn prune_scip_writes_kept_removed_and_summary() {
     assert_eq!(removed[2]["reason"], "small_cluster");
     assert_eq!(removed[0]["reason"], "far_from_centroid");
     assert_eq!(removed[0]["text"], "row 9");
-    assert_eq!(removed[0]["id"], "doc-9", "removed rows carry the original fields");
+    assert_eq!(
+        removed[0]["id"], "doc-9",
+        "removed rows carry the original fields"
+    );
     let kept = jsonl(&dir.path().join("out/kept.jsonl"));
     assert_eq!(kept.len(), 13);
     // Kept rows are the input rows unchanged: every field, nothing added.
     assert_eq!(kept[0], serde_json::json!({"text": "row 0", "id": "doc-0"}));
-    let summary: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/summary.json")).unwrap()).unwrap();
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out/summary.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(summary["removed"], 4);
     assert_eq!(summary["reasons"]["small_cluster"], 2);
     // Random and SemDeDup run too; SemDeDup by threshold removes the 11 exact copies.
-    ok(&gradus(&["data", "prune", "--embeddings", "e.safetensors", "--method", "semdedup", "--threshold", "0.999", "--k", "3", "--out", "sd"], dir.path()));
+    ok(&gradus(
+        &[
+            "data",
+            "prune",
+            "--embeddings",
+            "e.safetensors",
+            "--method",
+            "semdedup",
+            "--threshold",
+            "0.999",
+            "--k",
+            "3",
+            "--out",
+            "sd",
+        ],
+        dir.path(),
+    ));
     assert_eq!(jsonl(&dir.path().join("sd/removed.jsonl")).len(), 11);
-    ok(&gradus(&["data", "prune", "--embeddings", "e.safetensors", "--method", "d4", "--fraction", "0.5", "--k", "3", "--out", "d4"], dir.path()));
+    ok(&gradus(
+        &[
+            "data",
+            "prune",
+            "--embeddings",
+            "e.safetensors",
+            "--method",
+            "d4",
+            "--fraction",
+            "0.5",
+            "--k",
+            "3",
+            "--out",
+            "d4",
+        ],
+        dir.path(),
+    ));
     assert_eq!(jsonl(&dir.path().join("d4/removed.jsonl")).len(), 9); // round(8.5) = 9
-    // Bad input: a fraction out of range, a file that is not an embeddings file.
-    let o = gradus(&["data", "prune", "--embeddings", "e.safetensors", "--method", "random", "--fraction", "1.5", "--out", "r"], dir.path());
+                                                                      // Bad input: a fraction out of range, a file that is not an embeddings file.
+    let o = gradus(
+        &[
+            "data",
+            "prune",
+            "--embeddings",
+            "e.safetensors",
+            "--method",
+            "random",
+            "--fraction",
+            "1.5",
+            "--out",
+            "r",
+        ],
+        dir.path(),
+    );
     fails_naming(&o, &["fraction"]);
-    let o = gradus(&["data", "prune", "--embeddings", "in.jsonl", "--method", "scip", "--out", "r"], dir.path());
+    let o = gradus(
+        &[
+            "data",
+            "prune",
+            "--embeddings",
+            "in.jsonl",
+            "--method",
+            "scip",
+            "--out",
+            "r",
+        ],
+        dir.path(),
+    );
     fails_naming(&o, &["in.jsonl"]);
 }
 
 fn tiny_programs(n: usize) -> Vec<String> {
     let mut rng = Rng::new(3);
-    let cfg = ProgramConfig { max_stmts: 6, ..Default::default() };
+    let cfg = ProgramConfig {
+        max_stmts: 6,
+        ..Default::default()
+    };
     (0..n).map(|_| generate(&mut rng, &cfg).source).collect()
 }
 
@@ -130,7 +273,13 @@ fn tiny_programs(n: usize) -> Vec<String> {
 fn corrupt_records_each_corruption_and_the_tiny_parser_agrees() {
     let dir = tempfile::tempdir().unwrap();
     write_texts(&dir.path().join("p.jsonl"), "text", &tiny_programs(30));
-    ok(&gradus(&["data", "corrupt", "--input", "p.jsonl", "--lang", "tiny", "--seed", "4", "--out", "c.jsonl"], dir.path()));
+    ok(&gradus(
+        &[
+            "data", "corrupt", "--input", "p.jsonl", "--lang", "tiny", "--seed", "4", "--out",
+            "c.jsonl",
+        ],
+        dir.path(),
+    ));
     let rows = jsonl(&dir.path().join("c.jsonl"));
     assert_eq!(rows.len(), 30);
     let mut n = 0;
@@ -147,9 +296,32 @@ fn corrupt_records_each_corruption_and_the_tiny_parser_agrees() {
     }
     assert!(n >= 28, "{n}");
     // Same seed, same output.
-    ok(&gradus(&["data", "corrupt", "--input", "p.jsonl", "--lang", "tiny", "--seed", "4", "--out", "c2.jsonl"], dir.path()));
-    assert_eq!(std::fs::read(dir.path().join("c.jsonl")).unwrap(), std::fs::read(dir.path().join("c2.jsonl")).unwrap());
-    let o = gradus(&["data", "corrupt", "--input", "p.jsonl", "--lang", "tiny", "--kinds", "drop_colon", "--out", "x.jsonl"], dir.path());
+    ok(&gradus(
+        &[
+            "data", "corrupt", "--input", "p.jsonl", "--lang", "tiny", "--seed", "4", "--out",
+            "c2.jsonl",
+        ],
+        dir.path(),
+    ));
+    assert_eq!(
+        std::fs::read(dir.path().join("c.jsonl")).unwrap(),
+        std::fs::read(dir.path().join("c2.jsonl")).unwrap()
+    );
+    let o = gradus(
+        &[
+            "data",
+            "corrupt",
+            "--input",
+            "p.jsonl",
+            "--lang",
+            "tiny",
+            "--kinds",
+            "drop_colon",
+            "--out",
+            "x.jsonl",
+        ],
+        dir.path(),
+    );
     fails_naming(&o, &["drop_colon"]);
 }
 
@@ -159,17 +331,39 @@ fn probe_reports_movement_and_precision_recall() {
     write_texts(&dir.path().join("p.jsonl"), "text", &tiny_programs(60));
     let model = tiny_bert();
     let out = ok(&gradus(
-        &["data", "probe", "--input", "p.jsonl", "--lang", "tiny", "--model", model.to_str().unwrap(), "--k", "4", "--corrupt-fraction", "0.25", "--fraction", "0.25", "--out", "probe.json"],
+        &[
+            "data",
+            "probe",
+            "--input",
+            "p.jsonl",
+            "--lang",
+            "tiny",
+            "--model",
+            model.to_str().unwrap(),
+            "--k",
+            "4",
+            "--corrupt-fraction",
+            "0.25",
+            "--fraction",
+            "0.25",
+            "--out",
+            "probe.json",
+        ],
         dir.path(),
     ));
     assert!(out.contains("| scip |"), "{out}");
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("probe.json")).unwrap()).unwrap();
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("probe.json")).unwrap())
+            .unwrap();
     assert_eq!(r["rows"], 60);
     assert_eq!(r["corrupted"], 15);
     for m in ["scip", "semdedup", "d4", "random"] {
         let p = &r["pruning"][m];
         assert_eq!(p["removed"], 15, "{m}");
-        let (prec, rec) = (p["precision"].as_f64().unwrap(), p["recall"].as_f64().unwrap());
+        let (prec, rec) = (
+            p["precision"].as_f64().unwrap(),
+            p["recall"].as_f64().unwrap(),
+        );
         // removed = corrupted = 15, so precision = recall = hits / 15.
         assert!((prec - rec).abs() < 1e-12 && (0.0..=1.0).contains(&prec));
     }
@@ -181,15 +375,44 @@ fn probe_reports_movement_and_precision_recall() {
 fn embed_with_a_decoder() {
     use gradus_model::{hf::save_decoder, Decoder, DecoderConfig};
     let dir = tempfile::tempdir().unwrap();
-    let texts: Vec<String> = ["the cat sat", "the cat sat", "a dog ran far away", "x"].iter().map(|s| s.to_string()).collect();
-    let mut tok = gradus_data::tokenizer::Tokenizer::train_bpe(texts.iter(), 280, &["<|endoftext|>"], 1).unwrap();
+    let texts: Vec<String> = ["the cat sat", "the cat sat", "a dog ran far away", "x"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut tok =
+        gradus_data::tokenizer::Tokenizer::train_bpe(texts.iter(), 280, &["<|endoftext|>"], 1)
+            .unwrap();
     tok.set_bos(Some("<|endoftext|>")).unwrap();
-    let cfg = DecoderConfig { vocab_size: tok.vocab_size(), hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2, ..Default::default() };
+    let cfg = DecoderConfig {
+        vocab_size: tok.vocab_size(),
+        hidden_size: 16,
+        intermediate_size: 32,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        num_key_value_heads: 2,
+        ..Default::default()
+    };
     let m = dir.path().join("dec");
-    save_decoder(&Decoder::new_random(&cfg, 0, &gradus_tensor::Device::Cpu).unwrap(), &m).unwrap();
+    save_decoder(
+        &Decoder::new_random(&cfg, 0, &gradus_tensor::Device::Cpu).unwrap(),
+        &m,
+    )
+    .unwrap();
     tok.save(&m).unwrap();
     write_texts(&dir.path().join("in.jsonl"), "text", &texts);
-    ok(&gradus(&["data", "embed", "--input", "in.jsonl", "--decoder", m.to_str().unwrap(), "--out", "e.safetensors"], dir.path()));
+    ok(&gradus(
+        &[
+            "data",
+            "embed",
+            "--input",
+            "in.jsonl",
+            "--decoder",
+            m.to_str().unwrap(),
+            "--out",
+            "e.safetensors",
+        ],
+        dir.path(),
+    ));
     let e = read_embeddings(&dir.path().join("e.safetensors")).unwrap();
     assert_eq!((e.len(), e.dim), (4, 16));
     let row = |i: usize| &e.values[i * 16..(i + 1) * 16];
@@ -200,7 +423,21 @@ fn embed_with_a_decoder() {
     assert_eq!(row(0), row(1), "the same text gives the same embedding");
     assert_ne!(row(0), row(2));
     // --model and --decoder together: refused by the parser, no panic.
-    let o = gradus(&["data", "embed", "--input", "in.jsonl", "--decoder", "dec", "--model", "dec", "--out", "x"], dir.path());
+    let o = gradus(
+        &[
+            "data",
+            "embed",
+            "--input",
+            "in.jsonl",
+            "--decoder",
+            "dec",
+            "--model",
+            "dec",
+            "--out",
+            "x",
+        ],
+        dir.path(),
+    );
     assert_eq!(o.status.code(), Some(2));
 }
 
@@ -209,30 +446,74 @@ fn embed_with_a_decoder() {
 #[test]
 fn sharded_embed_and_prune_equal_the_single_run() {
     let dir = tempfile::tempdir().unwrap();
-    let texts: Vec<String> = (0..30).map(|i| format!("the {} cat number {} sat on the mat {}", i % 4, i, i % 7)).collect();
+    let texts: Vec<String> = (0..30)
+        .map(|i| format!("the {} cat number {} sat on the mat {}", i % 4, i, i % 7))
+        .collect();
     write_texts(&dir.path().join("in.jsonl"), "text", &texts);
     let m = tiny_bert();
     let m = m.to_str().unwrap();
-    ok(&gradus(&["data", "embed", "--input", "in.jsonl", "--model", m, "--out", "all.safetensors"], dir.path()));
+    ok(&gradus(
+        &[
+            "data",
+            "embed",
+            "--input",
+            "in.jsonl",
+            "--model",
+            m,
+            "--out",
+            "all.safetensors",
+        ],
+        dir.path(),
+    ));
     for s in ["0/3", "1/3", "2/3"] {
         let out = format!("e{}.safetensors", &s[..1]);
-        ok(&gradus(&["data", "embed", "--input", "in.jsonl", "--model", m, "--shard", s, "--out", &out], dir.path()));
+        ok(&gradus(
+            &[
+                "data", "embed", "--input", "in.jsonl", "--model", m, "--shard", s, "--out", &out,
+            ],
+            dir.path(),
+        ));
     }
     let prune = |emb: &[&str], out: &str, extra: &[&str]| {
-        let mut args = vec!["data", "prune", "--input", "in.jsonl", "--method", "scip", "--fraction", "0.3", "--k", "4", "--out", out, "--embeddings"];
+        let mut args = vec![
+            "data",
+            "prune",
+            "--input",
+            "in.jsonl",
+            "--method",
+            "scip",
+            "--fraction",
+            "0.3",
+            "--k",
+            "4",
+            "--out",
+            out,
+            "--embeddings",
+        ];
         args.extend_from_slice(emb);
         args.extend_from_slice(extra);
         ok(&gradus(&args, dir.path()));
     };
     prune(&["all.safetensors"], "single", &[]);
-    prune(&["e0.safetensors", "e1.safetensors", "e2.safetensors"], "merged", &[]);
+    prune(
+        &["e0.safetensors", "e1.safetensors", "e2.safetensors"],
+        "merged",
+        &[],
+    );
     let single = jsonl(&dir.path().join("single/kept.jsonl"));
     assert_eq!(single.len(), 21, "30 rows, 30% pruned");
     assert_eq!(single, jsonl(&dir.path().join("merged/kept.jsonl")));
     let mut parts = Vec::new();
     for s in ["0/2", "1/2"] {
-        prune(&["e0.safetensors", "e1.safetensors", "e2.safetensors"], "split", &["--shard", s]);
-        parts.extend(jsonl(&dir.path().join(format!("split/kept.{}-of-2.jsonl", &s[..1]))));
+        prune(
+            &["e0.safetensors", "e1.safetensors", "e2.safetensors"],
+            "split",
+            &["--shard", s],
+        );
+        parts.extend(jsonl(
+            &dir.path()
+                .join(format!("split/kept.{}-of-2.jsonl", &s[..1])),
+        ));
     }
     let key = |v: &Value| v["text"].as_str().unwrap().to_string();
     let mut a: Vec<String> = single.iter().map(key).collect();
@@ -241,6 +522,19 @@ fn sharded_embed_and_prune_equal_the_single_run() {
     b.sort();
     assert_eq!(a, b);
     // The same row in two shard files is an error naming it.
-    let o = gradus(&["data", "prune", "--embeddings", "e0.safetensors", "all.safetensors", "--method", "random", "--out", "x"], dir.path());
+    let o = gradus(
+        &[
+            "data",
+            "prune",
+            "--embeddings",
+            "e0.safetensors",
+            "all.safetensors",
+            "--method",
+            "random",
+            "--out",
+            "x",
+        ],
+        dir.path(),
+    );
     fails_naming(&o, &["row id 0"]);
 }

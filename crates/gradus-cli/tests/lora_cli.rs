@@ -13,16 +13,26 @@ use gradus_tensor::tol::{max_abs_diff, HF_LOGITS_PARITY};
 use gradus_tensor::{DType, Device};
 
 fn fixture(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../gradus-model/tests/fixtures/peft_lora").join(case)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../gradus-model/tests/fixtures/peft_lora")
+        .join(case)
 }
 
 fn gradus(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gradus")).args(args).env_remove("GRADUS_LOG").output().expect("running gradus")
+    Command::new(env!("CARGO_BIN_EXE_gradus"))
+        .args(args)
+        .env_remove("GRADUS_LOG")
+        .output()
+        .expect("running gradus")
 }
 
 fn fails_naming(o: &Output, needles: &[&str]) {
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "expected exit status 1; stderr:\n{err}");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected exit status 1; stderr:\n{err}"
+    );
     assert!(!err.contains("panicked"), "panic on user input:\n{err}");
     assert!(err.starts_with("error: "), "{err}");
     for n in needles {
@@ -38,7 +48,11 @@ fn base_copy(case: &str, dir: &Path) -> PathBuf {
         let e = e.unwrap();
         std::fs::copy(e.path(), b.join(e.file_name())).unwrap();
     }
-    std::fs::write(b.join("tokenizer_config.json"), "{\"eos_token\": \"<|endoftext|>\"}\n").unwrap();
+    std::fs::write(
+        b.join("tokenizer_config.json"),
+        "{\"eos_token\": \"<|endoftext|>\"}\n",
+    )
+    .unwrap();
     b
 }
 
@@ -49,31 +63,78 @@ fn merge_writes_peft_merged_weights_and_logits() {
         let base = base_copy(case, t.path());
         let out = t.path().join("merged");
         let adapter = fixture(case).join("adapter");
-        let o = gradus(&["lora", "merge", "--base", base.to_str().unwrap(), "--adapter", adapter.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        let o = gradus(&[
+            "lora",
+            "merge",
+            "--base",
+            base.to_str().unwrap(),
+            "--adapter",
+            adapter.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
         let so = String::from_utf8_lossy(&o.stdout);
-        assert!(o.status.success(), "{case}: {}", String::from_utf8_lossy(&o.stderr));
-        assert!(so.contains(&format!("merged {n_layers} LoRA layers")), "{so}");
+        assert!(
+            o.status.success(),
+            "{case}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            so.contains(&format!("merged {n_layers} LoRA layers")),
+            "{so}"
+        );
         for f in ["tokenizer_config.json", "generation_config.json"] {
-            assert_eq!(std::fs::read(base.join(f)).unwrap(), std::fs::read(out.join(f)).unwrap(), "{case}: {f}");
+            assert_eq!(
+                std::fs::read(base.join(f)).unwrap(),
+                std::fs::read(out.join(f)).unwrap(),
+                "{case}: {f}"
+            );
         }
         assert!(!out.join("adapter_config.json").exists());
 
         let m = load_decoder(&out, &Device::Cpu).unwrap();
         let params: std::collections::HashMap<_, _> = m.named_params().into_iter().collect();
-        for w in read_safetensors(&fixture(case).join("merged.safetensors"), &Device::Cpu).unwrap() {
-            let got = params[&w.name].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for w in read_safetensors(&fixture(case).join("merged.safetensors"), &Device::Cpu).unwrap()
+        {
+            let got = params[&w.name]
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
             let want = w.tensor.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let d = max_abs_diff(&got, &want);
-            assert!(d <= 1e-5, "{case}: merged {} differs from PEFT's merge_and_unload() by {d}", w.name);
+            assert!(
+                d <= 1e-5,
+                "{case}: merged {} differs from PEFT's merge_and_unload() by {d}",
+                w.name
+            );
         }
-        let exp = gradus_tensor::candle::safetensors::load(fixture(case).join("expected.safetensors"), &Device::Cpu).unwrap();
+        let exp = gradus_tensor::candle::safetensors::load(
+            fixture(case).join("expected.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap();
         let ids_t = exp["input_ids"].to_dtype(DType::U32).unwrap();
         let (b, tl) = ids_t.dims2().unwrap();
         let ids = ids_t.flatten_all().unwrap().to_vec1::<u32>().unwrap();
-        let got = m.forward(&ForwardInput::new(&ids, b, tl), None).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let want = exp["logits"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let got = m
+            .forward(&ForwardInput::new(&ids, b, tl), None)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let want = exp["logits"]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let d = max_abs_diff(&got, &want);
-        assert!(d <= HF_LOGITS_PARITY, "{case}: merged logits differ from PEFT by {d}");
+        assert!(
+            d <= HF_LOGITS_PARITY,
+            "{case}: merged logits differ from PEFT by {d}"
+        );
     }
 }
 
@@ -83,26 +144,48 @@ fn merge_rejects_bad_input_naming_it() {
     let base = base_copy("llama_qv", t.path());
     let out = t.path().join("merged");
     let run = |adapter: &Path, out: &Path| {
-        gradus(&["lora", "merge", "--base", base.to_str().unwrap(), "--adapter", adapter.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        gradus(&[
+            "lora",
+            "merge",
+            "--base",
+            base.to_str().unwrap(),
+            "--adapter",
+            adapter.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
     };
     // No such adapter directory.
     let missing = t.path().join("nope");
-    fails_naming(&run(&missing, &out), &["nope", "no such directory", "PEFT adapter"]);
+    fails_naming(
+        &run(&missing, &out),
+        &["nope", "no such directory", "PEFT adapter"],
+    );
     // A directory without the weights file.
     let empty = t.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    std::fs::copy(fixture("llama_qv").join("adapter/adapter_config.json"), empty.join("adapter_config.json")).unwrap();
+    std::fs::copy(
+        fixture("llama_qv").join("adapter/adapter_config.json"),
+        empty.join("adapter_config.json"),
+    )
+    .unwrap();
     fails_naming(&run(&empty, &out), &["empty", "adapter_model.safetensors"]);
     // An adapter made for another model: names the tensor and both shapes.
     fails_naming(
         &run(&fixture("qwen2_mlp_rslora").join("adapter"), &out),
-        &["base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight", "expected shape [2, 32], found [2, 24]"],
+        &[
+            "base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight",
+            "expected shape [2, 32], found [2, 24]",
+        ],
     );
     // The base checkpoint itself as the adapter dir.
     fails_naming(&run(&base, &out), &["adapter_config.json"]);
     assert!(!out.exists(), "a failed merge wrote output");
     // --out onto the base.
-    fails_naming(&run(&fixture("llama_qv").join("adapter"), &base), &["--out", "base checkpoint directory"]);
+    fails_naming(
+        &run(&fixture("llama_qv").join("adapter"), &base),
+        &["--out", "base checkpoint directory"],
+    );
 }
 
 /// transformers loads the merged checkpoint and gives PEFT's logits (base + adapter). Needs
@@ -115,14 +198,30 @@ fn transformers_loads_the_merged_checkpoint() {
         let t = tempfile::tempdir().unwrap();
         let out = t.path().join("merged");
         let (base, adapter) = (fixture(case).join("base"), fixture(case).join("adapter"));
-        let o = gradus(&["lora", "merge", "--base", base.to_str().unwrap(), "--adapter", adapter.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-        assert!(o.status.success(), "{case}: {}", String::from_utf8_lossy(&o.stderr));
+        let o = gradus(&[
+            "lora",
+            "merge",
+            "--base",
+            base.to_str().unwrap(),
+            "--adapter",
+            adapter.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            o.status.success(),
+            "{case}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let status = Command::new("python3")
             .arg(fixture("../hf_parity/check_saved.py"))
             .arg(&out)
             .arg(fixture(case).join("expected.safetensors"))
             .status()
             .unwrap();
-        assert!(status.success(), "{case}: check_saved.py failed on the merged checkpoint");
+        assert!(
+            status.success(),
+            "{case}: check_saved.py failed on the merged checkpoint"
+        );
     }
 }

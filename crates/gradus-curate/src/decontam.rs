@@ -15,7 +15,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use twox_hash::XxHash3_64;
 
-use super::shards::{open_decompressed, run_rowwise, source_of, Decision, DocId, InputOptions, OutputOptions, ShardSpec, StepSummary};
+use super::shards::{
+    open_decompressed, run_rowwise, source_of, Decision, DocId, InputOptions, OutputOptions,
+    ShardSpec, StepSummary,
+};
 
 /// Lowercased words: maximal runs of alphanumeric characters and `_`.
 pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
@@ -26,7 +29,9 @@ pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
 
 /// Hashes of the distinct word `n`-grams of `text`.
 pub fn ngram_hashes(text: &str, n: usize) -> HashSet<u64> {
-    let wh: Vec<u64> = words(text).map(|w| XxHash3_64::oneshot(w.as_bytes())).collect();
+    let wh: Vec<u64> = words(text)
+        .map(|w| XxHash3_64::oneshot(w.as_bytes()))
+        .collect();
     if wh.len() < n {
         return HashSet::new();
     }
@@ -64,7 +69,13 @@ impl Decontaminator {
         if n == 0 {
             return Err(Error::config("ngram", "must be at least 1"));
         }
-        Ok(Decontaminator { n, min_matches: min_matches.max(1), items: Vec::new(), too_short: Vec::new(), index: HashMap::new() })
+        Ok(Decontaminator {
+            n,
+            min_matches: min_matches.max(1),
+            items: Vec::new(),
+            too_short: Vec::new(),
+            index: HashMap::new(),
+        })
     }
 
     pub fn add_item(&mut self, set: &str, id: &str, text: &str) {
@@ -80,13 +91,22 @@ impl Decontaminator {
                 v.push(idx);
             }
         }
-        self.items.push(EvalItem { set: set.into(), id: id.into(), ngrams: grams.len() });
+        self.items.push(EvalItem {
+            set: set.into(),
+            id: id.into(),
+            ngrams: grams.len(),
+        });
     }
 
     /// Add the items of a JSONL eval file (gzip/zstd allowed). Each item's text is its `fields`
     /// that are present, joined by newlines (an item with none of them is an error); its id is
     /// `id_field` or its line number.
-    pub fn add_eval_file(&mut self, path: &Path, fields: &[String], id_field: &str) -> Result<usize> {
+    pub fn add_eval_file(
+        &mut self,
+        path: &Path,
+        fields: &[String],
+        id_field: &str,
+    ) -> Result<usize> {
         let set = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -95,13 +115,21 @@ impl Decontaminator {
         let r = open_decompressed(path)?;
         let mut count = 0;
         for (i, line) in r.lines().enumerate() {
-            let at = |msg: String| Error::Parse { path: path.to_path_buf(), line: i + 1, msg };
+            let at = |msg: String| Error::Parse {
+                path: path.to_path_buf(),
+                line: i + 1,
+                msg,
+            };
             let line = line.map_err(|e| at(format!("read error: {e}")))?;
             if line.trim().is_empty() {
                 continue;
             }
-            let v: Value = serde_json::from_str(&line).map_err(|e| at(format!("invalid JSON: {e}")))?;
-            let parts: Vec<&str> = fields.iter().filter_map(|f| v.get(f).and_then(|x| x.as_str())).collect();
+            let v: Value =
+                serde_json::from_str(&line).map_err(|e| at(format!("invalid JSON: {e}")))?;
+            let parts: Vec<&str> = fields
+                .iter()
+                .filter_map(|f| v.get(f).and_then(|x| x.as_str()))
+                .collect();
             if parts.is_empty() {
                 return Err(at(format!("none of the eval fields {fields:?} is a string here (choose with --eval-field)")));
             }
@@ -129,7 +157,9 @@ impl Decontaminator {
                 }
             }
         }
-        hits.into_iter().filter(|(_, c)| *c >= self.min_matches).collect()
+        hits.into_iter()
+            .filter(|(_, c)| *c >= self.min_matches)
+            .collect()
     }
 }
 
@@ -164,7 +194,10 @@ pub fn decontaminate(
                 json!({"set": it.set, "id": it.id, "shared_ngrams": c, "item_ngrams": it.ngrams})
             })
             .collect();
-        Decision::Remove { reason: "contaminated".into(), detail: json!({"ngram": d.n, "matches": detail}) }
+        Decision::Remove {
+            reason: "contaminated".into(),
+            detail: json!({"ngram": d.n, "matches": detail}),
+        }
     })?;
     let seen = seen.into_inner().unwrap_or_default();
     let mut matched: Vec<(u32, (u64, Vec<DocId>))> = seen.into_iter().collect();

@@ -28,7 +28,8 @@ use twox_hash::XxHash3_128;
 
 use super::minhash::{jaccard, shingle_set, MinHashParams, MinHasher};
 use super::shards::{
-    run_rowwise, source_of, stream, Decision, DocId, InputOptions, OutputOptions, RowOutcome, ShardSpec, StepSummary,
+    run_rowwise, source_of, stream, Decision, DocId, InputOptions, OutputOptions, RowOutcome,
+    ShardSpec, StepSummary,
 };
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -50,14 +51,30 @@ pub enum DedupMethod {
 
 impl DedupMethod {
     pub fn minhash(p: &MinHashParams, verify: bool, threshold: f64) -> Self {
-        DedupMethod::Minhash { ngram: p.ngram, bands: p.bands, rows: p.rows, seed: p.seed, verify, threshold }
+        DedupMethod::Minhash {
+            ngram: p.ngram,
+            bands: p.bands,
+            rows: p.rows,
+            seed: p.seed,
+            verify,
+            threshold,
+        }
     }
 
     fn params(&self) -> Option<MinHashParams> {
         match self {
-            DedupMethod::Minhash { ngram, bands, rows, seed, .. } => {
-                Some(MinHashParams { ngram: *ngram, bands: *bands, rows: *rows, seed: *seed })
-            }
+            DedupMethod::Minhash {
+                ngram,
+                bands,
+                rows,
+                seed,
+                ..
+            } => Some(MinHashParams {
+                ngram: *ngram,
+                bands: *bands,
+                rows: *rows,
+                seed: *seed,
+            }),
             DedupMethod::Exact { .. } => None,
         }
     }
@@ -71,7 +88,11 @@ impl DedupMethod {
 
     fn verify_threshold(&self) -> Option<f64> {
         match self {
-            DedupMethod::Minhash { verify: true, threshold, .. } => Some(*threshold),
+            DedupMethod::Minhash {
+                verify: true,
+                threshold,
+                ..
+            } => Some(*threshold),
             _ => None,
         }
     }
@@ -94,7 +115,10 @@ impl FromStr for KeepPolicy {
         match s {
             "first" => Ok(Self::First),
             "longest" => Ok(Self::Longest),
-            _ => Err(Error::config("keep", format!("expected first or longest, got {s:?}"))),
+            _ => Err(Error::config(
+                "keep",
+                format!("expected first or longest, got {s:?}"),
+            )),
         }
     }
 }
@@ -142,7 +166,10 @@ impl Keyer {
             Some(p) => Some(MinHasher::new(p)?),
             None => None,
         };
-        Ok(Keyer { method: method.clone(), hasher })
+        Ok(Keyer {
+            method: method.clone(),
+            hasher,
+        })
     }
     fn keys(&self, text: &str) -> Vec<u128> {
         match (&self.method, &self.hasher) {
@@ -154,14 +181,23 @@ impl Keyer {
 }
 
 /// Stage 1: the keys of every row of this shard that parsed (bad rows are handled in apply).
-pub fn sign(files: &[PathBuf], shard: ShardSpec, input: &InputOptions, method: &DedupMethod) -> Result<Vec<DocSig>> {
+pub fn sign(
+    files: &[PathBuf],
+    shard: ShardSpec,
+    input: &InputOptions,
+    method: &DedupMethod,
+) -> Result<Vec<DocSig>> {
     let keyer = Keyer::new(method)?;
     let mut sigs = Vec::new();
     stream(&shard.select(files), input, "dedup: sign", |records| {
         let part: Vec<DocSig> = records
             .par_iter()
             .filter_map(|r| match &r.outcome {
-                RowOutcome::Ok(p) => Some(DocSig { doc: r.doc, len: p.text.len() as u64, keys: keyer.keys(&p.text) }),
+                RowOutcome::Ok(p) => Some(DocSig {
+                    doc: r.doc,
+                    len: p.text.len() as u64,
+                    keys: keyer.keys(&p.text),
+                }),
                 RowOutcome::Bad { .. } => None,
             })
             .collect();
@@ -202,7 +238,9 @@ struct UnionFind {
 
 impl UnionFind {
     fn new(n: usize) -> Self {
-        UnionFind { parent: (0..n as u32).collect() }
+        UnionFind {
+            parent: (0..n as u32).collect(),
+        }
     }
     fn find(&mut self, mut x: u32) -> u32 {
         while self.parent[x as usize] != x {
@@ -272,11 +310,18 @@ pub fn cluster(
             start = end;
         }
     }
-    let mut report = ClusterReport { docs: n as u64, ..Default::default() };
+    let mut report = ClusterReport {
+        docs: n as u64,
+        ..Default::default()
+    };
     let mut sets: HashMap<DocId, Vec<u64>> = HashMap::new();
     if let Some(thr) = threshold {
         let fetch = fetch.ok_or_else(|| Error::msg("verification needs the input files"))?;
-        let wanted: HashSet<DocId> = groups.iter().flatten().map(|&i| sigs[i as usize].doc).collect();
+        let wanted: HashSet<DocId> = groups
+            .iter()
+            .flatten()
+            .map(|&i| sigs[i as usize].doc)
+            .collect();
         sets = fetch(&wanted)?;
         let empty = Vec::new();
         let mut checked: HashSet<(u32, u32)> = HashSet::new();
@@ -321,9 +366,15 @@ pub fn cluster(
         report.largest_cluster = report.largest_cluster.max(m.len() as u64);
         let best = match opts.keep {
             KeepPolicy::First => m[0], // members are in index order = input order
-            KeepPolicy::Longest => {
-                *m.iter().max_by(|&&a, &&b| sigs[a as usize].len.cmp(&sigs[b as usize].len).then(b.cmp(&a))).unwrap_or(&m[0])
-            }
+            KeepPolicy::Longest => *m
+                .iter()
+                .max_by(|&&a, &&b| {
+                    sigs[a as usize]
+                        .len
+                        .cmp(&sigs[b as usize].len)
+                        .then(b.cmp(&a))
+                })
+                .unwrap_or(&m[0]),
         };
         let kept = sigs[best as usize].doc;
         for &i in m {
@@ -335,7 +386,12 @@ pub fn cluster(
                 (Some(a), Some(b)) => (jaccard(a, b) * 1e4).round() / 1e4,
                 _ => f64::NAN,
             });
-            removals.push(Removal { doc, kept, cluster_size: m.len() as u32, jaccard: jac.filter(|j| j.is_finite()) });
+            removals.push(Removal {
+                doc,
+                kept,
+                cluster_size: m.len() as u32,
+                jaccard: jac.filter(|j| j.is_finite()),
+            });
         }
     }
     removals.sort_by_key(|r| r.doc);
@@ -357,7 +413,10 @@ pub fn shingle_sets_from_files(
         .map(|(i, p)| (i as u32, p.clone()))
         .collect();
     let mut out = HashMap::new();
-    let quiet = InputOptions { progress: false, ..input.clone() };
+    let quiet = InputOptions {
+        progress: false,
+        ..input.clone()
+    };
     stream(&sel, &quiet, "dedup: verify", |records| {
         let part: Vec<(DocId, Vec<u64>)> = records
             .par_iter()
@@ -385,22 +444,34 @@ pub fn apply(
 ) -> Result<StepSummary> {
     let by_doc: HashMap<DocId, &Removal> = removals.iter().map(|r| (r.doc, r)).collect();
     let reason = opts.method.reason();
-    let (outputs, counts) = run_rowwise("dedup", files, shard, input, out, |doc, _| match by_doc.get(&doc) {
+    let (outputs, counts) = run_rowwise("dedup", files, shard, input, out, |doc, _| match by_doc
+        .get(&doc)
+    {
         None => Decision::Keep,
         Some(r) => {
-            let mut detail = json!({"kept": source_of(files, r.kept), "cluster_size": r.cluster_size});
+            let mut detail =
+                json!({"kept": source_of(files, r.kept), "cluster_size": r.cluster_size});
             if let Some(j) = r.jaccard {
                 detail["jaccard"] = json!(j);
             }
-            Decision::Remove { reason: reason.into(), detail }
+            Decision::Remove {
+                reason: reason.into(),
+                detail,
+            }
         }
     })?;
     outputs.finish(&counts, report)
 }
 
-fn fetcher<'a>(files: &'a [PathBuf], input: &'a InputOptions, method: &DedupMethod) -> Option<Box<FetchSets<'a>>> {
+fn fetcher<'a>(
+    files: &'a [PathBuf],
+    input: &'a InputOptions,
+    method: &DedupMethod,
+) -> Option<Box<FetchSets<'a>>> {
     let ngram = method.params()?.ngram;
-    Some(Box::new(move |wanted: &HashSet<DocId>| shingle_sets_from_files(files, input, ngram, wanted)))
+    Some(Box::new(move |wanted: &HashSet<DocId>| {
+        shingle_sets_from_files(files, input, ngram, wanted)
+    }))
 }
 
 fn report_json(opts: &DedupOptions, r: &ClusterReport) -> Value {
@@ -416,12 +487,25 @@ fn report_json(opts: &DedupOptions, r: &ClusterReport) -> Value {
 }
 
 /// Single-process dedup of all `files`: sign, merge and apply in memory.
-pub fn dedup(files: &[PathBuf], input: &InputOptions, out: &OutputOptions, opts: &DedupOptions) -> Result<StepSummary> {
+pub fn dedup(
+    files: &[PathBuf],
+    input: &InputOptions,
+    out: &OutputOptions,
+    opts: &DedupOptions,
+) -> Result<StepSummary> {
     let t0 = std::time::Instant::now();
     let sigs = sign(files, ShardSpec::ALL, input, &opts.method)?;
     let fetch = fetcher(files, input, &opts.method);
     let (removals, report) = cluster(sigs, opts, fetch.as_deref())?;
-    let mut s = apply(files, ShardSpec::ALL, input, out, opts, &removals, report_json(opts, &report))?;
+    let mut s = apply(
+        files,
+        ShardSpec::ALL,
+        input,
+        out,
+        opts,
+        &removals,
+        report_json(opts, &report),
+    )?;
     // Throughput over the whole run (the input is read two or three times).
     s.seconds = t0.elapsed().as_secs_f64();
     s.mb_per_s = s.input_bytes as f64 / 1e6 / s.seconds.max(1e-9);
@@ -456,15 +540,28 @@ fn file_names(files: &[PathBuf]) -> Vec<String> {
 /// policy and the number of shards. `sign` records it in each signature file, `merge` checks them
 /// and records it in `merge.json`, `apply` checks that; a stage run on changed inputs or options
 /// is refused instead of silently combining two different dedups.
-pub fn fingerprint(files: &[PathBuf], input: &InputOptions, opts: &DedupOptions, shards: usize) -> Result<String> {
+pub fn fingerprint(
+    files: &[PathBuf],
+    input: &InputOptions,
+    opts: &DedupOptions,
+    shards: usize,
+) -> Result<String> {
     let mut items = Vec::with_capacity(files.len());
     for f in files {
         let m = std::fs::metadata(f).map_err(|e| Error::io(f, e))?;
-        let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
+        let mtime = m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         items.push(json!([f.display().to_string(), m.len(), mtime.to_string()]));
     }
     let v = json!({"files": items, "field": input.field, "method": opts.method, "keep": opts.keep, "shards": shards});
-    Ok(format!("{:032x}", XxHash3_128::oneshot(v.to_string().as_bytes())))
+    Ok(format!(
+        "{:032x}",
+        XxHash3_128::oneshot(v.to_string().as_bytes())
+    ))
 }
 
 fn fingerprint_mismatch(path: &Path, theirs: &str, ours: &str) -> Error {
@@ -501,16 +598,23 @@ pub fn sign_to_dir(
         fingerprint: fp,
     };
     let mut w = BufWriter::new(
-        std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| Error::io(&tmp, e))?,
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?,
     );
     let io = |e| Error::io(&tmp, e);
     let head = serde_json::to_string(&header).map_err(|e| Error::msg(e.to_string()))?;
-    w.write_all(head.as_bytes()).and_then(|_| w.write_all(b"\n")).map_err(io)?;
+    w.write_all(head.as_bytes())
+        .and_then(|_| w.write_all(b"\n"))
+        .map_err(io)?;
     for s in &sigs {
         w.write_all(&s.doc.file.to_le_bytes()).map_err(io)?;
         w.write_all(&s.doc.row.to_le_bytes()).map_err(io)?;
         w.write_all(&s.len.to_le_bytes()).map_err(io)?;
-        w.write_all(&(s.keys.len() as u32).to_le_bytes()).map_err(io)?;
+        w.write_all(&(s.keys.len() as u32).to_le_bytes())
+            .map_err(io)?;
         for k in &s.keys {
             w.write_all(&k.to_le_bytes()).map_err(io)?;
         }
@@ -531,7 +635,10 @@ fn read_sigs(path: &Path) -> Result<(SigHeader, Vec<DocSig>)> {
     let header: SigHeader = serde_json::from_str(&head)
         .map_err(|e| Error::format(path, format!("not a gradus dedup signature file: {e}")))?;
     if header.format != SIG_MAGIC {
-        return Err(Error::format(path, format!("unknown format {:?}", header.format)));
+        return Err(Error::format(
+            path,
+            format!("unknown format {:?}", header.format),
+        ));
     }
     let trunc = |_| Error::format(path, "truncated signature file (was its sign task killed?)");
     let mut sigs = Vec::with_capacity(header.count as usize);
@@ -545,7 +652,10 @@ fn read_sigs(path: &Path) -> Result<(SigHeader, Vec<DocSig>)> {
         let len = u64::from_le_bytes(b[8..16].try_into().unwrap_or_default());
         let nk = u32::from_le_bytes(b[16..20].try_into().unwrap_or_default()) as usize;
         if nk > 4096 {
-            return Err(Error::format(path, "corrupt signature file (bad key count)"));
+            return Err(Error::format(
+                path,
+                "corrupt signature file (bad key count)",
+            ));
         }
         let mut keys = Vec::with_capacity(nk);
         for _ in 0..nk {
@@ -573,14 +683,23 @@ pub fn merge_dir(
     for i in 0..n {
         let p = work.join(format!("sigs.{i}-of-{n}.bin"));
         if !p.exists() {
-            return Err(Error::format(&p, format!("missing: run the sign stage for shard {i}/{n} first")));
+            return Err(Error::format(
+                &p,
+                format!("missing: run the sign stage for shard {i}/{n} first"),
+            ));
         }
         let (h, sigs) = read_sigs(&p)?;
         if h.method != opts.method {
-            return Err(Error::format(&p, format!("made with other dedup parameters: {:?}", h.method)));
+            return Err(Error::format(
+                &p,
+                format!("made with other dedup parameters: {:?}", h.method),
+            ));
         }
         if h.files != names {
-            return Err(Error::format(&p, "made from another list of input files (give every stage the same inputs)"));
+            return Err(Error::format(
+                &p,
+                "made from another list of input files (give every stage the same inputs)",
+            ));
         }
         if h.fingerprint != fp {
             return Err(fingerprint_mismatch(&p, &h.fingerprint, &fp));
@@ -589,7 +708,8 @@ pub fn merge_dir(
     }
     let fetch = fetcher(files, input, &opts.method);
     let (removals, report) = cluster(all, opts, fetch.as_deref())?;
-    let mut w = super::shards::JsonlWriter::create(work.join("removals.jsonl"), super::Compression::None)?;
+    let mut w =
+        super::shards::JsonlWriter::create(work.join("removals.jsonl"), super::Compression::None)?;
     for r in &removals {
         w.write_line(&serde_json::to_string(r).map_err(|e| Error::msg(e.to_string()))?)?;
     }
@@ -613,8 +733,16 @@ pub fn apply_from_dir(
     // The merge this shard applies must come from the same inputs and options.
     let mp = work.join("merge.json");
     let text = std::fs::read_to_string(&mp).map_err(|e| Error::io(&mp, e))?;
-    let mut report: Value = serde_json::from_str(&text).map_err(|e| Error::Parse { path: mp.clone(), line: e.line(), msg: e.to_string() })?;
-    let theirs = report.get("fingerprint").and_then(Value::as_str).unwrap_or("(none)").to_string();
+    let mut report: Value = serde_json::from_str(&text).map_err(|e| Error::Parse {
+        path: mp.clone(),
+        line: e.line(),
+        msg: e.to_string(),
+    })?;
+    let theirs = report
+        .get("fingerprint")
+        .and_then(Value::as_str)
+        .unwrap_or("(none)")
+        .to_string();
     let ours = fingerprint(files, input, opts, shard.count)?;
     if theirs != ours {
         return Err(fingerprint_mismatch(&mp, &theirs, &ours));
@@ -627,7 +755,11 @@ pub fn apply_from_dir(
     let mut removals = Vec::new();
     for (i, line) in BufReader::new(f).lines().enumerate() {
         let line = line.map_err(|e| Error::io(&p, e))?;
-        let r: Removal = serde_json::from_str(&line).map_err(|e| Error::Parse { path: p.clone(), line: i + 1, msg: e.to_string() })?;
+        let r: Removal = serde_json::from_str(&line).map_err(|e| Error::Parse {
+            path: p.clone(),
+            line: i + 1,
+            msg: e.to_string(),
+        })?;
         removals.push(r);
     }
     apply(files, shard, input, out, opts, &removals, report)

@@ -117,7 +117,11 @@ pub struct Failure {
 }
 
 fn fail(rule: &'static str, value: impl Into<Value>, limit: impl Into<Value>) -> Option<Failure> {
-    Some(Failure { rule, value: value.into(), limit: limit.into() })
+    Some(Failure {
+        rule,
+        value: value.into(),
+        limit: limit.into(),
+    })
 }
 
 fn round4(x: f64) -> f64 {
@@ -126,7 +130,11 @@ fn round4(x: f64) -> f64 {
 
 /// Fraction of non-blank lines that occur more than once (all copies counted).
 pub fn dup_line_frac(text: &str) -> f64 {
-    let lines: Vec<&str> = text.lines().map(|l| l.trim()).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())
+        .collect();
     if lines.is_empty() {
         return 0.0;
     }
@@ -148,7 +156,11 @@ pub fn top_ngram_frac(words: &[&str], n: usize) -> f64 {
     for g in words.windows(n) {
         *c.entry(g).or_default() += 1;
     }
-    let Some((g, k)) = c.iter().filter(|(_, &k)| k > 1).max_by_key(|(g, &k)| (k * g.iter().map(|w| w.len()).sum::<usize>(), *g)) else {
+    let Some((g, k)) = c
+        .iter()
+        .filter(|(_, &k)| k > 1)
+        .max_by_key(|(g, &k)| (k * g.iter().map(|w| w.len()).sum::<usize>(), *g))
+    else {
         return 0.0;
     };
     let glen: usize = g.iter().map(|w| w.chars().count()).sum();
@@ -195,22 +207,43 @@ impl FilterConfig {
         if mean > self.max_mean_word_len {
             return fail("max_mean_word_len", round4(mean), self.max_mean_word_len);
         }
-        let symbols = text.matches('#').count() + text.matches("...").count() + text.matches('…').count();
+        let symbols =
+            text.matches('#').count() + text.matches("...").count() + text.matches('…').count();
         let ratio = symbols as f64 / n.max(1) as f64;
         if ratio > self.max_symbol_word_ratio {
-            return fail("max_symbol_word_ratio", round4(ratio), self.max_symbol_word_ratio);
+            return fail(
+                "max_symbol_word_ratio",
+                round4(ratio),
+                self.max_symbol_word_ratio,
+            );
         }
-        let lines: Vec<&str> = text.lines().map(|l| l.trim()).filter(|l| !l.is_empty()).collect();
+        let lines: Vec<&str> = text
+            .lines()
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty())
+            .collect();
         let nl = lines.len().max(1) as f64;
-        let bullets = lines.iter().filter(|l| l.starts_with(['•', '-', '*', '●', '◦', '‣'])).count() as f64 / nl;
+        let bullets = lines
+            .iter()
+            .filter(|l| l.starts_with(['•', '-', '*', '●', '◦', '‣']))
+            .count() as f64
+            / nl;
         if bullets > self.max_bullet_lines {
             return fail("max_bullet_lines", round4(bullets), self.max_bullet_lines);
         }
-        let ell = lines.iter().filter(|l| l.ends_with("...") || l.ends_with('…')).count() as f64 / nl;
+        let ell = lines
+            .iter()
+            .filter(|l| l.ends_with("...") || l.ends_with('…'))
+            .count() as f64
+            / nl;
         if ell > self.max_ellipsis_lines {
             return fail("max_ellipsis_lines", round4(ell), self.max_ellipsis_lines);
         }
-        let alpha = words.iter().filter(|w| w.chars().any(|c| c.is_alphabetic())).count() as f64 / n.max(1) as f64;
+        let alpha = words
+            .iter()
+            .filter(|w| w.chars().any(|c| c.is_alphabetic()))
+            .count() as f64
+            / n.max(1) as f64;
         if alpha < self.min_alpha_words {
             return fail("min_alpha_words", round4(alpha), self.min_alpha_words);
         }
@@ -221,7 +254,11 @@ impl FilterConfig {
         for (i, k) in [2usize, 3, 4].iter().enumerate() {
             let f = top_ngram_frac(&words, *k);
             if f > self.max_top_ngram_frac[i] {
-                let rule = ["max_top_2gram_frac", "max_top_3gram_frac", "max_top_4gram_frac"][i];
+                let rule = [
+                    "max_top_2gram_frac",
+                    "max_top_3gram_frac",
+                    "max_top_4gram_frac",
+                ][i];
                 return fail(rule, round4(f), self.max_top_ngram_frac[i]);
             }
         }
@@ -239,7 +276,8 @@ impl FilterConfig {
             return fail("max_mean_line_len", round4(mean), self.max_mean_line_len);
         }
         let nonspace = text.chars().filter(|c| !c.is_whitespace()).count();
-        let alnum = text.chars().filter(|c| c.is_alphanumeric()).count() as f64 / nonspace.max(1) as f64;
+        let alnum =
+            text.chars().filter(|c| c.is_alphanumeric()).count() as f64 / nonspace.max(1) as f64;
         if alnum < self.min_alnum_frac {
             return fail("min_alnum_frac", round4(alnum), self.min_alnum_frac);
         }
@@ -249,14 +287,25 @@ impl FilterConfig {
         }
         let lang = lang.unwrap_or("");
         let prefixes = comment_prefixes(lang);
-        let code_lines: Vec<&str> = lines.iter().map(|l| l.trim()).filter(|l| !l.is_empty()).collect();
-        let comments = code_lines.iter().filter(|l| prefixes.iter().any(|p| l.starts_with(p))).count();
+        let code_lines: Vec<&str> = lines
+            .iter()
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty())
+            .collect();
+        let comments = code_lines
+            .iter()
+            .filter(|l| prefixes.iter().any(|p| l.starts_with(p)))
+            .count();
         let cf = comments as f64 / code_lines.len().max(1) as f64;
         if cf > self.max_comment_frac {
             return fail("max_comment_frac", round4(cf), self.max_comment_frac);
         }
         if lang == "python" && (self.python_syntax || self.python_compile) {
-            let r = if self.python_compile { python_compile(text) } else { python_syntax(text) };
+            let r = if self.python_compile {
+                python_compile(text)
+            } else {
+                python_syntax(text)
+            };
             if let Err(e) = r {
                 return fail("python_syntax", e, "valid Python");
             }
@@ -294,7 +343,13 @@ fn err_at(line: usize, msg: impl AsRef<str>) -> String {
 impl<'a> PyLexer<'a> {
     fn new(src: &'a str) -> Self {
         let src = src.strip_prefix('\u{feff}').unwrap_or(src);
-        PyLexer { s: src.as_bytes(), src, i: 0, line: 1, brackets: Vec::new() }
+        PyLexer {
+            s: src.as_bytes(),
+            src,
+            i: 0,
+            line: 1,
+            brackets: Vec::new(),
+        }
     }
 
     fn peek(&self, k: usize) -> Option<u8> {
@@ -305,7 +360,13 @@ impl<'a> PyLexer<'a> {
     /// one was read.
     fn string(&mut self) -> std::result::Result<bool, String> {
         let mut j = self.i;
-        while j < self.s.len() && j - self.i < 3 && matches!(self.s[j], b'r' | b'R' | b'b' | b'B' | b'u' | b'U' | b'f' | b'F') {
+        while j < self.s.len()
+            && j - self.i < 3
+            && matches!(
+                self.s[j],
+                b'r' | b'R' | b'b' | b'B' | b'u' | b'U' | b'f' | b'F'
+            )
+        {
             j += 1;
         }
         if j >= self.s.len() || !matches!(self.s[j], b'\'' | b'"') {
@@ -313,7 +374,10 @@ impl<'a> PyLexer<'a> {
         }
         // The prefix must be a whole token: `xr"..."` is a name then a string, handled by the caller.
         let prefix = self.src[self.i..j].to_ascii_lowercase();
-        if !matches!(prefix.as_str(), "" | "r" | "u" | "b" | "br" | "rb" | "f" | "fr" | "rf") {
+        if !matches!(
+            prefix.as_str(),
+            "" | "r" | "u" | "b" | "br" | "rb" | "f" | "fr" | "rf"
+        ) {
             return Ok(false);
         }
         let fstr = prefix.contains('f');
@@ -323,7 +387,11 @@ impl<'a> PyLexer<'a> {
         self.i = j + if triple { 3 } else { 1 };
         loop {
             let Some(c) = self.peek(0) else {
-                let what = if triple { "unterminated triple-quoted string literal" } else { "unterminated string literal" };
+                let what = if triple {
+                    "unterminated triple-quoted string literal"
+                } else {
+                    "unterminated string literal"
+                };
                 return Err(err_at(start_line, what));
             };
             match c {
@@ -374,7 +442,9 @@ impl<'a> PyLexer<'a> {
         let mut depth = 0usize;
         let mut in_spec = false;
         loop {
-            let Some(c) = self.peek(0) else { return Err(err_at(start, "f-string: expecting '}'")) };
+            let Some(c) = self.peek(0) else {
+                return Err(err_at(start, "f-string: expecting '}'"));
+            };
             if in_spec {
                 match c {
                     b'{' => {
@@ -441,7 +511,9 @@ impl<'a> PyLexer<'a> {
                 if j >= self.s.len() {
                     break;
                 }
-                if matches!(self.s[j], b'\n' | b'#') || (self.s[j] == b'\r' && self.s.get(j + 1) == Some(&b'\n')) {
+                if matches!(self.s[j], b'\n' | b'#')
+                    || (self.s[j] == b'\r' && self.s.get(j + 1) == Some(&b'\n'))
+                {
                     while j < self.s.len() && self.s[j] != b'\n' {
                         j += 1;
                     }
@@ -453,7 +525,10 @@ impl<'a> PyLexer<'a> {
                 let top = *indents.last().unwrap_or(&0);
                 if let Some(opener) = expect_indent.take() {
                     if col <= top {
-                        return Err(err_at(self.line, format!("expected an indented block after line {opener}")));
+                        return Err(err_at(
+                            self.line,
+                            format!("expected an indented block after line {opener}"),
+                        ));
                     }
                     indents.push(col);
                 } else if col > top {
@@ -463,7 +538,10 @@ impl<'a> PyLexer<'a> {
                         indents.pop();
                     }
                     if col != *indents.last().unwrap_or(&0) {
-                        return Err(err_at(self.line, "unindent does not match any outer indentation level"));
+                        return Err(err_at(
+                            self.line,
+                            "unindent does not match any outer indentation level",
+                        ));
                     }
                 }
                 at_line_start = false;
@@ -491,12 +569,22 @@ impl<'a> PyLexer<'a> {
                     self.line += 1;
                 }
                 b'\\' => {
-                    let next = if self.peek(1) == Some(b'\r') { self.peek(2) } else { self.peek(1) };
+                    let next = if self.peek(1) == Some(b'\r') {
+                        self.peek(2)
+                    } else {
+                        self.peek(1)
+                    };
                     if next != Some(b'\n') && next.is_some() {
-                        return Err(err_at(self.line, "unexpected character after line continuation character"));
+                        return Err(err_at(
+                            self.line,
+                            "unexpected character after line continuation character",
+                        ));
                     }
                     if next.is_none() {
-                        return Err(err_at(self.line, "unexpected EOF after line continuation character"));
+                        return Err(err_at(
+                            self.line,
+                            "unexpected EOF after line continuation character",
+                        ));
                     }
                     self.i += if self.peek(1) == Some(b'\r') { 3 } else { 2 };
                     self.line += 1;
@@ -513,7 +601,9 @@ impl<'a> PyLexer<'a> {
                         _ => b'{',
                     };
                     match self.brackets.pop() {
-                        None => return Err(err_at(self.line, format!("unmatched '{}'", c as char))),
+                        None => {
+                            return Err(err_at(self.line, format!("unmatched '{}'", c as char)))
+                        }
                         Some((open, l)) if open != want => {
                             let m = if l == self.line {
                                 format!("closing parenthesis '{}' does not match opening parenthesis '{}'", c as char, open as char)
@@ -529,11 +619,21 @@ impl<'a> PyLexer<'a> {
                 }
                 b' ' | b'\t' | b'\r' | b'\x0c' => self.i += 1,
                 b'\0' => return Err(err_at(self.line, "source code cannot contain null bytes")),
-                b'$' | b'?' | b'`' => return Err(err_at(self.line, format!("invalid character '{}'", c as char))),
-                b'!' if self.peek(1) != Some(b'=') => return Err(err_at(self.line, "invalid syntax ('!')")),
+                b'$' | b'?' | b'`' => {
+                    return Err(err_at(
+                        self.line,
+                        format!("invalid character '{}'", c as char),
+                    ))
+                }
+                b'!' if self.peek(1) != Some(b'=') => {
+                    return Err(err_at(self.line, "invalid syntax ('!')"))
+                }
                 _ if c.is_ascii_alphanumeric() || c == b'_' => {
                     // A name or number: consume it whole (so a string prefix check starts at a token start).
-                    while self.peek(0).is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80) {
+                    while self
+                        .peek(0)
+                        .is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80)
+                    {
                         if self.peek(0).is_some_and(|c| c >= 0x80) {
                             self.non_ascii()?;
                         } else {
@@ -555,8 +655,15 @@ impl<'a> PyLexer<'a> {
         if let Some((open, l)) = self.brackets.last() {
             return Err(err_at(*l, format!("'{}' was never closed", *open as char)));
         }
-        if let Some(opener) = expect_indent.or(if last_sig == Some(b':') { Some(self.line) } else { None }) {
-            return Err(err_at(self.line, format!("expected an indented block after line {opener}")));
+        if let Some(opener) = expect_indent.or(if last_sig == Some(b':') {
+            Some(self.line)
+        } else {
+            None
+        }) {
+            return Err(err_at(
+                self.line,
+                format!("expected an indented block after line {opener}"),
+            ));
         }
         Ok(())
     }
@@ -565,7 +672,10 @@ impl<'a> PyLexer<'a> {
     fn non_ascii(&mut self) -> std::result::Result<(), String> {
         let ch = self.src[self.i..].chars().next().unwrap_or('\u{fffd}');
         if !(ch.is_alphanumeric() || ch == '\u{feff}' || is_id_extra(ch)) {
-            return Err(err_at(self.line, format!("invalid character '{ch}' (U+{:04X})", ch as u32)));
+            return Err(err_at(
+                self.line,
+                format!("invalid character '{ch}' (U+{:04X})", ch as u32),
+            ));
         }
         self.i += ch.len_utf8();
         Ok(())
@@ -597,18 +707,25 @@ pub fn python_compile(src: &str) -> std::result::Result<(), String> {
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(src.as_bytes());
     }
-    let out = child.wait_with_output().map_err(|e| format!("python3: {e}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("python3: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
         let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        Err(if s.is_empty() { String::from_utf8_lossy(&out.stderr).trim().to_string() } else { s })
+        Err(if s.is_empty() {
+            String::from_utf8_lossy(&out.stderr).trim().to_string()
+        } else {
+            s
+        })
     }
 }
 
 /// Check that `python3` runs (for `--python-compile`).
 pub fn python_compile_available() -> Result<()> {
-    python_compile("x = 1\n").map_err(|e| Error::config("python-compile", format!("python3 is not usable: {e}")))
+    python_compile("x = 1\n")
+        .map_err(|e| Error::config("python-compile", format!("python3 is not usable: {e}")))
 }
 
 /// The language of a row for the code rules: `lang`/`language` field, else the extension of `id`/`path`.
@@ -635,7 +752,13 @@ fn row_lang(obj: &serde_json::Map<String, Value>) -> Option<String> {
 }
 
 /// Filter one shard.
-pub fn filter(files: &[PathBuf], shard: ShardSpec, input: &InputOptions, out: &OutputOptions, cfg: &FilterConfig) -> Result<StepSummary> {
+pub fn filter(
+    files: &[PathBuf],
+    shard: ShardSpec,
+    input: &InputOptions,
+    out: &OutputOptions,
+    cfg: &FilterConfig,
+) -> Result<StepSummary> {
     if cfg.python_compile {
         python_compile_available()?;
     }

@@ -28,6 +28,6 @@ pub mod shards;
 pub mod stats;
 
 pub use shards::{
-    discover, from_files, Compression, DocId, InputOptions, OnReadError, OutputOptions, Outputs, Parsed, Record,
-    RowOutcome, ShardSpec, StepSummary,
+    discover, from_files, Compression, DocId, InputOptions, OnReadError, OutputOptions, Outputs,
+    Parsed, Record, RowOutcome, ShardSpec, StepSummary,
 };

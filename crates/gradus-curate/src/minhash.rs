@@ -25,7 +25,12 @@ pub struct MinHashParams {
 impl Default for MinHashParams {
     /// datatrove's defaults: 5-grams, 14 bands × 8 rows (S-curve midpoint ≈ 0.72).
     fn default() -> Self {
-        MinHashParams { ngram: 5, bands: 14, rows: 8, seed: 1 }
+        MinHashParams {
+            ngram: 5,
+            bands: 14,
+            rows: 8,
+            seed: 1,
+        }
     }
 }
 
@@ -55,9 +60,40 @@ impl MinHashParams {
 fn is_extra_punct(c: char) -> bool {
     matches!(
         c,
-        '“' | '”' | '„' | '‘' | '’' | '«' | '»' | '–' | '—' | '━' | '…' | '、' | '。' | '，' | '；' | '：'
-            | '！' | '？' | '（' | '）' | '【' | '】' | '「' | '」' | '《' | '》' | '〈' | '〉' | '´'
-            | '►' | '％' | '＄' | '～' | '．' | '∶'
+        '“' | '”'
+            | '„'
+            | '‘'
+            | '’'
+            | '«'
+            | '»'
+            | '–'
+            | '—'
+            | '━'
+            | '…'
+            | '、'
+            | '。'
+            | '，'
+            | '；'
+            | '：'
+            | '！'
+            | '？'
+            | '（'
+            | '）'
+            | '【'
+            | '】'
+            | '「'
+            | '」'
+            | '《'
+            | '》'
+            | '〈'
+            | '〉'
+            | '´'
+            | '►'
+            | '％'
+            | '＄'
+            | '～'
+            | '．'
+            | '∶'
     ) || ('\u{80}'..='\u{9f}').contains(&c)
 }
 
@@ -73,11 +109,17 @@ pub fn normalize(text: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         let c = bytes[i];
-        let ch = if c < 0x80 { c as char } else { text[i..].chars().next().unwrap_or(' ') };
+        let ch = if c < 0x80 {
+            c as char
+        } else {
+            text[i..].chars().next().unwrap_or(' ')
+        };
         if is_digit(ch) {
             // A run of digits, optionally `[.,]digits` once, becomes one `0`.
             i = skip_digits(text, i);
-            if matches!(bytes.get(i), Some(b'.' | b',')) && text[i + 1..].chars().next().is_some_and(is_digit) {
+            if matches!(bytes.get(i), Some(b'.' | b','))
+                && text[i + 1..].chars().next().is_some_and(is_digit)
+            {
                 i = skip_digits(text, i + 1);
             }
             out.push('0');
@@ -132,7 +174,13 @@ pub fn shingles(text: &str, n: usize) -> Vec<u64> {
     let mut starts = vec![0usize];
     starts.extend(norm.match_indices(' ').map(|(i, _)| i + 1));
     let words = starts.len();
-    let end_of = |w: usize| if w + 1 < words { starts[w + 1] - 1 } else { norm.len() };
+    let end_of = |w: usize| {
+        if w + 1 < words {
+            starts[w + 1] - 1
+        } else {
+            norm.len()
+        }
+    };
     if words < n {
         return Vec::new();
     }
@@ -247,7 +295,9 @@ unsafe fn permute_min_avx512(set: &[u64], a: &[u64], b: &[u64], mins: &mut [u64]
 fn permute_min(set: &[u64], a: &[u64], b: &[u64], mins: &mut [u64]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512dq") {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+        {
             // SAFETY: the CPU supports the features the function is compiled for (checked above).
             unsafe { permute_min_avx512(set, a, b, mins) };
             return;

@@ -50,8 +50,16 @@ pub fn movement(km: &KMeans, rows: &[Paired]) -> BTreeMap<String, Movement> {
         let s1 = km.sizes[km.assign[p.row]] as f64;
         let d0 = p.clean_distance as f64;
         let d1 = km.distance[p.row] as f64;
-        let class = if p.corruption.class == Class::Syntax { "all syntax" } else { "all content" };
-        for key in [p.corruption.kind.name(), class.to_string(), "all".to_string()] {
+        let class = if p.corruption.class == Class::Syntax {
+            "all syntax"
+        } else {
+            "all content"
+        };
+        for key in [
+            p.corruption.kind.name(),
+            class.to_string(),
+            "all".to_string(),
+        ] {
             let m = out.entry(key).or_default();
             m.rows += 1;
             m.other_cluster += (km.assign[p.row] != p.clean_cluster) as usize;
@@ -67,7 +75,9 @@ pub fn movement(km: &KMeans, rows: &[Paired]) -> BTreeMap<String, Movement> {
 
 /// The mean of `xs`, NaN when empty.
 pub fn mean(xs: impl IntoIterator<Item = f64>) -> f64 {
-    let (s, n) = xs.into_iter().fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    let (s, n) = xs
+        .into_iter()
+        .fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
     if n == 0 {
         f64::NAN
     } else {

@@ -55,7 +55,12 @@ impl ShardSpec {
 impl FromStr for ShardSpec {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::config("shard", format!("expected i/n with 0 <= i < n (e.g. 3/16), got {s:?}"));
+        let bad = || {
+            Error::config(
+                "shard",
+                format!("expected i/n with 0 <= i < n (e.g. 3/16), got {s:?}"),
+            )
+        };
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
         let index: usize = i.trim().parse().map_err(|_| bad())?;
         let count: usize = n.trim().parse().map_err(|_| bad())?;
@@ -84,7 +89,9 @@ fn strip_compression(name: &str) -> &str {
 /// A file that a directory walk picks up: `.jsonl`, `.ndjson`, `.json` (JSON lines), `.parquet`,
 /// the text ones optionally `.gz` / `.zst`.
 pub fn is_data_file(path: &Path) -> bool {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
     let name = name.to_ascii_lowercase();
     if name.ends_with(".parquet") {
         return true;
@@ -133,13 +140,20 @@ pub fn discover(inputs: &[String]) -> Result<Vec<PathBuf>> {
             let before = out.len();
             walk(p, &mut out)?;
             if out.len() == before {
-                return Err(Error::format(p, "directory holds no .jsonl, .ndjson, .json or .parquet files"));
+                return Err(Error::format(
+                    p,
+                    "directory holds no .jsonl, .ndjson, .json or .parquet files",
+                ));
             }
         } else if p.exists() {
             out.push(p.to_path_buf());
         } else if inp.contains(['*', '?', '[']) {
-            let opts = glob::MatchOptions { require_literal_leading_dot: true, ..Default::default() };
-            let paths = glob::glob_with(inp, opts).map_err(|e| Error::config("input", format!("bad glob {inp:?}: {e}")))?;
+            let opts = glob::MatchOptions {
+                require_literal_leading_dot: true,
+                ..Default::default()
+            };
+            let paths = glob::glob_with(inp, opts)
+                .map_err(|e| Error::config("input", format!("bad glob {inp:?}: {e}")))?;
             let before = out.len();
             for entry in paths {
                 let entry = entry.map_err(|e| Error::msg(format!("glob {inp:?}: {e}")))?;
@@ -153,7 +167,10 @@ pub fn discover(inputs: &[String]) -> Result<Vec<PathBuf>> {
                 return Err(Error::msg(format!("glob {inp:?} matches no file")));
             }
         } else {
-            return Err(Error::io(p, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory")));
+            return Err(Error::io(
+                p,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+            ));
         }
     }
     out.sort();
@@ -179,7 +196,10 @@ impl FromStr for OnReadError {
         match s {
             "fail" => Ok(Self::Fail),
             "skip" => Ok(Self::Skip),
-            _ => Err(Error::config("on-read-error", format!("expected fail or skip, got {s:?}"))),
+            _ => Err(Error::config(
+                "on-read-error",
+                format!("expected fail or skip, got {s:?}"),
+            )),
         }
     }
 }
@@ -220,7 +240,11 @@ pub enum RowOutcome {
     Ok(Parsed),
     /// A row that cannot be used: `reason` is one of `invalid_utf8`, `invalid_json`,
     /// `not_an_object`, `missing_field`, `field_not_text`, `read_error`; `raw` is its lossy text.
-    Bad { reason: &'static str, error: String, raw: String },
+    Bad {
+        reason: &'static str,
+        error: String,
+        raw: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -230,11 +254,25 @@ pub struct Record {
 }
 
 enum RawItem {
-    Line { doc: DocId, bytes: Vec<u8> },
-    Object { doc: DocId, obj: Map<String, Value> },
-    ReadError { doc: DocId, msg: String },
+    Line {
+        doc: DocId,
+        bytes: Vec<u8>,
+    },
+    Object {
+        doc: DocId,
+        obj: Map<String, Value>,
+    },
+    ReadError {
+        doc: DocId,
+        msg: String,
+    },
     /// `raw`: the row's JSON text when it is valid JSON (embedded as is in `removed`), else empty.
-    BadRow { doc: DocId, reason: &'static str, msg: String, raw: String },
+    BadRow {
+        doc: DocId,
+        reason: &'static str,
+        msg: String,
+        raw: String,
+    },
 }
 
 /// Counts of one streaming pass.
@@ -269,7 +307,10 @@ fn open_counted(path: &Path, bar: ProgressBar) -> Result<Box<dyn BufRead + Send>
     let mut r = BufReader::with_capacity(1 << 20, Counting { inner: file, bar });
     let head = r.fill_buf().map_err(|e| Error::io(path, e))?;
     if head.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(BufReader::with_capacity(1 << 20, flate2::read::MultiGzDecoder::new(r))))
+        Ok(Box::new(BufReader::with_capacity(
+            1 << 20,
+            flate2::read::MultiGzDecoder::new(r),
+        )))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         let d = zstd::stream::read::Decoder::with_buffer(r).map_err(|e| Error::io(path, e))?;
         Ok(Box::new(BufReader::with_capacity(1 << 20, d)))
@@ -282,7 +323,9 @@ fn read_error(path: &Path, doc: DocId, msg: &str) -> Error {
     Error::Parse {
         path: path.to_path_buf(),
         line: doc.row as usize,
-        msg: format!("read error: {msg} (pass --on-read-error skip to record it in `removed` and go on)"),
+        msg: format!(
+            "read error: {msg} (pass --on-read-error skip to record it in `removed` and go on)"
+        ),
     }
 }
 
@@ -330,24 +373,39 @@ fn read_files(
         let mut n_rows = 0u64;
         if is_parquet(path) {
             bar.inc(size);
-            let opened = File::open(path)
-                .map_err(|e| e.to_string())
-                .and_then(|f| parquet::file::reader::SerializedFileReader::new(f).map_err(|e| e.to_string()));
+            let opened = File::open(path).map_err(|e| e.to_string()).and_then(|f| {
+                parquet::file::reader::SerializedFileReader::new(f).map_err(|e| e.to_string())
+            });
             let reader = match opened {
                 Ok(r) => r,
                 Err(e) => {
-                    fail_or_skip!(path, DocId { file: *fi, row: 0 }, format!("not a readable Parquet file: {e}"));
+                    fail_or_skip!(
+                        path,
+                        DocId { file: *fi, row: 0 },
+                        format!("not a readable Parquet file: {e}")
+                    );
                     continue;
                 }
             };
             let rows = parquet::record::reader::RowIter::from_file_into(Box::new(reader));
             for (i, row) in rows.enumerate() {
-                let doc = DocId { file: *fi, row: i as u32 + 1 };
+                let doc = DocId {
+                    file: *fi,
+                    row: i as u32 + 1,
+                };
                 n_rows += 1;
                 match row {
                     Ok(row) => match gradus_data::dataset::row_to_object(&row) {
                         Ok(obj) => push!(RawItem::Object { doc, obj }, 256),
-                        Err(e) => push!(RawItem::BadRow { doc, reason: "invalid_utf8", msg: e, raw: String::new() }, 64),
+                        Err(e) => push!(
+                            RawItem::BadRow {
+                                doc,
+                                reason: "invalid_utf8",
+                                msg: e,
+                                raw: String::new()
+                            },
+                            64
+                        ),
                     },
                     Err(e) => {
                         fail_or_skip!(path, doc, format!("cannot decode Parquet row: {e}"));
@@ -371,25 +429,42 @@ fn read_files(
                     fail_or_skip!(path, DocId { file: *fi, row: 0 }, e.to_string());
                     continue;
                 }
-                let items = match serde_json::from_str::<Value>(text.trim_start_matches('\u{feff}')) {
+                let items = match serde_json::from_str::<Value>(text.trim_start_matches('\u{feff}'))
+                {
                     Ok(Value::Array(items)) => items,
                     Ok(_) | Err(_) => {
-                        let msg = serde_json::from_str::<Value>(text.trim_start_matches('\u{feff}'))
-                            .err()
-                            .map(|e| format!("invalid JSON array: {e}"))
-                            .unwrap_or_else(|| "expected one JSON array".into());
+                        let msg =
+                            serde_json::from_str::<Value>(text.trim_start_matches('\u{feff}'))
+                                .err()
+                                .map(|e| format!("invalid JSON array: {e}"))
+                                .unwrap_or_else(|| "expected one JSON array".into());
                         fail_or_skip!(path, DocId { file: *fi, row: 0 }, msg);
                         continue;
                     }
                 };
                 for (i, item) in items.into_iter().enumerate() {
-                    let doc = DocId { file: *fi, row: i as u32 + 1 };
+                    let doc = DocId {
+                        file: *fi,
+                        row: i as u32 + 1,
+                    };
                     n_rows += 1;
                     match item {
                         Value::Object(obj) => push!(RawItem::Object { doc, obj }, 256),
                         other => {
-                            let msg = format!("array element {}: expected a JSON object, found {}", i + 1, gradus_data::tokenizer::json_type(&other));
-                            push!(RawItem::BadRow { doc, reason: "not_an_object", msg, raw: other.to_string() }, 64)
+                            let msg = format!(
+                                "array element {}: expected a JSON object, found {}",
+                                i + 1,
+                                gradus_data::tokenizer::json_type(&other)
+                            );
+                            push!(
+                                RawItem::BadRow {
+                                    doc,
+                                    reason: "not_an_object",
+                                    msg,
+                                    raw: other.to_string()
+                                },
+                                64
+                            )
                         }
                     }
                 }
@@ -401,7 +476,10 @@ fn read_files(
             let mut line = 0u32;
             loop {
                 line += 1;
-                let doc = DocId { file: *fi, row: line };
+                let doc = DocId {
+                    file: *fi,
+                    row: line,
+                };
                 let mut buf = Vec::new();
                 match r.read_until(b'\n', &mut buf) {
                     Ok(0) => break,
@@ -442,7 +520,9 @@ fn read_files(
 /// Whether a `.json` file (possibly compressed) starts with `[` (after a BOM and whitespace),
 /// peeking without consuming.
 fn is_json_array(path: &Path, r: &mut Box<dyn BufRead + Send>) -> bool {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
     let lower = name.to_ascii_lowercase();
     if !strip_compression(&lower).ends_with(".json") {
         return false;
@@ -457,21 +537,47 @@ fn is_json_array(path: &Path, r: &mut Box<dyn BufRead + Send>) -> bool {
 }
 
 fn parse_item(item: RawItem, field: &str) -> Record {
-    let bad = |doc, reason, error: String, raw: String| Record { doc, outcome: RowOutcome::Bad { reason, error, raw } };
+    let bad = |doc, reason, error: String, raw: String| Record {
+        doc,
+        outcome: RowOutcome::Bad { reason, error, raw },
+    };
     match item {
-        RawItem::ReadError { doc, msg } => bad(doc, "read_error", format!("{msg}; the rest of this file is unreadable"), String::new()),
-        RawItem::BadRow { doc, reason, msg, raw } => bad(doc, reason, msg, raw),
+        RawItem::ReadError { doc, msg } => bad(
+            doc,
+            "read_error",
+            format!("{msg}; the rest of this file is unreadable"),
+            String::new(),
+        ),
+        RawItem::BadRow {
+            doc,
+            reason,
+            msg,
+            raw,
+        } => bad(doc, reason, msg, raw),
         RawItem::Line { doc, bytes } => {
             let line = match String::from_utf8(bytes) {
                 Ok(s) => s,
                 Err(e) => {
                     let msg = format!("invalid UTF-8: {}", e.utf8_error());
-                    return bad(doc, "invalid_utf8", msg, String::from_utf8_lossy(e.as_bytes()).into_owned());
+                    return bad(
+                        doc,
+                        "invalid_utf8",
+                        msg,
+                        String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                    );
                 }
             };
             match serde_json::from_str::<Value>(&line) {
                 Ok(Value::Object(obj)) => object_record(doc, obj, line, field),
-                Ok(other) => bad(doc, "not_an_object", format!("expected a JSON object, found {}", gradus_data::tokenizer::json_type(&other)), line),
+                Ok(other) => bad(
+                    doc,
+                    "not_an_object",
+                    format!(
+                        "expected a JSON object, found {}",
+                        gradus_data::tokenizer::json_type(&other)
+                    ),
+                    line,
+                ),
                 Err(e) => bad(doc, "invalid_json", format!("invalid JSON: {e}"), line),
             }
         }
@@ -479,7 +585,12 @@ fn parse_item(item: RawItem, field: &str) -> Record {
             let raw = Value::Object(obj).to_string();
             match serde_json::from_str::<Value>(&raw) {
                 Ok(Value::Object(obj)) => object_record(doc, obj, raw, field),
-                _ => bad(doc, "invalid_json", "cannot re-read the row as JSON".into(), raw),
+                _ => bad(
+                    doc,
+                    "invalid_json",
+                    "cannot re-read the row as JSON".into(),
+                    raw,
+                ),
             }
         }
     }
@@ -490,7 +601,10 @@ fn object_record(doc: DocId, mut obj: Map<String, Value>, raw: String, field: &s
         Some(Value::String(text)) => RowOutcome::Ok(Parsed { raw, text, obj }),
         Some(other) => RowOutcome::Bad {
             reason: "field_not_text",
-            error: format!("field \"{field}\" is {}, expected a string", gradus_data::tokenizer::json_type(&other)),
+            error: format!(
+                "field \"{field}\" is {}, expected a string",
+                gradus_data::tokenizer::json_type(&other)
+            ),
             raw,
         },
         None => {
@@ -498,7 +612,10 @@ fn object_record(doc: DocId, mut obj: Map<String, Value>, raw: String, field: &s
             keys.truncate(8);
             RowOutcome::Bad {
                 reason: "missing_field",
-                error: format!("no field \"{field}\" (fields: {}); choose one with --field", keys.join(", ")),
+                error: format!(
+                    "no field \"{field}\" (fields: {}); choose one with --field",
+                    keys.join(", ")
+                ),
                 raw,
             }
         }
@@ -515,10 +632,15 @@ pub fn stream(
     label: &str,
     mut consume: impl FnMut(Vec<Record>) -> Result<()>,
 ) -> Result<StreamCounts> {
-    let total: u64 = files.iter().map(|(_, p)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
+    let total: u64 = files
+        .iter()
+        .map(|(_, p)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
     let bar = if opts.progress {
         let b = ProgressBar::new(total);
-        if let Ok(style) = ProgressStyle::with_template("{msg} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}") {
+        if let Ok(style) = ProgressStyle::with_template(
+            "{msg} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        ) {
             b.set_style(style);
         }
         b.set_message(label.to_string());
@@ -544,14 +666,19 @@ pub fn stream(
                     break;
                 }
             };
-            let records: Vec<Record> = batch.into_par_iter().map(|it| parse_item(it, field)).collect();
+            let records: Vec<Record> = batch
+                .into_par_iter()
+                .map(|it| parse_item(it, field))
+                .collect();
             if let Err(e) = consume(records) {
                 result = Err(e);
                 break;
             }
         }
         drop(rx); // a reader blocked on a full channel sees the hang-up and stops
-        let counts = reader.join().map_err(|_| Error::msg("the reader thread panicked"))?;
+        let counts = reader
+            .join()
+            .map_err(|_| Error::msg("the reader thread panicked"))?;
         result.map(|_| counts)
     })?;
     bar.finish_and_clear();
@@ -585,7 +712,10 @@ impl FromStr for Compression {
             "none" => Ok(Self::None),
             "gzip" | "gz" => Ok(Self::Gzip),
             "zstd" | "zst" => Ok(Self::Zstd),
-            _ => Err(Error::config("compress", format!("expected none, gzip or zstd, got {s:?}"))),
+            _ => Err(Error::config(
+                "compress",
+                format!("expected none, gzip or zstd, got {s:?}"),
+            )),
         }
     }
 }
@@ -608,14 +738,28 @@ pub struct JsonlWriter {
 impl JsonlWriter {
     pub fn create(path: PathBuf, compression: Compression) -> Result<Self> {
         let tmp = gradus_tensor::io::unique_temp_path(&path)?;
-        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
         let f = BufWriter::with_capacity(1 << 20, file);
         let sink = match compression {
             Compression::None => Sink::Plain(f),
-            Compression::Gzip => Sink::Gz(flate2::write::GzEncoder::new(f, flate2::Compression::default())),
-            Compression::Zstd => Sink::Zstd(zstd::stream::write::Encoder::new(f, 3).map_err(|e| Error::io(&tmp, e))?),
+            Compression::Gzip => Sink::Gz(flate2::write::GzEncoder::new(
+                f,
+                flate2::Compression::default(),
+            )),
+            Compression::Zstd => {
+                Sink::Zstd(zstd::stream::write::Encoder::new(f, 3).map_err(|e| Error::io(&tmp, e))?)
+            }
         };
-        Ok(JsonlWriter { path, tmp, sink, lines: 0 })
+        Ok(JsonlWriter {
+            path,
+            tmp,
+            sink,
+            lines: 0,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -734,26 +878,46 @@ pub struct Outputs {
 
 impl Outputs {
     /// `with_kept = false` for steps that only report (stats): bad rows still go to `removed`.
-    pub fn create(step: &str, out: &OutputOptions, shard: ShardSpec, files: &[PathBuf], with_kept: bool) -> Result<Self> {
+    pub fn create(
+        step: &str,
+        out: &OutputOptions,
+        shard: ShardSpec,
+        files: &[PathBuf],
+        with_kept: bool,
+    ) -> Result<Self> {
         std::fs::create_dir_all(&out.dir).map_err(|e| Error::io(&out.dir, e))?;
         let suffix = shard.suffix();
-        let lock = gradus_tensor::lock::DirLock::acquire(&out.dir, &format!(".gradus-data{suffix}.lock"), "the output directory")?;
+        let lock = gradus_tensor::lock::DirLock::acquire(
+            &out.dir,
+            &format!(".gradus-data{suffix}.lock"),
+            "the output directory",
+        )?;
         check_output_owner(&out.dir, step)?;
         check_not_an_input(&out.dir, files)?;
         let ext = out.compression.extension();
         let kept = if with_kept {
-            Some(JsonlWriter::create(out.dir.join(format!("kept{suffix}.{ext}")), out.compression)?)
+            Some(JsonlWriter::create(
+                out.dir.join(format!("kept{suffix}.{ext}")),
+                out.compression,
+            )?)
         } else {
             None
         };
-        let removed = JsonlWriter::create(out.dir.join(format!("removed{suffix}.{ext}")), out.compression)?;
+        let removed = JsonlWriter::create(
+            out.dir.join(format!("removed{suffix}.{ext}")),
+            out.compression,
+        )?;
         Ok(Outputs {
             _lock: lock,
             dir: out.dir.clone(),
             suffix,
             kept,
             removed,
-            summary: StepSummary { step: step.into(), shard: shard.to_string(), ..Default::default() },
+            summary: StepSummary {
+                step: step.into(),
+                shard: shard.to_string(),
+                ..Default::default()
+            },
             files: files.to_vec(),
             started: Instant::now(),
         })
@@ -778,7 +942,11 @@ impl Outputs {
     pub fn remove(&mut self, rec: &Record, reason: &str, detail: &Value) -> Result<()> {
         self.summary.rows += 1;
         self.summary.removed += 1;
-        *self.summary.removed_by_reason.entry(reason.to_string()).or_default() += 1;
+        *self
+            .summary
+            .removed_by_reason
+            .entry(reason.to_string())
+            .or_default() += 1;
         let source = Value::String(self.source(rec.doc));
         let line = match &rec.outcome {
             RowOutcome::Ok(p) => {
@@ -792,7 +960,11 @@ impl Outputs {
                 )
             }
             // A JSON value that lacks a usable text field: embed it as is.
-            RowOutcome::Bad { reason: "missing_field" | "field_not_text" | "not_an_object", error, raw } => format!(
+            RowOutcome::Bad {
+                reason: "missing_field" | "field_not_text" | "not_an_object",
+                error,
+                raw,
+            } => format!(
                 "{{\"reason\":{},\"source\":{},\"detail\":{},\"row\":{}}}",
                 Value::String(reason.into()),
                 source,
@@ -829,9 +1001,13 @@ impl Outputs {
         s.mb_per_s = counts.input_bytes as f64 / 1e6 / s.seconds.max(1e-9);
         s.report = report;
         if let Some(k) = self.kept.take() {
-            s.outputs.insert("kept".into(), k.finish()?.display().to_string());
+            s.outputs
+                .insert("kept".into(), k.finish()?.display().to_string());
         }
-        s.outputs.insert("removed".into(), self.removed.finish()?.display().to_string());
+        s.outputs.insert(
+            "removed".into(),
+            self.removed.finish()?.display().to_string(),
+        );
         let sp = self.dir.join(format!("summary{}.json", self.suffix));
         s.outputs.insert("summary".into(), sp.display().to_string());
         let text = serde_json::to_string_pretty(&s).map_err(|e| Error::msg(e.to_string()))?;
@@ -846,8 +1022,12 @@ pub fn resolved_path(p: &Path) -> PathBuf {
         return c;
     }
     match (p.parent(), p.file_name()) {
-        (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => resolved_path(parent).join(name),
-        _ => std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf()),
+        (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => {
+            resolved_path(parent).join(name)
+        }
+        _ => std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf()),
     }
 }
 
@@ -903,7 +1083,9 @@ where
         for (r, d) in records.iter().zip(decisions) {
             match (d, &r.outcome) {
                 (Some(Decision::Keep), RowOutcome::Ok(p)) => outputs.keep(p)?,
-                (Some(Decision::Remove { reason, detail }), _) => outputs.remove(r, &reason, &detail)?,
+                (Some(Decision::Remove { reason, detail }), _) => {
+                    outputs.remove(r, &reason, &detail)?
+                }
                 _ => {
                     outputs.triage(r)?;
                 }
@@ -930,11 +1112,21 @@ pub struct FromFilesSummary {
 /// into JSONL rows `{"id": path, "text": contents}` written to `out` (compressed by its extension:
 /// `.gz`, `.zst`). Files are taken in sorted path order; `recursive` walks subdirectories too
 /// (hidden ones skipped); a file or directory whose name matches one of `exclude` is left out.
-pub fn from_files(dirs: &[PathBuf], pattern: &str, recursive: bool, exclude: &[String], out: &Path) -> Result<FromFilesSummary> {
-    let pat = glob::Pattern::new(pattern).map_err(|e| Error::config("glob", format!("bad pattern {pattern:?}: {e}")))?;
+pub fn from_files(
+    dirs: &[PathBuf],
+    pattern: &str,
+    recursive: bool,
+    exclude: &[String],
+    out: &Path,
+) -> Result<FromFilesSummary> {
+    let pat = glob::Pattern::new(pattern)
+        .map_err(|e| Error::config("glob", format!("bad pattern {pattern:?}: {e}")))?;
     let excl = exclude
         .iter()
-        .map(|x| glob::Pattern::new(x).map_err(|e| Error::config("exclude", format!("bad pattern {x:?}: {e}"))))
+        .map(|x| {
+            glob::Pattern::new(x)
+                .map_err(|e| Error::config("exclude", format!("bad pattern {x:?}: {e}")))
+        })
         .collect::<Result<Vec<_>>>()?;
     let mut paths = Vec::new();
     for d in dirs {
@@ -974,7 +1166,10 @@ pub fn from_files(dirs: &[PathBuf], pattern: &str, recursive: bool, exclude: &[S
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
     let mut w = JsonlWriter::create(out.to_path_buf(), compression)?;
-    let mut s = FromFilesSummary { out: out.display().to_string(), ..Default::default() };
+    let mut s = FromFilesSummary {
+        out: out.display().to_string(),
+        ..Default::default()
+    };
     for chunk in paths.chunks(256) {
         let texts: Vec<Result<std::result::Result<String, ()>>> = chunk
             .par_iter()

@@ -14,7 +14,9 @@ use gradus_tensor::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::shards::{stream, InputOptions, OutputOptions, Outputs, RowOutcome, ShardSpec, StepSummary};
+use super::shards::{
+    stream, InputOptions, OutputOptions, Outputs, RowOutcome, ShardSpec, StepSummary,
+};
 
 /// Number of length buckets: bucket 0 holds length 0, bucket k ≥ 1 holds [2^(k-1), 2^k).
 pub const BUCKETS: usize = 41;
@@ -57,7 +59,11 @@ impl Stats {
         self.bytes += text.len() as u64;
         self.chars += chars;
         self.words += text.split_whitespace().count() as u64;
-        self.lines += if text.is_empty() { 0 } else { text.lines().count() as u64 };
+        self.lines += if text.is_empty() {
+            0
+        } else {
+            text.lines().count() as u64
+        };
         self.min_chars = Some(self.min_chars.map_or(chars, |m| m.min(chars)));
         self.max_chars = Some(self.max_chars.map_or(chars, |m| m.max(chars)));
         let k = bucket(chars);
@@ -137,13 +143,48 @@ fn ext_language(path: &str) -> Option<&'static str> {
 }
 
 const STOPWORDS: &[(&str, &[&str])] = &[
-    ("en", &["the", "and", "of", "to", "is", "in", "that", "it", "with", "for", "was", "this"]),
-    ("de", &["der", "die", "und", "das", "ist", "nicht", "ein", "ich", "zu", "mit", "sie", "den"]),
-    ("fr", &["le", "la", "les", "et", "est", "des", "une", "que", "dans", "pour", "pas", "qui"]),
-    ("es", &["el", "los", "las", "y", "que", "es", "una", "por", "con", "para", "del", "como"]),
-    ("it", &["il", "che", "di", "e", "non", "della", "una", "per", "sono", "gli", "con", "anche"]),
-    ("pt", &["o", "os", "que", "não", "uma", "com", "para", "do", "da", "em", "mais", "por"]),
-    ("nl", &["de", "het", "een", "en", "van", "ik", "niet", "dat", "op", "zijn", "voor", "met"]),
+    (
+        "en",
+        &[
+            "the", "and", "of", "to", "is", "in", "that", "it", "with", "for", "was", "this",
+        ],
+    ),
+    (
+        "de",
+        &[
+            "der", "die", "und", "das", "ist", "nicht", "ein", "ich", "zu", "mit", "sie", "den",
+        ],
+    ),
+    (
+        "fr",
+        &[
+            "le", "la", "les", "et", "est", "des", "une", "que", "dans", "pour", "pas", "qui",
+        ],
+    ),
+    (
+        "es",
+        &[
+            "el", "los", "las", "y", "que", "es", "una", "por", "con", "para", "del", "como",
+        ],
+    ),
+    (
+        "it",
+        &[
+            "il", "che", "di", "e", "non", "della", "una", "per", "sono", "gli", "con", "anche",
+        ],
+    ),
+    (
+        "pt",
+        &[
+            "o", "os", "que", "não", "uma", "com", "para", "do", "da", "em", "mais", "por",
+        ],
+    ),
+    (
+        "nl",
+        &[
+            "de", "het", "een", "en", "van", "ik", "niet", "dat", "op", "zijn", "voor", "met",
+        ],
+    ),
 ];
 
 /// The script / language guess of a text with no `lang` field (see the module doc).
@@ -176,7 +217,11 @@ pub fn detect_text_language(text: &str) -> String {
         };
         *other.entry(script).or_default() += 1;
     }
-    let (best_other, n_other) = other.iter().max_by_key(|(_, &n)| n).map(|(s, n)| (*s, *n)).unwrap_or(("unknown", 0));
+    let (best_other, n_other) = other
+        .iter()
+        .max_by_key(|(_, &n)| n)
+        .map(|(s, n)| (*s, *n))
+        .unwrap_or(("unknown", 0));
     if latin == 0 && n_other == 0 {
         return "unknown".into();
     }
@@ -198,7 +243,11 @@ pub fn detect_text_language(text: &str) -> String {
             }
         }
     }
-    let (i, &v) = votes.iter().enumerate().max_by_key(|(i, &v)| (v, std::cmp::Reverse(*i))).unwrap_or((0, &0));
+    let (i, &v) = votes
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, &v)| (v, std::cmp::Reverse(*i)))
+        .unwrap_or((0, &0));
     if v >= 2 {
         STOPWORDS[i].0.into()
     } else {
@@ -224,7 +273,12 @@ pub fn row_language(text: &str, obj: &Map<String, Value>) -> String {
 }
 
 /// `stats` over one shard: writes `removed` (bad rows) and `summary` (with `report.stats`).
-pub fn stats(files: &[PathBuf], shard: ShardSpec, input: &InputOptions, out: &OutputOptions) -> Result<StepSummary> {
+pub fn stats(
+    files: &[PathBuf],
+    shard: ShardSpec,
+    input: &InputOptions,
+    out: &OutputOptions,
+) -> Result<StepSummary> {
     use rayon::prelude::*;
     let mut outputs = Outputs::create("stats", out, shard, files, false)?;
     let mut total = Stats::default();
@@ -265,13 +319,21 @@ fn stats_report(s: &Stats) -> Value {
 
 /// Add up the `summary*.json` files of `stats` shard runs into one summary.
 pub fn merge_summaries(paths: &[PathBuf]) -> Result<StepSummary> {
-    let mut out = StepSummary { step: "stats".into(), shard: "merged".into(), ..Default::default() };
+    let mut out = StepSummary {
+        step: "stats".into(),
+        shard: "merged".into(),
+        ..Default::default()
+    };
     let mut total = Stats::default();
     for p in paths {
         let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
-        let s: StepSummary = serde_json::from_str(&text).map_err(|e| Error::format(p, format!("not a summary: {e}")))?;
+        let s: StepSummary = serde_json::from_str(&text)
+            .map_err(|e| Error::format(p, format!("not a summary: {e}")))?;
         if s.step != "stats" {
-            return Err(Error::format(p, format!("a summary of `{}`, not of `stats`", s.step)));
+            return Err(Error::format(
+                p,
+                format!("a summary of `{}`, not of `stats`", s.step),
+            ));
         }
         let st: Stats = serde_json::from_value(s.report["stats"].clone())
             .map_err(|e| Error::format(p, format!("no stats in the report: {e}")))?;

@@ -20,7 +20,12 @@ fn check_reported_edit(src: &str, out: &str, c: &gradus_curate::corrupt::Corrupt
         offset += l.len();
     }
     assert!(src[offset..].starts_with(&c.before), "{c:?} in\n{src}");
-    let rebuilt = format!("{}{}{}", &src[..offset], c.after, &src[offset + c.before.len()..]);
+    let rebuilt = format!(
+        "{}{}{}",
+        &src[..offset],
+        c.after,
+        &src[offset + c.before.len()..]
+    );
     assert_eq!(rebuilt, out, "{c:?}");
     assert_ne!(src, out);
 }
@@ -53,7 +58,10 @@ fn each_python_kind_does_what_it_says_on_a_known_snippet() {
     assert_eq!(count_sites(PY, Lang::Python, Kind::SwapOperator), 1);
 
     let (out, c) = corrupt(PY, Lang::Python, Kind::BreakIndentation, &mut rng).unwrap();
-    assert_eq!((c.line, c.col, c.before.as_str(), c.after.as_str()), (3, 1, "", " "));
+    assert_eq!(
+        (c.line, c.col, c.before.as_str(), c.after.as_str()),
+        (3, 1, "", " ")
+    );
     assert!(out.contains("\n     for i in range"));
     check_reported_edit(PY, &out, &c);
 
@@ -74,7 +82,9 @@ fn each_python_kind_does_what_it_says_on_a_known_snippet() {
             assert_eq!(c.kind, kind);
             check_reported_edit(PY, &out, &c);
             match kind {
-                Kind::DeleteClosingBracket => assert!([")", "]"].contains(&c.before.as_str()) && c.after.is_empty()),
+                Kind::DeleteClosingBracket => {
+                    assert!([")", "]"].contains(&c.before.as_str()) && c.after.is_empty())
+                }
                 Kind::DropColon => assert_eq!((c.before.as_str(), c.after.as_str()), (":", "")),
                 Kind::BreakKeyword => {
                     let mut b: Vec<char> = c.before.chars().collect();
@@ -83,7 +93,10 @@ fn each_python_kind_does_what_it_says_on_a_known_snippet() {
                     assert!(["def", "for", "if", "return"].contains(&c.before.as_str()));
                 }
                 Kind::FlipComparison => {
-                    assert!([("==", "!="), ("<", ">")].contains(&(c.before.as_str(), c.after.as_str())), "{c:?}")
+                    assert!(
+                        [("==", "!="), ("<", ">")].contains(&(c.before.as_str(), c.after.as_str())),
+                        "{c:?}"
+                    )
                 }
                 Kind::SwapVariable => {
                     assert!(["xs", "limit", "total", "i", "n"].contains(&c.before.as_str()));
@@ -100,7 +113,10 @@ fn each_python_kind_does_what_it_says_on_a_known_snippet() {
 #[test]
 fn strings_and_comments_are_never_touched() {
     let src = "x = '(a < b)]'  # ) == [\ny = \"\"\"\n  )\n\"\"\"\n";
-    assert_eq!(count_sites(src, Lang::Python, Kind::DeleteClosingBracket), 0);
+    assert_eq!(
+        count_sites(src, Lang::Python, Kind::DeleteClosingBracket),
+        0
+    );
     assert_eq!(count_sites(src, Lang::Python, Kind::FlipComparison), 0);
     assert!(corrupt(src, Lang::Python, Kind::SwapOperator, &mut Rng::new(0)).is_none());
 }
@@ -109,7 +125,10 @@ fn strings_and_comments_are_never_touched() {
 /// fail, content corruptions keep it parsing, and every edit is the reported one.
 #[test]
 fn tiny_language_syntax_corruptions_fail_to_parse_content_ones_parse() {
-    let cfg = ProgramConfig { max_stmts: 6, ..Default::default() };
+    let cfg = ProgramConfig {
+        max_stmts: 6,
+        ..Default::default()
+    };
     let mut gen = Rng::new(1);
     let mut seen = std::collections::HashMap::new();
     for p in 0..60 {
@@ -117,19 +136,29 @@ fn tiny_language_syntax_corruptions_fail_to_parse_content_ones_parse() {
         assert!(lang::parse(&src).is_ok());
         for kind in Kind::for_lang(Lang::Tiny) {
             let mut rng = Rng::new(p);
-            let Some((out, c)) = corrupt(&src, Lang::Tiny, kind, &mut rng) else { continue };
+            let Some((out, c)) = corrupt(&src, Lang::Tiny, kind, &mut rng) else {
+                continue;
+            };
             *seen.entry(kind).or_insert(0) += 1;
             check_reported_edit(&src, &out, &c);
             let parsed = lang::parse(&out);
             match c.class {
                 Class::Syntax => assert!(parsed.is_err(), "{c:?} still parses:\n{out}"),
-                Class::Content => assert!(parsed.is_ok(), "{c:?} no longer parses: {:?}\n{out}", parsed.err()),
+                Class::Content => assert!(
+                    parsed.is_ok(),
+                    "{c:?} no longer parses: {:?}\n{out}",
+                    parsed.err()
+                ),
             }
         }
     }
     // Every kind of the language was exercised on these programs.
     for kind in Kind::for_lang(Lang::Tiny) {
-        assert!(seen.get(&kind).copied().unwrap_or(0) > 5, "{kind:?} applied only {:?} times", seen.get(&kind));
+        assert!(
+            seen.get(&kind).copied().unwrap_or(0) > 5,
+            "{kind:?} applied only {:?} times",
+            seen.get(&kind)
+        );
     }
 }
 
@@ -139,11 +168,16 @@ fn corrupt_any_is_seeded() {
     let a = corrupt_any(PY, Lang::Python, &kinds, &mut Rng::new(5));
     let b = corrupt_any(PY, Lang::Python, &kinds, &mut Rng::new(5));
     assert_eq!(a, b);
-    let all: std::collections::HashSet<Kind> =
-        (0..200).filter_map(|s| corrupt_any(PY, Lang::Python, &kinds, &mut Rng::new(s))).map(|(_, c)| c.kind).collect();
+    let all: std::collections::HashSet<Kind> = (0..200)
+        .filter_map(|s| corrupt_any(PY, Lang::Python, &kinds, &mut Rng::new(s)))
+        .map(|(_, c)| c.kind)
+        .collect();
     assert_eq!(all.len(), kinds.len());
     assert!(Kind::parse("flip_comparison").is_ok());
-    assert!(Kind::parse("nope").unwrap_err().to_string().contains("flip_comparison"));
+    assert!(Kind::parse("nope")
+        .unwrap_err()
+        .to_string()
+        .contains("flip_comparison"));
 }
 
 #[test]
@@ -174,7 +208,9 @@ fn python_compile_agrees_with_classes() {
     for (s, src) in snippets.iter().enumerate() {
         for kind in Kind::for_lang(Lang::Python) {
             for seed in 0..4 {
-                if let Some((out, c)) = corrupt(src, Lang::Python, kind, &mut Rng::new(seed * 31 + s as u64)) {
+                if let Some((out, c)) =
+                    corrupt(src, Lang::Python, kind, &mut Rng::new(seed * 31 + s as u64))
+                {
                     cases.push((out, c.class == Class::Syntax));
                 }
             }
@@ -184,9 +220,18 @@ fn python_compile_agrees_with_classes() {
     let json = serde_json::to_string(&cases).unwrap();
     std::fs::write(dir.path().join("cases.json"), json).unwrap();
     let script = "import json,sys\nbad=[]\nfor i,(src,syn) in enumerate(json.load(open(sys.argv[1]))):\n    try:\n        compile(src,'x','exec'); ok=True\n    except SyntaxError:\n        ok=False\n    if ok == syn: bad.append((i,syn,src))\nprint(json.dumps(bad))\n";
-    let out = match std::process::Command::new("python3").arg("-c").arg(script).arg(dir.path().join("cases.json")).output() {
+    let out = match std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(dir.path().join("cases.json"))
+        .output()
+    {
         Ok(o) => {
-            assert!(o.status.success(), "python3 failed: {}", String::from_utf8_lossy(&o.stderr));
+            assert!(
+                o.status.success(),
+                "python3 failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
             o
         }
         // Only a missing interpreter skips; one that runs and fails is a failure (above).
@@ -197,6 +242,10 @@ fn python_compile_agrees_with_classes() {
         Err(e) => panic!("running python3: {e}"),
     };
     let bad = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(bad.trim(), "[]", "cases where compile() disagrees with the corruption class: {bad}");
+    assert_eq!(
+        bad.trim(),
+        "[]",
+        "cases where compile() disagrees with the corruption class: {bad}"
+    );
     assert!(cases.len() > 60);
 }

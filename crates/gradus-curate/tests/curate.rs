@@ -11,7 +11,9 @@ use gradus_curate::dedup::{self, exact_key, DedupMethod, DedupOptions, KeepPolic
 use gradus_curate::filter::{dup_line_frac, filter, python_syntax, FilterConfig};
 use gradus_curate::minhash::{estimate, jaccard, normalize, shingles, MinHashParams, MinHasher};
 use gradus_curate::stats::{self, bucket, Stats};
-use gradus_curate::{discover, from_files, Compression, InputOptions, OnReadError, OutputOptions, ShardSpec};
+use gradus_curate::{
+    discover, from_files, Compression, InputOptions, OnReadError, OutputOptions, ShardSpec,
+};
 use serde_json::Value;
 
 fn write(path: &Path, text: &str) {
@@ -19,26 +21,42 @@ fn write(path: &Path, text: &str) {
 }
 
 fn rows(texts: &[&str]) -> String {
-    texts.iter().map(|t| serde_json::json!({ "text": t }).to_string() + "\n").collect()
+    texts
+        .iter()
+        .map(|t| serde_json::json!({ "text": t }).to_string() + "\n")
+        .collect()
 }
 
 fn lines(path: &Path) -> Vec<String> {
     if !path.exists() {
         return Vec::new();
     }
-    std::fs::read_to_string(path).unwrap().lines().map(String::from).collect()
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 fn json_lines(path: &Path) -> Vec<Value> {
-    lines(path).iter().map(|l| serde_json::from_str(l).unwrap()).collect()
+    lines(path)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn out(dir: &Path) -> OutputOptions {
-    OutputOptions { dir: dir.to_path_buf(), compression: Compression::None }
+    OutputOptions {
+        dir: dir.to_path_buf(),
+        compression: Compression::None,
+    }
 }
 
 fn input() -> InputOptions {
-    InputOptions { batch_bytes: 64, ..Default::default() } // tiny batches: many batch boundaries
+    InputOptions {
+        batch_bytes: 64,
+        ..Default::default()
+    } // tiny batches: many batch boundaries
 }
 
 // ---------------------------------------------------------------- shards, bad input
@@ -67,12 +85,19 @@ fn discover_takes_files_dirs_and_globs_sorted() {
     write(&d.path().join("notes.txt"), "");
     write(&d.path().join(".hidden.jsonl"), "");
     let got = discover(&[d.path().display().to_string()]).unwrap();
-    assert_eq!(got, vec![d.path().join("b.jsonl"), d.path().join("sub/a.jsonl.gz")]);
+    assert_eq!(
+        got,
+        vec![d.path().join("b.jsonl"), d.path().join("sub/a.jsonl.gz")]
+    );
     let g = discover(&[format!("{}/*.jsonl", d.path().display())]).unwrap();
     assert_eq!(g, vec![d.path().join("b.jsonl")]);
-    let e = discover(&[d.path().join("missing.jsonl").display().to_string()]).unwrap_err().to_string();
+    let e = discover(&[d.path().join("missing.jsonl").display().to_string()])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("missing.jsonl"), "{e}");
-    let e = discover(&[format!("{}/*.parquet", d.path().display())]).unwrap_err().to_string();
+    let e = discover(&[format!("{}/*.parquet", d.path().display())])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("matches no file"), "{e}");
 }
 
@@ -92,27 +117,68 @@ fn bad_rows_are_counted_in_removed_never_lost() {
     std::fs::write(&p, &bytes).unwrap();
     write(&d.path().join("empty.jsonl"), "");
     let files = discover(&[d.path().display().to_string()]).unwrap();
-    let cfg = FilterConfig { min_words: 0, min_mean_word_len: 0.0, ..FilterConfig::text() };
+    let cfg = FilterConfig {
+        min_words: 0,
+        min_mean_word_len: 0.0,
+        ..FilterConfig::text()
+    };
     let o = d.path().join("out");
     let s = filter(&files, ShardSpec::ALL, &input(), &out(&o), &cfg).unwrap();
-    assert_eq!((s.files, s.empty_files, s.rows, s.kept, s.removed, s.blank_lines), (2, 1, 7, 2, 5, 2));
-    for r in ["invalid_utf8", "missing_field", "not_an_object", "field_not_text", "invalid_json"] {
-        assert_eq!(s.removed_by_reason.get(r), Some(&1), "{r}: {:?}", s.removed_by_reason);
+    assert_eq!(
+        (
+            s.files,
+            s.empty_files,
+            s.rows,
+            s.kept,
+            s.removed,
+            s.blank_lines
+        ),
+        (2, 1, 7, 2, 5, 2)
+    );
+    for r in [
+        "invalid_utf8",
+        "missing_field",
+        "not_an_object",
+        "field_not_text",
+        "invalid_json",
+    ] {
+        assert_eq!(
+            s.removed_by_reason.get(r),
+            Some(&1),
+            "{r}: {:?}",
+            s.removed_by_reason
+        );
     }
     // Kept rows are written byte for byte, all fields kept.
     assert_eq!(
         lines(&o.join("kept.jsonl")),
-        vec!["{\"text\": \"good one\"}", "{\"text\": \"good two\", \"extra\": [1, {\"k\": null}]}"]
+        vec![
+            "{\"text\": \"good one\"}",
+            "{\"text\": \"good two\", \"extra\": [1, {\"k\": null}]}"
+        ]
     );
     let removed = json_lines(&o.join("removed.jsonl"));
-    let sources: Vec<&str> = removed.iter().map(|r| r["source"].as_str().unwrap()).collect();
-    let want: Vec<String> = [2, 3, 6, 7, 8].iter().map(|l| format!("{}:{l}", p.display())).collect();
+    let sources: Vec<&str> = removed
+        .iter()
+        .map(|r| r["source"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = [2, 3, 6, 7, 8]
+        .iter()
+        .map(|l| format!("{}:{l}", p.display()))
+        .collect();
     assert_eq!(sources, want);
     assert_eq!(removed[1]["row"]["content"], "no text field"); // a parsed row keeps its JSON
-    assert!(removed[0]["raw"].as_str().unwrap().contains("bad \u{fffd} utf8"));
-    assert!(removed[0]["detail"]["error"].as_str().unwrap().contains("invalid UTF-8"));
+    assert!(removed[0]["raw"]
+        .as_str()
+        .unwrap()
+        .contains("bad \u{fffd} utf8"));
+    assert!(removed[0]["detail"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("invalid UTF-8"));
     // The summary on disk says the same.
-    let on_disk: Value = serde_json::from_str(&std::fs::read_to_string(o.join("summary.json")).unwrap()).unwrap();
+    let on_disk: Value =
+        serde_json::from_str(&std::fs::read_to_string(o.join("summary.json")).unwrap()).unwrap();
     assert_eq!(on_disk["removed"], 5);
 }
 
@@ -129,7 +195,11 @@ fn gzip_zstd_inputs_and_a_corrupt_gzip_member() {
     let mut two = gzip(rows(&["alpha"]).as_bytes());
     two.extend(gzip(rows(&["beta"]).as_bytes()));
     std::fs::write(d.path().join("a.jsonl.gz"), &two).unwrap();
-    std::fs::write(d.path().join("b.jsonl.zst"), zstd::encode_all(rows(&["gamma"]).as_bytes(), 3).unwrap()).unwrap();
+    std::fs::write(
+        d.path().join("b.jsonl.zst"),
+        zstd::encode_all(rows(&["gamma"]).as_bytes(), 3).unwrap(),
+    )
+    .unwrap();
     let files = discover(&[d.path().display().to_string()]).unwrap();
     let o = d.path().join("o1");
     let s = stats::stats(&files, ShardSpec::ALL, &input(), &out(&o)).unwrap();
@@ -146,10 +216,15 @@ fn gzip_zstd_inputs_and_a_corrupt_gzip_member() {
     let bp = d.path().join("c.jsonl.gz");
     std::fs::write(&bp, &bad).unwrap();
     let files = vec![bp.clone()];
-    let e = stats::stats(&files, ShardSpec::ALL, &input(), &out(&d.path().join("o2"))).unwrap_err().to_string();
+    let e = stats::stats(&files, ShardSpec::ALL, &input(), &out(&d.path().join("o2")))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("c.jsonl.gz:3: read error"), "{e}");
     assert!(e.contains("--on-read-error skip"), "{e}");
-    let skip = InputOptions { on_read_error: OnReadError::Skip, ..input() };
+    let skip = InputOptions {
+        on_read_error: OnReadError::Skip,
+        ..input()
+    };
     let o3 = d.path().join("o3");
     let s = stats::stats(&files, ShardSpec::ALL, &skip, &out(&o3)).unwrap();
     assert_eq!((s.kept, s.removed), (2, 1));
@@ -170,21 +245,38 @@ fn parquet_rows_keep_all_columns() {
         .unwrap(),
     );
     let props = Arc::new(parquet::file::properties::WriterProperties::builder().build());
-    let mut w = parquet::file::writer::SerializedFileWriter::new(std::fs::File::create(&p).unwrap(), schema, props).unwrap();
+    let mut w = parquet::file::writer::SerializedFileWriter::new(
+        std::fs::File::create(&p).unwrap(),
+        schema,
+        props,
+    )
+    .unwrap();
     let mut rg = w.next_row_group().unwrap();
     let mut c = rg.next_column().unwrap().unwrap();
     c.typed::<ByteArrayType>()
-        .write_batch(&[ByteArray::from("same text"), ByteArray::from("same text")], Some(&[1, 0, 1]), None)
+        .write_batch(
+            &[ByteArray::from("same text"), ByteArray::from("same text")],
+            Some(&[1, 0, 1]),
+            None,
+        )
         .unwrap();
     c.close().unwrap();
     let mut c = rg.next_column().unwrap().unwrap();
-    c.typed::<Int32Type>().write_batch(&[1, 2, 3], None, None).unwrap();
+    c.typed::<Int32Type>()
+        .write_batch(&[1, 2, 3], None, None)
+        .unwrap();
     c.close().unwrap();
     rg.close().unwrap();
     w.close().unwrap();
     let o = d.path().join("o");
-    let inp = InputOptions { field: "content".into(), ..input() };
-    let opts = DedupOptions { method: DedupMethod::Exact { lowercase: false }, keep: KeepPolicy::First };
+    let inp = InputOptions {
+        field: "content".into(),
+        ..input()
+    };
+    let opts = DedupOptions {
+        method: DedupMethod::Exact { lowercase: false },
+        keep: KeepPolicy::First,
+    };
     let s = dedup::dedup(std::slice::from_ref(&p), &inp, &out(&o), &opts).unwrap();
     // row 1 kept, row 2 has a null content (field_not_text), row 3 duplicates row 1.
     assert_eq!((s.rows, s.kept, s.removed), (3, 1, 2));
@@ -202,17 +294,38 @@ fn parquet_rows_keep_all_columns() {
 fn stats_counts_and_histograms_by_hand() {
     // "ab": 2 chars, 1 word, 1 line -> bucket [2,4); "hello world\nbye": 15 chars, 3 words,
     // 2 lines -> bucket [8,16); "": 0 chars -> bucket 0.
-    assert_eq!((bucket(0), bucket(1), bucket(2), bucket(3), bucket(15), bucket(16)), (0, 1, 2, 2, 4, 5));
+    assert_eq!(
+        (
+            bucket(0),
+            bucket(1),
+            bucket(2),
+            bucket(3),
+            bucket(15),
+            bucket(16)
+        ),
+        (0, 1, 2, 2, 4, 5)
+    );
     let mut s = Stats::default();
     for t in ["ab", "hello world\nbye", ""] {
         s.add(t, &stats::detect_text_language(t));
     }
     assert_eq!((s.rows, s.chars, s.words, s.lines), (3, 17, 4, 3));
     assert_eq!((s.min_chars, s.max_chars), (Some(0), Some(15)));
-    let hist: Vec<(u64, u64)> = s.length_histogram.iter().filter(|b| b[2] > 0).map(|b| (b[0], b[2])).collect();
+    let hist: Vec<(u64, u64)> = s
+        .length_histogram
+        .iter()
+        .filter(|b| b[2] > 0)
+        .map(|b| (b[0], b[2]))
+        .collect();
     assert_eq!(hist, vec![(0, 1), (2, 1), (8, 1)]);
-    assert_eq!(stats::detect_text_language("The cat and the dog went to the park with this ball"), "en");
-    assert_eq!(stats::detect_text_language("Der Hund und die Katze ist nicht mit den Kindern"), "de");
+    assert_eq!(
+        stats::detect_text_language("The cat and the dog went to the park with this ball"),
+        "en"
+    );
+    assert_eq!(
+        stats::detect_text_language("Der Hund und die Katze ist nicht mit den Kindern"),
+        "de"
+    );
     assert_eq!(stats::detect_text_language("Привет, как дела"), "cyrillic");
     assert_eq!(stats::detect_text_language("123 456"), "unknown");
 }
@@ -226,7 +339,13 @@ fn stats_shard_summaries_merge_to_the_single_run() {
         write(&d.path().join(format!("s{i}.jsonl")), &rows(&refs));
     }
     let files = discover(&[d.path().display().to_string()]).unwrap();
-    let single = stats::stats(&files, ShardSpec::ALL, &input(), &out(&d.path().join("all"))).unwrap();
+    let single = stats::stats(
+        &files,
+        ShardSpec::ALL,
+        &input(),
+        &out(&d.path().join("all")),
+    )
+    .unwrap();
     let mut parts = Vec::new();
     for i in 0..3 {
         let sh = ShardSpec { index: i, count: 3 };
@@ -243,7 +362,10 @@ fn stats_shard_summaries_merge_to_the_single_run() {
 
 #[test]
 fn normalize_and_shingles_by_hand() {
-    assert_eq!(normalize("  Hello, World!  3.14 and 42\n\tfoo_bar() "), "hello world 0 and 0 foo bar");
+    assert_eq!(
+        normalize("  Hello, World!  3.14 and 42\n\tfoo_bar() "),
+        "hello world 0 and 0 foo bar"
+    );
     // 4 words, n = 2 -> 3 shingles; n = 5 > 4 words -> none.
     assert_eq!(shingles("a b c d", 2).len(), 3);
     assert_eq!(shingles("a b c d", 4).len(), 1);
@@ -258,7 +380,7 @@ fn normalize_and_shingles_by_hand() {
 #[test]
 fn lsh_candidate_probability_matches_the_s_curve() {
     let p = MinHashParams::default(); // 14 bands x 8 rows
-    // 1 - (1 - 0.8^8)^14: 0.8^8 = 0.16777, (0.83223)^14 = 0.07605 -> 0.924 (datatrove's docstring)
+                                      // 1 - (1 - 0.8^8)^14: 0.8^8 = 0.16777, (0.83223)^14 = 0.07605 -> 0.924 (datatrove's docstring)
     assert!((p.candidate_probability(0.8) - 0.924).abs() < 1e-3);
     assert!(p.candidate_probability(0.3) < 0.002);
 }
@@ -293,10 +415,18 @@ fn near_duplicates_cluster_and_keep_policy() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("c.jsonl");
     write(&p, &rows(&[&doc0, &doc1, &doc2, &doc3]));
-    let params = MinHashParams { ngram: 1, bands: 20, rows: 5, seed: 7 };
+    let params = MinHashParams {
+        ngram: 1,
+        bands: 20,
+        rows: 5,
+        seed: 7,
+    };
     for (keep, kept_line) in [(KeepPolicy::First, 1), (KeepPolicy::Longest, 3)] {
         let o = d.path().join(format!("o{kept_line}"));
-        let opts = DedupOptions { method: DedupMethod::minhash(&params, true, 0.8), keep };
+        let opts = DedupOptions {
+            method: DedupMethod::minhash(&params, true, 0.8),
+            keep,
+        };
         let s = dedup::dedup(std::slice::from_ref(&p), &input(), &out(&o), &opts).unwrap();
         assert_eq!((s.kept, s.removed), (2, 2), "{keep:?}");
         let r = json_lines(&o.join("removed.jsonl"));
@@ -309,7 +439,10 @@ fn near_duplicates_cluster_and_keep_policy() {
     }
     // J(doc1, doc2) = 95/115 = 0.826: with threshold 0.95 verification rejects every pair.
     let o = d.path().join("strict");
-    let opts = DedupOptions { method: DedupMethod::minhash(&params, true, 0.95), keep: KeepPolicy::First };
+    let opts = DedupOptions {
+        method: DedupMethod::minhash(&params, true, 0.95),
+        keep: KeepPolicy::First,
+    };
     let s = dedup::dedup(std::slice::from_ref(&p), &input(), &out(&o), &opts).unwrap();
     assert_eq!(s.removed, 0);
     assert!(s.report["clusters"]["pairs_rejected"].as_u64().unwrap() >= 1);
@@ -324,19 +457,37 @@ fn exact_dedup_normalises_whitespace_only() {
     let p = d.path().join("e.jsonl");
     write(&p, &rows(&["x y", "x  y ", "X y", "z"]));
     let o = d.path().join("o");
-    let opts = DedupOptions { method: DedupMethod::Exact { lowercase: false }, keep: KeepPolicy::First };
+    let opts = DedupOptions {
+        method: DedupMethod::Exact { lowercase: false },
+        keep: KeepPolicy::First,
+    };
     let s = dedup::dedup(std::slice::from_ref(&p), &input(), &out(&o), &opts).unwrap();
     assert_eq!((s.kept, s.removed), (3, 1));
-    assert_eq!(json_lines(&o.join("removed.jsonl"))[0]["source"], format!("{}:2", p.display()));
+    assert_eq!(
+        json_lines(&o.join("removed.jsonl"))[0]["source"],
+        format!("{}:2", p.display())
+    );
 }
 
 /// Run dedup sharded (sign per shard, merge, apply per shard) and return sorted kept and removed
 /// (source + reason + kept) lines.
-fn sharded(files: &[PathBuf], n: usize, opts: &DedupOptions, root: &Path) -> (Vec<String>, Vec<String>) {
+fn sharded(
+    files: &[PathBuf],
+    n: usize,
+    opts: &DedupOptions,
+    root: &Path,
+) -> (Vec<String>, Vec<String>) {
     let work = root.join(format!("work{n}"));
     let o = root.join(format!("out{n}"));
     for i in 0..n {
-        dedup::sign_to_dir(files, ShardSpec { index: i, count: n }, &input(), opts, &work).unwrap();
+        dedup::sign_to_dir(
+            files,
+            ShardSpec { index: i, count: n },
+            &input(),
+            opts,
+            &work,
+        )
+        .unwrap();
     }
     dedup::merge_dir(files, n, &input(), opts, &work).unwrap();
     let (mut kept, mut removed) = (Vec::new(), Vec::new());
@@ -344,9 +495,11 @@ fn sharded(files: &[PathBuf], n: usize, opts: &DedupOptions, root: &Path) -> (Ve
         let sh = ShardSpec { index: i, count: n };
         dedup::apply_from_dir(files, sh, &input(), &out(&o), opts, &work).unwrap();
         kept.extend(lines(&o.join(format!("kept{}.jsonl", sh.suffix()))));
-        removed.extend(json_lines(&o.join(format!("removed{}.jsonl", sh.suffix()))).iter().map(|r| {
-            format!("{} {} {}", r["source"], r["reason"], r["detail"]["kept"])
-        }));
+        removed.extend(
+            json_lines(&o.join(format!("removed{}.jsonl", sh.suffix())))
+                .iter()
+                .map(|r| format!("{} {} {}", r["source"], r["reason"], r["detail"]["kept"])),
+        );
     }
     kept.sort();
     removed.sort();
@@ -386,13 +539,29 @@ fn sharded_minhash_equals_single_process() {
         write(&d.path().join(format!("part{f}.jsonl")), &s);
     }
     let files = discover(&[d.path().display().to_string()]).unwrap();
-    let params = MinHashParams { ngram: 3, bands: 16, rows: 4, seed: 3 };
+    let params = MinHashParams {
+        ngram: 3,
+        bands: 16,
+        rows: 4,
+        seed: 3,
+    };
     for verify in [false, true] {
-        let opts = DedupOptions { method: DedupMethod::minhash(&params, verify, 0.5), keep: KeepPolicy::Longest };
+        let opts = DedupOptions {
+            method: DedupMethod::minhash(&params, verify, 0.5),
+            keep: KeepPolicy::Longest,
+        };
         let one = single(&files, &opts, d.path());
-        assert!(one.1.len() > 10, "expected near-duplicates to be removed: {:?}", one.1.len());
+        assert!(
+            one.1.len() > 10,
+            "expected near-duplicates to be removed: {:?}",
+            one.1.len()
+        );
         for n in [1, 2, 3, 7] {
-            assert_eq!(sharded(&files, n, &opts, d.path()), one, "n = {n}, verify = {verify}");
+            assert_eq!(
+                sharded(&files, n, &opts, d.path()),
+                one,
+                "n = {n}, verify = {verify}"
+            );
         }
     }
 }
@@ -403,14 +572,41 @@ fn merge_refuses_mismatched_or_missing_signatures() {
     write(&d.path().join("a.jsonl"), &rows(&["one two three"]));
     write(&d.path().join("b.jsonl"), &rows(&["one two three"]));
     let files = discover(&[d.path().display().to_string()]).unwrap();
-    let opts = DedupOptions { method: DedupMethod::Exact { lowercase: false }, keep: KeepPolicy::First };
+    let opts = DedupOptions {
+        method: DedupMethod::Exact { lowercase: false },
+        keep: KeepPolicy::First,
+    };
     let work = d.path().join("w");
-    dedup::sign_to_dir(&files, ShardSpec { index: 0, count: 2 }, &input(), &opts, &work).unwrap();
-    let e = dedup::merge_dir(&files, 2, &input(), &opts, &work).unwrap_err().to_string();
-    assert!(e.contains("sigs.1-of-2.bin") && e.contains("sign stage"), "{e}");
-    dedup::sign_to_dir(&files, ShardSpec { index: 1, count: 2 }, &input(), &opts, &work).unwrap();
-    let other = DedupOptions { method: DedupMethod::Exact { lowercase: true }, keep: KeepPolicy::First };
-    let e = dedup::merge_dir(&files, 2, &input(), &other, &work).unwrap_err().to_string();
+    dedup::sign_to_dir(
+        &files,
+        ShardSpec { index: 0, count: 2 },
+        &input(),
+        &opts,
+        &work,
+    )
+    .unwrap();
+    let e = dedup::merge_dir(&files, 2, &input(), &opts, &work)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("sigs.1-of-2.bin") && e.contains("sign stage"),
+        "{e}"
+    );
+    dedup::sign_to_dir(
+        &files,
+        ShardSpec { index: 1, count: 2 },
+        &input(),
+        &opts,
+        &work,
+    )
+    .unwrap();
+    let other = DedupOptions {
+        method: DedupMethod::Exact { lowercase: true },
+        keep: KeepPolicy::First,
+    };
+    let e = dedup::merge_dir(&files, 2, &input(), &other, &work)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("other dedup parameters"), "{e}");
     let r = dedup::merge_dir(&files, 2, &input(), &opts, &work).unwrap();
     assert_eq!((r.clusters, r.docs_in_clusters), (1, 2));
@@ -421,30 +617,66 @@ fn merge_refuses_mismatched_or_missing_signatures() {
 #[test]
 fn stages_refuse_to_combine_when_inputs_or_options_changed() {
     let d = tempfile::tempdir().unwrap();
-    write(&d.path().join("a.jsonl"), &rows(&["one two three", "four five"]));
+    write(
+        &d.path().join("a.jsonl"),
+        &rows(&["one two three", "four five"]),
+    );
     write(&d.path().join("b.jsonl"), &rows(&["one two three"]));
-    let files = discover(&[d.path().join("a.jsonl").display().to_string(), d.path().join("b.jsonl").display().to_string()]).unwrap();
-    let opts = DedupOptions { method: DedupMethod::Exact { lowercase: false }, keep: KeepPolicy::First };
+    let files = discover(&[
+        d.path().join("a.jsonl").display().to_string(),
+        d.path().join("b.jsonl").display().to_string(),
+    ])
+    .unwrap();
+    let opts = DedupOptions {
+        method: DedupMethod::Exact { lowercase: false },
+        keep: KeepPolicy::First,
+    };
     let work = d.path().join("w");
     let o = d.path().join("o");
     for i in 0..2 {
-        dedup::sign_to_dir(&files, ShardSpec { index: i, count: 2 }, &input(), &opts, &work).unwrap();
+        dedup::sign_to_dir(
+            &files,
+            ShardSpec { index: i, count: 2 },
+            &input(),
+            &opts,
+            &work,
+        )
+        .unwrap();
     }
     // Another keep policy at merge time than the signatures were made for.
-    let longest = DedupOptions { keep: KeepPolicy::Longest, ..opts.clone() };
-    let e = dedup::merge_dir(&files, 2, &input(), &longest, &work).unwrap_err().to_string();
-    assert!(e.contains("fingerprint") && e.contains("sigs.0-of-2.bin"), "{e}");
+    let longest = DedupOptions {
+        keep: KeepPolicy::Longest,
+        ..opts.clone()
+    };
+    let e = dedup::merge_dir(&files, 2, &input(), &longest, &work)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("fingerprint") && e.contains("sigs.0-of-2.bin"),
+        "{e}"
+    );
     dedup::merge_dir(&files, 2, &input(), &opts, &work).unwrap();
     let sh = ShardSpec { index: 0, count: 2 };
     dedup::apply_from_dir(&files, sh, &input(), &out(&o), &opts, &work).unwrap();
     // Another --field at apply time.
     let mut other_field = input();
     other_field.field = "content".into();
-    let e = dedup::apply_from_dir(&files, sh, &other_field, &out(&o), &opts, &work).unwrap_err().to_string();
+    let e = dedup::apply_from_dir(&files, sh, &other_field, &out(&o), &opts, &work)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("fingerprint") && e.contains("merge.json"), "{e}");
     // An input file rewritten since the merge (same name, other rows; the size changes).
     write(&d.path().join("b.jsonl"), &rows(&["one two three", "six"]));
-    let e = dedup::apply_from_dir(&files, ShardSpec { index: 1, count: 2 }, &input(), &out(&o), &opts, &work).unwrap_err().to_string();
+    let e = dedup::apply_from_dir(
+        &files,
+        ShardSpec { index: 1, count: 2 },
+        &input(),
+        &out(&o),
+        &opts,
+        &work,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("fingerprint") && e.contains("merge.json"), "{e}");
 }
 
@@ -545,7 +777,14 @@ fn decontamination_removes_rows_sharing_an_ngram() {
         ]),
     );
     let o = d.path().join("o");
-    let s = decontaminate(std::slice::from_ref(&data), ShardSpec::ALL, &input(), &out(&o), &dc).unwrap();
+    let s = decontaminate(
+        std::slice::from_ref(&data),
+        ShardSpec::ALL,
+        &input(),
+        &out(&o),
+        &dc,
+    )
+    .unwrap();
     assert_eq!((s.kept, s.removed), (1, 2));
     let r = json_lines(&o.join("removed.jsonl"));
     assert_eq!(r[0]["detail"]["matches"][0]["id"], "T/0");
@@ -556,8 +795,14 @@ fn decontamination_removes_rows_sharing_an_ngram() {
     // An eval file with none of the fields is an error naming file and line.
     let bad = d.path().join("bad.jsonl");
     write(&bad, "{\"question_text\": \"x\"}\n");
-    let e = dc.add_eval_file(&bad, &fields, "task_id").unwrap_err().to_string();
-    assert!(e.contains("bad.jsonl:1") && e.contains("--eval-field"), "{e}");
+    let e = dc
+        .add_eval_file(&bad, &fields, "task_id")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("bad.jsonl:1") && e.contains("--eval-field"),
+        "{e}"
+    );
 }
 
 /// HumanEval (read at run time, never committed): a row holding a HumanEval prompt is found.
@@ -567,7 +812,13 @@ fn decontamination_removes_rows_sharing_an_ngram() {
 fn humaneval_prompt_is_detected() {
     let he = Path::new("/work/shared/datasets/humaneval/HumanEval.jsonl.gz");
     let mut dc = Decontaminator::new(13, 1).unwrap();
-    let n = dc.add_eval_file(he, &["prompt".into(), "canonical_solution".into()], "task_id").unwrap();
+    let n = dc
+        .add_eval_file(
+            he,
+            &["prompt".into(), "canonical_solution".into()],
+            "task_id",
+        )
+        .unwrap();
     assert_eq!(n, 164);
     let first: Value = {
         use std::io::BufRead;
@@ -575,7 +826,9 @@ fn humaneval_prompt_is_detected() {
         serde_json::from_str(&r.lines().next().unwrap().unwrap()).unwrap()
     };
     let m = dc.matches(first["prompt"].as_str().unwrap());
-    assert!(m.iter().any(|(i, _)| dc.items[*i as usize].id == "HumanEval/0"));
+    assert!(m
+        .iter()
+        .any(|(i, _)| dc.items[*i as usize].id == "HumanEval/0"));
     assert!(dc.matches("print('hello world')").is_empty());
 }
 
@@ -589,8 +842,12 @@ fn text_and_code_rules_by_hand() {
     let text = FilterConfig::text();
     let short = "only five words here now";
     assert_eq!(text.check(short, None).unwrap().rule, "min_words");
-    let good = "The quick brown fox jumps over the lazy dog near the river bank today. ".to_string()
-        + &(0..60).map(|i| format!("word{i}")).collect::<Vec<_>>().join(" ");
+    let good = "The quick brown fox jumps over the lazy dog near the river bank today. "
+        .to_string()
+        + &(0..60)
+            .map(|i| format!("word{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
     assert_eq!(text.check(&good, None), None);
     // 60 repeats of "spam spam": the top 2-gram covers all characters.
     let rep = "spam eggs ".repeat(60);
@@ -598,13 +855,26 @@ fn text_and_code_rules_by_hand() {
     let code = FilterConfig::code();
     let long = format!("x = '{}'\n", "a".repeat(1200));
     let f = code.check(&long, Some("python")).unwrap();
-    assert_eq!((f.rule, f.value.clone()), ("max_line_len", Value::from(1206))); // 5 + 1200 + 1 chars
-    // "=+-" symbols only: alnum fraction 0 / 3 non-space.
+    assert_eq!(
+        (f.rule, f.value.clone()),
+        ("max_line_len", Value::from(1206))
+    ); // 5 + 1200 + 1 chars
+       // "=+-" symbols only: alnum fraction 0 / 3 non-space.
     assert_eq!(code.check("=+-\n", None).unwrap().rule, "min_alnum_frac");
     // 3 of 4 non-blank lines are comments = 0.75 <= 0.8; 5 of 6 = 0.833 > 0.8.
     assert_eq!(code.check("# a\n# b\n# c\nx = 1\n", Some("python")), None);
-    assert_eq!(code.check("# a\n# b\n# c\n# d\n# e\nx = 1\n", Some("python")).unwrap().rule, "max_comment_frac");
-    assert_eq!(code.check("def f(:\n    pass\n", Some("python")).unwrap().rule, "python_syntax");
+    assert_eq!(
+        code.check("# a\n# b\n# c\n# d\n# e\nx = 1\n", Some("python"))
+            .unwrap()
+            .rule,
+        "max_comment_frac"
+    );
+    assert_eq!(
+        code.check("def f(:\n    pass\n", Some("python"))
+            .unwrap()
+            .rule,
+        "python_syntax"
+    );
     // Not python: no syntax check.
     assert_eq!(code.check("def f(:\n    pass\n", Some("rust")), None);
 }
@@ -639,15 +909,30 @@ fn python_syntax_accepts_valid_code() {
 fn python_syntax_rejects_errors_with_line_numbers() {
     let bad = [
         ("def f(:\n    pass\n", "line 1: '(' was never closed"),
-        ("x = [1, 2)\n", "line 1: closing parenthesis ')' does not match opening parenthesis '['"),
+        (
+            "x = [1, 2)\n",
+            "line 1: closing parenthesis ')' does not match opening parenthesis '['",
+        ),
         ("x = 1)\n", "line 1: unmatched ')'"),
-        ("if x:\npass\n", "line 2: expected an indented block after line 1"),
+        (
+            "if x:\npass\n",
+            "line 2: expected an indented block after line 1",
+        ),
         ("def f():\n", "expected an indented block after line 1"),
         ("x = 1\n    y = 2\n", "line 2: unexpected indent"),
-        ("if x:\n    a = 1\n  b = 2\n", "line 3: unindent does not match any outer indentation level"),
+        (
+            "if x:\n    a = 1\n  b = 2\n",
+            "line 3: unindent does not match any outer indentation level",
+        ),
         ("s = 'abc\n", "line 1: unterminated string literal"),
-        ("s = '''abc\n\nx\n", "line 1: unterminated triple-quoted string literal"),
-        ("x = 1 \\ 2\n", "line 1: unexpected character after line continuation character"),
+        (
+            "s = '''abc\n\nx\n",
+            "line 1: unterminated triple-quoted string literal",
+        ),
+        (
+            "x = 1 \\ 2\n",
+            "line 1: unexpected character after line continuation character",
+        ),
         ("a = 1\nb = $x\n", "line 2: invalid character '$'"),
         ("a = 1 → 2\n", "invalid character '→'"),
         ("print(f'{x')\n", "line 1: unterminated string literal"), // the quote opens a nested string (3.12)
@@ -697,12 +982,22 @@ fn from_files_makes_rows_with_path_ids() {
     let o = d.path().join("rows.jsonl");
     let s = from_files(&[d.path().to_path_buf()], "*.py", false, &[], &o).unwrap();
     assert_eq!(s.rows, 1);
-    assert_eq!(s.skipped_not_utf8, vec![d.path().join("bin.py").display().to_string()]);
+    assert_eq!(
+        s.skipped_not_utf8,
+        vec![d.path().join("bin.py").display().to_string()]
+    );
     let r = json_lines(&o);
     assert_eq!(r[0]["id"], d.path().join("a.py").display().to_string());
     assert_eq!(r[0]["text"], "x = 1\n");
     let s = from_files(&[d.path().to_path_buf()], "*.py", true, &[], &o).unwrap();
     assert_eq!(s.rows, 2);
-    let s = from_files(&[d.path().to_path_buf()], "*.py", true, &["pkg".to_string()], &o).unwrap();
+    let s = from_files(
+        &[d.path().to_path_buf()],
+        "*.py",
+        true,
+        &["pkg".to_string()],
+        &o,
+    )
+    .unwrap();
     assert_eq!(s.rows, 1);
 }

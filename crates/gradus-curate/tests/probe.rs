@@ -11,7 +11,14 @@ fn at(deg: f64) -> [f32; 2] {
 }
 
 fn corruption(kind: Kind) -> Corruption {
-    Corruption { kind, class: kind.class(), line: 1, col: 0, before: String::new(), after: String::new() }
+    Corruption {
+        kind,
+        class: kind.class(),
+        line: 1,
+        col: 0,
+        before: String::new(),
+        after: String::new(),
+    }
 }
 
 /// Mixed corpus (corrupted rows replace their clean versions), angles in degrees:
@@ -26,7 +33,17 @@ fn corruption(kind: Kind) -> Corruption {
 fn movement_counts_match_the_hand_derived_geometry() {
     let angles = [0.0, 4.0, 88.0, 90.0, 94.0, 86.0, 100.0];
     let x: Vec<f32> = angles.iter().flat_map(|&a| at(a)).collect();
-    let km = kmeans(&x, 2, &KMeansConfig { k: 2, max_iters: 50, batch_size: None, seed: 0 }).unwrap();
+    let km = kmeans(
+        &x,
+        2,
+        &KMeansConfig {
+            k: 2,
+            max_iters: 50,
+            batch_size: None,
+            seed: 0,
+        },
+    )
+    .unwrap();
     // Precondition: the clustering is the intended one.
     let a = km.assign[0];
     assert_eq!(km.assign[1], a);
@@ -39,22 +56,67 @@ fn movement_counts_match_the_hand_derived_geometry() {
     assert_eq!(clean_assign, vec![a, b]);
     let (c2, c6) = (corruption(Kind::DropColon), corruption(Kind::OffByOne));
     let rows = [
-        Paired { row: 2, clean_cluster: clean_assign[0], clean_distance: clean_dist[0], cos_to_clean: 0.0, corruption: &c2 },
-        Paired { row: 6, clean_cluster: clean_assign[1], clean_distance: clean_dist[1], cos_to_clean: 0.5, corruption: &c6 },
+        Paired {
+            row: 2,
+            clean_cluster: clean_assign[0],
+            clean_distance: clean_dist[0],
+            cos_to_clean: 0.0,
+            corruption: &c2,
+        },
+        Paired {
+            row: 6,
+            clean_cluster: clean_assign[1],
+            clean_distance: clean_dist[1],
+            cos_to_clean: 0.5,
+            corruption: &c6,
+        },
     ];
     let m = movement(&km, &rows);
-    assert_eq!(m.keys().cloned().collect::<Vec<_>>(), ["all", "all content", "all syntax", "drop_colon", "off_by_one"]);
+    assert_eq!(
+        m.keys().cloned().collect::<Vec<_>>(),
+        [
+            "all",
+            "all content",
+            "all syntax",
+            "drop_colon",
+            "off_by_one"
+        ]
+    );
 
     let all = &m["all"];
-    assert_eq!((all.rows, all.other_cluster, all.smaller_cluster, all.farther), (2, 1, 0, 1));
+    assert_eq!(
+        (
+            all.rows,
+            all.other_cluster,
+            all.smaller_cluster,
+            all.farther
+        ),
+        (2, 1, 0, 1)
+    );
     assert_eq!(all.delta_size, vec![3.0, 0.0]);
     assert_eq!(mean(all.delta_size.iter().copied()), 1.5);
     assert_eq!(mean(all.cos_to_clean.iter().copied()), 0.25);
     let syn = &m["all syntax"];
-    assert_eq!((syn.rows, syn.other_cluster, syn.smaller_cluster, syn.farther), (1, 1, 0, 0));
+    assert_eq!(
+        (
+            syn.rows,
+            syn.other_cluster,
+            syn.smaller_cluster,
+            syn.farther
+        ),
+        (1, 1, 0, 0)
+    );
     assert_eq!(m["drop_colon"], *syn);
     let con = &m["all content"];
-    assert_eq!((con.rows, con.other_cluster, con.smaller_cluster, con.farther), (1, 0, 0, 1));
+    assert_eq!(
+        (
+            con.rows,
+            con.other_cluster,
+            con.smaller_cluster,
+            con.farther
+        ),
+        (1, 0, 0, 1)
+    );
     // Distances (1 − cos of the angle to the centroid), centroid B at ≈ 91.6°, A at 2°:
     // row 2: 1 − cos 3.6° ≈ 0.00197 vs 1 − cos 6° ≈ 0.00548; row 6: 1 − cos 8.4° ≈ 0.0107 vs ≈ 0.
     let dd = &all.delta_distance;

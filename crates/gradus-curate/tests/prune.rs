@@ -49,7 +49,11 @@ fn cluster_of(km: &KMeans, rows: std::ops::Range<usize>) -> usize {
 }
 
 fn check_groups(km: &KMeans) {
-    let (a, b, c) = (cluster_of(km, 0..10), cluster_of(km, 10..15), cluster_of(km, 15..17));
+    let (a, b, c) = (
+        cluster_of(km, 0..10),
+        cluster_of(km, 10..15),
+        cluster_of(km, 15..17),
+    );
     assert!(a != b && b != c && a != c);
     assert_eq!((km.sizes[a], km.sizes[b], km.sizes[c]), (10, 5, 2));
     // A's centroid is within a few degrees of e1: cos > 0.99.
@@ -62,13 +66,38 @@ fn check_groups(km: &KMeans) {
 fn kmeans_finds_separated_groups_for_any_seed_full_and_minibatch() {
     let (x, d) = groups();
     for seed in 0..5 {
-        let km = kmeans(&x, d, &KMeansConfig { k: 3, max_iters: 20, batch_size: None, seed }).unwrap();
+        let km = kmeans(
+            &x,
+            d,
+            &KMeansConfig {
+                k: 3,
+                max_iters: 20,
+                batch_size: None,
+                seed,
+            },
+        )
+        .unwrap();
         check_groups(&km);
-        let mb = kmeans(&x, d, &KMeansConfig { k: 3, max_iters: 30, batch_size: Some(8), seed }).unwrap();
+        let mb = kmeans(
+            &x,
+            d,
+            &KMeansConfig {
+                k: 3,
+                max_iters: 30,
+                batch_size: Some(8),
+                seed,
+            },
+        )
+        .unwrap();
         check_groups(&mb);
     }
     // Same seed, same result (bitwise).
-    let c = KMeansConfig { k: 3, max_iters: 20, batch_size: None, seed: 7 };
+    let c = KMeansConfig {
+        k: 3,
+        max_iters: 20,
+        batch_size: None,
+        seed: 7,
+    };
     let (k1, k2) = (kmeans(&x, d, &c).unwrap(), kmeans(&x, d, &c).unwrap());
     assert_eq!(k1.assign, k2.assign);
     assert_eq!(k1.centroids, k2.centroids);
@@ -80,33 +109,71 @@ fn kmeans_finds_separated_groups_for_any_seed_full_and_minibatch() {
 #[test]
 fn kmeans_caps_k_and_rejects_bad_input() {
     let (x, d) = groups();
-    let km = kmeans(&x, d, &KMeansConfig { k: 50, ..Default::default() }).unwrap();
+    let km = kmeans(
+        &x,
+        d,
+        &KMeansConfig {
+            k: 50,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(km.k, 17);
-    assert!(kmeans(&x[..5], d, &KMeansConfig::default()).unwrap_err().to_string().contains("width 3"));
+    assert!(kmeans(&x[..5], d, &KMeansConfig::default())
+        .unwrap_err()
+        .to_string()
+        .contains("width 3"));
     let mut bad = x.clone();
     bad[4] = f32::NAN;
-    assert!(kmeans(&bad, d, &KMeansConfig::default()).unwrap_err().to_string().contains("row 1"));
+    assert!(kmeans(&bad, d, &KMeansConfig::default())
+        .unwrap_err()
+        .to_string()
+        .contains("row 1"));
 }
 
 #[test]
 fn scip_prunes_smallest_cluster_then_farthest_rows() {
     let (x, d) = groups();
-    let km = kmeans(&x, d, &KMeansConfig { k: 3, max_iters: 20, batch_size: None, seed: 0 }).unwrap();
+    let km = kmeans(
+        &x,
+        d,
+        &KMeansConfig {
+            k: 3,
+            max_iters: 20,
+            batch_size: None,
+            seed: 0,
+        },
+    )
+    .unwrap();
     // N = 17, p = 4/17 → 4 rows; α = 0.5 → round(2.0) = 2 by cluster size: the smallest cluster is
     // C (2 rows: 15, 16); the other 2 by distance: rows 9 and 14 (see `groups`).
     let rm = scip(&km, 4.0 / 17.0, 0.5).unwrap();
     let rows: Vec<usize> = rm.iter().map(|r| r.row).collect();
     assert_eq!(sorted(&rows[..2]), vec![15, 16]);
     assert_eq!(&rows[2..], &[9, 14]);
-    assert!(matches!(rm[0].reason, Reason::SmallCluster { cluster_size: 2, .. }));
+    assert!(matches!(
+        rm[0].reason,
+        Reason::SmallCluster {
+            cluster_size: 2,
+            ..
+        }
+    ));
     assert!(matches!(rm[2].reason, Reason::FarFromCentroid { .. }));
     // α = 1: all 4 by cluster size: C (2), then the 2 farthest rows of B (next smallest, 5 rows).
-    let rows: Vec<usize> = scip(&km, 4.0 / 17.0, 1.0).unwrap().iter().map(|r| r.row).collect();
+    let rows: Vec<usize> = scip(&km, 4.0 / 17.0, 1.0)
+        .unwrap()
+        .iter()
+        .map(|r| r.row)
+        .collect();
     assert_eq!(sorted(&rows[..2]), vec![15, 16]);
     assert_eq!(rows[2], 14);
     assert!((10..14).contains(&rows[3]));
     // α = 0: purely by distance; p = 0 removes nothing.
-    let rows: Vec<usize> = scip(&km, 2.0 / 17.0, 0.0).unwrap().iter().map(|r| r.row).collect();
+    let rows: Vec<usize> = scip(&km, 2.0 / 17.0, 0.0)
+        .unwrap()
+        .iter()
+        .map(|r| r.row)
+        .collect();
     assert_eq!(rows, vec![9, 14]);
     assert!(scip(&km, 0.0, 0.8).unwrap().is_empty());
     assert!(scip(&km, 1.5, 0.8).is_err());
@@ -115,7 +182,17 @@ fn scip_prunes_smallest_cluster_then_farthest_rows() {
 #[test]
 fn semdedup_removes_exact_duplicates_and_keeps_one_per_group() {
     let (x, d) = groups();
-    let km = kmeans(&x, d, &KMeansConfig { k: 3, max_iters: 20, batch_size: None, seed: 0 }).unwrap();
+    let km = kmeans(
+        &x,
+        d,
+        &KMeansConfig {
+            k: 3,
+            max_iters: 20,
+            batch_size: None,
+            seed: 0,
+        },
+    )
+    .unwrap();
     // Within a cluster rows are ordered by distance descending, then row: A = [9, 0, 1, ..., 8],
     // B = [14, 10, 11, 12, 13]. Scores (max cosine to an earlier row): rows 1..8 and 11..13 score
     // 1 (copies of row 0 / row 10); row 0 scores cos(16.7°) = 0.958, row 10 cos(11.3°) = 0.981,
@@ -125,7 +202,11 @@ fn semdedup_removes_exact_duplicates_and_keeps_one_per_group() {
     assert_eq!(rows, vec![1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13]);
     for r in &rm {
         match r.reason {
-            Reason::NearDuplicate { duplicate_of, cosine, .. } => {
+            Reason::NearDuplicate {
+                duplicate_of,
+                cosine,
+                ..
+            } => {
                 assert!(duplicate_of == 0 || duplicate_of == 10, "{duplicate_of}");
                 assert!(cosine > 0.999);
             }
@@ -144,14 +225,22 @@ fn semdedup_removes_exact_duplicates_and_keeps_one_per_group() {
 #[test]
 fn d4_dedups_first_then_prunes_prototypes() {
     let (x, d) = groups();
-    let cfg = KMeansConfig { k: 3, max_iters: 20, batch_size: None, seed: 0 };
+    let cfg = KMeansConfig {
+        k: 3,
+        max_iters: 20,
+        batch_size: None,
+        seed: 0,
+    };
     let km = kmeans(&x, d, &cfg).unwrap();
     // p = 10/17 → 10 rows; dedup share 0.8 → 8 by SemDeDup: the 11 rows scoring 1, ties by row →
     // rows 1..8. The 9 left re-cluster into A' = {0, 9} (each 8.4° from its centroid),
     // B = {10..14} (copies 2.3°), C (4.3°): the 2 most prototypical rows are copies of e2.
     let rm = d4(&x, d, &km, &cfg, 10.0 / 17.0, 0.8).unwrap();
     assert_eq!(rm.len(), 10);
-    let dedup = rm.iter().filter(|r| matches!(r.reason, Reason::NearDuplicate { .. })).count();
+    let dedup = rm
+        .iter()
+        .filter(|r| matches!(r.reason, Reason::NearDuplicate { .. }))
+        .count();
     assert_eq!(dedup, 8);
     let rows: Vec<usize> = rm.iter().map(|r| r.row).collect();
     assert_eq!(&rows[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
@@ -193,7 +282,9 @@ fn embeddings_file_round_trips_and_npy_header_is_valid() {
     assert_eq!(&b[..8], b"\x93NUMPY\x01\x00");
     let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
     assert_eq!((10 + hl) % 64, 0);
-    assert!(std::str::from_utf8(&b[10..10 + hl]).unwrap().contains("'shape': (2, 3)"));
+    assert!(std::str::from_utf8(&b[10..10 + hl])
+        .unwrap()
+        .contains("'shape': (2, 3)"));
     assert_eq!(b.len(), 10 + hl + 6 * 4);
     assert!(read_embeddings(&np).is_err());
 }

@@ -94,7 +94,12 @@ impl ChatTemplate {
     /// The tokenizer's `chat_template` with its bos/eos tokens, or ChatML if it has none.
     pub fn for_tokenizer(tok: &Tokenizer) -> Result<Self> {
         match tok.chat_template() {
-            Some(src) => Self::new("the tokenizer's chat_template", src, tok.bos_token(), tok.eos_token()),
+            Some(src) => Self::new(
+                "the tokenizer's chat_template",
+                src,
+                tok.bos_token(),
+                tok.eos_token(),
+            ),
             None => Ok(Self::chatml()),
         }
     }
@@ -150,7 +155,9 @@ fn accept_generation_blocks(src: &str) -> String {
     let mut out = String::with_capacity(src.len());
     let mut rest = src;
     while let Some(open) = rest.find("{%") {
-        let Some(close) = rest[open..].find("%}") else { break };
+        let Some(close) = rest[open..].find("%}") else {
+            break;
+        };
         let close = open + close + 2;
         let inner = &rest[open + 2..close - 2];
         let left = inner.starts_with('-');
@@ -173,7 +180,11 @@ fn accept_generation_blocks(src: &str) -> String {
 // ---------------------------------------------------------------- Python compatibility
 
 /// `tojson` as transformers defines it: `json.dumps(x, ensure_ascii=False, indent=indent)`.
-fn tojson(value: &Value, indent: Option<usize>, kwargs: Kwargs) -> std::result::Result<Value, minijinja::Error> {
+fn tojson(
+    value: &Value,
+    indent: Option<usize>,
+    kwargs: Kwargs,
+) -> std::result::Result<Value, minijinja::Error> {
     let indent = match indent {
         Some(i) => Some(i),
         None => kwargs.get::<Option<usize>>("indent")?,
@@ -183,8 +194,10 @@ fn tojson(value: &Value, indent: Option<usize>, kwargs: Kwargs) -> std::result::
     let res = match indent {
         Some(n) => {
             let ind = vec![b' '; n];
-            let mut ser =
-                serde_json::Serializer::with_formatter(&mut buf, serde_json::ser::PrettyFormatter::with_indent(&ind));
+            let mut ser = serde_json::Serializer::with_formatter(
+                &mut buf,
+                serde_json::ser::PrettyFormatter::with_indent(&ind),
+            );
             serde::Serialize::serialize(value, &mut ser)
         }
         None => {
@@ -202,14 +215,22 @@ fn tojson(value: &Value, indent: Option<usize>, kwargs: Kwargs) -> std::result::
 struct PythonJson;
 
 impl serde_json::ser::Formatter for PythonJson {
-    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
         if first {
             Ok(())
         } else {
             w.write_all(b", ")
         }
     }
-    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
         if first {
             Ok(())
         } else {
@@ -261,7 +282,10 @@ fn python_method(
                 // A prefix, or a tuple (list) of prefixes.
                 let candidates: Vec<String> = match arg.as_str() {
                     Some(p) => vec![p.to_string()],
-                    None => arg.try_iter()?.filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+                    None => arg
+                        .try_iter()?
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect(),
                 };
                 let hit = candidates.iter().any(|p| {
                     if method == "startswith" {
@@ -277,7 +301,9 @@ fn python_method(
             "capitalize" => {
                 let mut c = s.chars();
                 match c.next() {
-                    Some(f) => (f.to_uppercase().collect::<String>() + &c.as_str().to_lowercase()).into(),
+                    Some(f) => {
+                        (f.to_uppercase().collect::<String>() + &c.as_str().to_lowercase()).into()
+                    }
                     None => "".into(),
                 }
             }
@@ -288,8 +314,12 @@ fn python_method(
                 s.replace(old, new).into()
             }
             "find" => {
-                let Some(sub) = str_arg(0)? else { return unknown() };
-                s.find(sub).map_or(-1, |b| s[..b].chars().count() as i64).into()
+                let Some(sub) = str_arg(0)? else {
+                    return unknown();
+                };
+                s.find(sub)
+                    .map_or(-1, |b| s[..b].chars().count() as i64)
+                    .into()
             }
             "split" | "rsplit" => {
                 let sep = str_arg(0)?;
@@ -300,9 +330,12 @@ fn python_method(
                 let parts: Vec<String> = match (sep, max, method) {
                     (None, _, _) => s.split_whitespace().map(str::to_owned).collect(),
                     (Some(sep), None, _) => s.split(sep).map(str::to_owned).collect(),
-                    (Some(sep), Some(m), "split") => s.splitn(m as usize + 1, sep).map(str::to_owned).collect(),
+                    (Some(sep), Some(m), "split") => {
+                        s.splitn(m as usize + 1, sep).map(str::to_owned).collect()
+                    }
                     (Some(sep), Some(m), _) => {
-                        let mut v: Vec<String> = s.rsplitn(m as usize + 1, sep).map(str::to_owned).collect();
+                        let mut v: Vec<String> =
+                            s.rsplitn(m as usize + 1, sep).map(str::to_owned).collect();
                         v.reverse();
                         v
                     }
@@ -318,7 +351,8 @@ fn python_method(
             "items" => state.apply_filter("items", std::slice::from_ref(value)),
             "keys" => Ok(Value::from(value.try_iter()?.collect::<Vec<_>>())),
             "values" => {
-                let vals: std::result::Result<Vec<Value>, _> = value.try_iter()?.map(|k| value.get_item(&k)).collect();
+                let vals: std::result::Result<Vec<Value>, _> =
+                    value.try_iter()?.map(|k| value.get_item(&k)).collect();
                 Ok(Value::from(vals?))
             }
             "get" => {
@@ -368,7 +402,11 @@ pub fn encode_chat(
 }
 
 /// Byte ranges of `full` (the render of all `messages`) covered by each assistant turn.
-pub fn assistant_spans(tpl: &ChatTemplate, messages: &[Message], full: &str) -> Result<Vec<(usize, usize)>> {
+pub fn assistant_spans(
+    tpl: &ChatTemplate,
+    messages: &[Message],
+    full: &str,
+) -> Result<Vec<(usize, usize)>> {
     let not_prefix = |i: usize| {
         Error::Msg(format!(
             "chat template ({}): rendering messages 0..={i} does not give a prefix of the whole \
@@ -399,7 +437,10 @@ pub fn assistant_spans(tpl: &ChatTemplate, messages: &[Message], full: &str) -> 
         if with_prompt.len() == before.len() {
             // The template ignores add_generation_prompt: skip the turn header by finding the content.
             let content = m.content.trim();
-            if let Some(at) = full[start..end].find(content).filter(|_| !content.is_empty()) {
+            if let Some(at) = full[start..end]
+                .find(content)
+                .filter(|_| !content.is_empty())
+            {
                 start += at;
             }
         }
@@ -455,6 +496,9 @@ mod tests {
             accept_generation_blocks("{{ x }}{% if y %}{% endif %}"),
             "{{ x }}{% if y %}{% endif %}"
         );
-        assert_eq!(accept_generation_blocks("unclosed {% gen"), "unclosed {% gen");
+        assert_eq!(
+            accept_generation_blocks("unclosed {% gen"),
+            "unclosed {% gen"
+        );
     }
 }

@@ -170,11 +170,18 @@ fn missing(name: &str, label: &str) -> String {
     format!("missing field \"{name}\" (shape {label})")
 }
 
-fn string_field(obj: &Map<String, Value>, name: &str, label: &str) -> std::result::Result<String, String> {
+fn string_field(
+    obj: &Map<String, Value>,
+    name: &str,
+    label: &str,
+) -> std::result::Result<String, String> {
     match obj.get(name) {
         None | Some(Value::Null) => Err(missing(name, label)),
         Some(Value::String(s)) => Ok(s.clone()),
-        Some(v) => Err(format!("field \"{name}\": expected a string, found {}", json_type(v))),
+        Some(v) => Err(format!(
+            "field \"{name}\": expected a string, found {}",
+            json_type(v)
+        )),
     }
 }
 
@@ -182,8 +189,9 @@ fn messages_from_value(v: &Value, name: &str) -> std::result::Result<Vec<Message
     let parsed;
     let v = match v {
         Value::String(s) => {
-            parsed = serde_json::from_str::<Value>(s)
-                .map_err(|e| format!("field \"{name}\": a string that is not a JSON list of messages: {e}"))?;
+            parsed = serde_json::from_str::<Value>(s).map_err(|e| {
+                format!("field \"{name}\": a string that is not a JSON list of messages: {e}")
+            })?;
             &parsed
         }
         v => v,
@@ -206,7 +214,9 @@ fn messages_from_value(v: &Value, name: &str) -> std::result::Result<Vec<Message
             };
             let role = match m.get("role") {
                 Some(Value::String(s)) => s.clone(),
-                None | Some(Value::Null) => return Err(format!("field \"{name}\": message {i}: missing \"role\"")),
+                None | Some(Value::Null) => {
+                    return Err(format!("field \"{name}\": message {i}: missing \"role\""))
+                }
                 Some(v) => {
                     return Err(format!(
                         "field \"{name}\": message {i}: \"role\" should be a string, found {}",
@@ -217,9 +227,15 @@ fn messages_from_value(v: &Value, name: &str) -> std::result::Result<Vec<Message
             let content = match m.get("content") {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Array(parts)) => content_parts(parts).ok_or_else(|| {
-                    format!("field \"{name}\": message {i}: \"content\" is a list without text parts")
+                    format!(
+                        "field \"{name}\": message {i}: \"content\" is a list without text parts"
+                    )
                 })?,
-                None | Some(Value::Null) => return Err(format!("field \"{name}\": message {i}: missing \"content\"")),
+                None | Some(Value::Null) => {
+                    return Err(format!(
+                        "field \"{name}\": message {i}: missing \"content\""
+                    ))
+                }
                 Some(v) => {
                     return Err(format!(
                         "field \"{name}\": message {i}: \"content\" should be a string, found {}",
@@ -250,7 +266,9 @@ fn open_maybe_gz(path: &Path) -> Result<Box<dyn BufRead + Send>> {
     let mut r = BufReader::new(file);
     let head = r.fill_buf().map_err(|e| Error::io(path, e))?;
     if head.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(r))))
+        Ok(Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(
+            r,
+        ))))
     } else {
         Ok(Box::new(r))
     }
@@ -258,7 +276,8 @@ fn open_maybe_gz(path: &Path) -> Result<Box<dyn BufRead + Send>> {
 
 /// Turns one JSON object (a JSONL line, a JSON array element, a Parquet row) into a record; the
 /// error says what is wrong, the reader adds where.
-pub type RowParser<T> = Arc<dyn Fn(&Map<String, Value>) -> std::result::Result<T, String> + Send + Sync>;
+pub type RowParser<T> =
+    Arc<dyn Fn(&Map<String, Value>) -> std::result::Result<T, String> + Send + Sync>;
 
 /// The parser of [`Example`]s of `shape`.
 pub fn example_parser(shape: Shape, fields: &Fields) -> RowParser<Example> {
@@ -337,7 +356,9 @@ impl<T> Iterator for JsonlIter<T> {
                 Err(e) => return Some(Err(self.err(format!("invalid JSON: {e}")))),
             };
             let Value::Object(obj) = v else {
-                return Some(Err(self.err(format!("expected a JSON object, found {}", json_type(&v)))));
+                return Some(Err(
+                    self.err(format!("expected a JSON object, found {}", json_type(&v)))
+                ));
             };
             return Some((self.parse)(&obj).map_err(|m| self.err(m)));
         }
@@ -351,7 +372,11 @@ pub fn read_jsonl(path: impl AsRef<Path>, shape: Shape, fields: &Fields) -> Resu
 }
 
 /// Read a `.json` file holding one array of objects (gzip allowed).
-pub fn read_json_array(path: impl AsRef<Path>, shape: Shape, fields: &Fields) -> Result<Vec<Example>> {
+pub fn read_json_array(
+    path: impl AsRef<Path>,
+    shape: Shape,
+    fields: &Fields,
+) -> Result<Vec<Example>> {
     read_json_array_with(path.as_ref(), &example_parser(shape, fields))
 }
 
@@ -406,7 +431,11 @@ impl ParquetIter<Example> {
 
 impl<T> ParquetIter<T> {
     /// Reads the columns named in `columns` (those present) and parses each row with `parse`.
-    pub fn with_parser(path: impl AsRef<Path>, columns: &[String], parse: RowParser<T>) -> Result<Self> {
+    pub fn with_parser(
+        path: impl AsRef<Path>,
+        columns: &[String],
+        parse: RowParser<T>,
+    ) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
         let reader = SerializedFileReader::new(file)
@@ -424,7 +453,11 @@ impl<T> ParquetIter<T> {
                 &path,
                 format!(
                     "no column named {}; columns: {}",
-                    columns.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", "),
+                    columns
+                        .iter()
+                        .map(|c| format!("\"{c}\""))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     cols.join(", ")
                 ),
             ));
@@ -436,7 +469,12 @@ impl<T> ParquetIter<T> {
         let rows = parquet::record::reader::RowIter::from_file_into(Box::new(reader))
             .project(Some(proj))
             .map_err(|e| Error::format(&path, format!("cannot select columns: {e}")))?;
-        Ok(ParquetIter { path, rows, row: 0, parse })
+        Ok(ParquetIter {
+            path,
+            rows,
+            row: 0,
+            parse,
+        })
     }
 }
 
@@ -484,7 +522,8 @@ fn field_to_json(f: &Field) -> std::result::Result<Value, String> {
         Field::Bool(b) => Value::Bool(*b),
         Field::Str(s) => Value::String(s.clone()),
         Field::Bytes(b) => Value::String(
-            String::from_utf8(b.data().to_vec()).map_err(|_| "binary value that is not UTF-8 text".to_string())?,
+            String::from_utf8(b.data().to_vec())
+                .map_err(|_| "binary value that is not UTF-8 text".to_string())?,
         ),
         Field::Byte(x) => (*x).into(),
         Field::Short(x) => (*x).into(),
@@ -572,14 +611,20 @@ pub fn iter_records<T: 'static>(
 /// [`read_dataset`], each example with where it came from: `file:line` (JSON lines), `file:[i]`
 /// (element `i` of a JSON array), `file:row i` (Parquet; rows from 0), so that a step that skips
 /// an example can name it.
-pub fn read_dataset_sourced(path: impl AsRef<Path>, shape: Shape, fields: &Fields) -> Result<Vec<(Example, String)>> {
+pub fn read_dataset_sourced(
+    path: impl AsRef<Path>,
+    shape: Shape,
+    fields: &Fields,
+) -> Result<Vec<(Example, String)>> {
     let mut out = Vec::new();
     let cols: Vec<String> = fields.all().iter().map(|s| s.to_string()).collect();
     for f in dataset_files(path.as_ref())? {
         let shown = f.display().to_string();
         match format_of(&f) {
             Some("parquet") => {
-                for (i, r) in ParquetIter::with_parser(&f, &cols, example_parser(shape, fields))?.enumerate() {
+                for (i, r) in
+                    ParquetIter::with_parser(&f, &cols, example_parser(shape, fields))?.enumerate()
+                {
                     out.push((r?, format!("{shown}:row {i}")));
                 }
             }
@@ -642,10 +687,16 @@ pub fn dataset_files(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn open_one<T: 'static>(path: &Path, columns: &[String], parse: RowParser<T>) -> Result<Box<dyn Iterator<Item = Result<T>>>> {
+fn open_one<T: 'static>(
+    path: &Path,
+    columns: &[String],
+    parse: RowParser<T>,
+) -> Result<Box<dyn Iterator<Item = Result<T>>>> {
     match format_of(path) {
         Some("parquet") => Ok(Box::new(ParquetIter::with_parser(path, columns, parse)?)),
-        Some("json") if starts_with_bracket(path)? => Ok(Box::new(read_json_array_with(path, &parse)?.into_iter().map(Ok))),
+        Some("json") if starts_with_bracket(path)? => Ok(Box::new(
+            read_json_array_with(path, &parse)?.into_iter().map(Ok),
+        )),
         _ => Ok(Box::new(JsonlIter::with_parser(path, parse)?)),
     }
 }

@@ -194,15 +194,25 @@ fn items(seqs: &[Sequence], seq_len: usize, overflow: Overflow) -> Result<Vec<It
             Overflow::Skip => {}
             Overflow::Error => {
                 return Err(Error::msg(format!(
-                    "document {doc} has {n} tokens, longer than seq_len {seq_len} (overflow = error)"
-                )))
+                "document {doc} has {n} tokens, longer than seq_len {seq_len} (overflow = error)"
+            )))
             }
-            Overflow::Truncate => out.push(Item { doc, start: 0, len: seq_len, continues: false }),
+            Overflow::Truncate => out.push(Item {
+                doc,
+                start: 0,
+                len: seq_len,
+                continues: false,
+            }),
             Overflow::Split => {
                 let mut start = 0;
                 while start < n {
                     let len = seq_len.min(n - start);
-                    out.push(Item { doc, start, len, continues: start + len < n });
+                    out.push(Item {
+                        doc,
+                        start,
+                        len,
+                        continues: start + len < n,
+                    });
                     start += len;
                 }
             }
@@ -300,21 +310,46 @@ fn materialize(seqs: &[Sequence], plan: Vec<Vec<Item>>, seq_len: usize, pad_id: 
 }
 
 /// Pack documents into rows of `seq_len` by best-fit decreasing bin packing (deterministic).
-pub fn pack_best_fit(seqs: &[Sequence], seq_len: usize, pad_id: u32, overflow: Overflow) -> Result<Vec<Row>> {
+pub fn pack_best_fit(
+    seqs: &[Sequence],
+    seq_len: usize,
+    pad_id: u32,
+    overflow: Overflow,
+) -> Result<Vec<Row>> {
     let items = items(seqs, seq_len, overflow)?;
-    Ok(materialize(seqs, assign_best_fit(items, seq_len), seq_len, pad_id))
+    Ok(materialize(
+        seqs,
+        assign_best_fit(items, seq_len),
+        seq_len,
+        pad_id,
+    ))
 }
 
 /// Pack documents into rows by first fit in document order (no sorting): the baseline that
 /// [`pack_best_fit`] improves on.
-pub fn pack_first_fit(seqs: &[Sequence], seq_len: usize, pad_id: u32, overflow: Overflow) -> Result<Vec<Row>> {
+pub fn pack_first_fit(
+    seqs: &[Sequence],
+    seq_len: usize,
+    pad_id: u32,
+    overflow: Overflow,
+) -> Result<Vec<Row>> {
     let items = items(seqs, seq_len, overflow)?;
-    Ok(materialize(seqs, assign_first_fit(items, seq_len), seq_len, pad_id))
+    Ok(materialize(
+        seqs,
+        assign_first_fit(items, seq_len),
+        seq_len,
+        pad_id,
+    ))
 }
 
 /// The "padded" layout: one document (or one `Split` piece) per row, right padded with `pad_id`.
 /// Rows are in document order.
-pub fn pad_rows(seqs: &[Sequence], seq_len: usize, pad_id: u32, overflow: Overflow) -> Result<Vec<Row>> {
+pub fn pad_rows(
+    seqs: &[Sequence],
+    seq_len: usize,
+    pad_id: u32,
+    overflow: Overflow,
+) -> Result<Vec<Row>> {
     let items = items(seqs, seq_len, overflow)?;
     let plan = items.into_iter().map(|it| vec![it]).collect();
     Ok(materialize(seqs, plan, seq_len, pad_id))
@@ -348,7 +383,10 @@ impl Batch {
         for r in rows {
             let t = r.seq_len();
             if !r.is_consistent() {
-                return Err(Error::msg(format!("row {} has vectors of different lengths", b.rows)));
+                return Err(Error::msg(format!(
+                    "row {} has vectors of different lengths",
+                    b.rows
+                )));
             }
             if b.rows == 0 {
                 b.seq_len = t;
@@ -460,7 +498,15 @@ impl IndexCursor {
         if batch_size == 0 {
             return Err(Error::config("batch_size", "must be at least 1"));
         }
-        let mut c = Self { n, batch_size, seed, shuffle: true, drop_last: false, state: CursorState::default(), order: Vec::new() };
+        let mut c = Self {
+            n,
+            batch_size,
+            seed,
+            shuffle: true,
+            drop_last: false,
+            state: CursorState::default(),
+            order: Vec::new(),
+        };
         c.order = c.epoch_order(0);
         Ok(c)
     }
@@ -516,7 +562,10 @@ impl IndexCursor {
     /// Jump to a saved position. Errors if `index` is beyond the number of items.
     pub fn restore(&mut self, state: CursorState) -> Result<()> {
         if state.index > self.n {
-            return Err(Error::msg(format!("cursor index {} is beyond the {} rows of an epoch", state.index, self.n)));
+            return Err(Error::msg(format!(
+                "cursor index {} is beyond the {} rows of an epoch",
+                state.index, self.n
+            )));
         }
         if state.epoch != self.state.epoch {
             self.order = self.epoch_order(state.epoch);
@@ -535,7 +584,10 @@ impl IndexCursor {
         }
         let left = n - self.state.index.min(n);
         if left == 0 || (full_only && left < self.batch_size) {
-            self.state = CursorState { epoch: self.state.epoch + 1, index: 0 };
+            self.state = CursorState {
+                epoch: self.state.epoch + 1,
+                index: 0,
+            };
             self.order = self.epoch_order(self.state.epoch);
         }
         let lo = self.state.index;
@@ -556,7 +608,9 @@ impl RowCursor {
     /// A shuffling cursor at epoch 0, index 0, keeping the last partial batch of each epoch.
     pub fn new(rows: Vec<Row>, batch_size: usize, seed: u64) -> Result<Self> {
         if let Some(i) = rows.iter().position(|r| !r.is_consistent()) {
-            return Err(Error::msg(format!("row {i} has vectors of different lengths")));
+            return Err(Error::msg(format!(
+                "row {i} has vectors of different lengths"
+            )));
         }
         if let Some(first) = rows.first() {
             let t = first.seq_len();
@@ -638,9 +692,15 @@ mod tests {
         // seq_len 10, lengths [6, 5, 4, 3]: sorted 6,5,4,3.
         // 6 -> row0 (free 4); 5 -> new row1 (free 5); 4 -> row0 (free 4 is the tightest that fits,
         // free 0); 3 -> row1 (free 2). Rows: [doc0, doc2], [doc1, doc3].
-        let seqs: Vec<Sequence> = [6, 5, 4, 3].iter().map(|&n| Sequence::pretrain(vec![7; n])).collect();
+        let seqs: Vec<Sequence> = [6, 5, 4, 3]
+            .iter()
+            .map(|&n| Sequence::pretrain(vec![7; n]))
+            .collect();
         let rows = pack_best_fit(&seqs, 10, 0, Overflow::Error).unwrap();
-        let docs: Vec<Vec<usize>> = rows.iter().map(|r| r.pieces.iter().map(|p| p.doc).collect()).collect();
+        let docs: Vec<Vec<usize>> = rows
+            .iter()
+            .map(|r| r.pieces.iter().map(|p| p.doc).collect())
+            .collect();
         assert_eq!(docs, vec![vec![0, 2], vec![1, 3]]);
     }
 }

@@ -106,8 +106,17 @@ impl Default for PreferenceFields {
 impl PreferenceFields {
     fn columns(&self) -> Vec<String> {
         [
-            &self.prompt, &self.chosen, &self.rejected, &self.completion, &self.label, &self.chosen_fraction,
-            &self.margin, &self.chosen_reward, &self.rejected_reward, &self.chosen_scores, &self.rejected_scores,
+            &self.prompt,
+            &self.chosen,
+            &self.rejected,
+            &self.completion,
+            &self.label,
+            &self.chosen_fraction,
+            &self.margin,
+            &self.chosen_reward,
+            &self.rejected_reward,
+            &self.chosen_scores,
+            &self.rejected_scores,
             &self.category,
         ]
         .iter()
@@ -130,19 +139,29 @@ fn turns(obj: &Map<String, Value>, key: &str, required: bool) -> Res<Option<Turn
                 let content = m.get("content").and_then(Value::as_str);
                 match (role, content) {
                     (Some(r), Some(c)) => msgs.push(Message::new(r, c)),
-                    _ => return Err(format!("field \"{key}\": message {i} needs string \"role\" and \"content\"")),
+                    _ => {
+                        return Err(format!(
+                            "field \"{key}\": message {i} needs string \"role\" and \"content\""
+                        ))
+                    }
                 }
             }
             Ok(Some(Turns::Chat(msgs)))
         }
-        Some(v) => Err(format!("field \"{key}\": expected a string or a list of messages, found {}", json_type(v))),
+        Some(v) => Err(format!(
+            "field \"{key}\": expected a string or a list of messages, found {}",
+            json_type(v)
+        )),
     }
 }
 
 fn number(obj: &Map<String, Value>, key: &str) -> Res<Option<f64>> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_f64().map(Some).ok_or_else(|| format!("field \"{key}\": expected a number, found {}", json_type(v))),
+        Some(v) => v
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| format!("field \"{key}\": expected a number, found {}", json_type(v))),
     }
 }
 
@@ -151,10 +170,19 @@ fn numbers(obj: &Map<String, Value>, key: &str) -> Res<Option<Vec<f64>>> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(a)) => a
             .iter()
-            .map(|v| v.as_f64().ok_or_else(|| format!("field \"{key}\": expected numbers, found {}", json_type(v))))
+            .map(|v| {
+                v.as_f64().ok_or_else(|| {
+                    format!("field \"{key}\": expected numbers, found {}", json_type(v))
+                })
+            })
             .collect::<Res<Vec<f64>>>()
             .map(Some),
-        Some(v) => v.as_f64().map(|x| Some(vec![x])).ok_or_else(|| format!("field \"{key}\": expected a list of numbers, found {}", json_type(v))),
+        Some(v) => v.as_f64().map(|x| Some(vec![x])).ok_or_else(|| {
+            format!(
+                "field \"{key}\": expected a list of numbers, found {}",
+                json_type(v)
+            )
+        }),
     }
 }
 
@@ -176,7 +204,9 @@ pub fn pair_from_object(obj: &Map<String, Value>, f: &PreferenceFields) -> Res<P
         None => match (&mut chosen, &mut rejected) {
             (Turns::Chat(c), Turns::Chat(r)) => {
                 let shared = c.iter().zip(r.iter()).take_while(|(a, b)| a == b).count();
-                let shared = shared.min(c.len().saturating_sub(1)).min(r.len().saturating_sub(1));
+                let shared = shared
+                    .min(c.len().saturating_sub(1))
+                    .min(r.len().saturating_sub(1));
                 let p: Vec<Message> = c.drain(..shared).collect();
                 r.drain(..shared);
                 Turns::Chat(p)
@@ -187,14 +217,23 @@ pub fn pair_from_object(obj: &Map<String, Value>, f: &PreferenceFields) -> Res<P
     let fraction = number(obj, &f.chosen_fraction)?;
     if let Some(a) = fraction {
         if !(0.0..=1.0).contains(&a) {
-            return Err(format!("field \"{}\": must be in [0, 1], got {a}", f.chosen_fraction));
+            return Err(format!(
+                "field \"{}\": must be in [0, 1], got {a}",
+                f.chosen_fraction
+            ));
         }
     }
     let cs = numbers(obj, &f.chosen_scores)?;
     let rs = numbers(obj, &f.rejected_scores)?;
     if let (Some(a), Some(b)) = (&cs, &rs) {
         if a.len() != b.len() {
-            return Err(format!("fields \"{}\" and \"{}\" have {} and {} scores", f.chosen_scores, f.rejected_scores, a.len(), b.len()));
+            return Err(format!(
+                "fields \"{}\" and \"{}\" have {} and {} scores",
+                f.chosen_scores,
+                f.rejected_scores,
+                a.len(),
+                b.len()
+            ));
         }
     }
     Ok(PreferencePair {
@@ -212,12 +251,20 @@ pub fn pair_from_object(obj: &Map<String, Value>, f: &PreferenceFields) -> Res<P
 }
 
 /// An unpaired example from one JSON object; `label` is a bool or 0/1.
-pub fn unpaired_from_object(obj: &Map<String, Value>, f: &PreferenceFields) -> Res<UnpairedExample> {
+pub fn unpaired_from_object(
+    obj: &Map<String, Value>,
+    f: &PreferenceFields,
+) -> Res<UnpairedExample> {
     let label = match obj.get(&f.label) {
         Some(Value::Bool(b)) => *b,
         Some(Value::Number(n)) if n.as_f64() == Some(1.0) => true,
         Some(Value::Number(n)) if n.as_f64() == Some(0.0) => false,
-        Some(v) => return Err(format!("field \"{}\": expected true/false, found {v}", f.label)),
+        Some(v) => {
+            return Err(format!(
+                "field \"{}\": expected true/false, found {v}",
+                f.label
+            ))
+        }
         None => return Err(format!("missing field \"{}\"", f.label)),
     };
     Ok(UnpairedExample {
@@ -250,7 +297,12 @@ pub struct Tokenized {
 }
 
 /// Encodes a prompt and completions with TRL's semantics (module docs).
-pub fn tokenize(tok: &Tokenizer, tpl: &ChatTemplate, prompt: &Turns, completions: &[&Turns]) -> Result<Tokenized> {
+pub fn tokenize(
+    tok: &Tokenizer,
+    tpl: &ChatTemplate,
+    prompt: &Turns,
+    completions: &[&Turns],
+) -> Result<Tokenized> {
     let mut p: Vec<u32> = tok.bos_id().into_iter().collect();
     let mut out = Vec::with_capacity(completions.len());
     match prompt {
@@ -259,7 +311,11 @@ pub fn tokenize(tok: &Tokenizer, tpl: &ChatTemplate, prompt: &Turns, completions
             for c in completions {
                 let text = match c {
                     Turns::Text(t) => t.clone(),
-                    Turns::Chat(m) => m.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n"),
+                    Turns::Chat(m) => m
+                        .iter()
+                        .map(|m| m.content.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
                 };
                 let mut ids = tok.encode(&text, false)?;
                 ids.extend(tok.eos_id());
@@ -283,7 +339,10 @@ pub fn tokenize(tok: &Tokenizer, tpl: &ChatTemplate, prompt: &Turns, completions
             }
         }
     }
-    Ok(Tokenized { prompt: p, completions: out })
+    Ok(Tokenized {
+        prompt: p,
+        completions: out,
+    })
 }
 
 /// A tokenized pair with its signals, ready for batching.
@@ -345,16 +404,25 @@ pub fn tokenize_pairs(
         } else {
             None
         };
-        let t = if reason.is_none() { Some(tokenize(tok, tpl, &p.prompt, &[&p.chosen, &p.rejected])?) } else { None };
+        let t = if reason.is_none() {
+            Some(tokenize(tok, tpl, &p.prompt, &[&p.chosen, &p.rejected])?)
+        } else {
+            None
+        };
         let reason = reason.or_else(|| {
             let t = t.as_ref()?;
             let longest = t.prompt.len() + t.completions[0].len().max(t.completions[1].len());
-            (longest > max_len).then_some(("prompt + completion is longer than the context", &mut skips.too_long))
+            (longest > max_len).then_some((
+                "prompt + completion is longer than the context",
+                &mut skips.too_long,
+            ))
         });
         if let Some((why, count)) = reason {
             match policy {
                 BadPairPolicy::Error => {
-                    return Err(Error::msg(format!("pair {i}: {why} (set prefs.on_bad_pair = \"skip\" to skip such pairs)")))
+                    return Err(Error::msg(format!(
+                        "pair {i}: {why} (set prefs.on_bad_pair = \"skip\" to skip such pairs)"
+                    )))
                 }
                 BadPairPolicy::Skip => {
                     *count += 1;
@@ -386,7 +454,10 @@ pub fn completion_sequence(prompt: &[u32], completion: &[u32]) -> Sequence {
     let mut ids = prompt.to_vec();
     ids.extend_from_slice(completion);
     let mask = (0..ids.len()).map(|i| i >= prompt.len()).collect();
-    Sequence { ids, loss_mask: mask }
+    Sequence {
+        ids,
+        loss_mask: mask,
+    }
 }
 
 /// Right-padded rows of `prompt + completion` sequences, one per row, as a [`Batch`] whose
@@ -395,7 +466,9 @@ pub fn completion_sequence(prompt: &[u32], completion: &[u32]) -> Sequence {
 pub fn completion_batch(seqs: &[Sequence], pad_id: u32) -> Result<Batch> {
     let t = seqs.iter().map(|s| s.ids.len()).max().unwrap_or(0);
     if t < 2 {
-        return Err(Error::msg("completion batch: every sequence is shorter than 2 tokens"));
+        return Err(Error::msg(
+            "completion batch: every sequence is shorter than 2 tokens",
+        ));
     }
     let rows = pad_rows(seqs, t, pad_id, Overflow::Error)?;
     Batch::from_rows(rows.iter())
@@ -403,7 +476,14 @@ pub fn completion_batch(seqs: &[Sequence], pad_id: u32) -> Result<Batch> {
 
 /// The batch of B pairs: rows 0..B are prompt+chosen, rows B..2B prompt+rejected.
 pub fn pair_batch(pairs: &[&TokenizedPair], pad_id: u32) -> Result<Batch> {
-    let mut seqs: Vec<Sequence> = pairs.iter().map(|p| completion_sequence(&p.prompt, &p.chosen)).collect();
-    seqs.extend(pairs.iter().map(|p| completion_sequence(&p.prompt, &p.rejected)));
+    let mut seqs: Vec<Sequence> = pairs
+        .iter()
+        .map(|p| completion_sequence(&p.prompt, &p.chosen))
+        .collect();
+    seqs.extend(
+        pairs
+            .iter()
+            .map(|p| completion_sequence(&p.prompt, &p.rejected)),
+    );
     completion_batch(&seqs, pad_id)
 }

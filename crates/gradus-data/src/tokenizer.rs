@@ -21,7 +21,13 @@ use serde_json::{json, Value};
 use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
 
 /// Token names tried, in order, when no config says which token is the end of sequence.
-const EOS_NAMES: &[&str] = &["<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "<|im_end|>"];
+const EOS_NAMES: &[&str] = &[
+    "<|endoftext|>",
+    "</s>",
+    "<eos>",
+    "<|end_of_text|>",
+    "<|im_end|>",
+];
 /// Token names tried, in order, when no config says which token begins a sequence.
 const BOS_NAMES: &[&str] = &["<s>", "<bos>", "<|begin_of_text|>", "<|startoftext|>"];
 /// Token names tried, in order, when no config says which token pads.
@@ -124,7 +130,9 @@ impl Tokenizer {
             }
             t.chat_template = match cfg.get("chat_template") {
                 None | Some(Value::Null) => None,
-                Some(v) => Some(chat_template_from_value(v).map_err(|m| Error::format(&cfg_path, m))?),
+                Some(v) => {
+                    Some(chat_template_from_value(v).map_err(|m| Error::format(&cfg_path, m))?)
+                }
             };
             t.extra_config = cfg;
             for k in ["bos_token", "eos_token", "pad_token", "chat_template"] {
@@ -133,14 +141,19 @@ impl Tokenizer {
         }
         let jinja = dir.join("chat_template.jinja");
         if jinja.exists() {
-            t.chat_template = Some(std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?);
+            t.chat_template =
+                Some(std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?);
         }
 
         let model_cfg = dir.join("config.json");
         if model_cfg.exists() && (t.bos.is_none() || t.eos.is_none() || t.pad.is_none()) {
             let cfg = read_json_object(&model_cfg)?;
             let vocab = t.vocab_size() as u64;
-            for (field, slot) in [("bos_token_id", 0), ("eos_token_id", 1), ("pad_token_id", 2)] {
+            for (field, slot) in [
+                ("bos_token_id", 0),
+                ("eos_token_id", 1),
+                ("pad_token_id", 2),
+            ] {
                 if t.slot(slot).is_some() {
                     continue;
                 }
@@ -188,7 +201,11 @@ impl Tokenizer {
         let find = |names: &[&str]| names.iter().find_map(|n| self.inner.token_to_id(n));
         self.bos = find(BOS_NAMES);
         self.eos = find(EOS_NAMES);
-        self.pad = self.inner.get_padding().map(|p| p.pad_id).or_else(|| find(PAD_NAMES));
+        self.pad = self
+            .inner
+            .get_padding()
+            .map(|p| p.pad_id)
+            .or_else(|| find(PAD_NAMES));
     }
 
     // ---------------------------------------------------------------- encoding
@@ -206,7 +223,11 @@ impl Tokenizer {
     /// Token ids of `text` with each token's byte range `(start, end)` in `text`.
     /// Tokens added by the post-processor have the empty range `(0, 0)`.
     #[allow(clippy::type_complexity)]
-    pub fn encode_with_offsets(&self, text: &str, add_special_tokens: bool) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+    pub fn encode_with_offsets(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
         let enc = self
             .inner
             .encode(text, add_special_tokens)
@@ -216,7 +237,10 @@ impl Tokenizer {
 
     /// Encode many texts in parallel.
     pub fn encode_batch(&self, texts: &[&str], add_special_tokens: bool) -> Result<Vec<Vec<u32>>> {
-        texts.par_iter().map(|t| self.encode(t, add_special_tokens)).collect()
+        texts
+            .par_iter()
+            .map(|t| self.encode(t, add_special_tokens))
+            .collect()
     }
 
     /// Text of `ids`. With `skip_special` false, encoding then decoding gives back the text exactly for
@@ -237,7 +261,11 @@ impl Tokenizer {
 
     /// One past the largest token id, added tokens included: the smallest embedding a model needs.
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab(true).values().max().map_or(0, |&m| m as usize + 1)
+        self.inner
+            .get_vocab(true)
+            .values()
+            .max()
+            .map_or(0, |&m| m as usize + 1)
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
@@ -284,8 +312,9 @@ impl Tokenizer {
     fn lookup(&self, field: &str, token: Option<&str>) -> Result<Option<u32>> {
         token
             .map(|t| {
-                self.token_to_id(t)
-                    .ok_or_else(|| Error::config(field, format!("token {t:?} is not in the vocabulary")))
+                self.token_to_id(t).ok_or_else(|| {
+                    Error::config(field, format!("token {t:?} is not in the vocabulary"))
+                })
             })
             .transpose()
     }
@@ -306,7 +335,10 @@ impl Tokenizer {
     pub fn set_encoder_mode(&mut self, max_len: usize) -> Result<()> {
         self.inner.with_padding(None);
         self.inner
-            .with_truncation(Some(tokenizers::TruncationParams { max_length: max_len, ..Default::default() }))
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length: max_len,
+                ..Default::default()
+            }))
             .map_err(|e| Error::msg(format!("tokenizer: cannot truncate at {max_len}: {e}")))?;
         Ok(())
     }
@@ -366,7 +398,8 @@ impl Tokenizer {
             cfg.insert("chat_template".into(), json!(t));
         }
         let cfg_path = dir.join("tokenizer_config.json");
-        let text = serde_json::to_string_pretty(&Value::Object(cfg)).map_err(|e| Error::msg(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&Value::Object(cfg))
+            .map_err(|e| Error::msg(e.to_string()))?;
         gradus_tensor::io::write_atomic(&cfg_path, (text + "\n").as_bytes())
     }
 
@@ -428,15 +461,20 @@ impl Tokenizer {
         let mut seen = HashSet::new();
         for s in special_tokens {
             if s.is_empty() {
-                return Err(Error::config("special_tokens", "a special token is the empty string"));
+                return Err(Error::config(
+                    "special_tokens",
+                    "a special token is the empty string",
+                ));
             }
             if !seen.insert(*s) {
-                return Err(Error::config("special_tokens", format!("{s:?} is listed twice")));
+                return Err(Error::config(
+                    "special_tokens",
+                    format!("{s:?} is listed twice"),
+                ));
             }
         }
 
-        let byte_level =
-            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true});
+        let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true});
         let pre_tokenizer = if opts.split_digits {
             json!({"type": "Sequence", "pretokenizers": [
                 {"type": "Digits", "individual_digits": true},
@@ -450,11 +488,20 @@ impl Tokenizer {
                 Error::msg(format!("train_bpe: bad pre-tokenizer {pre_tokenizer}: {e}"))
             })?;
         let words = count_words(texts, special_tokens, &pre)?;
-        let (tokens, merges) = learn_merges(&words, vocab_size - special_tokens.len(), min_frequency.max(1));
+        let (tokens, merges) = learn_merges(
+            &words,
+            vocab_size - special_tokens.len(),
+            min_frequency.max(1),
+        );
 
         // Assemble tokenizer.json by hand: explicit and stable across `tokenizers` versions.
         let byte_char = bytes_to_unicode();
-        let show = |bytes: &[u8]| bytes.iter().map(|&b| byte_char[b as usize]).collect::<String>();
+        let show = |bytes: &[u8]| {
+            bytes
+                .iter()
+                .map(|&b| byte_char[b as usize])
+                .collect::<String>()
+        };
         let mut vocab = serde_json::Map::new();
         let mut added = Vec::new();
         for (i, s) in special_tokens.iter().enumerate() {
@@ -494,8 +541,11 @@ impl Tokenizer {
                 "vocab": vocab, "merges": merges
             }
         });
-        let inner = tokenizers::Tokenizer::from_bytes(doc.to_string().as_bytes())
-            .map_err(|e| Error::msg(format!("train_bpe: the trained tokenizer does not load: {e}")))?;
+        let inner = tokenizers::Tokenizer::from_bytes(doc.to_string().as_bytes()).map_err(|e| {
+            Error::msg(format!(
+                "train_bpe: the trained tokenizer does not load: {e}"
+            ))
+        })?;
         Ok(Self::from_inner(inner))
     }
 }
@@ -541,7 +591,10 @@ fn chat_template_from_value(v: &Value) -> std::result::Result<String, String> {
                 .find(|(n, _)| *n == "default")
                 .or(named.first())
                 .map(|(_, t)| t.to_string())
-                .ok_or_else(|| "field \"chat_template\": a list without {\"name\", \"template\"} entries".into())
+                .ok_or_else(|| {
+                    "field \"chat_template\": a list without {\"name\", \"template\"} entries"
+                        .into()
+                })
         }
         other => Err(format!(
             "field \"chat_template\": expected a string or a list, found {}",
@@ -666,9 +719,17 @@ type Pair = (u32, u32);
 /// Returns the tokens as byte strings (index = id without the special-token offset) and the merges
 /// in rank order. At each step the most frequent adjacent pair is merged; ties go to the smallest
 /// `(left id, right id)`. Pair counts are updated incrementally for the words that contain the pair.
-fn learn_merges(words: &[(Vec<u8>, u64)], n_tokens: usize, min_frequency: u64) -> (Vec<Vec<u8>>, Vec<Pair>) {
+fn learn_merges(
+    words: &[(Vec<u8>, u64)],
+    n_tokens: usize,
+    min_frequency: u64,
+) -> (Vec<Vec<u8>>, Vec<Pair>) {
     let mut tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
-    let mut token_ids: HashMap<Vec<u8>, u32> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let mut token_ids: HashMap<Vec<u8>, u32> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
     let mut syms: Vec<Vec<u32>> = words
         .iter()
         .map(|(w, _)| w.iter().map(|&b| b as u32).collect())
@@ -684,8 +745,10 @@ fn learn_merges(words: &[(Vec<u8>, u64)], n_tokens: usize, min_frequency: u64) -
         }
     }
     // Max-heap on (count, smallest pair); stale entries are skipped when popped.
-    let mut heap: BinaryHeap<(u64, std::cmp::Reverse<Pair>)> =
-        pair_count.iter().map(|(&p, &c)| (c, std::cmp::Reverse(p))).collect();
+    let mut heap: BinaryHeap<(u64, std::cmp::Reverse<Pair>)> = pair_count
+        .iter()
+        .map(|(&p, &c)| (c, std::cmp::Reverse(p)))
+        .collect();
 
     let mut merges = Vec::new();
     while tokens.len() < n_tokens {
@@ -707,7 +770,11 @@ fn learn_merges(words: &[(Vec<u8>, u64)], n_tokens: usize, min_frequency: u64) -
         merges.push(pair);
 
         let mut touched: HashSet<Pair> = HashSet::new();
-        let mut affected: Vec<usize> = pair_words.remove(&pair).unwrap_or_default().into_iter().collect();
+        let mut affected: Vec<usize> = pair_words
+            .remove(&pair)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         affected.sort_unstable();
         for wi in affected {
             let w = &syms[wi];
@@ -770,7 +837,11 @@ mod tests {
     fn merges_on_toy_corpus() {
         // words: "ab" x3, "abc" x2, "bc" x1. Pairs: (a,b)=5, (b,c)=3 -> merge a+b first.
         // Then words: [ab] x3, [ab,c] x2, [b,c] x1: (ab,c)=2, (b,c)=1 -> merge ab+c.
-        let words = vec![(b"ab".to_vec(), 3), (b"abc".to_vec(), 2), (b"bc".to_vec(), 1)];
+        let words = vec![
+            (b"ab".to_vec(), 3),
+            (b"abc".to_vec(), 2),
+            (b"bc".to_vec(), 1),
+        ];
         let (tokens, merges) = learn_merges(&words, 256 + 2, 1);
         let a = b'a' as u32;
         let b = b'b' as u32;

@@ -64,7 +64,11 @@ fn masked_runs(tok: &Tokenizer, ids: &[u32], mask: &[bool]) -> Vec<String> {
 #[test]
 fn default_chatml_renders_known_text() {
     let tpl = ChatTemplate::chatml();
-    let m = msgs(&[("system", "You are terse."), ("user", "Hi"), ("assistant", "Hello!")]);
+    let m = msgs(&[
+        ("system", "You are terse."),
+        ("user", "Hi"),
+        ("assistant", "Hello!"),
+    ]);
     assert_eq!(
         tpl.render(&m, false).unwrap(),
         "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n"
@@ -123,12 +127,18 @@ fn chatml_mask_covers_exactly_assistant_content_and_end_marker() {
         ("assistant", "The answer is 42.\n"),
     ]);
     let (ids, mask) = encode_chat(&tok, &tpl, &m, true).unwrap();
-    assert_eq!(ids, tok.encode(&tpl.render(&m, false).unwrap(), false).unwrap());
+    assert_eq!(
+        ids,
+        tok.encode(&tpl.render(&m, false).unwrap(), false).unwrap()
+    );
     // The newline after <|im_end|> belongs to the template's turn separator, not to the reply;
     // the reply's own trailing newline does belong to it.
     assert_eq!(
         masked_runs(&tok, &ids, &mask),
-        ["Hello there! How are you?<|im_end|>", "The answer is 42.\n<|im_end|>"]
+        [
+            "Hello there! How are you?<|im_end|>",
+            "The answer is 42.\n<|im_end|>"
+        ]
     );
 
     let (ids2, all) = encode_chat(&tok, &tpl, &m, false).unwrap();
@@ -205,14 +215,22 @@ fn python_methods_and_tojson() {
     let out = tpl
         .render(&msgs(&[("user", "a,b,c"), ("assistant", "  ok \n")]), false)
         .unwrap();
-    assert_eq!(out, r#"a|b|c[OK]{"role": "user", "content": "a,b,c"}[1, 2]nonex="é<""#);
+    assert_eq!(
+        out,
+        r#"a|b|c[OK]{"role": "user", "content": "a,b,c"}[1, 2]nonex="é<""#
+    );
 }
 
 #[test]
 fn bad_templates_are_errors_naming_the_template() {
-    let e = ChatTemplate::new("my template", "{% for m in messages %}{{ m.content }", None, None)
-        .unwrap_err()
-        .to_string();
+    let e = ChatTemplate::new(
+        "my template",
+        "{% for m in messages %}{{ m.content }",
+        None,
+        None,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("chat template (my template)") && e.contains("syntax error"),
         "{e}"
@@ -222,15 +240,24 @@ fn bad_templates_are_errors_naming_the_template() {
         "{% if messages[0]['role'] != 'user' %}{{ raise_exception('Conversation must start with user') }}{% endif %}ok";
     let tpl = ChatTemplate::new("strict", src, None, None).unwrap();
     assert_eq!(tpl.render(&msgs(&[("user", "x")]), false).unwrap(), "ok");
-    let e = tpl.render(&msgs(&[("assistant", "x")]), false).unwrap_err().to_string();
+    let e = tpl
+        .render(&msgs(&[("assistant", "x")]), false)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("chat template (strict)") && e.contains("Conversation must start with user"),
         "{e}"
     );
 
     let tpl = ChatTemplate::new("m", "{{ messages[0].content.frobnicate() }}", None, None).unwrap();
-    let e = tpl.render(&msgs(&[("user", "x")]), false).unwrap_err().to_string();
-    assert!(e.contains("chat template (m)") && e.contains("unknown method"), "{e}");
+    let e = tpl
+        .render(&msgs(&[("user", "x")]), false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("chat template (m)") && e.contains("unknown method"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -260,7 +287,10 @@ fn prompt_completion_mask() {
     assert_eq!(*ids.last().unwrap(), 0, "<|endoftext|> is the EOS");
     assert_eq!(mask.iter().filter(|&&b| !b).count(), np);
     assert_eq!(masked_runs(&tok, &ids, &mask), [" Fine.<|endoftext|>"]);
-    assert_eq!(tok.decode(&ids, false).unwrap(), "How are you? Fine.<|endoftext|>");
+    assert_eq!(
+        tok.decode(&ids, false).unwrap(),
+        "How are you? Fine.<|endoftext|>"
+    );
 
     let e = encode_prompt_completion(&tok, p, c, true, true)
         .unwrap_err()

@@ -4,7 +4,9 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use gradus_data::dataset::{iter_dataset, read_dataset, read_jsonl, read_parquet, Example, Fields, Message, Shape};
+use gradus_data::dataset::{
+    iter_dataset, read_dataset, read_jsonl, read_parquet, Example, Fields, Message, Shape,
+};
 use parquet::data_type::{ByteArray, ByteArrayType, Int32Type};
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
@@ -70,8 +72,13 @@ fn explicit_shape_and_custom_field_names() {
     // Auto finds them through the same names.
     assert_eq!(read_jsonl(&p, Shape::Auto, &fields).unwrap(), got);
     // As text they are missing the text field: line 1 is named.
-    let e = read_jsonl(&p, Shape::Text, &fields).unwrap_err().to_string();
-    assert!(e.ends_with("qa.jsonl:1: missing field \"text\" (shape text)"), "{e}");
+    let e = read_jsonl(&p, Shape::Text, &fields)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.ends_with("qa.jsonl:1: missing field \"text\" (shape text)"),
+        "{e}"
+    );
 }
 
 /// Each bad line on its own, with the message the user must see.
@@ -129,13 +136,22 @@ fn jsonl_errors_name_file_line_and_field() {
             Shape::Auto,
             "(shape auto); found: body, id",
         ),
-        ("{\"text\": null}\n", Shape::Text, "missing field \"text\" (shape text)"),
+        (
+            "{\"text\": null}\n",
+            Shape::Text,
+            "missing field \"text\" (shape text)",
+        ),
     ];
     let p = dir.path().join("bad.jsonl");
     for (content, shape, want) in cases {
         write(&p, content);
-        let e = read_jsonl(&p, *shape, &Fields::default()).unwrap_err().to_string();
-        assert!(e.contains(want), "for {content:?}\n  got:  {e}\n  want: {want}");
+        let e = read_jsonl(&p, *shape, &Fields::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(want),
+            "for {content:?}\n  got:  {e}\n  want: {want}"
+        );
     }
 }
 
@@ -158,7 +174,10 @@ fn streaming_yields_good_rows_before_the_bad_one() {
 fn gzip_is_transparent() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("d.jsonl.gz");
-    let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&p).unwrap(), flate2::Compression::default());
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&p).unwrap(),
+        flate2::Compression::default(),
+    );
     gz.write_all(MIXED.as_bytes()).unwrap();
     gz.finish().unwrap();
     let got = read_dataset(&p, Shape::Auto, &Fields::default()).unwrap();
@@ -174,10 +193,17 @@ fn unknown_extension_and_missing_file_are_errors() {
     let e = read_dataset(&p, Shape::Auto, &Fields::default())
         .unwrap_err()
         .to_string();
-    assert!(e.contains("notes.txt") && e.contains("unknown dataset format"), "{e}");
-    let e = read_dataset(dir.path().join("nope.jsonl"), Shape::Auto, &Fields::default())
-        .unwrap_err()
-        .to_string();
+    assert!(
+        e.contains("notes.txt") && e.contains("unknown dataset format"),
+        "{e}"
+    );
+    let e = read_dataset(
+        dir.path().join("nope.jsonl"),
+        Shape::Auto,
+        &Fields::default(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("nope.jsonl"), "{e}");
     let e = read_dataset(dir.path(), Shape::Auto, &Fields::default())
         .unwrap_err()
@@ -195,7 +221,8 @@ fn write_parquet(
 ) {
     let schema = Arc::new(parse_message_type(schema).unwrap());
     let props = Arc::new(WriterProperties::builder().build());
-    let mut w = SerializedFileWriter::new(std::fs::File::create(path).unwrap(), schema, props).unwrap();
+    let mut w =
+        SerializedFileWriter::new(std::fs::File::create(path).unwrap(), schema, props).unwrap();
     let mut rg = w.next_row_group().unwrap();
     let mut i = 0;
     while let Some(mut col) = rg.next_column().unwrap() {
@@ -229,7 +256,9 @@ fn parquet_prompt_completion_and_errors_name_row_and_field() {
                 .unwrap();
         }
         _ => {
-            col.typed::<Int32Type>().write_batch(&[1, 2, 3], None, None).unwrap();
+            col.typed::<Int32Type>()
+                .write_batch(&[1, 2, 3], None, None)
+                .unwrap();
         }
     });
     let e = read_parquet(&p, Shape::Auto, &Fields::default())
@@ -300,7 +329,10 @@ fn parquet_chat_list_of_structs() {
     let got = read_parquet(&p, Shape::Auto, &Fields::default()).unwrap();
     assert_eq!(
         got,
-        vec![chat(&[("user", "hi"), ("assistant", "hello")]), chat(&[("user", "q")])]
+        vec![
+            chat(&[("user", "hi"), ("assistant", "hello")]),
+            chat(&[("user", "q")])
+        ]
     );
 
     // Second message's content is null (definition level 3: the struct exists, the leaf does not).
@@ -363,11 +395,17 @@ fn directory_reads_known_files_in_sorted_order() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir(d.join("b")).unwrap();
-    write(&d.join("c.json"), "  [{\"text\": \"c0\"}, {\"text\": \"c1\"}]");
+    write(
+        &d.join("c.json"),
+        "  [{\"text\": \"c0\"}, {\"text\": \"c1\"}]",
+    );
     write(&d.join("a.jsonl"), "{\"text\": \"a0\"}\n");
     write(&d.join("README.md"), "not data");
     write(&d.join(".hidden.jsonl"), "garbage");
-    write(&d.join("d.json"), "{\"text\": \"d0\"}\n{\"text\": \"d1\"}\n"); // .json holding JSON lines
+    write(
+        &d.join("d.json"),
+        "{\"text\": \"d0\"}\n{\"text\": \"d1\"}\n",
+    ); // .json holding JSON lines
     write_parquet(
         &d.join("b").join("part-0.parquet"),
         "message schema { REQUIRED BYTE_ARRAY text (UTF8); }",
@@ -392,7 +430,10 @@ fn directory_reads_known_files_in_sorted_order() {
     let e = read_dataset(d, Shape::Text, &Fields::default())
         .unwrap_err()
         .to_string();
-    assert!(e.contains("c.json: element 1: missing field \"text\""), "{e}");
+    assert!(
+        e.contains("c.json: element 1: missing field \"text\""),
+        "{e}"
+    );
 }
 
 #[test]
@@ -402,7 +443,9 @@ fn shape_and_fields_deserialize_from_config() {
         shape: Shape,
         fields: Fields,
     }
-    let c: Cfg = serde_json::from_str(r#"{"shape": "prompt_completion", "fields": {"prompt": "q"}}"#).unwrap();
+    let c: Cfg =
+        serde_json::from_str(r#"{"shape": "prompt_completion", "fields": {"prompt": "q"}}"#)
+            .unwrap();
     assert_eq!(c.shape, Shape::PromptCompletion);
     assert_eq!(c.fields.prompt, "q");
     assert_eq!(c.fields.completion, "completion");

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use gradus_data::pack::{
-    batches, pack_best_fit, pack_first_fit, pad_rows, Batch, CursorState, Overflow, Row, RowCursor, Sequence,
+    batches, pack_best_fit, pack_first_fit, pad_rows, Batch, CursorState, Overflow, Row, RowCursor,
+    Sequence,
 };
 use proptest::prelude::*;
 
@@ -57,7 +58,10 @@ fn check_layout(docs: &[Sequence], rows: &[Row], seq_len: usize) {
                 assert_eq!(row.input_ids[p], PAD, "row {r} pos {p}: padding input");
                 assert_eq!(w, 0.0, "row {r} pos {p}: weight on padding");
                 assert_eq!(row.targets[p], 0, "row {r} pos {p}: target on padding");
-                assert_eq!(row.position_ids[p], 0, "row {r} pos {p}: position on padding");
+                assert_eq!(
+                    row.position_ids[p], 0,
+                    "row {r} pos {p}: position on padding"
+                );
                 continue;
             }
             assert!(!in_padding, "row {r} pos {p}: a document after padding");
@@ -73,7 +77,10 @@ fn check_layout(docs: &[Sequence], rows: &[Row], seq_len: usize) {
             let n = docs[d].ids.len();
             // Positions restart at 0 per segment and count up by one.
             if new_segment {
-                assert_eq!(row.position_ids[p], 0, "row {r} pos {p}: segment does not start at 0");
+                assert_eq!(
+                    row.position_ids[p], 0,
+                    "row {r} pos {p}: segment does not start at 0"
+                );
             } else {
                 assert_eq!(
                     row.position_ids[p],
@@ -93,7 +100,10 @@ fn check_layout(docs: &[Sequence], rows: &[Row], seq_len: usize) {
                 let m = if docs[d].loss_mask[j + 1] { 1.0 } else { 0.0 };
                 assert_eq!(w, m, "row {r} pos {p}: weight");
             } else {
-                assert_eq!(w, 0.0, "row {r} pos {p}: weight on the document's last token");
+                assert_eq!(
+                    w, 0.0,
+                    "row {r} pos {p}: weight on the document's last token"
+                );
                 assert_eq!(
                     row.targets[p], 0,
                     "row {r} pos {p}: target after the document's last token"
@@ -254,7 +264,10 @@ fn hand_example_layout() {
     assert_eq!(r.loss_weight, vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0]);
     assert_eq!(r.position_ids, vec![0, 1, 2, 0, 1, 0]);
     assert_eq!(r.segment_ids, vec![1, 1, 1, 2, 2, 0]);
-    assert_eq!(r.pieces.iter().map(|p| p.doc).collect::<Vec<_>>(), vec![1, 0]);
+    assert_eq!(
+        r.pieces.iter().map(|p| p.doc).collect::<Vec<_>>(),
+        vec![1, 0]
+    );
 }
 
 #[test]
@@ -280,7 +293,10 @@ fn split_keeps_every_target_without_overlap() {
 
 #[test]
 fn truncate_and_error_by_hand() {
-    let docs = vec![Sequence::pretrain(vec![5]), Sequence::pretrain((1..=7).collect())];
+    let docs = vec![
+        Sequence::pretrain(vec![5]),
+        Sequence::pretrain((1..=7).collect()),
+    ];
     // Truncate doc 1 to [1 2 3]: it is longest, row 0 = [1 2 3] targets [2 3 0]; doc 0 ([5]) -> row 1.
     let rows = pack_best_fit(&docs, 3, 0, Overflow::Truncate).unwrap();
     assert_eq!(rows.len(), 2);
@@ -288,7 +304,9 @@ fn truncate_and_error_by_hand() {
     assert_eq!(rows[0].targets, vec![2, 3, 0]);
     assert_eq!(rows[0].loss_weight, vec![1.0, 1.0, 0.0]);
     assert_eq!(rows[1].input_ids, vec![5, 0, 0]);
-    let err = pack_best_fit(&docs, 3, 0, Overflow::Error).unwrap_err().to_string();
+    let err = pack_best_fit(&docs, 3, 0, Overflow::Error)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("document 1 has 7 tokens"), "{err}");
 }
 
@@ -298,17 +316,22 @@ fn bad_input_is_an_error_not_a_panic() {
         ids: vec![1, 2, 3],
         loss_mask: vec![true],
     };
-    let err = pack_best_fit(&[Sequence::pretrain(vec![1]), bad], 8, 0, Overflow::Split).unwrap_err();
+    let err =
+        pack_best_fit(&[Sequence::pretrain(vec![1]), bad], 8, 0, Overflow::Split).unwrap_err();
     assert!(err.to_string().contains("document 1"), "{err}");
     assert!(Sequence::new(vec![1, 2], vec![true]).is_err());
     assert!(pack_best_fit(&[], 0, 0, Overflow::Split).is_err());
     assert!(batches(&[], 0).is_err());
     assert!(RowCursor::new(vec![], 0, 1).is_err());
     // Empty input, empty documents: no rows.
-    assert!(pack_best_fit(&[], 4, 0, Overflow::Split).unwrap().is_empty());
-    assert!(pack_best_fit(&[Sequence::pretrain(vec![])], 4, 0, Overflow::Split)
+    assert!(pack_best_fit(&[], 4, 0, Overflow::Split)
         .unwrap()
         .is_empty());
+    assert!(
+        pack_best_fit(&[Sequence::pretrain(vec![])], 4, 0, Overflow::Split)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -339,7 +362,10 @@ fn batch_helpers_by_hand() {
     let parts = b.split(2).unwrap();
     assert_eq!(parts.iter().map(|p| p.rows).collect::<Vec<_>>(), vec![3, 2]);
     assert_eq!(
-        parts.iter().map(|p| p.num_target_tokens()).collect::<Vec<_>>(),
+        parts
+            .iter()
+            .map(|p| p.num_target_tokens())
+            .collect::<Vec<_>>(),
         vec![3.0, 7.0]
     );
     assert!(b.split(0).is_err() && b.split(6).is_err());
@@ -375,17 +401,30 @@ fn cursor_covers_each_row_once_per_epoch_and_reshuffles() {
         assert_eq!(sorted, (0..10).collect::<Vec<_>>());
         epochs.push(seen);
     }
-    assert_eq!(c.state(), CursorState { epoch: 2, index: 10 });
+    assert_eq!(
+        c.state(),
+        CursorState {
+            epoch: 2,
+            index: 10
+        }
+    );
     // Each epoch's order differs (10! orders; equal by chance with probability 1/3628800).
     assert_ne!(epochs[0], epochs[1]);
     assert_ne!(epochs[1], epochs[2]);
     // Same seed, same order; no shuffle, the given order.
     let mut again = RowCursor::new(numbered_rows(10), 4, 7).unwrap();
-    assert_eq!(row_ids(&again.next_batch().unwrap()), epochs[0][..4].to_vec());
-    let mut plain = RowCursor::new(numbered_rows(10), 4, 7).unwrap().with_shuffle(false);
+    assert_eq!(
+        row_ids(&again.next_batch().unwrap()),
+        epochs[0][..4].to_vec()
+    );
+    let mut plain = RowCursor::new(numbered_rows(10), 4, 7)
+        .unwrap()
+        .with_shuffle(false);
     assert_eq!(row_ids(&plain.next_batch().unwrap()), vec![0, 1, 2, 3]);
     // drop_last: 2 full batches per epoch.
-    let mut dl = RowCursor::new(numbered_rows(10), 4, 7).unwrap().with_drop_last(true);
+    let mut dl = RowCursor::new(numbered_rows(10), 4, 7)
+        .unwrap()
+        .with_drop_last(true);
     assert_eq!(dl.batches_per_epoch(), 2);
     let sizes: Vec<usize> = (0..6).map(|_| dl.next_batch().unwrap().rows).collect();
     assert_eq!(sizes, vec![4; 6]);
@@ -416,10 +455,19 @@ fn cursor_save_and_restore_resumes_exactly() {
 /// names it); shorter documents are placed as usual.
 #[test]
 fn overflow_skip_leaves_long_documents_out() {
-    let short = Sequence { ids: vec![1, 2, 3], loss_mask: vec![true; 3] };
-    let long = Sequence { ids: (10..20).collect(), loss_mask: vec![true; 10] };
+    let short = Sequence {
+        ids: vec![1, 2, 3],
+        loss_mask: vec![true; 3],
+    };
+    let long = Sequence {
+        ids: (10..20).collect(),
+        loss_mask: vec![true; 10],
+    };
     let seqs = [short, long];
-    for rows in [pad_rows(&seqs, 4, 0, Overflow::Skip).unwrap(), pack_best_fit(&seqs, 4, 0, Overflow::Skip).unwrap()] {
+    for rows in [
+        pad_rows(&seqs, 4, 0, Overflow::Skip).unwrap(),
+        pack_best_fit(&seqs, 4, 0, Overflow::Skip).unwrap(),
+    ] {
         assert_eq!(rows.len(), 1);
         assert!(rows[0].pieces.iter().all(|p| p.doc == 0));
         // The short document's 2 targets (tokens 1 and 2; token 0 has nothing before it).

@@ -8,8 +8,16 @@ use gradus_data::preference::*;
 use gradus_data::tokenizer::Tokenizer;
 
 fn tok() -> Tokenizer {
-    let corpus: Vec<String> = (0..50).map(|i| format!("Question: what is {i}?\nAnswer: it is {i}. no yes maybe")).collect();
-    let mut t = Tokenizer::train_bpe(corpus.iter(), 300, &["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"], 2).unwrap();
+    let corpus: Vec<String> = (0..50)
+        .map(|i| format!("Question: what is {i}?\nAnswer: it is {i}. no yes maybe"))
+        .collect();
+    let mut t = Tokenizer::train_bpe(
+        corpus.iter(),
+        300,
+        &["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"],
+        2,
+    )
+    .unwrap();
     t.set_bos(Some("<|endoftext|>")).unwrap();
     t.set_eos(Some("<|endoftext|>")).unwrap();
     t.set_pad(Some("<|pad|>")).unwrap();
@@ -28,10 +36,14 @@ fn write(dir: &tempfile::TempDir, name: &str, lines: &[&str]) -> std::path::Path
 #[test]
 fn reads_strings_chats_and_signals() {
     let d = tempfile::tempdir().unwrap();
-    let p = write(&d, "p.jsonl", &[
-        r#"{"prompt": "2+2?", "chosen": "4", "rejected": "5", "chosen_fraction": 0.8, "margin": 2, "category": "math"}"#,
-        r#"{"chosen": [{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}], "rejected": [{"role":"user","content":"hi"},{"role":"assistant","content":"go away"}]}"#,
-    ]);
+    let p = write(
+        &d,
+        "p.jsonl",
+        &[
+            r#"{"prompt": "2+2?", "chosen": "4", "rejected": "5", "chosen_fraction": 0.8, "margin": 2, "category": "math"}"#,
+            r#"{"chosen": [{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}], "rejected": [{"role":"user","content":"hi"},{"role":"assistant","content":"go away"}]}"#,
+        ],
+    );
     let pairs = read_pairs(&p, &PreferenceFields::default()).unwrap();
     assert_eq!(pairs.len(), 2);
     assert_eq!(pairs[0].chosen, Turns::Text("4".into()));
@@ -53,16 +65,44 @@ fn reads_strings_chats_and_signals() {
 #[test]
 fn bad_rows_name_file_line_and_field() {
     let d = tempfile::tempdir().unwrap();
-    let p = write(&d, "bad.jsonl", &[r#"{"prompt": "a", "chosen": "b", "rejected": "c"}"#, r#"{"prompt": "a", "chosen": "b"}"#]);
-    let e = read_pairs(&p, &PreferenceFields::default()).unwrap_err().to_string();
-    assert!(e.contains("bad.jsonl") && e.contains(":2") && e.contains("\"rejected\""), "{e}");
-    let p = write(&d, "frac.jsonl", &[r#"{"prompt": "a", "chosen": "b", "rejected": "c", "chosen_fraction": 1.5}"#]);
-    let e = read_pairs(&p, &PreferenceFields::default()).unwrap_err().to_string();
+    let p = write(
+        &d,
+        "bad.jsonl",
+        &[
+            r#"{"prompt": "a", "chosen": "b", "rejected": "c"}"#,
+            r#"{"prompt": "a", "chosen": "b"}"#,
+        ],
+    );
+    let e = read_pairs(&p, &PreferenceFields::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("bad.jsonl") && e.contains(":2") && e.contains("\"rejected\""),
+        "{e}"
+    );
+    let p = write(
+        &d,
+        "frac.jsonl",
+        &[r#"{"prompt": "a", "chosen": "b", "rejected": "c", "chosen_fraction": 1.5}"#],
+    );
+    let e = read_pairs(&p, &PreferenceFields::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("chosen_fraction") && e.contains("1.5"), "{e}");
-    let p = write(&d, "kto.jsonl", &[r#"{"prompt": "a", "completion": "b", "label": "yes"}"#]);
-    let e = read_unpaired(&p, &PreferenceFields::default()).unwrap_err().to_string();
+    let p = write(
+        &d,
+        "kto.jsonl",
+        &[r#"{"prompt": "a", "completion": "b", "label": "yes"}"#],
+    );
+    let e = read_unpaired(&p, &PreferenceFields::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("\"label\""), "{e}");
-    let p = write(&d, "kto2.jsonl", &[r#"{"prompt": "a", "completion": "b", "label": 0}"#]);
+    let p = write(
+        &d,
+        "kto2.jsonl",
+        &[r#"{"prompt": "a", "completion": "b", "label": 0}"#],
+    );
     assert!(!read_unpaired(&p, &PreferenceFields::default()).unwrap()[0].label);
 }
 
@@ -70,11 +110,22 @@ fn bad_rows_name_file_line_and_field() {
 fn tokenization_follows_trl_bos_prompt_eos_completion() {
     let t = tok();
     let tpl = ChatTemplate::chatml();
-    let out = tokenize(&t, &tpl, &Turns::Text("Question: what is 3?\nAnswer: ".into()), &[&Turns::Text("it is 3.".into())]).unwrap();
+    let out = tokenize(
+        &t,
+        &tpl,
+        &Turns::Text("Question: what is 3?\nAnswer: ".into()),
+        &[&Turns::Text("it is 3.".into())],
+    )
+    .unwrap();
     let bos = t.bos_id().unwrap();
     let eos = t.eos_id().unwrap();
     assert_eq!(out.prompt[0], bos);
-    assert_eq!(&out.prompt[1..], t.encode("Question: what is 3?\nAnswer: ", false).unwrap().as_slice());
+    assert_eq!(
+        &out.prompt[1..],
+        t.encode("Question: what is 3?\nAnswer: ", false)
+            .unwrap()
+            .as_slice()
+    );
     let mut want = t.encode("it is 3.", false).unwrap();
     want.push(eos);
     assert_eq!(out.completions[0], want);
@@ -88,14 +139,33 @@ fn bad_pairs_error_or_are_counted() {
         prompt: Turns::Text("Question: what is 1?\nAnswer: ".into()),
         chosen: Turns::Text(c.into()),
         rejected: Turns::Text(r.into()),
-        chosen_fraction: None, margin: None, chosen_reward: None, rejected_reward: None,
-        chosen_scores: None, rejected_scores: None, category: None,
+        chosen_fraction: None,
+        margin: None,
+        chosen_reward: None,
+        rejected_reward: None,
+        chosen_scores: None,
+        rejected_scores: None,
+        category: None,
     };
     let long = "it is 1. ".repeat(40);
-    let pairs = vec![pair("it is 1.", "no"), pair("yes", "yes"), pair("", "no"), pair(&long, "no")];
-    let e = tokenize_pairs(&t, &tpl, &pairs, 64, BadPairPolicy::Error).unwrap_err().to_string();
+    let pairs = vec![
+        pair("it is 1.", "no"),
+        pair("yes", "yes"),
+        pair("", "no"),
+        pair(&long, "no"),
+    ];
+    let e = tokenize_pairs(&t, &tpl, &pairs, 64, BadPairPolicy::Error)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("pair 1") && e.contains("identical"), "{e}");
     let (ok, skips) = tokenize_pairs(&t, &tpl, &pairs, 64, BadPairPolicy::Skip).unwrap();
     assert_eq!(ok.len(), 1);
-    assert_eq!(skips, SkipCounts { identical: 1, empty_completion: 1, too_long: 1 });
+    assert_eq!(
+        skips,
+        SkipCounts {
+            identical: 1,
+            empty_completion: 1,
+            too_long: 1
+        }
+    );
 }

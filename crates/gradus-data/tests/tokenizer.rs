@@ -44,7 +44,13 @@ fn first_merge_is_the_most_frequent_pair_with_smallest_ids() {
     // Pieces: "hello" x1, " hello" x2, " world" x1.
     // Pair counts: (h,e)=(e,l)=(l,l)=(l,o)=3, (' ',h)=2, the rest 1. Among the ties the smallest
     // byte ids win: e=101 < h=104 < l=108, so (e,l) is merged first.
-    let tok = Tokenizer::train_bpe(["hello hello hello world"], 1 + 256 + 1, &["<|endoftext|>"], 1).unwrap();
+    let tok = Tokenizer::train_bpe(
+        ["hello hello hello world"],
+        1 + 256 + 1,
+        &["<|endoftext|>"],
+        1,
+    )
+    .unwrap();
     let ids = tok.encode("hello", false).unwrap();
     let byte = |c: u8| 1 + c as u32;
     assert_eq!(ids, vec![byte(b'h'), 1 + 256, byte(b'l'), byte(b'o')]);
@@ -58,7 +64,10 @@ fn training_is_deterministic_and_order_free() {
     assert_eq!(a, b);
     let mut rev = corpus();
     rev.reverse();
-    let c = Tokenizer::train_bpe(rev, 400, SPECIALS, 2).unwrap().to_json().unwrap();
+    let c = Tokenizer::train_bpe(rev, 400, SPECIALS, 2)
+        .unwrap()
+        .to_json()
+        .unwrap();
     assert_eq!(a, c, "word counts do not depend on the order of the texts");
 }
 
@@ -72,7 +81,9 @@ fn min_frequency_stops_training_early() {
 
 #[test]
 fn too_small_vocab_and_duplicate_specials_are_errors() {
-    let e = Tokenizer::train_bpe(["x"], 100, SPECIALS, 1).unwrap_err().to_string();
+    let e = Tokenizer::train_bpe(["x"], 100, SPECIALS, 1)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("100") && e.contains("260"), "{e}");
     let e = Tokenizer::train_bpe(["x"], 300, &["<a>", "<a>"], 1)
         .unwrap_err()
@@ -147,8 +158,15 @@ fn save_and_from_dir_round_trip() {
     assert_eq!(back.chat_template(), Some("{{ messages[0].content }}"));
     assert_eq!(back.to_json().unwrap(), tok.to_json().unwrap());
     let text = "fn main() { println!(\"7\"); } 🦀";
-    assert_eq!(back.encode(text, false).unwrap(), tok.encode(text, false).unwrap());
-    assert!(tok.set_eos(Some("<nope>")).unwrap_err().to_string().contains("<nope>"));
+    assert_eq!(
+        back.encode(text, false).unwrap(),
+        tok.encode(text, false).unwrap()
+    );
+    assert!(tok
+        .set_eos(Some("<nope>"))
+        .unwrap_err()
+        .to_string()
+        .contains("<nope>"));
 }
 
 #[test]
@@ -171,23 +189,35 @@ fn from_dir_reads_hf_config_shapes() {
     )
     .unwrap();
     let t = Tokenizer::from_dir(dir.path()).unwrap();
-    assert_eq!((t.bos_id(), t.eos_id(), t.pad_id()), (Some(2), Some(3), Some(3)));
+    assert_eq!(
+        (t.bos_id(), t.eos_id(), t.pad_id()),
+        (Some(2), Some(3), Some(3))
+    );
     assert_eq!(t.chat_template(), Some("D"));
 
     // The other fields survive a save.
     let out = tempfile::tempdir().unwrap();
     t.save(out.path()).unwrap();
-    let cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("tokenizer_config.json")).unwrap()).unwrap();
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("tokenizer_config.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(cfg["model_max_length"], 2048);
     assert_eq!(cfg["eos_token"], "<|im_end|>");
 
     // chat_template.jinja wins over the config's template.
     std::fs::write(dir.path().join("chat_template.jinja"), "J").unwrap();
-    assert_eq!(Tokenizer::from_dir(dir.path()).unwrap().chat_template(), Some("J"));
+    assert_eq!(
+        Tokenizer::from_dir(dir.path()).unwrap().chat_template(),
+        Some("J")
+    );
 
     // A token the vocabulary lacks is an error naming the file and the field.
-    std::fs::write(dir.path().join("tokenizer_config.json"), r#"{"eos_token": "</s>"}"#).unwrap();
+    std::fs::write(
+        dir.path().join("tokenizer_config.json"),
+        r#"{"eos_token": "</s>"}"#,
+    )
+    .unwrap();
     let e = Tokenizer::from_dir(dir.path()).unwrap_err().to_string();
     assert!(
         e.contains("tokenizer_config.json") && e.contains("eos_token") && e.contains("</s>"),
@@ -203,7 +233,10 @@ fn load_errors_name_the_file() {
     assert!(e.contains("tokenizer.json"), "{e}");
     std::fs::write(&p, "{\"version\": \"1.0\", \"model\": 3}").unwrap();
     let e = Tokenizer::from_file(&p).unwrap_err().to_string();
-    assert!(e.contains("tokenizer.json") && e.contains("not a valid"), "{e}");
+    assert!(
+        e.contains("tokenizer.json") && e.contains("not a valid"),
+        "{e}"
+    );
     std::fs::write(&p, trained().to_json().unwrap()).unwrap();
     std::fs::write(dir.path().join("tokenizer_config.json"), "{oops").unwrap();
     let e = Tokenizer::from_dir(dir.path()).unwrap_err().to_string();
@@ -229,7 +262,11 @@ fn python_tokenizers_loads_trained_tokenizer() {
         .arg(text)
         .output()
         .expect("python3 runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let ids: Vec<u32> = serde_json::from_value(v["ids"].clone()).unwrap();
     assert_eq!(ids, tok.encode(text, false).unwrap());
@@ -249,7 +286,10 @@ fn train_on_cpython_stdlib() {
         .filter(|p| p.extension().is_some_and(|x| x == "py"))
         .collect();
     files.sort();
-    let texts: Vec<String> = files.iter().filter_map(|p| std::fs::read_to_string(p).ok()).collect();
+    let texts: Vec<String> = files
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect();
     let bytes: usize = texts.iter().map(String::len).sum();
     let t0 = std::time::Instant::now();
     let a = Tokenizer::train_bpe(&texts, 4096, SPECIALS, 2).unwrap();
@@ -262,7 +302,11 @@ fn train_on_cpython_stdlib() {
         n_tokens += ids.len();
         assert_eq!(&a.decode(&ids, false).unwrap(), t);
     }
-    println!("{} files, {bytes} bytes, trained in {dt:?}; {:.2} bytes/token", texts.len(), bytes as f64 / n_tokens as f64);
+    println!(
+        "{} files, {bytes} bytes, trained in {dt:?}; {:.2} bytes/token",
+        texts.len(),
+        bytes as f64 / n_tokens as f64
+    );
 }
 
 // ---------------------------------------------------------------- digit splitting

@@ -154,12 +154,8 @@ fn text_of(t: &Turns) -> String {
 }
 
 fn prefs() -> Result<LoadedTask> {
-    let pairs = gradus_tasks::prefs::preference_pairs(
-        N_DOCS,
-        SEED,
-        Split::Eval,
-        &Default::default(),
-    );
+    let pairs =
+        gradus_tasks::prefs::preference_pairs(N_DOCS, SEED, Split::Eval, &Default::default());
     let rows = pairs
         .iter()
         .map(|p| obj(json!({"prompt": text_of(&p.prompt), "choices": [text_of(&p.chosen), text_of(&p.rejected)], "label": 0})))

@@ -106,28 +106,31 @@ impl Default for DecoderConfig {
 fn get_usize(v: &Value, key: &str, path: &Path) -> Result<Option<usize>> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(x) => x
-            .as_u64()
-            .map(|n| Some(n as usize))
-            .ok_or_else(|| Error::format(path, format!("field `{key}` must be a non-negative integer, found {x}"))),
+        Some(x) => x.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
+            Error::format(
+                path,
+                format!("field `{key}` must be a non-negative integer, found {x}"),
+            )
+        }),
     }
 }
 fn get_f64(v: &Value, key: &str, path: &Path) -> Result<Option<f64>> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(x) => x
-            .as_f64()
-            .map(Some)
-            .ok_or_else(|| Error::format(path, format!("field `{key}` must be a number, found {x}"))),
+        Some(x) => x.as_f64().map(Some).ok_or_else(|| {
+            Error::format(path, format!("field `{key}` must be a number, found {x}"))
+        }),
     }
 }
 fn get_bool(v: &Value, key: &str, path: &Path) -> Result<Option<bool>> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(x) => x
-            .as_bool()
-            .map(Some)
-            .ok_or_else(|| Error::format(path, format!("field `{key}` must be true or false, found {x}"))),
+        Some(x) => x.as_bool().map(Some).ok_or_else(|| {
+            Error::format(
+                path,
+                format!("field `{key}` must be true or false, found {x}"),
+            )
+        }),
     }
 }
 /// `eos_token_id` may be an int or a list of ints: we keep the first.
@@ -141,7 +144,8 @@ fn get_token_id(v: &Value, key: &str) -> Option<u32> {
 
 impl DecoderConfig {
     pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
     /// Checks the numbers fit together; errors name the field.
@@ -171,11 +175,17 @@ impl DecoderConfig {
         if self.head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
             return Err(Error::config(
                 "hidden_size",
-                format!("{} is not a multiple of num_attention_heads = {}", self.hidden_size, self.num_attention_heads),
+                format!(
+                    "{} is not a multiple of num_attention_heads = {}",
+                    self.hidden_size, self.num_attention_heads
+                ),
             ));
         }
         if self.head_dim() % 2 != 0 {
-            return Err(Error::config("head_dim", format!("{} must be even for rotary embeddings", self.head_dim())));
+            return Err(Error::config(
+                "head_dim",
+                format!("{} must be even for rotary embeddings", self.head_dim()),
+            ));
         }
         if !(self.rms_norm_eps > 0.0) {
             return Err(Error::config("rms_norm_eps", "must be positive"));
@@ -188,8 +198,12 @@ impl DecoderConfig {
 
     /// Parses a Hugging Face `config.json` (Llama or Qwen2 model_type).
     pub fn from_hf_json(text: &str, path: &Path) -> Result<Self> {
-        let v: Value = serde_json::from_str(text).map_err(|e| Error::format(path, format!("invalid JSON: {e}")))?;
-        let model_type = v.get("model_type").and_then(|x| x.as_str()).unwrap_or("llama");
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| Error::format(path, format!("invalid JSON: {e}")))?;
+        let model_type = v
+            .get("model_type")
+            .and_then(|x| x.as_str())
+            .unwrap_or("llama");
         let family = match model_type {
             "llama" | "mistral" => Family::Llama,
             "qwen2" => Family::Qwen2,
@@ -201,7 +215,8 @@ impl DecoderConfig {
             }
         };
         let need = |key: &str| -> Result<usize> {
-            get_usize(&v, key, path)?.ok_or_else(|| Error::format(path, format!("missing required field `{key}`")))
+            get_usize(&v, key, path)?
+                .ok_or_else(|| Error::format(path, format!("missing required field `{key}`")))
         };
         let num_attention_heads = need("num_attention_heads")?;
         let rope_theta = match get_f64(&v, "rope_theta", path)? {
@@ -223,7 +238,10 @@ impl DecoderConfig {
         };
         if let Some(rs) = v.get("rope_scaling") {
             if !rs.is_null() {
-                return Err(Error::format(path, "rope_scaling is not supported yet (field `rope_scaling`)"));
+                return Err(Error::format(
+                    path,
+                    "rope_scaling is not supported yet (field `rope_scaling`)",
+                ));
             }
         }
         let dtype_str = v
@@ -231,8 +249,12 @@ impl DecoderConfig {
             .and_then(|x| x.as_str())
             .or_else(|| v.get("torch_dtype").and_then(|x| x.as_str()))
             .unwrap_or("float32");
-        let dtype = WeightDtype::parse(dtype_str)
-            .ok_or_else(|| Error::format(path, format!("field `dtype`: unsupported weight dtype `{dtype_str}`")))?;
+        let dtype = WeightDtype::parse(dtype_str).ok_or_else(|| {
+            Error::format(
+                path,
+                format!("field `dtype`: unsupported weight dtype `{dtype_str}`"),
+            )
+        })?;
         let cfg = Self {
             family,
             vocab_size: need("vocab_size")?,
@@ -240,13 +262,16 @@ impl DecoderConfig {
             intermediate_size: need("intermediate_size")?,
             num_hidden_layers: need("num_hidden_layers")?,
             num_attention_heads,
-            num_key_value_heads: get_usize(&v, "num_key_value_heads", path)?.unwrap_or(num_attention_heads),
+            num_key_value_heads: get_usize(&v, "num_key_value_heads", path)?
+                .unwrap_or(num_attention_heads),
             head_dim: get_usize(&v, "head_dim", path)?,
             rms_norm_eps: get_f64(&v, "rms_norm_eps", path)?.unwrap_or(1e-6),
             rope_theta,
-            max_position_embeddings: get_usize(&v, "max_position_embeddings", path)?.unwrap_or(2048),
+            max_position_embeddings: get_usize(&v, "max_position_embeddings", path)?
+                .unwrap_or(2048),
             tie_word_embeddings: get_bool(&v, "tie_word_embeddings", path)?.unwrap_or(false),
-            attention_bias: family == Family::Qwen2 || get_bool(&v, "attention_bias", path)?.unwrap_or(false),
+            attention_bias: family == Family::Qwen2
+                || get_bool(&v, "attention_bias", path)?.unwrap_or(false),
             mlp_bias: get_bool(&v, "mlp_bias", path)?.unwrap_or(false),
             initializer_range: get_f64(&v, "initializer_range", path)?.unwrap_or(0.02),
             bos_token_id: get_token_id(&v, "bos_token_id"),
@@ -258,7 +283,8 @@ impl DecoderConfig {
         if cfg.head_dim == Some(cfg.hidden_size / cfg.num_attention_heads.max(1)) {
             cfg.head_dim = None; // the default, written explicitly
         }
-        cfg.validate().map_err(|e| Error::format(path, e.to_string()))?;
+        cfg.validate()
+            .map_err(|e| Error::format(path, e.to_string()))?;
         Ok(cfg)
     }
 
@@ -318,7 +344,11 @@ impl DecoderConfig {
         if self.attention_bias {
             per_layer += q + 2 * kv;
         }
-        let head = if self.tie_word_embeddings { 0 } else { self.vocab_size * d };
+        let head = if self.tie_word_embeddings {
+            0
+        } else {
+            self.vocab_size * d
+        };
         self.vocab_size * d + self.num_hidden_layers * per_layer + d + head
     }
 }

@@ -77,10 +77,18 @@ pub fn linear_inference(x: &Tensor, ls: &[&Linear]) -> Result<Vec<Tensor>> {
 fn linear_inference_base(x: &Tensor, ls: &[&Linear]) -> Result<Vec<Tensor>> {
     let x = x.detach();
     let rows = x.elem_count() / x.dims().last().copied().unwrap_or(1).max(1);
-    let ws: Vec<(Tensor, Option<Tensor>)> =
-        ls.iter().map(|l| (l.weight.as_tensor().detach(), l.bias.as_ref().map(|b| b.as_tensor().detach()))).collect();
+    let ws: Vec<(Tensor, Option<Tensor>)> = ls
+        .iter()
+        .map(|l| {
+            (
+                l.weight.as_tensor().detach(),
+                l.bias.as_ref().map(|b| b.as_tensor().detach()),
+            )
+        })
+        .collect();
     if rows <= GEMV_MAX_ROWS {
-        let args: Vec<(&Tensor, Option<&Tensor>)> = ws.iter().map(|(w, b)| (w, b.as_ref())).collect();
+        let args: Vec<(&Tensor, Option<&Tensor>)> =
+            ws.iter().map(|(w, b)| (w, b.as_ref())).collect();
         return ops::linear_rows(&x, &args);
     }
     let dims = x.dims().to_vec();
@@ -102,7 +110,14 @@ fn linear_inference_base(x: &Tensor, ls: &[&Linear]) -> Result<Vec<Tensor>> {
 
 /// cos/sin tables gathered at each token's position: (B, T, Dh/2) each. Computed in f32 exactly as
 /// transformers does (`inv_freq = 1 / theta^(2i/Dh)`, `freqs = pos · inv_freq`).
-pub fn rope_tables(position_ids: &[u32], b: usize, t: usize, head_dim: usize, theta: f64, device: &Device) -> Result<(Tensor, Tensor)> {
+pub fn rope_tables(
+    position_ids: &[u32],
+    b: usize,
+    t: usize,
+    head_dim: usize,
+    theta: f64,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
     let half = head_dim / 2;
     let inv: Vec<f32> = (0..half)
         .map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
@@ -140,10 +155,17 @@ impl KvCache {
     }
     /// A cache with room for `capacity` positions per row (prompt + new tokens): no reallocation.
     pub fn with_capacity(n_layers: usize, capacity: usize) -> Self {
-        Self { layers: vec![None; n_layers], capacity, rope: RopeTable::default() }
+        Self {
+            layers: vec![None; n_layers],
+            capacity,
+            rope: RopeTable::default(),
+        }
     }
     pub fn len(&self) -> usize {
-        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |b| b.len())
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map_or(0, |b| b.len())
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -162,12 +184,28 @@ struct RopeTable {
 }
 
 impl RopeTable {
-    fn gather(&mut self, position_ids: &[u32], b: usize, t: usize, head_dim: usize, theta: f64, device: &Device) -> Result<(Tensor, Tensor)> {
+    fn gather(
+        &mut self,
+        position_ids: &[u32],
+        b: usize,
+        t: usize,
+        head_dim: usize,
+        theta: f64,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor)> {
         let half = head_dim / 2;
         if self.half != half || self.theta != theta {
-            *self = RopeTable { half, theta, ..Default::default() };
+            *self = RopeTable {
+                half,
+                theta,
+                ..Default::default()
+            };
         }
-        let need = position_ids.iter().map(|&p| p as usize + 1).max().unwrap_or(0);
+        let need = position_ids
+            .iter()
+            .map(|&p| p as usize + 1)
+            .max()
+            .unwrap_or(0);
         if need > self.n {
             let n = need.max(2 * self.n).max(64);
             let pos: Vec<u32> = (0..n as u32).collect();
@@ -183,7 +221,10 @@ impl RopeTable {
             cos.extend_from_slice(&self.cos[o..o + half]);
             sin.extend_from_slice(&self.sin[o..o + half]);
         }
-        Ok((Tensor::from_vec(cos, (b, t, half), device)?, Tensor::from_vec(sin, (b, t, half), device)?))
+        Ok((
+            Tensor::from_vec(cos, (b, t, half), device)?,
+            Tensor::from_vec(sin, (b, t, half), device)?,
+        ))
     }
 }
 
@@ -200,16 +241,32 @@ pub struct Attention {
 
 impl Attention {
     /// x (B, T, D) → (B, T, D). `segments` (B, T) when given.
-    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, segments: Option<&Tensor>) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        segments: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let q = self.q_proj.forward(x)?.reshape((b, t, self.n_heads, self.head_dim))?;
-        let k = self.k_proj.forward(x)?.reshape((b, t, self.n_kv, self.head_dim))?;
-        let v = self.v_proj.forward(x)?.reshape((b, t, self.n_kv, self.head_dim))?;
+        let q = self
+            .q_proj
+            .forward(x)?
+            .reshape((b, t, self.n_heads, self.head_dim))?;
+        let k = self
+            .k_proj
+            .forward(x)?
+            .reshape((b, t, self.n_kv, self.head_dim))?;
+        let v = self
+            .v_proj
+            .forward(x)?
+            .reshape((b, t, self.n_kv, self.head_dim))?;
         let q = ops::rope(&q, cos, sin)?;
         let k = ops::rope(&k, cos, sin)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let o = ops::attention(&q, &k, &v, segments, scale)?;
-        self.o_proj.forward(&o.reshape((b, t, self.n_heads * self.head_dim))?)
+        self.o_proj
+            .forward(&o.reshape((b, t, self.n_heads * self.head_dim))?)
     }
 
     /// Inference with a cache: x (B, T, D) → (B, T, D); this step's keys/values are written into
@@ -230,7 +287,9 @@ impl Attention {
         let v = qkv[2].reshape((b, t, self.n_kv, self.head_dim))?;
         let q = ops::rope(&q, cos, sin)?;
         let k = ops::rope(&k, cos, sin)?;
-        let buf = slot.get_or_insert_with(|| ops::KvBuffer::new(b, self.n_kv, self.head_dim, capacity.max(t)));
+        let buf = slot.get_or_insert_with(|| {
+            ops::KvBuffer::new(b, self.n_kv, self.head_dim, capacity.max(t))
+        });
         let past = buf.len();
         buf.append(&k, &v)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
@@ -244,7 +303,8 @@ impl Attention {
         } else {
             buf.attend(&q, segments, scale)?
         };
-        self.o_proj.forward_inference(&o.reshape((b, t, self.n_heads * self.head_dim))?)
+        self.o_proj
+            .forward_inference(&o.reshape((b, t, self.n_heads * self.head_dim))?)
     }
 }
 
@@ -264,7 +324,8 @@ impl Mlp {
 
     fn forward_inference(&self, x: &Tensor) -> Result<Tensor> {
         let gu = linear_inference(x, &[&self.gate_proj, &self.up_proj])?;
-        self.down_proj.forward_inference(&ops::swiglu(&gu[0], &gu[1])?)
+        self.down_proj
+            .forward_inference(&ops::swiglu(&gu[0], &gu[1])?)
     }
 }
 
@@ -302,7 +363,13 @@ pub struct ForwardInput<'a> {
 
 impl<'a> ForwardInput<'a> {
     pub fn new(input_ids: &'a [u32], batch: usize, seq_len: usize) -> Self {
-        Self { input_ids, batch, seq_len, position_ids: None, segment_ids: None }
+        Self {
+            input_ids,
+            batch,
+            seq_len,
+            position_ids: None,
+            segment_ids: None,
+        }
     }
 }
 
@@ -328,7 +395,12 @@ impl Decoder {
     }
 
     /// Builds the model from named f32 tensors (HF names). `origin` names the source in errors.
-    pub fn from_named(cfg: &DecoderConfig, tensors: Vec<(String, Tensor)>, device: &Device, origin: &str) -> Result<Self> {
+    pub fn from_named(
+        cfg: &DecoderConfig,
+        tensors: Vec<(String, Tensor)>,
+        device: &Device,
+        origin: &str,
+    ) -> Result<Self> {
         cfg.validate()?;
         let mut map: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
         let mut take = |name: &str, shape: &[usize]| -> Result<Var> {
@@ -345,10 +417,18 @@ impl Decoder {
                     context: format!(" (in {origin}; does config.json match the weights?)"),
                 });
             }
-            Ok(Var::from_tensor(&t.to_dtype(DType::F32)?.to_device(device)?)?)
+            Ok(Var::from_tensor(
+                &t.to_dtype(DType::F32)?.to_device(device)?,
+            )?)
         };
         let shapes = param_shapes(cfg);
-        let shape_of = |n: &str| shapes.iter().find(|(k, _)| k == n).map(|(_, s)| s.clone()).unwrap_or_default();
+        let shape_of = |n: &str| {
+            shapes
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, s)| s.clone())
+                .unwrap_or_default()
+        };
         let mut lin = |p: &str, bias: bool| -> Result<Linear> {
             let w = format!("{p}.weight");
             let weight = take(&w, &shape_of(&w))?;
@@ -358,7 +438,11 @@ impl Decoder {
             } else {
                 None
             };
-            Ok(Linear { weight, bias, lora: None })
+            Ok(Linear {
+                weight,
+                bias,
+                lora: None,
+            })
         };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
@@ -391,7 +475,10 @@ impl Decoder {
                 mlp,
             });
         }
-        let embed_tokens = take("model.embed_tokens.weight", &[cfg.vocab_size, cfg.hidden_size])?;
+        let embed_tokens = take(
+            "model.embed_tokens.weight",
+            &[cfg.vocab_size, cfg.hidden_size],
+        )?;
         let norm = take("model.norm.weight", &[cfg.hidden_size])?;
         let lm_head = if cfg.tie_word_embeddings {
             map.remove("lm_head.weight");
@@ -399,7 +486,14 @@ impl Decoder {
         } else {
             Some(take("lm_head.weight", &[cfg.vocab_size, cfg.hidden_size])?)
         };
-        Ok(Self { cfg: cfg.clone(), embed_tokens, layers: blocks, norm, lm_head, device: device.clone() })
+        Ok(Self {
+            cfg: cfg.clone(),
+            embed_tokens,
+            layers: blocks,
+            norm,
+            lm_head,
+            device: device.clone(),
+        })
     }
 
     pub fn device(&self) -> &Device {
@@ -408,7 +502,10 @@ impl Decoder {
 
     /// Every trainable parameter with its Hugging Face name, in a fixed order.
     pub fn named_params(&self) -> Vec<(String, Var)> {
-        let mut v = vec![("model.embed_tokens.weight".to_string(), self.embed_tokens.clone())];
+        let mut v = vec![(
+            "model.embed_tokens.weight".to_string(),
+            self.embed_tokens.clone(),
+        )];
         let lin = |v: &mut Vec<(String, Var)>, p: String, l: &Linear| {
             v.push((format!("{p}.weight"), l.weight.clone()));
             if let Some(b) = &l.bias {
@@ -417,12 +514,18 @@ impl Decoder {
         };
         for (i, b) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
-            v.push((format!("{p}.input_layernorm.weight"), b.input_layernorm.clone()));
+            v.push((
+                format!("{p}.input_layernorm.weight"),
+                b.input_layernorm.clone(),
+            ));
             lin(&mut v, format!("{p}.self_attn.q_proj"), &b.self_attn.q_proj);
             lin(&mut v, format!("{p}.self_attn.k_proj"), &b.self_attn.k_proj);
             lin(&mut v, format!("{p}.self_attn.v_proj"), &b.self_attn.v_proj);
             lin(&mut v, format!("{p}.self_attn.o_proj"), &b.self_attn.o_proj);
-            v.push((format!("{p}.post_attention_layernorm.weight"), b.post_attention_layernorm.clone()));
+            v.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                b.post_attention_layernorm.clone(),
+            ));
             lin(&mut v, format!("{p}.mlp.gate_proj"), &b.mlp.gate_proj);
             lin(&mut v, format!("{p}.mlp.up_proj"), &b.mlp.up_proj);
             lin(&mut v, format!("{p}.mlp.down_proj"), &b.mlp.down_proj);
@@ -435,7 +538,11 @@ impl Decoder {
     }
 
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
-        if let Some((i, &bad)) = ids.iter().enumerate().find(|(_, &x)| x as usize >= self.cfg.vocab_size) {
+        if let Some((i, &bad)) = ids
+            .iter()
+            .enumerate()
+            .find(|(_, &x)| x as usize >= self.cfg.vocab_size)
+        {
             return Err(Error::msg(format!(
                 "token id {bad} at position {i} is out of range for the model's vocab_size {}",
                 self.cfg.vocab_size
@@ -449,18 +556,27 @@ impl Decoder {
     pub fn hidden_states(&self, inp: &ForwardInput, cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (b, t) = (inp.batch, inp.seq_len);
         if inp.input_ids.len() != b * t {
-            return Err(Error::msg(format!("input_ids has {} tokens, expected batch {b} × seq_len {t}", inp.input_ids.len())));
+            return Err(Error::msg(format!(
+                "input_ids has {} tokens, expected batch {b} × seq_len {t}",
+                inp.input_ids.len()
+            )));
         }
         self.check_ids(inp.input_ids)?;
         let past = cache.as_ref().map_or(0, |c| c.len());
         let pos: Vec<u32> = match inp.position_ids {
             Some(p) => {
                 if p.len() != b * t {
-                    return Err(Error::msg(format!("position_ids has {} entries, expected {}", p.len(), b * t)));
+                    return Err(Error::msg(format!(
+                        "position_ids has {} entries, expected {}",
+                        p.len(),
+                        b * t
+                    )));
                 }
                 p.to_vec()
             }
-            None => (0..b).flat_map(|_| (0..t).map(|i| (past + i) as u32)).collect(),
+            None => (0..b)
+                .flat_map(|_| (0..t).map(|i| (past + i) as u32))
+                .collect(),
         };
         if let Some(s) = inp.segment_ids {
             if s.len() != b * (past + t) {
@@ -474,13 +590,24 @@ impl Decoder {
         if let Some(c) = cache {
             return self.hidden_states_cached(inp, &pos, c);
         }
-        let (cos, sin) = rope_tables(&pos, b, t, self.cfg.head_dim(), self.cfg.rope_theta, &self.device)?;
+        let (cos, sin) = rope_tables(
+            &pos,
+            b,
+            t,
+            self.cfg.head_dim(),
+            self.cfg.rope_theta,
+            &self.device,
+        )?;
         let segs = match inp.segment_ids {
             Some(s) => Some(Tensor::from_slice(s, (b, t), &self.device)?),
             None => None,
         };
         let ids = Tensor::from_slice(inp.input_ids, b * t, &self.device)?;
-        let mut h = self.embed_tokens.as_tensor().index_select(&ids, 0)?.reshape((b, t, self.cfg.hidden_size))?;
+        let mut h = self
+            .embed_tokens
+            .as_tensor()
+            .index_select(&ids, 0)?
+            .reshape((b, t, self.cfg.hidden_size))?;
         let eps = self.cfg.rms_norm_eps;
         for blk in &self.layers {
             let n = ops::rms_norm(&h, blk.input_layernorm.as_tensor(), eps)?;
@@ -494,19 +621,38 @@ impl Decoder {
 
     /// The cached (decoding) pass: detached weights, GEMV projections for few rows, keys/values
     /// written in place, rotary tables looked up from the cache's table.
-    fn hidden_states_cached(&self, inp: &ForwardInput, pos: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+    fn hidden_states_cached(
+        &self,
+        inp: &ForwardInput,
+        pos: &[u32],
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
         let (b, t) = (inp.batch, inp.seq_len);
         if cache.layers.len() != self.layers.len() {
             cache.layers = vec![None; self.layers.len()];
         }
         let capacity = cache.capacity;
-        let (cos, sin) = cache.rope.gather(pos, b, t, self.cfg.head_dim(), self.cfg.rope_theta, &self.device)?;
+        let (cos, sin) = cache.rope.gather(
+            pos,
+            b,
+            t,
+            self.cfg.head_dim(),
+            self.cfg.rope_theta,
+            &self.device,
+        )?;
         let ids = Tensor::from_slice(inp.input_ids, b * t, &self.device)?;
-        let mut h = self.embed_tokens.as_tensor().detach().index_select(&ids, 0)?.reshape((b, t, self.cfg.hidden_size))?;
+        let mut h = self
+            .embed_tokens
+            .as_tensor()
+            .detach()
+            .index_select(&ids, 0)?
+            .reshape((b, t, self.cfg.hidden_size))?;
         let eps = self.cfg.rms_norm_eps;
         for (blk, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let n = ops::rms_norm(&h, &blk.input_layernorm.as_tensor().detach(), eps)?;
-            let a = blk.self_attn.forward_cached(&n, &cos, &sin, inp.segment_ids, slot, capacity)?;
+            let a =
+                blk.self_attn
+                    .forward_cached(&n, &cos, &sin, inp.segment_ids, slot, capacity)?;
             h = (h + a)?;
             let n = ops::rms_norm(&h, &blk.post_attention_layernorm.as_tensor().detach(), eps)?;
             h = (&h + blk.mlp.forward_inference(&n)?)?;
@@ -516,7 +662,10 @@ impl Decoder {
 
     /// The output projection's weight (V, D): lm_head or the tied embeddings.
     pub fn head_weight(&self) -> &Tensor {
-        self.lm_head.as_ref().unwrap_or(&self.embed_tokens).as_tensor()
+        self.lm_head
+            .as_ref()
+            .unwrap_or(&self.embed_tokens)
+            .as_tensor()
     }
 
     /// hidden (..., D) → logits (..., V).
@@ -555,9 +704,15 @@ impl Decoder {
     /// log-softmax-gather, so no second (B, T, V) tensor is built.
     pub fn target_logprobs(&self, inp: &ForwardInput, targets: &[u32]) -> Result<Tensor> {
         if targets.len() != inp.batch * inp.seq_len {
-            return Err(Error::msg(format!("targets has {} entries, expected {}", targets.len(), inp.batch * inp.seq_len)));
+            return Err(Error::msg(format!(
+                "targets has {} entries, expected {}",
+                targets.len(),
+                inp.batch * inp.seq_len
+            )));
         }
-        let logits = self.forward(inp, None)?.reshape((inp.batch * inp.seq_len, self.cfg.vocab_size))?;
+        let logits = self
+            .forward(inp, None)?
+            .reshape((inp.batch * inp.seq_len, self.cfg.vocab_size))?;
         let tg = Tensor::from_slice(targets, targets.len(), &self.device)?;
         ops::token_logprobs(&logits, &tg)
     }
@@ -566,9 +721,18 @@ impl Decoder {
 impl Decoder {
     /// Per-row sums of target log-probs weighted by `weights` (B·T, e.g. 1 on completion tokens):
     /// (B,). The sequence log-prob `log π(y|x)` of preference objectives.
-    pub fn row_logps(&self, inp: &ForwardInput, targets: &[u32], weights: &[f32]) -> Result<Tensor> {
+    pub fn row_logps(
+        &self,
+        inp: &ForwardInput,
+        targets: &[u32],
+        weights: &[f32],
+    ) -> Result<Tensor> {
         if weights.len() != inp.batch * inp.seq_len {
-            return Err(Error::msg(format!("weights has {} entries, expected {}", weights.len(), inp.batch * inp.seq_len)));
+            return Err(Error::msg(format!(
+                "weights has {} entries, expected {}",
+                weights.len(),
+                inp.batch * inp.seq_len
+            )));
         }
         let lp = self.target_logprobs(inp, targets)?;
         let w = Tensor::from_slice(weights, weights.len(), &self.device)?;
@@ -583,7 +747,10 @@ pub fn param_shapes(cfg: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
     let q = cfg.num_attention_heads * hd;
     let kv = cfg.num_key_value_heads * hd;
     let f = cfg.intermediate_size;
-    let mut v = vec![("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, d])];
+    let mut v = vec![(
+        "model.embed_tokens.weight".to_string(),
+        vec![cfg.vocab_size, d],
+    )];
     for i in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{i}");
         v.push((format!("{p}.input_layernorm.weight"), vec![d]));

@@ -85,11 +85,17 @@ impl EncoderConfig {
     /// Reads and checks a `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let cfg: Self =
-            serde_json::from_str(&text).map_err(|e| Error::format(path, format!("not a BERT config.json: {e}")))?;
+        let cfg: Self = serde_json::from_str(&text)
+            .map_err(|e| Error::format(path, format!("not a BERT config.json: {e}")))?;
         if let Some(mt) = &cfg.model_type {
-            if !matches!(mt.as_str(), "bert" | "roberta" | "xlm-roberta" | "camembert") {
-                return Err(Error::format(path, format!("model_type `{mt}` is not a BERT-family encoder")));
+            if !matches!(
+                mt.as_str(),
+                "bert" | "roberta" | "xlm-roberta" | "camembert"
+            ) {
+                return Err(Error::format(
+                    path,
+                    format!("model_type `{mt}` is not a BERT-family encoder"),
+                ));
             }
             if mt != "bert" {
                 return Err(Error::format(
@@ -98,7 +104,8 @@ impl EncoderConfig {
                 ));
             }
         }
-        cfg.validate().map_err(|e| Error::format(path, e.to_string()))?;
+        cfg.validate()
+            .map_err(|e| Error::format(path, e.to_string()))?;
         Ok(cfg)
     }
 
@@ -111,7 +118,10 @@ impl EncoderConfig {
             "gelu" => Ok(Activation::Gelu),
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
             "relu" => Ok(Activation::Relu),
-            other => Err(Error::config("hidden_act", format!("`{other}` is not supported (gelu, gelu_new, relu)"))),
+            other => Err(Error::config(
+                "hidden_act",
+                format!("`{other}` is not supported (gelu, gelu_new, relu)"),
+            )),
         }
     }
 
@@ -132,13 +142,19 @@ impl EncoderConfig {
         if self.hidden_size % self.num_attention_heads != 0 {
             return Err(Error::config(
                 "hidden_size",
-                format!("{} is not a multiple of num_attention_heads = {}", self.hidden_size, self.num_attention_heads),
+                format!(
+                    "{} is not a multiple of num_attention_heads = {}",
+                    self.hidden_size, self.num_attention_heads
+                ),
             ));
         }
         if self.position_embedding_type != "absolute" {
             return Err(Error::config(
                 "position_embedding_type",
-                format!("`{}`: only `absolute` is supported", self.position_embedding_type),
+                format!(
+                    "`{}`: only `absolute` is supported",
+                    self.position_embedding_type
+                ),
             ));
         }
         if !(self.layer_norm_eps > 0.0) {
@@ -159,15 +175,28 @@ pub type NamedTensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 /// `embeddings.position_ids` are skipped), names stripped of a leading `bert.`.
 fn read_float_tensors(path: &Path) -> Result<NamedTensors> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::format(path, format!("not a valid safetensors file (truncated or corrupt?): {e}")))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        Error::format(
+            path,
+            format!("not a valid safetensors file (truncated or corrupt?): {e}"),
+        )
+    })?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
         let data = view.data();
         let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::BF16 => data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
             _ => continue,
         };
         let name = name.strip_prefix("bert.").unwrap_or(&name).to_string();
@@ -193,7 +222,10 @@ impl Weights<'_> {
                 name: name.into(),
                 expected: shape.to_vec(),
                 found: s,
-                context: format!(" in {} (does config.json match the weights?)", self.origin.display()),
+                context: format!(
+                    " in {} (does config.json match the weights?)",
+                    self.origin.display()
+                ),
             });
         }
         Ok(v)
@@ -204,7 +236,10 @@ impl Weights<'_> {
         Ok(Dense::new(w, b, out, inp))
     }
     fn norm(&mut self, prefix: &str, d: usize) -> Result<Norm> {
-        Ok(Norm { w: self.take(&format!("{prefix}.weight"), &[d])?, b: self.take(&format!("{prefix}.bias"), &[d])? })
+        Ok(Norm {
+            w: self.take(&format!("{prefix}.weight"), &[d])?,
+            b: self.take(&format!("{prefix}.bias"), &[d])?,
+        })
     }
 }
 
@@ -242,7 +277,9 @@ fn exp_f32(x: f32) -> f32 {
 fn erf_f32(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
     let y = 1.0 - poly * exp_f32(-a * a);
     y.copysign(x)
 }
@@ -365,7 +402,22 @@ impl Dense {
         }
         // SAFETY: y is (n × out), x is (n × inp), wt is (inp × out), all contiguous row-major.
         unsafe {
-            gemm_strided(n, self.out, self.inp, y.as_mut_ptr(), self.out, true, x.as_ptr(), self.inp, 1, self.wt.as_ptr(), self.out, 1, 1.0, gemm::Parallelism::Rayon(0));
+            gemm_strided(
+                n,
+                self.out,
+                self.inp,
+                y.as_mut_ptr(),
+                self.out,
+                true,
+                x.as_ptr(),
+                self.inp,
+                1,
+                self.wt.as_ptr(),
+                self.out,
+                1,
+                1.0,
+                gemm::Parallelism::Rayon(0),
+            );
         }
         y
     }
@@ -407,7 +459,10 @@ impl Encoder {
     /// Loads `dir/config.json` and `dir/model.safetensors`.
     pub fn load(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
-            return Err(Error::format(dir, "no such directory (expected a BERT checkpoint: config.json + model.safetensors)"));
+            return Err(Error::format(
+                dir,
+                "no such directory (expected a BERT checkpoint: config.json + model.safetensors)",
+            ));
         }
         let cfg = EncoderConfig::from_file(&dir.join("config.json"))?;
         let file = dir.join("model.safetensors");
@@ -422,8 +477,14 @@ impl Encoder {
         let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
         let mut w = Weights { map, origin };
         let word = w.take("embeddings.word_embeddings.weight", &[cfg.vocab_size, d])?;
-        let position = w.take("embeddings.position_embeddings.weight", &[cfg.max_position_embeddings, d])?;
-        let token_type = w.take("embeddings.token_type_embeddings.weight", &[cfg.type_vocab_size, d])?;
+        let position = w.take(
+            "embeddings.position_embeddings.weight",
+            &[cfg.max_position_embeddings, d],
+        )?;
+        let token_type = w.take(
+            "embeddings.token_type_embeddings.weight",
+            &[cfg.type_vocab_size, d],
+        )?;
         let emb_ln = w.norm("embeddings.LayerNorm", d)?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
@@ -435,12 +496,18 @@ impl Encoder {
             let mut wt = vec![0.0f32; d * 3 * d];
             for r in 0..d {
                 for (j, m) in [&q, &k, &v].into_iter().enumerate() {
-                    wt[r * 3 * d + j * d..r * 3 * d + (j + 1) * d].copy_from_slice(&m.wt[r * d..(r + 1) * d]);
+                    wt[r * 3 * d + j * d..r * 3 * d + (j + 1) * d]
+                        .copy_from_slice(&m.wt[r * d..(r + 1) * d]);
                 }
             }
             let b = [q.b, k.b, v.b].concat();
             layers.push(Layer {
-                qkv: Dense { wt, b, out: 3 * d, inp: d },
+                qkv: Dense {
+                    wt,
+                    b,
+                    out: 3 * d,
+                    inp: d,
+                },
                 attn_out: w.dense(&format!("{p}.attention.output.dense"), d, d)?,
                 ln1: w.norm(&format!("{p}.attention.output.LayerNorm"), d)?,
                 inter: w.dense(&format!("{p}.intermediate.dense"), f, d)?,
@@ -448,7 +515,15 @@ impl Encoder {
                 ln2: w.norm(&format!("{p}.output.LayerNorm"), d)?,
             });
         }
-        Ok(Encoder { cfg, act, word, position, token_type, emb_ln, layers })
+        Ok(Encoder {
+            cfg,
+            act,
+            word,
+            position,
+            token_type,
+            emb_ln,
+            layers,
+        })
     }
 
     /// Longest sequence the position table allows.
@@ -459,7 +534,9 @@ impl Encoder {
     fn check(&self, seqs: &[&[u32]]) -> Result<()> {
         for (s, ids) in seqs.iter().enumerate() {
             if ids.is_empty() {
-                return Err(Error::msg(format!("sequence {s} is empty (an encoder needs at least one token)")));
+                return Err(Error::msg(format!(
+                    "sequence {s} is empty (an encoder needs at least one token)"
+                )));
             }
             if ids.len() > self.max_len() {
                 return Err(Error::msg(format!(
@@ -496,7 +573,9 @@ impl Encoder {
                 pos.extend_from_slice(&self.position[p * d..(p + 1) * d]);
             }
         }
-        par_rows(&mut x, &pos, d, |xs, rs| add_layer_norm(xs, rs, &self.emb_ln.w, &self.emb_ln.b, eps));
+        par_rows(&mut x, &pos, d, |xs, rs| {
+            add_layer_norm(xs, rs, &self.emb_ln.w, &self.emb_ln.b, eps)
+        });
         let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
         for layer in &self.layers {
             x = self.layer_forward(layer, x, &lens, eps);
@@ -509,7 +588,9 @@ impl Encoder {
         let qkv = l.qkv.forward(&x);
         let ctx = self.attention(&qkv, lens);
         let a = l.attn_out.forward(&ctx);
-        par_rows(&mut x, &a, d, |xs, rs| add_layer_norm(xs, rs, &l.ln1.w, &l.ln1.b, eps));
+        par_rows(&mut x, &a, d, |xs, rs| {
+            add_layer_norm(xs, rs, &l.ln1.w, &l.ln1.b, eps)
+        });
         let mut h = l.inter.forward(&x);
         let f = self.cfg.intermediate_size;
         let act = self.act;
@@ -519,7 +600,9 @@ impl Encoder {
             Activation::Relu => c.iter_mut().for_each(|v| *v = v.max(0.0)),
         });
         let y = l.out.forward(&h);
-        par_rows(&mut x, &y, d, |xs, rs| add_layer_norm(xs, rs, &l.ln2.w, &l.ln2.b, eps));
+        par_rows(&mut x, &y, d, |xs, rs| {
+            add_layer_norm(xs, rs, &l.ln2.w, &l.ln2.b, eps)
+        });
         x
     }
 
@@ -555,7 +638,22 @@ impl Encoder {
                 // rows exist. s is (t × t); out is (t × D) and this head writes Dh columns of it.
                 unsafe {
                     // S = Q Kᵀ: lhs Q (t × Dh), rhs Kᵀ (Dh × t): element (c, j) = k[j·3D + c].
-                    gemm_strided(t, t, dh, s.as_mut_ptr(), t, false, q, 3 * d, 1, k, 1, 3 * d, 1.0, gemm::Parallelism::None);
+                    gemm_strided(
+                        t,
+                        t,
+                        dh,
+                        s.as_mut_ptr(),
+                        t,
+                        false,
+                        q,
+                        3 * d,
+                        1,
+                        k,
+                        1,
+                        3 * d,
+                        1.0,
+                        gemm::Parallelism::None,
+                    );
                 }
                 for x in s.iter_mut() {
                     *x *= scale;
@@ -563,7 +661,22 @@ impl Encoder {
                 softmax_rows(&mut s, t);
                 unsafe {
                     // O = P V: lhs P (t × t), rhs V (t × Dh) with row stride 3D.
-                    gemm_strided(t, dh, t, out[head * dh..].as_mut_ptr(), d, false, s.as_ptr(), t, 1, v, 3 * d, 1, 1.0, gemm::Parallelism::None);
+                    gemm_strided(
+                        t,
+                        dh,
+                        t,
+                        out[head * dh..].as_mut_ptr(),
+                        d,
+                        false,
+                        s.as_ptr(),
+                        t,
+                        1,
+                        v,
+                        3 * d,
+                        1,
+                        1.0,
+                        gemm::Parallelism::None,
+                    );
                 }
             }
         });
@@ -606,7 +719,9 @@ impl Encoder {
 /// Runs a row kernel on row-aligned chunks of `x` and `res` in parallel.
 fn par_rows(x: &mut [f32], res: &[f32], d: usize, f: impl Fn(&mut [f32], &[f32]) + Sync) {
     const ROWS: usize = 64;
-    x.par_chunks_mut(ROWS * d).zip(res.par_chunks(ROWS * d)).for_each(|(a, b)| f(a, b));
+    x.par_chunks_mut(ROWS * d)
+        .zip(res.par_chunks(ROWS * d))
+        .for_each(|(a, b)| f(a, b));
 }
 
 /// Mean of the rows of `h` (t × d), then divided by its L2 norm (sentence-transformers'
@@ -620,7 +735,12 @@ pub fn mean_pool_normalize(h: &[f32], d: usize, out: &mut [f32]) {
         }
     }
     let inv_t = 1.0 / t.max(1) as f64;
-    let norm = acc.iter().map(|a| (a * inv_t) * (a * inv_t)).sum::<f64>().sqrt().max(1e-12);
+    let norm = acc
+        .iter()
+        .map(|a| (a * inv_t) * (a * inv_t))
+        .sum::<f64>()
+        .sqrt()
+        .max(1e-12);
     for (o, a) in out.iter_mut().zip(&acc) {
         *o = (a * inv_t / norm) as f32;
     }
@@ -640,8 +760,16 @@ mod tests {
             assert!((erf_f32(x) + erf_f32(-x)).abs() < 1e-7);
         }
         // erf(0.5) = 0.5204998778, erf(1) = 0.8427007929, erf(2) = 0.9953222650 (tables).
-        for (x, want) in [(0.5f32, 0.520_499_9f32), (1.0, 0.842_700_8), (2.0, 0.995_322_3)] {
-            assert!((erf_f32(x) - want).abs() < 3e-7, "erf({x}) = {}", erf_f32(x));
+        for (x, want) in [
+            (0.5f32, 0.520_499_9f32),
+            (1.0, 0.842_700_8),
+            (2.0, 0.995_322_3),
+        ] {
+            assert!(
+                (erf_f32(x) - want).abs() < 3e-7,
+                "erf({x}) = {}",
+                erf_f32(x)
+            );
         }
         assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
     }
@@ -651,7 +779,12 @@ mod tests {
         // row [1, 2, 3, 4] + res 0: mean 2.5, var 1.25, (x - 2.5)/sqrt(1.25) = ±0.4472, ±1.3416.
         let mut x = vec![1.0, 2.0, 3.0, 4.0];
         add_layer_norm(&mut x, &[0.0; 4], &[1.0; 4], &[0.5; 4], 0.0);
-        let want = [-1.341_640_8 + 0.5, -0.447_213_6 + 0.5, 0.447_213_6 + 0.5, 1.341_640_8 + 0.5];
+        let want = [
+            -1.341_640_8 + 0.5,
+            -0.447_213_6 + 0.5,
+            0.447_213_6 + 0.5,
+            1.341_640_8 + 0.5,
+        ];
         for (a, b) in x.iter().zip(want) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         }

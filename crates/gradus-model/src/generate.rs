@@ -25,7 +25,13 @@ pub struct SamplingConfig {
 
 impl Default for SamplingConfig {
     fn default() -> Self {
-        Self { max_new_tokens: 64, temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0 }
+        Self {
+            max_new_tokens: 64,
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        }
     }
 }
 
@@ -69,13 +75,21 @@ pub fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut Rng) -> u32 {
     }
     let mut idx: Vec<usize> = (0..logits.len()).collect();
     // Sort by logit descending, ties by index: deterministic.
-    idx.sort_by(|&a, &b| logits[b].partial_cmp(&logits[a]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
+    idx.sort_by(|&a, &b| {
+        logits[b]
+            .partial_cmp(&logits[a])
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.cmp(&b))
+    });
     if cfg.top_k > 0 && cfg.top_k < idx.len() {
         idx.truncate(cfg.top_k);
     }
     let t = cfg.temperature as f32;
     let m = logits[idx[0]] / t;
-    let mut p: Vec<f64> = idx.iter().map(|&i| ((logits[i] / t - m) as f64).exp()).collect();
+    let mut p: Vec<f64> = idx
+        .iter()
+        .map(|&i| ((logits[i] / t - m) as f64).exp())
+        .collect();
     let z: f64 = p.iter().sum();
     p.iter_mut().for_each(|x| *x /= z);
     if cfg.top_p < 1.0 {
@@ -119,9 +133,15 @@ pub fn generate(
         return Ok(vec![]);
     }
     if let Some(i) = prompts.iter().position(|p| p.is_empty()) {
-        return Err(Error::msg(format!("prompt {i} is empty: generation needs at least one token (e.g. BOS)")));
+        return Err(Error::msg(format!(
+            "prompt {i} is empty: generation needs at least one token (e.g. BOS)"
+        )));
     }
-    let pad = model.cfg.pad_token_id.or(model.cfg.eos_token_id).unwrap_or(0);
+    let pad = model
+        .cfg
+        .pad_token_id
+        .or(model.cfg.eos_token_id)
+        .unwrap_or(0);
     let l = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
     let mut ids = Vec::with_capacity(b * l);
     let mut pos = Vec::with_capacity(b * l);
@@ -131,12 +151,22 @@ pub fn generate(
         let padn = l - p.len();
         ids.extend(std::iter::repeat(pad).take(padn).chain(p.iter().copied()));
         pos.extend(std::iter::repeat(0).take(padn).chain(0..p.len() as u32));
-        segs.push(std::iter::repeat(0).take(padn).chain(std::iter::repeat(1).take(p.len())).collect());
+        segs.push(
+            std::iter::repeat(0)
+                .take(padn)
+                .chain(std::iter::repeat(1).take(p.len()))
+                .collect(),
+        );
         next_pos.push(p.len() as u32);
     }
     let mut rng = Rng::derive(cfg.seed, "generate");
     let mut cache = KvCache::with_capacity(model.cfg.num_hidden_layers, l + cfg.max_new_tokens);
-    let mut out: Vec<Generation> = (0..b).map(|_| Generation { tokens: vec![], finish: Finish::Length }).collect();
+    let mut out: Vec<Generation> = (0..b)
+        .map(|_| Generation {
+            tokens: vec![],
+            finish: Finish::Length,
+        })
+        .collect();
     let mut done = vec![false; b];
     let v = model.cfg.vocab_size;
     let flat_segs = |segs: &[Vec<u32>]| -> Vec<u32> { segs.iter().flatten().copied().collect() };
@@ -163,7 +193,11 @@ pub fn generate(
         let mut next = Vec::with_capacity(b);
         for (r, row) in logits.iter().enumerate() {
             debug_assert_eq!(row.len(), v);
-            let tok = if done[r] { pad } else { sample(row, cfg, &mut rng) };
+            let tok = if done[r] {
+                pad
+            } else {
+                sample(row, cfg, &mut rng)
+            };
             if !done[r] {
                 out[r].tokens.push(tok);
                 if eos.contains(&tok) {

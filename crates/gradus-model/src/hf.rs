@@ -36,27 +36,39 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     if index.exists() {
         let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::format(&index, format!("invalid JSON: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::format(&index, format!("invalid JSON: {e}")))?;
         let map = v
             .get("weight_map")
             .and_then(|m| m.as_object())
             .ok_or_else(|| Error::format(&index, "missing object field `weight_map`"))?;
-        let mut files: Vec<String> = map.values().filter_map(|x| x.as_str().map(String::from)).collect();
+        let mut files: Vec<String> = map
+            .values()
+            .filter_map(|x| x.as_str().map(String::from))
+            .collect();
         files.sort();
         files.dedup();
         return Ok(files.into_iter().map(|f| dir.join(f)).collect());
     }
-    Err(Error::format(dir, "no model.safetensors or model.safetensors.index.json in this directory"))
+    Err(Error::format(
+        dir,
+        "no model.safetensors or model.safetensors.index.json in this directory",
+    ))
 }
 
 /// Reads all weights of a checkpoint dir (f32), with the file each came from.
-pub fn read_weights(dir: &Path, device: &Device) -> Result<(Vec<(String, Tensor)>, HashMap<String, PathBuf>)> {
+pub fn read_weights(
+    dir: &Path,
+    device: &Device,
+) -> Result<(Vec<(String, Tensor)>, HashMap<String, PathBuf>)> {
     let mut tensors = Vec::new();
     let mut origin = HashMap::new();
     for f in weight_files(dir)? {
         if !f.exists() {
-            return Err(Error::format(&f, "shard listed in model.safetensors.index.json is missing"));
+            return Err(Error::format(
+                &f,
+                "shard listed in model.safetensors.index.json is missing",
+            ));
         }
         for l in read_safetensors(&f, device)? {
             if ignorable(&l.name) {
@@ -72,7 +84,11 @@ pub fn read_weights(dir: &Path, device: &Device) -> Result<(Vec<(String, Tensor)
 /// Loads a decoder from a Hugging Face checkpoint directory.
 pub fn load_decoder(dir: &Path, device: &Device) -> Result<Decoder> {
     if !dir.is_dir() {
-        let what = if dir.exists() { "not a directory" } else { "no such directory" };
+        let what = if dir.exists() {
+            "not a directory"
+        } else {
+            "no such directory"
+        };
         return Err(Error::format(
             dir,
             format!("{what} (expected a Hugging Face checkpoint directory: config.json + model.safetensors)"),
@@ -82,7 +98,10 @@ pub fn load_decoder(dir: &Path, device: &Device) -> Result<Decoder> {
     let (tensors, origin) = read_weights(dir, device)?;
     let expected: BTreeMap<String, Vec<usize>> = param_shapes(&cfg).into_iter().collect();
     for (name, t) in &tensors {
-        let file = origin.get(name).cloned().unwrap_or_else(|| dir.to_path_buf());
+        let file = origin
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| dir.to_path_buf());
         match expected.get(name) {
             Some(shape) if shape.as_slice() != t.dims() => {
                 return Err(Error::TensorShape {
@@ -97,12 +116,16 @@ pub fn load_decoder(dir: &Path, device: &Device) -> Result<Decoder> {
             None => {
                 return Err(Error::format(
                     file,
-                    format!("unexpected tensor `{name}` (not part of a {:?} decoder with this config)", cfg.family),
+                    format!(
+                        "unexpected tensor `{name}` (not part of a {:?} decoder with this config)",
+                        cfg.family
+                    ),
                 ))
             }
         }
     }
-    let present: std::collections::HashSet<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
+    let present: std::collections::HashSet<&str> =
+        tensors.iter().map(|(n, _)| n.as_str()).collect();
     if let Some(missing) = expected.keys().find(|n| !present.contains(n.as_str())) {
         return Err(Error::MissingTensor {
             path: dir.to_path_buf(),
@@ -116,10 +139,18 @@ pub fn load_decoder(dir: &Path, device: &Device) -> Result<Decoder> {
 /// Writes `config.json` and `model.safetensors` (in `cfg.dtype`) into `dir`, each atomically.
 pub fn save_decoder(model: &Decoder, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tensors: Vec<(String, Tensor)> =
-        model.named_params().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
-    write_safetensors(&dir.join("model.safetensors"), &tensors, store_dtype(model.cfg.dtype))?;
-    let cfg = serde_json::to_string_pretty(&model.cfg.to_hf_json()).map_err(|e| Error::msg(e.to_string()))?;
+    let tensors: Vec<(String, Tensor)> = model
+        .named_params()
+        .into_iter()
+        .map(|(n, v)| (n, v.as_tensor().clone()))
+        .collect();
+    write_safetensors(
+        &dir.join("model.safetensors"),
+        &tensors,
+        store_dtype(model.cfg.dtype),
+    )?;
+    let cfg = serde_json::to_string_pretty(&model.cfg.to_hf_json())
+        .map_err(|e| Error::msg(e.to_string()))?;
     write_atomic(&dir.join("config.json"), cfg.as_bytes())?;
     Ok(())
 }

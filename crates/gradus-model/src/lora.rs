@@ -43,7 +43,15 @@ use serde_json::{json, Value};
 use crate::decoder::{Decoder, Linear};
 
 /// The linear layers of a decoder block that can carry an adapter (PEFT's module names).
-pub const LORA_MODULES: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+pub const LORA_MODULES: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
 
 /// Prefix PEFT puts before the base model's parameter names in `adapter_model.safetensors`.
 pub const PEFT_PREFIX: &str = "base_model.model.";
@@ -77,7 +85,10 @@ impl Default for LoraConfig {
             r: 8,
             lora_alpha: 16.0,
             lora_dropout: 0.0,
-            target_modules: ["q_proj", "k_proj", "v_proj", "o_proj"].iter().map(|s| s.to_string()).collect(),
+            target_modules: ["q_proj", "k_proj", "v_proj", "o_proj"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             use_rslora: false,
         }
     }
@@ -90,24 +101,39 @@ impl LoraConfig {
             return Err(Error::config("lora.r", "must be at least 1"));
         }
         if !self.lora_alpha.is_finite() || self.lora_alpha <= 0.0 {
-            return Err(Error::config("lora.lora_alpha", format!("must be a positive number, got {}", self.lora_alpha)));
+            return Err(Error::config(
+                "lora.lora_alpha",
+                format!("must be a positive number, got {}", self.lora_alpha),
+            ));
         }
         if !(0.0..1.0).contains(&self.lora_dropout) {
-            return Err(Error::config("lora.lora_dropout", format!("must be in [0, 1), got {}", self.lora_dropout)));
+            return Err(Error::config(
+                "lora.lora_dropout",
+                format!("must be in [0, 1), got {}", self.lora_dropout),
+            ));
         }
         if self.target_modules.is_empty() {
-            return Err(Error::config("lora.target_modules", "is empty; name at least one module"));
+            return Err(Error::config(
+                "lora.target_modules",
+                "is empty; name at least one module",
+            ));
         }
         let mut seen = BTreeSet::new();
         for m in &self.target_modules {
             if !LORA_MODULES.contains(&m.as_str()) {
                 return Err(Error::config(
                     "lora.target_modules",
-                    format!("unknown module `{m}`; the decoder's linear layers are {}", LORA_MODULES.join(", ")),
+                    format!(
+                        "unknown module `{m}`; the decoder's linear layers are {}",
+                        LORA_MODULES.join(", ")
+                    ),
                 ));
             }
             if !seen.insert(m.as_str()) {
-                return Err(Error::config("lora.target_modules", format!("`{m}` is listed twice")));
+                return Err(Error::config(
+                    "lora.target_modules",
+                    format!("`{m}` is listed twice"),
+                ));
             }
         }
         Ok(())
@@ -134,7 +160,11 @@ pub struct LoraDropout {
 
 impl LoraDropout {
     fn new(p: f64, training: bool, rng: Rng) -> Self {
-        Self { p, training: AtomicBool::new(training), rng: Mutex::new(rng) }
+        Self {
+            p,
+            training: AtomicBool::new(training),
+            rng: Mutex::new(rng),
+        }
     }
 
     /// x (N, in) → x with each entry zeroed with probability p and the rest scaled by 1/(1-p)
@@ -146,8 +176,13 @@ impl LoraDropout {
         let n = x.elem_count();
         let keep = (1.0 / (1.0 - self.p)) as f32;
         let mask: Vec<f32> = {
-            let mut rng = self.rng.lock().map_err(|_| Error::msg("LoRA dropout RNG lock poisoned"))?;
-            (0..n).map(|_| if rng.uniform() < self.p { 0.0 } else { keep }).collect()
+            let mut rng = self
+                .rng
+                .lock()
+                .map_err(|_| Error::msg("LoRA dropout RNG lock poisoned"))?;
+            (0..n)
+                .map(|_| if rng.uniform() < self.p { 0.0 } else { keep })
+                .collect()
         };
         let mask = Tensor::from_vec(mask, x.dims(), x.device())?.to_dtype(x.dtype())?;
         Ok((x * mask)?)
@@ -198,10 +233,19 @@ fn linears(d: &Decoder) -> Vec<(String, &'static str, &Linear)> {
     for (i, b) in d.layers.iter().enumerate() {
         let a = &b.self_attn;
         let m = &b.mlp;
-        for (name, l) in [("q_proj", &a.q_proj), ("k_proj", &a.k_proj), ("v_proj", &a.v_proj), ("o_proj", &a.o_proj)] {
+        for (name, l) in [
+            ("q_proj", &a.q_proj),
+            ("k_proj", &a.k_proj),
+            ("v_proj", &a.v_proj),
+            ("o_proj", &a.o_proj),
+        ] {
             v.push((format!("model.layers.{i}.self_attn.{name}"), name, l));
         }
-        for (name, l) in [("gate_proj", &m.gate_proj), ("up_proj", &m.up_proj), ("down_proj", &m.down_proj)] {
+        for (name, l) in [
+            ("gate_proj", &m.gate_proj),
+            ("up_proj", &m.up_proj),
+            ("down_proj", &m.down_proj),
+        ] {
             v.push((format!("model.layers.{i}.mlp.{name}"), name, l));
         }
     }
@@ -213,10 +257,19 @@ fn linears_mut(d: &mut Decoder) -> Vec<(String, &'static str, &mut Linear)> {
     for (i, b) in d.layers.iter_mut().enumerate() {
         let a = &mut b.self_attn;
         let m = &mut b.mlp;
-        for (name, l) in [("q_proj", &mut a.q_proj), ("k_proj", &mut a.k_proj), ("v_proj", &mut a.v_proj), ("o_proj", &mut a.o_proj)] {
+        for (name, l) in [
+            ("q_proj", &mut a.q_proj),
+            ("k_proj", &mut a.k_proj),
+            ("v_proj", &mut a.v_proj),
+            ("o_proj", &mut a.o_proj),
+        ] {
             v.push((format!("model.layers.{i}.self_attn.{name}"), name, l));
         }
-        for (name, l) in [("gate_proj", &mut m.gate_proj), ("up_proj", &mut m.up_proj), ("down_proj", &mut m.down_proj)] {
+        for (name, l) in [
+            ("gate_proj", &mut m.gate_proj),
+            ("up_proj", &mut m.up_proj),
+            ("down_proj", &mut m.down_proj),
+        ] {
             v.push((format!("model.layers.{i}.mlp.{name}"), name, l));
         }
     }
@@ -235,7 +288,9 @@ impl Decoder {
     pub fn apply_lora(&mut self, cfg: &LoraConfig, rng: &mut Rng) -> Result<()> {
         cfg.validate()?;
         if self.has_lora() {
-            return Err(Error::msg("the model already has LoRA adapters (merge them or use without_adapters() first)"));
+            return Err(Error::msg(
+                "the model already has LoRA adapters (merge them or use without_adapters() first)",
+            ));
         }
         let device = self.device().clone();
         let mut adapters = Vec::new();
@@ -250,10 +305,20 @@ impl Decoder {
             let b = Tensor::zeros((out, cfg.r), DType::F32, &device)?;
             adapters.push(Some((Var::from_tensor(&a)?, Var::from_tensor(&b)?)));
         }
-        let dropout = (cfg.lora_dropout > 0.0)
-            .then(|| Arc::new(LoraDropout::new(cfg.lora_dropout, true, Rng::new(rng.next_u64()))));
+        let dropout = (cfg.lora_dropout > 0.0).then(|| {
+            Arc::new(LoraDropout::new(
+                cfg.lora_dropout,
+                true,
+                Rng::new(rng.next_u64()),
+            ))
+        });
         for ((_, _, l), ad) in linears_mut(self).into_iter().zip(adapters) {
-            l.lora = ad.map(|(a, b)| LoraAdapter { a, b, scale: cfg.scale(), dropout: dropout.clone() });
+            l.lora = ad.map(|(a, b)| LoraAdapter {
+                a,
+                b,
+                scale: cfg.scale(),
+                dropout: dropout.clone(),
+            });
         }
         Ok(())
     }
@@ -293,7 +358,10 @@ impl Decoder {
         for (p, _, l) in linears(self) {
             if let Some(ad) = &l.lora {
                 let w = l.weight.as_tensor();
-                merged.insert(format!("{p}.weight"), (w + ad.merged_delta()?.to_dtype(w.dtype())?)?);
+                merged.insert(
+                    format!("{p}.weight"),
+                    (w + ad.merged_delta()?.to_dtype(w.dtype())?)?,
+                );
             }
         }
         let tensors = self
@@ -318,18 +386,26 @@ impl Decoder {
     }
 
     fn lora_dropout(&self) -> Option<Arc<LoraDropout>> {
-        linears(self).into_iter().find_map(|(_, _, l)| l.lora.as_ref().and_then(|a| a.dropout.clone()))
+        linears(self)
+            .into_iter()
+            .find_map(|(_, _, l)| l.lora.as_ref().and_then(|a| a.dropout.clone()))
     }
 
     /// The state of the dropout mask stream (None without dropout), for an exact resume.
     pub fn lora_dropout_state(&self) -> Option<RngState> {
-        self.lora_dropout().and_then(|d| d.rng.lock().ok().map(|r| r.state()))
+        self.lora_dropout()
+            .and_then(|d| d.rng.lock().ok().map(|r| r.state()))
     }
 
     /// Restores the dropout mask stream; an error if the model has no adapter dropout.
     pub fn set_lora_dropout_state(&self, state: RngState) -> Result<()> {
-        let d = self.lora_dropout().ok_or_else(|| Error::msg("the model has no LoRA dropout to restore"))?;
-        let mut r = d.rng.lock().map_err(|_| Error::msg("LoRA dropout RNG lock poisoned"))?;
+        let d = self
+            .lora_dropout()
+            .ok_or_else(|| Error::msg("the model has no LoRA dropout to restore"))?;
+        let mut r = d
+            .rng
+            .lock()
+            .map_err(|_| Error::msg("LoRA dropout RNG lock poisoned"))?;
         *r = Rng::from_state(state);
         Ok(())
     }
@@ -344,7 +420,12 @@ pub fn save_adapter(dir: &Path, decoder: &Decoder, cfg: &LoraConfig) -> Result<(
 
 /// [`save_adapter`] recording the base checkpoint (`base_model_name_or_path`), which PEFT's
 /// `AutoPeftModelForCausalLM` uses to find the base.
-pub fn save_adapter_with_base(dir: &Path, decoder: &Decoder, cfg: &LoraConfig, base_model: Option<&str>) -> Result<()> {
+pub fn save_adapter_with_base(
+    dir: &Path,
+    decoder: &Decoder,
+    cfg: &LoraConfig,
+    base_model: Option<&str>,
+) -> Result<()> {
     cfg.validate()?;
     let mut any = false;
     for (p, name, l) in linears(decoder) {
@@ -353,16 +434,30 @@ pub fn save_adapter_with_base(dir: &Path, decoder: &Decoder, cfg: &LoraConfig, b
         if !cfg.target_modules.iter().any(|t| t == name) {
             return Err(Error::config(
                 "lora.target_modules",
-                format!("`{p}` has an adapter but `{name}` is not in target_modules {:?}", cfg.target_modules),
+                format!(
+                    "`{p}` has an adapter but `{name}` is not in target_modules {:?}",
+                    cfg.target_modules
+                ),
             ));
         }
         if ad.rank() != cfg.r {
-            return Err(Error::config("lora.r", format!("is {} but the adapter on `{p}` has rank {}", cfg.r, ad.rank())));
+            return Err(Error::config(
+                "lora.r",
+                format!(
+                    "is {} but the adapter on `{p}` has rank {}",
+                    cfg.r,
+                    ad.rank()
+                ),
+            ));
         }
         if (ad.scale - cfg.scale()).abs() > 1e-12 * cfg.scale().abs().max(1.0) {
             return Err(Error::config(
                 "lora.lora_alpha",
-                format!("gives scale {} but the adapter on `{p}` has scale {}", cfg.scale(), ad.scale),
+                format!(
+                    "gives scale {} but the adapter on `{p}` has scale {}",
+                    cfg.scale(),
+                    ad.scale
+                ),
             ));
         }
     }
@@ -370,8 +465,11 @@ pub fn save_adapter_with_base(dir: &Path, decoder: &Decoder, cfg: &LoraConfig, b
         return Err(Error::msg("the model has no LoRA adapters to save"));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tensors: Vec<(String, Tensor)> =
-        decoder.lora_params().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+    let tensors: Vec<(String, Tensor)> = decoder
+        .lora_params()
+        .into_iter()
+        .map(|(n, v)| (n, v.as_tensor().clone()))
+        .collect();
     write_safetensors(&dir.join(ADAPTER_WEIGHTS), &tensors, StoreDtype::F32)?;
     let targets = canonical_order(&cfg.target_modules);
     // The fields PEFT 0.21 writes that matter for a plain LoRA; PEFT fills the rest with defaults.
@@ -407,14 +505,27 @@ pub fn save_adapter_with_base(dir: &Path, decoder: &Decoder, cfg: &LoraConfig, b
 /// alpha patterns, `fan_in_fan_out`, `modules_to_save`) are rejected by name.
 pub fn read_adapter_config(path: &Path) -> Result<LoraConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| Error::format(path, format!("invalid JSON: {e}")))?;
-    let obj = v.as_object().ok_or_else(|| Error::format(path, "expected a JSON object"))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::format(path, format!("invalid JSON: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| Error::format(path, "expected a JSON object"))?;
     let field = |k: &str| obj.get(k).filter(|x| !x.is_null());
     let bad = |k: &str, msg: String| Error::format(path, format!("field `{k}`: {msg}"));
     match field("peft_type").and_then(|x| x.as_str()) {
         Some("LORA") => {}
-        Some(other) => return Err(bad("peft_type", format!("is {other:?}; gradus reads LoRA adapters (\"LORA\")"))),
-        None => return Err(bad("peft_type", "is missing (not a PEFT adapter config?)".into())),
+        Some(other) => {
+            return Err(bad(
+                "peft_type",
+                format!("is {other:?}; gradus reads LoRA adapters (\"LORA\")"),
+            ))
+        }
+        None => {
+            return Err(bad(
+                "peft_type",
+                "is missing (not a PEFT adapter config?)".into(),
+            ))
+        }
     }
     let flag = |k: &str| field(k).and_then(|x| x.as_bool()).unwrap_or(false);
     for k in ["use_dora", "lora_bias", "fan_in_fan_out", "use_qalora"] {
@@ -424,50 +535,98 @@ pub fn read_adapter_config(path: &Path) -> Result<LoraConfig> {
     }
     if let Some(b) = field("bias").and_then(|x| x.as_str()) {
         if b != "none" {
-            return Err(bad("bias", format!("is {b:?}; gradus supports \"none\" only")));
+            return Err(bad(
+                "bias",
+                format!("is {b:?}; gradus supports \"none\" only"),
+            ));
         }
     }
     for k in ["rank_pattern", "alpha_pattern"] {
-        if field(k).and_then(|x| x.as_object()).is_some_and(|m| !m.is_empty()) {
-            return Err(bad(k, "is not empty; per-module ranks/alphas are not supported".into()));
+        if field(k)
+            .and_then(|x| x.as_object())
+            .is_some_and(|m| !m.is_empty())
+        {
+            return Err(bad(
+                k,
+                "is not empty; per-module ranks/alphas are not supported".into(),
+            ));
         }
     }
-    if field("modules_to_save").and_then(|x| x.as_array()).is_some_and(|a| !a.is_empty()) {
-        return Err(bad("modules_to_save", "is not empty; only LoRA adapters are supported".into()));
+    if field("modules_to_save")
+        .and_then(|x| x.as_array())
+        .is_some_and(|a| !a.is_empty())
+    {
+        return Err(bad(
+            "modules_to_save",
+            "is not empty; only LoRA adapters are supported".into(),
+        ));
     }
     let r = field("r")
         .and_then(|x| x.as_u64())
         .ok_or_else(|| bad("r", "missing or not a positive integer".into()))? as usize;
     let lora_alpha = match field("lora_alpha") {
         None => 8.0, // PEFT's default
-        Some(x) => x.as_f64().ok_or_else(|| bad("lora_alpha", "not a number".into()))?,
+        Some(x) => x
+            .as_f64()
+            .ok_or_else(|| bad("lora_alpha", "not a number".into()))?,
     };
     let lora_dropout = match field("lora_dropout") {
         None => 0.0,
-        Some(x) => x.as_f64().ok_or_else(|| bad("lora_dropout", "not a number".into()))?,
+        Some(x) => x
+            .as_f64()
+            .ok_or_else(|| bad("lora_dropout", "not a number".into()))?,
     };
     let target_modules = match field("target_modules") {
         Some(Value::Array(a)) => a
             .iter()
-            .map(|x| x.as_str().map(String::from).ok_or_else(|| bad("target_modules", "must hold strings".into())))
+            .map(|x| {
+                x.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| bad("target_modules", "must hold strings".into()))
+            })
             .collect::<Result<Vec<_>>>()?,
-        Some(Value::String(s)) if s == "all-linear" => LORA_MODULES.iter().map(|s| s.to_string()).collect(),
-        Some(Value::String(s)) => {
-            return Err(bad("target_modules", format!("is the pattern {s:?}; gradus reads a list of module names")))
+        Some(Value::String(s)) if s == "all-linear" => {
+            LORA_MODULES.iter().map(|s| s.to_string()).collect()
         }
-        _ => return Err(bad("target_modules", "missing (expected a list of module names)".into())),
+        Some(Value::String(s)) => {
+            return Err(bad(
+                "target_modules",
+                format!("is the pattern {s:?}; gradus reads a list of module names"),
+            ))
+        }
+        _ => {
+            return Err(bad(
+                "target_modules",
+                "missing (expected a list of module names)".into(),
+            ))
+        }
     };
     let use_rslora = flag("use_rslora");
-    let cfg = LoraConfig { r, lora_alpha, lora_dropout, target_modules, use_rslora };
-    cfg.validate().map_err(|e| Error::format(path, e.to_string()))?;
+    let cfg = LoraConfig {
+        r,
+        lora_alpha,
+        lora_dropout,
+        target_modules,
+        use_rslora,
+    };
+    cfg.validate()
+        .map_err(|e| Error::format(path, e.to_string()))?;
     // PEFT writes the names in set order, which varies; keep the decoder's order.
-    Ok(LoraConfig { target_modules: canonical_order(&cfg.target_modules), ..cfg })
+    Ok(LoraConfig {
+        target_modules: canonical_order(&cfg.target_modules),
+        ..cfg
+    })
 }
 
 /// Module names in [`LORA_MODULES`] order (names not in it last, as given).
 fn canonical_order(names: &[String]) -> Vec<String> {
     let mut v = names.to_vec();
-    v.sort_by_key(|n| LORA_MODULES.iter().position(|m| m == n).unwrap_or(usize::MAX));
+    v.sort_by_key(|n| {
+        LORA_MODULES
+            .iter()
+            .position(|m| m == n)
+            .unwrap_or(usize::MAX)
+    });
     v
 }
 
@@ -478,12 +637,24 @@ fn canonical_order(names: &[String]) -> Vec<String> {
 /// Errors name the file and the tensor; on error the decoder is left without adapters.
 pub fn load_adapter(dir: &Path, decoder: &mut Decoder) -> Result<LoraConfig> {
     if !dir.is_dir() {
-        let what = if dir.exists() { "not a directory" } else { "no such directory" };
-        return Err(Error::format(dir, format!("{what} (expected a PEFT adapter directory: {ADAPTER_CONFIG} + {ADAPTER_WEIGHTS})")));
+        let what = if dir.exists() {
+            "not a directory"
+        } else {
+            "no such directory"
+        };
+        return Err(Error::format(
+            dir,
+            format!(
+                "{what} (expected a PEFT adapter directory: {ADAPTER_CONFIG} + {ADAPTER_WEIGHTS})"
+            ),
+        ));
     }
     let cfg_path = dir.join(ADAPTER_CONFIG);
     if !cfg_path.exists() {
-        return Err(Error::format(dir, format!("no {ADAPTER_CONFIG} in this directory (not a PEFT adapter?)")));
+        return Err(Error::format(
+            dir,
+            format!("no {ADAPTER_CONFIG} in this directory (not a PEFT adapter?)"),
+        ));
     }
     let w_path = dir.join(ADAPTER_WEIGHTS);
     if !w_path.exists() {
@@ -492,11 +663,16 @@ pub fn load_adapter(dir: &Path, decoder: &mut Decoder) -> Result<LoraConfig> {
         } else {
             ""
         };
-        return Err(Error::format(dir, format!("no {ADAPTER_WEIGHTS} in this directory{hint}")));
+        return Err(Error::format(
+            dir,
+            format!("no {ADAPTER_WEIGHTS} in this directory{hint}"),
+        ));
     }
     let cfg = read_adapter_config(&cfg_path)?;
     if decoder.has_lora() {
-        return Err(Error::msg("the model already has LoRA adapters (use without_adapters() first)"));
+        return Err(Error::msg(
+            "the model already has LoRA adapters (use without_adapters() first)",
+        ));
     }
     let mut tensors: BTreeMap<String, Tensor> = BTreeMap::new();
     for l in read_safetensors(&w_path, decoder.device())? {
@@ -509,8 +685,10 @@ pub fn load_adapter(dir: &Path, decoder: &mut Decoder) -> Result<LoraConfig> {
             (p, n, o, i)
         })
         .collect();
-    let known: BTreeSet<String> =
-        dims.iter().flat_map(|(p, ..)| [peft_name(p, 'A'), peft_name(p, 'B')]).collect();
+    let known: BTreeSet<String> = dims
+        .iter()
+        .flat_map(|(p, ..)| [peft_name(p, 'A'), peft_name(p, 'B')])
+        .collect();
     if let Some(unknown) = tensors.keys().find(|k| !known.contains(*k)) {
         return Err(Error::format(
             &w_path,
@@ -522,8 +700,13 @@ pub fn load_adapter(dir: &Path, decoder: &mut Decoder) -> Result<LoraConfig> {
             ),
         ));
     }
-    let dropout = (cfg.lora_dropout > 0.0)
-        .then(|| Arc::new(LoraDropout::new(cfg.lora_dropout, false, Rng::derive(0, "lora-dropout"))));
+    let dropout = (cfg.lora_dropout > 0.0).then(|| {
+        Arc::new(LoraDropout::new(
+            cfg.lora_dropout,
+            false,
+            Rng::derive(0, "lora-dropout"),
+        ))
+    });
     let mut adapters = Vec::with_capacity(dims.len());
     for (p, name, out, inp) in &dims {
         let (na, nb) = (peft_name(p, 'A'), peft_name(p, 'B'));
@@ -533,8 +716,20 @@ pub fn load_adapter(dir: &Path, decoder: &mut Decoder) -> Result<LoraConfig> {
                 continue;
             }
             (Some(a), Some(b)) => (a, b),
-            (Some(_), None) => return Err(Error::MissingTensor { path: w_path.clone(), name: nb, hint: format!(" (`{na}` is present)") }),
-            (None, Some(_)) => return Err(Error::MissingTensor { path: w_path.clone(), name: na, hint: format!(" (`{nb}` is present)") }),
+            (Some(_), None) => {
+                return Err(Error::MissingTensor {
+                    path: w_path.clone(),
+                    name: nb,
+                    hint: format!(" (`{na}` is present)"),
+                })
+            }
+            (None, Some(_)) => {
+                return Err(Error::MissingTensor {
+                    path: w_path.clone(),
+                    name: na,
+                    hint: format!(" (`{nb}` is present)"),
+                })
+            }
         };
         if !cfg.target_modules.iter().any(|t| t == name) {
             return Err(Error::format(

@@ -38,26 +38,46 @@ impl RewardModel {
     /// A fresh head (N(0, initializer_range²), as transformers initialises `score`) on `decoder`.
     pub fn new(decoder: Decoder, labels: Vec<String>, seed: u64) -> Result<Self> {
         if labels.is_empty() {
-            return Err(Error::config("head.labels", "a reward head needs at least one output"));
+            return Err(Error::config(
+                "head.labels",
+                "a reward head needs at least one output",
+            ));
         }
         let mut rng = Rng::derive(seed, "reward-head");
         let d = decoder.cfg.hidden_size;
-        let w = rng.randn(&[labels.len(), d], decoder.cfg.initializer_range, decoder.device())?;
-        Ok(Self { score: Var::from_tensor(&w)?, decoder, labels })
+        let w = rng.randn(
+            &[labels.len(), d],
+            decoder.cfg.initializer_range,
+            decoder.device(),
+        )?;
+        Ok(Self {
+            score: Var::from_tensor(&w)?,
+            decoder,
+            labels,
+        })
     }
 
     /// Scores (B, K) of each row's token at `last[b]` (the last non-pad position).
     pub fn scores(&self, inp: &ForwardInput, last: &[usize]) -> Result<Tensor> {
         let (b, t) = (inp.batch, inp.seq_len);
         if last.len() != b {
-            return Err(Error::msg(format!("reward scores: {} last positions for {b} rows", last.len())));
+            return Err(Error::msg(format!(
+                "reward scores: {} last positions for {b} rows",
+                last.len()
+            )));
         }
         if let Some(&bad) = last.iter().find(|&&i| i >= t) {
-            return Err(Error::msg(format!("reward scores: last position {bad} ≥ seq_len {t}")));
+            return Err(Error::msg(format!(
+                "reward scores: last position {bad} ≥ seq_len {t}"
+            )));
         }
         let h = self.decoder.hidden_states(inp, None)?;
         let d = h.dim(2)?;
-        let idx: Vec<u32> = last.iter().enumerate().map(|(r, &i)| (r * t + i) as u32).collect();
+        let idx: Vec<u32> = last
+            .iter()
+            .enumerate()
+            .map(|(r, &i)| (r * t + i) as u32)
+            .collect();
         let idx = Tensor::from_slice(&idx, b, self.decoder.device())?;
         let picked = h.reshape((b * t, d))?.index_select(&idx, 0)?;
         Ok(picked.matmul(&self.score.as_tensor().t()?)?)
@@ -65,8 +85,12 @@ impl RewardModel {
 
     /// The trainable parameters: the decoder's without the LM head, then `score.weight`.
     pub fn params(&self) -> Vec<(String, Var)> {
-        let mut v: Vec<(String, Var)> =
-            self.decoder.named_params().into_iter().filter(|(n, _)| n != "lm_head.weight").collect();
+        let mut v: Vec<(String, Var)> = self
+            .decoder
+            .named_params()
+            .into_iter()
+            .filter(|(n, _)| n != "lm_head.weight")
+            .collect();
         v.push(("score.weight".into(), self.score.clone()));
         v
     }
@@ -75,16 +99,30 @@ impl RewardModel {
     /// helpfulness output).
     pub fn select_output(&self, k: usize) -> Result<Self> {
         if k >= self.labels.len() {
-            return Err(Error::config("head.init_label", format!("output {k} does not exist (labels {:?})", self.labels)));
+            return Err(Error::config(
+                "head.init_label",
+                format!("output {k} does not exist (labels {:?})", self.labels),
+            ));
         }
         let row = self.score.as_tensor().narrow(0, k, 1)?.contiguous()?;
-        Ok(Self { decoder: self.decoder.clone(), score: Var::from_tensor(&row)?, labels: vec![self.labels[k].clone()] })
+        Ok(Self {
+            decoder: self.decoder.clone(),
+            score: Var::from_tensor(&row)?,
+            labels: vec![self.labels[k].clone()],
+        })
     }
 
     pub fn save(&self, dir: &Path) -> Result<()> {
         save_decoder(&self.decoder, dir)?;
-        write_safetensors(&dir.join(HEAD_FILE), &[("score.weight".to_string(), self.score.as_tensor().clone())], StoreDtype::F32)?;
-        let meta = serde_json::to_string_pretty(&HeadMeta { labels: self.labels.clone() }).map_err(|e| Error::msg(e.to_string()))?;
+        write_safetensors(
+            &dir.join(HEAD_FILE),
+            &[("score.weight".to_string(), self.score.as_tensor().clone())],
+            StoreDtype::F32,
+        )?;
+        let meta = serde_json::to_string_pretty(&HeadMeta {
+            labels: self.labels.clone(),
+        })
+        .map_err(|e| Error::msg(e.to_string()))?;
         write_atomic(&dir.join(HEAD_META), meta.as_bytes())
     }
 
@@ -92,14 +130,23 @@ impl RewardModel {
     pub fn load(dir: &Path) -> Result<Self> {
         let decoder = load_decoder(dir, &gradus_tensor::Device::Cpu)?;
         let meta_path = dir.join(HEAD_META);
-        let text = std::fs::read_to_string(&meta_path)
-            .map_err(|e| Error::format(&meta_path, format!("not a reward model (no readable {HEAD_META}: {e})")))?;
-        let meta: HeadMeta = serde_json::from_str(&text).map_err(|e| Error::format(&meta_path, e.to_string()))?;
+        let text = std::fs::read_to_string(&meta_path).map_err(|e| {
+            Error::format(
+                &meta_path,
+                format!("not a reward model (no readable {HEAD_META}: {e})"),
+            )
+        })?;
+        let meta: HeadMeta =
+            serde_json::from_str(&text).map_err(|e| Error::format(&meta_path, e.to_string()))?;
         let head_path = dir.join(HEAD_FILE);
         let w = read_safetensors(&head_path, decoder.device())?
             .into_iter()
             .find(|l| l.name == "score.weight")
-            .ok_or_else(|| Error::MissingTensor { path: head_path.clone(), name: "score.weight".into(), hint: String::new() })?
+            .ok_or_else(|| Error::MissingTensor {
+                path: head_path.clone(),
+                name: "score.weight".into(),
+                hint: String::new(),
+            })?
             .tensor;
         let want = [meta.labels.len(), decoder.cfg.hidden_size];
         if w.dims() != want {
@@ -110,6 +157,10 @@ impl RewardModel {
                 context: format!(" in {}", head_path.display()),
             });
         }
-        Ok(Self { decoder, score: Var::from_tensor(&w.to_dtype(gradus_tensor::DType::F32)?)?, labels: meta.labels })
+        Ok(Self {
+            decoder,
+            score: Var::from_tensor(&w.to_dtype(gradus_tensor::DType::F32)?)?,
+            labels: meta.labels,
+        })
     }
 }

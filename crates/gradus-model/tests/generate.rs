@@ -43,7 +43,11 @@ fn reference(m: &Decoder, prompt: &[u32], n: usize) -> Vec<u32> {
     let mut seq = prompt.to_vec();
     for _ in 0..n {
         let t = seq.len();
-        let l = m.forward(&ForwardInput::new(&seq, 1, t), None).unwrap().to_vec3::<f32>().unwrap();
+        let l = m
+            .forward(&ForwardInput::new(&seq, 1, t), None)
+            .unwrap()
+            .to_vec3::<f32>()
+            .unwrap();
         let last = &l[0][t - 1];
         let best = (0..last.len()).fold(0, |b, i| if last[i] > last[b] { i } else { b });
         seq.push(best as u32);
@@ -52,15 +56,25 @@ fn reference(m: &Decoder, prompt: &[u32], n: usize) -> Vec<u32> {
 }
 
 fn prompts(rng: &mut Rng, lens: &[usize], v: usize) -> Vec<Vec<u32>> {
-    lens.iter().map(|&n| (0..n).map(|_| rng.below(v) as u32).collect()).collect()
+    lens.iter()
+        .map(|&n| (0..n).map(|_| rng.below(v) as u32).collect())
+        .collect()
 }
 
 fn check(m: &Decoder, ps: &[Vec<u32>], new: usize) {
-    let sc = SamplingConfig { max_new_tokens: new, ..Default::default() };
+    let sc = SamplingConfig {
+        max_new_tokens: new,
+        ..Default::default()
+    };
     let out = generate(m, ps, &sc, &[], &mut |_, _| false).unwrap();
     for (i, (p, g)) in ps.iter().zip(&out).enumerate() {
         assert_eq!(g.finish, Finish::Length);
-        assert_eq!(g.tokens, reference(m, p, new), "prompt {i} (length {})", p.len());
+        assert_eq!(
+            g.tokens,
+            reference(m, p, new),
+            "prompt {i} (length {})",
+            p.len()
+        );
     }
 }
 
@@ -92,12 +106,16 @@ fn cached_pass_builds_no_graph() {
     let m = model(&c, 5);
     let mut cache = gradus_model::KvCache::new(c.num_hidden_layers);
     let ids = [1u32, 2, 3];
-    let h = m.hidden_states(&ForwardInput::new(&ids, 1, 3), Some(&mut cache)).unwrap();
+    let h = m
+        .hidden_states(&ForwardInput::new(&ids, 1, 3), Some(&mut cache))
+        .unwrap();
     assert!(!h.track_op());
     let l = m.logits_inference(&h.narrow(1, 2, 1).unwrap()).unwrap();
     assert!(!l.track_op());
     assert_eq!(l.dims(), &[1, 1, c.vocab_size]);
-    let h = m.hidden_states(&ForwardInput::new(&ids[..1], 1, 1), Some(&mut cache)).unwrap();
+    let h = m
+        .hidden_states(&ForwardInput::new(&ids[..1], 1, 1), Some(&mut cache))
+        .unwrap();
     assert!(!h.track_op());
     assert_eq!(cache.len(), 4);
 }

@@ -20,7 +20,9 @@ const CASES: [&str; 5] = [
 ];
 
 fn case_dir(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf_parity").join(case)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf_parity")
+        .join(case)
 }
 
 /// (input_ids rows, T, logits flat (2·T·V), V)
@@ -40,7 +42,11 @@ fn expected(case: &str) -> (Vec<Vec<u32>>, usize, Vec<f32>, usize) {
     let lg = st.tensor("logits").unwrap();
     assert_eq!(lg.dtype(), Dtype::F32);
     let v = lg.shape()[2];
-    let logits = lg.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let logits = lg
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     (rows, t, logits, v)
 }
 
@@ -57,16 +63,23 @@ fn logits_of(m: &gradus_model::Decoder, rows: &[Vec<u32>], t: usize) -> Vec<f32>
 #[test]
 fn logits_match_transformers() {
     for case in CASES {
-        let m = load_decoder(&case_dir(case), &Device::Cpu).unwrap_or_else(|e| panic!("{case}: {e}"));
+        let m =
+            load_decoder(&case_dir(case), &Device::Cpu).unwrap_or_else(|e| panic!("{case}: {e}"));
         let (rows, t, want, v) = expected(case);
         assert_eq!(v, m.cfg.vocab_size, "{case}");
         let got = logits_of(&m, &rows, t);
         let d = max_abs_diff(&got, &want);
-        assert!(d <= HF_LOGITS_PARITY, "{case}: logits differ from transformers by {d}");
+        assert!(
+            d <= HF_LOGITS_PARITY,
+            "{case}: logits differ from transformers by {d}"
+        );
         // Row 0 alone gives the same logits (no cross-row leakage in the batch).
         let alone = logits_of(&m, &rows[..1], t);
         let d0 = max_abs_diff(&alone, &want[..t * v]);
-        assert!(d0 <= HF_LOGITS_PARITY, "{case}: row 0 alone differs by {d0}");
+        assert!(
+            d0 <= HF_LOGITS_PARITY,
+            "{case}: row 0 alone differs by {d0}"
+        );
     }
 }
 
@@ -80,7 +93,13 @@ fn config_key_styles_are_both_read() {
     assert!(new.cfg.tie_word_embeddings && new.lm_head.is_none());
     let bf = load_decoder(&case_dir("llama_bf16"), &Device::Cpu).unwrap();
     assert_eq!(bf.cfg.dtype, WeightDtype::Bf16);
-    assert_eq!(load_decoder(&case_dir("llama_gqa_nonstandard_headdim"), &Device::Cpu).unwrap().cfg.head_dim(), 16);
+    assert_eq!(
+        load_decoder(&case_dir("llama_gqa_nonstandard_headdim"), &Device::Cpu)
+            .unwrap()
+            .cfg
+            .head_dim(),
+        16
+    );
 }
 
 /// Every stored tensor, as (name, dtype, raw bytes), across shards, sorted by name.
@@ -116,7 +135,10 @@ fn saving_round_trips_the_weights_bit_exactly() {
         let m2 = load_decoder(out.path(), &Device::Cpu).unwrap();
         let (rows, t, want, _) = expected(case);
         let d = max_abs_diff(&logits_of(&m2, &rows, t), &want);
-        assert!(d <= HF_LOGITS_PARITY, "{case}: reloaded logits differ by {d}");
+        assert!(
+            d <= HF_LOGITS_PARITY,
+            "{case}: reloaded logits differ by {d}"
+        );
     }
 }
 

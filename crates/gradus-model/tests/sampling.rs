@@ -18,12 +18,20 @@ fn freqs(logits: &[f32], cfg: &SamplingConfig, n: usize) -> Vec<f64> {
 }
 
 fn cfg(temperature: f64, top_k: usize, top_p: f64) -> SamplingConfig {
-    SamplingConfig { temperature, top_k, top_p, ..Default::default() }
+    SamplingConfig {
+        temperature,
+        top_k,
+        top_p,
+        ..Default::default()
+    }
 }
 
 /// logits = ln p for p = (0.5, 0.3, 0.15, 0.05): at temperature 1 the draws follow p.
 fn logits() -> Vec<f32> {
-    [0.5f64, 0.3, 0.15, 0.05].iter().map(|p| p.ln() as f32).collect()
+    [0.5f64, 0.3, 0.15, 0.05]
+        .iter()
+        .map(|p| p.ln() as f32)
+        .collect()
 }
 
 // With 40,000 draws the standard error of a frequency is at most 0.0025: 0.012 is ~5 of them.
@@ -38,14 +46,20 @@ fn close(got: &[f64], want: &[f64]) {
 
 #[test]
 fn temperature_one_follows_the_softmax() {
-    close(&freqs(&logits(), &cfg(1.0, 0, 1.0), N), &[0.5, 0.3, 0.15, 0.05]);
+    close(
+        &freqs(&logits(), &cfg(1.0, 0, 1.0), N),
+        &[0.5, 0.3, 0.15, 0.05],
+    );
 }
 
 #[test]
 fn temperature_half_squares_the_probabilities() {
     // softmax(2 ln p) = p² / Σ p² = (0.25, 0.09, 0.0225, 0.0025) / 0.365.
     let z = 0.365;
-    close(&freqs(&logits(), &cfg(0.5, 0, 1.0), N), &[0.25 / z, 0.09 / z, 0.0225 / z, 0.0025 / z]);
+    close(
+        &freqs(&logits(), &cfg(0.5, 0, 1.0), N),
+        &[0.25 / z, 0.09 / z, 0.0225 / z, 0.0025 / z],
+    );
 }
 
 #[test]
@@ -58,14 +72,23 @@ fn greedy_and_top_k_one_take_the_argmax() {
 #[test]
 fn top_k_renormalises_over_the_k_best() {
     // Top 2 of (0.5, 0.3, 0.15, 0.05): (0.5, 0.3) / 0.8 = (0.625, 0.375).
-    close(&freqs(&logits(), &cfg(1.0, 2, 1.0), N), &[0.625, 0.375, 0.0, 0.0]);
+    close(
+        &freqs(&logits(), &cfg(1.0, 2, 1.0), N),
+        &[0.625, 0.375, 0.0, 0.0],
+    );
 }
 
 #[test]
 fn top_p_keeps_the_smallest_prefix_reaching_p() {
     // Cumulative 0.5, 0.8, 0.95, 1.0: p = 0.7 keeps two tokens, p = 0.9 three.
-    close(&freqs(&logits(), &cfg(1.0, 0, 0.7), N), &[0.625, 0.375, 0.0, 0.0]);
-    close(&freqs(&logits(), &cfg(1.0, 0, 0.9), N), &[0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0.0]);
+    close(
+        &freqs(&logits(), &cfg(1.0, 0, 0.7), N),
+        &[0.625, 0.375, 0.0, 0.0],
+    );
+    close(
+        &freqs(&logits(), &cfg(1.0, 0, 0.9), N),
+        &[0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0.0],
+    );
 }
 
 fn model() -> Decoder {
@@ -83,18 +106,40 @@ fn model() -> Decoder {
     Decoder::new_random(&c, 3, &Device::Cpu).unwrap()
 }
 
-fn run(m: &Decoder, seed: u64, eos: &[u32], stop: &mut dyn FnMut(usize, &[u32]) -> bool) -> Vec<(Vec<u32>, Finish)> {
+fn run(
+    m: &Decoder,
+    seed: u64,
+    eos: &[u32],
+    stop: &mut dyn FnMut(usize, &[u32]) -> bool,
+) -> Vec<(Vec<u32>, Finish)> {
     let prompts = vec![vec![1, 2, 3], vec![4, 5]];
-    let c = SamplingConfig { max_new_tokens: 12, temperature: 1.0, seed, ..Default::default() };
-    generate(m, &prompts, &c, eos, stop).unwrap().into_iter().map(|g| (g.tokens, g.finish)).collect()
+    let c = SamplingConfig {
+        max_new_tokens: 12,
+        temperature: 1.0,
+        seed,
+        ..Default::default()
+    };
+    generate(m, &prompts, &c, eos, stop)
+        .unwrap()
+        .into_iter()
+        .map(|g| (g.tokens, g.finish))
+        .collect()
 }
 
 #[test]
 fn the_seed_decides_the_samples() {
     let m = model();
     let a = run(&m, 0, &[], &mut |_, _| false);
-    assert_eq!(a, run(&m, 0, &[], &mut |_, _| false), "same seed, same samples");
-    assert_ne!(a, run(&m, 1, &[], &mut |_, _| false), "another seed, other samples");
+    assert_eq!(
+        a,
+        run(&m, 0, &[], &mut |_, _| false),
+        "same seed, same samples"
+    );
+    assert_ne!(
+        a,
+        run(&m, 1, &[], &mut |_, _| false),
+        "another seed, other samples"
+    );
     assert!(a.iter().all(|(t, f)| t.len() == 12 && *f == Finish::Length));
 }
 

@@ -35,5 +35,7 @@ pub fn sigmoid_f64(x: f64) -> f64 {
 
 /// A (B,) f32 tensor's values.
 pub fn values(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_dtype(gradus_tensor::DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+    Ok(t.to_dtype(gradus_tensor::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
 }

@@ -24,7 +24,10 @@ impl SeqLogps {
             bail!("SeqLogps: {n} log-probs but {} lengths", lengths.len());
         }
         if let Some(i) = lengths.iter().position(|&l| !(l > 0.0)) {
-            bail!("SeqLogps: sequence {i} has an empty completion (length {})", lengths[i]);
+            bail!(
+                "SeqLogps: sequence {i} has an empty completion (length {})",
+                lengths[i]
+            );
         }
         Ok(Self { logps, lengths })
     }
@@ -37,12 +40,18 @@ impl SeqLogps {
 
     /// The same sequences with log-probs divided by their lengths.
     pub fn length_normalized(&self) -> Result<Self> {
-        Ok(Self { logps: self.mean_per_token()?, lengths: self.lengths.clone() })
+        Ok(Self {
+            logps: self.mean_per_token()?,
+            lengths: self.lengths.clone(),
+        })
     }
 
     /// No gradient flows through the result.
     pub fn detach(&self) -> Self {
-        Self { logps: self.logps.detach(), lengths: self.lengths.clone() }
+        Self {
+            logps: self.logps.detach(),
+            lengths: self.lengths.clone(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -64,17 +73,27 @@ pub struct PairLogps {
 impl PairLogps {
     pub fn new(chosen: SeqLogps, rejected: SeqLogps) -> Result<Self> {
         if chosen.len() != rejected.len() {
-            bail!("PairLogps: {} chosen but {} rejected sequences", chosen.len(), rejected.len());
+            bail!(
+                "PairLogps: {} chosen but {} rejected sequences",
+                chosen.len(),
+                rejected.len()
+            );
         }
         Ok(Self { chosen, rejected })
     }
 
     pub fn length_normalized(&self) -> Result<Self> {
-        Ok(Self { chosen: self.chosen.length_normalized()?, rejected: self.rejected.length_normalized()? })
+        Ok(Self {
+            chosen: self.chosen.length_normalized()?,
+            rejected: self.rejected.length_normalized()?,
+        })
     }
 
     pub fn detach(&self) -> Self {
-        Self { chosen: self.chosen.detach(), rejected: self.rejected.detach() }
+        Self {
+            chosen: self.chosen.detach(),
+            rejected: self.rejected.detach(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -183,7 +202,10 @@ fn one() -> f64 {
 
 impl Default for PreferenceObjective {
     fn default() -> Self {
-        PreferenceObjective::Dpo { beta: 0.1, label_smoothing: 0.0 }
+        PreferenceObjective::Dpo {
+            beta: 0.1,
+            label_smoothing: 0.0,
+        }
     }
 }
 
@@ -230,20 +252,38 @@ impl PreferenceObjective {
     pub fn validate(&self) -> Result<()> {
         let beta = self.beta();
         if !(beta > 0.0 && beta.is_finite()) {
-            return Err(Error::config("objective.beta", format!("must be positive, got {beta}")));
+            return Err(Error::config(
+                "objective.beta",
+                format!("must be positive, got {beta}"),
+            ));
         }
         match *self {
-            Self::Dpo { label_smoothing: e, .. } if !(0.0..0.5).contains(&e) => {
-                Err(Error::config("objective.label_smoothing", format!("must be in [0, 0.5), got {e}")))
+            Self::Dpo {
+                label_smoothing: e, ..
+            } if !(0.0..0.5).contains(&e) => Err(Error::config(
+                "objective.label_smoothing",
+                format!("must be in [0, 0.5), got {e}"),
+            )),
+            Self::Robust {
+                label_smoothing: e, ..
+            } if !(0.0..0.5).contains(&e) => Err(Error::config(
+                "objective.label_smoothing",
+                format!("must be in [0, 0.5), got {e}"),
+            )),
+            Self::GammaDpo { gamma, .. } if !gamma.is_finite() => {
+                Err(Error::config("objective.gamma", "must be finite"))
             }
-            Self::Robust { label_smoothing: e, .. } if !(0.0..0.5).contains(&e) => {
-                Err(Error::config("objective.label_smoothing", format!("must be in [0, 0.5), got {e}")))
+            Self::Kto {
+                desirable_weight: d,
+                undesirable_weight: u,
+                ..
+            } if !(d > 0.0 && u > 0.0) => Err(Error::config(
+                "objective.desirable_weight",
+                "KTO weights must be positive",
+            )),
+            Self::Marge { alpha, .. } if !(alpha >= 0.0) => {
+                Err(Error::config("objective.alpha", "must be ≥ 0"))
             }
-            Self::GammaDpo { gamma, .. } if !gamma.is_finite() => Err(Error::config("objective.gamma", "must be finite")),
-            Self::Kto { desirable_weight: d, undesirable_weight: u, .. } if !(d > 0.0 && u > 0.0) => {
-                Err(Error::config("objective.desirable_weight", "KTO weights must be positive"))
-            }
-            Self::Marge { alpha, .. } if !(alpha >= 0.0) => Err(Error::config("objective.alpha", "must be ≥ 0")),
             _ => Ok(()),
         }
     }
@@ -251,15 +291,32 @@ impl PreferenceObjective {
     /// The paired losses. `reference` is ignored by reference-free objectives (SimPO).
     pub fn pair_loss(&self, policy: &PairLogps, reference: &PairLogps) -> Result<PairLoss> {
         match *self {
-            Self::Dpo { beta, label_smoothing } => dpo(policy, reference, beta, label_smoothing),
-            Self::Robust { beta, label_smoothing } => robust_dpo(policy, reference, beta, label_smoothing),
+            Self::Dpo {
+                beta,
+                label_smoothing,
+            } => dpo(policy, reference, beta, label_smoothing),
+            Self::Robust {
+                beta,
+                label_smoothing,
+            } => robust_dpo(policy, reference, beta, label_smoothing),
             Self::Ipo { beta } => ipo(policy, reference, beta),
-            Self::DpoNorm { beta } => dpo(&policy.length_normalized()?, &reference.length_normalized()?, beta, 0.0),
-            Self::Simpo { beta, gamma_beta_ratio } => simpo(policy, beta, gamma_beta_ratio),
+            Self::DpoNorm { beta } => dpo(
+                &policy.length_normalized()?,
+                &reference.length_normalized()?,
+                beta,
+                0.0,
+            ),
+            Self::Simpo {
+                beta,
+                gamma_beta_ratio,
+            } => simpo(policy, beta, gamma_beta_ratio),
             Self::GammaDpo { beta, gamma } => gamma_dpo(policy, reference, beta, gamma),
             Self::Hinge { beta } => hinge(policy, reference, beta),
             Self::Kto { .. } | Self::Marge { .. } => {
-                bail!("objective `{}` works on single completions, not pairs", self.name())
+                bail!(
+                    "objective `{}` works on single completions, not pairs",
+                    self.name()
+                )
             }
         }
     }
@@ -268,7 +325,11 @@ impl PreferenceObjective {
 /// Log-ratios log π(y) − log π_ref(y) of chosen and rejected: (B,) each.
 fn log_ratios(policy: &PairLogps, reference: &PairLogps) -> Result<(Tensor, Tensor)> {
     if policy.len() != reference.len() {
-        bail!("policy has {} pairs, reference {}", policy.len(), reference.len());
+        bail!(
+            "policy has {} pairs, reference {}",
+            policy.len(),
+            reference.len()
+        );
     }
     let c = (&policy.chosen.logps - reference.chosen.logps.detach())?;
     let r = (&policy.rejected.logps - reference.rejected.logps.detach())?;
@@ -276,12 +337,20 @@ fn log_ratios(policy: &PairLogps, reference: &PairLogps) -> Result<(Tensor, Tens
 }
 
 fn rewards(beta: f64, c: &Tensor, r: &Tensor) -> Result<(Vec<f32>, Vec<f32>)> {
-    Ok((values(&(c.detach() * beta)?)?, values(&(r.detach() * beta)?)?))
+    Ok((
+        values(&(c.detach() * beta)?)?,
+        values(&(r.detach() * beta)?)?,
+    ))
 }
 
 /// DPO (Rafailov et al. 2023, Eq. 7), with conservative label smoothing ε (cDPO):
 /// L = −(1 − ε) log σ(β h) − ε log σ(−β h). Rewards β·(log π − log π_ref).
-pub fn dpo(policy: &PairLogps, reference: &PairLogps, beta: f64, label_smoothing: f64) -> Result<PairLoss> {
+pub fn dpo(
+    policy: &PairLogps,
+    reference: &PairLogps,
+    beta: f64,
+    label_smoothing: f64,
+) -> Result<PairLoss> {
     let (c, r) = log_ratios(policy, reference)?;
     let bh = ((&c - &r)? * beta)?;
     let mut losses = (log_sigmoid(&bh)?.neg()? * (1.0 - label_smoothing))?;
@@ -289,28 +358,48 @@ pub fn dpo(policy: &PairLogps, reference: &PairLogps, beta: f64, label_smoothing
         losses = (losses - (log_sigmoid(&bh.neg()?)? * label_smoothing)?)?;
     }
     let (chosen_rewards, rejected_rewards) = rewards(beta, &c, &r)?;
-    Ok(PairLoss { losses, chosen_rewards, rejected_rewards })
+    Ok(PairLoss {
+        losses,
+        chosen_rewards,
+        rejected_rewards,
+    })
 }
 
 /// Robust DPO (Chowdhury et al. 2024, Eq. 7): [−(1 − ε) log σ(β h) + ε log σ(−β h)] / (1 − 2ε).
-pub fn robust_dpo(policy: &PairLogps, reference: &PairLogps, beta: f64, eps: f64) -> Result<PairLoss> {
+pub fn robust_dpo(
+    policy: &PairLogps,
+    reference: &PairLogps,
+    beta: f64,
+    eps: f64,
+) -> Result<PairLoss> {
     let (c, r) = log_ratios(policy, reference)?;
     let bh = ((&c - &r)? * beta)?;
     let a = (log_sigmoid(&bh)?.neg()? * (1.0 - eps))?;
     let b = (log_sigmoid(&bh.neg()?)? * eps)?;
     let losses = ((a + b)? / (1.0 - 2.0 * eps))?;
     let (chosen_rewards, rejected_rewards) = rewards(beta, &c, &r)?;
-    Ok(PairLoss { losses, chosen_rewards, rejected_rewards })
+    Ok(PairLoss {
+        losses,
+        chosen_rewards,
+        rejected_rewards,
+    })
 }
 
 /// IPO (Azar et al. 2023, Eq. 17) with TRL's semantics: (h̄ − 1/(2β))², h̄ the margin of
 /// per-token average log-ratios; the logged rewards are β·(summed) log-ratios, as for DPO.
 pub fn ipo(policy: &PairLogps, reference: &PairLogps, beta: f64) -> Result<PairLoss> {
-    let (cn, rn) = log_ratios(&policy.length_normalized()?, &reference.length_normalized()?)?;
+    let (cn, rn) = log_ratios(
+        &policy.length_normalized()?,
+        &reference.length_normalized()?,
+    )?;
     let losses = ((&cn - &rn)? - 1.0 / (2.0 * beta))?.sqr()?;
     let (c, r) = log_ratios(policy, reference)?;
     let (chosen_rewards, rejected_rewards) = rewards(beta, &c, &r)?;
-    Ok(PairLoss { losses, chosen_rewards, rejected_rewards })
+    Ok(PairLoss {
+        losses,
+        chosen_rewards,
+        rejected_rewards,
+    })
 }
 
 /// SimPO (Meng et al. 2024, Eq. 6): −log σ(β/|y_w| log π(y_w) − β/|y_l| log π(y_l) − γ), with
@@ -321,19 +410,32 @@ pub fn simpo(policy: &PairLogps, beta: f64, gamma_beta_ratio: f64) -> Result<Pai
     let z = (((&c - &r)? * beta)? - beta * gamma_beta_ratio)?;
     let losses = log_sigmoid(&z)?.neg()?;
     let (chosen_rewards, rejected_rewards) = rewards(beta, &c, &r)?;
-    Ok(PairLoss { losses, chosen_rewards, rejected_rewards })
+    Ok(PairLoss {
+        losses,
+        chosen_rewards,
+        rejected_rewards,
+    })
 }
 
 /// γ-scaled DPO (Chen et al. 2024, §3.7): −log σ(β[(log π(y_w) − log π(y_l)) + γ(log π_ref(y_l) −
 /// log π_ref(y_w))]); γ = 1 is DPO, γ = 0 ignores the reference. Rewards as DPO.
-pub fn gamma_dpo(policy: &PairLogps, reference: &PairLogps, beta: f64, gamma: f64) -> Result<PairLoss> {
+pub fn gamma_dpo(
+    policy: &PairLogps,
+    reference: &PairLogps,
+    beta: f64,
+    gamma: f64,
+) -> Result<PairLoss> {
     let pol = (&policy.chosen.logps - &policy.rejected.logps)?;
     let refm = (reference.rejected.logps.detach() - reference.chosen.logps.detach())?;
     let z = ((pol + (refm * gamma)?)? * beta)?;
     let losses = log_sigmoid(&z)?.neg()?;
     let (c, r) = log_ratios(policy, reference)?;
     let (chosen_rewards, rejected_rewards) = rewards(beta, &c, &r)?;
-    Ok(PairLoss { losses, chosen_rewards, rejected_rewards })
+    Ok(PairLoss {
+        losses,
+        chosen_rewards,
+        rejected_rewards,
+    })
 }
 
 /// Hinge / SLiC (Zhao et al. 2023): max(0, 1 − β h).
@@ -341,7 +443,11 @@ pub fn hinge(policy: &PairLogps, reference: &PairLogps, beta: f64) -> Result<Pai
     let (c, r) = log_ratios(policy, reference)?;
     let losses = (((&c - &r)? * (-beta))? + 1.0)?.relu()?;
     let (chosen_rewards, rejected_rewards) = rewards(beta, &c, &r)?;
-    Ok(PairLoss { losses, chosen_rewards, rejected_rewards })
+    Ok(PairLoss {
+        losses,
+        chosen_rewards,
+        rejected_rewards,
+    })
 }
 
 /// Per-completion losses (B,) and implicit rewards of an unpaired objective.
@@ -363,20 +469,39 @@ pub fn kto(
     undesirable_weight: f64,
 ) -> Result<SeqLoss> {
     if policy.len() != reference.len() || policy.len() != desirable.len() {
-        bail!("kto: {} policy, {} reference, {} labels", policy.len(), reference.len(), desirable.len());
+        bail!(
+            "kto: {} policy, {} reference, {} labels",
+            policy.len(),
+            reference.len(),
+            desirable.len()
+        );
     }
     let z = kl.max(0.0);
     let r = (&policy.logps - reference.logps.detach())?;
-    let sign: Vec<f32> = desirable.iter().map(|&d| if d { 1.0 } else { -1.0 }).collect();
-    let weight: Vec<f32> =
-        desirable.iter().map(|&d| if d { desirable_weight as f32 } else { undesirable_weight as f32 }).collect();
+    let sign: Vec<f32> = desirable
+        .iter()
+        .map(|&d| if d { 1.0 } else { -1.0 })
+        .collect();
+    let weight: Vec<f32> = desirable
+        .iter()
+        .map(|&d| {
+            if d {
+                desirable_weight as f32
+            } else {
+                undesirable_weight as f32
+            }
+        })
+        .collect();
     let dev = r.device();
     let sign = Tensor::from_slice(&sign, sign.len(), dev)?;
     let weight = Tensor::from_slice(&weight, weight.len(), dev)?;
     // desirable: β(r − z); undesirable: β(z − r) = −β(r − z).
     let arg = (((&r - z)? * beta)? * &sign)?;
     let losses = ((sigmoid(&arg)?.neg()? + 1.0)? * weight)?;
-    Ok(SeqLoss { losses, rewards: values(&(r.detach() * beta)?)? })
+    Ok(SeqLoss {
+        losses,
+        rewards: values(&(r.detach() * beta)?)?,
+    })
 }
 
 /// MargE (Chen, Stanton et al. 2024; RESEARCH §3.6) for completions y with rewards r:
@@ -391,7 +516,12 @@ pub fn marge(
     self_normalize: bool,
 ) -> Result<SeqLoss> {
     if policy.len() != reference.len() || policy.len() != rewards.len() {
-        bail!("marge: {} policy, {} reference, {} rewards", policy.len(), reference.len(), rewards.len());
+        bail!(
+            "marge: {} policy, {} reference, {} rewards",
+            policy.len(),
+            reference.len(),
+            rewards.len()
+        );
     }
     let lr = (&policy.logps - reference.logps.detach())?;
     let mut w = lr.exp()?;
@@ -404,5 +534,8 @@ pub fn marge(
     let is = ((w * (&avg - r)?)? * alpha)?;
     let kl = (avg.neg()? * beta)?;
     let losses = (is + kl)?;
-    Ok(SeqLoss { losses, rewards: values(&lr.detach())? })
+    Ok(SeqLoss {
+        losses,
+        rewards: values(&lr.detach())?,
+    })
 }

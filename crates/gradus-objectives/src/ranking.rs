@@ -103,7 +103,10 @@ fn frac(n: usize, f: impl Fn(usize) -> bool) -> f64 {
 pub fn ranking_report(pairs: &[PairScores], beta: f64, eps: f64) -> RankingReport {
     let n = pairs.len();
     let ranking_accuracy = frac(n, |i| pairs[i].ranked());
-    let idealised: Vec<(f64, f64)> = BETAS.iter().map(|&b| (b, frac(n, |i| pairs[i].ideal_ranked(b, eps)))).collect();
+    let idealised: Vec<(f64, f64)> = BETAS
+        .iter()
+        .map(|&b| (b, frac(n, |i| pairs[i].ideal_ranked(b, eps))))
+        .collect();
     let per_pair: Vec<PairDiagnostics> = pairs
         .iter()
         .map(|p| PairDiagnostics {
@@ -114,7 +117,13 @@ pub fn ranking_report(pairs: &[PairScores], beta: f64, eps: f64) -> RankingRepor
             flip_threshold: p.flip_threshold(beta),
         })
         .collect();
-    let mean = |f: &dyn Fn(&PairDiagnostics) -> f64| if n == 0 { 0.0 } else { per_pair.iter().map(f).sum::<f64>() / n as f64 };
+    let mean = |f: &dyn Fn(&PairDiagnostics) -> f64| {
+        if n == 0 {
+            0.0
+        } else {
+            per_pair.iter().map(f).sum::<f64>() / n as f64
+        }
+    };
     RankingReport {
         pairs: n,
         beta,
@@ -122,12 +131,21 @@ pub fn ranking_report(pairs: &[PairScores], beta: f64, eps: f64) -> RankingRepor
         ranking_accuracy_normalized: frac(n, |i| pairs[i].ranked_normalized()),
         reference_ranking_accuracy: frac(n, |i| pairs[i].ref_ranked()),
         reward_accuracy: frac(n, |i| pairs[i].reward_correct()),
-        mean_margin: if n == 0 { 0.0 } else { pairs.iter().map(|p| p.margin()).sum::<f64>() / n as f64 },
-        alignment_gap: idealised.iter().map(|&(b, r)| (b, r - ranking_accuracy)).collect(),
+        mean_margin: if n == 0 {
+            0.0
+        } else {
+            pairs.iter().map(|p| p.margin()).sum::<f64>() / n as f64
+        },
+        alignment_gap: idealised
+            .iter()
+            .map(|&(b, r)| (b, r - ranking_accuracy))
+            .collect(),
         idealised,
         mean_dpo_loss: mean(&|d| d.dpo_loss),
         mean_flip_threshold: mean(&|d| d.flip_threshold),
-        flip_consistency: frac(n, |i| (per_pair[i].dpo_loss <= per_pair[i].flip_threshold) == per_pair[i].ranked),
+        flip_consistency: frac(n, |i| {
+            (per_pair[i].dpo_loss <= per_pair[i].flip_threshold) == per_pair[i].ranked
+        }),
         per_pair,
     }
 }

@@ -47,7 +47,9 @@ impl RewardObjective {
 
     pub fn center_coef(&self) -> f64 {
         match *self {
-            Self::Bt { center_coef } | Self::BtMargin { center_coef } | Self::ScaledBt { center_coef } => center_coef,
+            Self::Bt { center_coef }
+            | Self::BtMargin { center_coef }
+            | Self::ScaledBt { center_coef } => center_coef,
             Self::Regression {} => 0.0,
         }
     }
@@ -55,7 +57,10 @@ impl RewardObjective {
     pub fn validate(&self) -> Result<()> {
         let c = self.center_coef();
         if !(c >= 0.0 && c.is_finite()) {
-            return Err(Error::config("objective.center_coef", format!("must be ≥ 0, got {c}")));
+            return Err(Error::config(
+                "objective.center_coef",
+                format!("must be ≥ 0, got {c}"),
+            ));
         }
         Ok(())
     }
@@ -64,7 +69,10 @@ impl RewardObjective {
 fn check_pair(rc: &Tensor, rr: &Tensor) -> Result<usize> {
     let n = rc.dims1()?;
     if rr.dims1()? != n {
-        bail!("reward loss: {n} chosen scores but {} rejected", rr.dims1()?);
+        bail!(
+            "reward loss: {n} chosen scores but {} rejected",
+            rr.dims1()?
+        );
     }
     Ok(n)
 }
@@ -108,7 +116,10 @@ pub fn centering(rc: &Tensor, rr: &Tensor, coef: f64) -> Result<Tensor> {
 pub fn regression(pred: &Tensor, target: &[f32]) -> Result<Tensor> {
     let (b, k) = pred.dims2()?;
     if target.len() != b * k {
-        bail!("regression loss: predictions are {b}×{k} but {} targets", target.len());
+        bail!(
+            "regression loss: predictions are {b}×{k} but {} targets",
+            target.len()
+        );
     }
     let t = Tensor::from_slice(target, (b, k), pred.device())?;
     Ok((pred - t)?.sqr()?.mean(1)?)

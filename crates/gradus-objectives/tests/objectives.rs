@@ -1,9 +1,9 @@
 //! Hand-derived values for every objective; the derivation is in each comment.
 
+use gradus_objectives::math::{log_sigmoid, log_sigmoid_f64, values};
 use gradus_objectives::preference::*;
 use gradus_objectives::ranking::{ranking_report, PairScores};
 use gradus_objectives::reward::*;
-use gradus_objectives::math::{log_sigmoid, log_sigmoid_f64, values};
 use gradus_tensor::{Device, Tensor, Var};
 
 const TOL: f32 = 1e-5;
@@ -49,8 +49,16 @@ fn log_sigmoid_gradient_is_sigma_minus_x_even_at_zero() {
     // d/dx log σ(x) = σ(−x): 0.5 at 0 (where DPO starts: every margin is 0), σ(2) = 0.8807971 at −2,
     // σ(−3) = 0.0474259 at 3, 1 at −100 and ≈ 0 at 100.
     let x = Var::from_tensor(&t(&[0.0, -2.0, 3.0, -100.0, 100.0])).unwrap();
-    let g = log_sigmoid(x.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
-    close(&values(g.get(x.as_tensor()).unwrap()).unwrap(), &[0.5, 0.8807971, 0.0474259, 1.0, 0.0]);
+    let g = log_sigmoid(x.as_tensor())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    close(
+        &values(g.get(x.as_tensor()).unwrap()).unwrap(),
+        &[0.5, 0.8807971, 0.0474259, 1.0, 0.0],
+    );
 }
 
 #[test]
@@ -77,8 +85,14 @@ fn dpo_gradient_is_minus_beta_sigma_minus_beta_h() {
     .unwrap();
     let l = dpo(&pol, &reference(), 0.5, 0.0).unwrap();
     let g = l.losses.sum_all().unwrap().backward().unwrap();
-    close(&values(g.get(c.as_tensor()).unwrap()).unwrap(), &[-0.1344707]);
-    close(&values(g.get(r.as_tensor()).unwrap()).unwrap(), &[0.1344707]);
+    close(
+        &values(g.get(c.as_tensor()).unwrap()).unwrap(),
+        &[-0.1344707],
+    );
+    close(
+        &values(g.get(r.as_tensor()).unwrap()).unwrap(),
+        &[0.1344707],
+    );
 }
 
 #[test]
@@ -104,7 +118,10 @@ fn ipo_uses_per_token_log_ratios() {
 fn dpo_norm_value() {
     // Per-token h = 0.75 (as above); β = 2: βh = 1.5, −log σ(1.5) = ln(1 + e^{−1.5}) = 0.2014133.
     let obj = PreferenceObjective::DpoNorm { beta: 2.0 };
-    close(&values(&obj.pair_loss(&policy(), &reference()).unwrap().losses).unwrap(), &[0.2014133]);
+    close(
+        &values(&obj.pair_loss(&policy(), &reference()).unwrap().losses).unwrap(),
+        &[0.2014133],
+    );
 }
 
 #[test]
@@ -131,8 +148,14 @@ fn gamma_dpo_interpolates() {
 #[test]
 fn hinge_value() {
     // h = 2: β = 0.5 → max(0, 1 − 1) = 0; β = 0.25 → 0.5.
-    close(&values(&hinge(&policy(), &reference(), 0.5).unwrap().losses).unwrap(), &[0.0]);
-    close(&values(&hinge(&policy(), &reference(), 0.25).unwrap().losses).unwrap(), &[0.5]);
+    close(
+        &values(&hinge(&policy(), &reference(), 0.5).unwrap().losses).unwrap(),
+        &[0.0],
+    );
+    close(
+        &values(&hinge(&policy(), &reference(), 0.25).unwrap().losses).unwrap(),
+        &[0.5],
+    );
 }
 
 #[test]
@@ -144,7 +167,16 @@ fn kto_value() {
     let l = kto(&p, &r, &[true, false], 0.5, 1.0, 1.0, 2.0).unwrap();
     close(&values(&l.losses).unwrap(), &[0.3775407, 1.2449187]);
     // A negative KL estimate is clamped to 0: desirable 1 − σ(1) = 0.2689414.
-    let l = kto(&seq(&[-4.0], &[2.0]), &seq(&[-5.0], &[2.0]), &[true], -3.0, 1.0, 1.0, 1.0).unwrap();
+    let l = kto(
+        &seq(&[-4.0], &[2.0]),
+        &seq(&[-5.0], &[2.0]),
+        &[true],
+        -3.0,
+        1.0,
+        1.0,
+        1.0,
+    )
+    .unwrap();
     close(&values(&l.losses).unwrap(), &[0.2689414]);
 }
 
@@ -152,9 +184,25 @@ fn kto_value() {
 fn marge_value() {
     // log π = −4 over 2 tokens (avg −2), log π_ref = −4.5: w = e^{0.5} = 1.6487213; r = 1.
     // α = 1, β = 0.1: 1.6487213·(−2 − 1) + 0.1·2 = −4.7461638. Self-normalised (one sample): w = 1 → −2.8.
-    let l = marge(&seq(&[-4.0], &[2.0]), &seq(&[-4.5], &[2.0]), &[1.0], 1.0, 0.1, false).unwrap();
+    let l = marge(
+        &seq(&[-4.0], &[2.0]),
+        &seq(&[-4.5], &[2.0]),
+        &[1.0],
+        1.0,
+        0.1,
+        false,
+    )
+    .unwrap();
     close(&values(&l.losses).unwrap(), &[-4.7461638]);
-    let l = marge(&seq(&[-4.0], &[2.0]), &seq(&[-4.5], &[2.0]), &[1.0], 1.0, 0.1, true).unwrap();
+    let l = marge(
+        &seq(&[-4.0], &[2.0]),
+        &seq(&[-4.5], &[2.0]),
+        &[1.0],
+        1.0,
+        0.1,
+        true,
+    )
+    .unwrap();
     close(&values(&l.losses).unwrap(), &[-2.8]);
 }
 
@@ -163,19 +211,33 @@ fn reward_losses() {
     // r_c = 1, r_r = 0: BT = ln(1 + e^{−1}) = 0.3132617; margin 1 → ln 2; scaled m = 3 → 0.9397851;
     // centering 0.5·(1 + 0)² = 0.5; regression [1, 2] vs [0, 4]: (1 + 4)/2 = 2.5.
     let (rc, rr) = (t(&[1.0]), t(&[0.0]));
-    close(&values(&bradley_terry(&rc, &rr).unwrap()).unwrap(), &[0.3132617]);
-    close(&values(&bt_margin(&rc, &rr, &[1.0]).unwrap()).unwrap(), &[std::f32::consts::LN_2]);
-    close(&values(&scaled_bt(&rc, &rr, &[3.0]).unwrap()).unwrap(), &[0.9397851]);
+    close(
+        &values(&bradley_terry(&rc, &rr).unwrap()).unwrap(),
+        &[0.3132617],
+    );
+    close(
+        &values(&bt_margin(&rc, &rr, &[1.0]).unwrap()).unwrap(),
+        &[std::f32::consts::LN_2],
+    );
+    close(
+        &values(&scaled_bt(&rc, &rr, &[3.0]).unwrap()).unwrap(),
+        &[0.9397851],
+    );
     close(&values(&centering(&rc, &rr, 0.5).unwrap()).unwrap(), &[0.5]);
     let pred = Tensor::from_slice(&[1.0f32, 2.0], (1, 2), &Device::Cpu).unwrap();
-    close(&values(&regression(&pred, &[0.0, 4.0]).unwrap()).unwrap(), &[2.5]);
+    close(
+        &values(&regression(&pred, &[0.0, 4.0]).unwrap()).unwrap(),
+        &[2.5],
+    );
     assert!(regression(&pred, &[0.0]).is_err());
     assert!(bt_margin(&rc, &rr, &[]).is_err());
 }
 
 #[test]
 fn empty_completion_is_an_error() {
-    let e = SeqLogps::new(t(&[-1.0]), vec![0.0]).unwrap_err().to_string();
+    let e = SeqLogps::new(t(&[-1.0]), vec![0.0])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("empty completion"), "{e}");
 }
 
@@ -188,10 +250,24 @@ fn objective_config_parses_with_defaults_and_rejects_unknown_keys() {
     let w: W = toml::from_str("[objective]\nkind = \"ipo\"\n").unwrap();
     assert_eq!(w.objective, PreferenceObjective::Ipo { beta: 0.1 });
     let w: W = toml::from_str("[objective]\nkind = \"simpo\"\nbeta = 2.5\n").unwrap();
-    assert_eq!(w.objective, PreferenceObjective::Simpo { beta: 2.5, gamma_beta_ratio: 0.5 });
-    let e = toml::from_str::<W>("[objective]\nkind = \"dpo\"\nbetta = 1.0\n").err().unwrap().to_string();
+    assert_eq!(
+        w.objective,
+        PreferenceObjective::Simpo {
+            beta: 2.5,
+            gamma_beta_ratio: 0.5
+        }
+    );
+    let e = toml::from_str::<W>("[objective]\nkind = \"dpo\"\nbetta = 1.0\n")
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("betta"), "{e}");
-    assert!(PreferenceObjective::Dpo { beta: -1.0, label_smoothing: 0.0 }.validate().is_err());
+    assert!(PreferenceObjective::Dpo {
+        beta: -1.0,
+        label_smoothing: 0.0
+    }
+    .validate()
+    .is_err());
 }
 
 #[test]
@@ -200,8 +276,24 @@ fn ranking_report_by_hand() {
     //    reference ties (not ranked); h = 2 > 0. Ideal: 0 + ln(0.8/0.2)/β > 0 for every β.
     // B: π −7 vs −6, ref −3 vs −6, α unknown (1 − 1e-3). Not ranked; R̃: −7/3 < −6/3 → no;
     //    reference ranked; h = (−7 + 3) − (−6 + 6) = −4. Ideal: 3 + ln(999)/β > 0 for every β.
-    let a = PairScores { policy_chosen: -4.0, policy_rejected: -6.0, ref_chosen: -5.0, ref_rejected: -5.0, chosen_len: 2.0, rejected_len: 4.0, agreement: Some(0.8) };
-    let b = PairScores { policy_chosen: -7.0, policy_rejected: -6.0, ref_chosen: -3.0, ref_rejected: -6.0, chosen_len: 3.0, rejected_len: 3.0, agreement: None };
+    let a = PairScores {
+        policy_chosen: -4.0,
+        policy_rejected: -6.0,
+        ref_chosen: -5.0,
+        ref_rejected: -5.0,
+        chosen_len: 2.0,
+        rejected_len: 4.0,
+        agreement: Some(0.8),
+    };
+    let b = PairScores {
+        policy_chosen: -7.0,
+        policy_rejected: -6.0,
+        ref_chosen: -3.0,
+        ref_rejected: -6.0,
+        chosen_len: 3.0,
+        rejected_len: 3.0,
+        agreement: None,
+    };
     let r = ranking_report(&[a, b], 1.0, 1e-3);
     assert_eq!(r.ranking_accuracy, 0.5);
     assert_eq!(r.ranking_accuracy_normalized, 0.0);
@@ -217,7 +309,12 @@ fn ranking_report_by_hand() {
     assert_eq!(r.flip_consistency, 1.0);
     // A pair with α slightly above ½ and a strongly wrong reference is not ideally ranked at large β:
     // ref margin −3 + ln(0.55/0.45)/10 = −3 + 0.0200671 < 0.
-    let c = PairScores { agreement: Some(0.55), ref_chosen: -6.0, ref_rejected: -3.0, ..a };
+    let c = PairScores {
+        agreement: Some(0.55),
+        ref_chosen: -6.0,
+        ref_rejected: -3.0,
+        ..a
+    };
     assert!(!c.ideal_ranked(10.0, 1e-3));
     assert!(c.ideal_ranked(0.01, 1e-3)); // −3 + 20.07 > 0
 }

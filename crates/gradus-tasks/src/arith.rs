@@ -52,10 +52,16 @@ impl Default for ArithConfig {
 impl ArithConfig {
     pub fn validate(&self) -> Result<()> {
         if !(1..=9).contains(&self.min_digits) || !(1..=9).contains(&self.max_digits) {
-            return Err(Error::config("arith.min_digits/max_digits", "must be in 1..=9"));
+            return Err(Error::config(
+                "arith.min_digits/max_digits",
+                "must be in 1..=9",
+            ));
         }
         if self.min_digits > self.max_digits {
-            return Err(Error::config("arith.min_digits", "must not exceed max_digits"));
+            return Err(Error::config(
+                "arith.min_digits",
+                "must not exceed max_digits",
+            ));
         }
         if !(1..=9).contains(&self.mul_max_digits) {
             return Err(Error::config("arith.mul_max_digits", "must be in 1..=9"));
@@ -114,7 +120,8 @@ pub fn sample(rng: &mut Rng, cfg: &ArithConfig) -> ArithProblem {
     } else {
         cfg.ops[rng.below(cfg.ops.len())]
     };
-    let digits = |rng: &mut Rng, hi: u32| min.min(hi) + rng.below((hi - min.min(hi) + 1) as usize) as u32;
+    let digits =
+        |rng: &mut Rng, hi: u32| min.min(hi) + rng.below((hi - min.min(hi) + 1) as usize) as u32;
     let da = digits(rng, max);
     let a = number(rng, da);
     let b_max = if op == ArithOp::Mul {
@@ -124,6 +131,10 @@ pub fn sample(rng: &mut Rng, cfg: &ArithConfig) -> ArithProblem {
     };
     let db = digits(rng, b_max);
     let b = number(rng, db);
-    let (a, b) = if op == ArithOp::Sub && b > a { (b, a) } else { (a, b) };
+    let (a, b) = if op == ArithOp::Sub && b > a {
+        (b, a)
+    } else {
+        (a, b)
+    };
     ArithProblem { a, op, b }
 }

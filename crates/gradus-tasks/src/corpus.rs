@@ -7,7 +7,6 @@ use gradus_tensor::{Error, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-
 /// Relative weights of the document kinds (need not sum to 1).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -51,7 +50,12 @@ pub struct CorpusStyle {
 impl Default for CorpusStyle {
     fn default() -> Self {
         let c = CorpusConfig::default();
-        Self { mix: c.mix, fact_share: c.fact_share, arith: c.arith, program: c.program }
+        Self {
+            mix: c.mix,
+            fact_share: c.fact_share,
+            arith: c.arith,
+            program: c.program,
+        }
     }
 }
 
@@ -114,7 +118,10 @@ impl CorpusConfig {
             }
         }
         if !(0.0..=1.0).contains(&self.fact_share) {
-            return Err(Error::config("fact_share", format!("{} must be in [0, 1]", self.fact_share)));
+            return Err(Error::config(
+                "fact_share",
+                format!("{} must be in [0, 1]", self.fact_share),
+            ));
         }
         if m.arith + m.program + m.text <= 0.0 {
             return Err(Error::config("mix", "at least one weight must be positive"));

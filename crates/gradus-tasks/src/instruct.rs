@@ -55,7 +55,8 @@ fn fnv1a(s: &str) -> u64 {
 pub fn split_of(prompt: &str) -> Split {
     // Mix the high bits in: FNV's low bits are weak for short strings differing in the last byte.
     let h = fnv1a(prompt);
-    #[allow(clippy::manual_is_multiple_of)] // `is_multiple_of` is newer than the workspace's rust-version
+    #[allow(clippy::manual_is_multiple_of)]
+    // `is_multiple_of` is newer than the workspace's rust-version
     if (h ^ (h >> 29) ^ (h >> 47)) % EVAL_ONE_IN == 0 {
         Split::Eval
     } else {
@@ -225,7 +226,10 @@ pub fn instructions_with(n: usize, seed: u64, split: Split, cfg: &TaskConfig) ->
 
 /// The first non-empty line, trimmed.
 fn first_line(s: &str) -> &str {
-    s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("")
+    s.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
 }
 
 /// The first integer in `s` standing as a word of its own (not glued to a letter, digit or `_` before
@@ -260,7 +264,10 @@ fn normalize_words(s: &str) -> String {
         .trim_end_matches(['.', '!', '?', '"', '\'', '`'])
         .trim_start_matches(['"', '\'', '`'])
         .trim();
-    s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 /// Whether `completion` answers `instr`.
@@ -292,6 +299,8 @@ pub fn is_correct(instr: &Instruction, completion: &str) -> bool {
             let tail = line.rsplit('=').next().unwrap_or(line);
             first_integer(tail) == Some(want)
         }
-        TaskKind::Fact => !line.is_empty() && normalize_words(line) == normalize_words(&instr.answer),
+        TaskKind::Fact => {
+            !line.is_empty() && normalize_words(line) == normalize_words(&instr.answer)
+        }
     }
 }

@@ -69,8 +69,12 @@ impl fmt::Display for ErrorKind {
         match self {
             ErrorKind::UnexpectedChar(c) => write!(f, "unexpected character {c:?}"),
             ErrorKind::IntegerTooLarge(s) => write!(f, "integer {s} does not fit in 64 bits"),
-            ErrorKind::Syntax { expected, found } => write!(f, "expected {expected}, found {found}"),
-            ErrorKind::ChainedComparison => write!(f, "comparison operators cannot be chained; use parentheses"),
+            ErrorKind::Syntax { expected, found } => {
+                write!(f, "expected {expected}, found {found}")
+            }
+            ErrorKind::ChainedComparison => {
+                write!(f, "comparison operators cannot be chained; use parentheses")
+            }
             ErrorKind::TooDeep => write!(f, "nested too deeply"),
             ErrorKind::UndefinedVariable(v) => write!(f, "undefined variable `{v}`"),
             ErrorKind::DivisionByZero => write!(f, "division by zero"),
@@ -112,7 +116,11 @@ impl ProgramError {
 
 impl fmt::Display for ProgramError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}, column {}: {}", self.pos.line, self.pos.col, self.kind)
+        write!(
+            f,
+            "line {}, column {}: {}",
+            self.pos.line, self.pos.col, self.kind
+        )
     }
 }
 
@@ -539,7 +547,11 @@ impl Parser {
             Vec::new()
         };
         Ok(Stmt {
-            kind: StmtKind::If { cond, then, otherwise },
+            kind: StmtKind::If {
+                cond,
+                then,
+                otherwise,
+            },
             pos,
         })
     }
@@ -632,7 +644,10 @@ impl Parser {
     }
 
     /// Run `f` one nesting level deeper, refusing past [`MAX_EXPR_DEPTH`].
-    fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, ProgramError>) -> Result<T, ProgramError> {
+    fn nested<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, ProgramError>,
+    ) -> Result<T, ProgramError> {
         self.nesting += 1;
         if self.nesting > MAX_EXPR_DEPTH {
             return Err(ProgramError::new(ErrorKind::TooDeep, self.pos()));
@@ -743,7 +758,12 @@ fn write_stmt(s: &Stmt, indent: usize, out: &mut String) {
         StmtKind::If { .. } => {
             let mut cur = s;
             loop {
-                let StmtKind::If { cond, then, otherwise } = &cur.kind else {
+                let StmtKind::If {
+                    cond,
+                    then,
+                    otherwise,
+                } = &cur.kind
+                else {
                     unreachable!()
                 };
                 out.push_str("if ");
@@ -860,14 +880,23 @@ impl Machine {
                 let v = self.eval(value)?;
                 match self.lookup(name) {
                     Some(slot) => *slot = v,
-                    None => return Err(ProgramError::new(ErrorKind::UndefinedVariable(name.clone()), s.pos)),
+                    None => {
+                        return Err(ProgramError::new(
+                            ErrorKind::UndefinedVariable(name.clone()),
+                            s.pos,
+                        ))
+                    }
                 }
             }
             StmtKind::Print(value) => {
                 let v = self.eval(value)?;
                 self.values.push(v);
             }
-            StmtKind::If { cond, then, otherwise } => {
+            StmtKind::If {
+                cond,
+                then,
+                otherwise,
+            } => {
                 if self.eval(cond)? != 0 {
                     self.block(then)?;
                 } else {
@@ -942,7 +971,12 @@ impl Program {
         for s in &self.stmts {
             m.stmt(s)?;
         }
-        let output = m.values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n");
+        let output = m
+            .values
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
         Ok(Execution {
             output,
             values: m.values,

@@ -31,7 +31,12 @@ pub struct PrefsConfig {
 
 impl Default for PrefsConfig {
     fn default() -> Self {
-        Self { weights: [3.0, 1.0, 0.5], raters: 5, temperature: 1.0, score_noise: 0.5 }
+        Self {
+            weights: [3.0, 1.0, 0.5],
+            raters: 5,
+            temperature: 1.0,
+            score_noise: 0.5,
+        }
     }
 }
 
@@ -54,7 +59,10 @@ fn wrong_answer(it: &Instruction, rng: &mut Rng, others: &[Instruction]) -> Stri
         }
         _ => {
             // Another answer of the same kind (a plausible confusion), else a fixed non-answer.
-            let same: Vec<&Instruction> = others.iter().filter(|o| o.kind == it.kind && o.answer != it.answer).collect();
+            let same: Vec<&Instruction> = others
+                .iter()
+                .filter(|o| o.kind == it.kind && o.answer != it.answer)
+                .collect();
             if same.is_empty() {
                 "unknown".to_string()
             } else {
@@ -71,9 +79,20 @@ pub fn candidates(it: &Instruction, rng: &mut Rng, others: &[Instruction]) -> Ve
     for (ans, correct) in [(it.answer.trim().to_string(), 1.0), (wrong, 0.0)] {
         for (wordy, concise) in [(false, 1.0), (true, 0.0)] {
             for (hedged, confident) in [(false, 1.0), (true, 0.0)] {
-                let body = if wordy { format!("The answer to this question is {ans}.") } else { ans.clone() };
-                let text = if hedged { format!("{body}\nI am not sure.") } else { body };
-                out.push(Candidate { text, attributes: [correct, concise, confident] });
+                let body = if wordy {
+                    format!("The answer to this question is {ans}.")
+                } else {
+                    ans.clone()
+                };
+                let text = if hedged {
+                    format!("{body}\nI am not sure.")
+                } else {
+                    body
+                };
+                out.push(Candidate {
+                    text,
+                    attributes: [correct, concise, confident],
+                });
             }
         }
     }
@@ -93,7 +112,12 @@ fn likert(rng: &mut Rng, attr: f64, noise: f64) -> f64 {
 }
 
 /// `n` pairs over instructions of `split`, deterministic in `seed`.
-pub fn preference_pairs(n: usize, seed: u64, split: Split, cfg: &PrefsConfig) -> Vec<PreferencePair> {
+pub fn preference_pairs(
+    n: usize,
+    seed: u64,
+    split: Split,
+    cfg: &PrefsConfig,
+) -> Vec<PreferencePair> {
     let items = instructions(n, seed, split);
     let mut rng = Rng::derive(seed, "gradus-data/prefs");
     let raters = cfg.raters.max(1);
@@ -112,15 +136,30 @@ pub fn preference_pairs(n: usize, seed: u64, split: Split, cfg: &PrefsConfig) ->
             let votes_a = (0..raters).filter(|_| rng.uniform() < p).count();
             // Majority wins; a tie goes to the higher utility.
             let a_wins = 2 * votes_a > raters || (2 * votes_a == raters && ua >= ub);
-            let (w, l, uw, ul, votes) = if a_wins { (a, b, ua, ub, votes_a) } else { (b, a, ub, ua, raters - votes_a) };
+            let (w, l, uw, ul, votes) = if a_wins {
+                (a, b, ua, ub, votes_a)
+            } else {
+                (b, a, ub, ua, raters - votes_a)
+            };
             let d = (uw - ul).abs();
-            let scores = |rng: &mut Rng, c: &Candidate| c.attributes.iter().map(|&x| likert(rng, x, cfg.score_noise)).collect::<Vec<_>>();
+            let scores = |rng: &mut Rng, c: &Candidate| {
+                c.attributes
+                    .iter()
+                    .map(|&x| likert(rng, x, cfg.score_noise))
+                    .collect::<Vec<_>>()
+            };
             PreferencePair {
                 prompt: Turns::Text(task_prompt(&it.prompt)),
                 chosen: Turns::Text(w.text.clone()),
                 rejected: Turns::Text(l.text.clone()),
                 chosen_fraction: Some(votes as f64 / raters as f64),
-                margin: Some(if d < 1.0 { 1.0 } else if d < 2.5 { 2.0 } else { 3.0 }),
+                margin: Some(if d < 1.0 {
+                    1.0
+                } else if d < 2.5 {
+                    2.0
+                } else {
+                    3.0
+                }),
                 chosen_reward: Some(uw),
                 rejected_reward: Some(ul),
                 chosen_scores: Some(scores(&mut rng, w)),

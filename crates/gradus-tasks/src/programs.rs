@@ -60,13 +60,22 @@ impl ProgramConfig {
             return Err(Error::config("program.max_expr_depth", "must be at most 8"));
         }
         if !(1..=1_000_000).contains(&self.max_literal) {
-            return Err(Error::config("program.max_literal", "must be in 1..=1000000"));
+            return Err(Error::config(
+                "program.max_literal",
+                "must be in 1..=1000000",
+            ));
         }
         if !(1..=100).contains(&self.max_loop_iters) {
-            return Err(Error::config("program.max_loop_iters", "must be in 1..=100"));
+            return Err(Error::config(
+                "program.max_loop_iters",
+                "must be in 1..=100",
+            ));
         }
         if self.max_abs_value < self.max_literal {
-            return Err(Error::config("program.max_abs_value", "must be at least max_literal"));
+            return Err(Error::config(
+                "program.max_abs_value",
+                "must be at least max_literal",
+            ));
         }
         Ok(())
     }
@@ -100,8 +109,8 @@ impl GeneratedProgram {
 const GEN_LIMITS: Limits = Limits { max_steps: 2_000 };
 const MAX_ATTEMPTS: usize = 64;
 const NAMES: &[&str] = &[
-    "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "m", "n", "p", "q", "r", "s", "t", "u", "v", "w", "x", "y",
-    "z",
+    "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "m", "n", "p", "q", "r", "s", "t", "u",
+    "v", "w", "x", "y", "z",
 ];
 
 struct Gen<'a> {
@@ -174,10 +183,21 @@ impl Gen<'_> {
     }
 
     fn condition(&mut self) -> Expr {
-        let op = *self.pick(&[BinOp::Lt, BinOp::Le, BinOp::Gt, BinOp::Ge, BinOp::Eq, BinOp::Ne]);
+        let op = *self.pick(&[
+            BinOp::Lt,
+            BinOp::Le,
+            BinOp::Gt,
+            BinOp::Ge,
+            BinOp::Eq,
+            BinOp::Ne,
+        ]);
         let l = if self.chance(0.3) {
             // Parity tests read naturally: `a % 2 == 0`.
-            Expr::binary(BinOp::Rem, self.leaf(), Expr::int(2 + self.rng.below(2) as i64))
+            Expr::binary(
+                BinOp::Rem,
+                self.leaf(),
+                Expr::int(2 + self.rng.below(2) as i64),
+            )
         } else {
             self.expr(1)
         };
@@ -190,7 +210,12 @@ impl Gen<'_> {
     }
 
     fn assignable(&mut self) -> Option<String> {
-        let free: Vec<String> = self.vars.iter().filter(|v| !self.locked.contains(v)).cloned().collect();
+        let free: Vec<String> = self
+            .vars
+            .iter()
+            .filter(|v| !self.locked.contains(v))
+            .cloned()
+            .collect();
         if free.is_empty() {
             None
         } else {
@@ -252,8 +277,16 @@ impl Gen<'_> {
         if self.cfg.branches && roll < 4 {
             let cond = self.condition();
             let then = self.body();
-            let otherwise = if self.chance(0.6) { self.body() } else { Vec::new() };
-            out.push(Stmt::new(StmtKind::If { cond, then, otherwise }));
+            let otherwise = if self.chance(0.6) {
+                self.body()
+            } else {
+                Vec::new()
+            };
+            out.push(Stmt::new(StmtKind::If {
+                cond,
+                then,
+                otherwise,
+            }));
             return;
         }
         if roll < 7 {
@@ -310,7 +343,9 @@ fn strip_prints(stmts: &mut Vec<Stmt>) {
     stmts.retain(|s| !matches!(s.kind, StmtKind::Print(_)));
     for s in stmts.iter_mut() {
         match &mut s.kind {
-            StmtKind::If { then, otherwise, .. } => {
+            StmtKind::If {
+                then, otherwise, ..
+            } => {
                 strip_prints(then);
                 strip_prints(otherwise);
             }
@@ -343,7 +378,11 @@ pub fn generate(rng: &mut Rng, cfg: &ProgramConfig) -> GeneratedProgram {
         // Run the printed text, not the tree, so the record is what `lang::run` says about it.
         match lang::run_with(&source, &GEN_LIMITS) {
             Ok(ex)
-                if !ex.values.is_empty() && ex.values.iter().all(|v| v.unsigned_abs() <= cfg.max_abs_value as u64) =>
+                if !ex.values.is_empty()
+                    && ex
+                        .values
+                        .iter()
+                        .all(|v| v.unsigned_abs() <= cfg.max_abs_value as u64) =>
             {
                 return GeneratedProgram {
                     source,

@@ -33,7 +33,12 @@ pub enum Relation {
 }
 
 impl Relation {
-    pub const ALL: [Relation; 4] = [Relation::Capital, Relation::Language, Relation::River, Relation::Export];
+    pub const ALL: [Relation; 4] = [
+        Relation::Capital,
+        Relation::Language,
+        Relation::River,
+        Relation::Export,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -102,14 +107,16 @@ pub struct World {
 }
 
 const ONSETS: &[&str] = &[
-    "b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kl", "tr", "qu", "sh",
+    "b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kl", "tr",
+    "qu", "sh",
 ];
 const VOWELS: &[&str] = &["a", "e", "i", "o", "u", "ai", "ou"];
 const CODAS: &[&str] = &["", "", "b", "n", "r", "x", "th", "l"];
 const COUNTRY_SUFFIXES: &[&str] = &["land", "ia", "stan", "mark", "ora"];
 const LANGUAGE_SUFFIXES: &[&str] = &["ish", "ese", "ic", "an"];
 const EXPORTS: &[&str] = &[
-    "copper", "salt", "tea", "wool", "glass", "honey", "silk", "timber", "rice", "cheese", "paper", "spices",
+    "copper", "salt", "tea", "wool", "glass", "honey", "silk", "timber", "rice", "cheese", "paper",
+    "spices",
 ];
 
 fn capitalize(s: &str) -> String {
@@ -157,7 +164,10 @@ impl World {
             let names = [&base, &name, &language, &capital, &river];
             let distinct: HashSet<&String> = names.iter().copied().collect();
             let too_short = capital.len() < 3 || river.len() < 4;
-            if too_short || distinct.len() < names.len() || names.iter().any(|n| used.contains(n.as_str())) {
+            if too_short
+                || distinct.len() < names.len()
+                || names.iter().any(|n| used.contains(n.as_str()))
+            {
                 continue;
             }
             used.extend(names.iter().map(|n| n.to_string()));
@@ -182,7 +192,11 @@ impl World {
     pub fn facts(&self) -> Vec<Fact<'_>> {
         self.countries
             .iter()
-            .flat_map(|country| Relation::ALL.iter().map(move |&relation| Fact { country, relation }))
+            .flat_map(|country| {
+                Relation::ALL
+                    .iter()
+                    .map(move |&relation| Fact { country, relation })
+            })
             .collect()
     }
 
@@ -195,7 +209,8 @@ impl World {
 }
 
 const ADJECTIVES: &[&str] = &[
-    "red", "small", "big", "old", "quick", "quiet", "happy", "green", "brown", "tall", "young", "lazy",
+    "red", "small", "big", "old", "quick", "quiet", "happy", "green", "brown", "tall", "young",
+    "lazy",
 ];
 /// (singular, plural)
 const ANIMALS: &[(&str, &str)] = &[
@@ -220,7 +235,9 @@ const PLACES: &[&str] = &[
 ];
 const PREPOSITIONS: &[&str] = &["near", "by", "behind", "beside"];
 const PEOPLE: &[&str] = &["Mira", "Tom", "Ana", "Leo", "Sam", "Ivy", "Ben", "Zoe"];
-const NUMBERS: &[&str] = &["two", "three", "four", "five", "six", "seven", "eight", "nine"];
+const NUMBERS: &[&str] = &[
+    "two", "three", "four", "five", "six", "seven", "eight", "nine",
+];
 
 fn article(word: &str) -> &'static str {
     if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
@@ -246,7 +263,10 @@ pub fn sentence(rng: &mut Rng) -> String {
                 article(adj2)
             )
         }
-        1 => format!("{} {adj} {animal} lives {prep} the {place}.", capitalize(article(adj))),
+        1 => format!(
+            "{} {adj} {animal} lives {prep} the {place}.",
+            capitalize(article(adj))
+        ),
         2 => format!("The {animal} is {adj}."),
         3 => format!("Every morning the {adj} {animal} walks to the {place}."),
         _ => {

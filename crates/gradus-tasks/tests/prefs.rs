@@ -7,8 +7,16 @@ use gradus_data::tokenizer::Tokenizer;
 use gradus_tasks::{preference_pairs, PrefsConfig, Split};
 
 fn tok() -> Tokenizer {
-    let corpus: Vec<String> = (0..50).map(|i| format!("Question: what is {i}?\nAnswer: it is {i}. no yes maybe")).collect();
-    let mut t = Tokenizer::train_bpe(corpus.iter(), 300, &["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"], 2).unwrap();
+    let corpus: Vec<String> = (0..50)
+        .map(|i| format!("Question: what is {i}?\nAnswer: it is {i}. no yes maybe"))
+        .collect();
+    let mut t = Tokenizer::train_bpe(
+        corpus.iter(),
+        300,
+        &["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"],
+        2,
+    )
+    .unwrap();
     t.set_bos(Some("<|endoftext|>")).unwrap();
     t.set_eos(Some("<|endoftext|>")).unwrap();
     t.set_pad(Some("<|pad|>")).unwrap();
@@ -19,7 +27,11 @@ fn tok() -> Tokenizer {
 fn synthetic_pairs_have_agreement_and_follow_utility() {
     let cfg = PrefsConfig::default();
     let a = preference_pairs(300, 7, Split::Train, &cfg);
-    assert_eq!(a, preference_pairs(300, 7, Split::Train, &cfg), "deterministic");
+    assert_eq!(
+        a,
+        preference_pairs(300, 7, Split::Train, &cfg),
+        "deterministic"
+    );
     assert_eq!(a.len(), 300);
     let mut fractions = std::collections::BTreeSet::new();
     let mut utility_agrees = 0;
@@ -37,7 +49,8 @@ fn synthetic_pairs_have_agreement_and_follow_utility() {
     // the latent utility (noisy BT raters with temperature 1: well above chance).
     assert!(fractions.len() >= 3, "{fractions:?}");
     assert!(utility_agrees as f64 / 300.0 > 0.75, "{utility_agrees}");
-    let cats: std::collections::BTreeSet<_> = a.iter().map(|p| p.category.clone().unwrap()).collect();
+    let cats: std::collections::BTreeSet<_> =
+        a.iter().map(|p| p.category.clone().unwrap()).collect();
     assert_eq!(cats.len(), 3);
 }
 

@@ -43,7 +43,10 @@ fn precedence_and_associativity() {
     assert_eq!(out("print 1 || 0 && 0;"), "1"); // 1 || (0 && 0): && binds tighter
     assert_eq!(out("print !0 + 1;"), "2"); // (!0) + 1
     assert_eq!(out("print !(3 - 3) * 7;"), "7");
-    assert_eq!(out("print 3 != 3;\nprint 3 <= 3;\nprint 4 >= 5;"), "0\n1\n0");
+    assert_eq!(
+        out("print 3 != 3;\nprint 3 <= 3;\nprint 4 >= 5;"),
+        "0\n1\n0"
+    );
 }
 
 #[test]
@@ -53,7 +56,8 @@ fn variables_blocks_and_loops() {
     let sum = "let i = 1;\nlet s = 0;\nwhile i <= 5 {\n    s = s + i;\n    i = i + 1;\n}\nprint s;";
     assert_eq!(out(sum), "15");
     // Evens in 0..10: 0 2 4 6 8 -> 5.
-    let evens = "let i = 0; let n = 0;\nwhile i < 10 { if i % 2 == 0 { n = n + 1; } i = i + 1; }\nprint n;";
+    let evens =
+        "let i = 0; let n = 0;\nwhile i < 10 { if i % 2 == 0 { n = n + 1; } i = i + 1; }\nprint n;";
     assert_eq!(out(evens), "5");
     // Nested loops: sum over i<3, j<4 of i*j = (0+1+2)*(0+1+2+3) = 18.
     let nested = "let t = 0; let i = 0;\nwhile i < 3 {\n  let j = 0;\n  while j < 4 { t = t + i * j; j = j + 1; }\n  i = i + 1;\n}\nprint t;";
@@ -66,7 +70,10 @@ fn variables_blocks_and_loops() {
     assert_eq!(out(&fizz(10)), "5");
     assert_eq!(out(&fizz(7)), "7");
     // Shadowing inside a block; assignment reaches the outer variable.
-    assert_eq!(out("let a = 1;\nif 1 { let a = 2; print a; }\nprint a;"), "2\n1");
+    assert_eq!(
+        out("let a = 1;\nif 1 { let a = 2; print a; }\nprint a;"),
+        "2\n1"
+    );
     assert_eq!(out("let a = 1;\nif 1 { a = 5; }\nprint a;"), "5");
     assert_eq!(out("let a = 1;\nlet a = a + 1;\nprint a;"), "2");
     // A false `if` without `else` does nothing; an empty program prints nothing.
@@ -101,7 +108,10 @@ fn runtime_errors_name_line_and_column() {
     let e = err("z = 1;");
     assert_eq!(
         (e.kind.clone(), e.pos),
-        (ErrorKind::UndefinedVariable("z".into()), Pos { line: 1, col: 1 })
+        (
+            ErrorKind::UndefinedVariable("z".into()),
+            Pos { line: 1, col: 1 }
+        )
     );
     // A block's `let` does not outlive the block: line 2 column 7.
     let e = err("if 1 { let z = 1; }\nprint z;");
@@ -110,7 +120,10 @@ fn runtime_errors_name_line_and_column() {
         (ErrorKind::UndefinedVariable("z".into()), 2, 7)
     );
     // Overflow.
-    assert_eq!(err("print 9223372036854775807 + 1;").kind, ErrorKind::Overflow);
+    assert_eq!(
+        err("print 9223372036854775807 + 1;").kind,
+        ErrorKind::Overflow
+    );
     assert_eq!(
         err("let m = 0 - 9223372036854775807 - 1;\nprint m / -1;").kind,
         ErrorKind::Overflow
@@ -121,9 +134,14 @@ fn runtime_errors_name_line_and_column() {
     assert!(e.line() >= 2, "{e}");
     // A custom limit: `while i < 3` takes 1 (let) + 1 (while) + 3 * (1 body + 1 test) = 8 steps.
     let src = "let i = 0;\nwhile i < 3 { i = i + 1; }";
-    assert_eq!(lang::run_with(src, &Limits { max_steps: 8 }).unwrap().steps, 8);
     assert_eq!(
-        lang::run_with(src, &Limits { max_steps: 7 }).unwrap_err().kind,
+        lang::run_with(src, &Limits { max_steps: 8 }).unwrap().steps,
+        8
+    );
+    assert_eq!(
+        lang::run_with(src, &Limits { max_steps: 7 })
+            .unwrap_err()
+            .kind,
         ErrorKind::StepLimit(7)
     );
 }
@@ -133,16 +151,28 @@ fn syntax_errors_name_line_and_column() {
     let e = err("let a = ;");
     assert!(e.is_syntax());
     assert_eq!(e.pos, Pos { line: 1, col: 9 });
-    assert_eq!(e.to_string(), "line 1, column 9: expected an expression, found `;`");
+    assert_eq!(
+        e.to_string(),
+        "line 1, column 9: expected an expression, found `;`"
+    );
     let e = err("let a = 1");
-    assert_eq!(e.to_string(), "line 1, column 10: expected `;`, found end of input");
+    assert_eq!(
+        e.to_string(),
+        "line 1, column 10: expected `;`, found end of input"
+    );
     // "print 1 < 2 < 3;": the second `<` is column 13.
     let e = err("print 1 < 2 < 3;");
-    assert_eq!((e.kind.clone(), e.col()), (ErrorKind::ChainedComparison, 13));
+    assert_eq!(
+        (e.kind.clone(), e.col()),
+        (ErrorKind::ChainedComparison, 13)
+    );
     assert_eq!(out("print (1 < 2) < 3;"), "1");
     // "let a = 1 $ 2;": `$` is column 11.
     let e = err("let a = 1 $ 2;");
-    assert_eq!((e.kind.clone(), e.col()), (ErrorKind::UnexpectedChar('$'), 11));
+    assert_eq!(
+        (e.kind.clone(), e.col()),
+        (ErrorKind::UnexpectedChar('$'), 11)
+    );
     assert!(matches!(
         err("print 99999999999999999999;").kind,
         ErrorKind::IntegerTooLarge(_)
@@ -151,7 +181,9 @@ fn syntax_errors_name_line_and_column() {
     assert_eq!((e.line(), e.col()), (2, 1));
     assert!(e.to_string().contains("expected `}`"), "{e}");
     assert!(err("print 1;\n}").is_syntax());
-    assert!(err("let 3 = 4;").to_string().contains("expected a variable name"));
+    assert!(err("let 3 = 4;")
+        .to_string()
+        .contains("expected a variable name"));
     assert!(err("while 1 print 1;").to_string().contains("expected `{`"));
     assert!(err("else { }").is_syntax());
 }
@@ -170,19 +202,38 @@ fn hostile_nesting_is_refused_without_overflowing_the_stack() {
     assert_eq!(err(&else_ifs).kind, ErrorKind::TooDeep);
     // Within the limits it works: 150 terms, 50 parentheses.
     assert_eq!(out(&format!("print 1{};", " + 1".repeat(149))), "150");
-    assert_eq!(out(&format!("print {}7{};", "(".repeat(50), ")".repeat(50))), "7");
+    assert_eq!(
+        out(&format!("print {}7{};", "(".repeat(50), ")".repeat(50))),
+        "7"
+    );
 }
 
 #[test]
 fn printer_inserts_needed_parentheses() {
     let (a, b, c) = (Expr::var("a"), Expr::var("b"), Expr::var("c"));
-    let sub = Expr::binary(BinOp::Sub, a.clone(), Expr::binary(BinOp::Sub, b.clone(), c.clone()));
+    let sub = Expr::binary(
+        BinOp::Sub,
+        a.clone(),
+        Expr::binary(BinOp::Sub, b.clone(), c.clone()),
+    );
     assert_eq!(sub.to_string(), "a - (b - c)");
-    let left = Expr::binary(BinOp::Sub, Expr::binary(BinOp::Sub, a.clone(), b.clone()), c.clone());
+    let left = Expr::binary(
+        BinOp::Sub,
+        Expr::binary(BinOp::Sub, a.clone(), b.clone()),
+        c.clone(),
+    );
     assert_eq!(left.to_string(), "a - b - c");
-    let mul = Expr::binary(BinOp::Mul, Expr::binary(BinOp::Add, a.clone(), b.clone()), c.clone());
+    let mul = Expr::binary(
+        BinOp::Mul,
+        Expr::binary(BinOp::Add, a.clone(), b.clone()),
+        c.clone(),
+    );
     assert_eq!(mul.to_string(), "(a + b) * c");
-    let add = Expr::binary(BinOp::Add, a.clone(), Expr::binary(BinOp::Mul, b.clone(), c.clone()));
+    let add = Expr::binary(
+        BinOp::Add,
+        a.clone(),
+        Expr::binary(BinOp::Mul, b.clone(), c.clone()),
+    );
     assert_eq!(add.to_string(), "a + b * c");
     let cmp = Expr::binary(BinOp::Lt, Expr::binary(BinOp::Lt, a.clone(), b), c);
     assert_eq!(cmp.to_string(), "(a < b) < c");
@@ -242,7 +293,9 @@ fn generated_programs_use_the_language() {
         branches: false,
         ..ProgramConfig::default()
     };
-    let all: String = (0..100).map(|_| programs::generate(&mut rng, &flat).source).collect();
+    let all: String = (0..100)
+        .map(|_| programs::generate(&mut rng, &flat).source)
+        .collect();
     assert!(!all.contains("while") && !all.contains("if "));
 }
 
@@ -265,7 +318,10 @@ fn arithmetic_documents_are_right() {
         // Parse "a?b=c" back and recompute independently.
         let (lhs, c) = doc.split_once('=').unwrap();
         let op_at = lhs.find(['+', '-', '*']).unwrap();
-        let (a, b): (i64, i64) = (lhs[..op_at].parse().unwrap(), lhs[op_at + 1..].parse().unwrap());
+        let (a, b): (i64, i64) = (
+            lhs[..op_at].parse().unwrap(),
+            lhs[op_at + 1..].parse().unwrap(),
+        );
         let c: i64 = c.parse().unwrap();
         let op = lhs.as_bytes()[op_at];
         ops.insert(op);
@@ -336,7 +392,10 @@ fn arithmetic_documents_are_right() {
 #[test]
 fn the_world_is_fixed_and_unambiguous() {
     let w = World::get();
-    assert_eq!(w, &text::World::generate(text::WORLD_SEED, text::N_COUNTRIES));
+    assert_eq!(
+        w,
+        &text::World::generate(text::WORLD_SEED, text::N_COUNTRIES)
+    );
     assert_eq!(w.countries.len(), text::N_COUNTRIES);
     let mut names = HashSet::new();
     for c in &w.countries {
@@ -356,8 +415,14 @@ fn the_world_is_fixed_and_unambiguous() {
         assert!(f.question().ends_with('?'));
     }
     let c = &w.countries[0];
-    let f = facts.iter().find(|f| f.relation == Relation::Capital).unwrap();
-    assert_eq!(f.statement(0), format!("The capital of {} is {}.", c.name, c.capital));
+    let f = facts
+        .iter()
+        .find(|f| f.relation == Relation::Capital)
+        .unwrap();
+    assert_eq!(
+        f.statement(0),
+        format!("The capital of {} is {}.", c.name, c.capital)
+    );
     assert_eq!(f.question(), format!("What is the capital of {}?", c.name));
 }
 
@@ -366,7 +431,10 @@ fn text_reads_like_sentences() {
     let mut rng = Rng::new(3);
     for _ in 0..500 {
         let s = text::sentence(&mut rng);
-        assert!(s.ends_with('.') && s.chars().next().unwrap().is_uppercase(), "{s}");
+        assert!(
+            s.ends_with('.') && s.chars().next().unwrap().is_uppercase(),
+            "{s}"
+        );
         assert!(
             !s.contains(" a a") && !s.contains(" a o") && !s.contains(" an q"),
             "{s}"
@@ -405,8 +473,15 @@ fn corpus_is_deterministic_mixed_and_prefix_stable() {
         assert!(n >= 120, "{k:?}: {n}");
     }
     // Programs in the corpus run and print what they record.
-    for (i, d) in a.iter().enumerate().filter(|(i, _)| kinds[*i] == DocKind::Program) {
-        let recorded: Vec<&str> = d.lines().filter_map(|l| l.strip_prefix("# output: ")).collect();
+    for (i, d) in a
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| kinds[*i] == DocKind::Program)
+    {
+        let recorded: Vec<&str> = d
+            .lines()
+            .filter_map(|l| l.strip_prefix("# output: "))
+            .collect();
         assert_eq!(run(d).unwrap(), recorded.join("\n"), "doc {i}");
     }
 }
@@ -484,13 +559,22 @@ fn corpus_mix_and_config_errors() {
 #[test]
 fn ten_thousand_documents_are_generated_in_full() {
     // Speed lives in the benchmarks (`gradus-bench corpus`), not here.
-    let docs = corpus(&CorpusConfig { n_docs: 10_000, seed: 2, ..CorpusConfig::default() }).unwrap();
+    let docs = corpus(&CorpusConfig {
+        n_docs: 10_000,
+        seed: 2,
+        ..CorpusConfig::default()
+    })
+    .unwrap();
     assert_eq!(docs.len(), 10_000);
     assert!(docs.iter().all(|d| !d.trim().is_empty()));
     // Short arithmetic documents repeat by chance (two-digit operands); the rest do not: seed 2 gives
     // 8,652 distinct documents, and a generator stuck on a few documents would give far fewer.
     let distinct: HashSet<&String> = docs.iter().collect();
-    assert!(distinct.len() > 8_000, "{} distinct of 10,000", distinct.len());
+    assert!(
+        distinct.len() > 8_000,
+        "{} distinct of 10,000",
+        distinct.len()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -530,7 +614,12 @@ fn instructions_are_right_deterministic_and_split() {
         for i in set.iter() {
             match i.kind {
                 TaskKind::Arith => {
-                    let e = i.prompt.strip_prefix("Compute ").unwrap().strip_suffix('.').unwrap();
+                    let e = i
+                        .prompt
+                        .strip_prefix("Compute ")
+                        .unwrap()
+                        .strip_suffix('.')
+                        .unwrap();
                     // The language evaluates these the same way (non-negative operands).
                     assert_eq!(out(&format!("print {e};")), i.answer, "{}", i.prompt);
                 }
@@ -584,7 +673,10 @@ fn the_corpus_leaves_out_eval_problems() {
                 .map(|l| format!("{l}\n"))
                 .collect();
             assert_eq!(
-                split_of(&format!("What does this program print?\n{}", source.trim_end())),
+                split_of(&format!(
+                    "What does this program print?\n{}",
+                    source.trim_end()
+                )),
                 Split::Train
             );
         }
@@ -644,7 +736,9 @@ fn is_correct_by_hand() {
         answer: "-3".into(),
         kind: TaskKind::Program,
     };
-    assert!(is_correct(&neg, "-3") && is_correct(&neg, " -3\n") && is_correct(&neg, "It prints -3."));
+    assert!(
+        is_correct(&neg, "-3") && is_correct(&neg, " -3\n") && is_correct(&neg, "It prints -3.")
+    );
     assert!(!is_correct(&neg, "3") && !is_correct(&neg, "a-3"));
     let two = Instruction {
         prompt: "p".into(),
@@ -695,11 +789,21 @@ proptest! {
 fn task_config_default_is_the_default_task_and_the_mix_is_obeyed() {
     use gradus_tasks::{instructions_with, TaskConfig, TaskKind, TaskMix};
     let d = TaskConfig::default();
-    assert_eq!(instructions_with(300, 3, Split::Train, &d), instructions(300, 3, Split::Train));
+    assert_eq!(
+        instructions_with(300, 3, Split::Train, &d),
+        instructions(300, 3, Split::Train)
+    );
     // Only arithmetic, one-digit operands: every answer is at most 9*9 = 81 and at least 0.
     let only_arith = TaskConfig {
-        mix: TaskMix { arith: 1.0, program: 0.0, fact: 0.0 },
-        arith: gradus_tasks::ArithConfig { max_digits: 1, ..Default::default() },
+        mix: TaskMix {
+            arith: 1.0,
+            program: 0.0,
+            fact: 0.0,
+        },
+        arith: gradus_tasks::ArithConfig {
+            max_digits: 1,
+            ..Default::default()
+        },
         ..TaskConfig::default()
     };
     let items = instructions_with(200, 3, Split::Eval, &only_arith);
@@ -710,7 +814,14 @@ fn task_config_default_is_the_default_task_and_the_mix_is_obeyed() {
         assert!((0..=81).contains(&v), "{it:?}");
         assert_eq!(gradus_tasks::split_of(&it.prompt), Split::Eval);
     }
-    let bad = TaskConfig { mix: TaskMix { arith: 0.0, program: 0.0, fact: 0.0 }, ..TaskConfig::default() };
+    let bad = TaskConfig {
+        mix: TaskMix {
+            arith: 0.0,
+            program: 0.0,
+            fact: 0.0,
+        },
+        ..TaskConfig::default()
+    };
     assert!(bad.validate().unwrap_err().to_string().contains("task.mix"));
 }
 
@@ -722,7 +833,11 @@ fn fact_share_controls_the_facts_in_text_documents() {
     let text_only = |fact_share: f64| {
         corpus(&CorpusConfig {
             n_docs: 200,
-            mix: Mix { arith: 0.0, program: 0.0, text: 1.0 },
+            mix: Mix {
+                arith: 0.0,
+                program: 0.0,
+                text: 1.0,
+            },
             fact_share,
             ..CorpusConfig::default()
         })
@@ -731,6 +846,13 @@ fn fact_share_controls_the_facts_in_text_documents() {
     // Every sentence of a fact statement names its country (see text::Fact::statement).
     assert!(text_only(1.0).iter().all(|d| mentions_a_country(d)));
     assert!(!text_only(0.0).iter().any(|d| mentions_a_country(d)));
-    let bad = CorpusConfig { fact_share: 1.5, ..CorpusConfig::default() };
-    assert!(bad.validate().unwrap_err().to_string().contains("fact_share"));
+    let bad = CorpusConfig {
+        fact_share: 1.5,
+        ..CorpusConfig::default()
+    };
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("fact_share"));
 }

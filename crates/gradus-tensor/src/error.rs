@@ -17,7 +17,11 @@ pub enum Error {
 
     /// Bad content in a user file at a known line (JSONL row, config line).
     #[error("{path}:{line}: {msg}")]
-    Parse { path: PathBuf, line: usize, msg: String },
+    Parse {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
 
     /// A configuration value that is missing, unknown or out of range.
     #[error("config field `{field}`: {msg}")]
@@ -34,7 +38,11 @@ pub enum Error {
 
     /// A tensor that is required but missing from a checkpoint.
     #[error("{path}: tensor `{name}` is missing{hint}")]
-    MissingTensor { path: PathBuf, name: String, hint: String },
+    MissingTensor {
+        path: PathBuf,
+        name: String,
+        hint: String,
+    },
 
     /// A checkpoint or data file whose format is invalid (truncated safetensors, bad JSON, ...).
     #[error("{path}: {msg}")]
@@ -52,13 +60,22 @@ impl Error {
         Error::Msg(m.into())
     }
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), err: source }
+        Error::Io {
+            path: path.into(),
+            err: source,
+        }
     }
     pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::Format { path: path.into(), msg: msg.into() }
+        Error::Format {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
     pub fn config(field: impl Into<String>, msg: impl Into<String>) -> Self {
-        Error::Config { field: field.into(), msg: msg.into() }
+        Error::Config {
+            field: field.into(),
+            msg: msg.into(),
+        }
     }
 }
 

@@ -33,33 +33,59 @@ fn decode(path: &Path, name: &str, view: &TensorView, device: &Device) -> Result
     let bytes = view.data();
     let (values, stored): (Vec<f32>, StoreDtype) = match view.dtype() {
         Dtype::F32 => (
-            bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
             StoreDtype::F32,
         ),
         Dtype::BF16 => (
-            bytes.chunks_exact(2).map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect(),
+            bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
+                .collect(),
             StoreDtype::Bf16,
         ),
         Dtype::F16 => (
-            bytes.chunks_exact(2).map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect(),
+            bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
+                .collect(),
             StoreDtype::F16,
         ),
         other => {
             return Err(Error::format(
                 path,
-                format!("tensor `{name}` has dtype {other:?}; gradus reads F32, BF16 and F16 weights"),
+                format!(
+                    "tensor `{name}` has dtype {other:?}; gradus reads F32, BF16 and F16 weights"
+                ),
             ))
         }
     };
     let n: usize = shape.iter().product();
     if values.len() != n {
-        return Err(Error::format(path, format!("tensor `{name}`: shape {shape:?} needs {n} values, file holds {}", values.len())));
+        return Err(Error::format(
+            path,
+            format!(
+                "tensor `{name}`: shape {shape:?} needs {n} values, file holds {}",
+                values.len()
+            ),
+        ));
     }
-    Ok(Loaded { name: name.to_string(), tensor: Tensor::from_vec(values, shape, device)?, stored })
+    Ok(Loaded {
+        name: name.to_string(),
+        tensor: Tensor::from_vec(values, shape, device)?,
+        stored,
+    })
 }
 
 fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
-    SafeTensors::deserialize(bytes).map_err(|e| Error::format(path, format!("not a valid safetensors file (truncated or corrupt?): {e}")))
+    SafeTensors::deserialize(bytes).map_err(|e| {
+        Error::format(
+            path,
+            format!("not a valid safetensors file (truncated or corrupt?): {e}"),
+        )
+    })
 }
 
 /// Reads every tensor of a safetensors file, sorted by name.
@@ -70,7 +96,9 @@ pub fn read_safetensors(path: &Path, device: &Device) -> Result<Vec<Loaded>> {
     let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
     names.sort();
     for name in names {
-        let view = st.tensor(&name).map_err(|e| Error::format(path, format!("tensor `{name}`: {e}")))?;
+        let view = st
+            .tensor(&name)
+            .map_err(|e| Error::format(path, format!("tensor `{name}`: {e}")))?;
         out.push(decode(path, &name, &view, device)?);
     }
     Ok(out)
@@ -114,21 +142,40 @@ fn encode(name: &str, t: &Tensor, dtype: StoreDtype) -> Result<Raw> {
         .map_err(|e| Error::msg(format!("tensor `{name}`: {e}")))?;
     let (dt, data) = match dtype {
         StoreDtype::F32 => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        StoreDtype::Bf16 => (Dtype::BF16, v.iter().flat_map(|x| half::bf16::from_f32(*x).to_bits().to_le_bytes()).collect()),
-        StoreDtype::F16 => (Dtype::F16, v.iter().flat_map(|x| half::f16::from_f32(*x).to_bits().to_le_bytes()).collect()),
+        StoreDtype::Bf16 => (
+            Dtype::BF16,
+            v.iter()
+                .flat_map(|x| half::bf16::from_f32(*x).to_bits().to_le_bytes())
+                .collect(),
+        ),
+        StoreDtype::F16 => (
+            Dtype::F16,
+            v.iter()
+                .flat_map(|x| half::f16::from_f32(*x).to_bits().to_le_bytes())
+                .collect(),
+        ),
     };
-    Ok(Raw { dtype: dt, shape, data })
+    Ok(Raw {
+        dtype: dt,
+        shape,
+        data,
+    })
 }
 
 /// Writes tensors (stored as `dtype`) with `{"format": "pt"}` metadata, atomically.
-pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)], dtype: StoreDtype) -> Result<()> {
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    dtype: StoreDtype,
+) -> Result<()> {
     let raws: Vec<(String, Raw)> = tensors
         .iter()
         .map(|(n, t)| Ok((n.clone(), encode(n, t, dtype)?)))
         .collect::<Result<_>>()?;
     let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-    let bytes = safetensors::tensor::serialize(raws.iter().map(|(n, r)| (n.as_str(), r)), Some(meta))
-        .map_err(|e| Error::format(path, format!("cannot serialise: {e}")))?;
+    let bytes =
+        safetensors::tensor::serialize(raws.iter().map(|(n, r)| (n.as_str(), r)), Some(meta))
+            .map_err(|e| Error::format(path, format!("cannot serialise: {e}")))?;
     write_atomic(path, &bytes)
 }
 
@@ -138,8 +185,15 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)], dtype: Store
 pub fn unique_temp_path(path: &Path) -> Result<std::path::PathBuf> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let fname = path.file_name().ok_or_else(|| Error::format(path, "not a file path"))?.to_string_lossy().to_string();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let fname = path
+        .file_name()
+        .ok_or_else(|| Error::format(path, "not a file path"))?
+        .to_string_lossy()
+        .to_string();
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     Ok(dir.join(format!(".{fname}.tmp-{}-{n}", std::process::id())))
 }
@@ -149,11 +203,18 @@ pub fn unique_temp_path(path: &Path) -> Result<std::path::PathBuf> {
 /// the new one, never a part, and concurrent writers never write into each other's temp file. The
 /// temp file is removed if anything fails.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let tmp = unique_temp_path(path)?;
     let res = (|| -> Result<()> {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
         f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
         f.sync_all().map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;

@@ -25,7 +25,9 @@ pub struct RngState {
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self { inner: ChaCha8Rng::seed_from_u64(seed) }
+        Self {
+            inner: ChaCha8Rng::seed_from_u64(seed),
+        }
     }
 
     /// A child stream, independent of this one, derived from `(seed, label)`.
@@ -89,9 +91,17 @@ impl Rng {
     }
 
     /// A tensor of i.i.d. U(lo, hi) f32 values.
-    pub fn rand_uniform(&mut self, shape: &[usize], lo: f64, hi: f64, device: &Device) -> Result<Tensor> {
+    pub fn rand_uniform(
+        &mut self,
+        shape: &[usize],
+        lo: f64,
+        hi: f64,
+        device: &Device,
+    ) -> Result<Tensor> {
         let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| (lo + (hi - lo) * self.uniform()) as f32).collect();
+        let v: Vec<f32> = (0..n)
+            .map(|_| (lo + (hi - lo) * self.uniform()) as f32)
+            .collect();
         Ok(Tensor::from_vec(v, shape, device)?)
     }
 }

@@ -8,8 +8,8 @@
 //! --nocapture timing` with RAYON_NUM_THREADS=1 or 2.
 
 use gradus_tensor::ops::{
-    attention, attention_ref, rms_norm, rms_norm_ref, rope, rope_ref, swiglu, swiglu_ref, token_logprobs,
-    token_logprobs_ref,
+    attention, attention_ref, rms_norm, rms_norm_ref, rope, rope_ref, swiglu, swiglu_ref,
+    token_logprobs, token_logprobs_ref,
 };
 use gradus_tensor::rng::Rng;
 use gradus_tensor::tol::FUSED_VS_REF_F32;
@@ -25,15 +25,24 @@ fn flat(t: &Tensor) -> Vec<f32> {
 fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
     let (a, b) = (flat(a), flat(b));
-    assert!(a.iter().all(|x| x.is_finite()), "non-finite value in fused result");
+    assert!(
+        a.iter().all(|x| x.is_finite()),
+        "non-finite value in fused result"
+    );
     let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-20);
-    let diff = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
     diff / scale
 }
 
 fn assert_close(what: &str, fused: &Tensor, reference: &Tensor) {
     let e = rel_err(fused, reference);
-    assert!(e <= FUSED_VS_REF_F32, "{what}: relative error {e:e} > {FUSED_VS_REF_F32:e}");
+    assert!(
+        e <= FUSED_VS_REF_F32,
+        "{what}: relative error {e:e} > {FUSED_VS_REF_F32:e}"
+    );
 }
 
 /// Runs `f` on the given leaves (built by `make` from Vars) for fused and ref, compares the outputs
@@ -51,18 +60,36 @@ fn check_grads(
     let out_r = reference(&inputs).unwrap();
     assert_close(&format!("{what}: forward"), &out_f, &out_r);
     let r = rng.randn(out_r.dims(), 1.0, &CPU).unwrap();
-    let gf = (&out_f * &r).unwrap().sum_all().unwrap().backward().unwrap();
-    let gr = (&out_r * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let gf = (&out_f * &r)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let gr = (&out_r * &r)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     for (i, v) in vars.iter().enumerate() {
-        let a = gf.get(v.as_tensor()).unwrap_or_else(|| panic!("{what}: fused gives no grad for input {i}"));
-        let b = gr.get(v.as_tensor()).unwrap_or_else(|| panic!("{what}: ref gives no grad for input {i}"));
+        let a = gf
+            .get(v.as_tensor())
+            .unwrap_or_else(|| panic!("{what}: fused gives no grad for input {i}"));
+        let b = gr
+            .get(v.as_tensor())
+            .unwrap_or_else(|| panic!("{what}: ref gives no grad for input {i}"));
         assert_close(&format!("{what}: grad of input {i}"), a, b);
     }
 }
 
 /// Runs `f` on a rayon pool of `n` threads (to check results do not depend on the thread count).
 fn in_pool<R: Send>(n: usize, f: impl FnOnce() -> R + Send) -> R {
-    rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap().install(f)
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .unwrap()
+        .install(f)
 }
 
 fn var(rng: &mut Rng, shape: &[usize], std: f64) -> Var {
@@ -83,7 +110,11 @@ fn rms_case(what: &str, n_shape: &[usize], d: usize, transposed: bool, seed: u64
     };
     let w = Var::from_tensor(&(rng.randn(&[d], 0.2, &CPU).unwrap() + 1.0).unwrap()).unwrap();
     let make = move |v: &[Var]| {
-        let x = if transposed { v[0].as_tensor().t().unwrap() } else { v[0].as_tensor().clone() };
+        let x = if transposed {
+            v[0].as_tensor().t().unwrap()
+        } else {
+            v[0].as_tensor().clone()
+        };
         vec![x, v[1].as_tensor().clone()]
     };
     check_grads(
@@ -111,12 +142,20 @@ fn rms_norm_of_a_constant_row_is_the_weight_scaled() {
     // y = w · 3 / sqrt(9.000001) = w · 0.99999994444...
     let d = 11;
     let x = Tensor::full(3f32, (2, d), &CPU).unwrap();
-    let w = Tensor::arange(0u32, d as u32, &CPU).unwrap().to_dtype(DType::F32).unwrap().sin().unwrap();
+    let w = Tensor::arange(0u32, d as u32, &CPU)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .sin()
+        .unwrap();
     let y = flat(&rms_norm(&x, &w, 1e-6).unwrap());
     let factor = 3.0f64 / (9.0f64 + 1e-6).sqrt();
     for (i, yi) in y.iter().enumerate() {
         let expected = ((i % d) as f64).sin() * factor;
-        assert!((*yi as f64 - expected).abs() < 1e-6, "y[{i}] = {yi}, expected {expected}");
+        assert!(
+            (*yi as f64 - expected).abs() < 1e-6,
+            "y[{i}] = {yi}, expected {expected}"
+        );
     }
 }
 
@@ -129,10 +168,16 @@ fn rms_norm_backward_is_bit_reproducible() {
     let run = || {
         let y = rms_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap();
         let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        (flat(g.get(x.as_tensor()).unwrap()), flat(g.get(w.as_tensor()).unwrap()))
+        (
+            flat(g.get(x.as_tensor()).unwrap()),
+            flat(g.get(w.as_tensor()).unwrap()),
+        )
     };
     let (a, b, c) = (run(), in_pool(1, run), in_pool(3, run));
-    assert!(a == b && a == c, "backward runs differ (run to run or across thread counts)");
+    assert!(
+        a == b && a == c,
+        "backward runs differ (run to run or across thread counts)"
+    );
 }
 
 // ---------------------------------------------------------------- swiglu
@@ -149,10 +194,23 @@ fn swiglu_matches_ref() {
         let u = var(&mut rng, &shape, 1.0);
         let make = move |v: &[Var]| {
             v.iter()
-                .map(|v| if transposed { v.as_tensor().t().unwrap() } else { v.as_tensor().clone() })
+                .map(|v| {
+                    if transposed {
+                        v.as_tensor().t().unwrap()
+                    } else {
+                        v.as_tensor().clone()
+                    }
+                })
                 .collect()
         };
-        check_grads(what, &[g, u], &make, &|t| swiglu(&t[0], &t[1]), &|t| swiglu_ref(&t[0], &t[1]), &mut rng);
+        check_grads(
+            what,
+            &[g, u],
+            &make,
+            &|t| swiglu(&t[0], &t[1]),
+            &|t| swiglu_ref(&t[0], &t[1]),
+            &mut rng,
+        );
     }
 }
 
@@ -183,7 +241,10 @@ fn rope_matches_ref() {
     // broadcast over the batch (stride 0).
     let (b, t, h, dh) = (3, 9, 2, 10);
     let (c, s) = cos_sin(&mut rng, 1, t, dh / 2);
-    let (c, s) = (c.broadcast_as((b, t, dh / 2)).unwrap(), s.broadcast_as((b, t, dh / 2)).unwrap());
+    let (c, s) = (
+        c.broadcast_as((b, t, dh / 2)).unwrap(),
+        s.broadcast_as((b, t, dh / 2)).unwrap(),
+    );
     let x = var(&mut rng, &[b, h, t, dh], 1.0);
     let (c2, s2) = (c.clone(), s.clone());
     check_grads(
@@ -213,16 +274,30 @@ struct AttnCase {
 fn attn_check(c: AttnCase, seed: u64) {
     let mut rng = Rng::new(seed);
     let scale = 1.0 / (c.dh as f64).sqrt();
-    let shapes = |t: usize, h: usize| if c.transposed { vec![c.b, h, t, c.dh] } else { vec![c.b, t, h, c.dh] };
+    let shapes = |t: usize, h: usize| {
+        if c.transposed {
+            vec![c.b, h, t, c.dh]
+        } else {
+            vec![c.b, t, h, c.dh]
+        }
+    };
     let q = var(&mut rng, &shapes(c.tq, c.hq), 1.5);
     let k = var(&mut rng, &shapes(c.tk, c.hkv), 1.5);
     let v = var(&mut rng, &shapes(c.tk, c.hkv), 1.0);
-    let seg = c.segments.map(|s| Tensor::from_vec(s, (c.b, c.tk), &CPU).unwrap());
+    let seg = c
+        .segments
+        .map(|s| Tensor::from_vec(s, (c.b, c.tk), &CPU).unwrap());
     let seg2 = seg.clone();
     let transposed = c.transposed;
     let make = move |vs: &[Var]| {
         vs.iter()
-            .map(|v| if transposed { v.as_tensor().transpose(1, 2).unwrap() } else { v.as_tensor().clone() })
+            .map(|v| {
+                if transposed {
+                    v.as_tensor().transpose(1, 2).unwrap()
+                } else {
+                    v.as_tensor().clone()
+                }
+            })
             .collect()
     };
     check_grads(
@@ -237,12 +312,24 @@ fn attn_check(c: AttnCase, seed: u64) {
 
 /// Segment ids of one row from (id, length) runs.
 fn runs(rs: &[(u32, usize)]) -> Vec<u32> {
-    rs.iter().flat_map(|&(id, n)| std::iter::repeat_n(id, n)).collect()
+    rs.iter()
+        .flat_map(|&(id, n)| std::iter::repeat_n(id, n))
+        .collect()
 }
 
 #[test]
 fn attention_small_gqa_matches_ref() {
-    let base = |what, hkv| AttnCase { what, b: 2, tq: 7, tk: 7, hq: 4, hkv, dh: 16, segments: None, transposed: false };
+    let base = |what, hkv| AttnCase {
+        what,
+        b: 2,
+        tq: 7,
+        tk: 7,
+        hq: 4,
+        hkv,
+        dh: 16,
+        segments: None,
+        transposed: false,
+    };
     attn_check(base("attention T=7 MHA", 4), 31);
     attn_check(base("attention T=7 Hkv=2", 2), 32);
     attn_check(base("attention T=7 Hkv=1", 1), 33);
@@ -306,13 +393,30 @@ fn attention_long_with_segments_matches_ref() {
 #[test]
 fn attention_with_query_offset_matches_ref() {
     // Tq < Tk: queries are the last Tq positions (a KV cache); also Tq = 1 (generation).
-    let seg = [runs(&[(0, 3), (1, 90), (2, 47)]), runs(&[(4, 100), (6, 40)])].concat();
+    let seg = [
+        runs(&[(0, 3), (1, 90), (2, 47)]),
+        runs(&[(4, 100), (6, 40)]),
+    ]
+    .concat();
     for (what, tq, segments) in [
         ("attention Tq=5 Tk=140 segments", 5, Some(seg.clone())),
         ("attention Tq=70 Tk=140", 70, None),
         ("attention Tq=1 Tk=140 segments", 1, Some(seg.clone())),
     ] {
-        attn_check(AttnCase { what, b: 2, tq, tk: 140, hq: 4, hkv: 2, dh: 16, segments, transposed: false }, 51);
+        attn_check(
+            AttnCase {
+                what,
+                b: 2,
+                tq,
+                tk: 140,
+                hq: 4,
+                hkv: 2,
+                dh: 16,
+                segments,
+                transposed: false,
+            },
+            51,
+        );
     }
 }
 
@@ -323,7 +427,11 @@ fn attention_with_identical_keys_returns_running_mean_of_v() {
     let mut rng = Rng::new(61);
     let (t, dh) = (70, 8);
     let q = rng.randn(&[1, t, 2, dh], 1.0, &CPU).unwrap();
-    let k = rng.randn(&[1, 1, 1, dh], 1.0, &CPU).unwrap().broadcast_as((1, t, 1, dh)).unwrap();
+    let k = rng
+        .randn(&[1, 1, 1, dh], 1.0, &CPU)
+        .unwrap()
+        .broadcast_as((1, t, 1, dh))
+        .unwrap();
     let v = rng.randn(&[1, t, 1, dh], 1.0, &CPU).unwrap();
     let out = flat(&attention(&q, &k, &v, None, 0.3).unwrap()); // (1, T, 2, Dh)
     let vv = flat(&v);
@@ -336,7 +444,10 @@ fn attention_with_identical_keys_returns_running_mean_of_v() {
             for d in 0..dh {
                 let expected = run[d] / (i + 1) as f64;
                 let got = out[(i * 2 + h) * dh + d] as f64;
-                assert!((got - expected).abs() < 1e-5, "out[{i},{h},{d}] = {got}, expected {expected}");
+                assert!(
+                    (got - expected).abs() < 1e-5,
+                    "out[{i},{h},{d}] = {got}, expected {expected}"
+                );
             }
         }
     }
@@ -364,7 +475,10 @@ fn attention_backward_is_bit_reproducible() {
             [&q, &k, &v].map(|x| flat(g.get(x.as_tensor()).unwrap()))
         };
         let (x, y, z) = (run(), in_pool(1, run), in_pool(3, run));
-        assert!(x == y && x == z, "backward runs differ across thread counts (B={b}, Hkv={hkv})");
+        assert!(
+            x == y && x == z,
+            "backward runs differ across thread counts (B={b}, Hkv={hkv})"
+        );
     }
 }
 
@@ -378,11 +492,21 @@ fn token_logprobs_matches_ref() {
         ("logprobs V=5003 many rows", 40, 5003, false, 83),
     ] {
         let mut rng = Rng::new(seed);
-        let x = if transposed { var(&mut rng, &[v, n], 3.0) } else { var(&mut rng, &[n, v], 3.0) };
+        let x = if transposed {
+            var(&mut rng, &[v, n], 3.0)
+        } else {
+            var(&mut rng, &[n, v], 3.0)
+        };
         let tg: Vec<u32> = (0..n).map(|_| rng.below(v) as u32).collect();
         let tg = Tensor::from_vec(tg, n, &CPU).unwrap();
         let tg2 = tg.clone();
-        let make = move |vs: &[Var]| vec![if transposed { vs[0].as_tensor().t().unwrap() } else { vs[0].as_tensor().clone() }];
+        let make = move |vs: &[Var]| {
+            vec![if transposed {
+                vs[0].as_tensor().t().unwrap()
+            } else {
+                vs[0].as_tensor().clone()
+            }]
+        };
         check_grads(
             what,
             &[x],
@@ -415,11 +539,25 @@ fn wrong_dtype_is_an_error_naming_op_and_dtype() {
         ("rms_norm", "F64", err_text(rms_norm(&x64, &w, 1e-5))),
         ("swiglu", "BF16", err_text(swiglu(&xbf, &xbf))),
         ("rope", "F64", err_text(rope(&x64, &cs, &cs))),
-        ("attention", "BF16", err_text(attention(&x, &xbf, &x, None, 1.0))),
-        ("token_logprobs", "F64", err_text(token_logprobs(&x64.reshape((6, 16)).unwrap(), &Tensor::zeros(6, DType::U32, &CPU).unwrap()))),
+        (
+            "attention",
+            "BF16",
+            err_text(attention(&x, &xbf, &x, None, 1.0)),
+        ),
+        (
+            "token_logprobs",
+            "F64",
+            err_text(token_logprobs(
+                &x64.reshape((6, 16)).unwrap(),
+                &Tensor::zeros(6, DType::U32, &CPU).unwrap(),
+            )),
+        ),
     ];
     for (op, dt, msg) in cases {
-        assert!(msg.contains(op) && msg.contains(dt), "error for {op} does not name it and {dt}: {msg}");
+        assert!(
+            msg.contains(op) && msg.contains(dt),
+            "error for {op} does not name it and {dt}: {msg}"
+        );
     }
 }
 
@@ -470,7 +608,10 @@ fn timing_attention_fwd_bwd() {
             best.0 = best.0.min((t1 - t0).as_secs_f64() * 1e3);
             best.1 = best.1.min((t2 - t1).as_secs_f64() * 1e3);
         }
-        println!("attention {name}: fwd {:.2} ms, bwd {:.2} ms (best of 5)", best.0, best.1);
+        println!(
+            "attention {name}: fwd {:.2} ms, bwd {:.2} ms (best of 5)",
+            best.0, best.1
+        );
     }
 }
 
@@ -489,7 +630,10 @@ fn timing_attention_fused_loop() {
         let g = (o * &r).unwrap().sum_all().unwrap().backward().unwrap();
         std::hint::black_box(g.get(q.as_tensor()).unwrap());
     }
-    println!("attention fused fwd+bwd: {:.2} ms per iteration", t0.elapsed().as_secs_f64() * 1e3 / 30.0);
+    println!(
+        "attention fused fwd+bwd: {:.2} ms per iteration",
+        t0.elapsed().as_secs_f64() * 1e3 / 30.0
+    );
 }
 
 /// Best-of-5 milliseconds of forward and of backward (of `(out ∘ R).sum_all()`) for `f`.
@@ -502,7 +646,11 @@ fn time_fwd_bwd(vars: &[&Var], f: &dyn Fn() -> Tensor) -> (f64, f64) {
         let o = f();
         let t1 = std::time::Instant::now();
         let g = (o * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        std::hint::black_box(vars.iter().filter(|v| g.get(v.as_tensor()).is_some()).count());
+        std::hint::black_box(
+            vars.iter()
+                .filter(|v| g.get(v.as_tensor()).is_some())
+                .count(),
+        );
         let t2 = std::time::Instant::now();
         best.0 = best.0.min((t1 - t0).as_secs_f64() * 1e3);
         best.1 = best.1.min((t2 - t1).as_secs_f64() * 1e3);
@@ -520,19 +668,33 @@ fn timing_elementwise_ops() {
     let g = var(&mut rng, &[n, f], 1.0);
     let u = var(&mut rng, &[n, f], 1.0);
     let l = var(&mut rng, &[n, v], 2.0);
-    let tg = Tensor::from_vec((0..n).map(|i| (i * 7919 % v) as u32).collect::<Vec<_>>(), n, &CPU).unwrap();
+    let tg = Tensor::from_vec(
+        (0..n).map(|i| (i * 7919 % v) as u32).collect::<Vec<_>>(),
+        n,
+        &CPU,
+    )
+    .unwrap();
     let report = |name: &str, a: (f64, f64), b: (f64, f64)| {
-        println!("{name}: fused fwd {:.2} ms bwd {:.2} ms | ref fwd {:.2} ms bwd {:.2} ms", a.0, a.1, b.0, b.1)
+        println!(
+            "{name}: fused fwd {:.2} ms bwd {:.2} ms | ref fwd {:.2} ms bwd {:.2} ms",
+            a.0, a.1, b.0, b.1
+        )
     };
     report(
         "rms_norm (2048, 512)",
-        time_fwd_bwd(&[&x, &w], &|| rms_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap()),
-        time_fwd_bwd(&[&x, &w], &|| rms_norm_ref(x.as_tensor(), w.as_tensor(), 1e-5).unwrap()),
+        time_fwd_bwd(&[&x, &w], &|| {
+            rms_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap()
+        }),
+        time_fwd_bwd(&[&x, &w], &|| {
+            rms_norm_ref(x.as_tensor(), w.as_tensor(), 1e-5).unwrap()
+        }),
     );
     report(
         "swiglu (2048, 1408)",
         time_fwd_bwd(&[&g, &u], &|| swiglu(g.as_tensor(), u.as_tensor()).unwrap()),
-        time_fwd_bwd(&[&g, &u], &|| swiglu_ref(g.as_tensor(), u.as_tensor()).unwrap()),
+        time_fwd_bwd(&[&g, &u], &|| {
+            swiglu_ref(g.as_tensor(), u.as_tensor()).unwrap()
+        }),
     );
     report(
         "token_logprobs (2048, 8192)",
@@ -566,6 +728,9 @@ fn timing_attention_generation_step() {
         for _ in 0..1000 {
             std::hint::black_box(f(&q, &k, &v, None, 0.125).unwrap());
         }
-        println!("attention decode step {name}: {:.1} us", t0.elapsed().as_secs_f64() * 1e6 / 1000.0);
+        println!(
+            "attention decode step {name}: {:.1} us",
+            t0.elapsed().as_secs_f64() * 1e6 / 1000.0
+        );
     }
 }

@@ -60,28 +60,42 @@ pub struct SavedRng {
 impl From<RngState> for SavedRng {
     fn from(s: RngState) -> Self {
         let seed = s.seed.iter().map(|b| format!("{b:02x}")).collect();
-        SavedRng { seed, word_pos: s.word_pos.to_string(), stream: s.stream }
+        SavedRng {
+            seed,
+            word_pos: s.word_pos.to_string(),
+            stream: s.stream,
+        }
     }
 }
 
 impl SavedRng {
     /// The state back; errors say which field is malformed.
     pub fn to_state(&self) -> Result<RngState> {
-        let bad = |field: &str, msg: String| Error::msg(format!("trainer state: rng.{field}: {msg}"));
+        let bad =
+            |field: &str, msg: String| Error::msg(format!("trainer state: rng.{field}: {msg}"));
         let hex = self.seed.as_bytes();
         if hex.len() != 64 {
-            return Err(bad("seed", format!("expected 64 hex digits, found {} characters", hex.len())));
+            return Err(bad(
+                "seed",
+                format!("expected 64 hex digits, found {} characters", hex.len()),
+            ));
         }
         let mut seed = [0u8; 32];
         for (i, byte) in seed.iter_mut().enumerate() {
-            let pair = std::str::from_utf8(&hex[2 * i..2 * i + 2]).map_err(|e| bad("seed", e.to_string()))?;
-            *byte = u8::from_str_radix(pair, 16).map_err(|_| bad("seed", format!("`{pair}` is not hex")))?;
+            let pair = std::str::from_utf8(&hex[2 * i..2 * i + 2])
+                .map_err(|e| bad("seed", e.to_string()))?;
+            *byte = u8::from_str_radix(pair, 16)
+                .map_err(|_| bad("seed", format!("`{pair}` is not hex")))?;
         }
         let word_pos = self
             .word_pos
             .parse::<u128>()
             .map_err(|e| bad("word_pos", format!("`{}`: {e}", self.word_pos)))?;
-        Ok(RngState { seed, word_pos, stream: self.stream })
+        Ok(RngState {
+            seed,
+            word_pos,
+            stream: self.stream,
+        })
     }
 }
 
@@ -140,7 +154,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     {
-        fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io_err(dir))?;
+        fs::File::open(dir)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(dir))?;
     }
     #[cfg(not(unix))]
     let _ = dir;
@@ -156,12 +172,13 @@ fn sync_tree(dir: &Path) -> Result<()> {
         if ty.is_dir() {
             sync_tree(&path)?;
         } else if ty.is_file() {
-            fs::File::open(&path).and_then(|f| f.sync_all()).map_err(io_err(&path))?;
+            fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err(&path))?;
         }
     }
     sync_dir(dir)
 }
-
 
 /// Writes `bytes` to `path` via a temporary file, fsync and rename: readers see the old file or the
 /// new one, never a part (see [`gradus_tensor::io::write_atomic`]).
@@ -171,7 +188,8 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Writes `value` as pretty JSON (with a final newline) to `path` atomically.
 pub fn write_json_atomic<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
-    let mut s = serde_json::to_string_pretty(value).map_err(|e| Error::format(path, e.to_string()))?;
+    let mut s =
+        serde_json::to_string_pretty(value).map_err(|e| Error::format(path, e.to_string()))?;
     s.push('\n');
     write_bytes_atomic(path, s.as_bytes())
 }
@@ -179,7 +197,11 @@ pub fn write_json_atomic<T: Serialize + ?Sized>(path: &Path, value: &T) -> Resul
 /// Reads a JSON file; errors name the file and line.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = fs::read_to_string(path).map_err(io_err(path))?;
-    serde_json::from_str(&text).map_err(|e| Error::Parse { path: path.to_path_buf(), line: e.line(), msg: e.to_string() })
+    serde_json::from_str(&text).map_err(|e| Error::Parse {
+        path: path.to_path_buf(),
+        line: e.line(),
+        msg: e.to_string(),
+    })
 }
 
 /// Writes named tensors to a safetensors file atomically, in their own dtypes (f32 for everything
@@ -419,7 +441,10 @@ fn hash_file(path: &Path) -> Result<FileSum> {
         size += n as u64;
         h.write(&buf[..n]);
     }
-    Ok(FileSum { size, xxh3_128: format!("{:032x}", h.finish_128()) })
+    Ok(FileSum {
+        size,
+        xxh3_128: format!("{:032x}", h.finish_128()),
+    })
 }
 
 /// The files of a checkpoint directory (relative paths, sorted), without the manifest.
@@ -461,7 +486,10 @@ pub fn verify_checkpoint(dir: &Path) -> Result<bool> {
         // A Hugging Face model directory has none; a gradus checkpoint from before manifests is
         // worth a warning.
         if dir.join(TRAINER_STATE_FILE).exists() {
-            tracing::warn!("{}: no {CHECKSUMS_FILE}; its files cannot be verified", dir.display());
+            tracing::warn!(
+                "{}: no {CHECKSUMS_FILE}; its files cannot be verified",
+                dir.display()
+            );
         }
         return Ok(false);
     }
@@ -472,7 +500,10 @@ pub fn verify_checkpoint(dir: &Path) -> Result<bool> {
         }
         let path = dir.join(rel);
         if !path.is_file() {
-            return Err(Error::format(&path, format!("missing: the checkpoint's {CHECKSUMS_FILE} lists it")));
+            return Err(Error::format(
+                &path,
+                format!("missing: the checkpoint's {CHECKSUMS_FILE} lists it"),
+            ));
         }
         let got = hash_file(&path)?;
         if got.size != want.size {

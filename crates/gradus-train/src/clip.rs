@@ -19,7 +19,11 @@ pub const CLIP_EPS: f64 = 1e-6;
 /// The parameters' Vars, each once, in list order.
 fn unique_vars(params: &[(String, Var)]) -> Vec<&Var> {
     let mut seen = HashSet::new();
-    params.iter().map(|(_, v)| v).filter(|v| seen.insert(v.as_tensor().id())).collect()
+    params
+        .iter()
+        .map(|(_, v)| v)
+        .filter(|v| seen.insert(v.as_tensor().id()))
+        .collect()
 }
 
 /// The L2 norm of all the parameters' gradients taken together: `sqrt(sum_p sum_i g_pi^2)`.
@@ -28,7 +32,9 @@ pub fn global_grad_norm(grads: &GradStore, params: &[(String, Var)]) -> Result<f
     let sums: Vec<f64> = vars
         .par_iter()
         .map(|v| -> Result<f64> {
-            let Some(g) = grads.get(v.as_tensor()) else { return Ok(0.0) };
+            let Some(g) = grads.get(v.as_tensor()) else {
+                return Ok(0.0);
+            };
             let g = g.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
             Ok(g.iter().map(|&x| (x as f64) * (x as f64)).sum())
         })
@@ -39,7 +45,9 @@ pub fn global_grad_norm(grads: &GradStore, params: &[(String, Var)]) -> Result<f
 /// Multiplies every parameter's gradient by `factor` (e.g. `1 / accumulation_steps`).
 pub fn scale_grads(grads: &mut GradStore, params: &[(String, Var)], factor: f64) -> Result<()> {
     if !factor.is_finite() {
-        return Err(Error::msg(format!("scale_grads: factor must be finite, got {factor}")));
+        return Err(Error::msg(format!(
+            "scale_grads: factor must be finite, got {factor}"
+        )));
     }
     for v in unique_vars(params) {
         if let Some(g) = grads.get(v.as_tensor()) {
@@ -55,9 +63,16 @@ pub fn scale_grads(grads: &mut GradStore, params: &[(String, Var)], factor: f64)
 /// As `torch.nn.utils.clip_grad_norm_`: if `norm > max_norm`, every gradient is multiplied by
 /// `max_norm / (norm + 1e-6)`. If the norm is not finite (NaN/inf gradients) the gradients are left
 /// as they are and the non-finite norm is returned, for the caller to skip the step or stop.
-pub fn clip_grad_norm(grads: &mut GradStore, params: &[(String, Var)], max_norm: f64) -> Result<f64> {
+pub fn clip_grad_norm(
+    grads: &mut GradStore,
+    params: &[(String, Var)],
+    max_norm: f64,
+) -> Result<f64> {
     if !(max_norm.is_finite() && max_norm > 0.0) {
-        return Err(Error::config("max_grad_norm", format!("must be finite and > 0, got {max_norm}")));
+        return Err(Error::config(
+            "max_grad_norm",
+            format!("must be finite and > 0, got {max_norm}"),
+        ));
     }
     let norm = global_grad_norm(grads, params)?;
     if norm.is_finite() && norm > max_norm {
@@ -68,7 +83,11 @@ pub fn clip_grad_norm(grads: &mut GradStore, params: &[(String, Var)], max_norm:
 
 /// Adds the parameters' gradients in `from` into `into` (gradient accumulation). Only parameter
 /// gradients are kept, so the intermediate gradients of a backward pass are not held in memory.
-pub fn accumulate_grads(into: &mut GradStore, from: &GradStore, params: &[(String, Var)]) -> Result<()> {
+pub fn accumulate_grads(
+    into: &mut GradStore,
+    from: &GradStore,
+    params: &[(String, Var)],
+) -> Result<()> {
     for v in unique_vars(params) {
         let t = v.as_tensor();
         if let Some(g) = from.get(t) {
@@ -128,14 +147,30 @@ mod tests {
         let c = Var::zeros(1, DType::F32, &Device::Cpu).unwrap(); // no gradient
         let mut g = GradStore::default();
         // a: [1, 2, 2, 0] -> squares 9; b: [0, 4, 0] -> 16; total 25 -> norm 5.
-        g.insert(a.as_tensor(), Tensor::new(&[[1f32, 2.], [2., 0.]], &Device::Cpu).unwrap());
-        g.insert(b.as_tensor(), Tensor::new(&[0f32, 4., 0.], &Device::Cpu).unwrap());
-        let params = vec![("a".into(), a.clone()), ("b".into(), b), ("c".into(), c), ("a_tied".into(), a)];
+        g.insert(
+            a.as_tensor(),
+            Tensor::new(&[[1f32, 2.], [2., 0.]], &Device::Cpu).unwrap(),
+        );
+        g.insert(
+            b.as_tensor(),
+            Tensor::new(&[0f32, 4., 0.], &Device::Cpu).unwrap(),
+        );
+        let params = vec![
+            ("a".into(), a.clone()),
+            ("b".into(), b),
+            ("c".into(), c),
+            ("a_tied".into(), a),
+        ];
         (params, g)
     }
 
     fn vals(g: &GradStore, v: &Var) -> Vec<f32> {
-        g.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+        g.get(v.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
     }
 
     #[test]

@@ -35,8 +35,14 @@ use serde_json::{json, Map, Value};
 
 use crate::checkpoint::SavedRng;
 use crate::optim::AdamWConfig;
-use crate::prefs::{constant_logps, load_pairs, PairData, pad_id, pair_logps, pair_logps_all, pair_scores, PrefsSection};
-use crate::recipe::{DataSection, DynamicsSection, ModelSection, RecipeConfig, RunConfig, TokenizerSection, TrainSection};
+use crate::prefs::{
+    constant_logps, load_pairs, pad_id, pair_logps, pair_logps_all, pair_scores, PairData,
+    PrefsSection,
+};
+use crate::recipe::{
+    DataSection, DynamicsSection, ModelSection, RecipeConfig, RunConfig, TokenizerSection,
+    TrainSection,
+};
 use crate::report::Section;
 use crate::schedule::Schedule;
 use crate::trainer::{
@@ -108,7 +114,10 @@ impl DpoConfig {
             l.validate()?;
         }
         if self.model.init_from.is_none() {
-            return Err(Error::config("model.init_from", "preference optimisation starts from a trained model (an SFT checkpoint)"));
+            return Err(Error::config(
+                "model.init_from",
+                "preference optimisation starts from a trained model (an SFT checkpoint)",
+            ));
         }
         Ok(())
     }
@@ -130,15 +139,30 @@ fn singles(pairs: &[TokenizedPair]) -> Vec<Single> {
         .iter()
         .flat_map(|p| {
             [
-                Single { prompt: p.prompt.clone(), completion: p.chosen.clone(), desirable: true, reward: p.chosen_reward.unwrap_or(1.0) as f32 },
-                Single { prompt: p.prompt.clone(), completion: p.rejected.clone(), desirable: false, reward: p.rejected_reward.unwrap_or(0.0) as f32 },
+                Single {
+                    prompt: p.prompt.clone(),
+                    completion: p.chosen.clone(),
+                    desirable: true,
+                    reward: p.chosen_reward.unwrap_or(1.0) as f32,
+                },
+                Single {
+                    prompt: p.prompt.clone(),
+                    completion: p.rejected.clone(),
+                    desirable: false,
+                    reward: p.rejected_reward.unwrap_or(0.0) as f32,
+                },
             ]
         })
         .collect()
 }
 
 /// Unpaired rows (prompt/completion/label) tokenized as singles; MargE's reward is the label (1/0).
-fn unpaired_singles(source: &str, p: &PrefsSection, tok: &Tokenizer, max_len: usize) -> Result<Vec<Single>> {
+fn unpaired_singles(
+    source: &str,
+    p: &PrefsSection,
+    tok: &Tokenizer,
+    max_len: usize,
+) -> Result<Vec<Single>> {
     let rows = read_unpaired(Path::new(source), &p.fields)?;
     let tpl = gradus_data::chat::ChatTemplate::for_tokenizer(tok)?;
     let mut out = Vec::with_capacity(rows.len());
@@ -149,25 +173,42 @@ fn unpaired_singles(source: &str, p: &PrefsSection, tok: &Tokenizer, max_len: us
             None
         };
         let t = tokenize(tok, &tpl, &r.prompt, &[&r.completion])?;
-        let bad = bad.or((t.prompt.len() + t.completions[0].len() > max_len).then_some("prompt + completion is longer than the context"));
+        let bad = bad.or((t.prompt.len() + t.completions[0].len() > max_len)
+            .then_some("prompt + completion is longer than the context"));
         if let Some(why) = bad {
             match p.on_bad_pair {
-                BadPairPolicy::Error => return Err(Error::msg(format!("{source}: example {i}: {why}"))),
+                BadPairPolicy::Error => {
+                    return Err(Error::msg(format!("{source}: example {i}: {why}")))
+                }
                 BadPairPolicy::Skip => continue,
             }
         }
         let mut c = t.completions;
-        out.push(Single { prompt: t.prompt, completion: c.pop().unwrap_or_default(), desirable: r.label, reward: if r.label { 1.0 } else { 0.0 } });
+        out.push(Single {
+            prompt: t.prompt,
+            completion: c.pop().unwrap_or_default(),
+            desirable: r.label,
+            reward: if r.label { 1.0 } else { 0.0 },
+        });
     }
     if out.is_empty() {
-        return Err(Error::config("data.source", format!("`{source}` holds no usable examples")));
+        return Err(Error::config(
+            "data.source",
+            format!("`{source}` holds no usable examples"),
+        ));
     }
     Ok(out)
 }
 
 /// log π(completion | prompt) of singles: (B,) with lengths. `shift` pairs prompt i with the
 /// completion of item (i + 1) mod N (KTO's mismatched KL estimate).
-fn single_logps(model: &Decoder, items: &[&Single], shift: Option<&[Single]>, idx: &[usize], pad: u32) -> Result<SeqLogps> {
+fn single_logps(
+    model: &Decoder,
+    items: &[&Single],
+    shift: Option<&[Single]>,
+    idx: &[usize],
+    pad: u32,
+) -> Result<SeqLogps> {
     let seqs: Vec<_> = items
         .iter()
         .zip(idx)
@@ -179,7 +220,13 @@ fn single_logps(model: &Decoder, items: &[&Single], shift: Option<&[Single]>, id
     let b = completion_batch(&seqs, pad)?;
     let inp = crate::trainer::forward_input(&b);
     let lp = model.row_logps(&inp, &b.targets, &b.loss_weight)?;
-    let lens = (0..b.rows).map(|r| b.loss_weight[r * b.seq_len..(r + 1) * b.seq_len].iter().sum()).collect();
+    let lens = (0..b.rows)
+        .map(|r| {
+            b.loss_weight[r * b.seq_len..(r + 1) * b.seq_len]
+                .iter()
+                .sum()
+        })
+        .collect();
     SeqLogps::new(lp, lens)
 }
 
@@ -447,20 +494,34 @@ impl DpoLearner<'_> {
             Reference::Cached(c) => {
                 let pick = |k: usize| idx.iter().map(|&i| c[i][k]).collect::<Vec<f64>>();
                 let dev = self.model.device();
-                PairLogps::new(constant_logps(&pick(0), &pick(2), dev)?, constant_logps(&pick(1), &pick(3), dev)?)
+                PairLogps::new(
+                    constant_logps(&pick(0), &pick(2), dev)?,
+                    constant_logps(&pick(1), &pick(3), dev)?,
+                )
             }
             Reference::Online(m) => Ok(pair_logps(m, pairs, self.pad)?.detach()),
         }
     }
 
-    fn reference_singles(&self, idx: &[usize], items: &[&Single], all: &[Single]) -> Result<(SeqLogps, SeqLogps)> {
+    fn reference_singles(
+        &self,
+        idx: &[usize],
+        items: &[&Single],
+        all: &[Single],
+    ) -> Result<(SeqLogps, SeqLogps)> {
         match &self.reference {
             Reference::Cached(c) => {
                 let pick = |k: usize| idx.iter().map(|&i| c[i][k]).collect::<Vec<f64>>();
                 let dev = self.model.device();
                 let lens = pick(2);
-                let shifted_lens: Vec<f64> = idx.iter().map(|&i| all[(i + 1) % all.len()].completion.len() as f64).collect();
-                Ok((constant_logps(&pick(0), &lens, dev)?, constant_logps(&pick(1), &shifted_lens, dev)?))
+                let shifted_lens: Vec<f64> = idx
+                    .iter()
+                    .map(|&i| all[(i + 1) % all.len()].completion.len() as f64)
+                    .collect();
+                Ok((
+                    constant_logps(&pick(0), &lens, dev)?,
+                    constant_logps(&pick(1), &shifted_lens, dev)?,
+                ))
             }
             Reference::Online(m) => Ok((
                 single_logps(m, items, None, idx, self.pad)?.detach(),
@@ -475,7 +536,11 @@ impl DpoLearner<'_> {
         self.model.set_lora_training(false);
         let pol = pair_logps_all(self.model, &self.eval, self.pad, 16);
         self.model.set_lora_training(true);
-        Ok(ranking_report(&pair_scores(&self.eval, &pol?, &self.eval_ref), self.objective.beta(), self.eps))
+        Ok(ranking_report(
+            &pair_scores(&self.eval, &pol?, &self.eval_ref),
+            self.objective.beta(),
+            self.eps,
+        ))
     }
 }
 
@@ -483,11 +548,20 @@ impl DpoLearner<'_> {
 pub fn ranking_metrics(r: &RankingReport) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("ranking/accuracy".into(), json!(r.ranking_accuracy));
-    m.insert("ranking/accuracy_normalized".into(), json!(r.ranking_accuracy_normalized));
-    m.insert("ranking/reference_accuracy".into(), json!(r.reference_ranking_accuracy));
+    m.insert(
+        "ranking/accuracy_normalized".into(),
+        json!(r.ranking_accuracy_normalized),
+    );
+    m.insert(
+        "ranking/reference_accuracy".into(),
+        json!(r.reference_ranking_accuracy),
+    );
     m.insert("ranking/reward_accuracy".into(), json!(r.reward_accuracy));
     m.insert("ranking/mean_dpo_loss".into(), json!(r.mean_dpo_loss));
-    m.insert("ranking/mean_flip_threshold".into(), json!(r.mean_flip_threshold));
+    m.insert(
+        "ranking/mean_flip_threshold".into(),
+        json!(r.mean_flip_threshold),
+    );
     m.insert("ranking/flip_consistency".into(), json!(r.flip_consistency));
     for ((b, ideal), (_, gap)) in r.idealised.iter().zip(&r.alignment_gap) {
         m.insert(format!("ranking/idealised@{b}"), json!(ideal));
@@ -507,15 +581,25 @@ impl Learner for DpoLearner<'_> {
         }
     }
     fn next_micro(&mut self) -> Result<Vec<usize>> {
-        Ok(self.cursor.next_indices().ok_or_else(|| Error::msg("no preference data"))?.to_vec())
+        Ok(self
+            .cursor
+            .next_indices()
+            .ok_or_else(|| Error::msg("no preference data"))?
+            .to_vec())
     }
     fn weight(&self, m: &Vec<usize>) -> f64 {
         m.len() as f64
     }
     fn tokens(&self, m: &Vec<usize>) -> u64 {
         match &self.items {
-            Items::Pairs(p) => m.iter().map(|&i| (2 * p[i].prompt.len() + p[i].chosen.len() + p[i].rejected.len()) as u64).sum(),
-            Items::Singles(s) => m.iter().map(|&i| (s[i].prompt.len() + s[i].completion.len()) as u64).sum(),
+            Items::Pairs(p) => m
+                .iter()
+                .map(|&i| (2 * p[i].prompt.len() + p[i].chosen.len() + p[i].rejected.len()) as u64)
+                .sum(),
+            Items::Singles(s) => m
+                .iter()
+                .map(|&i| (s[i].prompt.len() + s[i].completion.len()) as u64)
+                .sum(),
         }
     }
 
@@ -577,10 +661,17 @@ impl Learner for DpoLearner<'_> {
     fn load(&mut self, dir: &Path) -> Result<()> {
         let t: Vec<(String, Tensor)> = if self.lora.is_some() {
             let f = dir.join("adapter_model.safetensors");
-            gradus_tensor::io::read_safetensors(&f, self.model.device())?.into_iter().map(|l| (l.name, l.tensor)).collect()
+            gradus_tensor::io::read_safetensors(&f, self.model.device())?
+                .into_iter()
+                .map(|l| (l.name, l.tensor))
+                .collect()
         } else {
             let saved = load_decoder(dir, self.model.device())?;
-            saved.named_params().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect()
+            saved
+                .named_params()
+                .into_iter()
+                .map(|(n, v)| (n, v.as_tensor().clone()))
+                .collect()
         };
         set_params(&self.params(), &t, dir)?;
         if let Some(f) = &mut self.fast {
@@ -593,7 +684,9 @@ impl Learner for DpoLearner<'_> {
         json!({"pairs": self.cursor.state(), "lora_dropout": dropout})
     }
     fn restore_cursor(&mut self, cursor: &Value) -> Result<()> {
-        let bad = |e: serde_json::Error| Error::msg(format!("trainer_state.json: bad data_cursor {cursor}: {e}"));
+        let bad = |e: serde_json::Error| {
+            Error::msg(format!("trainer_state.json: bad data_cursor {cursor}: {e}"))
+        };
         let st: CursorState = serde_json::from_value(cursor["pairs"].clone()).map_err(bad)?;
         if let Some(d) = cursor.get("lora_dropout").filter(|v| !v.is_null()) {
             let saved: SavedRng = serde_json::from_value(d.clone()).map_err(bad)?;
@@ -608,7 +701,10 @@ impl Learner for DpoLearner<'_> {
         let r = self.ranking()?;
         let mut m = ranking_metrics(&r);
         if self.eval_is_train_subset {
-            m = m.into_iter().map(|(k, v)| (k.replacen("ranking/", "ranking_train_subset/", 1), v)).collect();
+            m = m
+                .into_iter()
+                .map(|(k, v)| (k.replacen("ranking/", "ranking_train_subset/", 1), v))
+                .collect();
         }
         self.last_report = Some(r);
         Ok(m)
@@ -636,13 +732,22 @@ pub fn run(cfg: &DpoConfig, start: impl Into<crate::rundir::Start>) -> Result<Dp
     let mut model = crate::prep::model_for(&base, &tok)?;
     model.cfg.dtype = WeightDtype::F32;
     if let Some(l) = &cfg.lora {
-        model.apply_lora(l, &mut gradus_tensor::rng::Rng::derive(cfg.run.seed, "lora"))?;
+        model.apply_lora(
+            l,
+            &mut gradus_tensor::rng::Rng::derive(cfg.run.seed, "lora"),
+        )?;
     }
     // References and evaluations run without adapter dropout.
     model.set_lora_training(false);
     let (data, unpaired) = if cfg.prefs.unpaired {
         if cfg.objective.is_paired() {
-            return Err(Error::config("prefs.unpaired", format!("unpaired data needs `kto` or `marge`, not `{}`", cfg.objective.name())));
+            return Err(Error::config(
+                "prefs.unpaired",
+                format!(
+                    "unpaired data needs `kto` or `marge`, not `{}`",
+                    cfg.objective.name()
+                ),
+            ));
         }
         let (eval, skipped) = match &cfg.prefs.eval_source {
             Some(e) => {
@@ -658,9 +763,26 @@ pub fn run(cfg: &DpoConfig, start: impl Into<crate::rundir::Start>) -> Result<Dp
             None => (Vec::new(), Default::default()),
         };
         let singles = unpaired_singles(&cfg.data.source, &cfg.prefs, &tok, cfg.data.seq_len)?;
-        (PairData { train: Vec::new(), eval, skipped, eval_is_train_subset: false }, Some(singles))
+        (
+            PairData {
+                train: Vec::new(),
+                eval,
+                skipped,
+                eval_is_train_subset: false,
+            },
+            Some(singles),
+        )
     } else {
-        (load_pairs(&cfg.data.source, &cfg.prefs, &tok, cfg.data.seq_len, cfg.run.seed)?, None)
+        (
+            load_pairs(
+                &cfg.data.source,
+                &cfg.prefs,
+                &tok,
+                cfg.data.seq_len,
+                cfg.run.seed,
+            )?,
+            None,
+        )
     };
     let pad = pad_id(&tok);
 
@@ -673,8 +795,13 @@ pub fn run(cfg: &DpoConfig, start: impl Into<crate::rundir::Start>) -> Result<Dp
     };
     let reference = match cfg.reference.mode {
         // With LoRA the reference is the base with adapters disabled: the same Vars, no copy.
-        ReferenceMode::Online if cfg.lora.is_some() => Reference::Online(Box::new(model.without_adapters())),
-        ReferenceMode::Online => Reference::Online(Box::new(load_decoder(&crate::prefs::model_dir(&cfg.model.init_from, "dpo")?, model.device())?)),
+        ReferenceMode::Online if cfg.lora.is_some() => {
+            Reference::Online(Box::new(model.without_adapters()))
+        }
+        ReferenceMode::Online => Reference::Online(Box::new(load_decoder(
+            &crate::prefs::model_dir(&cfg.model.init_from, "dpo")?,
+            model.device(),
+        )?)),
         ReferenceMode::Precompute => Reference::Cached(match &items {
             Items::Pairs(p) => pair_logps_all(&model, p, pad, 16)?,
             Items::Singles(s) => {
@@ -711,7 +838,8 @@ pub fn run(cfg: &DpoConfig, start: impl Into<crate::rundir::Start>) -> Result<Dp
         objective: cfg.objective.clone(),
         items,
         reference,
-        cursor: IndexCursor::new(n, cfg.train.batch_size, cfg.run.seed)?.with_shuffle(cfg.prefs.shuffle),
+        cursor: IndexCursor::new(n, cfg.train.batch_size, cfg.run.seed)?
+            .with_shuffle(cfg.prefs.shuffle),
         pad,
         eval: data.eval.clone(),
         eval_ref,
@@ -722,56 +850,129 @@ pub fn run(cfg: &DpoConfig, start: impl Into<crate::rundir::Start>) -> Result<Dp
         fast,
         leaf: None,
     };
-    let before = if learner.eval.is_empty() { None } else { Some(learner.ranking()?) };
+    let before = if learner.eval.is_empty() {
+        None
+    } else {
+        Some(learner.ranking()?)
+    };
 
     // 3. Train.
     let fit = fit_learner(&mut learner, &base, &mut run)?;
 
     // 4. Final diagnostics, ranking.json, report.
-    let after = if learner.eval.is_empty() { None } else { Some(learner.ranking()?) };
+    let after = if learner.eval.is_empty() {
+        None
+    } else {
+        Some(learner.ranking()?)
+    };
     if let Some(r) = &after {
         let text = serde_json::to_string_pretty(&json!({"before": before, "after": r, "skipped": data.skipped, "eval_pairs": if data.eval_is_train_subset { "train_subset" } else { "held_out" }})).unwrap_or_default();
         gradus_tensor::io::write_atomic(&run_dir.join("ranking.json"), text.as_bytes())?;
     }
     let mut extra = vec![
         Section::plot("Reward accuracy (train batches)", &["rewards/accuracies"]),
-        Section::plot("Implicit rewards", &["rewards/chosen", "rewards/rejected", "rewards/margins"]),
+        Section::plot(
+            "Implicit rewards",
+            &["rewards/chosen", "rewards/rejected", "rewards/margins"],
+        ),
         Section::plot("Sequence log-probs", &["logps/chosen", "logps/rejected"]),
     ];
-    let (ns, what) = if data.eval_is_train_subset { ("ranking_train_subset", "train-subset pairs, NOT held out") } else { ("ranking", "held-out pairs") };
-    let ideal_keys: Vec<String> = BETAS.iter().map(|b| format!("{ns}/idealised@{b}")).collect();
-    let mut rank_keys = vec![format!("{ns}/accuracy"), format!("{ns}/reference_accuracy"), format!("{ns}/reward_accuracy")];
+    let (ns, what) = if data.eval_is_train_subset {
+        ("ranking_train_subset", "train-subset pairs, NOT held out")
+    } else {
+        ("ranking", "held-out pairs")
+    };
+    let ideal_keys: Vec<String> = BETAS
+        .iter()
+        .map(|b| format!("{ns}/idealised@{b}"))
+        .collect();
+    let mut rank_keys = vec![
+        format!("{ns}/accuracy"),
+        format!("{ns}/reference_accuracy"),
+        format!("{ns}/reward_accuracy"),
+    ];
     rank_keys.extend(ideal_keys);
     let rk: Vec<&str> = rank_keys.iter().map(|s| s.as_str()).collect();
-    extra.push(Section::plot(&format!("Ranking accuracy ({what}) vs reward accuracy and the idealised ranking accuracy"), &rk));
+    extra.push(Section::plot(
+        &format!("Ranking accuracy ({what}) vs reward accuracy and the idealised ranking accuracy"),
+        &rk,
+    ));
     if let (Some(b), Some(a)) = (&before, &after) {
-        extra.push(Section::table(&format!("Ranking diagnostics ({what}), before → after"), ranking_table(b, a)));
+        extra.push(Section::table(
+            &format!("Ranking diagnostics ({what}), before → after"),
+            ranking_table(b, a),
+        ));
     }
     extra.push(Section::table(
         "Data",
         vec![
             ("training items".into(), n.to_string()),
-            (if data.eval_is_train_subset { "evaluation pairs (train_subset: also trained on)".into() } else { "held-out pairs (disjoint from training)".into() }, data.eval.len().to_string()),
-            ("skipped pairs".into(), serde_json::to_string(&data.skipped).unwrap_or_default()),
+            (
+                if data.eval_is_train_subset {
+                    "evaluation pairs (train_subset: also trained on)".into()
+                } else {
+                    "held-out pairs (disjoint from training)".into()
+                },
+                data.eval.len().to_string(),
+            ),
+            (
+                "skipped pairs".into(),
+                serde_json::to_string(&data.skipped).unwrap_or_default(),
+            ),
         ],
     ));
-    write_run_report(&run_dir, &format!("gradus train dpo ({})", cfg.objective.name()), &base, &extra)?;
-    Ok(DpoSummary { fit, before, after, skipped: data.skipped.total() })
+    write_run_report(
+        &run_dir,
+        &format!("gradus train dpo ({})", cfg.objective.name()),
+        &base,
+        &extra,
+    )?;
+    Ok(DpoSummary {
+        fit,
+        before,
+        after,
+        skipped: data.skipped.total(),
+    })
 }
 
 /// Rows "metric: before → after" of two ranking reports.
 pub fn ranking_table(b: &RankingReport, a: &RankingReport) -> Vec<(String, String)> {
     let pct = |x: f64| format!("{:.1}%", 100.0 * x);
     let mut rows = vec![
-        ("ranking accuracy".to_string(), format!("{} → {}", pct(b.ranking_accuracy), pct(a.ranking_accuracy))),
-        ("ranking accuracy (length-normalised)".to_string(), format!("{} → {}", pct(b.ranking_accuracy_normalized), pct(a.ranking_accuracy_normalized))),
-        ("reward accuracy".to_string(), format!("{} → {}", pct(b.reward_accuracy), pct(a.reward_accuracy))),
-        ("reference ranking accuracy".to_string(), pct(a.reference_ranking_accuracy)),
-        ("mean DPO loss".to_string(), format!("{:.4} → {:.4}", b.mean_dpo_loss, a.mean_dpo_loss)),
-        ("Thm 4.1 consistency (L ≤ threshold ⇔ ranked)".to_string(), pct(a.flip_consistency)),
+        (
+            "ranking accuracy".to_string(),
+            format!("{} → {}", pct(b.ranking_accuracy), pct(a.ranking_accuracy)),
+        ),
+        (
+            "ranking accuracy (length-normalised)".to_string(),
+            format!(
+                "{} → {}",
+                pct(b.ranking_accuracy_normalized),
+                pct(a.ranking_accuracy_normalized)
+            ),
+        ),
+        (
+            "reward accuracy".to_string(),
+            format!("{} → {}", pct(b.reward_accuracy), pct(a.reward_accuracy)),
+        ),
+        (
+            "reference ranking accuracy".to_string(),
+            pct(a.reference_ranking_accuracy),
+        ),
+        (
+            "mean DPO loss".to_string(),
+            format!("{:.4} → {:.4}", b.mean_dpo_loss, a.mean_dpo_loss),
+        ),
+        (
+            "Thm 4.1 consistency (L ≤ threshold ⇔ ranked)".to_string(),
+            pct(a.flip_consistency),
+        ),
     ];
     for ((beta, ideal), (_, gap)) in a.idealised.iter().zip(&a.alignment_gap) {
-        rows.push((format!("idealised ranking accuracy, β = {beta}"), format!("{} (alignment gap {})", pct(*ideal), pct(*gap))));
+        rows.push((
+            format!("idealised ranking accuracy, β = {beta}"),
+            format!("{} (alignment gap {})", pct(*ideal), pct(*gap)),
+        ));
     }
     rows
 }

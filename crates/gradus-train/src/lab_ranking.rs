@@ -41,7 +41,10 @@ pub fn dpo_config(o: &LabOptions, sft_checkpoint: PathBuf) -> DpoConfig {
     c.model.init_from = Some(sft_checkpoint);
     c.data.source = "synthetic".into();
     c.data.seq_len = 256;
-    c.objective = PreferenceObjective::Dpo { beta: o.beta, label_smoothing: 0.0 };
+    c.objective = PreferenceObjective::Dpo {
+        beta: o.beta,
+        label_smoothing: 0.0,
+    };
     c.prefs.synthetic_pairs = if o.fast { 64 } else { 3000 };
     c.prefs.eval_pairs = if o.fast { 16 } else { 300 };
     c.prefs.eval_every = if o.fast { 2 } else { 25 };
@@ -50,7 +53,10 @@ pub fn dpo_config(o: &LabOptions, sft_checkpoint: PathBuf) -> DpoConfig {
     c.train.lr = 5e-4;
     c.train.progress = o.progress;
     c.optimizer.weight_decay = 0.0;
-    c.schedule = Schedule::Cosine { warmup_steps: if o.fast { 0 } else { 20 }, min_lr_ratio: 0.1 };
+    c.schedule = Schedule::Cosine {
+        warmup_steps: if o.fast { 0 } else { 20 },
+        min_lr_ratio: 0.1,
+    };
     c
 }
 
@@ -60,22 +66,44 @@ fn pct(x: f64) -> String {
 
 pub fn run(o: &LabOptions) -> Result<LabOutcome> {
     let t0 = std::time::Instant::now();
-    let size = if o.fast { QuickstartSize::Smoke } else { QuickstartSize::Full };
-    let q = QuickstartOptions { dir: o.dir.clone(), size, seed: o.seed, progress: o.progress, overwrite: o.overwrite };
+    let size = if o.fast {
+        QuickstartSize::Smoke
+    } else {
+        QuickstartSize::Full
+    };
+    let q = QuickstartOptions {
+        dir: o.dir.clone(),
+        size,
+        seed: o.seed,
+        progress: o.progress,
+        overwrite: o.overwrite,
+    };
     let (mut pre, mut sft) = configs(&q);
     pre.run.name = "lab-ranking-pretrain".into();
     sft.run.name = "lab-ranking-sft".into();
-    sft.model.init_from = Some(o.dir.join("lab-ranking-pretrain/checkpoints").join(format!("step-{}", pre.train.steps)));
+    sft.model.init_from = Some(
+        o.dir
+            .join("lab-ranking-pretrain/checkpoints")
+            .join(format!("step-{}", pre.train.steps)),
+    );
     eprintln!("[1/3] pretraining a tiny decoder on the built-in corpus…");
     crate::pretrain::run(&pre, q.start())?;
     eprintln!("[2/3] SFT on the instruction task…");
     let s = crate::sft::run(&sft, q.start())?;
-    let ck = s.last_checkpoint.ok_or_else(|| Error::msg("SFT wrote no checkpoint"))?;
+    let ck = s
+        .last_checkpoint
+        .ok_or_else(|| Error::msg("SFT wrote no checkpoint"))?;
     eprintln!("[3/3] DPO on synthetic preference pairs (several noisy raters per pair)…");
     let dpo = crate::dpo::run(&dpo_config(o, ck), q.start())?;
 
-    let rows = crate::metrics::read_metrics(&dpo.fit.run_dir.join("metrics.jsonl")).unwrap_or_default();
-    let series = |k: &str| crate::metrics::series(&rows, k).into_iter().map(|(_, v)| v).collect::<Vec<f64>>();
+    let rows =
+        crate::metrics::read_metrics(&dpo.fit.run_dir.join("metrics.jsonl")).unwrap_or_default();
+    let series = |k: &str| {
+        crate::metrics::series(&rows, k)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect::<Vec<f64>>()
+    };
     let window = |v: &[f64], head: bool| {
         let k = (v.len() / 5).max(1).min(v.len());
         let part = if head { &v[..k] } else { &v[v.len() - k..] };
@@ -85,7 +113,13 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome> {
     let (Some(b), Some(a)) = (&dpo.before, &dpo.after) else {
         return Err(Error::msg("the lab needs held-out pairs"));
     };
-    let ideal = |r: &RankingReport| r.idealised.iter().find(|(beta, _)| (*beta - 0.1).abs() < 1e-12).map(|x| x.1).unwrap_or(f64::NAN);
+    let ideal = |r: &RankingReport| {
+        r.idealised
+            .iter()
+            .find(|(beta, _)| (*beta - 0.1).abs() < 1e-12)
+            .map(|x| x.1)
+            .unwrap_or(f64::NAN)
+    };
     let summary = format!(
         "lab ranking-accuracy done in {:.0}s (DPO β = {})\n\
          \x20 DPO loss (first → last fifth of steps):       {:.4} → {:.4}\n\

@@ -24,17 +24,18 @@
 //! ```
 
 pub mod checkpoint;
-pub mod interrupt;
-pub mod rundir;
 pub mod clip;
+pub mod interrupt;
 pub mod metrics;
 pub mod optim;
 pub mod progress;
 pub mod report;
+pub mod rundir;
 pub mod schedule;
 pub mod tensorboard;
 
 pub mod dpo;
+pub mod eval_hook;
 pub mod lab_ranking;
 pub mod prefs;
 pub mod prep;
@@ -44,4 +45,3 @@ pub mod recipe;
 pub mod reward;
 pub mod sft;
 pub mod trainer;
-pub mod eval_hook;

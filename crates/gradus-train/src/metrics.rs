@@ -51,13 +51,21 @@ impl MetricsSink {
             }
             Some(s) => truncate_after(path, s)?,
         }
-        let file = OpenOptions::new().append(true).create(true).open(path).map_err(|e| Error::io(path, e))?;
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
         let tb = EventWriter::create(dir)?;
-        Ok(Self { path: path.to_path_buf(), file, tb })
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            tb,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -70,7 +78,9 @@ impl MetricsSink {
         for (i, (k, v)) in metrics.iter().enumerate() {
             check_key(k)?;
             if metrics[..i].iter().any(|(k2, _)| k2 == k) {
-                return Err(Error::msg(format!("metrics: key `{k}` logged twice at step {step}")));
+                return Err(Error::msg(format!(
+                    "metrics: key `{k}` logged twice at step {step}"
+                )));
             }
             line.push(',');
             line.push_str(&Value::String((*k).to_string()).to_string());
@@ -116,14 +126,18 @@ impl MetricsSink {
     }
 
     fn write_line(&mut self, line: &str) -> Result<()> {
-        self.file.write_all(line.as_bytes()).map_err(|e| Error::io(&self.path, e))?;
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(|e| Error::io(&self.path, e))?;
         self.file.flush().map_err(|e| Error::io(&self.path, e))
     }
 }
 
 fn check_key(k: &str) -> Result<()> {
     if k.is_empty() || k == "step" {
-        return Err(Error::msg(format!("metrics: invalid key `{k}` (empty, or the reserved `step`)")));
+        return Err(Error::msg(format!(
+            "metrics: invalid key `{k}` (empty, or the reserved `step`)"
+        )));
     }
     Ok(())
 }
@@ -143,10 +157,20 @@ fn parse_lines(path: &Path, text: &str) -> Result<Vec<(Map<String, Value>, usize
         match serde_json::from_str::<Value>(line) {
             Ok(Value::Object(m)) => rows.push((m, offset)),
             Ok(_) => {
-                return Err(Error::Parse { path: path.to_path_buf(), line: i + 1, msg: "expected a JSON object".into() })
+                return Err(Error::Parse {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    msg: "expected a JSON object".into(),
+                })
             }
             Err(_) if !raw.ends_with('\n') => break, // torn last line
-            Err(e) => return Err(Error::Parse { path: path.to_path_buf(), line: i + 1, msg: e.to_string() }),
+            Err(e) => {
+                return Err(Error::Parse {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    msg: e.to_string(),
+                })
+            }
         }
     }
     Ok(rows)
@@ -160,13 +184,21 @@ pub fn row_step(row: &Map<String, Value>) -> Option<u64> {
 /// Reads every row of a metrics file (see [`MetricsSink`]); errors name the file and line.
 pub fn read_metrics(path: &Path) -> Result<Vec<Map<String, Value>>> {
     let text = fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    Ok(parse_lines(path, &text)?.into_iter().map(|(m, _)| m).collect())
+    Ok(parse_lines(path, &text)?
+        .into_iter()
+        .map(|(m, _)| m)
+        .collect())
 }
 
 /// `(step, value)` of every row that has a finite number under `key`.
 pub fn series(rows: &[Map<String, Value>], key: &str) -> Vec<(u64, f64)> {
     rows.iter()
-        .filter_map(|r| Some((row_step(r)?, r.get(key)?.as_f64().filter(|v| v.is_finite())?)))
+        .filter_map(|r| {
+            Some((
+                row_step(r)?,
+                r.get(key)?.as_f64().filter(|v| v.is_finite())?,
+            ))
+        })
         .collect()
 }
 
@@ -185,7 +217,10 @@ fn truncate_after(path: &Path, resume_step: u64) -> Result<()> {
             Some(s) if s <= resume_step => keep = *end,
             Some(_) => break,
             None => {
-                return Err(Error::format(path, "a row without an integer `step` (cannot resume this metrics file)"))
+                return Err(Error::format(
+                    path,
+                    "a row without an integer `step` (cannot resume this metrics file)",
+                ))
             }
         }
     }
@@ -207,7 +242,8 @@ mod tests {
     fn writes_one_ordered_line_per_step() {
         let dir = tempfile::tempdir().unwrap();
         let mut sink = MetricsSink::create(dir.path()).unwrap();
-        sink.log(1, &[("train/loss", 2.5), ("train/lr", 1e-3)]).unwrap();
+        sink.log(1, &[("train/loss", 2.5), ("train/lr", 1e-3)])
+            .unwrap();
         sink.log(2, &[("train/loss", f64::NAN)]).unwrap();
         let text = fs::read_to_string(dir.path().join(METRICS_FILE)).unwrap();
         assert_eq!(text, "{\"step\":1,\"train/loss\":2.5,\"train/lr\":0.001}\n{\"step\":2,\"train/loss\":null}\n");
@@ -252,7 +288,10 @@ mod tests {
     #[test]
     fn resume_equals_uninterrupted() {
         let dir = tempfile::tempdir().unwrap();
-        let log = |sink: &mut MetricsSink, s: u64| sink.log(s, &[("train/loss", 1.0 / (s as f64 + 1.0))]).unwrap();
+        let log = |sink: &mut MetricsSink, s: u64| {
+            sink.log(s, &[("train/loss", 1.0 / (s as f64 + 1.0))])
+                .unwrap()
+        };
         // Uninterrupted: steps 1..=6.
         let mut a = MetricsSink::create(dir.path()).unwrap();
         (1..=6).for_each(|s| log(&mut a, s));

@@ -67,7 +67,11 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        Self { betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.01 }
+        Self {
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
     }
 }
 
@@ -79,7 +83,12 @@ impl AdamWConfig {
 
     /// The group these settings give a decayed parameter (lr_scale 1).
     pub fn group(&self) -> ParamGroup {
-        ParamGroup { betas: self.betas, eps: self.eps, weight_decay: self.weight_decay, lr_scale: 1.0 }
+        ParamGroup {
+            betas: self.betas,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            lr_scale: 1.0,
+        }
     }
 }
 
@@ -98,11 +107,17 @@ impl ParamGroup {
         let (b1, b2) = self.betas;
         for (v, n) in [(b1, "betas[0]"), (b2, "betas[1]")] {
             if !(0.0..1.0).contains(&v) {
-                return Err(Error::config(format!("{what}.{n}"), format!("must be in [0, 1), got {v}")));
+                return Err(Error::config(
+                    format!("{what}.{n}"),
+                    format!("must be in [0, 1), got {v}"),
+                ));
             }
         }
         if !(self.eps.is_finite() && self.eps >= 0.0) {
-            return Err(Error::config(format!("{what}.eps"), format!("must be finite and >= 0, got {}", self.eps)));
+            return Err(Error::config(
+                format!("{what}.eps"),
+                format!("must be finite and >= 0, got {}", self.eps),
+            ));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return Err(Error::config(
@@ -127,7 +142,9 @@ fn check_params(params: &[(String, Var)]) -> Result<()> {
     let mut ids = HashMap::new();
     for (name, var) in params {
         if !names.insert(name.as_str()) {
-            return Err(Error::msg(format!("optimizer: parameter name `{name}` is listed twice")));
+            return Err(Error::msg(format!(
+                "optimizer: parameter name `{name}` is listed twice"
+            )));
         }
         if let Some(first) = ids.insert(var.as_tensor().id(), name.as_str()) {
             return Err(Error::msg(format!(
@@ -142,7 +159,10 @@ fn check_lr(lr: f64) -> Result<()> {
     if lr.is_finite() && lr >= 0.0 {
         Ok(())
     } else {
-        Err(Error::config("lr", format!("learning rate must be finite and >= 0, got {lr}")))
+        Err(Error::config(
+            "lr",
+            format!("learning rate must be finite and >= 0, got {lr}"),
+        ))
     }
 }
 
@@ -153,7 +173,9 @@ fn flat_f32(t: &Tensor) -> Result<Vec<f32>> {
 
 /// The gradient of `var` as a flat f32 vector, or None; errors if its shape differs.
 fn grad_of(grads: &GradStore, name: &str, var: &Var) -> Result<Option<Vec<f32>>> {
-    let Some(g) = grads.get(var.as_tensor()) else { return Ok(None) };
+    let Some(g) = grads.get(var.as_tensor()) else {
+        return Ok(None);
+    };
     if g.dims() != var.dims() {
         return Err(Error::TensorShape {
             name: name.to_string(),
@@ -267,16 +289,29 @@ impl AdamW {
     }
 
     /// AdamW where `group(name, rank)` gives every parameter its own settings.
-    pub fn with_groups(params: Vec<(String, Var)>, group: impl Fn(&str, usize) -> ParamGroup) -> Result<Self> {
+    pub fn with_groups(
+        params: Vec<(String, Var)>,
+        group: impl Fn(&str, usize) -> ParamGroup,
+    ) -> Result<Self> {
         check_params(&params)?;
         let mut slots = Vec::with_capacity(params.len());
         for (name, var) in params {
             let g = group(&name, var.rank());
             g.validate(&format!("optimizer group of `{name}`"))?;
             let n = var.elem_count();
-            slots.push(AdamSlot { name, var, group: g, step: 0, exp_avg: vec![0.0; n], exp_avg_sq: vec![0.0; n] });
+            slots.push(AdamSlot {
+                name,
+                var,
+                group: g,
+                step: 0,
+                exp_avg: vec![0.0; n],
+                exp_avg_sq: vec![0.0; n],
+            });
         }
-        Ok(Self { slots, steps_taken: 0 })
+        Ok(Self {
+            slots,
+            steps_taken: 0,
+        })
     }
 
     /// One update with learning rate `lr` (times each group's `lr_scale`). Parameters without a
@@ -284,24 +319,30 @@ impl AdamW {
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         check_lr(lr)?;
         // Read every gradient first, so a shape error leaves all parameters untouched.
-        let gs: Vec<Option<Vec<f32>>> =
-            self.slots.iter().map(|s| grad_of(grads, &s.name, &s.var)).collect::<Result<_>>()?;
-        self.slots.par_iter_mut().zip(gs).try_for_each(|(s, g)| -> Result<()> {
-            let Some(g) = g else { return Ok(()) };
-            let mut p = flat_f32(s.var.as_tensor())?;
-            s.step += 1;
-            let sc = AdamScalars::new(&s.group, lr * s.group.lr_scale, s.step);
-            if p.len() > PAR_CHUNK {
-                p.par_chunks_mut(PAR_CHUNK)
-                    .zip(s.exp_avg.par_chunks_mut(PAR_CHUNK))
-                    .zip(s.exp_avg_sq.par_chunks_mut(PAR_CHUNK))
-                    .zip(g.par_chunks(PAR_CHUNK))
-                    .for_each(|(((p, m), v), g)| sc.apply(p, m, v, g));
-            } else {
-                sc.apply(&mut p, &mut s.exp_avg, &mut s.exp_avg_sq, &g);
-            }
-            set_var(&s.var, p)
-        })?;
+        let gs: Vec<Option<Vec<f32>>> = self
+            .slots
+            .iter()
+            .map(|s| grad_of(grads, &s.name, &s.var))
+            .collect::<Result<_>>()?;
+        self.slots
+            .par_iter_mut()
+            .zip(gs)
+            .try_for_each(|(s, g)| -> Result<()> {
+                let Some(g) = g else { return Ok(()) };
+                let mut p = flat_f32(s.var.as_tensor())?;
+                s.step += 1;
+                let sc = AdamScalars::new(&s.group, lr * s.group.lr_scale, s.step);
+                if p.len() > PAR_CHUNK {
+                    p.par_chunks_mut(PAR_CHUNK)
+                        .zip(s.exp_avg.par_chunks_mut(PAR_CHUNK))
+                        .zip(s.exp_avg_sq.par_chunks_mut(PAR_CHUNK))
+                        .zip(g.par_chunks(PAR_CHUNK))
+                        .for_each(|(((p, m), v), g)| sc.apply(p, m, v, g));
+                } else {
+                    sc.apply(&mut p, &mut s.exp_avg, &mut s.exp_avg_sq, &g);
+                }
+                set_var(&s.var, p)
+            })?;
         self.steps_taken += 1;
         Ok(())
     }
@@ -355,7 +396,10 @@ impl AdamW {
 
     /// The parameters, in the order given.
     pub fn params(&self) -> Vec<(&str, &Var)> {
-        self.slots.iter().map(|s| (s.name.as_str(), &s.var)).collect()
+        self.slots
+            .iter()
+            .map(|s| (s.name.as_str(), &s.var))
+            .collect()
     }
 
     /// The settings of parameter `name`.
@@ -366,12 +410,24 @@ impl AdamW {
     /// The optimizer state as named tensors (see the module docs for the names).
     pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::with_capacity(3 * self.slots.len() + 1);
-        out.push(("step".to_string(), Tensor::new(self.steps_taken as i64, &Device::Cpu)?));
+        out.push((
+            "step".to_string(),
+            Tensor::new(self.steps_taken as i64, &Device::Cpu)?,
+        ));
         for s in &self.slots {
             let shape = s.var.dims();
-            out.push((format!("exp_avg.{}", s.name), Tensor::from_slice(&s.exp_avg, shape, &Device::Cpu)?));
-            out.push((format!("exp_avg_sq.{}", s.name), Tensor::from_slice(&s.exp_avg_sq, shape, &Device::Cpu)?));
-            out.push((format!("step.{}", s.name), Tensor::new(s.step as i64, &Device::Cpu)?));
+            out.push((
+                format!("exp_avg.{}", s.name),
+                Tensor::from_slice(&s.exp_avg, shape, &Device::Cpu)?,
+            ));
+            out.push((
+                format!("exp_avg_sq.{}", s.name),
+                Tensor::from_slice(&s.exp_avg_sq, shape, &Device::Cpu)?,
+            ));
+            out.push((
+                format!("step.{}", s.name),
+                Tensor::new(s.step as i64, &Device::Cpu)?,
+            ));
         }
         Ok(out)
     }
@@ -401,14 +457,26 @@ impl AdamW {
         let mut by_name: HashMap<&str, &Tensor> = HashMap::new();
         for (n, t) in tensors {
             if by_name.insert(n.as_str(), t).is_some() {
-                return Err(Error::msg(format!("tensor `{n}` appears twice{}", where_())));
+                return Err(Error::msg(format!(
+                    "tensor `{n}` appears twice{}",
+                    where_()
+                )));
             }
         }
         let missing = |name: String| match path {
-            Some(p) => Error::MissingTensor { path: p.to_path_buf(), name, hint: " (optimizer state)".into() },
+            Some(p) => Error::MissingTensor {
+                path: p.to_path_buf(),
+                name,
+                hint: " (optimizer state)".into(),
+            },
             None => Error::msg(format!("tensor `{name}` is missing{}", where_())),
         };
-        let take = |name: &str| -> Result<&Tensor> { by_name.get(name).copied().ok_or_else(|| missing(name.into())) };
+        let take = |name: &str| -> Result<&Tensor> {
+            by_name
+                .get(name)
+                .copied()
+                .ok_or_else(|| missing(name.into()))
+        };
         let scalar = |name: &str| -> Result<u64> {
             let t = take(name)?;
             let v = t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
@@ -447,7 +515,11 @@ impl AdamW {
             used.insert(step_name);
             loaded.push((m, v, step));
         }
-        let mut unknown: Vec<&str> = by_name.keys().copied().filter(|n| !used.contains(*n)).collect();
+        let mut unknown: Vec<&str> = by_name
+            .keys()
+            .copied()
+            .filter(|n| !used.contains(*n))
+            .collect();
         if !unknown.is_empty() {
             unknown.sort_unstable();
             return Err(Error::msg(format!(
@@ -492,16 +564,31 @@ impl Sgd {
     ) -> Result<Self> {
         check_params(&params)?;
         if !(0.0..1.0).contains(&momentum) {
-            return Err(Error::config("optimizer.momentum", format!("must be in [0, 1), got {momentum}")));
+            return Err(Error::config(
+                "optimizer.momentum",
+                format!("must be in [0, 1), got {momentum}"),
+            ));
         }
         if !(weight_decay.is_finite() && weight_decay >= 0.0) {
-            return Err(Error::config("optimizer.weight_decay", format!("must be finite and >= 0, got {weight_decay}")));
+            return Err(Error::config(
+                "optimizer.weight_decay",
+                format!("must be finite and >= 0, got {weight_decay}"),
+            ));
         }
         let slots = params
             .into_iter()
             .map(|(name, var)| {
-                let wd = if no_decay(&name, var.rank()) { 0.0 } else { weight_decay };
-                SgdSlot { name, var, weight_decay: wd, buf: None }
+                let wd = if no_decay(&name, var.rank()) {
+                    0.0
+                } else {
+                    weight_decay
+                };
+                SgdSlot {
+                    name,
+                    var,
+                    weight_decay: wd,
+                    buf: None,
+                }
             })
             .collect();
         Ok(Self { slots, momentum })
@@ -510,34 +597,40 @@ impl Sgd {
     /// One update; parameters without a gradient are skipped.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         check_lr(lr)?;
-        let gs: Vec<Option<Vec<f32>>> =
-            self.slots.iter().map(|s| grad_of(grads, &s.name, &s.var)).collect::<Result<_>>()?;
+        let gs: Vec<Option<Vec<f32>>> = self
+            .slots
+            .iter()
+            .map(|s| grad_of(grads, &s.name, &s.var))
+            .collect::<Result<_>>()?;
         let mu = self.momentum as f32;
         let lr32 = lr as f32;
-        self.slots.par_iter_mut().zip(gs).try_for_each(|(s, g)| -> Result<()> {
-            let Some(mut g) = g else { return Ok(()) };
-            let mut p = flat_f32(s.var.as_tensor())?;
-            if s.weight_decay != 0.0 {
-                let wd = s.weight_decay as f32;
-                g.iter_mut().zip(&p).for_each(|(g, &p)| *g += wd * p);
-            }
-            let d = if mu != 0.0 {
-                match &mut s.buf {
-                    Some(b) => {
-                        b.iter_mut().zip(&g).for_each(|(b, &g)| *b = *b * mu + g);
-                        b.clone()
-                    }
-                    None => {
-                        s.buf = Some(g.clone());
-                        g
-                    }
+        self.slots
+            .par_iter_mut()
+            .zip(gs)
+            .try_for_each(|(s, g)| -> Result<()> {
+                let Some(mut g) = g else { return Ok(()) };
+                let mut p = flat_f32(s.var.as_tensor())?;
+                if s.weight_decay != 0.0 {
+                    let wd = s.weight_decay as f32;
+                    g.iter_mut().zip(&p).for_each(|(g, &p)| *g += wd * p);
                 }
-            } else {
-                g
-            };
-            p.iter_mut().zip(&d).for_each(|(p, &d)| *p -= lr32 * d);
-            set_var(&s.var, p)
-        })
+                let d = if mu != 0.0 {
+                    match &mut s.buf {
+                        Some(b) => {
+                            b.iter_mut().zip(&g).for_each(|(b, &g)| *b = *b * mu + g);
+                            b.clone()
+                        }
+                        None => {
+                            s.buf = Some(g.clone());
+                            g
+                        }
+                    }
+                } else {
+                    g
+                };
+                p.iter_mut().zip(&d).for_each(|(p, &d)| *p -= lr32 * d);
+                set_var(&s.var, p)
+            })
     }
 }
 
@@ -562,14 +655,25 @@ mod tests {
         // The 1-D one does not (default rule): 1 -> 0.9.
         let w = var(&[1.0, 1.0], &[1, 2]);
         let b = var(&[1.0], &[1]);
-        let cfg = AdamWConfig { betas: (0.9, 0.999), eps: 0.0, weight_decay: 0.1 };
-        let mut opt = AdamW::new(vec![("w".into(), w.clone()), ("b".into(), b.clone())], cfg).unwrap();
+        let cfg = AdamWConfig {
+            betas: (0.9, 0.999),
+            eps: 0.0,
+            weight_decay: 0.1,
+        };
+        let mut opt =
+            AdamW::new(vec![("w".into(), w.clone()), ("b".into(), b.clone())], cfg).unwrap();
         let mut g = GradStore::default();
-        g.insert(w.as_tensor(), Tensor::new(&[[0.5f32, -0.5]], &Device::Cpu).unwrap());
+        g.insert(
+            w.as_tensor(),
+            Tensor::new(&[[0.5f32, -0.5]], &Device::Cpu).unwrap(),
+        );
         g.insert(b.as_tensor(), Tensor::new(&[0.5f32], &Device::Cpu).unwrap());
         opt.step(&g, 0.1).unwrap();
         let w_ = vals(&w);
-        assert!((w_[0] - 0.89).abs() < 1e-6 && (w_[1] - 1.09).abs() < 1e-6, "{w_:?}");
+        assert!(
+            (w_[0] - 0.89).abs() < 1e-6 && (w_[1] - 1.09).abs() < 1e-6,
+            "{w_:?}"
+        );
         assert!((vals(&b)[0] - 0.9).abs() < 1e-6);
     }
 
@@ -577,9 +681,15 @@ mod tests {
     fn params_without_grad_are_untouched_and_lr_scale_applies() {
         let a = var(&[2.0], &[1]);
         let c = var(&[3.0], &[1]);
-        let mut opt = AdamW::with_groups(vec![("a".into(), a.clone()), ("c".into(), c.clone())], |name, _| {
-            ParamGroup { betas: (0.9, 0.999), eps: 0.0, weight_decay: 0.0, lr_scale: if name == "a" { 0.5 } else { 1.0 } }
-        })
+        let mut opt = AdamW::with_groups(
+            vec![("a".into(), a.clone()), ("c".into(), c.clone())],
+            |name, _| ParamGroup {
+                betas: (0.9, 0.999),
+                eps: 0.0,
+                weight_decay: 0.0,
+                lr_scale: if name == "a" { 0.5 } else { 1.0 },
+            },
+        )
         .unwrap();
         let mut g = GradStore::default();
         g.insert(a.as_tensor(), Tensor::new(&[-4f32], &Device::Cpu).unwrap());
@@ -596,18 +706,34 @@ mod tests {
     fn bad_inputs_are_errors_not_panics() {
         let w = var(&[1.0; 6], &[2, 3]);
         let p = vec![("w".to_string(), w.clone())];
-        let bad = AdamWConfig { betas: (1.0, 0.999), ..Default::default() };
-        assert!(AdamW::new(p.clone(), bad).err().unwrap().to_string().contains("optimizer.betas[0]"));
-        let e = AdamW::new(vec![("w".into(), w.clone()), ("w2".into(), w.clone())], AdamWConfig::default())
+        let bad = AdamWConfig {
+            betas: (1.0, 0.999),
+            ..Default::default()
+        };
+        assert!(AdamW::new(p.clone(), bad)
             .err()
             .unwrap()
-            .to_string();
+            .to_string()
+            .contains("optimizer.betas[0]"));
+        let e = AdamW::new(
+            vec![("w".into(), w.clone()), ("w2".into(), w.clone())],
+            AdamWConfig::default(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(e.contains("`w`") && e.contains("`w2`"), "{e}");
         let mut opt = AdamW::new(p, AdamWConfig::default()).unwrap();
         let mut g = GradStore::default();
-        g.insert(w.as_tensor(), Tensor::zeros((3, 2), DType::F32, &Device::Cpu).unwrap());
+        g.insert(
+            w.as_tensor(),
+            Tensor::zeros((3, 2), DType::F32, &Device::Cpu).unwrap(),
+        );
         let e = opt.step(&g, 0.1).unwrap_err().to_string();
-        assert!(e.contains("`w`") && e.contains("[2, 3]") && e.contains("[3, 2]"), "{e}");
+        assert!(
+            e.contains("`w`") && e.contains("[2, 3]") && e.contains("[3, 2]"),
+            "{e}"
+        );
         assert!(opt.step(&GradStore::default(), f64::NAN).is_err());
     }
 
@@ -619,7 +745,11 @@ mod tests {
         let mut other = AdamW::new(vec![("w".into(), w)], AdamWConfig::default()).unwrap();
         other.load_state(&good).unwrap();
 
-        let missing: Vec<_> = good.iter().filter(|(n, _)| n != "exp_avg_sq.w").cloned().collect();
+        let missing: Vec<_> = good
+            .iter()
+            .filter(|(n, _)| n != "exp_avg_sq.w")
+            .cloned()
+            .collect();
         let e = other.load_state(&missing).unwrap_err().to_string();
         assert!(e.contains("`exp_avg_sq.w`") && e.contains("missing"), "{e}");
 
@@ -630,10 +760,16 @@ mod tests {
             }
         }
         let e = other.load_state(&wrong).unwrap_err().to_string();
-        assert!(e.contains("`exp_avg.w`") && e.contains("[2, 3]") && e.contains("[3, 2]"), "{e}");
+        assert!(
+            e.contains("`exp_avg.w`") && e.contains("[2, 3]") && e.contains("[3, 2]"),
+            "{e}"
+        );
 
         let mut extra = good.clone();
-        extra.push(("exp_avg.v".into(), Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap()));
+        extra.push((
+            "exp_avg.v".into(),
+            Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+        ));
         let e = other.load_state(&extra).unwrap_err().to_string();
         assert!(e.contains("`exp_avg.v`") && e.contains("unexpected"), "{e}");
     }

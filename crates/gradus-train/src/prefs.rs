@@ -5,12 +5,15 @@
 use std::path::PathBuf;
 
 use gradus_data::chat::ChatTemplate;
-use gradus_data::preference::{pair_batch, read_pairs, tokenize_pairs, BadPairPolicy, PreferenceFields, SkipCounts, TokenizedPair};
-use gradus_tasks::{preference_pairs, PrefsConfig, Split};
+use gradus_data::preference::{
+    pair_batch, read_pairs, tokenize_pairs, BadPairPolicy, PreferenceFields, SkipCounts,
+    TokenizedPair,
+};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_model::decoder::Decoder;
 use gradus_objectives::ranking::PairScores;
 use gradus_objectives::{PairLogps, SeqLogps};
+use gradus_tasks::{preference_pairs, PrefsConfig, Split};
 use gradus_tensor::{Error, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -88,7 +91,13 @@ pub struct PairData {
 /// the training pairs unless `prefs.held_out = "train_subset"` asks for it: the synthetic eval
 /// split, `prefs.eval_source`, or the first `eval_pairs` usable pairs of the file, taken out of
 /// the training set.
-pub fn load_pairs(source: &str, p: &PrefsSection, tok: &Tokenizer, max_len: usize, seed: u64) -> Result<PairData> {
+pub fn load_pairs(
+    source: &str,
+    p: &PrefsSection,
+    tok: &Tokenizer,
+    max_len: usize,
+    seed: u64,
+) -> Result<PairData> {
     let tpl = ChatTemplate::for_tokenizer(tok)?;
     let add = |a: &mut SkipCounts, b: SkipCounts| {
         a.identical += b.identical;
@@ -106,7 +115,10 @@ pub fn load_pairs(source: &str, p: &PrefsSection, tok: &Tokenizer, max_len: usiz
     } else {
         let raw = read_pairs(std::path::Path::new(source), &p.fields)?;
         if raw.is_empty() {
-            return Err(Error::config("data.source", format!("`{source}` holds no preference pairs")));
+            return Err(Error::config(
+                "data.source",
+                format!("`{source}` holds no preference pairs"),
+            ));
         }
         let (mut all, mut skipped) = tokenize_pairs(tok, &tpl, &raw, max_len, p.on_bad_pair)?;
         match &p.eval_source {
@@ -146,9 +158,17 @@ pub fn load_pairs(source: &str, p: &PrefsSection, tok: &Tokenizer, max_len: usiz
         if source == "synthetic" && p.synthetic_pairs == 0 {
             return Err(Error::config("prefs.synthetic_pairs", "must be positive"));
         }
-        return Err(Error::config("data.source", "every pair was skipped (see prefs.on_bad_pair)"));
+        return Err(Error::config(
+            "data.source",
+            "every pair was skipped (see prefs.on_bad_pair)",
+        ));
     }
-    Ok(PairData { train, eval, skipped, eval_is_train_subset: subset })
+    Ok(PairData {
+        train,
+        eval,
+        skipped,
+        eval_is_train_subset: subset,
+    })
 }
 
 /// The pad id of a tokenizer (pad, else EOS, else 0).
@@ -162,7 +182,13 @@ pub fn pair_logps(model: &Decoder, pairs: &[&TokenizedPair], pad: u32) -> Result
     let inp = crate::trainer::forward_input(&b);
     let lp = model.row_logps(&inp, &b.targets, &b.loss_weight)?;
     let n = pairs.len();
-    let lens: Vec<f32> = (0..2 * n).map(|r| b.loss_weight[r * b.seq_len..(r + 1) * b.seq_len].iter().sum()).collect();
+    let lens: Vec<f32> = (0..2 * n)
+        .map(|r| {
+            b.loss_weight[r * b.seq_len..(r + 1) * b.seq_len]
+                .iter()
+                .sum()
+        })
+        .collect();
     PairLogps::new(
         SeqLogps::new(lp.narrow(0, 0, n)?, lens[..n].to_vec())?,
         SeqLogps::new(lp.narrow(0, n, n)?, lens[n..].to_vec())?,
@@ -170,7 +196,12 @@ pub fn pair_logps(model: &Decoder, pairs: &[&TokenizedPair], pad: u32) -> Result
 }
 
 /// [`pair_logps`] over many pairs in chunks, without gradients: per pair (chosen, rejected, |y_w|, |y_l|).
-pub fn pair_logps_all(model: &Decoder, pairs: &[TokenizedPair], pad: u32, chunk: usize) -> Result<Vec<[f64; 4]>> {
+pub fn pair_logps_all(
+    model: &Decoder,
+    pairs: &[TokenizedPair],
+    pad: u32,
+    chunk: usize,
+) -> Result<Vec<[f64; 4]>> {
     let mut out = Vec::with_capacity(pairs.len());
     for c in pairs.chunks(chunk.max(1)) {
         let refs: Vec<&TokenizedPair> = c.iter().collect();
@@ -178,14 +209,23 @@ pub fn pair_logps_all(model: &Decoder, pairs: &[TokenizedPair], pad: u32, chunk:
         let lc = gradus_objectives::math::values(&l.chosen.logps.detach())?;
         let lr = gradus_objectives::math::values(&l.rejected.logps.detach())?;
         for i in 0..c.len() {
-            out.push([lc[i] as f64, lr[i] as f64, l.chosen.lengths[i] as f64, l.rejected.lengths[i] as f64]);
+            out.push([
+                lc[i] as f64,
+                lr[i] as f64,
+                l.chosen.lengths[i] as f64,
+                l.rejected.lengths[i] as f64,
+            ]);
         }
     }
     Ok(out)
 }
 
 /// Ranking scores of pairs from policy and reference log-probs (as [`pair_logps_all`] returns).
-pub fn pair_scores(pairs: &[TokenizedPair], policy: &[[f64; 4]], reference: &[[f64; 4]]) -> Vec<PairScores> {
+pub fn pair_scores(
+    pairs: &[TokenizedPair],
+    policy: &[[f64; 4]],
+    reference: &[[f64; 4]],
+) -> Vec<PairScores> {
     pairs
         .iter()
         .zip(policy.iter().zip(reference))
@@ -202,12 +242,24 @@ pub fn pair_scores(pairs: &[TokenizedPair], policy: &[[f64; 4]], reference: &[[f
 }
 
 /// A (B,) tensor of constants (reference log-probs) for a chunk of pairs.
-pub fn constant_logps(values: &[f64], lengths: &[f64], device: &gradus_tensor::Device) -> Result<SeqLogps> {
+pub fn constant_logps(
+    values: &[f64],
+    lengths: &[f64],
+    device: &gradus_tensor::Device,
+) -> Result<SeqLogps> {
     let v: Vec<f32> = values.iter().map(|&x| x as f32).collect();
-    SeqLogps::new(Tensor::from_slice(&v, v.len(), device)?, lengths.iter().map(|&x| x as f32).collect())
+    SeqLogps::new(
+        Tensor::from_slice(&v, v.len(), device)?,
+        lengths.iter().map(|&x| x as f32).collect(),
+    )
 }
 
 /// Where a preference run's checkpoint or model directory is.
 pub fn model_dir(init_from: &Option<PathBuf>, what: &str) -> Result<PathBuf> {
-    init_from.clone().ok_or_else(|| Error::config("model.init_from", format!("{what} starts from a trained model: set model.init_from")))
+    init_from.clone().ok_or_else(|| {
+        Error::config(
+            "model.init_from",
+            format!("{what} starts from a trained model: set model.init_from"),
+        )
+    })
 }

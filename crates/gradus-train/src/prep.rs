@@ -56,13 +56,20 @@ pub fn tokenizer_for(cfg: &RecipeConfig, texts: &[String], resume: bool) -> Resu
         }
     }
     if let Some(p) = &cfg.tokenizer.path {
-        return if p.is_dir() { Tokenizer::from_dir(p) } else { Tokenizer::from_file(p) };
+        return if p.is_dir() {
+            Tokenizer::from_dir(p)
+        } else {
+            Tokenizer::from_file(p)
+        };
     }
     if let Some(m) = &cfg.model.init_from {
         if m.join("tokenizer.json").exists() {
             return Tokenizer::from_dir(m);
         }
-        return Err(Error::format(m, "init_from has no tokenizer.json; set tokenizer.path"));
+        return Err(Error::format(
+            m,
+            "init_from has no tokenizer.json; set tokenizer.path",
+        ));
     }
     train_tokenizer_with(
         texts,
@@ -80,7 +87,11 @@ pub fn model_for(cfg: &RecipeConfig, tok: &Tokenizer) -> Result<Decoder> {
             verify_checkpoint(dir)?;
             let m = load_decoder(dir, &device)?;
             check_overrides(&cfg.model.config, &m.cfg, dir)?;
-            check_context(cfg.data.seq_len, m.cfg.max_position_embeddings, &format!("{}/config.json", dir.display()))?;
+            check_context(
+                cfg.data.seq_len,
+                m.cfg.max_position_embeddings,
+                &format!("{}/config.json", dir.display()),
+            )?;
             m
         }
         None => {
@@ -99,11 +110,21 @@ pub fn model_for(cfg: &RecipeConfig, tok: &Tokenizer) -> Result<Decoder> {
 /// `model.config.*` settings with `model.init_from`: the architecture comes from the checkpoint,
 /// so a setting that differs from the default and from the checkpoint's value would be silently
 /// ignored; it is an error naming the setting, both values and the checkpoint instead.
-pub fn check_overrides(asked: &gradus_model::DecoderConfig, loaded: &gradus_model::DecoderConfig, dir: &Path) -> Result<()> {
+pub fn check_overrides(
+    asked: &gradus_model::DecoderConfig,
+    loaded: &gradus_model::DecoderConfig,
+    dir: &Path,
+) -> Result<()> {
     let flat = |c: &gradus_model::DecoderConfig| {
-        toml::Value::try_from(c).map(|v| crate::rundir::flatten_config(&v)).map_err(|e| Error::msg(format!("serialising model.config: {e}")))
+        toml::Value::try_from(c)
+            .map(|v| crate::rundir::flatten_config(&v))
+            .map_err(|e| Error::msg(format!("serialising model.config: {e}")))
     };
-    let (a, d, l) = (flat(asked)?, flat(&gradus_model::DecoderConfig::default())?, flat(loaded)?);
+    let (a, d, l) = (
+        flat(asked)?,
+        flat(&gradus_model::DecoderConfig::default())?,
+        flat(loaded)?,
+    );
     for (k, v) in &a {
         // Token ids and the vocabulary come from the tokenizer, not from this section.
         if k == "vocab_size" || k.ends_with("_token_id") {
@@ -126,7 +147,12 @@ pub fn check_overrides(asked: &gradus_model::DecoderConfig, loaded: &gradus_mode
 
 /// Packs (or pads) documents into rows of `data.seq_len` (`data.overflow` unset: `split`).
 pub fn rows(cfg: &RecipeConfig, seqs: &[Sequence], pad_id: u32) -> Result<Vec<Row>> {
-    rows_with(cfg, seqs, pad_id, cfg.data.overflow.unwrap_or(Overflow::Split))
+    rows_with(
+        cfg,
+        seqs,
+        pad_id,
+        cfg.data.overflow.unwrap_or(Overflow::Split),
+    )
 }
 
 /// How many documents `data.overflow = "skip"` left out, with the first few named.
@@ -139,14 +165,22 @@ pub struct OverflowReport {
 
 /// Applies `overflow` to documents longer than `data.seq_len` before packing, naming each by
 /// `sources[i]` (e.g. `file:line`; the index when absent): `skip` warns and counts, `error` stops.
-pub fn apply_overflow(cfg: &RecipeConfig, seqs: &[Sequence], sources: &[String], overflow: Overflow) -> Result<OverflowReport> {
+pub fn apply_overflow(
+    cfg: &RecipeConfig,
+    seqs: &[Sequence],
+    sources: &[String],
+    overflow: Overflow,
+) -> Result<OverflowReport> {
     let n = cfg.data.seq_len;
     let mut rep = OverflowReport::default();
     for (i, s) in seqs.iter().enumerate() {
         if s.len() <= n {
             continue;
         }
-        let src = sources.get(i).cloned().unwrap_or_else(|| format!("example {i}"));
+        let src = sources
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("example {i}"));
         match overflow {
             Overflow::Error => {
                 return Err(Error::config(
@@ -177,7 +211,12 @@ pub fn apply_overflow(cfg: &RecipeConfig, seqs: &[Sequence], sources: &[String],
 /// [`rows`] with an explicit overflow policy. Rows without a single loss target (e.g. the
 /// prompt-only pieces of a long SFT example under `split`) are dropped, with a warning: they
 /// would train on nothing and, batched together, log a loss of 0.
-pub fn rows_with(cfg: &RecipeConfig, seqs: &[Sequence], pad_id: u32, overflow: Overflow) -> Result<Vec<Row>> {
+pub fn rows_with(
+    cfg: &RecipeConfig,
+    seqs: &[Sequence],
+    pad_id: u32,
+    overflow: Overflow,
+) -> Result<Vec<Row>> {
     let mut rows = if cfg.data.pack {
         pack::pack_best_fit(seqs, cfg.data.seq_len, pad_id, overflow)?
     } else {
@@ -186,7 +225,10 @@ pub fn rows_with(cfg: &RecipeConfig, seqs: &[Sequence], pad_id: u32, overflow: O
     let before = rows.len();
     rows.retain(|r| r.loss_weight.iter().any(|&w| w > 0.0));
     if rows.len() < before {
-        eprintln!("warning: {} row(s) without any loss target dropped (all tokens masked)", before - rows.len());
+        eprintln!(
+            "warning: {} row(s) without any loss target dropped (all tokens masked)",
+            before - rows.len()
+        );
     }
     Ok(rows)
 }
@@ -194,7 +236,11 @@ pub fn rows_with(cfg: &RecipeConfig, seqs: &[Sequence], pad_id: u32, overflow: O
 /// Reads a text dataset (JSONL/Parquet, file or directory) into plain documents.
 pub fn read_text_docs(path: &Path, cfg: &RecipeConfig) -> Result<Vec<String>> {
     use gradus_data::dataset::{read_dataset, Shape};
-    Ok(examples_to_texts(read_dataset(path, Shape::Auto, &fields(cfg))?))
+    Ok(examples_to_texts(read_dataset(
+        path,
+        Shape::Auto,
+        &fields(cfg),
+    )?))
 }
 
 /// The dataset field names a recipe config asks for.
@@ -214,7 +260,11 @@ pub fn examples_to_texts(ex: Vec<gradus_data::dataset::Example>) -> Vec<String> 
         .map(|e| match e {
             Example::Text { text } => text,
             Example::PromptCompletion { prompt, completion } => format!("{prompt}{completion}"),
-            Example::Chat { messages } => messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n"),
+            Example::Chat { messages } => messages
+                .iter()
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
         })
         .collect()
 }
@@ -224,10 +274,18 @@ pub fn examples_to_texts(ex: Vec<gradus_data::dataset::Example>) -> Vec<String> 
 pub fn read_texts(path: &Path) -> Result<Vec<String>> {
     if path.extension().is_some_and(|e| e == "txt") {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        return Ok(text.lines().filter(|l| !l.trim().is_empty()).map(String::from).collect());
+        return Ok(text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(String::from)
+            .collect());
     }
     let fields = gradus_data::dataset::Fields::default();
-    Ok(examples_to_texts(gradus_data::dataset::read_dataset(path, gradus_data::dataset::Shape::Auto, &fields)?))
+    Ok(examples_to_texts(gradus_data::dataset::read_dataset(
+        path,
+        gradus_data::dataset::Shape::Auto,
+        &fields,
+    )?))
 }
 
 /// Splits `seqs` into training and held-out validation sequences: `ceil(fraction · n)` of them

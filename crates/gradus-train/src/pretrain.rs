@@ -5,30 +5,41 @@ use gradus_data::pack::Sequence;
 use gradus_tasks::{corpus, CorpusConfig};
 use gradus_tensor::{Error, Result};
 
-use crate::prep::{model_for, read_text_docs, rows, split_validation, start_run, tokenizer_for, validation_batches};
+use crate::prep::{
+    model_for, read_text_docs, rows, split_validation, start_run, tokenizer_for, validation_batches,
+};
 use crate::recipe::RecipeConfig;
-use gradus_data::pack::RowCursor;
 use crate::rundir::Start;
 use crate::trainer::{fit_validated, write_run_report, FitSummary};
+use gradus_data::pack::RowCursor;
 
 /// Runs the recipe. `start`: a new run (`false` / [`Start::New`]), `--resume` (`true` /
 /// [`Start::Resume`]) or [`Start::Overwrite`]; see [`crate::rundir`].
 pub fn run(cfg: &RecipeConfig, start: impl Into<Start>) -> Result<FitSummary> {
     cfg.validate()?;
     let mut cfg = cfg.clone();
-    cfg.data.overflow.get_or_insert(gradus_data::pack::Overflow::Split);
+    cfg.data
+        .overflow
+        .get_or_insert(gradus_data::pack::Overflow::Split);
     let cfg = &cfg;
     let mut run = start_run(cfg, &start.into())?;
     let resume = run.resuming();
 
     // 1. Documents.
     let docs: Vec<String> = if cfg.data.source == "synthetic" {
-        corpus(&CorpusConfig::styled(cfg.data.synthetic_examples, cfg.run.seed, &cfg.data.corpus))?
+        corpus(&CorpusConfig::styled(
+            cfg.data.synthetic_examples,
+            cfg.run.seed,
+            &cfg.data.corpus,
+        ))?
     } else {
         read_text_docs(std::path::Path::new(&cfg.data.source), cfg)?
     };
     if docs.is_empty() {
-        return Err(Error::config("data.source", format!("`{}` holds no documents", cfg.data.source)));
+        return Err(Error::config(
+            "data.source",
+            format!("`{}` holds no documents", cfg.data.source),
+        ));
     }
 
     // 2. Tokenizer and model.
@@ -44,7 +55,10 @@ pub fn run(cfg: &RecipeConfig, start: impl Into<Start>) -> Result<FitSummary> {
         ids.extend(tok.encode(d, false)?);
         ids.extend(eos);
         let n = ids.len();
-        seqs.push(Sequence { ids, loss_mask: vec![true; n] });
+        seqs.push(Sequence {
+            ids,
+            loss_mask: vec![true; n],
+        });
     }
     let pad = tok.pad_id().or(eos).unwrap_or(0);
     let (seqs, val) = split_validation(seqs, cfg.data.val_fraction, cfg.run.seed);

@@ -17,15 +17,15 @@
 
 use std::path::PathBuf;
 
-use gradus_tasks::{
-    instructions_with, is_correct, ArithConfig, ArithOp, CorpusStyle, Instruction, Mix, ProgramConfig, Split, TaskConfig,
-    TaskMix,
-};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_model::decoder::Decoder;
 use gradus_model::generate::{generate, SamplingConfig};
 use gradus_model::hf::load_decoder;
 use gradus_model::DecoderConfig;
+use gradus_tasks::{
+    instructions_with, is_correct, ArithConfig, ArithOp, CorpusStyle, Instruction, Mix,
+    ProgramConfig, Split, TaskConfig, TaskMix,
+};
 use gradus_tensor::{Device, Error, Result};
 
 use crate::recipe::{ModelSection, RecipeConfig};
@@ -92,9 +92,17 @@ pub struct Sample {
 }
 
 /// Greedy-decodes each instruction's prompt and checks the answer. Returns accuracy and samples.
-pub fn task_accuracy(model: &Decoder, tok: &Tokenizer, items: &[Instruction], max_new_tokens: usize) -> Result<(f64, Vec<Sample>)> {
+pub fn task_accuracy(
+    model: &Decoder,
+    tok: &Tokenizer,
+    items: &[Instruction],
+    max_new_tokens: usize,
+) -> Result<(f64, Vec<Sample>)> {
     let eos: Vec<u32> = tok.eos_id().into_iter().collect();
-    let cfg = SamplingConfig { max_new_tokens, ..Default::default() };
+    let cfg = SamplingConfig {
+        max_new_tokens,
+        ..Default::default()
+    };
     let mut samples = Vec::with_capacity(items.len());
     for chunk in items.chunks(32) {
         let prompts: Vec<Vec<u32>> = chunk
@@ -303,14 +311,24 @@ pub fn configs(o: &QuickstartOptions) -> (RecipeConfig, RecipeConfig) {
     pre.run.dir = o.dir.clone();
     pre.run.name = "quickstart-pretrain".into();
     pre.run.seed = o.seed;
-    pre.model = ModelSection { init_from: None, config: model };
+    pre.model = ModelSection {
+        init_from: None,
+        config: model,
+    };
     pre.tokenizer.train_vocab_size = 384;
     pre.tokenizer.split_digits = true;
     pre.data.corpus = CorpusStyle {
-        mix: Mix { arith: 4.0, program: 2.0, text: 1.5 },
+        mix: Mix {
+            arith: 4.0,
+            program: 2.0,
+            text: 1.5,
+        },
         fact_share: 0.4,
         arith: task.arith.clone(),
-        program: ProgramConfig { single_print: false, ..task.program.clone() },
+        program: ProgramConfig {
+            single_print: false,
+            ..task.program.clone()
+        },
     };
     pre.data.task = task;
     pre.data.synthetic_examples = p.pre_docs;
@@ -324,18 +342,28 @@ pub fn configs(o: &QuickstartOptions) -> (RecipeConfig, RecipeConfig) {
     pre.train.progress = o.progress;
     pre.optimizer.weight_decay = 0.1;
     pre.optimizer.betas = (0.9, 0.95);
-    pre.schedule = Schedule::Cosine { warmup_steps: p.warmup, min_lr_ratio: 0.1 };
+    pre.schedule = Schedule::Cosine {
+        warmup_steps: p.warmup,
+        min_lr_ratio: 0.1,
+    };
 
     let mut sft = pre.clone();
     sft.run.name = "quickstart-sft".into();
-    sft.model.init_from = Some(o.dir.join("quickstart-pretrain/checkpoints").join(format!("step-{}", pre.train.steps)));
+    sft.model.init_from = Some(
+        o.dir
+            .join("quickstart-pretrain/checkpoints")
+            .join(format!("step-{}", pre.train.steps)),
+    );
     sft.data.synthetic_examples = p.sft_examples;
     sft.data.completion_only = true;
     sft.data.val_fraction = 0.02;
     sft.train.steps = p.sft_steps;
     sft.train.eval_every = 100;
     sft.train.lr = 1e-3;
-    sft.schedule = Schedule::Cosine { warmup_steps: (p.warmup * 2 / 3).max(1), min_lr_ratio: 0.1 };
+    sft.schedule = Schedule::Cosine {
+        warmup_steps: (p.warmup * 2 / 3).max(1),
+        min_lr_ratio: 0.1,
+    };
     (pre, sft)
 }
 
@@ -348,7 +376,10 @@ pub fn run(o: &QuickstartOptions) -> Result<QuickstartOutcome> {
     // 1-2. Pretrain from scratch on the synthetic corpus (the tokenizer is trained inside).
     eprintln!("[1/4] pretraining a tiny decoder from scratch on the built-in corpus…");
     let s1 = crate::pretrain::run(&pre, o.start())?;
-    let ck = s1.last_checkpoint.clone().ok_or_else(|| Error::msg("pretraining wrote no checkpoint"))?;
+    let ck = s1
+        .last_checkpoint
+        .clone()
+        .ok_or_else(|| Error::msg("pretraining wrote no checkpoint"))?;
 
     // 3. The task before SFT.
     eprintln!("[2/4] evaluating the instruction task before SFT…");
@@ -359,7 +390,10 @@ pub fn run(o: &QuickstartOptions) -> Result<QuickstartOutcome> {
     // 4. SFT.
     eprintln!("[3/4] supervised fine-tuning on the instruction task…");
     let s2 = crate::sft::run(&sft, o.start())?;
-    let ck2 = s2.last_checkpoint.clone().ok_or_else(|| Error::msg("SFT wrote no checkpoint"))?;
+    let ck2 = s2
+        .last_checkpoint
+        .clone()
+        .ok_or_else(|| Error::msg("SFT wrote no checkpoint"))?;
 
     // 5. The task after SFT, and the report.
     eprintln!("[4/4] evaluating after SFT and writing the report…");
@@ -368,23 +402,50 @@ pub fn run(o: &QuickstartOptions) -> Result<QuickstartOutcome> {
     let kinds_before = breakdown(&eval_items, &before);
     let kinds_after = breakdown(&eval_items, &after);
     // The task's results in the SFT run's metrics.jsonl and TensorBoard file, at its last step.
-    let mut sink = crate::metrics::MetricsSink::open_path(&s2.run_dir.join(crate::metrics::METRICS_FILE), Some(s2.steps))?;
+    let mut sink = crate::metrics::MetricsSink::open_path(
+        &s2.run_dir.join(crate::metrics::METRICS_FILE),
+        Some(s2.steps),
+    )?;
     let mut row = serde_json::Map::new();
     for (when, kinds) in [("before_sft", &kinds_before), ("after_sft", &kinds_after)] {
         for k in kinds.iter() {
-            row.insert(format!("task/{when}/{}", k.kind), serde_json::json!(k.accuracy()));
+            row.insert(
+                format!("task/{when}/{}", k.kind),
+                serde_json::json!(k.accuracy()),
+            );
         }
     }
-    row.insert("samples/before_sft".into(), serde_json::json!(show(&before, 8)));
-    row.insert("samples/after_sft".into(), serde_json::json!(show(&after, 8)));
+    row.insert(
+        "samples/before_sft".into(),
+        serde_json::json!(show(&before, 8)),
+    );
+    row.insert(
+        "samples/after_sft".into(),
+        serde_json::json!(show(&after, 8)),
+    );
     sink.log_values(s2.steps, &row)?;
     drop(sink);
-    let mut acc_rows = vec![("held-out problems".to_string(), eval_items.len().to_string())];
-    acc_rows.extend(breakdown_lines(&kinds_before).into_iter().map(|(k, v)| (format!("before SFT, {k}"), v)));
-    acc_rows.extend(breakdown_lines(&kinds_after).into_iter().map(|(k, v)| (format!("after SFT, {k}"), v)));
-    let pre_rows = crate::metrics::read_metrics(&s1.run_dir.join("metrics.jsonl")).unwrap_or_default();
+    let mut acc_rows = vec![(
+        "held-out problems".to_string(),
+        eval_items.len().to_string(),
+    )];
+    acc_rows.extend(
+        breakdown_lines(&kinds_before)
+            .into_iter()
+            .map(|(k, v)| (format!("before SFT, {k}"), v)),
+    );
+    acc_rows.extend(
+        breakdown_lines(&kinds_after)
+            .into_iter()
+            .map(|(k, v)| (format!("after SFT, {k}"), v)),
+    );
+    let pre_rows =
+        crate::metrics::read_metrics(&s1.run_dir.join("metrics.jsonl")).unwrap_or_default();
     let extra = vec![
-        Section::table("Instruction task (held-out split, greedy decoding)", acc_rows),
+        Section::table(
+            "Instruction task (held-out split, greedy decoding)",
+            acc_rows,
+        ),
         Section::pre("Samples before SFT", &show(&before, 8)),
         Section::pre("Samples after SFT", &show(&after, 8)),
         Section::table(
@@ -392,13 +453,25 @@ pub fn run(o: &QuickstartOptions) -> Result<QuickstartOutcome> {
             vec![
                 ("run directory".into(), s1.run_dir.display().to_string()),
                 ("steps".into(), s1.steps.to_string()),
-                ("loss first → last".into(), format!("{:.4} → {:.4}", s1.first_loss.unwrap_or(f64::NAN), s1.last_loss.unwrap_or(f64::NAN))),
+                (
+                    "loss first → last".into(),
+                    format!(
+                        "{:.4} → {:.4}",
+                        s1.first_loss.unwrap_or(f64::NAN),
+                        s1.last_loss.unwrap_or(f64::NAN)
+                    ),
+                ),
                 ("tokens seen".into(), s1.tokens_seen.to_string()),
             ],
         ),
         Section::final_metrics("Pretraining final metrics", &pre_rows),
     ];
-    let report = write_run_report(&s2.run_dir, "gradus quickstart: pretrain → SFT", &sft, &extra)?;
+    let report = write_run_report(
+        &s2.run_dir,
+        "gradus quickstart: pretrain → SFT",
+        &sft,
+        &extra,
+    )?;
     write_run_report(&s1.run_dir, "gradus quickstart: pretraining", &pre, &[])?;
     let table: String = kinds_before
         .iter()

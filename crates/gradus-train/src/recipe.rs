@@ -5,14 +5,14 @@
 
 use std::path::PathBuf;
 
-use gradus_tasks::{CorpusConfig, CorpusStyle, TaskConfig};
 use gradus_model::DecoderConfig;
+use gradus_tasks::{CorpusConfig, CorpusStyle, TaskConfig};
 use gradus_tensor::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::optim::AdamWConfig;
-pub use gradus_data::pack::Overflow;
 use crate::schedule::Schedule;
+pub use gradus_data::pack::Overflow;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -31,7 +31,12 @@ pub struct RunConfig {
 
 impl Default for RunConfig {
     fn default() -> Self {
-        Self { dir: PathBuf::from("runs"), name: "run".into(), seed: 0, history: Vec::new() }
+        Self {
+            dir: PathBuf::from("runs"),
+            name: "run".into(),
+            seed: 0,
+            history: Vec::new(),
+        }
     }
 }
 
@@ -40,7 +45,13 @@ impl RunConfig {
     /// so that the run directory `<dir>/<name>` never escapes `run.dir`.
     pub fn validate(&self) -> Result<()> {
         let n = &self.name;
-        if n.is_empty() || n == "." || n == ".." || n.contains('/') || n.contains('\\') || n.contains('\0') {
+        if n.is_empty()
+            || n == "."
+            || n == ".."
+            || n.contains('/')
+            || n.contains('\\')
+            || n.contains('\0')
+        {
             return Err(Error::config(
                 "run.name",
                 format!("`{n}` must be a plain directory name (not empty, `.` or `..`, without `/` or `\\`): the run directory is <run.dir>/<run.name>"),
@@ -61,7 +72,10 @@ pub struct ModelSection {
 
 impl Default for ModelSection {
     fn default() -> Self {
-        Self { init_from: None, config: DecoderConfig::default() }
+        Self {
+            init_from: None,
+            config: DecoderConfig::default(),
+        }
     }
 }
 
@@ -78,7 +92,11 @@ pub struct TokenizerSection {
 
 impl Default for TokenizerSection {
     fn default() -> Self {
-        Self { path: None, train_vocab_size: 512, split_digits: true }
+        Self {
+            path: None,
+            train_vocab_size: 512,
+            split_digits: true,
+        }
     }
 }
 
@@ -242,19 +260,31 @@ impl RecipeConfig {
             return Err(Error::config("train.grad_accum", "must be positive"));
         }
         if !(t.lr > 0.0 && t.lr.is_finite()) {
-            return Err(Error::config("train.lr", format!("must be positive, got {}", t.lr)));
+            return Err(Error::config(
+                "train.lr",
+                format!("must be positive, got {}", t.lr),
+            ));
         }
         if !(t.max_grad_norm >= 0.0) {
             return Err(Error::config("train.max_grad_norm", "must be ≥ 0"));
         }
         if !(t.progress_every_s >= 0.0 && t.progress_every_s.is_finite()) {
-            return Err(Error::config("train.progress_every_s", format!("must be finite and ≥ 0, got {}", t.progress_every_s)));
+            return Err(Error::config(
+                "train.progress_every_s",
+                format!("must be finite and ≥ 0, got {}", t.progress_every_s),
+            ));
         }
         if t.keep_last == 0 {
-            return Err(Error::config("train.keep_last", "must keep at least one checkpoint"));
+            return Err(Error::config(
+                "train.keep_last",
+                "must keep at least one checkpoint",
+            ));
         }
         if !(0.0..1.0).contains(&self.data.val_fraction) {
-            return Err(Error::config("data.val_fraction", format!("must be in [0, 1), got {}", self.data.val_fraction)));
+            return Err(Error::config(
+                "data.val_fraction",
+                format!("must be in [0, 1), got {}", self.data.val_fraction),
+            ));
         }
         if self.data.seq_len < 2 {
             return Err(Error::config("data.seq_len", "must be at least 2"));

@@ -28,7 +28,9 @@ pub const PLOT_TOP: f64 = 20.0;
 pub const PLOT_BOTTOM: f64 = 260.0;
 
 /// Series colours, in order (Okabe-Ito, readable by colour-blind readers).
-const COLORS: [&str; 7] = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"];
+const COLORS: [&str; 7] = [
+    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
+];
 
 /// A line plot of metric keys against `step`.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,24 +46,44 @@ pub struct PlotSpec {
 pub enum Section {
     Plot(PlotSpec),
     /// Two-column table of keys and values.
-    Table { title: String, rows: Vec<(String, String)> },
+    Table {
+        title: String,
+        rows: Vec<(String, String)>,
+    },
     /// A paragraph of text (escaped; blank lines separate paragraphs).
-    Text { title: String, body: String },
+    Text {
+        title: String,
+        body: String,
+    },
     /// Preformatted text (escaped), e.g. generated samples.
-    Pre { title: String, body: String },
+    Pre {
+        title: String,
+        body: String,
+    },
 }
 
 impl Section {
     pub fn plot(title: &str, keys: &[&str]) -> Self {
-        Section::Plot(PlotSpec { title: title.into(), keys: keys.iter().map(|k| k.to_string()).collect(), log_y: false })
+        Section::Plot(PlotSpec {
+            title: title.into(),
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            log_y: false,
+        })
     }
 
     pub fn log_plot(title: &str, keys: &[&str]) -> Self {
-        Section::Plot(PlotSpec { title: title.into(), keys: keys.iter().map(|k| k.to_string()).collect(), log_y: true })
+        Section::Plot(PlotSpec {
+            title: title.into(),
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            log_y: true,
+        })
     }
 
     pub fn table(title: &str, rows: Vec<(String, String)>) -> Self {
-        Section::Table { title: title.into(), rows }
+        Section::Table {
+            title: title.into(),
+            rows,
+        }
     }
 
     /// A table of a JSON value flattened to dotted keys (`optimizer.betas = [0.9,0.95]`); use
@@ -69,20 +91,32 @@ impl Section {
     pub fn table_from_json(title: &str, value: &Value) -> Self {
         let mut rows = Vec::new();
         flatten_json("", value, &mut rows);
-        Section::Table { title: title.into(), rows }
+        Section::Table {
+            title: title.into(),
+            rows,
+        }
     }
 
     /// A table of the last value of every metric key (and the last step).
     pub fn final_metrics(title: &str, rows: &[Map<String, Value>]) -> Self {
-        Section::Table { title: title.into(), rows: final_metrics(rows) }
+        Section::Table {
+            title: title.into(),
+            rows: final_metrics(rows),
+        }
     }
 
     pub fn text(title: &str, body: &str) -> Self {
-        Section::Text { title: title.into(), body: body.into() }
+        Section::Text {
+            title: title.into(),
+            body: body.into(),
+        }
     }
 
     pub fn pre(title: &str, body: &str) -> Self {
-        Section::Pre { title: title.into(), body: body.into() }
+        Section::Pre {
+            title: title.into(),
+            body: body.into(),
+        }
     }
 }
 
@@ -90,7 +124,11 @@ fn flatten_json(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, v) in m {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten_json(&key, v, out);
             }
         }
@@ -164,7 +202,11 @@ fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     }
     let raw = (hi - lo) / n.max(1) as f64;
     let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * mag);
     // A small slack so that ends which are multiples of `step` survive rounding (1.2 / 0.1 = 11.99..).
     let first = (lo / step - 1e-9).ceil() as i64;
     let last = (hi / step + 1e-9).floor() as i64;
@@ -216,7 +258,12 @@ pub fn svg_line_plot(series: &[Series], log_y: bool, x_label: &str) -> Option<St
         return None;
     }
     let all = drawn.iter().flat_map(|(_, p)| p.iter());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
     for &(x, y) in all {
         x0 = x0.min(x);
         x1 = x1.max(x);
@@ -233,15 +280,29 @@ pub fn svg_line_plot(series: &[Series], log_y: bool, x_label: &str) -> Option<St
     );
     // Grid and tick labels.
     let yticks: Vec<(f64, String)> = if log_y && y1 - y0 >= 1.0 {
-        let step = nice_ticks(0.0, y1 - y0, 5).get(1).copied().unwrap_or(1.0).max(1.0).round();
+        let step = nice_ticks(0.0, y1 - y0, 5)
+            .get(1)
+            .copied()
+            .unwrap_or(1.0)
+            .max(1.0)
+            .round();
         let first = (y0 / step).ceil() as i64;
         let last = (y1 / step).floor() as i64;
-        (first..=last).map(|i| (i as f64 * step, tick_label(10f64.powf(i as f64 * step)))).collect()
+        (first..=last)
+            .map(|i| (i as f64 * step, tick_label(10f64.powf(i as f64 * step))))
+            .collect()
     } else if log_y {
         let (lo, hi) = (10f64.powf(y0), 10f64.powf(y1));
-        nice_ticks(lo, hi, 4).into_iter().filter(|v| *v > 0.0).map(|v| (v.log10(), tick_label(v))).collect()
+        nice_ticks(lo, hi, 4)
+            .into_iter()
+            .filter(|v| *v > 0.0)
+            .map(|v| (v.log10(), tick_label(v)))
+            .collect()
     } else {
-        nice_ticks(y0, y1, 5).into_iter().map(|v| (v, tick_label(v))).collect()
+        nice_ticks(y0, y1, 5)
+            .into_iter()
+            .map(|v| (v, tick_label(v)))
+            .collect()
     };
     for (v, label) in &yticks {
         let y = py(*v);
@@ -275,7 +336,10 @@ pub fn svg_line_plot(series: &[Series], log_y: bool, x_label: &str) -> Option<St
     );
     for (i, pts) in &drawn {
         let color = COLORS[i % COLORS.len()];
-        let coords: Vec<String> = pts.iter().map(|&(x, y)| format!("{:.2},{:.2}", px(x), py(y))).collect();
+        let coords: Vec<String> = pts
+            .iter()
+            .map(|&(x, y)| format!("{:.2},{:.2}", px(x), py(y)))
+            .collect();
         let _ = write!(
             s,
             r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" data-series="{}" points="{}"/>"#,
@@ -284,7 +348,12 @@ pub fn svg_line_plot(series: &[Series], log_y: bool, x_label: &str) -> Option<St
         );
         if pts.len() == 1 {
             let (x, y) = pts[0];
-            let _ = write!(s, r#"<circle cx="{:.2}" cy="{:.2}" r="2.5" fill="{color}"/>"#, px(x), py(y));
+            let _ = write!(
+                s,
+                r#"<circle cx="{:.2}" cy="{:.2}" r="2.5" fill="{color}"/>"#,
+                px(x),
+                py(y)
+            );
         }
     }
     s.push_str("</svg>");
@@ -316,7 +385,10 @@ pub fn render_report(title: &str, sections: &[Section], rows: &[Map<String, Valu
                     .iter()
                     .map(|k| Series {
                         name: k.clone(),
-                        points: series(rows, k).into_iter().map(|(s, v)| (s as f64, v)).collect(),
+                        points: series(rows, k)
+                            .into_iter()
+                            .map(|(s, v)| (s as f64, v))
+                            .collect(),
                     })
                     .collect();
                 match svg_line_plot(&ser, p.log_y, "step") {
@@ -338,7 +410,11 @@ pub fn render_report(title: &str, sections: &[Section], rows: &[Map<String, Valu
                         h.push_str("</figcaption></figure>\n");
                     }
                     None => {
-                        let _ = writeln!(h, "<p class=\"empty\">no data for {}</p>", escape(&p.keys.join(", ")));
+                        let _ = writeln!(
+                            h,
+                            "<p class=\"empty\">no data for {}</p>",
+                            escape(&p.keys.join(", "))
+                        );
                     }
                 }
             }
@@ -367,7 +443,11 @@ pub fn render_report(title: &str, sections: &[Section], rows: &[Map<String, Valu
 /// Writes `run_dir/report.html` (atomically), plotting from `run_dir/metrics.jsonl` if it exists.
 pub fn write_report(run_dir: &Path, title: &str, sections: &[Section]) -> Result<PathBuf> {
     let mpath = run_dir.join(METRICS_FILE);
-    let rows = if mpath.exists() { read_metrics(&mpath)? } else { Vec::new() };
+    let rows = if mpath.exists() {
+        read_metrics(&mpath)?
+    } else {
+        Vec::new()
+    };
     let html = render_report(title, sections, &rows);
     let path = run_dir.join(REPORT_FILE);
     crate::checkpoint::write_bytes_atomic(&path, html.as_bytes())?;
@@ -380,11 +460,17 @@ mod tests {
 
     #[test]
     fn nice_ticks_are_round_and_inside() {
-        assert_eq!(nice_ticks(0.0, 10.0, 5), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
+        assert_eq!(
+            nice_ticks(0.0, 10.0, 5),
+            vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
+        );
         // range 0.23 / 4 = 0.0575 -> step 0.1: 1.0, 1.1, 1.2 inside [0.97, 1.2]
         let t = nice_ticks(0.97, 1.2, 4);
         assert_eq!(t.len(), 3);
-        assert!((t[0] - 1.0).abs() < 1e-12 && (t[2] - 1.2).abs() < 1e-12, "{t:?}");
+        assert!(
+            (t[0] - 1.0).abs() < 1e-12 && (t[2] - 1.2).abs() < 1e-12,
+            "{t:?}"
+        );
     }
 
     #[test]
@@ -392,7 +478,10 @@ mod tests {
         assert_eq!(tick_label(0.5), "0.5");
         assert_eq!(tick_label(2.0), "2");
         assert_eq!(tick_label(1e-5), "1e-5");
-        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
         assert_eq!(fmt_value(3.0), "3");
         assert_eq!(fmt_value(0.125), "0.125");
     }

@@ -14,14 +14,19 @@ use gradus_data::tokenizer::Tokenizer;
 use gradus_model::reward::RewardModel;
 use gradus_model::WeightDtype;
 use gradus_objectives::math::values;
-use gradus_objectives::reward::{bradley_terry, bt_margin, centering, regression, scaled_bt, RewardObjective};
+use gradus_objectives::reward::{
+    bradley_terry, bt_margin, centering, regression, scaled_bt, RewardObjective,
+};
 use gradus_tensor::{Error, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::optim::AdamWConfig;
 use crate::prefs::{load_pairs, pad_id, PrefsSection};
-use crate::recipe::{DataSection, DynamicsSection, ModelSection, RecipeConfig, RunConfig, TokenizerSection, TrainSection};
+use crate::recipe::{
+    DataSection, DynamicsSection, ModelSection, RecipeConfig, RunConfig, TokenizerSection,
+    TrainSection,
+};
 use crate::report::Section;
 use crate::schedule::Schedule;
 use crate::trainer::{fit_learner, set_params, write_run_report, FitSummary, Learner};
@@ -37,7 +42,10 @@ pub struct HeadSection {
 
 impl Default for HeadSection {
     fn default() -> Self {
-        Self { labels: vec![], init_label: None }
+        Self {
+            labels: vec![],
+            init_label: None,
+        }
     }
 }
 
@@ -80,7 +88,10 @@ impl RewardConfig {
         self.base().validate()?;
         self.objective.validate()?;
         if self.model.init_from.is_none() {
-            return Err(Error::config("model.init_from", "a reward model starts from a trained decoder (or a reward model)"));
+            return Err(Error::config(
+                "model.init_from",
+                "a reward model starts from a trained decoder (or a reward model)",
+            ));
         }
         Ok(())
     }
@@ -90,7 +101,10 @@ impl RewardConfig {
             return self.head.labels.clone();
         }
         match self.objective {
-            RewardObjective::Regression {} => gradus_tasks::prefs::ATTRIBUTES.iter().map(|s| s.to_string()).collect(),
+            RewardObjective::Regression {} => gradus_tasks::prefs::ATTRIBUTES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             _ => vec!["reward".into()],
         }
     }
@@ -152,19 +166,31 @@ impl Learner for RmLearner<'_> {
         self.rm.params()
     }
     fn next_micro(&mut self) -> Result<Vec<usize>> {
-        Ok(self.cursor.next_indices().ok_or_else(|| Error::msg("no preference data"))?.to_vec())
+        Ok(self
+            .cursor
+            .next_indices()
+            .ok_or_else(|| Error::msg("no preference data"))?
+            .to_vec())
     }
     fn weight(&self, m: &Vec<usize>) -> f64 {
         m.len() as f64
     }
     fn tokens(&self, m: &Vec<usize>) -> u64 {
-        m.iter().map(|&i| (2 * self.pairs[i].prompt.len() + self.pairs[i].chosen.len() + self.pairs[i].rejected.len()) as u64).sum()
+        m.iter()
+            .map(|&i| {
+                (2 * self.pairs[i].prompt.len()
+                    + self.pairs[i].chosen.len()
+                    + self.pairs[i].rejected.len()) as u64
+            })
+            .sum()
     }
     fn loss(&mut self, idx: &Vec<usize>, norm: f64) -> Result<(Tensor, Vec<(String, f64)>)> {
         let pairs: Vec<&TokenizedPair> = idx.iter().map(|&i| &self.pairs[i]).collect();
         let n = pairs.len();
         let s = pair_scores(self.rm, &pairs, self.pad)?;
-        let per = |f: &dyn Fn(&TokenizedPair) -> f64| pairs.iter().map(|p| f(p) as f32).collect::<Vec<f32>>();
+        let per = |f: &dyn Fn(&TokenizedPair) -> f64| {
+            pairs.iter().map(|p| f(p) as f32).collect::<Vec<f32>>()
+        };
         let losses = match self.objective {
             RewardObjective::Regression {} => {
                 let mut target: Vec<f32> = Vec::new();
@@ -178,10 +204,17 @@ impl Learner for RmLearner<'_> {
                 (l.narrow(0, 0, n)? + l.narrow(0, n, n)?)?
             }
             ref o => {
-                let (rc, rr) = (s.narrow(0, 0, n)?.squeeze(1)?, s.narrow(0, n, n)?.squeeze(1)?);
+                let (rc, rr) = (
+                    s.narrow(0, 0, n)?.squeeze(1)?,
+                    s.narrow(0, n, n)?.squeeze(1)?,
+                );
                 let base = match o {
-                    RewardObjective::BtMargin { .. } => bt_margin(&rc, &rr, &per(&|p| p.margin.unwrap_or(0.0)))?,
-                    RewardObjective::ScaledBt { .. } => scaled_bt(&rc, &rr, &per(&|p| p.margin.unwrap_or(1.0)))?,
+                    RewardObjective::BtMargin { .. } => {
+                        bt_margin(&rc, &rr, &per(&|p| p.margin.unwrap_or(0.0)))?
+                    }
+                    RewardObjective::ScaledBt { .. } => {
+                        scaled_bt(&rc, &rr, &per(&|p| p.margin.unwrap_or(1.0)))?
+                    }
                     _ => bradley_terry(&rc, &rr)?,
                 };
                 if o.center_coef() > 0.0 {
@@ -195,7 +228,11 @@ impl Learner for RmLearner<'_> {
         let (c, r) = (values(&sc.narrow(0, 0, n)?)?, values(&sc.narrow(0, n, n)?)?);
         let scale = n as f64 / norm;
         let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64;
-        let acc: Vec<f32> = c.iter().zip(&r).map(|(a, b)| (a > b) as u8 as f32).collect();
+        let acc: Vec<f32> = c
+            .iter()
+            .zip(&r)
+            .map(|(a, b)| (a > b) as u8 as f32)
+            .collect();
         let marg: Vec<f32> = c.iter().zip(&r).map(|(a, b)| a - b).collect();
         let metrics = vec![
             ("rewards/accuracy".to_string(), mean(&acc) * scale),
@@ -211,14 +248,20 @@ impl Learner for RmLearner<'_> {
     }
     fn load(&mut self, dir: &Path) -> Result<()> {
         let saved = RewardModel::load(dir)?;
-        let t: Vec<(String, Tensor)> = saved.params().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+        let t: Vec<(String, Tensor)> = saved
+            .params()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().clone()))
+            .collect();
         set_params(&self.rm.params(), &t, dir)
     }
     fn cursor(&self) -> Value {
         serde_json::to_value(self.cursor.state()).unwrap_or(Value::Null)
     }
     fn restore_cursor(&mut self, cursor: &Value) -> Result<()> {
-        let st: CursorState = serde_json::from_value(cursor.clone()).map_err(|e| Error::msg(format!("trainer_state.json: bad data_cursor {cursor}: {e}")))?;
+        let st: CursorState = serde_json::from_value(cursor.clone()).map_err(|e| {
+            Error::msg(format!("trainer_state.json: bad data_cursor {cursor}: {e}"))
+        })?;
         self.cursor.restore(st)
     }
 }
@@ -243,7 +286,9 @@ pub fn evaluate(rm: &RewardModel, pairs: &[TokenizedPair], pad: u32) -> Result<R
     }
     let mut per: BTreeMap<String, (usize, usize, f64)> = BTreeMap::new();
     for (p, (c, r)) in pairs.iter().zip(&scores) {
-        let e = per.entry(p.category.clone().unwrap_or_else(|| "all".into())).or_default();
+        let e = per
+            .entry(p.category.clone().unwrap_or_else(|| "all".into()))
+            .or_default();
         e.0 += (c > r) as usize;
         e.1 += 1;
     }
@@ -251,7 +296,12 @@ pub fn evaluate(rm: &RewardModel, pairs: &[TokenizedPair], pad: u32) -> Result<R
         v.2 = v.0 as f64 / v.1.max(1) as f64;
     }
     let correct = scores.iter().filter(|(c, r)| c > r).count();
-    Ok(RewardEval { pairs: pairs.len(), accuracy: correct as f64 / pairs.len().max(1) as f64, per_category: per, scores })
+    Ok(RewardEval {
+        pairs: pairs.len(),
+        accuracy: correct as f64 / pairs.len().max(1) as f64,
+        per_category: per,
+        scores,
+    })
 }
 
 pub struct RewardSummary {
@@ -275,7 +325,12 @@ pub fn run(cfg: &RewardConfig, start: impl Into<crate::rundir::Start>) -> Result
         let rm = RewardModel::load(&init)?;
         match &cfg.head.init_label {
             Some(l) => {
-                let k = rm.labels.iter().position(|x| x == l).ok_or_else(|| Error::config("head.init_label", format!("`{l}` is not one of {:?}", rm.labels)))?;
+                let k = rm.labels.iter().position(|x| x == l).ok_or_else(|| {
+                    Error::config(
+                        "head.init_label",
+                        format!("`{l}` is not one of {:?}", rm.labels),
+                    )
+                })?;
                 rm.select_output(k)?
             }
             None => rm,
@@ -287,29 +342,70 @@ pub fn run(cfg: &RewardConfig, start: impl Into<crate::rundir::Start>) -> Result
     rm.decoder.cfg.dtype = WeightDtype::F32;
     let is_regression = matches!(cfg.objective, RewardObjective::Regression {});
     if !is_regression && rm.labels.len() != 1 {
-        return Err(Error::config("head.init_label", format!("`{}` trains one output; the model has {:?}: pick one with head.init_label", cfg.objective.name(), rm.labels)));
+        return Err(Error::config(
+            "head.init_label",
+            format!(
+                "`{}` trains one output; the model has {:?}: pick one with head.init_label",
+                cfg.objective.name(),
+                rm.labels
+            ),
+        ));
     }
-    let data = load_pairs(&cfg.data.source, &cfg.prefs, &tok, cfg.data.seq_len, cfg.run.seed)?;
+    let data = load_pairs(
+        &cfg.data.source,
+        &cfg.prefs,
+        &tok,
+        cfg.data.seq_len,
+        cfg.run.seed,
+    )?;
     check_signals(&cfg.objective, &data.train, rm.labels.len())?;
     let pad = pad_id(&tok);
     let before = evaluate(&rm, &data.eval, pad)?;
 
     // 2. Train.
     let n = data.train.len();
-    let mut learner = RmLearner { rm: &mut rm, tok: &tok, pairs: data.train.clone(), cursor: IndexCursor::new(n, cfg.train.batch_size, cfg.run.seed)?.with_shuffle(cfg.prefs.shuffle), pad, objective: cfg.objective.clone() };
+    let mut learner = RmLearner {
+        rm: &mut rm,
+        tok: &tok,
+        pairs: data.train.clone(),
+        cursor: IndexCursor::new(n, cfg.train.batch_size, cfg.run.seed)?
+            .with_shuffle(cfg.prefs.shuffle),
+        pad,
+        objective: cfg.objective.clone(),
+    };
     let fit = fit_learner(&mut learner, &base, &mut run)?;
 
     // 3. Held-out accuracy, scores, report.
     let eval = evaluate(&rm, &data.eval, pad)?;
-    let text = serde_json::to_string_pretty(&json!({"before": before.accuracy, "after": eval})).unwrap_or_default();
+    let text = serde_json::to_string_pretty(&json!({"before": before.accuracy, "after": eval}))
+        .unwrap_or_default();
     gradus_tensor::io::write_atomic(&run_dir.join("reward_eval.json"), text.as_bytes())?;
-    let mut rows = vec![("pairwise accuracy (held-out)".to_string(), format!("{:.1}% → {:.1}%", 100.0 * before.accuracy, 100.0 * eval.accuracy))];
-    rows.extend(eval.per_category.iter().map(|(k, (c, t, a))| (format!("  {k}"), format!("{c}/{t} ({:.1}%)", 100.0 * a))));
+    let mut rows = vec![(
+        "pairwise accuracy (held-out)".to_string(),
+        format!(
+            "{:.1}% → {:.1}%",
+            100.0 * before.accuracy,
+            100.0 * eval.accuracy
+        ),
+    )];
+    rows.extend(
+        eval.per_category
+            .iter()
+            .map(|(k, (c, t, a))| (format!("  {k}"), format!("{c}/{t} ({:.1}%)", 100.0 * a))),
+    );
     let extra = vec![
         Section::plot("Reward accuracy (train batches)", &["rewards/accuracy"]),
-        Section::plot("Scores", &["rewards/chosen", "rewards/rejected", "rewards/margin"]),
+        Section::plot(
+            "Scores",
+            &["rewards/chosen", "rewards/rejected", "rewards/margin"],
+        ),
         Section::table("Held-out pairs", rows),
     ];
-    write_run_report(&run_dir, &format!("gradus train reward ({})", cfg.objective.name()), &base, &extra)?;
+    write_run_report(
+        &run_dir,
+        &format!("gradus train reward ({})", cfg.objective.name()),
+        &base,
+        &extra,
+    )?;
     Ok(RewardSummary { fit, eval })
 }

@@ -70,13 +70,19 @@ impl Schedule {
     pub fn validate(&self, total_steps: u64) -> Result<()> {
         if let Schedule::Cosine { min_lr_ratio, .. } = *self {
             if !(0.0..=1.0).contains(&min_lr_ratio) {
-                return Err(Error::config("schedule.min_lr_ratio", format!("must be in [0, 1], got {min_lr_ratio}")));
+                return Err(Error::config(
+                    "schedule.min_lr_ratio",
+                    format!("must be in [0, 1], got {min_lr_ratio}"),
+                ));
             }
         }
         if self.warmup_steps() > total_steps {
             return Err(Error::config(
                 "schedule.warmup_steps",
-                format!("{} is more than the {total_steps} total steps", self.warmup_steps()),
+                format!(
+                    "{} is more than the {total_steps} total steps",
+                    self.warmup_steps()
+                ),
             ));
         }
         Ok(())
@@ -95,7 +101,8 @@ impl Schedule {
                 (left / total_steps.saturating_sub(w).max(1) as f64).max(0.0)
             }
             Schedule::Cosine { min_lr_ratio, .. } => {
-                let progress = ((step - w) as f64 / total_steps.saturating_sub(w).max(1) as f64).min(1.0);
+                let progress =
+                    ((step - w) as f64 / total_steps.saturating_sub(w).max(1) as f64).min(1.0);
                 let cos = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
                 (cos * (1.0 - min_lr_ratio) + min_lr_ratio).max(0.0)
             }
@@ -123,7 +130,10 @@ mod tests {
         let got: Vec<f64> = (0..6).map(|k| s.lr_at(k, 10, 2.0)).collect();
         assert_eq!(got, vec![0.0, 0.5, 1.0, 1.5, 2.0, 2.0]);
         // No warmup: the base rate from step 0.
-        assert_eq!(Schedule::Constant { warmup_steps: 0 }.lr_at(0, 10, 2.0), 2.0);
+        assert_eq!(
+            Schedule::Constant { warmup_steps: 0 }.lr_at(0, 10, 2.0),
+            2.0
+        );
     }
 
     #[test]
@@ -138,15 +148,21 @@ mod tests {
     fn cosine_hits_half_at_midpoint_and_min_at_end() {
         // W = 2, N = 10: progress p = (k - 2) / 8; k = 6 -> p = 1/2 -> 0.5 (1 + cos(pi/2)) = 0.5;
         // k = 4 -> p = 1/4 -> 0.5 (1 + sqrt(2)/2) ~ 0.853553; k = 10 -> 0.
-        let s = Schedule::Cosine { warmup_steps: 2, min_lr_ratio: 0.0 };
+        let s = Schedule::Cosine {
+            warmup_steps: 2,
+            min_lr_ratio: 0.0,
+        };
         close(s.factor(1, 10), 0.5);
         close(s.factor(2, 10), 1.0);
         close(s.factor(4, 10), 0.5 * (1.0 + 0.5f64.sqrt()));
         close(s.factor(6, 10), 0.5);
         close(s.factor(10, 10), 0.0);
         close(s.factor(14, 10), 0.0); // clamped past the end
-        // min_lr_ratio r = 0.1: r + (1 - r) * cosine -> midpoint 0.1 + 0.9 * 0.5 = 0.55, end 0.1.
-        let s = Schedule::Cosine { warmup_steps: 2, min_lr_ratio: 0.1 };
+                                      // min_lr_ratio r = 0.1: r + (1 - r) * cosine -> midpoint 0.1 + 0.9 * 0.5 = 0.55, end 0.1.
+        let s = Schedule::Cosine {
+            warmup_steps: 2,
+            min_lr_ratio: 0.1,
+        };
         close(s.lr_at(6, 10, 1e-3), 0.55e-3);
         close(s.lr_at(10, 10, 1e-3), 0.1e-3);
         close(s.lr_at(20, 10, 1e-3), 0.1e-3);
@@ -156,7 +172,10 @@ mod tests {
 
     #[test]
     fn degenerate_lengths_do_not_divide_by_zero() {
-        let s = Schedule::Cosine { warmup_steps: 5, min_lr_ratio: 0.0 };
+        let s = Schedule::Cosine {
+            warmup_steps: 5,
+            min_lr_ratio: 0.0,
+        };
         // N = W = 5: max(1, N - W) = 1, p = (5 - 5) / 1 = 0 -> 1.
         close(s.factor(5, 5), 1.0);
         close(Schedule::Linear { warmup_steps: 0 }.factor(0, 0), 0.0);
@@ -164,8 +183,15 @@ mod tests {
 
     #[test]
     fn deserialises_tagged_and_rejects_unknown_fields() {
-        let s: Schedule = toml::from_str("kind = \"cosine\"\nwarmup_steps = 3\nmin_lr_ratio = 0.1\n").unwrap();
-        assert_eq!(s, Schedule::Cosine { warmup_steps: 3, min_lr_ratio: 0.1 });
+        let s: Schedule =
+            toml::from_str("kind = \"cosine\"\nwarmup_steps = 3\nmin_lr_ratio = 0.1\n").unwrap();
+        assert_eq!(
+            s,
+            Schedule::Cosine {
+                warmup_steps: 3,
+                min_lr_ratio: 0.1
+            }
+        );
         let s: Schedule = toml::from_str("kind = \"linear\"").unwrap();
         assert_eq!(s, Schedule::Linear { warmup_steps: 0 });
         let s: Schedule = serde_json::from_str(r#"{"kind":"constant","warmup_steps":7}"#).unwrap();
@@ -177,9 +203,16 @@ mod tests {
 
     #[test]
     fn validate_names_the_field() {
-        let e = Schedule::Cosine { warmup_steps: 0, min_lr_ratio: 1.5 }.validate(10).unwrap_err();
+        let e = Schedule::Cosine {
+            warmup_steps: 0,
+            min_lr_ratio: 1.5,
+        }
+        .validate(10)
+        .unwrap_err();
         assert!(e.to_string().contains("schedule.min_lr_ratio"), "{e}");
-        let e = Schedule::Linear { warmup_steps: 11 }.validate(10).unwrap_err();
+        let e = Schedule::Linear { warmup_steps: 11 }
+            .validate(10)
+            .unwrap_err();
         assert!(e.to_string().contains("schedule.warmup_steps"), "{e}");
         assert!(Schedule::Linear { warmup_steps: 10 }.validate(10).is_ok());
     }

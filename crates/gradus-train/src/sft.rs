@@ -5,19 +5,19 @@ use gradus_data::chat::{encode_chat, encode_prompt_completion, ChatTemplate};
 use gradus_data::dataset::{read_dataset_sourced, Example, Shape};
 use gradus_data::pack::Overflow;
 use gradus_data::pack::Sequence;
-use gradus_tasks::{instructions_with, Split, TaskConfig};
 use gradus_data::tokenizer::Tokenizer;
+use gradus_tasks::{instructions_with, Split, TaskConfig};
 use gradus_tensor::{Error, Result};
 
 use crate::prep::{
-    apply_overflow, examples_to_texts, fields, model_for, rows_with, split_validation, start_run, tokenizer_for,
-    validation_batches,
+    apply_overflow, examples_to_texts, fields, model_for, rows_with, split_validation, start_run,
+    tokenizer_for, validation_batches,
 };
+use crate::recipe::RecipeConfig;
 use crate::report::Section;
 use crate::rundir::Start;
-use crate::recipe::RecipeConfig;
-use gradus_data::pack::RowCursor;
 use crate::trainer::{fit_validated, write_run_report, FitSummary};
+use gradus_data::pack::RowCursor;
 
 /// The prompt format used for the built-in instruction task (also by quickstart's evaluation).
 pub fn synthetic_prompt(question: &str) -> String {
@@ -38,12 +38,19 @@ pub fn synthetic_task_examples(
 ) -> Vec<Example> {
     instructions_with(n, seed, split, task)
         .into_iter()
-        .map(|i| Example::PromptCompletion { prompt: synthetic_prompt(&i.prompt), completion: i.answer })
+        .map(|i| Example::PromptCompletion {
+            prompt: synthetic_prompt(&i.prompt),
+            completion: i.answer,
+        })
         .collect()
 }
 
 /// Tokenizes examples into sequences with the loss mask SFT wants.
-pub fn sequences(tok: &Tokenizer, examples: &[Example], completion_only: bool) -> Result<Vec<Sequence>> {
+pub fn sequences(
+    tok: &Tokenizer,
+    examples: &[Example],
+    completion_only: bool,
+) -> Result<Vec<Sequence>> {
     let tpl = ChatTemplate::for_tokenizer(tok)?;
     examples
         .iter()
@@ -81,14 +88,30 @@ pub fn run(cfg: &RecipeConfig, start: impl Into<Start>) -> Result<FitSummary> {
 
     // 1. Examples, with where each came from.
     let (examples, sources): (Vec<Example>, Vec<String>) = if cfg.data.source == "synthetic" {
-        let ex = synthetic_task_examples(cfg.data.synthetic_examples, cfg.run.seed, Split::Train, &cfg.data.task);
-        let src = (0..ex.len()).map(|i| format!("synthetic example {i}")).collect();
+        let ex = synthetic_task_examples(
+            cfg.data.synthetic_examples,
+            cfg.run.seed,
+            Split::Train,
+            &cfg.data.task,
+        );
+        let src = (0..ex.len())
+            .map(|i| format!("synthetic example {i}"))
+            .collect();
         (ex, src)
     } else {
-        read_dataset_sourced(std::path::Path::new(&cfg.data.source), Shape::Auto, &fields(cfg))?.into_iter().unzip()
+        read_dataset_sourced(
+            std::path::Path::new(&cfg.data.source),
+            Shape::Auto,
+            &fields(cfg),
+        )?
+        .into_iter()
+        .unzip()
     };
     if examples.is_empty() {
-        return Err(Error::config("data.source", format!("`{}` holds no examples", cfg.data.source)));
+        return Err(Error::config(
+            "data.source",
+            format!("`{}` holds no examples", cfg.data.source),
+        ));
     }
 
     // 2. Tokenizer and model (a tokenizer is trained only when starting from scratch).
@@ -100,18 +123,41 @@ pub fn run(cfg: &RecipeConfig, start: impl Into<Start>) -> Result<FitSummary> {
     let seqs = sequences(&tok, &examples, cfg.data.completion_only)?;
     let skipped = apply_overflow(cfg, &seqs, &sources, overflow)?;
     if skipped.skipped == seqs.len() {
-        return Err(Error::config("data.seq_len", format!("every example is longer than {} tokens (data.overflow = \"skip\")", cfg.data.seq_len)));
+        return Err(Error::config(
+            "data.seq_len",
+            format!(
+                "every example is longer than {} tokens (data.overflow = \"skip\")",
+                cfg.data.seq_len
+            ),
+        ));
     }
     let pad = tok.pad_id().or(tok.eos_id()).unwrap_or(0);
     let (seqs, val) = split_validation(seqs, cfg.data.val_fraction, cfg.run.seed);
     let val = validation_batches(cfg, &val, pad)?;
-    let mut data = RowCursor::new(rows_with(cfg, &seqs, pad, overflow)?, cfg.train.batch_size, cfg.run.seed)?;
+    let mut data = RowCursor::new(
+        rows_with(cfg, &seqs, pad, overflow)?,
+        cfg.train.batch_size,
+        cfg.run.seed,
+    )?;
 
     // 4. Train, then report.
     let summary = fit_validated(&mut model, &tok, &mut data, &val, cfg, &mut run)?;
     let mut data_rows = vec![("examples".to_string(), examples.len().to_string())];
-    data_rows.push(("skipped: longer than data.seq_len".to_string(), skipped.skipped.to_string()));
-    data_rows.extend(skipped.examples.iter().map(|e| ("  skipped".to_string(), e.clone())));
-    write_run_report(&summary.run_dir, "gradus sft", cfg, &[Section::table("Data", data_rows)])?;
+    data_rows.push((
+        "skipped: longer than data.seq_len".to_string(),
+        skipped.skipped.to_string(),
+    ));
+    data_rows.extend(
+        skipped
+            .examples
+            .iter()
+            .map(|e| ("  skipped".to_string(), e.clone())),
+    );
+    write_run_report(
+        &summary.run_dir,
+        "gradus sft",
+        cfg,
+        &[Section::table("Data", data_rows)],
+    )?;
     Ok(summary)
 }

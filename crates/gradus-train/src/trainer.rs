@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use candle_core::backprop::GradStore;
 use gradus_data::pack::{Batch, CursorState, RowCursor};
+use gradus_data::tokenizer::Tokenizer;
 use gradus_dynamics::run::StatsRecorder;
 use gradus_dynamics::stats::{MatrixSelection, NamedTensor};
-use gradus_data::tokenizer::Tokenizer;
 use gradus_model::decoder::{Decoder, ForwardInput};
 use gradus_model::fast::{FastDecoder, FastOptions};
 use gradus_model::hf::{load_decoder, save_decoder};
@@ -21,13 +21,15 @@ use gradus_tensor::{Error, Result, Tensor, Var};
 use serde_json::{json, Map, Value};
 
 use crate::checkpoint::{latest_checkpoint, save_checkpoint, TrainerState};
-use crate::clip::{accumulate_grads, clip_flat_grad_norm, clip_grad_norm, flat_grad_norm, global_grad_norm};
+use crate::clip::{
+    accumulate_grads, clip_flat_grad_norm, clip_grad_norm, flat_grad_norm, global_grad_norm,
+};
 use crate::interrupt;
-use crate::rundir::RunDir;
 use crate::metrics::MetricsSink;
 use crate::optim::AdamW;
 use crate::recipe::{Engine, RecipeConfig};
 use crate::report::{write_report, Section};
+use crate::rundir::RunDir;
 
 /// Where training batches come from; the cursor is saved in checkpoints.
 pub trait BatchSource {
@@ -39,14 +41,16 @@ pub trait BatchSource {
 
 impl BatchSource for RowCursor {
     fn next_batch(&mut self) -> Result<Batch> {
-        RowCursor::next_batch(self).ok_or_else(|| Error::msg("the training data produced no rows (empty dataset?)"))
+        RowCursor::next_batch(self)
+            .ok_or_else(|| Error::msg("the training data produced no rows (empty dataset?)"))
     }
     fn cursor(&self) -> Value {
         serde_json::to_value(self.state()).unwrap_or(Value::Null)
     }
     fn restore(&mut self, cursor: &Value) -> Result<()> {
-        let st: CursorState = serde_json::from_value(cursor.clone())
-            .map_err(|e| Error::msg(format!("trainer_state.json: bad data_cursor {cursor}: {e}")))?;
+        let st: CursorState = serde_json::from_value(cursor.clone()).map_err(|e| {
+            Error::msg(format!("trainer_state.json: bad data_cursor {cursor}: {e}"))
+        })?;
         RowCursor::restore(self, st)
     }
 }
@@ -96,12 +100,17 @@ pub fn weight_norms(model: &Decoder) -> Result<Map<String, Value>> {
         let g = if let Some(rest) = name.strip_prefix("model.layers.") {
             format!("layer.{}", rest.split('.').next().unwrap_or("?"))
         } else {
-            name.trim_start_matches("model.").trim_end_matches(".weight").to_string()
+            name.trim_start_matches("model.")
+                .trim_end_matches(".weight")
+                .to_string()
         };
         let ss = v.as_tensor().sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
         *groups.entry(g).or_default() += ss;
     }
-    Ok(groups.into_iter().map(|(k, ss)| (format!("weights/{k}/norm"), json!(ss.sqrt()))).collect())
+    Ok(groups
+        .into_iter()
+        .map(|(k, ss)| (format!("weights/{k}/norm"), json!(ss.sqrt())))
+        .collect())
 }
 
 pub fn save_model_files(model: &Decoder, tok: &Tokenizer, dir: &Path) -> Result<()> {
@@ -185,8 +194,13 @@ pub fn fast_engine_for(
 
 /// Sets `params` from tensors of the same names (a checkpoint's), naming the first missing tensor
 /// or the first whose shape differs (with both shapes and the file), before changing any.
-pub fn set_params(params: &[(String, Var)], saved: &[(String, Tensor)], origin: &Path) -> Result<()> {
-    let map: std::collections::HashMap<&str, &Tensor> = saved.iter().map(|(n, t)| (n.as_str(), t)).collect();
+pub fn set_params(
+    params: &[(String, Var)],
+    saved: &[(String, Tensor)],
+    origin: &Path,
+) -> Result<()> {
+    let map: std::collections::HashMap<&str, &Tensor> =
+        saved.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let mut pairs = Vec::with_capacity(params.len());
     for (n, v) in params {
         let t = map.get(n.as_str()).ok_or_else(|| Error::MissingTensor {
@@ -301,9 +315,16 @@ impl Learner for LmLearner<'_> {
     }
     fn load(&mut self, dir: &Path) -> Result<()> {
         let saved = load_decoder(dir, self.model.device())?;
-        let tensors: Vec<(String, Tensor)> =
-            saved.named_params().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
-        set_params(&self.model.named_params(), &tensors, &dir.join("model.safetensors"))?;
+        let tensors: Vec<(String, Tensor)> = saved
+            .named_params()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().clone()))
+            .collect();
+        set_params(
+            &self.model.named_params(),
+            &tensors,
+            &dir.join("model.safetensors"),
+        )?;
         if let Some(f) = &mut self.fast {
             f.read_from(self.model)?;
         }
@@ -323,11 +344,16 @@ impl Learner for LmLearner<'_> {
     }
     fn step_metrics(&mut self, step: u64) -> Result<Map<String, Value>> {
         let norms_due = self.weight_norms_every > 0 && step % self.weight_norms_every == 0;
-        let val_due = !self.val.is_empty() && ((self.eval_every > 0 && step % self.eval_every == 0) || step == self.last_step);
+        let val_due = !self.val.is_empty()
+            && ((self.eval_every > 0 && step % self.eval_every == 0) || step == self.last_step);
         if norms_due || val_due {
             self.sync_model()?;
         }
-        let mut m = if norms_due { weight_norms(self.model)? } else { Map::new() };
+        let mut m = if norms_due {
+            weight_norms(self.model)?
+        } else {
+            Map::new()
+        };
         if val_due {
             m.insert(
                 "val/loss".into(),
@@ -378,7 +404,13 @@ pub fn fit_validated(
 }
 
 /// Writes a checkpoint of the learner, optimizer and trainer state at `state.step`.
-fn save_state<L: Learner>(learner: &L, opt: &AdamW, state: &TrainerState, run_dir: &Path, keep_last: usize) -> Result<PathBuf> {
+fn save_state<L: Learner>(
+    learner: &L,
+    opt: &AdamW,
+    state: &TrainerState,
+    run_dir: &Path,
+    keep_last: usize,
+) -> Result<PathBuf> {
     let mut st = state.clone();
     st.data_cursor = learner.cursor();
     save_checkpoint(
@@ -398,7 +430,11 @@ fn save_state<L: Learner>(learner: &L, opt: &AdamW, state: &TrainerState, run_di
 /// directory's lock; its `config.resolved.toml` is written once a resumed checkpoint has loaded,
 /// so a resume that fails leaves the run as it was. A SIGTERM/SIGINT ([`crate::interrupt`]) ends
 /// the loop after the current step with a checkpoint and an error saying how to resume.
-pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, run: &mut RunDir) -> Result<FitSummary> {
+pub fn fit_learner<L: Learner>(
+    learner: &mut L,
+    cfg: &RecipeConfig,
+    run: &mut RunDir,
+) -> Result<FitSummary> {
     let run_dir = run.path().to_path_buf();
     let t = &cfg.train;
     let params = learner.params();
@@ -408,7 +444,8 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, run: &mut Ru
     // 1. Resume: weights, optimiser, data cursor, metrics position. Nothing is written before
     //    the checkpoint has loaded (errors name the tensor and the file).
     if run.resuming() {
-        let ck = latest_checkpoint(&run_dir)?.ok_or_else(|| Error::format(&run_dir, "the checkpoint to resume from disappeared"))?;
+        let ck = latest_checkpoint(&run_dir)?
+            .ok_or_else(|| Error::format(&run_dir, "the checkpoint to resume from disappeared"))?;
         learner.load(&ck)?;
         opt.load_state_file(&ck.join("optimizer.safetensors"))?;
         state = TrainerState::load(&ck)?;
@@ -437,7 +474,11 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, run: &mut Ru
     }
     let mut dynamics = match cfg.dynamics.every {
         0 => None,
-        _ => Some(StatsRecorder::open(&run_dir, Some(state.step), MatrixSelection::Blocks)?),
+        _ => Some(StatsRecorder::open(
+            &run_dir,
+            Some(state.step),
+            MatrixSelection::Blocks,
+        )?),
     };
     if let (Some(rec), 0) = (dynamics.as_mut(), state.step) {
         record_dynamics(rec, 0, &params)?;
@@ -451,8 +492,10 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, run: &mut Ru
     let mut lines = (t.progress && !tty)
         .then(|| crate::progress::ProgressLines::new(t.progress_every_s, state.step, t.steps));
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta}]")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_position(state.step);
     let started = Instant::now();
@@ -461,10 +504,16 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, run: &mut Ru
     let mut last_ck = None;
 
     // 2. The loop.
-    let stop_at = if t.stop_after > 0 { (state.step + t.stop_after).min(t.steps) } else { t.steps };
+    let stop_at = if t.stop_after > 0 {
+        (state.step + t.stop_after).min(t.steps)
+    } else {
+        t.steps
+    };
     while state.step < stop_at {
         let step_start = Instant::now();
-        let micro: Vec<L::Micro> = (0..t.grad_accum).map(|_| learner.next_micro()).collect::<Result<_>>()?;
+        let micro: Vec<L::Micro> = (0..t.grad_accum)
+            .map(|_| learner.next_micro())
+            .collect::<Result<_>>()?;
         let norm: f64 = micro.iter().map(|b| learner.weight(b)).sum();
         let mut loss = 0.0f64;
         let mut tokens = 0u64;
@@ -526,19 +575,26 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, run: &mut Ru
         state.step += 1;
         state.tokens_seen += tokens;
         if !loss.is_finite() {
-            return Err(Error::msg(format!("loss became {loss} at step {}: lower train.lr or check the data", state.step)));
+            return Err(Error::msg(format!(
+                "loss became {loss} at step {}: lower train.lr or check the data",
+                state.step
+            )));
         }
         first_loss.get_or_insert(loss);
         last_loss = Some(loss);
         let dt = step_start.elapsed().as_secs_f64();
 
-        let eval_due = eval_hook.as_ref().is_some_and(|h| h.due(state.step, t.steps));
+        let eval_due = eval_hook
+            .as_ref()
+            .is_some_and(|h| h.due(state.step, t.steps));
         let dynamics_due = dynamics.is_some() && state.step % cfg.dynamics.every == 0;
         if eval_due || dynamics_due {
             learner.sync_weights()?;
         }
         let mut eval_m = match (&eval_hook, learner.eval_model()) {
-            (Some(h), Some((model, tok))) if h.due(state.step, t.steps) => Some(h.run(model, tok, &run_dir)?),
+            (Some(h), Some((model, tok))) if h.due(state.step, t.steps) => {
+                Some(h.run(model, tok, &run_dir)?)
+            }
             _ => None,
         };
         if state.step % t.log_every.max(1) == 0 || state.step == t.steps {
@@ -546,7 +602,10 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, run: &mut Ru
             m.insert("train/loss".into(), json!(loss));
             m.insert("train/lr".into(), json!(lr));
             m.insert("train/grad_norm".into(), json!(grad_norm));
-            m.insert("train/tokens_per_s".into(), json!(tokens as f64 / dt.max(1e-9)));
+            m.insert(
+                "train/tokens_per_s".into(),
+                json!(tokens as f64 / dt.max(1e-9)),
+            );
             m.insert("train/steps_per_s".into(), json!(1.0 / dt.max(1e-9)));
             m.insert("train/tokens_seen".into(), json!(state.tokens_seen));
             for (k, v) in extra {
@@ -573,7 +632,8 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, run: &mut Ru
             }
         }
 
-        let save_now = state.step == stop_at || (t.save_every > 0 && state.step % t.save_every == 0);
+        let save_now =
+            state.step == stop_at || (t.save_every > 0 && state.step % t.save_every == 0);
         let stop = interrupt::requested();
         if save_now || stop {
             last_ck = Some(save_state(learner, &opt, &state, &run_dir, t.keep_last)?);
@@ -602,7 +662,13 @@ pub fn fit_learner<L: Learner>(learner: &mut L, cfg: &RecipeConfig, run: &mut Ru
 fn record_dynamics(rec: &mut StatsRecorder, step: u64, params: &[(String, Var)]) -> Result<()> {
     let tensors = params
         .iter()
-        .map(|(name, v)| Ok(NamedTensor { name: name.clone(), shape: v.dims().to_vec(), values: v.as_tensor().flatten_all()?.to_vec1::<f32>()? }))
+        .map(|(name, v)| {
+            Ok(NamedTensor {
+                name: name.clone(),
+                shape: v.dims().to_vec(),
+                values: v.as_tensor().flatten_all()?.to_vec1::<f32>()?,
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     rec.record(step, &tensors)?;
     Ok(())
@@ -610,11 +676,21 @@ fn record_dynamics(rec: &mut StatsRecorder, step: u64, params: &[(String, Var)])
 
 /// Writes the run's `report.html`: loss, learning rate, gradient norm and per-layer weight norms
 /// from metrics.jsonl, the resolved config, and any recipe-specific sections after them.
-pub fn write_run_report(run_dir: &Path, title: &str, cfg: &RecipeConfig, extra: &[Section]) -> Result<PathBuf> {
+pub fn write_run_report(
+    run_dir: &Path,
+    title: &str,
+    cfg: &RecipeConfig,
+    extra: &[Section],
+) -> Result<PathBuf> {
     let rows = crate::metrics::read_metrics(&run_dir.join("metrics.jsonl")).unwrap_or_default();
     let mut norm_keys: Vec<String> = rows
         .iter()
-        .flat_map(|r| r.keys().filter(|k| k.starts_with("weights/")).cloned().collect::<Vec<_>>())
+        .flat_map(|r| {
+            r.keys()
+                .filter(|k| k.starts_with("weights/"))
+                .cloned()
+                .collect::<Vec<_>>()
+        })
         .collect();
     norm_keys.sort();
     norm_keys.dedup();

@@ -26,12 +26,31 @@ struct Fixture {
 }
 
 fn load() -> Fixture {
-    let t: HashMap<String, Tensor> = read_safetensors(&fixture_dir().join("fixture.safetensors")).unwrap().into_iter().collect();
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture_dir().join("versions.json")).unwrap()).unwrap();
-    let lrs = v["lrs"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-    let betas = (v["betas"][0].as_f64().unwrap(), v["betas"][1].as_f64().unwrap());
-    Fixture { t, lrs, betas, eps: v["eps"].as_f64().unwrap(), wd: v["weight_decay"]["w"].as_f64().unwrap() }
+    let t: HashMap<String, Tensor> = read_safetensors(&fixture_dir().join("fixture.safetensors"))
+        .unwrap()
+        .into_iter()
+        .collect();
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture_dir().join("versions.json")).unwrap(),
+    )
+    .unwrap();
+    let lrs = v["lrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let betas = (
+        v["betas"][0].as_f64().unwrap(),
+        v["betas"][1].as_f64().unwrap(),
+    );
+    Fixture {
+        t,
+        lrs,
+        betas,
+        eps: v["eps"].as_f64().unwrap(),
+        wd: v["weight_decay"]["w"].as_f64().unwrap(),
+    }
 }
 
 fn flat(t: &Tensor) -> Vec<f32> {
@@ -40,13 +59,21 @@ fn flat(t: &Tensor) -> Vec<f32> {
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    flat(a).iter().zip(flat(b)).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    flat(a)
+        .iter()
+        .zip(flat(b))
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn setup(f: &Fixture) -> (Var, Var, AdamW) {
     let w = Var::from_tensor(&f.t["init.w"]).unwrap();
     let b = Var::from_tensor(&f.t["init.b"]).unwrap();
-    let cfg = AdamWConfig { betas: f.betas, eps: f.eps, weight_decay: f.wd };
+    let cfg = AdamWConfig {
+        betas: f.betas,
+        eps: f.eps,
+        weight_decay: f.wd,
+    };
     // Default rule: w (2-D) decays, b (1-D) does not -- the fixture's two param groups.
     let opt = AdamW::new(vec![("w".into(), w.clone()), ("b".into(), b.clone())], cfg).unwrap();
     assert_eq!(opt.group("w").unwrap().weight_decay, f.wd);
@@ -66,13 +93,19 @@ fn grads_at(f: &Fixture, k: usize, w: &Var, b: &Var) -> GradStore {
 #[test]
 fn adamw_matches_pytorch_step_by_step() {
     let f = load();
-    assert!(!f.t.contains_key("grad.b.2"), "fixture should skip b at step 2");
+    assert!(
+        !f.t.contains_key("grad.b.2"),
+        "fixture should skip b at step 2"
+    );
     let (w, b, mut opt) = setup(&f);
     for (k, &lr) in f.lrs.iter().enumerate() {
         opt.step(&grads_at(&f, k, &w, &b), lr).unwrap();
         let dw = max_diff(w.as_tensor(), &f.t[&format!("expected.w.{k}")]);
         let db = max_diff(b.as_tensor(), &f.t[&format!("expected.b.{k}")]);
-        assert!(dw <= ADAMW_PARITY && db <= ADAMW_PARITY, "step {k}: |dw| {dw:e}, |db| {db:e}");
+        assert!(
+            dw <= ADAMW_PARITY && db <= ADAMW_PARITY,
+            "step {k}: |dw| {dw:e}, |db| {db:e}"
+        );
     }
     // The moments and the per-parameter step counts match too (b skipped one step: 4, w: 5).
     let state: HashMap<String, Tensor> = opt.state_tensors().unwrap().into_iter().collect();
@@ -80,7 +113,13 @@ fn adamw_matches_pytorch_step_by_step() {
         let d = max_diff(&state[name], &f.t[name]);
         assert!(d <= ADAMW_PARITY, "{name}: {d:e}");
     }
-    let step = |n: &str| state[n].to_dtype(candle_core::DType::F64).unwrap().to_scalar::<f64>().unwrap();
+    let step = |n: &str| {
+        state[n]
+            .to_dtype(candle_core::DType::F64)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
     assert_eq!(step("step.w"), flat(&f.t["step.w"])[0] as f64);
     assert_eq!(step("step.b"), flat(&f.t["step.b"])[0] as f64);
     assert_eq!(step("step"), 5.0);
@@ -102,7 +141,10 @@ fn saved_state_resumes_bitwise() {
     }
     let path = dir.path().join("optimizer.safetensors");
     o2.save_state_file(&path).unwrap();
-    let (p_w, p_b) = (w2.as_tensor().copy().unwrap(), b2.as_tensor().copy().unwrap());
+    let (p_w, p_b) = (
+        w2.as_tensor().copy().unwrap(),
+        b2.as_tensor().copy().unwrap(),
+    );
     drop((w2, b2, o2));
     let (w3, b3, mut o3) = setup(&f);
     w3.set(&p_w).unwrap();

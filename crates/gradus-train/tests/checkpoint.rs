@@ -8,7 +8,8 @@ use gradus_tensor::rng::Rng;
 use gradus_train::checkpoint::*;
 
 fn write_marker(dir: &Path, text: &str) -> gradus_tensor::Result<()> {
-    fs::write(dir.join("marker.txt"), text).map_err(|e| gradus_tensor::Error::io(dir.join("marker.txt"), e))
+    fs::write(dir.join("marker.txt"), text)
+        .map_err(|e| gradus_tensor::Error::io(dir.join("marker.txt"), e))
 }
 
 fn marker(p: &Path) -> String {
@@ -16,8 +17,10 @@ fn marker(p: &Path) -> String {
 }
 
 fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        fs::read_dir(dir.join(CHECKPOINTS_DIR)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = fs::read_dir(dir.join(CHECKPOINTS_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }
@@ -27,18 +30,33 @@ fn save_list_latest_and_prune() {
     let run = tempfile::tempdir().unwrap();
     assert_eq!(latest_checkpoint(run.path()).unwrap(), None);
     for step in [10u64, 20, 30, 40] {
-        let p = save_checkpoint(run.path(), step, |d| write_marker(d, &format!("s{step}")), 2).unwrap();
-        assert_eq!(p, run.path().join("checkpoints").join(format!("step-{step}")));
+        let p = save_checkpoint(
+            run.path(),
+            step,
+            |d| write_marker(d, &format!("s{step}")),
+            2,
+        )
+        .unwrap();
+        assert_eq!(
+            p,
+            run.path().join("checkpoints").join(format!("step-{step}"))
+        );
     }
     // keep_last = 2: 30 and 40 remain, nothing hidden is left behind.
     assert_eq!(names(run.path()), vec!["step-30", "step-40"]);
     let list = list_checkpoints(run.path()).unwrap();
-    assert_eq!(list.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![30, 40]);
+    assert_eq!(
+        list.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        vec![30, 40]
+    );
     let latest = latest_checkpoint(run.path()).unwrap().unwrap();
     assert_eq!(marker(&latest), "s40");
     // Numeric, not lexicographic, order: step-100 is newer than step-40.
     save_checkpoint(run.path(), 100, |d| write_marker(d, "s100"), 0).unwrap();
-    assert_eq!(marker(&latest_checkpoint(run.path()).unwrap().unwrap()), "s100");
+    assert_eq!(
+        marker(&latest_checkpoint(run.path()).unwrap().unwrap()),
+        "s100"
+    );
     assert_eq!(names(run.path()), vec!["step-100", "step-30", "step-40"]); // keep_last 0 keeps all
 }
 
@@ -62,7 +80,10 @@ fn failing_or_panicking_writer_leaves_good_checkpoints_alone() {
         assert!(e.to_string().contains("disk full"));
     }
     assert_eq!(names(run.path()), vec!["step-5"]);
-    assert_eq!(marker(&latest_checkpoint(run.path()).unwrap().unwrap()), "good");
+    assert_eq!(
+        marker(&latest_checkpoint(run.path()).unwrap().unwrap()),
+        "good"
+    );
 
     // A panic mid-write.
     let r = std::panic::catch_unwind(|| {
@@ -77,7 +98,10 @@ fn failing_or_panicking_writer_leaves_good_checkpoints_alone() {
         );
     });
     assert!(r.is_err());
-    assert_eq!(marker(&latest_checkpoint(run.path()).unwrap().unwrap()), "good");
+    assert_eq!(
+        marker(&latest_checkpoint(run.path()).unwrap().unwrap()),
+        "good"
+    );
     assert_eq!(list_checkpoints(run.path()).unwrap().len(), 1);
 }
 
@@ -94,10 +118,16 @@ fn leftovers_of_a_killed_process_are_ignored_then_cleaned() {
     fs::create_dir(ck.join("notes")).unwrap();
     fs::create_dir(ck.join("step-x")).unwrap();
     assert_eq!(list_checkpoints(run.path()).unwrap().len(), 1);
-    assert_eq!(marker(&latest_checkpoint(run.path()).unwrap().unwrap()), "one");
+    assert_eq!(
+        marker(&latest_checkpoint(run.path()).unwrap().unwrap()),
+        "one"
+    );
 
     save_checkpoint(run.path(), 3, |d| write_marker(d, "three"), 3).unwrap();
-    assert_eq!(names(run.path()), vec!["notes", "step-1", "step-3", "step-x"]);
+    assert_eq!(
+        names(run.path()),
+        vec!["notes", "step-1", "step-3", "step-x"]
+    );
 }
 
 #[test]
@@ -135,12 +165,20 @@ fn trainer_state_roundtrips_the_rng_exactly() {
     let back = TrainerState::load(dir.path()).unwrap();
     assert_eq!(back, st);
     let mut r2 = Rng::from_state(back.rng.to_state().unwrap());
-    assert_eq!((0..4).map(|_| rng.next_u64()).collect::<Vec<_>>(), (0..4).map(|_| r2.next_u64()).collect::<Vec<_>>());
+    assert_eq!(
+        (0..4).map(|_| rng.next_u64()).collect::<Vec<_>>(),
+        (0..4).map(|_| r2.next_u64()).collect::<Vec<_>>()
+    );
 
     // Malformed and unknown fields are errors naming the file / field.
     let p = dir.path().join(TRAINER_STATE_FILE);
     fs::write(&p, "{\"step\": 1, \"epoch\": 0, \"rng\": {\"seed\": \"zz\", \"word_pos\": \"0\", \"stream\": 0}}").unwrap();
-    let e = TrainerState::load(dir.path()).unwrap().rng.to_state().unwrap_err().to_string();
+    let e = TrainerState::load(dir.path())
+        .unwrap()
+        .rng
+        .to_state()
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("rng.seed"), "{e}");
     fs::write(&p, "{\"step\": 1, \"epoch\": 0, \"stepz\": 3}").unwrap();
     let e = TrainerState::load(dir.path()).unwrap_err().to_string();
@@ -151,22 +189,34 @@ fn trainer_state_roundtrips_the_rng_exactly() {
 fn safetensors_helpers_roundtrip_and_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("t.safetensors");
-    let a = Tensor::arange(0f32, 6., &Device::Cpu).unwrap().reshape((2, 3)).unwrap();
+    let a = Tensor::arange(0f32, 6., &Device::Cpu)
+        .unwrap()
+        .reshape((2, 3))
+        .unwrap();
     let b = Tensor::new(7i64, &Device::Cpu).unwrap();
     // A non-contiguous input is written in logical order.
     write_safetensors(&p, &[("z.a".into(), a.t().unwrap()), ("b".into(), b)]).unwrap();
     let back = read_safetensors(&p).unwrap();
-    assert_eq!(back.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), vec!["b", "z.a"]);
+    assert_eq!(
+        back.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        vec!["b", "z.a"]
+    );
     assert_eq!(back[1].1.dims(), &[3, 2]);
-    assert_eq!(back[1].1.to_vec2::<f32>().unwrap(), vec![vec![0., 3.], vec![1., 4.], vec![2., 5.]]);
+    assert_eq!(
+        back[1].1.to_vec2::<f32>().unwrap(),
+        vec![vec![0., 3.], vec![1., 4.], vec![2., 5.]]
+    );
     assert_eq!(back[0].1.dtype(), DType::I64);
 
-    let dup = write_safetensors(&p, &[("x".into(), a.clone()), ("x".into(), a.clone())]).unwrap_err();
+    let dup =
+        write_safetensors(&p, &[("x".into(), a.clone()), ("x".into(), a.clone())]).unwrap_err();
     assert!(dup.to_string().contains("t.safetensors"), "{dup}");
     fs::write(&p, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":").unwrap();
     let e = read_safetensors(&p).unwrap_err().to_string();
     assert!(e.contains("t.safetensors"), "{e}");
-    let e = read_safetensors(&dir.path().join("missing.safetensors")).unwrap_err().to_string();
+    let e = read_safetensors(&dir.path().join("missing.safetensors"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("missing.safetensors"), "{e}");
 }
 
@@ -178,5 +228,9 @@ fn json_atomic_writes_and_replaces() {
     write_json_atomic(&p, &serde_json::json!({"x": 2})).unwrap();
     let v: serde_json::Value = read_json(&p).unwrap();
     assert_eq!(v["x"], 2);
-    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no temporary file left"
+    );
 }

@@ -32,7 +32,6 @@ fn cfg(dir: &Path, init: &Path, name: &str) -> DpoConfig {
     c
 }
 
-
 #[test]
 fn dpo_learns_and_logs_the_diagnostics() {
     let d = tempfile::tempdir().unwrap();
@@ -52,9 +51,16 @@ fn dpo_learns_and_logs_the_diagnostics() {
     assert_eq!(col(&s.fit.run_dir, "ranking/accuracy").len(), 3);
     assert_eq!(col(&s.fit.run_dir, "ranking/idealised@0.1").len(), 3);
     let before = s.before.unwrap();
-    assert_eq!(before.reward_accuracy, 0.0, "margins are exactly 0 before training");
+    assert_eq!(
+        before.reward_accuracy, 0.0,
+        "margins are exactly 0 before training"
+    );
     assert_eq!(before.ranking_accuracy, before.reference_ranking_accuracy);
-    assert_eq!(s.after.unwrap().flip_consistency, 1.0, "Thm 4.1 holds pair by pair");
+    assert_eq!(
+        s.after.unwrap().flip_consistency,
+        1.0,
+        "Thm 4.1 holds pair by pair"
+    );
     assert!(s.fit.run_dir.join("ranking.json").exists());
     assert!(s.fit.run_dir.join("report.html").exists());
 }
@@ -72,14 +78,22 @@ fn resume_is_bit_identical_and_online_reference_matches_precomputed() {
     b.train.stop_after = 3;
     run(&b, false).unwrap();
     run(&b, true).unwrap();
-    let bits = |n: &str| col(&d.path().join(n), "train/loss").iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let bits = |n: &str| {
+        col(&d.path().join(n), "train/loss")
+            .iter()
+            .map(|x| x.to_bits())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(bits("full"), bits("split"));
 
     let mut o = a.clone();
     o.run.name = "online".into();
     o.reference.mode = ReferenceMode::Online;
     run(&o, false).unwrap();
-    let (x, y) = (col(&d.path().join("full"), "train/loss"), col(&d.path().join("online"), "train/loss"));
+    let (x, y) = (
+        col(&d.path().join("full"), "train/loss"),
+        col(&d.path().join("online"), "train/loss"),
+    );
     for (p, q) in x.iter().zip(&y) {
         assert!((p - q).abs() < 1e-5, "{x:?} vs {y:?}");
     }
@@ -92,12 +106,29 @@ fn every_objective_runs() {
     let objectives = [
         PreferenceObjective::Ipo { beta: 0.1 },
         PreferenceObjective::DpoNorm { beta: 5.0 },
-        PreferenceObjective::Simpo { beta: 2.0, gamma_beta_ratio: 0.5 },
-        PreferenceObjective::GammaDpo { beta: 0.1, gamma: 0.5 },
-        PreferenceObjective::Robust { beta: 0.1, label_smoothing: 0.1 },
+        PreferenceObjective::Simpo {
+            beta: 2.0,
+            gamma_beta_ratio: 0.5,
+        },
+        PreferenceObjective::GammaDpo {
+            beta: 0.1,
+            gamma: 0.5,
+        },
+        PreferenceObjective::Robust {
+            beta: 0.1,
+            label_smoothing: 0.1,
+        },
         PreferenceObjective::Hinge { beta: 0.1 },
-        PreferenceObjective::Kto { beta: 0.1, desirable_weight: 1.0, undesirable_weight: 1.0 },
-        PreferenceObjective::Marge { alpha: 1.0, beta: 0.1, self_normalize: true },
+        PreferenceObjective::Kto {
+            beta: 0.1,
+            desirable_weight: 1.0,
+            undesirable_weight: 1.0,
+        },
+        PreferenceObjective::Marge {
+            alpha: 1.0,
+            beta: 0.1,
+            self_normalize: true,
+        },
     ];
     for (i, obj) in objectives.into_iter().enumerate() {
         let mut c = cfg(d.path(), &init, &format!("obj{i}"));
@@ -106,7 +137,11 @@ fn every_objective_runs() {
         c.prefs.eval_every = 0;
         let s = run(&c, false).unwrap_or_else(|e| panic!("{}: {e}", obj.name()));
         let loss = col(&s.fit.run_dir, "train/loss");
-        assert!(loss.iter().all(|l| l.is_finite()), "{}: {loss:?}", obj.name());
+        assert!(
+            loss.iter().all(|l| l.is_finite()),
+            "{}: {loss:?}",
+            obj.name()
+        );
         assert_eq!(loss.len(), 3);
     }
 }
@@ -146,15 +181,30 @@ fn lora_dpo_trains_only_the_adapter_and_resumes_exactly() {
     a.train.steps = 6;
     a.prefs.eval_every = 0;
     a.reference.mode = ReferenceMode::Online;
-    a.lora = Some(gradus_model::LoraConfig { r: 4, lora_alpha: 8.0, lora_dropout: 0.1, target_modules: vec!["q_proj".into(), "v_proj".into()], use_rslora: false });
+    a.lora = Some(gradus_model::LoraConfig {
+        r: 4,
+        lora_alpha: 8.0,
+        lora_dropout: 0.1,
+        target_modules: vec!["q_proj".into(), "v_proj".into()],
+        use_rslora: false,
+    });
     let s = run(&a, false).unwrap();
     let loss = col(&s.fit.run_dir, "train/loss");
     // B starts at 0, so the policy equals the reference at step 1: the loss is ln 2 even with dropout.
     assert!((loss[0] - std::f64::consts::LN_2).abs() < 1e-5, "{loss:?}");
-    assert!(loss.iter().any(|l| (l - std::f64::consts::LN_2).abs() > 1e-4), "the adapter learned: {loss:?}");
+    assert!(
+        loss.iter()
+            .any(|l| (l - std::f64::consts::LN_2).abs() > 1e-4),
+        "the adapter learned: {loss:?}"
+    );
     let ck = s.fit.last_checkpoint.unwrap();
-    assert!(ck.join("adapter_config.json").exists() && ck.join("adapter_model.safetensors").exists());
-    assert!(!ck.join("model.safetensors").exists(), "a LoRA checkpoint holds the adapter only");
+    assert!(
+        ck.join("adapter_config.json").exists() && ck.join("adapter_model.safetensors").exists()
+    );
+    assert!(
+        !ck.join("model.safetensors").exists(),
+        "a LoRA checkpoint holds the adapter only"
+    );
     // The saved adapter is not the zero init: loaded onto the base it changes the logits. (That it is
     // exactly the trained policy is shown bit-exactly by the stopped-and-resumed run below, which
     // continues from such a save.)
@@ -164,19 +214,42 @@ fn lora_dpo_trains_only_the_adapter_and_resumes_exactly() {
     assert!(m.has_lora());
     let ids: Vec<u32> = (1..9).collect();
     let inp = gradus_model::ForwardInput::new(&ids, 1, ids.len());
-    let logits = |d: &gradus_model::Decoder| d.forward(&inp, None).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let logits = |d: &gradus_model::Decoder| {
+        d.forward(&inp, None)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
     let (lb, la) = (logits(&base), logits(&m));
     assert_eq!(lb.len(), la.len());
-    let diff = lb.iter().zip(&la).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-    assert!(diff > 1e-5, "the adapter changes the logits (max |Δ| = {diff})");
+    let diff = lb
+        .iter()
+        .zip(&la)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        diff > 1e-5,
+        "the adapter changes the logits (max |Δ| = {diff})"
+    );
 
     let mut b = a.clone();
     b.run.name = "lora-split".into();
     b.train.stop_after = 3;
     run(&b, false).unwrap();
     run(&b, true).unwrap();
-    let bits = |n: &str| col(&d.path().join(n), "train/loss").iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits("lora-full"), bits("lora-split"), "dropout stream and adapter restored exactly");
+    let bits = |n: &str| {
+        col(&d.path().join(n), "train/loss")
+            .iter()
+            .map(|x| x.to_bits())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        bits("lora-full"),
+        bits("lora-split"),
+        "dropout stream and adapter restored exactly"
+    );
 }
 
 #[test]
@@ -199,16 +272,27 @@ fn kto_trains_on_unpaired_rows() {
     c.prefs.eval_every = 0;
     c.train.steps = 4;
     c.train.batch_size = 4;
-    c.objective = PreferenceObjective::Dpo { beta: 0.1, label_smoothing: 0.0 };
+    c.objective = PreferenceObjective::Dpo {
+        beta: 0.1,
+        label_smoothing: 0.0,
+    };
     let e = run(&c, false).err().unwrap().to_string();
     assert!(e.contains("prefs.unpaired") && e.contains("kto"), "{e}");
-    c.objective = PreferenceObjective::Kto { beta: 0.1, desirable_weight: 1.0, undesirable_weight: 1.0 };
+    c.objective = PreferenceObjective::Kto {
+        beta: 0.1,
+        desirable_weight: 1.0,
+        undesirable_weight: 1.0,
+    };
     let out = run(&c, false).unwrap();
     let loss = col(&out.fit.run_dir, "train/loss");
     // Step 1: r = 0 and z = 0, so every example's loss is 1 − σ(0) = 0.5.
     assert!((loss[0] - 0.5).abs() < 1e-5, "{loss:?}");
     assert_eq!(loss.len(), 4);
-    assert_eq!(out.after.unwrap().pairs, 8, "held-out pairs from eval_source");
+    assert_eq!(
+        out.after.unwrap().pairs,
+        8,
+        "held-out pairs from eval_source"
+    );
 }
 
 /// Issue 10: the "held-out" pairs of a file source were the first training pairs. Now they are
@@ -224,12 +308,18 @@ fn held_out_pairs_are_disjoint_from_training_pairs_unless_asked() {
         .collect();
     std::fs::write(&data, rows).unwrap();
     let src = data.display().to_string();
-    let mut p = gradus_train::prefs::PrefsSection { eval_pairs: 3, ..Default::default() };
+    let mut p = gradus_train::prefs::PrefsSection {
+        eval_pairs: 3,
+        ..Default::default()
+    };
     let split = gradus_train::prefs::load_pairs(&src, &p, &tok, 256, 0).unwrap();
     assert_eq!((split.train.len(), split.eval.len()), (7, 3));
     assert!(!split.eval_is_train_subset);
     for e in &split.eval {
-        assert!(split.train.iter().all(|t| t.prompt != e.prompt), "a held-out pair is also a training pair");
+        assert!(
+            split.train.iter().all(|t| t.prompt != e.prompt),
+            "a held-out pair is also a training pair"
+        );
     }
     p.held_out = gradus_train::prefs::HeldOut::TrainSubset;
     let sub = gradus_train::prefs::load_pairs(&src, &p, &tok, 256, 0).unwrap();
@@ -245,7 +335,10 @@ fn held_out_pairs_are_disjoint_from_training_pairs_unless_asked() {
     c.train.steps = 2;
     c.train.batch_size = 4;
     let s = run(&c, false).unwrap();
-    assert_eq!(col(&s.fit.run_dir, "ranking_train_subset/accuracy").len(), 1);
+    assert_eq!(
+        col(&s.fit.run_dir, "ranking_train_subset/accuracy").len(),
+        1
+    );
     assert!(col(&s.fit.run_dir, "ranking/accuracy").is_empty());
 }
 
@@ -266,10 +359,17 @@ fn fast_and_reference_engines_give_the_same_dpo_run() {
     run(&a, false).unwrap();
     run(&b, false).unwrap();
     for key in ["train/loss", "rewards/margins", "logps/chosen"] {
-        let (x, y) = (col(&d.path().join("fast"), key), col(&d.path().join("reference"), key));
+        let (x, y) = (
+            col(&d.path().join("fast"), key),
+            col(&d.path().join("reference"), key),
+        );
         assert_eq!(x.len(), 6, "{key}");
         for (i, (p, q)) in x.iter().zip(&y).enumerate() {
-            assert!((p - q).abs() <= 1e-4 * q.abs().max(1e-2), "{key} step {}: fast {p} vs reference {q}", i + 1);
+            assert!(
+                (p - q).abs() <= 1e-4 * q.abs().max(1e-2),
+                "{key} step {}: fast {p} vs reference {q}",
+                i + 1
+            );
         }
     }
     let l = col(&d.path().join("fast"), "train/loss");

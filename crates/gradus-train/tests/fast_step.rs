@@ -48,12 +48,25 @@ fn batch(seed: u64, vocab: usize) -> Batch {
             segment_ids.push(if i < cut { 1 } else { 2 });
         }
     }
-    let loss_weight = (0..b * t).map(|i| if i % 7 == 0 { 0.0 } else { 1.0 }).collect();
-    Batch { rows: b, seq_len: t, input_ids, targets, loss_weight, position_ids, segment_ids }
+    let loss_weight = (0..b * t)
+        .map(|i| if i % 7 == 0 { 0.0 } else { 1.0 })
+        .collect();
+    Batch {
+        rows: b,
+        seq_len: t,
+        input_ids,
+        targets,
+        loss_weight,
+        position_ids,
+        segment_ids,
+    }
 }
 
 fn flat(m: &Decoder) -> Vec<f32> {
-    m.named_params().iter().flat_map(|(_, v)| v.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect()
+    m.named_params()
+        .iter()
+        .flat_map(|(_, v)| v.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        .collect()
 }
 
 #[test]
@@ -63,13 +76,20 @@ fn adamw_steps_on_the_fast_graph_match_the_reference_steps() {
     let mut fast = FastDecoder::new(&reference, FastOptions::default()).unwrap();
     let params = reference.named_params();
     let lens: Vec<usize> = params.iter().map(|(_, v)| v.elem_count()).collect();
-    let acfg = AdamWConfig { betas: (0.9, 0.95), eps: 1e-8, weight_decay: 0.1 };
+    let acfg = AdamWConfig {
+        betas: (0.9, 0.95),
+        eps: 1e-8,
+        weight_decay: 0.1,
+    };
     let mut opt_ref = AdamW::new(params.clone(), acfg).unwrap();
     let mut opt_fast = AdamW::new(params.clone(), acfg).unwrap();
     let lr = 1e-3;
     for step in 0..3 {
         // Two micro-batches per step (accumulation), clipping at a norm that bites.
-        let micro = [batch(100 + 2 * step, cfg.vocab_size), batch(101 + 2 * step, cfg.vocab_size)];
+        let micro = [
+            batch(100 + 2 * step, cfg.vocab_size),
+            batch(101 + 2 * step, cfg.vocab_size),
+        ];
         let norm: f64 = micro.iter().map(|b| b.num_target_tokens() as f64).sum();
         let mut grads: Option<candle_core::backprop::GradStore> = None;
         let mut loss_ref = 0.0;
@@ -95,16 +115,32 @@ fn adamw_steps_on_the_fast_graph_match_the_reference_steps() {
         let n_fast = clip_flat_grad_norm(g, &lens, 0.5).unwrap();
         opt_fast.step_flat(p, g, lr).unwrap();
 
-        assert!((loss_ref - loss_fast).abs() <= 1e-5 * loss_ref.abs(), "step {step}: loss {loss_ref} vs {loss_fast}");
-        assert!((n_ref - n_fast).abs() <= 1e-4 * n_ref, "step {step}: grad norm {n_ref} vs {n_fast}");
-        assert!(n_ref > 0.5, "the clip must bite for the test to cover it ({n_ref})");
+        assert!(
+            (loss_ref - loss_fast).abs() <= 1e-5 * loss_ref.abs(),
+            "step {step}: loss {loss_ref} vs {loss_fast}"
+        );
+        assert!(
+            (n_ref - n_fast).abs() <= 1e-4 * n_ref,
+            "step {step}: grad norm {n_ref} vs {n_fast}"
+        );
+        assert!(
+            n_ref > 0.5,
+            "the clip must bite for the test to cover it ({n_ref})"
+        );
         let want = flat(&reference);
         let got = fast.params();
         let diffs: Vec<f32> = want.iter().zip(got).map(|(a, b)| (a - b).abs()).collect();
         let max = diffs.iter().cloned().fold(0f32, f32::max);
         let close = diffs.iter().filter(|&&d| d <= 1e-3 * lr as f32).count();
-        assert!(max <= 2.0 * lr as f32, "step {step}: a parameter moved {max} away from the reference");
-        assert!(close as f64 >= 0.999 * diffs.len() as f64, "step {step}: only {close}/{} elements match", diffs.len());
+        assert!(
+            max <= 2.0 * lr as f32,
+            "step {step}: a parameter moved {max} away from the reference"
+        );
+        assert!(
+            close as f64 >= 0.999 * diffs.len() as f64,
+            "step {step}: only {close}/{} elements match",
+            diffs.len()
+        );
     }
     // write_to puts the trained weights into the model the checkpoint writer reads.
     let out = Decoder::new_random(&cfg, 99, &Device::Cpu).unwrap();
@@ -143,7 +179,11 @@ mod recipes {
     }
 
     fn losses(dir: &Path) -> Vec<f64> {
-        read_metrics(&dir.join("metrics.jsonl")).unwrap().iter().map(|r| r["train/loss"].as_f64().unwrap()).collect()
+        read_metrics(&dir.join("metrics.jsonl"))
+            .unwrap()
+            .iter()
+            .map(|r| r["train/loss"].as_f64().unwrap())
+            .collect()
     }
 
     #[test]
@@ -151,10 +191,17 @@ mod recipes {
         let d = tempfile::tempdir().unwrap();
         gradus_train::pretrain::run(&cfg(d.path(), "fast", Engine::Fast), false).unwrap();
         gradus_train::pretrain::run(&cfg(d.path(), "ref", Engine::Reference), false).unwrap();
-        let (a, b) = (losses(&d.path().join("fast")), losses(&d.path().join("ref")));
+        let (a, b) = (
+            losses(&d.path().join("fast")),
+            losses(&d.path().join("ref")),
+        );
         assert_eq!(a.len(), 6);
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-            assert!((x - y).abs() <= 1e-4 * y.abs(), "step {}: fast {x} vs reference {y}", i + 1);
+            assert!(
+                (x - y).abs() <= 1e-4 * y.abs(),
+                "step {}: fast {x} vs reference {y}",
+                i + 1
+            );
         }
         assert!(a[5] < a[0], "the fast engine learns: {a:?}");
     }

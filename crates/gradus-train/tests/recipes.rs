@@ -20,7 +20,11 @@ fn corpus(dir: &Path) -> std::path::PathBuf {
     for i in 0..120 {
         let a = (i * 7) % 50;
         let b = (i * 13) % 40;
-        let line = format!("the sum of {a} and {b} is {}. {}", a + b, "ab ".repeat(i % 9));
+        let line = format!(
+            "the sum of {a} and {b} is {}. {}",
+            a + b,
+            "ab ".repeat(i % 9)
+        );
         s.push_str(&serde_json::json!({ "text": line }).to_string());
         s.push('\n');
     }
@@ -46,7 +50,10 @@ fn tiny_cfg(dir: &Path, name: &str, data: &Path) -> RecipeConfig {
     c.train.lr = 3e-3;
     c.train.progress = false;
     c.train.weight_norms_every = 5;
-    c.schedule = Schedule::Cosine { warmup_steps: 3, min_lr_ratio: 0.1 };
+    c.schedule = Schedule::Cosine {
+        warmup_steps: 3,
+        min_lr_ratio: 0.1,
+    };
     c
 }
 
@@ -54,7 +61,12 @@ fn losses(run_dir: &Path) -> Vec<(u64, u64)> {
     read_metrics(&run_dir.join("metrics.jsonl"))
         .unwrap()
         .iter()
-        .map(|r| (r["step"].as_u64().unwrap(), r["train/loss"].as_f64().unwrap().to_bits()))
+        .map(|r| {
+            (
+                r["step"].as_u64().unwrap(),
+                r["train/loss"].as_f64().unwrap().to_bits(),
+            )
+        })
         .collect()
 }
 
@@ -99,7 +111,11 @@ fn resume_is_bit_identical(engine: Engine) {
     assert_eq!(a, b, "losses differ after resume");
     let ma = load_decoder(&dir.path().join("whole/checkpoints/step-20"), &Device::Cpu).unwrap();
     let mb = load_decoder(&dir.path().join("parts/checkpoints/step-20"), &Device::Cpu).unwrap();
-    assert_eq!(params_bits(&ma), params_bits(&mb), "final weights differ after resume");
+    assert_eq!(
+        params_bits(&ma),
+        params_bits(&mb),
+        "final weights differ after resume"
+    );
     // The loss went down and the run directory is complete.
     let first = f64::from_bits(a[0].1);
     let last = f64::from_bits(a[19].1);
@@ -108,13 +124,26 @@ fn resume_is_bit_identical(engine: Engine) {
     for f in ["config.resolved.toml", "metrics.jsonl", "report.html"] {
         assert!(run.join(f).exists(), "missing {f}");
     }
-    for f in ["config.json", "model.safetensors", "tokenizer.json", "optimizer.safetensors", "trainer_state.json"] {
-        assert!(run.join("checkpoints/step-20").join(f).exists(), "checkpoint lacks {f}");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "optimizer.safetensors",
+        "trainer_state.json",
+    ] {
+        assert!(
+            run.join("checkpoints/step-20").join(f).exists(),
+            "checkpoint lacks {f}"
+        );
     }
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("train/loss"));
     let rows = read_metrics(&run.join("metrics.jsonl")).unwrap();
-    assert!(rows[4].contains_key("weights/layer.0/norm"), "{:?}", rows[4].keys().collect::<Vec<_>>());
+    assert!(
+        rows[4].contains_key("weights/layer.0/norm"),
+        "{:?}",
+        rows[4].keys().collect::<Vec<_>>()
+    );
     for k in ["train/lr", "train/grad_norm", "train/tokens_per_s"] {
         assert!(rows[0].contains_key(k), "metrics lack {k}");
     }
@@ -168,14 +197,20 @@ fn accumulation_is_invariant(engine: Engine) {
     c.train.batch_size = 2;
     gradus_train::pretrain::run(&c, false).unwrap();
     let mc = load_decoder(&dir.path().join("b2/checkpoints/step-2"), &Device::Cpu).unwrap();
-    let dc = params_bits(&ma).iter().zip(params_bits(&mc)).map(|(x, y)| (f32::from_bits(*x) - f32::from_bits(y)).abs()).fold(0.0, f32::max);
+    let dc = params_bits(&ma)
+        .iter()
+        .zip(params_bits(&mc))
+        .map(|(x, y)| (f32::from_bits(*x) - f32::from_bits(y)).abs())
+        .fold(0.0, f32::max);
     assert!(dc > 1e-3, "a different batching moves the weights by {dc}");
 }
 
 #[test]
 fn packed_and_padded_batches_give_the_same_loss() {
     let dir = tempfile::tempdir().unwrap();
-    let texts: Vec<String> = (0..30).map(|i| format!("doc {i}: {}", "xy z ".repeat(1 + i % 7))).collect();
+    let texts: Vec<String> = (0..30)
+        .map(|i| format!("doc {i}: {}", "xy z ".repeat(1 + i % 7)))
+        .collect();
     let tok = train_tokenizer(&texts, 300).unwrap();
     let mut cfg = tiny_cfg(dir.path(), "x", Path::new("unused"));
     cfg.data.seq_len = 64;
@@ -189,7 +224,10 @@ fn packed_and_padded_batches_give_the_same_loss() {
             let ids = tok.encode(t, false).unwrap();
             let n = ids.len();
             // A mask that is not all-true, as in SFT: the first 3 tokens are prompt.
-            Sequence { ids, loss_mask: (0..n).map(|j| j >= 3 || i % 2 == 0).collect() }
+            Sequence {
+                ids,
+                loss_mask: (0..n).map(|j| j >= 3 || i % 2 == 0).collect(),
+            }
         })
         .collect();
     let total = |pack: bool| -> (f64, usize) {
@@ -199,22 +237,42 @@ fn packed_and_padded_batches_give_the_same_loss() {
         let n = r.len();
         let b = gradus_data::pack::Batch::from_rows(r.iter()).unwrap();
         let norm = b.num_target_tokens() as f64;
-        (batch_loss(&model, &b, norm).unwrap().to_scalar::<f32>().unwrap() as f64, n)
+        (
+            batch_loss(&model, &b, norm)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64,
+            n,
+        )
     };
     let (packed, n_packed) = total(true);
     let (padded, n_padded) = total(false);
-    assert!(n_packed < n_padded, "packing should use fewer rows ({n_packed} vs {n_padded})");
-    assert!((packed - padded).abs() < 1e-5, "packed {packed} vs padded {padded}");
+    assert!(
+        n_packed < n_padded,
+        "packing should use fewer rows ({n_packed} vs {n_padded})"
+    );
+    assert!(
+        (packed - padded).abs() < 1e-5,
+        "packed {packed} vs padded {padded}"
+    );
 }
 
 #[test]
 fn bad_config_values_name_the_field() {
     let mut c = RecipeConfig::default();
     c.train.batch_size = 0;
-    assert!(c.validate().unwrap_err().to_string().contains("train.batch_size"));
+    assert!(c
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("train.batch_size"));
     let mut c = RecipeConfig::default();
     c.model.config.num_key_value_heads = 3;
-    assert!(c.validate().unwrap_err().to_string().contains("num_key_value_heads"));
+    assert!(c
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("num_key_value_heads"));
 }
 
 #[test]
@@ -230,9 +288,18 @@ fn quickstart_fast_runs_end_to_end() {
     let out = gradus_train::quickstart::run(&o).unwrap();
     assert!(out.report.exists());
     let html = std::fs::read_to_string(&out.report).unwrap();
-    assert!(html.contains("Samples before SFT") && html.contains("Samples after SFT") && html.contains("<svg"));
-    assert!((0.0..=1.0).contains(&out.accuracy_before) && (0.0..=1.0).contains(&out.accuracy_after));
-    assert!(out.pretrain_dir.join("checkpoints/step-6/tokenizer.json").exists());
+    assert!(
+        html.contains("Samples before SFT")
+            && html.contains("Samples after SFT")
+            && html.contains("<svg")
+    );
+    assert!(
+        (0.0..=1.0).contains(&out.accuracy_before) && (0.0..=1.0).contains(&out.accuracy_after)
+    );
+    assert!(out
+        .pretrain_dir
+        .join("checkpoints/step-6/tokenizer.json")
+        .exists());
 }
 
 /// The seeded guard of the quickstart at a reduced size (a 2-layer, 64-wide model, 200 pretraining +
@@ -248,6 +315,7 @@ fn quickstart_reduced_learns_the_task() {
         size: gradus_train::quickstart::QuickstartSize::Reduced,
         seed: 0,
         progress: false,
+        overwrite: false,
     };
     let out = gradus_train::quickstart::run(&o).unwrap();
     eprintln!("{}", out.summary);
@@ -256,11 +324,22 @@ fn quickstart_reduced_learns_the_task() {
     assert_eq!(before.kind, "all");
     assert_eq!(after.n, 120);
     assert!((out.accuracy_after - after.accuracy()).abs() < 1e-12);
-    assert!(after.correct > before.correct, "before {before:?} after {after:?}");
-    assert!(out.accuracy_after >= REDUCED_THRESHOLD, "accuracy after SFT {:.3} < {REDUCED_THRESHOLD}", out.accuracy_after);
+    assert!(
+        after.correct > before.correct,
+        "before {before:?} after {after:?}"
+    );
+    assert!(
+        out.accuracy_after >= REDUCED_THRESHOLD,
+        "accuracy after SFT {:.3} < {REDUCED_THRESHOLD}",
+        out.accuracy_after
+    );
     // The task's results are in the SFT run's metrics (and so its TensorBoard file).
     let rows = gradus_train::metrics::read_metrics(&out.sft_dir.join("metrics.jsonl")).unwrap();
-    let logged = rows.iter().find_map(|r| r.get("task/after_sft/all")).and_then(|v| v.as_f64()).unwrap();
+    let logged = rows
+        .iter()
+        .find_map(|r| r.get("task/after_sft/all"))
+        .and_then(|v| v.as_f64())
+        .unwrap();
     assert!((logged - out.accuracy_after).abs() < 1e-12);
 }
 
@@ -271,7 +350,10 @@ fn wilson_interval_by_hand() {
     // centre (0.5 + 0.19208) / 1.38416 = 0.5; half = 1.96 · sqrt(0.025 + 0.009604) / 1.38416
     // = 1.96 · 0.186021 / 1.38416 = 0.26341: [0.23659, 0.76341].
     let (lo, hi) = wilson_95(5, 10);
-    assert!((lo - 0.23659).abs() < 1e-5 && (hi - 0.76341).abs() < 1e-5, "{lo} {hi}");
+    assert!(
+        (lo - 0.23659).abs() < 1e-5 && (hi - 0.76341).abs() < 1e-5,
+        "{lo} {hi}"
+    );
     // k = 0, n = 20: lower 0; upper = (z²/2n + z·sqrt(z²/4n²)) / (1 + z²/n) = 2·0.09604 / 1.19208 = 0.161130.
     let (lo, hi) = wilson_95(0, 20);
     assert_eq!(lo, 0.0);
@@ -313,9 +395,20 @@ fn sft_on_chat_jsonl_trains_only_on_assistant_turns() {
 
     // The loss mask: only assistant content (+ end-of-turn) tokens are targets.
     let tok = gradus_data::tokenizer::Tokenizer::from_dir(&base).unwrap();
-    let ex = gradus_data::dataset::read_dataset(&chat, gradus_data::dataset::Shape::Auto, &Default::default()).unwrap();
+    let ex = gradus_data::dataset::read_dataset(
+        &chat,
+        gradus_data::dataset::Shape::Auto,
+        &Default::default(),
+    )
+    .unwrap();
     let seqs = gradus_train::sft::sequences(&tok, &ex[..1], true).unwrap();
-    let picked: Vec<u32> = seqs[0].ids.iter().zip(&seqs[0].loss_mask).filter(|(_, &m)| m).map(|(&i, _)| i).collect();
+    let picked: Vec<u32> = seqs[0]
+        .ids
+        .iter()
+        .zip(&seqs[0].loss_mask)
+        .filter(|(_, &m)| m)
+        .map(|(&i, _)| i)
+        .collect();
     let text = tok.decode(&picked, false).unwrap();
     assert_eq!(text, "1<|im_end|>");
 }

@@ -7,13 +7,16 @@ use gradus_train::report::{write_report, Section};
 
 fn polylines(html: &str) -> Vec<(String, String)> {
     // (data-series, points) of every <polyline>.
-    html.split("<polyline").skip(1).map(|p| {
-        let attr = |name: &str| {
-            let start = p.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
-            p[start..start + p[start..].find('"').unwrap()].to_string()
-        };
-        (attr("data-series"), attr("points"))
-    }).collect()
+    html.split("<polyline")
+        .skip(1)
+        .map(|p| {
+            let attr = |name: &str| {
+                let start = p.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+                p[start..start + p[start..].find('"').unwrap()].to_string()
+            };
+            (attr("data-series"), attr("points"))
+        })
+        .collect()
 }
 
 #[test]
@@ -21,15 +24,23 @@ fn report_plots_tables_and_text() {
     let run = tempfile::tempdir().unwrap();
     let mut m = MetricsSink::create(run.path()).unwrap();
     m.log(0, &[("train/loss", 3.0), ("train/lr", 1.0)]).unwrap();
-    m.log(5, &[("train/loss", 1.0), ("train/lr", 10.0)]).unwrap();
-    m.log(10, &[("train/loss", 2.0), ("train/lr", 100.0)]).unwrap();
+    m.log(5, &[("train/loss", 1.0), ("train/lr", 10.0)])
+        .unwrap();
+    m.log(10, &[("train/loss", 2.0), ("train/lr", 100.0)])
+        .unwrap();
     drop(m);
     let sections = vec![
         Section::plot("Loss", &["train/loss"]),
         Section::log_plot("Learning rate", &["train/lr"]),
         Section::plot("Nothing", &["eval/loss"]),
-        Section::table_from_json("Config", &serde_json::json!({"optimizer": {"lr": 0.001, "betas": [0.9, 0.95]}, "name": "tiny"})),
-        Section::final_metrics("Final metrics", &gradus_train::metrics::read_metrics(&run.path().join("metrics.jsonl")).unwrap()),
+        Section::table_from_json(
+            "Config",
+            &serde_json::json!({"optimizer": {"lr": 0.001, "betas": [0.9, 0.95]}, "name": "tiny"}),
+        ),
+        Section::final_metrics(
+            "Final metrics",
+            &gradus_train::metrics::read_metrics(&run.path().join("metrics.jsonl")).unwrap(),
+        ),
         Section::text("Notes", "first <para>\n\nsecond"),
         Section::pre("Samples", "a < b && c"),
     ];
@@ -50,8 +61,14 @@ fn report_plots_tables_and_text() {
     assert_eq!(
         lines,
         vec![
-            ("train/loss".to_string(), "60.00,20.00 340.00,260.00 620.00,140.00".to_string()),
-            ("train/lr".to_string(), "60.00,260.00 340.00,140.00 620.00,20.00".to_string()),
+            (
+                "train/loss".to_string(),
+                "60.00,20.00 340.00,260.00 620.00,140.00".to_string()
+            ),
+            (
+                "train/lr".to_string(),
+                "60.00,260.00 340.00,140.00 620.00,20.00".to_string()
+            ),
         ]
     );
     assert!(html.contains("no data for eval/loss"));
@@ -69,7 +86,12 @@ fn report_plots_tables_and_text() {
 #[test]
 fn report_without_metrics_file_still_renders() {
     let run = tempfile::tempdir().unwrap();
-    let p = write_report(run.path(), "empty", &[Section::plot("Loss", &["train/loss"])]).unwrap();
+    let p = write_report(
+        run.path(),
+        "empty",
+        &[Section::plot("Loss", &["train/loss"])],
+    )
+    .unwrap();
     let html = fs::read_to_string(p).unwrap();
     assert!(html.contains("no data for train/loss") && !html.contains("<svg"));
 }

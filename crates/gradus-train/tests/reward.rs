@@ -28,7 +28,6 @@ fn cfg(dir: &Path, init: &Path, name: &str) -> RewardConfig {
     c
 }
 
-
 #[test]
 fn bradley_terry_fits_and_the_head_loads_back() {
     let d = tempfile::tempdir().unwrap();
@@ -50,8 +49,10 @@ fn bradley_terry_fits_and_the_head_loads_back() {
     assert_eq!(rm.labels, vec!["reward".to_string()]);
     let tok = gradus_data::tokenizer::Tokenizer::from_dir(&ck).unwrap();
     let c = cfg(d.path(), &init, "bt");
-    let data = gradus_train::prefs::load_pairs("synthetic", &c.prefs, &tok, 256, c.run.seed).unwrap();
-    let e = gradus_train::reward::evaluate(&rm, &data.eval, gradus_train::prefs::pad_id(&tok)).unwrap();
+    let data =
+        gradus_train::prefs::load_pairs("synthetic", &c.prefs, &tok, 256, c.run.seed).unwrap();
+    let e =
+        gradus_train::reward::evaluate(&rm, &data.eval, gradus_train::prefs::pad_id(&tok)).unwrap();
     assert_eq!(e.scores, s.eval.scores);
     assert_eq!(e.per_category.values().map(|v| v.1).sum::<usize>(), 16);
     assert!(s.fit.run_dir.join("reward_eval.json").exists());
@@ -75,7 +76,12 @@ fn regression_then_bt_from_one_of_its_outputs() {
     assert!(e.contains("head.init_label"), "{e}");
     b.head.init_label = Some("correctness".into());
     let s = run(&b, false).unwrap();
-    assert_eq!(RewardModel::load(&s.fit.last_checkpoint.unwrap()).unwrap().labels, vec!["correctness".to_string()]);
+    assert_eq!(
+        RewardModel::load(&s.fit.last_checkpoint.unwrap())
+            .unwrap()
+            .labels,
+        vec!["correctness".to_string()]
+    );
 }
 
 #[test]
@@ -83,10 +89,15 @@ fn missing_margin_is_named() {
     let d = tempfile::tempdir().unwrap();
     let init = init_model(d.path(), false);
     let data = d.path().join("p.jsonl");
-    std::fs::write(&data, "{\"prompt\": \"Question: 1+1?\\nAnswer: \", \"chosen\": \"2\", \"rejected\": \"3\"}\n").unwrap();
+    std::fs::write(
+        &data,
+        "{\"prompt\": \"Question: 1+1?\\nAnswer: \", \"chosen\": \"2\", \"rejected\": \"3\"}\n",
+    )
+    .unwrap();
     let mut c = cfg(d.path(), &init, "m");
     c.data.source = data.display().to_string();
     c.objective = RewardObjective::BtMargin { center_coef: 0.0 };
+    c.prefs.eval_pairs = 0; // one pair: none to hold out
     let e = run(&c, false).err().unwrap().to_string();
     assert!(e.contains("margin") && e.contains("pair 0"), "{e}");
 }

@@ -21,7 +21,10 @@ fn indent(l: &str) -> usize {
 
 fn starts_block(l: &str) -> bool {
     let t = l.trim_start();
-    t.starts_with("def ") || t.starts_with("class ") || t.starts_with("async def ") || t.starts_with('@')
+    t.starts_with("def ")
+        || t.starts_with("class ")
+        || t.starts_with("async def ")
+        || t.starts_with('@')
 }
 
 /// Blocks starting at indentation `ind` within lines[lo..hi]: (start, end) line index ranges.
@@ -39,7 +42,11 @@ fn blocks(lines: &[&str], lo: usize, hi: usize, ind: usize) -> Vec<(usize, usize
                 j += 1;
             }
             j += 1;
-            while j < hi && (lines[j].trim().is_empty() || indent(lines[j]) > ind || lines[j].trim_start().starts_with(')')) {
+            while j < hi
+                && (lines[j].trim().is_empty()
+                    || indent(lines[j]) > ind
+                    || lines[j].trim_start().starts_with(')'))
+            {
                 j += 1;
             }
             let mut end = j;
@@ -62,16 +69,28 @@ pub fn python_chunks(src: &str, min_lines: usize, max_lines: usize) -> Vec<Chunk
     for (s, e) in blocks(&lines, 0, lines.len(), 0) {
         if e - s <= max_lines {
             if e - s >= min_lines {
-                out.push(Chunk { line: s + 1, text: lines[s..e].join("\n") });
+                out.push(Chunk {
+                    line: s + 1,
+                    text: lines[s..e].join("\n"),
+                });
             }
             continue;
         }
-        let is_class = lines[s..e].iter().find(|l| !l.trim_start().starts_with('@')).is_some_and(|l| l.starts_with("class "));
+        let is_class = lines[s..e]
+            .iter()
+            .find(|l| !l.trim_start().starts_with('@'))
+            .is_some_and(|l| l.starts_with("class "));
         if !is_class {
             continue;
         }
         // Methods: blocks at the indentation of the class body.
-        let Some(body_ind) = lines[s + 1..e].iter().find(|l| !l.trim().is_empty()).map(|l| indent(l)) else { continue };
+        let Some(body_ind) = lines[s + 1..e]
+            .iter()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| indent(l))
+        else {
+            continue;
+        };
         for (ms, me) in blocks(&lines, s + 1, e, body_ind) {
             let n = me - ms;
             if n < min_lines || n > max_lines {
@@ -79,9 +98,18 @@ pub fn python_chunks(src: &str, min_lines: usize, max_lines: usize) -> Vec<Chunk
             }
             let text: Vec<&str> = lines[ms..me]
                 .iter()
-                .map(|l| if l.get(..body_ind).is_some_and(|p| p.trim().is_empty()) { &l[body_ind..] } else { l.trim_start() })
+                .map(|l| {
+                    if l.get(..body_ind).is_some_and(|p| p.trim().is_empty()) {
+                        &l[body_ind..]
+                    } else {
+                        l.trim_start()
+                    }
+                })
                 .collect();
-            out.push(Chunk { line: ms + 1, text: text.join("\n") });
+            out.push(Chunk {
+                line: ms + 1,
+                text: text.join("\n"),
+            });
         }
     }
     out

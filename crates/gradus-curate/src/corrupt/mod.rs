@@ -46,7 +46,10 @@ impl Lang {
         match s {
             "python" | "py" => Ok(Lang::Python),
             "tiny" | "lang" => Ok(Lang::Tiny),
-            other => Err(Error::config("lang", format!("`{other}`: expected python or tiny"))),
+            other => Err(Error::config(
+                "lang",
+                format!("`{other}`: expected python or tiny"),
+            )),
         }
     }
 }
@@ -90,9 +93,11 @@ impl Kind {
 
     pub fn class(self) -> Class {
         match self {
-            Kind::DeleteClosingBracket | Kind::BreakIndentation | Kind::DropColon | Kind::DropSemicolon | Kind::BreakKeyword => {
-                Class::Syntax
-            }
+            Kind::DeleteClosingBracket
+            | Kind::BreakIndentation
+            | Kind::DropColon
+            | Kind::DropSemicolon
+            | Kind::BreakKeyword => Class::Syntax,
             _ => Class::Content,
         }
     }
@@ -109,13 +114,19 @@ impl Kind {
     }
 
     pub fn name(self) -> String {
-        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default()
     }
 
     pub fn parse(s: &str) -> Result<Self> {
         serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
             let all: Vec<String> = Kind::ALL.iter().map(|k| k.name()).collect();
-            Error::config("kinds", format!("unknown corruption `{s}`; known: {}", all.join(", ")))
+            Error::config(
+                "kinds",
+                format!("unknown corruption `{s}`; known: {}", all.join(", ")),
+            )
         })
     }
 }
@@ -143,14 +154,67 @@ struct Edit {
 }
 
 const PY_KEYWORDS: &[&str] = &[
-    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del", "elif",
-    "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is", "lambda", "nonlocal", "not", "or",
-    "pass", "raise", "return", "try", "while", "with", "yield", "self", "cls", "print", "len", "range", "int", "str",
-    "list", "dict", "set", "tuple", "isinstance", "super", "object", "match", "case", "type",
+    "False",
+    "None",
+    "True",
+    "and",
+    "as",
+    "assert",
+    "async",
+    "await",
+    "break",
+    "class",
+    "continue",
+    "def",
+    "del",
+    "elif",
+    "else",
+    "except",
+    "finally",
+    "for",
+    "from",
+    "global",
+    "if",
+    "import",
+    "in",
+    "is",
+    "lambda",
+    "nonlocal",
+    "not",
+    "or",
+    "pass",
+    "raise",
+    "return",
+    "try",
+    "while",
+    "with",
+    "yield",
+    "self",
+    "cls",
+    "print",
+    "len",
+    "range",
+    "int",
+    "str",
+    "list",
+    "dict",
+    "set",
+    "tuple",
+    "isinstance",
+    "super",
+    "object",
+    "match",
+    "case",
+    "type",
 ];
 const TINY_KEYWORDS: &[&str] = &["let", "if", "else", "while", "print"];
-const PY_HEADERS: &[&str] = &["if", "elif", "else", "for", "while", "def", "class", "try", "except", "finally", "with"];
-const PY_BREAKABLE: &[&str] = &["def", "class", "if", "elif", "else", "for", "while", "import", "from", "try", "except", "with", "return"];
+const PY_HEADERS: &[&str] = &[
+    "if", "elif", "else", "for", "while", "def", "class", "try", "except", "finally", "with",
+];
+const PY_BREAKABLE: &[&str] = &[
+    "def", "class", "if", "elif", "else", "for", "while", "import", "from", "try", "except",
+    "with", "return",
+];
 
 fn text<'a>(src: &'a str, t: &Tok) -> &'a str {
     &src[t.start..t.end]
@@ -176,14 +240,28 @@ fn variables(src: &str, toks: &[Tok], lang: Lang) -> Vec<usize> {
             }
             let prev = i.checked_sub(1).map(|j| text(src, &toks[j]));
             let next = toks.get(i + 1).map(|n| text(src, n));
-            if matches!(prev, Some(".") | Some("def") | Some("class") | Some("import") | Some("as") | Some("from")) {
+            if matches!(
+                prev,
+                Some(".")
+                    | Some("def")
+                    | Some("class")
+                    | Some("import")
+                    | Some("as")
+                    | Some("from")
+            ) {
                 return false;
             }
             if lang == Lang::Python && (next == Some("(") || (t.depth > 0 && next == Some("="))) {
                 return false;
             }
             // Python: names in an import statement line are not variables.
-            if lang == Lang::Python && toks[..i].iter().rev().take_while(|p| p.line == t.line).any(|p| matches!(text(src, p), "import" | "from")) {
+            if lang == Lang::Python
+                && toks[..i]
+                    .iter()
+                    .rev()
+                    .take_while(|p| p.line == t.line)
+                    .any(|p| matches!(text(src, p), "import" | "from"))
+            {
                 return false;
             }
             true
@@ -193,26 +271,45 @@ fn variables(src: &str, toks: &[Tok], lang: Lang) -> Vec<usize> {
 
 /// Is token i a binary operator position: the previous token ends an operand.
 fn binary_position(src: &str, toks: &[Tok], i: usize, lang: Lang) -> bool {
-    let Some(p) = i.checked_sub(1).map(|j| &toks[j]) else { return false };
+    let Some(p) = i.checked_sub(1).map(|j| &toks[j]) else {
+        return false;
+    };
     if p.line != toks[i].line && p.depth == 0 && toks[i].depth == 0 {
         return false;
     }
     match p.kind {
         TokKind::Int | TokKind::Number | TokKind::Str | TokKind::Close => true,
-        TokKind::Ident => !keywords(lang).contains(&text(src, p)) || matches!(text(src, p), "self" | "None" | "True" | "False"),
+        TokKind::Ident => {
+            !keywords(lang).contains(&text(src, p))
+                || matches!(text(src, p), "self" | "None" | "True" | "False")
+        }
         _ => false,
     }
 }
 
 fn sites(src: &str, toks: &[Tok], lang: Lang, kind: Kind) -> Vec<Edit> {
-    let edit = |t: &Tok, after: &str| Edit { start: t.start, end: t.end, line: t.line, col: t.col, after: after.to_string() };
+    let edit = |t: &Tok, after: &str| Edit {
+        start: t.start,
+        end: t.end,
+        line: t.line,
+        col: t.col,
+        after: after.to_string(),
+    };
     let mut out = Vec::new();
     match kind {
         Kind::DeleteClosingBracket => {
-            out.extend(toks.iter().filter(|t| t.kind == TokKind::Close).map(|t| edit(t, "")));
+            out.extend(
+                toks.iter()
+                    .filter(|t| t.kind == TokKind::Close)
+                    .map(|t| edit(t, "")),
+            );
         }
         Kind::DropSemicolon if lang == Lang::Tiny => {
-            out.extend(toks.iter().filter(|t| text(src, t) == ";").map(|t| edit(t, "")));
+            out.extend(
+                toks.iter()
+                    .filter(|t| text(src, t) == ";")
+                    .map(|t| edit(t, "")),
+            );
         }
         Kind::DropColon if lang == Lang::Python => {
             // The last `:` at depth 0 of a logical line that starts with a header keyword.
@@ -224,7 +321,10 @@ fn sites(src: &str, toks: &[Tok], lang: Lang, kind: Kind) -> Vec<Edit> {
                 if next_on_line {
                     continue; // `if x: return y` — keep it simple: only colons ending a line
                 }
-                let start_tok = toks[..i].iter().rev().find(|p| p.depth == 0 && is_line_start(toks, p));
+                let start_tok = toks[..i]
+                    .iter()
+                    .rev()
+                    .find(|p| p.depth == 0 && is_line_start(toks, p));
                 if start_tok.is_some_and(|s| PY_HEADERS.contains(&text(src, s))) {
                     out.push(edit(t, ""));
                 }
@@ -244,7 +344,13 @@ fn sites(src: &str, toks: &[Tok], lang: Lang, kind: Kind) -> Vec<Edit> {
                     continue;
                 }
                 let ls = src[..cur.start].rfind('\n').map_or(0, |p| p + 1);
-                out.push(Edit { start: ls, end: ls, line: cur.line, col: 1, after: " ".into() });
+                out.push(Edit {
+                    start: ls,
+                    end: ls,
+                    line: cur.line,
+                    col: 1,
+                    after: " ".into(),
+                });
             }
         }
         Kind::BreakKeyword => {
@@ -256,7 +362,8 @@ fn sites(src: &str, toks: &[Tok], lang: Lang, kind: Kind) -> Vec<Edit> {
                         PY_BREAKABLE.contains(&w)
                             && is_line_start(toks, t)
                             && t.depth == 0
-                            && (w != "return" || toks.get(i + 1).is_some_and(|n| n.line == t.end_line))
+                            && (w != "return"
+                                || toks.get(i + 1).is_some_and(|n| n.line == t.end_line))
                     }
                 };
                 if ok {
@@ -286,13 +393,21 @@ fn sites(src: &str, toks: &[Tok], lang: Lang, kind: Kind) -> Vec<Edit> {
                     continue;
                 }
                 let ok = match lang {
-                    Lang::Tiny => i > 0 && matches!(text(src, &toks[i - 1]), "<" | "<=" | ">" | ">=" | "==" | "!="),
+                    Lang::Tiny => {
+                        i > 0
+                            && matches!(
+                                text(src, &toks[i - 1]),
+                                "<" | "<=" | ">" | ">=" | "==" | "!="
+                            )
+                    }
                     Lang::Python => in_range_or_subscript(src, toks, i),
                 };
                 if !ok {
                     continue;
                 }
-                let Ok(n) = text(src, t).parse::<u64>() else { continue };
+                let Ok(n) = text(src, t).parse::<u64>() else {
+                    continue;
+                };
                 if let Some(m) = n.checked_add(1) {
                     out.push(edit(t, &m.to_string()));
                 }
@@ -313,10 +428,17 @@ fn sites(src: &str, toks: &[Tok], lang: Lang, kind: Kind) -> Vec<Edit> {
         }
         Kind::RenameVariable => {
             let vars = variables(src, toks, lang);
-            let all: BTreeSet<&str> = toks.iter().filter(|t| t.kind == TokKind::Ident).map(|t| text(src, t)).collect();
+            let all: BTreeSet<&str> = toks
+                .iter()
+                .filter(|t| t.kind == TokKind::Ident)
+                .map(|t| text(src, t))
+                .collect();
             for &i in &vars {
                 let me = text(src, &toks[i]);
-                let fresh = (1..).map(|k| format!("{me}_{k}")).find(|f| !all.contains(f.as_str())).unwrap_or_default();
+                let fresh = (1..)
+                    .map(|k| format!("{me}_{k}"))
+                    .find(|f| !all.contains(f.as_str()))
+                    .unwrap_or_default();
                 out.push(edit(&toks[i], &fresh));
             }
         }
@@ -343,7 +465,9 @@ fn sites(src: &str, toks: &[Tok], lang: Lang, kind: Kind) -> Vec<Edit> {
 
 /// Whether token t is the first token on its physical line.
 fn is_line_start(toks: &[Tok], t: &Tok) -> bool {
-    let i = toks.binary_search_by_key(&t.start, |x| x.start).unwrap_or(0);
+    let i = toks
+        .binary_search_by_key(&t.start, |x| x.start)
+        .unwrap_or(0);
     i == 0 || toks[i - 1].end_line < t.line
 }
 
@@ -354,10 +478,21 @@ fn in_range_or_subscript(src: &str, toks: &[Tok], i: usize) -> bool {
         return false;
     }
     // The innermost open bracket before i.
-    let Some(j) = toks[..i].iter().rposition(|t| t.kind == TokKind::Open && t.depth == d - 1) else { return false };
+    let Some(j) = toks[..i]
+        .iter()
+        .rposition(|t| t.kind == TokKind::Open && t.depth == d - 1)
+    else {
+        return false;
+    };
     match text(src, &toks[j]) {
         "(" => j > 0 && text(src, &toks[j - 1]) == "range",
-        "[" => j > 0 && matches!(toks[j - 1].kind, TokKind::Ident | TokKind::Close | TokKind::Str),
+        "[" => {
+            j > 0
+                && matches!(
+                    toks[j - 1].kind,
+                    TokKind::Ident | TokKind::Close | TokKind::Str
+                )
+        }
         _ => false,
     }
 }
@@ -393,9 +528,18 @@ pub fn count_sites(src: &str, lang: Lang, kind: Kind) -> usize {
 }
 
 /// Applies one kind drawn uniformly from those of `kinds` that have a site in `src`.
-pub fn corrupt_any(src: &str, lang: Lang, kinds: &[Kind], rng: &mut Rng) -> Option<(String, Corruption)> {
+pub fn corrupt_any(
+    src: &str,
+    lang: Lang,
+    kinds: &[Kind],
+    rng: &mut Rng,
+) -> Option<(String, Corruption)> {
     let toks = scan(src, lang);
-    let usable: Vec<Kind> = kinds.iter().copied().filter(|k| !sites(src, &toks, lang, *k).is_empty()).collect();
+    let usable: Vec<Kind> = kinds
+        .iter()
+        .copied()
+        .filter(|k| !sites(src, &toks, lang, *k).is_empty())
+        .collect();
     if usable.is_empty() {
         return None;
     }

@@ -32,12 +32,16 @@ pub struct Tok {
 }
 
 const PY_OPS3: &[&str] = &["**=", "//=", ">>=", "<<=", "..."];
-const PY_OPS2: &[&str] =
-    &["==", "!=", "<=", ">=", "->", "**", "//", "<<", ">>", "+=", "-=", "*=", "/=", "%=", "&=", "|=", "^=", ":=", "@="];
+const PY_OPS2: &[&str] = &[
+    "==", "!=", "<=", ">=", "->", "**", "//", "<<", ">>", "+=", "-=", "*=", "/=", "%=", "&=", "|=",
+    "^=", ":=", "@=",
+];
 const TINY_OPS2: &[&str] = &["==", "!=", "<=", ">=", "&&", "||"];
 
 fn is_string_prefix(s: &str) -> bool {
-    s.len() <= 2 && s.chars().all(|c| matches!(c.to_ascii_lowercase(), 'r' | 'b' | 'f' | 'u'))
+    s.len() <= 2
+        && s.chars()
+            .all(|c| matches!(c.to_ascii_lowercase(), 'r' | 'b' | 'f' | 'u'))
 }
 
 pub fn scan(src: &str, lang: Lang) -> Vec<Tok> {
@@ -78,14 +82,24 @@ pub fn scan(src: &str, lang: Lang) -> Vec<Tok> {
                 i += 1;
             }
             kind = TokKind::Ident;
-            if lang == Lang::Python && i < b.len() && (b[i] == b'"' || b[i] == b'\'') && is_string_prefix(&src[start..i]) {
+            if lang == Lang::Python
+                && i < b.len()
+                && (b[i] == b'"' || b[i] == b'\'')
+                && is_string_prefix(&src[start..i])
+            {
                 kind = TokKind::Str;
             }
-        } else if c.is_ascii_digit() || (c == b'.' && b.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
+        } else if c.is_ascii_digit()
+            || (c == b'.' && b.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
             while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'.') {
                 i += 1;
             }
-            kind = if src[start..i].bytes().all(|d| d.is_ascii_digit()) { TokKind::Int } else { TokKind::Number };
+            kind = if src[start..i].bytes().all(|d| d.is_ascii_digit()) {
+                TokKind::Int
+            } else {
+                TokKind::Number
+            };
         } else if lang == Lang::Python && (c == b'"' || c == b'\'') {
             kind = TokKind::Str;
         } else if matches!(c, b'(' | b'[' | b'{') {
@@ -100,7 +114,11 @@ pub fn scan(src: &str, lang: Lang) -> Vec<Tok> {
                 Lang::Python => &[PY_OPS3, PY_OPS2],
                 Lang::Tiny => &[TINY_OPS2],
             };
-            let w = ops.iter().flat_map(|l| l.iter()).find(|o| rest.starts_with(**o)).map_or(1, |o| o.len());
+            let w = ops
+                .iter()
+                .flat_map(|l| l.iter())
+                .find(|o| rest.starts_with(**o))
+                .map_or(1, |o| o.len());
             // Keep char boundaries for non-ASCII punctuation.
             let w = (w..=4).find(|&w| src.is_char_boundary(i + w)).unwrap_or(w);
             i += w;
@@ -127,7 +145,8 @@ pub fn scan(src: &str, lang: Lang) -> Vec<Tok> {
                     line += 1;
                     line_start = i + 1;
                 }
-                if b[i] == q && (!triple || (b.get(i + 1) == Some(&q) && b.get(i + 2) == Some(&q))) {
+                if b[i] == q && (!triple || (b.get(i + 1) == Some(&q) && b.get(i + 2) == Some(&q)))
+                {
                     i += if triple { 3 } else { 1 };
                     break;
                 }
@@ -138,7 +157,16 @@ pub fn scan(src: &str, lang: Lang) -> Vec<Tok> {
         if kind == TokKind::Close {
             depth = depth.saturating_sub(1);
         }
-        out.push(Tok { kind, start, end: i, line: sl, col: sc, end_line: line, depth, after_backslash: backslash });
+        out.push(Tok {
+            kind,
+            start,
+            end: i,
+            line: sl,
+            col: sc,
+            end_line: line,
+            depth,
+            after_backslash: backslash,
+        });
         backslash = false;
         if kind == TokKind::Open {
             depth += 1;

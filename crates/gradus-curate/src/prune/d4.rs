@@ -13,7 +13,14 @@ use super::kmeans::{kmeans, KMeans, KMeansConfig};
 use super::semdedup::semdedup_fraction;
 use super::{check_fraction, count_for, Reason, Removal};
 
-pub fn d4(x: &[f32], d: usize, km: &KMeans, cfg: &KMeansConfig, p: f64, dedup_share: f64) -> Result<Vec<Removal>> {
+pub fn d4(
+    x: &[f32],
+    d: usize,
+    km: &KMeans,
+    cfg: &KMeansConfig,
+    p: f64,
+    dedup_share: f64,
+) -> Result<Vec<Removal>> {
     check_fraction("fraction", p)?;
     check_fraction("dedup_share", dedup_share)?;
     let n = km.assign.len();
@@ -29,13 +36,26 @@ pub fn d4(x: &[f32], d: usize, km: &KMeans, cfg: &KMeansConfig, p: f64, dedup_sh
     if need == 0 || left.is_empty() {
         return Ok(out);
     }
-    let sub: Vec<f32> = left.iter().flat_map(|&i| x[i * d..(i + 1) * d].iter().copied()).collect();
-    let km2 = kmeans(&sub, d, &KMeansConfig { seed: cfg.seed.wrapping_add(1), ..cfg.clone() })?;
+    let sub: Vec<f32> = left
+        .iter()
+        .flat_map(|&i| x[i * d..(i + 1) * d].iter().copied())
+        .collect();
+    let km2 = kmeans(
+        &sub,
+        d,
+        &KMeansConfig {
+            seed: cfg.seed.wrapping_add(1),
+            ..cfg.clone()
+        },
+    )?;
     let mut order: Vec<usize> = (0..left.len()).collect();
     order.sort_by(|&a, &b| km2.distance[a].total_cmp(&km2.distance[b]).then(a.cmp(&b)));
     out.extend(order[..need.min(order.len())].iter().map(|&j| Removal {
         row: left[j],
-        reason: Reason::Prototypical { cluster: km2.assign[j], distance: km2.distance[j] },
+        reason: Reason::Prototypical {
+            cluster: km2.assign[j],
+            distance: km2.distance[j],
+        },
     }));
     Ok(out)
 }

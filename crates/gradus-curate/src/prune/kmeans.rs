@@ -36,7 +36,12 @@ pub struct KMeansConfig {
 
 impl Default for KMeansConfig {
     fn default() -> Self {
-        Self { k: 100, max_iters: 50, batch_size: None, seed: 0 }
+        Self {
+            k: 100,
+            max_iters: 50,
+            batch_size: None,
+            seed: 0,
+        }
     }
 }
 
@@ -120,7 +125,11 @@ fn init_pp(xn: &[f32], n: usize, d: usize, k: usize, rng: &mut Rng) -> Vec<f32> 
         }
         let cen = &cents[c * d..(c + 1) * d];
         dist.par_iter_mut().enumerate().for_each(|(i, dm)| {
-            let dot: f32 = xn[i * d..(i + 1) * d].iter().zip(cen).map(|(a, b)| a * b).sum();
+            let dot: f32 = xn[i * d..(i + 1) * d]
+                .iter()
+                .zip(cen)
+                .map(|(a, b)| a * b)
+                .sum();
             let di = (1.0 - dot as f64).max(0.0);
             if di < *dm {
                 *dm = di;
@@ -159,7 +168,10 @@ pub fn kmeans(x: &[f32], d: usize, cfg: &KMeansConfig) -> Result<KMeans> {
                 for i in 0..n {
                     let c = assign[i];
                     counts[c] += 1;
-                    for (s, v) in sums[c * d..(c + 1) * d].iter_mut().zip(&xn[i * d..(i + 1) * d]) {
+                    for (s, v) in sums[c * d..(c + 1) * d]
+                        .iter_mut()
+                        .zip(&xn[i * d..(i + 1) * d])
+                    {
                         *s += *v as f64;
                     }
                 }
@@ -198,7 +210,10 @@ pub fn kmeans(x: &[f32], d: usize, cfg: &KMeansConfig) -> Result<KMeans> {
             for _ in 0..cfg.max_iters {
                 iters += 1;
                 let batch: Vec<usize> = (0..b.min(n)).map(|_| rng.below(n)).collect();
-                let rows: Vec<f32> = batch.iter().flat_map(|&i| xn[i * d..(i + 1) * d].iter().copied()).collect();
+                let rows: Vec<f32> = batch
+                    .iter()
+                    .flat_map(|&i| xn[i * d..(i + 1) * d].iter().copied())
+                    .collect();
                 let (ba, _) = assign_all(&rows, &cents, d);
                 for (j, &c) in ba.iter().enumerate() {
                     seen[c] += 1;
@@ -220,7 +235,15 @@ pub fn kmeans(x: &[f32], d: usize, cfg: &KMeansConfig) -> Result<KMeans> {
         sizes[c] += 1;
     }
     let distance = cos.iter().map(|c| (1.0 - c).max(0.0)).collect();
-    Ok(KMeans { k, d, centroids: cents, assign, distance, sizes, iters })
+    Ok(KMeans {
+        k,
+        d,
+        centroids: cents,
+        assign,
+        distance,
+        sizes,
+        iters,
+    })
 }
 
 /// Nearest centroid of each row of `x` (N × D) under `km`, and the cosine distance to it: places

@@ -30,7 +30,11 @@ pub enum Reason {
     /// SCIP step 2: far from its centroid (`distance` = 1 − cos).
     FarFromCentroid { cluster: usize, distance: f32 },
     /// SemDeDup: cosine `cosine` to row `duplicate_of` (kept or removed itself) of the same cluster.
-    NearDuplicate { cluster: usize, duplicate_of: usize, cosine: f32 },
+    NearDuplicate {
+        cluster: usize,
+        duplicate_of: usize,
+        cosine: f32,
+    },
     /// D4 prototype step: among the rows closest to their (re-clustered) centroid.
     Prototypical { cluster: usize, distance: f32 },
     /// Random pruning.
@@ -53,7 +57,10 @@ pub fn count_for(p: f64, n: usize) -> usize {
 /// Error unless `p` is a fraction in [0, 1].
 pub fn check_fraction(name: &str, p: f64) -> Result<()> {
     if !(0.0..=1.0).contains(&p) {
-        return Err(Error::config(name, format!("{p} is not a fraction in [0, 1]")));
+        return Err(Error::config(
+            name,
+            format!("{p} is not a fraction in [0, 1]"),
+        ));
     }
     Ok(())
 }
@@ -61,10 +68,16 @@ pub fn check_fraction(name: &str, p: f64) -> Result<()> {
 /// Checks a matrix: `x.len() == n·d`, d > 0, finite values.
 pub fn check_matrix(x: &[f32], d: usize) -> Result<usize> {
     if d == 0 || x.len() % d != 0 {
-        return Err(Error::msg(format!("embeddings: {} values do not form rows of width {d}", x.len())));
+        return Err(Error::msg(format!(
+            "embeddings: {} values do not form rows of width {d}",
+            x.len()
+        )));
     }
     if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-        return Err(Error::msg(format!("embeddings: row {} holds a non-finite value", i / d)));
+        return Err(Error::msg(format!(
+            "embeddings: row {} holds a non-finite value",
+            i / d
+        )));
     }
     Ok(x.len() / d)
 }
@@ -74,7 +87,13 @@ pub fn random(n: usize, p: f64, seed: u64) -> Result<Vec<Removal>> {
     check_fraction("fraction", p)?;
     let mut idx: Vec<usize> = (0..n).collect();
     Rng::derive(seed, "prune/random").shuffle(&mut idx);
-    let mut out: Vec<Removal> = idx[..count_for(p, n)].iter().map(|&row| Removal { row, reason: Reason::Random }).collect();
+    let mut out: Vec<Removal> = idx[..count_for(p, n)]
+        .iter()
+        .map(|&row| Removal {
+            row,
+            reason: Reason::Random,
+        })
+        .collect();
     out.sort_by_key(|r| r.row);
     Ok(out)
 }
@@ -83,7 +102,11 @@ pub fn random(n: usize, p: f64, seed: u64) -> Result<Vec<Removal>> {
 pub fn normalize_rows(x: &[f32], d: usize) -> Vec<f32> {
     let mut out = x.to_vec();
     for row in out.chunks_exact_mut(d) {
-        let n = row.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>().sqrt();
+        let n = row
+            .iter()
+            .map(|v| (*v as f64) * (*v as f64))
+            .sum::<f64>()
+            .sqrt();
         if n > 0.0 {
             row.iter_mut().for_each(|v| *v = (*v as f64 / n) as f32);
         }
@@ -102,8 +125,25 @@ pub(crate) fn dot_matrix(a: &[f32], b: &[f32], d: usize) -> Vec<f32> {
     // SAFETY: a is (m × d), b is (n × d) row-major (bᵀ read with column stride d), out (m × n).
     unsafe {
         gemm::gemm(
-            m, n, d, out.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, d as isize, b.as_ptr(), d as isize, 1, 1.0,
-            1.0, false, false, false, gemm::Parallelism::Rayon(0),
+            m,
+            n,
+            d,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            d as isize,
+            b.as_ptr(),
+            d as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
         );
     }
     out

@@ -33,14 +33,23 @@ pub fn scip(km: &KMeans, p: f64, alpha: f64) -> Result<Vec<Removal>> {
         .iter()
         .map(|&row| {
             let cluster = km.assign[row];
-            Removal { row, reason: Reason::SmallCluster { cluster, cluster_size: km.sizes[cluster] } }
+            Removal {
+                row,
+                reason: Reason::SmallCluster {
+                    cluster,
+                    cluster_size: km.sizes[cluster],
+                },
+            }
         })
         .collect();
     let mut rest: Vec<usize> = by_size[n_small..].to_vec();
     rest.sort_by(|&a, &b| km.distance[b].total_cmp(&km.distance[a]).then(a.cmp(&b)));
     out.extend(rest[..total - n_small].iter().map(|&row| Removal {
         row,
-        reason: Reason::FarFromCentroid { cluster: km.assign[row], distance: km.distance[row] },
+        reason: Reason::FarFromCentroid {
+            cluster: km.assign[row],
+            distance: km.distance[row],
+        },
     }));
     Ok(out)
 }

@@ -34,7 +34,10 @@ pub fn scores(x: &[f32], d: usize, km: &KMeans) -> Vec<DupScore> {
         .map(|(c, rows)| {
             let mut order = rows.clone();
             order.sort_by(|&a, &b| km.distance[b].total_cmp(&km.distance[a]).then(a.cmp(&b)));
-            let sub: Vec<f32> = order.iter().flat_map(|&i| x[i * d..(i + 1) * d].iter().copied()).collect();
+            let sub: Vec<f32> = order
+                .iter()
+                .flat_map(|&i| x[i * d..(i + 1) * d].iter().copied())
+                .collect();
             let sub = normalize_rows(&sub, d);
             let m = order.len();
             let sim = dot_matrix(&sub, &sub, d);
@@ -46,7 +49,12 @@ pub fn scores(x: &[f32], d: usize, km: &KMeans) -> Vec<DupScore> {
                             best = i;
                         }
                     }
-                    DupScore { row: order[j], cluster: c, of: order[best], cosine: sim[best * m + j] }
+                    DupScore {
+                        row: order[j],
+                        cluster: c,
+                        of: order[best],
+                        cosine: sim[best * m + j],
+                    }
                 })
                 .collect()
         })
@@ -55,15 +63,34 @@ pub fn scores(x: &[f32], d: usize, km: &KMeans) -> Vec<DupScore> {
 }
 
 fn removal(s: &DupScore) -> Removal {
-    Removal { row: s.row, reason: Reason::NearDuplicate { cluster: s.cluster, duplicate_of: s.of, cosine: s.cosine } }
+    Removal {
+        row: s.row,
+        reason: Reason::NearDuplicate {
+            cluster: s.cluster,
+            duplicate_of: s.of,
+            cosine: s.cosine,
+        },
+    }
 }
 
 /// Rows whose duplicate score exceeds `threshold` (a cosine in [-1, 1]), in row order.
-pub fn semdedup_threshold(x: &[f32], d: usize, km: &KMeans, threshold: f32) -> Result<Vec<Removal>> {
+pub fn semdedup_threshold(
+    x: &[f32],
+    d: usize,
+    km: &KMeans,
+    threshold: f32,
+) -> Result<Vec<Removal>> {
     if !(-1.0..=1.0).contains(&threshold) {
-        return Err(Error::config("threshold", format!("{threshold} is not a cosine in [-1, 1]")));
+        return Err(Error::config(
+            "threshold",
+            format!("{threshold} is not a cosine in [-1, 1]"),
+        ));
     }
-    let mut out: Vec<Removal> = scores(x, d, km).iter().filter(|s| s.cosine > threshold).map(removal).collect();
+    let mut out: Vec<Removal> = scores(x, d, km)
+        .iter()
+        .filter(|s| s.cosine > threshold)
+        .map(removal)
+        .collect();
     out.sort_by_key(|r| r.row);
     Ok(out)
 }

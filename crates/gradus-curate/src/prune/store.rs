@@ -33,10 +33,18 @@ impl Embeddings {
 pub fn write_embeddings(path: &Path, e: &Embeddings) -> Result<()> {
     let n = e.row_ids.len();
     if e.values.len() != n * e.dim {
-        return Err(Error::msg(format!("embeddings: {} values for {n} rows of width {}", e.values.len(), e.dim)));
+        return Err(Error::msg(format!(
+            "embeddings: {} values for {n} rows of width {}",
+            e.values.len(),
+            e.dim
+        )));
     }
     let vb: Vec<u8> = e.values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let ib: Vec<u8> = e.row_ids.iter().flat_map(|v| (*v as i64).to_le_bytes()).collect();
+    let ib: Vec<u8> = e
+        .row_ids
+        .iter()
+        .flat_map(|v| (*v as i64).to_le_bytes())
+        .collect();
     let err = |m: String| Error::format(path, m);
     let tv = TensorView::new(Dtype::F32, vec![n, e.dim], &vb).map_err(|x| err(x.to_string()))?;
     let ti = TensorView::new(Dtype::I64, vec![n], &ib).map_err(|x| err(x.to_string()))?;
@@ -61,23 +69,50 @@ pub fn read_embeddings(path: &Path) -> Result<Embeddings> {
     let ev = get("embeddings")?;
     let iv = get("row_ids")?;
     if ev.dtype() != Dtype::F32 || ev.shape().len() != 2 {
-        return Err(Error::format(path, format!("tensor `embeddings`: expected f32 (N, D), found {:?} {:?}", ev.dtype(), ev.shape())));
+        return Err(Error::format(
+            path,
+            format!(
+                "tensor `embeddings`: expected f32 (N, D), found {:?} {:?}",
+                ev.dtype(),
+                ev.shape()
+            ),
+        ));
     }
     let (n, dim) = (ev.shape()[0], ev.shape()[1]);
     if iv.dtype() != Dtype::I64 || iv.shape() != [n] {
-        return Err(Error::format(path, format!("tensor `row_ids`: expected i64 ({n}), found {:?} {:?}", iv.dtype(), iv.shape())));
+        return Err(Error::format(
+            path,
+            format!(
+                "tensor `row_ids`: expected i64 ({n}), found {:?} {:?}",
+                iv.dtype(),
+                iv.shape()
+            ),
+        ));
     }
-    let values = ev.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let values = ev
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     let mut row_ids = Vec::with_capacity(n);
     for c in iv.data().chunks_exact(8) {
         let v = i64::from_le_bytes(c.try_into().expect("chunks of 8"));
         if v < 0 {
-            return Err(Error::format(path, format!("tensor `row_ids`: negative id {v}")));
+            return Err(Error::format(
+                path,
+                format!("tensor `row_ids`: negative id {v}"),
+            ));
         }
         row_ids.push(v as u64);
     }
-    let (_, m) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::format(path, e.to_string()))?;
-    Ok(Embeddings { dim, values, row_ids, metadata: m.metadata().clone().unwrap_or_default() })
+    let (_, m) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| Error::format(path, e.to_string()))?;
+    Ok(Embeddings {
+        dim,
+        values,
+        row_ids,
+        metadata: m.metadata().clone().unwrap_or_default(),
+    })
 }
 
 /// Writes an (N, D) little-endian f32 `.npy` file (format 1.0).

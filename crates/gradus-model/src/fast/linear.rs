@@ -35,7 +35,10 @@ pub fn matmul(
     n: usize,
     k: usize,
 ) {
-    assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n, "fast matmul: buffer too small for {m}×{k}×{n}");
+    assert!(
+        c.len() >= m * n && a.len() >= m * k && b.len() >= k * n,
+        "fast matmul: buffer too small for {m}×{k}×{n}"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -69,7 +72,15 @@ pub fn matmul(
 }
 
 /// `y (N×out) = x (N×in) Wᵀ + b`.
-pub fn forward(y: &mut [f32], x: &[f32], w: &[f32], b: Option<&[f32]>, rows: usize, inp: usize, out: usize) {
+pub fn forward(
+    y: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    rows: usize,
+    inp: usize,
+    out: usize,
+) {
     match b {
         Some(b) => {
             for yr in y[..rows * out].chunks_exact_mut(out) {
@@ -82,7 +93,15 @@ pub fn forward(y: &mut [f32], x: &[f32], w: &[f32], b: Option<&[f32]>, rows: usi
 }
 
 /// `dx (N×in) = [dx +] dy (N×out) W`.
-pub fn backward_input(dx: &mut [f32], accumulate: bool, dy: &[f32], w: &[f32], rows: usize, inp: usize, out: usize) {
+pub fn backward_input(
+    dx: &mut [f32],
+    accumulate: bool,
+    dy: &[f32],
+    w: &[f32],
+    rows: usize,
+    inp: usize,
+    out: usize,
+) {
     matmul(dx, accumulate, dy, false, w, false, rows, inp, out);
 }
 

@@ -56,7 +56,9 @@ pub struct FastOptions {
 impl Default for FastOptions {
     fn default() -> Self {
         // 16 Mi floats = 64 MiB.
-        Self { logits_budget: 16 << 20 }
+        Self {
+            logits_budget: 16 << 20,
+        }
     }
 }
 
@@ -166,7 +168,9 @@ impl FastDecoder {
     /// Why the fast graph cannot train `model` (None when it can).
     pub fn unsupported(model: &Decoder) -> Option<String> {
         if model.has_lora() {
-            return Some("LoRA adapters are attached (the fast graph trains full weights only)".into());
+            return Some(
+                "LoRA adapters are attached (the fast graph trains full weights only)".into(),
+            );
         }
         if !model.device().is_cpu() {
             return Some("the model is not on the CPU".into());
@@ -187,7 +191,10 @@ impl FastDecoder {
         params::read_params(&layout, model, &mut params)?;
         let cfg = model.cfg.clone();
         let lin = |p: &str| -> Result<(usize, Option<usize>)> {
-            Ok((layout.index(&format!("{p}.weight"))?, layout.find(&format!("{p}.bias"))))
+            Ok((
+                layout.index(&format!("{p}.weight"))?,
+                layout.find(&format!("{p}.bias")),
+            ))
         };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
@@ -205,7 +212,11 @@ impl FastDecoder {
             });
         }
         let embed = layout.index("model.embed_tokens.weight")?;
-        let head = if cfg.tie_word_embeddings { embed } else { layout.index("lm_head.weight")? };
+        let head = if cfg.tie_word_embeddings {
+            embed
+        } else {
+            layout.index("lm_head.weight")?
+        };
         let final_norm = layout.index("model.norm.weight")?;
         let grads = vec![0f32; layout.total];
         Ok(Self {
@@ -272,10 +283,30 @@ impl FastDecoder {
         let (qw, kw) = (hq * hd, hkv * hd);
         let eps = c.rms_norm_eps as f32;
         let scale = 1.0 / (hd as f32).sqrt();
-        let dims = AttnDims { b: inp.batch, tq: inp.seq_len, tk: inp.seq_len, hq, hkv, dh: hd };
+        let dims = AttnDims {
+            b: inp.batch,
+            tq: inp.seq_len,
+            tk: inp.seq_len,
+            hq,
+            hkv,
+            dh: hd,
+        };
         let half = hd / 2;
-        let Self { params, layout, ws, saved, rope, layers, embed, head, final_norm, opts, .. } = self;
-        let (params, layout, rope, layers): (&[f32], &ParamLayout, &Rope, &[LayerIx]) = (params, layout, rope, layers);
+        let Self {
+            params,
+            layout,
+            ws,
+            saved,
+            rope,
+            layers,
+            embed,
+            head,
+            final_norm,
+            opts,
+            ..
+        } = self;
+        let (params, layout, rope, layers): (&[f32], &ParamLayout, &Rope, &[LayerIx]) =
+            (params, layout, rope, layers);
         let p = move |i: usize| &params[layout.range(i)];
         let pb = move |i: Option<usize>| i.map(|i| &params[layout.range(i)]);
         let pos: &[u32] = &saved.pos;
@@ -310,7 +341,14 @@ impl FastDecoder {
             linear::forward(&mut ws.kraw, &a.n1, p(ix.k.0), pb(ix.k.1), n, d, kw);
             linear::forward(&mut a.v, &a.n1, p(ix.v.0), pb(ix.v.1), n, d, kw);
             kernels::rope_rotate(&ws.qraw[..n * qw], hq, hd, &mut a.q[..n * qw], false, table);
-            kernels::rope_rotate(&ws.kraw[..n * kw], hkv, hd, &mut a.k[..n * kw], false, table);
+            kernels::rope_rotate(
+                &ws.kraw[..n * kw],
+                hkv,
+                hd,
+                &mut a.k[..n * kw],
+                false,
+                table,
+            );
             kernels::attention_forward(
                 dims,
                 scale,
@@ -343,12 +381,26 @@ impl FastDecoder {
         // LM head + log-softmax + gather, over row blocks.
         let v = c.vocab_size;
         let w = p(*head);
-        let block = opts.logits_budget.checked_div(v).unwrap_or(n).clamp(1, n.max(1));
+        let block = opts
+            .logits_budget
+            .checked_div(v)
+            .unwrap_or(n)
+            .clamp(1, n.max(1));
         let mut r0 = 0;
         while r0 < n {
             let r1 = (r0 + block).min(n);
             let rows = r1 - r0;
-            linear::matmul(&mut ws.logits, false, &ws.h[r0 * d..r1 * d], false, w, true, rows, v, d);
+            linear::matmul(
+                &mut ws.logits,
+                false,
+                &ws.h[r0 * d..r1 * d],
+                false,
+                w,
+                true,
+                rows,
+                v,
+                d,
+            );
             kernels::token_logprobs_forward(
                 &ws.logits[..rows * v],
                 v,
@@ -367,7 +419,9 @@ impl FastDecoder {
     /// derivative of the loss w.r.t. each log-prob of the last [`FastDecoder::forward`].
     pub fn backward(&mut self, dlogp: &[f32]) -> Result<()> {
         if !self.saved.ready {
-            return Err(Error::msg("fast decoder: backward without a forward (or called twice)"));
+            return Err(Error::msg(
+                "fast decoder: backward without a forward (or called twice)",
+            ));
         }
         let n = self.saved.b * self.saved.t;
         if dlogp.len() != n {
@@ -377,7 +431,10 @@ impl FastDecoder {
             )));
         }
         if let Some(i) = dlogp.iter().position(|g| !g.is_finite()) {
-            return Err(Error::msg(format!("fast decoder: dlogp[{i}] = {} is not finite", dlogp[i])));
+            return Err(Error::msg(format!(
+                "fast decoder: dlogp[{i}] = {} is not finite",
+                dlogp[i]
+            )));
         }
         self.saved.ready = false;
         let c = self.cfg.clone();
@@ -386,12 +443,37 @@ impl FastDecoder {
         let (qw, kw) = (hq * hd, hkv * hd);
         let eps = c.rms_norm_eps as f32;
         let scale = 1.0 / (hd as f32).sqrt();
-        let dims = AttnDims { b: self.saved.b, tq: self.saved.t, tk: self.saved.t, hq, hkv, dh: hd };
+        let dims = AttnDims {
+            b: self.saved.b,
+            tq: self.saved.t,
+            tk: self.saved.t,
+            hq,
+            hkv,
+            dh: hd,
+        };
         let half = hd / 2;
         let v = c.vocab_size;
-        let Self { params, grads, layout, ws, saved, rope, layers, embed, head, final_norm, opts, .. } = self;
-        let (params, layout, rope, layers, saved): (&[f32], &ParamLayout, &Rope, &[LayerIx], &Saved) =
-            (params, layout, rope, layers, saved);
+        let Self {
+            params,
+            grads,
+            layout,
+            ws,
+            saved,
+            rope,
+            layers,
+            embed,
+            head,
+            final_norm,
+            opts,
+            ..
+        } = self;
+        let (params, layout, rope, layers, saved): (
+            &[f32],
+            &ParamLayout,
+            &Rope,
+            &[LayerIx],
+            &Saved,
+        ) = (params, layout, rope, layers, saved);
         let p = move |i: usize| &params[layout.range(i)];
         let pos: &[u32] = &saved.pos;
         let table = move |row: usize| {
@@ -402,13 +484,27 @@ impl FastDecoder {
         // LM head: dlogits in place, dh = dlogits W, dW += dlogitsᵀ h.
         {
             let w = p(*head);
-            let block = opts.logits_budget.checked_div(v).unwrap_or(n).clamp(1, n.max(1));
+            let block = opts
+                .logits_budget
+                .checked_div(v)
+                .unwrap_or(n)
+                .clamp(1, n.max(1));
             let mut r0 = 0;
             while r0 < n {
                 let r1 = (r0 + block).min(n);
                 let rows = r1 - r0;
                 if !saved.logits_kept {
-                    linear::matmul(&mut ws.logits, false, &ws.h[r0 * d..r1 * d], false, w, true, rows, v, d);
+                    linear::matmul(
+                        &mut ws.logits,
+                        false,
+                        &ws.h[r0 * d..r1 * d],
+                        false,
+                        w,
+                        true,
+                        rows,
+                        v,
+                        d,
+                    );
                 }
                 kernels::token_logprobs_backward_inplace(
                     &mut ws.logits[..rows * v],
@@ -417,7 +513,15 @@ impl FastDecoder {
                     &dlogp[r0..r1],
                     &saved.targets[r0..r1],
                 );
-                linear::backward_input(&mut ws.dn[r0 * d..r1 * d], false, &ws.logits, w, rows, d, v);
+                linear::backward_input(
+                    &mut ws.dn[r0 * d..r1 * d],
+                    false,
+                    &ws.logits,
+                    w,
+                    rows,
+                    d,
+                    v,
+                );
                 let gw = &mut grads[layout.range(*head)];
                 linear::backward_params(gw, None, &ws.logits, &ws.h[r0 * d..r1 * d], rows, d, v);
                 r0 = r1;
@@ -477,8 +581,22 @@ impl FastDecoder {
                 &mut ws.dk[..n * kw],
                 &mut ws.dv[..n * kw],
             );
-            kernels::rope_rotate(&ws.dq[..n * qw], hq, hd, &mut ws.dqraw[..n * qw], true, table);
-            kernels::rope_rotate(&ws.dk[..n * kw], hkv, hd, &mut ws.dkraw[..n * kw], true, table);
+            kernels::rope_rotate(
+                &ws.dq[..n * qw],
+                hq,
+                hd,
+                &mut ws.dqraw[..n * qw],
+                true,
+                table,
+            );
+            kernels::rope_rotate(
+                &ws.dk[..n * kw],
+                hkv,
+                hd,
+                &mut ws.dkraw[..n * kw],
+                true,
+                table,
+            );
             linear::backward_input(&mut ws.dn, false, &ws.dqraw, p(ix.q.0), n, d, qw);
             linear::backward_input(&mut ws.dn, true, &ws.dkraw, p(ix.k.0), n, d, kw);
             linear::backward_input(&mut ws.dn, true, &ws.dv, p(ix.v.0), n, d, kw);
@@ -499,7 +617,10 @@ impl FastDecoder {
         let ge = &mut grads[layout.range(*embed)];
         for (r, &id) in saved.ids.iter().enumerate() {
             let id = id as usize;
-            for (a, &g) in ge[id * d..(id + 1) * d].iter_mut().zip(&ws.dx[r * d..(r + 1) * d]) {
+            for (a, &g) in ge[id * d..(id + 1) * d]
+                .iter_mut()
+                .zip(&ws.dx[r * d..(r + 1) * d])
+            {
                 *a += g;
             }
         }
@@ -517,14 +638,26 @@ impl FastDecoder {
             )));
         }
         if targets.len() != n {
-            return Err(Error::msg(format!("targets has {} entries, expected {n}", targets.len())));
+            return Err(Error::msg(format!(
+                "targets has {} entries, expected {n}",
+                targets.len()
+            )));
         }
-        if let Some((i, &bad)) = inp.input_ids.iter().enumerate().find(|(_, &x)| x as usize >= vocab) {
+        if let Some((i, &bad)) = inp
+            .input_ids
+            .iter()
+            .enumerate()
+            .find(|(_, &x)| x as usize >= vocab)
+        {
             return Err(Error::msg(format!(
                 "token id {bad} at position {i} is out of range for the model's vocab_size {vocab}"
             )));
         }
-        if let Some((i, &bad)) = targets.iter().enumerate().find(|(_, &x)| x as usize >= vocab) {
+        if let Some((i, &bad)) = targets
+            .iter()
+            .enumerate()
+            .find(|(_, &x)| x as usize >= vocab)
+        {
             return Err(Error::msg(format!(
                 "target {bad} at position {i} is out of range for the model's vocab_size {vocab}"
             )));
@@ -540,7 +673,10 @@ impl FastDecoder {
         match inp.position_ids {
             Some(p) => {
                 if p.len() != n {
-                    return Err(Error::msg(format!("position_ids has {} entries, expected {n}", p.len())));
+                    return Err(Error::msg(format!(
+                        "position_ids has {} entries, expected {n}",
+                        p.len()
+                    )));
                 }
                 s.pos.extend_from_slice(p);
             }
@@ -573,7 +709,12 @@ impl FastDecoder {
         let n = n.max(self.ws.cap);
         let z = |len: usize| vec![0f32; len];
         let v = c.vocab_size;
-        let block = self.opts.logits_budget.checked_div(v).unwrap_or(n).clamp(1, n.max(1));
+        let block = self
+            .opts
+            .logits_budget
+            .checked_div(v)
+            .unwrap_or(n)
+            .clamp(1, n.max(1));
         self.ws = Workspace {
             cap: n,
             layers: (0..self.layers.len())
@@ -615,7 +756,13 @@ impl FastDecoder {
 
     /// Grows the rotary table to cover every saved position.
     fn ensure_rope(&mut self) {
-        let need = self.saved.pos.iter().map(|&p| p as usize + 1).max().unwrap_or(0);
+        let need = self
+            .saved
+            .pos
+            .iter()
+            .map(|&p| p as usize + 1)
+            .max()
+            .unwrap_or(0);
         if need <= self.rope.n {
             return;
         }
@@ -623,7 +770,9 @@ impl FastDecoder {
         let hd = self.cfg.head_dim();
         let half = hd / 2;
         let theta = self.cfg.rope_theta as f32;
-        let inv: Vec<f32> = (0..half).map(|i| 1.0f32 / theta.powf((2 * i) as f32 / hd as f32)).collect();
+        let inv: Vec<f32> = (0..half)
+            .map(|i| 1.0f32 / theta.powf((2 * i) as f32 / hd as f32))
+            .collect();
         let (mut cos, mut sin) = (Vec::with_capacity(n * half), Vec::with_capacity(n * half));
         for p in 0..n {
             for &fr in &inv {

@@ -30,10 +30,18 @@ impl ParamLayout {
         let mut offset = 0;
         for (name, v) in model.named_params() {
             let len = v.elem_count();
-            entries.push(Entry { name, shape: v.dims().to_vec(), offset, len });
+            entries.push(Entry {
+                name,
+                shape: v.dims().to_vec(),
+                offset,
+                len,
+            });
             offset += len;
         }
-        Self { entries, total: offset }
+        Self {
+            entries,
+            total: offset,
+        }
     }
 
     /// The index of the parameter called `name`.
@@ -75,7 +83,11 @@ pub fn read_params(layout: &ParamLayout, model: &Decoder, dst: &mut [f32]) -> Re
                 context: format!(" (fast decoder layout has `{}` here)", e.name),
             });
         }
-        let data: Vec<f32> = v.as_tensor().flatten_all()?.to_dtype(gradus_tensor::DType::F32)?.to_vec1()?;
+        let data: Vec<f32> = v
+            .as_tensor()
+            .flatten_all()?
+            .to_dtype(gradus_tensor::DType::F32)?
+            .to_vec1()?;
         dst[e.offset..e.offset + e.len].copy_from_slice(&data);
     }
     Ok(())
@@ -85,9 +97,16 @@ pub fn read_params(layout: &ParamLayout, model: &Decoder, dst: &mut [f32]) -> Re
 pub fn write_params(layout: &ParamLayout, src: &[f32], model: &Decoder) -> Result<()> {
     for ((name, v), e) in model.named_params().iter().zip(&layout.entries) {
         if *name != e.name {
-            return Err(Error::msg(format!("fast decoder: parameter order differs (`{name}` vs `{}`)", e.name)));
+            return Err(Error::msg(format!(
+                "fast decoder: parameter order differs (`{name}` vs `{}`)",
+                e.name
+            )));
         }
-        let t = Tensor::from_slice(&src[e.offset..e.offset + e.len], e.shape.as_slice(), model.device())?;
+        let t = Tensor::from_slice(
+            &src[e.offset..e.offset + e.len],
+            e.shape.as_slice(),
+            model.device(),
+        )?;
         v.set(&t.to_dtype(v.dtype())?)?;
     }
     Ok(())

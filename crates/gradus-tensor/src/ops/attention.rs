@@ -36,20 +36,46 @@ const BR: usize = 64;
 const BC: usize = 64;
 
 /// See [`super::attention`].
-pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, segments: Option<&Tensor>, scale: f64) -> CResult<Tensor> {
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    segments: Option<&Tensor>,
+    scale: f64,
+) -> CResult<Tensor> {
     check_f32(q, OP, "q")?;
     check_f32(k, OP, "k")?;
     check_f32(v, OP, "v")?;
-    let (b, tq, hq, dh) = q.dims4().map_err(|_| msg(format!("{OP}: q must be (B, Tq, Hq, Dh), got {:?}", q.dims())))?;
-    let (bk, tk, hkv, dhk) = k.dims4().map_err(|_| msg(format!("{OP}: k must be (B, Tk, Hkv, Dh), got {:?}", k.dims())))?;
+    let (b, tq, hq, dh) = q.dims4().map_err(|_| {
+        msg(format!(
+            "{OP}: q must be (B, Tq, Hq, Dh), got {:?}",
+            q.dims()
+        ))
+    })?;
+    let (bk, tk, hkv, dhk) = k.dims4().map_err(|_| {
+        msg(format!(
+            "{OP}: k must be (B, Tk, Hkv, Dh), got {:?}",
+            k.dims()
+        ))
+    })?;
     if bk != b || dhk != dh {
-        return Err(msg(format!("{OP}: q {:?} and k {:?} disagree on B or Dh", q.dims(), k.dims())));
+        return Err(msg(format!(
+            "{OP}: q {:?} and k {:?} disagree on B or Dh",
+            q.dims(),
+            k.dims()
+        )));
     }
     if v.dims() != k.dims() {
-        return Err(msg(format!("{OP}: v {:?} must have the shape of k {:?}", v.dims(), k.dims())));
+        return Err(msg(format!(
+            "{OP}: v {:?} must have the shape of k {:?}",
+            v.dims(),
+            k.dims()
+        )));
     }
     if hkv == 0 || hq % hkv != 0 {
-        return Err(msg(format!("{OP}: Hq = {hq} must be a multiple of Hkv = {hkv}")));
+        return Err(msg(format!(
+            "{OP}: Hq = {hq} must be a multiple of Hkv = {hkv}"
+        )));
     }
     if tq > tk {
         return Err(msg(format!("{OP}: Tq = {tq} exceeds Tk = {tk}")));
@@ -58,16 +84,29 @@ pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, segments: Option<&Te
         None => None,
         Some(s) => {
             if s.dims() != [b, tk] {
-                return Err(msg(format!("{OP}: segments have shape {:?}, expected [{b}, {tk}]", s.dims())));
+                return Err(msg(format!(
+                    "{OP}: segments have shape {:?}, expected [{b}, {tk}]",
+                    s.dims()
+                )));
             }
             if s.dtype().is_float() {
-                return Err(msg(format!("{OP}: segments must be an integer tensor (u32), got {:?}", s.dtype())));
+                return Err(msg(format!(
+                    "{OP}: segments must be an integer tensor (u32), got {:?}",
+                    s.dtype()
+                )));
             }
-            Some(Arc::new(s.to_dtype(DType::U32)?.flatten_all()?.to_vec1::<u32>()?))
+            Some(Arc::new(
+                s.to_dtype(DType::U32)?.flatten_all()?.to_vec1::<u32>()?,
+            ))
         }
     };
-    let op = Attention { scale: scale as f32, segments, lse: Arc::new(Mutex::new(None)) };
-    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+    let op = Attention {
+        scale: scale as f32,
+        segments,
+        lse: Arc::new(Mutex::new(None)),
+    };
+    q.contiguous()?
+        .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
 }
 
 struct Attention {
@@ -132,7 +171,8 @@ struct Masker<'a> {
 }
 
 fn id_range(ids: &[u32]) -> (u32, u32) {
-    ids.iter().fold((u32::MAX, 0), |(lo, hi), &s| (lo.min(s), hi.max(s)))
+    ids.iter()
+        .fold((u32::MAX, 0), |(lo, hi), &s| (lo.min(s), hi.max(s)))
 }
 
 impl<'a> Masker<'a> {
@@ -220,7 +260,22 @@ unsafe fn mm(
     rhs_cs: usize,
     beta: f32,
 ) {
-    super::gemm_strided(m, n, k, dst, dst_rs, accumulate, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, beta, gemm::Parallelism::None)
+    super::gemm_strided(
+        m,
+        n,
+        k,
+        dst,
+        dst_rs,
+        accumulate,
+        lhs,
+        lhs_rs,
+        lhs_cs,
+        rhs,
+        rhs_rs,
+        rhs_cs,
+        beta,
+        gemm::Parallelism::None,
+    )
 }
 
 dispatch! {
@@ -393,7 +448,14 @@ impl Kernel<'_> {
         let (qrs, krs) = (d.hq * dh, d.hkv * dh);
         let scale = self.scale;
         (0..d.b * d.hq * nqb).into_par_iter().for_each_init(
-            || (vec![0f32; BR * BC], vec![0f32; BR * dh], vec![0f32; BR], vec![0f32; BR]),
+            || {
+                (
+                    vec![0f32; BR * BC],
+                    vec![0f32; BR * dh],
+                    vec![0f32; BR],
+                    vec![0f32; BR],
+                )
+            },
             |(s, o, m, l), task| {
                 let qb = task % nqb;
                 let h = (task / nqb) % d.hq;
@@ -421,7 +483,21 @@ impl Kernel<'_> {
                         small_qk(&q[qbase..], qrs, nr, &k[kbase..], krs, nc, dh, scale, s);
                     } else {
                         unsafe {
-                            mm(nr, nc, dh, s.as_mut_ptr(), BC, false, qp, qrs, 1, k[kbase..].as_ptr(), 1, krs, scale);
+                            mm(
+                                nr,
+                                nc,
+                                dh,
+                                s.as_mut_ptr(),
+                                BC,
+                                false,
+                                qp,
+                                qrs,
+                                1,
+                                k[kbase..].as_ptr(),
+                                1,
+                                krs,
+                                scale,
+                            );
                         }
                     }
                     if kind == Block::Partial {
@@ -432,7 +508,21 @@ impl Kernel<'_> {
                         small_pv(s, nr, &v[kbase..], krs, nc, dh, o);
                     } else {
                         unsafe {
-                            mm(nr, dh, nc, o.as_mut_ptr(), dh, true, s.as_ptr(), BC, 1, v[kbase..].as_ptr(), krs, 1, 1.0);
+                            mm(
+                                nr,
+                                dh,
+                                nc,
+                                o.as_mut_ptr(),
+                                dh,
+                                true,
+                                s.as_ptr(),
+                                BC,
+                                1,
+                                v[kbase..].as_ptr(),
+                                krs,
+                                1,
+                                1.0,
+                            );
                         }
                     }
                 }
@@ -444,7 +534,10 @@ impl Kernel<'_> {
                     for (x, &a) in dst.iter_mut().zip(&o[r * dh..(r + 1) * dh]) {
                         *x = a * inv;
                     }
-                    unsafe { *pl.slice((b * d.hq + h) * d.tq + i0 + r, 1).get_unchecked_mut(0) = m[r] + l[r].ln() };
+                    unsafe {
+                        *pl.slice((b * d.hq + h) * d.tq + i0 + r, 1)
+                            .get_unchecked_mut(0) = m[r] + l[r].ln()
+                    };
                 }
             },
         );
@@ -469,7 +562,14 @@ impl Kernel<'_> {
         let scale = self.scale;
         let (po, pl) = (SyncPtr::new(out), SyncPtr::new(lse));
         (0..d.b * d.hkv).into_par_iter().for_each_init(
-            || (vec![0f32; BR * BC], vec![0f32; BR * dh], vec![0f32; BR], vec![0f32; BR]),
+            || {
+                (
+                    vec![0f32; BR * BC],
+                    vec![0f32; BR * dh],
+                    vec![0f32; BR],
+                    vec![0f32; BR],
+                )
+            },
             |(s, o, m, l), task| {
                 let (b, kvh) = (task / d.hkv, task % d.hkv);
                 let nr = rep;
@@ -491,7 +591,21 @@ impl Kernel<'_> {
                     } else {
                         // SAFETY: rows qbase.. (rep × Dh) and key rows j0..j1 are in bounds.
                         unsafe {
-                            mm(nr, nc, dh, s.as_mut_ptr(), BC, false, q[qbase..].as_ptr(), dh, 1, k[kbase..].as_ptr(), 1, krs, scale);
+                            mm(
+                                nr,
+                                nc,
+                                dh,
+                                s.as_mut_ptr(),
+                                BC,
+                                false,
+                                q[qbase..].as_ptr(),
+                                dh,
+                                1,
+                                k[kbase..].as_ptr(),
+                                1,
+                                krs,
+                                scale,
+                            );
                         }
                     }
                     if kind == Block::Partial {
@@ -505,7 +619,21 @@ impl Kernel<'_> {
                         small_pv(s, nr, &v[kbase..], krs, nc, dh, o);
                     } else {
                         unsafe {
-                            mm(nr, dh, nc, o.as_mut_ptr(), dh, true, s.as_ptr(), BC, 1, v[kbase..].as_ptr(), krs, 1, 1.0);
+                            mm(
+                                nr,
+                                dh,
+                                nc,
+                                o.as_mut_ptr(),
+                                dh,
+                                true,
+                                s.as_ptr(),
+                                BC,
+                                1,
+                                v[kbase..].as_ptr(),
+                                krs,
+                                1,
+                                1.0,
+                            );
                         }
                     }
                 }
@@ -514,7 +642,10 @@ impl Kernel<'_> {
                 let ls = unsafe { pl.slice(b * d.hq + kvh * rep, nr) };
                 for r in 0..nr {
                     let inv = 1.0 / l[r];
-                    for (x, &a) in dst[r * dh..(r + 1) * dh].iter_mut().zip(&o[r * dh..(r + 1) * dh]) {
+                    for (x, &a) in dst[r * dh..(r + 1) * dh]
+                        .iter_mut()
+                        .zip(&o[r * dh..(r + 1) * dh])
+                    {
                         *x = a * inv;
                     }
                     ls[r] = m[r] + l[r].ln();
@@ -585,35 +716,41 @@ impl Kernel<'_> {
         let (nqb, nkb, rep) = (d.nqb(), d.nkb(), d.rep());
         let scratch = || (vec![0f32; BR * BC], vec![0f32; BR * BC]);
         if d.b * d.hkv >= ONE_PASS_MIN_TASKS {
-            (0..d.b * d.hkv).into_par_iter().for_each_init(scratch, |(s, dp), task| {
-                let (b, kvh) = (task / d.hkv, task % d.hkv);
-                for kb in 0..nkb {
-                    for h in kvh * rep..(kvh + 1) * rep {
-                        for qb in 0..nqb {
-                            // SAFETY: this task alone touches dk/dv rows (b, ·, kvh) and dq
-                            // rows (b, ·, h) for the heads h of its group.
-                            unsafe { ctx.tile(s, dp, b, h, qb, kb, true, true) };
+            (0..d.b * d.hkv)
+                .into_par_iter()
+                .for_each_init(scratch, |(s, dp), task| {
+                    let (b, kvh) = (task / d.hkv, task % d.hkv);
+                    for kb in 0..nkb {
+                        for h in kvh * rep..(kvh + 1) * rep {
+                            for qb in 0..nqb {
+                                // SAFETY: this task alone touches dk/dv rows (b, ·, kvh) and dq
+                                // rows (b, ·, h) for the heads h of its group.
+                                unsafe { ctx.tile(s, dp, b, h, qb, kb, true, true) };
+                            }
                         }
                     }
-                }
-            });
+                });
         } else {
-            (0..d.b * d.hkv * nkb).into_par_iter().for_each_init(scratch, |(s, dp), task| {
-                let (b, kvh, kb) = (task / (d.hkv * nkb), (task / nkb) % d.hkv, task % nkb);
-                for h in kvh * rep..(kvh + 1) * rep {
-                    for qb in 0..nqb {
-                        // SAFETY: this task alone touches dk/dv rows of key block kb of (b, kvh).
-                        unsafe { ctx.tile(s, dp, b, h, qb, kb, true, false) };
+            (0..d.b * d.hkv * nkb)
+                .into_par_iter()
+                .for_each_init(scratch, |(s, dp), task| {
+                    let (b, kvh, kb) = (task / (d.hkv * nkb), (task / nkb) % d.hkv, task % nkb);
+                    for h in kvh * rep..(kvh + 1) * rep {
+                        for qb in 0..nqb {
+                            // SAFETY: this task alone touches dk/dv rows of key block kb of (b, kvh).
+                            unsafe { ctx.tile(s, dp, b, h, qb, kb, true, false) };
+                        }
                     }
-                }
-            });
-            (0..d.b * d.hq * nqb).into_par_iter().for_each_init(scratch, |(s, dp), task| {
-                let (b, h, qb) = (task / (d.hq * nqb), (task / nqb) % d.hq, task % nqb);
-                for kb in 0..nkb {
-                    // SAFETY: this task alone touches dq rows of query block qb of (b, h).
-                    unsafe { ctx.tile(s, dp, b, h, qb, kb, false, true) };
-                }
-            });
+                });
+            (0..d.b * d.hq * nqb)
+                .into_par_iter()
+                .for_each_init(scratch, |(s, dp), task| {
+                    let (b, h, qb) = (task / (d.hq * nqb), (task / nqb) % d.hq, task % nqb);
+                    for kb in 0..nkb {
+                        // SAFETY: this task alone touches dq rows of query block qb of (b, h).
+                        unsafe { ctx.tile(s, dp, b, h, qb, kb, false, true) };
+                    }
+                });
         }
     }
 }
@@ -645,7 +782,17 @@ impl BwdCtx<'_> {
     /// No other task may concurrently write the dq rows (when `qg`) or dk/dv rows (when `kv`)
     /// this tile touches.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile(&self, s: &mut [f32], dp: &mut [f32], b: usize, h: usize, qb: usize, kb: usize, kv: bool, qg: bool) {
+    unsafe fn tile(
+        &self,
+        s: &mut [f32],
+        dp: &mut [f32],
+        b: usize,
+        h: usize,
+        qb: usize,
+        kb: usize,
+        kv: bool,
+        qg: bool,
+    ) {
         let d = self.d;
         let kind = self.masker.classify(b, qb, kb);
         if kind == Block::Skip {
@@ -663,25 +810,95 @@ impl BwdCtx<'_> {
         let lrow = &self.lse[(b * d.hq + h) * d.tq + i0..][..nr];
         let drw = &self.drow[(b * d.hq + h) * d.tq + i0..][..nr];
         // All row ranges are in bounds by construction of the block ranges.
-        mm(nr, nc, dh, s.as_mut_ptr(), BC, false, qp, qrs, 1, kp, 1, krs, scale);
+        mm(
+            nr,
+            nc,
+            dh,
+            s.as_mut_ptr(),
+            BC,
+            false,
+            qp,
+            qrs,
+            1,
+            kp,
+            1,
+            krs,
+            scale,
+        );
         if kind == Block::Partial {
             self.masker.apply(b, i0, nr, j0, nc, s);
         }
         probs(s, nr, nc, lrow);
         if kv {
             // dV_j += Pᵀ dO_i
-            mm(nc, dh, nr, self.dv.at(kbase), krs, true, s.as_ptr(), 1, BC, gp, qrs, 1, 1.0);
+            mm(
+                nc,
+                dh,
+                nr,
+                self.dv.at(kbase),
+                krs,
+                true,
+                s.as_ptr(),
+                1,
+                BC,
+                gp,
+                qrs,
+                1,
+                1.0,
+            );
         }
         // dP = dO_i V_jᵀ, then dS = P ∘ (dP − D) in place.
-        mm(nr, nc, dh, dp.as_mut_ptr(), BC, false, gp, qrs, 1, vp, 1, krs, 1.0);
+        mm(
+            nr,
+            nc,
+            dh,
+            dp.as_mut_ptr(),
+            BC,
+            false,
+            gp,
+            qrs,
+            1,
+            vp,
+            1,
+            krs,
+            1.0,
+        );
         dscores(s, dp, nr, nc, drw);
         if kv {
             // dK_j += scale · dSᵀ Q_i
-            mm(nc, dh, nr, self.dk.at(kbase), krs, true, dp.as_ptr(), 1, BC, qp, qrs, 1, scale);
+            mm(
+                nc,
+                dh,
+                nr,
+                self.dk.at(kbase),
+                krs,
+                true,
+                dp.as_ptr(),
+                1,
+                BC,
+                qp,
+                qrs,
+                1,
+                scale,
+            );
         }
         if qg {
             // dQ_i += scale · dS K_j
-            mm(nr, dh, nc, self.dq.at(qbase), qrs, true, dp.as_ptr(), BC, 1, kp, krs, 1, scale);
+            mm(
+                nr,
+                dh,
+                nc,
+                self.dq.at(qbase),
+                qrs,
+                true,
+                dp.as_ptr(),
+                BC,
+                1,
+                kp,
+                krs,
+                1,
+                scale,
+            );
         }
     }
 }
@@ -689,7 +906,14 @@ impl BwdCtx<'_> {
 fn dims_of(lq: &Layout, lk: &Layout) -> CResult<Dims> {
     let (b, tq, hq, dh) = lq.shape().dims4()?;
     let (_, tk, hkv, _) = lk.shape().dims4()?;
-    Ok(Dims { b, tq, tk, hq, hkv, dh })
+    Ok(Dims {
+        b,
+        tq,
+        tk,
+        hq,
+        hkv,
+        dh,
+    })
 }
 
 impl CustomOp3 for Attention {
@@ -711,7 +935,10 @@ impl CustomOp3 for Attention {
         let v = f32_slice(s3, l3, OP, "v")?;
         let d = dims_of(l1, l2)?;
         let (out, lse) = self.forward(d, q, k, v);
-        *self.lse.lock().map_err(|_| msg(format!("{OP}: poisoned lock")))? = Some(lse);
+        *self
+            .lse
+            .lock()
+            .map_err(|_| msg(format!("{OP}: poisoned lock")))? = Some(lse);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -724,7 +951,10 @@ impl CustomOp3 for Attention {
         grad: &Tensor,
     ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let d = dims_of(q.layout(), k.layout())?;
-        let guard = self.lse.lock().map_err(|_| msg(format!("{OP}: poisoned lock")))?;
+        let guard = self
+            .lse
+            .lock()
+            .map_err(|_| msg(format!("{OP}: poisoned lock")))?;
         let (dq, dk, dv) = with_f32([q, k, v, res, grad], OP, |[q, k, v, o, g]| {
             let recomputed;
             let lse = match guard.as_ref() {

@@ -19,13 +19,20 @@ pub(crate) fn check_f32(t: &Tensor, op: &str, arg: &str) -> CResult<()> {
         )));
     }
     if !t.device().is_cpu() {
-        return Err(msg(format!("{op}: `{arg}` is not on the CPU; the fused op has only a CPU kernel")));
+        return Err(msg(format!(
+            "{op}: `{arg}` is not on the CPU; the fused op has only a CPU kernel"
+        )));
     }
     Ok(())
 }
 
 /// The f32 elements of a contiguous CPU storage as seen through `layout`.
-pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str, arg: &str) -> CResult<&'a [f32]> {
+pub(crate) fn f32_slice<'a>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    op: &str,
+    arg: &str,
+) -> CResult<&'a [f32]> {
     let data = match s {
         CpuStorage::F32(v) => v.as_slice(),
         other => {
@@ -37,12 +44,19 @@ pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str, arg: &str) 
     };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
-        None => Err(msg(format!("{op}: `{arg}` must be contiguous (internal: the wrapper makes it so)"))),
+        None => Err(msg(format!(
+            "{op}: `{arg}` must be contiguous (internal: the wrapper makes it so)"
+        ))),
     }
 }
 
 /// The whole f32 buffer of a CPU storage plus the start offset of `layout` (for strided reads).
-pub(crate) fn f32_strided<'a>(s: &'a CpuStorage, l: &Layout, op: &str, arg: &str) -> CResult<(&'a [f32], usize)> {
+pub(crate) fn f32_strided<'a>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    op: &str,
+    arg: &str,
+) -> CResult<(&'a [f32], usize)> {
     match s {
         CpuStorage::F32(v) => Ok((v.as_slice(), l.start_offset())),
         other => Err(msg(format!(

@@ -85,7 +85,10 @@ pub(crate) fn run(isa: Isa, x: &[f32], rows: usize, k: usize, jobs: &mut [Job]) 
     let mut tasks: Vec<(usize, usize, usize, SyncPtr)> = Vec::new();
     let mut work = 0usize;
     for (j, job) in jobs.iter_mut().enumerate() {
-        assert!(job.w.len() >= job.n * k && job.out.len() >= rows * job.n, "linear_rows: job too short");
+        assert!(
+            job.w.len() >= job.n * k && job.out.len() >= rows * job.n,
+            "linear_rows: job too short"
+        );
         let p = SyncPtr::new(job.out);
         let mut c = 0;
         while c < job.n {
@@ -114,7 +117,18 @@ pub(crate) fn run(isa: Isa, x: &[f32], rows: usize, k: usize, jobs: &mut [Job]) 
 /// # Safety
 /// `out` points at a (rows, n) buffer; no one else writes its columns c0..c1 meanwhile.
 #[allow(clippy::too_many_arguments)]
-unsafe fn features(isa: Isa, x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, bias: Option<&[f32]>, c0: usize, c1: usize, out: SyncPtr) {
+unsafe fn features(
+    isa: Isa,
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    c0: usize,
+    c1: usize,
+    out: SyncPtr,
+) {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
         return features_avx512(x, rows, k, w, n, bias, c0, c1, out);
@@ -153,7 +167,15 @@ unsafe fn features(isa: Isa, x: &[f32], rows: usize, k: usize, w: &[f32], n: usi
 /// # Safety
 /// `w` has wr rows and `x` nr rows of k readable floats.
 #[inline(always)]
-unsafe fn block(isa: Isa, x: *const f32, w: *const f32, k: usize, wr: usize, nr: usize, sums: &mut [f32; 16]) {
+unsafe fn block(
+    isa: Isa,
+    x: *const f32,
+    w: *const f32,
+    k: usize,
+    wr: usize,
+    nr: usize,
+    sums: &mut [f32; 16],
+) {
     macro_rules! go {
         ($f:ident, $($w:literal, $x:literal);*) => {
             match (wr, nr) {
@@ -163,7 +185,9 @@ unsafe fn block(isa: Isa, x: *const f32, w: *const f32, k: usize, wr: usize, nr:
         };
     }
     match isa {
-        Isa::Scalar => go!(block_scalar, 1,1;1,2;1,3;1,4;2,1;2,2;2,3;2,4;3,1;3,2;3,3;3,4;4,1;4,2;4,3;4,4),
+        Isa::Scalar => {
+            go!(block_scalar, 1,1;1,2;1,3;1,4;2,1;2,2;2,3;2,4;3,1;3,2;3,3;3,4;4,1;4,2;4,3;4,4)
+        }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => go!(block_avx2, 1,1;1,2;2,1;2,2;3,1;3,2;4,1;4,2),
         #[cfg(target_arch = "x86_64")]
@@ -173,7 +197,12 @@ unsafe fn block(isa: Isa, x: *const f32, w: *const f32, k: usize, wr: usize, nr:
 
 /// Portable version: 8 partial sums per pair, which LLVM vectorises for the baseline target.
 #[inline(always)]
-unsafe fn block_scalar<const WR: usize, const XR: usize>(x: *const f32, w: *const f32, k: usize, sums: &mut [f32; 16]) {
+unsafe fn block_scalar<const WR: usize, const XR: usize>(
+    x: *const f32,
+    w: *const f32,
+    k: usize,
+    sums: &mut [f32; 16],
+) {
     const L: usize = 8;
     let mut acc = [[[0f32; L]; XR]; WR];
     let kk = k / L * L;
@@ -204,7 +233,12 @@ unsafe fn block_scalar<const WR: usize, const XR: usize>(x: *const f32, w: *cons
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn block_avx2<const WR: usize, const XR: usize>(x: *const f32, w: *const f32, k: usize, sums: &mut [f32; 16]) {
+unsafe fn block_avx2<const WR: usize, const XR: usize>(
+    x: *const f32,
+    w: *const f32,
+    k: usize,
+    sums: &mut [f32; 16],
+) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm256_setzero_ps(); XR]; WR];
     let kk = k / 8 * 8;
@@ -255,7 +289,17 @@ unsafe fn block_avx2<const WR: usize, const XR: usize>(x: *const f32, w: *const 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn features_avx512(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize, bias: Option<&[f32]>, c0: usize, c1: usize, out: SyncPtr) {
+unsafe fn features_avx512(
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    c0: usize,
+    c1: usize,
+    out: SyncPtr,
+) {
     use std::arch::x86_64::*;
     let mut sums = [0f32; 16];
     let mut c = c0;
@@ -290,7 +334,8 @@ unsafe fn features_avx512(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize,
                 _mm512_storeu_ps(sums.as_mut_ptr(), total);
                 for j in 0..nr {
                     for i in 0..wr {
-                        *out.at((r + j) * n + c + i) = sums[j * 4 + i] + bias.map_or(0.0, |b| b[c + i]);
+                        *out.at((r + j) * n + c + i) =
+                            sums[j * 4 + i] + bias.map_or(0.0, |b| b[c + i]);
                     }
                 }
             }
@@ -304,7 +349,11 @@ unsafe fn features_avx512(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize,
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn block_avx512<const WR: usize, const XR: usize>(x: *const f32, w: *const f32, k: usize) -> std::arch::x86_64::__m512 {
+unsafe fn block_avx512<const WR: usize, const XR: usize>(
+    x: *const f32,
+    w: *const f32,
+    k: usize,
+) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); XR]; WR];
     let kk = k / 16 * 16;
@@ -355,11 +404,17 @@ unsafe fn block_avx512<const WR: usize, const XR: usize>(x: *const f32, w: *cons
     let mut s4 = [_mm512_setzero_ps(); 4];
     for q in 0..4 {
         let (ab, cd) = (s2[2 * q], s2[2 * q + 1]);
-        s4[q] = _mm512_add_ps(_mm512_shuffle_ps::<0x44>(ab, cd), _mm512_shuffle_ps::<0xEE>(ab, cd));
+        s4[q] = _mm512_add_ps(
+            _mm512_shuffle_ps::<0x44>(ab, cd),
+            _mm512_shuffle_ps::<0xEE>(ab, cd),
+        );
     }
     // Level 3: [u0 lanes 0+1, u0 lanes 2+3, u1 lanes 0+1, u1 lanes 2+3], and the same for u2, u3.
     let lane_pairs = |a: __m512, b: __m512| {
-        _mm512_add_ps(_mm512_shuffle_f32x4::<0x88>(a, b), _mm512_shuffle_f32x4::<0xDD>(a, b))
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x88>(a, b),
+            _mm512_shuffle_f32x4::<0xDD>(a, b),
+        )
     };
     let v01 = lane_pairs(s4[0], s4[1]);
     let v23 = lane_pairs(s4[2], s4[3]);
@@ -379,32 +434,56 @@ fn with_slice<R>(t: &Tensor, arg: &str, f: impl FnOnce(&[f32]) -> CResult<R>) ->
 }
 
 /// See [`super::linear_rows`].
-pub(crate) fn linear_rows(x: &Tensor, weights: &[(&Tensor, Option<&Tensor>)]) -> CResult<Vec<Tensor>> {
+pub(crate) fn linear_rows(
+    x: &Tensor,
+    weights: &[(&Tensor, Option<&Tensor>)],
+) -> CResult<Vec<Tensor>> {
     check_f32(x, OP, "x")?;
     let dims = x.dims().to_vec();
-    let k = *dims.last().ok_or_else(|| msg(format!("{OP}: x must have at least one dimension")))?;
+    let k = *dims
+        .last()
+        .ok_or_else(|| msg(format!("{OP}: x must have at least one dimension")))?;
     let rows: usize = dims[..dims.len() - 1].iter().product();
     let mut outs: Vec<Vec<f32>> = Vec::with_capacity(weights.len());
     for (i, (w, b)) in weights.iter().enumerate() {
         check_f32(w, OP, "weight")?;
-        let (n, kw) = w.dims2().map_err(|_| msg(format!("{OP}: weight {i} must be (out, in), got {:?}", w.dims())))?;
+        let (n, kw) = w.dims2().map_err(|_| {
+            msg(format!(
+                "{OP}: weight {i} must be (out, in), got {:?}",
+                w.dims()
+            ))
+        })?;
         if kw != k {
-            return Err(msg(format!("{OP}: weight {i} is {:?} but x has {k} input features", w.dims())));
+            return Err(msg(format!(
+                "{OP}: weight {i} is {:?} but x has {k} input features",
+                w.dims()
+            )));
         }
         if let Some(b) = b {
             check_f32(b, OP, "bias")?;
             if b.dims() != [n] {
-                return Err(msg(format!("{OP}: bias {i} has shape {:?}, expected [{n}]", b.dims())));
+                return Err(msg(format!(
+                    "{OP}: bias {i} has shape {:?}, expected [{n}]",
+                    b.dims()
+                )));
             }
         }
         outs.push(vec![0f32; rows * n]);
     }
     // Hold every weight's storage for the call (read guards), then run all jobs in one region.
-    let wc: Vec<Tensor> = weights.iter().map(|(w, _)| w.contiguous()).collect::<CResult<_>>()?;
-    let bc: Vec<Option<Tensor>> =
-        weights.iter().map(|(_, b)| b.map(|b| b.contiguous()).transpose()).collect::<CResult<_>>()?;
+    let wc: Vec<Tensor> = weights
+        .iter()
+        .map(|(w, _)| w.contiguous())
+        .collect::<CResult<_>>()?;
+    let bc: Vec<Option<Tensor>> = weights
+        .iter()
+        .map(|(_, b)| b.map(|b| b.contiguous()).transpose())
+        .collect::<CResult<_>>()?;
     let wg: Vec<_> = wc.iter().map(|t| t.storage_and_layout()).collect();
-    let bg: Vec<_> = bc.iter().map(|t| t.as_ref().map(|t| t.storage_and_layout())).collect();
+    let bg: Vec<_> = bc
+        .iter()
+        .map(|t| t.as_ref().map(|t| t.storage_and_layout()))
+        .collect();
     let mut wsl: Vec<&[f32]> = Vec::with_capacity(wg.len());
     for (g, l) in &wg {
         match &**g {
@@ -427,7 +506,12 @@ pub(crate) fn linear_rows(x: &Tensor, weights: &[(&Tensor, Option<&Tensor>)]) ->
             .iter_mut()
             .zip(wsl.iter().zip(&bsl))
             .zip(&wc)
-            .map(|((out, (w, b)), wt)| Job { w, n: wt.dim(0).unwrap_or(0), bias: *b, out })
+            .map(|((out, (w, b)), wt)| Job {
+                w,
+                n: wt.dim(0).unwrap_or(0),
+                bias: *b,
+                out,
+            })
             .collect();
         run(Isa::best(), xs, rows, k, &mut jobs);
         Ok(())
@@ -472,28 +556,58 @@ mod tests {
     #[test]
     fn kernels_match_a_float64_matmul() {
         let mut rng = Rng::new(11);
-        for &(rows, k, n1, n2) in &[(1, 1, 1, 3), (3, 17, 5, 7), (8, 256, 33, 9), (5, 300, 4, 13), (16, 31, 70, 2), (7, 64, 128, 1)] {
+        for &(rows, k, n1, n2) in &[
+            (1, 1, 1, 3),
+            (3, 17, 5, 7),
+            (8, 256, 33, 9),
+            (5, 300, 4, 13),
+            (16, 31, 70, 2),
+            (7, 64, 128, 1),
+        ] {
             let x = randv(&mut rng, rows * k);
             let w1 = randv(&mut rng, n1 * k);
             let w2 = randv(&mut rng, n2 * k);
             let b2 = randv(&mut rng, n2);
             let want1 = naive(&x, rows, k, &w1, n1, None);
             let want2 = naive(&x, rows, k, &w2, n2, Some(&b2));
-            let abs1 = naive(&x.iter().map(|v| v.abs()).collect::<Vec<_>>(), rows, k, &w1.iter().map(|v| v.abs()).collect::<Vec<_>>(), n1, None);
+            let abs1 = naive(
+                &x.iter().map(|v| v.abs()).collect::<Vec<_>>(),
+                rows,
+                k,
+                &w1.iter().map(|v| v.abs()).collect::<Vec<_>>(),
+                n1,
+                None,
+            );
             for isa in Isa::available() {
                 let mut o1 = vec![f32::NAN; rows * n1];
                 let mut o2 = vec![f32::NAN; rows * n2];
                 let mut jobs = [
-                    Job { w: &w1, n: n1, bias: None, out: &mut o1 },
-                    Job { w: &w2, n: n2, bias: Some(&b2), out: &mut o2 },
+                    Job {
+                        w: &w1,
+                        n: n1,
+                        bias: None,
+                        out: &mut o1,
+                    },
+                    Job {
+                        w: &w2,
+                        n: n2,
+                        bias: Some(&b2),
+                        out: &mut o2,
+                    },
                 ];
                 run(isa, &x, rows, k, &mut jobs);
                 for (i, (&g, &e)) in o1.iter().zip(&want1).enumerate() {
                     let tol = 1e-5 * (abs1[i] + 1.0);
-                    assert!(((g as f64) - e).abs() <= tol, "{isa:?} {rows}x{k}x{n1} [{i}]: {g} vs {e}");
+                    assert!(
+                        ((g as f64) - e).abs() <= tol,
+                        "{isa:?} {rows}x{k}x{n1} [{i}]: {g} vs {e}"
+                    );
                 }
                 for (i, (&g, &e)) in o2.iter().zip(&want2).enumerate() {
-                    assert!(((g as f64) - e).abs() <= 1e-4 * (k as f64).sqrt(), "{isa:?} bias job [{i}]: {g} vs {e}");
+                    assert!(
+                        ((g as f64) - e).abs() <= 1e-4 * (k as f64).sqrt(),
+                        "{isa:?} bias job [{i}]: {g} vs {e}"
+                    );
                 }
             }
         }
@@ -507,7 +621,18 @@ mod tests {
         let x = randv(&mut rng, rows * k);
         let w = randv(&mut rng, n * k);
         let mut a = vec![0f32; rows * n];
-        run(Isa::best(), &x, rows, k, &mut [Job { w: &w, n, bias: None, out: &mut a }]);
+        run(
+            Isa::best(),
+            &x,
+            rows,
+            k,
+            &mut [Job {
+                w: &w,
+                n,
+                bias: None,
+                out: &mut a,
+            }],
+        );
         let want = naive(&x, rows, k, &w, n, None);
         for (g, e) in a.iter().zip(&want) {
             assert!(((*g as f64) - e).abs() < 1e-3, "{g} vs {e}");
@@ -525,9 +650,23 @@ mod tests {
         assert_eq!(y[0].dims(), &[2, 3, 21]);
         let want = x.reshape((6, 40)).unwrap().matmul(&w.t().unwrap()).unwrap();
         let want_b = want.broadcast_add(&b).unwrap().reshape((2, 3, 21)).unwrap();
-        let d = (&y[0] - want_b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let d = (&y[0] - want_b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(d < 1e-4, "{d}");
-        let d = (y[1].reshape((6, 21)).unwrap() - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let d = (y[1].reshape((6, 21)).unwrap() - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(d < 1e-4, "{d}");
         let bad = rng.randn(&[21, 41], 1.0, &dev).unwrap();
         let e = linear_rows(&x, &[(&bad, None)]).unwrap_err().to_string();

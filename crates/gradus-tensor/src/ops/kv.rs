@@ -37,7 +37,15 @@ impl KvBuffer {
     /// An empty buffer with room for `capacity` positions per row.
     pub fn new(batch: usize, kv_heads: usize, head_dim: usize, capacity: usize) -> Self {
         let n = batch * capacity * kv_heads * head_dim;
-        KvBuffer { b: batch, hkv: kv_heads, dh: head_dim, cap: capacity, len: 0, k: vec![0.0; n], v: vec![0.0; n] }
+        KvBuffer {
+            b: batch,
+            hkv: kv_heads,
+            dh: head_dim,
+            cap: capacity,
+            len: 0,
+            k: vec![0.0; n],
+            v: vec![0.0; n],
+        }
     }
 
     /// Filled positions per row.
@@ -84,7 +92,12 @@ impl KvBuffer {
     fn append_(&mut self, k: &Tensor, v: &Tensor) -> CResult<()> {
         check_f32(k, OP, "k")?;
         check_f32(v, OP, "v")?;
-        let (b, t, h, d) = k.dims4().map_err(|_| msg(format!("{OP}: k must be (B, T, Hkv, Dh), got {:?}", k.dims())))?;
+        let (b, t, h, d) = k.dims4().map_err(|_| {
+            msg(format!(
+                "{OP}: k must be (B, T, Hkv, Dh), got {:?}",
+                k.dims()
+            ))
+        })?;
         if (b, h, d) != (self.b, self.hkv, self.dh) || v.dims() != k.dims() {
             return Err(msg(format!(
                 "{OP}: k {:?} / v {:?} do not fit a cache of batch {}, {} kv heads of width {}",
@@ -120,13 +133,23 @@ impl KvBuffer {
     /// sits at position `len − Tq + i` and sees key j iff `j ≤ len − Tq + i` and, when `segments`
     /// (B, len) row-major is given, `segments[b, j] == segments[b, len − Tq + i]`.
     /// Returns (B, Tq, Hq, Dh). No autograd.
-    pub fn attend(&self, q: &Tensor, segments: Option<&[u32]>, scale: f64) -> crate::Result<Tensor> {
+    pub fn attend(
+        &self,
+        q: &Tensor,
+        segments: Option<&[u32]>,
+        scale: f64,
+    ) -> crate::Result<Tensor> {
         Ok(self.attend_(q, segments, scale as f32)?)
     }
 
     fn attend_(&self, q: &Tensor, segments: Option<&[u32]>, scale: f32) -> CResult<Tensor> {
         check_f32(q, OP, "q")?;
-        let (b, tq, hq, dh) = q.dims4().map_err(|_| msg(format!("{OP}: q must be (B, Tq, Hq, Dh), got {:?}", q.dims())))?;
+        let (b, tq, hq, dh) = q.dims4().map_err(|_| {
+            msg(format!(
+                "{OP}: q must be (B, Tq, Hq, Dh), got {:?}",
+                q.dims()
+            ))
+        })?;
         if b != self.b || dh != self.dh || self.hkv == 0 || hq % self.hkv != 0 {
             return Err(msg(format!(
                 "{OP}: q {:?} does not fit a cache of batch {}, {} kv heads of width {}",
@@ -137,11 +160,18 @@ impl KvBuffer {
             )));
         }
         if tq > self.len {
-            return Err(msg(format!("{OP}: {tq} queries but only {} cached positions", self.len)));
+            return Err(msg(format!(
+                "{OP}: {tq} queries but only {} cached positions",
+                self.len
+            )));
         }
         if let Some(s) = segments {
             if s.len() != b * self.len {
-                return Err(msg(format!("{OP}: segments have {} entries, expected {b} × {}", s.len(), self.len)));
+                return Err(msg(format!(
+                    "{OP}: segments have {} entries, expected {b} × {}",
+                    s.len(),
+                    self.len
+                )));
             }
         }
         let q = q.contiguous()?;
@@ -164,7 +194,18 @@ impl KvBuffer {
                 let qo = ((bi * tq + i) * hq + h) * dh;
                 // SAFETY: task (bi, h) alone writes the (bi, ·, h, ·) rows of `out`.
                 let o = unsafe { po.slice(qo, dh) };
-                query(&qs[qo..qo + dh], kb, vb, (bi * cap * hkv + kh) * dh, hkv * dh, pos, seg, scale, &mut p, o);
+                query(
+                    &qs[qo..qo + dh],
+                    kb,
+                    vb,
+                    (bi * cap * hkv + kh) * dh,
+                    hkv * dh,
+                    pos,
+                    seg,
+                    scale,
+                    &mut p,
+                    o,
+                );
             }
         };
         if b * hq * tq * len * dh < 32 * 1024 || rayon::current_num_threads() < 2 {
@@ -180,7 +221,18 @@ impl KvBuffer {
 /// One query against keys 0..=pos of one (row, kv head): k/v rows start at `base` with stride
 /// `stride`; `p` is scratch of at least pos + 1 floats; writes the attention output to `o`.
 #[allow(clippy::too_many_arguments)]
-fn query(q: &[f32], k: &[f32], v: &[f32], base: usize, stride: usize, pos: usize, seg: Option<&[u32]>, scale: f32, p: &mut [f32], o: &mut [f32]) {
+fn query(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    base: usize,
+    stride: usize,
+    pos: usize,
+    seg: Option<&[u32]>,
+    scale: f32,
+    p: &mut [f32],
+    o: &mut [f32],
+) {
     let dh = q.len();
     assert!(base + pos * stride + dh <= k.len().min(v.len()) && p.len() > pos && o.len() == dh);
     #[cfg(target_arch = "x86_64")]
@@ -211,7 +263,15 @@ fn softmax_masked(seg: Option<&[u32]>, pos: usize, p: &mut [f32]) -> f32 {
 /// p[j] = scale·q·k_j for j ≤ pos, one 16-wide FMA chain per key (masked tail).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn scores_avx512(q: &[f32], k: &[f32], base: usize, stride: usize, pos: usize, scale: f32, p: &mut [f32]) {
+unsafe fn scores_avx512(
+    q: &[f32],
+    k: &[f32],
+    base: usize,
+    stride: usize,
+    pos: usize,
+    scale: f32,
+    p: &mut [f32],
+) {
     use std::arch::x86_64::*;
     let dh = q.len();
     let full = dh / 16 * 16;
@@ -226,7 +286,11 @@ unsafe fn scores_avx512(q: &[f32], k: &[f32], base: usize, stride: usize, pos: u
             d += 16;
         }
         if full < dh {
-            acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, qp.add(full)), _mm512_maskz_loadu_ps(m, kr.add(full)), acc);
+            acc = _mm512_fmadd_ps(
+                _mm512_maskz_loadu_ps(m, qp.add(full)),
+                _mm512_maskz_loadu_ps(m, kr.add(full)),
+                acc,
+            );
         }
         p[j] = scale * _mm512_reduce_add_ps(acc);
     }
@@ -236,7 +300,15 @@ unsafe fn scores_avx512(q: &[f32], k: &[f32], base: usize, stride: usize, pos: u
 /// independent FMA chain per 16 floats); wider rows go 128 floats at a time.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn weighted_sum_avx512(v: &[f32], base: usize, stride: usize, pos: usize, p: &[f32], inv: f32, o: &mut [f32]) {
+unsafe fn weighted_sum_avx512(
+    v: &[f32],
+    base: usize,
+    stride: usize,
+    pos: usize,
+    p: &[f32],
+    inv: f32,
+    o: &mut [f32],
+) {
     let dh = o.len();
     let vp = v.as_ptr().add(base);
     let mut d = 0;
@@ -261,7 +333,15 @@ unsafe fn weighted_sum_avx512(v: &[f32], base: usize, stride: usize, pos: usize,
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn wsum_chunks<const C: usize>(v: *const f32, stride: usize, pos: usize, p: &[f32], inv: f32, n: usize, o: *mut f32) {
+unsafe fn wsum_chunks<const C: usize>(
+    v: *const f32,
+    stride: usize,
+    pos: usize,
+    p: &[f32],
+    inv: f32,
+    n: usize,
+    o: *mut f32,
+) {
     use std::arch::x86_64::*;
     let mut m = [0xFFFFu16; C];
     m[C - 1] = ((1u32 << (n - 16 * (C - 1))) - 1) as u16;
@@ -314,7 +394,14 @@ mod tests {
     use candle_core::Device;
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     }
 
     /// Appending in pieces (with growth past the initial capacity) and attending the last queries
@@ -327,7 +414,9 @@ mod tests {
         let k = rng.randn(&[b, tk, hkv, dh], 1.0, &dev).unwrap();
         let v = rng.randn(&[b, tk, hkv, dh], 1.0, &dev).unwrap();
         // Row 0 unpadded, row 1 with 3 pad positions (segment 0), row 2 with 1.
-        let seg: Vec<u32> = (0..b).flat_map(|r| (0..tk).map(move |j| u32::from(j >= [0, 3, 1][r]))).collect();
+        let seg: Vec<u32> = (0..b)
+            .flat_map(|r| (0..tk).map(move |j| u32::from(j >= [0, 3, 1][r])))
+            .collect();
         let seg_t = Tensor::from_slice(&seg, (b, tk), &dev).unwrap();
         for &(first, tq) in &[(5usize, 3usize), (10, 1), (0, 11)] {
             let q = rng.randn(&[b, tq, hq, dh], 1.0, &dev).unwrap();
@@ -335,7 +424,8 @@ mod tests {
             let mut at = 0;
             for n in [first, tk - first] {
                 if n > 0 {
-                    buf.append(&k.narrow(1, at, n).unwrap(), &v.narrow(1, at, n).unwrap()).unwrap();
+                    buf.append(&k.narrow(1, at, n).unwrap(), &v.narrow(1, at, n).unwrap())
+                        .unwrap();
                     at += n;
                 }
             }
@@ -343,7 +433,11 @@ mod tests {
             assert!(buf.capacity() >= tk);
             let got = buf.attend(&q, Some(&seg), 0.4).unwrap();
             let want = attention_ref(&q, &k, &v, Some(&seg_t), 0.4).unwrap();
-            assert!(max_diff(&got, &want) < 1e-5, "segments, tq {tq}: {}", max_diff(&got, &want));
+            assert!(
+                max_diff(&got, &want) < 1e-5,
+                "segments, tq {tq}: {}",
+                max_diff(&got, &want)
+            );
             let got = buf.attend(&q, None, 0.4).unwrap();
             let want = attention_ref(&q, &k, &v, None, 0.4).unwrap();
             assert!(max_diff(&got, &want) < 1e-5, "causal, tq {tq}");
@@ -356,19 +450,19 @@ mod tests {
     fn portable_query_matches_dispatched() {
         let mut rng = Rng::new(22);
         for (dh, stride, n) in [(20, 26, 9), (140, 150, 5)] {
-        let k: Vec<f32> = (0..n * stride).map(|_| rng.normal() as f32).collect();
-        let v: Vec<f32> = (0..n * stride).map(|_| rng.normal() as f32).collect();
-        let q: Vec<f32> = (0..dh).map(|_| rng.normal() as f32).collect();
-        let seg: Vec<u32> = [0, 0, 1, 1, 1, 0, 1, 1, 1][9 - n..].to_vec();
-        for s in [None, Some(&seg[..])] {
-            let (mut p1, mut p2) = (vec![0f32; n], vec![0f32; n]);
-            let (mut o1, mut o2) = (vec![0f32; dh], vec![0f32; dh]);
-            query(&q, &k, &v, 3, stride, n - 1, s, 0.3, &mut p1, &mut o1);
-            query_portable(&q, &k, &v, 3, stride, n - 1, s, 0.3, &mut p2, &mut o2);
-            for (a, b) in o1.iter().zip(&o2) {
-                assert!((a - b).abs() < 1e-5, "dh {dh}: {a} vs {b}");
+            let k: Vec<f32> = (0..n * stride).map(|_| rng.normal() as f32).collect();
+            let v: Vec<f32> = (0..n * stride).map(|_| rng.normal() as f32).collect();
+            let q: Vec<f32> = (0..dh).map(|_| rng.normal() as f32).collect();
+            let seg: Vec<u32> = [0, 0, 1, 1, 1, 0, 1, 1, 1][9 - n..].to_vec();
+            for s in [None, Some(&seg[..])] {
+                let (mut p1, mut p2) = (vec![0f32; n], vec![0f32; n]);
+                let (mut o1, mut o2) = (vec![0f32; dh], vec![0f32; dh]);
+                query(&q, &k, &v, 3, stride, n - 1, s, 0.3, &mut p1, &mut o1);
+                query_portable(&q, &k, &v, 3, stride, n - 1, s, 0.3, &mut p2, &mut o2);
+                for (a, b) in o1.iter().zip(&o2) {
+                    assert!((a - b).abs() < 1e-5, "dh {dh}: {a} vs {b}");
+                }
             }
-        }
         }
     }
 

@@ -24,28 +24,50 @@ struct TokenLogprobs {
 /// See [`super::token_logprobs`].
 pub(crate) fn token_logprobs(logits: &Tensor, targets: &Tensor) -> CResult<Tensor> {
     check_f32(logits, OP, "logits")?;
-    let (n, v) = logits.dims2().map_err(|_| msg(format!("{OP}: logits must be (N, V), got {:?}", logits.dims())))?;
+    let (n, v) = logits.dims2().map_err(|_| {
+        msg(format!(
+            "{OP}: logits must be (N, V), got {:?}",
+            logits.dims()
+        ))
+    })?;
     if targets.dims() != [n] {
-        return Err(msg(format!("{OP}: targets have shape {:?}, expected [{n}] (one per logits row)", targets.dims())));
+        return Err(msg(format!(
+            "{OP}: targets have shape {:?}, expected [{n}] (one per logits row)",
+            targets.dims()
+        )));
     }
     if targets.dtype().is_float() {
-        return Err(msg(format!("{OP}: targets must be an integer tensor (u32), got {:?}", targets.dtype())));
+        return Err(msg(format!(
+            "{OP}: targets must be an integer tensor (u32), got {:?}",
+            targets.dtype()
+        )));
     }
     let tg: Vec<u32> = match targets.dtype() {
         DType::U32 => targets.to_vec1::<u32>()?,
         _ => {
             // Range-check in i64 so a negative id is reported as itself, not wrapped.
             let t64 = targets.to_dtype(DType::I64)?.to_vec1::<i64>()?;
-            if let Some((row, &bad)) = t64.iter().enumerate().find(|(_, &t)| t < 0 || t >= v as i64) {
-                return Err(msg(format!("{OP}: target {bad} at row {row} is out of range for vocab size {v}")));
+            if let Some((row, &bad)) = t64
+                .iter()
+                .enumerate()
+                .find(|(_, &t)| t < 0 || t >= v as i64)
+            {
+                return Err(msg(format!(
+                    "{OP}: target {bad} at row {row} is out of range for vocab size {v}"
+                )));
             }
             t64.iter().map(|&t| t as u32).collect()
         }
     };
     if let Some((row, &bad)) = tg.iter().enumerate().find(|(_, &t)| t as usize >= v) {
-        return Err(msg(format!("{OP}: target {bad} at row {row} is out of range for vocab size {v}")));
+        return Err(msg(format!(
+            "{OP}: target {bad} at row {row} is out of range for vocab size {v}"
+        )));
     }
-    let op = TokenLogprobs { targets: Arc::new(tg), lse: Arc::new(Mutex::new(None)) };
+    let op = TokenLogprobs {
+        targets: Arc::new(tg),
+        lse: Arc::new(Mutex::new(None)),
+    };
     logits.contiguous()?.apply_op1(op)
 }
 
@@ -140,7 +162,11 @@ impl CustomOp1 for TokenLogprobs {
 
     fn bwd(&self, logits: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
         let (_n, v) = logits.dims2()?;
-        let stored = self.lse.lock().map_err(|_| msg(format!("{OP}: poisoned lock")))?.clone();
+        let stored = self
+            .lse
+            .lock()
+            .map_err(|_| msg(format!("{OP}: poisoned lock")))?
+            .clone();
         let dx = with_f32([logits, grad], OP, |[x, g]| {
             let lse = match stored {
                 Some(l) => l,

@@ -37,7 +37,13 @@ pub fn softmax_ref(x: &Tensor) -> Result<Tensor> {
 }
 
 /// See [`super::attention`].
-pub fn attention_ref(q: &Tensor, k: &Tensor, v: &Tensor, segments: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+pub fn attention_ref(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    segments: Option<&Tensor>,
+    scale: f64,
+) -> Result<Tensor> {
     let (b, tq, hq, dh) = q.dims4()?;
     let (_, tk, hkv, _) = k.dims4()?;
     let rep = hq / hkv;
@@ -50,7 +56,7 @@ pub fn attention_ref(q: &Tensor, k: &Tensor, v: &Tensor, segments: Option<&Tenso
     let k = expand(k)?;
     let v = expand(v)?;
     let scores = (q.matmul(&k.t()?)? * scale)?; // (B, Hq, Tq, Tk)
-    // Additive mask (B, 1, Tq, Tk): 0 where allowed, -inf where not.
+                                                // Additive mask (B, 1, Tq, Tk): 0 where allowed, -inf where not.
     let off = tk - tq;
     let seg: Option<Vec<u32>> = match segments {
         Some(s) => Some(s.to_dtype(DType::U32)?.flatten_all()?.to_vec1::<u32>()?),
@@ -61,7 +67,10 @@ pub fn attention_ref(q: &Tensor, k: &Tensor, v: &Tensor, segments: Option<&Tenso
         for i in 0..tq {
             let qp = off + i;
             for j in 0..tk {
-                let ok = j <= qp && seg.as_ref().map_or(true, |s| s[bi * tk + j] == s[bi * tk + qp]);
+                let ok = j <= qp
+                    && seg
+                        .as_ref()
+                        .map_or(true, |s| s[bi * tk + j] == s[bi * tk + qp]);
                 if !ok {
                     mask[(bi * tq + i) * tk + j] = f32::NEG_INFINITY;
                 }

@@ -134,7 +134,13 @@ impl CustomOp2 for RmsNorm {
         "gradus-rms-norm"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
         let x = f32_slice(s1, l1, OP, "x")?;
         let w = f32_slice(s2, l2, OP, "weight")?;
         let mut y = vec![0f32; x.len()];
@@ -142,7 +148,13 @@ impl CustomOp2 for RmsNorm {
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
         let d = w.elem_count();
         let (dx, dw) = with_f32([x, w, grad], OP, |[x, w, g]| {
             let mut dx = vec![0f32; x.len()];

@@ -30,7 +30,11 @@ pub(crate) fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> CResult<Tensor> {
     }
     for (name, c) in [("cos", cos), ("sin", sin)] {
         if c.dims() != [b, t, dh / 2] {
-            return Err(msg(format!("{OP}: `{name}` has shape {:?}, expected [{b}, {t}, {}]", c.dims(), dh / 2)));
+            return Err(msg(format!(
+                "{OP}: `{name}` has shape {:?}, expected [{b}, {t}, {}]",
+                c.dims(),
+                dh / 2
+            )));
         }
     }
     let table = |c: &Tensor| -> CResult<Tensor> {
@@ -40,7 +44,8 @@ pub(crate) fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> CResult<Tensor> {
             c.contiguous()
         }
     };
-    x.contiguous()?.apply_op3(&table(cos)?, &table(sin)?, Rope { inverse: false })
+    x.contiguous()?
+        .apply_op3(&table(cos)?, &table(sin)?, Rope { inverse: false })
 }
 
 dispatch! {
@@ -128,7 +133,13 @@ impl CustomOp3 for Rope {
         _res: &Tensor,
         grad: &Tensor,
     ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dx = grad.contiguous()?.apply_op3_no_bwd(cos, sin, &Rope { inverse: !self.inverse })?;
+        let dx = grad.contiguous()?.apply_op3_no_bwd(
+            cos,
+            sin,
+            &Rope {
+                inverse: !self.inverse,
+            },
+        )?;
         Ok((Some(dx), None, None))
     }
 }

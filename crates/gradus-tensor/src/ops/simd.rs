@@ -140,7 +140,8 @@ pub(crate) fn max(a: &[f32]) -> f32 {
     for (l, x) in c.remainder().iter().enumerate() {
         acc[l] = if *x > acc[l] { *x } else { acc[l] };
     }
-    acc.iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
+    acc.iter()
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
 }
 
 /// Σ e^(a − shift) with [`LANES`] partial sums.

@@ -21,7 +21,11 @@ pub(crate) fn swiglu(gate: &Tensor, up: &Tensor) -> CResult<Tensor> {
     check_f32(gate, OP, "gate")?;
     check_f32(up, OP, "up")?;
     if gate.dims() != up.dims() {
-        return Err(msg(format!("{OP}: gate {:?} and up {:?} differ in shape", gate.dims(), up.dims())));
+        return Err(msg(format!(
+            "{OP}: gate {:?} and up {:?} differ in shape",
+            gate.dims(),
+            up.dims()
+        )));
     }
     gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)
 }
@@ -80,7 +84,13 @@ impl CustomOp2 for SwiGlu {
         "gradus-swiglu"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, candle_core::Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, candle_core::Shape)> {
         let g = f32_slice(s1, l1, OP, "gate")?;
         let u = f32_slice(s2, l2, OP, "up")?;
         let mut y = vec![0f32; g.len()];
@@ -88,7 +98,13 @@ impl CustomOp2 for SwiGlu {
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
-    fn bwd(&self, gate: &Tensor, up: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
         let (da, db) = with_f32([gate, up, grad], OP, |[a, b, g]| {
             let mut da = vec![0f32; a.len()];
             let mut db = vec![0f32; a.len()];

@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use gradus_data::preference::Turns;
-use gradus_tasks::{preference_pairs, PrefsConfig, Split};
 use gradus_model::decoder::Decoder;
 use gradus_model::hf::save_decoder;
 use gradus_model::DecoderConfig;
+use gradus_tasks::{preference_pairs, PrefsConfig, Split};
 use gradus_tensor::Device;
 use gradus_train::metrics::read_metrics;
 use gradus_train::prep::train_tokenizer;
@@ -40,5 +40,9 @@ pub fn init_model(dir: &Path, tied: bool) -> PathBuf {
 
 /// One metric's values over the logged steps of a run.
 pub fn col(run_dir: &Path, key: &str) -> Vec<f64> {
-    read_metrics(&run_dir.join("metrics.jsonl")).unwrap().iter().filter_map(|r| r.get(key).and_then(|v| v.as_f64())).collect()
+    read_metrics(&run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.get(key).and_then(|v| v.as_f64()))
+        .collect()
 }
