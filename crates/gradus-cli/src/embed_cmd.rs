@@ -390,7 +390,7 @@ fn decoder_embed(
 fn embed(a: EmbedArgs) -> Result<()> {
     let all = read_texts(&a.input.input, &a.input.field)?;
     let ids: Vec<u64> = (0..all.len() as u64)
-        .filter(|i| a.shard.map_or(true, |(s, n)| *i as usize % n == s))
+        .filter(|i| a.shard.is_none_or(|(s, n)| *i as usize % n == s))
         .collect();
     let texts: Vec<String> = ids.iter().map(|&i| all[i as usize].clone()).collect();
     let t0 = Instant::now();
@@ -530,8 +530,9 @@ fn prune_cmd(a: PruneArgs) -> Result<()> {
         Some(p) => {
             let parse: gradus_data::dataset::RowParser<serde_json::Map<String, Value>> =
                 std::sync::Arc::new(|o| Ok(o.clone()));
-            let rows: Vec<_> = gradus_data::dataset::iter_records(p, &[a.field.clone()], parse)?
-                .collect::<gradus_tensor::Result<_>>()?;
+            let rows: Vec<_> =
+                gradus_data::dataset::iter_records(p, std::slice::from_ref(&a.field), parse)?
+                    .collect::<gradus_tensor::Result<_>>()?;
             if let Some(bad) = e.row_ids.iter().find(|&&r| r as usize >= rows.len()) {
                 bail!(
                     "{}: row id {bad} is beyond the {} rows of {} (were the embeddings made from this input?)",
@@ -570,10 +571,7 @@ fn prune_cmd(a: PruneArgs) -> Result<()> {
         }
     };
     let sfx = shard_suffix(a.shard);
-    let mine = |i: &usize| {
-        a.shard
-            .map_or(true, |(s, n)| e.row_ids[*i] as usize % n == s)
-    };
+    let mine = |i: &usize| a.shard.is_none_or(|(s, n)| e.row_ids[*i] as usize % n == s);
     write_jsonl(
         &a.out.join(format!("kept{sfx}.jsonl")),
         (0..e.len())

@@ -260,8 +260,8 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", out.summary);
             Ok(())
         }
-        Cmd::Train(TrainCmd::Pretrain(a)) => recipe(a, |c, s| gradus_train::pretrain::run(c, s)),
-        Cmd::Train(TrainCmd::Sft(a)) => recipe(a, |c, s| gradus_train::sft::run(c, s)),
+        Cmd::Train(TrainCmd::Pretrain(a)) => recipe(a, gradus_train::pretrain::run),
+        Cmd::Train(TrainCmd::Sft(a)) => recipe(a, gradus_train::sft::run),
         Cmd::Train(TrainCmd::Dpo(a)) => {
             let Some(cfg) = resolved::<gradus_train::dpo::DpoConfig>(&a)? else {
                 return Ok(());

@@ -460,7 +460,7 @@ fn non_tty_training_prints_progress_lines() {
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     let val_steps: Vec<u64> = metrics
         .lines()
-        .map(|l| json(l))
+        .map(json)
         .filter(|r| r.get("val/loss").is_some_and(Value::is_number))
         .map(|r| r["step"].as_u64().unwrap())
         .collect();

@@ -176,9 +176,9 @@ fn maybe_delimit(prefix: Option<&str>, suffix: &str, delim: &str) -> String {
 }
 
 fn requires_delimiter(prefix: &str, suffix: &str) -> bool {
-    !prefix.is_empty()
-        && !(prefix.chars().last().is_some_and(char::is_whitespace)
-            || suffix.chars().next().is_some_and(char::is_whitespace))
+    !(prefix.is_empty()
+        || prefix.chars().last().is_some_and(char::is_whitespace)
+        || suffix.chars().next().is_some_and(char::is_whitespace))
 }
 
 /// lm-eval's `build_qa_turn`.
@@ -197,9 +197,8 @@ fn qa_turn(
         Some(_) => true,
     };
     let gp = gen_prefix.filter(|s| !s.is_empty());
-    let user_delim = if has_answer && gp.is_none() {
-        tgt_delim.to_string()
-    } else if gp.is_some_and(|g| requires_delimiter(q, g)) {
+    let user_delim = if (has_answer && gp.is_none()) || gp.is_some_and(|g| requires_delimiter(q, g))
+    {
         tgt_delim.to_string()
     } else {
         String::new()

@@ -92,7 +92,7 @@ pub fn apply(steps: &[FilterStep], resps: &[String]) -> Result<Vec<String>> {
                 }
                 let mut best: Option<&(String, usize)> = None;
                 for c in &counts {
-                    if best.map_or(true, |b| c.1 > b.1) {
+                    if best.is_none_or(|b| c.1 > b.1) {
                         best = Some(c);
                     }
                 }

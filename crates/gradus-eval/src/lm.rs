@@ -85,7 +85,7 @@ pub fn resolve_model_dir(dir: &Path) -> Result<PathBuf> {
                 .and_then(|s| s.parse::<u64>().ok())
             {
                 if e.path().join("config.json").is_file()
-                    && best.as_ref().map_or(true, |(b, _)| n > *b)
+                    && best.as_ref().is_none_or(|(b, _)| n > *b)
                 {
                     best = Some((n, e.path()));
                 }

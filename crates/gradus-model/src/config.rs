@@ -163,7 +163,10 @@ impl DecoderConfig {
         pos("num_hidden_layers", self.num_hidden_layers)?;
         pos("num_attention_heads", self.num_attention_heads)?;
         pos("num_key_value_heads", self.num_key_value_heads)?;
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             return Err(Error::config(
                 "num_key_value_heads",
                 format!(
@@ -172,7 +175,7 @@ impl DecoderConfig {
                 ),
             ));
         }
-        if self.head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(Error::config(
                 "hidden_size",
                 format!(
@@ -181,7 +184,7 @@ impl DecoderConfig {
                 ),
             ));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err(Error::config(
                 "head_dim",
                 format!("{} must be even for rotary embeddings", self.head_dim()),

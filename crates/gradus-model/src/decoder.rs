@@ -463,7 +463,6 @@ impl Decoder {
             };
             layers.push((p, self_attn, mlp));
         }
-        drop(lin);
         let mut blocks = Vec::with_capacity(layers.len());
         for (p, self_attn, mlp) in layers {
             let n1 = format!("{p}.input_layernorm.weight");

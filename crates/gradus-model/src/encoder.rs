@@ -139,7 +139,7 @@ impl EncoderConfig {
                 return Err(Error::config(name, "must be positive"));
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(Error::config(
                 "hidden_size",
                 format!(

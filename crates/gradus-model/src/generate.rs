@@ -149,12 +149,11 @@ pub fn generate(
     let mut next_pos: Vec<u32> = Vec::with_capacity(b);
     for p in prompts {
         let padn = l - p.len();
-        ids.extend(std::iter::repeat(pad).take(padn).chain(p.iter().copied()));
-        pos.extend(std::iter::repeat(0).take(padn).chain(0..p.len() as u32));
+        ids.extend(std::iter::repeat_n(pad, padn).chain(p.iter().copied()));
+        pos.extend(std::iter::repeat_n(0, padn).chain(0..p.len() as u32));
         segs.push(
-            std::iter::repeat(0)
-                .take(padn)
-                .chain(std::iter::repeat(1).take(p.len()))
+            std::iter::repeat_n(0, padn)
+                .chain(std::iter::repeat_n(1, p.len()))
                 .collect(),
         );
         next_pos.push(p.len() as u32);

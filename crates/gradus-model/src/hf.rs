@@ -56,11 +56,11 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     ))
 }
 
+/// Named tensors with the file each came from.
+pub type WeightsWithFiles = (Vec<(String, Tensor)>, HashMap<String, PathBuf>);
+
 /// Reads all weights of a checkpoint dir (f32), with the file each came from.
-pub fn read_weights(
-    dir: &Path,
-    device: &Device,
-) -> Result<(Vec<(String, Tensor)>, HashMap<String, PathBuf>)> {
+pub fn read_weights(dir: &Path, device: &Device) -> Result<WeightsWithFiles> {
     let mut tensors = Vec::new();
     let mut origin = HashMap::new();
     for f in weight_files(dir)? {

@@ -100,7 +100,7 @@ impl DpoConfig {
             tokenizer: self.tokenizer.clone(),
             data: self.data.clone(),
             optimizer: self.optimizer,
-            schedule: self.schedule.clone(),
+            schedule: self.schedule,
             train: self.train.clone(),
             eval: self.eval.clone(),
             dynamics: self.dynamics.clone(),
@@ -695,7 +695,7 @@ impl Learner for DpoLearner<'_> {
         self.cursor.restore(st)
     }
     fn step_metrics(&mut self, step: u64) -> Result<Map<String, Value>> {
-        if self.eval.is_empty() || self.eval_every == 0 || step % self.eval_every != 0 {
+        if self.eval.is_empty() || self.eval_every == 0 || !step.is_multiple_of(self.eval_every) {
             return Ok(Map::new());
         }
         let r = self.ranking()?;

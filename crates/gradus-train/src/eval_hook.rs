@@ -77,7 +77,7 @@ impl EvalHook {
 
     /// Whether `step` (of `total`) is an evaluation step.
     pub fn due(&self, step: u64, total: u64) -> bool {
-        step % self.every == 0 || step == total
+        step.is_multiple_of(self.every) || step == total
     }
 
     /// Evaluates `model` on every task: `eval/<task>/<metric>` → value.

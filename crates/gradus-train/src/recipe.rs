@@ -63,20 +63,12 @@ impl RunConfig {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(Default)]
 pub struct ModelSection {
     /// A Hugging Face checkpoint directory to start from (its tokenizer too). Empty: from scratch.
     pub init_from: Option<PathBuf>,
     /// Architecture when training from scratch (`vocab_size` is taken from the tokenizer).
     pub config: DecoderConfig,
-}
-
-impl Default for ModelSection {
-    fn default() -> Self {
-        Self {
-            init_from: None,
-            config: DecoderConfig::default(),
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

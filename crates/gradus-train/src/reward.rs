@@ -33,20 +33,12 @@ use crate::trainer::{fit_learner, set_params, write_run_report, FitSummary, Lear
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(Default)]
 pub struct HeadSection {
     /// Output names. Default: `["reward"]`, or the data's attribute names for regression.
     pub labels: Vec<String>,
     /// When `model.init_from` is a reward model with several outputs, keep only this one.
     pub init_label: Option<String>,
-}
-
-impl Default for HeadSection {
-    fn default() -> Self {
-        Self {
-            labels: vec![],
-            init_label: None,
-        }
-    }
 }
 
 /// The `gradus train reward` config.
@@ -77,7 +69,7 @@ impl RewardConfig {
             tokenizer: self.tokenizer.clone(),
             data: self.data.clone(),
             optimizer: self.optimizer,
-            schedule: self.schedule.clone(),
+            schedule: self.schedule,
             train: self.train.clone(),
             eval: self.eval.clone(),
             dynamics: self.dynamics.clone(),

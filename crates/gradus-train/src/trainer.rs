@@ -343,9 +343,10 @@ impl Learner for LmLearner<'_> {
         self.sync_model()
     }
     fn step_metrics(&mut self, step: u64) -> Result<Map<String, Value>> {
-        let norms_due = self.weight_norms_every > 0 && step % self.weight_norms_every == 0;
+        let norms_due = self.weight_norms_every > 0 && step.is_multiple_of(self.weight_norms_every);
         let val_due = !self.val.is_empty()
-            && ((self.eval_every > 0 && step % self.eval_every == 0) || step == self.last_step);
+            && ((self.eval_every > 0 && step.is_multiple_of(self.eval_every))
+                || step == self.last_step);
         if norms_due || val_due {
             self.sync_model()?;
         }
@@ -587,7 +588,7 @@ pub fn fit_learner<L: Learner>(
         let eval_due = eval_hook
             .as_ref()
             .is_some_and(|h| h.due(state.step, t.steps));
-        let dynamics_due = dynamics.is_some() && state.step % cfg.dynamics.every == 0;
+        let dynamics_due = dynamics.is_some() && state.step.is_multiple_of(cfg.dynamics.every);
         if eval_due || dynamics_due {
             learner.sync_weights()?;
         }
@@ -597,7 +598,7 @@ pub fn fit_learner<L: Learner>(
             }
             _ => None,
         };
-        if state.step % t.log_every.max(1) == 0 || state.step == t.steps {
+        if state.step.is_multiple_of(t.log_every.max(1)) || state.step == t.steps {
             let mut m = Map::new();
             m.insert("train/loss".into(), json!(loss));
             m.insert("train/lr".into(), json!(lr));
@@ -633,7 +634,7 @@ pub fn fit_learner<L: Learner>(
         }
 
         let save_now =
-            state.step == stop_at || (t.save_every > 0 && state.step % t.save_every == 0);
+            state.step == stop_at || (t.save_every > 0 && state.step.is_multiple_of(t.save_every));
         let stop = interrupt::requested();
         if save_now || stop {
             last_ck = Some(save_state(learner, &opt, &state, &run_dir, t.keep_last)?);

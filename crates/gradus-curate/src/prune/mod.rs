@@ -67,7 +67,7 @@ pub fn check_fraction(name: &str, p: f64) -> Result<()> {
 
 /// Checks a matrix: `x.len() == n·d`, d > 0, finite values.
 pub fn check_matrix(x: &[f32], d: usize) -> Result<usize> {
-    if d == 0 || x.len() % d != 0 {
+    if d == 0 || !x.len().is_multiple_of(d) {
         return Err(Error::msg(format!(
             "embeddings: {} values do not form rows of width {d}",
             x.len()

@@ -73,7 +73,7 @@ pub(crate) struct Job<'a> {
 
 /// Weight rows per task: about 64 KiB of weight, a multiple of 4.
 fn rows_per_task(k: usize) -> usize {
-    ((64 * 1024 / 4 / k.max(1)).max(4) + 3) / 4 * 4
+    (64 * 1024 / 4 / k.max(1)).max(4).div_ceil(4) * 4
 }
 
 /// `out_i = x W_iᵀ + b_i` for every job; x (rows, k) row-major. Parallel over output features

@@ -70,7 +70,7 @@ pub fn attention_ref(
                 let ok = j <= qp
                     && seg
                         .as_ref()
-                        .map_or(true, |s| s[bi * tk + j] == s[bi * tk + qp]);
+                        .is_none_or(|s| s[bi * tk + j] == s[bi * tk + qp]);
                 if !ok {
                     mask[(bi * tq + i) * tk + j] = f32::NEG_INFINITY;
                 }
