@@ -200,6 +200,25 @@ fn unpaired_singles(
     Ok(out)
 }
 
+/// The batch of singles' prompt + completion sequences; `shift` pairs prompt i with the completion
+/// of item (i + 1) mod N (KTO's mismatched KL estimate).
+fn singles_batch(
+    items: &[&Single],
+    shift: Option<&[Single]>,
+    idx: &[usize],
+    pad: u32,
+) -> Result<Batch> {
+    let seqs: Vec<_> = items
+        .iter()
+        .zip(idx)
+        .map(|(s, &i)| match shift {
+            Some(all) => completion_sequence(&s.prompt, &all[(i + 1) % all.len()].completion),
+            None => completion_sequence(&s.prompt, &s.completion),
+        })
+        .collect();
+    completion_batch(&seqs, pad)
+}
+
 /// log π(completion | prompt) of singles: (B,) with lengths. `shift` pairs prompt i with the
 /// completion of item (i + 1) mod N (KTO's mismatched KL estimate).
 fn single_logps(
@@ -209,15 +228,7 @@ fn single_logps(
     idx: &[usize],
     pad: u32,
 ) -> Result<SeqLogps> {
-    let seqs: Vec<_> = items
-        .iter()
-        .zip(idx)
-        .map(|(s, &i)| match shift {
-            Some(all) => completion_sequence(&s.prompt, &all[(i + 1) % all.len()].completion),
-            None => completion_sequence(&s.prompt, &s.completion),
-        })
-        .collect();
-    let b = completion_batch(&seqs, pad)?;
+    let b = singles_batch(items, shift, idx, pad)?;
     let inp = crate::trainer::forward_input(&b);
     let lp = model.row_logps(&inp, &b.targets, &b.loss_weight)?;
     let lens = (0..b.rows)
@@ -356,15 +367,7 @@ impl DpoLearner<'_> {
         idx: &[usize],
         grad: bool,
     ) -> Result<SeqLogps> {
-        let seqs: Vec<_> = items
-            .iter()
-            .zip(idx)
-            .map(|(s, &i)| match shift {
-                Some(all) => completion_sequence(&s.prompt, &all[(i + 1) % all.len()].completion),
-                None => completion_sequence(&s.prompt, &s.completion),
-            })
-            .collect();
-        let b = completion_batch(&seqs, self.pad)?;
+        let b = singles_batch(items, shift, idx, self.pad)?;
         let lp = self.policy_rows(&b, grad)?;
         SeqLogps::new(lp, row_lengths(&b))
     }
