@@ -88,6 +88,9 @@ pub enum LabCmd {
         #[arg(long)]
         overwrite: bool,
     },
+    /// Hu et al. (2023): multi-seed modular-addition sweeps with and without a normalisation
+    /// layer, Gaussian-HMM training maps and their detour states (see `training_maps_cmd`).
+    TrainingMaps(crate::training_maps_cmd::TrainingMapsArgs),
 }
 
 fn pairs_for(dir: &Path, d: &EvalData) -> Result<(Tokenizer, gradus_train::prefs::PairData)> {
@@ -210,5 +213,6 @@ pub fn lab(cmd: LabCmd) -> Result<()> {
             println!("{}", out.summary);
             Ok(())
         }
+        LabCmd::TrainingMaps(a) => crate::training_maps_cmd::run(a),
     }
 }

@@ -11,7 +11,7 @@ pub mod hf;
 pub mod lora;
 pub mod reward;
 
-pub use config::{DecoderConfig, Family, WeightDtype};
+pub use config::{DecoderConfig, Family, NormKind, WeightDtype};
 pub use decoder::{Decoder, ForwardInput, KvCache};
 pub use lora::LoraConfig;
 pub use reward::RewardModel;

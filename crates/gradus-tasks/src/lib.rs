@@ -10,6 +10,8 @@
 //!   Quib.").
 //! - [`instruct`]: prompt/answer pairs with disjoint train/eval splits and [`is_correct`].
 //! - [`prefs`]: preference pairs over those prompts from a latent utility and noisy raters.
+//! - [`modular`]: modular addition `a b = c` (mod p) with a seeded train/held-out split (grokking;
+//!   Hu et al. 2023's training maps).
 //!
 //! Everything is deterministic given a seed. Document `i` of a corpus is drawn from its own stream,
 //! derived from `(seed, i)`, so it does not depend on `n_docs` (a longer corpus extends a shorter
@@ -24,6 +26,7 @@ pub mod arith;
 pub mod corpus;
 pub mod instruct;
 pub mod lang;
+pub mod modular;
 pub mod prefs;
 pub mod programs;
 pub mod text;
@@ -35,6 +38,7 @@ pub use instruct::{
     TaskConfig, TaskKind, TaskMix,
 };
 pub use lang::{run, ProgramError};
+pub use modular::ModularConfig;
 pub use prefs::{preference_pairs, PrefsConfig};
 pub use programs::{GeneratedProgram, ProgramConfig};
 pub use text::World;

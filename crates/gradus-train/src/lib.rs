@@ -37,6 +37,7 @@ pub mod tensorboard;
 pub mod dpo;
 pub mod eval_hook;
 pub mod lab_ranking;
+pub mod modular;
 pub mod prefs;
 pub mod prep;
 pub mod pretrain;

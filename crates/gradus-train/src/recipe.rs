@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use gradus_model::DecoderConfig;
-use gradus_tasks::{CorpusConfig, CorpusStyle, TaskConfig};
+use gradus_tasks::{CorpusConfig, CorpusStyle, ModularConfig, TaskConfig};
 use gradus_tensor::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -95,7 +95,8 @@ impl Default for TokenizerSection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataSection {
-    /// `"synthetic"` for the built-in generator, or a JSONL/Parquet file or directory.
+    /// `"synthetic"` for the built-in generator, `"modular_addition"` (pretrain) for the modular
+    /// addition task of `[data.modular]`, or a JSONL/Parquet file or directory.
     pub source: String,
     /// Documents (pretrain) or instructions (sft) to generate when `source = "synthetic"`.
     pub synthetic_examples: usize,
@@ -117,6 +118,8 @@ pub struct DataSection {
     pub corpus: CorpusStyle,
     /// The built-in instruction task (SFT with `source = "synthetic"`, and quickstart's evaluation).
     pub task: TaskConfig,
+    /// The modular-addition task (`source = "modular_addition"`; see [`crate::modular`]).
+    pub modular: ModularConfig,
     /// Field names in the data files.
     pub text_field: String,
     pub prompt_field: String,
@@ -136,6 +139,7 @@ impl Default for DataSection {
             val_fraction: 0.05,
             corpus: CorpusStyle::default(),
             task: TaskConfig::default(),
+            modular: ModularConfig::default(),
             text_field: "text".into(),
             prompt_field: "prompt".into(),
             completion_field: "completion".into(),
@@ -285,6 +289,8 @@ impl RecipeConfig {
         if self.data.source == "synthetic" {
             CorpusConfig::styled(1, 0, &self.data.corpus).validate()?;
             self.data.task.validate()?;
+        } else if self.data.source == crate::modular::SOURCE {
+            self.data.modular.validate()?;
         }
         self.optimizer.validate()?;
         self.schedule.validate(t.steps)?;
