@@ -125,7 +125,7 @@ pub fn lab_config(lab_dir: &Path, size: &LabSize, norm: NormKind) -> Result<Reci
     c.data.modular.train_fraction = size.train_fraction;
     c.train.steps = size.steps;
     c.train.eval_every = size.eval_every;
-    c.train.log_every = size.eval_every.min(10).max(1);
+    c.train.log_every = size.eval_every.clamp(1, 10);
     c.train.save_every = (size.steps / 4).max(1);
     c.dynamics.every = size.dynamics_every;
     c.validate()?;

@@ -9,6 +9,7 @@ pub mod fast;
 pub mod generate;
 pub mod hf;
 pub mod lora;
+pub mod mlp;
 pub mod reward;
 
 pub use config::{DecoderConfig, Family, NormKind, WeightDtype};

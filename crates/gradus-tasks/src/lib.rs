@@ -12,6 +12,7 @@
 //! - [`prefs`]: preference pairs over those prompts from a latent utility and noisy raters.
 //! - [`modular`]: modular addition `a b = c` (mod p) with a seeded train/held-out split (grokking;
 //!   Hu et al. 2023's training maps).
+//! - [`parity`]: sparse parity (n ±1 bits, label = XOR of k seeded relevant bits).
 //!
 //! Everything is deterministic given a seed. Document `i` of a corpus is drawn from its own stream,
 //! derived from `(seed, i)`, so it does not depend on `n_docs` (a longer corpus extends a shorter
@@ -27,6 +28,7 @@ pub mod corpus;
 pub mod instruct;
 pub mod lang;
 pub mod modular;
+pub mod parity;
 pub mod prefs;
 pub mod programs;
 pub mod text;

@@ -37,7 +37,7 @@
 //! segments, any `norm`) without LoRA adapters on the CPU; [`FastDecoder::unsupported`] says why a model is
 //! not, and callers fall back to the candle path.
 
-mod linear;
+pub(crate) mod linear;
 mod norm;
 mod params;
 
