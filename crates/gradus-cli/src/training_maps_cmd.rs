@@ -1,5 +1,6 @@
 //! `gradus lab training-maps`: Hu, Chen, Saphra and Cho (2023, RESEARCH §3.8) end to end — a
-//! multi-seed sweep of modular addition for each normalisation setting (`--norm`), a Gaussian HMM
+//! multi-seed sweep of modular addition for each normalisation setting (`--norm`), or of sparse
+//! parity with the MLP (`--task sparse-parity`, one sweep), a Gaussian HMM
 //! fitted over the runs' checkpoint statistics (model selection over 1–8 states by BIC, fitted on
 //! 80% of the runs), the training map, and the detour states (states whose visit correlates with
 //! a later convergence step, Pearson r and t-test p) — written into one lab directory:
@@ -7,7 +8,7 @@
 //! ```text
 //! <dir>/<name>/runs/<task>-<norm>-seed<s>/   the sweep's run directories (resumable)
 //! <dir>/<name>/<task>-<norm>.toml            the recipe config each seed ran
-//! <dir>/<name>/maps/<norm>/report.html       the training map and state table (map.json too)
+//! <dir>/<name>/maps/<norm|mlp>/report.html   the training map and state table (map.json too)
 //! <dir>/<name>/report.md, summary.json       the comparison table across norms
 //! ```
 //!
@@ -29,12 +30,14 @@ use gradus_train::recipe::RecipeConfig;
 
 use crate::sweep_cmd::{self, SweepArgs};
 
-/// The preset the lab starts from (also shipped as a config file).
+/// The presets the lab starts from (also shipped as config files).
 const PRESET: &str = include_str!("../../../configs/pretrain/modular-addition.toml");
+const PRESET_PARITY: &str = include_str!("../../../configs/pretrain/sparse-parity.toml");
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainingMapsArgs {
-    /// `modular-addition` (sparse parity needs the MLP model type, not built yet).
+    /// `modular-addition` (the 1-layer transformer, one sweep per `--norm`) or `sparse-parity`
+    /// (the MLP, one sweep; `--norm` does not apply).
     #[arg(long, default_value = "modular-addition")]
     pub task: String,
     /// Seeds per norm (default: 6 at --size default, 40 at --size paper).
@@ -67,11 +70,51 @@ pub struct TrainingMapsArgs {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LabSize {
     pub seeds: u64,
+    /// The modulus p (modular addition) or the number of bits n (sparse parity).
     pub p: u32,
     pub train_fraction: f64,
     pub steps: u64,
     pub eval_every: u64,
     pub dynamics_every: u64,
+}
+
+/// Sparse parity at `default` (n 20, k 3, 2,000 steps) or `paper` (n 40, k 3, 40 seeds) size.
+pub fn parity_size(size: &str) -> Result<LabSize> {
+    match size {
+        "default" => Ok(LabSize {
+            seeds: 6,
+            p: 20,
+            train_fraction: 1.0,
+            steps: 2000,
+            eval_every: 50,
+            dynamics_every: 50,
+        }),
+        "paper" => Ok(LabSize {
+            seeds: 40,
+            p: 40,
+            train_fraction: 1.0,
+            steps: 20000,
+            eval_every: 100,
+            dynamics_every: 200,
+        }),
+        other => bail!("--size `{other}`: expected `default` or `paper`"),
+    }
+}
+
+/// The sparse-parity recipe config (`size.p` is the number of bits n; k = 3).
+pub fn parity_config(lab_dir: &Path, size: &LabSize) -> Result<RecipeConfig> {
+    let mut c: RecipeConfig =
+        toml::from_str(PRESET_PARITY).context("the built-in sparse-parity preset")?;
+    c.run.dir = lab_dir.join("runs");
+    c.run.name = "sparse-parity-mlp".into();
+    c.data.parity.n = size.p as usize;
+    c.train.steps = size.steps;
+    c.train.eval_every = size.eval_every;
+    c.train.log_every = size.eval_every.clamp(1, 10);
+    c.train.save_every = (size.steps / 4).max(1);
+    c.dynamics.every = size.dynamics_every;
+    c.validate()?;
+    Ok(c)
 }
 
 /// `default`: p = 59 with half the pairs trained on, 1,500 steps, statistics every 50 — a scale
@@ -149,16 +192,16 @@ pub struct NormRow {
 }
 
 pub fn run(a: TrainingMapsArgs) -> Result<()> {
-    if a.task != "modular-addition" {
-        if a.task == "sparse-parity" {
-            bail!("--task sparse-parity: not available yet (it needs the MLP model type); use --task modular-addition");
-        }
-        bail!(
-            "--task `{}`: expected modular-addition (or sparse-parity, not available yet)",
-            a.task
-        );
-    }
-    let mut size = lab_size(&a.size)?;
+    let parity = match a.task.as_str() {
+        "modular-addition" => false,
+        "sparse-parity" => true,
+        other => bail!("--task `{other}`: expected modular-addition or sparse-parity"),
+    };
+    let mut size = if parity {
+        parity_size(&a.size)?
+    } else {
+        lab_size(&a.size)?
+    };
     if let Some(s) = a.seeds {
         if s < 2 {
             bail!("--seeds {s}: a training map needs at least 2 runs");
@@ -171,7 +214,11 @@ pub fn run(a: TrainingMapsArgs) -> Result<()> {
         }
         size.steps = s;
     }
-    let norms = parse_norms(&a.norm)?;
+    let norms = if parity {
+        vec![None]
+    } else {
+        parse_norms(&a.norm)?.into_iter().map(Some).collect()
+    };
     let states: States = a.states.parse()?;
     let lab_dir = a.dir.join(&a.name);
     std::fs::create_dir_all(&lab_dir)
@@ -179,16 +226,21 @@ pub fn run(a: TrainingMapsArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
     let mut rows = Vec::new();
     for &norm in &norms {
-        let cfg = lab_config(&lab_dir, &size, norm)?;
+        let cfg = match norm {
+            Some(n) => lab_config(&lab_dir, &size, n)?,
+            None => parity_config(&lab_dir, &size)?,
+        };
+        let label = norm.map_or("mlp", |n| n.name());
+        let threshold = if parity {
+            cfg.data.parity.threshold
+        } else {
+            cfg.data.modular.threshold
+        };
         let cfg_path = lab_dir.join(format!("{}.toml", cfg.run.name));
         gradus_tensor::io::write_atomic(&cfg_path, toml::to_string_pretty(&cfg)?.as_bytes())?;
         eprintln!(
-            "== norm {}: {} seeds × {} steps (p = {}, train fraction {}) ==",
-            norm.name(),
-            size.seeds,
-            size.steps,
-            size.p,
-            size.train_fraction
+            "== {} {label}: {} seeds × {} steps ==",
+            a.task, size.seeds, size.steps
         );
         sweep_cmd::run(SweepArgs {
             config: cfg_path,
@@ -197,7 +249,7 @@ pub fn run(a: TrainingMapsArgs) -> Result<()> {
             jobs: a.jobs,
             sets: Vec::new(),
             metric: Some("eval/accuracy".into()),
-            threshold: cfg.data.modular.threshold,
+            threshold,
         })?;
         let runs: Vec<PathBuf> = (0..size.seeds)
             .map(|s| cfg.run.dir.join(format!("{}-seed{s}", cfg.run.name)))
@@ -205,11 +257,11 @@ pub fn run(a: TrainingMapsArgs) -> Result<()> {
         let o = MapOptions {
             states,
             metric: "eval/accuracy".into(),
-            threshold: cfg.data.modular.threshold,
+            threshold,
             ..MapOptions::default()
         };
-        let out = map_runs(&runs, &o).with_context(|| format!("training map, norm {}", norm.name()))?;
-        let map_dir = lab_dir.join("maps").join(norm.name());
+        let out = map_runs(&runs, &o).with_context(|| format!("training map, {label}"))?;
+        let map_dir = lab_dir.join("maps").join(label);
         write_map(&map_dir, &out)?;
         let conv: Vec<u64> = out.map.runs.iter().filter_map(|r| r.convergence).collect();
         let converged = runs
@@ -241,7 +293,7 @@ pub fn run(a: TrainingMapsArgs) -> Result<()> {
             })
             .map(fmt);
         rows.push(NormRow {
-            norm: norm.name().into(),
+            norm: label.into(),
             runs: runs.len(),
             converged,
             mean_convergence: (!conv.is_empty())
@@ -276,6 +328,11 @@ pub fn run(a: TrainingMapsArgs) -> Result<()> {
     Ok(())
 }
 
+/// The paper's finding for sparse parity as this lab compares it.
+pub const PAPER_FINDING_PARITY: &str = "Hu et al. (2023): sparse-parity runs vary widely in \
+convergence time across seeds, and the map has detour states whose visit predicts slower \
+convergence (convergence = first step with eval accuracy ≥ 0.9).";
+
 /// The paper's finding as this lab compares it (Hu et al. 2023, modular addition).
 pub const PAPER_FINDING: &str = "Hu et al. (2023): with LayerNorm the modular-addition runs follow \
 one path through the map; without LayerNorm the map gains detour states, visited by some runs, \
@@ -284,12 +341,21 @@ whose visit correlates with later grokking (convergence = first step with eval a
 /// The comparison table as Markdown.
 pub fn report_md(size: &LabSize, rows: &[NormRow], a: &TrainingMapsArgs, seconds: f64) -> String {
     let mut s = String::new();
-    s.push_str("# Training maps: modular addition\n\n");
-    s.push_str(&format!(
-        "`gradus lab training-maps --task {} --size {} --norm {}` — {} seeds per norm, p = {}, train fraction {}, {} steps, statistics every {} steps; {:.0} s.\n\n",
-        a.task, a.size, a.norm, size.seeds, size.p, size.train_fraction, size.steps, size.dynamics_every, seconds
-    ));
-    s.push_str(&format!("Paper: {PAPER_FINDING}\n\n"));
+    let parity = a.task == "sparse-parity";
+    s.push_str(&format!("# Training maps: {}\n\n", a.task));
+    if parity {
+        s.push_str(&format!(
+            "`gradus lab training-maps --task {} --size {}` — {} seeds, n = {} bits, k = 3, {} steps, statistics every {} steps; {:.0} s.\n\n",
+            a.task, a.size, size.seeds, size.p, size.steps, size.dynamics_every, seconds
+        ));
+        s.push_str(&format!("Paper: {PAPER_FINDING_PARITY}\n\n"));
+    } else {
+        s.push_str(&format!(
+            "`gradus lab training-maps --task {} --size {} --norm {}` — {} seeds per norm, p = {}, train fraction {}, {} steps, statistics every {} steps; {:.0} s.\n\n",
+            a.task, a.size, a.norm, size.seeds, size.p, size.train_fraction, size.steps, size.dynamics_every, seconds
+        ));
+        s.push_str(&format!("Paper: {PAPER_FINDING}\n\n"));
+    }
     s.push_str("| norm | runs | converged | mean convergence step | HMM states (BIC) | obligatory | detour states (r, p) | most late-correlated state |\n");
     s.push_str("|---|---|---|---|---|---|---|---|\n");
     for r in rows {
@@ -350,5 +416,12 @@ mod tests {
         assert_eq!(c.optimizer.weight_decay, 1.0);
         assert_eq!(c.data.modular.p, 113);
         assert_eq!(c.run.name, "modular-addition-none");
+        let pc = parity_config(dir.path(), &parity_size("paper").unwrap()).unwrap();
+        // The paper's sparse-parity MLP: hidden 1000, SGD lr 0.1, 1,000 examples, n 40, k 3.
+        assert_eq!(pc.model.mlp.hidden, 1000);
+        assert_eq!(pc.train.lr, 0.1);
+        assert_eq!(pc.data.parity.train_examples, 1000);
+        assert_eq!((pc.data.parity.n, pc.data.parity.k), (40, 3));
+        assert_eq!(pc.data.source, "sparse_parity");
     }
 }

@@ -38,6 +38,7 @@ pub mod dpo;
 pub mod eval_hook;
 pub mod lab_ranking;
 pub mod modular;
+pub mod parity;
 pub mod prefs;
 pub mod prep;
 pub mod pretrain;

@@ -228,32 +228,47 @@ pub fn run(cfg: &RecipeConfig, start: Start) -> Result<FitSummary> {
     Ok(summary)
 }
 
-/// Writes `summary.json`: the task, the convergence step (first logged step with
-/// `eval/accuracy ≥ threshold`, or `null` with `converged = false` and the last evaluated step) and
-/// the accuracies of the final weights.
+/// Writes `summary.json` for modular addition (see [`write_task_summary`]).
 pub fn write_summary(
     run_dir: &Path,
     task: &ModularConfig,
     steps: u64,
     final_acc: &Map<String, Value>,
 ) -> Result<()> {
+    let settings = json!({
+        "p": task.p,
+        "train_fraction": task.train_fraction,
+        "split_seed": task.split_seed,
+    });
+    write_task_summary(run_dir, SOURCE, settings, task.threshold, steps, final_acc)
+}
+
+/// Writes a built-in task's `summary.json`: the task and its settings, the convergence step
+/// (first logged step with `eval/accuracy ≥ threshold`, or `null` with `converged = false` and the
+/// last evaluated step, a lower bound) and the accuracies of the final weights.
+pub fn write_task_summary(
+    run_dir: &Path,
+    task: &str,
+    settings: Value,
+    threshold: f64,
+    steps: u64,
+    final_acc: &Map<String, Value>,
+) -> Result<()> {
     use gradus_dynamics::run::{convergence, Convergence};
     let metric = "eval/accuracy";
-    let conv = convergence(run_dir, metric, task.threshold)?;
+    let conv = convergence(run_dir, metric, threshold)?;
     let (step, converged, last) = match conv {
         Convergence::At(s) => (Some(s), true, None),
         Convergence::Never { last_step } => (None, false, Some(last_step)),
         Convergence::NoMetric => (None, false, None),
     };
     let v = json!({
-        "task": SOURCE,
-        "p": task.p,
-        "train_fraction": task.train_fraction,
-        "split_seed": task.split_seed,
+        "task": task,
+        "settings": settings,
         "steps": steps,
         "convergence": {
             "metric": metric,
-            "threshold": task.threshold,
+            "threshold": threshold,
             "step": step,
             "converged": converged,
             "last_evaluated_step": last,

@@ -21,6 +21,9 @@ pub fn run(cfg: &RecipeConfig, start: impl Into<Start>) -> Result<FitSummary> {
     if cfg.data.source == crate::modular::SOURCE {
         return crate::modular::run(cfg, start);
     }
+    if cfg.data.source == crate::parity::SOURCE {
+        return crate::parity::run(cfg, start);
+    }
     let mut cfg = cfg.clone();
     cfg.data
         .overflow

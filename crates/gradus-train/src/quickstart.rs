@@ -314,6 +314,7 @@ pub fn configs(o: &QuickstartOptions) -> (RecipeConfig, RecipeConfig) {
     pre.model = ModelSection {
         init_from: None,
         config: model,
+        ..Default::default()
     };
     pre.tokenizer.train_vocab_size = 384;
     pre.tokenizer.split_digits = true;
