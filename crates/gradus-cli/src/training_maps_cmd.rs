@@ -331,12 +331,14 @@ pub fn run(a: TrainingMapsArgs) -> Result<()> {
 /// The paper's finding for sparse parity as this lab compares it.
 pub const PAPER_FINDING_PARITY: &str = "Hu et al. (2023): sparse-parity runs vary widely in \
 convergence time across seeds, and the map has detour states whose visit predicts slower \
-convergence (convergence = first step with eval accuracy ≥ 0.9).";
+convergence (convergence = first step with eval accuracy ≥ 0.9). [Recalled from the paper; not re-checked \
+against its text in this session.]";
 
 /// The paper's finding as this lab compares it (Hu et al. 2023, modular addition).
-pub const PAPER_FINDING: &str = "Hu et al. (2023): with LayerNorm the modular-addition runs follow \
-one path through the map; without LayerNorm the map gains detour states, visited by some runs, \
-whose visit correlates with later grokking (convergence = first step with eval accuracy ≥ 0.5).";
+pub const PAPER_FINDING: &str = "Hu et al. (2023) report that without LayerNorm the modular-addition \
+map gains detour states — visited by some seeds only, their visit correlated with later grokking — \
+and that LayerNorm makes convergence more reliable across seeds (convergence = first step with eval \
+accuracy ≥ 0.5). [Recalled from the paper; not re-checked against its text in this session.]";
 
 /// The comparison table as Markdown.
 pub fn report_md(size: &LabSize, rows: &[NormRow], a: &TrainingMapsArgs, seconds: f64) -> String {

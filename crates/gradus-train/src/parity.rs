@@ -129,11 +129,13 @@ fn sgd_step(model: &mut MlpClassifier, lr: f64, wd: f64, max_norm: f64) -> f64 {
     let decayed: Vec<std::ops::Range<usize>> = {
         let mut off = 0;
         model
-            .named_tensors()
+            .cfg
+            .param_shapes()
             .into_iter()
-            .filter_map(|(_, s, v)| {
-                let r = off..off + v.len();
-                off += v.len();
+            .filter_map(|(_, s)| {
+                let len: usize = s.iter().product();
+                let r = off..off + len;
+                off += len;
                 (s.len() == 2).then_some(r)
             })
             .collect()
