@@ -221,8 +221,7 @@ pub fn run(a: TrainingMapsArgs) -> Result<()> {
     };
     let states: States = a.states.parse()?;
     let lab_dir = a.dir.join(&a.name);
-    std::fs::create_dir_all(&lab_dir)
-        .with_context(|| format!("creating {}", lab_dir.display()))?;
+    std::fs::create_dir_all(&lab_dir).with_context(|| format!("creating {}", lab_dir.display()))?;
     let t0 = std::time::Instant::now();
     let mut rows = Vec::new();
     for &norm in &norms {
@@ -366,8 +365,7 @@ pub fn report_md(size: &LabSize, rows: &[NormRow], a: &TrainingMapsArgs, seconds
             r.norm,
             r.runs,
             r.converged,
-            r.mean_convergence
-                .map_or("—".into(), |m| format!("{m:.0}")),
+            r.mean_convergence.map_or("—".into(), |m| format!("{m:.0}")),
             r.states,
             r.obligatory,
             if r.detours.is_empty() {
@@ -378,7 +376,9 @@ pub fn report_md(size: &LabSize, rows: &[NormRow], a: &TrainingMapsArgs, seconds
             r.strongest.clone().unwrap_or_else(|| "—".into())
         ));
     }
-    s.push_str("\nRuns that never converge count with their last evaluated step (a lower bound). Maps: ");
+    s.push_str(
+        "\nRuns that never converge count with their last evaluated step (a lower bound). Maps: ",
+    );
     s.push_str(
         &rows
             .iter()

@@ -433,8 +433,10 @@ impl Tokenizer {
                     "word-level vocabulary: special token `{s}` is not in it"
                 ))
             })?;
-            added.push(json!({"id": id, "content": s, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": true}));
+            added.push(
+                json!({"id": id, "content": s, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true}),
+            );
         }
         let j = json!({
             "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,

@@ -51,8 +51,7 @@ impl Norm {
                 let xc = x.broadcast_sub(&mean)?;
                 let var = xc.sqr()?.mean_keepdim(last)?;
                 let y = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-                Ok(y
-                    .broadcast_mul(&get(&self.weight, "weight")?)?
+                Ok(y.broadcast_mul(&get(&self.weight, "weight")?)?
                     .broadcast_add(&get(&self.bias, "bias")?)?)
             }
         }

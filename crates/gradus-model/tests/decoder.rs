@@ -318,7 +318,13 @@ fn layernorm_and_no_norm_by_hand() {
         bias: None,
         eps: 1e-5,
     };
-    let y: Vec<f32> = id.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let y: Vec<f32> = id
+        .forward(&x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     assert_eq!(y, vec![1.0, 2.0, 3.0, 4.0]);
 }
 
@@ -351,14 +357,16 @@ fn other_norms_decode_with_a_cache_and_round_trip_but_not_as_hf_llama() {
             .to_vec1()
             .unwrap();
         let full = last_logits(&m, &ForwardInput::new(&seq, 1, 9));
-        assert!(max_diff(&step, &full[0]) < 1e-4, "{kind:?}: cached decoding");
+        assert!(
+            max_diff(&step, &full[0]) < 1e-4,
+            "{kind:?}: cached decoding"
+        );
 
         let dir = tempfile::tempdir().unwrap();
         save_decoder(&m, dir.path()).unwrap();
-        let j: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.path().join("config.json")).unwrap(),
-        )
-        .unwrap();
+        let j: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+                .unwrap();
         // Hugging Face Llama has only RMSNorm: the checkpoint must not claim to be one.
         assert_eq!(j["model_type"], "gradus_llama", "{kind:?}");
         assert_ne!(j["architectures"][0], "LlamaForCausalLM");

@@ -144,20 +144,23 @@ fn gradients_accumulate_with_scale_and_bad_inputs_are_errors() {
     }
     assert!(m.forward(&x[..5], 6).is_err());
     m.forward(&x, 6).unwrap();
-    let e = m.backward(&[0, 1, 2, 0, 0, 0], 1.0).unwrap_err().to_string();
+    let e = m
+        .backward(&[0, 1, 2, 0, 0, 0], 1.0)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("label 2"), "{e}");
     let e = m
         .set_named(&[("fc1.weight".into(), vec![0.0; 3])], "ck.safetensors")
         .unwrap_err()
         .to_string();
-    assert!(e.contains("ck.safetensors") && e.contains("fc1.weight"), "{e}");
-    let e = MlpConfig {
-        hidden: 0,
-        ..cfg
-    }
-    .validate()
-    .unwrap_err()
-    .to_string();
+    assert!(
+        e.contains("ck.safetensors") && e.contains("fc1.weight"),
+        "{e}"
+    );
+    let e = MlpConfig { hidden: 0, ..cfg }
+        .validate()
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("mlp.hidden"), "{e}");
 }
 

@@ -162,7 +162,11 @@ mod tests {
         let mut all: Vec<_> = s.train.iter().chain(&s.eval).copied().collect();
         all.sort();
         all.dedup();
-        assert_eq!(all.len(), 49, "train ∪ eval covers the table without overlap");
+        assert_eq!(
+            all.len(),
+            49,
+            "train ∪ eval covers the table without overlap"
+        );
         assert_eq!(c.split().unwrap(), s, "same seed, same split");
         let other = ModularConfig {
             split_seed: 1,

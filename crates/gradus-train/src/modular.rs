@@ -74,10 +74,7 @@ pub fn row(m: &ModularConfig, a: u32, b: u32) -> Row {
 pub fn predict(model: &Decoder, m: &ModularConfig, pairs: &[(u32, u32)]) -> Result<Vec<u32>> {
     let mut out = Vec::with_capacity(pairs.len());
     for chunk in pairs.chunks(2048) {
-        let ids: Vec<u32> = chunk
-            .iter()
-            .flat_map(|&(a, b)| [a, b, m.eq_id()])
-            .collect();
+        let ids: Vec<u32> = chunk.iter().flat_map(|&(a, b)| [a, b, m.eq_id()]).collect();
         let inp = ForwardInput::new(&ids, chunk.len(), 3);
         let h = model.hidden_states(&inp, None)?.narrow(1, 2, 1)?;
         let logits = model
@@ -161,8 +158,8 @@ impl Learner for ModularLearner<'_> {
     }
     fn step_metrics(&mut self, step: u64) -> Result<Map<String, Value>> {
         let mut m = self.lm.step_metrics(step)?;
-        let due = (self.eval_every > 0 && step.is_multiple_of(self.eval_every))
-            || step == self.last_step;
+        let due =
+            (self.eval_every > 0 && step.is_multiple_of(self.eval_every)) || step == self.last_step;
         if due {
             m.extend(self.accuracies()?);
         }

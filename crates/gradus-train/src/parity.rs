@@ -141,7 +141,11 @@ fn sgd_step(model: &mut MlpClassifier, lr: f64, wd: f64, max_norm: f64) -> f64 {
             .collect()
     };
     let (p, g) = model.params_and_grads();
-    let norm = g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
+    let norm = g
+        .iter()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum::<f64>()
+        .sqrt();
     let clip = if max_norm > 0.0 && norm > max_norm {
         (max_norm / (norm + 1e-6)) as f32
     } else {
@@ -310,14 +314,7 @@ pub fn run(cfg: &RecipeConfig, start: Start) -> Result<FitSummary> {
     }
     let extra = json!({"n": task.n, "k": task.k, "train_examples": task.train_examples,
         "eval_examples": task.eval_examples, "hidden": cfg.model.mlp.hidden});
-    crate::modular::write_task_summary(
-        &run_dir,
-        SOURCE,
-        extra,
-        task.threshold,
-        t.steps,
-        &fin,
-    )?;
+    crate::modular::write_task_summary(&run_dir, SOURCE, extra, task.threshold, t.steps, &fin)?;
     write_run_report(
         &run_dir,
         "gradus pretrain: sparse parity (MLP, SGD)",
