@@ -27,16 +27,14 @@ use gradus_tensor::{Device, Error, Result, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::checkpoint::{
-    latest_checkpoint, read_safetensors, save_checkpoint, write_json_atomic, write_safetensors,
-    TrainerState,
-};
+use crate::checkpoint::{latest_checkpoint, save_checkpoint, write_json_atomic, TrainerState};
 use crate::metrics::MetricsSink;
 use crate::prep::start_run;
 use crate::recipe::RecipeConfig;
 use crate::report::Section;
 use crate::rundir::Start;
 use crate::trainer::{write_run_report, FitSummary};
+use gradus_tensor::io::{read_native, write_native};
 
 /// `data.source` value that selects this task.
 pub const SOURCE: &str = "sparse_parity";
@@ -109,13 +107,13 @@ fn save_model(model: &MlpClassifier, dir: &Path) -> Result<()> {
         .into_iter()
         .map(|(n, s, v)| Ok((n, Tensor::from_vec(v, s.as_slice(), &Device::Cpu)?)))
         .collect::<Result<Vec<_>>>()?;
-    write_safetensors(&dir.join("model.safetensors"), &tensors)?;
+    write_native(&dir.join("model.safetensors"), &tensors)?;
     write_json_atomic(&dir.join("mlp_config.json"), &model.cfg)
 }
 
 fn load_model(model: &mut MlpClassifier, dir: &Path) -> Result<()> {
     let path = dir.join("model.safetensors");
-    let saved = read_safetensors(&path)?;
+    let saved = read_native(&path)?;
     let named = saved
         .into_iter()
         .map(|(n, t)| Ok((n, t.flatten_all()?.to_vec1::<f32>()?)))
