@@ -43,5 +43,6 @@ pub mod pretrain;
 pub mod quickstart;
 pub mod recipe;
 pub mod reward;
+pub mod rl;
 pub mod sft;
 pub mod trainer;
