@@ -140,7 +140,7 @@ fn check_groups(n: usize, group: usize, what: &str) -> Result<()> {
             format!("{what} needs at least 2 completions per prompt (got {group}): with one, every advantage is 0"),
         ));
     }
-    if n % group != 0 {
+    if !n.is_multiple_of(group) {
         bail!("{what}: {n} rewards are not a whole number of groups of {group}");
     }
     Ok(())

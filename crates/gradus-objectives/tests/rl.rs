@@ -405,8 +405,7 @@ fn gradient_is_the_same_for_8x1_and_2x4_except_bnpo() {
     // micro-batch of 6 tokens (÷ 6·4 = 24) instead of the step's 26.
     let full = step_gradient(LossAggregation::Bnpo, RatioLevel::Token, 1);
     let split = step_gradient(LossAggregation::Bnpo, RatioLevel::Token, 4);
-    let (i, j) = (5, 0); // completion 1, token 0
-    let _ = j;
+    let i = 5; // completion 1 (row 1 of 5 positions), token 0
     assert!(
         (full[i] * 26.0 - split[i] * 24.0).abs() < 1e-5 * full[i].abs().max(1e-3),
         "bnpo: full {} split {}",

@@ -364,7 +364,7 @@ impl RlConfig {
             ));
         }
         let g = self.algorithm.num_generations;
-        if self.generation_batch() % g != 0 {
+        if !self.generation_batch().is_multiple_of(g) {
             return Err(Error::config(
                 "train.batch_size",
                 format!(
@@ -650,6 +650,7 @@ impl RlLearner<'_> {
         let a = self.cfg.algorithm.clone();
         let g = a.num_generations;
         let n_prompts = self.cfg.generation_batch() / g;
+        let mut stats = Map::new();
         // 1. Rollouts with the current weights.
         self.fast.write_to(self.model)?;
         let prompt_rows: Vec<usize> = self
@@ -745,7 +746,7 @@ impl RlLearner<'_> {
                 } else {
                     rloo_advantages(&combined, g, a.normalize_advantages)?
                 };
-                self.gen.stats.insert(
+                stats.insert(
                     "frac_reward_zero_std".into(),
                     json!(adv.frac_zero_std()),
                 );
@@ -771,7 +772,7 @@ impl RlLearner<'_> {
                     .collect::<Result<_>>()?;
                 let gper = self.score(&prompt_rows, &gt, 1)?;
                 let gcomb = combine_rewards(&gper, &self.weights, &self.names)?;
-                self.gen.stats.insert(
+                stats.insert(
                     "remax/greedy_reward".into(),
                     json!(mean_std(&gcomb.iter().flatten().map(|&x| x as f64).collect::<Vec<_>>()).0),
                 );
@@ -808,7 +809,6 @@ impl RlLearner<'_> {
                 }
             })
             .collect();
-        let mut stats = std::mem::take(&mut self.gen.stats);
         let rewards_f: Vec<f64> = combined.iter().flatten().map(|&x| x as f64).collect();
         let (rm, rs) = mean_std(&rewards_f);
         stats.insert("reward/mean".into(), json!(rm));

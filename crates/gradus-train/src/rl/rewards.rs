@@ -18,12 +18,12 @@ use gradus_tensor::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-/// One `[[rewards]]` entry.
+/// One `[[rewards]]` entry. (Unknown keys are rejected by the kind's own fields: serde's
+/// `deny_unknown_fields` does not combine with `flatten`.)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RewardSpec {
     /// Name in metrics (`rewards/<name>/mean`); defaults to the kind.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Weight in the combined reward Σ w_k r_k.
     #[serde(default = "one")]
