@@ -417,7 +417,11 @@ pub fn clipped_policy_loss(
     let mut high = vec![vec![false; cols]; b];
     for i in 0..b {
         for j in 0..cols {
-            let a = if per_token_adv { adv[i * t + j] } else { adv[i] };
+            let a = if per_token_adv {
+                adv[i * t + j]
+            } else {
+                adv[i]
+            };
             let r = rv[i][j] as f64;
             // −min(ρA, clip(ρ)A): the clipped branch wins iff it is the smaller product.
             let clipped = r.clamp(lo, hi);
@@ -551,11 +555,13 @@ pub fn aggregate(
             let count = m.sum_all()?.clamp(1f32, f32::MAX)?;
             (lm.sum_all()?.div(&count)? / pos(totals.micro_batches as f64, "micro-batch count")?)?
         }
-        LossAggregation::DrGrpo => (lm.sum_all()?
-            / pos(
-                (totals.sequences * totals.max_completion_len) as f64,
-                "sequences × max completion length",
-            )?)?,
+        LossAggregation::DrGrpo => {
+            (lm.sum_all()?
+                / pos(
+                    (totals.sequences * totals.max_completion_len) as f64,
+                    "sequences × max completion length",
+                )?)?
+        }
         LossAggregation::Dapo => (lm.sum_all()? / totals.tokens.max(1.0))?,
     })
 }

@@ -68,7 +68,9 @@ fn grpo_group_advantages() {
     let a = group_advantages(&r, 4, RewardScale::None).unwrap();
     close(
         &a.advantages,
-        &[0.5, -0.5, -0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 1.0],
+        &[
+            0.5, -0.5, -0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 1.0,
+        ],
     );
 
     // scale batch: group means, one std over the 11 scorable rewards
@@ -153,8 +155,12 @@ fn rloo_leave_one_out() {
 #[test]
 fn remax_subtracts_the_greedy_reward() {
     // Groups of 2 with greedy rewards 0.5 and None: [1 − .5, 0 − .5, 0, 0].
-    let a = remax_advantages(&[Some(1.0), Some(0.0), Some(1.0), Some(1.0)], 2, &[Some(0.5), None])
-        .unwrap();
+    let a = remax_advantages(
+        &[Some(1.0), Some(0.0), Some(1.0), Some(1.0)],
+        2,
+        &[Some(0.5), None],
+    )
+    .unwrap();
     close(&a, &[0.5, -0.5, 0.0, 0.0]);
     assert!(remax_advantages(&[Some(1.0)], 2, &[Some(0.0)]).is_err());
 }
@@ -180,18 +186,19 @@ fn reinforce_pp_whitened_returns() {
     close(&a[0], &[(0.4 - m) / s, (0.9 - m) / s]);
 }
 
-fn loss_and_grad(
-    logp: &[f32],
-    adv: f32,
-    cfg: &ClipConfig,
-) -> (Vec<f32>, Vec<f32>, PolicyLoss) {
+fn loss_and_grad(logp: &[f32], adv: f32, cfg: &ClipConfig) -> (Vec<f32>, Vec<f32>, PolicyLoss) {
     // old log-probs 0, so ρ = exp(logp).
     let n = logp.len();
     let v = Var::from_slice(logp, (1, n), &Device::Cpu).unwrap();
     let old = Tensor::zeros((1, n), gradus_tensor::DType::F32, &Device::Cpu).unwrap();
     let mask = Tensor::ones((1, n), gradus_tensor::DType::F32, &Device::Cpu).unwrap();
     let pl = clipped_policy_loss(v.as_tensor(), &old, &[adv], &mask, cfg).unwrap();
-    let vals = pl.per_token.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let vals = pl
+        .per_token
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     let g = pl.per_token.sum_all().unwrap().backward().unwrap();
     let grad = g
         .get(v.as_tensor())
@@ -391,7 +398,10 @@ fn gradient_is_the_same_for_8x1_and_2x4_except_bnpo() {
         ] {
             let full = step_gradient(mode, level, 1);
             let split = step_gradient(mode, level, 4);
-            assert!(full.iter().any(|&g| g.abs() > 1e-3), "{mode:?}: zero gradient");
+            assert!(
+                full.iter().any(|&g| g.abs() > 1e-3),
+                "{mode:?}: zero gradient"
+            );
             let d = full
                 .iter()
                 .zip(&split)

@@ -74,7 +74,13 @@ fn resume_inside_a_reused_generation_batch_is_bit_identical() {
     b.train.stop_after = 0;
     run(&b, true).unwrap();
     let (full, split) = (d.path().join("full"), d.path().join("split"));
-    for key in ["train/loss", "train/grad_norm", "reward/mean", "kl", "clip_ratio/region_mean"] {
+    for key in [
+        "train/loss",
+        "train/grad_norm",
+        "reward/mean",
+        "kl",
+        "clip_ratio/region_mean",
+    ] {
         let x = bits(&full, key);
         assert_eq!(x.len(), 6, "{key} logged every step");
         assert_eq!(x, bits(&split, key), "{key}");
@@ -87,7 +93,14 @@ fn resume_inside_a_reused_generation_batch_is_bit_identical() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 32);
-    for k in ["prompt", "completion", "rewards", "advantage", "reward", "terminated"] {
+    for k in [
+        "prompt",
+        "completion",
+        "rewards",
+        "advantage",
+        "reward",
+        "terminated",
+    ] {
         assert!(lines[0].get(k).is_some(), "{k} in {}", lines[0]);
     }
     assert!(lines[0]["rewards"].get("digit").is_some());
@@ -122,7 +135,10 @@ fn every_estimator_and_aggregation_runs() {
         assert_eq!(loss.len(), 2, "{kind:?}");
         assert!(loss.iter().all(|x| x.is_finite()), "{kind:?} {loss:?}");
         let rewards = col(&s.fit.run_dir, "rewards/digit/mean");
-        assert!(rewards.iter().all(|x| (0.0..=1.0).contains(x)), "{rewards:?}");
+        assert!(
+            rewards.iter().all(|x| (0.0..=1.0).contains(x)),
+            "{rewards:?}"
+        );
         let zero_std = col(&s.fit.run_dir, "frac_reward_zero_std");
         if matches!(kind, AlgorithmKind::Grpo | AlgorithmKind::Rloo) {
             assert_eq!(zero_std.len(), 2, "{kind:?}");
@@ -206,7 +222,13 @@ fn bad_input_is_a_clear_error() {
         "{e}"
     );
     let e = cmd("while read l; do echo hello; done", 10.0);
-    assert!(e.contains("malformed answer \"hello\"") && e.contains("request #1"), "{e}");
+    assert!(
+        e.contains("malformed answer \"hello\"") && e.contains("request #1"),
+        "{e}"
+    );
     let e = cmd("while read l; do sleep 5; done", 0.3);
-    assert!(e.contains("no answer within 0.3 s") && e.contains("request #1"), "{e}");
+    assert!(
+        e.contains("no answer within 0.3 s") && e.contains("request #1"),
+        "{e}"
+    );
 }

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use gradus_model::fast::{FastDecoder, FastOptions};
 use gradus_model::hf::load_decoder;
 use gradus_objectives::rl::{
-    combine_rewards, group_advantages, rloo_advantages, ClipConfig, KlEstimator,
-    LossAggregation, RatioLevel, RewardScale, StepTotals,
+    combine_rewards, group_advantages, rloo_advantages, ClipConfig, KlEstimator, LossAggregation,
+    RatioLevel, RewardScale, StepTotals,
 };
 use gradus_tensor::Device;
 use gradus_train::clip::flat_grad_norm;
@@ -69,7 +69,12 @@ fn rewards(e: &Value) -> Vec<Option<f32>> {
                 .as_array()
                 .unwrap()
                 .iter()
-                .flat_map(|g| g.as_array().unwrap().iter().map(|x| x.as_f64().map(|v| v as f32)))
+                .flat_map(|g| {
+                    g.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_f64().map(|v| v as f32))
+                })
                 .collect()
         })
         .collect();
@@ -159,7 +164,10 @@ fn grpo_loss_and_grad_norm_match_trl() {
         .collect();
     let refs: Vec<&Sample> = samples.iter().collect();
     let tokens: usize = rows.iter().map(|(_, c)| c.len()).sum();
-    assert_eq!(tokens as u64, e["inputs"]["num_items_in_batch"].as_u64().unwrap());
+    assert_eq!(
+        tokens as u64,
+        e["inputs"]["num_items_in_batch"].as_u64().unwrap()
+    );
     let totals = StepTotals {
         sequences: rows.len(),
         tokens: tokens as f64,
@@ -195,7 +203,12 @@ fn grpo_loss_and_grad_norm_match_trl() {
         policy.zero_grads();
         let out = policy_micro_step(&mut policy, &refs, &settings, &totals, pad).unwrap();
         let what = format!("{c}");
-        close(&format!("loss {what}"), out.loss, c["loss"].as_f64().unwrap(), TOL);
+        close(
+            &format!("loss {what}"),
+            out.loss,
+            c["loss"].as_f64().unwrap(),
+            TOL,
+        );
         close(
             &format!("grad norm {what}"),
             grad_norm(&policy),
@@ -203,7 +216,12 @@ fn grpo_loss_and_grad_norm_match_trl() {
             TOL,
         );
         let m = &c["metrics"];
-        close("kl", out.kl_sum / out.tokens, m["kl"].as_f64().unwrap(), TOL);
+        close(
+            "kl",
+            out.kl_sum / out.tokens,
+            m["kl"].as_f64().unwrap(),
+            TOL,
+        );
         close(
             "clip_ratio/low_mean",
             out.clip_low / out.clip_count,

@@ -37,9 +37,8 @@ use gradus_model::generate::{generate, Finish, SamplingConfig};
 use gradus_model::hf::load_decoder;
 use gradus_model::WeightDtype;
 use gradus_objectives::rl::{
-    combine_rewards, group_advantages, reinforce_pp_advantages, remax_advantages,
-    rloo_advantages, ClipConfig, KlEstimator, LossAggregation, RatioLevel, RewardScale,
-    StepTotals,
+    combine_rewards, group_advantages, reinforce_pp_advantages, remax_advantages, rloo_advantages,
+    ClipConfig, KlEstimator, LossAggregation, RatioLevel, RewardScale, StepTotals,
 };
 use gradus_tasks::{instructions_with, task_prompt, Split, TaskConfig};
 use gradus_tensor::rng::Rng;
@@ -210,10 +209,9 @@ impl AlgorithmSection {
         match self.kl_in {
             KlPlacement::Loss => false,
             KlPlacement::Reward => true,
-            KlPlacement::Auto => matches!(
-                self.kind,
-                AlgorithmKind::Rloo | AlgorithmKind::ReinforcePp
-            ),
+            KlPlacement::Auto => {
+                matches!(self.kind, AlgorithmKind::Rloo | AlgorithmKind::ReinforcePp)
+            }
         }
     }
 
@@ -256,7 +254,10 @@ impl AlgorithmSection {
                 ),
             ));
         }
-        for (k, v) in [("epsilon", Some(self.epsilon)), ("epsilon_high", self.epsilon_high)] {
+        for (k, v) in [
+            ("epsilon", Some(self.epsilon)),
+            ("epsilon_high", self.epsilon_high),
+        ] {
             if let Some(v) = v {
                 if !(v >= 0.0 && v.is_finite()) {
                     return Err(Error::config(f(k), format!("must be ≥ 0, got {v}")));
@@ -264,11 +265,17 @@ impl AlgorithmSection {
             }
         }
         if self.epsilon >= 1.0 {
-            return Err(Error::config(f("epsilon"), "must be < 1 (the ratio is clipped at 1 − ε)"));
+            return Err(Error::config(
+                f("epsilon"),
+                "must be < 1 (the ratio is clipped at 1 − ε)",
+            ));
         }
         if let Some(c) = self.dual_clip {
             if !(c > 1.0) {
-                return Err(Error::config(f("dual_clip"), format!("must be > 1, got {c}")));
+                return Err(Error::config(
+                    f("dual_clip"),
+                    format!("must be > 1, got {c}"),
+                ));
             }
         }
         if !(self.beta >= 0.0 && self.beta.is_finite()) {
@@ -377,7 +384,10 @@ impl RlConfig {
             ));
         }
         if self.generation.max_new_tokens == 0 {
-            return Err(Error::config("generation.max_new_tokens", "must be positive"));
+            return Err(Error::config(
+                "generation.max_new_tokens",
+                "must be positive",
+            ));
         }
         SamplingConfig {
             temperature: self.generation.temperature,
@@ -400,7 +410,10 @@ impl RlConfig {
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
             return Err(Error::config(
                 "rewards",
-                format!("two rewards are named `{}`: give them distinct `name`s", w[0]),
+                format!(
+                    "two rewards are named `{}`: give them distinct `name`s",
+                    w[0]
+                ),
             ));
         }
         Ok(())
@@ -433,16 +446,19 @@ pub fn load_prompts(cfg: &RlConfig, tok: &Tokenizer, context: usize) -> Result<V
                 let mut cols = Map::new();
                 cols.insert("answer".into(), json!(ins.answer));
                 cols.insert("kind".into(), json!(ins.kind));
-                (task_prompt(&ins.prompt), cols, format!("synthetic prompt {i}"))
+                (
+                    task_prompt(&ins.prompt),
+                    cols,
+                    format!("synthetic prompt {i}"),
+                )
             })
             .collect()
     } else {
         let mut columns = vec![d.prompt_field.clone()];
         for r in &cfg.rewards {
             match &r.kind {
-                rewards::RewardKind::Exact { field } | rewards::RewardKind::Numeric { field, .. } => {
-                    columns.push(field.clone())
-                }
+                rewards::RewardKind::Exact { field }
+                | rewards::RewardKind::Numeric { field, .. } => columns.push(field.clone()),
                 rewards::RewardKind::Task {} => {
                     columns.extend(["answer".to_string(), "kind".to_string()])
                 }
@@ -476,14 +492,19 @@ pub fn load_prompts(cfg: &RlConfig, tok: &Tokenizer, context: usize) -> Result<V
         out
     };
     if raw.is_empty() {
-        return Err(Error::config("data.source", format!("`{}` holds no prompts", d.source)));
+        return Err(Error::config(
+            "data.source",
+            format!("`{}` holds no prompts", d.source),
+        ));
     }
     let mut rows = Vec::with_capacity(raw.len());
     for (text, columns, origin) in raw {
         let mut ids: Vec<u32> = tok.bos_id().into_iter().collect();
         ids.extend(tok.encode(&text, false)?);
         if ids.is_empty() {
-            return Err(Error::msg(format!("{origin}: the prompt is empty and the tokenizer has no BOS token")));
+            return Err(Error::msg(format!(
+                "{origin}: the prompt is empty and the tokenizer has no BOS token"
+            )));
         }
         if ids.len() + cfg.generation.max_new_tokens > context {
             return Err(Error::msg(format!(
@@ -614,7 +635,12 @@ impl RlLearner<'_> {
         generate(self.model, prompts, sampling, &self.eos, &mut stop)
     }
 
-    fn score(&mut self, prompt_rows: &[usize], texts: &[String], group: usize) -> Result<Vec<Vec<Option<f32>>>> {
+    fn score(
+        &mut self,
+        prompt_rows: &[usize],
+        texts: &[String],
+        group: usize,
+    ) -> Result<Vec<Vec<Option<f32>>>> {
         let inputs: Vec<RewardInput> = texts
             .iter()
             .enumerate()
@@ -630,7 +656,11 @@ impl RlLearner<'_> {
         let mut per = Vec::with_capacity(self.rewards.len());
         for r in self.rewards.iter_mut() {
             let s = r.score(&inputs)?;
-            if let Some((i, v)) = s.iter().enumerate().find(|(_, v)| v.is_some_and(|x| !x.is_finite())) {
+            if let Some((i, v)) = s
+                .iter()
+                .enumerate()
+                .find(|(_, v)| v.is_some_and(|x| !x.is_finite()))
+            {
                 let p = &self.prompts[prompt_rows[i / group]];
                 return Err(Error::msg(format!(
                     "reward `{}` returned {} for completion {i} of the generation batch ({}, completion {:?}): rewards must be finite (None when not applicable)",
@@ -746,10 +776,7 @@ impl RlLearner<'_> {
                 } else {
                     rloo_advantages(&combined, g, a.normalize_advantages)?
                 };
-                stats.insert(
-                    "frac_reward_zero_std".into(),
-                    json!(adv.frac_zero_std()),
-                );
+                stats.insert("frac_reward_zero_std".into(), json!(adv.frac_zero_std()));
                 adv.advantages.iter().map(|&x| vec![x]).collect()
             }
             AlgorithmKind::ReinforcePp => {
@@ -764,7 +791,10 @@ impl RlLearner<'_> {
                     temperature: 0.0,
                     ..sampling.clone()
                 };
-                let gp: Vec<Vec<u32>> = prompt_rows.iter().map(|&p| self.prompts[p].ids.clone()).collect();
+                let gp: Vec<Vec<u32>> = prompt_rows
+                    .iter()
+                    .map(|&p| self.prompts[p].ids.clone())
+                    .collect();
                 let greedy = self.sample_batch(&gp, &greedy_cfg)?;
                 let gt: Vec<String> = greedy
                     .iter()
@@ -774,7 +804,16 @@ impl RlLearner<'_> {
                 let gcomb = combine_rewards(&gper, &self.weights, &self.names)?;
                 stats.insert(
                     "remax/greedy_reward".into(),
-                    json!(mean_std(&gcomb.iter().flatten().map(|&x| x as f64).collect::<Vec<_>>()).0),
+                    json!(
+                        mean_std(
+                            &gcomb
+                                .iter()
+                                .flatten()
+                                .map(|&x| x as f64)
+                                .collect::<Vec<_>>()
+                        )
+                        .0
+                    ),
                 );
                 remax_advantages(&combined, g, &gcomb)?
                     .into_iter()
@@ -800,7 +839,11 @@ impl RlLearner<'_> {
                     terminated,
                     in_loss: !(a.mask_truncated_completions && !terminated),
                     advantages: adv,
-                    old_logps: if keep_old { old.as_ref().map(|o| o[i].clone()) } else { None },
+                    old_logps: if keep_old {
+                        old.as_ref().map(|o| o[i].clone())
+                    } else {
+                        None
+                    },
                     ref_logps: if self.settings.beta != 0.0 {
                         refl.as_ref().map(|r| r[i].clone())
                     } else {
@@ -839,9 +882,18 @@ impl RlLearner<'_> {
             json!(1.0 - term.len() as f64 / lens.len().max(1) as f64),
         );
         if !term.is_empty() {
-            stats.insert("completions/mean_terminated_length".into(), json!(mean_std(&term).0));
-            stats.insert("completions/min_terminated_length".into(), json!(fmin(&term)));
-            stats.insert("completions/max_terminated_length".into(), json!(fmax(&term)));
+            stats.insert(
+                "completions/mean_terminated_length".into(),
+                json!(mean_std(&term).0),
+            );
+            stats.insert(
+                "completions/min_terminated_length".into(),
+                json!(fmin(&term)),
+            );
+            stats.insert(
+                "completions/max_terminated_length".into(),
+                json!(fmax(&term)),
+            );
         }
         let adv_first: Vec<f64> = samples.iter().map(|s| s.advantages[0] as f64).collect();
         stats.insert("advantages/mean".into(), json!(mean_std(&adv_first).0));
@@ -916,7 +968,8 @@ impl RlLearner<'_> {
             .append(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        f.write_all(text.as_bytes()).map_err(|e| Error::io(&path, e))?;
+        f.write_all(text.as_bytes())
+            .map_err(|e| Error::io(&path, e))?;
         Ok(())
     }
 }
@@ -1030,7 +1083,9 @@ impl Learner for RlLearner<'_> {
     }
     fn restore_cursor(&mut self, cursor: &Value) -> Result<()> {
         let bad = |e: serde_json::Error| {
-            Error::msg(format!("trainer_state.json: bad data_cursor for train rl: {e}"))
+            Error::msg(format!(
+                "trainer_state.json: bad data_cursor for train rl: {e}"
+            ))
         };
         let st: CursorState = serde_json::from_value(cursor["prompts"].clone()).map_err(bad)?;
         self.gen = serde_json::from_value(cursor["generation"].clone()).map_err(bad)?;
@@ -1081,7 +1136,9 @@ pub fn run(cfg: &RlConfig, start: impl Into<crate::rundir::Start>) -> Result<RlS
     if let Some(why) = FastDecoder::unsupported(&model) {
         return Err(Error::config(
             "model",
-            format!("train rl runs on the fast training graph, which does not cover this model: {why}"),
+            format!(
+                "train rl runs on the fast training graph, which does not cover this model: {why}"
+            ),
         ));
     }
     let fast = FastDecoder::new(&model, FastOptions::default())?;

@@ -201,9 +201,10 @@ impl Reward for Builtin {
                         let tail = line.rsplit('=').next().unwrap_or(line);
                         hit(first_number(tail).is_some_and(|x| (x - want).abs() <= *tolerance))
                     }
-                    RewardKind::Regex { .. } => {
-                        hit(self.regex.as_ref().is_some_and(|r| r.is_match(it.completion)))
-                    }
+                    RewardKind::Regex { .. } => hit(self
+                        .regex
+                        .as_ref()
+                        .is_some_and(|r| r.is_match(it.completion))),
                     RewardKind::Task {} => {
                         let answer = column_text(it.columns.get("answer")?)?;
                         let kind: TaskKind =
@@ -292,8 +293,7 @@ impl External {
     }
 
     fn parse(line: &str) -> std::result::Result<Option<f32>, String> {
-        let v: Value =
-            serde_json::from_str(line.trim()).map_err(|e| format!("not JSON ({e})"))?;
+        let v: Value = serde_json::from_str(line.trim()).map_err(|e| format!("not JSON ({e})"))?;
         let x = match &v {
             Value::Object(o) => o
                 .get("score")
@@ -319,17 +319,23 @@ impl Reward for External {
     fn score(&mut self, items: &[RewardInput]) -> Result<Vec<Option<f32>>> {
         let mut out = Vec::with_capacity(items.len());
         for it in items {
-            let req = json!({"prompt": it.prompt, "completion": it.completion, "columns": it.columns});
+            let req =
+                json!({"prompt": it.prompt, "completion": it.completion, "columns": it.columns});
             self.sent += 1;
             let Some(stdin) = self.stdin.as_mut() else {
                 return Err(self.fail(&req, "its stdin is closed".into()));
             };
             if let Err(e) = writeln!(stdin, "{req}").and_then(|_| stdin.flush()) {
-                return Err(self.fail(&req, format!("writing the request failed ({e}): did it exit?")));
+                return Err(self.fail(
+                    &req,
+                    format!("writing the request failed ({e}): did it exit?"),
+                ));
             }
             let line = match self.lines.recv_timeout(self.timeout) {
                 Ok(Ok(l)) => l,
-                Ok(Err(e)) => return Err(self.fail(&req, format!("reading its answer failed: {e}"))),
+                Ok(Err(e)) => {
+                    return Err(self.fail(&req, format!("reading its answer failed: {e}")))
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     let t = self.timeout.as_secs_f64();
                     return Err(self.fail(&req, format!("no answer within {t} s (timeout_s)")));
@@ -380,10 +386,11 @@ pub fn build_rewards(specs: &[RewardSpec]) -> Result<Vec<Box<dyn Reward>>> {
                     name,
                     kind: k.clone(),
                     regex: match k {
-                        RewardKind::Regex { pattern } => Some(
-                            regex::Regex::new(pattern)
-                                .map_err(|e| Error::config(format!("rewards[{i}].pattern"), e.to_string()))?,
-                        ),
+                        RewardKind::Regex { pattern } => {
+                            Some(regex::Regex::new(pattern).map_err(|e| {
+                                Error::config(format!("rewards[{i}].pattern"), e.to_string())
+                            })?)
+                        }
                         _ => None,
                     },
                 }),
