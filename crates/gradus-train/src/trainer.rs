@@ -1,5 +1,10 @@
-//! The training loop both recipes share: micro-batches → token-normalised loss → accumulated
-//! gradients → clip → AdamW → log → atomic checkpoint. It reads top to bottom in [`fit`].
+//! The training loop every recipe shares (pretrain, SFT, DPO and its family, reward models):
+//! micro-batches → loss normalised by the step's total weight → accumulated gradients → clip →
+//! AdamW → log (metrics, evaluation, weight statistics) → atomic checkpoint. It reads top to bottom
+//! in [`fit_learner`]; what differs between recipes (parameters, micro-batches, loss, saving) is a
+//! [`Learner`]: [`LmLearner`] for pretrain and SFT (through [`fit`]), `DpoLearner` in
+//! [`crate::dpo`], `RewardLearner` in [`crate::reward`]. Each recipe's own file (`pretrain.rs`,
+//! `sft.rs`, `dpo.rs`, `reward.rs`) reads in order: prepare data → model → learner → loop → report.
 //!
 //! Exact resume: a checkpoint holds the f32 weights, the optimiser moments and step, the data
 //! cursor and the metrics position; `fit(.., resume = true)` restores all of them, so 10 steps +
