@@ -11,10 +11,11 @@ use gradus_tensor::tol::{max_abs_diff, HF_LOGITS_PARITY};
 use gradus_tensor::Device;
 use safetensors::tensor::{Dtype, SafeTensors};
 
-const CASES: [&str; 5] = [
+const CASES: [&str; 6] = [
     "llama_mha_untied",
     "qwen2_gqa_tied",
     "llama_bf16",
+    "llama_f16",
     "llama_sharded_oldkeys",
     "llama_gqa_nonstandard_headdim",
 ];
@@ -93,6 +94,8 @@ fn config_key_styles_are_both_read() {
     assert!(new.cfg.tie_word_embeddings && new.lm_head.is_none());
     let bf = load_decoder(&case_dir("llama_bf16"), &Device::Cpu).unwrap();
     assert_eq!(bf.cfg.dtype, WeightDtype::Bf16);
+    let half = load_decoder(&case_dir("llama_f16"), &Device::Cpu).unwrap();
+    assert_eq!(half.cfg.dtype, WeightDtype::F16);
     assert_eq!(
         load_decoder(&case_dir("llama_gqa_nonstandard_headdim"), &Device::Cpu)
             .unwrap()

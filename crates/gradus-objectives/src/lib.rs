@@ -19,4 +19,6 @@ pub mod ranking;
 pub mod reward;
 pub mod rl;
 
-pub use preference::{PairLogps, PairLoss, PreferenceObjective, SeqLogps};
+pub use preference::{
+    PairLogps, PairLoss, PairObjective, PreferenceObjective, SeqLogps, SingleObjective,
+};
