@@ -1192,7 +1192,7 @@ pub fn run(cfg: &RlConfig, start: impl Into<crate::rundir::Start>) -> Result<RlS
         names: cfg.rewards.iter().map(|r| r.display_name()).collect(),
         weights: cfg.rewards.iter().map(|r| r.weight).collect(),
         rewards,
-        pad: crate::prefs::pad_id(&tok),
+        pad: gradus_eval::prefs::pad_id(&tok),
         eos,
         gen: GenState::default(),
         acc: StepAcc::default(),
