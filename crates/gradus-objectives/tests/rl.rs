@@ -318,7 +318,10 @@ fn aggregation_modes() {
 
 /// Deterministic inputs of 8 completions × T = 5: log-probs sin-based, old log-probs shifted so
 /// that some tokens clip, ragged masks (lengths 5, 1, 3, 5, 2, 4, 5, 1), advantages ±.
-fn step_inputs() -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+/// log-probs, old log-probs, reference log-probs, mask (each B·T, row-major) and advantages (B).
+type Values = Vec<f32>;
+
+fn step_inputs() -> (Values, Values, Values, Values, Values) {
     let (b, t) = (8, 5);
     let lens = [5, 1, 3, 5, 2, 4, 5, 1];
     let logp: Vec<f32> = (0..b * t)

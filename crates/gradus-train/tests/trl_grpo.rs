@@ -114,7 +114,11 @@ fn grpo_advantages_match_trl() {
         let a = group_advantages(&r, 4, scale).unwrap();
         let want = f32s(&e["advantages"][key]);
         for (i, (g, w)) in a.advantages.iter().zip(&want).enumerate() {
-            assert_eq!(g.to_bits(), w.to_bits(), "{key}: advantage {i}: gradus {g}, TRL {w}");
+            assert_eq!(
+                g.to_bits(),
+                w.to_bits(),
+                "{key}: advantage {i}: gradus {g}, TRL {w}"
+            );
         }
     }
 }

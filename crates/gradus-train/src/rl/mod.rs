@@ -837,7 +837,7 @@ impl RlLearner<'_> {
                     prompt: prompt_ids[i].clone(),
                     completion: x.tokens.clone(),
                     terminated,
-                    in_loss: !(a.mask_truncated_completions && !terminated),
+                    in_loss: !a.mask_truncated_completions || terminated,
                     advantages: adv,
                     old_logps: if keep_old {
                         old.as_ref().map(|o| o[i].clone())
@@ -1045,7 +1045,7 @@ impl Learner for RlLearner<'_> {
         };
         let samples: Vec<&Sample> = m.iter().map(|&i| &self.gen.samples[i]).collect();
         let out = policy_micro_step(&mut self.fast, &samples, &self.settings, &totals, self.pad)?;
-        if self.acc.micro % self.cfg.train.grad_accum == 0 {
+        if self.acc.micro.is_multiple_of(self.cfg.train.grad_accum) {
             self.acc = StepAcc {
                 clip_low_min: f64::INFINITY,
                 clip_high_max: f64::NEG_INFINITY,
