@@ -21,14 +21,8 @@ use gradus_tensor::{Error, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::optim::AdamWConfig;
 use crate::prefs::{load_pairs, pad_id, PrefsSection};
-use crate::recipe::{
-    DataSection, DynamicsSection, ModelSection, RecipeConfig, RunConfig, TokenizerSection,
-    TrainSection,
-};
 use crate::report::Section;
-use crate::schedule::Schedule;
 use crate::trainer::{fit_learner, set_params, write_run_report, FitSummary, Learner};
 use gradus_eval::prefs::{evaluate_reward, reward_pair_scores, scalar_scores, RewardEval};
 
@@ -42,41 +36,17 @@ pub struct HeadSection {
     pub init_label: Option<String>,
 }
 
-/// The `gradus train reward` config.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct RewardConfig {
-    pub run: RunConfig,
-    pub model: ModelSection,
-    pub tokenizer: TokenizerSection,
-    pub data: DataSection,
-    pub optimizer: AdamWConfig,
-    pub schedule: Schedule,
-    pub train: TrainSection,
-    /// lm-eval-compatible tasks during training (`eval/<task>/<metric>` in metrics.jsonl).
-    pub eval: crate::eval_hook::EvalSection,
-    /// Weight statistics recorded while training (`[dynamics] every = N`).
-    pub dynamics: DynamicsSection,
-    pub objective: RewardObjective,
-    pub head: HeadSection,
-    pub prefs: PrefsSection,
+crate::recipe_config! {
+    /// The `gradus train reward` config: the shared recipe sections plus `[objective]`, `[head]`,
+    /// `[prefs]`.
+    pub struct RewardConfig {
+        pub objective: RewardObjective,
+        pub head: HeadSection,
+        pub prefs: PrefsSection,
+    }
 }
 
 impl RewardConfig {
-    pub fn base(&self) -> RecipeConfig {
-        RecipeConfig {
-            run: self.run.clone(),
-            model: self.model.clone(),
-            tokenizer: self.tokenizer.clone(),
-            data: self.data.clone(),
-            optimizer: self.optimizer,
-            schedule: self.schedule,
-            train: self.train.clone(),
-            eval: self.eval.clone(),
-            dynamics: self.dynamics.clone(),
-        }
-    }
-
     pub fn validate(&self) -> Result<()> {
         self.base().validate()?;
         self.objective.validate()?;
