@@ -597,7 +597,7 @@ impl FastDecoder {
             let a = &ws.layers[li];
             // MLP: x'' = x' + act Wdᵀ (+bd).
             linear::backward_input(&mut ws.df0, false, &ws.dx, p(ix.down.0), n, f, d);
-            lin_params(grads, layout, ix.down, &ws.dx, &a.act, n, f, d);
+            lin_params(grads, layout, ix.down, &ws.dx, &a.act, (n, f, d));
             kernels::swiglu_backward(
                 &a.gate[..n * f],
                 &a.up[..n * f],
@@ -607,8 +607,8 @@ impl FastDecoder {
             );
             linear::backward_input(&mut ws.dn, false, &ws.df1, p(ix.gate.0), n, d, f);
             linear::backward_input(&mut ws.dn, true, &ws.df2, p(ix.up.0), n, d, f);
-            lin_params(grads, layout, ix.gate, &ws.df1, &a.n2, n, d, f);
-            lin_params(grads, layout, ix.up, &ws.df2, &a.n2, n, d, f);
+            lin_params(grads, layout, ix.gate, &ws.df1, &a.n2, (n, d, f));
+            lin_params(grads, layout, ix.up, &ws.df2, &a.n2, (n, d, f));
             let nm = ix.post_norm;
             let (dw, db) = norm_grads(grads, layout, nm);
             norm::backward(
@@ -625,7 +625,7 @@ impl FastDecoder {
             );
             // Attention: x' = x + o Woᵀ.
             linear::backward_input(&mut ws.dout, false, &ws.dx, p(ix.o), n, qw, d);
-            lin_params(grads, layout, (ix.o, None), &ws.dx, &a.o, n, qw, d);
+            lin_params(grads, layout, (ix.o, None), &ws.dx, &a.o, (n, qw, d));
             kernels::attention_backward(
                 dims,
                 scale,
@@ -659,9 +659,9 @@ impl FastDecoder {
             linear::backward_input(&mut ws.dn, false, &ws.dqraw, p(ix.q.0), n, d, qw);
             linear::backward_input(&mut ws.dn, true, &ws.dkraw, p(ix.k.0), n, d, kw);
             linear::backward_input(&mut ws.dn, true, &ws.dv, p(ix.v.0), n, d, kw);
-            lin_params(grads, layout, ix.q, &ws.dqraw, &a.n1, n, d, qw);
-            lin_params(grads, layout, ix.k, &ws.dkraw, &a.n1, n, d, kw);
-            lin_params(grads, layout, ix.v, &ws.dv, &a.n1, n, d, kw);
+            lin_params(grads, layout, ix.q, &ws.dqraw, &a.n1, (n, d, qw));
+            lin_params(grads, layout, ix.k, &ws.dkraw, &a.n1, (n, d, kw));
+            lin_params(grads, layout, ix.v, &ws.dv, &a.n1, (n, d, kw));
             let nm = ix.in_norm;
             let (dw, db) = norm_grads(grads, layout, nm);
             norm::backward(
@@ -879,9 +879,7 @@ fn lin_params(
     ix: (usize, Option<usize>),
     dy: &[f32],
     x: &[f32],
-    n: usize,
-    inp: usize,
-    out: usize,
+    (n, inp, out): (usize, usize, usize),
 ) {
     let (wr, br) = (layout.range(ix.0), ix.1.map(|b| layout.range(b)));
     match br {
