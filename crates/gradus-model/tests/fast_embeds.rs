@@ -115,7 +115,9 @@ fn embeds_and_projection_match_the_candle_twin() {
         .unwrap();
     // candle keeps gradients of Vars only: a second pass with the embeds as a Var gives ∂L/∂embeds.
     let emb_var = Var::from_tensor(&emb.detach()).unwrap();
-    let h2 = m.hidden_states_with_embeds(&inp, emb_var.as_tensor()).unwrap();
+    let h2 = m
+        .hidden_states_with_embeds(&inp, emb_var.as_tensor())
+        .unwrap();
     let l2 = m
         .logits_from_hidden(&h2)
         .unwrap()
@@ -123,7 +125,12 @@ fn embeds_and_projection_match_the_candle_twin() {
         .unwrap();
     let lp2 = gradus_tensor::ops::token_logprobs(&l2, &tg).unwrap();
     let coef2 = Tensor::from_slice(&k.coef, n, &Device::Cpu).unwrap();
-    let g2 = (&lp2 * coef2).unwrap().sum_all().unwrap().backward().unwrap();
+    let g2 = (&lp2 * coef2)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     let gemb_ref: Vec<f32> = g2
         .get(emb_var.as_tensor())
         .unwrap()
@@ -156,7 +163,10 @@ fn embeds_and_projection_match_the_candle_twin() {
         let scale = want.iter().fold(0f32, |a, &x| a.max(x.abs()));
         assert!(scale > 0.0, "{what}: reference gradient is zero");
         let d = max_abs_diff(got, want);
-        assert!(d <= 1e-3 * scale + 1e-6, "{what}: differs by {d} (scale {scale})");
+        assert!(
+            d <= 1e-3 * scale + 1e-6,
+            "{what}: differs by {d} (scale {scale})"
+        );
     };
     close(&gin, &gemb_ref, "d inputs_embeds");
     close(&p.grad, &gw_ref, "d input projection");
@@ -242,7 +252,10 @@ fn bad_embeds_are_errors() {
         .forward_with_embeds(&inp, Some(&[0.0; 5]), &k.targets)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("inputs_embeds") && e.contains("hidden_size"), "{e}");
+    assert!(
+        e.contains("inputs_embeds") && e.contains("hidden_size"),
+        "{e}"
+    );
     let mut bad = vec![0f32; k.b * k.t * c.hidden_size];
     bad[3] = f32::NAN;
     let e = f

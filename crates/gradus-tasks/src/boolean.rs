@@ -38,9 +38,13 @@ pub enum BoolClass {
     Conjunction,
     Disjunction,
     /// A DNF of `terms` terms.
-    Dnf { terms: usize },
+    Dnf {
+        terms: usize,
+    },
     /// Parity of `k` relevant bits.
-    SparseParity { k: usize },
+    SparseParity {
+        k: usize,
+    },
     Majority,
     /// sign(w·x − 0.5), w ∈ {−3..3}ⁿ.
     IntHalfspace,
@@ -62,7 +66,10 @@ impl BoolClass {
     /// Checks the class against n input bits; errors name the field (`prefix.k`, ...).
     pub fn validate(&self, n_bits: usize, prefix: &str) -> Result<()> {
         if n_bits == 0 {
-            return Err(Error::config(format!("{prefix}n_bits"), "must be at least 1"));
+            return Err(Error::config(
+                format!("{prefix}n_bits"),
+                "must be at least 1",
+            ));
         }
         match *self {
             BoolClass::SparseParity { k } if k == 0 || k > n_bits => Err(Error::config(
@@ -151,7 +158,9 @@ pub fn sample_fn(class: BoolClass, n: usize, rng: &mut Rng) -> BoolFn {
     match class {
         BoolClass::Conjunction => BoolFn::Conjunction(literals(n, 0.15, rng)),
         BoolClass::Disjunction => BoolFn::Disjunction(literals(n, 0.15, rng)),
-        BoolClass::Dnf { terms } => BoolFn::Dnf((0..terms).map(|_| literals(n, 0.1, rng)).collect()),
+        BoolClass::Dnf { terms } => {
+            BoolFn::Dnf((0..terms).map(|_| literals(n, 0.1, rng)).collect())
+        }
         BoolClass::SparseParity { k } => {
             let mut idx: Vec<usize> = (0..n).collect();
             rng.shuffle(&mut idx);
@@ -264,7 +273,11 @@ pub fn has_optimal(class: BoolClass) -> bool {
 
 /// Predictions of `baseline` at every position of `p` (each from the earlier pairs only); None
 /// when the baseline does not exist for `class`.
-pub fn baseline_predictions(p: &BoolPrompt, class: BoolClass, baseline: Baseline) -> Option<Vec<i8>> {
+pub fn baseline_predictions(
+    p: &BoolPrompt,
+    class: BoolClass,
+    baseline: Baseline,
+) -> Option<Vec<i8>> {
     let m = p.ys.len();
     let n = p.n_bits;
     match baseline {
@@ -311,7 +324,13 @@ fn elimination(p: &BoolPrompt, conj: bool) -> Vec<i8> {
     let n = p.n_bits;
     // kept[2i] = literal x_i, kept[2i+1] = literal ¬x_i.
     let mut kept = vec![true; 2 * n];
-    let holds = |x: &[i8], l: usize| if l % 2 == 0 { x[l / 2] > 0 } else { x[l / 2] < 0 };
+    let holds = |x: &[i8], l: usize| {
+        if l % 2 == 0 {
+            x[l / 2] > 0
+        } else {
+            x[l / 2] < 0
+        }
+    };
     let mut out = Vec::with_capacity(p.ys.len());
     for i in 0..p.ys.len() {
         let x = p.x(i);

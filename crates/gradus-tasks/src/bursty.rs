@@ -315,7 +315,9 @@ impl BurstyTask {
 
     /// A batch of consecutive sequences `start..start + n`.
     pub fn batch(&self, kind: SeqKind, start: u64, n: usize) -> Vec<Sequence> {
-        (0..n as u64).map(|i| self.sequence(kind, start + i)).collect()
+        (0..n as u64)
+            .map(|i| self.sequence(kind, start + i))
+            .collect()
     }
 
     /// Draws `n` distinct classes other than `exclude` with `draw`.
@@ -411,13 +413,7 @@ impl BurstyTask {
             let mut perm: Vec<u32> = (0..l as u32).collect();
             rng.shuffle(&mut perm);
             let map: Vec<u32> = (0..uniq.len())
-                .map(|i| {
-                    if i < l {
-                        perm[i]
-                    } else {
-                        rng.below(l) as u32
-                    }
-                })
+                .map(|i| if i < l { perm[i] } else { rng.below(l) as u32 })
                 .collect();
             classes
                 .iter()

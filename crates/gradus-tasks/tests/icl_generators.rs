@@ -82,7 +82,9 @@ fn zipf_frequencies_match_the_law() {
         assert!((got - want).abs() < 0.0056, "class {k}: {got} vs {want}");
     }
     // α = 0 is uniform: 1/8 each.
-    assert!(zipf_probs(8, 0.0).iter().all(|&p| (p - 0.125).abs() < 1e-12));
+    assert!(zipf_probs(8, 0.0)
+        .iter()
+        .all(|&p| (p - 0.125).abs() < 1e-12));
 }
 
 #[test]
@@ -212,9 +214,18 @@ fn items_follow_the_exemplar_law() {
 fn sequences_are_a_function_of_seed_and_index() {
     let a = BurstyTask::new(cfg(8, 3), 11, "").unwrap();
     let b = BurstyTask::new(cfg(8, 3), 11, "").unwrap();
-    assert_eq!(a.sequence(SeqKind::Train, 42), b.sequence(SeqKind::Train, 42));
-    assert_eq!(a.batch(SeqKind::Iwl, 10, 3)[1], b.sequence(SeqKind::Iwl, 11));
-    assert_ne!(a.sequence(SeqKind::Train, 42), a.sequence(SeqKind::Train, 43));
+    assert_eq!(
+        a.sequence(SeqKind::Train, 42),
+        b.sequence(SeqKind::Train, 42)
+    );
+    assert_eq!(
+        a.batch(SeqKind::Iwl, 10, 3)[1],
+        b.sequence(SeqKind::Iwl, 11)
+    );
+    assert_ne!(
+        a.sequence(SeqKind::Train, 42),
+        a.sequence(SeqKind::Train, 43)
+    );
 }
 
 #[test]
@@ -335,7 +346,8 @@ fn baselines_on_hand_made_prompts() {
         BoolFn::Parity(vec![0, 1]),
         &[[-1, 1, 1], [1, -1, 1], [-1, -1, 1]],
     );
-    let opt = baseline_predictions(&p, BoolClass::SparseParity { k: 2 }, Baseline::Optimal).unwrap();
+    let opt =
+        baseline_predictions(&p, BoolClass::SparseParity { k: 2 }, Baseline::Optimal).unwrap();
     assert_eq!(opt[2], 1);
     assert_eq!(p.ys[2], 1);
     // No optimal learner for majority.
@@ -363,8 +375,8 @@ fn optimal_learners_are_consistent_on_random_prompts() {
     // the last 10 predictions of a 40-point prompt are exact.
     for i in 0..50 {
         let p = prompt(BoolClass::SparseParity { k: 3 }, 8, 40, 6, i).unwrap();
-        let opt = baseline_predictions(&p, BoolClass::SparseParity { k: 3 }, Baseline::Optimal)
-            .unwrap();
+        let opt =
+            baseline_predictions(&p, BoolClass::SparseParity { k: 3 }, Baseline::Optimal).unwrap();
         assert_eq!(&opt[30..], &p.ys[30..], "prompt {i}");
     }
 }

@@ -11,7 +11,9 @@
 //! - [`report`]: a self-contained `report.html` with hand-drawn SVG plots;
 //! - [`rundir`]: one run per directory (refusal, `--overwrite`), the `run.lock`, what `--resume`
 //!   may change;
-//! - [`interrupt`]: SIGTERM/SIGINT finish the step, checkpoint, and stop.
+//! - [`interrupt`]: SIGTERM/SIGINT finish the step, checkpoint, and stop;
+//! - [`icl`]: in-context vs in-weights learning on bursty sequences, the labs `icl-emergence` and
+//!   `icl-transience`.
 //!
 //! The run directory these write is the contract with `gradus-eval` and `gradus-dynamics`:
 //! ```text
@@ -36,6 +38,7 @@ pub mod tensorboard;
 
 pub mod dpo;
 pub mod eval_hook;
+pub mod icl;
 pub mod lab_ranking;
 pub mod prefs;
 pub mod prep;
