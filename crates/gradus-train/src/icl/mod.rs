@@ -54,9 +54,9 @@ use gradus_tensor::rng::Rng;
 use gradus_tensor::{Device, Error, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{
-    latest_checkpoint, read_safetensors, save_checkpoint, write_safetensors, TrainerState,
-};
+use gradus_tensor::io::{read_native, write_native};
+
+use crate::checkpoint::{latest_checkpoint, save_checkpoint, TrainerState};
 use crate::metrics::{read_metrics, series, MetricsSink, METRICS_FILE};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::report::{escape, svg_line_plot, Series};
@@ -448,7 +448,7 @@ impl Net {
                 self.adam
                     .save_state_file(&d.join("optimizer.safetensors"))?;
                 if let (Some(p), Some(a)) = (&self.proj, &self.adam_proj) {
-                    write_safetensors(
+                    write_native(
                         &d.join("input_proj.safetensors"),
                         &[(
                             "input_proj.weight".into(),
@@ -480,7 +480,7 @@ impl Net {
             .load_state_file(&ck.join("optimizer.safetensors"))?;
         if let (Some(p), Some(a)) = (&mut self.proj, &mut self.adam_proj) {
             let path = ck.join("input_proj.safetensors");
-            let ts = read_safetensors(&path)?;
+            let ts = read_native(&path)?;
             let w = ts
                 .iter()
                 .find(|(n, _)| n == "input_proj.weight")
