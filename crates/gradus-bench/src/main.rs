@@ -42,6 +42,48 @@ enum Cmd {
     Embed(EmbedArgs),
     /// Synthetic-corpus generation throughput (documents/s; the built-in generator of gradus-tasks).
     Corpus(CorpusArgs),
+    /// Training steps of `gradus lab icl-transience` (default size, L2 arm): data generation +
+    /// forward + backward + L2 + Adam, timed per step (compare with bench/icl_transience.py).
+    IclStep(IclStepArgs),
+}
+
+#[derive(Args)]
+struct IclStepArgs {
+    #[arg(long, default_value_t = 200)]
+    steps: usize,
+    #[arg(long, default_value_t = 20)]
+    warmup: usize,
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+/// Median and mean step time of the transience lab's training step.
+fn icl_step_bench(a: &IclStepArgs, threads: usize) -> Result<Value> {
+    use gradus_train::icl::emergence::LabSize;
+    use gradus_train::icl::transience::{run_config, TransienceOptions};
+    let o = TransienceOptions::new(std::env::temp_dir(), LabSize::Default);
+    let cfg = run_config(&o, o.l2);
+    let mut l = gradus_train::icl::IclLearner::new(cfg.clone())?;
+    let mut times = Vec::with_capacity(a.steps);
+    let mut loss = 0.0;
+    for i in 0..a.warmup + a.steps {
+        let t0 = std::time::Instant::now();
+        loss = l.train_step()?.0;
+        let dt = t0.elapsed().as_secs_f64();
+        if i >= a.warmup {
+            times.push(dt);
+        }
+    }
+    let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+    times.sort_by(|x, y| x.total_cmp(y));
+    let median = times.get(times.len() / 2).copied().unwrap_or(0.0);
+    Ok(json!({
+        "impl": "gradus", "threads": threads, "steps": a.steps, "warmup": a.warmup,
+        "batch": cfg.train.batch_size, "seq": 2 * cfg.data.context + 1,
+        "hidden": cfg.model.hidden_size, "layers": cfg.model.num_hidden_layers,
+        "median_step_ms": 1e3 * median, "mean_step_ms": 1e3 * mean,
+        "steps_per_second": 1.0 / median.max(1e-12), "last_loss": loss,
+    }))
 }
 
 #[derive(Args)]
@@ -665,6 +707,7 @@ fn main() {
         Cmd::Sgemm(a) => a.threads,
         Cmd::Embed(a) => a.threads,
         Cmd::Corpus(a) => a.threads,
+        Cmd::IclStep(a) => a.threads,
     };
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         // Before anything touches rayon's global pool or candle reads the variable.
@@ -677,6 +720,7 @@ fn main() {
         Cmd::Sgemm(a) => sgemm(a, threads),
         Cmd::Embed(a) => embed_bench(a, threads),
         Cmd::Corpus(a) => corpus_bench(a, threads),
+        Cmd::IclStep(a) => icl_step_bench(a, threads),
     };
     match res {
         Ok(v) => println!("{v}"),

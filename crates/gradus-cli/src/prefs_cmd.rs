@@ -94,6 +94,16 @@ pub enum LabCmd {
     /// Hu et al. (2023): multi-seed modular-addition sweeps with and without a normalisation
     /// layer, Gaussian-HMM training maps and their detour states (see `training_maps_cmd`).
     TrainingMaps(crate::training_maps_cmd::TrainingMapsArgs),
+    /// In-context learning emerges only with bursty sequences and many rare classes, abruptly;
+    /// in-weights learning needs the opposite: a grid over burstiness and Zipf exponent
+    /// (Chan et al. 2022; Reddy 2024).
+    IclEmergence(crate::icl_cmd::IclEmergenceArgs),
+    /// Trained long enough, ICL rises then fades while IWL rises; L2 regularisation keeps it
+    /// (Singh et al. 2023).
+    IclTransience(crate::icl_cmd::IclTransienceArgs),
+    /// Which Boolean function classes are learned in context, against nearest neighbour,
+    /// averaging and the optimal learner (Bhattamishra et al. 2024).
+    BooleanIcl(crate::icl_cmd::BooleanIclArgs),
 }
 
 fn pairs_for(dir: &Path, d: &EvalData) -> Result<(Tokenizer, EvalPairs)> {
@@ -172,5 +182,8 @@ pub fn lab(cmd: LabCmd) -> Result<()> {
             Ok(())
         }
         LabCmd::TrainingMaps(a) => crate::training_maps_cmd::run(a),
+        LabCmd::IclEmergence(a) => crate::icl_cmd::emergence(a),
+        LabCmd::IclTransience(a) => crate::icl_cmd::transience(a),
+        LabCmd::BooleanIcl(a) => crate::icl_cmd::boolean(a),
     }
 }

@@ -656,6 +656,29 @@ impl Decoder {
     /// Final hidden states (after the last norm): (B, T, D). With a cache, the pass is inference
     /// only (no autograd graph; see [`KvCache`]).
     pub fn hidden_states(&self, inp: &ForwardInput, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        self.hidden_states_impl(inp, cache, None)
+    }
+
+    /// Final hidden states (B, T, D) with continuous inputs: `embeds` (B, T, D) is added to the
+    /// token embeddings (`x₀ = E[input_ids] + embeds`), the reference twin of
+    /// [`crate::fast::FastDecoder::forward_with_embeds`]. Differentiable in `embeds`.
+    pub fn hidden_states_with_embeds(&self, inp: &ForwardInput, embeds: &Tensor) -> Result<Tensor> {
+        let want = [inp.batch, inp.seq_len, self.cfg.hidden_size];
+        if embeds.dims() != want {
+            return Err(Error::msg(format!(
+                "inputs_embeds has shape {:?}, expected {want:?} (batch, seq_len, hidden_size)",
+                embeds.dims()
+            )));
+        }
+        self.hidden_states_impl(inp, None, Some(embeds))
+    }
+
+    fn hidden_states_impl(
+        &self,
+        inp: &ForwardInput,
+        cache: Option<&mut KvCache>,
+        embeds: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (b, t) = (inp.batch, inp.seq_len);
         if inp.input_ids.len() != b * t {
             return Err(Error::msg(format!(
@@ -710,6 +733,9 @@ impl Decoder {
             .as_tensor()
             .index_select(&ids, 0)?
             .reshape((b, t, self.cfg.hidden_size))?;
+        if let Some(e) = embeds {
+            h = (h + e)?;
+        }
         for blk in &self.layers {
             let n = blk.input_layernorm.forward(&h)?;
             let a = blk.self_attn.forward(&n, &cos, &sin, segs.as_ref())?;

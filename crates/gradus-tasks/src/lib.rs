@@ -20,10 +20,15 @@
 //!
 //! - [`corpus`]: the mixed pretraining corpus ([`CorpusConfig`], [`corpus`]).
 //!
-//! The labs add their generators here (modular arithmetic, sparse parity, bursty few-shot sequences,
-//! Boolean function classes, a dependency grammar, Ehrlich functions), each beside its checker.
+//! The labs add their generators here, each beside its checker:
+//! - [`bursty`]: bursty few-shot classification sequences (Chan et al.; Reddy) with ICL/IWL
+//!   evaluation splits;
+//! - [`boolean`]: Boolean function classes as (x, f(x)) prompts with the baselines of
+//!   Bhattamishra et al.
 
 pub mod arith;
+pub mod boolean;
+pub mod bursty;
 pub mod corpus;
 pub mod instruct;
 pub mod lang;

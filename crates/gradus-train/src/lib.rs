@@ -13,7 +13,9 @@
 //!   may change;
 //! - [`interrupt`]: SIGTERM/SIGINT finish the step, checkpoint, and stop;
 //! - [`progress`]: progress bars on a terminal, plain lines otherwise;
-//! - [`eval_hook`]: `[eval]`, lm-eval-compatible tasks (gradus-eval) during training.
+//! - [`eval_hook`]: `[eval]`, lm-eval-compatible tasks (gradus-eval) during training;
+//! - [`icl`]: in-context vs in-weights learning on bursty sequences, the labs `icl-emergence` and
+//!   `icl-transience`, and the Boolean-function lab `boolean-icl`.
 //!
 //! The loop ([`trainer`]: `fit_learner` over a `Learner`) and the recipes built on it, one file
 //! each, read top to bottom: [`recipe`] (configs), [`prep`] (data → packed rows), [`pretrain`],
@@ -44,6 +46,7 @@ pub mod tensorboard;
 
 pub mod dpo;
 pub mod eval_hook;
+pub mod icl;
 pub mod lab_ranking;
 pub mod modular;
 pub mod parity;

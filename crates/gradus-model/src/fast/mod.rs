@@ -33,14 +33,20 @@
 //! `rmsnorm` above is the config's `norm`: RMSNorm (default), LayerNorm or none (identity), see
 //! `norm.rs`.
 //!
+//! Continuous inputs: [`FastDecoder::forward_with_embeds`] adds a (B·T, D) `inputs_embeds` to
+//! the token embeddings and [`FastDecoder::input_grad`] returns its gradient, so an
+//! [`InputProjection`] (or any other encoder) can be trained in front of the graph.
+//!
 //! Covered: every Llama/Qwen2 config (GQA, q/k/v and MLP biases, tied or untied head, packed
 //! segments, any `norm`) without LoRA adapters on the CPU; [`FastDecoder::unsupported`] says why a model is
 //! not, and callers fall back to the candle path.
 
+mod input_proj;
 pub(crate) mod linear;
 mod norm;
 mod params;
 
+pub use input_proj::InputProjection;
 use norm::NormIx;
 
 pub use params::{Entry, ParamLayout};
@@ -143,6 +149,8 @@ struct Saved {
     /// Whether `ws.logits` still holds the logits of every row (one block, kept).
     logits_kept: bool,
     ready: bool,
+    /// Whether `ws.dx` holds ∂loss/∂x₀ of the last backward.
+    grad_ready: bool,
 }
 
 /// cos/sin of `pos · inv_freq` for positions 0..n, (n, Dh/2) row-major, with the very f32
@@ -295,7 +303,39 @@ impl FastDecoder {
     /// Per-token log-probabilities of `targets` (B·T) under the model: `logp` (B·T). Keeps what
     /// the backward needs; call [`FastDecoder::backward`] before the next forward to train.
     pub fn forward(&mut self, inp: &ForwardInput, targets: &[u32]) -> Result<&[f32]> {
+        self.forward_with_embeds(inp, None, targets)
+    }
+
+    /// [`FastDecoder::forward`] with continuous inputs: `embeds` (B·T, D) is added to the token
+    /// embeddings, `x₀ = E[input_ids] + embeds` (Hugging Face's `inputs_embeds`, plus the id's row:
+    /// give rows that should carry only the vector a dedicated marker id, whose embedding then acts
+    /// as a learned type embedding). After [`FastDecoder::backward`],
+    /// [`FastDecoder::input_grad`] holds ∂loss/∂x₀ = ∂loss/∂embeds, for an input projection.
+    pub fn forward_with_embeds(
+        &mut self,
+        inp: &ForwardInput,
+        embeds: Option<&[f32]>,
+        targets: &[u32],
+    ) -> Result<&[f32]> {
         self.check_and_save(inp, targets)?;
+        if let Some(e) = embeds {
+            let want = inp.batch * inp.seq_len * self.cfg.hidden_size;
+            if e.len() != want {
+                return Err(Error::msg(format!(
+                    "inputs_embeds has {} values, expected batch {} × seq_len {} × hidden_size {}",
+                    e.len(),
+                    inp.batch,
+                    inp.seq_len,
+                    self.cfg.hidden_size
+                )));
+            }
+            if let Some(i) = e.iter().position(|v| !v.is_finite()) {
+                return Err(Error::msg(format!(
+                    "inputs_embeds[{i}] = {} is not finite",
+                    e[i]
+                )));
+            }
+        }
         let n = inp.batch * inp.seq_len;
         self.ensure_capacity(n);
         self.ensure_rope();
@@ -347,6 +387,11 @@ impl FastDecoder {
             for (r, &id) in saved.ids.iter().enumerate() {
                 let id = id as usize;
                 x0[r * d..(r + 1) * d].copy_from_slice(&e[id * d..(id + 1) * d]);
+            }
+            if let Some(extra) = embeds {
+                for (a, &b) in x0[..n * d].iter_mut().zip(extra) {
+                    *a += b;
+                }
             }
         }
         let segs = saved.segments.as_deref();
@@ -688,7 +733,41 @@ impl FastDecoder {
                 *a += g;
             }
         }
+        self.saved.grad_ready = true;
         Ok(())
+    }
+
+    /// ∂loss/∂x₀ (B·T, D), the gradient of the embedding rows (and so of `inputs_embeds`) of the
+    /// last [`FastDecoder::backward`]; None before one ran.
+    pub fn input_grad(&self) -> Option<&[f32]> {
+        if !self.saved.grad_ready {
+            return None;
+        }
+        let n = self.saved.b * self.saved.t;
+        Some(&self.ws.dx[..n * self.cfg.hidden_size])
+    }
+
+    /// The logits (V) at row `row` (= b·T + t) of the last forward, from its final hidden state
+    /// (e.g. to classify a query position). Valid until the next forward.
+    pub fn head_logits(&self, row: usize) -> Result<Vec<f32>> {
+        let n = self.saved.b * self.saved.t;
+        if row >= n || self.ws.h.len() < n * self.cfg.hidden_size {
+            return Err(Error::msg(format!(
+                "fast decoder: head_logits row {row} but the last forward had {n} rows"
+            )));
+        }
+        let (d, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        let w = &self.params[self.layout.range(self.head)];
+        let h = &self.ws.h[row * d..(row + 1) * d];
+        Ok((0..v)
+            .map(|j| {
+                w[j * d..(j + 1) * d]
+                    .iter()
+                    .zip(h)
+                    .map(|(a, b)| a * b)
+                    .sum::<f32>()
+            })
+            .collect())
     }
 
     fn check_and_save(&mut self, inp: &ForwardInput, targets: &[u32]) -> Result<()> {
@@ -759,6 +838,7 @@ impl FastDecoder {
             None => None,
         };
         s.ready = false;
+        s.grad_ready = false;
         Ok(())
     }
 

@@ -1,0 +1,169 @@
+//! `gradus lab icl-emergence` and `gradus lab icl-transience`: argument handling; the work is in
+//! `gradus_train::icl`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use gradus_train::icl::emergence::{self, EmergenceOptions, LabSize};
+use gradus_train::icl::transience::{self, TransienceOptions};
+
+/// Scale of an ICL lab.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SizeArg {
+    /// Seconds (smoke test).
+    Smoke,
+    /// Minutes on 2 CPU cores.
+    Default,
+    /// The papers' scale (hours on a CPU; meant for a bigger machine).
+    Paper,
+}
+
+impl From<SizeArg> for LabSize {
+    fn from(s: SizeArg) -> Self {
+        match s {
+            SizeArg::Smoke => LabSize::Smoke,
+            SizeArg::Default => LabSize::Default,
+            SizeArg::Paper => LabSize::Paper,
+        }
+    }
+}
+
+/// Shared options of the ICL labs.
+#[derive(Args, Debug)]
+pub struct IclCommon {
+    /// The lab's runs go under DIR/<lab>/.
+    #[arg(long, default_value = "runs")]
+    pub dir: PathBuf,
+    #[arg(long, value_enum, default_value = "default")]
+    pub size: SizeArg,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Training steps per run (default: the size's).
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Continue the lab's runs from their latest checkpoints (finished runs are only summarised).
+    #[arg(long)]
+    pub resume: bool,
+    /// Move earlier runs aside (never deleted) instead of refusing to start.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// No progress lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `gradus lab icl-emergence`.
+#[derive(Args, Debug)]
+pub struct IclEmergenceArgs {
+    #[command(flatten)]
+    pub common: IclCommon,
+    /// Burstiness values of the grid (0 = i.i.d. contexts), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub burstiness: Option<Vec<usize>>,
+    /// Zipf exponents of the grid, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub alphas: Option<Vec<f64>>,
+}
+
+/// `gradus lab icl-transience`.
+#[derive(Args, Debug)]
+pub struct IclTransienceArgs {
+    #[command(flatten)]
+    pub common: IclCommon,
+    /// L2 penalty λ of the regularised run (the other has none).
+    #[arg(long, default_value_t = 1e-4)]
+    pub l2: f64,
+}
+
+pub fn emergence(a: IclEmergenceArgs) -> Result<()> {
+    let c = a.common;
+    let mut o = EmergenceOptions::new(c.dir, c.size.into());
+    o.seed = c.seed;
+    o.steps = c.steps;
+    o.resume = c.resume;
+    o.overwrite = c.overwrite;
+    o.progress = !c.quiet;
+    if let Some(b) = a.burstiness {
+        o.burstiness = b;
+    }
+    if let Some(al) = a.alphas {
+        o.alphas = al;
+    }
+    let out = emergence::run(&o)?;
+    print!("{}", out.table);
+    println!("report: {}", out.report.display());
+    Ok(())
+}
+
+pub fn transience(a: IclTransienceArgs) -> Result<()> {
+    let c = a.common;
+    if !(a.l2.is_finite() && a.l2 > 0.0) {
+        anyhow::bail!("--l2 must be > 0, got {}", a.l2);
+    }
+    let mut o = TransienceOptions::new(c.dir, c.size.into());
+    o.seed = c.seed;
+    o.steps = c.steps;
+    o.resume = c.resume;
+    o.overwrite = c.overwrite;
+    o.progress = !c.quiet;
+    o.l2 = a.l2;
+    let out = transience::run(&o)?;
+    print!("{}", out.table);
+    println!("report: {}", out.report.display());
+    Ok(())
+}
+
+/// `gradus lab boolean-icl`.
+#[derive(Args, Debug)]
+pub struct BooleanIclArgs {
+    #[command(flatten)]
+    pub common: IclCommon,
+    /// Function classes, comma-separated: conjunction, disjunction, majority, int_halfspace,
+    /// dnf_<terms>, sparse_parity_<k> (default: all six of the size).
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Option<Vec<String>>,
+}
+
+fn parse_class(s: &str) -> Result<gradus_tasks::boolean::BoolClass> {
+    use gradus_tasks::boolean::BoolClass;
+    let num = |p: &str| -> Result<usize> {
+        s[p.len()..]
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--classes: `{s}`: expected {p}<number>"))
+    };
+    Ok(match s {
+        "conjunction" => BoolClass::Conjunction,
+        "disjunction" => BoolClass::Disjunction,
+        "majority" => BoolClass::Majority,
+        "int_halfspace" => BoolClass::IntHalfspace,
+        _ if s.starts_with("dnf_") => BoolClass::Dnf { terms: num("dnf_")? },
+        _ if s.starts_with("sparse_parity_") => BoolClass::SparseParity {
+            k: num("sparse_parity_")?,
+        },
+        _ => anyhow::bail!(
+            "--classes: unknown class `{s}` (conjunction, disjunction, majority, int_halfspace, dnf_<terms>, sparse_parity_<k>)"
+        ),
+    })
+}
+
+pub fn boolean(a: BooleanIclArgs) -> Result<()> {
+    use gradus_train::icl::boolean::{run, BooleanOptions};
+    let c = a.common;
+    let mut o = BooleanOptions::new(c.dir, c.size.into());
+    o.seed = c.seed;
+    o.steps = c.steps;
+    o.resume = c.resume;
+    o.overwrite = c.overwrite;
+    o.progress = !c.quiet;
+    if let Some(cl) = a.classes {
+        o.classes = cl
+            .iter()
+            .map(|s| parse_class(s.trim()))
+            .collect::<Result<_>>()?;
+    }
+    let out = run(&o)?;
+    print!("{}", out.table);
+    println!("report: {}", out.report.display());
+    Ok(())
+}
