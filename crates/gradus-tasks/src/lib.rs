@@ -31,7 +31,7 @@ pub mod text;
 pub use arith::{ArithConfig, ArithOp, ArithProblem};
 pub use corpus::*;
 pub use instruct::{
-    instructions, instructions_with, is_correct, split_of, task_prompt, Instruction, Split,
+    instructions, instructions_with, is_correct, split_of, stated_value, ArithAnswer, task_prompt, Instruction, Split,
     TaskConfig, TaskKind, TaskMix,
 };
 pub use lang::{run, ProgramError};

@@ -284,6 +284,7 @@ fn quickstart_fast_runs_end_to_end() {
         seed: 0,
         progress: false,
         overwrite: false,
+        overrides: Vec::new(),
     };
     let out = gradus_train::quickstart::run(&o).unwrap();
     assert!(out.report.exists());
@@ -316,6 +317,7 @@ fn quickstart_reduced_learns_the_task() {
         seed: 0,
         progress: false,
         overwrite: false,
+        overrides: Vec::new(),
     };
     let out = gradus_train::quickstart::run(&o).unwrap();
     eprintln!("{}", out.summary);
@@ -341,6 +343,25 @@ fn quickstart_reduced_learns_the_task() {
         .and_then(|v| v.as_f64())
         .unwrap();
     assert!((logged - out.accuracy_after).abs() < 1e-12);
+}
+
+/// Plan overrides (`gradus quickstart --plan-set`) apply as TOML values; a wrong key or value is
+/// named, never a panic.
+#[test]
+fn quickstart_plan_overrides_name_what_is_wrong() {
+    use gradus_train::quickstart::{plan, QuickstartSize};
+    let full = plan(QuickstartSize::Full);
+    let p = full
+        .with_overrides(&["sft_steps=7".into(), "trace = true".into(), "pre_lr=1e-3".into()])
+        .unwrap();
+    assert_eq!((p.sft_steps, p.trace, p.pre_lr), (7, true, 1e-3));
+    assert_eq!(p.hidden, full.hidden);
+    let e = full.with_overrides(&["sft_stepz=7".into()]).unwrap_err();
+    assert!(e.to_string().contains("sft_stepz"), "{e}");
+    let e = full.with_overrides(&["sft_steps=\"many\"".into()]).unwrap_err();
+    assert!(e.to_string().contains("sft_steps"), "{e}");
+    let e = full.with_overrides(&["sft_steps".into()]).unwrap_err();
+    assert!(e.to_string().contains("key=value"), "{e}");
 }
 
 #[test]
