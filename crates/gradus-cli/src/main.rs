@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use gradus_data::dataset::{Fields, Shape};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_model::generate::{generate, SamplingConfig};
 use gradus_model::hf::load_decoder;
@@ -323,7 +324,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut texts = Vec::new();
             for p in &inputs {
                 texts.extend(
-                    gradus_train::prep::read_texts(p)
+                    gradus_data::dataset::read_texts(p, Shape::Auto, &Fields::default())
                         .with_context(|| format!("reading {}", p.display()))?,
                 );
             }

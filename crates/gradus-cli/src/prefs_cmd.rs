@@ -1,16 +1,19 @@
-//! `gradus train dpo|reward`, `gradus eval reward|ranking`, `gradus lab ranking-accuracy`:
-//! argument handling; the work is in gradus-train.
+//! `gradus eval reward|ranking`, `gradus lab ranking-accuracy`: argument handling; the work is in
+//! `gradus_eval::prefs` and `gradus_train::lab_ranking`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use gradus_data::tokenizer::Tokenizer;
+use gradus_eval::prefs::{
+    evaluate_ranking, evaluate_reward, load_eval_pairs, pad_id, ranking_text, reward_text,
+    EvalPairs,
+};
 use gradus_model::hf::load_decoder;
 use gradus_model::reward::RewardModel;
-use gradus_objectives::ranking::{ranking_report, DEFAULT_EPS};
+use gradus_objectives::ranking::DEFAULT_EPS;
 use gradus_tensor::Device;
-use gradus_train::prefs::{load_pairs, pad_id, pair_logps_all, pair_scores, PrefsSection};
 
 #[derive(Subcommand)]
 pub enum EvalCmd {
@@ -90,22 +93,11 @@ pub enum LabCmd {
     },
 }
 
-fn pairs_for(dir: &Path, d: &EvalData) -> Result<(Tokenizer, gradus_train::prefs::PairData)> {
+fn pairs_for(dir: &Path, d: &EvalData) -> Result<(Tokenizer, EvalPairs)> {
     let tok = Tokenizer::from_dir(dir)
         .with_context(|| format!("{}: needs a tokenizer.json", dir.display()))?;
-    let p = PrefsSection {
-        synthetic_pairs: 1,
-        // A file is evaluated whole: nothing is split off as held-out.
-        eval_pairs: if d.data == "synthetic" { d.pairs } else { 0 },
-        on_bad_pair: gradus_data::preference::BadPairPolicy::Skip,
-        ..Default::default()
-    };
-    let mut data = load_pairs(&d.data, &p, &tok, d.max_len, d.seed)?;
-    if d.data != "synthetic" {
-        // A file: evaluate all of it.
-        data.eval = data.train.clone();
-    }
-    Ok((tok, data))
+    let pairs = load_eval_pairs(&d.data, &tok, d.max_len, d.pairs, d.seed)?;
+    Ok((tok, pairs))
 }
 
 pub fn eval(cmd: EvalCmd) -> Result<()> {
@@ -115,7 +107,7 @@ pub fn eval(cmd: EvalCmd) -> Result<()> {
         EvalCmd::Reward(a) => {
             let rm = RewardModel::load(&a.model)?;
             let (tok, data) = pairs_for(&a.model, &a.data)?;
-            let e = gradus_train::reward::evaluate(&rm, &data.eval, pad_id(&tok))?;
+            let e = evaluate_reward(&rm, &data.pairs, pad_id(&tok))?;
             if let Some(out) = &a.out {
                 let lines: String = e
                     .scores
@@ -130,15 +122,7 @@ pub fn eval(cmd: EvalCmd) -> Result<()> {
                     serde_json::json!({"pairs": e.pairs, "accuracy": e.accuracy, "per_category": e.per_category, "skipped": data.skipped})
                 );
             } else {
-                println!(
-                    "pairwise accuracy {:.1}% over {} pairs ({} skipped)",
-                    100.0 * e.accuracy,
-                    e.pairs,
-                    data.skipped.total()
-                );
-                for (k, (c, t, acc)) in &e.per_category {
-                    println!("  {k:<12} {c}/{t}  {:.1}%", 100.0 * acc);
-                }
+                println!("{}", reward_text(&e, data.skipped.total()));
             }
             Ok(())
         }
@@ -146,44 +130,18 @@ pub fn eval(cmd: EvalCmd) -> Result<()> {
             let policy = load_decoder(&a.model, &Device::Cpu)?;
             let reference = load_decoder(&a.reference, &Device::Cpu)?;
             let (tok, data) = pairs_for(&a.model, &a.data)?;
-            let pad = pad_id(&tok);
-            let pl = pair_logps_all(&policy, &data.eval, pad, 16)?;
-            let rl = pair_logps_all(&reference, &data.eval, pad, 16)?;
-            let r = ranking_report(&pair_scores(&data.eval, &pl, &rl), a.beta, DEFAULT_EPS);
+            let r = evaluate_ranking(
+                &policy,
+                &reference,
+                &data.pairs,
+                pad_id(&tok),
+                a.beta,
+                DEFAULT_EPS,
+            )?;
             if a.data.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
-                println!("pairs {} (skipped {})", r.pairs, data.skipped.total());
-                println!(
-                    "ranking accuracy              {:.1}%",
-                    100.0 * r.ranking_accuracy
-                );
-                println!(
-                    "  length-normalised           {:.1}%",
-                    100.0 * r.ranking_accuracy_normalized
-                );
-                println!(
-                    "reference ranking accuracy    {:.1}%",
-                    100.0 * r.reference_ranking_accuracy
-                );
-                println!(
-                    "reward accuracy (β = {})     {:.1}%",
-                    a.beta,
-                    100.0 * r.reward_accuracy
-                );
-                for ((b, i), (_, g)) in r.idealised.iter().zip(&r.alignment_gap) {
-                    println!(
-                        "idealised R* at β = {b:<5}    {:.1}%  (alignment gap {:.1}%)",
-                        100.0 * i,
-                        100.0 * g
-                    );
-                }
-                println!(
-                    "mean DPO loss {:.4}; mean flip threshold {:.4}; Thm 4.1 consistency {:.1}%",
-                    r.mean_dpo_loss,
-                    r.mean_flip_threshold,
-                    100.0 * r.flip_consistency
-                );
+                println!("{}", ranking_text(&r, a.beta, data.skipped.total()));
             }
             Ok(())
         }

@@ -469,7 +469,16 @@ fn sharded_embed_and_prune_equal_the_single_run() {
         let out = format!("e{}.safetensors", &s[..1]);
         ok(&gradus(
             &[
-                "data", "embed", "--input", "in.jsonl", "--model", m, "--shard", s, "--out", &out,
+                "data",
+                "embed",
+                "--input",
+                "in.jsonl",
+                "--model",
+                m,
+                "--row-shard",
+                s,
+                "--out",
+                &out,
             ],
             dir.path(),
         ));
@@ -508,7 +517,7 @@ fn sharded_embed_and_prune_equal_the_single_run() {
         prune(
             &["e0.safetensors", "e1.safetensors", "e2.safetensors"],
             "split",
-            &["--shard", s],
+            &["--row-shard", s],
         );
         parts.extend(jsonl(
             &dir.path()

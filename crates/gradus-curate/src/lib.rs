@@ -12,14 +12,18 @@
 //!
 //! Steps: [`stats`], [`dedup`] (exact or MinHash LSH, see [`minhash`]), [`decontam`] (n-gram overlap
 //! against eval sets), [`filter`] (text and code heuristics, a Python syntax check). Each runs on a
-//! subset of the input files (`--shard i/n`); dedup has sign / merge / apply stages for that.
+//! subset of the input **files** (`--shard i/n`); dedup has sign / merge / apply stages for that.
 //!
-//! Embedding space: [`prune`] (cosine k-means, SCIP, SemDeDup, D4, random; the embeddings file) and
-//! [`corrupt`] (seeded corruptions of code for the SCIP probe).
+//! Embedding space: [`embed`] (the pipeline of `gradus data embed | prune | corrupt | probe`: text
+//! encoders and decoder embeddings, merging embedding shards, prune outputs, the corruption probe;
+//! it splits work by **rows**, `--row-shard i/n`), [`prune`] (cosine k-means, SCIP, SemDeDup, D4,
+//! random; the embeddings file), [`corrupt`] (seeded corruptions of code for the SCIP probe) and
+//! [`probe`] (the probe's movement statistics).
 
 pub mod corrupt;
 pub mod decontam;
 pub mod dedup;
+pub mod embed;
 pub mod filter;
 pub mod minhash;
 pub mod probe;

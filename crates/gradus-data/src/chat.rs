@@ -4,7 +4,7 @@
 //! `lstrip_blocks` on, the variables `messages`, `add_generation_prompt`, `bos_token`, `eos_token`,
 //! the function `raise_exception(msg)`, a `tojson` filter that prints like Python's `json.dumps`
 //! (`", "` and `": "` separators, no HTML escaping), and the common Python string and dict methods
-//! (`.strip()`, `.startswith()`, `.split()`, `.items()`, `.get()`, ...). TRL-style
+//! (`.strip()`, `.startswith()`, `.split()`, `.title()`, `.items()`, `.get()`, ...). TRL-style
 //! `{% generation %}` blocks are accepted and rendered as plain content.
 //!
 //! Without a template, [`ChatTemplate::chatml`] is used (the documented default):
@@ -297,6 +297,21 @@ fn python_method(
                 hit.into()
             }
             "upper" => s.to_uppercase().into(),
+            // Python's str.title(): a letter after a non-letter starts a word (upper), the others
+            // are lowered ("they're" → "They'Re", as Python does).
+            "title" => {
+                let mut out = String::with_capacity(s.len());
+                let mut prev_letter = false;
+                for ch in s.chars() {
+                    if prev_letter {
+                        out.extend(ch.to_lowercase());
+                    } else {
+                        out.extend(ch.to_uppercase());
+                    }
+                    prev_letter = ch.is_alphabetic();
+                }
+                out.into()
+            }
             "lower" => s.to_lowercase().into(),
             "capitalize" => {
                 let mut c = s.chars();

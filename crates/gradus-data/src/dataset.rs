@@ -55,6 +55,22 @@ pub enum Example {
     Chat { messages: Vec<Message> },
 }
 
+impl Example {
+    /// The example as one plain document: the text, prompt + completion, or the messages'
+    /// contents joined by newlines (tokenizer training, embedding, pretraining on chat data).
+    pub fn into_text(self) -> String {
+        match self {
+            Example::Text { text } => text,
+            Example::PromptCompletion { prompt, completion } => format!("{prompt}{completion}"),
+            Example::Chat { messages } => messages
+                .iter()
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+}
+
 /// Which shape to read rows as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -647,6 +663,25 @@ pub fn read_dataset_sourced(
 /// Read one file or a directory of files; see [`iter_dataset`].
 pub fn read_dataset(path: impl AsRef<Path>, shape: Shape, fields: &Fields) -> Result<Vec<Example>> {
     iter_dataset(path, shape, fields)?.collect()
+}
+
+/// The documents of `path` as plain strings, in order: a `.txt` file gives one per non-empty line;
+/// a dataset file or directory gives each row read as `shape` with `fields` ([`read_dataset`]),
+/// made one document by [`Example::into_text`]. With `Shape::Text` every row must have the
+/// `fields.text` field (the row is named otherwise).
+pub fn read_texts(path: &Path, shape: Shape, fields: &Fields) -> Result<Vec<String>> {
+    if path.extension().is_some_and(|e| e == "txt") {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        return Ok(text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(String::from)
+            .collect());
+    }
+    Ok(read_dataset(path, shape, fields)?
+        .into_iter()
+        .map(Example::into_text)
+        .collect())
 }
 
 /// The data files `path` stands for: itself, or the known files under it in sorted order.

@@ -15,6 +15,9 @@
 //! - [`builtin`]: tasks on gradus' synthetic data (no download).
 //! - [`run`]: `gradus eval run`: resolve task names, evaluate, write the outputs.
 //!
+//! Preference evaluation: [`prefs`] (`gradus eval reward|ranking`: reward-model pairwise accuracy,
+//! ranking accuracy and its idealised form; shared with the DPO and reward recipes' diagnostics).
+//!
 //! Code execution: [`code`] (HumanEval/evalplus problems and samples, unbiased pass@k, execution in
 //! the `gradus-sandbox` boundary, sampling from checkpoints).
 
@@ -24,6 +27,7 @@ pub mod evaluator;
 pub mod filters;
 pub mod lm;
 pub mod metrics;
+pub mod prefs;
 pub mod pyrandom;
 pub mod pyval;
 pub mod run;

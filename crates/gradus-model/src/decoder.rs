@@ -362,6 +362,23 @@ pub struct ForwardInput<'a> {
 }
 
 impl<'a> ForwardInput<'a> {
+    /// Packed rows: explicit positions and document (segment) ids, all (B, T).
+    pub fn packed(
+        input_ids: &'a [u32],
+        batch: usize,
+        seq_len: usize,
+        position_ids: &'a [u32],
+        segment_ids: &'a [u32],
+    ) -> Self {
+        Self {
+            input_ids,
+            batch,
+            seq_len,
+            position_ids: Some(position_ids),
+            segment_ids: Some(segment_ids),
+        }
+    }
+
     pub fn new(input_ids: &'a [u32], batch: usize, seq_len: usize) -> Self {
         Self {
             input_ids,

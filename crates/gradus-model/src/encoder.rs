@@ -24,7 +24,6 @@ use std::path::Path;
 use gradus_tensor::ops::gemm_strided;
 use gradus_tensor::{Error, Result};
 use rayon::prelude::*;
-use safetensors::tensor::{Dtype, SafeTensors};
 use serde::Deserialize;
 
 // ---------------------------------------------------------------------------------------------
@@ -174,35 +173,15 @@ pub type NamedTensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 /// Reads the float tensors of a safetensors file as f32 (integer buffers such as BERT's
 /// `embeddings.position_ids` are skipped), names stripped of a leading `bert.`.
 fn read_float_tensors(path: &Path) -> Result<NamedTensors> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
-        Error::format(
-            path,
-            format!("not a valid safetensors file (truncated or corrupt?): {e}"),
-        )
-    })?;
-    let mut out = HashMap::new();
-    for (name, view) in st.tensors() {
-        let data = view.data();
-        let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            _ => continue,
-        };
-        let name = name.strip_prefix("bert.").unwrap_or(&name).to_string();
-        out.insert(name, (view.shape().to_vec(), values));
-    }
-    Ok(out)
+    let (tensors, _) = gradus_tensor::io::read_raw(path)?;
+    Ok(tensors
+        .into_iter()
+        .filter_map(|(name, raw)| {
+            let (values, _) = raw.to_f32()?;
+            let name = name.strip_prefix("bert.").unwrap_or(&name).to_string();
+            Some((name, (raw.shape, values)))
+        })
+        .collect())
 }
 
 struct Weights<'a> {

@@ -11,10 +11,11 @@ use gradus_tensor::tol::{max_abs_diff, HF_LOGITS_PARITY};
 use gradus_tensor::Device;
 use safetensors::tensor::{Dtype, SafeTensors};
 
-const CASES: [&str; 5] = [
+const CASES: [&str; 6] = [
     "llama_mha_untied",
     "qwen2_gqa_tied",
     "llama_bf16",
+    "llama_f16",
     "llama_sharded_oldkeys",
     "llama_gqa_nonstandard_headdim",
 ];
@@ -93,6 +94,8 @@ fn config_key_styles_are_both_read() {
     assert!(new.cfg.tie_word_embeddings && new.lm_head.is_none());
     let bf = load_decoder(&case_dir("llama_bf16"), &Device::Cpu).unwrap();
     assert_eq!(bf.cfg.dtype, WeightDtype::Bf16);
+    let half = load_decoder(&case_dir("llama_f16"), &Device::Cpu).unwrap();
+    assert_eq!(half.cfg.dtype, WeightDtype::F16);
     assert_eq!(
         load_decoder(&case_dir("llama_gqa_nonstandard_headdim"), &Device::Cpu)
             .unwrap()
@@ -139,6 +142,88 @@ fn saving_round_trips_the_weights_bit_exactly() {
             d <= HF_LOGITS_PARITY,
             "{case}: reloaded logits differ by {d}"
         );
+    }
+}
+
+/// What gradus writes for each case, as transformers checked it: `saved_by_gradus/<case>/` holds
+/// the non-weight files of `save_decoder`'s output (config.json, ...) and `check.json`,
+/// `check_saved.py`'s verdict (transformers loaded the directory with no missing or unexpected
+/// weights, logits within 1e-4). The weights themselves are the fixture's own bytes (see
+/// [`saving_round_trips_the_weights_bit_exactly`]), so they are not committed twice.
+fn saved_dir(case: &str) -> PathBuf {
+    case_dir("saved_by_gradus").join(case)
+}
+
+/// Writes `saved_by_gradus/` and has transformers check it (the reverse direction of the parity
+/// fixture). Needs python with torch and transformers (`PYTHON`, default python3); run with
+/// `cargo test -p gradus-model --test hf_parity record_what_gradus_saves -- --ignored`
+/// after changing how checkpoints are saved, and commit the result.
+#[test]
+#[ignore]
+fn record_what_gradus_saves() {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    for case in CASES {
+        let dir = saved_dir(case);
+        let _ = std::fs::remove_dir_all(&dir);
+        let m = load_decoder(&case_dir(case), &Device::Cpu).unwrap();
+        save_decoder(&m, &dir).unwrap();
+        let out = std::process::Command::new(&python)
+            .arg(case_dir("").join("check_saved.py"))
+            .arg(&dir)
+            .arg(case_dir(case).join("expected.safetensors"))
+            .output()
+            .unwrap();
+        let verdict = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(out.status.success(), "{case}: check_saved.py: {verdict}");
+        std::fs::write(dir.join("check.json"), format!("{verdict}\n")).unwrap();
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let p = f.unwrap().path();
+            if p.extension().is_some_and(|e| e == "safetensors") {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+    }
+}
+
+/// In CI, without Python: gradus still writes, for every case, the files transformers accepted
+/// when `record_what_gradus_saves` ran (same JSON, key for key), and that run's verdict was ok.
+/// With the bit-exact weights of [`saving_round_trips_the_weights_bit_exactly`], the directory
+/// gradus writes today is one transformers loads with the expected logits.
+#[test]
+fn gradus_writes_what_transformers_accepted() {
+    for case in CASES {
+        let recorded = saved_dir(case);
+        let check: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(recorded.join("check.json")).unwrap())
+                .unwrap();
+        assert_eq!(check["ok"], true, "{case}: {check}");
+        assert!(check["max_abs_diff"].as_f64().unwrap() <= 1e-4, "{case}");
+        let m = load_decoder(&case_dir(case), &Device::Cpu).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        save_decoder(&m, out.path()).unwrap();
+        let mut compared = 0;
+        for f in std::fs::read_dir(out.path()).unwrap() {
+            let p = f.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if name.ends_with(".safetensors") {
+                continue;
+            }
+            let want = recorded.join(&name);
+            assert!(
+                want.exists(),
+                "{case}: gradus now writes {name}, which transformers has not checked: run record_what_gradus_saves"
+            );
+            let parse = |p: &Path| -> serde_json::Value {
+                serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+            };
+            assert_eq!(
+                parse(&p),
+                parse(&want),
+                "{case}: {name} differs from what transformers accepted: run record_what_gradus_saves"
+            );
+            compared += 1;
+        }
+        assert!(compared >= 1, "{case}: no config.json written");
     }
 }
 

@@ -677,6 +677,83 @@ fn write_expected(path: &Path, e: &Expected, logits: &[f32]) {
     candle_core::safetensors::save(&map, path).unwrap();
 }
 
+/// What gradus writes for each fixture adapter after a load + save, as PEFT checked it:
+/// `saved_by_gradus/<case>/` holds the non-weight files (adapter_config.json) and `check.json`,
+/// `check_saved.py`'s verdict (PEFT loaded it onto the base and gave the fixture's logits).
+fn saved_dir(case: &str) -> PathBuf {
+    case_dir("saved_by_gradus").join(case)
+}
+
+/// Writes `saved_by_gradus/` and has PEFT check it. Needs python with torch, transformers and peft
+/// (`PYTHON`, default python3); run with
+/// `cargo test -p gradus-model --test lora record_what_gradus_saves -- --ignored` after changing
+/// how adapters are saved, and commit the result.
+#[test]
+#[ignore]
+fn record_what_gradus_saves() {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    for case in CASES {
+        let (m, cfg) = load_case(case);
+        let dir = saved_dir(case);
+        let _ = std::fs::remove_dir_all(&dir);
+        save_adapter(&dir, &m, &cfg).unwrap();
+        let out = std::process::Command::new(&python)
+            .arg(case_dir("").join("check_saved.py"))
+            .arg(case_dir(case).join("base"))
+            .arg(&dir)
+            .arg(case_dir(case).join("expected.safetensors"))
+            .output()
+            .unwrap();
+        let verdict = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(out.status.success(), "{case}: check_saved.py: {verdict}");
+        std::fs::write(dir.join("check.json"), format!("{verdict}\n")).unwrap();
+        std::fs::remove_file(dir.join("adapter_model.safetensors")).unwrap();
+    }
+}
+
+/// In CI, without Python: a fixture adapter loaded and saved by gradus has the same tensors, bit
+/// for bit, as PEFT's file, and the same adapter_config.json that PEFT accepted when
+/// `record_what_gradus_saves` ran (whose verdict was ok): so the adapter gradus writes today is one
+/// PEFT loads with the expected logits.
+#[test]
+fn gradus_writes_what_peft_accepted() {
+    let tensors = |p: &Path| -> Vec<(String, Vec<usize>, Vec<u8>)> {
+        let bytes = std::fs::read(p).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let mut v: Vec<_> = st
+            .tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.shape().to_vec(), t.data().to_vec()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let json = |p: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    for case in CASES {
+        let check = json(&saved_dir(case).join("check.json"));
+        assert_eq!(check["ok"], true, "{case}: {check}");
+        let (m, cfg) = load_case(case);
+        let out = tempfile::tempdir().unwrap();
+        save_adapter(out.path(), &m, &cfg).unwrap();
+        let (a, b) = (
+            tensors(&case_dir(case).join("adapter/adapter_model.safetensors")),
+            tensors(&out.path().join("adapter_model.safetensors")),
+        );
+        assert_eq!(a.len(), b.len(), "{case}: tensor count");
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!((&x.0, &x.1), (&y.0, &y.1), "{case}");
+            assert!(x.2 == y.2, "{case}: {} bytes differ", x.0);
+        }
+        assert_eq!(
+            json(&out.path().join("adapter_config.json")),
+            json(&saved_dir(case).join("adapter_config.json")),
+            "{case}: adapter_config.json differs from what PEFT accepted: run record_what_gradus_saves"
+        );
+    }
+}
+
 /// PEFT loads adapters gradus wrote and gets gradus' logits: the fixture adapters after a load +
 /// save, and a fresh gradus adapter with random B. Needs python3 with torch, transformers and
 /// peft; run with `cargo test -p gradus-model --test lora -- --ignored`.

@@ -16,4 +16,6 @@ pub mod preference;
 pub mod ranking;
 pub mod reward;
 
-pub use preference::{PairLogps, PairLoss, PreferenceObjective, SeqLogps};
+pub use preference::{
+    PairLogps, PairLoss, PairObjective, PreferenceObjective, SeqLogps, SingleObjective,
+};

@@ -114,53 +114,93 @@ pub struct PairLoss {
 }
 
 /// `[objective]` of `gradus train dpo`: `kind` picks the loss, the other keys are its settings.
+/// It is either a loss on preference pairs ([`PairObjective`]) or on single completions with a
+/// label or a reward ([`SingleObjective`]); the two are separate types, so a pair loss can never be
+/// asked of KTO or MargE.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "ObjectiveSpec", into = "ObjectiveSpec")]
+pub enum PreferenceObjective {
+    Pair(PairObjective),
+    Single(SingleObjective),
+}
+
+/// Losses on (chosen, rejected) pairs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PairObjective {
+    /// DPO (sigmoid); `label_smoothing` ε > 0 gives conservative DPO (cDPO).
+    Dpo { beta: f64, label_smoothing: f64 },
+    /// Robust DPO (Chowdhury et al. 2024): unbiased under label-flip rate ε.
+    Robust { beta: f64, label_smoothing: f64 },
+    /// IPO: (h − 1/(2β))² on per-token average log-ratios (TRL's semantics).
+    Ipo { beta: f64 },
+    /// Length-normalised DPO (Tulu 3 `dpo_norm`): DPO on log-ratios divided by |y|.
+    DpoNorm { beta: f64 },
+    /// SimPO: reference-free, −log σ(β·avg log π(y_w) − β·avg log π(y_l) − γ), γ = β·ratio.
+    Simpo { beta: f64, gamma_beta_ratio: f64 },
+    /// γ-scaled DPO (Chen et al. 2024, §3.7): −log σ(β[log π(y_w)/π(y_l) + γ log π_ref(y_l)/π_ref(y_w)]).
+    GammaDpo { beta: f64, gamma: f64 },
+    /// Hinge (SLiC): max(0, 1 − β h).
+    Hinge { beta: f64 },
+}
+
+/// Losses on single completions.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SingleObjective {
+    /// KTO on unpaired desirable/undesirable completions.
+    Kto {
+        beta: f64,
+        desirable_weight: f64,
+        undesirable_weight: f64,
+    },
+    /// MargE (RESEARCH §3.6): reward-weighted, importance-sampled; applied to each completion with
+    /// its scalar reward.
+    Marge {
+        alpha: f64,
+        beta: f64,
+        self_normalize: bool,
+    },
+}
+
+/// The `[objective]` table as written: one flat `kind`-tagged table (the user's view).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum PreferenceObjective {
-    /// DPO (sigmoid); `label_smoothing` ε > 0 gives conservative DPO (cDPO).
+enum ObjectiveSpec {
     Dpo {
         #[serde(default = "beta_default")]
         beta: f64,
         #[serde(default)]
         label_smoothing: f64,
     },
-    /// Robust DPO (Chowdhury et al. 2024): unbiased under label-flip rate ε.
     Robust {
         #[serde(default = "beta_default")]
         beta: f64,
         #[serde(default = "eps_default")]
         label_smoothing: f64,
     },
-    /// IPO: (h − 1/(2β))² on per-token average log-ratios (TRL's semantics).
     Ipo {
         #[serde(default = "beta_default")]
         beta: f64,
     },
-    /// Length-normalised DPO (Tulu 3 `dpo_norm`): DPO on log-ratios divided by |y|.
     DpoNorm {
         #[serde(default = "beta_norm_default")]
         beta: f64,
     },
-    /// SimPO: reference-free, −log σ(β·avg log π(y_w) − β·avg log π(y_l) − γ), γ = β·ratio.
     Simpo {
         #[serde(default = "beta_simpo_default")]
         beta: f64,
         #[serde(default = "gamma_ratio_default")]
         gamma_beta_ratio: f64,
     },
-    /// γ-scaled DPO (Chen et al. 2024, §3.7): −log σ(β[log π(y_w)/π(y_l) + γ log π_ref(y_l)/π_ref(y_w)]).
     GammaDpo {
         #[serde(default = "beta_default")]
         beta: f64,
         #[serde(default = "one")]
         gamma: f64,
     },
-    /// Hinge (SLiC): max(0, 1 − β h).
     Hinge {
         #[serde(default = "beta_default")]
         beta: f64,
     },
-    /// KTO on unpaired desirable/undesirable completions.
     Kto {
         #[serde(default = "beta_default")]
         beta: f64,
@@ -169,8 +209,6 @@ pub enum PreferenceObjective {
         #[serde(default = "one")]
         undesirable_weight: f64,
     },
-    /// MargE (RESEARCH §3.6): reward-weighted, importance-sampled; applied to each completion with
-    /// its scalar reward.
     Marge {
         #[serde(default = "one")]
         alpha: f64,
@@ -179,6 +217,133 @@ pub enum PreferenceObjective {
         #[serde(default)]
         self_normalize: bool,
     },
+}
+
+impl From<ObjectiveSpec> for PreferenceObjective {
+    fn from(s: ObjectiveSpec) -> Self {
+        use ObjectiveSpec as S;
+        use PairObjective as P;
+        use SingleObjective as Q;
+        match s {
+            S::Dpo {
+                beta,
+                label_smoothing,
+            } => P::Dpo {
+                beta,
+                label_smoothing,
+            }
+            .into(),
+            S::Robust {
+                beta,
+                label_smoothing,
+            } => P::Robust {
+                beta,
+                label_smoothing,
+            }
+            .into(),
+            S::Ipo { beta } => P::Ipo { beta }.into(),
+            S::DpoNorm { beta } => P::DpoNorm { beta }.into(),
+            S::Simpo {
+                beta,
+                gamma_beta_ratio,
+            } => P::Simpo {
+                beta,
+                gamma_beta_ratio,
+            }
+            .into(),
+            S::GammaDpo { beta, gamma } => P::GammaDpo { beta, gamma }.into(),
+            S::Hinge { beta } => P::Hinge { beta }.into(),
+            S::Kto {
+                beta,
+                desirable_weight,
+                undesirable_weight,
+            } => Q::Kto {
+                beta,
+                desirable_weight,
+                undesirable_weight,
+            }
+            .into(),
+            S::Marge {
+                alpha,
+                beta,
+                self_normalize,
+            } => Q::Marge {
+                alpha,
+                beta,
+                self_normalize,
+            }
+            .into(),
+        }
+    }
+}
+
+impl From<PreferenceObjective> for ObjectiveSpec {
+    fn from(o: PreferenceObjective) -> Self {
+        use ObjectiveSpec as S;
+        use PairObjective as P;
+        use SingleObjective as Q;
+        match o {
+            PreferenceObjective::Pair(p) => match p {
+                P::Dpo {
+                    beta,
+                    label_smoothing,
+                } => S::Dpo {
+                    beta,
+                    label_smoothing,
+                },
+                P::Robust {
+                    beta,
+                    label_smoothing,
+                } => S::Robust {
+                    beta,
+                    label_smoothing,
+                },
+                P::Ipo { beta } => S::Ipo { beta },
+                P::DpoNorm { beta } => S::DpoNorm { beta },
+                P::Simpo {
+                    beta,
+                    gamma_beta_ratio,
+                } => S::Simpo {
+                    beta,
+                    gamma_beta_ratio,
+                },
+                P::GammaDpo { beta, gamma } => S::GammaDpo { beta, gamma },
+                P::Hinge { beta } => S::Hinge { beta },
+            },
+            PreferenceObjective::Single(q) => match q {
+                Q::Kto {
+                    beta,
+                    desirable_weight,
+                    undesirable_weight,
+                } => S::Kto {
+                    beta,
+                    desirable_weight,
+                    undesirable_weight,
+                },
+                Q::Marge {
+                    alpha,
+                    beta,
+                    self_normalize,
+                } => S::Marge {
+                    alpha,
+                    beta,
+                    self_normalize,
+                },
+            },
+        }
+    }
+}
+
+impl From<PairObjective> for PreferenceObjective {
+    fn from(p: PairObjective) -> Self {
+        PreferenceObjective::Pair(p)
+    }
+}
+
+impl From<SingleObjective> for PreferenceObjective {
+    fn from(q: SingleObjective) -> Self {
+        PreferenceObjective::Single(q)
+    }
 }
 
 fn beta_default() -> f64 {
@@ -202,51 +367,34 @@ fn one() -> f64 {
 
 impl Default for PreferenceObjective {
     fn default() -> Self {
-        PreferenceObjective::Dpo {
+        PairObjective::Dpo {
             beta: 0.1,
             label_smoothing: 0.0,
         }
+        .into()
     }
 }
 
 impl PreferenceObjective {
     pub fn name(&self) -> &'static str {
         match self {
-            Self::Dpo { .. } => "dpo",
-            Self::Robust { .. } => "robust",
-            Self::Ipo { .. } => "ipo",
-            Self::DpoNorm { .. } => "dpo_norm",
-            Self::Simpo { .. } => "simpo",
-            Self::GammaDpo { .. } => "gamma_dpo",
-            Self::Hinge { .. } => "hinge",
-            Self::Kto { .. } => "kto",
-            Self::Marge { .. } => "marge",
+            Self::Pair(p) => p.name(),
+            Self::Single(q) => q.name(),
         }
     }
 
     /// β of the objective (the implicit-reward scale used in metrics).
     pub fn beta(&self) -> f64 {
-        match *self {
-            Self::Dpo { beta, .. }
-            | Self::Robust { beta, .. }
-            | Self::Ipo { beta }
-            | Self::DpoNorm { beta }
-            | Self::Simpo { beta, .. }
-            | Self::GammaDpo { beta, .. }
-            | Self::Hinge { beta }
-            | Self::Kto { beta, .. }
-            | Self::Marge { beta, .. } => beta,
+        match self {
+            Self::Pair(p) => p.beta(),
+            Self::Single(q) => q.beta(),
         }
     }
 
-    /// Whether the objective needs reference log-probs.
+    /// Whether the objective needs reference log-probs (SimPO does not: no reference is loaded
+    /// or computed for it).
     pub fn needs_reference(&self) -> bool {
-        !matches!(self, Self::Simpo { .. })
-    }
-
-    /// Whether it trains on pairs (false: KTO and MargE work on single completions).
-    pub fn is_paired(&self) -> bool {
-        !matches!(self, Self::Kto { .. } | Self::Marge { .. })
+        !matches!(self, Self::Pair(PairObjective::Simpo { .. }))
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -258,51 +406,83 @@ impl PreferenceObjective {
             ));
         }
         match *self {
-            Self::Dpo {
+            Self::Pair(PairObjective::Dpo {
                 label_smoothing: e, ..
-            } if !(0.0..0.5).contains(&e) => Err(Error::config(
+            })
+            | Self::Pair(PairObjective::Robust {
+                label_smoothing: e, ..
+            }) if !(0.0..0.5).contains(&e) => Err(Error::config(
                 "objective.label_smoothing",
                 format!("must be in [0, 0.5), got {e}"),
             )),
-            Self::Robust {
-                label_smoothing: e, ..
-            } if !(0.0..0.5).contains(&e) => Err(Error::config(
-                "objective.label_smoothing",
-                format!("must be in [0, 0.5), got {e}"),
-            )),
-            Self::GammaDpo { gamma, .. } if !gamma.is_finite() => {
+            Self::Pair(PairObjective::GammaDpo { gamma, .. }) if !gamma.is_finite() => {
                 Err(Error::config("objective.gamma", "must be finite"))
             }
-            Self::Kto {
+            Self::Single(SingleObjective::Kto {
                 desirable_weight: d,
                 undesirable_weight: u,
                 ..
-            } if !(d > 0.0 && u > 0.0) => Err(Error::config(
+            }) if !(d > 0.0 && u > 0.0) => Err(Error::config(
                 "objective.desirable_weight",
                 "KTO weights must be positive",
             )),
-            Self::Marge { alpha, .. } if !(alpha >= 0.0) => {
+            Self::Single(SingleObjective::Marge { alpha, .. }) if !(alpha >= 0.0) => {
                 Err(Error::config("objective.alpha", "must be ≥ 0"))
             }
             _ => Ok(()),
         }
     }
+}
 
-    /// The paired losses. `reference` is ignored by reference-free objectives (SimPO).
-    pub fn pair_loss(&self, policy: &PairLogps, reference: &PairLogps) -> Result<PairLoss> {
+impl PairObjective {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Dpo { .. } => "dpo",
+            Self::Robust { .. } => "robust",
+            Self::Ipo { .. } => "ipo",
+            Self::DpoNorm { .. } => "dpo_norm",
+            Self::Simpo { .. } => "simpo",
+            Self::GammaDpo { .. } => "gamma_dpo",
+            Self::Hinge { .. } => "hinge",
+        }
+    }
+
+    pub fn beta(&self) -> f64 {
+        match *self {
+            Self::Dpo { beta, .. }
+            | Self::Robust { beta, .. }
+            | Self::Ipo { beta }
+            | Self::DpoNorm { beta }
+            | Self::Simpo { beta, .. }
+            | Self::GammaDpo { beta, .. }
+            | Self::Hinge { beta } => beta,
+        }
+    }
+
+    /// The per-pair losses. `reference` may be `None` only for SimPO (reference-free); the
+    /// others need it.
+    pub fn loss(&self, policy: &PairLogps, reference: Option<&PairLogps>) -> Result<PairLoss> {
+        let need = || {
+            reference.ok_or_else(|| {
+                Error::msg(format!(
+                    "objective `{}` needs reference log-probs",
+                    self.name()
+                ))
+            })
+        };
         match *self {
             Self::Dpo {
                 beta,
                 label_smoothing,
-            } => dpo(policy, reference, beta, label_smoothing),
+            } => dpo(policy, need()?, beta, label_smoothing),
             Self::Robust {
                 beta,
                 label_smoothing,
-            } => robust_dpo(policy, reference, beta, label_smoothing),
-            Self::Ipo { beta } => ipo(policy, reference, beta),
+            } => robust_dpo(policy, need()?, beta, label_smoothing),
+            Self::Ipo { beta } => ipo(policy, need()?, beta),
             Self::DpoNorm { beta } => dpo(
                 &policy.length_normalized()?,
-                &reference.length_normalized()?,
+                &need()?.length_normalized()?,
                 beta,
                 0.0,
             ),
@@ -310,14 +490,23 @@ impl PreferenceObjective {
                 beta,
                 gamma_beta_ratio,
             } => simpo(policy, beta, gamma_beta_ratio),
-            Self::GammaDpo { beta, gamma } => gamma_dpo(policy, reference, beta, gamma),
-            Self::Hinge { beta } => hinge(policy, reference, beta),
-            Self::Kto { .. } | Self::Marge { .. } => {
-                bail!(
-                    "objective `{}` works on single completions, not pairs",
-                    self.name()
-                )
-            }
+            Self::GammaDpo { beta, gamma } => gamma_dpo(policy, need()?, beta, gamma),
+            Self::Hinge { beta } => hinge(policy, need()?, beta),
+        }
+    }
+}
+
+impl SingleObjective {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Kto { .. } => "kto",
+            Self::Marge { .. } => "marge",
+        }
+    }
+
+    pub fn beta(&self) -> f64 {
+        match *self {
+            Self::Kto { beta, .. } | Self::Marge { beta, .. } => beta,
         }
     }
 }

@@ -106,8 +106,8 @@ fn robust_dpo_value() {
 fn ipo_uses_per_token_log_ratios() {
     // Per token: policy −2, −1.5; reference −2.5, −1.25. h = 0.5 − (−0.25) = 0.75.
     // β = 0.5: (0.75 − 1/(2·0.5))² = 0.0625.
-    let obj = PreferenceObjective::Ipo { beta: 0.5 };
-    let l = obj.pair_loss(&policy(), &reference()).unwrap();
+    let obj = PairObjective::Ipo { beta: 0.5 };
+    let l = obj.loss(&policy(), Some(&reference())).unwrap();
     close(&values(&l.losses).unwrap(), &[0.0625]);
     // Rewards are β times the summed log-ratios (TRL logs them so): 0.5·(+1), 0.5·(−1).
     close(&l.chosen_rewards, &[0.5]);
@@ -117,9 +117,9 @@ fn ipo_uses_per_token_log_ratios() {
 #[test]
 fn dpo_norm_value() {
     // Per-token h = 0.75 (as above); β = 2: βh = 1.5, −log σ(1.5) = ln(1 + e^{−1.5}) = 0.2014133.
-    let obj = PreferenceObjective::DpoNorm { beta: 2.0 };
+    let obj = PairObjective::DpoNorm { beta: 2.0 };
     close(
-        &values(&obj.pair_loss(&policy(), &reference()).unwrap().losses).unwrap(),
+        &values(&obj.loss(&policy(), Some(&reference())).unwrap().losses).unwrap(),
         &[0.2014133],
     );
 }
@@ -248,24 +248,27 @@ fn objective_config_parses_with_defaults_and_rejects_unknown_keys() {
         objective: PreferenceObjective,
     }
     let w: W = toml::from_str("[objective]\nkind = \"ipo\"\n").unwrap();
-    assert_eq!(w.objective, PreferenceObjective::Ipo { beta: 0.1 });
+    assert_eq!(
+        w.objective,
+        PreferenceObjective::Pair(PairObjective::Ipo { beta: 0.1 })
+    );
     let w: W = toml::from_str("[objective]\nkind = \"simpo\"\nbeta = 2.5\n").unwrap();
     assert_eq!(
         w.objective,
-        PreferenceObjective::Simpo {
+        PreferenceObjective::Pair(PairObjective::Simpo {
             beta: 2.5,
             gamma_beta_ratio: 0.5
-        }
+        })
     );
     let e = toml::from_str::<W>("[objective]\nkind = \"dpo\"\nbetta = 1.0\n")
         .err()
         .unwrap()
         .to_string();
     assert!(e.contains("betta"), "{e}");
-    assert!(PreferenceObjective::Dpo {
+    assert!(PreferenceObjective::Pair(PairObjective::Dpo {
         beta: -1.0,
         label_smoothing: 0.0
-    }
+    })
     .validate()
     .is_err());
 }

@@ -25,11 +25,10 @@
 //! Also here: [`TrainerState`] (`trainer_state.json`) and small file helpers
 //! ([`write_safetensors`], [`read_safetensors`], [`write_json_atomic`], [`read_json`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
 use gradus_tensor::rng::RngState;
 use gradus_tensor::{Error, Result};
 use serde::de::DeserializeOwned;
@@ -202,31 +201,6 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
         line: e.line(),
         msg: e.to_string(),
     })
-}
-
-/// Writes named tensors to a safetensors file atomically, in their own dtypes (f32 for everything
-/// the trainer writes except integer counters). Names must be unique.
-pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
-    let mut map: HashMap<&str, Tensor> = HashMap::with_capacity(tensors.len());
-    for (name, t) in tensors {
-        let t = t.to_device(&Device::Cpu)?.contiguous()?;
-        if map.insert(name.as_str(), t).is_some() {
-            return Err(Error::format(path, format!("tensor `{name}` given twice")));
-        }
-    }
-    let bytes = safetensors::tensor::serialize(map, None)
-        .map_err(|e| Error::format(path, format!("cannot serialise safetensors: {e}")))?;
-    write_bytes_atomic(path, &bytes)
-}
-
-/// Reads every tensor of a safetensors file onto the CPU, sorted by name, in the dtypes they were
-/// stored in. Errors name the file.
-pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    let bytes = fs::read(path).map_err(io_err(path))?;
-    let map = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-        .map_err(|e| Error::format(path, format!("invalid safetensors file: {e}")))?;
-    let sorted: BTreeMap<String, Tensor> = map.into_iter().collect();
-    Ok(sorted.into_iter().collect())
 }
 
 // ---------------------------------------------------------------------------------------------

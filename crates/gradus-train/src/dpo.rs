@@ -28,23 +28,17 @@ use gradus_model::{LoraConfig, WeightDtype};
 use gradus_objectives::math::values;
 use gradus_objectives::preference::{kto, marge, SeqLoss};
 use gradus_objectives::ranking::{ranking_report, RankingReport, BETAS};
-use gradus_objectives::{PairLogps, PreferenceObjective, SeqLogps};
+use gradus_objectives::{PairLogps, PreferenceObjective, SeqLogps, SingleObjective};
 use gradus_tensor::{Error, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::checkpoint::SavedRng;
-use crate::optim::AdamWConfig;
 use crate::prefs::{
     constant_logps, load_pairs, pad_id, pair_logps, pair_logps_all, pair_scores, PairData,
     PrefsSection,
 };
-use crate::recipe::{
-    DataSection, DynamicsSection, ModelSection, RecipeConfig, RunConfig, TokenizerSection,
-    TrainSection,
-};
 use crate::report::Section;
-use crate::schedule::Schedule;
 use crate::trainer::{
     fast_engine_for, fit_learner, save_model_files, set_params, write_run_report, FitSummary,
     Learner,
@@ -66,47 +60,21 @@ pub struct ReferenceSection {
     pub mode: ReferenceMode,
 }
 
-/// The `gradus train dpo` config: the shared recipe sections plus `[objective]`, `[reference]`,
-/// `[prefs]`. `data.seq_len` is the longest prompt + completion allowed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct DpoConfig {
-    pub run: RunConfig,
-    pub model: ModelSection,
-    pub tokenizer: TokenizerSection,
-    pub data: DataSection,
-    pub optimizer: AdamWConfig,
-    pub schedule: Schedule,
-    pub train: TrainSection,
-    /// lm-eval-compatible tasks during training (`eval/<task>/<metric>` in metrics.jsonl).
-    pub eval: crate::eval_hook::EvalSection,
-    /// Weight statistics recorded while training (`[dynamics] every = N`).
-    pub dynamics: DynamicsSection,
-    pub objective: PreferenceObjective,
-    pub reference: ReferenceSection,
-    pub prefs: PrefsSection,
-    /// Train LoRA adapters instead of the full model; the reference is then the base model with
-    /// the adapters disabled (no second copy of the weights). Checkpoints hold the adapter in the
-    /// PEFT layout; `gradus lora merge` folds it into the base.
-    pub lora: Option<LoraConfig>,
+crate::recipe_config! {
+    /// The `gradus train dpo` config: the shared recipe sections plus `[objective]`, `[reference]`,
+    /// `[prefs]`, `[lora]`. `data.seq_len` is the longest prompt + completion allowed.
+    pub struct DpoConfig {
+        pub objective: PreferenceObjective,
+        pub reference: ReferenceSection,
+        pub prefs: PrefsSection,
+        /// Train LoRA adapters instead of the full model; the reference is then the base model with
+        /// the adapters disabled (no second copy of the weights). Checkpoints hold the adapter in the
+        /// PEFT layout; `gradus lora merge` folds it into the base.
+        pub lora: Option<LoraConfig>,
+    }
 }
 
 impl DpoConfig {
-    /// The shared sections, as the loop and the report read them.
-    pub fn base(&self) -> RecipeConfig {
-        RecipeConfig {
-            run: self.run.clone(),
-            model: self.model.clone(),
-            tokenizer: self.tokenizer.clone(),
-            data: self.data.clone(),
-            optimizer: self.optimizer,
-            schedule: self.schedule,
-            train: self.train.clone(),
-            eval: self.eval.clone(),
-            dynamics: self.dynamics.clone(),
-        }
-    }
-
     pub fn validate(&self) -> Result<()> {
         self.base().validate()?;
         self.objective.validate()?;
@@ -260,6 +228,8 @@ impl Items {
 enum Reference {
     Cached(Vec<[f64; 4]>),
     Online(Box<Decoder>),
+    /// A reference-free objective (SimPO): no reference is loaded or scored.
+    None,
 }
 
 struct DpoLearner<'a> {
@@ -383,12 +353,13 @@ impl DpoLearner<'_> {
         let scale = idx.len() as f64 / norm;
         let mut metrics: Vec<(String, f64)> = Vec::new();
         let mut put = |k: &str, v: f64| metrics.push((k.to_string(), v * scale));
-        let losses = match items {
-            Items::Pairs(all) => {
+        let objective = self.objective.clone();
+        let losses = match (items, &objective) {
+            (Items::Pairs(all), PreferenceObjective::Pair(objective)) => {
                 let pairs: Vec<&TokenizedPair> = idx.iter().map(|&i| &all[i]).collect();
                 let policy = self.policy_pairs(&pairs)?;
                 let reference = self.reference_pairs(idx, &pairs)?;
-                let pl = self.objective.pair_loss(&policy, &reference)?;
+                let pl = objective.loss(&policy, reference.as_ref())?;
                 let (lc, lr) = (
                     values(&policy.chosen.logps)?,
                     values(&policy.rejected.logps)?,
@@ -419,13 +390,13 @@ impl DpoLearner<'_> {
                 put("ranking/train_accuracy", mean(&ranked));
                 pl.losses
             }
-            Items::Singles(all) => {
+            (Items::Singles(all), PreferenceObjective::Single(objective)) => {
                 let items: Vec<&Single> = idx.iter().map(|&i| &all[i]).collect();
                 // KTO's mismatched pass (no gradient). On the fast graph it runs first: the graph
                 // keeps only the last forward for its backward, which must be the policy's. On the
                 // candle graph it runs after the policy, as it always has (the LoRA dropout
                 // stream is drawn in that order).
-                let is_kto = matches!(self.objective, PreferenceObjective::Kto { .. });
+                let is_kto = matches!(objective, SingleObjective::Kto { .. });
                 let mut shifted = None;
                 if is_kto && self.fast.is_some() {
                     shifted = Some(self.policy_singles(&items, Some(all), idx, false)?.detach());
@@ -435,8 +406,8 @@ impl DpoLearner<'_> {
                     shifted = Some(self.policy_singles(&items, Some(all), idx, false)?.detach());
                 }
                 let (reference, ref_shift) = self.reference_singles(idx, &items, all)?;
-                let SeqLoss { losses, rewards } = match self.objective {
-                    PreferenceObjective::Kto {
+                let SeqLoss { losses, rewards } = match *objective {
+                    SingleObjective::Kto {
                         beta,
                         desirable_weight,
                         undesirable_weight,
@@ -456,19 +427,13 @@ impl DpoLearner<'_> {
                             undesirable_weight,
                         )?
                     }
-                    PreferenceObjective::Marge {
+                    SingleObjective::Marge {
                         alpha,
                         beta,
                         self_normalize,
                     } => {
                         let r: Vec<f32> = items.iter().map(|s| s.reward).collect();
                         marge(&policy, &reference, &r, alpha, beta, self_normalize)?
-                    }
-                    _ => {
-                        return Err(Error::msg(format!(
-                            "objective {} is paired",
-                            self.objective.name()
-                        )))
                     }
                 };
                 let (good, bad): (Vec<f32>, Vec<f32>) = {
@@ -488,21 +453,32 @@ impl DpoLearner<'_> {
                 put("logps/mean", mean(&values(&policy.logps)?));
                 losses
             }
+            // `run` builds pairs for a pair objective and single completions for KTO/MargE.
+            _ => {
+                return Err(Error::msg(
+                    "internal: the training items (pairs or single completions) do not fit the objective",
+                ))
+            }
         };
         Ok(((losses.sum_all()? / norm)?, metrics))
     }
 
-    fn reference_pairs(&self, idx: &[usize], pairs: &[&TokenizedPair]) -> Result<PairLogps> {
+    fn reference_pairs(
+        &self,
+        idx: &[usize],
+        pairs: &[&TokenizedPair],
+    ) -> Result<Option<PairLogps>> {
         match &self.reference {
             Reference::Cached(c) => {
                 let pick = |k: usize| idx.iter().map(|&i| c[i][k]).collect::<Vec<f64>>();
                 let dev = self.model.device();
-                PairLogps::new(
+                Ok(Some(PairLogps::new(
                     constant_logps(&pick(0), &pick(2), dev)?,
                     constant_logps(&pick(1), &pick(3), dev)?,
-                )
+                )?))
             }
-            Reference::Online(m) => Ok(pair_logps(m, pairs, self.pad)?.detach()),
+            Reference::Online(m) => Ok(Some(pair_logps(m, pairs, self.pad)?.detach())),
+            Reference::None => Ok(None),
         }
     }
 
@@ -529,6 +505,9 @@ impl DpoLearner<'_> {
             Reference::Online(m) => Ok((
                 single_logps(m, items, None, idx, self.pad)?.detach(),
                 single_logps(m, items, Some(all), idx, self.pad)?.detach(),
+            )),
+            Reference::None => Err(Error::msg(
+                "KTO and MargE need reference log-probs, and none was prepared",
             )),
         }
     }
@@ -743,7 +722,7 @@ pub fn run(cfg: &DpoConfig, start: impl Into<crate::rundir::Start>) -> Result<Dp
     // References and evaluations run without adapter dropout.
     model.set_lora_training(false);
     let (data, unpaired) = if cfg.prefs.unpaired {
-        if cfg.objective.is_paired() {
+        if let PreferenceObjective::Pair(_) = cfg.objective {
             return Err(Error::config(
                 "prefs.unpaired",
                 format!(
@@ -793,10 +772,13 @@ pub fn run(cfg: &DpoConfig, start: impl Into<crate::rundir::Start>) -> Result<Dp
     let eval_ref = pair_logps_all(&model, &data.eval, pad, 16)?;
     let items = match unpaired {
         Some(s) => Items::Singles(s),
-        None if cfg.objective.is_paired() => Items::Pairs(data.train.clone()),
+        None if matches!(cfg.objective, PreferenceObjective::Pair(_)) => {
+            Items::Pairs(data.train.clone())
+        }
         None => Items::Singles(singles(&data.train)),
     };
     let reference = match cfg.reference.mode {
+        _ if !cfg.objective.needs_reference() => Reference::None,
         // With LoRA the reference is the base with adapters disabled: the same Vars, no copy.
         ReferenceMode::Online if cfg.lora.is_some() => {
             Reference::Online(Box::new(model.without_adapters()))

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use gradus_objectives::ranking::RankingReport;
-use gradus_objectives::PreferenceObjective;
+use gradus_objectives::{PairObjective, PreferenceObjective};
 use gradus_tensor::{Error, Result};
 
 use crate::dpo::{DpoConfig, DpoSummary};
@@ -41,10 +41,10 @@ pub fn dpo_config(o: &LabOptions, sft_checkpoint: PathBuf) -> DpoConfig {
     c.model.init_from = Some(sft_checkpoint);
     c.data.source = "synthetic".into();
     c.data.seq_len = 256;
-    c.objective = PreferenceObjective::Dpo {
+    c.objective = PreferenceObjective::Pair(PairObjective::Dpo {
         beta: o.beta,
         label_smoothing: 0.0,
-    };
+    });
     c.prefs.synthetic_pairs = if o.fast { 64 } else { 3000 };
     c.prefs.eval_pairs = if o.fast { 16 } else { 300 };
     c.prefs.eval_every = if o.fast { 2 } else { 25 };

@@ -11,7 +11,15 @@
 //! - [`report`]: a self-contained `report.html` with hand-drawn SVG plots;
 //! - [`rundir`]: one run per directory (refusal, `--overwrite`), the `run.lock`, what `--resume`
 //!   may change;
-//! - [`interrupt`]: SIGTERM/SIGINT finish the step, checkpoint, and stop.
+//! - [`interrupt`]: SIGTERM/SIGINT finish the step, checkpoint, and stop;
+//! - [`progress`]: progress bars on a terminal, plain lines otherwise;
+//! - [`eval_hook`]: `[eval]`, lm-eval-compatible tasks (gradus-eval) during training.
+//!
+//! The loop ([`trainer`]: `fit_learner` over a `Learner`) and the recipes built on it, one file
+//! each, read top to bottom: [`recipe`] (configs), [`prep`] (data → packed rows), [`pretrain`],
+//! [`sft`], [`dpo`] (the DPO family, KTO, MargE), [`reward`] (reward models), [`prefs`] (the
+//! `[prefs]` section: preference pairs for `dpo` and `reward`), [`quickstart`] and
+//! [`lab_ranking`] (the ranking-accuracy lab).
 //!
 //! The run directory these write is the contract with `gradus-eval` and `gradus-dynamics`:
 //! ```text

@@ -438,14 +438,14 @@ impl AdamW {
         self.load_state_from(tensors, None)
     }
 
-    /// Writes the state to a safetensors file (see [`crate::checkpoint::write_safetensors`]).
+    /// Writes the state to a safetensors file in its own dtypes ([`gradus_tensor::io::write_native`]).
     pub fn save_state_file(&self, path: &Path) -> Result<()> {
-        crate::checkpoint::write_safetensors(path, &self.state_tensors()?)
+        gradus_tensor::io::write_native(path, &self.state_tensors()?)
     }
 
     /// Loads the state from a safetensors file; errors name the file and the tensor.
     pub fn load_state_file(&mut self, path: &Path) -> Result<()> {
-        let tensors = crate::checkpoint::read_safetensors(path)?;
+        let tensors = gradus_tensor::io::read_native(path)?;
         self.load_state_from(&tensors, Some(path))
     }
 

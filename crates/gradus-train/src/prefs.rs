@@ -1,18 +1,17 @@
-//! Shared pieces of the preference recipes (`train dpo`, `train reward`, `eval ranking`,
-//! `eval reward`): the `[prefs]` config section, loading and tokenizing pairs, and batched
-//! sequence log-probs / ranking scores of a model over pairs.
+//! Shared pieces of the preference recipes (`train dpo`, `train reward`): the `[prefs]` config
+//! section and loading and tokenizing the training and held-out pairs. Scoring pairs (sequence
+//! log-probs, ranking scores, reward-model scores) lives in `gradus_eval::prefs`, shared with
+//! `gradus eval ranking|reward`, and is re-exported here.
 
 use std::path::PathBuf;
 
 use gradus_data::chat::ChatTemplate;
 use gradus_data::preference::{
-    pair_batch, read_pairs, tokenize_pairs, BadPairPolicy, PreferenceFields, SkipCounts,
-    TokenizedPair,
+    read_pairs, tokenize_pairs, BadPairPolicy, PreferenceFields, SkipCounts, TokenizedPair,
 };
 use gradus_data::tokenizer::Tokenizer;
-use gradus_model::decoder::Decoder;
-use gradus_objectives::ranking::PairScores;
-use gradus_objectives::{PairLogps, SeqLogps};
+pub use gradus_eval::prefs::{pad_id, pair_logps, pair_logps_all, pair_scores};
+use gradus_objectives::SeqLogps;
 use gradus_tasks::{preference_pairs, PrefsConfig, Split};
 use gradus_tensor::{Error, Result, Tensor};
 use serde::{Deserialize, Serialize};
@@ -107,7 +106,7 @@ pub fn load_pairs(
     let mut subset = false;
     let (train, eval, skipped) = if source == "synthetic" {
         let train_raw = preference_pairs(p.synthetic_pairs, seed, Split::Train, &p.synthetic);
-        let eval_raw = preference_pairs(p.eval_pairs, seed + 1, Split::Eval, &p.synthetic);
+        let eval_raw = gradus_eval::prefs::synthetic_eval_pairs(p.eval_pairs, seed, &p.synthetic);
         let (train, mut skipped) = tokenize_pairs(tok, &tpl, &train_raw, max_len, p.on_bad_pair)?;
         let (eval, s2) = tokenize_pairs(tok, &tpl, &eval_raw, max_len, p.on_bad_pair)?;
         add(&mut skipped, s2);
@@ -169,76 +168,6 @@ pub fn load_pairs(
         skipped,
         eval_is_train_subset: subset,
     })
-}
-
-/// The pad id of a tokenizer (pad, else EOS, else 0).
-pub fn pad_id(tok: &Tokenizer) -> u32 {
-    tok.pad_id().or(tok.eos_id()).unwrap_or(0)
-}
-
-/// Sequence log-probs of `pairs` under `model`: chosen and rejected (B,) with completion lengths.
-pub fn pair_logps(model: &Decoder, pairs: &[&TokenizedPair], pad: u32) -> Result<PairLogps> {
-    let b = pair_batch(pairs, pad)?;
-    let inp = crate::trainer::forward_input(&b);
-    let lp = model.row_logps(&inp, &b.targets, &b.loss_weight)?;
-    let n = pairs.len();
-    let lens: Vec<f32> = (0..2 * n)
-        .map(|r| {
-            b.loss_weight[r * b.seq_len..(r + 1) * b.seq_len]
-                .iter()
-                .sum()
-        })
-        .collect();
-    PairLogps::new(
-        SeqLogps::new(lp.narrow(0, 0, n)?, lens[..n].to_vec())?,
-        SeqLogps::new(lp.narrow(0, n, n)?, lens[n..].to_vec())?,
-    )
-}
-
-/// [`pair_logps`] over many pairs in chunks, without gradients: per pair (chosen, rejected, |y_w|, |y_l|).
-pub fn pair_logps_all(
-    model: &Decoder,
-    pairs: &[TokenizedPair],
-    pad: u32,
-    chunk: usize,
-) -> Result<Vec<[f64; 4]>> {
-    let mut out = Vec::with_capacity(pairs.len());
-    for c in pairs.chunks(chunk.max(1)) {
-        let refs: Vec<&TokenizedPair> = c.iter().collect();
-        let l = pair_logps(model, &refs, pad)?;
-        let lc = gradus_objectives::math::values(&l.chosen.logps.detach())?;
-        let lr = gradus_objectives::math::values(&l.rejected.logps.detach())?;
-        for i in 0..c.len() {
-            out.push([
-                lc[i] as f64,
-                lr[i] as f64,
-                l.chosen.lengths[i] as f64,
-                l.rejected.lengths[i] as f64,
-            ]);
-        }
-    }
-    Ok(out)
-}
-
-/// Ranking scores of pairs from policy and reference log-probs (as [`pair_logps_all`] returns).
-pub fn pair_scores(
-    pairs: &[TokenizedPair],
-    policy: &[[f64; 4]],
-    reference: &[[f64; 4]],
-) -> Vec<PairScores> {
-    pairs
-        .iter()
-        .zip(policy.iter().zip(reference))
-        .map(|(p, (a, r))| PairScores {
-            policy_chosen: a[0],
-            policy_rejected: a[1],
-            ref_chosen: r[0],
-            ref_rejected: r[1],
-            chosen_len: a[2],
-            rejected_len: a[3],
-            agreement: p.chosen_fraction,
-        })
-        .collect()
 }
 
 /// A (B,) tensor of constants (reference log-probs) for a chunk of pairs.

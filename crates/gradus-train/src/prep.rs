@@ -235,12 +235,7 @@ pub fn rows_with(
 
 /// Reads a text dataset (JSONL/Parquet, file or directory) into plain documents.
 pub fn read_text_docs(path: &Path, cfg: &RecipeConfig) -> Result<Vec<String>> {
-    use gradus_data::dataset::{read_dataset, Shape};
-    Ok(examples_to_texts(read_dataset(
-        path,
-        Shape::Auto,
-        &fields(cfg),
-    )?))
+    gradus_data::dataset::read_texts(path, gradus_data::dataset::Shape::Auto, &fields(cfg))
 }
 
 /// The dataset field names a recipe config asks for.
@@ -253,39 +248,9 @@ pub fn fields(cfg: &RecipeConfig) -> gradus_data::dataset::Fields {
     }
 }
 
-/// Plain text of examples, for pretraining or for training a tokenizer.
+/// Plain text of examples, one document each (`Example::into_text`).
 pub fn examples_to_texts(ex: Vec<gradus_data::dataset::Example>) -> Vec<String> {
-    use gradus_data::dataset::Example;
-    ex.into_iter()
-        .map(|e| match e {
-            Example::Text { text } => text,
-            Example::PromptCompletion { prompt, completion } => format!("{prompt}{completion}"),
-            Example::Chat { messages } => messages
-                .iter()
-                .map(|m| m.content.as_str())
-                .collect::<Vec<_>>()
-                .join("\n"),
-        })
-        .collect()
-}
-
-/// Documents from a `.txt` file (one per line) or any dataset file/directory (`text` field, or
-/// prompt + completion, or the messages' contents).
-pub fn read_texts(path: &Path) -> Result<Vec<String>> {
-    if path.extension().is_some_and(|e| e == "txt") {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        return Ok(text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(String::from)
-            .collect());
-    }
-    let fields = gradus_data::dataset::Fields::default();
-    Ok(examples_to_texts(gradus_data::dataset::read_dataset(
-        path,
-        gradus_data::dataset::Shape::Auto,
-        &fields,
-    )?))
+    ex.into_iter().map(|e| e.into_text()).collect()
 }
 
 /// Splits `seqs` into training and held-out validation sequences: `ceil(fraction · n)` of them

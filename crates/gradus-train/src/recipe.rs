@@ -1,4 +1,6 @@
-//! Recipe configuration shared by `gradus train pretrain` and `gradus train sft`.
+//! Recipe configuration: [`RecipeConfig`] is `gradus train pretrain` / `gradus train sft`'s config
+//! and the sections every recipe shares; the other recipes declare theirs with
+//! [`recipe_config!`](crate::recipe_config) (the shared sections + their own, with `base()`).
 //!
 //! One serde tree, `#[serde(default, deny_unknown_fields)]` at every level, documented defaults,
 //! and `validate()` at the boundary. Model fields keep Hugging Face names.
@@ -221,6 +223,57 @@ impl Default for TrainSection {
 pub struct DynamicsSection {
     /// Record at step 0 and every N steps (0: off).
     pub every: u64,
+}
+
+/// Declares a recipe's config: the sections every recipe shares (those of [`RecipeConfig`]: `run`,
+/// `model`, `tokenizer`, `data`, `optimizer`, `schedule`, `train`, `eval`, `dynamics`) followed by
+/// the recipe's own, with `base()` giving the shared part as a [`RecipeConfig`] for the loop and
+/// the report. A macro rather than `#[serde(flatten)]`, because serde cannot combine `flatten`
+/// with `deny_unknown_fields`, and every config keeps the latter so that a typo is an error naming
+/// the key.
+#[macro_export]
+macro_rules! recipe_config {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$fmeta:meta])* pub $field:ident : $ty:ty, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, Default)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct $name {
+            pub run: $crate::recipe::RunConfig,
+            pub model: $crate::recipe::ModelSection,
+            pub tokenizer: $crate::recipe::TokenizerSection,
+            pub data: $crate::recipe::DataSection,
+            pub optimizer: $crate::optim::AdamWConfig,
+            pub schedule: $crate::schedule::Schedule,
+            pub train: $crate::recipe::TrainSection,
+            /// lm-eval-compatible tasks during training (`eval/<task>/<metric>` in metrics.jsonl).
+            pub eval: $crate::eval_hook::EvalSection,
+            /// Weight statistics recorded while training (`[dynamics] every = N`).
+            pub dynamics: $crate::recipe::DynamicsSection,
+            $( $(#[$fmeta])* pub $field: $ty, )*
+        }
+
+        impl $name {
+            /// The shared sections, as the loop and the report read them.
+            pub fn base(&self) -> $crate::recipe::RecipeConfig {
+                $crate::recipe::RecipeConfig {
+                    run: self.run.clone(),
+                    model: self.model.clone(),
+                    tokenizer: self.tokenizer.clone(),
+                    data: self.data.clone(),
+                    optimizer: self.optimizer,
+                    schedule: self.schedule,
+                    train: self.train.clone(),
+                    eval: self.eval.clone(),
+                    dynamics: self.dynamics.clone(),
+                }
+            }
+        }
+    };
 }
 
 /// The whole recipe config (`configs/pretrain/*.toml`, `configs/sft/*.toml`).

@@ -1,15 +1,15 @@
-//! `gradus train reward` and `gradus eval reward`: reward models on preference pairs.
+//! `gradus train reward`: reward models on preference pairs (their evaluation, shared with
+//! `gradus eval reward`, is `gradus_eval::prefs`).
 //!
 //! `[objective] kind = bt | bt_margin | scaled_bt | regression` (with `center_coef` for reward
 //! centering). The head reads the last non-pad token (the completion's EOS). Regression → BT
 //! initialisation (HelpSteer2-Preference): train `regression` first, then start a `bt`/`scaled_bt`
 //! run with `model.init_from` = that reward model and `head.init_label` = the output to keep.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use gradus_data::pack::{CursorState, IndexCursor};
-use gradus_data::preference::{pair_batch, TokenizedPair};
+use gradus_data::preference::TokenizedPair;
 use gradus_data::tokenizer::Tokenizer;
 use gradus_model::reward::RewardModel;
 use gradus_model::WeightDtype;
@@ -21,15 +21,10 @@ use gradus_tensor::{Error, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::optim::AdamWConfig;
 use crate::prefs::{load_pairs, pad_id, PrefsSection};
-use crate::recipe::{
-    DataSection, DynamicsSection, ModelSection, RecipeConfig, RunConfig, TokenizerSection,
-    TrainSection,
-};
 use crate::report::Section;
-use crate::schedule::Schedule;
 use crate::trainer::{fit_learner, set_params, write_run_report, FitSummary, Learner};
+use gradus_eval::prefs::{evaluate_reward, reward_pair_scores, scalar_scores, RewardEval};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -41,41 +36,17 @@ pub struct HeadSection {
     pub init_label: Option<String>,
 }
 
-/// The `gradus train reward` config.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct RewardConfig {
-    pub run: RunConfig,
-    pub model: ModelSection,
-    pub tokenizer: TokenizerSection,
-    pub data: DataSection,
-    pub optimizer: AdamWConfig,
-    pub schedule: Schedule,
-    pub train: TrainSection,
-    /// lm-eval-compatible tasks during training (`eval/<task>/<metric>` in metrics.jsonl).
-    pub eval: crate::eval_hook::EvalSection,
-    /// Weight statistics recorded while training (`[dynamics] every = N`).
-    pub dynamics: DynamicsSection,
-    pub objective: RewardObjective,
-    pub head: HeadSection,
-    pub prefs: PrefsSection,
+crate::recipe_config! {
+    /// The `gradus train reward` config: the shared recipe sections plus `[objective]`, `[head]`,
+    /// `[prefs]`.
+    pub struct RewardConfig {
+        pub objective: RewardObjective,
+        pub head: HeadSection,
+        pub prefs: PrefsSection,
+    }
 }
 
 impl RewardConfig {
-    pub fn base(&self) -> RecipeConfig {
-        RecipeConfig {
-            run: self.run.clone(),
-            model: self.model.clone(),
-            tokenizer: self.tokenizer.clone(),
-            data: self.data.clone(),
-            optimizer: self.optimizer,
-            schedule: self.schedule,
-            train: self.train.clone(),
-            eval: self.eval.clone(),
-            dynamics: self.dynamics.clone(),
-        }
-    }
-
     pub fn validate(&self) -> Result<()> {
         self.base().validate()?;
         self.objective.validate()?;
@@ -100,25 +71,6 @@ impl RewardConfig {
             _ => vec!["reward".into()],
         }
     }
-}
-
-/// Rows 0..B prompt+chosen, B..2B prompt+rejected; each row's last real position.
-fn last_positions(pairs: &[&TokenizedPair]) -> Vec<usize> {
-    let c = pairs.iter().map(|p| p.prompt.len() + p.chosen.len() - 1);
-    let r = pairs.iter().map(|p| p.prompt.len() + p.rejected.len() - 1);
-    c.chain(r).collect()
-}
-
-/// Scores (2B, K) of a batch of pairs.
-pub fn pair_scores(rm: &RewardModel, pairs: &[&TokenizedPair], pad: u32) -> Result<Tensor> {
-    let b = pair_batch(pairs, pad)?;
-    let inp = crate::trainer::forward_input(&b);
-    rm.scores(&inp, &last_positions(pairs))
-}
-
-/// A scalar per row: the single output, or the mean of the outputs for a multi-attribute head.
-fn scalar(scores: &Tensor) -> Result<Tensor> {
-    Ok(scores.mean(1)?)
 }
 
 /// Checks that every pair carries what the objective needs.
@@ -179,7 +131,7 @@ impl Learner for RmLearner<'_> {
     fn loss(&mut self, idx: &Vec<usize>, norm: f64) -> Result<(Tensor, Vec<(String, f64)>)> {
         let pairs: Vec<&TokenizedPair> = idx.iter().map(|&i| &self.pairs[i]).collect();
         let n = pairs.len();
-        let s = pair_scores(self.rm, &pairs, self.pad)?;
+        let s = reward_pair_scores(self.rm, &pairs, self.pad)?;
         let per = |f: &dyn Fn(&TokenizedPair) -> f64| {
             pairs.iter().map(|p| f(p) as f32).collect::<Vec<f32>>()
         };
@@ -216,7 +168,7 @@ impl Learner for RmLearner<'_> {
                 }
             }
         };
-        let sc = scalar(&s.detach())?;
+        let sc = scalar_scores(&s.detach())?;
         let (c, r) = (values(&sc.narrow(0, 0, n)?)?, values(&sc.narrow(0, n, n)?)?);
         let scale = n as f64 / norm;
         let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64;
@@ -256,44 +208,6 @@ impl Learner for RmLearner<'_> {
         })?;
         self.cursor.restore(st)
     }
-}
-
-/// Pairwise accuracy of a reward model, overall and per category, with every pair's scores.
-#[derive(Clone, Debug, Serialize)]
-pub struct RewardEval {
-    pub pairs: usize,
-    pub accuracy: f64,
-    pub per_category: BTreeMap<String, (usize, usize, f64)>,
-    /// (chosen, rejected) scalar scores per pair.
-    pub scores: Vec<(f64, f64)>,
-}
-
-pub fn evaluate(rm: &RewardModel, pairs: &[TokenizedPair], pad: u32) -> Result<RewardEval> {
-    let mut scores = Vec::with_capacity(pairs.len());
-    for chunk in pairs.chunks(16) {
-        let refs: Vec<&TokenizedPair> = chunk.iter().collect();
-        let s = values(&scalar(&pair_scores(rm, &refs, pad)?)?)?;
-        let n = chunk.len();
-        scores.extend((0..n).map(|i| (s[i] as f64, s[n + i] as f64)));
-    }
-    let mut per: BTreeMap<String, (usize, usize, f64)> = BTreeMap::new();
-    for (p, (c, r)) in pairs.iter().zip(&scores) {
-        let e = per
-            .entry(p.category.clone().unwrap_or_else(|| "all".into()))
-            .or_default();
-        e.0 += (c > r) as usize;
-        e.1 += 1;
-    }
-    for v in per.values_mut() {
-        v.2 = v.0 as f64 / v.1.max(1) as f64;
-    }
-    let correct = scores.iter().filter(|(c, r)| c > r).count();
-    Ok(RewardEval {
-        pairs: pairs.len(),
-        accuracy: correct as f64 / pairs.len().max(1) as f64,
-        per_category: per,
-        scores,
-    })
 }
 
 pub struct RewardSummary {
@@ -352,7 +266,7 @@ pub fn run(cfg: &RewardConfig, start: impl Into<crate::rundir::Start>) -> Result
     )?;
     check_signals(&cfg.objective, &data.train, rm.labels.len())?;
     let pad = pad_id(&tok);
-    let before = evaluate(&rm, &data.eval, pad)?;
+    let before = evaluate_reward(&rm, &data.eval, pad)?;
 
     // 2. Train.
     let n = data.train.len();
@@ -368,7 +282,7 @@ pub fn run(cfg: &RewardConfig, start: impl Into<crate::rundir::Start>) -> Result
     let fit = fit_learner(&mut learner, &base, &mut run)?;
 
     // 3. Held-out accuracy, scores, report.
-    let eval = evaluate(&rm, &data.eval, pad)?;
+    let eval = evaluate_reward(&rm, &data.eval, pad)?;
     let text = serde_json::to_string_pretty(&json!({"before": before.accuracy, "after": eval}))
         .unwrap_or_default();
     gradus_tensor::io::write_atomic(&run_dir.join("reward_eval.json"), text.as_bytes())?;

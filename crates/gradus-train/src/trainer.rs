@@ -1,5 +1,10 @@
-//! The training loop both recipes share: micro-batches → token-normalised loss → accumulated
-//! gradients → clip → AdamW → log → atomic checkpoint. It reads top to bottom in [`fit`].
+//! The training loop every recipe shares (pretrain, SFT, DPO and its family, reward models):
+//! micro-batches → loss normalised by the step's total weight → accumulated gradients → clip →
+//! AdamW → log (metrics, evaluation, weight statistics) → atomic checkpoint. It reads top to bottom
+//! in [`fit_learner`]; what differs between recipes (parameters, micro-batches, loss, saving) is a
+//! [`Learner`]: [`LmLearner`] for pretrain and SFT (through [`fit`]), `DpoLearner` in
+//! [`crate::dpo`], `RewardLearner` in [`crate::reward`]. Each recipe's own file (`pretrain.rs`,
+//! `sft.rs`, `dpo.rs`, `reward.rs`) reads in order: prepare data → model → learner → loop → report.
 //!
 //! Exact resume: a checkpoint holds the f32 weights, the optimiser moments and step, the data
 //! cursor and the metrics position; `fit(.., resume = true)` restores all of them, so 10 steps +
@@ -74,13 +79,13 @@ pub struct FitSummary {
 
 /// The model input of a batch: its ids, positions and segments.
 pub fn forward_input(b: &Batch) -> ForwardInput<'_> {
-    ForwardInput {
-        input_ids: &b.input_ids,
-        batch: b.rows,
-        seq_len: b.seq_len,
-        position_ids: Some(&b.position_ids),
-        segment_ids: Some(&b.segment_ids),
-    }
+    ForwardInput::packed(
+        &b.input_ids,
+        b.rows,
+        b.seq_len,
+        &b.position_ids,
+        &b.segment_ids,
+    )
 }
 
 /// Token-weighted negative log-likelihood of one micro-batch, divided by `norm` (the number of
@@ -677,6 +682,34 @@ fn record_dynamics(rec: &mut StatsRecorder, step: u64, params: &[(String, Var)])
 
 /// Writes the run's `report.html`: loss, learning rate, gradient norm and per-layer weight norms
 /// from metrics.jsonl, the resolved config, and any recipe-specific sections after them.
+/// One plot per `[eval]` task: its `eval/<task>/<metric>` series over steps (standard errors are
+/// left to the final-metrics table).
+pub fn eval_plots(rows: &[serde_json::Map<String, serde_json::Value>]) -> Vec<Section> {
+    let mut by_task: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for k in rows.iter().flat_map(|r| r.keys()) {
+        let Some(rest) = k.strip_prefix("eval/") else {
+            continue;
+        };
+        let Some((task, metric)) = rest.split_once('/') else {
+            continue;
+        };
+        if metric.contains("stderr") {
+            continue;
+        }
+        let keys = by_task.entry(task).or_default();
+        if !keys.contains(&k.as_str()) {
+            keys.push(k.as_str());
+        }
+    }
+    by_task
+        .into_iter()
+        .map(|(task, mut keys)| {
+            keys.sort();
+            Section::plot(&format!("Evaluation during training: {task}"), &keys)
+        })
+        .collect()
+}
+
 pub fn write_run_report(
     run_dir: &Path,
     title: &str,
@@ -717,6 +750,7 @@ pub fn write_run_report(
         let keys: Vec<&str> = norm_keys.iter().map(|s| s.as_str()).collect();
         sections.push(Section::plot("Weight norms per layer", &keys));
     }
+    sections.extend(eval_plots(&rows));
     sections.extend(extra.iter().cloned());
     sections.push(Section::final_metrics("Final metrics", &rows));
     let cfg_toml = toml::to_string_pretty(cfg).unwrap_or_default();

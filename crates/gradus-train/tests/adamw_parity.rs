@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
-use gradus_train::checkpoint::read_safetensors;
+use gradus_tensor::io::read_native;
 use gradus_train::optim::{AdamW, AdamWConfig};
 
 /// Max abs difference allowed against PyTorch (f32, a few ulps of O(1) values over 5 steps).
@@ -26,7 +26,7 @@ struct Fixture {
 }
 
 fn load() -> Fixture {
-    let t: HashMap<String, Tensor> = read_safetensors(&fixture_dir().join("fixture.safetensors"))
+    let t: HashMap<String, Tensor> = read_native(&fixture_dir().join("fixture.safetensors"))
         .unwrap()
         .into_iter()
         .collect();

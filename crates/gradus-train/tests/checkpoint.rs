@@ -4,6 +4,7 @@ use std::fs;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
+use gradus_tensor::io::{read_native, write_native};
 use gradus_tensor::rng::Rng;
 use gradus_train::checkpoint::*;
 
@@ -195,8 +196,8 @@ fn safetensors_helpers_roundtrip_and_name_the_file() {
         .unwrap();
     let b = Tensor::new(7i64, &Device::Cpu).unwrap();
     // A non-contiguous input is written in logical order.
-    write_safetensors(&p, &[("z.a".into(), a.t().unwrap()), ("b".into(), b)]).unwrap();
-    let back = read_safetensors(&p).unwrap();
+    write_native(&p, &[("z.a".into(), a.t().unwrap()), ("b".into(), b)]).unwrap();
+    let back = read_native(&p).unwrap();
     assert_eq!(
         back.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
         vec!["b", "z.a"]
@@ -208,13 +209,12 @@ fn safetensors_helpers_roundtrip_and_name_the_file() {
     );
     assert_eq!(back[0].1.dtype(), DType::I64);
 
-    let dup =
-        write_safetensors(&p, &[("x".into(), a.clone()), ("x".into(), a.clone())]).unwrap_err();
+    let dup = write_native(&p, &[("x".into(), a.clone()), ("x".into(), a.clone())]).unwrap_err();
     assert!(dup.to_string().contains("t.safetensors"), "{dup}");
     fs::write(&p, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":").unwrap();
-    let e = read_safetensors(&p).unwrap_err().to_string();
+    let e = read_native(&p).unwrap_err().to_string();
     assert!(e.contains("t.safetensors"), "{e}");
-    let e = read_safetensors(&dir.path().join("missing.safetensors"))
+    let e = read_native(&dir.path().join("missing.safetensors"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("missing.safetensors"), "{e}");

@@ -7,7 +7,7 @@ use common::{col, init_model};
 use std::path::Path;
 
 use gradus_data::preference::BadPairPolicy;
-use gradus_objectives::PreferenceObjective;
+use gradus_objectives::{PairObjective, PreferenceObjective, SingleObjective};
 use gradus_tensor::Device;
 use gradus_train::dpo::{run, DpoConfig, ReferenceMode};
 use gradus_train::schedule::Schedule;
@@ -104,31 +104,31 @@ fn every_objective_runs() {
     let d = tempfile::tempdir().unwrap();
     let init = init_model(d.path(), true);
     let objectives = [
-        PreferenceObjective::Ipo { beta: 0.1 },
-        PreferenceObjective::DpoNorm { beta: 5.0 },
-        PreferenceObjective::Simpo {
+        PreferenceObjective::Pair(PairObjective::Ipo { beta: 0.1 }),
+        PreferenceObjective::Pair(PairObjective::DpoNorm { beta: 5.0 }),
+        PreferenceObjective::Pair(PairObjective::Simpo {
             beta: 2.0,
             gamma_beta_ratio: 0.5,
-        },
-        PreferenceObjective::GammaDpo {
+        }),
+        PreferenceObjective::Pair(PairObjective::GammaDpo {
             beta: 0.1,
             gamma: 0.5,
-        },
-        PreferenceObjective::Robust {
+        }),
+        PreferenceObjective::Pair(PairObjective::Robust {
             beta: 0.1,
             label_smoothing: 0.1,
-        },
-        PreferenceObjective::Hinge { beta: 0.1 },
-        PreferenceObjective::Kto {
+        }),
+        PreferenceObjective::Pair(PairObjective::Hinge { beta: 0.1 }),
+        PreferenceObjective::Single(SingleObjective::Kto {
             beta: 0.1,
             desirable_weight: 1.0,
             undesirable_weight: 1.0,
-        },
-        PreferenceObjective::Marge {
+        }),
+        PreferenceObjective::Single(SingleObjective::Marge {
             alpha: 1.0,
             beta: 0.1,
             self_normalize: true,
-        },
+        }),
     ];
     for (i, obj) in objectives.into_iter().enumerate() {
         let mut c = cfg(d.path(), &init, &format!("obj{i}"));
@@ -272,17 +272,17 @@ fn kto_trains_on_unpaired_rows() {
     c.prefs.eval_every = 0;
     c.train.steps = 4;
     c.train.batch_size = 4;
-    c.objective = PreferenceObjective::Dpo {
+    c.objective = PreferenceObjective::Pair(PairObjective::Dpo {
         beta: 0.1,
         label_smoothing: 0.0,
-    };
+    });
     let e = run(&c, false).err().unwrap().to_string();
     assert!(e.contains("prefs.unpaired") && e.contains("kto"), "{e}");
-    c.objective = PreferenceObjective::Kto {
+    c.objective = PreferenceObjective::Single(SingleObjective::Kto {
         beta: 0.1,
         desirable_weight: 1.0,
         undesirable_weight: 1.0,
-    };
+    });
     let out = run(&c, false).unwrap();
     let loss = col(&out.fit.run_dir, "train/loss");
     // Step 1: r = 0 and z = 0, so every example's loss is 1 − σ(0) = 0.5.

@@ -55,6 +55,16 @@ fn eval_section_logs_task_metrics() {
         && r.get("train/loss").is_some()
         && r.get("eval/mc_firstn/acc_norm").is_some()));
 
+    // The report plots the task's metrics (acc and acc_norm, not their standard errors).
+    let html = std::fs::read_to_string(dir.path().join("ev/report.html")).unwrap();
+    let at = html
+        .find("Evaluation during training: mc_firstn")
+        .expect("an eval plot in the report");
+    let section = &html[at..];
+    let section = &section[..section[1..].find("<h2").map_or(section.len(), |e| e + 1)];
+    assert!(section.contains("eval/mc_firstn/acc_norm"), "{section}");
+    assert!(!section.contains("stderr"), "{section}");
+
     // The step-6 value is what gradus-eval gives on the final checkpoint.
     let model = gradus_eval::EvalModel::load(&dir.path().join("ev")).unwrap();
     let t = gradus_eval::LoadedTask::from_yaml(&task).unwrap();

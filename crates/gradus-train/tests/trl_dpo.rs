@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use gradus_data::chat::ChatTemplate;
 use gradus_data::preference::{read_pairs, tokenize_pairs, BadPairPolicy, PreferenceFields};
 use gradus_data::tokenizer::Tokenizer;
-use gradus_objectives::PreferenceObjective;
+use gradus_objectives::{PairObjective, PreferenceObjective};
 use gradus_train::dpo::{run, DpoConfig};
 use gradus_train::metrics::read_metrics;
 use gradus_train::schedule::Schedule;
@@ -117,14 +117,17 @@ fn check(loss: &str, objective: PreferenceObjective) {
 fn sigmoid_steps_match_trl() {
     check(
         "sigmoid",
-        PreferenceObjective::Dpo {
+        PreferenceObjective::Pair(PairObjective::Dpo {
             beta: 0.1,
             label_smoothing: 0.0,
-        },
+        }),
     );
 }
 
 #[test]
 fn ipo_steps_match_trl() {
-    check("ipo", PreferenceObjective::Ipo { beta: 0.1 });
+    check(
+        "ipo",
+        PreferenceObjective::Pair(PairObjective::Ipo { beta: 0.1 }),
+    );
 }

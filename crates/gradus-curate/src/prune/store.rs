@@ -6,9 +6,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use gradus_tensor::io::write_atomic;
+use gradus_tensor::io::{read_raw, write_atomic, write_raw, RawTensor, StoreDtype};
 use gradus_tensor::{Error, Result};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 /// Embeddings of N rows.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,6 +29,8 @@ impl Embeddings {
     }
 }
 
+/// Writes `e` as safetensors (`embeddings` f32 (N, D), `row_ids` i64 (N), its metadata plus
+/// `format = np`), atomically.
 pub fn write_embeddings(path: &Path, e: &Embeddings) -> Result<()> {
     let n = e.row_ids.len();
     if e.values.len() != n * e.dim {
@@ -39,28 +40,27 @@ pub fn write_embeddings(path: &Path, e: &Embeddings) -> Result<()> {
             e.dim
         )));
     }
-    let vb: Vec<u8> = e.values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let ib: Vec<u8> = e
-        .row_ids
-        .iter()
-        .flat_map(|v| (*v as i64).to_le_bytes())
-        .collect();
-    let err = |m: String| Error::format(path, m);
-    let tv = TensorView::new(Dtype::F32, vec![n, e.dim], &vb).map_err(|x| err(x.to_string()))?;
-    let ti = TensorView::new(Dtype::I64, vec![n], &ib).map_err(|x| err(x.to_string()))?;
+    let ids: Vec<i64> = e.row_ids.iter().map(|&v| v as i64).collect();
     let mut meta = e.metadata.clone();
     meta.insert("format".into(), "np".into());
-    let bytes = safetensors::tensor::serialize([("embeddings", tv), ("row_ids", ti)], Some(meta))
-        .map_err(|x| err(format!("cannot serialise: {x}")))?;
-    write_atomic(path, &bytes)
+    write_raw(
+        path,
+        &[
+            (
+                "embeddings".into(),
+                RawTensor::from_f32(vec![n, e.dim], &e.values),
+            ),
+            ("row_ids".into(), RawTensor::from_i64(vec![n], &ids)),
+        ],
+        Some(meta),
+    )
 }
 
+/// Reads an embeddings file written by [`write_embeddings`]; errors name the file and tensor.
 pub fn read_embeddings(path: &Path) -> Result<Embeddings> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::format(path, format!("not a valid safetensors file: {e}")))?;
-    let get = |name: &str| {
-        st.tensor(name).map_err(|_| Error::MissingTensor {
+    let (mut tensors, metadata) = read_raw(path)?;
+    let mut get = |name: &str| {
+        tensors.remove(name).ok_or_else(|| Error::MissingTensor {
             path: path.to_path_buf(),
             name: name.into(),
             hint: " (expected an embeddings file written by `gradus data embed`)".into(),
@@ -68,35 +68,33 @@ pub fn read_embeddings(path: &Path) -> Result<Embeddings> {
     };
     let ev = get("embeddings")?;
     let iv = get("row_ids")?;
-    if ev.dtype() != Dtype::F32 || ev.shape().len() != 2 {
-        return Err(Error::format(
-            path,
-            format!(
-                "tensor `embeddings`: expected f32 (N, D), found {:?} {:?}",
-                ev.dtype(),
-                ev.shape()
-            ),
-        ));
-    }
-    let (n, dim) = (ev.shape()[0], ev.shape()[1]);
-    if iv.dtype() != Dtype::I64 || iv.shape() != [n] {
-        return Err(Error::format(
-            path,
-            format!(
-                "tensor `row_ids`: expected i64 ({n}), found {:?} {:?}",
-                iv.dtype(),
-                iv.shape()
-            ),
-        ));
-    }
-    let values = ev
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let values = match ev.to_f32() {
+        Some((v, StoreDtype::F32)) if ev.shape.len() == 2 => v,
+        _ => {
+            return Err(Error::format(
+                path,
+                format!(
+                    "tensor `embeddings`: expected f32 (N, D), found {:?} {:?}",
+                    ev.dtype, ev.shape
+                ),
+            ))
+        }
+    };
+    let (n, dim) = (ev.shape[0], ev.shape[1]);
+    let ids = match iv.to_i64() {
+        Some(ids) if iv.shape == [n] => ids,
+        _ => {
+            return Err(Error::format(
+                path,
+                format!(
+                    "tensor `row_ids`: expected i64 ({n}), found {:?} {:?}",
+                    iv.dtype, iv.shape
+                ),
+            ))
+        }
+    };
     let mut row_ids = Vec::with_capacity(n);
-    for c in iv.data().chunks_exact(8) {
-        let v = i64::from_le_bytes(c.try_into().expect("chunks of 8"));
+    for v in ids {
         if v < 0 {
             return Err(Error::format(
                 path,
@@ -105,13 +103,11 @@ pub fn read_embeddings(path: &Path) -> Result<Embeddings> {
         }
         row_ids.push(v as u64);
     }
-    let (_, m) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| Error::format(path, e.to_string()))?;
     Ok(Embeddings {
         dim,
         values,
         row_ids,
-        metadata: m.metadata().clone().unwrap_or_default(),
+        metadata,
     })
 }
 
