@@ -880,7 +880,10 @@ fn equation_answers_restate_the_problem() {
         assert_eq!(p.prompt, e.prompt);
         assert_eq!(e.kind, TaskKind::Arith);
         // "Compute 37+45." → "37+45=82": the expression of the prompt, `=`, the plain answer.
-        let expr = p.prompt.trim_start_matches("Compute ").trim_end_matches('.');
+        let expr = p
+            .prompt
+            .trim_start_matches("Compute ")
+            .trim_end_matches('.');
         assert_eq!(e.answer, format!("{expr}={}", p.answer));
         assert_eq!(stated_value(&e.answer), Some(p.answer.parse().unwrap()));
         assert!(is_correct(e, &e.answer) && is_correct(e, &p.answer));
@@ -930,7 +933,9 @@ fn program_traces_by_hand_and_their_last_value_is_the_output() {
             Some(g.output.parse::<i128>().unwrap()),
             "{g:?} {t}"
         );
-        assert!(g.traced_document().contains(&format!("# trace: {t}\n# output: ")));
+        assert!(g
+            .traced_document()
+            .contains(&format!("# trace: {t}\n# output: ")));
     }
     let task = TaskConfig {
         mix: TaskMix {
@@ -942,7 +947,10 @@ fn program_traces_by_hand_and_their_last_value_is_the_output() {
         ..TaskConfig::default()
     };
     for it in instructions_with(50, 2, Split::Eval, &task) {
-        assert_eq!(trace(it.prompt.split_once('\n').unwrap().1).unwrap(), it.answer);
+        assert_eq!(
+            trace(it.prompt.split_once('\n').unwrap().1).unwrap(),
+            it.answer
+        );
         assert!(is_correct(&it, &it.answer));
     }
 }
