@@ -711,12 +711,12 @@ pub fn run(o: &QuickstartOptions) -> Result<QuickstartOutcome> {
             .map(|(k, v)| (format!("after SFT, {k}"), v)),
     );
     acc_rows.extend(
-        breakdown_lines(&[facts_before.clone()])
+        breakdown_lines(std::slice::from_ref(&facts_before))
             .into_iter()
             .map(|(k, v)| (format!("before SFT, {k} (knowledge probe, chance 25%)"), v)),
     );
     acc_rows.extend(
-        breakdown_lines(&[facts_after.clone()])
+        breakdown_lines(std::slice::from_ref(&facts_after))
             .into_iter()
             .map(|(k, v)| (format!("after SFT, {k} (knowledge probe, chance 25%)"), v)),
     );
