@@ -204,6 +204,10 @@ pub struct ProbeArgs {
     pub corrupt_fraction: f64,
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Embed with a gradus/HF decoder checkpoint instead of a BERT encoder (mean-pooled final
+    /// hidden states, as `embed --decoder`): e.g. a decoder pretrained on code.
+    #[arg(long, conflicts_with = "model")]
+    pub decoder: Option<PathBuf>,
     #[command(flatten)]
     pub m: MethodArgs,
     #[command(flatten)]
@@ -276,7 +280,13 @@ pub fn run(cmd: EmbedDataCmd) -> Result<()> {
                 lang,
                 kinds: embed::parse_kinds(lang, &a.kinds)?,
                 corrupt_fraction: a.corrupt_fraction,
-                encoder: a.model.options(),
+                embedder: match &a.decoder {
+                    Some(dir) => Embedder::Decoder {
+                        dir: dir.clone(),
+                        max_len: a.model.max_len,
+                    },
+                    None => Embedder::Encoder(a.model.options()),
+                },
                 m: a.m.options(),
                 cluster: a.cluster.config(),
             })?;

@@ -9,3 +9,4 @@ pub mod embed_cmd;
 pub mod eval_cmd;
 pub mod prefs_cmd;
 pub mod sweep_cmd;
+pub mod training_maps_cmd;

@@ -117,6 +117,9 @@ enum TrainCmd {
     Dpo(RecipeArgs),
     /// A reward model: `[objective] kind = bt | bt_margin | scaled_bt | regression`.
     Reward(RecipeArgs),
+    /// RL from verifiable rewards: `[algorithm] kind = grpo | rloo | reinforce_pp | remax`,
+    /// `[[rewards]]` (exact, numeric, regex, task, command); completions.jsonl per logged step.
+    Rl(RecipeArgs),
 }
 
 #[derive(Args)]
@@ -306,6 +309,16 @@ fn run(cli: Cli) -> Result<()> {
                 100.0 * s.eval.accuracy,
                 s.eval.pairs
             );
+            Ok(())
+        }
+        Cmd::Train(TrainCmd::Rl(a)) => {
+            let Some(cfg) = resolved::<gradus_train::rl::RlConfig>(&a)? else {
+                return Ok(());
+            };
+            cfg.validate()?;
+            graceful()?;
+            let s = gradus_train::rl::run(&cfg, a.start())?;
+            print_fit(&s.fit);
             Ok(())
         }
         Cmd::Eval(c) => prefs_cmd::eval(c),

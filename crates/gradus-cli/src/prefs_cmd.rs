@@ -91,6 +91,9 @@ pub enum LabCmd {
         #[arg(long)]
         overwrite: bool,
     },
+    /// Hu et al. (2023): multi-seed modular-addition sweeps with and without a normalisation
+    /// layer, Gaussian-HMM training maps and their detour states (see `training_maps_cmd`).
+    TrainingMaps(crate::training_maps_cmd::TrainingMapsArgs),
 }
 
 fn pairs_for(dir: &Path, d: &EvalData) -> Result<(Tokenizer, EvalPairs)> {
@@ -168,5 +171,6 @@ pub fn lab(cmd: LabCmd) -> Result<()> {
             println!("{}", out.summary);
             Ok(())
         }
+        LabCmd::TrainingMaps(a) => crate::training_maps_cmd::run(a),
     }
 }

@@ -18,28 +18,30 @@ use serde::Serialize;
 use gradus_dynamics::run::{convergence, Convergence};
 use gradus_train::recipe::RecipeConfig;
 
+/// `gradus sweep` arguments (also built by the labs).
 #[derive(Args)]
 pub struct SweepArgs {
     /// The recipe's TOML config.
     #[arg(long)]
-    config: PathBuf,
+    pub config: PathBuf,
     /// Recipe: pretrain or sft.
     #[arg(long, default_value = "pretrain")]
-    recipe: String,
+    pub recipe: String,
     /// Seeds as a half-open range `A..B` or a comma list.
     #[arg(long, default_value = "0..4")]
-    seeds: String,
+    pub seeds: String,
     /// Runs at a time.
     #[arg(long, default_value_t = 1)]
-    jobs: usize,
+    pub jobs: usize,
     /// Extra overrides passed to every run (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
-    sets: Vec<String>,
+    pub sets: Vec<String>,
     /// Record the convergence step: first step with this metric ≥ --threshold.
     #[arg(long)]
-    metric: Option<String>,
+    pub metric: Option<String>,
+    /// Convergence threshold on --metric.
     #[arg(long, default_value_t = 0.5)]
-    threshold: f64,
+    pub threshold: f64,
 }
 
 /// Parses `A..B` (B excluded) or `a,b,c`.

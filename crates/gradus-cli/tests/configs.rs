@@ -43,6 +43,9 @@ fn every_shipped_config_parses_and_validates() {
                 .and_then(|c| Ok(c.validate()?)),
             "reward" => resolve::<gradus_train::reward::RewardConfig>(Some(&f), &[])
                 .and_then(|c| Ok(c.validate()?)),
+            "rl" => {
+                resolve::<gradus_train::rl::RlConfig>(Some(&f), &[]).and_then(|c| Ok(c.validate()?))
+            }
             _ => resolve::<RecipeConfig>(Some(&f), &[]).and_then(|c| Ok(c.validate()?)),
         };
         checked.unwrap_or_else(|e| panic!("{}: {e}", f.display()));

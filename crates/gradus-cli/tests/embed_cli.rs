@@ -439,10 +439,53 @@ fn embed_with_a_decoder() {
         dir.path(),
     );
     assert_eq!(o.status.code(), Some(2));
+
+    // The probe embeds with a decoder too (the code-aware probe of RESEARCH §3.1): the same
+    // report, the decoder named as the model, unit-norm rows so cos(clean, corrupted) ≤ 1.
+    write_texts(&dir.path().join("p.jsonl"), "text", &tiny_programs(24));
+    ok(&gradus(
+        &[
+            "data",
+            "probe",
+            "--input",
+            "p.jsonl",
+            "--lang",
+            "tiny",
+            "--decoder",
+            m.to_str().unwrap(),
+            "--k",
+            "3",
+            "--corrupt-fraction",
+            "0.25",
+            "--fraction",
+            "0.25",
+            "--out",
+            "probe.json",
+        ],
+        dir.path(),
+    ));
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("probe.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (r["rows"].as_u64(), r["corrupted"].as_u64()),
+        (Some(24), Some(6))
+    );
+    assert!(
+        r["model"].as_str().unwrap().starts_with("decoder "),
+        "{}",
+        r["model"]
+    );
+    let cos = r["movement"]["all"]["mean_cosine_to_clean_version"]
+        .as_f64()
+        .unwrap();
+    assert!(cos <= 1.0 + 1e-6 && cos > -1.0, "{cos}");
+    assert_eq!(r["pruning"]["scip"]["removed"], 6);
 }
 
-/// Scale-out: `embed --shard i/n` per task, then `prune` over every shard's file (the merge step:
-/// one clustering of the union) equals the single-process run, and `prune --shard` splits the output.
+/// Scale-out: `embed --row-shard i/n` per task, then `prune` over every shard's file (the merge
+/// step: one clustering of the union) equals the single-process run, and `prune --row-shard` splits
+/// the output.
 #[test]
 fn sharded_embed_and_prune_equal_the_single_run() {
     let dir = tempfile::tempdir().unwrap();

@@ -201,6 +201,28 @@ pub enum Embedder {
     },
 }
 
+impl Embedder {
+    /// (len(texts), D) L2-normalised embeddings, D, and a description of the model.
+    pub fn embed(&self, texts: &[String]) -> Result<(Vec<f32>, usize, String)> {
+        match self {
+            Embedder::Decoder { dir, max_len } => {
+                let (v, d) = decoder_embed(dir, texts, *max_len)?;
+                Ok((v, d, format!("decoder {}", dir.display())))
+            }
+            Embedder::Encoder(o) => {
+                let enc = TextEncoder::load(o)?;
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                let name = o
+                    .model
+                    .as_ref()
+                    .map(|m| m.display().to_string())
+                    .unwrap_or_default();
+                Ok((enc.embed(&refs)?, enc.dim(), name))
+            }
+        }
+    }
+}
+
 /// `gradus data embed`: embeds the rows of `input` (this shard's only; row ids stay global) and
 /// writes the embeddings file (and a `.npy` copy). Returns the summary line's JSON.
 pub fn embed_rows(
@@ -217,23 +239,7 @@ pub fn embed_rows(
         .collect();
     let texts: Vec<String> = ids.iter().map(|&i| all[i as usize].clone()).collect();
     let t0 = Instant::now();
-    let (values, dim, source) = match embedder {
-        Embedder::Decoder { dir, max_len } => {
-            let (v, d) = decoder_embed(dir, &texts, *max_len)?;
-            (v, d, format!("decoder {}", dir.display()))
-        }
-        Embedder::Encoder(o) => {
-            let enc = TextEncoder::load(o)?;
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let v = enc.embed(&refs)?;
-            let name = o
-                .model
-                .as_ref()
-                .map(|m| m.display().to_string())
-                .unwrap_or_default();
-            (v, enc.dim(), name)
-        }
-    };
+    let (values, dim, source) = embedder.embed(&texts)?;
     let secs = t0.elapsed().as_secs_f64();
     let n = texts.len();
     let meta: HashMap<String, String> = [
@@ -603,7 +609,8 @@ pub struct ProbeOptions {
     pub kinds: Vec<Kind>,
     /// Share of rows replaced by a corrupted version.
     pub corrupt_fraction: f64,
-    pub encoder: EncoderOptions,
+    /// A BERT-family encoder, or a gradus/HF decoder (mean-pooled hidden states).
+    pub embedder: Embedder,
     pub m: MethodOptions,
     pub cluster: KMeansConfig,
 }
@@ -658,19 +665,16 @@ fn probe_rows(o: &ProbeOptions) -> Result<Vec<String>> {
 pub fn probe(o: &ProbeOptions) -> Result<Value> {
     let rows = probe_rows(o)?;
     let n = rows.len();
-    let enc = TextEncoder::load(&o.encoder)?;
-    let d = enc.dim();
     let corr = corrupt_rows(&rows, o.lang, &o.kinds, o.corrupt_fraction, o.cluster.seed)?;
     let bad: Vec<usize> = (0..n).filter(|&i| corr[i].is_some()).collect();
     eprintln!("probe: {n} rows, {} corrupted; embedding ...", bad.len());
     let t0 = Instant::now();
-    let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
-    let clean = enc.embed(&refs)?;
-    let crefs: Vec<&str> = bad
+    let (clean, d, model) = o.embedder.embed(&rows)?;
+    let corrupted: Vec<String> = bad
         .iter()
-        .map(|&i| corr[i].as_ref().map(|(t, _)| t.as_str()).unwrap_or(""))
+        .map(|&i| corr[i].as_ref().map(|(t, _)| t.clone()).unwrap_or_default())
         .collect();
-    let cemb = enc.embed(&crefs)?;
+    let (cemb, _, _) = o.embedder.embed(&corrupted)?;
     let embed_secs = t0.elapsed().as_secs_f64();
     // Mixed corpus: corrupted rows replace their clean versions.
     let mut mixed = clean.clone();
@@ -779,7 +783,7 @@ pub fn probe(o: &ProbeOptions) -> Result<Value> {
         "corrupted": bad.len(),
         "corrupt_fraction": o.corrupt_fraction,
         "lang": o.lang,
-        "model": o.encoder.model.as_ref().map(|m| m.display().to_string()),
+        "model": model,
         "k": km.k,
         "fraction": o.m.fraction,
         "alpha": o.m.alpha,

@@ -403,6 +403,52 @@ impl Tokenizer {
         gradus_tensor::io::write_atomic(&cfg_path, (text + "\n").as_bytes())
     }
 
+    /// A word-level tokenizer over a fixed vocabulary (id = position in `vocab`): text is split on
+    /// whitespace and each word must be in the vocabulary (unknown words map to `unk`, which must
+    /// be in it). `specials` (also in `vocab`) are marked special. Used by the algorithmic tasks
+    /// (modular addition: one token per number) whose inputs are already words.
+    pub fn word_level(vocab: &[String], specials: &[&str], unk: &str) -> Result<Self> {
+        let mut map = serde_json::Map::new();
+        for (i, w) in vocab.iter().enumerate() {
+            if w.is_empty() || w.chars().any(char::is_whitespace) {
+                return Err(Error::msg(format!(
+                    "word-level vocabulary: entry {i} `{w}` is empty or holds whitespace"
+                )));
+            }
+            if map.insert(w.clone(), json!(i)).is_some() {
+                return Err(Error::msg(format!(
+                    "word-level vocabulary: `{w}` appears twice"
+                )));
+            }
+        }
+        if !map.contains_key(unk) {
+            return Err(Error::msg(format!(
+                "word-level vocabulary: the unknown token `{unk}` is not in it"
+            )));
+        }
+        let mut added = Vec::new();
+        for s in specials {
+            let id = map.get(*s).cloned().ok_or_else(|| {
+                Error::msg(format!(
+                    "word-level vocabulary: special token `{s}` is not in it"
+                ))
+            })?;
+            added.push(
+                json!({"id": id, "content": s, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true}),
+            );
+        }
+        let j = json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+            "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"},
+            "post_processor": null, "decoder": null,
+            "model": {"type": "WordLevel", "vocab": Value::Object(map), "unk_token": unk},
+        });
+        let inner = tokenizers::Tokenizer::from_bytes(j.to_string().as_bytes())
+            .map_err(|e| Error::msg(format!("word-level tokenizer: {e}")))?;
+        Ok(Self::from_inner(inner))
+    }
+
     // ---------------------------------------------------------------- training
 
     /// Train a byte-level BPE tokenizer (GPT-2 style, no prefix space) on `texts`, digits merged

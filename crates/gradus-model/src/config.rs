@@ -48,6 +48,52 @@ impl WeightDtype {
     }
 }
 
+/// The normalisation layer before attention, before the MLP and before the LM head (`norm` in
+/// `model.config`). Hu, Chen, Saphra and Cho (2023) compare training maps with and without one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormKind {
+    /// No normalisation: the sub-layer reads the residual stream as it is (no parameters).
+    None,
+    /// RMSNorm with a weight (Llama, Qwen2): `x / sqrt(mean(x²) + eps) · w`. The default.
+    #[default]
+    RmsNorm,
+    /// LayerNorm with weight and bias: `(x − mean(x)) / sqrt(var(x) + eps) · w + b` (biased
+    /// variance, as `torch.nn.LayerNorm`). `rms_norm_eps` is its epsilon.
+    LayerNorm,
+}
+
+impl NormKind {
+    /// The name in configs (`none`, `rmsnorm`, `layernorm`).
+    pub fn name(self) -> &'static str {
+        match self {
+            NormKind::None => "none",
+            NormKind::RmsNorm => "rmsnorm",
+            NormKind::LayerNorm => "layernorm",
+        }
+    }
+}
+
+impl std::str::FromStr for NormKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(NormKind::None),
+            "rmsnorm" => Ok(NormKind::RmsNorm),
+            "layernorm" => Ok(NormKind::LayerNorm),
+            other => Err(Error::config(
+                "norm",
+                format!("`{other}`: expected none, rmsnorm or layernorm"),
+            )),
+        }
+    }
+}
+
+/// `model_type` written into `config.json` for a decoder whose normalisation Hugging Face's Llama
+/// and Qwen2 cannot express (`norm = none | layernorm`): transformers refuses the unknown type
+/// instead of silently loading a different model; gradus reads it back.
+pub const GRADUS_MODEL_TYPE: &str = "gradus_llama";
+
 /// A Llama/Qwen2-family decoder. B batch, T time, D = hidden_size, H heads, V vocab.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -74,6 +120,8 @@ pub struct DecoderConfig {
     pub eos_token_id: Option<u32>,
     pub pad_token_id: Option<u32>,
     pub dtype: WeightDtype,
+    /// The normalisation layers (default RMSNorm, which is what Llama/Qwen2 checkpoints have).
+    pub norm: NormKind,
 }
 
 impl Default for DecoderConfig {
@@ -99,6 +147,7 @@ impl Default for DecoderConfig {
             eos_token_id: None,
             pad_token_id: None,
             dtype: WeightDtype::F32,
+            norm: NormKind::RmsNorm,
         }
     }
 }
@@ -208,7 +257,7 @@ impl DecoderConfig {
             .and_then(|x| x.as_str())
             .unwrap_or("llama");
         let family = match model_type {
-            "llama" | "mistral" => Family::Llama,
+            "llama" | "mistral" | GRADUS_MODEL_TYPE => Family::Llama,
             "qwen2" => Family::Qwen2,
             other => {
                 return Err(Error::format(
@@ -281,6 +330,18 @@ impl DecoderConfig {
             eos_token_id: get_token_id(&v, "eos_token_id"),
             pad_token_id: get_token_id(&v, "pad_token_id"),
             dtype,
+            norm: match (model_type, v.get("gradus_norm").and_then(|x| x.as_str())) {
+                (GRADUS_MODEL_TYPE, Some(n)) => n
+                    .parse()
+                    .map_err(|e: Error| Error::format(path, format!("field `gradus_norm`: {e}")))?,
+                (GRADUS_MODEL_TYPE, None) => {
+                    return Err(Error::format(
+                        path,
+                        format!("model_type `{GRADUS_MODEL_TYPE}` needs a `gradus_norm` field (none or layernorm)"),
+                    ))
+                }
+                _ => NormKind::RmsNorm,
+            },
         };
         let mut cfg = cfg;
         if cfg.head_dim == Some(cfg.hidden_size / cfg.num_attention_heads.max(1)) {
@@ -326,6 +387,17 @@ impl DecoderConfig {
             "eos_token_id": self.eos_token_id,
             "pad_token_id": self.pad_token_id,
         });
+        if self.norm != NormKind::RmsNorm {
+            // Not expressible as a transformers Llama/Qwen2: an unknown model_type makes
+            // `from_pretrained` refuse rather than load RMSNorm weights that are not there.
+            v["architectures"] = json!(["GradusLlamaForCausalLM"]);
+            v["model_type"] = json!(GRADUS_MODEL_TYPE);
+            v["gradus_norm"] = json!(self.norm.name());
+            v["gradus_note"] = json!(format!(
+                "norm = {}: a gradus decoder that Hugging Face Llama/Qwen2 cannot express (they only have RMSNorm); load it with gradus",
+                self.norm.name()
+            ));
+        }
         if self.family == Family::Llama {
             v["attention_bias"] = json!(self.attention_bias);
             v["mlp_bias"] = json!(self.mlp_bias);
@@ -343,7 +415,8 @@ impl DecoderConfig {
         let hd = self.head_dim();
         let q = self.num_attention_heads * hd;
         let kv = self.num_key_value_heads * hd;
-        let mut per_layer = d * q + 2 * d * kv + q * d + 3 * d * self.intermediate_size + 2 * d;
+        let norm = self.norm_params();
+        let mut per_layer = d * q + 2 * d * kv + q * d + 3 * d * self.intermediate_size + 2 * norm;
         if self.attention_bias {
             per_layer += q + 2 * kv;
         }
@@ -352,6 +425,15 @@ impl DecoderConfig {
         } else {
             self.vocab_size * d
         };
-        self.vocab_size * d + self.num_hidden_layers * per_layer + d + head
+        self.vocab_size * d + self.num_hidden_layers * per_layer + norm + head
+    }
+
+    /// Parameters of one normalisation layer: 0 (none), D (rmsnorm), 2·D (layernorm).
+    pub fn norm_params(&self) -> usize {
+        match self.norm {
+            NormKind::None => 0,
+            NormKind::RmsNorm => self.hidden_size,
+            NormKind::LayerNorm => 2 * self.hidden_size,
+        }
     }
 }

@@ -9,7 +9,76 @@ use gradus_tensor::ops;
 use gradus_tensor::rng::Rng;
 use gradus_tensor::{DType, Device, Error, Result, Tensor, Var};
 
-use crate::config::DecoderConfig;
+use crate::config::{DecoderConfig, NormKind};
+
+/// One normalisation layer (`cfg.norm`): RMSNorm (weight), LayerNorm (weight and bias) or none
+/// (identity, no parameters). Its parameters are `<name>.weight` and `<name>.bias`.
+#[derive(Clone, Debug)]
+pub struct Norm {
+    pub kind: NormKind,
+    /// RMSNorm and LayerNorm.
+    pub weight: Option<Var>,
+    /// LayerNorm only.
+    pub bias: Option<Var>,
+    pub eps: f64,
+}
+
+impl Norm {
+    /// Over the last dimension of `x`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, false)
+    }
+
+    /// The same with detached weights (inference, no autograd graph).
+    pub fn forward_inference(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, true)
+    }
+
+    fn apply(&self, x: &Tensor, detach: bool) -> Result<Tensor> {
+        let get = |v: &Option<Var>, what: &str| -> Result<Tensor> {
+            let t = v
+                .as_ref()
+                .ok_or_else(|| Error::msg(format!("{} norm without its {what}", self.kind.name())))?
+                .as_tensor();
+            Ok(if detach { t.detach() } else { t.clone() })
+        };
+        match self.kind {
+            NormKind::None => Ok(x.clone()),
+            NormKind::RmsNorm => ops::rms_norm(x, &get(&self.weight, "weight")?, self.eps),
+            NormKind::LayerNorm => {
+                let last = x.rank() - 1;
+                let mean = x.mean_keepdim(last)?;
+                let xc = x.broadcast_sub(&mean)?;
+                let var = xc.sqr()?.mean_keepdim(last)?;
+                let y = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+                Ok(y.broadcast_mul(&get(&self.weight, "weight")?)?
+                    .broadcast_add(&get(&self.bias, "bias")?)?)
+            }
+        }
+    }
+
+    fn push_params(&self, v: &mut Vec<(String, Var)>, name: &str) {
+        if let Some(w) = &self.weight {
+            v.push((format!("{name}.weight"), w.clone()));
+        }
+        if let Some(b) = &self.bias {
+            v.push((format!("{name}.bias"), b.clone()));
+        }
+    }
+}
+
+/// Names and shapes of one normalisation layer's parameters.
+fn norm_shapes(cfg: &DecoderConfig, name: &str) -> Vec<(String, Vec<usize>)> {
+    let d = cfg.hidden_size;
+    match cfg.norm {
+        NormKind::None => vec![],
+        NormKind::RmsNorm => vec![(format!("{name}.weight"), vec![d])],
+        NormKind::LayerNorm => vec![
+            (format!("{name}.weight"), vec![d]),
+            (format!("{name}.bias"), vec![d]),
+        ],
+    }
+}
 
 /// `y = x Wᵀ + b` with W stored (out, in) as in PyTorch, plus `s · dropout(x) Aᵀ Bᵀ` when a LoRA
 /// adapter is attached (see [`crate::lora`]).
@@ -331,9 +400,9 @@ impl Mlp {
 
 #[derive(Clone, Debug)]
 pub struct Block {
-    pub input_layernorm: Var,
+    pub input_layernorm: Norm,
     pub self_attn: Attention,
-    pub post_attention_layernorm: Var,
+    pub post_attention_layernorm: Norm,
     pub mlp: Mlp,
 }
 
@@ -343,7 +412,7 @@ pub struct Decoder {
     pub cfg: DecoderConfig,
     pub embed_tokens: Var,
     pub layers: Vec<Block>,
-    pub norm: Var,
+    pub norm: Norm,
     /// None when tied to `embed_tokens`.
     pub lm_head: Option<Var>,
     device: Device,
@@ -391,7 +460,8 @@ impl<'a> ForwardInput<'a> {
 }
 
 impl Decoder {
-    /// A freshly initialised model (weights ~ N(0, initializer_range²), norms 1, biases 0), as
+    /// A freshly initialised model (weights ~ N(0, initializer_range²), norm weights 1, biases
+    /// 0), as
     /// transformers' `_init_weights` does.
     pub fn new_random(cfg: &DecoderConfig, seed: u64, device: &Device) -> Result<Self> {
         cfg.validate()?;
@@ -399,7 +469,7 @@ impl Decoder {
         let std = cfg.initializer_range;
         let mut tensors: Vec<(String, Tensor)> = Vec::new();
         for (name, shape) in param_shapes(cfg) {
-            let t = if name.ends_with("norm.weight") || name.ends_with("layernorm.weight") {
+            let t = if name.ends_with("norm.weight") {
                 Tensor::ones(shape.as_slice(), DType::F32, device)?
             } else if name.ends_with(".bias") {
                 Tensor::zeros(shape.as_slice(), DType::F32, device)?
@@ -480,22 +550,42 @@ impl Decoder {
             };
             layers.push((p, self_attn, mlp));
         }
+        let mut norm = |name: &str| -> Result<Norm> {
+            let (w, b) = match cfg.norm {
+                NormKind::None => (false, false),
+                NormKind::RmsNorm => (true, false),
+                NormKind::LayerNorm => (true, true),
+            };
+            let d = [cfg.hidden_size];
+            Ok(Norm {
+                kind: cfg.norm,
+                weight: if w {
+                    Some(take(&format!("{name}.weight"), &d)?)
+                } else {
+                    None
+                },
+                bias: if b {
+                    Some(take(&format!("{name}.bias"), &d)?)
+                } else {
+                    None
+                },
+                eps: cfg.rms_norm_eps,
+            })
+        };
         let mut blocks = Vec::with_capacity(layers.len());
         for (p, self_attn, mlp) in layers {
-            let n1 = format!("{p}.input_layernorm.weight");
-            let n2 = format!("{p}.post_attention_layernorm.weight");
             blocks.push(Block {
-                input_layernorm: take(&n1, &shape_of(&n1))?,
+                input_layernorm: norm(&format!("{p}.input_layernorm"))?,
                 self_attn,
-                post_attention_layernorm: take(&n2, &shape_of(&n2))?,
+                post_attention_layernorm: norm(&format!("{p}.post_attention_layernorm"))?,
                 mlp,
             });
         }
+        let norm = norm("model.norm")?;
         let embed_tokens = take(
             "model.embed_tokens.weight",
             &[cfg.vocab_size, cfg.hidden_size],
         )?;
-        let norm = take("model.norm.weight", &[cfg.hidden_size])?;
         let lm_head = if cfg.tie_word_embeddings {
             map.remove("lm_head.weight");
             None
@@ -530,23 +620,19 @@ impl Decoder {
         };
         for (i, b) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
-            v.push((
-                format!("{p}.input_layernorm.weight"),
-                b.input_layernorm.clone(),
-            ));
+            b.input_layernorm
+                .push_params(&mut v, &format!("{p}.input_layernorm"));
             lin(&mut v, format!("{p}.self_attn.q_proj"), &b.self_attn.q_proj);
             lin(&mut v, format!("{p}.self_attn.k_proj"), &b.self_attn.k_proj);
             lin(&mut v, format!("{p}.self_attn.v_proj"), &b.self_attn.v_proj);
             lin(&mut v, format!("{p}.self_attn.o_proj"), &b.self_attn.o_proj);
-            v.push((
-                format!("{p}.post_attention_layernorm.weight"),
-                b.post_attention_layernorm.clone(),
-            ));
+            b.post_attention_layernorm
+                .push_params(&mut v, &format!("{p}.post_attention_layernorm"));
             lin(&mut v, format!("{p}.mlp.gate_proj"), &b.mlp.gate_proj);
             lin(&mut v, format!("{p}.mlp.up_proj"), &b.mlp.up_proj);
             lin(&mut v, format!("{p}.mlp.down_proj"), &b.mlp.down_proj);
         }
-        v.push(("model.norm.weight".to_string(), self.norm.clone()));
+        self.norm.push_params(&mut v, "model.norm");
         if let Some(h) = &self.lm_head {
             v.push(("lm_head.weight".to_string(), h.clone()));
         }
@@ -624,15 +710,14 @@ impl Decoder {
             .as_tensor()
             .index_select(&ids, 0)?
             .reshape((b, t, self.cfg.hidden_size))?;
-        let eps = self.cfg.rms_norm_eps;
         for blk in &self.layers {
-            let n = ops::rms_norm(&h, blk.input_layernorm.as_tensor(), eps)?;
+            let n = blk.input_layernorm.forward(&h)?;
             let a = blk.self_attn.forward(&n, &cos, &sin, segs.as_ref())?;
             h = (h + a)?;
-            let n = ops::rms_norm(&h, blk.post_attention_layernorm.as_tensor(), eps)?;
+            let n = blk.post_attention_layernorm.forward(&h)?;
             h = (&h + blk.mlp.forward(&n)?)?;
         }
-        ops::rms_norm(&h, self.norm.as_tensor(), eps)
+        self.norm.forward(&h)
     }
 
     /// The cached (decoding) pass: detached weights, GEMV projections for few rows, keys/values
@@ -663,17 +748,16 @@ impl Decoder {
             .detach()
             .index_select(&ids, 0)?
             .reshape((b, t, self.cfg.hidden_size))?;
-        let eps = self.cfg.rms_norm_eps;
         for (blk, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            let n = ops::rms_norm(&h, &blk.input_layernorm.as_tensor().detach(), eps)?;
+            let n = blk.input_layernorm.forward_inference(&h)?;
             let a =
                 blk.self_attn
                     .forward_cached(&n, &cos, &sin, inp.segment_ids, slot, capacity)?;
             h = (h + a)?;
-            let n = ops::rms_norm(&h, &blk.post_attention_layernorm.as_tensor().detach(), eps)?;
+            let n = blk.post_attention_layernorm.forward_inference(&h)?;
             h = (&h + blk.mlp.forward_inference(&n)?)?;
         }
-        ops::rms_norm(&h, &self.norm.as_tensor().detach(), eps)
+        self.norm.forward_inference(&h)
     }
 
     /// The output projection's weight (V, D): lm_head or the tied embeddings.
@@ -769,7 +853,7 @@ pub fn param_shapes(cfg: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
     )];
     for i in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{i}");
-        v.push((format!("{p}.input_layernorm.weight"), vec![d]));
+        v.extend(norm_shapes(cfg, &format!("{p}.input_layernorm")));
         for (n, o) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
             v.push((format!("{p}.self_attn.{n}.weight"), vec![o, d]));
             if cfg.attention_bias {
@@ -777,7 +861,7 @@ pub fn param_shapes(cfg: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
             }
         }
         v.push((format!("{p}.self_attn.o_proj.weight"), vec![d, q]));
-        v.push((format!("{p}.post_attention_layernorm.weight"), vec![d]));
+        v.extend(norm_shapes(cfg, &format!("{p}.post_attention_layernorm")));
         for (n, o, i_) in [("gate_proj", f, d), ("up_proj", f, d), ("down_proj", d, f)] {
             v.push((format!("{p}.mlp.{n}.weight"), vec![o, i_]));
             if cfg.mlp_bias {
@@ -785,7 +869,7 @@ pub fn param_shapes(cfg: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
             }
         }
     }
-    v.push(("model.norm.weight".to_string(), vec![d]));
+    v.extend(norm_shapes(cfg, "model.norm"));
     if !cfg.tie_word_embeddings {
         v.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, d]));
     }

@@ -9,9 +9,10 @@ pub mod fast;
 pub mod generate;
 pub mod hf;
 pub mod lora;
+pub mod mlp;
 pub mod reward;
 
-pub use config::{DecoderConfig, Family, WeightDtype};
+pub use config::{DecoderConfig, Family, NormKind, WeightDtype};
 pub use decoder::{Decoder, ForwardInput, KvCache};
 pub use lora::LoraConfig;
 pub use reward::RewardModel;

@@ -288,3 +288,96 @@ fn out_of_range_token_is_an_error_not_a_panic() {
     assert!(err.contains("999") && err.contains("61"), "{err}");
     let _ = Tensor::zeros(1, gradus_tensor::DType::F32, &Device::Cpu);
 }
+
+#[test]
+fn layernorm_and_no_norm_by_hand() {
+    use gradus_model::decoder::Norm;
+    use gradus_model::NormKind;
+    use gradus_tensor::Var;
+    let x = Tensor::from_slice(&[1f32, 2.0, 3.0, 4.0], (1, 4), &Device::Cpu).unwrap();
+    let ln = Norm {
+        kind: NormKind::LayerNorm,
+        weight: Some(Var::from_slice(&[2f32; 4], 4, &Device::Cpu).unwrap()),
+        bias: Some(Var::from_slice(&[0.5f32; 4], 4, &Device::Cpu).unwrap()),
+        eps: 0.0,
+    };
+    // By hand: mean 2.5, biased variance (2.25 + 0.25 + 0.25 + 2.25) / 4 = 1.25, so
+    // x̂ = (−1.5, −0.5, 0.5, 1.5) / √1.25 and y = 2·x̂ + 0.5.
+    let s = 1.25f32.sqrt();
+    let want: Vec<f32> = [-1.5f32, -0.5, 0.5, 1.5]
+        .iter()
+        .map(|v| 2.0 * v / s + 0.5)
+        .collect();
+    for y in [ln.forward(&x).unwrap(), ln.forward_inference(&x).unwrap()] {
+        let y: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(max_diff(&y, &want) < 1e-6, "{y:?} vs {want:?}");
+    }
+    let id = Norm {
+        kind: NormKind::None,
+        weight: None,
+        bias: None,
+        eps: 1e-5,
+    };
+    let y: Vec<f32> = id
+        .forward(&x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(y, vec![1.0, 2.0, 3.0, 4.0]);
+}
+
+#[test]
+fn other_norms_decode_with_a_cache_and_round_trip_but_not_as_hf_llama() {
+    use gradus_model::NormKind;
+    for (kind, n_norm_params) in [(NormKind::None, 0), (NormKind::LayerNorm, 10)] {
+        let cfg = DecoderConfig {
+            norm: kind,
+            ..tiny(Family::Llama, false, 2)
+        };
+        let m = model(&cfg, 21);
+        let count = m
+            .named_params()
+            .iter()
+            .filter(|(n, _)| n.contains("norm"))
+            .count();
+        // Two norms per layer × 2 layers + the final norm, each with weight and bias (layernorm).
+        assert_eq!(count, n_norm_params, "{kind:?}");
+        let mut rng = Rng::new(5);
+        let seq = ids(&mut rng, 9, cfg.vocab_size);
+        let mut cache = KvCache::new(cfg.num_hidden_layers);
+        m.forward(&ForwardInput::new(&seq[..8], 1, 8), Some(&mut cache))
+            .unwrap();
+        let step: Vec<f32> = m
+            .forward(&ForwardInput::new(&seq[8..9], 1, 1), Some(&mut cache))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let full = last_logits(&m, &ForwardInput::new(&seq, 1, 9));
+        assert!(
+            max_diff(&step, &full[0]) < 1e-4,
+            "{kind:?}: cached decoding"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        save_decoder(&m, dir.path()).unwrap();
+        let j: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+                .unwrap();
+        // Hugging Face Llama has only RMSNorm: the checkpoint must not claim to be one.
+        assert_eq!(j["model_type"], "gradus_llama", "{kind:?}");
+        assert_ne!(j["architectures"][0], "LlamaForCausalLM");
+        let m2 = load_decoder(dir.path(), &Device::Cpu).unwrap();
+        assert_eq!(m2.cfg, cfg);
+        assert_eq!(params_bits(&m), params_bits(&m2));
+    }
+    // The default stays an ordinary Llama.
+    let m = model(&tiny(Family::Llama, false, 2), 22);
+    let dir = tempfile::tempdir().unwrap();
+    save_decoder(&m, dir.path()).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+    assert!(text.contains("\"model_type\": \"llama\"") && !text.contains("gradus_norm"));
+}

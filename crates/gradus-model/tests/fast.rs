@@ -13,7 +13,7 @@
 
 use gradus_model::decoder::{Decoder, ForwardInput};
 use gradus_model::fast::{FastDecoder, FastOptions};
-use gradus_model::{DecoderConfig, Family};
+use gradus_model::{DecoderConfig, Family, NormKind};
 use gradus_tensor::rng::Rng;
 use gradus_tensor::tol::{max_abs_diff, FUSED_VS_REF_F32};
 use gradus_tensor::{Device, Tensor};
@@ -211,6 +211,39 @@ fn mha_without_segments_and_a_chunked_head_match_the_twin() {
         true,
         "tied chunked head",
     );
+}
+
+#[test]
+fn every_norm_kind_matches_the_twin() {
+    // `norm = none | rmsnorm | layernorm`: the fast graph's norms (identity with the residual's
+    // gradient passed through, the RMSNorm kernel, the hand-written LayerNorm) against candle's
+    // autograd of the composed reference. LayerNorm weights and biases are perturbed by `model`,
+    // so their gradients are both exercised; a chunked head too.
+    for (k, kind) in [NormKind::None, NormKind::RmsNorm, NormKind::LayerNorm]
+        .into_iter()
+        .enumerate()
+    {
+        for tied in [false, true] {
+            let c = DecoderConfig {
+                norm: kind,
+                ..cfg(Family::Llama, tied, 2, true)
+            };
+            let m = model(&c, 20 + k as u64);
+            let names: Vec<String> = m.named_params().into_iter().map(|(n, _)| n).collect();
+            let norm_params = names.iter().filter(|n| n.contains("norm")).count();
+            // 2 layers × 2 norms + the final one = 5 layers: 0, 5 or 10 parameters.
+            assert_eq!(norm_params, 5 * k, "{kind:?}: {names:?}");
+            compare(
+                &m,
+                FastOptions {
+                    logits_budget: 9 * c.vocab_size,
+                },
+                &inputs(30 + k as u64, 2, 29, c.vocab_size),
+                true,
+                &format!("norm {kind:?} tied {tied}"),
+            );
+        }
+    }
 }
 
 #[test]

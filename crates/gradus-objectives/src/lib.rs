@@ -9,12 +9,15 @@
 //! - [`reward`]: reward-model losses (Bradley–Terry, margin, scaled, regression, centering).
 //! - [`ranking`]: ranking accuracy, idealised ranking accuracy, alignment gap, flip difficulty
 //!   (Chen et al. 2024), plain f64 arithmetic.
+//! - [`rl`]: policy-gradient RL (GRPO, RLOO, REINFORCE++, ReMax advantages; PPO-clip with
+//!   clip-higher, dual clip and GSPO ratios; k1/k2/k3 KL; grpo/bnpo/dr_grpo/dapo aggregation).
 //! - [`math`]: numerically stable log σ and friends as differentiable tensor ops.
 
 pub mod math;
 pub mod preference;
 pub mod ranking;
 pub mod reward;
+pub mod rl;
 
 pub use preference::{
     PairLogps, PairLoss, PairObjective, PreferenceObjective, SeqLogps, SingleObjective,

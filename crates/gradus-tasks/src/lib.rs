@@ -10,6 +10,9 @@
 //!   Quib.").
 //! - [`instruct`]: prompt/answer pairs with disjoint train/eval splits and [`is_correct`].
 //! - [`prefs`]: preference pairs over those prompts from a latent utility and noisy raters.
+//! - [`modular`]: modular addition `a b = c` (mod p) with a seeded train/held-out split (grokking;
+//!   Hu et al. 2023's training maps).
+//! - [`parity`]: sparse parity (n ±1 bits, label = XOR of k seeded relevant bits).
 //!
 //! Everything is deterministic given a seed. Document `i` of a corpus is drawn from its own stream,
 //! derived from `(seed, i)`, so it does not depend on `n_docs` (a longer corpus extends a shorter
@@ -24,6 +27,8 @@ pub mod arith;
 pub mod corpus;
 pub mod instruct;
 pub mod lang;
+pub mod modular;
+pub mod parity;
 pub mod prefs;
 pub mod programs;
 pub mod text;
@@ -35,6 +40,7 @@ pub use instruct::{
     Instruction, Split, TaskConfig, TaskKind, TaskMix,
 };
 pub use lang::{run, ProgramError};
+pub use modular::ModularConfig;
 pub use prefs::{preference_pairs, PrefsConfig};
 pub use programs::{GeneratedProgram, ProgramConfig};
 pub use text::World;

@@ -17,12 +17,19 @@ use gradus_data::pack::RowCursor;
 /// [`Start::Resume`]) or [`Start::Overwrite`]; see [`crate::rundir`].
 pub fn run(cfg: &RecipeConfig, start: impl Into<Start>) -> Result<FitSummary> {
     cfg.validate()?;
+    let start = start.into();
+    if cfg.data.source == crate::modular::SOURCE {
+        return crate::modular::run(cfg, start);
+    }
+    if cfg.data.source == crate::parity::SOURCE {
+        return crate::parity::run(cfg, start);
+    }
     let mut cfg = cfg.clone();
     cfg.data
         .overflow
         .get_or_insert(gradus_data::pack::Overflow::Split);
     let cfg = &cfg;
-    let mut run = start_run(cfg, &start.into())?;
+    let mut run = start_run(cfg, &start)?;
     let resume = run.resuming();
 
     // 1. Documents.

@@ -448,6 +448,7 @@ pub fn configs_of(o: &QuickstartOptions, p: &Plan) -> (RecipeConfig, RecipeConfi
     pre.model = ModelSection {
         init_from: None,
         config: model,
+        ..Default::default()
     };
     pre.tokenizer.train_vocab_size = p.vocab;
     pre.tokenizer.split_digits = true;

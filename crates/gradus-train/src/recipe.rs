@@ -8,7 +8,8 @@
 use std::path::PathBuf;
 
 use gradus_model::DecoderConfig;
-use gradus_tasks::{CorpusConfig, CorpusStyle, TaskConfig};
+use gradus_tasks::parity::ParityConfig;
+use gradus_tasks::{CorpusConfig, CorpusStyle, ModularConfig, TaskConfig};
 use gradus_tensor::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +72,8 @@ pub struct ModelSection {
     pub init_from: Option<PathBuf>,
     /// Architecture when training from scratch (`vocab_size` is taken from the tokenizer).
     pub config: DecoderConfig,
+    /// The MLP of `data.source = "sparse_parity"` (see [`crate::parity`]).
+    pub mlp: crate::parity::MlpSection,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -97,7 +100,9 @@ impl Default for TokenizerSection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataSection {
-    /// `"synthetic"` for the built-in generator, or a JSONL/Parquet file or directory.
+    /// `"synthetic"` for the built-in generator, `"modular_addition"` / `"sparse_parity"`
+    /// (pretrain) for the tasks of `[data.modular]` / `[data.parity]`, or a JSONL/Parquet file or
+    /// directory.
     pub source: String,
     /// Documents (pretrain) or instructions (sft) to generate when `source = "synthetic"`.
     pub synthetic_examples: usize,
@@ -119,6 +124,10 @@ pub struct DataSection {
     pub corpus: CorpusStyle,
     /// The built-in instruction task (SFT with `source = "synthetic"`, and quickstart's evaluation).
     pub task: TaskConfig,
+    /// The modular-addition task (`source = "modular_addition"`; see [`crate::modular`]).
+    pub modular: ModularConfig,
+    /// The sparse-parity task (`source = "sparse_parity"`; see [`crate::parity`]).
+    pub parity: ParityConfig,
     /// Field names in the data files.
     pub text_field: String,
     pub prompt_field: String,
@@ -138,6 +147,8 @@ impl Default for DataSection {
             val_fraction: 0.05,
             corpus: CorpusStyle::default(),
             task: TaskConfig::default(),
+            modular: ModularConfig::default(),
+            parity: ParityConfig::default(),
             text_field: "text".into(),
             prompt_field: "prompt".into(),
             completion_field: "completion".into(),
@@ -338,6 +349,11 @@ impl RecipeConfig {
         if self.data.source == "synthetic" {
             CorpusConfig::styled(1, 0, &self.data.corpus).validate()?;
             self.data.task.validate()?;
+        } else if self.data.source == crate::modular::SOURCE {
+            self.data.modular.validate()?;
+        } else if self.data.source == crate::parity::SOURCE {
+            self.data.parity.validate()?;
+            crate::parity::mlp_config(self).validate()?;
         }
         self.optimizer.validate()?;
         self.schedule.validate(t.steps)?;

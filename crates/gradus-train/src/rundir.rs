@@ -132,6 +132,9 @@ pub fn change_rule(key: &str) -> ChangeRule {
         "train.batch_size",
         "train.grad_accum",
         "prefs",
+        "algorithm.num_generations",
+        "algorithm.steps_per_generation",
+        "algorithm.num_iterations",
     ];
     if under("prefs.eval_every") {
         return ChangeRule::Explicit;

@@ -116,7 +116,16 @@ pub fn run(cfg: &RecipeConfig, start: impl Into<Start>) -> Result<FitSummary> {
 
     // 2. Tokenizer and model (a tokenizer is trained only when starting from scratch).
     let texts = examples_to_texts(examples.clone());
-    let tok = tokenizer_for(cfg, &texts, resume)?;
+    let mut tok = tokenizer_for(cfg, &texts, resume)?;
+    // Conversations are rendered with the tokenizer's chat template, ChatML when it has none: save
+    // the one used, so `apply_chat_template` on the checkpoint renders what the model learned.
+    if tok.chat_template().is_none()
+        && examples
+            .iter()
+            .any(|e| matches!(e, gradus_data::dataset::Example::Chat { .. }))
+    {
+        tok.set_chat_template(Some(gradus_data::chat::CHATML_TEMPLATE.to_string()));
+    }
     let mut model = model_for(cfg, &tok)?;
 
     // 3. Sequences with loss masks → packed rows.

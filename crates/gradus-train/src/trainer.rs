@@ -120,7 +120,30 @@ pub fn weight_norms(model: &Decoder) -> Result<Map<String, Value>> {
 
 pub fn save_model_files(model: &Decoder, tok: &Tokenizer, dir: &Path) -> Result<()> {
     save_decoder(model, dir)?;
-    tok.save(dir)
+    tok.save(dir)?;
+    write_generation_config(tok, dir)
+}
+
+/// `generation_config.json` as transformers reads it: the token ids generation starts with, stops
+/// at and pads with (those the tokenizer has), so `model.generate` stops where gradus does.
+pub fn write_generation_config(tok: &Tokenizer, dir: &Path) -> Result<()> {
+    let mut g = Map::new();
+    g.insert("_from_model_config".into(), Value::Bool(true));
+    for (k, id) in [
+        ("bos_token_id", tok.bos_id()),
+        ("eos_token_id", tok.eos_id()),
+        ("pad_token_id", tok.pad_id()),
+    ] {
+        if let Some(id) = id {
+            g.insert(k.into(), Value::from(id));
+        }
+    }
+    let text =
+        serde_json::to_string_pretty(&Value::Object(g)).map_err(|e| Error::msg(e.to_string()))?;
+    gradus_tensor::io::write_atomic(
+        &dir.join("generation_config.json"),
+        (text + "\n").as_bytes(),
+    )
 }
 
 /// What a recipe plugs into the shared loop ([`fit_learner`]): its parameters, micro-batches, loss,

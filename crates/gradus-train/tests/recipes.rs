@@ -422,6 +422,32 @@ fn sft_on_chat_jsonl_trains_only_on_assistant_turns() {
     let b = load_decoder(&dir.path().join("sft/checkpoints/step-8"), &Device::Cpu).unwrap();
     assert_ne!(params_bits(&a), params_bits(&b), "SFT changed no parameter");
 
+    // The checkpoint carries the chat template it was trained with (the base had none: ChatML)
+    // and a generation_config.json with the tokenizer's ids, as transformers reads them.
+    let ck = dir.path().join("sft/checkpoints/step-8");
+    let tcfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("tokenizer_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        tcfg["chat_template"].as_str(),
+        Some(gradus_data::chat::CHATML_TEMPLATE)
+    );
+    let base_tcfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(base.join("tokenizer_config.json")).unwrap())
+            .unwrap();
+    assert!(
+        base_tcfg.get("chat_template").is_none(),
+        "pretraining saves no template"
+    );
+    let gen: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("generation_config.json")).unwrap())
+            .unwrap();
+    let t = gradus_data::tokenizer::Tokenizer::from_dir(&ck).unwrap();
+    assert_eq!(gen["eos_token_id"].as_u64(), t.eos_id().map(u64::from));
+    assert_eq!(gen["pad_token_id"].as_u64(), t.pad_id().map(u64::from));
+    assert_eq!(gen["bos_token_id"].as_u64(), t.bos_id().map(u64::from));
+    assert!(t.eos_id().is_some() && t.pad_id().is_some());
+
     // The loss mask: only assistant content (+ end-of-turn) tokens are targets.
     let tok = gradus_data::tokenizer::Tokenizer::from_dir(&base).unwrap();
     let ex = gradus_data::dataset::read_dataset(

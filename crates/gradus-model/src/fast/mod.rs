@@ -30,12 +30,18 @@
 //! per step apart from a few small per-call scratch rows inside the kernels. Every reduction runs
 //! in a fixed order, so results do not depend on the number of threads (tested).
 //!
+//! `rmsnorm` above is the config's `norm`: RMSNorm (default), LayerNorm or none (identity), see
+//! `norm.rs`.
+//!
 //! Covered: every Llama/Qwen2 config (GQA, q/k/v and MLP biases, tied or untied head, packed
-//! segments) without LoRA adapters on the CPU; [`FastDecoder::unsupported`] says why a model is
+//! segments, any `norm`) without LoRA adapters on the CPU; [`FastDecoder::unsupported`] says why a model is
 //! not, and callers fall back to the candle path.
 
-mod linear;
+pub(crate) mod linear;
+mod norm;
 mod params;
+
+use norm::NormIx;
 
 pub use params::{Entry, ParamLayout};
 
@@ -65,12 +71,12 @@ impl Default for FastOptions {
 /// Indices (into the layout) of one layer's parameters.
 #[derive(Clone, Debug)]
 struct LayerIx {
-    in_norm: usize,
+    in_norm: NormIx,
     q: (usize, Option<usize>),
     k: (usize, Option<usize>),
     v: (usize, Option<usize>),
     o: usize,
-    post_norm: usize,
+    post_norm: NormIx,
     gate: (usize, Option<usize>),
     up: (usize, Option<usize>),
     down: (usize, Option<usize>),
@@ -157,7 +163,7 @@ pub struct FastDecoder {
     grads: Vec<f32>,
     embed: usize,
     head: usize,
-    final_norm: usize,
+    final_norm: NormIx,
     layers: Vec<LayerIx>,
     ws: Workspace,
     saved: Saved,
@@ -196,16 +202,32 @@ impl FastDecoder {
                 layout.find(&format!("{p}.bias")),
             ))
         };
+        let norm_ix = |name: &str| -> Result<NormIx> {
+            use crate::config::NormKind;
+            let (w, b) = match cfg.norm {
+                NormKind::None => (None, None),
+                NormKind::RmsNorm => (Some(layout.index(&format!("{name}.weight"))?), None),
+                NormKind::LayerNorm => (
+                    Some(layout.index(&format!("{name}.weight"))?),
+                    Some(layout.index(&format!("{name}.bias"))?),
+                ),
+            };
+            Ok(NormIx {
+                kind: cfg.norm,
+                weight: w,
+                bias: b,
+            })
+        };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
             layers.push(LayerIx {
-                in_norm: layout.index(&format!("{p}.input_layernorm.weight"))?,
+                in_norm: norm_ix(&format!("{p}.input_layernorm"))?,
                 q: lin(&format!("{p}.self_attn.q_proj"))?,
                 k: lin(&format!("{p}.self_attn.k_proj"))?,
                 v: lin(&format!("{p}.self_attn.v_proj"))?,
                 o: layout.index(&format!("{p}.self_attn.o_proj.weight"))?,
-                post_norm: layout.index(&format!("{p}.post_attention_layernorm.weight"))?,
+                post_norm: norm_ix(&format!("{p}.post_attention_layernorm"))?,
                 gate: lin(&format!("{p}.mlp.gate_proj"))?,
                 up: lin(&format!("{p}.mlp.up_proj"))?,
                 down: lin(&format!("{p}.mlp.down_proj"))?,
@@ -217,7 +239,7 @@ impl FastDecoder {
         } else {
             layout.index("lm_head.weight")?
         };
-        let final_norm = layout.index("model.norm.weight")?;
+        let final_norm = norm_ix("model.norm")?;
         let grads = vec![0f32; layout.total];
         Ok(Self {
             cfg,
@@ -336,7 +358,16 @@ impl FastDecoder {
                 Some(nl) => &mut nl.x,
                 None => &mut ws.x_out,
             };
-            kernels::rms_norm_forward(&a.x[..n * d], p(ix.in_norm), eps, &mut a.n1[..n * d]);
+            let nm = ix.in_norm;
+            norm::forward(
+                nm.kind,
+                &a.x[..n * d],
+                pb(nm.weight),
+                pb(nm.bias),
+                d,
+                eps,
+                &mut a.n1[..n * d],
+            );
             linear::forward(&mut ws.qraw, &a.n1, p(ix.q.0), pb(ix.q.1), n, d, qw);
             linear::forward(&mut ws.kraw, &a.n1, p(ix.k.0), pb(ix.k.1), n, d, kw);
             linear::forward(&mut a.v, &a.n1, p(ix.v.0), pb(ix.v.1), n, d, kw);
@@ -361,7 +392,16 @@ impl FastDecoder {
             );
             a.x_mid[..n * d].copy_from_slice(&a.x[..n * d]);
             linear::matmul(&mut a.x_mid, true, &a.o, false, p(ix.o), true, n, d, qw);
-            kernels::rms_norm_forward(&a.x_mid[..n * d], p(ix.post_norm), eps, &mut a.n2[..n * d]);
+            let nm = ix.post_norm;
+            norm::forward(
+                nm.kind,
+                &a.x_mid[..n * d],
+                pb(nm.weight),
+                pb(nm.bias),
+                d,
+                eps,
+                &mut a.n2[..n * d],
+            );
             linear::forward(&mut a.gate, &a.n2, p(ix.gate.0), pb(ix.gate.1), n, d, f);
             linear::forward(&mut a.up, &a.n2, p(ix.up.0), pb(ix.up.1), n, d, f);
             kernels::swiglu_forward(&a.gate[..n * f], &a.up[..n * f], &mut a.act[..n * f]);
@@ -376,7 +416,16 @@ impl FastDecoder {
             }
             linear::matmul(next_x, true, &a.act, false, p(ix.down.0), true, n, d, f);
         }
-        kernels::rms_norm_forward(&ws.x_out[..n * d], p(*final_norm), eps, &mut ws.h[..n * d]);
+        let nm = *final_norm;
+        norm::forward(
+            nm.kind,
+            &ws.x_out[..n * d],
+            pb(nm.weight),
+            pb(nm.bias),
+            d,
+            eps,
+            &mut ws.h[..n * d],
+        );
 
         // LM head + log-softmax + gather, over row blocks.
         let v = c.vocab_size;
@@ -527,14 +576,19 @@ impl FastDecoder {
                 r0 = r1;
             }
         }
-        kernels::rms_norm_backward(
+        let nm = *final_norm;
+        let (dw, db) = norm_grads(grads, layout, nm);
+        norm::backward(
+            nm.kind,
             &ws.x_out[..n * d],
-            p(*final_norm),
+            nm.weight.map(p),
             &ws.dn[..n * d],
+            d,
             eps,
             &mut ws.dx[..n * d],
             false,
-            &mut grads[layout.range(*final_norm)],
+            dw,
+            db,
         );
 
         let segs = saved.segments.as_deref();
@@ -543,7 +597,7 @@ impl FastDecoder {
             let a = &ws.layers[li];
             // MLP: x'' = x' + act Wdᵀ (+bd).
             linear::backward_input(&mut ws.df0, false, &ws.dx, p(ix.down.0), n, f, d);
-            lin_params(grads, layout, ix.down, &ws.dx, &a.act, n, f, d);
+            lin_params(grads, layout, ix.down, &ws.dx, &a.act, (n, f, d));
             kernels::swiglu_backward(
                 &a.gate[..n * f],
                 &a.up[..n * f],
@@ -553,20 +607,25 @@ impl FastDecoder {
             );
             linear::backward_input(&mut ws.dn, false, &ws.df1, p(ix.gate.0), n, d, f);
             linear::backward_input(&mut ws.dn, true, &ws.df2, p(ix.up.0), n, d, f);
-            lin_params(grads, layout, ix.gate, &ws.df1, &a.n2, n, d, f);
-            lin_params(grads, layout, ix.up, &ws.df2, &a.n2, n, d, f);
-            kernels::rms_norm_backward(
+            lin_params(grads, layout, ix.gate, &ws.df1, &a.n2, (n, d, f));
+            lin_params(grads, layout, ix.up, &ws.df2, &a.n2, (n, d, f));
+            let nm = ix.post_norm;
+            let (dw, db) = norm_grads(grads, layout, nm);
+            norm::backward(
+                nm.kind,
                 &a.x_mid[..n * d],
-                p(ix.post_norm),
+                nm.weight.map(p),
                 &ws.dn[..n * d],
+                d,
                 eps,
                 &mut ws.dx[..n * d],
                 true,
-                &mut grads[layout.range(ix.post_norm)],
+                dw,
+                db,
             );
             // Attention: x' = x + o Woᵀ.
             linear::backward_input(&mut ws.dout, false, &ws.dx, p(ix.o), n, qw, d);
-            lin_params(grads, layout, (ix.o, None), &ws.dx, &a.o, n, qw, d);
+            lin_params(grads, layout, (ix.o, None), &ws.dx, &a.o, (n, qw, d));
             kernels::attention_backward(
                 dims,
                 scale,
@@ -600,17 +659,22 @@ impl FastDecoder {
             linear::backward_input(&mut ws.dn, false, &ws.dqraw, p(ix.q.0), n, d, qw);
             linear::backward_input(&mut ws.dn, true, &ws.dkraw, p(ix.k.0), n, d, kw);
             linear::backward_input(&mut ws.dn, true, &ws.dv, p(ix.v.0), n, d, kw);
-            lin_params(grads, layout, ix.q, &ws.dqraw, &a.n1, n, d, qw);
-            lin_params(grads, layout, ix.k, &ws.dkraw, &a.n1, n, d, kw);
-            lin_params(grads, layout, ix.v, &ws.dv, &a.n1, n, d, kw);
-            kernels::rms_norm_backward(
+            lin_params(grads, layout, ix.q, &ws.dqraw, &a.n1, (n, d, qw));
+            lin_params(grads, layout, ix.k, &ws.dkraw, &a.n1, (n, d, kw));
+            lin_params(grads, layout, ix.v, &ws.dv, &a.n1, (n, d, kw));
+            let nm = ix.in_norm;
+            let (dw, db) = norm_grads(grads, layout, nm);
+            norm::backward(
+                nm.kind,
                 &a.x[..n * d],
-                p(ix.in_norm),
+                nm.weight.map(p),
                 &ws.dn[..n * d],
+                d,
                 eps,
                 &mut ws.dx[..n * d],
                 true,
-                &mut grads[layout.range(ix.in_norm)],
+                dw,
+                db,
             );
         }
         // Embedding: scatter-add the rows in order (deterministic).
@@ -787,15 +851,35 @@ impl FastDecoder {
 
 /// dW += dyᵀ x (and db += Σ dy) for the linear layer `ix` (weight, bias) of shape (out, inp).
 #[allow(clippy::too_many_arguments)]
+/// The gradient slices of a normalisation layer's weight and bias (disjoint ranges of `grads`).
+fn norm_grads<'g>(
+    grads: &'g mut [f32],
+    layout: &ParamLayout,
+    nm: NormIx,
+) -> (Option<&'g mut [f32]>, Option<&'g mut [f32]>) {
+    match (nm.weight, nm.bias) {
+        (None, _) => (None, None),
+        (Some(w), None) => (Some(&mut grads[layout.range(w)]), None),
+        (Some(w), Some(b)) => {
+            let (rw, rb) = (layout.range(w), layout.range(b));
+            if rw.start < rb.start {
+                let (lo, hi) = grads.split_at_mut(rb.start);
+                (Some(&mut lo[rw]), Some(&mut hi[..rb.end - rb.start]))
+            } else {
+                let (lo, hi) = grads.split_at_mut(rw.start);
+                (Some(&mut hi[..rw.end - rw.start]), Some(&mut lo[rb]))
+            }
+        }
+    }
+}
+
 fn lin_params(
     grads: &mut [f32],
     layout: &ParamLayout,
     ix: (usize, Option<usize>),
     dy: &[f32],
     x: &[f32],
-    n: usize,
-    inp: usize,
-    out: usize,
+    (n, inp, out): (usize, usize, usize),
 ) {
     let (wr, br) = (layout.range(ix.0), ix.1.map(|b| layout.range(b)));
     match br {

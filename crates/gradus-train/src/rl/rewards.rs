@@ -1,0 +1,400 @@
+//! Reward functions of `gradus train rl`: `score(prompt, completion, columns) -> Option<f32>`
+//! (None: the reward does not apply to this completion).
+//!
+//! Built in: `exact` (the completion's first line equals a column), `numeric` (its number is within
+//! a tolerance of a column's), `regex` (1 when a pattern matches), `task` (gradus' own checker of the
+//! built-in instruction task: arithmetic and program output), and `command`: a long-lived process
+//! that reads one JSON request per line on stdin, `{"prompt", "completion", "columns"}`, and writes
+//! one answer per line on stdout: a number, `null` (not applicable) or `{"score": number|null}`.
+//! A crash, a malformed answer or no answer within `timeout_s` is an error naming the request.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use gradus_tasks::{Instruction, TaskKind};
+use gradus_tensor::{Error, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+/// One `[[rewards]]` entry. (Unknown keys are rejected by the kind's own fields: serde's
+/// `deny_unknown_fields` does not combine with `flatten`.)
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RewardSpec {
+    /// Name in metrics (`rewards/<name>/mean`); defaults to the kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Weight in the combined reward Σ w_k r_k.
+    #[serde(default = "one")]
+    pub weight: f32,
+    #[serde(flatten)]
+    pub kind: RewardKind,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+fn answer() -> String {
+    "answer".into()
+}
+
+fn timeout() -> f64 {
+    30.0
+}
+
+/// What a reward checks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RewardKind {
+    /// 1 when the completion's first non-empty line, trimmed, equals column `field` (trimmed).
+    Exact {
+        #[serde(default = "answer")]
+        field: String,
+    },
+    /// 1 when the first number on the completion's first line (after its last `=`, if any) is
+    /// within `tolerance` of column `field`'s number.
+    Numeric {
+        #[serde(default = "answer")]
+        field: String,
+        #[serde(default)]
+        tolerance: f64,
+    },
+    /// 1 when `pattern` matches the completion somewhere, else 0.
+    Regex { pattern: String },
+    /// The built-in instruction task's checker (`gradus_tasks::is_correct`): columns `answer` and
+    /// `kind` (arith | program | fact).
+    Task {},
+    /// An external long-lived command (see the module docs).
+    Command {
+        command: Vec<String>,
+        #[serde(default = "timeout")]
+        timeout_s: f64,
+    },
+}
+
+impl RewardSpec {
+    /// The name metrics use.
+    pub fn display_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            match &self.kind {
+                RewardKind::Exact { .. } => "exact",
+                RewardKind::Numeric { .. } => "numeric",
+                RewardKind::Regex { .. } => "regex",
+                RewardKind::Task {} => "task",
+                RewardKind::Command { .. } => "command",
+            }
+            .to_string()
+        })
+    }
+
+    /// Errors name `rewards[i].<field>`.
+    pub fn validate(&self, i: usize) -> Result<()> {
+        let f = |k: &str| format!("rewards[{i}].{k}");
+        if !self.weight.is_finite() {
+            return Err(Error::config(f("weight"), "must be a finite number"));
+        }
+        match &self.kind {
+            RewardKind::Regex { pattern } => {
+                regex::Regex::new(pattern)
+                    .map_err(|e| Error::config(f("pattern"), format!("not a regex: {e}")))?;
+            }
+            RewardKind::Numeric { tolerance, .. } if !(*tolerance >= 0.0) => {
+                return Err(Error::config(f("tolerance"), "must be ≥ 0"));
+            }
+            RewardKind::Command { command, timeout_s } => {
+                if command.is_empty() {
+                    return Err(Error::config(f("command"), "needs a program to run"));
+                }
+                if !(*timeout_s > 0.0 && timeout_s.is_finite()) {
+                    return Err(Error::config(f("timeout_s"), "must be positive"));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// What a reward sees of one completion.
+pub struct RewardInput<'a> {
+    pub prompt: &'a str,
+    pub completion: &'a str,
+    pub columns: &'a Map<String, Value>,
+}
+
+/// A reward function.
+pub trait Reward {
+    fn name(&self) -> &str;
+    /// Scores completions (in order); None where the reward does not apply.
+    fn score(&mut self, items: &[RewardInput]) -> Result<Vec<Option<f32>>>;
+}
+
+/// The first non-empty line, trimmed.
+fn first_line(s: &str) -> &str {
+    s.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+}
+
+fn column_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// The first decimal number in `s` (optional sign, digits, optional fraction).
+fn first_number(s: &str) -> Option<f64> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_digit() {
+            let mut start = i;
+            if start > 0 && b[start - 1] == b'-' {
+                start -= 1;
+            }
+            let mut j = i;
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            if j + 1 < b.len() && b[j] == b'.' && b[j + 1].is_ascii_digit() {
+                j += 1;
+                while j < b.len() && b[j].is_ascii_digit() {
+                    j += 1;
+                }
+            }
+            return s[start..j].parse().ok();
+        }
+        i += 1;
+    }
+    None
+}
+
+struct Builtin {
+    name: String,
+    kind: RewardKind,
+    regex: Option<regex::Regex>,
+}
+
+impl Reward for Builtin {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn score(&mut self, items: &[RewardInput]) -> Result<Vec<Option<f32>>> {
+        Ok(items
+            .iter()
+            .map(|it| {
+                let hit = |b: bool| Some(if b { 1.0 } else { 0.0 });
+                match &self.kind {
+                    RewardKind::Exact { field } => {
+                        let want = column_text(it.columns.get(field)?)?;
+                        hit(first_line(it.completion) == want.trim())
+                    }
+                    RewardKind::Numeric { field, tolerance } => {
+                        let want = first_number(&column_text(it.columns.get(field)?)?)?;
+                        let line = first_line(it.completion);
+                        let tail = line.rsplit('=').next().unwrap_or(line);
+                        hit(first_number(tail).is_some_and(|x| (x - want).abs() <= *tolerance))
+                    }
+                    RewardKind::Regex { .. } => hit(self
+                        .regex
+                        .as_ref()
+                        .is_some_and(|r| r.is_match(it.completion))),
+                    RewardKind::Task {} => {
+                        let answer = column_text(it.columns.get("answer")?)?;
+                        let kind: TaskKind =
+                            serde_json::from_value(it.columns.get("kind")?.clone()).ok()?;
+                        let instr = Instruction {
+                            prompt: it.prompt.to_string(),
+                            answer,
+                            kind,
+                        };
+                        hit(gradus_tasks::is_correct(&instr, it.completion))
+                    }
+                    RewardKind::Command { .. } => None,
+                }
+            })
+            .collect())
+    }
+}
+
+/// The external reward process (see the module docs).
+struct External {
+    name: String,
+    argv: Vec<String>,
+    timeout: Duration,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<std::io::Result<String>>,
+    sent: u64,
+}
+
+impl External {
+    fn spawn(name: &str, argv: &[String], timeout_s: f64) -> Result<Self> {
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| {
+                Error::msg(format!(
+                    "reward `{name}`: cannot start {:?}: {e}",
+                    argv.join(" ")
+                ))
+            })?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::msg(format!("reward `{name}`: no stdout")))?;
+        let stdin = child.stdin.take();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            name: name.to_string(),
+            argv: argv.to_vec(),
+            timeout: Duration::from_secs_f64(timeout_s),
+            child,
+            stdin,
+            lines: rx,
+            sent: 0,
+        })
+    }
+
+    fn fail(&mut self, req: &Value, what: String) -> Error {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut r = req.to_string();
+        if r.len() > 300 {
+            let mut cut = 300;
+            while !r.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            r.truncate(cut);
+            r.push('…');
+        }
+        Error::msg(format!(
+            "reward `{}` ({}): {what}; request #{} was {r}",
+            self.name,
+            self.argv.join(" "),
+            self.sent
+        ))
+    }
+
+    fn parse(line: &str) -> std::result::Result<Option<f32>, String> {
+        let v: Value = serde_json::from_str(line.trim()).map_err(|e| format!("not JSON ({e})"))?;
+        let x = match &v {
+            Value::Object(o) => o
+                .get("score")
+                .cloned()
+                .ok_or("an object without a `score` key")?,
+            _ => v.clone(),
+        };
+        match x {
+            Value::Null => Ok(None),
+            Value::Number(n) => n
+                .as_f64()
+                .map(|f| Some(f as f32))
+                .ok_or_else(|| "a number out of range".into()),
+            other => Err(format!("{other} is not a number or null")),
+        }
+    }
+}
+
+impl Reward for External {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn score(&mut self, items: &[RewardInput]) -> Result<Vec<Option<f32>>> {
+        let mut out = Vec::with_capacity(items.len());
+        for it in items {
+            let req =
+                json!({"prompt": it.prompt, "completion": it.completion, "columns": it.columns});
+            self.sent += 1;
+            let Some(stdin) = self.stdin.as_mut() else {
+                return Err(self.fail(&req, "its stdin is closed".into()));
+            };
+            if let Err(e) = writeln!(stdin, "{req}").and_then(|_| stdin.flush()) {
+                return Err(self.fail(
+                    &req,
+                    format!("writing the request failed ({e}): did it exit?"),
+                ));
+            }
+            let line = match self.lines.recv_timeout(self.timeout) {
+                Ok(Ok(l)) => l,
+                Ok(Err(e)) => {
+                    return Err(self.fail(&req, format!("reading its answer failed: {e}")))
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let t = self.timeout.as_secs_f64();
+                    return Err(self.fail(&req, format!("no answer within {t} s (timeout_s)")));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().ok().map(|s| s.to_string());
+                    return Err(self.fail(
+                        &req,
+                        format!(
+                            "it exited ({}) without answering",
+                            status.unwrap_or_else(|| "status unknown".into())
+                        ),
+                    ));
+                }
+            };
+            match Self::parse(&line) {
+                Ok(s) => out.push(s),
+                Err(why) => {
+                    return Err(self.fail(&req, format!("malformed answer {line:?}: {why}")))
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for External {
+    fn drop(&mut self) {
+        self.stdin.take(); // EOF: a well-behaved scorer exits
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The reward functions of `specs`, started (external commands spawn here).
+pub fn build_rewards(specs: &[RewardSpec]) -> Result<Vec<Box<dyn Reward>>> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| -> Result<Box<dyn Reward>> {
+            s.validate(i)?;
+            let name = s.display_name();
+            Ok(match &s.kind {
+                RewardKind::Command { command, timeout_s } => {
+                    Box::new(External::spawn(&name, command, *timeout_s)?)
+                }
+                k => Box::new(Builtin {
+                    name,
+                    kind: k.clone(),
+                    regex: match k {
+                        RewardKind::Regex { pattern } => {
+                            Some(regex::Regex::new(pattern).map_err(|e| {
+                                Error::config(format!("rewards[{i}].pattern"), e.to_string())
+                            })?)
+                        }
+                        _ => None,
+                    },
+                }),
+            })
+        })
+        .collect()
+}
