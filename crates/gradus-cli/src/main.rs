@@ -135,6 +135,12 @@ struct QuickstartArgs {
     /// Move earlier quickstart runs in --dir aside (never deleted) instead of refusing to start.
     #[arg(long)]
     overwrite: bool,
+    /// Run the reduced size (the seeded test's guard) instead of the full one.
+    #[arg(long, hide = true)]
+    reduced: bool,
+    /// Override a setting of the quickstart's plan, `key=value` (TOML value; for experiments).
+    #[arg(long = "plan-set", hide = true, value_name = "KEY=VALUE")]
+    plan_set: Vec<String>,
 }
 
 #[derive(Args)]
@@ -254,12 +260,15 @@ fn run(cli: Cli) -> Result<()> {
                     dir: a.dir,
                     size: if a.fast {
                         gradus_train::quickstart::QuickstartSize::Smoke
+                    } else if a.reduced {
+                        gradus_train::quickstart::QuickstartSize::Reduced
                     } else {
                         gradus_train::quickstart::QuickstartSize::Full
                     },
                     seed: a.seed,
                     progress: true,
                     overwrite: a.overwrite,
+                    overrides: a.plan_set,
                 })?;
             println!("{}", out.summary);
             Ok(())

@@ -2,8 +2,8 @@
 //!
 //! | name          | output type     | documents                                                           | metrics |
 //! |---------------|-----------------|---------------------------------------------------------------------|---------|
-//! | `arith`       | generate_until  | eval-split arithmetic instructions (`Compute 37+45.`)                | exact_match (first integer of the answer) |
-//! | `programs`    | generate_until  | eval-split "what does this program print?" (the tiny language)       | exact_match |
+//! | `arith`       | generate_until  | eval-split arithmetic instructions (`Compute 37+45.`)                | exact_match (`strict`: last integer of the answer line, so `82` and `37+45=82` both count) |
+//! | `programs`    | generate_until  | eval-split "what does this program print?" (the tiny language)       | exact_match (`strict`: last integer of the answer line; `none`: the whole line) |
 //! | `world_facts` | multiple_choice | every (country, relation) fact of the invented world; the 3 other choices are the same relation's answers for other countries | acc, acc_norm |
 //! | `prefs`       | multiple_choice | eval-split synthetic preference pairs: choices (chosen, rejected), gold chosen | acc = ranking accuracy by log-likelihood, acc_norm |
 //!
@@ -16,7 +16,9 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use gradus_data::preference::Turns;
-use gradus_tasks::instruct::{instructions, task_prompt, Split, TaskKind};
+use gradus_tasks::instruct::{
+    instructions_with, stated_value, task_prompt, Split, TaskConfig as InstructTask, TaskKind,
+};
 use gradus_tasks::text::{Relation, World};
 use serde_json::{json, Map, Value};
 
@@ -56,16 +58,41 @@ fn config(v: Value) -> Result<TaskConfig> {
     TaskConfig::from_map(obj(v), &PathBuf::from("builtin"))
 }
 
-fn generation_task(name: &str, kind: TaskKind, filter_regex: Option<&str>) -> Result<LoadedTask> {
-    let rows: Vec<Map<String, Value>> = instructions(N_DOCS * 4, SEED, Split::Eval)
+/// A `generate_until` task of `n` eval-split instructions of `kind`, drawn from `task` with `seed`
+/// (the built-in `arith` and `programs` are this with the default task, [`N_DOCS`] and [`SEED`];
+/// `gradus quickstart` measures its own task's distribution through the same definition). The
+/// target is the value the answer states ([`stated_value`]: `82` for `37+45=82`); the `strict`
+/// filter reads the generation's last integer, so both the bare value and the restated equation
+/// (`37+45=82`, the format [`ArithAnswer::Equation`] teaches) or a program's trace
+/// (`a=5, b=5*3=15, print 15-2=13`, [`gradus_tasks::programs::trace`]) are scored; the `none`
+/// filter asks for the bare value.
+///
+/// [`ArithAnswer::Equation`]: gradus_tasks::ArithAnswer::Equation
+pub fn generation_task_with(
+    name: &str,
+    kind: TaskKind,
+    task: &InstructTask,
+    n: usize,
+    seed: u64,
+) -> Result<LoadedTask> {
+    let rows: Vec<Map<String, Value>> = instructions_with(n * 4 + 100, seed, Split::Eval, task)
         .into_iter()
         .filter(|i| i.kind == kind)
-        .take(N_DOCS)
-        .map(|i| obj(json!({"question": i.prompt, "answer": i.answer.trim()})))
+        .take(n)
+        .map(|i| {
+            let one_line = !i.answer.trim().contains('\n');
+            let target = match (kind, stated_value(&i.answer)) {
+                (TaskKind::Arith | TaskKind::Program, Some(v)) if one_line => v.to_string(),
+                _ => i.answer.trim().to_string(),
+            };
+            obj(json!({"question": i.prompt, "answer": target}))
+        })
         .collect();
     let mut filters = vec![json!({"name": "none", "filter": [{"function": "take_first"}]})];
-    if let Some(re) = filter_regex {
-        filters.insert(0, json!({"name": "strict", "filter": [{"function": "regex", "regex_pattern": re}, {"function": "take_first"}]}));
+    if kind != TaskKind::Fact {
+        // The last integer of the line: `82` of `82`, of `37+45=82` and of a program's trace
+        // `a=5, b=5*3=15, print 15-2=13`.
+        filters.insert(0, json!({"name": "strict", "filter": [{"function": "regex", "regex_pattern": r"(-?[0-9]+)", "group_select": -1}, {"function": "take_first"}]}));
     }
     let cfg = config(json!({
         "task": name,
@@ -76,10 +103,10 @@ fn generation_task(name: &str, kind: TaskKind, filter_regex: Option<&str>) -> Re
         "doc_to_target": "{{answer}}",
         "target_delimiter": "",
         "fewshot_delimiter": "\n\n",
-        "generation_kwargs": {"until": ["\n"], "max_gen_toks": 24, "do_sample": false},
+        "generation_kwargs": {"until": ["\n"], "max_gen_toks": 64, "do_sample": false},
         "filter_list": filters,
         "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": true}],
-        "metadata": {"version": 1},
+        "metadata": {"version": 2},
     }))?;
     Ok(LoadedTask {
         cfg,
@@ -182,8 +209,20 @@ fn prefs() -> Result<LoadedTask> {
 /// The built-in task `name`, if there is one.
 pub fn load(name: &str) -> Option<Result<LoadedTask>> {
     Some(match name {
-        "arith" => generation_task("arith", TaskKind::Arith, Some(r"(-?[0-9]+)")),
-        "programs" => generation_task("programs", TaskKind::Program, None),
+        "arith" => generation_task_with(
+            "arith",
+            TaskKind::Arith,
+            &InstructTask::default(),
+            N_DOCS,
+            SEED,
+        ),
+        "programs" => generation_task_with(
+            "programs",
+            TaskKind::Program,
+            &InstructTask::default(),
+            N_DOCS,
+            SEED,
+        ),
         "world_facts" => world_facts(),
         "prefs" => prefs(),
         _ => return None,
@@ -214,5 +253,40 @@ mod tests {
             }
         }
         assert!(load("nope").is_none());
+    }
+
+    /// `arith`'s `strict` filter reads the last integer of the answer line, so the bare value and
+    /// the restated problem (`ArithAnswer::Equation`, the quickstart's format) both score, and a
+    /// wrong value does not; targets are the value alone, also for a task drawn in equation form.
+    #[test]
+    fn arith_scores_bare_values_and_equations() {
+        let t = load("arith").unwrap().unwrap();
+        let filters = t.cfg.filter_list.as_ref().unwrap();
+        let strict = &filters.iter().find(|f| f.name == "strict").unwrap().filter;
+        let got = |r: &str| crate::filters::apply(strict, &[r.to_string()]).unwrap();
+        assert_eq!(got("82"), vec!["82"]);
+        assert_eq!(got("37+45=82"), vec!["82"]);
+        assert_eq!(got("90-17=73"), vec!["73"]);
+        assert_eq!(got("37+45=83"), vec!["83"]);
+        let eq = InstructTask {
+            arith_answer: gradus_tasks::ArithAnswer::Equation,
+            ..Default::default()
+        };
+        let e = generation_task_with("arith", TaskKind::Arith, &eq, 30, SEED).unwrap();
+        let plain = &t.splits["test"][..30];
+        for (a, b) in e.splits["test"].iter().zip(plain) {
+            // Same problems as the default task's (the answer format draws nothing), value targets.
+            assert_eq!(a.data, b.data);
+            let q = a.data["question"].as_str().unwrap();
+            let expr = q.trim_start_matches("Compute ").trim_end_matches('.');
+            let (x, rest) = expr.split_at(expr.find(['+', '-', '*']).unwrap());
+            let (x, y): (i64, i64) = (x.parse().unwrap(), rest[1..].parse().unwrap());
+            let want = match &rest[..1] {
+                "+" => x + y,
+                "-" => x - y,
+                _ => x * y,
+            };
+            assert_eq!(a.data["answer"].as_str().unwrap(), want.to_string());
+        }
     }
 }

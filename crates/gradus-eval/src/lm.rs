@@ -40,6 +40,11 @@ pub struct EvalModel {
     /// Whether to run the tokenizer's post-processor (lm-eval's `add_bos_token`); `None` = lm-eval
     /// 0.4.13's default (yes, unless the text starts with the BOS text).
     pub add_special_tokens: Option<bool>,
+    /// Put the prefix token (BOS) in front of every encoded text that does not start with it
+    /// already: for models trained with a BOS at the start of every sequence by a tokenizer whose
+    /// post-processor adds none (gradus' trained tokenizers; the SFT recipe adds the BOS itself).
+    /// Default off (lm-eval's behaviour).
+    pub prepend_bos: bool,
 }
 
 /// Result of one log-likelihood request.
@@ -189,6 +194,7 @@ impl EvalModel {
             max_length,
             dir,
             add_special_tokens: None,
+            prepend_bos: false,
         })
     }
 
@@ -202,6 +208,7 @@ impl EvalModel {
             max_length,
             dir,
             add_special_tokens: None,
+            prepend_bos: false,
         }
     }
 
@@ -232,14 +239,27 @@ impl EvalModel {
         Ok(self.tokenizer.encode(text, add)?)
     }
 
+    /// [`EvalModel::encode`] of a text that starts a request (a context, or context and
+    /// continuation together), with the BOS in front when [`EvalModel::prepend_bos`] asks for it.
+    pub fn encode_context(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = self.encode(text)?;
+        if self.prepend_bos {
+            let p = self.prefix_token_id()?;
+            if ids.first() != Some(&p) {
+                ids.insert(0, p);
+            }
+        }
+        Ok(ids)
+    }
+
     /// (context tokens, continuation tokens) of a log-likelihood request, as HFLM builds them.
     pub fn encode_pair(&self, context: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>)> {
         if context.is_empty() {
             return Ok((vec![self.prefix_token_id()?], self.encode(continuation)?));
         }
         let (ctx, cont) = split_pair(context, continuation);
-        let whole = self.encode(&format!("{ctx}{cont}"))?;
-        let c = self.encode(&ctx)?;
+        let whole = self.encode_context(&format!("{ctx}{cont}"))?;
+        let c = self.encode_context(&ctx)?;
         let n = c.len().min(whole.len());
         Ok((c, whole[n..].to_vec()))
     }
@@ -382,7 +402,7 @@ impl EvalModel {
         };
         let enc: Vec<Vec<u32>> = reqs
             .iter()
-            .map(|r| self.encode(&r.context))
+            .map(|r| self.encode_context(&r.context))
             .collect::<Result<_>>()?;
         order.sort_by(|&a, &b| {
             key(&reqs[a])

@@ -184,7 +184,11 @@ pub fn document(cfg: &CorpusConfig, i: usize) -> (DocKind, String) {
                 }
                 g = programs::generate(&mut rng, &cfg.program);
             }
-            g.document()
+            if cfg.program.trace {
+                g.traced_document()
+            } else {
+                g.document()
+            }
         }
         DocKind::Text => text::paragraph_with(&mut rng, cfg.fact_share),
     };

@@ -107,6 +107,19 @@ impl Default for TaskMix {
     }
 }
 
+/// How the answer to an arithmetic instruction is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArithAnswer {
+    /// The value alone: `82`.
+    #[default]
+    Value,
+    /// The problem restated, then its value: `37+45=82`, exactly the corpus's arithmetic document
+    /// ([`ArithProblem::document`]). The model copies the operands next to the `=` before it
+    /// computes, as it did in pretraining; [`is_correct`] reads the number after the last `=`.
+    Equation,
+}
+
 /// What the instruction task asks: the kinds' weights and the size of arithmetic problems and
 /// programs. The default is the task [`instructions`] draws.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -116,6 +129,8 @@ pub struct TaskConfig {
     pub arith: ArithConfig,
     /// Programs asked about; `single_print` should stay on (one-line answers).
     pub program: ProgramConfig,
+    /// How arithmetic answers are written (default: the value alone).
+    pub arith_answer: ArithAnswer,
 }
 
 impl Default for TaskConfig {
@@ -124,6 +139,7 @@ impl Default for TaskConfig {
             mix: TaskMix::default(),
             arith: ArithConfig::default(),
             program: program_config(),
+            arith_answer: ArithAnswer::Value,
         }
     }
 }
@@ -177,15 +193,23 @@ fn candidate(rng: &mut Rng, cfg: &TaskConfig) -> Instruction {
             let p = arith::sample(rng, &cfg.arith);
             Instruction {
                 prompt: arith_prompt(&p),
-                answer: p.answer().to_string(),
+                answer: match cfg.arith_answer {
+                    ArithAnswer::Value => p.answer().to_string(),
+                    ArithAnswer::Equation => p.document(),
+                },
                 kind: TaskKind::Arith,
             }
         }
         TaskKind::Program => {
             let g = programs::generate(rng, &cfg.program);
+            let traced = if cfg.program.trace && !g.output.contains('\n') {
+                programs::trace(&g.source)
+            } else {
+                None
+            };
             Instruction {
                 prompt: program_prompt(&g.source),
-                answer: g.output,
+                answer: traced.unwrap_or(g.output),
                 kind: TaskKind::Program,
             }
         }
@@ -270,11 +294,20 @@ fn normalize_words(s: &str) -> String {
         .to_lowercase()
 }
 
+/// The value a numeric answer states: the first integer after its last `=` (`"37+45=82"` → 82), or
+/// its first integer when it has no `=` (`"82"`, `"The answer is 82"`; not `"x82"`).
+pub fn stated_value(answer: &str) -> Option<i128> {
+    let line = first_line(answer);
+    first_integer(line.rsplit('=').next().unwrap_or(line))
+}
+
 /// Whether `completion` answers `instr`.
 ///
-/// Only the first non-empty line counts. Numeric answers (arithmetic, programs): the first integer
-/// after the last `=` on that line if there is one (`"37+45=82"`), else the first integer on the line
-/// (`"82"`, `" 82.\n"`, `"The answer is 82"`; not `"x82"`), compared as numbers. Fact answers: the line with
+/// Only the first non-empty line counts. Numeric answers (arithmetic, programs): the value it
+/// states ([`stated_value`]: the first integer after the last `=` on that line if there is one,
+/// `"37+45=82"`, else the first integer on the line, `"82"`, `" 82.\n"`, `"The answer is 82"`; not
+/// `"x82"`), compared as numbers with the value the expected answer states (so an expected
+/// `"37+45=82"`, [`ArithAnswer::Equation`], accepts `"82"` as well). Fact answers: the line with
 /// surrounding quotes and a final `.`/`!`/`?` removed, whitespace collapsed, case ignored.
 pub fn is_correct(instr: &Instruction, completion: &str) -> bool {
     let line = first_line(completion);
@@ -292,12 +325,11 @@ pub fn is_correct(instr: &Instruction, completion: &str) -> bool {
                     .collect();
                 return got == want;
             }
-            let want = match first_integer(instr.answer.trim()) {
+            let want = match stated_value(&instr.answer) {
                 Some(v) => v,
                 None => return false,
             };
-            let tail = line.rsplit('=').next().unwrap_or(line);
-            first_integer(tail) == Some(want)
+            stated_value(line) == Some(want)
         }
         TaskKind::Fact => {
             !line.is_empty() && normalize_words(line) == normalize_words(&instr.answer)

@@ -41,8 +41,8 @@ pub mod text;
 pub use arith::{ArithConfig, ArithOp, ArithProblem};
 pub use corpus::*;
 pub use instruct::{
-    instructions, instructions_with, is_correct, split_of, task_prompt, Instruction, Split,
-    TaskConfig, TaskKind, TaskMix,
+    instructions, instructions_with, is_correct, split_of, stated_value, task_prompt, ArithAnswer,
+    Instruction, Split, TaskConfig, TaskKind, TaskMix,
 };
 pub use lang::{run, ProgramError};
 pub use modular::ModularConfig;

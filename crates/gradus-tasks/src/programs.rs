@@ -12,7 +12,7 @@ use gradus_tensor::rng::Rng;
 use gradus_tensor::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use super::lang::{self, BinOp, Expr, Limits, Program, Stmt, StmtKind};
+use super::lang::{self, BinOp, Expr, ExprKind, Limits, Program, Stmt, StmtKind};
 
 /// Size and shape of generated programs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,6 +34,10 @@ pub struct ProgramConfig {
     pub max_abs_value: i64,
     /// Print exactly one value at the end (the instruction task wants a one-line answer).
     pub single_print: bool,
+    /// Write the program's step-by-step [`trace`] into its corpus document (a `# trace: ` comment
+    /// line before the outputs) and use it as the instruction task's answer (straight-line
+    /// programs only; others keep the plain output).
+    pub trace: bool,
 }
 
 impl Default for ProgramConfig {
@@ -47,6 +51,7 @@ impl Default for ProgramConfig {
             max_loop_iters: 5,
             max_abs_value: 9_999,
             single_print: false,
+            trace: false,
         }
     }
 }
@@ -103,6 +108,89 @@ impl GeneratedProgram {
         doc.pop(); // no trailing line break
         doc
     }
+
+    /// [`GeneratedProgram::document`] with the program's [`trace`] as a comment line before the
+    /// outputs (`# trace: a=5, b=5*3=15, print b=15`); the plain document when it has none.
+    pub fn traced_document(&self) -> String {
+        match trace(&self.source) {
+            Some(t) => {
+                let mut doc = self.source.clone();
+                doc.push_str("# trace: ");
+                doc.push_str(&t);
+                doc.push('\n');
+                for line in self.output.lines() {
+                    doc.push_str("# output: ");
+                    doc.push_str(line);
+                    doc.push('\n');
+                }
+                doc.pop();
+                doc
+            }
+            None => self.document(),
+        }
+    }
+}
+
+/// One expression of a straight-line program with its operands' values written in: `5` for a
+/// literal or a variable holding 5, `5*3=15` for an operation; with its value. `None` for nested
+/// or non-arithmetic expressions, or a value the interpreter would refuse (overflow, division by
+/// zero).
+fn trace_expr(e: &Expr, env: &std::collections::HashMap<String, i64>) -> Option<(String, i64)> {
+    let leaf = |e: &Expr| match &e.kind {
+        ExprKind::Int(v) => Some(*v),
+        ExprKind::Var(x) => env.get(x).copied(),
+        _ => None,
+    };
+    match &e.kind {
+        ExprKind::Binary(op, l, r) => {
+            let (a, b) = (leaf(l)?, leaf(r)?);
+            // The interpreter's semantics: i64, truncating division, remainder with the dividend's sign.
+            let v = match op {
+                BinOp::Add => a.checked_add(b)?,
+                BinOp::Sub => a.checked_sub(b)?,
+                BinOp::Mul => a.checked_mul(b)?,
+                BinOp::Div => a.checked_div(b)?,
+                BinOp::Rem => a.checked_rem(b)?,
+                _ => return None,
+            };
+            Some((format!("{a}{}{b}={v}", op.symbol()), v))
+        }
+        _ => leaf(e).map(|v| (v.to_string(), v)),
+    }
+}
+
+/// The step-by-step trace of a straight-line program (only `let`, assignments and `print`, each
+/// expression a value or one operation on two values), the scratchpad the instruction task's
+/// answer can show: one item per statement, separated by `, `: `x=5` for `let x = 5;` or
+/// `x = y;` (the value written in), `x=5*3=15` for an operation (operands' values written in,
+/// then the result), `print E=V` for a print (`print b=15`, `print 15-2=13`, `print 7=7`). The
+/// value printed last is the number after the trace's last `=`. `None` for any other program
+/// (loops, branches, nested expressions).
+///
+/// `let a = 5;\nlet b = a * 3;\nprint b - 2;` → `a=5, b=5*3=15, print 15-2=13`.
+pub fn trace(source: &str) -> Option<String> {
+    let program = lang::parse(source).ok()?;
+    let mut env = std::collections::HashMap::new();
+    let mut items = Vec::with_capacity(program.stmts.len());
+    for s in &program.stmts {
+        match &s.kind {
+            StmtKind::Let { name, value } | StmtKind::Assign { name, value } => {
+                let (text, v) = trace_expr(value, &env)?;
+                items.push(format!("{name}={text}"));
+                env.insert(name.clone(), v);
+            }
+            StmtKind::Print(e) => {
+                let (text, v) = trace_expr(e, &env)?;
+                items.push(match &e.kind {
+                    ExprKind::Var(x) => format!("print {x}={v}"),
+                    ExprKind::Int(_) => format!("print {v}={v}"),
+                    _ => format!("print {text}"),
+                });
+            }
+            _ => return None,
+        }
+    }
+    Some(items.join(", "))
 }
 
 /// Steps a generated program may take (far above what counted loops of `max_loop_iters` need).

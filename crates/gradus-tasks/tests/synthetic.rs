@@ -856,3 +856,101 @@ fn fact_share_controls_the_facts_in_text_documents() {
         .to_string()
         .contains("fact_share"));
 }
+
+/// `ArithAnswer::Equation` restates the problem (`37+45=82`, the corpus document) and draws the same
+/// problems as the default; the checker reads the value after the last `=` on both sides.
+#[test]
+fn equation_answers_restate_the_problem() {
+    use gradus_tasks::{is_correct, stated_value, ArithAnswer, TaskConfig, TaskKind, TaskMix};
+    let cfg = TaskConfig {
+        mix: TaskMix {
+            arith: 1.0,
+            program: 0.0,
+            fact: 0.0,
+        },
+        ..TaskConfig::default()
+    };
+    let eq = TaskConfig {
+        arith_answer: ArithAnswer::Equation,
+        ..cfg.clone()
+    };
+    let plain = instructions_with(50, 9, Split::Train, &cfg);
+    let items = instructions_with(50, 9, Split::Train, &eq);
+    for (p, e) in plain.iter().zip(&items) {
+        assert_eq!(p.prompt, e.prompt);
+        assert_eq!(e.kind, TaskKind::Arith);
+        // "Compute 37+45." → "37+45=82": the expression of the prompt, `=`, the plain answer.
+        let expr = p
+            .prompt
+            .trim_start_matches("Compute ")
+            .trim_end_matches('.');
+        assert_eq!(e.answer, format!("{expr}={}", p.answer));
+        assert_eq!(stated_value(&e.answer), Some(p.answer.parse().unwrap()));
+        assert!(is_correct(e, &e.answer) && is_correct(e, &p.answer));
+        assert!(is_correct(p, &e.answer));
+        let wrong = format!("{expr}={}", p.answer.parse::<i64>().unwrap() + 1);
+        assert!(!is_correct(e, &wrong));
+    }
+}
+
+/// The trace of a straight-line program, derived by hand: operands' values written in, truncating
+/// division and a remainder with the dividend's sign (the interpreter's), the printed value last.
+#[test]
+fn program_traces_by_hand_and_their_last_value_is_the_output() {
+    use gradus_tasks::programs::trace;
+    let p = "let a = 5;\nlet b = a * 3;\nprint b - 2;\n";
+    assert_eq!(trace(p).unwrap(), "a=5, b=5*3=15, print 15-2=13");
+    // a = 7 - 9 = -2; c = -2 / 2 = -1; -1 % 3 = -1 (sign of the dividend); d = c = -1.
+    let q = "let a = 7;\na = a - 9;\nlet c = a / 2;\nlet d = c;\nprint c % 3;\nprint d;\n";
+    assert_eq!(
+        trace(q).unwrap(),
+        "a=7, a=7-9=-2, c=-2/2=-1, d=-1, print -1%3=-1, print d=-1"
+    );
+    assert_eq!(lang::run(q).unwrap(), "-1\n-1");
+    // Loops, branches and nested expressions have none.
+    assert!(trace("let i = 0;\nwhile i < 2 {\ni = i + 1;\n}\nprint i;\n").is_none());
+    assert!(trace("let a = 1;\nif a < 2 {\na = 2;\n}\nprint a;\n").is_none());
+    assert!(trace("let a = 1;\nprint a + 2 * 3;\n").is_none());
+    // Generated flat programs: every one has a trace whose last value is what the interpreter prints,
+    // the traced document holds it, and the instruction answers are traces.
+    let cfg = ProgramConfig {
+        max_stmts: 3,
+        max_expr_depth: 1,
+        max_literal: 9,
+        loops: false,
+        branches: false,
+        max_abs_value: 99,
+        single_print: true,
+        trace: true,
+        ..ProgramConfig::default()
+    };
+    let mut rng = Rng::new(5);
+    for _ in 0..200 {
+        let g = programs::generate(&mut rng, &cfg);
+        let t = trace(&g.source).unwrap();
+        assert_eq!(
+            stated_value(&t),
+            Some(g.output.parse::<i128>().unwrap()),
+            "{g:?} {t}"
+        );
+        assert!(g
+            .traced_document()
+            .contains(&format!("# trace: {t}\n# output: ")));
+    }
+    let task = TaskConfig {
+        mix: TaskMix {
+            arith: 0.0,
+            program: 1.0,
+            fact: 0.0,
+        },
+        program: cfg,
+        ..TaskConfig::default()
+    };
+    for it in instructions_with(50, 2, Split::Eval, &task) {
+        assert_eq!(
+            trace(it.prompt.split_once('\n').unwrap().1).unwrap(),
+            it.answer
+        );
+        assert!(is_correct(&it, &it.answer));
+    }
+}

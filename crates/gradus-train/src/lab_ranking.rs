@@ -77,6 +77,7 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome> {
         seed: o.seed,
         progress: o.progress,
         overwrite: o.overwrite,
+        overrides: Vec::new(),
     };
     let (mut pre, mut sft) = configs(&q);
     pre.run.name = "lab-ranking-pretrain".into();

@@ -284,6 +284,7 @@ fn quickstart_fast_runs_end_to_end() {
         seed: 0,
         progress: false,
         overwrite: false,
+        overrides: Vec::new(),
     };
     let out = gradus_train::quickstart::run(&o).unwrap();
     assert!(out.report.exists());
@@ -303,10 +304,12 @@ fn quickstart_fast_runs_end_to_end() {
 }
 
 /// The seeded guard of the quickstart at a reduced size (a 2-layer, 64-wide model, 200 pretraining +
-/// 150 SFT steps, 120 held-out problems). Measured with seed 0: 5/120 correct before SFT (4.2%) and
-/// 10/120 after (8.3%; programs 9/32). The guard asserts at least 7/120 after SFT (3 problems of
-/// margin below what it reaches), more than before, and that the results reach the SFT run's
-/// metrics. This size learns only weakly: it guards the pipeline's learning, not the full run's level.
+/// 150 SFT steps, 60 held-out problems per kind, the full plan's task: equation answers, program
+/// traces). Measured with seed 0 (`gradus quickstart --reduced`, debug profile, one thread): 3/120
+/// correct before SFT (2.5%) and 7/120 after (5.8%; arithmetic 2/60, programs 5/60). The guard
+/// asserts at least 5/120 after SFT (2 problems of margin), more than before, and that the results
+/// reach the SFT run's metrics. This size learns only weakly: it guards the pipeline's learning,
+/// not the full run's level.
 #[test]
 fn quickstart_reduced_learns_the_task() {
     let dir = tempfile::tempdir().unwrap();
@@ -316,6 +319,7 @@ fn quickstart_reduced_learns_the_task() {
         seed: 0,
         progress: false,
         overwrite: false,
+        overrides: Vec::new(),
     };
     let out = gradus_train::quickstart::run(&o).unwrap();
     eprintln!("{}", out.summary);
@@ -341,6 +345,31 @@ fn quickstart_reduced_learns_the_task() {
         .and_then(|v| v.as_f64())
         .unwrap();
     assert!((logged - out.accuracy_after).abs() < 1e-12);
+}
+
+/// Plan overrides (`gradus quickstart --plan-set`) apply as TOML values; a wrong key or value is
+/// named, never a panic.
+#[test]
+fn quickstart_plan_overrides_name_what_is_wrong() {
+    use gradus_train::quickstart::{plan, QuickstartSize};
+    let full = plan(QuickstartSize::Full);
+    let p = full
+        .with_overrides(&[
+            "sft_steps=7".into(),
+            "trace = true".into(),
+            "pre_lr=1e-3".into(),
+        ])
+        .unwrap();
+    assert_eq!((p.sft_steps, p.trace, p.pre_lr), (7, true, 1e-3));
+    assert_eq!(p.hidden, full.hidden);
+    let e = full.with_overrides(&["sft_stepz=7".into()]).unwrap_err();
+    assert!(e.to_string().contains("sft_stepz"), "{e}");
+    let e = full
+        .with_overrides(&["sft_steps=\"many\"".into()])
+        .unwrap_err();
+    assert!(e.to_string().contains("sft_steps"), "{e}");
+    let e = full.with_overrides(&["sft_steps".into()]).unwrap_err();
+    assert!(e.to_string().contains("key=value"), "{e}");
 }
 
 #[test]
@@ -439,6 +468,6 @@ fn sft_on_chat_jsonl_trains_only_on_assistant_turns() {
     assert_eq!(text, "1<|im_end|>");
 }
 
-/// The accuracy the reduced quickstart must reach after SFT: 7/120, three problems below the 10/120
-/// it reaches with seed 0 (see `quickstart_reduced_learns_the_task`).
-const REDUCED_THRESHOLD: f64 = 7.0 / 120.0 - 1e-9;
+/// The accuracy the reduced quickstart must reach after SFT: 5/120, two problems below the 7/120 it
+/// reaches with seed 0 (see `quickstart_reduced_learns_the_task`).
+const REDUCED_THRESHOLD: f64 = 5.0 / 120.0 - 1e-9;
