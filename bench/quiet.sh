@@ -28,7 +28,7 @@ child_cpu_s() {
 
 wait_quiet() {
   local waited=0
-  while awk -v l="$(load1)" -v m="$QUIET_MAX" 'BEGIN{exit !(l>m)}'; do
+  while awk -v l="$(load1)" -v m="$QUIET_MAX" 'BEGIN{exit !(l>=m)}'; do
     if [ "$waited" -ge "$QUIET_WAIT" ]; then
       echo "bench: load average $(load1) is still above $QUIET_MAX after ${QUIET_WAIT}s; running anyway - THIS RUN IS NOT EVIDENCE" >&2
       return 0
