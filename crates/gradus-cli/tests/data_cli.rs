@@ -2,39 +2,9 @@
 //! the single run, and bad input (exit 1, no panic, the file named).
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-use serde_json::Value;
-
-fn gradus(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gradus"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("GRADUS_LOG")
-        .output()
-        .expect("running the gradus binary")
-}
-
-fn ok_json(o: &Output) -> Value {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "failed: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}",
-            String::from_utf8_lossy(&o.stdout)
-        )
-    })
-}
-
-fn fails_naming(o: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
-    }
-}
+mod common;
+use common::{fails_naming, gradus, ok_json};
 
 fn write_rows(path: &Path, texts: &[&str]) {
     let s: String = texts

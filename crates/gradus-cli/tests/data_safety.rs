@@ -1,36 +1,13 @@
 //! Issue 10, the data side, with the real binary: two jobs into one `--out`, an `--out` holding
 //! another step's outputs or lying inside the inputs, per-step default `--out`, JSON arrays.
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn gradus(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gradus"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("GRADUS_LOG")
-        .output()
-        .expect("running gradus")
-}
-
-fn ok_json(o: &Output) -> Value {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "failed: {err}");
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e})"))
-}
-
-fn fails_naming(o: &Output, needles: &[&str]) -> String {
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
-    }
-    err
-}
+mod common;
+use common::{fails_naming, gradus, ok_json};
 
 fn rows(texts: &[String]) -> String {
     texts

@@ -2,7 +2,6 @@
 //! gradus-model (crates/gradus-model/tests/fixtures/tiny_bert, made by its gen.py).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use gradus_curate::corrupt::Class;
 use gradus_curate::prune::store::{read_embeddings, write_embeddings, Embeddings};
@@ -11,32 +10,11 @@ use gradus_tasks::programs::{generate, ProgramConfig};
 use gradus_tensor::rng::Rng;
 use serde_json::Value;
 
+mod common;
+use common::{fails_naming, gradus, ok};
+
 fn tiny_bert() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../gradus-model/tests/fixtures/tiny_bert")
-}
-
-fn gradus(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gradus"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("GRADUS_LOG")
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "failed: {err}");
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn fails_naming(o: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "stderr should name {n:?}: {err}");
-    }
 }
 
 fn jsonl(path: &Path) -> Vec<Value> {

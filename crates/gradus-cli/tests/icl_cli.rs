@@ -1,16 +1,7 @@
 //! The ICL labs from the command line at smoke size, and their argument errors.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn gradus(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gradus"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("GRADUS_LOG")
-        .output()
-        .expect("running gradus")
-}
+mod common;
+use common::gradus;
 
 #[test]
 fn icl_labs_run_and_refuse_bad_arguments() {

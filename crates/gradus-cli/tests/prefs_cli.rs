@@ -1,30 +1,10 @@
 //! The preference commands end to end: `lab ranking-accuracy --fast` runs the whole chain,
 //! `eval ranking` and `eval reward` read its checkpoints, and mistakes are named.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
 use serde_json::Value;
 
-fn gradus(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gradus"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("GRADUS_LOG")
-        .output()
-        .expect("running gradus")
-}
-
-fn ok(o: &Output) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout:\n{out}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
+mod common;
+use common::{gradus, ok};
 
 #[test]
 fn lab_then_eval_ranking_and_reward() {
