@@ -3,7 +3,7 @@
 # step in PyTorch (bench/icl_transience.py), interleaved x3, each run started below load 0.5.
 # Target (issue 16): gradus >= 2x PyTorch's steps/s. Only meaningful on a quiet machine.
 # Needs: cargo build --release -p gradus-bench; python3 with torch + transformers.
-# Usage: bench/icl_transience.sh [python] (default python3)
+# Usage: bench/icl_transience.sh [python] (default python3); GRADUS_BENCH=path overrides the binary.
 cd "$(dirname "$0")/.."
 PY=${1:-python3}
 lscpu | grep "Model name"
@@ -12,7 +12,7 @@ for round in 1 2 3; do
     for i in $(seq 1 30); do l=$(cut -d' ' -f1 /proc/loadavg); awk "BEGIN{exit !($l < 0.5)}" && break; sleep 5; done
     l0=$(cut -d' ' -f1 /proc/loadavg)
     if [ $impl = gradus ]; then
-      out=$(RAYON_NUM_THREADS=2 target/release/gradus-bench icl-step --steps 300 --warmup 30 2>/dev/null)
+      out=$(RAYON_NUM_THREADS=2 ${GRADUS_BENCH:-target/release/gradus-bench} icl-step --steps 300 --warmup 30 2>/dev/null)
     else
       out=$($PY bench/icl_transience.py --steps 300 --warmup 30 --threads 2 2>/dev/null)
     fi
