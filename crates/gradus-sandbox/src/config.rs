@@ -22,6 +22,9 @@ pub struct Limits {
     /// Processes and threads of the sandbox user (`RLIMIT_NPROC`, counted per user namespace since
     /// Linux 5.14, so per execution), and `pids.max` of the cgroup when one is delegated.
     pub processes: u64,
+    /// Stack of the main thread and default stack of new threads (`RLIMIT_STACK`), fixed so that
+    /// how many threads fit in `memory_bytes` does not depend on the host's own stack limit.
+    pub stack_bytes: u64,
     /// Size of the private tmpfs work directory (`/work`, with `/tmp` inside it).
     pub tmpfs_bytes: u64,
     /// Bytes of stdout and of stderr kept (the tail).
@@ -37,6 +40,7 @@ impl Default for Limits {
             file_size_bytes: 16 << 20,
             open_files: 256,
             processes: 64,
+            stack_bytes: 8 << 20,
             tmpfs_bytes: 64 << 20,
             output_bytes: 64 << 10,
         }
@@ -61,6 +65,7 @@ impl Limits {
             ("file_size_bytes", self.file_size_bytes),
             ("open_files", self.open_files),
             ("processes", self.processes),
+            ("stack_bytes", self.stack_bytes),
             ("tmpfs_bytes", self.tmpfs_bytes),
         ] {
             if v == 0 {

@@ -240,6 +240,7 @@ pub(crate) fn rlimits(l: &Limits) -> Vec<(libc::__rlimit_resource_t, u64, u64)> 
         (libc::RLIMIT_FSIZE, l.file_size_bytes, l.file_size_bytes),
         (libc::RLIMIT_NOFILE, l.open_files, l.open_files),
         (libc::RLIMIT_NPROC, l.processes, l.processes),
+        (libc::RLIMIT_STACK, l.stack_bytes, l.stack_bytes),
         (libc::RLIMIT_CORE, 0, 0),
         (libc::RLIMIT_MEMLOCK, 0, 0),
         (libc::RLIMIT_MSGQUEUE, 0, 0),
@@ -762,6 +763,10 @@ impl Supervised {
     }
 }
 
+/// How long the supervisor waits, after killing the namespace init, for every process of the
+/// run to be gone (their pipe ends closed) before it gives up on them.
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(10);
+
 /// Reads stdout, stderr and the status pipe until all three close, killing the namespace init
 /// (reported as `P`) at the deadline; `a` is killed too if the init does not go away.
 /// `on_u` handles A's "namespaces made" message.
@@ -792,7 +797,10 @@ pub(crate) fn supervise(
             if let Some(pid) = init_pid.or(a) {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
-            grace = Some(now + Duration::from_secs(2));
+            // SIGKILLed processes always die, but on a small loaded machine (2 vCPUs, ~100
+            // runnable burners) that was seen to take over 2 s; returning before they are gone
+            // would report a finished run while its processes still run.
+            grace = Some(now + KILL_GRACE);
         }
         if let Some(g) = grace {
             if now >= g {

@@ -267,7 +267,8 @@ fn fork_bomb_is_contained(zygote: bool) {
         "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
     );
     assert_eq!(e.outcome, Outcome::Timeout);
-    assert!(e.wall_secs < 2.0 + 3.0, "took {} s", e.wall_secs);
+    // As with the burners below: 2 s, then up to the supervisor's 10 s kill grace.
+    assert!(e.wall_secs < 2.0 + 10.0, "took {} s", e.wall_secs);
     assert_no_leftovers(&token);
 }
 
@@ -322,11 +323,23 @@ fn many_cpu_burning_threads_and_processes_time_out(zygote: bool) {
         },
         zygote,
     );
-    let e = sb.run(
-        "import os, threading\ndef burn():\n    while True:\n        pass\nfor _ in range(4):\n    if os.fork() == 0:\n        for _ in range(8):\n            threading.Thread(target=burn, daemon=True).start()\n        burn()\nfor _ in range(16):\n    threading.Thread(target=burn, daemon=True).start()\nburn()\n",
-    );
+    // A thread or fork the limits refuse is skipped, not fatal: what is checked is that every
+    // burner that did start is killed at the wall clock (in CI the 16th thread once failed to
+    // start; stacks now have a fixed size, but the outcome must not hang on the host either way).
+    let e = sb.run(concat!(
+        "import os, threading\n",
+        "def burn():\n    while True:\n        pass\n",
+        "def spawn(n):\n    for _ in range(n):\n        try:\n            threading.Thread(target=burn, daemon=True).start()\n        except RuntimeError:\n            pass\n",
+        "for _ in range(4):\n    try:\n        pid = os.fork()\n    except OSError:\n        continue\n    if pid == 0:\n        spawn(8)\n        burn()\n",
+        "print('burning', flush=True)\n",
+        "spawn(16)\n",
+        "burn()\n",
+    ));
     assert_eq!(e.outcome, Outcome::Timeout, "{}", e.stderr);
-    assert!(e.wall_secs < 2.0 + 3.0, "took {} s", e.wall_secs);
+    assert_eq!(e.stdout, "burning\n", "{}", e.stderr);
+    // The 2 s wall clock plus the time ~100 runnable burners (both modes run at once) take to
+    // die on a 2-vCPU machine, which was seen to reach 2.5 s; the supervisor waits up to 10 s.
+    assert!(e.wall_secs < 2.0 + 10.0, "took {} s", e.wall_secs);
     assert_no_leftovers(&token);
 }
 

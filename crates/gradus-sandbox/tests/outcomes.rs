@@ -62,6 +62,17 @@ fn passed_failed_and_stdout_in(sb: &Sandbox) {
     );
     let e = sb.run("import sys\nsys.exit(3)\n");
     assert_eq!(e.exit_code, Some(3));
+    // The limits are the configured ones, not the host's (a host with a huge stack limit once
+    // made threads fail to start under `memory_bytes`).
+    let e = sb.run(
+        "import resource as r\nfor k in ('STACK', 'AS', 'NOFILE', 'NPROC'):\n    print(r.getrlimit(getattr(r, 'RLIMIT_' + k))[0])\n",
+    );
+    let l = small();
+    let want = format!(
+        "{}\n{}\n{}\n{}\n",
+        l.stack_bytes, l.memory_bytes, l.open_files, l.processes
+    );
+    assert_eq!(e.stdout, want, "{}", e.stderr);
 }
 
 #[test]
