@@ -12,6 +12,7 @@
 # Status pipe protocol (as the Rust side): b'P' + pid (host) of Y, b'X' + wait status of W,
 # b'E' + len + message on a setup failure.
 import ctypes
+import gc
 import json
 import os
 import resource
@@ -219,6 +220,10 @@ def main():
         lim = json.loads(msg)
         sync_r, sync_w = os.pipe()
         ready_r, ready_w = os.pipe()
+        # Everything alive now goes to the permanent generation: the child's first garbage
+        # collection would otherwise walk (and so copy-on-write) the whole inherited heap, which
+        # measured ~3.5 ms of each execution's ~12 ms of CPU.
+        gc.freeze()
         x = os.fork()
         if x == 0:
             os.close(sync_w)
