@@ -104,6 +104,10 @@ pub enum LabCmd {
     /// Which Boolean function classes are learned in context, against nearest neighbour,
     /// averaging and the optimal learner (Bhattamishra et al. 2024).
     BooleanIcl(crate::icl_cmd::BooleanIclArgs),
+    /// An LM as a black-box optimiser of an Ehrlich function (LLOME: SFT, then DPO or MargE
+    /// rounds against an oracle budget) vs the GA: regret against oracle calls (Chen, Stanton
+    /// et al. 2024).
+    Llome(crate::llome_cmd::LlomeArgs),
 }
 
 fn pairs_for(dir: &Path, d: &EvalData) -> Result<(Tokenizer, EvalPairs)> {
@@ -185,5 +189,6 @@ pub fn lab(cmd: LabCmd) -> Result<()> {
         LabCmd::IclEmergence(a) => crate::icl_cmd::emergence(a),
         LabCmd::IclTransience(a) => crate::icl_cmd::transience(a),
         LabCmd::BooleanIcl(a) => crate::icl_cmd::boolean(a),
+        LabCmd::Llome(a) => crate::llome_cmd::llome(a),
     }
 }

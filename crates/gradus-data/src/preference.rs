@@ -62,6 +62,8 @@ pub struct UnpairedExample {
     pub prompt: Turns,
     pub completion: Turns,
     pub label: bool,
+    /// A scalar reward of the completion (MargE); without it MargE uses the label as 1/0.
+    pub reward: Option<f64>,
     pub category: Option<String>,
 }
 
@@ -74,6 +76,8 @@ pub struct PreferenceFields {
     pub rejected: String,
     pub completion: String,
     pub label: String,
+    /// Unpaired rows: an optional scalar reward of the completion (MargE).
+    pub reward: String,
     pub chosen_fraction: String,
     pub margin: String,
     pub chosen_reward: String,
@@ -92,6 +96,7 @@ impl Default for PreferenceFields {
             rejected: s("rejected"),
             completion: s("completion"),
             label: s("label"),
+            reward: s("reward"),
             chosen_fraction: s("chosen_fraction"),
             margin: s("margin"),
             chosen_reward: s("chosen_reward"),
@@ -111,6 +116,7 @@ impl PreferenceFields {
             &self.rejected,
             &self.completion,
             &self.label,
+            &self.reward,
             &self.chosen_fraction,
             &self.margin,
             &self.chosen_reward,
@@ -271,6 +277,7 @@ pub fn unpaired_from_object(
         prompt: turns(obj, &f.prompt, true)?.unwrap_or(Turns::Text(String::new())),
         completion: turns(obj, &f.completion, true)?.unwrap_or(Turns::Text(String::new())),
         label,
+        reward: number(obj, &f.reward)?,
         category: text(obj, &f.category),
     })
 }

@@ -104,6 +104,27 @@ fn bad_rows_name_file_line_and_field() {
         &[r#"{"prompt": "a", "completion": "b", "label": 0}"#],
     );
     assert!(!read_unpaired(&p, &PreferenceFields::default()).unwrap()[0].label);
+    // An optional scalar reward (MargE); absent → None; not a number → an error naming it.
+    let p = write(
+        &d,
+        "marge.jsonl",
+        &[
+            r#"{"prompt": "a", "completion": "b", "label": true, "reward": 0.25}"#,
+            r#"{"prompt": "a", "completion": "c", "label": true}"#,
+        ],
+    );
+    let rows = read_unpaired(&p, &PreferenceFields::default()).unwrap();
+    assert_eq!(rows[0].reward, Some(0.25));
+    assert_eq!(rows[1].reward, None);
+    let p = write(
+        &d,
+        "marge_bad.jsonl",
+        &[r#"{"prompt": "a", "completion": "b", "label": true, "reward": "high"}"#],
+    );
+    let e = read_unpaired(&p, &PreferenceFields::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"reward\"") && e.contains(":1"), "{e}");
 }
 
 #[test]

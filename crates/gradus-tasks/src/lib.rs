@@ -24,12 +24,17 @@
 //! - [`bursty`]: bursty few-shot classification sequences (Chan et al.; Reddy) with ICL/IWL
 //!   evaluation splits;
 //! - [`boolean`]: Boolean function classes as (x, f(x)) prompts with the baselines of
-//!   Bhattamishra et al.
+//!   Bhattamishra et al.;
+//! - [`ehrlich`]: Ehrlich functions (Stanton et al. 2024), holo-bench's closed-form test
+//!   functions for sequence design, and [`ga`]: holo's genetic-algorithm baseline with a
+//!   counting oracle (LLOME, Chen, Stanton et al. 2024).
 
 pub mod arith;
 pub mod boolean;
 pub mod bursty;
 pub mod corpus;
+pub mod ehrlich;
+pub mod ga;
 pub mod instruct;
 pub mod lang;
 pub mod modular;

@@ -124,7 +124,8 @@ fn singles(pairs: &[TokenizedPair]) -> Vec<Single> {
         .collect()
 }
 
-/// Unpaired rows (prompt/completion/label) tokenized as singles; MargE's reward is the label (1/0).
+/// Unpaired rows (prompt/completion/label) tokenized as singles; MargE's reward is the row's
+/// `reward` field when it has one, else the label (1/0).
 fn unpaired_singles(
     source: &str,
     p: &PrefsSection,
@@ -156,7 +157,9 @@ fn unpaired_singles(
             prompt: t.prompt,
             completion: c.pop().unwrap_or_default(),
             desirable: r.label,
-            reward: if r.label { 1.0 } else { 0.0 },
+            reward: r
+                .reward
+                .map_or(if r.label { 1.0 } else { 0.0 }, |x| x as f32),
         });
     }
     if out.is_empty() {

@@ -21,7 +21,8 @@
 //! each, read top to bottom: [`recipe`] (configs), [`prep`] (data → packed rows), [`pretrain`],
 //! [`sft`], [`dpo`] (the DPO family, KTO, MargE), [`reward`] (reward models), [`prefs`] (the
 //! `[prefs]` section: preference pairs for `dpo` and `reward`), [`quickstart`] and
-//! [`lab_ranking`] (the ranking-accuracy lab).
+//! [`lab_ranking`] (the ranking-accuracy lab), [`llome`] (an LM as a black-box optimiser of
+//! Ehrlich functions against the GA: `gradus lab llome`).
 //!
 //! The run directory these write is the contract with `gradus-eval` and `gradus-dynamics`:
 //! ```text
@@ -48,6 +49,7 @@ pub mod dpo;
 pub mod eval_hook;
 pub mod icl;
 pub mod lab_ranking;
+pub mod llome;
 pub mod modular;
 pub mod parity;
 pub mod prefs;
