@@ -280,6 +280,8 @@ impl Default for LlomeMargeSection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LlomeConfig {
+    /// The optimisers compared (`ga`, `sft`, `dpo`, `marge`).
+    pub methods: Vec<Method>,
     pub run: LlomeRunSection,
     pub ehrlich: EhrlichConfig,
     /// The seed-data GA and the GA baseline.
@@ -294,7 +296,6 @@ pub struct LlomeConfig {
     pub train: StageSection,
     pub dpo: LlomeDpoSection,
     pub marge: LlomeMargeSection,
-    pub methods: Vec<Method>,
 }
 
 impl Default for LlomeConfig {
@@ -302,6 +303,7 @@ impl Default for LlomeConfig {
     /// fewer labels (200 per round), rounds (1 + 4), proposals and a tiny decoder.
     fn default() -> Self {
         Self {
+            methods: vec![Method::Ga, Method::Sft, Method::Dpo, Method::Marge],
             run: LlomeRunSection::default(),
             ehrlich: EhrlichConfig::default(),
             ga: GaConfig::llome_seed(),
@@ -317,7 +319,6 @@ impl Default for LlomeConfig {
             train: StageSection::default(),
             dpo: LlomeDpoSection::default(),
             marge: LlomeMargeSection::default(),
-            methods: vec![Method::Ga, Method::Sft, Method::Dpo, Method::Marge],
         }
     }
 }
