@@ -8,10 +8,19 @@ use common::{fails_naming, gradus, ok};
 fn llome_shows_its_config_and_refuses_bad_settings() {
     let d = tempfile::tempdir().unwrap();
     let out = ok(&gradus(
-        &["lab", "llome", "--set", "budget.per_round=100", "--show-config"],
+        &[
+            "lab",
+            "llome",
+            "--set",
+            "budget.per_round=100",
+            "--show-config",
+        ],
         d.path(),
     ));
-    assert!(out.contains("[ehrlich]") && out.contains("per_round = 100"), "{out}");
+    assert!(
+        out.contains("[ehrlich]") && out.contains("per_round = 100"),
+        "{out}"
+    );
     // An oracle budget smaller than a round.
     fails_naming(
         &gradus(&["lab", "llome", "--set", "budget.per_round=1"], d.path()),
@@ -19,7 +28,10 @@ fn llome_shows_its_config_and_refuses_bad_settings() {
     );
     // c·k > L: 4 motifs of 16 in 32 positions.
     fails_naming(
-        &gradus(&["lab", "llome", "--set", "ehrlich.motif_length=16"], d.path()),
+        &gradus(
+            &["lab", "llome", "--set", "ehrlich.motif_length=16"],
+            d.path(),
+        ),
         &["ehrlich.num_motifs"],
     );
     // A typo in a key.

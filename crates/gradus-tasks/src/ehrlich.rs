@@ -248,7 +248,12 @@ fn categorical(w: &[f64], rng: &mut Rng) -> usize {
 }
 
 /// One DMP sample of length `len`: x_0 ~ `initial`, x_{t+1} ~ A[x_t, ·].
-pub fn sample_dmp(initial: &[f64], transition: &[Vec<f64>], len: usize, rng: &mut Rng) -> Vec<usize> {
+pub fn sample_dmp(
+    initial: &[f64],
+    transition: &[Vec<f64>],
+    len: usize,
+    rng: &mut Rng,
+) -> Vec<usize> {
     let mut x = Vec::with_capacity(len);
     if len == 0 {
         return x;

@@ -231,7 +231,11 @@ pub fn run_ga(
     if init.len() != f.dim {
         return Err(Error::config(
             "init",
-            format!("initial solution has length {}, expected {}", init.len(), f.dim),
+            format!(
+                "initial solution has length {}, expected {}",
+                init.len(),
+                f.dim
+            ),
         ));
     }
     let n = cfg.num_particles;
@@ -278,7 +282,13 @@ pub fn run_ga(
             let a = &survivors[rng.below(ns)];
             let b = &survivors[rng.below(ns)];
             particles[i] = (0..f.dim)
-                .map(|j| if rng.uniform() < recombine { a[j] } else { b[j] })
+                .map(|j| {
+                    if rng.uniform() < recombine {
+                        a[j]
+                    } else {
+                        b[j]
+                    }
+                })
                 .collect();
         }
         // 4. Mutate every particle.

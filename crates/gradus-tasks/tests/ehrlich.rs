@@ -6,7 +6,10 @@ use gradus_tensor::rng::Rng;
 use serde_json::Value;
 
 fn fixture() -> Value {
-    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ehrlich/ehrlich.json");
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/ehrlich/ehrlich.json"
+    );
     let text = std::fs::read_to_string(p).expect("fixture ehrlich.json (run gen.py)");
     serde_json::from_str(&text).expect("fixture JSON")
 }
@@ -46,10 +49,26 @@ fn holo_parity() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect()
+            })
             .collect();
-        let motifs = case["motifs"].as_array().unwrap().iter().map(usizes).collect();
-        let spacings = case["spacings"].as_array().unwrap().iter().map(usizes).collect();
+        let motifs = case["motifs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(usizes)
+            .collect();
+        let spacings = case["spacings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(usizes)
+            .collect();
         let f = Ehrlich::from_parts(&cfg, transition, motifs, spacings).unwrap();
         assert_eq!(
             f.optimal_solution(),
@@ -134,9 +153,17 @@ fn banded_mask_wraps() {
     let row4: Vec<usize> = (0..5).filter(|&j| m[4][j]).collect();
     assert_eq!(row4, vec![0, 3, 4]);
     // A 3-cycle 0 → 1 → 2 → 0 is irreducible but periodic: not ergodic. With self-loops it is.
-    let cyc = vec![vec![0.0, 1.0, 0.0], vec![0.0, 0.0, 1.0], vec![1.0, 0.0, 0.0]];
+    let cyc = vec![
+        vec![0.0, 1.0, 0.0],
+        vec![0.0, 0.0, 1.0],
+        vec![1.0, 0.0, 0.0],
+    ];
     assert!(!is_ergodic(&cyc));
-    let lazy = vec![vec![0.5, 0.5, 0.0], vec![0.0, 0.5, 0.5], vec![0.5, 0.0, 0.5]];
+    let lazy = vec![
+        vec![0.5, 0.5, 0.0],
+        vec![0.0, 0.5, 0.5],
+        vec![0.5, 0.0, 0.5],
+    ];
     assert!(is_ergodic(&lazy));
     // Two closed classes: reducible.
     let split = vec![vec![1.0, 0.0], vec![0.0, 1.0]];
@@ -164,9 +191,14 @@ fn is_cyclic_band(row: &[f64], r: usize, width: usize) -> bool {
 /// the optimum scores 1; DMP samples are feasible; uniform sequences mostly are not.
 #[test]
 fn generated_functions_have_holo_structure() {
-    for (seed, (v, l, c, k)) in [(32, 32, 4, 4), (8, 16, 2, 4), (10, 24, 2, 3), (32, 128, 4, 8)]
-        .into_iter()
-        .enumerate()
+    for (seed, (v, l, c, k)) in [
+        (32, 32, 4, 4),
+        (8, 16, 2, 4),
+        (10, 24, 2, 3),
+        (32, 128, 4, 8),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let cfg = EhrlichConfig {
             num_states: v,
@@ -218,7 +250,10 @@ fn generated_functions_have_holo_structure() {
             .iter()
             .filter(|x| f.evaluate(x) == f64::NEG_INFINITY)
             .count();
-        assert!(infeasible >= 16, "uniform sequences should mostly be infeasible");
+        assert!(
+            infeasible >= 16,
+            "uniform sequences should mostly be infeasible"
+        );
         // Same seed, same function; another seed, another one.
         assert_eq!(Ehrlich::new(&cfg).unwrap(), f);
         let other = Ehrlich::new(&EhrlichConfig { seed: 99, ..cfg }).unwrap();
@@ -278,12 +313,22 @@ fn unsatisfiable_settings_name_the_field() {
     assert!(e.contains("ehrlich.num_motifs"), "{e}");
     // Parameters that do not fit the settings.
     let f = Ehrlich::new(&base).unwrap();
-    let e = Ehrlich::from_parts(&base, f.transition.clone(), vec![vec![0; 4]; 3], f.spacings.clone())
-        .unwrap_err()
-        .to_string();
+    let e = Ehrlich::from_parts(
+        &base,
+        f.transition.clone(),
+        vec![vec![0; 4]; 3],
+        f.spacings.clone(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("motifs"), "{e}");
-    let e = Ehrlich::from_parts(&base, f.transition.clone(), f.motifs.clone(), vec![vec![30, 1, 1]; 4])
-        .unwrap_err()
-        .to_string();
+    let e = Ehrlich::from_parts(
+        &base,
+        f.transition.clone(),
+        f.motifs.clone(),
+        vec![vec![30, 1, 1]; 4],
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("spacings"), "{e}");
 }

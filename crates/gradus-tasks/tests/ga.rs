@@ -127,17 +127,55 @@ fn bad_settings_name_the_field() {
     let f = easy();
     let init = f.optimal_solution();
     let cases = [
-        (GaConfig { mutation_prob: 0.0, ..small_ga() }, "ga.mutation_prob"),
-        (GaConfig { mutation_prob: 1.0, ..small_ga() }, "ga.mutation_prob"),
-        (GaConfig { recombine_prob: Some(1.0), ..small_ga() }, "ga.recombine_prob"),
-        (GaConfig { num_particles: 0, ..small_ga() }, "ga.num_particles"),
-        (GaConfig { survival_quantile: 1.0, ..small_ga() }, "ga.survival_quantile"),
+        (
+            GaConfig {
+                mutation_prob: 0.0,
+                ..small_ga()
+            },
+            "ga.mutation_prob",
+        ),
+        (
+            GaConfig {
+                mutation_prob: 1.0,
+                ..small_ga()
+            },
+            "ga.mutation_prob",
+        ),
+        (
+            GaConfig {
+                recombine_prob: Some(1.0),
+                ..small_ga()
+            },
+            "ga.recombine_prob",
+        ),
+        (
+            GaConfig {
+                num_particles: 0,
+                ..small_ga()
+            },
+            "ga.num_particles",
+        ),
+        (
+            GaConfig {
+                survival_quantile: 1.0,
+                ..small_ga()
+            },
+            "ga.survival_quantile",
+        ),
         // 0.01 · 100 = 1 survivor: fewer than two parents.
-        (GaConfig { survival_quantile: 0.01, ..small_ga() }, "ga.survival_quantile"),
+        (
+            GaConfig {
+                survival_quantile: 0.01,
+                ..small_ga()
+            },
+            "ga.survival_quantile",
+        ),
     ];
     for (cfg, field) in cases {
         let mut o = Oracle::new(&f, None);
-        let e = run_ga(&cfg, &init, &mut o, &mut Rng::new(0)).unwrap_err().to_string();
+        let e = run_ga(&cfg, &init, &mut o, &mut Rng::new(0))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(field), "{field}: {e}");
     }
     let mut o = Oracle::new(&f, None);

@@ -357,13 +357,19 @@ impl LlomeConfig {
         self.ehrlich.validate_at("ehrlich")?;
         self.ga.validate_at("ga")?;
         if self.ga.steps == 0 {
-            return Err(Error::config("ga.steps", "the seed GA needs at least one step"));
+            return Err(Error::config(
+                "ga.steps",
+                "the seed GA needs at least one step",
+            ));
         }
         if self.run.seeds.is_empty() {
             return Err(Error::config("run.seeds", "give at least one seed"));
         }
         if self.methods.is_empty() {
-            return Err(Error::config("methods", "give at least one of ga, sft, dpo, marge"));
+            return Err(Error::config(
+                "methods",
+                "give at least one of ga, sft, dpo, marge",
+            ));
         }
         let g = &self.generation;
         if g.prompts == 0 || g.iterations == 0 {
@@ -372,7 +378,11 @@ impl LlomeConfig {
                 "prompts and iterations must be ≥ 1",
             ));
         }
-        if let Some(t) = g.temperatures.iter().find(|t| !(**t > 0.0 && t.is_finite())) {
+        if let Some(t) = g
+            .temperatures
+            .iter()
+            .find(|t| !(**t > 0.0 && t.is_finite()))
+        {
             return Err(Error::config(
                 "generation.temperatures",
                 format!("temperatures must be positive, got {t}"),
@@ -410,13 +420,19 @@ impl LlomeConfig {
             return Err(Error::config("pairs.max_distance", "must be in (0, 1]"));
         }
         if p.neighbors == 0 || p.max_pairs == 0 {
-            return Err(Error::config("pairs.neighbors", "neighbors and max_pairs must be ≥ 1"));
+            return Err(Error::config(
+                "pairs.neighbors",
+                "neighbors and max_pairs must be ≥ 1",
+            ));
         }
         if !(0.0..1.0).contains(&p.max_infeasible) {
             return Err(Error::config("pairs.max_infeasible", "must be in [0, 1)"));
         }
         if !(0.0..=1.0).contains(&p.likelihood_quantile) {
-            return Err(Error::config("pairs.likelihood_quantile", "must be in [0, 1]"));
+            return Err(Error::config(
+                "pairs.likelihood_quantile",
+                "must be in [0, 1]",
+            ));
         }
         for (name, s) in [("first", &self.first), ("train", &self.train)] {
             if s.steps == 0 || s.batch_size == 0 || !(s.lr > 0.0) {
@@ -549,7 +565,8 @@ pub fn tokenizer(num_states: usize) -> Result<Tokenizer> {
         .map(|s| s.to_string())
         .collect();
     vocab.extend((0..num_states).map(|i| format!("s{i}")));
-    let mut tok = Tokenizer::word_level(&vocab, &["<|endoftext|>", "<|pad|>", "<|unk|>"], "<|unk|>")?;
+    let mut tok =
+        Tokenizer::word_level(&vocab, &["<|endoftext|>", "<|pad|>", "<|unk|>"], "<|unk|>")?;
     tok.set_bos(Some("<|endoftext|>"))?;
     tok.set_eos(Some("<|endoftext|>"))?;
     tok.set_pad(Some("<|pad|>"))?;
@@ -649,7 +666,12 @@ fn cap_infeasible<T: Clone>(ok: Vec<T>, bad: Vec<T>, p: f64, rng: &mut Rng) -> V
 }
 
 /// LLOME's dense edit pairs among `items` (module docs, step 2).
-pub fn edit_pairs(items: &[(Vec<usize>, f64)], dim: usize, p: &PairsSection, rng: &mut Rng) -> Vec<EditPair> {
+pub fn edit_pairs(
+    items: &[(Vec<usize>, f64)],
+    dim: usize,
+    p: &PairsSection,
+    rng: &mut Rng,
+) -> Vec<EditPair> {
     let items = distinct(items);
     let xs: Vec<Vec<usize>> = items.iter().map(|i| i.0.clone()).collect();
     let max_d = (p.max_distance * dim as f64).floor() as usize;
@@ -755,7 +777,13 @@ fn best_distinct(items: impl IntoIterator<Item = (Vec<usize>, f64)>, n: usize) -
 // ------------------------------------------------------------------------------- proposals
 
 /// Length-normalised log π(completion + EOS | prompt) of each pair.
-fn completion_logliks(model: &Decoder, prompts: &[Vec<u32>], completions: &[Vec<u32>], eos: u32, pad: u32) -> Result<Vec<f64>> {
+fn completion_logliks(
+    model: &Decoder,
+    prompts: &[Vec<u32>],
+    completions: &[Vec<u32>],
+    eos: u32,
+    pad: u32,
+) -> Result<Vec<f64>> {
     let mut out = Vec::with_capacity(prompts.len());
     for (pc, cc) in prompts.chunks(64).zip(completions.chunks(64)) {
         let seqs: Vec<_> = pc
@@ -769,10 +797,16 @@ fn completion_logliks(model: &Decoder, prompts: &[Vec<u32>], completions: &[Vec<
             .collect();
         let b = completion_batch(&seqs, pad)?;
         let lp = model
-            .row_logps(&crate::trainer::forward_input(&b), &b.targets, &b.loss_weight)?
+            .row_logps(
+                &crate::trainer::forward_input(&b),
+                &b.targets,
+                &b.loss_weight,
+            )?
             .to_vec1::<f32>()?;
         for (r, l) in lp.iter().enumerate() {
-            let n: f32 = b.loss_weight[r * b.seq_len..(r + 1) * b.seq_len].iter().sum();
+            let n: f32 = b.loss_weight[r * b.seq_len..(r + 1) * b.seq_len]
+                .iter()
+                .sum();
             out.push(*l as f64 / n.max(1.0) as f64);
         }
     }
@@ -864,7 +898,9 @@ fn propose_and_label(
         let ll = completion_logliks(model, &pp, &cc, eos, pad)?;
         for ((t, x), l) in parsed.into_iter().zip(ll) {
             ham_sum += hamming(&x, &inputs[t]) as f64 / dim as f64;
-            let e = pool.entry(x.clone()).or_insert((f64::NEG_INFINITY, inputs[t].clone()));
+            let e = pool
+                .entry(x.clone())
+                .or_insert((f64::NEG_INFINITY, inputs[t].clone()));
             if l > e.0 {
                 *e = (l, inputs[t].clone());
             }
@@ -918,7 +954,11 @@ fn propose_and_label(
         proposals,
         parsable,
         distinct_new,
-        mean_hamming: if parsable > 0 { ham_sum / parsable as f64 } else { 1.0 },
+        mean_hamming: if parsable > 0 {
+            ham_sum / parsable as f64
+        } else {
+            1.0
+        },
         labelled,
     })
 }
@@ -967,7 +1007,9 @@ fn train_round(
     seed: u64,
 ) -> Result<PathBuf> {
     let lab = cfg.lab_dir();
-    let start = Start::Resume { explicit: Vec::new() };
+    let start = Start::Resume {
+        explicit: Vec::new(),
+    };
     let parent = dir.parent().unwrap_or(Path::new(".")).to_path_buf();
     let name = dir
         .file_name()
@@ -999,7 +1041,11 @@ fn train_round(
             c.data.completion_only = true;
             c.data.val_fraction = 0.0;
             c.optimizer.weight_decay = 0.0;
-            let s = if stage == Stage::First { &cfg.first } else { &cfg.train };
+            let s = if stage == Stage::First {
+                &cfg.first
+            } else {
+                &cfg.train
+            };
             fill_train(&mut c.train, s, cfg.run.progress);
             crate::sft::run(&c, start)?;
         }
@@ -1125,7 +1171,10 @@ fn run_seed(cfg: &LlomeConfig, f: &Ehrlich, seed: u64) -> Result<BTreeMap<Method
 
     // 1. Seed data from the GA.
     let seed_data: SeedData = cached(&dir.join("seed_data.json"), || {
-        eprintln!("[seed {seed}] GA seed data ({} particles × {} steps)…", cfg.ga.num_particles, cfg.ga.steps);
+        eprintln!(
+            "[seed {seed}] GA seed data ({} particles × {} steps)…",
+            cfg.ga.num_particles, cfg.ga.steps
+        );
         let mut rng = Rng::derive(seed, "llome-ga");
         let init = f.initial_solutions(1, &mut rng).remove(0);
         let mut oracle = Oracle::new(f, None);
@@ -1219,21 +1268,48 @@ fn run_seed(cfg: &LlomeConfig, f: &Ehrlich, seed: u64) -> Result<BTreeMap<Method
                 let data = mdir.join(format!("r{r}.jsonl"));
                 let (n, better) = round_data(cfg, stage, &items, &data, &mut rng)?;
                 let model_ck = if n > 0 {
-                    eprintln!("[seed {seed}] {} round {r}: training on {n} examples…", m.label());
-                    train_round(cfg, stage, &run_dir, &data, Some(&ck), seed * 1000 + r as u64)?
+                    eprintln!(
+                        "[seed {seed}] {} round {r}: training on {n} examples…",
+                        m.label()
+                    );
+                    train_round(
+                        cfg,
+                        stage,
+                        &run_dir,
+                        &data,
+                        Some(&ck),
+                        seed * 1000 + r as u64,
+                    )?
                 } else {
-                    eprintln!("[seed {seed}] {} round {r}: no pairs formed; the model is unchanged", m.label());
+                    eprintln!(
+                        "[seed {seed}] {} round {r}: no pairs formed; the model is unchanged",
+                        m.label()
+                    );
                     ck.clone()
                 };
                 let model = load_decoder(&model_ck, &Device::Cpu)?;
-                let pool = if better.is_empty() { items.clone() } else { better };
+                let pool = if better.is_empty() {
+                    items.clone()
+                } else {
+                    better
+                };
                 let prompts = best_distinct(pool, cfg.generation.prompts);
                 let temps = scaled_temperatures(
                     &cfg.generation.temperatures,
                     Some(prev.mean_hamming),
                     cfg.generation.temperature_scaling,
                 );
-                propose_and_label(cfg, f, &model, &prompts, &seen, &temps, r, n, seed * 1000 + r as u64)
+                propose_and_label(
+                    cfg,
+                    f,
+                    &model,
+                    &prompts,
+                    &seen,
+                    &temps,
+                    r,
+                    n,
+                    seed * 1000 + r as u64,
+                )
             })?;
             if let Some(c) = latest_checkpoint(&run_dir)? {
                 ck = c;
@@ -1323,7 +1399,11 @@ pub fn run(cfg: &LlomeConfig, start: Start) -> Result<LlomeOutcome> {
     for (m, r) in &regrets {
         let (m0, _) = mean_sd(&r[0]);
         let (mf, sf) = mean_sd(&r[last]);
-        let each = r[last].iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(", ");
+        let each = r[last]
+            .iter()
+            .map(|x| format!("{x:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         table.push_str(&format!(
             "| {} | {m0:.3} | {mf:.3} ± {sf:.3} | {each} | {} |\n",
             m.label(),
@@ -1358,7 +1438,11 @@ pub fn run(cfg: &LlomeConfig, start: Start) -> Result<LlomeOutcome> {
                 };
                 if let Ok(rec) = read_json::<RoundRecord>(&p) {
                     let feas = rec.labelled.iter().filter(|l| l.f.is_some()).count();
-                    let best = rec.labelled.iter().map(|l| f_of(l.f)).fold(f64::NEG_INFINITY, f64::max);
+                    let best = rec
+                        .labelled
+                        .iter()
+                        .map(|l| f_of(l.f))
+                        .fold(f64::NEG_INFINITY, f64::max);
                     diag.push((
                         format!("{} round {r}", m.label()),
                         format!(
@@ -1370,7 +1454,10 @@ pub fn run(cfg: &LlomeConfig, start: Start) -> Result<LlomeOutcome> {
             }
         }
     }
-    let keys: Vec<String> = methods.iter().map(|m| format!("regret/{}", m.name())).collect();
+    let keys: Vec<String> = methods
+        .iter()
+        .map(|m| format!("regret/{}", m.name()))
+        .collect();
     let key_refs: Vec<&str> = keys.iter().map(|s| s.as_str()).collect();
     let summary = format!(
         "Ehrlich function v = {}, L = {}, c = {}, k = {}, q = {} (seed {}); {} seeds; seed data {} oracle calls (GA {} particles × {} steps), then 1 SFT round + {} rounds of {} labels. \

@@ -34,7 +34,10 @@ fn err(f: impl FnOnce(&mut LlomeConfig)) -> String {
 fn bad_settings_name_the_field() {
     // An oracle budget smaller than a round (one label cannot form a pair).
     let e = err(|c| c.budget.per_round = 1);
-    assert!(e.contains("budget.per_round") && e.contains("smaller than a round"), "{e}");
+    assert!(
+        e.contains("budget.per_round") && e.contains("smaller than a round"),
+        "{e}"
+    );
     // More labels than a round can propose: 32 × 2 × (1 + 4·3) = 832.
     let e = err(|c| c.budget.per_round = 833);
     assert!(e.contains("budget.per_round") && e.contains("832"), "{e}");
@@ -88,14 +91,17 @@ fn edit_pairs_follow_llome_filters() {
     // round(1 · 0.1 / 0.9) = 0 infeasible pairs stay.
     let p = edit_pairs(&items(), 4, &pairs_cfg(0.1), &mut Rng::new(0));
     assert_eq!(p.len(), 1, "{p:?}");
-    assert_eq!((p[0].low.clone(), p[0].high.clone()), (vec![0, 0, 0, 0], vec![0, 0, 0, 1]));
+    assert_eq!(
+        (p[0].low.clone(), p[0].high.clone()),
+        (vec![0, 0, 0, 0], vec![0, 0, 0, 1])
+    );
     assert_eq!((p[0].f_low, p[0].f_high), (0.25, 0.5));
     // Allowing half: round(1 · 0.5 / 0.5) = 1 infeasible pair, d → b.
     let p = edit_pairs(&items(), 4, &pairs_cfg(0.5), &mut Rng::new(0));
     assert_eq!(p.len(), 2);
-    assert!(p
-        .iter()
-        .any(|q| q.low == vec![0, 0, 1, 1] && q.high == vec![0, 0, 0, 1] && q.f_low == f64::NEG_INFINITY));
+    assert!(p.iter().any(|q| q.low == vec![0, 0, 1, 1]
+        && q.high == vec![0, 0, 0, 1]
+        && q.f_low == f64::NEG_INFINITY));
 }
 
 #[test]
@@ -104,13 +110,18 @@ fn preference_triples_follow_llome() {
     // (better) and e (equal): triples (a, b, e) and (a, b, a) (x itself as the rejected one).
     // e's only neighbour a is not better; b has no better neighbour.
     let t = preference_triples(&items(), 4, &pairs_cfg(0.1), &mut Rng::new(0));
-    let mut got: Vec<(Vec<usize>, Vec<usize>, Vec<usize>)> =
-        t.iter().map(|t| (t.x.clone(), t.chosen.clone(), t.rejected.clone())).collect();
+    let mut got: Vec<(Vec<usize>, Vec<usize>, Vec<usize>)> = t
+        .iter()
+        .map(|t| (t.x.clone(), t.chosen.clone(), t.rejected.clone()))
+        .collect();
     got.sort();
     let a = vec![0, 0, 0, 0];
     let b = vec![0, 0, 0, 1];
     let e = vec![1, 0, 0, 0];
-    assert_eq!(got, vec![(a.clone(), b.clone(), a.clone()), (a.clone(), b.clone(), e)]);
+    assert_eq!(
+        got,
+        vec![(a.clone(), b.clone(), a.clone()), (a.clone(), b.clone(), e)]
+    );
     assert!(t.iter().all(|t| t.f_chosen == 0.5));
 }
 
@@ -118,7 +129,10 @@ fn preference_triples_follow_llome() {
 fn tokens_and_parsing() {
     let tok = tokenizer(4).unwrap();
     // Ids: 0 <|endoftext|>, 1 <|pad|>, 2 <|unk|>, 3 ":", then s0..s3 = 4..7.
-    assert_eq!(tok.encode(&prompt_text(&[0, 3, 1]), false).unwrap(), vec![4, 7, 5, 3]);
+    assert_eq!(
+        tok.encode(&prompt_text(&[0, 3, 1]), false).unwrap(),
+        vec![4, 7, 5, 3]
+    );
     assert_eq!(parse_states(&[4, 7, 5, 0], 3, 4), Some(vec![0, 3, 1]));
     assert_eq!(parse_states(&[4, 7], 3, 4), None); // too short
     assert_eq!(parse_states(&[4, 3, 5], 3, 4), None); // the separator is not a state
@@ -130,7 +144,10 @@ fn temperatures_rise_when_proposals_stay_close() {
     let base = [0.6, 1.0];
     assert_eq!(scaled_temperatures(&base, None, true), vec![0.6, 1.0]);
     assert_eq!(scaled_temperatures(&base, Some(0.05), true), vec![1.2, 1.6]);
-    assert_eq!(scaled_temperatures(&base, Some(0.05), false), vec![0.6, 1.0]);
+    assert_eq!(
+        scaled_temperatures(&base, Some(0.05), false),
+        vec![0.6, 1.0]
+    );
     assert_eq!(scaled_temperatures(&base, Some(0.12), true)[0], 0.8);
     assert_eq!(scaled_temperatures(&base, Some(0.3), true), vec![0.6, 1.0]);
 }
@@ -162,7 +179,10 @@ fn curves_count_every_label() {
     // Calls 101, 102 (0.5: improvement), 103 (infeasible), then 104 (1.0: improvement).
     let c = curve(
         &seed,
-        &[round(vec![lab(Some(0.1)), lab(Some(0.5)), lab(None)]), round(vec![lab(Some(1.0))])],
+        &[
+            round(vec![lab(Some(0.1)), lab(Some(0.5)), lab(None)]),
+            round(vec![lab(Some(1.0))]),
+        ],
     );
     assert_eq!(
         c,
@@ -253,7 +273,10 @@ fn tiny_lab_runs_counts_calls_and_resumes() {
         .unwrap();
         // Every LLOME call is a label: seed data + both rounds' labels.
         let calls = curves[m.name()]["calls"].as_u64().unwrap();
-        assert_eq!(calls, 180 + r0.labelled.len() as u64 + r1.labelled.len() as u64);
+        assert_eq!(
+            calls,
+            180 + r0.labelled.len() as u64 + r1.labelled.len() as u64
+        );
         // Labels are f of their sequence.
         for l in &r1.labelled {
             assert!(l.x.len() == 8);
