@@ -965,6 +965,9 @@ fn propose_and_label(
 
 // ------------------------------------------------------------------------------- training
 
+/// A sequence with its f (−∞ when infeasible).
+type Scored = (Vec<usize>, f64);
+
 /// Writes a JSONL file of rows.
 fn write_jsonl(path: &Path, rows: &[Value]) -> Result<()> {
     let mut s = String::new();
@@ -1088,7 +1091,7 @@ fn round_data(
     items: &[(Vec<usize>, f64)],
     path: &Path,
     rng: &mut Rng,
-) -> Result<(usize, Vec<(Vec<usize>, f64)>)> {
+) -> Result<(usize, Vec<Scored>)> {
     let dim = cfg.ehrlich.dim;
     let (rows, better): (Vec<Value>, Vec<(Vec<usize>, f64)>) = match stage {
         Stage::Dpo => preference_triples(items, dim, &cfg.pairs, rng)
