@@ -170,6 +170,18 @@ fn an_external_reward_command_scores_every_completion() {
     assert_eq!(col(&s.fit.run_dir, "rewards/ext/mean"), vec![0.25]);
     assert_eq!(col(&s.fit.run_dir, "reward/mean"), vec![0.5]);
     assert_eq!(col(&s.fit.run_dir, "frac_reward_zero_std"), vec![1.0]);
+    // A random tiny model samples from a nearly flat distribution over its vocabulary: the
+    // entropy metric is close to ln V (and can never exceed it).
+    let v = gradus_model::hf::load_decoder(&init, &gradus_tensor::Device::Cpu)
+        .unwrap()
+        .cfg
+        .vocab_size as f64;
+    let h = col(&s.fit.run_dir, "entropy");
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert!(
+        h[0] > 0.8 * v.ln() && h[0] <= v.ln() + 1e-4,
+        "{h:?} vs ln {v}"
+    );
 }
 
 fn err(c: &RlConfig) -> String {
