@@ -507,7 +507,7 @@ fn checkpoints_carry_a_model_card() {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|v| v["step"].as_u64().is_some_and(|s| s <= step))
             .filter_map(|v| v["train/loss"].as_f64())
-            .last()
+            .next_back()
             .unwrap();
         assert!(
             card.contains(&format!("| train/loss | {loss} |")),
