@@ -133,7 +133,8 @@ impl RewardModel {
         let cfg = &self.decoder.cfg;
         let mut v = cfg.to_hf_json();
         if let Some(a) = v["architectures"][0].as_str() {
-            v["architectures"] = serde_json::json!([a.replace("ForCausalLM", "ForSequenceClassification")]);
+            v["architectures"] =
+                serde_json::json!([a.replace("ForCausalLM", "ForSequenceClassification")]);
         }
         v["num_labels"] = serde_json::json!(self.labels.len());
         let id2label: serde_json::Map<String, serde_json::Value> = self

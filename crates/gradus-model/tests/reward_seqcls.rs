@@ -99,7 +99,10 @@ fn scores_match_transformers_logits() {
             serde_json::from_str(&std::fs::read_to_string(d.join("expected.json")).unwrap())
                 .unwrap();
         let inputs: Vec<Vec<u32>> = serde_json::from_value(e["inputs"].clone()).unwrap();
-        for (key, rows) in [("logits", &e["logits"]), ("batch_logits", &e["batch_logits"])] {
+        for (key, rows) in [
+            ("logits", &e["logits"]),
+            ("batch_logits", &e["batch_logits"]),
+        ] {
             let want: Vec<Vec<f32>> = serde_json::from_value(rows.clone()).unwrap();
             assert_eq!(want.len(), inputs.len(), "{case} {key}");
             for (ids, w) in inputs.iter().zip(&want) {
@@ -110,7 +113,11 @@ fn scores_match_transformers_logits() {
                     position_ids: None,
                     segment_ids: None,
                 };
-                let got = rm.scores(&inp, &[ids.len() - 1]).unwrap().to_vec2::<f32>().unwrap();
+                let got = rm
+                    .scores(&inp, &[ids.len() - 1])
+                    .unwrap()
+                    .to_vec2::<f32>()
+                    .unwrap();
                 for (g, w) in got[0].iter().zip(w) {
                     assert!((g - w).abs() < 1e-5, "{case} {key}: {:?} vs {w:?}", got[0]);
                 }
