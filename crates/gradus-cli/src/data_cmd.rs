@@ -208,7 +208,8 @@ pub struct FilterArgs {
     /// Programming language of rows that do not say (code mode).
     #[arg(long)]
     lang: Option<String>,
-    /// Check Python with python3's compile() instead of the built-in validator (slow).
+    /// Check Python with python3's compile() (a pool of long-lived interpreters) instead of the
+    /// built-in validator, which lets some grammar errors through (see its docs).
     #[arg(long)]
     python_compile: bool,
     /// No Python syntax check.
