@@ -64,6 +64,9 @@ enum Cmd {
     /// N seeds of a recipe as N run directories (`--jobs` at a time; finished seeds are skipped),
     /// with a summary table.
     Sweep(gradus_cli::sweep_cmd::SweepArgs),
+    /// Compare run directories on one page: each shared metric as one plot with a line per run,
+    /// last values side by side, and the settings their configs differ in.
+    Report(ReportArgs),
 }
 
 #[derive(Args, Clone)]
@@ -157,6 +160,28 @@ struct ScoreArgs {
     bos: bool,
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Run directories (each with metrics.jsonl).
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
+    /// Where to write the page.
+    #[arg(long, default_value = "compare.html")]
+    out: PathBuf,
+    /// Plot only these metrics (comma-separated), e.g. `train/loss,val/loss`.
+    #[arg(long, value_delimiter = ',')]
+    metrics: Vec<String>,
+}
+
+fn compare(a: ReportArgs) -> Result<()> {
+    let only = (!a.metrics.is_empty()).then_some(a.metrics.as_slice());
+    let html = gradus_train::compare::compare_runs(&a.runs, only)?;
+    gradus_tensor::io::write_atomic(&a.out, html.as_bytes())
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    println!("wrote {}", a.out.display());
+    Ok(())
 }
 
 #[derive(Args)]
@@ -341,6 +366,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Data(c) => gradus_cli::data_cmd::run(c),
         Cmd::Dynamics(c) => gradus_cli::dynamics_cmd::run(c),
         Cmd::Sweep(a) => gradus_cli::sweep_cmd::run(a),
+        Cmd::Report(a) => compare(a),
         Cmd::Tokenizer(TokenizerCmd::Train {
             inputs,
             vocab_size,

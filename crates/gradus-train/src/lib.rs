@@ -35,6 +35,7 @@
 
 pub mod checkpoint;
 pub mod clip;
+pub mod compare;
 pub mod interrupt;
 pub mod metrics;
 pub mod optim;
