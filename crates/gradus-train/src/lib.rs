@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod optim;
 pub mod progress;
 pub mod report;
+pub mod rlvr;
 pub mod rundir;
 pub mod schedule;
 pub mod tensorboard;

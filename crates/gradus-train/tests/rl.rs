@@ -459,3 +459,44 @@ fn reward_model_reward_matches_the_reward_recipes_scores() {
         .to_string();
     assert!(e.contains("rewards[0].output") && e.contains("help"), "{e}");
 }
+
+/// `lab rlvr` end to end on a tiny random "SFT" model, 2 GRPO steps: both models are scored on
+/// the same held-out problems (equal n per kind, "all" = the sum), the RL run has its 2 steps, and
+/// rlvr.json / rlvr.html are written. (Whether RL helps is the lab's finding at full size, not a
+/// unit test.)
+#[test]
+fn lab_rlvr_scores_sft_and_rl_models_on_the_same_problems() {
+    use gradus_train::rlvr::{run as rlvr, RlvrOptions};
+    let d = tempfile::tempdir().unwrap();
+    let init = init_model(d.path(), false);
+    let o = rlvr(&RlvrOptions {
+        dir: d.path().join("runs"),
+        sft: Some(init.clone()),
+        steps: 2,
+        seed: 1,
+        progress: false,
+        overwrite: false,
+    })
+    .unwrap();
+    assert_eq!(o.before.len(), o.after.len());
+    for (b, a) in o.before.iter().zip(&o.after) {
+        assert_eq!((&b.kind, b.n), (&a.kind, a.n));
+        assert!(b.n > 0);
+    }
+    let all = o.after.last().unwrap();
+    assert_eq!(all.kind, "all");
+    assert_eq!(
+        all.n,
+        o.after[..o.after.len() - 1]
+            .iter()
+            .map(|k| k.n)
+            .sum::<usize>()
+    );
+    assert_eq!(col(&o.rl_dir, "reward/mean").len(), 2);
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(o.rl_dir.join("rlvr.json")).unwrap())
+            .unwrap();
+    assert_eq!(j["steps"], 2);
+    let html = std::fs::read_to_string(&o.report).unwrap();
+    assert!(html.contains("SFT + GRPO, all"), "{html}");
+}
