@@ -121,6 +121,9 @@ pub enum LabCmd {
         /// Move earlier runs in --dir aside (never deleted) instead of refusing to start.
         #[arg(long)]
         overwrite: bool,
+        /// Override the GRPO config (configs/rl/tiny.toml), e.g. --set train.lr=3e-4.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
     },
 }
 
@@ -209,7 +212,9 @@ pub fn lab(cmd: LabCmd) -> Result<()> {
             dir,
             seed,
             overwrite,
+            sets,
         } => {
+            let rl = crate::config::resolve_from(gradus_train::rlvr::default_rl_config()?, &sets)?;
             let o = gradus_train::rlvr::run(&gradus_train::rlvr::RlvrOptions {
                 dir,
                 sft,
@@ -217,6 +222,7 @@ pub fn lab(cmd: LabCmd) -> Result<()> {
                 seed,
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 overwrite,
+                rl: Some(rl),
             })?;
             print!("{}", o.summary);
             Ok(())

@@ -31,6 +31,9 @@ pub struct RlvrOptions {
     pub progress: bool,
     /// Move earlier runs in `dir` aside instead of refusing to start.
     pub overwrite: bool,
+    /// The GRPO config to start from (None: [`RL_CONFIG`]); its run directory, seed, init and
+    /// steps are the lab's.
+    pub rl: Option<RlConfig>,
 }
 
 #[derive(Clone, Debug)]
@@ -55,6 +58,11 @@ fn checkpoint_of(p: &Path) -> Result<PathBuf> {
             "neither a checkpoint (config.json) nor a run with checkpoints/step-N",
         )
     })
+}
+
+/// [`RL_CONFIG`] parsed.
+pub fn default_rl_config() -> Result<RlConfig> {
+    toml::from_str(RL_CONFIG).map_err(|e| Error::format("configs/rl/tiny.toml", e.to_string()))
 }
 
 /// The lab's GRPO config.

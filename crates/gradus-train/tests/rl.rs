@@ -476,6 +476,7 @@ fn lab_rlvr_scores_sft_and_rl_models_on_the_same_problems() {
         seed: 1,
         progress: false,
         overwrite: false,
+        rl: None,
     })
     .unwrap();
     assert_eq!(o.before.len(), o.after.len());
