@@ -67,8 +67,10 @@ pub fn default_rl_config() -> Result<RlConfig> {
 
 /// The lab's GRPO config.
 pub fn rl_config(o: &RlvrOptions, sft: &Path) -> Result<RlConfig> {
-    let mut cfg: RlConfig = toml::from_str(RL_CONFIG)
-        .map_err(|e| Error::format("configs/rl/tiny.toml", e.to_string()))?;
+    let mut cfg = match &o.rl {
+        Some(c) => c.clone(),
+        None => default_rl_config()?,
+    };
     cfg.run.dir = o.dir.clone();
     cfg.run.name = "rlvr".into();
     cfg.run.seed = o.seed;
