@@ -476,9 +476,15 @@ fn lab_rlvr_scores_sft_and_rl_models_on_the_same_problems() {
         seed: 1,
         progress: false,
         overwrite: false,
-        rl: None,
+        // A config of the caller's: its learning rate is what the run uses.
+        rl: Some({
+            let mut c = gradus_train::rlvr::default_rl_config().unwrap();
+            c.train.lr = 7e-4;
+            c
+        }),
     })
     .unwrap();
+    assert_eq!(col(&o.rl_dir, "train/lr"), vec![7e-4, 7e-4]);
     assert_eq!(o.before.len(), o.after.len());
     for (b, a) in o.before.iter().zip(&o.after) {
         assert_eq!((&b.kind, b.n), (&a.kind, a.n));
