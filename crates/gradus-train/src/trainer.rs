@@ -503,10 +503,27 @@ pub fn write_model_card(
         }
         s.push('\n');
     }
-    s.push_str(
-        "## Use\n\n```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n",
+    // What the checkpoint is decides how to load it: a reward model (sequence classification), a
+    // PEFT adapter, or a causal LM.
+    let arch = std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v["architectures"][0].as_str().map(str::to_string))
+        .unwrap_or_default();
+    let (import, class) = if arch.ends_with("ForSequenceClassification") {
+        (
+            "from transformers import",
+            "AutoModelForSequenceClassification",
+        )
+    } else if gradus_model::lora::is_adapter_dir(dir) {
+        ("from peft import", "AutoPeftModelForCausalLM")
+    } else {
+        ("from transformers import", "AutoModelForCausalLM")
+    };
+    let _ = write!(
+        s,
+        "## Use\n\n```python\n{import} {class}\nfrom transformers import AutoTokenizer\nmodel = {class}.from_pretrained(\"PATH\")\ntokenizer = AutoTokenizer.from_pretrained(\"PATH\")\n```\n\n"
     );
-    s.push_str("model = AutoModelForCausalLM.from_pretrained(\"PATH\")\ntokenizer = AutoTokenizer.from_pretrained(\"PATH\")\n```\n\n");
     s.push_str("## Configuration (`config.resolved.toml`)\n\n```toml\n");
     s.push_str(config_text.trim_end());
     s.push_str("\n```\n");
