@@ -8,6 +8,7 @@ pub mod dynamics_cmd;
 pub mod embed_cmd;
 pub mod eval_cmd;
 pub mod icl_cmd;
+pub mod phf_cmd;
 pub mod prefs_cmd;
 pub mod sweep_cmd;
 pub mod training_maps_cmd;

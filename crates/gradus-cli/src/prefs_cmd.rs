@@ -104,6 +104,10 @@ pub enum LabCmd {
     /// Which Boolean function classes are learned in context, against nearest neighbour,
     /// averaging and the optimal learner (Bhattamishra et al. 2024).
     BooleanIcl(crate::icl_cmd::BooleanIclArgs),
+    /// Pretraining with human feedback: MLE, filtering, conditional training, unlikelihood, RWR
+    /// and AWR on Python functions with PEP8 violations; misaligned share of samples and clean LM
+    /// loss per objective (Korbak et al. 2023).
+    Phf(crate::phf_cmd::PhfLabArgs),
 }
 
 fn pairs_for(dir: &Path, d: &EvalData) -> Result<(Tokenizer, EvalPairs)> {
@@ -185,5 +189,6 @@ pub fn lab(cmd: LabCmd) -> Result<()> {
         LabCmd::IclEmergence(a) => crate::icl_cmd::emergence(a),
         LabCmd::IclTransience(a) => crate::icl_cmd::transience(a),
         LabCmd::BooleanIcl(a) => crate::icl_cmd::boolean(a),
+        LabCmd::Phf(a) => crate::phf_cmd::lab(a),
     }
 }

@@ -127,6 +127,19 @@ pub fn generate(
     eos: &[u32],
     stop: &mut dyn FnMut(usize, &[u32]) -> bool,
 ) -> Result<Vec<Generation>> {
+    generate_banning(model, prompts, cfg, eos, &[], stop)
+}
+
+/// [`generate`] that never emits the tokens of `banned` (their logits are set to −∞ before
+/// sampling), e.g. the control tokens of conditional training (Korbak et al. 2023).
+pub fn generate_banning(
+    model: &Decoder,
+    prompts: &[Vec<u32>],
+    cfg: &SamplingConfig,
+    eos: &[u32],
+    banned: &[u32],
+    stop: &mut dyn FnMut(usize, &[u32]) -> bool,
+) -> Result<Vec<Generation>> {
     cfg.validate()?;
     let b = prompts.len();
     if b == 0 {
@@ -194,8 +207,16 @@ pub fn generate(
             debug_assert_eq!(row.len(), v);
             let tok = if done[r] {
                 pad
-            } else {
+            } else if banned.is_empty() {
                 sample(row, cfg, &mut rng)
+            } else {
+                let mut row = row.clone();
+                for &b in banned {
+                    if let Some(x) = row.get_mut(b as usize) {
+                        *x = f32::NEG_INFINITY;
+                    }
+                }
+                sample(&row, cfg, &mut rng)
             };
             if !done[r] {
                 out[r].tokens.push(tok);

@@ -21,7 +21,8 @@
 //! each, read top to bottom: [`recipe`] (configs), [`prep`] (data → packed rows), [`pretrain`],
 //! [`sft`], [`dpo`] (the DPO family, KTO, MargE), [`reward`] (reward models), [`prefs`] (the
 //! `[prefs]` section: preference pairs for `dpo` and `reward`), [`quickstart`] and
-//! [`lab_ranking`] (the ranking-accuracy lab).
+//! [`lab_ranking`] (the ranking-accuracy lab), [`phf`] (`[phf]`: pretraining with human feedback,
+//! Korbak et al. 2023) and [`lab_phf`] (its lab).
 //!
 //! The run directory these write is the contract with `gradus-eval` and `gradus-dynamics`:
 //! ```text
@@ -47,9 +48,11 @@ pub mod tensorboard;
 pub mod dpo;
 pub mod eval_hook;
 pub mod icl;
+pub mod lab_phf;
 pub mod lab_ranking;
 pub mod modular;
 pub mod parity;
+pub mod phf;
 pub mod prefs;
 pub mod prep;
 pub mod pretrain;
