@@ -140,6 +140,21 @@ pub fn generate_banning(
     banned: &[u32],
     stop: &mut dyn FnMut(usize, &[u32]) -> bool,
 ) -> Result<Vec<Generation>> {
+    generate_guided(model, prompts, cfg, eos, banned, &mut |_, _| None, stop)
+}
+
+/// [`generate_banning`] where `force(row, new_tokens)` may dictate a row's next token (it is then
+/// emitted without sampling and counts towards `max_new_tokens`), e.g. a control token at the start
+/// of every line.
+pub fn generate_guided(
+    model: &Decoder,
+    prompts: &[Vec<u32>],
+    cfg: &SamplingConfig,
+    eos: &[u32],
+    banned: &[u32],
+    force: &mut dyn FnMut(usize, &[u32]) -> Option<u32>,
+    stop: &mut dyn FnMut(usize, &[u32]) -> bool,
+) -> Result<Vec<Generation>> {
     cfg.validate()?;
     let b = prompts.len();
     if b == 0 {
@@ -207,6 +222,8 @@ pub fn generate_banning(
             debug_assert_eq!(row.len(), v);
             let tok = if done[r] {
                 pad
+            } else if let Some(t) = force(r, &out[r].tokens) {
+                t
             } else if banned.is_empty() {
                 sample(row, cfg, &mut rng)
             } else {

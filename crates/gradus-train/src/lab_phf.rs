@@ -14,12 +14,16 @@
 //! conditional training cuts the misaligned share of samples far below MLE at close LM loss
 //! (Pareto-optimal); the lab writes the table, the training curves and its verdict to
 //! `<dir>/lab-phf/report.html` and `results.json`.
+//!
+//! One row beyond the paper: `conditional+`, the conditional model sampled with `<|aligned|>`
+//! forced at the start of every line (what it saw before each clean training line), where the
+//! paper's protocol prompts with it once and then bans the control tokens.
 
 use std::path::PathBuf;
 
 use gradus_data::pack;
 use gradus_data::tokenizer::Tokenizer;
-use gradus_model::generate::{generate_banning, Finish, SamplingConfig};
+use gradus_model::generate::{generate_banning, generate_guided, Finish, SamplingConfig};
 use gradus_model::hf::load_decoder;
 use gradus_tasks::phf::{code_corpus, doc_score, segments, CodeCorpusConfig, Scorer};
 use gradus_tensor::{Device, Error, Result};
@@ -31,6 +35,9 @@ use crate::recipe::RecipeConfig;
 use crate::report::{write_report, Section};
 use crate::rundir::Start;
 use crate::schedule::Schedule;
+
+/// The table row of conditional training sampled with `<|aligned|>` forced before every line.
+pub const FORCED_ROW: &str = "conditional+";
 
 /// Settings of the lab (`gradus lab phf`).
 #[derive(Clone, Debug)]
@@ -255,6 +262,35 @@ pub fn run(o: &PhfLabOptions) -> Result<PhfLabOutcome> {
             texts.push((tok.decode(&g.tokens, true)?, g.finish == Finish::Eos));
         }
         let s = score_samples(&scorer, &texts, phf.threshold);
+        // Conditional training, also with <|aligned|> forced at the start of every line (the
+        // control token the model saw before each training line; beyond the paper's protocol).
+        let forced = match (kind, ctl) {
+            (PhfKind::Conditional, Some((a, _))) => {
+                let ends_nl: Vec<bool> = (0..tok.vocab_size() as u32)
+                    .map(|t| tok.decode(&[t], false).is_ok_and(|s| s.ends_with('\n')))
+                    .collect();
+                let mut force = |_: usize, new: &[u32]| {
+                    new.last()
+                        .filter(|&&t| ends_nl.get(t as usize).copied().unwrap_or(false))
+                        .map(|_| a)
+                };
+                let g = generate_guided(
+                    &model,
+                    &prompts,
+                    &sc,
+                    &eos,
+                    &banned,
+                    &mut force,
+                    &mut |_, _| false,
+                )?;
+                let mut t = Vec::with_capacity(g.len());
+                for x in &g {
+                    t.push((tok.decode(&x.tokens, true)?, x.finish == Finish::Eos));
+                }
+                Some(score_samples(&scorer, &t, phf.threshold))
+            }
+            _ => None,
+        };
         samples_text.push_str(&format!("── {} ──\n", kind.name()));
         for (t, _) in texts.iter().take(3) {
             samples_text.push_str(t);
@@ -279,6 +315,22 @@ pub fn run(o: &PhfLabOptions) -> Result<PhfLabOutcome> {
         let clean_loss = crate::trainer::validation_loss(&model, &batches)?;
 
         let div = |a: usize, b: usize| a as f64 / b.max(1) as f64;
+        let row = |name: String, s: &SampleScores| PhfLabRow {
+            kind: name,
+            scored_samples: s.scored_samples,
+            samples: n_samples,
+            misaligned_lines: div(s.bad_lines, s.lines),
+            misaligned_samples: div(s.bad_samples, s.scored_samples),
+            mean_score: s.score_sum / s.scored_samples.max(1) as f64,
+            clean_loss,
+            final_train_loss: fit.last_loss.unwrap_or(f64::NAN),
+            tokens_seen: fit.tokens_seen,
+        };
+        rows.push(row(kind.name().into(), &s));
+        if let Some(f) = &forced {
+            rows.push(row(FORCED_ROW.into(), f));
+        }
+|a: usize, b: usize| a as f64 / b.max(1) as f64;
         rows.push(PhfLabRow {
             kind: kind.name().into(),
             scored_samples: s.scored_samples,
@@ -398,7 +450,7 @@ pub fn run(o: &PhfLabOptions) -> Result<PhfLabOutcome> {
          the same tiny decoder (2 layers, width 64) trained from scratch for the same steps and batch shape. \
          {n_samples} unconditional samples each (temperature 0.7, top-p 0.9, ≤ 96 tokens; conditional \
          prompted with <|aligned|>; control tokens banned); complete lines scored. Clean LM loss: \
-         {n_clean} held-out clean functions.",
+         {n_clean} held-out clean functions. Row conditional+: the conditional model sampled with <|aligned|> forced before every line (not the paper's protocol, which bans the control tokens after the first).",
         pct(bad_frac),
         o.seed
     );

@@ -157,6 +157,18 @@ fn awr_resumes_bit_identically() {
 #[test]
 fn conditional_resumes_bit_identically() {
     resume_is_exact(PhfKind::Conditional, Engine::Auto);
+    // The objective is fixed for the life of a run: a resume that changes it is refused, naming it.
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let mut c = tiny(dir.path(), "fixed", &data, PhfKind::Conditional);
+    c.train.stop_after = 2;
+    gradus_train::pretrain::run(&c, false).unwrap();
+    c.phf.as_mut().unwrap().kind = PhfKind::Mle;
+    let start = gradus_train::rundir::Start::Resume {
+        explicit: vec!["phf.kind".into()],
+    };
+    let e = gradus_train::pretrain::run(&c, start).unwrap_err().to_string();
+    assert!(e.contains("phf.kind"), "{e}");
 }
 
 #[test]
@@ -313,7 +325,9 @@ fn lab_smoke_writes_table_and_report() {
         ..Default::default()
     };
     let out = gradus_train::lab_phf::run(&o).unwrap();
-    assert_eq!(out.rows.len(), 2);
+    // mle, conditional, and conditional sampled with <|aligned|> before every line.
+    assert_eq!(out.rows.len(), 3);
+    assert_eq!(out.rows[2].kind, gradus_train::lab_phf::FORCED_ROW);
     for r in &out.rows {
         assert!(r.clean_loss.is_finite() && r.clean_loss > 0.0, "{r:?}");
         assert!((0.0..=1.0).contains(&r.misaligned_lines));
