@@ -149,7 +149,11 @@ fn banned_tokens_are_never_emitted_and_forced_ones_always() {
     // Forcing token 7 at every even step: those steps carry 7, the others are sampled.
     let mut force = |_: usize, new: &[u32]| (new.len() % 2 == 0).then_some(7u32);
     let g = generate_guided(&m, &p, &sampled, &[], &[], &mut force, &mut |_, _| false).unwrap();
-    assert!(g[0].tokens.iter().step_by(2).all(|&t| t == 7), "{:?}", g[0].tokens);
+    assert!(
+        g[0].tokens.iter().step_by(2).all(|&t| t == 7),
+        "{:?}",
+        g[0].tokens
+    );
     // No ban, no force: the same as `generate`.
     let a = generate(&m, &p, &sampled, &[], &mut |_, _| false).unwrap();
     let b = generate_banning(&m, &p, &sampled, &[], &[], &mut |_, _| false).unwrap();

@@ -65,7 +65,10 @@ pub fn mle(logp: &[f32], weight: &[f32], norm: f64) -> Result<TokenLoss> {
     let nll = nll_of(logp, weight, norm);
     Ok(TokenLoss {
         loss: nll,
-        dlogp: weight.iter().map(|&w| (-(w as f64) / norm) as f32).collect(),
+        dlogp: weight
+            .iter()
+            .map(|&w| (-(w as f64) / norm) as f32)
+            .collect(),
         nll,
         mean_coef: 1.0,
     })
@@ -159,7 +162,10 @@ pub fn awr(
     check(n, "reward", reward.len())?;
     check(n, "value", value.len())?;
     if !(beta > 0.0) {
-        return Err(Error::config("phf.beta", format!("must be > 0, got {beta}")));
+        return Err(Error::config(
+            "phf.beta",
+            format!("must be > 0, got {beta}"),
+        ));
     }
     let norm = norm.max(1.0);
     let (mut lm, mut vl, mut coef_sum, mut n_w) = (0f64, 0f64, 0f64, 0f64);

@@ -73,8 +73,17 @@ fn awr_by_hand() {
     close(a.lm.dlogp[0] as f64, -0.5 * c, 1e-6);
     close(a.dvalue[0] as f64, -2.0, 1e-6);
     // Padding contributes nothing.
-    let a = awr(&[-2.0, -5.0], &[1.0, 0.0], &[-1.0, 7.0], &[-3.0, 1.0], 10.0, 0.5, 1000.0, 1.0)
-        .unwrap();
+    let a = awr(
+        &[-2.0, -5.0],
+        &[1.0, 0.0],
+        &[-1.0, 7.0],
+        &[-3.0, 1.0],
+        10.0,
+        0.5,
+        1000.0,
+        1.0,
+    )
+    .unwrap();
     close(a.lm.loss, c + 2.0, 1e-6);
     assert_eq!((a.lm.dlogp[1], a.dvalue[1]), (0.0, 0.0));
     assert!(awr(&[0.0], &[1.0], &[0.0], &[0.0], 0.0, 0.5, 1.0, 1.0).is_err());
@@ -97,16 +106,30 @@ fn gradients_match_finite_differences() {
         let f = |x: &[f32]| unlikelihood(x, &w, &bad, 1.0, 3.5).unwrap().loss;
         let g = unlikelihood(&lp, &w, &bad, 1.0, 3.5).unwrap().dlogp[t] as f64;
         close(g, (f(&up) - f(&dn)) / (2.0 * h as f64), 2e-3);
-        let f = |x: &[f32]| awr(x, &w, &rew, &val, 2.0, 0.5, 1000.0, 3.5).unwrap().lm.loss;
-        let g = awr(&lp, &w, &rew, &val, 2.0, 0.5, 1000.0, 3.5).unwrap().lm.dlogp[t] as f64;
+        let f = |x: &[f32]| {
+            awr(x, &w, &rew, &val, 2.0, 0.5, 1000.0, 3.5)
+                .unwrap()
+                .lm
+                .loss
+        };
+        let g = awr(&lp, &w, &rew, &val, 2.0, 0.5, 1000.0, 3.5)
+            .unwrap()
+            .lm
+            .dlogp[t] as f64;
         close(g, (f(&up) - f(&dn)) / (2.0 * h as f64), 2e-3);
         let (mut vu, mut vd) = (val, val);
         vu[t] += h;
         vd[t] -= h;
         // V moves both the advantage (c_t) and the value loss, but the LM term treats c_t as a
         // constant (stop-gradient), so compare against the value part's difference only.
-        let f = |v: &[f32]| 0.5 * awr(&lp, &w, &rew, v, 2.0, 0.5, 1000.0, 3.5).unwrap().value_loss;
-        let g = awr(&lp, &w, &rew, &val, 2.0, 0.5, 1000.0, 3.5).unwrap().dvalue[t] as f64;
+        let f = |v: &[f32]| {
+            0.5 * awr(&lp, &w, &rew, v, 2.0, 0.5, 1000.0, 3.5)
+                .unwrap()
+                .value_loss
+        };
+        let g = awr(&lp, &w, &rew, &val, 2.0, 0.5, 1000.0, 3.5)
+            .unwrap()
+            .dvalue[t] as f64;
         close(g, (f(&vu) - f(&vd)) / (2.0 * h as f64), 2e-3);
     }
 }

@@ -128,7 +128,10 @@ impl Pep8Scorer {
         }
         let trimmed_end = line.trim_end_matches([' ', '\t']).chars().count();
         if trimmed_end < n {
-            v.push(viol(if trimmed_end == 0 { "W293" } else { "W291" }, trimmed_end));
+            v.push(viol(
+                if trimmed_end == 0 { "W293" } else { "W291" },
+                trimmed_end,
+            ));
         }
         if trimmed_end == 0 {
             return v; // a blank line: nothing else to check
@@ -308,7 +311,11 @@ impl PatternScorer {
     }
 
     pub fn score(&self, segment: &str) -> f32 {
-        let n = segment.trim_end_matches(['\n', '\r']).chars().count().max(1);
+        let n = segment
+            .trim_end_matches(['\n', '\r'])
+            .chars()
+            .count()
+            .max(1);
         self.matches(segment) as f32 / n as f32
     }
 }

@@ -162,7 +162,10 @@ fn violations_cluster_in_sloppy_documents() {
 fn pep8_scorer_matches_pycodestyle_fixture() {
     // tests/fixtures/pep8/cases.json: what pycodestyle reports on each source with only gradus'
     // checks selected (gen.py; E226-E228 written as E225).
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pep8/cases.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/pep8/cases.json"
+    );
     let text = std::fs::read_to_string(path).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let cases = v["cases"].as_array().unwrap();

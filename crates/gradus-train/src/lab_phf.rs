@@ -330,20 +330,9 @@ pub fn run(o: &PhfLabOptions) -> Result<PhfLabOutcome> {
         if let Some(f) = &forced {
             rows.push(row(FORCED_ROW.into(), f));
         }
-|a: usize, b: usize| a as f64 / b.max(1) as f64;
-        rows.push(PhfLabRow {
-            kind: kind.name().into(),
-            scored_samples: s.scored_samples,
-            samples: n_samples,
-            misaligned_lines: div(s.bad_lines, s.lines),
-            misaligned_samples: div(s.bad_samples, s.scored_samples),
-            mean_score: s.score_sum / s.scored_samples.max(1) as f64,
-            clean_loss,
-            final_train_loss: fit.last_loss.unwrap_or(f64::NAN),
-            tokens_seen: fit.tokens_seen,
-        });
         // Training curves of every objective, for the lab's plots.
-        let m = crate::metrics::read_metrics(&fit.run_dir.join("metrics.jsonl")).unwrap_or_default();
+        let m =
+            crate::metrics::read_metrics(&fit.run_dir.join("metrics.jsonl")).unwrap_or_default();
         for (step, v) in crate::metrics::series(&m, "train/loss") {
             merged
                 .entry(step)
@@ -397,7 +386,12 @@ pub fn run(o: &PhfLabOptions) -> Result<PhfLabOutcome> {
         .iter()
         .map(|r| {
             let n = (r.misaligned_lines * 50.0).round() as usize;
-            format!("{:<13} {:<50} {}\n", r.kind, "█".repeat(n), pct(r.misaligned_lines))
+            format!(
+                "{:<13} {:<50} {}\n",
+                r.kind,
+                "█".repeat(n),
+                pct(r.misaligned_lines)
+            )
         })
         .collect();
     let metrics: String = merged
@@ -422,8 +416,16 @@ pub fn run(o: &PhfLabOptions) -> Result<PhfLabOutcome> {
             .map_err(|e| Error::msg(e.to_string()))?
             .as_bytes(),
     )?;
-    let train_keys: Vec<String> = o.kinds.iter().map(|k| format!("train_loss/{}", k.name())).collect();
-    let val_keys: Vec<String> = o.kinds.iter().map(|k| format!("val_loss/{}", k.name())).collect();
+    let train_keys: Vec<String> = o
+        .kinds
+        .iter()
+        .map(|k| format!("train_loss/{}", k.name()))
+        .collect();
+    let val_keys: Vec<String> = o
+        .kinds
+        .iter()
+        .map(|k| format!("val_loss/{}", k.name()))
+        .collect();
     let tk: Vec<&str> = train_keys.iter().map(String::as_str).collect();
     let vk: Vec<&str> = val_keys.iter().map(String::as_str).collect();
     let table_rows: Vec<(String, String)> = rows

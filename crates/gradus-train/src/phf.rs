@@ -172,7 +172,10 @@ impl PhfSection {
         if !(self.threshold >= 0.0 && self.threshold.is_finite()) {
             return Err(Error::config(
                 "phf.threshold",
-                format!("must be ≥ 0 and finite (scores are ≥ 0), got {}", self.threshold),
+                format!(
+                    "must be ≥ 0 and finite (scores are ≥ 0), got {}",
+                    self.threshold
+                ),
             ));
         }
         if !(self.filter_threshold >= 0.0 && self.filter_threshold.is_finite()) {
@@ -270,7 +273,11 @@ pub fn segment_scores(
             if segments(d).len() != s.len() {
                 return Err(Error::format(
                     &path,
-                    format!("document {i}: {} scores, {} segments", s.len(), segments(d).len()),
+                    format!(
+                        "document {i}: {} scores, {} segments",
+                        s.len(),
+                        segments(d).len()
+                    ),
                 ));
             }
         }
@@ -301,7 +308,11 @@ pub fn segment_scores(
 
 /// The byte-level BPE of a PHF run: gradus' special tokens plus the two control tokens, trained
 /// on every document (before filtering, so all six objectives of a corpus share it).
-pub fn train_tokenizer(texts: &[String], cfg: &RecipeConfig, phf: &PhfSection) -> Result<Tokenizer> {
+pub fn train_tokenizer(
+    texts: &[String],
+    cfg: &RecipeConfig,
+    phf: &PhfSection,
+) -> Result<Tokenizer> {
     let mut specials: Vec<&str> = crate::prep::SPECIALS.to_vec();
     specials.push(&phf.aligned_token);
     specials.push(&phf.misaligned_token);
@@ -502,8 +513,7 @@ pub fn prepare(
     let val_ix: Vec<usize> = va.iter().map(|s| s.ids[0] as usize).collect();
 
     if phf.kind == PhfKind::Filtering {
-        let dscore =
-            |i: usize| doc_score(&segments(&docs[i]), &scores[i]);
+        let dscore = |i: usize| doc_score(&segments(&docs[i]), &scores[i]);
         let t = match phf.filter_quantile {
             Some(q) => {
                 let ds: Vec<f32> = train_ix.iter().map(|&i| dscore(i)).collect();
@@ -540,7 +550,14 @@ pub fn prepare(
     let mut train = Vec::with_capacity(train_ix.len());
     let mut train_scores = Vec::with_capacity(train_ix.len());
     for &i in &train_ix {
-        let (s, t) = encode_doc(tok, &docs[i], &scores[i], phf.threshold, train_ctl, &mut drop)?;
+        let (s, t) = encode_doc(
+            tok,
+            &docs[i],
+            &scores[i],
+            phf.threshold,
+            train_ctl,
+            &mut drop,
+        )?;
         train.push(s);
         train_scores.push(t);
     }
@@ -549,7 +566,15 @@ pub fn prepare(
     let val = val_ix
         .iter()
         .map(|&i| {
-            encode_doc(tok, &docs[i], &scores[i], phf.threshold, val_ctl, &mut never).map(|x| x.0)
+            encode_doc(
+                tok,
+                &docs[i],
+                &scores[i],
+                phf.threshold,
+                val_ctl,
+                &mut never,
+            )
+            .map(|x| x.0)
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(PhfData {
@@ -593,7 +618,12 @@ pub struct PhfCursor {
 }
 
 impl PhfCursor {
-    pub fn new(rows: Vec<Row>, token_scores: &[Vec<f32>], batch_size: usize, seed: u64) -> Result<Self> {
+    pub fn new(
+        rows: Vec<Row>,
+        token_scores: &[Vec<f32>],
+        batch_size: usize,
+        seed: u64,
+    ) -> Result<Self> {
         let scores = rows.iter().map(|r| row_scores(r, token_scores)).collect();
         let idx = IndexCursor::new(rows.len(), batch_size, seed)?;
         Ok(Self { rows, scores, idx })
@@ -606,7 +636,10 @@ impl PhfCursor {
             .ok_or_else(|| Error::msg("the training data produced no rows (empty dataset?)"))?
             .to_vec();
         let batch = Batch::from_rows(ids.iter().map(|&i| &self.rows[i]))?;
-        let score = ids.iter().flat_map(|&i| self.scores[i].iter().copied()).collect();
+        let score = ids
+            .iter()
+            .flat_map(|&i| self.scores[i].iter().copied())
+            .collect();
         Ok(PhfBatch { batch, score })
     }
 
@@ -736,7 +769,10 @@ impl ValueHead {
         if b.w.len() != d + 1 || b.m.len() != d + 1 || b.v.len() != d + 1 {
             return Err(Error::format(
                 path,
-                format!("value head of width {}, the model has hidden_size {d}", b.w.len().saturating_sub(1)),
+                format!(
+                    "value head of width {}, the model has hidden_size {d}",
+                    b.w.len().saturating_sub(1)
+                ),
             ));
         }
         let f = |v: &[u32]| v.iter().map(|&x| f32::from_bits(x)).collect::<Vec<f32>>();
@@ -795,7 +831,10 @@ impl<'a> PhfLearner<'a> {
                 let bad: Vec<bool> = m.score.iter().map(|&s| s as f64 > p.threshold).collect();
                 let l = obj::unlikelihood(lp, w, &bad, p.ul_alpha, norm)?;
                 let c = l.mean_coef;
-                (l, vec![("phf/unlikelihood_fraction".to_string(), c * share)])
+                (
+                    l,
+                    vec![("phf/unlikelihood_fraction".to_string(), c * share)],
+                )
             }
             PhfKind::Rwr => {
                 let l = obj::rwr(lp, w, &reward, p.beta, p.clip_weight_max, norm)?;

@@ -29,7 +29,10 @@ pub fn run(cfg: &RecipeConfig, start: impl Into<Start>) -> Result<FitSummary> {
         if cfg.phf.is_some() {
             return Err(Error::config(
                 "phf",
-                format!("pretraining with human feedback needs text; data.source = `{}` is not", cfg.data.source),
+                format!(
+                    "pretraining with human feedback needs text; data.source = `{}` is not",
+                    cfg.data.source
+                ),
             ));
         }
         if cfg.data.source == crate::modular::SOURCE {

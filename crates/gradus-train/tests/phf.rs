@@ -15,7 +15,11 @@ fn corpus(dir: &Path) -> std::path::PathBuf {
     let p = dir.join("code.jsonl");
     let mut s = String::new();
     for i in 0..80 {
-        let bad = if i % 3 == 0 { "    x=1\n" } else { "    x = 1\n" };
+        let bad = if i % 3 == 0 {
+            "    x=1\n"
+        } else {
+            "    x = 1\n"
+        };
         let text = format!(
             "def f{}(a, b):\n{bad}    return a + b * {}\n",
             i % 7,
@@ -97,7 +101,9 @@ fn every_objective_trains_end_to_end() {
             assert!(run.join(f).exists(), "{kind:?}: missing {f}");
         }
         let rows = read_metrics(&run.join("metrics.jsonl")).unwrap();
-        assert!(rows.iter().all(|r| r["train/loss"].as_f64().unwrap().is_finite()));
+        assert!(rows
+            .iter()
+            .all(|r| r["train/loss"].as_f64().unwrap().is_finite()));
         assert!(rows.iter().any(|r| r.contains_key("val/loss")), "{kind:?}");
         if kind.token_level() {
             assert!(rows[0].contains_key("phf/nll"), "{kind:?}: {:?}", rows[0]);
@@ -109,8 +115,8 @@ fn every_objective_trains_end_to_end() {
         );
         first_losses.push((kind, rows[0]["train/loss"].as_f64().unwrap()));
         // The tokenizer of every PHF run carries both control tokens.
-        let tok = gradus_data::tokenizer::Tokenizer::from_dir(run.join("checkpoints/step-6"))
-            .unwrap();
+        let tok =
+            gradus_data::tokenizer::Tokenizer::from_dir(run.join("checkpoints/step-6")).unwrap();
         assert!(tok.token_to_id("<|aligned|>").is_some());
         assert!(tok.token_to_id("<|misaligned|>").is_some());
         if kind == PhfKind::Awr {
@@ -141,10 +147,16 @@ fn resume_is_exact(kind: PhfKind, engine: Engine) {
     assert_eq!(gradus_train::pretrain::run(&part, true).unwrap().steps, 6);
     let a = losses(&dir.path().join("whole"));
     assert_eq!(a.len(), 6);
-    assert_eq!(a, losses(&dir.path().join("parts")), "{kind:?}: losses differ after resume");
+    assert_eq!(
+        a,
+        losses(&dir.path().join("parts")),
+        "{kind:?}: losses differ after resume"
+    );
     if kind == PhfKind::Awr {
-        let va = std::fs::read(dir.path().join("whole/checkpoints/step-6/value_head.json")).unwrap();
-        let vb = std::fs::read(dir.path().join("parts/checkpoints/step-6/value_head.json")).unwrap();
+        let va =
+            std::fs::read(dir.path().join("whole/checkpoints/step-6/value_head.json")).unwrap();
+        let vb =
+            std::fs::read(dir.path().join("parts/checkpoints/step-6/value_head.json")).unwrap();
         assert_eq!(va, vb, "value head differs after resume");
     }
 }
@@ -167,7 +179,9 @@ fn conditional_resumes_bit_identically() {
     let start = gradus_train::rundir::Start::Resume {
         explicit: vec!["phf.kind".into()],
     };
-    let e = gradus_train::pretrain::run(&c, start).unwrap_err().to_string();
+    let e = gradus_train::pretrain::run(&c, start)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("phf.kind"), "{e}");
 }
 
@@ -190,7 +204,10 @@ fn unlikelihood_reference_graph_matches_fast_graph() {
         let lb = losses(&dir.path().join(format!("{}-ref", kind.name())));
         for ((_, x), (_, y)) in la.iter().zip(&lb) {
             let (x, y) = (f64::from_bits(*x), f64::from_bits(*y));
-            assert!((x - y).abs() < 1e-4 * (1.0 + x.abs()), "{kind:?}: {la:?} vs {lb:?}");
+            assert!(
+                (x - y).abs() < 1e-4 * (1.0 + x.abs()),
+                "{kind:?}: {la:?} vs {lb:?}"
+            );
         }
     }
 }
@@ -207,7 +224,9 @@ fn filtering_drops_the_documents_above_the_threshold() {
     let html = std::fs::read_to_string(dir.path().join("filt/report.html")).unwrap();
     // 80 documents, 8 held out (val_fraction 0.1); 27 bad documents (i % 3 == 0 for i < 80), some
     // of them held out: the dropped count is 27 minus the held-out bad ones, so between 19 and 27.
-    let re = regex::Regex::new(r"training documents dropped \(score &gt; 2\.800e-3\)</td><td>(\d+)<").unwrap();
+    let re =
+        regex::Regex::new(r"training documents dropped \(score &gt; 2\.800e-3\)</td><td>(\d+)<")
+            .unwrap();
     let n: usize = re
         .captures(&html)
         .unwrap_or_else(|| panic!("no filtering row in the report"))[1]
@@ -269,8 +288,14 @@ fn config_errors_name_the_field() {
         assert!(e.contains(field), "{field}: {e}");
     };
     check(&|p: &mut PhfSection| p.beta = 0.0, "phf.beta");
-    check(&|p: &mut PhfSection| p.drop_token_prob = 1.5, "phf.drop_token_prob");
-    check(&|p: &mut PhfSection| p.filter_quantile = Some(2.0), "phf.filter_quantile");
+    check(
+        &|p: &mut PhfSection| p.drop_token_prob = 1.5,
+        "phf.drop_token_prob",
+    );
+    check(
+        &|p: &mut PhfSection| p.filter_quantile = Some(2.0),
+        "phf.filter_quantile",
+    );
     check(&|p: &mut PhfSection| p.threshold = -1.0, "phf.threshold");
     check(
         &|p: &mut PhfSection| {
@@ -298,8 +323,8 @@ fn config_errors_name_the_field() {
 #[test]
 fn samples_are_scored_on_complete_lines() {
     use gradus_train::lab_phf::score_samples;
-    let s = gradus_tasks::phf::Scorer::new(gradus_tasks::phf::ScorerKind::Pep8, 79, &[], "p")
-        .unwrap();
+    let s =
+        gradus_tasks::phf::Scorer::new(gradus_tasks::phf::ScorerKind::Pep8, 79, &[], "p").unwrap();
     let texts = vec![
         // Ended by EOS: both lines count; "x=1" (3 chars, 1 violation) is bad: score (1 + 0)/8.
         ("x=1\ny = 2".to_string(), true),
@@ -309,7 +334,10 @@ fn samples_are_scored_on_complete_lines() {
         ("b=".to_string(), false),
     ];
     let r = score_samples(&s, &texts, 0.0);
-    assert_eq!((r.scored_samples, r.lines, r.bad_lines, r.bad_samples), (2, 3, 1, 1));
+    assert_eq!(
+        (r.scored_samples, r.lines, r.bad_lines, r.bad_samples),
+        (2, 3, 1, 1)
+    );
     assert!((r.score_sum - 0.125).abs() < 1e-7, "{}", r.score_sum);
 }
 
@@ -334,7 +362,12 @@ fn lab_smoke_writes_table_and_report() {
         assert_eq!(r.samples, 8);
     }
     let lab = dir.path().join("lab-phf");
-    for f in ["report.html", "results.json", "corpus.jsonl", "metrics.jsonl"] {
+    for f in [
+        "report.html",
+        "results.json",
+        "corpus.jsonl",
+        "metrics.jsonl",
+    ] {
         assert!(lab.join(f).exists(), "missing {f}");
     }
     let html = std::fs::read_to_string(lab.join("report.html")).unwrap();
