@@ -29,6 +29,9 @@ pub struct PhfLabArgs {
     /// Training documents (default 3000).
     #[arg(long)]
     pub docs: Option<usize>,
+    /// Sampling temperature (the paper's 0.7; top-p 0.9).
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f64,
     /// Objectives, comma-separated (default: mle,filtering,conditional,unlikelihood,rwr,awr).
     #[arg(long, value_delimiter = ',')]
     pub kinds: Option<Vec<String>>,
@@ -64,6 +67,7 @@ pub fn lab(a: PhfLabArgs) -> Result<()> {
         steps: a.steps,
         samples: a.samples,
         docs: a.docs,
+        temperature: a.temperature,
         kinds,
         progress: !a.quiet,
         overwrite: a.overwrite,

@@ -147,7 +147,7 @@ fn banned_tokens_are_never_emitted_and_forced_ones_always() {
     assert_eq!(g[0].tokens.len(), 40);
     assert!(g[0].tokens.iter().all(|t| t % 2 == 1), "{:?}", g[0].tokens);
     // Forcing token 7 at every even step: those steps carry 7, the others are sampled.
-    let mut force = |_: usize, new: &[u32]| (new.len() % 2 == 0).then_some(7u32);
+    let mut force = |_: usize, new: &[u32]| new.len().is_multiple_of(2).then_some(7u32);
     let g = generate_guided(&m, &p, &sampled, &[], &[], &mut force, &mut |_, _| false).unwrap();
     assert!(
         g[0].tokens.iter().step_by(2).all(|&t| t == 7),

@@ -146,7 +146,7 @@ impl Pep8Scorer {
             .collect();
         if indent.contains(&'\t') {
             v.push(viol("W191", 0));
-        } else if indent.len() % 4 != 0 {
+        } else if !indent.len().is_multiple_of(4) {
             v.push(viol("E111", indent.len()));
         }
         let (code, comment) = code_mask(&chars);
@@ -216,10 +216,8 @@ impl Pep8Scorer {
                         }
                     }
                 }
-                ')' | ']' => {
-                    if i > start && at(i - 1) == Some(' ') {
-                        v.push(viol("E202", i - 1));
-                    }
+                ')' | ']' if i > start && at(i - 1) == Some(' ') => {
+                    v.push(viol("E202", i - 1));
                 }
                 _ => {}
             }

@@ -52,6 +52,8 @@ pub struct PhfLabOptions {
     pub samples: Option<usize>,
     /// Training documents (default 3000; fast 120).
     pub docs: Option<usize>,
+    /// Sampling temperature (the paper: 0.7; top-p 0.9 either way).
+    pub temperature: f64,
     /// Objectives to train (default all six).
     pub kinds: Vec<PhfKind>,
     pub progress: bool,
@@ -68,6 +70,7 @@ impl Default for PhfLabOptions {
             steps: None,
             samples: None,
             docs: None,
+            temperature: 0.7,
             kinds: PhfKind::ALL.to_vec(),
             progress: true,
             overwrite: false,
@@ -249,7 +252,7 @@ pub fn run(o: &PhfLabOptions) -> Result<PhfLabOutcome> {
         let banned: Vec<u32> = ctl.map(|(a, m)| vec![a, m]).unwrap_or_default();
         let sc = SamplingConfig {
             max_new_tokens: 96,
-            temperature: 0.7,
+            temperature: o.temperature,
             top_k: 0,
             top_p: 0.9,
             seed: o.seed,
@@ -406,6 +409,8 @@ pub fn run(o: &PhfLabOptions) -> Result<PhfLabOutcome> {
         "corpus_docs": n_docs,
         "corpus_bad_line_fraction": bad_frac,
         "samples_per_objective": n_samples,
+        "temperature": o.temperature,
+        "top_p": 0.9,
         "clean_heldout_docs": n_clean,
         "rows": rows,
         "verdict": verdict,
@@ -450,11 +455,12 @@ pub fn run(o: &PhfLabOptions) -> Result<PhfLabOutcome> {
     let setup = format!(
         "Corpus: {n_docs} Python functions, {} of lines with one PEP8 violation, all in the sloppy half of the functions (seed {}). Each objective: \
          the same tiny decoder (2 layers, width 64) trained from scratch for the same steps and batch shape. \
-         {n_samples} unconditional samples each (temperature 0.7, top-p 0.9, ≤ 96 tokens; conditional \
+         {n_samples} unconditional samples each (temperature {temp}, top-p 0.9, ≤ 96 tokens; conditional \
          prompted with <|aligned|>; control tokens banned); complete lines scored. Clean LM loss: \
          {n_clean} held-out clean functions. Row conditional+: the conditional model sampled with <|aligned|> forced before every line (not the paper's protocol, which bans the control tokens after the first).",
         pct(bad_frac),
-        o.seed
+        o.seed,
+        temp = o.temperature
     );
     let report = write_report(
         &lab,
@@ -470,9 +476,10 @@ pub fn run(o: &PhfLabOptions) -> Result<PhfLabOutcome> {
         ],
     )?;
     let summary = format!(
-        "lab phf done in {:.0}s (corpus: {} of lines misaligned)\n{table}{verdict}\nreport: {}",
+        "lab phf done in {:.0}s (corpus: {} of lines misaligned; samples at temperature {}, top-p 0.9)\n{table}{verdict}\nreport: {}",
         t0.elapsed().as_secs_f64(),
         pct(bad_frac),
+        o.temperature,
         report.display()
     );
     Ok(PhfLabOutcome {
