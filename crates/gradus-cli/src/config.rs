@@ -88,6 +88,11 @@ pub fn resolve<T: Serialize + DeserializeOwned + Default>(
         }
         None => T::default(),
     };
+    resolve_from(base, sets)
+}
+
+/// `base` with `--set` overrides applied.
+pub fn resolve_from<T: Serialize + DeserializeOwned>(base: T, sets: &[String]) -> Result<T> {
     if sets.is_empty() {
         return Ok(base);
     }

@@ -29,6 +29,9 @@ pub enum DataCmd {
         /// Instead of reading data: add up these `stats` summary files (from --shard runs).
         #[arg(long, num_args = 1..)]
         merge: Vec<PathBuf>,
+        /// Print the summary as JSON (as written to summary.json) instead of for people.
+        #[arg(long)]
+        json: bool,
     },
     /// Exact (normalised hash) or MinHash-LSH near-duplicate removal.
     Dedup(DedupArgs),
@@ -205,7 +208,8 @@ pub struct FilterArgs {
     /// Programming language of rows that do not say (code mode).
     #[arg(long)]
     lang: Option<String>,
-    /// Check Python with python3's compile() instead of the built-in validator (slow).
+    /// Check Python with python3's compile() (a pool of long-lived interpreters) instead of the
+    /// built-in validator, which lets some grammar errors through (see its docs).
     #[arg(long)]
     python_compile: bool,
     /// No Python syntax check.
@@ -218,6 +222,12 @@ pub struct FilterArgs {
 
 fn print_summary<T: serde::Serialize>(s: &T) -> Result<()> {
     print_line(&serde_json::to_string_pretty(s)?)
+}
+
+/// Prints a row-wise step's summary, then fails if no row had the text field (wrong --field).
+fn finish(s: &gradus_curate::shards::StepSummary, field: &str) -> Result<()> {
+    print_summary(s)?;
+    Ok(s.check_field(field)?)
 }
 
 /// Print to stdout; a closed pipe (`| head`) is not an error.
@@ -233,7 +243,14 @@ fn print_line(text: &str) -> Result<()> {
 pub fn run(cmd: DataCmd) -> Result<()> {
     match cmd {
         DataCmd::Embedding(c) => crate::embed_cmd::run(c),
-        DataCmd::Stats { io, merge } => {
+        DataCmd::Stats { io, merge, json } => {
+            let show = |s: &gradus_curate::shards::StepSummary| {
+                if json {
+                    print_summary(s)
+                } else {
+                    print_line(stats::stats_text(s).trim_end())
+                }
+            };
             if !merge.is_empty() {
                 let s = stats::merge_summaries(&merge)?;
                 let dir = io.out_dir("stats");
@@ -243,10 +260,12 @@ pub fn run(cmd: DataCmd) -> Result<()> {
                 let p = dir.join("summary.json");
                 gradus_tensor::io::write_atomic(&p, serde_json::to_string_pretty(&s)?.as_bytes())
                     .with_context(|| format!("writing {}", p.display()))?;
-                return print_summary(&s);
+                return show(&s);
             }
             let (files, shard, input, out) = io.resolve("stats")?;
-            print_summary(&stats::stats(&files, shard, &input, &out)?)
+            let s = stats::stats(&files, shard, &input, &out)?;
+            show(&s)?;
+            Ok(s.check_field(&io.field)?)
         }
         DataCmd::Dedup(a) => run_dedup(a),
         DataCmd::Decontaminate(a) => {
@@ -255,7 +274,10 @@ pub fn run(cmd: DataCmd) -> Result<()> {
             for e in &a.evals {
                 d.add_eval_file(e, &a.eval_fields, &a.eval_id_field)?;
             }
-            print_summary(&decontaminate(&files, shard, &input, &out, &d)?)
+            finish(
+                &decontaminate(&files, shard, &input, &out, &d)?,
+                &a.io.field,
+            )
         }
         DataCmd::Filter(a) => {
             let (files, shard, input, out) = a.io.resolve("filter")?;
@@ -271,7 +293,7 @@ pub fn run(cmd: DataCmd) -> Result<()> {
                 cfg.python_compile = false;
             }
             let cfg = apply_sets(cfg, &a.sets)?;
-            print_summary(&filter(&files, shard, &input, &out, &cfg)?)
+            finish(&filter(&files, shard, &input, &out, &cfg)?, &a.io.field)
         }
         DataCmd::FromFiles {
             dirs,
@@ -334,7 +356,7 @@ fn run_dedup(a: DedupArgs) -> Result<()> {
         if shard.count != 1 {
             bail!("--shard needs --stage sign|merge|apply and --work DIR (dedup joins rows across shards)");
         }
-        return print_summary(&dedup::dedup(&files, &input, &out, &opts)?);
+        return finish(&dedup::dedup(&files, &input, &out, &opts)?, &a.io.field);
     };
     let work = a.work.context("--stage needs --work DIR")?;
     match stage {
@@ -349,9 +371,10 @@ fn run_dedup(a: DedupArgs) -> Result<()> {
                     .to_string(),
             )
         }
-        "apply" => print_summary(&dedup::apply_from_dir(
-            &files, shard, &input, &out, &opts, &work,
-        )?),
+        "apply" => finish(
+            &dedup::apply_from_dir(&files, shard, &input, &out, &opts, &work)?,
+            &a.io.field,
+        ),
         s => bail!("--stage: expected sign, merge or apply, got {s:?}"),
     }
 }

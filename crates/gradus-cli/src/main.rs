@@ -14,7 +14,6 @@ use clap::{Args, Parser, Subcommand};
 use gradus_data::dataset::{Fields, Shape};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_model::generate::{generate, SamplingConfig};
-use gradus_model::hf::load_decoder;
 use gradus_model::ForwardInput;
 use gradus_tensor::Device;
 use gradus_train::recipe::RecipeConfig;
@@ -65,6 +64,9 @@ enum Cmd {
     /// N seeds of a recipe as N run directories (`--jobs` at a time; finished seeds are skipped),
     /// with a summary table.
     Sweep(gradus_cli::sweep_cmd::SweepArgs),
+    /// Compare run directories on one page: each shared metric as one plot with a line per run,
+    /// last values side by side, and the settings their configs differ in.
+    Report(ReportArgs),
 }
 
 #[derive(Args, Clone)]
@@ -161,12 +163,47 @@ struct ScoreArgs {
 }
 
 #[derive(Args)]
+struct ReportArgs {
+    /// Run directories (each with metrics.jsonl).
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
+    /// Where to write the page.
+    #[arg(long, default_value = "compare.html")]
+    out: PathBuf,
+    /// Plot only these metrics (comma-separated), e.g. `train/loss,val/loss`.
+    #[arg(long, value_delimiter = ',')]
+    metrics: Vec<String>,
+}
+
+fn compare(a: ReportArgs) -> Result<()> {
+    let only = (!a.metrics.is_empty()).then_some(a.metrics.as_slice());
+    let html = gradus_train::compare::compare_runs(&a.runs, only)?;
+    gradus_tensor::io::write_atomic(&a.out, html.as_bytes())
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    println!("wrote {}", a.out.display());
+    Ok(())
+}
+
+#[derive(Args)]
 struct GenerateArgs {
+    /// A model directory, a gradus checkpoint, or a PEFT adapter directory (its
+    /// `base_model_name_or_path` is loaded and the adapter merged).
     #[arg(long)]
     model: PathBuf,
-    /// A prompt; repeat for a batch.
-    #[arg(long = "prompt", required = true)]
+    /// A prompt; repeat for a batch. With --chat, each is one user message.
+    #[arg(long = "prompt", required_unless_present = "messages")]
     prompts: Vec<String>,
+    /// Treat each --prompt as a user message and render it with the model's chat template
+    /// (`chat_template` in tokenizer_config.json; ChatML when it has none), generation prompt added.
+    #[arg(long)]
+    chat: bool,
+    /// With --chat: a system message before each user message.
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+    /// A JSON file of conversations to continue with the chat template: one conversation (a list
+    /// of `{"role", "content"}` messages) or a list of them (a batch). Implies --chat.
+    #[arg(long, conflicts_with = "prompts")]
+    messages: Option<PathBuf>,
     #[arg(long, default_value_t = 64)]
     max_new_tokens: usize,
     /// 0 = greedy.
@@ -329,6 +366,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Data(c) => gradus_cli::data_cmd::run(c),
         Cmd::Dynamics(c) => gradus_cli::dynamics_cmd::run(c),
         Cmd::Sweep(a) => gradus_cli::sweep_cmd::run(a),
+        Cmd::Report(a) => compare(a),
         Cmd::Tokenizer(TokenizerCmd::Train {
             inputs,
             vocab_size,
@@ -427,12 +465,15 @@ fn check_finite(model: &gradus_model::Decoder, dir: &std::path::Path) -> Result<
     Ok(())
 }
 
-fn load(dir: &PathBuf) -> Result<(gradus_model::Decoder, Option<Tokenizer>)> {
+/// A model directory (or a PEFT adapter directory, merged into the base its
+/// `base_model_name_or_path` names) and its tokenizer, when it has one.
+fn load(dir: &std::path::Path) -> Result<(gradus_model::Decoder, Option<Tokenizer>)> {
     gradus_train::checkpoint::verify_checkpoint(dir)?;
-    let model = load_decoder(dir, &Device::Cpu)?;
+    let model = gradus_model::lora::load_model_dir(dir, &Device::Cpu)?;
     check_finite(&model, dir)?;
-    let tok = if dir.join("tokenizer.json").exists() {
-        let t = Tokenizer::from_dir(dir)?;
+    let tok_dir = gradus_model::lora::tokenizer_dir(dir)?;
+    let tok = if tok_dir.join("tokenizer.json").exists() {
+        let t = Tokenizer::from_dir(&tok_dir)?;
         t.check_fits(model.cfg.vocab_size)?;
         Some(t)
     } else {
@@ -507,15 +548,103 @@ fn score(a: ScoreArgs) -> Result<()> {
     Ok(())
 }
 
+/// The conversations of `generate --messages FILE`: one conversation or a list of them.
+fn read_conversations(path: &std::path::Path) -> Result<Vec<Vec<gradus_data::dataset::Message>>> {
+    use gradus_data::dataset::Message;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let one = |v: &serde_json::Value, at: &str| -> Result<Vec<Message>> {
+        let msgs: Vec<Message> = serde_json::from_value(v.clone()).with_context(|| {
+            format!(
+                "{}{at}: expected a list of {{\"role\", \"content\"}} messages",
+                path.display()
+            )
+        })?;
+        if msgs.is_empty() {
+            bail!("{}{at}: an empty conversation", path.display());
+        }
+        Ok(msgs)
+    };
+    match &v {
+        serde_json::Value::Array(items)
+            if items.iter().all(|x| x.is_array()) && !items.is_empty() =>
+        {
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, c)| one(c, &format!(" conversation {i}")))
+                .collect()
+        }
+        _ => Ok(vec![one(&v, "")?]),
+    }
+}
+
 fn gen(a: GenerateArgs) -> Result<()> {
+    use gradus_data::dataset::Message;
     let (model, tok) = load(&a.model)?;
     let tok =
         tok.ok_or_else(|| anyhow!("{}: generate needs a tokenizer.json", a.model.display()))?;
-    let prompts: Vec<Vec<u32>> = a
-        .prompts
+    let conversations: Option<Vec<Vec<Message>>> = match (&a.messages, a.chat) {
+        (Some(path), _) => Some(read_conversations(path)?),
+        (None, true) => Some(
+            a.prompts
+                .iter()
+                .map(|p| {
+                    let mut c: Vec<Message> = a
+                        .system
+                        .iter()
+                        .map(|s| Message::new("system", s.clone()))
+                        .collect();
+                    c.push(Message::new("user", p.clone()));
+                    c
+                })
+                .collect(),
+        ),
+        (None, false) => None,
+    };
+    let mut stops = a.stops.clone();
+    let mut eos: Vec<u32> = tok
+        .eos_id()
+        .or(model.cfg.eos_token_id)
+        .into_iter()
+        .collect();
+    // What each row shows as its prompt, and the text the model continues.
+    let (shown, rendered): (Vec<String>, Vec<String>) = match &conversations {
+        Some(convs) => {
+            let tpl = gradus_data::chat::ChatTemplate::for_tokenizer(&tok)?;
+            // The reply ends at the template's end-of-turn: a token when the vocabulary has it,
+            // else its text.
+            let end = tpl.eos_token().to_string();
+            if !end.is_empty() {
+                match tok.token_to_id(&end) {
+                    Some(id) => eos.push(id),
+                    None => stops.push(end),
+                }
+            }
+            let rendered = convs
+                .iter()
+                .map(|c| tpl.render(c, true))
+                .collect::<gradus_tensor::Result<Vec<_>>>()?;
+            let shown = convs
+                .iter()
+                .map(|c| c.last().map(|m| m.content.clone()).unwrap_or_default())
+                .collect();
+            (shown, rendered)
+        }
+        None => (a.prompts.clone(), a.prompts.clone()),
+    };
+    let prompts: Vec<Vec<u32>> = rendered
         .iter()
         .map(|p| {
-            let mut ids: Vec<u32> = tok.bos_id().into_iter().collect();
+            // Chat templates write their own BOS (`bos_token`); a plain prompt gets the
+            // tokenizer's.
+            let mut ids: Vec<u32> = if conversations.is_some() {
+                vec![]
+            } else {
+                tok.bos_id().into_iter().collect()
+            };
             ids.extend(tok.encode(p, false)?);
             Ok(ids)
         })
@@ -527,12 +656,6 @@ fn gen(a: GenerateArgs) -> Result<()> {
         top_p: a.top_p,
         seed: a.seed,
     };
-    let eos: Vec<u32> = tok
-        .eos_id()
-        .or(model.cfg.eos_token_id)
-        .into_iter()
-        .collect();
-    let stops = a.stops.clone();
     let t0 = std::time::Instant::now();
     let outs = generate(&model, &prompts, &cfg, &eos, &mut |_, toks| {
         !stops.is_empty()
@@ -544,25 +667,35 @@ fn gen(a: GenerateArgs) -> Result<()> {
     let secs = t0.elapsed().as_secs_f64();
     let n_new: usize = outs.iter().map(|o| o.tokens.len()).sum();
     let mut rows = Vec::new();
-    for (p, o) in a.prompts.iter().zip(&outs) {
+    for ((p, r), o) in shown.iter().zip(&rendered).zip(&outs) {
         let mut text = tok.decode(&o.tokens, true)?;
-        if let Some(cut) = a.stops.iter().filter_map(|s| text.find(s.as_str())).min() {
+        if let Some(cut) = stops.iter().filter_map(|s| text.find(s.as_str())).min() {
             text.truncate(cut);
         }
-        rows.push((p.clone(), text, o.finish));
+        rows.push((p.clone(), r.clone(), text, o.finish));
     }
     if a.json {
         let v: Vec<_> = rows
             .iter()
-            .map(|(p, t, f)| serde_json::json!({"prompt": p, "completion": t, "finish": f}))
+            .map(|(p, r, t, f)| {
+                let mut row = serde_json::json!({"prompt": p, "completion": t, "finish": f});
+                if conversations.is_some() {
+                    row["rendered_prompt"] = serde_json::json!(r);
+                }
+                row
+            })
             .collect();
         println!(
             "{}",
             serde_json::json!({"generations": v, "new_tokens": n_new, "seconds": secs})
         );
     } else {
-        for (p, t, f) in rows {
-            println!("--- {p:?} ({f:?})\n{p}{t}");
+        for (p, r, t, f) in rows {
+            if conversations.is_some() {
+                println!("--- {p:?} ({f:?})\n{t}");
+            } else {
+                println!("--- {p:?} ({f:?})\n{r}{t}");
+            }
         }
         eprintln!(
             "{n_new} new tokens in {secs:.2}s ({:.1} tokens/s)",

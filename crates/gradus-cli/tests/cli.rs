@@ -480,3 +480,165 @@ fn non_tty_training_prints_progress_lines() {
         .collect();
     assert_eq!(events.len(), 1, "one TensorBoard event file expected");
 }
+
+// ---------------------------------------------------------------- chat and adapters
+
+/// `generate --chat` renders each prompt as a user turn with the model's chat template (the
+/// checkpoint's tokenizer has none, so ChatML), generation prompt added; `--messages` takes whole
+/// conversations. The expected text is ChatML written out by hand.
+#[test]
+fn generate_chat_renders_the_chat_template() {
+    let ck = checkpoint();
+    let v = json(&succeeds(&gradus(
+        &[
+            "generate",
+            "--model",
+            arg(ck),
+            "--chat",
+            "--system",
+            "be brief",
+            "--prompt",
+            "hi",
+            "--max-new-tokens",
+            "3",
+            "--json",
+        ],
+        ck,
+    )));
+    let g = &v["generations"][0];
+    assert_eq!(g["prompt"], "hi");
+    assert_eq!(
+        g["rendered_prompt"],
+        "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("convs.json");
+    std::fs::write(
+        &m,
+        r#"[[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}], [{"role": "user", "content": "d"}]]"#,
+    )
+    .unwrap();
+    let v = json(&succeeds(&gradus(
+        &[
+            "generate",
+            "--model",
+            arg(ck),
+            "--messages",
+            arg(&m),
+            "--max-new-tokens",
+            "2",
+            "--json",
+        ],
+        ck,
+    )));
+    let gens = v["generations"].as_array().unwrap();
+    assert_eq!(gens.len(), 2, "{v}");
+    assert_eq!(gens[0]["prompt"], "c");
+    assert_eq!(
+        gens[0]["rendered_prompt"],
+        "<|im_start|>user\na<|im_end|>\n<|im_start|>assistant\nb<|im_end|>\n<|im_start|>user\nc<|im_end|>\n<|im_start|>assistant\n"
+    );
+    assert_eq!(
+        gens[1]["rendered_prompt"],
+        "<|im_start|>user\nd<|im_end|>\n<|im_start|>assistant\n"
+    );
+    // A file that is not a list of messages is named.
+    std::fs::write(&m, r#"{"role": "user"}"#).unwrap();
+    let o = gradus(&["generate", "--model", arg(ck), "--messages", arg(&m)], ck);
+    fails_naming(&o, &[arg(&m), "messages"]);
+}
+
+/// A PEFT adapter directory works wherever a model does: `score` and `generate` load the base
+/// its `base_model_name_or_path` names, merge the adapter, and use the base's tokenizer when
+/// the adapter has none — the same numbers as the checkpoint `lora merge` writes, and not the
+/// base's. A hub name as base is an error that says what to do.
+#[test]
+fn adapter_directories_load_as_their_merged_model() {
+    use gradus_model::lora::{save_adapter_with_base, LoraConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    write_checkpoint(&base, None);
+    let mut m = gradus_model::hf::load_decoder(&base, &Device::Cpu).unwrap();
+    let cfg = LoraConfig::default();
+    let mut rng = gradus_tensor::rng::Rng::derive(5, "test-lora");
+    m.apply_lora(&cfg, &mut rng).unwrap();
+    // B starts at zero (the adapter would change nothing): give every B random values.
+    for (name, var) in m.lora_params() {
+        if name.contains("lora_B") {
+            let shape = var.as_tensor().dims().to_vec();
+            var.set(&rng.randn(&shape, 0.05, &Device::Cpu).unwrap())
+                .unwrap();
+        }
+    }
+    let adapter = dir.path().join("adapter");
+    save_adapter_with_base(&adapter, &m, &cfg, Some(arg(&base))).unwrap();
+    let merged = dir.path().join("merged");
+    succeeds(&gradus(
+        &[
+            "lora",
+            "merge",
+            "--base",
+            arg(&base),
+            "--adapter",
+            arg(&adapter),
+            "--out",
+            arg(&merged),
+        ],
+        dir.path(),
+    ));
+    let score = |model: &Path| {
+        json(&succeeds(&gradus(
+            &[
+                "score",
+                "--model",
+                arg(model),
+                "--text",
+                "the cat sat on the mat",
+                "--json",
+            ],
+            dir.path(),
+        )))["total_logprob"]
+            .as_f64()
+            .unwrap()
+    };
+    let (a, mg, b) = (score(&adapter), score(&merged), score(&base));
+    assert!((a - mg).abs() < 1e-4, "adapter {a} vs merged {mg}");
+    assert!(
+        (a - b).abs() > 1e-3,
+        "the adapter changes the model: {a} vs base {b}"
+    );
+    let gen = |model: &Path| {
+        json(&succeeds(&gradus(
+            &[
+                "generate",
+                "--model",
+                arg(model),
+                "--prompt",
+                "the",
+                "--max-new-tokens",
+                "6",
+                "--json",
+            ],
+            dir.path(),
+        )))["generations"]
+            .clone()
+    };
+    assert_eq!(gen(&adapter), gen(&merged));
+
+    // A base that is a hub name (or gone) is named, with the fix.
+    let cfg_path = adapter.join("adapter_config.json");
+    let text = std::fs::read_to_string(&cfg_path).unwrap();
+    std::fs::write(&cfg_path, text.replace(arg(&base), "some-org/some-model")).unwrap();
+    let o = gradus(
+        &["score", "--model", arg(&adapter), "--text", "a"],
+        dir.path(),
+    );
+    fails_naming(
+        &o,
+        &[
+            "base_model_name_or_path",
+            "some-org/some-model",
+            "local path",
+        ],
+    );
+}

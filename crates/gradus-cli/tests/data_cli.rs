@@ -4,7 +4,7 @@
 use std::path::Path;
 
 mod common;
-use common::{fails_naming, gradus, ok_json};
+use common::{fails_naming, gradus, ok, ok_json};
 
 fn write_rows(path: &Path, texts: &[&str]) {
     let s: String = texts
@@ -104,7 +104,7 @@ fn dedup_minhash_sharded_stages_equal_the_single_run() {
     // stats per shard, then --merge, gives the single run's stats.
     let single = ok_json(&gradus(
         &[
-            "data", "stats", cs, "--field", "content", "--out", "st", "--quiet",
+            "data", "stats", cs, "--field", "content", "--out", "st", "--quiet", "--json",
         ],
         d.path(),
     ));
@@ -113,7 +113,7 @@ fn dedup_minhash_sharded_stages_equal_the_single_run() {
         ok_json(&gradus(
             &[
                 "data", "stats", cs, "--field", "content", "--out", "stp", "--shard", &sh,
-                "--quiet",
+                "--quiet", "--json",
             ],
             d.path(),
         ));
@@ -127,6 +127,7 @@ fn dedup_minhash_sharded_stages_equal_the_single_run() {
             "stp/summary.1-of-2.json",
             "--out",
             "stm",
+            "--json",
         ],
         d.path(),
     ));
@@ -167,11 +168,52 @@ fn stats_filter_decontaminate_and_from_files() {
     assert_eq!(s["rows"], 3);
 
     let s = ok_json(&gradus(
-        &["data", "stats", "rows.jsonl", "--out", "st", "--quiet"],
+        &[
+            "data",
+            "stats",
+            "rows.jsonl",
+            "--out",
+            "st",
+            "--quiet",
+            "--json",
+        ],
         d.path(),
     ));
     assert_eq!(s["report"]["stats"]["rows"], 3);
     assert_eq!(s["report"]["stats"]["languages"]["python"], 3);
+    // For people (the default): rows, languages with shares, a histogram line per used bucket;
+    // the JSON is the summary file.
+    let text = ok(&gradus(
+        &["data", "stats", "rows.jsonl", "--out", "st2", "--quiet"],
+        d.path(),
+    ));
+    assert!(text.starts_with("3 rows in 1 file ("), "{text}");
+    assert!(text.contains("languages: python 3 (100.0%)"), "{text}");
+    assert!(text.contains("characters: "), "{text}");
+    let bars = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with('['))
+        .count();
+    assert!(bars >= 1, "{text}");
+    assert!(d.path().join("st2/summary.json").exists());
+    // A field no row has: the outputs are written, the exit status says so, naming the field and
+    // the fields the rows do have.
+    for step in ["stats", "filter"] {
+        let o = gradus(
+            &[
+                "data",
+                step,
+                "rows.jsonl",
+                "--field",
+                "content",
+                "--out",
+                &format!("nf-{step}"),
+                "--quiet",
+            ],
+            d.path(),
+        );
+        fails_naming(&o, &["--field", "\"content\"", "id", "text"]);
+    }
 
     let s = ok_json(&gradus(
         &[
@@ -253,6 +295,7 @@ fn bad_input_exits_1_naming_the_file() {
             "--quiet",
             "--on-read-error",
             "skip",
+            "--json",
         ],
         d.path(),
     ));

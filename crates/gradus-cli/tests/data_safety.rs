@@ -88,7 +88,9 @@ fn out_dirs_of_other_steps_and_inside_the_inputs_are_refused_and_defaults_differ
     std::fs::write(d.path().join("corpus/part.jsonl"), rows(&texts)).unwrap();
 
     ok_json(&gradus(
-        &["data", "stats", "corpus", "--out", "st", "--quiet"],
+        &[
+            "data", "stats", "corpus", "--out", "st", "--quiet", "--json",
+        ],
         d.path(),
     ));
     // Was: dedup's kept/removed went beside stats' summary (and the stats summary was replaced).
@@ -103,7 +105,9 @@ fn out_dirs_of_other_steps_and_inside_the_inputs_are_refused_and_defaults_differ
     assert_eq!(s["step"], "stats", "the other step's outputs are untouched");
     // The same step again into its own directory is fine.
     ok_json(&gradus(
-        &["data", "stats", "corpus", "--out", "st", "--quiet"],
+        &[
+            "data", "stats", "corpus", "--out", "st", "--quiet", "--json",
+        ],
         d.path(),
     ));
 

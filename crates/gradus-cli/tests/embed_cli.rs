@@ -260,6 +260,50 @@ fn corrupt_records_each_corruption_and_the_tiny_parser_agrees() {
     ));
     let rows = jsonl(&dir.path().join("c.jsonl"));
     assert_eq!(rows.len(), 30);
+    // The row's other fields stay (here an `id` and a `meta` object), and the text keeps its field
+    // name.
+    let progs = tiny_programs(4);
+    let with_ids: String = progs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            format!(
+                "{}\n",
+                serde_json::json!({"id": format!("p{i}"), "code": t, "meta": {"k": i}})
+            )
+        })
+        .collect();
+    std::fs::write(dir.path().join("ids.jsonl"), with_ids).unwrap();
+    ok(&gradus(
+        &[
+            "data",
+            "corrupt",
+            "--input",
+            "ids.jsonl",
+            "--field",
+            "code",
+            "--lang",
+            "tiny",
+            "--fraction",
+            "0.5",
+            "--out",
+            "ids-c.jsonl",
+        ],
+        dir.path(),
+    ));
+    let out = jsonl(&dir.path().join("ids-c.jsonl"));
+    assert_eq!(out.len(), 4);
+    for (i, r) in out.iter().enumerate() {
+        assert_eq!(r["id"], format!("p{i}"), "{r}");
+        assert_eq!(r["meta"]["k"], i, "{r}");
+        assert_eq!(r["row"], i, "{r}");
+        assert!(r["code"].is_string() && r.get("text").is_none(), "{r}");
+        if r["corruption"].is_null() {
+            assert_eq!(r["code"], progs[i], "{r}");
+        } else {
+            assert_ne!(r["code"], progs[i], "{r}");
+        }
+    }
     let mut n = 0;
     for r in &rows {
         let c = &r["corruption"];

@@ -551,8 +551,37 @@ pub fn corrupt_rows(
         .collect())
 }
 
-/// `gradus data corrupt`: corrupts a seeded share of the rows of `input` and writes every row
-/// (with its corruption, or null) to `out`. Returns the summary line's JSON.
+/// Every row of `path` as (its text in `field`, the whole object); a `.txt` file's lines become
+/// `{field: line}`.
+fn read_objects(path: &Path, field: &str) -> Result<Vec<(String, serde_json::Map<String, Value>)>> {
+    if path.extension().is_some_and(|e| e == "txt") {
+        return Ok(read_rows(path, field)?
+            .into_iter()
+            .map(|t| {
+                let mut m = serde_json::Map::new();
+                m.insert(field.to_string(), json!(t));
+                (t, m)
+            })
+            .collect());
+    }
+    let f = field.to_string();
+    let parse: gradus_data::dataset::RowParser<(String, serde_json::Map<String, Value>)> =
+        std::sync::Arc::new(move |o| match o.get(&f) {
+            Some(Value::String(t)) => Ok((t.clone(), o.clone())),
+            Some(_) => Err(format!("field \"{f}\" is not a string")),
+            None => Err(format!(
+                "no field \"{f}\" (fields: {}); choose one with --field",
+                o.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+            )),
+        });
+    gradus_data::dataset::iter_records(path, &["*".to_string()], parse)
+        .and_then(|it| it.collect::<gradus_tensor::Result<Vec<_>>>())
+        .with_context(|| format!("reading {}", path.display()))
+}
+
+/// `gradus data corrupt`: corrupts a seeded share of the rows of `input` and writes every row to
+/// `out`: the row's own fields (`id`, ...) with `field` replaced by the corrupted text, plus `row`
+/// (its index) and `corruption` (what was done, or null). Returns the summary line's JSON.
 pub fn corrupt_file(
     input: &Path,
     field: &str,
@@ -562,18 +591,29 @@ pub fn corrupt_file(
     seed: u64,
     out: &Path,
 ) -> Result<Value> {
-    let texts = read_rows(input, field)?;
+    let objects = read_objects(input, field)?;
+    let texts: Vec<String> = objects.iter().map(|(t, _)| t.clone()).collect();
     let rows = corrupt_rows(&texts, lang, kinds, fraction, seed)?;
     let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
     let lines: Vec<Value> = rows
         .iter()
+        .zip(objects)
         .enumerate()
-        .map(|(i, r)| match r {
-            Some((t, c)) => {
-                *by_kind.entry(c.kind.name()).or_default() += 1;
-                json!({"row": i, "text": t, "corruption": c})
-            }
-            None => json!({"row": i, "text": texts[i], "corruption": Value::Null}),
+        .map(|(i, (r, (text, mut obj)))| {
+            let corruption = match r {
+                Some((t, c)) => {
+                    *by_kind.entry(c.kind.name()).or_default() += 1;
+                    obj.insert(field.to_string(), json!(t));
+                    json!(c)
+                }
+                None => {
+                    obj.insert(field.to_string(), json!(text));
+                    Value::Null
+                }
+            };
+            obj.insert("row".into(), json!(i));
+            obj.insert("corruption".into(), corruption);
+            Value::Object(obj)
         })
         .collect();
     let no_site = rows.iter().filter(|r| r.is_none()).count();

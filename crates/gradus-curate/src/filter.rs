@@ -320,10 +320,21 @@ impl FilterConfig {
 /// replacement fields with nested strings), comments, bracket matching, line continuations,
 /// characters that cannot appear outside strings, and the indentation structure (an indented
 /// block after each line that ends in `:`, no unexpected indent, dedents that return to an
-/// outer level). Returns `Err("line N: message")` at the first problem.
+/// outer level); at the start of each statement, Python 2's `print x` / `exec x` and
+/// `from __future__` imports (placement after the docstring and other future imports only, known
+/// features only, `braces`). Returns `Err("line N: message")` at the first problem.
 ///
-/// It accepts some programs Python rejects (it does not parse expressions: `x = = 1` passes)
-/// and, for the checks it makes, follows CPython 3.12's tokenizer.
+/// What it accepts that CPython rejects, precisely: it does not parse expressions or statements
+/// beyond the above, so errors of grammar are let through — `x = = 1`, assignment or `del` to
+/// something that is not a target (`1 = x`, `a + 1 = 2`, `f() = 1`, `del f()`), `else:` / `elif`
+/// / `except` / `finally` without their statement, `return` / `yield` outside a function,
+/// `break` / `continue` outside a loop, `print "x"` after a `;` or not at a statement's start,
+/// invalid escapes and literals (`0777`, `1_`), duplicate arguments, and encoding declarations
+/// (`# coding: ...`) are not read. On the CPython 3.11 standard library, test suite included, it
+/// gives CPython's verdict on every file but two with encoding-declaration errors (test:
+/// `python_syntax_agrees_with_cpython_on_its_standard_library`). For CPython's exact verdict use
+/// [`python_compile`] (`--python-compile`). For the checks it makes it follows CPython 3.12's
+/// tokenizer.
 pub fn python_syntax(src: &str) -> std::result::Result<(), String> {
     PyLexer::new(src).run()
 }
@@ -335,6 +346,28 @@ struct PyLexer<'a> {
     line: usize,
     brackets: Vec<(u8, usize)>,
 }
+
+/// Python's keywords (soft ones too): after `print`, they continue an expression.
+const PY_KEYWORDS: &[&str] = &[
+    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue",
+    "def", "del", "elif", "else", "except", "finally", "for", "from", "global", "if", "import",
+    "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try", "while",
+    "with", "yield",
+];
+
+/// The features `from __future__ import` knows (CPython 3.11/3.12).
+const PY_FUTURE_FEATURES: &[&str] = &[
+    "nested_scopes",
+    "generators",
+    "division",
+    "absolute_import",
+    "with_statement",
+    "print_function",
+    "unicode_literals",
+    "barry_as_FLUFL",
+    "generator_stop",
+    "annotations",
+];
 
 fn err_at(line: usize, msg: impl AsRef<str>) -> String {
     format!("line {line}: {}", msg.as_ref())
@@ -489,11 +522,114 @@ impl<'a> PyLexer<'a> {
         }
     }
 
+    /// Checks at the start of a logical line (indented `col`): Python 2's `print x` / `exec x`
+    /// statements, and `from __future__` imports (only after the docstring and other future
+    /// imports, and only features Python knows).
+    fn statement_start(
+        &mut self,
+        col: usize,
+        seen_code: &mut bool,
+        statements: &mut usize,
+    ) -> std::result::Result<(), String> {
+        let rest = &self.src[self.i..];
+        let line_end = rest.find('\n').unwrap_or(rest.len());
+        let line = rest[..line_end].trim_end_matches('\r');
+        let word = |t: &str| -> usize {
+            t.char_indices()
+                .find(|&(_, c)| !(c.is_alphanumeric() || c == '_'))
+                .map_or(t.len(), |(i, _)| i)
+        };
+        let first = &line[..word(line)];
+        if first == "print" || first == "exec" {
+            // A value right after the word (a string, a number, a name that is not a keyword
+            // continuing an expression) makes it a Python 2 statement.
+            let after = line[first.len()..].trim_start_matches([' ', '\t']);
+            let next = &after[..word(after)];
+            let starts_value = match after.chars().next() {
+                Some('"' | '\'' | '0'..='9') => true,
+                Some(c) if c.is_alphabetic() || c == '_' => {
+                    let is_prefix_string = after[next.len()..].starts_with(['"', '\''])
+                        && next.len() <= 2
+                        && next.chars().all(|c| "rRbBuUfF".contains(c));
+                    is_prefix_string
+                        || matches!(next, "True" | "False" | "None")
+                        || !PY_KEYWORDS.contains(&next)
+                }
+                _ => false,
+            };
+            if starts_value {
+                return Err(err_at(
+                    self.line,
+                    format!("Missing parentheses in call to '{first}'"),
+                ));
+            }
+        }
+        if col == 0 && first == "from" {
+            let t = line[4..].trim_start();
+            if let Some(t) = t.strip_prefix("__future__") {
+                if let Some(names) = t.trim_start().strip_prefix("import") {
+                    if *seen_code {
+                        return Err(err_at(
+                            self.line,
+                            "from __future__ imports must occur at the beginning of the file",
+                        ));
+                    }
+                    let names = names.split('#').next().unwrap_or("");
+                    let mut parts = names.split(';');
+                    let names = parts.next().unwrap_or("");
+                    // Statements after a `;` on the same line: code, so a later future import
+                    // among them is misplaced.
+                    for p in parts.map(str::trim).filter(|p| !p.is_empty()) {
+                        if *seen_code && p.starts_with("from __future__") {
+                            return Err(err_at(
+                                self.line,
+                                "from __future__ imports must occur at the beginning of the file",
+                            ));
+                        }
+                        *seen_code = true;
+                    }
+                    for n in names.split(',') {
+                        let n = n.trim().trim_matches(['(', ')', '\\']).trim();
+                        let n = n.split_whitespace().next().unwrap_or("");
+                        if n.is_empty() {
+                            continue;
+                        }
+                        if n == "braces" {
+                            return Err(err_at(self.line, "not a chance"));
+                        }
+                        if !PY_FUTURE_FEATURES.contains(&n) {
+                            return Err(err_at(
+                                self.line,
+                                format!("future feature {n} is not defined"),
+                            ));
+                        }
+                    }
+                    *statements += 1;
+                    return Ok(());
+                }
+            }
+        }
+        // The module docstring (a string as the very first statement) keeps the beginning open.
+        let docstring = *statements == 0
+            && col == 0
+            && (line.starts_with(['"', '\''])
+                || (first.len() <= 2
+                    && first.chars().all(|c| "rRbBuU".contains(c))
+                    && line[first.len()..].starts_with(['"', '\''])));
+        if !docstring {
+            *seen_code = true;
+        }
+        *statements += 1;
+        Ok(())
+    }
+
     fn run(mut self) -> std::result::Result<(), String> {
         let mut indents: Vec<usize> = vec![0];
         let mut at_line_start = true; // at the start of a logical line
         let mut expect_indent: Option<usize> = None; // line of the block opener
         let mut last_sig: Option<u8> = None; // last significant byte of the logical line so far
+        let mut seen_code = false; // a statement other than the docstring and __future__ imports
+        let mut statements = 0usize; // logical lines at column 0 so far
         while self.i <= self.s.len() {
             if at_line_start && self.brackets.is_empty() {
                 // Measure indentation; skip blank and comment-only lines.
@@ -546,6 +682,7 @@ impl<'a> PyLexer<'a> {
                 }
                 at_line_start = false;
                 last_sig = None;
+                self.statement_start(col, &mut seen_code, &mut statements)?;
             }
             let Some(c) = self.peek(0) else { break };
             if self.string()? {
@@ -692,33 +829,86 @@ fn is_id_extra(c: char) -> bool {
         | 0xB7 | 0x387 | 0x1369..=0x1371 | 0x19DA | 0x2118 | 0x212E | 0x309B..=0x309C)
 }
 
-/// Python's own check: `python3 -c "compile(stdin, '<row>', 'exec')"`. Needs `python3` on the PATH.
-pub fn python_compile(src: &str) -> std::result::Result<(), String> {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let code = "import sys\ntry:\n    compile(sys.stdin.buffer.read(), '<row>', 'exec')\nexcept SyntaxError as e:\n    print(f'line {e.lineno}: {e.msg}'); sys.exit(1)";
-    let mut child = Command::new("python3")
-        .args(["-c", code])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run python3: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(src.as_bytes());
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("python3: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        Err(if s.is_empty() {
-            String::from_utf8_lossy(&out.stderr).trim().to_string()
-        } else {
-            s
+/// The compile server each pooled interpreter runs: requests are an 8-byte little-endian length
+/// and that many bytes of source; each answer is one line, `ok` or the error.
+const COMPILE_SERVER: &str = "import sys\nr = sys.stdin.buffer\nw = sys.stdout\nwhile True:\n    h = r.read(8)\n    if len(h) < 8:\n        break\n    src = r.read(int.from_bytes(h, 'little'))\n    try:\n        compile(src, '<row>', 'exec')\n        w.write('ok\\n')\n    except SyntaxError as e:\n        w.write(('line %s: %s' % (e.lineno, e.msg)).replace('\\n', ' ') + '\\n')\n    except Exception as e:\n        w.write(('%s: %s' % (type(e).__name__, e)).replace('\\n', ' ') + '\\n')\n    w.flush()\n";
+
+/// One long-lived `python3` running [`COMPILE_SERVER`].
+struct CompileWorker {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl CompileWorker {
+    fn start() -> std::result::Result<Self, String> {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("python3")
+            .args(["-I", "-S", "-W", "ignore", "-c", COMPILE_SERVER])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run python3: {e}"))?;
+        let stdin = child.stdin.take().ok_or("python3: no stdin")?;
+        let stdout = std::io::BufReader::new(child.stdout.take().ok_or("python3: no stdout")?);
+        Ok(Self {
+            child,
+            stdin,
+            stdout,
         })
+    }
+
+    /// `Ok(verdict)`; `Err` when the interpreter itself died (it is then dropped).
+    fn check(&mut self, src: &str) -> std::result::Result<std::result::Result<(), String>, String> {
+        use std::io::{BufRead, Write};
+        let io = |e: std::io::Error| format!("python3 exited while compiling this row ({e})");
+        self.stdin
+            .write_all(&(src.len() as u64).to_le_bytes())
+            .and_then(|_| self.stdin.write_all(src.as_bytes()))
+            .and_then(|_| self.stdin.flush())
+            .map_err(io)?;
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line).map_err(io)? == 0 {
+            return Err("python3 exited while compiling this row".into());
+        }
+        let line = line.trim_end();
+        Ok(if line == "ok" {
+            Ok(())
+        } else {
+            Err(line.to_string())
+        })
+    }
+}
+
+impl Drop for CompileWorker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Idle compile servers, shared by every thread: a row takes one (or starts one), and puts it back.
+static COMPILE_POOL: std::sync::Mutex<Vec<CompileWorker>> = std::sync::Mutex::new(Vec::new());
+
+/// Python's own check: `compile(source, '<row>', 'exec')` in one of a pool of long-lived
+/// `python3` interpreters (one per thread that needs one, started on first use), so a row costs
+/// a round trip, not an interpreter start. Needs `python3` on the PATH. An interpreter that dies
+/// on a row (a crash in the parser) makes that row fail and is replaced.
+pub fn python_compile(src: &str) -> std::result::Result<(), String> {
+    let idle = COMPILE_POOL.lock().map(|mut p| p.pop()).unwrap_or(None);
+    let mut w = match idle {
+        Some(w) => w,
+        None => CompileWorker::start()?,
+    };
+    match w.check(src) {
+        Ok(verdict) => {
+            if let Ok(mut p) = COMPILE_POOL.lock() {
+                p.push(w);
+            }
+            verdict
+        }
+        Err(died) => Err(died),
     }
 }
 

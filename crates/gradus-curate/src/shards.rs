@@ -798,6 +798,8 @@ impl JsonlWriter {
 }
 
 /// The summary every step writes (`summary[.i-of-n].json`) and prints.
+///
+/// [`StepSummary::check_field`] turns "no row has the field" into an error.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct StepSummary {
     pub step: String,
@@ -811,6 +813,9 @@ pub struct StepSummary {
     pub kept: u64,
     pub removed: u64,
     pub removed_by_reason: BTreeMap<String, u64>,
+    /// The first `missing_field` error (it lists the fields that row has).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_field: Option<String>,
     /// Bytes of the text field over rows that parsed.
     pub text_bytes: u64,
     pub seconds: f64,
@@ -819,6 +824,29 @@ pub struct StepSummary {
     pub outputs: BTreeMap<String, String>,
     /// The step's own report (histograms, matches, clusters, ...).
     pub report: Value,
+}
+
+impl StepSummary {
+    /// An error when rows were read but not one had the text field (a wrong `--field`): it names
+    /// the field and the fields the first row had. The outputs are written either way.
+    pub fn check_field(&self, field: &str) -> Result<()> {
+        let missing = self
+            .removed_by_reason
+            .get("missing_field")
+            .copied()
+            .unwrap_or(0);
+        if self.rows > 0 && missing == self.rows {
+            return Err(Error::config(
+                "--field",
+                format!(
+                    "not one of the {} rows has the field \"{field}\": {}",
+                    self.rows,
+                    self.missing_field.as_deref().unwrap_or("")
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Where a step writes: `dir/kept{suffix}.jsonl`, `dir/removed{suffix}.jsonl`, `dir/summary{suffix}.json`.
@@ -961,16 +989,21 @@ impl Outputs {
             }
             // A JSON value that lacks a usable text field: embed it as is.
             RowOutcome::Bad {
-                reason: "missing_field" | "field_not_text" | "not_an_object",
+                reason: r @ ("missing_field" | "field_not_text" | "not_an_object"),
                 error,
                 raw,
-            } => format!(
-                "{{\"reason\":{},\"source\":{},\"detail\":{},\"row\":{}}}",
-                Value::String(reason.into()),
-                source,
-                serde_json::json!({"error": error}),
-                raw
-            ),
+            } => {
+                if *r == "missing_field" && self.summary.missing_field.is_none() {
+                    self.summary.missing_field = Some(error.clone());
+                }
+                format!(
+                    "{{\"reason\":{},\"source\":{},\"detail\":{},\"row\":{}}}",
+                    Value::String(reason.into()),
+                    source,
+                    serde_json::json!({"error": error}),
+                    raw
+                )
+            }
             RowOutcome::Bad { error, raw, .. } => serde_json::json!({
                 "reason": reason, "source": source, "detail": {"error": error}, "raw": raw
             })

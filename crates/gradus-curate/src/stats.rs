@@ -317,6 +317,73 @@ fn stats_report(s: &Stats) -> Value {
     })
 }
 
+/// A `stats` summary for people: rows, removals, lengths (mean, quantiles, range), words, lines,
+/// languages with shares, and the length histogram as bars. (The JSON is in `summary.json`.)
+pub fn stats_text(s: &StepSummary) -> String {
+    use std::fmt::Write as _;
+    let st: Stats = serde_json::from_value(s.report["stats"].clone()).unwrap_or_default();
+    let r = &s.report;
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "{} rows in {} file{} ({} bytes), {} kept, {} removed",
+        s.rows,
+        s.files,
+        if s.files == 1 { "" } else { "s" },
+        s.input_bytes,
+        s.kept,
+        s.removed
+    );
+    for (why, n) in &s.removed_by_reason {
+        let _ = writeln!(t, "  removed: {n} {why}");
+    }
+    if st.rows == 0 {
+        return t;
+    }
+    let num = |k: &str| r[k].as_f64().unwrap_or(0.0);
+    // Quantiles are histogram bucket bounds: never past the longest row.
+    let q = |k: &str| num(k).min(st.max_chars.unwrap_or(0) as f64);
+    let _ = writeln!(
+        t,
+        "characters: {} total, mean {:.1} per row, min {}, max {}; half the rows ≤ {}, 90% ≤ {}, 99% ≤ {}",
+        st.chars,
+        num("mean_chars"),
+        st.min_chars.unwrap_or(0),
+        st.max_chars.unwrap_or(0),
+        q("p50_chars_at_most"),
+        q("p90_chars_at_most"),
+        q("p99_chars_at_most"),
+    );
+    let _ = writeln!(
+        t,
+        "words: {}, lines: {}, bytes: {}",
+        st.words, st.lines, st.bytes
+    );
+    let mut langs: Vec<(&String, &u64)> = st.languages.iter().collect();
+    langs.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let shares: Vec<String> = langs
+        .iter()
+        .map(|(l, n)| format!("{l} {n} ({:.1}%)", **n as f64 * 100.0 / st.rows as f64))
+        .collect();
+    let _ = writeln!(t, "languages: {}", shares.join(", "));
+    let _ = writeln!(t, "length in characters:");
+    let most = st
+        .length_histogram
+        .iter()
+        .map(|b| b[2])
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    for [lo, hi, n] in &st.length_histogram {
+        if *n == 0 {
+            continue;
+        }
+        let bar = "#".repeat(((*n as f64 / most as f64) * 40.0).ceil() as usize);
+        let _ = writeln!(t, "  [{lo:>7}, {hi:>7})  {n:>8}  {bar}");
+    }
+    t
+}
+
 /// Add up the `summary*.json` files of `stats` shard runs into one summary.
 pub fn merge_summaries(paths: &[PathBuf]) -> Result<StepSummary> {
     let mut out = StepSummary {

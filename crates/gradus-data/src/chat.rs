@@ -108,6 +108,12 @@ impl ChatTemplate {
         &self.name
     }
 
+    /// The end-of-turn token text the template writes after an assistant reply (`eos_token`;
+    /// ChatML's `<|im_end|>`), empty when unknown.
+    pub fn eos_token(&self) -> &str {
+        &self.eos_token
+    }
+
     pub fn source(&self) -> &str {
         &self.source
     }

@@ -446,7 +446,8 @@ impl ParquetIter<Example> {
 }
 
 impl<T> ParquetIter<T> {
-    /// Reads the columns named in `columns` (those present) and parses each row with `parse`.
+    /// Reads the columns named in `columns` (those present; `"*"` stands for all of them) and
+    /// parses each row with `parse`.
     pub fn with_parser(
         path: impl AsRef<Path>,
         columns: &[String],
@@ -460,7 +461,7 @@ impl<T> ParquetIter<T> {
         let wanted: Vec<_> = root
             .get_fields()
             .iter()
-            .filter(|f| columns.iter().any(|c| c == f.name()))
+            .filter(|f| columns.iter().any(|c| c == "*" || c == f.name()))
             .cloned()
             .collect();
         if wanted.is_empty() {
@@ -605,7 +606,8 @@ pub fn iter_dataset(
 }
 
 /// Stream records of any shape from one file or a directory (as [`iter_dataset`]): each JSON
-/// object / Parquet row (only `columns` decoded) goes through `parse`; errors name file:line.
+/// object / Parquet row (only `columns` decoded; `"*"`: every column) goes through `parse`; errors
+/// name file:line.
 pub fn iter_records<T: 'static>(
     path: impl AsRef<Path>,
     columns: &[String],

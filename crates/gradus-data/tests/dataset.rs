@@ -451,3 +451,35 @@ fn shape_and_fields_deserialize_from_config() {
     assert_eq!(c.fields.completion, "completion");
     assert!(serde_json::from_str::<Fields>(r#"{"promt": "q"}"#).is_err());
 }
+
+/// `"*"` as the column list reads every column of a Parquet file (what `gradus data corrupt`
+/// needs to keep a row's other fields); a named list still projects.
+#[test]
+fn parquet_star_reads_every_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("all.parquet");
+    let schema = "message schema { REQUIRED BYTE_ARRAY text (UTF8); REQUIRED INT32 id; }";
+    write_parquet(&p, schema, |i, col| match i {
+        0 => {
+            col.typed::<ByteArrayType>()
+                .write_batch(&bytes(&["a", "b"]), None, None)
+                .unwrap();
+        }
+        _ => {
+            col.typed::<Int32Type>()
+                .write_batch(&[7, 8], None, None)
+                .unwrap();
+        }
+    });
+    let keys = |cols: &[&str]| -> Vec<Vec<String>> {
+        let parse: gradus_data::dataset::RowParser<Vec<String>> =
+            Arc::new(|o| Ok(o.keys().cloned().collect()));
+        let cols: Vec<String> = cols.iter().map(|s| s.to_string()).collect();
+        gradus_data::dataset::iter_records(&p, &cols, parse)
+            .unwrap()
+            .collect::<gradus_tensor::Result<Vec<_>>>()
+            .unwrap()
+    };
+    assert_eq!(keys(&["*"]), vec![vec!["id", "text"]; 2]);
+    assert_eq!(keys(&["text"]), vec![vec!["text"]; 2]);
+}

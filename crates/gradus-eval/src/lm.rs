@@ -74,9 +74,12 @@ pub struct GenRequest {
 }
 
 /// Where a gradus run directory or Hugging Face checkpoint directory keeps its model: `dir` itself
-/// when it holds `config.json`, else the highest `dir/checkpoints/step-N`.
+/// when it holds `config.json` (or is a PEFT adapter directory), else the highest
+/// `dir/checkpoints/step-N` that is one.
 pub fn resolve_model_dir(dir: &Path) -> Result<PathBuf> {
-    if dir.join("config.json").is_file() {
+    let is_model =
+        |d: &Path| d.join("config.json").is_file() || gradus_model::lora::is_adapter_dir(d);
+    if is_model(dir) {
         return Ok(dir.to_path_buf());
     }
     let ck = dir.join("checkpoints");
@@ -89,9 +92,7 @@ pub fn resolve_model_dir(dir: &Path) -> Result<PathBuf> {
                 .strip_prefix("step-")
                 .and_then(|s| s.parse::<u64>().ok())
             {
-                if e.path().join("config.json").is_file()
-                    && best.as_ref().is_none_or(|(b, _)| n > *b)
-                {
+                if is_model(&e.path()) && best.as_ref().is_none_or(|(b, _)| n > *b) {
                     best = Some((n, e.path()));
                 }
             }
@@ -180,10 +181,11 @@ impl EvalModel {
     /// Loads a Hugging Face model directory or the latest checkpoint of a gradus run directory.
     pub fn load(dir: &Path) -> Result<Self> {
         let dir = resolve_model_dir(dir)?;
-        let decoder = gradus_model::hf::load_decoder(&dir, &Device::Cpu)
+        let decoder = gradus_model::lora::load_model_dir(&dir, &Device::Cpu)
             .with_context(|| format!("loading the model in {}", dir.display()))?;
-        let tokenizer = Tokenizer::from_dir(&dir)
-            .with_context(|| format!("loading the tokenizer in {}", dir.display()))?;
+        let tok_dir = gradus_model::lora::tokenizer_dir(&dir)?;
+        let tokenizer = Tokenizer::from_dir(&tok_dir)
+            .with_context(|| format!("loading the tokenizer in {}", tok_dir.display()))?;
         tokenizer
             .check_fits(decoder.cfg.vocab_size)
             .with_context(|| format!("{}: tokenizer and model disagree", dir.display()))?;

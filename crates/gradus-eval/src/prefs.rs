@@ -222,6 +222,53 @@ pub fn reward_pair_scores(rm: &RewardModel, pairs: &[&TokenizedPair], pad: u32) 
     rm.scores(&batch_input(&b), &last_positions(pairs))
 }
 
+/// Reward-model scores (N, K) of `prompt + completion` texts, tokenized as the reward and DPO
+/// recipes tokenize a text pair (BOS + prompt, completion + EOS), `batch` rows at a time. A text
+/// longer than the model's context is an error naming its index.
+pub fn score_completions(
+    rm: &RewardModel,
+    tok: &Tokenizer,
+    items: &[(&str, &str)],
+    batch: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let ctx = rm.decoder.cfg.max_position_embeddings;
+    let pad = pad_id(tok);
+    let mut seqs = Vec::with_capacity(items.len());
+    for (i, (prompt, completion)) in items.iter().enumerate() {
+        let mut p: Vec<u32> = tok.bos_id().into_iter().collect();
+        p.extend(tok.encode(prompt, false)?);
+        let mut c = tok.encode(completion, false)?;
+        c.extend(tok.eos_id());
+        if p.len() + c.len() > ctx {
+            return Err(Error::msg(format!(
+                "reward model: text {i} has {} tokens, more than its context of {ctx}",
+                p.len() + c.len()
+            )));
+        }
+        seqs.push(gradus_data::preference::completion_sequence(&p, &c));
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for chunk in seqs.chunks(batch.max(1)) {
+        // A one-token sequence cannot form a batch of its own; a pad keeps it at 2.
+        let b = gradus_data::preference::completion_batch(chunk, pad).or_else(|_| {
+            let padded: Vec<_> = chunk
+                .iter()
+                .map(|s| {
+                    let mut s = s.clone();
+                    s.ids.push(pad);
+                    s.loss_mask.push(false);
+                    s
+                })
+                .collect();
+            gradus_data::preference::completion_batch(&padded, pad)
+        })?;
+        let last: Vec<usize> = chunk.iter().map(|s| s.ids.len() - 1).collect();
+        let scores = rm.scores(&batch_input(&b), &last)?;
+        out.extend(scores.to_vec2::<f32>()?);
+    }
+    Ok(out)
+}
+
 /// A scalar per row: the single output, or the mean of the outputs of a multi-attribute head.
 pub fn scalar_scores(scores: &Tensor) -> Result<Tensor> {
     Ok(scores.mean(1)?)

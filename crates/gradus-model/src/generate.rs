@@ -60,6 +60,27 @@ pub struct Generation {
     /// New tokens only (without the prompt, including the EOS token if one ended the row).
     pub tokens: Vec<u32>,
     pub finish: Finish,
+    /// Per new token: the entropy (nats) of the distribution it was drawn from before top-k/top-p,
+    /// softmax(logits / temperature) (temperature 1 when greedy), as TRL's entropy metric.
+    pub entropies: Vec<f32>,
+}
+
+/// Entropy (nats) of softmax(logits / temperature); temperature 0 (greedy) counts as 1.
+pub fn entropy(logits: &[f32], temperature: f64) -> f32 {
+    let t = if temperature > 0.0 { temperature } else { 1.0 };
+    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    if !m.is_finite() {
+        return 0.0;
+    }
+    // H = log Z − Σ p·x with x = logits/t shifted by the max: stable for large logits.
+    let (mut z, mut zx) = (0.0f64, 0.0f64);
+    for &l in logits {
+        let x = (l as f64 - m) / t;
+        let e = x.exp();
+        z += e;
+        zx += e * x;
+    }
+    (z.ln() - zx / z) as f32
 }
 
 /// Picks the next token from one row of logits.
@@ -192,6 +213,7 @@ pub fn generate_guided(
         .map(|_| Generation {
             tokens: vec![],
             finish: Finish::Length,
+            entropies: vec![],
         })
         .collect();
     let mut done = vec![false; b];
@@ -237,6 +259,7 @@ pub fn generate_guided(
             };
             if !done[r] {
                 out[r].tokens.push(tok);
+                out[r].entropies.push(entropy(row, cfg.temperature));
                 if eos.contains(&tok) {
                     done[r] = true;
                     out[r].finish = Finish::Eos;

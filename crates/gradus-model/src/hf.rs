@@ -19,7 +19,7 @@ fn ignorable(name: &str) -> bool {
     name.ends_with("rotary_emb.inv_freq")
 }
 
-fn store_dtype(d: WeightDtype) -> StoreDtype {
+pub(crate) fn store_dtype(d: WeightDtype) -> StoreDtype {
     match d {
         WeightDtype::F32 => StoreDtype::F32,
         WeightDtype::Bf16 => StoreDtype::Bf16,
@@ -95,7 +95,10 @@ pub fn load_decoder(dir: &Path, device: &Device) -> Result<Decoder> {
         ));
     }
     let cfg = DecoderConfig::from_hf_file(&dir.join("config.json"))?;
-    let (tensors, origin) = read_weights(dir, device)?;
+    let (mut tensors, origin) = read_weights(dir, device)?;
+    // A sequence-classification head (a gradus reward model in transformers' layout) is not
+    // part of the decoder: skip it, as transformers' causal-LM class does.
+    tensors.retain(|(n, _)| n != "score.weight");
     let expected: BTreeMap<String, Vec<usize>> = param_shapes(&cfg).into_iter().collect();
     for (name, t) in &tensors {
         let file = origin

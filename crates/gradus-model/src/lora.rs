@@ -30,13 +30,13 @@
 //! Adapter files are written in f32. Loading accepts f32, bf16 and f16.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use gradus_tensor::io::{read_safetensors, write_atomic, write_safetensors, StoreDtype};
 use gradus_tensor::rng::{Rng, RngState};
-use gradus_tensor::{DType, Error, Result, Tensor, Var};
+use gradus_tensor::{DType, Device, Error, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -761,4 +761,63 @@ pub fn load_adapter(dir: &Path, decoder: &mut Decoder) -> Result<LoraConfig> {
         l.lora = ad;
     }
     Ok(cfg)
+}
+
+/// Whether `dir` is a PEFT adapter directory (an `adapter_config.json` and no `config.json`).
+pub fn is_adapter_dir(dir: &Path) -> bool {
+    dir.join(ADAPTER_CONFIG).is_file() && !dir.join("config.json").is_file()
+}
+
+/// The base checkpoint an adapter directory names in `base_model_name_or_path`: that path as
+/// written (relative to the working directory), else relative to the adapter directory. A hub
+/// name or a missing path is an error saying to download the base and point at it.
+pub fn adapter_base(dir: &Path) -> Result<PathBuf> {
+    let cfg_path = dir.join(ADAPTER_CONFIG);
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::format(&cfg_path, e.to_string()))?;
+    let base = match v.get("base_model_name_or_path") {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => {
+            return Err(Error::format(
+                &cfg_path,
+                "base_model_name_or_path is not set, so the base model is unknown; merge the \
+                 adapter with `gradus lora merge --base BASE --adapter DIR --out OUT`",
+            ))
+        }
+    };
+    let as_written = PathBuf::from(&base);
+    for cand in [as_written.clone(), dir.join(&as_written)] {
+        if cand.join("config.json").is_file() {
+            return Ok(cand);
+        }
+    }
+    Err(Error::format(
+        &cfg_path,
+        format!(
+            "base_model_name_or_path {base:?} is not a model directory here (nor relative to the \
+             adapter); if it is a hub name, download the model and set this field to its local path"
+        ),
+    ))
+}
+
+/// A model directory's decoder: a checkpoint (`config.json`) as it is, or a PEFT adapter
+/// directory merged into the base it names ([`adapter_base`]).
+pub fn load_model_dir(dir: &Path, device: &Device) -> Result<Decoder> {
+    if !is_adapter_dir(dir) {
+        return crate::hf::load_decoder(dir, device);
+    }
+    let base = adapter_base(dir)?;
+    let mut model = crate::hf::load_decoder(&base, device)?;
+    load_adapter(dir, &mut model)?;
+    model.merge_lora()
+}
+
+/// Where a model directory's tokenizer is: the directory itself, or for an adapter directory
+/// without its own `tokenizer.json`, its base.
+pub fn tokenizer_dir(dir: &Path) -> Result<PathBuf> {
+    if is_adapter_dir(dir) && !dir.join("tokenizer.json").is_file() {
+        return adapter_base(dir);
+    }
+    Ok(dir.to_path_buf())
 }

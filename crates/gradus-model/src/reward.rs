@@ -2,19 +2,23 @@
 //! hidden state, r = W h_last, W (K, D) named `score.weight` as in transformers'
 //! `LlamaForSequenceClassification` (no bias).
 //!
-//! Saved as the decoder checkpoint (config.json, model.safetensors, so `gradus score` and the
-//! decoder loader still read it) plus `reward_head.safetensors` (`score.weight`) and
-//! `reward_head.json` (the label names).
+//! Saved in transformers' `LlamaForSequenceClassification` / `Qwen2ForSequenceClassification`
+//! layout: `model.safetensors` holds the decoder (`model.*`, and `lm_head.weight` when untied, which
+//! transformers ignores and the decoder loader keeps, so `gradus score` still reads it) plus
+//! `score.weight`; `config.json` names the `...ForSequenceClassification` architecture with
+//! `num_labels`, `id2label`/`label2id` and a `pad_token_id` (transformers finds each row's last
+//! token with it); `reward_head.json` keeps the label names for gradus. Checkpoints of earlier
+//! versions, with the head in `reward_head.safetensors`, still load.
 
 use std::path::Path;
 
-use gradus_tensor::io::{read_safetensors, write_atomic, write_safetensors, StoreDtype};
+use gradus_tensor::io::{read_safetensors, write_atomic, write_safetensors};
 use gradus_tensor::rng::Rng;
 use gradus_tensor::{Error, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::decoder::{Decoder, ForwardInput};
-use crate::hf::{load_decoder, save_decoder};
+use crate::hf::load_decoder;
 
 pub const HEAD_FILE: &str = "reward_head.safetensors";
 pub const HEAD_META: &str = "reward_head.json";
@@ -113,12 +117,45 @@ impl RewardModel {
     }
 
     pub fn save(&self, dir: &Path) -> Result<()> {
-        save_decoder(&self.decoder, dir)?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let mut tensors: Vec<(String, Tensor)> = self
+            .decoder
+            .named_params()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().clone()))
+            .collect();
+        tensors.push(("score.weight".into(), self.score.as_tensor().clone()));
         write_safetensors(
-            &dir.join(HEAD_FILE),
-            &[("score.weight".to_string(), self.score.as_tensor().clone())],
-            StoreDtype::F32,
+            &dir.join("model.safetensors"),
+            &tensors,
+            crate::hf::store_dtype(self.decoder.cfg.dtype),
         )?;
+        let cfg = &self.decoder.cfg;
+        let mut v = cfg.to_hf_json();
+        if let Some(a) = v["architectures"][0].as_str() {
+            v["architectures"] =
+                serde_json::json!([a.replace("ForCausalLM", "ForSequenceClassification")]);
+        }
+        v["num_labels"] = serde_json::json!(self.labels.len());
+        let id2label: serde_json::Map<String, serde_json::Value> = self
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i.to_string(), serde_json::json!(l)))
+            .collect();
+        let label2id: serde_json::Map<String, serde_json::Value> = self
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), serde_json::json!(i)))
+            .collect();
+        v["id2label"] = serde_json::Value::Object(id2label);
+        v["label2id"] = serde_json::Value::Object(label2id);
+        if v["pad_token_id"].is_null() {
+            v["pad_token_id"] = serde_json::json!(cfg.eos_token_id);
+        }
+        let text = serde_json::to_string_pretty(&v).map_err(|e| Error::msg(e.to_string()))?;
+        write_atomic(&dir.join("config.json"), text.as_bytes())?;
         let meta = serde_json::to_string_pretty(&HeadMeta {
             labels: self.labels.clone(),
         })
@@ -138,16 +175,39 @@ impl RewardModel {
         })?;
         let meta: HeadMeta =
             serde_json::from_str(&text).map_err(|e| Error::format(&meta_path, e.to_string()))?;
-        let head_path = dir.join(HEAD_FILE);
-        let w = read_safetensors(&head_path, decoder.device())?
-            .into_iter()
-            .find(|l| l.name == "score.weight")
-            .ok_or_else(|| Error::MissingTensor {
-                path: head_path.clone(),
-                name: "score.weight".into(),
-                hint: String::new(),
-            })?
-            .tensor;
+        // The head is in model.safetensors (transformers' layout), or in reward_head.safetensors
+        // (checkpoints of earlier versions).
+        let main = dir.join("model.safetensors");
+        let in_main = if main.exists() {
+            read_safetensors(&main, decoder.device())?
+                .into_iter()
+                .find(|l| l.name == "score.weight")
+        } else {
+            None
+        };
+        let (w, head_path) = match in_main {
+            Some(l) => (l.tensor, main),
+            None => {
+                let head_path = dir.join(HEAD_FILE);
+                if !head_path.exists() {
+                    return Err(Error::MissingTensor {
+                        path: main,
+                        name: "score.weight".into(),
+                        hint: format!(" (nor is there a {HEAD_FILE}: not a reward model?)"),
+                    });
+                }
+                let w = read_safetensors(&head_path, decoder.device())?
+                    .into_iter()
+                    .find(|l| l.name == "score.weight")
+                    .ok_or_else(|| Error::MissingTensor {
+                        path: head_path.clone(),
+                        name: "score.weight".into(),
+                        hint: String::new(),
+                    })?
+                    .tensor;
+                (w, head_path)
+            }
+        };
         let want = [meta.labels.len(), decoder.cfg.hidden_size];
         if w.dims() != want {
             return Err(Error::TensorShape {

@@ -2,7 +2,7 @@
 //! end-of-row rules (EOS, stop callback, length).
 
 use gradus_model::decoder::Decoder;
-use gradus_model::generate::{generate, sample, Finish, SamplingConfig};
+use gradus_model::generate::{entropy, generate, sample, Finish, SamplingConfig};
 use gradus_model::{DecoderConfig, Family};
 use gradus_tensor::rng::Rng;
 use gradus_tensor::Device;
@@ -157,4 +157,17 @@ fn eos_and_stop_end_a_row_where_they_fire() {
     let stopped = run(&m, 0, &[], &mut |r, toks| r == 1 && toks.len() == 5);
     assert_eq!(stopped[1], (free[1].0[..5].to_vec(), Finish::Stop));
     assert_eq!((stopped[0].0.len(), stopped[0].1), (12, Finish::Length));
+}
+
+/// Entropy by hand: equal logits over 4 tokens → ln 4; logits ln(1), ln(3) → p = (1/4, 3/4),
+/// H = −(¼ ln ¼ + ¾ ln ¾) = 0.5623351; temperature 2 on logits (0, 2 ln 3) gives the same
+/// distribution; greedy (0) counts as temperature 1; a huge logit gap → 0 without overflow.
+#[test]
+fn entropy_by_hand() {
+    assert!((entropy(&[0.5; 4], 1.0) - 4f32.ln()).abs() < 1e-6);
+    let h = -(0.25f64 * 0.25f64.ln() + 0.75 * 0.75f64.ln()) as f32;
+    assert!((entropy(&[0.0, 3f32.ln()], 1.0) - h).abs() < 1e-6);
+    assert!((entropy(&[0.0, 2.0 * 3f32.ln()], 2.0) - h).abs() < 1e-6);
+    assert!((entropy(&[0.0, 3f32.ln()], 0.0) - h).abs() < 1e-6);
+    assert!(entropy(&[0.0, 1e4, -1e4], 1.0).abs() < 1e-6);
 }

@@ -11,12 +11,12 @@
 #                    seccomp, close every other fd, then runs /work/main.py as __main__.
 # Status pipe protocol (as the Rust side): b'P' + pid (host) of Y, b'X' + wait status of W,
 # b'E' + len + message on a setup failure.
+import builtins
 import ctypes
 import gc
 import json
 import os
 import resource
-import runpy
 import signal
 import socket
 import struct
@@ -76,10 +76,22 @@ def landlock(st):
     os.close(rs)
 
 
+def run_main(path):
+    """Runs `path` as `__main__`, as `python path` would (what runpy.run_path does, without its
+    importer lookups and context managers: ~1 ms of each execution)."""
+    main = type(sys)("__main__")
+    main.__dict__.update(__file__=path, __cached__=None, __loader__=None, __package__=None, __spec__=None, __builtins__=builtins)
+    sys.modules["__main__"] = main
+    with open(path, "rb") as f:
+        code = compile(f.read(), path, "exec", dont_inherit=True)
+    exec(code, main.__dict__)
+
+
 def worker(st, lim):
     os.setsid()
-    for cap in range(64):
-        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+    for cap in range(64):  # EINVAL past the kernel's last capability
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            break
     os.setgroups([])
     os.setresgid(INNER, INNER, INNER)
     os.setresuid(INNER, INNER, INNER)  # from namespace root: clears every capability
@@ -94,7 +106,7 @@ def worker(st, lim):
     sys.path[0:0] = ["/work"]
     code = 0
     try:
-        runpy.run_path("/work/main.py", run_name="__main__")
+        run_main("/work/main.py")
     except SystemExit as e:
         c = e.code
         if c is None:

@@ -4,8 +4,9 @@
 //! namespaces, a fresh tmpfs `/work`, the sandbox user, rlimits, no_new_privs, Landlock and
 //! seccomp, exactly as [`crate::isolated`] does. Differences: the namespaces of an execution are
 //! nested inside the zygote's (user, mount with the read-only root, network), and the program runs
-//! through `runpy.run_path` in the forked interpreter instead of a fresh `python main.py`
-//! (tracebacks gain `runpy` frames; `sys.modules` holds the pre-imported standard modules).
+//! as a fresh `__main__` module of the forked interpreter instead of a fresh `python main.py`
+//! (tracebacks gain one `<string>` frame of the zygote; `sys.modules` holds the pre-imported
+//! standard modules).
 //!
 //! Launch: fork → A: unshare(user, mount, net, ipc, uts); the caller writes the id maps; A builds
 //! the same root as an execution, keeps the host `/proc` open (fd 4) for writing nested id maps,

@@ -411,6 +411,23 @@ fn setuid_gives_nothing(zygote: bool) {
     );
     assert_eq!(e.outcome, Outcome::Passed, "{}", e.stderr);
     assert_eq!(e.stdout, "1000 1000\nsetuid denied\nTrue False\n1000\n");
+    // No capability is left in the bounding set (PR_CAPBSET_READ = 23 answers 0 for each up to
+    // the kernel's last one, whose number the host tells).
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .expect("cap_last_cap")
+        .trim()
+        .parse()
+        .expect("a number");
+    let e = sb.run(&format!(
+        "import ctypes\nlibc = ctypes.CDLL(None)\nprint([c for c in range({}) if libc.prctl(23, c, 0, 0, 0) != 0])\n",
+        last + 1
+    ));
+    assert_eq!(
+        (e.outcome, e.stdout.as_str()),
+        (Outcome::Passed, "[]\n"),
+        "{}",
+        e.stderr
+    );
     assert_no_leftovers(&token);
 }
 

@@ -62,6 +62,20 @@ fn passed_failed_and_stdout_in(sb: &Sandbox) {
     );
     let e = sb.run("import sys\nsys.exit(3)\n");
     assert_eq!(e.exit_code, Some(3));
+    // The program is `__main__` as under `python main.py`: its globals, argv, and a class that
+    // pickle finds through sys.modules['__main__'] (both modes must agree).
+    let e = sb.run(concat!(
+        "import pickle, sys\n",
+        "class P:\n    pass\n",
+        "print(__name__, __file__, sys.argv[0], sys.modules['__main__'].P is P)\n",
+        "print(type(pickle.loads(pickle.dumps(P()))).__name__)\n",
+        "if __name__ == '__main__':\n    print('main')\n",
+    ));
+    assert_eq!(
+        e.stdout, "__main__ /work/main.py /work/main.py True\nP\nmain\n",
+        "{}",
+        e.stderr
+    );
     // The limits are the configured ones, not the host's (a host with a huge stack limit once
     // made threads fail to start under `memory_bytes`).
     let e = sb.run(

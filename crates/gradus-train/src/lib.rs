@@ -36,11 +36,13 @@
 
 pub mod checkpoint;
 pub mod clip;
+pub mod compare;
 pub mod interrupt;
 pub mod metrics;
 pub mod optim;
 pub mod progress;
 pub mod report;
+pub mod rlvr;
 pub mod rundir;
 pub mod schedule;
 pub mod tensorboard;

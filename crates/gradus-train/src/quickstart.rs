@@ -143,7 +143,7 @@ pub fn task_accuracy(
     Ok((acc, samples))
 }
 
-fn show(samples: &[Sample], n: usize) -> String {
+pub(crate) fn show(samples: &[Sample], n: usize) -> String {
     samples
         .iter()
         .take(n)
@@ -213,7 +213,7 @@ pub fn breakdown(items: &[Instruction], samples: &[Sample]) -> Vec<KindAccuracy>
 }
 
 /// `"arith 45/67 = 67.2% [55.3, 77.2]"` lines of a breakdown.
-fn breakdown_lines(b: &[KindAccuracy]) -> Vec<(String, String)> {
+pub(crate) fn breakdown_lines(b: &[KindAccuracy]) -> Vec<(String, String)> {
     b.iter()
         .map(|k| {
             (
@@ -526,7 +526,7 @@ pub fn eval_tasks(p: &Plan, seed: u64) -> Result<Vec<(TaskKind, LoadedTask, &'st
 /// Scores `model` on the held-out tasks with the evaluation harness (greedy decoding, stop at the
 /// line break): per-kind accuracy with n and a Wilson interval (the last entry is "all"), and the
 /// graded samples, the first few of each kind first.
-fn measure(
+pub(crate) fn measure(
     model: &Decoder,
     tok: &Tokenizer,
     dir: &std::path::Path,

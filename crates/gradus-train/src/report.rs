@@ -28,7 +28,7 @@ pub const PLOT_TOP: f64 = 20.0;
 pub const PLOT_BOTTOM: f64 = 260.0;
 
 /// Series colours, in order (Okabe-Ito, readable by colour-blind readers).
-const COLORS: [&str; 7] = [
+pub(crate) const COLORS: [&str; 7] = [
     "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
 ];
 
@@ -120,7 +120,7 @@ impl Section {
     }
 }
 
-fn flatten_json(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
+pub(crate) fn flatten_json(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, v) in m {
@@ -161,7 +161,7 @@ pub fn final_metrics(rows: &[Map<String, Value>]) -> Vec<(String, String)> {
 }
 
 /// A value for a table: integers as integers, others with 6 significant digits.
-fn fmt_value(x: f64) -> String {
+pub(crate) fn fmt_value(x: f64) -> String {
     if x.fract() == 0.0 && x.abs() < 1e15 {
         format!("{}", x as i64)
     } else if x != 0.0 && (x.abs() < 1e-3 || x.abs() >= 1e6) {
@@ -360,7 +360,7 @@ pub fn svg_line_plot(series: &[Series], log_y: bool, x_label: &str) -> Option<St
     Some(s)
 }
 
-const STYLE: &str = "body{font-family:sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}\
+pub(crate) const STYLE: &str = "body{font-family:sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}\
 h1{font-size:1.6em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}\
 table{border-collapse:collapse}td{border:1px solid #ddd;padding:2px 8px;font-family:monospace}\
 pre{background:#f6f6f6;padding:8px;overflow-x:auto;white-space:pre-wrap}\

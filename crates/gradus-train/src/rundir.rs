@@ -248,6 +248,11 @@ pub struct RunDir {
 }
 
 impl RunDir {
+    /// The resolved config this run writes as `config.resolved.toml`.
+    pub fn config_text(&self) -> &str {
+        &self.config_text
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -432,13 +432,113 @@ pub fn fit_validated(
     Ok(summary)
 }
 
-/// Writes a checkpoint of the learner, optimizer and trainer state at `state.step`.
+/// A Hugging Face model card (`README.md`) in checkpoint `dir`: what the model is, where it
+/// started, its data, the metrics last logged in `run_dir/metrics.jsonl` and the whole resolved
+/// config, plus how to load it with transformers.
+pub fn write_model_card(
+    dir: &Path,
+    cfg: &RecipeConfig,
+    config_text: &str,
+    step: u64,
+    run_dir: &Path,
+) -> Result<()> {
+    use std::fmt::Write as _;
+    // Every line of the latest step logged (train, eval and statistics lines merged).
+    let text =
+        std::fs::read_to_string(run_dir.join(crate::metrics::METRICS_FILE)).unwrap_or_default();
+    let rows: Vec<Map<String, Value>> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Map<String, Value>>(l).ok())
+        .collect();
+    let latest = rows.iter().filter_map(|r| r.get("step")?.as_u64()).max();
+    let last: Option<Map<String, Value>> = latest.map(|at| {
+        let mut m = Map::new();
+        for r in rows
+            .iter()
+            .filter(|r| r.get("step").and_then(Value::as_u64) == Some(at))
+        {
+            m.extend(r.clone());
+        }
+        m
+    });
+    let base = cfg
+        .model
+        .init_from
+        .as_ref()
+        .map(|p| p.display().to_string());
+    let mut s = String::from("---\nlibrary_name: transformers\ntags:\n- gradus\n");
+    if let Some(b) = &base {
+        let _ = writeln!(
+            s,
+            "base_model: {}",
+            serde_json::to_string(b).unwrap_or_default()
+        );
+    }
+    s.push_str("---\n\n");
+    let _ = writeln!(s, "# {} (step {step})\n", cfg.run.name);
+    let _ = writeln!(
+        s,
+        "Trained with gradus for {step} of {} optimiser steps (seed {}).\n",
+        cfg.train.steps, cfg.run.seed
+    );
+    let _ = writeln!(
+        s,
+        "- Started from: {}",
+        base.as_deref()
+            .map(|b| format!("`{b}`"))
+            .unwrap_or_else(|| "random initialisation".into())
+    );
+    let _ = writeln!(s, "- Data: `{}`", cfg.data.source);
+    let _ = writeln!(
+        s,
+        "- Batch: {} × {} accumulation, {} tokens per row; AdamW, peak learning rate {}\n",
+        cfg.train.batch_size, cfg.train.grad_accum, cfg.data.seq_len, cfg.train.lr
+    );
+    if let Some(m) = &last {
+        s.push_str("## Metrics last logged\n\n| metric | value |\n|---|---|\n");
+        for (k, v) in m {
+            if let Some(x) = v.as_f64() {
+                let _ = writeln!(s, "| {k} | {x} |");
+            }
+        }
+        s.push('\n');
+    }
+    // What the checkpoint is decides how to load it: a reward model (sequence classification), a
+    // PEFT adapter, or a causal LM.
+    let arch = std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v["architectures"][0].as_str().map(str::to_string))
+        .unwrap_or_default();
+    let (import, class) = if arch.ends_with("ForSequenceClassification") {
+        (
+            "from transformers import",
+            "AutoModelForSequenceClassification",
+        )
+    } else if gradus_model::lora::is_adapter_dir(dir) {
+        ("from peft import", "AutoPeftModelForCausalLM")
+    } else {
+        ("from transformers import", "AutoModelForCausalLM")
+    };
+    let _ = write!(
+        s,
+        "## Use\n\n```python\n{import} {class}\nfrom transformers import AutoTokenizer\nmodel = {class}.from_pretrained(\"PATH\")\ntokenizer = AutoTokenizer.from_pretrained(\"PATH\")\n```\n\n"
+    );
+    s.push_str("## Configuration (`config.resolved.toml`)\n\n```toml\n");
+    s.push_str(config_text.trim_end());
+    s.push_str("\n```\n");
+    gradus_tensor::io::write_atomic(&dir.join("README.md"), s.as_bytes())
+}
+
+/// Writes a checkpoint of the learner, optimizer and trainer state at `state.step`, with `card`
+/// (the model card) inside it, all in one atomic checkpoint.
 fn save_state<L: Learner>(
     learner: &L,
     opt: &AdamW,
     state: &TrainerState,
     run_dir: &Path,
     keep_last: usize,
+    card: &dyn Fn(&Path) -> Result<()>,
 ) -> Result<PathBuf> {
     let mut st = state.clone();
     st.data_cursor = learner.cursor();
@@ -447,6 +547,7 @@ fn save_state<L: Learner>(
         st.step,
         |dir| {
             learner.save(dir)?;
+            card(dir)?;
             opt.save_state_file(&dir.join("optimizer.safetensors"))?;
             st.save(dir)
         },
@@ -665,7 +766,16 @@ pub fn fit_learner<L: Learner>(
             state.step == stop_at || (t.save_every > 0 && state.step.is_multiple_of(t.save_every));
         let stop = interrupt::requested();
         if save_now || stop {
-            last_ck = Some(save_state(learner, &opt, &state, &run_dir, t.keep_last)?);
+            let card =
+                |dir: &Path| write_model_card(dir, cfg, run.config_text(), state.step, &run_dir);
+            last_ck = Some(save_state(
+                learner,
+                &opt,
+                &state,
+                &run_dir,
+                t.keep_last,
+                &card,
+            )?);
         }
         if stop {
             bar.finish_and_clear();

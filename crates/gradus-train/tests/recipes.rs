@@ -471,3 +471,49 @@ fn sft_on_chat_jsonl_trains_only_on_assistant_turns() {
 /// The accuracy the reduced quickstart must reach after SFT: 5/120, two problems below the 7/120 it
 /// reaches with seed 0 (see `quickstart_reduced_learns_the_task`).
 const REDUCED_THRESHOLD: f64 = 5.0 / 120.0 - 1e-9;
+
+/// Every checkpoint carries a Hugging Face model card: front matter transformers' hub reads, the
+/// run's name and step, its data, the loss last logged (the same number as metrics.jsonl's last
+/// line at that step) and the resolved config.
+#[test]
+fn checkpoints_carry_a_model_card() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let mut c = tiny_cfg(dir.path(), "card", &data);
+    c.train.steps = 6;
+    c.train.save_every = 3;
+    let s = gradus_train::pretrain::run(&c, false).unwrap();
+    let run = s.run_dir;
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    for step in [3u64, 6] {
+        let card = std::fs::read_to_string(run.join(format!("checkpoints/step-{step}/README.md")))
+            .unwrap();
+        assert!(
+            card.starts_with("---\nlibrary_name: transformers\ntags:\n- gradus\n---\n"),
+            "{card}"
+        );
+        assert!(card.contains(&format!("# card (step {step})")), "{card}");
+        assert!(
+            card.contains(&format!("for {step} of 6 optimiser steps")),
+            "{card}"
+        );
+        assert!(
+            card.contains(&format!("- Data: `{}`", data.display())),
+            "{card}"
+        );
+        // The loss of the last metrics line written up to this step.
+        let loss = metrics
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["step"].as_u64().is_some_and(|s| s <= step))
+            .filter_map(|v| v["train/loss"].as_f64())
+            .next_back()
+            .unwrap();
+        assert!(
+            card.contains(&format!("| train/loss | {loss} |")),
+            "{loss}: {card}"
+        );
+        let cfg_text = std::fs::read_to_string(run.join("config.resolved.toml")).unwrap();
+        assert!(card.contains(cfg_text.trim_end()), "{card}");
+    }
+}

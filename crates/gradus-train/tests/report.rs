@@ -95,3 +95,74 @@ fn report_without_metrics_file_still_renders() {
     let html = fs::read_to_string(p).unwrap();
     assert!(html.contains("no data for train/loss") && !html.contains("<svg"));
 }
+
+/// `compare_runs`: two runs that differ in their learning rate → one plot per shared metric with
+/// a line per run, a table whose train/loss cells are each run's last logged loss, and a
+/// settings table that lists `train.lr` (and not what they share); a directory that is not a run
+/// is named.
+#[test]
+fn compare_runs_overlays_metrics_and_lists_differences() {
+    use gradus_train::compare::compare_runs;
+    use gradus_train::recipe::RecipeConfig;
+    let d = tempfile::tempdir().unwrap();
+    let mut dirs = vec![];
+    for (name, lr) in [("slow", 1e-3), ("fast", 3e-3)] {
+        let mut c = RecipeConfig::default();
+        c.run.dir = d.path().to_path_buf();
+        c.run.name = name.into();
+        c.model.config.hidden_size = 32;
+        c.model.config.intermediate_size = 64;
+        c.data.synthetic_examples = 200;
+        c.data.seq_len = 32;
+        c.tokenizer.train_vocab_size = 300;
+        c.train.steps = 4;
+        c.train.batch_size = 4;
+        c.train.lr = lr;
+        c.train.progress = false;
+        c.schedule = gradus_train::schedule::Schedule::Constant { warmup_steps: 0 };
+        let s = gradus_train::pretrain::run(&c, false).unwrap();
+        dirs.push(s.run_dir);
+    }
+    let html = compare_runs(&dirs, None).unwrap();
+    assert!(html.contains("<h1>Comparison: slow vs fast</h1>"), "{html}");
+    // The train/loss section holds one polyline per run.
+    let sec = html.split("<h2>train/loss</h2>").nth(1).unwrap();
+    let sec = sec.split("<h2>").next().unwrap();
+    assert_eq!(sec.matches("<polyline").count(), 2, "{sec}");
+    // Last values: each run's last train/loss from its metrics.jsonl.
+    let row = html
+        .split("<tr><td>train/loss</td>")
+        .nth(1)
+        .unwrap()
+        .split("</tr>")
+        .next()
+        .unwrap();
+    let cells: Vec<f64> = row
+        .split("<td>")
+        .skip(1)
+        .map(|c| c.trim_end_matches("</td>").parse().unwrap())
+        .collect();
+    for (dir, got) in dirs.iter().zip(&cells) {
+        let rows = gradus_train::metrics::read_metrics(&dir.join("metrics.jsonl")).unwrap();
+        let want = rows
+            .iter()
+            .rev()
+            .find_map(|r| r.get("train/loss")?.as_f64())
+            .unwrap();
+        assert!((got - want).abs() <= 1e-5 * want.abs(), "{got} vs {want}");
+    }
+    // Settings: the learning rate differs, the model does not.
+    let settings = html.split("<h2>Settings that differ</h2>").nth(1).unwrap();
+    assert!(
+        settings.contains("<tr><td>train.lr</td><td>0.001</td><td>0.003</td></tr>"),
+        "{settings}"
+    );
+    assert!(!settings.contains("model.config.hidden_size"), "{settings}");
+    // Only the chosen metrics with --metrics.
+    let only = compare_runs(&dirs, Some(&["val/loss".to_string()])).unwrap();
+    assert_eq!(only.matches("<figure>").count(), 1);
+    let e = compare_runs(&[dirs[0].clone(), d.path().join("nope")], None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nope") && e.contains("metrics.jsonl"), "{e}");
+}

@@ -56,6 +56,12 @@ fn bradley_terry_fits_and_the_head_loads_back() {
     assert_eq!(e.scores, s.eval.scores);
     assert_eq!(e.per_category.values().map(|v| v.1).sum::<usize>(), 16);
     assert!(s.fit.run_dir.join("reward_eval.json").exists());
+    // Its model card says how transformers loads a reward model.
+    let card = std::fs::read_to_string(ck.join("README.md")).unwrap();
+    assert!(
+        card.contains("model = AutoModelForSequenceClassification.from_pretrained"),
+        "{card}"
+    );
 }
 
 #[test]

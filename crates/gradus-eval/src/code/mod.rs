@@ -19,7 +19,7 @@ pub mod problems;
 pub mod sample_model;
 pub mod samples;
 
-pub use exec::{execute_all, summarize, CodeSummary, SampleResult};
+pub use exec::{execute_all, execute_programs, summarize, CodeSummary, Guarded, SampleResult};
 pub use passk::{pass_at_k, wilson95, MeanCi};
 pub use pipeline::{evaluate_code, CodeEvalOptions, CodeEvalReport, Source};
 pub use problems::{load_problems, Problem};

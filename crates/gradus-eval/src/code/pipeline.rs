@@ -2,7 +2,7 @@
 //! execution in the sandbox, pass@k, and the outputs (`results.jsonl`, `summary.json`, and
 //! `samples.jsonl` when sampled), each written atomically.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -57,42 +57,6 @@ pub struct CodeEvalReport {
     pub out_dir: PathBuf,
 }
 
-/// A gradus run directory's latest checkpoint, or `dir` itself.
-pub fn resolve_checkpoint(dir: &Path) -> Result<PathBuf> {
-    if dir.join("config.json").exists() {
-        return Ok(dir.to_path_buf());
-    }
-    let ck = dir.join("checkpoints");
-    if ck.is_dir() {
-        let mut best: Option<(u64, PathBuf)> = None;
-        for e in std::fs::read_dir(&ck)
-            .with_context(|| format!("read {}", ck.display()))?
-            .flatten()
-        {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(n) = name
-                .strip_prefix("step-")
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                let better = match &best {
-                    Some((b, _)) => n > *b,
-                    None => true,
-                };
-                if better && e.path().join("config.json").exists() {
-                    best = Some((n, e.path()));
-                }
-            }
-        }
-        if let Some((_, p)) = best {
-            return Ok(p);
-        }
-    }
-    bail!(
-        "{}: neither a model directory (config.json) nor a run directory with checkpoints/step-N",
-        dir.display()
-    )
-}
-
 fn jsonl<T: Serialize>(rows: &[T]) -> Result<Vec<u8>> {
     let mut out = vec![];
     for r in rows {
@@ -143,11 +107,12 @@ pub fn evaluate_code(
             (s, out, false)
         }
         Source::Model { dir, sampling } => {
-            let ck = resolve_checkpoint(dir)?;
-            let model = gradus_model::hf::load_decoder(&ck, &gradus_tensor::Device::Cpu)
+            let ck = crate::lm::resolve_model_dir(dir)?;
+            let model = gradus_model::lora::load_model_dir(&ck, &gradus_tensor::Device::Cpu)
                 .with_context(|| format!("load {}", ck.display()))?;
-            let tok = gradus_data::tokenizer::Tokenizer::from_dir(&ck)
-                .with_context(|| format!("{}: needs a tokenizer.json", ck.display()))?;
+            let tok_dir = gradus_model::lora::tokenizer_dir(&ck)?;
+            let tok = gradus_data::tokenizer::Tokenizer::from_dir(&tok_dir)
+                .with_context(|| format!("{}: needs a tokenizer.json", tok_dir.display()))?;
             tok.check_fits(model.cfg.vocab_size)?;
             if sampling.n == 0 {
                 bail!("--n must be ≥ 1");

