@@ -9,6 +9,7 @@ pub mod embed_cmd;
 pub mod eval_cmd;
 pub mod icl_cmd;
 pub mod llome_cmd;
+pub mod phf_cmd;
 pub mod prefs_cmd;
 pub mod sweep_cmd;
 pub mod training_maps_cmd;

@@ -108,6 +108,10 @@ pub enum LabCmd {
     /// rounds against an oracle budget) vs the GA: regret against oracle calls (Chen, Stanton
     /// et al. 2024).
     Llome(crate::llome_cmd::LlomeArgs),
+    /// Pretraining with human feedback: MLE, filtering, conditional training, unlikelihood, RWR
+    /// and AWR on Python functions with PEP8 violations; misaligned share of samples and clean LM
+    /// loss per objective (Korbak et al. 2023).
+    Phf(crate::phf_cmd::PhfLabArgs),
     /// RL from verifiable rewards: GRPO with the built-in task's checker as the reward, from the
     /// quickstart's SFT model (made first unless --sft is given); held-out accuracy before and
     /// after with 95% intervals (Tulu 3 RLVR).
@@ -211,6 +215,7 @@ pub fn lab(cmd: LabCmd) -> Result<()> {
         LabCmd::IclTransience(a) => crate::icl_cmd::transience(a),
         LabCmd::BooleanIcl(a) => crate::icl_cmd::boolean(a),
         LabCmd::Llome(a) => crate::llome_cmd::llome(a),
+        LabCmd::Phf(a) => crate::phf_cmd::lab(a),
         LabCmd::Rlvr {
             sft,
             steps,

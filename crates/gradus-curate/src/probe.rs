@@ -73,14 +73,7 @@ pub fn movement(km: &KMeans, rows: &[Paired]) -> BTreeMap<String, Movement> {
     out
 }
 
-/// The mean of `xs`, NaN when empty.
+/// The mean of `xs`, NaN when empty (a statistic of no rows does not exist).
 pub fn mean(xs: impl IntoIterator<Item = f64>) -> f64 {
-    let (s, n) = xs
-        .into_iter()
-        .fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
-    if n == 0 {
-        f64::NAN
-    } else {
-        s / n as f64
-    }
+    gradus_tensor::num::mean(xs).unwrap_or(f64::NAN)
 }

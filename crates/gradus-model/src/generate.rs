@@ -148,6 +148,34 @@ pub fn generate(
     eos: &[u32],
     stop: &mut dyn FnMut(usize, &[u32]) -> bool,
 ) -> Result<Vec<Generation>> {
+    generate_banning(model, prompts, cfg, eos, &[], stop)
+}
+
+/// [`generate`] that never emits the tokens of `banned` (their logits are set to −∞ before
+/// sampling), e.g. the control tokens of conditional training (Korbak et al. 2023).
+pub fn generate_banning(
+    model: &Decoder,
+    prompts: &[Vec<u32>],
+    cfg: &SamplingConfig,
+    eos: &[u32],
+    banned: &[u32],
+    stop: &mut dyn FnMut(usize, &[u32]) -> bool,
+) -> Result<Vec<Generation>> {
+    generate_guided(model, prompts, cfg, eos, banned, &mut |_, _| None, stop)
+}
+
+/// [`generate_banning`] where `force(row, new_tokens)` may dictate a row's next token (it is then
+/// emitted without sampling and counts towards `max_new_tokens`), e.g. a control token at the start
+/// of every line.
+pub fn generate_guided(
+    model: &Decoder,
+    prompts: &[Vec<u32>],
+    cfg: &SamplingConfig,
+    eos: &[u32],
+    banned: &[u32],
+    force: &mut dyn FnMut(usize, &[u32]) -> Option<u32>,
+    stop: &mut dyn FnMut(usize, &[u32]) -> bool,
+) -> Result<Vec<Generation>> {
     cfg.validate()?;
     let b = prompts.len();
     if b == 0 {
@@ -216,8 +244,18 @@ pub fn generate(
             debug_assert_eq!(row.len(), v);
             let tok = if done[r] {
                 pad
-            } else {
+            } else if let Some(t) = force(r, &out[r].tokens) {
+                t
+            } else if banned.is_empty() {
                 sample(row, cfg, &mut rng)
+            } else {
+                let mut row = row.clone();
+                for &b in banned {
+                    if let Some(x) = row.get_mut(b as usize) {
+                        *x = f32::NEG_INFINITY;
+                    }
+                }
+                sample(&row, cfg, &mut rng)
             };
             if !done[r] {
                 out[r].tokens.push(tok);

@@ -119,3 +119,43 @@ fn cached_pass_builds_no_graph() {
     assert!(!h.track_op());
     assert_eq!(cache.len(), 4);
 }
+
+#[test]
+fn banned_tokens_are_never_emitted_and_forced_ones_always() {
+    use gradus_model::generate::{generate_banning, generate_guided};
+    let c = cfg();
+    let m = model(&c, 11);
+    let p = vec![vec![3u32, 9, 4]];
+    let greedy = SamplingConfig {
+        max_new_tokens: 6,
+        ..Default::default()
+    };
+    // Greedy picks reference()'s tokens; banning the first of them changes step 1, and the banned
+    // ids never appear (greedy and sampled).
+    let plain = reference(&m, &p[0], 6);
+    let ban = [plain[0]];
+    let g = generate_banning(&m, &p, &greedy, &[], &ban, &mut |_, _| false).unwrap();
+    assert_ne!(g[0].tokens[0], plain[0]);
+    let sampled = SamplingConfig {
+        max_new_tokens: 40,
+        temperature: 1.5,
+        seed: 3,
+        ..Default::default()
+    };
+    let many: Vec<u32> = (0..c.vocab_size as u32).filter(|t| t % 2 == 0).collect();
+    let g = generate_banning(&m, &p, &sampled, &[], &many, &mut |_, _| false).unwrap();
+    assert_eq!(g[0].tokens.len(), 40);
+    assert!(g[0].tokens.iter().all(|t| t % 2 == 1), "{:?}", g[0].tokens);
+    // Forcing token 7 at every even step: those steps carry 7, the others are sampled.
+    let mut force = |_: usize, new: &[u32]| new.len().is_multiple_of(2).then_some(7u32);
+    let g = generate_guided(&m, &p, &sampled, &[], &[], &mut force, &mut |_, _| false).unwrap();
+    assert!(
+        g[0].tokens.iter().step_by(2).all(|&t| t == 7),
+        "{:?}",
+        g[0].tokens
+    );
+    // No ban, no force: the same as `generate`.
+    let a = generate(&m, &p, &sampled, &[], &mut |_, _| false).unwrap();
+    let b = generate_banning(&m, &p, &sampled, &[], &[], &mut |_, _| false).unwrap();
+    assert_eq!(a[0].tokens, b[0].tokens);
+}

@@ -11,9 +11,12 @@
 //!   (Chen et al. 2024), plain f64 arithmetic.
 //! - [`rl`]: policy-gradient RL (GRPO, RLOO, REINFORCE++, ReMax advantages; PPO-clip with
 //!   clip-higher, dual clip and GSPO ratios; k1/k2/k3 KL; grpo/bnpo/dr_grpo/dapo aggregation).
+//! - [`phf`]: pretraining with human feedback (Korbak et al. 2023): unlikelihood, reward- and
+//!   advantage-weighted regression over per-token log-probs.
 //! - [`math`]: numerically stable log σ and friends as differentiable tensor ops.
 
 pub mod math;
+pub mod phf;
 pub mod preference;
 pub mod ranking;
 pub mod reward;

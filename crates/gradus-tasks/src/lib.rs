@@ -23,6 +23,8 @@
 //! The labs add their generators here, each beside its checker:
 //! - [`bursty`]: bursty few-shot classification sequences (Chan et al.; Reddy) with ICL/IWL
 //!   evaluation splits;
+//! - [`phf`]: misalignment scorers (PEP8-style checks, forbidden patterns) and a synthetic code
+//!   corpus with a known fraction of bad lines (pretraining with human feedback, Korbak et al.);
 //! - [`boolean`]: Boolean function classes as (x, f(x)) prompts with the baselines of
 //!   Bhattamishra et al.;
 //! - [`ehrlich`]: Ehrlich functions (Stanton et al. 2024), holo-bench's closed-form test
@@ -39,6 +41,7 @@ pub mod instruct;
 pub mod lang;
 pub mod modular;
 pub mod parity;
+pub mod phf;
 pub mod prefs;
 pub mod programs;
 pub mod text;

@@ -14,6 +14,7 @@
 pub mod error;
 pub mod io;
 pub mod lock;
+pub mod num;
 pub mod ops;
 pub mod rng;
 pub mod tol;

@@ -278,12 +278,9 @@ fn row_lengths(b: &Batch) -> Vec<f32> {
         .collect()
 }
 
+/// A metric's batch mean; 0 for an empty batch.
 fn mean(v: &[f32]) -> f64 {
-    if v.is_empty() {
-        0.0
-    } else {
-        v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64
-    }
+    gradus_tensor::num::mean(v.iter().map(|&x| x as f64)).unwrap_or(0.0)
 }
 
 impl DpoLearner<'_> {

@@ -22,7 +22,8 @@
 //! [`sft`], [`dpo`] (the DPO family, KTO, MargE), [`reward`] (reward models), [`prefs`] (the
 //! `[prefs]` section: preference pairs for `dpo` and `reward`), [`quickstart`] and
 //! [`lab_ranking`] (the ranking-accuracy lab), [`llome`] (an LM as a black-box optimiser of
-//! Ehrlich functions against the GA: `gradus lab llome`).
+//! Ehrlich functions against the GA: `gradus lab llome`), [`phf`] (`[phf]`: pretraining with human
+//! feedback, Korbak et al. 2023) and [`lab_phf`] (its lab).
 //!
 //! The run directory these write is the contract with `gradus-eval` and `gradus-dynamics`:
 //! ```text
@@ -50,10 +51,12 @@ pub mod tensorboard;
 pub mod dpo;
 pub mod eval_hook;
 pub mod icl;
+pub mod lab_phf;
 pub mod lab_ranking;
 pub mod llome;
 pub mod modular;
 pub mod parity;
+pub mod phf;
 pub mod prefs;
 pub mod prep;
 pub mod pretrain;

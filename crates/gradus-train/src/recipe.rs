@@ -281,6 +281,7 @@ macro_rules! recipe_config {
                     train: self.train.clone(),
                     eval: self.eval.clone(),
                     dynamics: self.dynamics.clone(),
+                    phf: None,
                 }
             }
         }
@@ -301,6 +302,10 @@ pub struct RecipeConfig {
     /// lm-eval-compatible tasks during training (`eval/<task>/<metric>` in metrics.jsonl).
     pub eval: crate::eval_hook::EvalSection,
     pub dynamics: DynamicsSection,
+    /// Pretraining with human feedback (`train pretrain` only; see [`crate::phf`]). Absent: plain
+    /// pretraining.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phf: Option<crate::phf::PhfSection>,
 }
 
 impl RecipeConfig {
@@ -358,6 +363,9 @@ impl RecipeConfig {
         self.optimizer.validate()?;
         self.schedule.validate(t.steps)?;
         self.eval.validate()?;
+        if let Some(p) = &self.phf {
+            p.validate()?;
+        }
         if self.model.init_from.is_none() {
             let mut c = self.model.config.clone();
             c.vocab_size = c.vocab_size.max(1);

@@ -132,6 +132,7 @@ pub fn change_rule(key: &str) -> ChangeRule {
         "train.batch_size",
         "train.grad_accum",
         "prefs",
+        "phf",
         "algorithm.num_generations",
         "algorithm.steps_per_generation",
         "algorithm.num_iterations",

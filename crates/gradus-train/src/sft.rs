@@ -80,6 +80,12 @@ pub fn sequences(
 /// `file:line`, and counted in the report; never trained on as an all-masked row.
 pub fn run(cfg: &RecipeConfig, start: impl Into<Start>) -> Result<FitSummary> {
     cfg.validate()?;
+    if cfg.phf.is_some() {
+        return Err(Error::config(
+            "phf",
+            "pretraining with human feedback is a `train pretrain` setting; remove [phf] for SFT",
+        ));
+    }
     let mut cfg = cfg.clone();
     let overflow = *cfg.data.overflow.get_or_insert(Overflow::Skip);
     let cfg = &cfg;

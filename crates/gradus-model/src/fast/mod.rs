@@ -747,6 +747,16 @@ impl FastDecoder {
         Some(&self.ws.dx[..n * self.cfg.hidden_size])
     }
 
+    /// The final hidden states `h = norm(x_L)` (B·T, D) of the last forward (what the head reads),
+    /// e.g. for a value head trained on top of them. Valid until the next forward.
+    pub fn final_hidden(&self) -> Result<&[f32]> {
+        let n = self.saved.b * self.saved.t * self.cfg.hidden_size;
+        if n == 0 || self.ws.h.len() < n {
+            return Err(Error::msg("fast decoder: final_hidden before any forward"));
+        }
+        Ok(&self.ws.h[..n])
+    }
+
     /// The logits (V) at row `row` (= b·T + t) of the last forward, from its final hidden state
     /// (e.g. to classify a query position). Valid until the next forward.
     pub fn head_logits(&self, row: usize) -> Result<Vec<f32>> {

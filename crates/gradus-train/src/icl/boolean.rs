@@ -102,8 +102,9 @@ fn position_accuracy(net: &mut Net, prompts: &[BoolPrompt]) -> Result<Vec<f64>> 
         .collect())
 }
 
+/// An accuracy's mean; 0 when nothing was scored.
 fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
+    gradus_tensor::num::mean(v.iter().copied()).unwrap_or(0.0)
 }
 
 /// What a Boolean run showed.

@@ -353,6 +353,7 @@ impl RlConfig {
             train: self.train.clone(),
             eval: self.eval.clone(),
             dynamics: self.dynamics.clone(),
+            phf: None,
         }
     }
 
