@@ -19,8 +19,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use gradus_data::pack::{CursorState, IndexCursor};
-use gradus_dynamics::run::StatsRecorder;
-use gradus_dynamics::stats::{MatrixSelection, NamedTensor};
+use gradus_dynamics::stats::NamedTensor;
 use gradus_model::mlp::{MlpClassifier, MlpConfig};
 use gradus_tasks::parity::ParitySet;
 use gradus_tensor::{Device, Error, Result, Tensor};
@@ -208,14 +207,7 @@ pub fn run(cfg: &RecipeConfig, start: Start) -> Result<FitSummary> {
         });
     }
     let mut metrics = MetricsSink::open_path(&run_dir.join("metrics.jsonl"), Some(state.step))?;
-    let mut dynamics = match cfg.dynamics.every {
-        0 => None,
-        _ => Some(StatsRecorder::open(
-            &run_dir,
-            Some(state.step),
-            MatrixSelection::Blocks,
-        )?),
-    };
+    let mut dynamics = crate::trainer::open_dynamics(cfg.dynamics.every, &run_dir, state.step)?;
     if let (Some(rec), 0) = (dynamics.as_mut(), state.step) {
         rec.record(0, &named(&model))?;
     }

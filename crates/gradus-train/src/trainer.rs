@@ -530,6 +530,22 @@ pub fn write_model_card(
     gradus_tensor::io::write_atomic(&dir.join("README.md"), s.as_bytes())
 }
 
+/// The checkpoint-statistics recorder of a run (`[dynamics] every > 0`), continuing at `step`.
+pub(crate) fn open_dynamics(
+    every: u64,
+    run_dir: &Path,
+    step: u64,
+) -> Result<Option<StatsRecorder>> {
+    match every {
+        0 => Ok(None),
+        _ => Ok(Some(StatsRecorder::open(
+            run_dir,
+            Some(step),
+            MatrixSelection::Blocks,
+        )?)),
+    }
+}
+
 /// Writes a checkpoint of the learner, optimizer and trainer state at `state.step`, with `card`
 /// (the model card) inside it, all in one atomic checkpoint.
 fn save_state<L: Learner>(
@@ -602,14 +618,7 @@ pub fn fit_learner<L: Learner>(
     if eval_hook.is_some() && learner.eval_model().is_none() {
         return Err(Error::config("eval.tasks", "this recipe does not train a language model; evaluate it with `gradus eval reward` instead"));
     }
-    let mut dynamics = match cfg.dynamics.every {
-        0 => None,
-        _ => Some(StatsRecorder::open(
-            &run_dir,
-            Some(state.step),
-            MatrixSelection::Blocks,
-        )?),
-    };
+    let mut dynamics = open_dynamics(cfg.dynamics.every, &run_dir, state.step)?;
     if let (Some(rec), 0) = (dynamics.as_mut(), state.step) {
         record_dynamics(rec, 0, &params)?;
     }
