@@ -15,7 +15,9 @@
 //! (candle's backward still computes the base weights' gradients: its matmul backward always
 //! forms both operands' gradients, so detaching W would not save that work; skipping it needs a
 //! matmul op whose backward returns no weight gradient. Measured by the ignored `lora_step_cost`
-//! test: a LoRA forward + backward costs about what full fine-tuning's does.)
+//! test: a LoRA forward + backward on this path costs about what full fine-tuning's does. The
+//! hand-written graph [`crate::fast::FastDecoder`] trains the same adapters, drawing the same
+//! dropout masks, and skips the base's weight gradients; the training recipes run on it.)
 //!
 //! [`Decoder::without_adapters`] is a shallow clone that shares every base `Var` and drops the
 //! adapters: the frozen reference model of DPO-style objectives at no extra memory.
@@ -276,6 +278,14 @@ fn linears_mut(d: &mut Decoder) -> Vec<(String, &'static str, &mut Linear)> {
     v
 }
 
+/// The scale of every adapter, by its module's HF prefix (`model.layers.0.self_attn.q_proj`).
+pub(crate) fn adapter_scales(d: &Decoder) -> Vec<(String, f64)> {
+    linears(d)
+        .into_iter()
+        .filter_map(|(p, _, l)| l.lora.as_ref().map(|a| (p, a.scale)))
+        .collect()
+}
+
 /// PEFT's tensor name for A or B of the module at `prefix`.
 fn peft_name(prefix: &str, which: char) -> String {
     format!("{PEFT_PREFIX}{prefix}.lora_{which}.weight")
@@ -389,6 +399,13 @@ impl Decoder {
         linears(self)
             .into_iter()
             .find_map(|(_, _, l)| l.lora.as_ref().and_then(|a| a.dropout.clone()))
+    }
+
+    /// The adapter dropout's probability and whether it is in training mode (None without
+    /// dropout): what [`crate::fast::FastDecoder`] needs to draw the same masks.
+    pub fn lora_dropout_settings(&self) -> Option<(f64, bool)> {
+        self.lora_dropout()
+            .map(|d| (d.p, d.training.load(Ordering::Relaxed)))
     }
 
     /// The state of the dropout mask stream (None without dropout), for an exact resume.

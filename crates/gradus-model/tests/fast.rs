@@ -2,7 +2,10 @@
 //! decoder: per-token log-probs and every parameter's gradient of `L = Σ_n c_n · logp_n` (random
 //! c, so every token's gradient path is exercised with a different weight) on random weights and
 //! inputs, over GQA/MHA, tied/untied heads, q/k/v and MLP biases, packed segments with restarting
-//! positions, and a chunked LM head; plus thread-count determinism and input errors.
+//! positions, and a chunked LM head; plus thread-count determinism and input errors. LoRA: the
+//! log-probs and every adapter's gradient (and, when the base trains too, every base gradient)
+//! against the candle path's LoRA, for several target sets, nonzero B, and dropout with the same
+//! mask stream.
 //!
 //! Tolerances: both sides compute in f32 with different summation orders (blocked GEMMs vs
 //! candle's, fused vs composed norms), so values agree to a few f32 ulps of the largest
@@ -13,9 +16,10 @@
 
 use gradus_model::decoder::{Decoder, ForwardInput};
 use gradus_model::fast::{FastDecoder, FastOptions};
-use gradus_model::{DecoderConfig, Family, NormKind};
+use gradus_model::{DecoderConfig, Family, LoraConfig, NormKind};
 use gradus_tensor::rng::Rng;
 use gradus_tensor::tol::{max_abs_diff, FUSED_VS_REF_F32};
+use gradus_tensor::Var;
 use gradus_tensor::{Device, Tensor};
 
 fn cfg(family: Family, tied: bool, kv: usize, mlp_bias: bool) -> DecoderConfig {
@@ -106,12 +110,21 @@ impl Inputs {
 
 /// Reference log-probs and named gradients of Σ c·logp from the candle graph.
 fn reference(m: &Decoder, inp: &Inputs, segments: bool) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
+    reference_of(m, m.named_params(), inp, segments)
+}
+
+/// [`reference`] with the gradients of `params` (e.g. the LoRA adapters).
+fn reference_of(
+    m: &Decoder,
+    params: Vec<(String, Var)>,
+    inp: &Inputs,
+    segments: bool,
+) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
     let lp = m.target_logprobs(&inp.fwd(segments), &inp.targets).unwrap();
     let c = Tensor::from_slice(&inp.coef, inp.coef.len(), &Device::Cpu).unwrap();
     let loss = (&lp * c).unwrap().sum_all().unwrap();
     let grads = loss.backward().unwrap();
-    let named = m
-        .named_params()
+    let named = params
         .into_iter()
         .map(|(n, v)| {
             let g = grads
@@ -357,4 +370,212 @@ fn weights_round_trip_and_bad_inputs_are_errors() {
     assert!(e.contains("3") && e.contains("8"), "{e}");
     let e = f.backward(&[f32::NAN; 8]).unwrap_err().to_string();
     assert!(e.contains("not finite"), "{e}");
+}
+
+/// `m` with fresh adapters on `targets` (rank 4, alpha 8, dropout `p`), then A and B replaced by
+/// random values (B nonzero, so A's gradient is nonzero and the update changes the output).
+fn with_lora(m: &Decoder, targets: &[&str], p: f64, seed: u64) -> Decoder {
+    let mut m = m.clone();
+    let lc = LoraConfig {
+        r: 4,
+        lora_alpha: 8.0,
+        lora_dropout: p,
+        target_modules: targets.iter().map(|s| s.to_string()).collect(),
+        use_rslora: false,
+    };
+    let mut rng = Rng::new(seed);
+    m.apply_lora(&lc, &mut rng).unwrap();
+    for (_, v) in m.lora_params() {
+        let t = rng.randn(v.dims(), 0.3, &Device::Cpu).unwrap();
+        v.set(&t).unwrap();
+    }
+    m
+}
+
+/// Compares the fast graph's log-probs and gradients with the candle path's on a LoRA model:
+/// only the adapters' (base frozen, the default) or every parameter's (`train_base`).
+fn compare_lora(m: &Decoder, inp: &Inputs, train_base: bool, what: &str) {
+    let mut f = FastDecoder::new(m, FastOptions::default()).unwrap();
+    f.set_train_base(train_base);
+    let mut params = if train_base {
+        m.named_params()
+    } else {
+        Vec::new()
+    };
+    params.extend(m.lora_params());
+    let (lp_ref, g_ref) = reference_of(m, params, inp, true);
+    let (lp, g) = fast_run(&mut f, inp, true);
+    let d = max_abs_diff(&lp, &lp_ref);
+    assert!(d <= FUSED_VS_REF_F32, "{what}: log-probs differ by {d}");
+    let entries = f.trainable();
+    assert_eq!(
+        g_ref.len(),
+        entries.len(),
+        "{what}: trained parameter count"
+    );
+    assert_eq!(
+        g.len(),
+        entries.iter().map(|e| e.len).sum::<usize>(),
+        "{what}: the gradient buffer covers exactly the trained parameters"
+    );
+    let base = entries[0].offset;
+    for ((name, gr), e) in g_ref.iter().zip(entries) {
+        assert_eq!(name, &e.name, "{what}: layout order");
+        let gf = &g[e.offset - base..e.offset - base + e.len];
+        let scale = gr.iter().fold(0f32, |a, &x| a.max(x.abs()));
+        assert!(scale > 0.0, "{what}: reference gradient of {name} is zero");
+        let d = max_abs_diff(gf, gr);
+        assert!(
+            d <= 1e-3 * scale + 1e-6,
+            "{what}: gradient of {name} differs by {d} (scale {scale})"
+        );
+    }
+}
+
+#[test]
+fn lora_adapters_match_the_twin_for_every_target_set() {
+    // Base frozen (only adapter gradients), GQA / MHA, tied / untied, Qwen2 biases, packed rows;
+    // target sets covering every module, alone and together.
+    let all = [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ];
+    let cases: [(&str, DecoderConfig, &[&str]); 4] = [
+        (
+            "llama gqa untied q,v",
+            cfg(Family::Llama, false, 2, false),
+            &["q_proj", "v_proj"],
+        ),
+        (
+            "qwen2 tied all-linear",
+            cfg(Family::Qwen2, true, 1, true),
+            &all,
+        ),
+        (
+            "llama mha tied o,down",
+            cfg(Family::Llama, true, 4, false),
+            &["o_proj", "down_proj"],
+        ),
+        (
+            "qwen2 gqa untied k,gate,up",
+            cfg(Family::Qwen2, false, 2, true),
+            &["k_proj", "gate_proj", "up_proj"],
+        ),
+    ];
+    for (k, (what, c, targets)) in cases.iter().enumerate() {
+        let m = with_lora(&model(c, 40 + k as u64), targets, 0.0, 50 + k as u64);
+        let inp = inputs(60 + k as u64, 2, 31, c.vocab_size);
+        compare_lora(&m, &inp, false, what);
+        // The frozen base gets no gradient buffer: only the adapters' 2 per target per layer.
+        let f = FastDecoder::new(&m, FastOptions::default()).unwrap();
+        assert_eq!(f.trainable().len(), 2 * targets.len() * c.num_hidden_layers);
+        assert!(f.trainable().iter().all(|e| e.name.contains(".lora_")));
+    }
+}
+
+#[test]
+fn lora_with_the_base_training_too_matches_the_twin() {
+    // Every base weight's gradient (with the adapters' contribution to the input gradients) and
+    // every adapter's, in named_params-then-lora_params order.
+    let c = cfg(Family::Qwen2, false, 2, true);
+    let m = with_lora(
+        &model(&c, 70),
+        &[
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ],
+        0.0,
+        71,
+    );
+    compare_lora(
+        &m,
+        &inputs(72, 2, 23, c.vocab_size),
+        true,
+        "base + adapters",
+    );
+}
+
+#[test]
+fn lora_dropout_draws_the_candle_paths_masks() {
+    // Dropout 0.3 on every module: the fast graph starts from the model's mask-stream state, so
+    // both graphs drop the same entries; after one forward each, both streams have advanced by
+    // the same number of draws. Without the same masks the log-probs would differ by O(1).
+    let c = cfg(Family::Llama, false, 2, false);
+    let m = with_lora(
+        &model(&c, 80),
+        &[
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ],
+        0.3,
+        81,
+    );
+    m.set_lora_training(true);
+    let inp = inputs(82, 2, 19, c.vocab_size);
+    let f = FastDecoder::new(&m, FastOptions::default()).unwrap();
+    let start = m.lora_dropout_state().unwrap();
+    assert_eq!(f.lora_dropout_state(), Some(start));
+    drop(f);
+    compare_lora(&m, &inp, false, "dropout 0.3");
+    // compare_lora built its graph before the reference pass (same start state); one more pair of
+    // passes from a common state ends at a common state.
+    let mut f = FastDecoder::new(&m, FastOptions::default()).unwrap();
+    let before = m.lora_dropout_state().unwrap();
+    fast_run(&mut f, &inp, true);
+    m.target_logprobs(&inp.fwd(true), &inp.targets).unwrap();
+    assert_ne!(m.lora_dropout_state().unwrap(), before);
+    assert_eq!(f.lora_dropout_state(), m.lora_dropout_state());
+    // In eval mode no masks are drawn: the stream stays put and the output is deterministic.
+    f.set_lora_training(false);
+    let st = f.lora_dropout_state();
+    let (a, _) = fast_run(&mut f, &inp, true);
+    let (b, _) = fast_run(&mut f, &inp, true);
+    assert_eq!(a, b);
+    assert_eq!(f.lora_dropout_state(), st);
+    // write_to carries the stream state into the model (for checkpoints).
+    f.set_lora_dropout_state(start).unwrap();
+    f.write_to(&m).unwrap();
+    assert_eq!(m.lora_dropout_state(), Some(start));
+}
+
+#[test]
+fn lora_trains_only_the_adapters_and_round_trips() {
+    // params_and_grads exposes the adapters only: stepping them leaves the base untouched, and
+    // write_to puts the stepped adapters into the model's lora_params.
+    let c = cfg(Family::Llama, false, 2, false);
+    let m = with_lora(&model(&c, 90), &["q_proj", "down_proj"], 0.0, 91);
+    let mut f = FastDecoder::new(&m, FastOptions::default()).unwrap();
+    let base_len = f.layout().base_total;
+    let before = f.params().to_vec();
+    let inp = inputs(92, 2, 11, c.vocab_size);
+    fast_run(&mut f, &inp, true);
+    {
+        let (p, g) = f.params_and_grads();
+        assert_eq!(p.len(), g.len());
+        for (p, g) in p.iter_mut().zip(g.iter()) {
+            *p -= 0.1 * g;
+        }
+    }
+    assert_eq!(&f.params()[..base_len], &before[..base_len]);
+    assert_ne!(&f.params()[base_len..], &before[base_len..]);
+    f.write_to(&m).unwrap();
+    let mut fresh = FastDecoder::new(&m, FastOptions::default()).unwrap();
+    assert_eq!(fresh.params(), f.params());
+    fresh.read_from(&m).unwrap();
+    assert_eq!(fresh.params(), f.params());
 }

@@ -37,12 +37,22 @@
 //! the token embeddings and [`FastDecoder::input_grad`] returns its gradient, so an
 //! [`InputProjection`] (or any other encoder) can be trained in front of the graph.
 //!
+//! LoRA (`lora.rs`): adapters on any of q, k, v, o, gate, up, down add `s · dropout(x) Aᵀ Bᵀ`
+//! to their linear's output. Their A and B follow the base weights in the flat buffers (PEFT's
+//! names, `base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`). With adapters the
+//! base is frozen by default: the gradient buffer covers only the adapters
+//! ([`FastDecoder::trainable`]) and the backward skips every base weight-gradient GEMM (head,
+//! embeddings, norms included); [`FastDecoder::set_train_base`] trains both. Dropout draws the
+//! candle path's mask stream exactly (same RNG, same order), so either graph can resume the other.
+//!
 //! Covered: every Llama/Qwen2 config (GQA, q/k/v and MLP biases, tied or untied head, packed
-//! segments, any `norm`) without LoRA adapters on the CPU; [`FastDecoder::unsupported`] says why a model is
-//! not, and callers fall back to the candle path.
+//! segments, any `norm`, LoRA adapters on any linear with or without dropout) on the CPU;
+//! [`FastDecoder::unsupported`] says why a model is not (an odd head_dim, a non-CPU device), and
+//! callers fall back to the candle path with a one-line notice.
 
 mod input_proj;
 pub(crate) mod linear;
+mod lora;
 mod norm;
 mod params;
 
@@ -52,7 +62,10 @@ use norm::NormIx;
 pub use params::{Entry, ParamLayout};
 
 use gradus_tensor::ops::kernels::{self, AttnDims};
+use gradus_tensor::rng::{Rng, RngState};
 use gradus_tensor::{Error, Result};
+
+use lora::{AdIx, Dropout, LoraActs};
 
 use crate::decoder::{Decoder, ForwardInput};
 
@@ -86,7 +99,18 @@ struct LayerIx {
     gate: (usize, Option<usize>),
     up: (usize, Option<usize>),
     down: (usize, Option<usize>),
+    /// The adapters of q, k, v, o, gate, up, down ([`crate::lora::LORA_MODULES`] order).
+    lora: [Option<AdIx>; 7],
 }
+
+/// Indices into [`LayerIx::lora`] and [`LayerActs::lora`].
+const Q: usize = 0;
+const K: usize = 1;
+const V: usize = 2;
+const O: usize = 3;
+const GATE: usize = 4;
+const UP: usize = 5;
+const DOWN: usize = 6;
 
 /// Activations of one layer kept from the forward for the backward.
 #[derive(Default)]
@@ -107,6 +131,8 @@ struct LayerActs {
     gate: Vec<f32>,
     up: Vec<f32>,
     act: Vec<f32>,
+    /// Per adapter (q, k, v, o, gate, up, down): its kept activations (empty without one).
+    lora: [LoraActs; 7],
 }
 
 /// Every buffer of the graph, for up to `cap` rows.
@@ -135,6 +161,11 @@ struct Workspace {
     dqraw: Vec<f32>,
     dkraw: Vec<f32>,
     dout: Vec<f32>,
+    /// LoRA scratch: a dropped input or an input gradient (N × widest input), dh (N × r_max).
+    lx: Vec<f32>,
+    ldh: Vec<f32>,
+    /// Norm weight/bias gradients thrown away when the base is frozen (2·D).
+    junk: Vec<f32>,
 }
 
 /// The inputs of the last forward, kept for the backward.
@@ -176,16 +207,22 @@ pub struct FastDecoder {
     ws: Workspace,
     saved: Saved,
     rope: Rope,
+    /// Whether the base weights train (their gradients are computed). False by default when the
+    /// model has LoRA adapters: only the adapters train.
+    train_base: bool,
+    /// The first layout entry with a gradient (0, or the first adapter when the base is frozen)
+    /// and its offset: `grads` covers `layout.entries[grad_entry..]`.
+    grad_entry: usize,
+    grad_off: usize,
+    /// Adapter dropout (None when the model has none or its probability is 0).
+    dropout: Option<Dropout>,
+    /// Largest adapter rank (0 without adapters).
+    r_max: usize,
 }
 
 impl FastDecoder {
     /// Why the fast graph cannot train `model` (None when it can).
     pub fn unsupported(model: &Decoder) -> Option<String> {
-        if model.has_lora() {
-            return Some(
-                "LoRA adapters are attached (the fast graph trains full weights only)".into(),
-            );
-        }
         if !model.device().is_cpu() {
             return Some("the model is not on the CPU".into());
         }
@@ -226,9 +263,42 @@ impl FastDecoder {
                 bias: b,
             })
         };
+        let scales = crate::lora::adapter_scales(model);
+        let mut r_max = 0;
+        let mut ad = |p: &str| -> Result<Option<AdIx>> {
+            let prefix = format!("{}{p}", crate::lora::PEFT_PREFIX);
+            let (Some(a), Some(b)) = (
+                layout.find(&format!("{prefix}.lora_A.weight")),
+                layout.find(&format!("{prefix}.lora_B.weight")),
+            ) else {
+                return Ok(None);
+            };
+            let r = layout.entries[a].shape[0];
+            r_max = r_max.max(r);
+            let scale = scales
+                .iter()
+                .find(|(n, _)| n == p)
+                .map(|(_, s)| *s)
+                .ok_or_else(|| Error::msg(format!("fast decoder: no adapter scale for {p}")))?;
+            Ok(Some(AdIx {
+                a,
+                b,
+                r,
+                scale: scale as f32,
+            }))
+        };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
+            let lora = [
+                ad(&format!("{p}.self_attn.q_proj"))?,
+                ad(&format!("{p}.self_attn.k_proj"))?,
+                ad(&format!("{p}.self_attn.v_proj"))?,
+                ad(&format!("{p}.self_attn.o_proj"))?,
+                ad(&format!("{p}.mlp.gate_proj"))?,
+                ad(&format!("{p}.mlp.up_proj"))?,
+                ad(&format!("{p}.mlp.down_proj"))?,
+            ];
             layers.push(LayerIx {
                 in_norm: norm_ix(&format!("{p}.input_layernorm"))?,
                 q: lin(&format!("{p}.self_attn.q_proj"))?,
@@ -239,6 +309,7 @@ impl FastDecoder {
                 gate: lin(&format!("{p}.mlp.gate_proj"))?,
                 up: lin(&format!("{p}.mlp.up_proj"))?,
                 down: lin(&format!("{p}.mlp.down_proj"))?,
+                lora,
             });
         }
         let embed = layout.index("model.embed_tokens.weight")?;
@@ -248,7 +319,19 @@ impl FastDecoder {
             layout.index("lm_head.weight")?
         };
         let final_norm = norm_ix("model.norm")?;
-        let grads = vec![0f32; layout.total];
+        let has_lora = layout.entries.len() > layout.base_entries;
+        let (grad_entry, grad_off) = if has_lora {
+            (layout.base_entries, layout.base_total)
+        } else {
+            (0, 0)
+        };
+        let grads = vec![0f32; layout.total - grad_off];
+        let dropout = match (model.lora_dropout_settings(), model.lora_dropout_state()) {
+            (Some((p, training)), Some(st)) if p > 0.0 => {
+                Some(Dropout::new(p, training, Rng::from_state(st)))
+            }
+            _ => None,
+        };
         Ok(Self {
             cfg,
             opts,
@@ -262,7 +345,61 @@ impl FastDecoder {
             ws: Workspace::default(),
             saved: Saved::default(),
             rope: Rope::default(),
+            train_base: !has_lora,
+            grad_entry,
+            grad_off,
+            dropout,
+            r_max,
         })
+    }
+
+    /// Whether the model has LoRA adapters (then, by default, only they train).
+    pub fn has_lora(&self) -> bool {
+        self.layout.entries.len() > self.layout.base_entries
+    }
+
+    /// With LoRA adapters: whether the base weights train too (their gradients are computed and
+    /// [`FastDecoder::grads`] covers every parameter) or stay frozen (default: only the adapters'
+    /// gradients are computed, and the base's weight-gradient GEMMs are skipped). Without adapters
+    /// the base always trains. Resets the gradients.
+    pub fn set_train_base(&mut self, train: bool) {
+        let train = train || !self.has_lora();
+        self.train_base = train;
+        (self.grad_entry, self.grad_off) = if train {
+            (0, 0)
+        } else {
+            (self.layout.base_entries, self.layout.base_total)
+        };
+        self.grads = vec![0f32; self.layout.total - self.grad_off];
+    }
+
+    /// The entries [`FastDecoder::grads`] and [`FastDecoder::params_and_grads`] cover, in order:
+    /// every parameter, or only the LoRA adapters when the base is frozen. What an optimiser over
+    /// the flat buffers is built from (the same names as `lora_params()` / `named_params()`).
+    pub fn trainable(&self) -> &[Entry] {
+        &self.layout.entries[self.grad_entry..]
+    }
+
+    /// Switches adapter dropout on (training) or off (evaluation passes); no effect without it.
+    pub fn set_lora_training(&mut self, training: bool) {
+        if let Some(d) = &mut self.dropout {
+            d.training = training;
+        }
+    }
+
+    /// The state of the adapter dropout's mask stream (None without dropout), for an exact resume.
+    pub fn lora_dropout_state(&self) -> Option<RngState> {
+        self.dropout.as_ref().map(|d| d.rng.state())
+    }
+
+    /// Restores the adapter dropout's mask stream; an error if the graph has no adapter dropout.
+    pub fn set_lora_dropout_state(&mut self, state: RngState) -> Result<()> {
+        let d = self
+            .dropout
+            .as_mut()
+            .ok_or_else(|| Error::msg("fast decoder: no LoRA dropout to restore"))?;
+        d.rng = Rng::from_state(state);
+        Ok(())
     }
 
     /// The flat layout (names, shapes, offsets), in `named_params` order.
@@ -275,14 +412,16 @@ impl FastDecoder {
         &self.params
     }
 
-    /// The flat gradients accumulated since the last [`FastDecoder::zero_grads`].
+    /// The flat gradients accumulated since the last [`FastDecoder::zero_grads`], of the
+    /// [`FastDecoder::trainable`] entries (all parameters, or only the adapters).
     pub fn grads(&self) -> &[f32] {
         &self.grads
     }
 
-    /// Parameters (mutable) and gradients together, for an optimiser step.
+    /// The trainable parameters (mutable; the [`FastDecoder::trainable`] entries) and their
+    /// gradients together, for an optimiser step.
     pub fn params_and_grads(&mut self) -> (&mut [f32], &mut [f32]) {
-        (&mut self.params, &mut self.grads)
+        (&mut self.params[self.grad_off..], &mut self.grads)
     }
 
     /// Sets every gradient to zero (start of an optimiser step).
@@ -290,14 +429,24 @@ impl FastDecoder {
         self.grads.fill(0.0);
     }
 
-    /// Copies `model`'s parameters into the flat buffer (e.g. after a checkpoint was loaded into it).
+    /// Copies `model`'s parameters (and its adapter dropout's stream state) into the graph (e.g.
+    /// after a checkpoint was loaded into it).
     pub fn read_from(&mut self, model: &Decoder) -> Result<()> {
-        params::read_params(&self.layout, model, &mut self.params)
+        params::read_params(&self.layout, model, &mut self.params)?;
+        if let (Some(d), Some(st)) = (&mut self.dropout, model.lora_dropout_state()) {
+            d.rng = Rng::from_state(st);
+        }
+        Ok(())
     }
 
-    /// Writes the flat parameters into `model`'s Vars (before saving or evaluating it).
+    /// Writes the flat parameters (and the adapter dropout's stream state) into `model` (before
+    /// saving or evaluating it).
     pub fn write_to(&self, model: &Decoder) -> Result<()> {
-        params::write_params(&self.layout, &self.params, model)
+        params::write_params(&self.layout, &self.params, model)?;
+        if let Some(d) = &self.dropout {
+            model.set_lora_dropout_state(d.rng.state())?;
+        }
+        Ok(())
     }
 
     /// Per-token log-probabilities of `targets` (B·T) under the model: `logp` (B·T). Keeps what
@@ -365,6 +514,7 @@ impl FastDecoder {
             head,
             final_norm,
             opts,
+            dropout,
             ..
         } = self;
         let (params, layout, rope, layers): (&[f32], &ParamLayout, &Rope, &[LayerIx]) =
@@ -416,6 +566,36 @@ impl FastDecoder {
             linear::forward(&mut ws.qraw, &a.n1, p(ix.q.0), pb(ix.q.1), n, d, qw);
             linear::forward(&mut ws.kraw, &a.n1, p(ix.k.0), pb(ix.k.1), n, d, kw);
             linear::forward(&mut a.v, &a.n1, p(ix.v.0), pb(ix.v.1), n, d, kw);
+            // LoRA updates (dropout masks drawn in the candle path's order: q, k, v, o, gate,
+            // up, down).
+            for (j, y, out) in [(Q, &mut ws.qraw, qw), (K, &mut ws.kraw, kw)] {
+                if let Some(ad) = &ix.lora[j] {
+                    lora::forward(
+                        ad,
+                        params,
+                        layout,
+                        &mut a.lora[j],
+                        dropout.as_mut(),
+                        &a.n1,
+                        y,
+                        &mut ws.lx,
+                        (n, d, out),
+                    );
+                }
+            }
+            if let Some(ad) = &ix.lora[V] {
+                lora::forward(
+                    ad,
+                    params,
+                    layout,
+                    &mut a.lora[V],
+                    dropout.as_mut(),
+                    &a.n1,
+                    &mut a.v,
+                    &mut ws.lx,
+                    (n, d, kw),
+                );
+            }
             kernels::rope_rotate(&ws.qraw[..n * qw], hq, hd, &mut a.q[..n * qw], false, table);
             kernels::rope_rotate(
                 &ws.kraw[..n * kw],
@@ -437,6 +617,19 @@ impl FastDecoder {
             );
             a.x_mid[..n * d].copy_from_slice(&a.x[..n * d]);
             linear::matmul(&mut a.x_mid, true, &a.o, false, p(ix.o), true, n, d, qw);
+            if let Some(ad) = &ix.lora[O] {
+                lora::forward(
+                    ad,
+                    params,
+                    layout,
+                    &mut a.lora[O],
+                    dropout.as_mut(),
+                    &a.o,
+                    &mut a.x_mid,
+                    &mut ws.lx,
+                    (n, qw, d),
+                );
+            }
             let nm = ix.post_norm;
             norm::forward(
                 nm.kind,
@@ -449,6 +642,32 @@ impl FastDecoder {
             );
             linear::forward(&mut a.gate, &a.n2, p(ix.gate.0), pb(ix.gate.1), n, d, f);
             linear::forward(&mut a.up, &a.n2, p(ix.up.0), pb(ix.up.1), n, d, f);
+            if let Some(ad) = &ix.lora[GATE] {
+                lora::forward(
+                    ad,
+                    params,
+                    layout,
+                    &mut a.lora[GATE],
+                    dropout.as_mut(),
+                    &a.n2,
+                    &mut a.gate,
+                    &mut ws.lx,
+                    (n, d, f),
+                );
+            }
+            if let Some(ad) = &ix.lora[UP] {
+                lora::forward(
+                    ad,
+                    params,
+                    layout,
+                    &mut a.lora[UP],
+                    dropout.as_mut(),
+                    &a.n2,
+                    &mut a.up,
+                    &mut ws.lx,
+                    (n, d, f),
+                );
+            }
             kernels::swiglu_forward(&a.gate[..n * f], &a.up[..n * f], &mut a.act[..n * f]);
             next_x[..n * d].copy_from_slice(&a.x_mid[..n * d]);
             if let Some(bi) = ix.down.1 {
@@ -460,6 +679,19 @@ impl FastDecoder {
                 }
             }
             linear::matmul(next_x, true, &a.act, false, p(ix.down.0), true, n, d, f);
+            if let Some(ad) = &ix.lora[DOWN] {
+                lora::forward(
+                    ad,
+                    params,
+                    layout,
+                    &mut a.lora[DOWN],
+                    dropout.as_mut(),
+                    &a.act,
+                    next_x,
+                    &mut ws.lx,
+                    (n, f, d),
+                );
+            }
         }
         let nm = *final_norm;
         norm::forward(
@@ -559,8 +791,11 @@ impl FastDecoder {
             head,
             final_norm,
             opts,
+            train_base,
+            grad_off,
             ..
         } = self;
+        let (tb, goff) = (*train_base, *grad_off);
         let (params, layout, rope, layers, saved): (
             &[f32],
             &ParamLayout,
@@ -616,13 +851,27 @@ impl FastDecoder {
                     d,
                     v,
                 );
-                let gw = &mut grads[layout.range(*head)];
-                linear::backward_params(gw, None, &ws.logits, &ws.h[r0 * d..r1 * d], rows, d, v);
+                if tb {
+                    let gw = &mut grads[grange(layout, goff, *head)];
+                    linear::backward_params(
+                        gw,
+                        None,
+                        &ws.logits,
+                        &ws.h[r0 * d..r1 * d],
+                        rows,
+                        d,
+                        v,
+                    );
+                }
                 r0 = r1;
             }
         }
         let nm = *final_norm;
-        let (dw, db) = norm_grads(grads, layout, nm);
+        let (dw, db) = if tb {
+            norm_grads(grads, layout, goff, nm)
+        } else {
+            junk_grads(&mut ws.junk, nm, d)
+        };
         norm::backward(
             nm.kind,
             &ws.x_out[..n * d],
@@ -642,7 +891,24 @@ impl FastDecoder {
             let a = &ws.layers[li];
             // MLP: x'' = x' + act Wdᵀ (+bd).
             linear::backward_input(&mut ws.df0, false, &ws.dx, p(ix.down.0), n, f, d);
-            lin_params(grads, layout, ix.down, &ws.dx, &a.act, (n, f, d));
+            if tb {
+                lin_params(grads, layout, goff, ix.down, &ws.dx, &a.act, (n, f, d));
+            }
+            if let Some(ad) = &ix.lora[DOWN] {
+                lora::backward(
+                    ad,
+                    params,
+                    layout,
+                    &a.lora[DOWN],
+                    Some(ad_grads(grads, layout, goff, ad)),
+                    &a.act,
+                    &ws.dx,
+                    &mut ws.df0,
+                    &mut ws.ldh,
+                    &mut ws.lx,
+                    (n, f, d),
+                );
+            }
             kernels::swiglu_backward(
                 &a.gate[..n * f],
                 &a.up[..n * f],
@@ -652,10 +918,33 @@ impl FastDecoder {
             );
             linear::backward_input(&mut ws.dn, false, &ws.df1, p(ix.gate.0), n, d, f);
             linear::backward_input(&mut ws.dn, true, &ws.df2, p(ix.up.0), n, d, f);
-            lin_params(grads, layout, ix.gate, &ws.df1, &a.n2, (n, d, f));
-            lin_params(grads, layout, ix.up, &ws.df2, &a.n2, (n, d, f));
+            if tb {
+                lin_params(grads, layout, goff, ix.gate, &ws.df1, &a.n2, (n, d, f));
+                lin_params(grads, layout, goff, ix.up, &ws.df2, &a.n2, (n, d, f));
+            }
+            for (j, dy) in [(GATE, &ws.df1), (UP, &ws.df2)] {
+                if let Some(ad) = &ix.lora[j] {
+                    lora::backward(
+                        ad,
+                        params,
+                        layout,
+                        &a.lora[j],
+                        Some(ad_grads(grads, layout, goff, ad)),
+                        &a.n2,
+                        dy,
+                        &mut ws.dn,
+                        &mut ws.ldh,
+                        &mut ws.lx,
+                        (n, d, f),
+                    );
+                }
+            }
             let nm = ix.post_norm;
-            let (dw, db) = norm_grads(grads, layout, nm);
+            let (dw, db) = if tb {
+                norm_grads(grads, layout, goff, nm)
+            } else {
+                junk_grads(&mut ws.junk, nm, d)
+            };
             norm::backward(
                 nm.kind,
                 &a.x_mid[..n * d],
@@ -670,7 +959,24 @@ impl FastDecoder {
             );
             // Attention: x' = x + o Woᵀ.
             linear::backward_input(&mut ws.dout, false, &ws.dx, p(ix.o), n, qw, d);
-            lin_params(grads, layout, (ix.o, None), &ws.dx, &a.o, (n, qw, d));
+            if tb {
+                lin_params(grads, layout, goff, (ix.o, None), &ws.dx, &a.o, (n, qw, d));
+            }
+            if let Some(ad) = &ix.lora[O] {
+                lora::backward(
+                    ad,
+                    params,
+                    layout,
+                    &a.lora[O],
+                    Some(ad_grads(grads, layout, goff, ad)),
+                    &a.o,
+                    &ws.dx,
+                    &mut ws.dout,
+                    &mut ws.ldh,
+                    &mut ws.lx,
+                    (n, qw, d),
+                );
+            }
             kernels::attention_backward(
                 dims,
                 scale,
@@ -704,11 +1010,34 @@ impl FastDecoder {
             linear::backward_input(&mut ws.dn, false, &ws.dqraw, p(ix.q.0), n, d, qw);
             linear::backward_input(&mut ws.dn, true, &ws.dkraw, p(ix.k.0), n, d, kw);
             linear::backward_input(&mut ws.dn, true, &ws.dv, p(ix.v.0), n, d, kw);
-            lin_params(grads, layout, ix.q, &ws.dqraw, &a.n1, (n, d, qw));
-            lin_params(grads, layout, ix.k, &ws.dkraw, &a.n1, (n, d, kw));
-            lin_params(grads, layout, ix.v, &ws.dv, &a.n1, (n, d, kw));
+            if tb {
+                lin_params(grads, layout, goff, ix.q, &ws.dqraw, &a.n1, (n, d, qw));
+                lin_params(grads, layout, goff, ix.k, &ws.dkraw, &a.n1, (n, d, kw));
+                lin_params(grads, layout, goff, ix.v, &ws.dv, &a.n1, (n, d, kw));
+            }
+            for (j, dy, out) in [(Q, &ws.dqraw, qw), (K, &ws.dkraw, kw), (V, &ws.dv, kw)] {
+                if let Some(ad) = &ix.lora[j] {
+                    lora::backward(
+                        ad,
+                        params,
+                        layout,
+                        &a.lora[j],
+                        Some(ad_grads(grads, layout, goff, ad)),
+                        &a.n1,
+                        dy,
+                        &mut ws.dn,
+                        &mut ws.ldh,
+                        &mut ws.lx,
+                        (n, d, out),
+                    );
+                }
+            }
             let nm = ix.in_norm;
-            let (dw, db) = norm_grads(grads, layout, nm);
+            let (dw, db) = if tb {
+                norm_grads(grads, layout, goff, nm)
+            } else {
+                junk_grads(&mut ws.junk, nm, d)
+            };
             norm::backward(
                 nm.kind,
                 &a.x[..n * d],
@@ -723,14 +1052,16 @@ impl FastDecoder {
             );
         }
         // Embedding: scatter-add the rows in order (deterministic).
-        let ge = &mut grads[layout.range(*embed)];
-        for (r, &id) in saved.ids.iter().enumerate() {
-            let id = id as usize;
-            for (a, &g) in ge[id * d..(id + 1) * d]
-                .iter_mut()
-                .zip(&ws.dx[r * d..(r + 1) * d])
-            {
-                *a += g;
+        if tb {
+            let ge = &mut grads[grange(layout, goff, *embed)];
+            for (r, &id) in saved.ids.iter().enumerate() {
+                let id = id as usize;
+                for (a, &g) in ge[id * d..(id + 1) * d]
+                    .iter_mut()
+                    .zip(&ws.dx[r * d..(r + 1) * d])
+                {
+                    *a += g;
+                }
             }
         }
         self.saved.grad_ready = true;
@@ -869,10 +1200,14 @@ impl FastDecoder {
             .checked_div(v)
             .unwrap_or(n)
             .clamp(1, n.max(1));
+        let ix_lora: Vec<[Option<AdIx>; 7]> = self.layers.iter().map(|l| l.lora).collect();
+        // Each adapter's input width (q, k, v, o, gate, up, down).
+        let lora_in = [d, d, d, qw, d, d, f];
+        let dropout = self.dropout.is_some();
         self.ws = Workspace {
             cap: n,
             layers: (0..self.layers.len())
-                .map(|_| LayerActs {
+                .map(|li| LayerActs {
                     x: z(n * d),
                     n1: z(n * d),
                     q: z(n * qw),
@@ -885,6 +1220,18 @@ impl FastDecoder {
                     gate: z(n * f),
                     up: z(n * f),
                     act: z(n * f),
+                    lora: std::array::from_fn(|j| match &ix_lora[li][j] {
+                        Some(ad) => LoraActs {
+                            hs: z(n * ad.r),
+                            mask: if dropout {
+                                z(n * lora_in[j])
+                            } else {
+                                Vec::new()
+                            },
+                            masked: false,
+                        },
+                        None => LoraActs::default(),
+                    }),
                 })
                 .collect(),
             x_out: z(n * d),
@@ -905,6 +1252,13 @@ impl FastDecoder {
             dqraw: z(n * qw),
             dkraw: z(n * kw),
             dout: z(n * qw),
+            lx: if self.r_max > 0 {
+                z(n * d.max(qw).max(f))
+            } else {
+                Vec::new()
+            },
+            ldh: z(n * self.r_max),
+            junk: z(2 * d),
         };
     }
 
@@ -939,19 +1293,45 @@ impl FastDecoder {
     }
 }
 
-/// dW += dyᵀ x (and db += Σ dy) for the linear layer `ix` (weight, bias) of shape (out, inp).
-#[allow(clippy::too_many_arguments)]
-/// The gradient slices of a normalisation layer's weight and bias (disjoint ranges of `grads`).
+/// The range of entry `i`'s gradient in a gradient buffer that starts at element `off` of the
+/// layout.
+fn grange(layout: &ParamLayout, off: usize, i: usize) -> std::ops::Range<usize> {
+    let r = layout.range(i);
+    r.start - off..r.end - off
+}
+
+/// The gradient slices (dA, dB) of an adapter (A's entry precedes B's in the layout).
+fn ad_grads<'g>(
+    grads: &'g mut [f32],
+    layout: &ParamLayout,
+    off: usize,
+    ad: &AdIx,
+) -> (&'g mut [f32], &'g mut [f32]) {
+    let (ra, rb) = (grange(layout, off, ad.a), grange(layout, off, ad.b));
+    let (lo, hi) = grads.split_at_mut(rb.start);
+    (&mut lo[ra], &mut hi[..rb.end - rb.start])
+}
+
+/// Throw-away gradient slices for a norm's weight and bias when the base is frozen (the norm
+/// kernels always form them; they cost O(N·D), nothing next to a GEMM).
+fn junk_grads(junk: &mut [f32], nm: NormIx, d: usize) -> (Option<&mut [f32]>, Option<&mut [f32]>) {
+    let (w, b) = junk[..2 * d].split_at_mut(d);
+    (nm.weight.map(|_| w), nm.bias.map(|_| b))
+}
+
+/// The gradient slices of a normalisation layer's weight and bias (disjoint ranges of `grads`,
+/// which starts at element `off` of the layout).
 fn norm_grads<'g>(
     grads: &'g mut [f32],
     layout: &ParamLayout,
+    off: usize,
     nm: NormIx,
 ) -> (Option<&'g mut [f32]>, Option<&'g mut [f32]>) {
     match (nm.weight, nm.bias) {
         (None, _) => (None, None),
-        (Some(w), None) => (Some(&mut grads[layout.range(w)]), None),
+        (Some(w), None) => (Some(&mut grads[grange(layout, off, w)]), None),
         (Some(w), Some(b)) => {
-            let (rw, rb) = (layout.range(w), layout.range(b));
+            let (rw, rb) = (grange(layout, off, w), grange(layout, off, b));
             if rw.start < rb.start {
                 let (lo, hi) = grads.split_at_mut(rb.start);
                 (Some(&mut lo[rw]), Some(&mut hi[..rb.end - rb.start]))
@@ -963,15 +1343,21 @@ fn norm_grads<'g>(
     }
 }
 
+/// dW += dyᵀ x (and db += Σ dy) for the linear layer `ix` (weight, bias) of shape (out, inp).
+#[allow(clippy::too_many_arguments)]
 fn lin_params(
     grads: &mut [f32],
     layout: &ParamLayout,
+    off: usize,
     ix: (usize, Option<usize>),
     dy: &[f32],
     x: &[f32],
     (n, inp, out): (usize, usize, usize),
 ) {
-    let (wr, br) = (layout.range(ix.0), ix.1.map(|b| layout.range(b)));
+    let (wr, br) = (
+        grange(layout, off, ix.0),
+        ix.1.map(|b| grange(layout, off, b)),
+    );
     match br {
         Some(br) => {
             // Weight and bias are distinct, non-overlapping ranges of `grads`.

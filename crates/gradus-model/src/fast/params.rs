@@ -1,6 +1,8 @@
 //! Flat parameter storage: every parameter of the decoder in one `Vec<f32>`, in the order of
-//! [`Decoder::named_params`] (so the optimiser's state, keyed by those names, lines up segment by
-//! segment), plus the gradient buffer of the same layout.
+//! [`Decoder::named_params`] followed by the LoRA adapters of [`Decoder::lora_params`] (PEFT's
+//! names, A before B, modules in checkpoint order), so the optimiser's state, keyed by those
+//! names, lines up segment by segment with either list; plus the gradient buffer of the trained
+//! part of that layout.
 
 use gradus_tensor::{Error, Result, Tensor};
 
@@ -21,14 +23,30 @@ pub struct Entry {
 pub struct ParamLayout {
     pub entries: Vec<Entry>,
     pub total: usize,
+    /// How many of `entries` are base weights (the rest are LoRA adapters).
+    pub base_entries: usize,
+    /// Elements of the base weights (the adapters start at this offset).
+    pub base_total: usize,
+}
+
+/// The model's base parameters then its adapters: the flat order.
+fn all_params(model: &Decoder) -> Vec<(String, gradus_tensor::Var)> {
+    let mut v = model.named_params();
+    v.extend(model.lora_params());
+    v
 }
 
 impl ParamLayout {
-    /// The layout of `model.named_params()`.
+    /// The layout of `model.named_params()` followed by `model.lora_params()`.
     pub fn of(model: &Decoder) -> Self {
         let mut entries = Vec::new();
         let mut offset = 0;
-        for (name, v) in model.named_params() {
+        let base_entries = model.named_params().len();
+        let mut base_total = 0;
+        for (i, (name, v)) in all_params(model).into_iter().enumerate() {
+            if i == base_entries {
+                base_total = offset;
+            }
             let len = v.elem_count();
             entries.push(Entry {
                 name,
@@ -38,9 +56,14 @@ impl ParamLayout {
             });
             offset += len;
         }
+        if entries.len() == base_entries {
+            base_total = offset;
+        }
         Self {
             entries,
             total: offset,
+            base_entries,
+            base_total,
         }
     }
 
@@ -66,7 +89,7 @@ impl ParamLayout {
 
 /// Copies the model's parameters into `dst` (laid out by `layout`), checking names and shapes.
 pub fn read_params(layout: &ParamLayout, model: &Decoder, dst: &mut [f32]) -> Result<()> {
-    let params = model.named_params();
+    let params = all_params(model);
     if params.len() != layout.entries.len() {
         return Err(Error::msg(format!(
             "fast decoder: the model has {} parameters, the flat layout {}",
@@ -95,7 +118,15 @@ pub fn read_params(layout: &ParamLayout, model: &Decoder, dst: &mut [f32]) -> Re
 
 /// Writes `src` (laid out by `layout`) into the model's Vars.
 pub fn write_params(layout: &ParamLayout, src: &[f32], model: &Decoder) -> Result<()> {
-    for ((name, v), e) in model.named_params().iter().zip(&layout.entries) {
+    let params = all_params(model);
+    if params.len() != layout.entries.len() {
+        return Err(Error::msg(format!(
+            "fast decoder: the model has {} parameters, the flat layout {}",
+            params.len(),
+            layout.entries.len()
+        )));
+    }
+    for ((name, v), e) in params.iter().zip(&layout.entries) {
         if *name != e.name {
             return Err(Error::msg(format!(
                 "fast decoder: parameter order differs (`{name}` vs `{}`)",
