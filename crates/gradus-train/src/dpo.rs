@@ -23,8 +23,7 @@ use gradus_data::tokenizer::Tokenizer;
 use gradus_model::decoder::Decoder;
 use gradus_model::fast::FastDecoder;
 use gradus_model::hf::load_decoder;
-use gradus_model::lora::save_adapter_with_base;
-use gradus_model::{LoraConfig, WeightDtype};
+use gradus_model::WeightDtype;
 use gradus_objectives::math::values;
 use gradus_objectives::preference::{kto, marge, SeqLoss};
 use gradus_objectives::ranking::{ranking_report, RankingReport, BETAS};
@@ -33,7 +32,7 @@ use gradus_tensor::{Error, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::checkpoint::SavedRng;
+use crate::lora::{dropout_state, restore_dropout, LoraRun};
 use crate::prefs::{
     constant_logps, load_pairs, pad_id, pair_logps, pair_logps_all, pair_scores, PairData,
     PrefsSection,
@@ -61,16 +60,14 @@ pub struct ReferenceSection {
 }
 
 crate::recipe_config! {
-    /// The `gradus train dpo` config: the shared recipe sections plus `[objective]`, `[reference]`,
-    /// `[prefs]`, `[lora]`. `data.seq_len` is the longest prompt + completion allowed.
+    /// The `gradus train dpo` config: the shared recipe sections (with `[lora]`) plus
+    /// `[objective]`, `[reference]`, `[prefs]`. `data.seq_len` is the longest prompt + completion
+    /// allowed. With `[lora]` the reference is the base model with the adapters disabled (no
+    /// second copy of the weights); checkpoints hold the adapter in the PEFT layout.
     pub struct DpoConfig {
         pub objective: PreferenceObjective,
         pub reference: ReferenceSection,
         pub prefs: PrefsSection,
-        /// Train LoRA adapters instead of the full model; the reference is then the base model with
-        /// the adapters disabled (no second copy of the weights). Checkpoints hold the adapter in the
-        /// PEFT layout; `gradus lora merge` folds it into the base.
-        pub lora: Option<LoraConfig>,
     }
 }
 
@@ -237,7 +234,7 @@ enum Reference {
 
 struct DpoLearner<'a> {
     model: &'a mut Decoder,
-    lora: Option<(LoraConfig, Option<String>)>,
+    lora: Option<LoraRun>,
     tok: &'a Tokenizer,
     objective: PreferenceObjective,
     items: Items,
@@ -629,40 +626,32 @@ impl Learner for DpoLearner<'_> {
         self.sync_model()
     }
     fn save(&self, dir: &Path) -> Result<()> {
+        self.sync_model()?;
         match &self.lora {
-            Some((cfg, base)) => {
-                save_adapter_with_base(dir, self.model, cfg, base.as_deref())?;
-                self.tok.save(dir)
-            }
-            None => {
-                self.sync_model()?;
-                save_model_files(self.model, self.tok, dir)
-            }
+            Some(l) => l.save(self.model, self.tok, dir),
+            None => save_model_files(self.model, self.tok, dir),
         }
     }
     fn load(&mut self, dir: &Path) -> Result<()> {
-        let t: Vec<(String, Tensor)> = if self.lora.is_some() {
-            let f = dir.join("adapter_model.safetensors");
-            gradus_tensor::io::read_safetensors(&f, self.model.device())?
-                .into_iter()
-                .map(|l| (l.name, l.tensor))
-                .collect()
+        if self.lora.is_some() {
+            LoraRun::load(self.model, dir)?;
         } else {
             let saved = load_decoder(dir, self.model.device())?;
-            saved
+            let t: Vec<(String, Tensor)> = saved
                 .named_params()
                 .into_iter()
                 .map(|(n, v)| (n, v.as_tensor().clone()))
-                .collect()
-        };
-        set_params(&self.params(), &t, dir)?;
+                .collect();
+            set_params(&self.params(), &t, dir)?;
+        }
         if let Some(f) = &mut self.fast {
             f.read_from(self.model)?;
         }
         Ok(())
     }
     fn cursor(&self) -> Value {
-        let dropout = self.model.lora_dropout_state().map(SavedRng::from);
+        let dropout =
+            dropout_state(self.model, self.fast.as_ref()).map(crate::checkpoint::SavedRng::from);
         json!({"pairs": self.cursor.state(), "lora_dropout": dropout})
     }
     fn restore_cursor(&mut self, cursor: &Value) -> Result<()> {
@@ -671,8 +660,7 @@ impl Learner for DpoLearner<'_> {
         };
         let st: CursorState = serde_json::from_value(cursor["pairs"].clone()).map_err(bad)?;
         if let Some(d) = cursor.get("lora_dropout").filter(|v| !v.is_null()) {
-            let saved: SavedRng = serde_json::from_value(d.clone()).map_err(bad)?;
-            self.model.set_lora_dropout_state(saved.to_state()?)?;
+            restore_dropout(self.model, self.fast.as_mut(), d)?;
         }
         self.cursor.restore(st)
     }
@@ -713,12 +701,7 @@ pub fn run(cfg: &DpoConfig, start: impl Into<crate::rundir::Start>) -> Result<Dp
     let tok = crate::prep::tokenizer_for(&base, &[], resume)?;
     let mut model = crate::prep::model_for(&base, &tok)?;
     model.cfg.dtype = WeightDtype::F32;
-    if let Some(l) = &cfg.lora {
-        model.apply_lora(
-            l,
-            &mut gradus_tensor::rng::Rng::derive(cfg.run.seed, "lora"),
-        )?;
-    }
+    let lora = LoraRun::apply(cfg.lora.as_ref(), &base, &mut model)?;
     // References and evaluations run without adapter dropout.
     model.set_lora_training(false);
     let (data, unpaired) = if cfg.prefs.unpaired {
@@ -806,15 +789,6 @@ pub fn run(cfg: &DpoConfig, start: impl Into<crate::rundir::Start>) -> Result<Dp
     };
     let n = items.len();
     model.set_lora_training(true);
-    let lora = cfg.lora.clone().map(|l| {
-        (
-            l,
-            cfg.model
-                .init_from
-                .as_ref()
-                .map(|p| p.display().to_string()),
-        )
-    });
     let fast = fast_engine_for(&model, cfg.train.engine, None)?;
     let mut learner = DpoLearner {
         model: &mut model,

@@ -23,7 +23,8 @@
 //! `[prefs]` section: preference pairs for `dpo` and `reward`), [`quickstart`] and
 //! [`lab_ranking`] (the ranking-accuracy lab), [`llome`] (an LM as a black-box optimiser of
 //! Ehrlich functions against the GA: `gradus lab llome`), [`phf`] (`[phf]`: pretraining with human
-//! feedback, Korbak et al. 2023) and [`lab_phf`] (its lab).
+//! feedback, Korbak et al. 2023) and [`lab_phf`] (its lab). [`lora`]: `[lora]`, adapters instead
+//! of full fine-tuning, for every recipe built on the loop.
 //!
 //! The run directory these write is the contract with `gradus-eval` and `gradus-dynamics`:
 //! ```text
@@ -54,6 +55,7 @@ pub mod icl;
 pub mod lab_phf;
 pub mod lab_ranking;
 pub mod llome;
+pub mod lora;
 pub mod modular;
 pub mod parity;
 pub mod phf;

@@ -203,6 +203,7 @@ pub fn run(cfg: &RecipeConfig, start: Start) -> Result<FitSummary> {
             eval_every: cfg.train.eval_every,
             last_step: cfg.train.steps,
             fast,
+            lora: None,
         },
         task: task.clone(),
         train_pairs: split.train,

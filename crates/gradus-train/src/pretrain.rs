@@ -137,6 +137,7 @@ fn run_phf(
             eval_every: cfg.train.eval_every,
             last_step: cfg.train.steps,
             fast,
+            lora: None,
         };
         let mut learner = PhfLearner::new(lm, cursor, phf, cfg.train.grad_accum);
         let s = fit_learner(&mut learner, cfg, &mut run)?;

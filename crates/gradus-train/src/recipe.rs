@@ -265,6 +265,10 @@ macro_rules! recipe_config {
             pub eval: $crate::eval_hook::EvalSection,
             /// Weight statistics recorded while training (`[dynamics] every = N`).
             pub dynamics: $crate::recipe::DynamicsSection,
+            /// Train LoRA adapters on the frozen `model.init_from` instead of the full model
+            /// (see [`crate::lora`]); absent: full fine-tuning.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub lora: Option<gradus_model::LoraConfig>,
             $( $(#[$fmeta])* pub $field: $ty, )*
         }
 
@@ -282,6 +286,7 @@ macro_rules! recipe_config {
                     eval: self.eval.clone(),
                     dynamics: self.dynamics.clone(),
                     phf: None,
+                    lora: self.lora.clone(),
                 }
             }
         }
@@ -306,6 +311,10 @@ pub struct RecipeConfig {
     /// pretraining.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phf: Option<crate::phf::PhfSection>,
+    /// Train LoRA adapters on the frozen `model.init_from` instead of the full model (see
+    /// [`crate::lora`]); absent: full fine-tuning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora: Option<gradus_model::LoraConfig>,
 }
 
 impl RecipeConfig {
@@ -365,6 +374,29 @@ impl RecipeConfig {
         self.eval.validate()?;
         if let Some(p) = &self.phf {
             p.validate()?;
+        }
+        if let Some(l) = &self.lora {
+            l.validate()?;
+            if self.model.init_from.is_none() {
+                return Err(Error::config(
+                    "lora",
+                    "LoRA adapts a trained model: set model.init_from (the base the adapter is saved against)",
+                ));
+            }
+            if self.phf.is_some() {
+                return Err(Error::config(
+                    "lora",
+                    "[lora] with [phf] is not supported; train the full model or drop [phf]",
+                ));
+            }
+            if self.data.source == crate::modular::SOURCE
+                || self.data.source == crate::parity::SOURCE
+            {
+                return Err(Error::config(
+                    "lora",
+                    format!("[lora] trains decoder checkpoints on text; data.source = `{}` is not supported", self.data.source),
+                ));
+            }
         }
         if self.model.init_from.is_none() {
             let mut c = self.model.config.clone();

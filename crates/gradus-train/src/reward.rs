@@ -56,6 +56,12 @@ impl RewardConfig {
                 "a reward model starts from a trained decoder (or a reward model)",
             ));
         }
+        if self.lora.is_some() {
+            return Err(Error::config(
+                "lora",
+                "`train reward` trains the full model; LoRA reward models are not supported yet (remove [lora])",
+            ));
+        }
         Ok(())
     }
 

@@ -30,6 +30,7 @@ use crate::clip::{
     accumulate_grads, clip_flat_grad_norm, clip_grad_norm, flat_grad_norm, global_grad_norm,
 };
 use crate::interrupt;
+use crate::lora::{cursor_with_dropout, dropout_state, restore_dropout, split_cursor, LoraRun};
 use crate::metrics::MetricsSink;
 use crate::optim::AdamW;
 use crate::recipe::{Engine, RecipeConfig};
@@ -278,6 +279,8 @@ pub struct LmLearner<'a> {
     /// The fast training graph (holding the live weights while training) or None for the
     /// candle reference graph.
     pub fast: Option<FastDecoder>,
+    /// `[lora]`: only the model's adapters train, and checkpoints are adapter directories.
+    pub lora: Option<LoraRun>,
 }
 
 impl LmLearner<'_> {
@@ -313,7 +316,10 @@ pub fn fast_batch_loss(fast: &mut FastDecoder, b: &Batch, norm: f64) -> Result<f
 impl Learner for LmLearner<'_> {
     type Micro = Batch;
     fn params(&self) -> Vec<(String, Var)> {
-        self.model.named_params()
+        match self.lora {
+            Some(_) => self.model.lora_params(),
+            None => self.model.named_params(),
+        }
     }
     fn next_micro(&mut self) -> Result<Batch> {
         self.data.next_batch()
@@ -339,9 +345,19 @@ impl Learner for LmLearner<'_> {
     }
     fn save(&self, dir: &Path) -> Result<()> {
         self.sync_model()?;
-        save_model_files(self.model, self.tok, dir)
+        match &self.lora {
+            Some(l) => l.save(self.model, self.tok, dir),
+            None => save_model_files(self.model, self.tok, dir),
+        }
     }
     fn load(&mut self, dir: &Path) -> Result<()> {
+        if self.lora.is_some() {
+            LoraRun::load(self.model, dir)?;
+            if let Some(f) = &mut self.fast {
+                f.read_from(self.model)?;
+            }
+            return Ok(());
+        }
         let saved = load_decoder(dir, self.model.device())?;
         let tensors: Vec<(String, Tensor)> = saved
             .named_params()
@@ -359,10 +375,17 @@ impl Learner for LmLearner<'_> {
         Ok(())
     }
     fn cursor(&self) -> Value {
-        self.data.cursor()
+        cursor_with_dropout(
+            self.data.cursor(),
+            dropout_state(self.model, self.fast.as_ref()),
+        )
     }
     fn restore_cursor(&mut self, cursor: &Value) -> Result<()> {
-        self.data.restore(cursor)
+        let (data, dropout) = split_cursor(cursor);
+        if let Some(d) = dropout {
+            restore_dropout(self.model, self.fast.as_mut(), d)?;
+        }
+        self.data.restore(data)
     }
     fn eval_model(&self) -> Option<(&Decoder, &Tokenizer)> {
         Some((self.model, self.tok))
@@ -384,10 +407,9 @@ impl Learner for LmLearner<'_> {
             Map::new()
         };
         if val_due {
-            m.insert(
-                "val/loss".into(),
-                json!(validation_loss(self.model, self.val)?),
-            );
+            let model = &*self.model;
+            let loss = crate::lora::without_dropout(model, || validation_loss(model, self.val))?;
+            m.insert("val/loss".into(), json!(loss));
         }
         Ok(m)
     }
@@ -416,6 +438,7 @@ pub fn fit_validated(
 ) -> Result<FitSummary> {
     // Checkpoints keep f32 master weights so a resumed run continues bit-exactly.
     model.cfg.dtype = WeightDtype::F32;
+    let lora = LoraRun::apply(cfg.lora.as_ref(), cfg, model)?;
     let fast = fast_engine_for(model, cfg.train.engine, None)?;
     let mut learner = LmLearner {
         model,
@@ -426,6 +449,7 @@ pub fn fit_validated(
         eval_every: cfg.train.eval_every,
         last_step: cfg.train.steps,
         fast,
+        lora,
     };
     let summary = fit_learner(&mut learner, cfg, run)?;
     learner.sync_model()?;
@@ -680,7 +704,7 @@ pub fn fit_learner<L: Learner>(
             let f = learner
                 .fast()
                 .ok_or_else(|| Error::msg("the fast graph went away"))?;
-            let lens: Vec<usize> = f.layout().entries.iter().map(|e| e.len).collect();
+            let lens: Vec<usize> = f.trainable().iter().map(|e| e.len).collect();
             let (p, g) = f.params_and_grads();
             let grad_norm = if t.max_grad_norm > 0.0 {
                 clip_flat_grad_norm(g, &lens, t.max_grad_norm)?
@@ -732,7 +756,9 @@ pub fn fit_learner<L: Learner>(
         }
         let mut eval_m = match (&eval_hook, learner.eval_model()) {
             (Some(h), Some((model, tok))) if h.due(state.step, t.steps) => {
-                Some(h.run(model, tok, &run_dir)?)
+                Some(crate::lora::without_dropout(model, || {
+                    h.run(model, tok, &run_dir)
+                })?)
             }
             _ => None,
         };

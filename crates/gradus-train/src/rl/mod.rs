@@ -354,6 +354,7 @@ impl RlConfig {
             eval: self.eval.clone(),
             dynamics: self.dynamics.clone(),
             phf: None,
+            lora: None,
         }
     }
 

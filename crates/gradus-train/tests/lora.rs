@@ -1,0 +1,223 @@
+//! `[lora]` in `train sft` and `train pretrain` end to end on a tiny random base: only the adapters
+//! train (the base stays bit-identical), checkpoints are PEFT adapter directories that reproduce
+//! the trained model when loaded on the base, an interrupted and resumed run equals an
+//! uninterrupted one bit for bit (adapter dropout included), and the fast and reference engines
+//! give the same losses.
+
+mod common;
+use common::{col, init_model};
+
+use std::path::Path;
+
+use gradus_data::pack::{Overflow, RowCursor};
+use gradus_data::tokenizer::Tokenizer;
+use gradus_model::{Decoder, ForwardInput, LoraConfig};
+use gradus_tasks::Split;
+use gradus_tensor::Device;
+use gradus_train::recipe::{Engine, RecipeConfig};
+use gradus_train::rundir::Start;
+use gradus_train::schedule::Schedule;
+
+fn lora(dropout: f64) -> LoraConfig {
+    LoraConfig {
+        r: 4,
+        lora_alpha: 8.0,
+        lora_dropout: dropout,
+        target_modules: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()],
+        use_rslora: false,
+    }
+}
+
+/// A tiny SFT run from `init` with adapters (dropout `p`).
+fn sft_cfg(dir: &Path, init: &Path, name: &str, p: f64) -> RecipeConfig {
+    let mut c = RecipeConfig::default();
+    c.run.dir = dir.to_path_buf();
+    c.run.name = name.into();
+    c.run.seed = 3;
+    c.model.init_from = Some(init.to_path_buf());
+    c.data.source = "synthetic".into();
+    c.data.synthetic_examples = 64;
+    c.data.seq_len = 128;
+    c.data.val_fraction = 0.1;
+    c.train.steps = 6;
+    c.train.batch_size = 4;
+    c.train.grad_accum = 2;
+    c.train.lr = 1e-2;
+    c.train.eval_every = 3;
+    c.train.progress = false;
+    c.optimizer.weight_decay = 0.0;
+    c.schedule = Schedule::Constant { warmup_steps: 0 };
+    c.lora = Some(lora(p));
+    c
+}
+
+fn bits(v: &[f64]) -> Vec<u64> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Log-probs of a fixed sequence under `m` (adapter dropout off).
+fn logps(m: &Decoder) -> Vec<f32> {
+    m.set_lora_training(false);
+    let ids: Vec<u32> = (3..40).collect();
+    let tg: Vec<u32> = (4..41).collect();
+    m.target_logprobs(&ForwardInput::new(&ids, 1, ids.len()), &tg)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+#[test]
+fn sft_lora_freezes_the_base_and_its_adapter_reproduces_the_model() {
+    let d = tempfile::tempdir().unwrap();
+    let init = init_model(d.path(), false);
+    let cfg = sft_cfg(d.path(), &init, "fit", 0.1);
+    let tok = Tokenizer::from_dir(&init).unwrap();
+    let mut model = gradus_model::hf::load_decoder(&init, &Device::Cpu).unwrap();
+    let ex = gradus_train::sft::synthetic_examples(64, 3, Split::Train);
+    let seqs = gradus_train::sft::sequences(&tok, &ex, true).unwrap();
+    let pad = tok.pad_id().or(tok.eos_id()).unwrap_or(0);
+    let rows = gradus_train::prep::rows_with(&cfg, &seqs, pad, Overflow::Skip).unwrap();
+    let mut data = RowCursor::new(rows, 4, 3).unwrap();
+    let mut run = gradus_train::prep::start_run(&cfg, &Start::New).unwrap();
+    let s = gradus_train::trainer::fit_validated(&mut model, &tok, &mut data, &[], &cfg, &mut run)
+        .unwrap();
+    drop(run);
+
+    // The base is bit-identical to the checkpoint it came from; the adapters moved off their init
+    // (B was 0).
+    let base = gradus_model::hf::load_decoder(&init, &Device::Cpu).unwrap();
+    for ((n, a), (_, b)) in model.named_params().iter().zip(base.named_params()) {
+        let (a, b): (Vec<f32>, Vec<f32>) = (
+            a.as_tensor().flatten_all().unwrap().to_vec1().unwrap(),
+            b.as_tensor().flatten_all().unwrap().to_vec1().unwrap(),
+        );
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "base weight {n} changed"
+        );
+    }
+    let lp = model.lora_params();
+    assert_eq!(lp.len(), 2 * 3 * 2, "A and B of 3 modules in 2 layers");
+    for (n, v) in lp.iter().filter(|(n, _)| n.contains("lora_B")) {
+        let m = v.as_tensor().abs().unwrap().max_all().unwrap();
+        assert!(m.to_scalar::<f32>().unwrap() > 0.0, "{n} never trained");
+    }
+
+    // The checkpoint is a PEFT adapter directory naming the base; loaded on it (merged), it gives
+    // the trained model's log-probs. Tolerance: merging adds s·BA into W, which rounds differently
+    // from the unmerged x Wᵀ + s·(x Aᵀ)Bᵀ (f32, a few ulps of O(1) logits).
+    let ck = s.last_checkpoint.unwrap();
+    assert!(
+        ck.join("adapter_config.json").is_file() && ck.join("adapter_model.safetensors").is_file()
+    );
+    assert!(
+        !ck.join("model.safetensors").exists(),
+        "a LoRA checkpoint holds the adapter only"
+    );
+    assert!(ck.join("tokenizer.json").is_file() && ck.join("optimizer.safetensors").is_file());
+    let ac: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(ac["base_model_name_or_path"], init.display().to_string());
+    assert_eq!(ac["r"], 4);
+    let loaded = gradus_model::lora::load_model_dir(&ck, &Device::Cpu).unwrap();
+    let (a, b) = (logps(&model), logps(&loaded));
+    let diff = gradus_tensor::tol::max_abs_diff(&a, &b);
+    assert!(diff <= 1e-4, "adapter on base vs trained model: {diff}");
+    // ... and the adapter matters: without it the log-probs are the base's.
+    let diff_base = gradus_tensor::tol::max_abs_diff(&a, &logps(&base));
+    assert!(
+        diff_base > 1e-3,
+        "the adapter changed nothing ({diff_base})"
+    );
+}
+
+#[test]
+fn sft_lora_resumes_bit_identically() {
+    // Dropout 0.1: the mask stream is part of the checkpoint. Stopped after 3 of 6 steps and
+    // resumed, the losses (and val/loss) equal the uninterrupted run's bit for bit.
+    let d = tempfile::tempdir().unwrap();
+    let init = init_model(d.path(), true);
+    let full = sft_cfg(d.path(), &init, "full", 0.1);
+    let s = gradus_train::sft::run(&full, false).unwrap();
+    assert_eq!(s.steps, 6);
+    let mut split = sft_cfg(d.path(), &init, "split", 0.1);
+    split.train.stop_after = 3;
+    gradus_train::sft::run(&split, false).unwrap();
+    let ck3 = d.path().join("split/checkpoints/step-3");
+    assert!(ck3.join("adapter_model.safetensors").is_file());
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck3.join("trainer_state.json")).unwrap())
+            .unwrap();
+    assert!(
+        st["data_cursor"]["lora_dropout"].is_object(),
+        "the dropout stream is saved: {st}"
+    );
+    gradus_train::sft::run(&split, true).unwrap();
+    for key in ["train/loss", "val/loss"] {
+        let (a, b) = (
+            col(&d.path().join("full"), key),
+            col(&d.path().join("split"), key),
+        );
+        assert!(!a.is_empty(), "{key} logged");
+        assert_eq!(bits(&a), bits(&b), "{key}: resumed run differs");
+    }
+    let loss = col(&d.path().join("full"), "train/loss");
+    assert!(loss[5] < loss[0], "the adapters learn: {loss:?}");
+}
+
+#[test]
+fn pretrain_lora_losses_agree_on_both_engines() {
+    // The fast graph draws the reference path's dropout masks, so with dropout 0.1 both engines
+    // see the same masks: losses agree to f32 rounding (relative 1e-4, as the full-model engine
+    // test), step after step.
+    let d = tempfile::tempdir().unwrap();
+    let init = init_model(d.path(), false);
+    let mk = |name: &str, engine: Engine| {
+        let mut c = sft_cfg(d.path(), &init, name, 0.1);
+        c.data.synthetic_examples = 200;
+        c.data.seq_len = 48;
+        c.train.engine = engine;
+        c
+    };
+    gradus_train::pretrain::run(&mk("fast", Engine::Fast), false).unwrap();
+    gradus_train::pretrain::run(&mk("ref", Engine::Reference), false).unwrap();
+    let (a, b) = (
+        col(&d.path().join("fast"), "train/loss"),
+        col(&d.path().join("ref"), "train/loss"),
+    );
+    assert_eq!(a.len(), 6);
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-4 * y.abs(),
+            "step {}: fast {x} vs reference {y}",
+            i + 1
+        );
+    }
+    assert!(a[5] < a[0], "the adapters learn: {a:?}");
+    assert!(d
+        .path()
+        .join("fast/checkpoints/step-6/adapter_model.safetensors")
+        .is_file());
+}
+
+#[test]
+fn lora_settings_are_checked() {
+    let d = tempfile::tempdir().unwrap();
+    // From scratch: nothing to adapt.
+    let mut c = sft_cfg(d.path(), d.path(), "x", 0.0);
+    c.model.init_from = None;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("lora") && e.contains("model.init_from"), "{e}");
+    // A bad field is named.
+    let mut c = sft_cfg(d.path(), d.path(), "x", 0.0);
+    c.lora.as_mut().unwrap().target_modules = vec!["qkv".into()];
+    let e = c.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("lora.target_modules") && e.contains("qkv"),
+        "{e}"
+    );
+    // [lora] is a shared section: parsed from TOML like every other.
+    let t: RecipeConfig = toml::from_str("[lora]\nr = 2\ntarget_modules = [\"o_proj\"]\n").unwrap();
+    assert_eq!(t.lora.unwrap().r, 2);
+}
