@@ -1,7 +1,8 @@
 //! `gradus lora merge` end to end on the PEFT fixture of gradus-model
 //! (`crates/gradus-model/tests/fixtures/peft_lora`, written by its gen.py with PEFT from PyPI):
 //! the merged checkpoint holds PEFT's merged weights and gives PEFT's logits; bad input exits with
-//! status 1, no panic, and names the thing at fault.
+//! status 1, no panic, and names the thing at fault. And `gradus train sft` with the shipped
+//! `configs/sft/lora.toml` writes adapter checkpoints that `gradus generate` accepts.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -224,4 +225,81 @@ fn transformers_loads_the_merged_checkpoint() {
             "{case}: check_saved.py failed on the merged checkpoint"
         );
     }
+}
+
+#[test]
+fn sft_with_the_shipped_lora_config_writes_an_adapter_that_generate_loads() {
+    // A tiny random base with a byte-level tokenizer, then 2 SFT steps with configs/sft/lora.toml.
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base");
+    let texts: Vec<String> = (0..200)
+        .map(|i| format!("Question: Compute {i}+{}.\nAnswer: {}", i % 7, i + i % 7))
+        .collect();
+    let tok = gradus_train::prep::train_tokenizer(&texts, 300).unwrap();
+    let cfg = gradus_model::DecoderConfig {
+        vocab_size: tok.vocab_size(),
+        hidden_size: 32,
+        intermediate_size: 64,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        max_position_embeddings: 256,
+        bos_token_id: tok.bos_id(),
+        eos_token_id: tok.eos_id(),
+        ..Default::default()
+    };
+    let m = gradus_model::Decoder::new_random(&cfg, 1, &Device::Cpu).unwrap();
+    gradus_model::hf::save_decoder(&m, &base).unwrap();
+    tok.save(&base).unwrap();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/sft/lora.toml");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_gradus"))
+            .args(args)
+            .current_dir(d.path())
+            .env_remove("GRADUS_LOG")
+            .output()
+            .expect("running gradus")
+    };
+    let ok = |o: &Output| {
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(
+            o.status.success() && !err.contains("panicked"),
+            "stderr:\n{err}"
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    ok(&run(&[
+        "train",
+        "sft",
+        "--config",
+        config.to_str().unwrap(),
+        "--set",
+        "model.init_from=\"base\"",
+        "--set",
+        "train.steps=2",
+        "--set",
+        "schedule.warmup_steps=0",
+        "--set",
+        "train.batch_size=4",
+        "--set",
+        "data.synthetic_examples=40",
+        "--set",
+        "train.progress=false",
+    ]));
+    let ck = d.path().join("runs/sft-lora/checkpoints/step-2");
+    assert!(
+        ck.join("adapter_config.json").is_file(),
+        "an adapter directory"
+    );
+    assert!(!ck.join("model.safetensors").exists());
+    let out = ok(&run(&[
+        "generate",
+        "--model",
+        "runs/sft-lora/checkpoints/step-2",
+        "--prompt",
+        "Question: Compute 2+3.\nAnswer: ",
+        "--max-new-tokens",
+        "4",
+    ]));
+    assert!(!out.trim().is_empty(), "generate printed nothing");
 }
