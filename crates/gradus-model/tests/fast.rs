@@ -579,3 +579,31 @@ fn lora_trains_only_the_adapters_and_round_trips() {
     fresh.read_from(&m).unwrap();
     assert_eq!(fresh.params(), f.params());
 }
+
+#[test]
+fn disabled_adapters_compute_the_base_model() {
+    // With the adapters off, the graph's log-probs are the base model's bit for bit (the same
+    // kernels run on the same weights), no dropout mask is drawn, and a backward leaves the
+    // adapter gradients at zero; switched back on, the adapted model returns.
+    let c = cfg(Family::Qwen2, false, 2, true);
+    let base = model(&c, 100);
+    let m = with_lora(&base, &["q_proj", "o_proj", "up_proj"], 0.2, 101);
+    m.set_lora_training(true);
+    let inp = inputs(102, 2, 17, c.vocab_size);
+    let mut f = FastDecoder::new(&m, FastOptions::default()).unwrap();
+    let mut fb = FastDecoder::new(&base, FastOptions::default()).unwrap();
+    let (lp_base, _) = fast_run(&mut fb, &inp, true);
+    f.set_adapters_enabled(false);
+    let st = f.lora_dropout_state();
+    let (lp_off, g_off) = fast_run(&mut f, &inp, true);
+    assert_eq!(
+        lp_off.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        lp_base.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    );
+    assert_eq!(f.lora_dropout_state(), st, "no masks drawn");
+    assert!(g_off.iter().all(|&g| g == 0.0));
+    f.set_adapters_enabled(true);
+    let (lp_on, g_on) = fast_run(&mut f, &inp, true);
+    assert!(max_abs_diff(&lp_on, &lp_base) > 1e-3);
+    assert!(g_on.iter().any(|&g| g != 0.0));
+}

@@ -507,3 +507,51 @@ fn lab_rlvr_scores_sft_and_rl_models_on_the_same_problems() {
     let html = std::fs::read_to_string(&o.report).unwrap();
     assert!(html.contains("SFT + GRPO, all"), "{html}");
 }
+
+#[test]
+fn lora_rl_trains_adapters_against_the_base_and_resumes_exactly() {
+    // [lora]: the reference is the policy's graph with its adapters off. B starts at 0, so at the
+    // first step policy = base exactly and the KL is exactly 0; once the adapters move it is not
+    // (a reference that kept the adapters would give 0 forever). Stopped after 2 of 4 steps and
+    // resumed: bit-identical. Checkpoints are adapter directories.
+    let d = tempfile::tempdir().unwrap();
+    let init = init_model(d.path(), false);
+    let mut a = cfg(d.path(), &init, "lora-full");
+    a.train.grad_accum = 2;
+    a.algorithm.steps_per_generation = 2;
+    a.algorithm.beta = 0.04;
+    a.lora = Some(gradus_model::LoraConfig {
+        r: 4,
+        lora_alpha: 8.0,
+        lora_dropout: 0.0,
+        target_modules: vec!["q_proj".into(), "v_proj".into(), "up_proj".into()],
+        use_rslora: false,
+    });
+    run(&a, false).unwrap();
+    let full = d.path().join("lora-full");
+    let kl = col(&full, "kl");
+    assert_eq!(kl.len(), 4, "{kl:?}");
+    assert_eq!(kl[0], 0.0, "policy = base at the first step");
+    assert!(
+        kl[1..].iter().any(|&k| k > 0.0),
+        "the adapters moved: {kl:?}"
+    );
+    let ck = full.join("checkpoints/step-4");
+    assert!(ck.join("adapter_model.safetensors").is_file());
+    assert!(!ck.join("model.safetensors").exists());
+    let mut b = a.clone();
+    b.run.name = "lora-split".into();
+    b.train.stop_after = 2;
+    run(&b, false).unwrap();
+    b.train.stop_after = 0;
+    run(&b, true).unwrap();
+    let split = d.path().join("lora-split");
+    for key in ["train/loss", "train/grad_norm", "kl", "reward/mean"] {
+        assert_eq!(bits(&full, key), bits(&split, key), "{key}");
+    }
+    // Dropout is refused (masks would make old/reference/current log-probs disagree).
+    let mut c = a.clone();
+    c.lora.as_mut().unwrap().lora_dropout = 0.1;
+    let e = err(&c);
+    assert!(e.contains("lora.lora_dropout"), "{e}");
+}

@@ -182,6 +182,8 @@ struct Saved {
     ready: bool,
     /// Whether `ws.dx` holds ∂loss/∂x₀ of the last backward.
     grad_ready: bool,
+    /// Whether the last forward ran with the LoRA adapters (see `set_adapters_enabled`).
+    adapters_on: bool,
 }
 
 /// cos/sin of `pos · inv_freq` for positions 0..n, (n, Dh/2) row-major, with the very f32
@@ -218,6 +220,8 @@ pub struct FastDecoder {
     dropout: Option<Dropout>,
     /// Largest adapter rank (0 without adapters).
     r_max: usize,
+    /// False: forwards run the base model alone (the adapters are skipped).
+    adapters_enabled: bool,
 }
 
 impl FastDecoder {
@@ -350,7 +354,16 @@ impl FastDecoder {
             grad_off,
             dropout,
             r_max,
+            adapters_enabled: true,
         })
+    }
+
+    /// Runs the following forwards with (true, default) or without the LoRA adapters. Without,
+    /// the graph computes the base model (no dropout masks drawn), e.g. the frozen reference of
+    /// an RL or DPO objective at no second copy of the weights; a backward then gives the
+    /// adapters zero gradient.
+    pub fn set_adapters_enabled(&mut self, enabled: bool) {
+        self.adapters_enabled = enabled;
     }
 
     /// Whether the model has LoRA adapters (then, by default, only they train).
@@ -515,8 +528,12 @@ impl FastDecoder {
             final_norm,
             opts,
             dropout,
+            adapters_enabled,
             ..
         } = self;
+        let on = *adapters_enabled;
+        saved.adapters_on = on;
+        let no_lora: [Option<AdIx>; 7] = [None; 7];
         let (params, layout, rope, layers): (&[f32], &ParamLayout, &Rope, &[LayerIx]) =
             (params, layout, rope, layers);
         let p = move |i: usize| &params[layout.range(i)];
@@ -547,6 +564,7 @@ impl FastDecoder {
         let segs = saved.segments.as_deref();
         for li in 0..layers.len() {
             let ix = &layers[li];
+            let lora_ix = if on { &ix.lora } else { &no_lora };
             let (done, rest) = ws.layers.split_at_mut(li + 1);
             let a = &mut done[li];
             let next_x = match rest.first_mut() {
@@ -569,7 +587,7 @@ impl FastDecoder {
             // LoRA updates (dropout masks drawn in the candle path's order: q, k, v, o, gate,
             // up, down).
             for (j, y, out) in [(Q, &mut ws.qraw, qw), (K, &mut ws.kraw, kw)] {
-                if let Some(ad) = &ix.lora[j] {
+                if let Some(ad) = &lora_ix[j] {
                     lora::forward(
                         ad,
                         params,
@@ -583,7 +601,7 @@ impl FastDecoder {
                     );
                 }
             }
-            if let Some(ad) = &ix.lora[V] {
+            if let Some(ad) = &lora_ix[V] {
                 lora::forward(
                     ad,
                     params,
@@ -617,7 +635,7 @@ impl FastDecoder {
             );
             a.x_mid[..n * d].copy_from_slice(&a.x[..n * d]);
             linear::matmul(&mut a.x_mid, true, &a.o, false, p(ix.o), true, n, d, qw);
-            if let Some(ad) = &ix.lora[O] {
+            if let Some(ad) = &lora_ix[O] {
                 lora::forward(
                     ad,
                     params,
@@ -642,7 +660,7 @@ impl FastDecoder {
             );
             linear::forward(&mut a.gate, &a.n2, p(ix.gate.0), pb(ix.gate.1), n, d, f);
             linear::forward(&mut a.up, &a.n2, p(ix.up.0), pb(ix.up.1), n, d, f);
-            if let Some(ad) = &ix.lora[GATE] {
+            if let Some(ad) = &lora_ix[GATE] {
                 lora::forward(
                     ad,
                     params,
@@ -655,7 +673,7 @@ impl FastDecoder {
                     (n, d, f),
                 );
             }
-            if let Some(ad) = &ix.lora[UP] {
+            if let Some(ad) = &lora_ix[UP] {
                 lora::forward(
                     ad,
                     params,
@@ -679,7 +697,7 @@ impl FastDecoder {
                 }
             }
             linear::matmul(next_x, true, &a.act, false, p(ix.down.0), true, n, d, f);
-            if let Some(ad) = &ix.lora[DOWN] {
+            if let Some(ad) = &lora_ix[DOWN] {
                 lora::forward(
                     ad,
                     params,
@@ -795,6 +813,7 @@ impl FastDecoder {
             grad_off,
             ..
         } = self;
+        let no_lora: [Option<AdIx>; 7] = [None; 7];
         let (tb, goff) = (*train_base, *grad_off);
         let (params, layout, rope, layers, saved): (
             &[f32],
@@ -888,13 +907,18 @@ impl FastDecoder {
         let segs = saved.segments.as_deref();
         for li in (0..layers.len()).rev() {
             let ix = &layers[li];
+            let lora_ix = if saved.adapters_on {
+                &ix.lora
+            } else {
+                &no_lora
+            };
             let a = &ws.layers[li];
             // MLP: x'' = x' + act Wdᵀ (+bd).
             linear::backward_input(&mut ws.df0, false, &ws.dx, p(ix.down.0), n, f, d);
             if tb {
                 lin_params(grads, layout, goff, ix.down, &ws.dx, &a.act, (n, f, d));
             }
-            if let Some(ad) = &ix.lora[DOWN] {
+            if let Some(ad) = &lora_ix[DOWN] {
                 lora::backward(
                     ad,
                     params,
@@ -923,7 +947,7 @@ impl FastDecoder {
                 lin_params(grads, layout, goff, ix.up, &ws.df2, &a.n2, (n, d, f));
             }
             for (j, dy) in [(GATE, &ws.df1), (UP, &ws.df2)] {
-                if let Some(ad) = &ix.lora[j] {
+                if let Some(ad) = &lora_ix[j] {
                     lora::backward(
                         ad,
                         params,
@@ -962,7 +986,7 @@ impl FastDecoder {
             if tb {
                 lin_params(grads, layout, goff, (ix.o, None), &ws.dx, &a.o, (n, qw, d));
             }
-            if let Some(ad) = &ix.lora[O] {
+            if let Some(ad) = &lora_ix[O] {
                 lora::backward(
                     ad,
                     params,
@@ -1016,7 +1040,7 @@ impl FastDecoder {
                 lin_params(grads, layout, goff, ix.v, &ws.dv, &a.n1, (n, d, kw));
             }
             for (j, dy, out) in [(Q, &ws.dqraw, qw), (K, &ws.dkraw, kw), (V, &ws.dv, kw)] {
-                if let Some(ad) = &ix.lora[j] {
+                if let Some(ad) = &lora_ix[j] {
                     lora::backward(
                         ad,
                         params,

@@ -23,6 +23,11 @@
 //! distribution (TRL divides the logits by the sampling temperature first); `dapo` divides by the
 //! tokens of each optimiser step (TRL by the generation batch's tokens × GA / steps_per_generation,
 //! the same number when steps_per_generation = 1).
+//!
+//! `[lora]` ([`crate::lora`]): only the policy's adapters train; the reference is the same fast
+//! graph with its adapters switched off (no second copy of the weights), and checkpoints are PEFT
+//! adapter directories. Adapter dropout must be 0 here: with dropout the old, reference and
+//! current log-probs of one completion would differ by their masks, not by the policy.
 
 pub mod rewards;
 pub mod step;
@@ -333,6 +338,10 @@ pub struct RlConfig {
     pub eval: crate::eval_hook::EvalSection,
     pub dynamics: DynamicsSection,
     pub log: RlLogSection,
+    /// Train LoRA adapters on the frozen `model.init_from` (the reference is the base, adapters
+    /// off); absent: full fine-tuning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora: Option<gradus_model::LoraConfig>,
 }
 
 impl RlConfig {
@@ -354,7 +363,7 @@ impl RlConfig {
             eval: self.eval.clone(),
             dynamics: self.dynamics.clone(),
             phf: None,
-            lora: None,
+            lora: self.lora.clone(),
         }
     }
 
@@ -366,6 +375,17 @@ impl RlConfig {
     pub fn validate(&self) -> Result<()> {
         self.base().validate()?;
         self.algorithm.validate()?;
+        if let Some(l) = &self.lora {
+            if l.lora_dropout != 0.0 {
+                return Err(Error::config(
+                    "lora.lora_dropout",
+                    format!(
+                        "is {}; train rl needs 0 (dropout masks would make the old, reference and current log-probs of a completion differ)",
+                        l.lora_dropout
+                    ),
+                ));
+            }
+        }
         if self.model.init_from.is_none() {
             return Err(Error::config(
                 "model.init_from",
@@ -567,13 +587,24 @@ struct StepAcc {
     clip_high_max: f64,
 }
 
+/// The reference policy of the KL term.
+enum Reference {
+    /// β = 0: none is loaded.
+    None,
+    /// A frozen copy of the initial model.
+    Model(Box<FastDecoder>),
+    /// `[lora]`: the policy's own graph with its adapters switched off (the base).
+    Base,
+}
+
 struct RlLearner<'a> {
     model: &'a Decoder,
     tok: &'a Tokenizer,
     cfg: RlConfig,
     settings: LossSettings,
     fast: FastDecoder,
-    reference: Option<FastDecoder>,
+    reference: Reference,
+    lora: Option<crate::lora::LoraRun>,
     prompts: Vec<PromptRow>,
     cursor: IndexCursor,
     rewards: Vec<Box<dyn Reward>>,
@@ -730,11 +761,28 @@ impl RlLearner<'_> {
             old = Some(v);
         }
         let mut refl: Option<Vec<Vec<f32>>> = None;
-        if let Some(r) = self.reference.as_mut() {
+        let base_is_reference = matches!(self.reference, Reference::Base);
+        let r = match &mut self.reference {
+            Reference::Model(r) => Some(&mut **r),
+            Reference::Base => Some(&mut self.fast),
+            Reference::None => None,
+        };
+        if let Some(r) = r {
+            // The base reference: the policy graph with its adapters switched off.
+            r.set_adapters_enabled(!base_is_reference);
             let mut v = Vec::with_capacity(rows.len());
+            let mut res = Ok(());
             for c in rows.chunks(chunk) {
-                v.extend(completion_logps(r, c, self.pad)?);
+                match completion_logps(r, c, self.pad) {
+                    Ok(lp) => v.extend(lp),
+                    Err(e) => {
+                        res = Err(e);
+                        break;
+                    }
+                }
             }
+            r.set_adapters_enabled(true);
+            res?;
             refl = Some(v);
         }
         // KL in the reward: per-token k-estimates of the sampling policy against the reference.
@@ -1008,7 +1056,10 @@ impl Learner for RlLearner<'_> {
     type Micro = Vec<usize>;
 
     fn params(&self) -> Vec<(String, Var)> {
-        self.model.named_params()
+        match self.lora {
+            Some(_) => self.model.lora_params(),
+            None => self.model.named_params(),
+        }
     }
     fn next_micro(&mut self) -> Result<Vec<usize>> {
         let per_pass = self.micro_per_generation();
@@ -1077,9 +1128,16 @@ impl Learner for RlLearner<'_> {
     }
     fn save(&self, dir: &Path) -> Result<()> {
         self.fast.write_to(self.model)?;
-        save_model_files(self.model, self.tok, dir)
+        match &self.lora {
+            Some(l) => l.save(self.model, self.tok, dir),
+            None => save_model_files(self.model, self.tok, dir),
+        }
     }
     fn load(&mut self, dir: &Path) -> Result<()> {
+        if self.lora.is_some() {
+            crate::lora::LoraRun::load(self.model, dir)?;
+            return self.fast.read_from(self.model);
+        }
         let saved = load_decoder(dir, self.model.device())?;
         let t: Vec<(String, Tensor)> = saved
             .named_params()
@@ -1152,14 +1210,17 @@ pub fn run(cfg: &RlConfig, start: impl Into<crate::rundir::Start>) -> Result<RlS
             ),
         ));
     }
+    let lora = crate::lora::LoraRun::apply(cfg.lora.as_ref(), &base, &mut model)?;
     let fast = FastDecoder::new(&model, FastOptions::default())?;
     let a = &cfg.algorithm;
-    let reference = if a.beta > 0.0 {
+    let reference = if a.beta <= 0.0 {
+        Reference::None
+    } else if lora.is_some() {
+        Reference::Base
+    } else {
         let dir = crate::prefs::model_dir(&cfg.model.init_from, "rl")?;
         let r = load_decoder(&dir, model.device())?;
-        Some(FastDecoder::new(&r, FastOptions::default())?)
-    } else {
-        None
+        Reference::Model(Box::new(FastDecoder::new(&r, FastOptions::default())?))
     };
     let prompts = load_prompts(cfg, &tok, model.cfg.max_position_embeddings)?;
     let n_prompts = cfg.generation_batch() / a.num_generations;
@@ -1198,6 +1259,7 @@ pub fn run(cfg: &RlConfig, start: impl Into<crate::rundir::Start>) -> Result<RlS
         settings: a.loss_settings(),
         fast,
         reference,
+        lora,
         prompts,
         cursor,
         names: cfg.rewards.iter().map(|r| r.display_name()).collect(),
