@@ -443,6 +443,28 @@ pub fn save_adapter_with_base(
     cfg: &LoraConfig,
     base_model: Option<&str>,
 ) -> Result<()> {
+    save_adapter_dir(dir, decoder, cfg, base_model, &AdapterExtras::default())
+}
+
+/// What an adapter directory holds beyond the LoRA weights: PEFT's `task_type` (default
+/// `CAUSAL_LM`) and `modules_to_save`, modules trained in full whose weights are saved beside the
+/// adapters under PEFT's names (`base_model.model.score.weight` for a reward model's head).
+#[derive(Clone, Debug, Default)]
+pub struct AdapterExtras {
+    pub task_type: Option<String>,
+    pub modules_to_save: Vec<String>,
+    /// (name without the `base_model.model.` prefix, tensor), e.g. (`score.weight`, W).
+    pub tensors: Vec<(String, Tensor)>,
+}
+
+/// [`save_adapter_with_base`] with `extras` (a reward model's fully trained score head).
+pub fn save_adapter_dir(
+    dir: &Path,
+    decoder: &Decoder,
+    cfg: &LoraConfig,
+    base_model: Option<&str>,
+    extras: &AdapterExtras,
+) -> Result<()> {
     cfg.validate()?;
     let mut any = false;
     for (p, name, l) in linears(decoder) {
@@ -482,12 +504,24 @@ pub fn save_adapter_with_base(
         return Err(Error::msg("the model has no LoRA adapters to save"));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tensors: Vec<(String, Tensor)> = decoder
+    let mut tensors: Vec<(String, Tensor)> = decoder
         .lora_params()
         .into_iter()
         .map(|(n, v)| (n, v.as_tensor().clone()))
         .collect();
+    tensors.extend(
+        extras
+            .tensors
+            .iter()
+            .map(|(n, t)| (format!("{PEFT_PREFIX}{n}"), t.clone())),
+    );
     write_safetensors(&dir.join(ADAPTER_WEIGHTS), &tensors, StoreDtype::F32)?;
+    let modules_to_save =
+        (!extras.modules_to_save.is_empty()).then(|| extras.modules_to_save.clone());
+    let task_type = extras
+        .task_type
+        .clone()
+        .unwrap_or_else(|| "CAUSAL_LM".into());
     let targets = canonical_order(&cfg.target_modules);
     // The fields PEFT 0.21 writes that matter for a plain LoRA; PEFT fills the rest with defaults.
     let json = json!({
@@ -502,13 +536,13 @@ pub fn save_adapter_with_base(
         "lora_alpha": cfg.lora_alpha,
         "lora_bias": false,
         "lora_dropout": cfg.lora_dropout,
-        "modules_to_save": null,
+        "modules_to_save": modules_to_save,
         "peft_type": "LORA",
         "r": cfg.r,
         "rank_pattern": {},
         "revision": null,
         "target_modules": targets,
-        "task_type": "CAUSAL_LM",
+        "task_type": task_type,
         "use_dora": false,
         "use_rslora": cfg.use_rslora,
     });
@@ -521,6 +555,12 @@ pub fn save_adapter_with_base(
 /// what a LoRA computes and that gradus does not implement (DoRA, LoRA biases, per-module rank or
 /// alpha patterns, `fan_in_fan_out`, `modules_to_save`) are rejected by name.
 pub fn read_adapter_config(path: &Path) -> Result<LoraConfig> {
+    read_adapter_config_with(path, &[])
+}
+
+/// [`read_adapter_config`] that accepts `modules_to_save` naming only modules in `allowed`
+/// (e.g. `["score"]` for a reward model).
+pub fn read_adapter_config_with(path: &Path, allowed: &[&str]) -> Result<LoraConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let v: Value = serde_json::from_str(&text)
         .map_err(|e| Error::format(path, format!("invalid JSON: {e}")))?;
@@ -571,11 +611,18 @@ pub fn read_adapter_config(path: &Path) -> Result<LoraConfig> {
     }
     if field("modules_to_save")
         .and_then(|x| x.as_array())
-        .is_some_and(|a| !a.is_empty())
+        .is_some_and(|a| {
+            a.iter()
+                .any(|m| !m.as_str().is_some_and(|m| allowed.contains(&m)))
+        })
     {
         return Err(bad(
             "modules_to_save",
-            "is not empty; only LoRA adapters are supported".into(),
+            if allowed.is_empty() {
+                "is not empty; only LoRA adapters are supported".into()
+            } else {
+                format!("names modules other than {allowed:?}, which gradus cannot restore here")
+            },
         ));
     }
     let r = field("r")
@@ -653,6 +700,17 @@ fn canonical_order(names: &[String]) -> Vec<String> {
 /// `Rng::derive(0, "lora-dropout")` (restore another with [`Decoder::set_lora_dropout_state`]).
 /// Errors name the file and the tensor; on error the decoder is left without adapters.
 pub fn load_adapter(dir: &Path, decoder: &mut Decoder) -> Result<LoraConfig> {
+    Ok(load_adapter_with(dir, decoder, &[])?.0)
+}
+
+/// [`load_adapter`] for an adapter with `modules_to_save` among `extras` (e.g. `["score"]`):
+/// returns the config and those modules' tensors, by name without the `base_model.model.`
+/// prefix (`score.weight`).
+pub fn load_adapter_with(
+    dir: &Path,
+    decoder: &mut Decoder,
+    extras: &[&str],
+) -> Result<(LoraConfig, Vec<(String, Tensor)>)> {
     if !dir.is_dir() {
         let what = if dir.exists() {
             "not a directory"
@@ -685,14 +743,24 @@ pub fn load_adapter(dir: &Path, decoder: &mut Decoder) -> Result<LoraConfig> {
             format!("no {ADAPTER_WEIGHTS} in this directory{hint}"),
         ));
     }
-    let cfg = read_adapter_config(&cfg_path)?;
+    let cfg = read_adapter_config_with(&cfg_path, extras)?;
     if decoder.has_lora() {
         return Err(Error::msg(
             "the model already has LoRA adapters (use without_adapters() first)",
         ));
     }
     let mut tensors: BTreeMap<String, Tensor> = BTreeMap::new();
+    let mut extra_tensors = Vec::new();
     for l in read_safetensors(&w_path, decoder.device())? {
+        let module = l
+            .name
+            .strip_prefix(PEFT_PREFIX)
+            .and_then(|n| n.split('.').next())
+            .unwrap_or("");
+        if extras.contains(&module) {
+            extra_tensors.push((l.name[PEFT_PREFIX.len()..].to_string(), l.tensor));
+            continue;
+        }
         tensors.insert(l.name, l.tensor);
     }
     let dims: Vec<(String, &'static str, usize, usize)> = linears(decoder)
@@ -777,7 +845,7 @@ pub fn load_adapter(dir: &Path, decoder: &mut Decoder) -> Result<LoraConfig> {
     for ((_, _, l), ad) in linears_mut(decoder).into_iter().zip(adapters) {
         l.lora = ad;
     }
-    Ok(cfg)
+    Ok((cfg, extra_tensors))
 }
 
 /// Whether `dir` is a PEFT adapter directory (an `adapter_config.json` and no `config.json`).

@@ -9,6 +9,11 @@
 //! `num_labels`, `id2label`/`label2id` and a `pad_token_id` (transformers finds each row's last
 //! token with it); `reward_head.json` keeps the label names for gradus. Checkpoints of earlier
 //! versions, with the head in `reward_head.safetensors`, still load.
+//!
+//! A LoRA reward model ([`RewardModel::save_adapter`]) is a PEFT adapter directory with
+//! `task_type: SEQ_CLS` and `modules_to_save: ["score"]` (the head trains in full, saved as
+//! `base_model.model.score.weight`), plus `reward_head.json`; [`RewardModel::load`] reads it onto
+//! the base its `base_model_name_or_path` names, adapters merged.
 
 use std::path::Path;
 
@@ -163,9 +168,29 @@ impl RewardModel {
         write_atomic(&dir.join(HEAD_META), meta.as_bytes())
     }
 
-    /// Loads a saved reward model; errors name the missing file or the mismatched tensor.
-    pub fn load(dir: &Path) -> Result<Self> {
-        let decoder = load_decoder(dir, &gradus_tensor::Device::Cpu)?;
+    /// Writes the decoder's LoRA adapters with the score head as a module saved in full (PEFT's
+    /// `modules_to_save`), `reward_head.json` with the labels, into `dir`.
+    pub fn save_adapter(
+        &self,
+        dir: &Path,
+        cfg: &crate::lora::LoraConfig,
+        base_model: Option<&str>,
+    ) -> Result<()> {
+        let extras = crate::lora::AdapterExtras {
+            task_type: Some("SEQ_CLS".into()),
+            modules_to_save: vec!["score".into()],
+            tensors: vec![("score.weight".into(), self.score.as_tensor().clone())],
+        };
+        crate::lora::save_adapter_dir(dir, &self.decoder, cfg, base_model, &extras)?;
+        let meta = serde_json::to_string_pretty(&HeadMeta {
+            labels: self.labels.clone(),
+        })
+        .map_err(|e| Error::msg(e.to_string()))?;
+        write_atomic(&dir.join(HEAD_META), meta.as_bytes())
+    }
+
+    /// The labels in `dir/reward_head.json`.
+    fn read_meta(dir: &Path) -> Result<HeadMeta> {
         let meta_path = dir.join(HEAD_META);
         let text = std::fs::read_to_string(&meta_path).map_err(|e| {
             Error::format(
@@ -173,8 +198,51 @@ impl RewardModel {
                 format!("not a reward model (no readable {HEAD_META}: {e})"),
             )
         })?;
-        let meta: HeadMeta =
-            serde_json::from_str(&text).map_err(|e| Error::format(&meta_path, e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| Error::format(&meta_path, e.to_string()))
+    }
+
+    /// A LoRA reward model written by [`RewardModel::save_adapter`]: the base (a causal LM or a
+    /// reward model directory) with the adapters merged and the saved head.
+    pub fn load_adapter_dir(dir: &Path) -> Result<Self> {
+        let meta = Self::read_meta(dir)?;
+        let base = crate::lora::adapter_base(dir)?;
+        let mut decoder = load_decoder(&base, &gradus_tensor::Device::Cpu)?;
+        let (_, extras) = crate::lora::load_adapter_with(dir, &mut decoder, &["score"])?;
+        let path = dir.join(crate::lora::ADAPTER_WEIGHTS);
+        let w = extras
+            .into_iter()
+            .find(|(n, _)| n == "score.weight")
+            .ok_or_else(|| Error::MissingTensor {
+                path: path.clone(),
+                name: format!("{}score.weight", crate::lora::PEFT_PREFIX),
+                hint: " (a reward adapter saves its head: modules_to_save = [\"score\"])".into(),
+            })?
+            .1;
+        let decoder = decoder.merge_lora()?;
+        let want = [meta.labels.len(), decoder.cfg.hidden_size];
+        if w.dims() != want {
+            return Err(Error::TensorShape {
+                name: "score.weight".into(),
+                expected: want.to_vec(),
+                found: w.dims().to_vec(),
+                context: format!(" in {}", path.display()),
+            });
+        }
+        Ok(Self {
+            decoder,
+            score: Var::from_tensor(&w.to_dtype(gradus_tensor::DType::F32)?)?,
+            labels: meta.labels,
+        })
+    }
+
+    /// Loads a saved reward model (a full checkpoint, or a LoRA adapter directory on its base);
+    /// errors name the missing file or the mismatched tensor.
+    pub fn load(dir: &Path) -> Result<Self> {
+        if crate::lora::is_adapter_dir(dir) {
+            return Self::load_adapter_dir(dir);
+        }
+        let decoder = load_decoder(dir, &gradus_tensor::Device::Cpu)?;
+        let meta = Self::read_meta(dir)?;
         // The head is in model.safetensors (transformers' layout), or in reward_head.safetensors
         // (checkpoints of earlier versions).
         let main = dir.join("model.safetensors");

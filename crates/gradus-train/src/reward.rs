@@ -56,12 +56,6 @@ impl RewardConfig {
                 "a reward model starts from a trained decoder (or a reward model)",
             ));
         }
-        if self.lora.is_some() {
-            return Err(Error::config(
-                "lora",
-                "`train reward` trains the full model; LoRA reward models are not supported yet (remove [lora])",
-            ));
-        }
         Ok(())
     }
 
@@ -108,12 +102,21 @@ struct RmLearner<'a> {
     cursor: IndexCursor,
     pad: u32,
     objective: RewardObjective,
+    /// `[lora]`: the decoder's adapters and the score head train (PEFT's `modules_to_save`).
+    lora: Option<crate::lora::LoraRun>,
 }
 
 impl Learner for RmLearner<'_> {
     type Micro = Vec<usize>;
     fn params(&self) -> Vec<(String, Var)> {
-        self.rm.params()
+        match self.lora {
+            Some(_) => {
+                let mut v = self.rm.decoder.lora_params();
+                v.push(("score.weight".into(), self.rm.score.clone()));
+                v
+            }
+            None => self.rm.params(),
+        }
     }
     fn next_micro(&mut self) -> Result<Vec<usize>> {
         Ok(self
@@ -193,10 +196,26 @@ impl Learner for RmLearner<'_> {
         Ok(((losses.sum_all()? / norm)?, metrics))
     }
     fn save(&self, dir: &Path) -> Result<()> {
-        self.rm.save(dir)?;
+        match &self.lora {
+            Some(l) => self.rm.save_adapter(dir, &l.cfg, l.base.as_deref())?,
+            None => self.rm.save(dir)?,
+        }
         self.tok.save(dir)
     }
     fn load(&mut self, dir: &Path) -> Result<()> {
+        if self.lora.is_some() {
+            // The adapter file holds the adapters and `base_model.model.score.weight`.
+            let f = dir.join(gradus_model::lora::ADAPTER_WEIGHTS);
+            let t: Vec<(String, Tensor)> =
+                gradus_tensor::io::read_safetensors(&f, self.rm.decoder.device())?
+                    .into_iter()
+                    .map(|l| match l.name.as_str() {
+                        "base_model.model.score.weight" => ("score.weight".to_string(), l.tensor),
+                        _ => (l.name, l.tensor),
+                    })
+                    .collect();
+            return set_params(&self.params(), &t, &f);
+        }
         let saved = RewardModel::load(dir)?;
         let t: Vec<(String, Tensor)> = saved
             .params()
@@ -206,9 +225,16 @@ impl Learner for RmLearner<'_> {
         set_params(&self.rm.params(), &t, dir)
     }
     fn cursor(&self) -> Value {
-        serde_json::to_value(self.cursor.state()).unwrap_or(Value::Null)
+        crate::lora::cursor_with_dropout(
+            serde_json::to_value(self.cursor.state()).unwrap_or(Value::Null),
+            self.rm.decoder.lora_dropout_state(),
+        )
     }
     fn restore_cursor(&mut self, cursor: &Value) -> Result<()> {
+        let (cursor, dropout) = crate::lora::split_cursor(cursor);
+        if let Some(d) = dropout {
+            crate::lora::restore_dropout(&self.rm.decoder, None, d)?;
+        }
         let st: CursorState = serde_json::from_value(cursor.clone()).map_err(|e| {
             Error::msg(format!("trainer_state.json: bad data_cursor {cursor}: {e}"))
         })?;
@@ -252,6 +278,7 @@ pub fn run(cfg: &RewardConfig, start: impl Into<crate::rundir::Start>) -> Result
         RewardModel::new(dec, cfg.labels(), cfg.run.seed)?
     };
     rm.decoder.cfg.dtype = WeightDtype::F32;
+    let lora = crate::lora::LoraRun::apply(cfg.lora.as_ref(), &base, &mut rm.decoder)?;
     let is_regression = matches!(cfg.objective, RewardObjective::Regression {});
     if !is_regression && rm.labels.len() != 1 {
         return Err(Error::config(
@@ -272,7 +299,8 @@ pub fn run(cfg: &RewardConfig, start: impl Into<crate::rundir::Start>) -> Result
     )?;
     check_signals(&cfg.objective, &data.train, rm.labels.len())?;
     let pad = pad_id(&tok);
-    let before = evaluate_reward(&rm, &data.eval, pad)?;
+    let before =
+        crate::lora::without_dropout(&rm.decoder, || evaluate_reward(&rm, &data.eval, pad))?;
 
     // 2. Train.
     let n = data.train.len();
@@ -284,11 +312,12 @@ pub fn run(cfg: &RewardConfig, start: impl Into<crate::rundir::Start>) -> Result
             .with_shuffle(cfg.prefs.shuffle),
         pad,
         objective: cfg.objective.clone(),
+        lora,
     };
     let fit = fit_learner(&mut learner, &base, &mut run)?;
 
     // 3. Held-out accuracy, scores, report.
-    let eval = evaluate_reward(&rm, &data.eval, pad)?;
+    let eval = crate::lora::without_dropout(&rm.decoder, || evaluate_reward(&rm, &data.eval, pad))?;
     let text = serde_json::to_string_pretty(&json!({"before": before.accuracy, "after": eval}))
         .unwrap_or_default();
     gradus_tensor::io::write_atomic(&run_dir.join("reward_eval.json"), text.as_bytes())?;

@@ -539,6 +539,10 @@ pub fn write_model_card(
             "from transformers import",
             "AutoModelForSequenceClassification",
         )
+    } else if gradus_model::lora::is_adapter_dir(dir)
+        && dir.join(gradus_model::reward::HEAD_META).exists()
+    {
+        ("from peft import", "AutoPeftModelForSequenceClassification")
     } else if gradus_model::lora::is_adapter_dir(dir) {
         ("from peft import", "AutoPeftModelForCausalLM")
     } else {
