@@ -4,6 +4,7 @@
 //!     RAYON_NUM_THREADS=2 target/release/gradus-bench train-step --preset base --steps 20 --warmup 3
 //!     RAYON_NUM_THREADS=2 target/release/gradus-bench train-step --preset lab  --steps 20 --warmup 3
 //!     RAYON_NUM_THREADS=2 target/release/gradus-bench train-step --preset base --engine reference
+//!     RAYON_NUM_THREADS=2 target/release/gradus-bench train-step --preset base --lora 8   # bench/lora_step.sh
 //!     RAYON_NUM_THREADS=2 target/release/gradus-bench generate   --preset base --repeats 3
 //!
 //! Threads: candle's GEMM and gradus' fused ops both run on rayon's global pool, whose size is
@@ -200,6 +201,16 @@ struct TrainArgs {
     /// `reference` (the candle autograd decoder).
     #[arg(long, value_enum, default_value = "fast")]
     engine: BenchEngine,
+    /// Train LoRA adapters of this rank (alpha = 2·rank) on a frozen base instead of every
+    /// weight; 0 = full training.
+    #[arg(long, default_value_t = 0)]
+    lora: usize,
+    /// Modules that get an adapter with `--lora` (comma-separated PEFT names).
+    #[arg(
+        long,
+        default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+    )]
+    lora_targets: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -376,8 +387,28 @@ fn train_step(a: &TrainArgs, threads: usize) -> Result<Value> {
     let s = a.m.sizes();
     let cfg = a.m.decoder_config(&s, s.seq);
     let dev = Device::Cpu;
-    let model = Decoder::new_random(&cfg, a.m.seed, &dev)?;
-    let params = model.named_params();
+    let mut model = Decoder::new_random(&cfg, a.m.seed, &dev)?;
+    if a.lora > 0 {
+        let lc = gradus_model::LoraConfig {
+            r: a.lora,
+            lora_alpha: 2.0 * a.lora as f64,
+            lora_dropout: 0.0,
+            target_modules: a
+                .lora_targets
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .collect(),
+            use_rslora: false,
+        };
+        model.apply_lora(&lc, &mut Rng::derive(a.m.seed, "bench-lora"))?;
+    }
+    // With LoRA only the adapters train (the fast graph then skips the base's weight gradients).
+    let params = if a.lora > 0 {
+        model.lora_params()
+    } else {
+        model.named_params()
+    };
+    let n_trainable: usize = params.iter().map(|(_, v)| v.elem_count()).sum();
     // torch.optim.AdamW decays every parameter (norm weights too): no exemptions here either.
     let opt_cfg = AdamWConfig {
         betas: (0.9, 0.999),
@@ -475,7 +506,9 @@ fn train_step(a: &TrainArgs, threads: usize) -> Result<Value> {
         "tied": a.m.tied,
         "engine": match a.engine { BenchEngine::Fast => "fast (hand-written graph, flat AdamW)", BenchEngine::Reference => "reference (candle autograd)" },
         "attention": if a.no_segments { "gradus fused causal (no segments)" } else { "gradus fused causal + segment mask (as the trainer)" },
-        "optimizer": format!("AdamW(lr={}, weight_decay={}) on every parameter", a.lr, a.weight_decay),
+        "optimizer": format!("AdamW(lr={}, weight_decay={}) on every trained parameter", a.lr, a.weight_decay),
+        "lora": if a.lora > 0 { json!({"r": a.lora, "alpha": 2 * a.lora, "targets": a.lora_targets}) } else { Value::Null },
+        "n_params_trained": n_trainable,
         "steps": a.steps,
         "warmup": a.warmup,
         "tokens_per_step": tokens,
@@ -496,6 +529,9 @@ fn train_step(a: &TrainArgs, threads: usize) -> Result<Value> {
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "machine": machine(threads),
     });
+    if a.lora > 0 {
+        out["flops_note"] = json!("flops_per_token and achieved_gflops count a full training step's FLOPs; compare LoRA by step_ms");
+    }
     if a.phases {
         out["phase_ms_median"] = json!({
             "forward_loss": round(median(&t_fwd) * 1e3, 2),
