@@ -18,7 +18,7 @@ use gradus_data::pack::{Batch, CursorState, RowCursor};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_dynamics::run::StatsRecorder;
 use gradus_dynamics::stats::{MatrixSelection, NamedTensor};
-use gradus_model::decoder::{Decoder, ForwardInput};
+use gradus_model::decoder::Decoder;
 use gradus_model::fast::{FastDecoder, FastOptions};
 use gradus_model::hf::{load_decoder, save_decoder};
 use gradus_model::WeightDtype;
@@ -78,16 +78,8 @@ pub struct FitSummary {
     pub last_checkpoint: Option<PathBuf>,
 }
 
-/// The model input of a batch: its ids, positions and segments.
-pub fn forward_input(b: &Batch) -> ForwardInput<'_> {
-    ForwardInput::packed(
-        &b.input_ids,
-        b.rows,
-        b.seq_len,
-        &b.position_ids,
-        &b.segment_ids,
-    )
-}
+/// The model input of a batch (one definition, shared with evaluation).
+pub use gradus_eval::forward_input;
 
 /// Token-weighted negative log-likelihood of one micro-batch, divided by `norm` (the number of
 /// target tokens in the whole optimiser step). Returns a scalar tensor.

@@ -92,15 +92,22 @@ pub struct IclModelSection {
     pub initializer_range: f64,
 }
 
-impl Default for IclModelSection {
-    fn default() -> Self {
+impl IclModelSection {
+    /// A shape: width, depth, heads, MLP width (initialiser std 0.02, as GPT-2 and the papers).
+    pub fn new(hidden: usize, layers: usize, heads: usize, intermediate: usize) -> Self {
         Self {
-            hidden_size: 64,
-            num_hidden_layers: 2,
-            num_attention_heads: 4,
-            intermediate_size: 128,
+            hidden_size: hidden,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            intermediate_size: intermediate,
             initializer_range: 0.02,
         }
+    }
+}
+
+impl Default for IclModelSection {
+    fn default() -> Self {
+        Self::new(64, 2, 4, 128)
     }
 }
 

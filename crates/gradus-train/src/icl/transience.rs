@@ -84,21 +84,11 @@ pub fn run_config(o: &TransienceOptions, l2: f64) -> IclRunConfig {
     };
     let model = if paper {
         // Singh: 12 layers, d_model 64, 8 heads, MLP ratio 4.
-        IclModelSection {
-            hidden_size: 64,
-            num_hidden_layers: 12,
-            num_attention_heads: 8,
-            intermediate_size: 256,
-            initializer_range: 0.02,
-        }
+        IclModelSection::new(64, 12, 8, 256)
+    } else if smoke {
+        IclModelSection::new(16, 2, 2, 32)
     } else {
-        IclModelSection {
-            hidden_size: if smoke { 16 } else { 64 },
-            num_hidden_layers: 2,
-            num_attention_heads: if smoke { 2 } else { 4 },
-            intermediate_size: if smoke { 32 } else { 256 },
-            initializer_range: 0.02,
-        }
+        IclModelSection::new(64, 2, 4, 256)
     };
     let steps = o.steps.unwrap_or(match o.size {
         LabSize::Smoke => 6,
