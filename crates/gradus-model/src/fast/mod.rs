@@ -2,7 +2,9 @@
 //! per-token log-probs, backward from their gradient, over buffers allocated once and reused.
 //!
 //! [`FastDecoder`] keeps every parameter in one flat f32 buffer (in the order of
-//! [`Decoder::named_params`]) and the gradients in a second one of the same layout. A step is
+//! [`Decoder::named_params`], then the LoRA adapters of [`Decoder::lora_params`]) and the
+//! gradients of the trained ones ([`FastDecoder::trainable`]: all, or only the adapters) in a
+//! second buffer laid out the same way. A step is
 //! `zero_grads` → for each micro-batch `forward` (per-token log-probs `logp` (N), N = B·T) →
 //! the objective turns `logp` into its loss and `dlogp = ∂loss/∂logp` (objectives never see the
 //! model) → `backward(dlogp)`, which **adds** every weight gradient into the flat gradient buffer
