@@ -176,8 +176,9 @@ pub trait Learner {
     }
     /// The hand-written training graph this learner runs on, if any (`gradus_model::fast`). When
     /// it returns one, the loop calls [`Learner::fast_loss`] instead of [`Learner::loss`] and
-    /// steps the graph's flat parameters; [`Learner::params`] must list the same parameters in
-    /// the graph's order (the optimiser state stays interchangeable with the reference path).
+    /// steps the graph's flat trainable parameters; [`Learner::params`] must list the same
+    /// parameters in the graph's order (`FastDecoder::trainable`: all, or the LoRA adapters),
+    /// so the optimiser state stays interchangeable with the reference path.
     fn fast(&mut self) -> Option<&mut FastDecoder> {
         None
     }
