@@ -401,7 +401,13 @@ fn run(cli: Cli) -> Result<()> {
 fn resolved<T: serde::Serialize + serde::de::DeserializeOwned + Default>(
     a: &RecipeArgs,
 ) -> Result<Option<T>> {
-    let cfg: T = config::resolve(a.config.as_deref(), &a.sets)?;
+    let mut cfg: T = config::resolve(a.config.as_deref(), &a.sets)?;
+    if let Some(ck) = config::resolve_init_from(&mut cfg)? {
+        eprintln!(
+            "model.init_from: the run's latest checkpoint, {}",
+            ck.display()
+        );
+    }
     if a.show_config {
         print!("{}", config::to_toml(&cfg)?);
         return Ok(None);

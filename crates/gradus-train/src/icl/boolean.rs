@@ -425,6 +425,7 @@ pub fn run(o: &BooleanOptions) -> Result<BooleanOutcome> {
                 &format!("{}: accuracy at each prompt position", r.class),
                 &s,
                 "position (pairs seen + 1)",
+                "accuracy",
             )
         })
         .collect();

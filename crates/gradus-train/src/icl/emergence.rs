@@ -254,6 +254,7 @@ pub fn run(o: &EmergenceOptions) -> Result<EmergenceOutcome> {
         "ICL accuracy (novel classes) during training, per grid point",
         &icl,
         "step",
+        "ICL accuracy",
     ));
     let iwl: Vec<Series> = points
         .iter()
@@ -269,6 +270,7 @@ pub fn run(o: &EmergenceOptions) -> Result<EmergenceOutcome> {
         "IWL accuracy (query class absent from the context) during training",
         &iwl,
         "step",
+        "IWL accuracy",
     ));
     let mut trade = Vec::new();
     for &b in &o.burstiness {
@@ -292,6 +294,7 @@ pub fn run(o: &EmergenceOptions) -> Result<EmergenceOutcome> {
         "Trade-off: final ICL and IWL accuracy against the Zipf exponent α",
         &trade,
         "Zipf exponent α",
+        "final accuracy",
     ));
     let sections = vec![
         Section::text(

@@ -59,7 +59,7 @@ use gradus_tensor::io::{read_native, write_native};
 use crate::checkpoint::{latest_checkpoint, save_checkpoint, TrainerState};
 use crate::metrics::{read_metrics, series, MetricsSink, METRICS_FILE};
 use crate::optim::{AdamW, AdamWConfig};
-use crate::report::{escape, svg_line_plot, Series};
+use crate::report::{escape, svg_line_plot, Axes, Series, COLORS};
 use crate::rundir::{open_run, Start};
 
 /// Where and who: `run.name` under `run.dir`, `run.seed` for data and initialisation.
@@ -811,15 +811,16 @@ fn write_run_report(dir: &Path, cfg: &IclRunConfig, s: &IclRunSummary) -> Result
     Ok(())
 }
 
-/// Colours of lab figures (Okabe-Ito, as the run reports).
-const COLORS: [&str; 7] = [
-    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
-];
-
 /// An HTML figure: heading, inline SVG line plot of `series`, legend.
-pub fn figure(title: &str, series: &[Series], x_label: &str) -> String {
+pub fn figure(title: &str, series: &[Series], x_label: &str, y_label: &str) -> String {
     let mut h = format!("<h2>{}</h2>\n", escape(title));
-    match svg_line_plot(series, false, x_label) {
+    let axes = Axes {
+        log_y: false,
+        x_label,
+        y_label,
+        smooth: false,
+    };
+    match svg_line_plot(series, &axes) {
         Some(svg) => {
             h.push_str("<figure>");
             h.push_str(&svg);

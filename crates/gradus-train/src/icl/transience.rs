@@ -194,6 +194,7 @@ pub fn run(o: &TransienceOptions) -> Result<TransienceOutcome> {
         "ICL (novel classes) and IWL accuracy during training, with and without L2",
         &series,
         "step",
+        "accuracy",
     )];
     let swap: Vec<Series> = runs
         .iter()
@@ -208,12 +209,13 @@ pub fn run(o: &TransienceOptions) -> Result<TransienceOutcome> {
         "Swapped labels: which strategy wins when they disagree",
         &swap,
         "step",
+        "share of swapped-label queries",
     ));
     let loss: Vec<Series> = runs
         .iter()
         .map(|s| curve(s, "train/loss", &format!("train loss, {}", s.name)))
         .collect();
-    figs.push(figure("Training loss", &loss, "step"));
+    figs.push(figure("Training loss", &loss, "step", "loss"));
     let sections = vec![
         Section::text(
             "What this shows",
