@@ -854,8 +854,9 @@ pub fn is_adapter_dir(dir: &Path) -> bool {
 }
 
 /// The base checkpoint an adapter directory names in `base_model_name_or_path`: that path as
-/// written (relative to the working directory), else relative to the adapter directory. A hub
-/// name or a missing path is an error saying to download the base and point at it.
+/// written (relative to the working directory), else relative to the adapter directory. The base
+/// is a model directory or itself an adapter directory (an adapter trained on an adapted model).
+/// A hub name or a missing path is an error saying to download the base and point at it.
 pub fn adapter_base(dir: &Path) -> Result<PathBuf> {
     let cfg_path = dir.join(ADAPTER_CONFIG);
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
@@ -873,7 +874,7 @@ pub fn adapter_base(dir: &Path) -> Result<PathBuf> {
     };
     let as_written = PathBuf::from(&base);
     for cand in [as_written.clone(), dir.join(&as_written)] {
-        if cand.join("config.json").is_file() {
+        if cand.join("config.json").is_file() || is_adapter_dir(&cand) {
             return Ok(cand);
         }
     }
@@ -887,13 +888,24 @@ pub fn adapter_base(dir: &Path) -> Result<PathBuf> {
 }
 
 /// A model directory's decoder: a checkpoint (`config.json`) as it is, or a PEFT adapter
-/// directory merged into the base it names ([`adapter_base`]).
+/// directory merged into the base it names ([`adapter_base`]; a base that is an adapter directory
+/// is loaded the same way first, up to 8 deep).
 pub fn load_model_dir(dir: &Path, device: &Device) -> Result<Decoder> {
+    load_model_dir_depth(dir, device, 0)
+}
+
+fn load_model_dir_depth(dir: &Path, device: &Device, depth: usize) -> Result<Decoder> {
     if !is_adapter_dir(dir) {
         return crate::hf::load_decoder(dir, device);
     }
+    if depth >= 8 {
+        return Err(Error::format(
+            dir,
+            "more than 8 adapters stacked through base_model_name_or_path (a cycle?)",
+        ));
+    }
     let base = adapter_base(dir)?;
-    let mut model = crate::hf::load_decoder(&base, device)?;
+    let mut model = load_model_dir_depth(&base, device, depth + 1)?;
     load_adapter(dir, &mut model)?;
     model.merge_lora()
 }

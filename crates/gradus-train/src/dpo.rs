@@ -766,7 +766,7 @@ pub fn run(cfg: &DpoConfig, start: impl Into<crate::rundir::Start>) -> Result<Dp
         ReferenceMode::Online if cfg.lora.is_some() => {
             Reference::Online(Box::new(model.without_adapters()))
         }
-        ReferenceMode::Online => Reference::Online(Box::new(load_decoder(
+        ReferenceMode::Online => Reference::Online(Box::new(gradus_model::lora::load_model_dir(
             &crate::prefs::model_dir(&cfg.model.init_from, "dpo")?,
             model.device(),
         )?)),

@@ -6,7 +6,6 @@ use std::path::Path;
 use gradus_data::pack::{self, Overflow, Row, Sequence};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_model::decoder::Decoder;
-use gradus_model::hf::load_decoder;
 use gradus_tensor::{Device, Error, Result};
 
 use crate::checkpoint::{latest_checkpoint, verify_checkpoint};
@@ -85,7 +84,8 @@ pub fn model_for(cfg: &RecipeConfig, tok: &Tokenizer) -> Result<Decoder> {
     let model = match &cfg.model.init_from {
         Some(dir) => {
             verify_checkpoint(dir)?;
-            let m = load_decoder(dir, &device)?;
+            // A checkpoint, or a LoRA adapter directory merged onto its base.
+            let m = gradus_model::lora::load_model_dir(dir, &device)?;
             check_overrides(&cfg.model.config, &m.cfg, dir)?;
             check_context(
                 cfg.data.seq_len,

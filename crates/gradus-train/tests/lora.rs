@@ -221,3 +221,36 @@ fn lora_settings_are_checked() {
     let t: RecipeConfig = toml::from_str("[lora]\nr = 2\ntarget_modules = [\"o_proj\"]\n").unwrap();
     assert_eq!(t.lora.unwrap().r, 2);
 }
+
+#[test]
+fn an_adapter_checkpoint_can_be_the_base_of_the_next_run() {
+    // SFT with LoRA, then a second LoRA run from that adapter checkpoint (e.g. SFT → DPO): the
+    // first adapter is merged onto its base to make the second run's frozen base, and the second
+    // checkpoint loads through the chain (adapter → adapter → model).
+    let d = tempfile::tempdir().unwrap();
+    let init = init_model(d.path(), false);
+    let mut a = sft_cfg(d.path(), &init, "first", 0.0);
+    a.train.steps = 2;
+    let ck_a = gradus_train::sft::run(&a, false)
+        .unwrap()
+        .last_checkpoint
+        .unwrap();
+    let mut b = sft_cfg(d.path(), &ck_a, "second", 0.0);
+    b.train.steps = 2;
+    b.run.seed = 4;
+    let ck_b = gradus_train::sft::run(&b, false)
+        .unwrap()
+        .last_checkpoint
+        .unwrap();
+    let ac: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck_b.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(ac["base_model_name_or_path"], ck_a.display().to_string());
+    let (ma, mb) = (
+        gradus_model::lora::load_model_dir(&ck_a, &Device::Cpu).unwrap(),
+        gradus_model::lora::load_model_dir(&ck_b, &Device::Cpu).unwrap(),
+    );
+    assert!(!mb.has_lora(), "merged");
+    let diff = gradus_tensor::tol::max_abs_diff(&logps(&ma), &logps(&mb));
+    assert!(diff > 1e-4, "the second adapter changed nothing ({diff})");
+}

@@ -1191,7 +1191,7 @@ pub fn run(cfg: &RlConfig, start: impl Into<crate::rundir::Start>) -> Result<RlS
         Reference::Base
     } else {
         let dir = crate::prefs::model_dir(&cfg.model.init_from, "rl")?;
-        let r = load_decoder(&dir, model.device())?;
+        let r = gradus_model::lora::load_model_dir(&dir, model.device())?;
         Reference::Model(Box::new(FastDecoder::new(&r, FastOptions::default())?))
     };
     let prompts = load_prompts(cfg, &tok, model.cfg.max_position_embeddings)?;
