@@ -66,6 +66,9 @@ elif head == ["eval", "code"] and "--model" in args:
 elif head[:1] == ["sweep"]:
     sets("train.steps=6", "schedule.warmup_steps=1", "train.save_every=3", "train.eval_every=2",
          "dynamics.every=2", "train.log_every=1")
+elif head == ["lab", "training-maps"]:
+    replace("--seeds", "2")
+    replace("--steps", "100")
 elif head == ["dynamics", "map"]:
     replace("--restarts", "1")
 
