@@ -58,7 +58,13 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 fn merge(base: &Path, adapter: &Path, out: &Path) -> Result<()> {
     // Run directories stand for their latest checkpoint.
     let base = &gradus_eval::lm::resolve_model_dir(base)?;
-    let adapter = &gradus_eval::lm::resolve_model_dir(adapter)?;
+    // A LoRA run's directory stands for its latest checkpoint; anything else goes to the adapter
+    // loader as given, whose errors say what a PEFT adapter directory must hold.
+    let adapter = &if adapter.join("checkpoints").is_dir() {
+        gradus_eval::lm::resolve_model_dir(adapter)?
+    } else {
+        adapter.to_path_buf()
+    };
     if same_dir(base, out) {
         bail!(
             "--out {} is the base checkpoint directory; write the merged model elsewhere",
