@@ -46,6 +46,10 @@ use crate::schedule::Schedule;
 use crate::sft::synthetic_prompt;
 use crate::trainer::write_run_report;
 
+/// The file in the SFT run directory with every graded held-out answer before and after SFT (JSON
+/// lines: `when`, `prompt`, `completion`, `expected`, `correct`).
+pub const SAMPLES_FILE: &str = "quickstart-samples.jsonl";
+
 /// The scale of a quickstart run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QuickstartSize {
@@ -697,6 +701,24 @@ pub fn run(o: &QuickstartOptions) -> Result<QuickstartOutcome> {
     );
     sink.log_values(s2.steps, &row)?;
     drop(sink);
+    // Every graded held-out answer, before and after SFT, for error analysis.
+    let mut lines = String::new();
+    for (when, samples) in [("before_sft", &before), ("after_sft", &after)] {
+        for s in samples.iter() {
+            lines.push_str(
+                &serde_json::json!({
+                    "when": when,
+                    "prompt": s.prompt,
+                    "completion": s.completion,
+                    "expected": s.expected,
+                    "correct": s.correct,
+                })
+                .to_string(),
+            );
+            lines.push('\n');
+        }
+    }
+    gradus_tensor::io::write_atomic(&s2.run_dir.join(SAMPLES_FILE), lines.as_bytes())?;
     let mut acc_rows = vec![(
         "held-out problems".to_string(),
         kinds_after.last().map_or(0, |k| k.n).to_string(),
