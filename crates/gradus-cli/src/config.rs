@@ -4,7 +4,7 @@
 //! partial TOML file deserialises directly (toml then reports the file's own line and column), and
 //! an unknown key is an error that names the key and suggests the nearest known one.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::de::DeserializeOwned;
@@ -111,7 +111,61 @@ pub fn resolve_from<T: Serialize + DeserializeOwned>(base: T, sets: &[String]) -
     })
 }
 
+/// `model.init_from` given as a gradus run directory becomes its latest checkpoint
+/// (`checkpoints/step-N`), so commands need not know how many steps a run took; the resolved
+/// config (and so the run's `config.resolved.toml`) names the checkpoint. Anything else is left
+/// as it is. Returns the replaced path, if any.
+pub fn resolve_init_from<T: Serialize + DeserializeOwned>(cfg: &mut T) -> Result<Option<PathBuf>> {
+    let mut v = toml::Value::try_from(&*cfg).context("serialising config")?;
+    let Some(slot) = v.get_mut("model").and_then(|m| m.get_mut("init_from")) else {
+        return Ok(None);
+    };
+    let Some(dir) = slot.as_str().map(PathBuf::from) else {
+        return Ok(None);
+    };
+    if dir.join("config.json").is_file() || !dir.join("checkpoints").is_dir() {
+        return Ok(None);
+    }
+    let ck = gradus_eval::lm::resolve_model_dir(&dir)
+        .with_context(|| format!("model.init_from = {}", dir.display()))?;
+    *slot = toml::Value::String(ck.display().to_string());
+    *cfg = toml::from_str(&toml::to_string(&v)?).context("model.init_from")?;
+    Ok(Some(ck))
+}
+
 /// The resolved config as TOML, as `--show-config` prints it and runs save it.
 pub fn to_toml<T: Serialize>(cfg: &T) -> Result<String> {
     Ok(toml::to_string_pretty(cfg)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_from_a_run_directory_is_its_latest_checkpoint() {
+        let d = tempfile::tempdir().unwrap();
+        let run = d.path().join("run");
+        for step in [2, 10, 9] {
+            let ck = run.join(format!("checkpoints/step-{step}"));
+            std::fs::create_dir_all(&ck).unwrap();
+            std::fs::write(ck.join("config.json"), "{}").unwrap();
+        }
+        // step-11 has no config.json (an unfinished save): not a checkpoint.
+        std::fs::create_dir_all(run.join("checkpoints/step-11")).unwrap();
+        let mut cfg: gradus_train::recipe::RecipeConfig = resolve_from(
+            Default::default(),
+            &[format!("model.init_from={:?}", run.display().to_string())],
+        )
+        .unwrap();
+        let got = resolve_init_from(&mut cfg).unwrap();
+        let want = run.join("checkpoints/step-10");
+        assert_eq!(got.as_deref(), Some(want.as_path()));
+        assert_eq!(cfg.model.init_from.as_deref(), Some(want.as_path()));
+        // A checkpoint (or model) directory, and a path that is not a run, stay as they are.
+        assert_eq!(resolve_init_from(&mut cfg).unwrap(), None);
+        cfg.model.init_from = Some(d.path().join("nope"));
+        assert_eq!(resolve_init_from(&mut cfg).unwrap(), None);
+        assert_eq!(cfg.model.init_from, Some(d.path().join("nope")));
+    }
 }

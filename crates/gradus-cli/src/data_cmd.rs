@@ -57,6 +57,27 @@ pub enum DataCmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write the built-in synthetic data as a JSONL file in the format a recipe reads: corpus
+    /// (pretraining text), chats (SFT conversations), pairs (DPO / reward), prompts (RL).
+    Example {
+        kind: ExampleArg,
+        /// Rows to write.
+        #[arg(long, default_value_t = 200)]
+        n: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// `gradus data example` kinds (see `gradus_train::examples`).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ExampleArg {
+    Corpus,
+    Chats,
+    Pairs,
+    Prompts,
 }
 
 /// Inputs, outputs and sharding, shared by every step.
@@ -302,6 +323,19 @@ pub fn run(cmd: DataCmd) -> Result<()> {
             exclude,
             out,
         } => print_summary(&from_files(&dirs, &glob, recursive, &exclude, &out)?),
+        DataCmd::Example { kind, n, seed, out } => {
+            use gradus_train::examples::{example_rows, write_jsonl, ExampleKind};
+            let kind = match kind {
+                ExampleArg::Corpus => ExampleKind::Corpus,
+                ExampleArg::Chats => ExampleKind::Chats,
+                ExampleArg::Pairs => ExampleKind::Pairs,
+                ExampleArg::Prompts => ExampleKind::Prompts,
+            };
+            let rows = example_rows(kind, n, seed)?;
+            write_jsonl(&out, &rows)?;
+            println!("wrote {} {kind:?} rows to {}", rows.len(), out.display());
+            Ok(())
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! crates. Errors print their whole chain and exit with status 1; user input never panics.
 
 use gradus_cli::config;
-use gradus_cli::prefs_cmd::{self, EvalCmd, LabCmd};
+use gradus_cli::eval_cmd::{self, EvalCmd};
+use gradus_cli::lab_cmd::{self, LabCmd};
 
 mod lora_cmd;
 
@@ -358,8 +359,8 @@ fn run(cli: Cli) -> Result<()> {
             print_fit(&s.fit);
             Ok(())
         }
-        Cmd::Eval(c) => prefs_cmd::eval(c),
-        Cmd::Lab(c) => prefs_cmd::lab(c),
+        Cmd::Eval(c) => eval_cmd::eval(c),
+        Cmd::Lab(c) => lab_cmd::lab(c),
         Cmd::Score(a) => score(a),
         Cmd::Generate(a) => gen(a),
         Cmd::Lora(c) => lora_cmd::run(c),
@@ -400,7 +401,13 @@ fn run(cli: Cli) -> Result<()> {
 fn resolved<T: serde::Serialize + serde::de::DeserializeOwned + Default>(
     a: &RecipeArgs,
 ) -> Result<Option<T>> {
-    let cfg: T = config::resolve(a.config.as_deref(), &a.sets)?;
+    let mut cfg: T = config::resolve(a.config.as_deref(), &a.sets)?;
+    if let Some(ck) = config::resolve_init_from(&mut cfg)? {
+        eprintln!(
+            "model.init_from: the run's latest checkpoint, {}",
+            ck.display()
+        );
+    }
     if a.show_config {
         print!("{}", config::to_toml(&cfg)?);
         return Ok(None);

@@ -5,7 +5,7 @@
 //! | `arith`       | generate_until  | eval-split arithmetic instructions (`Compute 37+45.`)                | exact_match (`strict`: last integer of the answer line, so `82` and `37+45=82` both count) |
 //! | `programs`    | generate_until  | eval-split "what does this program print?" (the tiny language)       | exact_match (`strict`: last integer of the answer line; `none`: the whole line) |
 //! | `world_facts` | multiple_choice | every (country, relation) fact of the invented world; the 3 other choices are the same relation's answers for other countries | acc, acc_norm |
-//! | `prefs`       | multiple_choice | eval-split synthetic preference pairs: choices (chosen, rejected), gold chosen | acc = ranking accuracy by log-likelihood, acc_norm |
+//! | `synthetic_pairs` | multiple_choice | eval-split synthetic preference pairs: choices (chosen, rejected), gold chosen | acc = ranking accuracy by log-likelihood, acc_norm |
 //!
 //! Prompts use the instruction task's format (`Question: …\nAnswer: `), so a model trained by the
 //! quickstart's SFT recipe is evaluated in the format it learned. Each task is an ordinary
@@ -32,7 +32,7 @@ pub const SEED: u64 = 20_250_101;
 
 /// Names of the built-in tasks.
 pub fn names() -> &'static [&'static str] {
-    &["arith", "programs", "world_facts", "prefs"]
+    &["arith", "programs", "world_facts", "synthetic_pairs"]
 }
 
 fn docs(name: &str, rows: Vec<Map<String, Value>>) -> BTreeMap<String, Vec<Doc>> {
@@ -180,15 +180,19 @@ fn text_of(t: &Turns) -> String {
     }
 }
 
-fn prefs() -> Result<LoadedTask> {
-    let pairs =
-        gradus_tasks::prefs::preference_pairs(N_DOCS, SEED, Split::Eval, &Default::default());
+fn synthetic_pairs() -> Result<LoadedTask> {
+    let pairs = gradus_tasks::synthetic_pairs::preference_pairs(
+        N_DOCS,
+        SEED,
+        Split::Eval,
+        &Default::default(),
+    );
     let rows = pairs
         .iter()
         .map(|p| obj(json!({"prompt": text_of(&p.prompt), "choices": [text_of(&p.chosen), text_of(&p.rejected)], "label": 0})))
         .collect();
     let cfg = config(json!({
-        "task": "prefs",
+        "task": "synthetic_pairs",
         "dataset_path": "builtin",
         "test_split": "test",
         "output_type": "multiple_choice",
@@ -201,8 +205,8 @@ fn prefs() -> Result<LoadedTask> {
     }))?;
     Ok(LoadedTask {
         cfg,
-        origin: PathBuf::from("builtin:prefs"),
-        splits: docs("prefs", rows),
+        origin: PathBuf::from("builtin:synthetic_pairs"),
+        splits: docs("synthetic_pairs", rows),
     })
 }
 
@@ -224,7 +228,11 @@ pub fn load(name: &str) -> Option<Result<LoadedTask>> {
             SEED,
         ),
         "world_facts" => world_facts(),
-        "prefs" => prefs(),
+        "synthetic_pairs" => synthetic_pairs(),
+        // The task's name until 2026-11: "prefs" now names only the `[prefs]` recipe section.
+        "prefs" => Err(anyhow::anyhow!(
+            "the built-in task `prefs` is now called `synthetic_pairs`"
+        )),
         _ => return None,
     })
 }
@@ -232,6 +240,13 @@ pub fn load(name: &str) -> Option<Result<LoadedTask>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_old_name_prefs_says_the_new_one() {
+        let e = load("prefs").unwrap().unwrap_err().to_string();
+        assert!(e.contains("synthetic_pairs"), "{e}");
+        assert!(names().contains(&"synthetic_pairs") && !names().contains(&"prefs"));
+    }
 
     #[test]
     fn builtins_load_with_valid_golds() {

@@ -15,7 +15,7 @@
 //! - [`builtin`]: tasks on gradus' synthetic data (no download).
 //! - [`run`]: `gradus eval run`: resolve task names, evaluate, write the outputs.
 //!
-//! Preference evaluation: [`prefs`] (`gradus eval reward|ranking`: reward-model pairwise accuracy,
+//! Preference evaluation: [`pairwise`] (`gradus eval reward|ranking`: reward-model pairwise accuracy,
 //! ranking accuracy and its idealised form; shared with the DPO and reward recipes' diagnostics).
 //!
 //! Code execution: [`code`] (HumanEval/evalplus problems and samples, unbiased pass@k, execution in
@@ -27,7 +27,7 @@ pub mod evaluator;
 pub mod filters;
 pub mod lm;
 pub mod metrics;
-pub mod prefs;
+pub mod pairwise;
 pub mod pyrandom;
 pub mod pyval;
 pub mod run;
@@ -35,3 +35,17 @@ pub mod task;
 
 pub use evaluator::{evaluate_task, BadRow, EvalOptions, LoadedTask, TaskResult};
 pub use lm::EvalModel;
+
+/// The model input of a packed batch (gradus-data) for a decoder (gradus-model): its ids,
+/// positions and segments. The one conversion, shared by evaluation and the trainer
+/// (`gradus_train::trainer::forward_input`); it lives here because gradus-model and gradus-data do
+/// not depend on each other.
+pub fn forward_input(b: &gradus_data::pack::Batch) -> gradus_model::ForwardInput<'_> {
+    gradus_model::ForwardInput::packed(
+        &b.input_ids,
+        b.rows,
+        b.seq_len,
+        &b.position_ids,
+        &b.segment_ids,
+    )
+}

@@ -9,7 +9,7 @@
 //! - [`text`]: templated English and facts about a fixed invented world ("The capital of Zorland is
 //!   Quib.").
 //! - [`instruct`]: prompt/answer pairs with disjoint train/eval splits and [`is_correct`].
-//! - [`prefs`]: preference pairs over those prompts from a latent utility and noisy raters.
+//! - [`synthetic_pairs`]: preference pairs over those prompts from a latent utility and noisy raters.
 //! - [`modular`]: modular addition `a b = c` (mod p) with a seeded train/held-out split (grokking;
 //!   Hu et al. 2023's training maps).
 //! - [`parity`]: sparse parity (n ±1 bits, label = XOR of k seeded relevant bits).
@@ -42,8 +42,8 @@ pub mod lang;
 pub mod modular;
 pub mod parity;
 pub mod phf;
-pub mod prefs;
 pub mod programs;
+pub mod synthetic_pairs;
 pub mod text;
 
 pub use arith::{ArithConfig, ArithOp, ArithProblem};
@@ -54,6 +54,6 @@ pub use instruct::{
 };
 pub use lang::{run, ProgramError};
 pub use modular::ModularConfig;
-pub use prefs::{preference_pairs, PrefsConfig};
 pub use programs::{GeneratedProgram, ProgramConfig};
+pub use synthetic_pairs::{preference_pairs, SyntheticPairsConfig};
 pub use text::World;

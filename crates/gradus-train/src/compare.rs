@@ -10,7 +10,7 @@ use gradus_tensor::{Error, Result};
 use serde_json::{Map, Value};
 
 use crate::metrics::{read_metrics, series, METRICS_FILE};
-use crate::report::{escape, flatten_json, fmt_value, svg_line_plot, Series, COLORS, STYLE};
+use crate::report::{escape, flatten_json, fmt_value, svg_line_plot, Axes, Series, COLORS, STYLE};
 
 /// One run as the comparison sees it.
 struct Run {
@@ -65,11 +65,14 @@ fn plotted_keys(runs: &[Run], only: Option<&[String]>) -> Vec<String> {
         }
     }
     let need = runs.len().min(2);
-    count
+    let mut keys: Vec<String> = count
         .into_iter()
         .filter(|(_, n)| *n >= need)
         .map(|(k, _)| k.to_string())
-        .collect()
+        .collect();
+    // What a reader looks at first: the losses, then the rest in name order.
+    keys.sort_by_key(|k| (!matches!(k.as_str(), "train/loss" | "val/loss"), k.clone()));
+    keys
 }
 
 /// The last non-null value of `key` in `rows`, formatted for a table.
@@ -122,7 +125,14 @@ pub fn compare_runs(dirs: &[PathBuf], only: Option<&[String]>) -> Result<String>
             })
             .collect();
         let _ = writeln!(h, "<h2>{}</h2>", escape(k));
-        match svg_line_plot(&ser, false, "step") {
+        let axes = Axes {
+            log_y: false,
+            x_label: "step",
+            y_label: k.rsplit('/').next().unwrap_or(k),
+            // Per-step training curves are noisy; learning rates and evaluations are not.
+            smooth: k.starts_with("train/") && k != "train/lr" && k != "train/tokens_seen",
+        };
+        match svg_line_plot(&ser, &axes) {
             Some(svg) => {
                 h.push_str("<figure>");
                 h.push_str(&svg);

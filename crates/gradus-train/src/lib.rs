@@ -50,6 +50,7 @@ pub mod tensorboard;
 
 pub mod dpo;
 pub mod eval_hook;
+pub mod examples;
 pub mod icl;
 pub mod lab_phf;
 pub mod lab_ranking;

@@ -1,6 +1,6 @@
 //! Shared pieces of the preference recipes (`train dpo`, `train reward`): the `[prefs]` config
 //! section and loading and tokenizing the training and held-out pairs. Scoring pairs (sequence
-//! log-probs, ranking scores, reward-model scores) lives in `gradus_eval::prefs`, shared with
+//! log-probs, ranking scores, reward-model scores) lives in `gradus_eval::pairwise`, shared with
 //! `gradus eval ranking|reward`, and is re-exported here.
 
 use std::path::PathBuf;
@@ -10,9 +10,9 @@ use gradus_data::preference::{
     read_pairs, tokenize_pairs, BadPairPolicy, PreferenceFields, SkipCounts, TokenizedPair,
 };
 use gradus_data::tokenizer::Tokenizer;
-pub use gradus_eval::prefs::{pad_id, pair_logps, pair_logps_all, pair_scores};
+pub use gradus_eval::pairwise::{pad_id, pair_logps, pair_logps_all, pair_scores};
 use gradus_objectives::SeqLogps;
-use gradus_tasks::{preference_pairs, PrefsConfig, Split};
+use gradus_tasks::{preference_pairs, Split, SyntheticPairsConfig};
 use gradus_tensor::{Error, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -51,7 +51,7 @@ pub struct PrefsSection {
     pub agreement_eps: f64,
     pub fields: PreferenceFields,
     /// The synthetic generator's settings.
-    pub synthetic: PrefsConfig,
+    pub synthetic: SyntheticPairsConfig,
     /// Rows are unpaired `prompt`/`completion`/`label` examples (KTO's format) instead of pairs; the
     /// held-out ranking diagnostics then need `eval_source` (pairs).
     pub unpaired: bool,
@@ -70,7 +70,7 @@ impl Default for PrefsSection {
             on_bad_pair: BadPairPolicy::Error,
             agreement_eps: gradus_objectives::ranking::DEFAULT_EPS,
             fields: PreferenceFields::default(),
-            synthetic: PrefsConfig::default(),
+            synthetic: SyntheticPairsConfig::default(),
             unpaired: false,
             shuffle: true,
         }
@@ -106,7 +106,8 @@ pub fn load_pairs(
     let mut subset = false;
     let (train, eval, skipped) = if source == "synthetic" {
         let train_raw = preference_pairs(p.synthetic_pairs, seed, Split::Train, &p.synthetic);
-        let eval_raw = gradus_eval::prefs::synthetic_eval_pairs(p.eval_pairs, seed, &p.synthetic);
+        let eval_raw =
+            gradus_eval::pairwise::synthetic_eval_pairs(p.eval_pairs, seed, &p.synthetic);
         let (train, mut skipped) = tokenize_pairs(tok, &tpl, &train_raw, max_len, p.on_bad_pair)?;
         let (eval, s2) = tokenize_pairs(tok, &tpl, &eval_raw, max_len, p.on_bad_pair)?;
         add(&mut skipped, s2);

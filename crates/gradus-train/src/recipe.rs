@@ -242,11 +242,15 @@ pub struct DynamicsSection {
 /// the report. A macro rather than `#[serde(flatten)]`, because serde cannot combine `flatten`
 /// with `deny_unknown_fields`, and every config keeps the latter so that a typo is an error naming
 /// the key.
+///
+/// A recipe whose `[data]` is not [`DataSection`] (RL reads prompts, not documents) names its own
+/// type and how `base()` sees it, on a first line `data: Type = fn(&Type) -> DataSection;`.
 #[macro_export]
 macro_rules! recipe_config {
     (
         $(#[$meta:meta])*
         pub struct $name:ident {
+            data: $dty:ty = $to_base:expr;
             $( $(#[$fmeta:meta])* pub $field:ident : $ty:ty, )*
         }
     ) => {
@@ -257,7 +261,7 @@ macro_rules! recipe_config {
             pub run: $crate::recipe::RunConfig,
             pub model: $crate::recipe::ModelSection,
             pub tokenizer: $crate::recipe::TokenizerSection,
-            pub data: $crate::recipe::DataSection,
+            pub data: $dty,
             pub optimizer: $crate::optim::AdamWConfig,
             pub schedule: $crate::schedule::Schedule,
             pub train: $crate::recipe::TrainSection,
@@ -271,11 +275,12 @@ macro_rules! recipe_config {
         impl $name {
             /// The shared sections, as the loop and the report read them.
             pub fn base(&self) -> $crate::recipe::RecipeConfig {
+                let to_base: fn(&$dty) -> $crate::recipe::DataSection = $to_base;
                 $crate::recipe::RecipeConfig {
                     run: self.run.clone(),
                     model: self.model.clone(),
                     tokenizer: self.tokenizer.clone(),
-                    data: self.data.clone(),
+                    data: to_base(&self.data),
                     optimizer: self.optimizer,
                     schedule: self.schedule,
                     train: self.train.clone(),
@@ -283,6 +288,20 @@ macro_rules! recipe_config {
                     dynamics: self.dynamics.clone(),
                     phf: None,
                 }
+            }
+        }
+    };
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$fmeta:meta])* pub $field:ident : $ty:ty, )*
+        }
+    ) => {
+        $crate::recipe_config! {
+            $(#[$meta])*
+            pub struct $name {
+                data: $crate::recipe::DataSection = ::std::clone::Clone::clone;
+                $( $(#[$fmeta])* pub $field: $ty, )*
             }
         }
     };

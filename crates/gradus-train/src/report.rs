@@ -8,6 +8,16 @@
 //! `PLOT_BOTTOM`, the largest to `PLOT_TOP` (no padding). With `log_y`, values are placed by
 //! `log10` and non-positive values are left out. Each series is one `<polyline>` with one point
 //! per step that has a finite value, coordinates printed with two decimals.
+//!
+//! Noisy training curves are smoothed as TensorBoard smooths them (an exponential moving average,
+//! debiased: [`ema`]) when [`Axes::smooth`] is set and a series has at least [`SMOOTH_MIN_POINTS`]
+//! points: the raw curve is then drawn faint (`data-raw`, 25% opacity) under the smoothed one
+//! (`data-series`), and the y-range is the raw curve's, so spikes stay visible. Each plot names its
+//! axes: x below, y rotated on the left.
+//!
+//! Samples over steps ([`Section::Samples`]): every metrics row holding `samples/<i>` strings
+//! (written by `[eval] samples` during training) becomes one row of a table per prompt, so a reader
+//! sees what the model answered at each evaluation step.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -39,6 +49,55 @@ pub struct PlotSpec {
     /// Metric keys, one series each (`train/loss`, `eval/loss`).
     pub keys: Vec<String>,
     pub log_y: bool,
+    /// Draw long series smoothed over their faint raw curve (training curves).
+    pub smooth: bool,
+}
+
+/// How a plot's axes and lines are drawn.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Axes<'a> {
+    pub log_y: bool,
+    pub x_label: &'a str,
+    pub y_label: &'a str,
+    pub smooth: bool,
+}
+
+/// Series with fewer points are drawn as they are, even when smoothing is asked for.
+pub const SMOOTH_MIN_POINTS: usize = 30;
+
+/// The smoothing weight for a series of `n` points: none below [`SMOOTH_MIN_POINTS`], then
+/// `1 - 20/n` (a window of about a twentieth of the run), at most 0.8 (about 5 points, so the
+/// smoothed curve lags a falling loss by little).
+pub fn smoothing_weight(n: usize) -> f64 {
+    if n < SMOOTH_MIN_POINTS {
+        0.0
+    } else {
+        (1.0 - 20.0 / n as f64).min(0.8)
+    }
+}
+
+/// TensorBoard's smoothing: `m_i = w·m_{i-1} + (1-w)·y_i` from `m_{-1} = 0`, divided by
+/// `1 - w^(i+1)` so the first points are not pulled towards zero. `w = 0` returns `ys`.
+pub fn ema(ys: &[f64], w: f64) -> Vec<f64> {
+    let mut m = 0.0;
+    let mut wk = 1.0;
+    ys.iter()
+        .map(|&y| {
+            m = w * m + (1.0 - w) * y;
+            wk *= w;
+            m / (1.0 - wk)
+        })
+        .collect()
+}
+
+/// The y-axis title of a plot of `keys`: their shared last path part (`train/loss`, `val/loss`
+/// → `loss`), else `fallback`.
+pub fn y_label_of(keys: &[String], fallback: &str) -> String {
+    let last = |k: &String| k.rsplit('/').next().unwrap_or(k).to_string();
+    match keys.first().map(last) {
+        Some(l) if keys.iter().all(|k| last(k) == l) => l,
+        _ => fallback.to_string(),
+    }
 }
 
 /// One part of the report, in page order.
@@ -60,6 +119,12 @@ pub enum Section {
         title: String,
         body: String,
     },
+    /// The `samples/<i>` strings of the metrics rows: a table per sample index, one row per step.
+    Samples {
+        title: String,
+    },
+    /// A line under the page title (the run's key settings).
+    Subtitle(String),
 }
 
 impl Section {
@@ -68,6 +133,17 @@ impl Section {
             title: title.into(),
             keys: keys.iter().map(|k| k.to_string()).collect(),
             log_y: false,
+            smooth: false,
+        })
+    }
+
+    /// A training curve: log-y, smoothed over its faint raw curve when long.
+    pub fn training_plot(title: &str, keys: &[&str]) -> Self {
+        Section::Plot(PlotSpec {
+            title: title.into(),
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            log_y: true,
+            smooth: true,
         })
     }
 
@@ -76,6 +152,7 @@ impl Section {
             title: title.into(),
             keys: keys.iter().map(|k| k.to_string()).collect(),
             log_y: true,
+            smooth: false,
         })
     }
 
@@ -238,7 +315,13 @@ fn map(v: f64, lo: f64, hi: f64, a: f64, b: f64) -> f64 {
 
 /// An inline SVG line plot of `series` (see the module docs for the geometry). `None` when no
 /// series has a point to draw.
-pub fn svg_line_plot(series: &[Series], log_y: bool, x_label: &str) -> Option<String> {
+pub fn svg_line_plot(series: &[Series], axes: &Axes) -> Option<String> {
+    let Axes {
+        log_y,
+        x_label,
+        y_label,
+        smooth,
+    } = *axes;
     let ty = |y: f64| if log_y { y.log10() } else { y };
     let drawn: Vec<(usize, Vec<(f64, f64)>)> = series
         .iter()
@@ -324,27 +407,49 @@ pub fn svg_line_plot(series: &[Series], log_y: bool, x_label: &str) -> Option<St
             escape(&tick_label(v))
         );
     }
-    // Axes box and x label.
+    // Axes box, x label below, y label rotated on the left.
+    let ymid = (PLOT_TOP + PLOT_BOTTOM) / 2.0;
     let _ = write!(
         s,
-        r##"<rect x="{PLOT_LEFT}" y="{PLOT_TOP}" width="{}" height="{}" fill="none" stroke="#444"/><text x="{:.2}" y="{:.2}" text-anchor="middle">{}</text>"##,
+        r##"<rect x="{PLOT_LEFT}" y="{PLOT_TOP}" width="{}" height="{}" fill="none" stroke="#444"/><text x="{:.2}" y="{:.2}" text-anchor="middle">{}</text><text x="12" y="{ymid:.2}" text-anchor="middle" transform="rotate(-90 12 {ymid:.2})">{}</text>"##,
         PLOT_RIGHT - PLOT_LEFT,
         PLOT_BOTTOM - PLOT_TOP,
         (PLOT_LEFT + PLOT_RIGHT) / 2.0,
         HEIGHT - 6.0,
-        escape(x_label)
+        escape(x_label),
+        escape(y_label)
     );
+    let line = |pts: &[(f64, f64)]| -> String {
+        pts.iter()
+            .map(|&(x, y)| format!("{:.2},{:.2}", px(x), py(y)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     for (i, pts) in &drawn {
         let color = COLORS[i % COLORS.len()];
-        let coords: Vec<String> = pts
-            .iter()
-            .map(|&(x, y)| format!("{:.2},{:.2}", px(x), py(y)))
-            .collect();
+        let w = if smooth {
+            smoothing_weight(pts.len())
+        } else {
+            0.0
+        };
+        let shown = if w > 0.0 {
+            let _ = write!(
+                s,
+                r#"<polyline fill="none" stroke="{color}" stroke-width="1" stroke-opacity="0.25" data-raw="{}" points="{}"/>"#,
+                escape(&series[*i].name),
+                line(pts)
+            );
+            // Smoothed in the plotted space (log10 values on a log axis), as TensorBoard does.
+            let ys: Vec<f64> = pts.iter().map(|p| p.1).collect();
+            pts.iter().zip(ema(&ys, w)).map(|(p, y)| (p.0, y)).collect()
+        } else {
+            pts.clone()
+        };
         let _ = write!(
             s,
             r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" data-series="{}" points="{}"/>"#,
             escape(&series[*i].name),
-            coords.join(" ")
+            line(&shown)
         );
         if pts.len() == 1 {
             let (x, y) = pts[0];
@@ -364,7 +469,7 @@ pub(crate) const STYLE: &str = "body{font-family:sans-serif;max-width:980px;marg
 h1{font-size:1.6em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}\
 table{border-collapse:collapse}td{border:1px solid #ddd;padding:2px 8px;font-family:monospace}\
 pre{background:#f6f6f6;padding:8px;overflow-x:auto;white-space:pre-wrap}\
-.legend span{margin-right:1.2em;font-size:.9em}.legend b{display:inline-block;width:14px;height:3px;vertical-align:middle;margin-right:4px}\
+.legend span{margin-right:1.2em;font-size:.9em;white-space:nowrap;display:inline-block}.subtitle{color:#555;margin-top:-.6em}.legend b{display:inline-block;width:14px;height:3px;vertical-align:middle;margin-right:4px}\
 .empty{color:#888}";
 
 /// The report page for `sections`, with plots drawn from metric `rows`.
@@ -391,7 +496,14 @@ pub fn render_report(title: &str, sections: &[Section], rows: &[Map<String, Valu
                             .collect(),
                     })
                     .collect();
-                match svg_line_plot(&ser, p.log_y, "step") {
+                let y_label = y_label_of(&p.keys, &p.title);
+                let axes = Axes {
+                    log_y: p.log_y,
+                    x_label: "step",
+                    y_label: &y_label,
+                    smooth: p.smooth,
+                };
+                match svg_line_plot(&ser, &axes) {
                     Some(svg) => {
                         h.push_str("<figure>");
                         h.push_str(&svg);
@@ -406,6 +518,9 @@ pub fn render_report(title: &str, sections: &[Section], rows: &[Map<String, Valu
                         }
                         if p.log_y {
                             h.push_str("<span>(log scale)</span>");
+                        }
+                        if p.smooth && ser.iter().any(|s| s.points.len() >= SMOOTH_MIN_POINTS) {
+                            h.push_str("<span>(smoothed; raw curve faint)</span>");
                         }
                         h.push_str("</figcaption></figure>\n");
                     }
@@ -434,10 +549,59 @@ pub fn render_report(title: &str, sections: &[Section], rows: &[Map<String, Valu
             Section::Pre { title, body } => {
                 let _ = writeln!(h, "<h2>{}</h2>\n<pre>{}</pre>", escape(title), escape(body));
             }
+            Section::Subtitle(text) => {
+                let _ = writeln!(h, "<p class=\"subtitle\">{}</p>", escape(text));
+            }
+            Section::Samples { title } => {
+                let tables = samples_over_steps(rows);
+                if !tables.is_empty() {
+                    let _ = writeln!(h, "<h2>{}</h2>", escape(title));
+                }
+                for (key, steps) in tables {
+                    let _ = writeln!(
+                        h,
+                        "<table class=\"samples\"><tr><th>step</th><th>{}</th></tr>",
+                        escape(&key)
+                    );
+                    for (step, text) in steps {
+                        let _ = writeln!(
+                            h,
+                            "<tr><td>{step}</td><td><pre>{}</pre></td></tr>",
+                            escape(&text)
+                        );
+                    }
+                    h.push_str("</table>\n");
+                }
+            }
         }
     }
     h.push_str("</body></html>\n");
     h
+}
+
+/// The `samples/<i>` strings of `rows`, per key (in key order), as (step, text) in step order.
+pub fn samples_over_steps(rows: &[Map<String, Value>]) -> Vec<(String, Vec<(u64, String)>)> {
+    let mut by_key: std::collections::BTreeMap<String, Vec<(u64, String)>> = Default::default();
+    for r in rows {
+        let Some(step) = crate::metrics::row_step(r) else {
+            continue;
+        };
+        for (k, v) in r {
+            if let (true, Some(t)) = (k.starts_with("samples/"), v.as_str()) {
+                by_key
+                    .entry(k.clone())
+                    .or_default()
+                    .push((step, t.to_string()));
+            }
+        }
+    }
+    by_key
+        .into_iter()
+        .map(|(k, mut v)| {
+            v.sort_by_key(|s| s.0);
+            (k, v)
+        })
+        .collect()
 }
 
 /// Writes `run_dir/report.html` (atomically), plotting from `run_dir/metrics.jsonl` if it exists.
@@ -471,6 +635,102 @@ mod tests {
             (t[0] - 1.0).abs() < 1e-12 && (t[2] - 1.2).abs() < 1e-12,
             "{t:?}"
         );
+    }
+
+    #[test]
+    fn ema_is_tensorboards_debiased_average() {
+        // w = 0.5 over [1, 3]: m0 = 0.5·1 = 0.5, debiased 0.5 / (1 − 0.5) = 1;
+        // m1 = 0.5·0.5 + 0.5·3 = 1.75, debiased 1.75 / (1 − 0.25) = 7/3.
+        let m = ema(&[1.0, 3.0], 0.5);
+        assert!(
+            (m[0] - 1.0).abs() < 1e-12 && (m[1] - 7.0 / 3.0).abs() < 1e-12,
+            "{m:?}"
+        );
+        assert_eq!(ema(&[2.0, 5.0], 0.0), vec![2.0, 5.0]);
+        assert_eq!(smoothing_weight(SMOOTH_MIN_POINTS - 1), 0.0);
+        assert!((smoothing_weight(50) - 0.6).abs() < 1e-12);
+        assert_eq!(smoothing_weight(10_000), 0.8);
+    }
+
+    #[test]
+    fn long_training_curves_are_smoothed_over_their_faint_raw_curve() {
+        // 200 points alternating 1 and 3: the raw curve spans the whole box (y 260 and 20); the
+        // smoothed one (w = 0.8) settles into an oscillation of (1 − w)/(1 + w) = 1/9 of it.
+        let pts: Vec<(f64, f64)> = (0..200)
+            .map(|i| (i as f64, if i % 2 == 0 { 1.0 } else { 3.0 }))
+            .collect();
+        let ser = [Series {
+            name: "train/loss".into(),
+            points: pts,
+        }];
+        let axes = Axes {
+            log_y: false,
+            x_label: "step",
+            y_label: "loss",
+            smooth: true,
+        };
+        let svg = svg_line_plot(&ser, &axes).unwrap();
+        let ys = |attr: &str| -> Vec<f64> {
+            let at = svg.find(attr).unwrap();
+            let p = &svg[at..];
+            let start = p.find("points=\"").unwrap() + 8;
+            let pts = &p[start..start + p[start..].find('"').unwrap()];
+            pts.split(' ')
+                .map(|xy| xy.split_once(',').unwrap().1.parse().unwrap())
+                .collect()
+        };
+        let (raw, smooth) = (ys("data-raw="), ys("data-series="));
+        assert_eq!((raw.len(), smooth.len()), (200, 200));
+        assert!(raw.contains(&20.0) && raw.contains(&260.0));
+        let spread = |v: &[f64]| {
+            v[100..].iter().cloned().fold(f64::MIN, f64::max)
+                - v[100..].iter().cloned().fold(f64::MAX, f64::min)
+        };
+        assert!(spread(&smooth) < 0.15 * spread(&raw), "{smooth:?}");
+        assert!(svg.contains("stroke-opacity=\"0.25\""));
+        // The y title is drawn rotated.
+        assert!(svg.contains("rotate(-90") && svg.contains(">loss</text>"));
+        // Short series and plots that do not ask for it are drawn as they are.
+        let plain = svg_line_plot(
+            &ser,
+            &Axes {
+                smooth: false,
+                ..axes
+            },
+        )
+        .unwrap();
+        assert!(!plain.contains("data-raw="));
+    }
+
+    #[test]
+    fn y_titles_and_samples_over_steps() {
+        let keys = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        assert_eq!(y_label_of(&keys(&["train/loss", "val/loss"]), "x"), "loss");
+        assert_eq!(
+            y_label_of(&keys(&["weights/a", "weights/b"]), "norms"),
+            "norms"
+        );
+        let rows: Vec<Map<String, Value>> = [
+            serde_json::json!({"step": 20, "samples/0": "b<", "train/loss": 1.0}),
+            serde_json::json!({"step": 10, "samples/0": "a", "samples/1": "z"}),
+            serde_json::json!({"step": 30, "train/loss": 1.0}),
+        ]
+        .into_iter()
+        .map(|v| v.as_object().unwrap().clone())
+        .collect();
+        let s = samples_over_steps(&rows);
+        assert_eq!(
+            s,
+            vec![
+                (
+                    "samples/0".to_string(),
+                    vec![(10, "a".to_string()), (20, "b<".to_string())]
+                ),
+                ("samples/1".to_string(), vec![(10, "z".to_string())]),
+            ]
+        );
+        let html = render_report("t", &[Section::Samples { title: "S".into() }], &rows);
+        assert!(html.contains("<pre>b&lt;</pre>"), "{html}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `gradus train reward`: reward models on preference pairs (their evaluation, shared with
-//! `gradus eval reward`, is `gradus_eval::prefs`).
+//! `gradus eval reward`, is `gradus_eval::pairwise`).
 //!
 //! `[objective] kind = bt | bt_margin | scaled_bt | regression` (with `center_coef` for reward
 //! centering). The head reads the last non-pad token (the completion's EOS). Regression → BT
@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use crate::prefs::{load_pairs, pad_id, PrefsSection};
 use crate::report::Section;
 use crate::trainer::{fit_learner, set_params, write_run_report, FitSummary, Learner};
-use gradus_eval::prefs::{evaluate_reward, reward_pair_scores, scalar_scores, RewardEval};
+use gradus_eval::pairwise::{evaluate_reward, reward_pair_scores, scalar_scores, RewardEval};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -64,7 +64,7 @@ impl RewardConfig {
             return self.head.labels.clone();
         }
         match self.objective {
-            RewardObjective::Regression {} => gradus_tasks::prefs::ATTRIBUTES
+            RewardObjective::Regression {} => gradus_tasks::synthetic_pairs::ATTRIBUTES
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),

@@ -18,7 +18,7 @@ use gradus_data::pack::{Batch, CursorState, RowCursor};
 use gradus_data::tokenizer::Tokenizer;
 use gradus_dynamics::run::StatsRecorder;
 use gradus_dynamics::stats::{MatrixSelection, NamedTensor};
-use gradus_model::decoder::{Decoder, ForwardInput};
+use gradus_model::decoder::Decoder;
 use gradus_model::fast::{FastDecoder, FastOptions};
 use gradus_model::hf::{load_decoder, save_decoder};
 use gradus_model::WeightDtype;
@@ -77,16 +77,8 @@ pub struct FitSummary {
     pub last_checkpoint: Option<PathBuf>,
 }
 
-/// The model input of a batch: its ids, positions and segments.
-pub fn forward_input(b: &Batch) -> ForwardInput<'_> {
-    ForwardInput::packed(
-        &b.input_ids,
-        b.rows,
-        b.seq_len,
-        &b.position_ids,
-        &b.segment_ids,
-    )
-}
+/// The model input of a batch (one definition, shared with evaluation).
+pub use gradus_eval::forward_input;
 
 /// Token-weighted negative log-likelihood of one micro-batch, divided by `norm` (the number of
 /// target tokens in the whole optimiser step). Returns a scalar tensor.
@@ -877,7 +869,8 @@ pub fn write_run_report(
         &["train/loss"]
     };
     let mut sections = vec![
-        Section::log_plot(
+        Section::Subtitle(key_settings(cfg)),
+        Section::training_plot(
             if has_val {
                 "Training and validation loss"
             } else {
@@ -886,16 +879,51 @@ pub fn write_run_report(
             loss_keys,
         ),
         Section::plot("Learning rate", &["train/lr"]),
-        Section::log_plot("Gradient norm (before clipping)", &["train/grad_norm"]),
+        Section::training_plot("Gradient norm (before clipping)", &["train/grad_norm"]),
     ];
     if !norm_keys.is_empty() {
         let keys: Vec<&str> = norm_keys.iter().map(|s| s.as_str()).collect();
         sections.push(Section::plot("Weight norms per layer", &keys));
     }
     sections.extend(eval_plots(&rows));
+    sections.push(Section::Samples {
+        title: "Samples during training (greedy, [eval] samples)".into(),
+    });
     sections.extend(extra.iter().cloned());
     sections.push(Section::final_metrics("Final metrics", &rows));
     let cfg_toml = toml::to_string_pretty(cfg).unwrap_or_default();
     sections.push(Section::pre("Resolved config", &cfg_toml));
-    write_report(run_dir, title, &sections)
+    write_report(run_dir, &format!("{title}: {}", cfg.run.name), &sections)
+}
+
+/// One line of a run's key settings for its report: model, start, data, steps and batch,
+/// learning rate and schedule.
+pub fn key_settings(cfg: &RecipeConfig) -> String {
+    let m = &cfg.model.config;
+    // A model that starts from a checkpoint has that checkpoint's shape, not `[model.config]`'s.
+    let start = match &cfg.model.init_from {
+        Some(p) => format!("from {}", p.display()),
+        None => format!(
+            "{:?} {} layers × {} wide, from scratch",
+            m.family, m.num_hidden_layers, m.hidden_size
+        ),
+    };
+    let t = &cfg.train;
+    let schedule = serde_json::to_value(cfg.schedule)
+        .ok()
+        .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
+        .unwrap_or_default();
+    format!(
+        "{start} · data {} (seq {}) · {} steps × batch {}{} · lr {} {schedule}",
+        cfg.data.source,
+        cfg.data.seq_len,
+        t.steps,
+        t.batch_size,
+        if t.grad_accum > 1 {
+            format!(" × {} accumulated", t.grad_accum)
+        } else {
+            String::new()
+        },
+        t.lr,
+    )
 }

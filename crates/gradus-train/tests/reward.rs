@@ -51,8 +51,12 @@ fn bradley_terry_fits_and_the_head_loads_back() {
     let c = cfg(d.path(), &init, "bt");
     let data =
         gradus_train::prefs::load_pairs("synthetic", &c.prefs, &tok, 256, c.run.seed).unwrap();
-    let e = gradus_eval::prefs::evaluate_reward(&rm, &data.eval, gradus_eval::prefs::pad_id(&tok))
-        .unwrap();
+    let e = gradus_eval::pairwise::evaluate_reward(
+        &rm,
+        &data.eval,
+        gradus_eval::pairwise::pad_id(&tok),
+    )
+    .unwrap();
     assert_eq!(e.scores, s.eval.scores);
     assert_eq!(e.per_category.values().map(|v| v.1).sum::<usize>(), 16);
     assert!(s.fit.run_dir.join("reward_eval.json").exists());

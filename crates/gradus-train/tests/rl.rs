@@ -417,7 +417,7 @@ fn reward_model_reward_matches_the_reward_recipes_scores() {
 
     // The training path: each text as the chosen side of a pair (rejected: another text).
     let tpl = ChatTemplate::chatml();
-    let pad = gradus_eval::prefs::pad_id(&tok);
+    let pad = gradus_eval::pairwise::pad_id(&tok);
     for (i, (p, c)) in texts.iter().enumerate() {
         let other = texts[(i + 1) % texts.len()].1;
         let t = tokenize(
@@ -439,7 +439,7 @@ fn reward_model_reward_matches_the_reward_recipes_scores() {
             rejected_scores: None,
             category: None,
         };
-        let s = gradus_eval::prefs::reward_pair_scores(&rm, &[&pair], pad)
+        let s = gradus_eval::pairwise::reward_pair_scores(&rm, &[&pair], pad)
             .unwrap()
             .to_vec2::<f32>()
             .unwrap();

@@ -334,21 +334,11 @@ pub fn run_config(o: &BooleanOptions, class: BoolClass) -> BoolRunConfig {
         },
         model: if paper {
             // GPT-2-style 6 layers, 256-d, 8 heads in the paper (here Llama-style).
-            IclModelSection {
-                hidden_size: 256,
-                num_hidden_layers: 6,
-                num_attention_heads: 8,
-                intermediate_size: 1024,
-                initializer_range: 0.02,
-            }
+            IclModelSection::new(256, 6, 8, 1024)
+        } else if smoke {
+            IclModelSection::new(16, 1, 2, 32)
         } else {
-            IclModelSection {
-                hidden_size: if smoke { 16 } else { 64 },
-                num_hidden_layers: if smoke { 1 } else { 3 },
-                num_attention_heads: if smoke { 2 } else { 4 },
-                intermediate_size: if smoke { 32 } else { 256 },
-                initializer_range: 0.02,
-            }
+            IclModelSection::new(64, 3, 4, 256)
         },
         train: IclTrainSection {
             steps: o.steps.unwrap_or(match o.size {
@@ -435,6 +425,7 @@ pub fn run(o: &BooleanOptions) -> Result<BooleanOutcome> {
                 &format!("{}: accuracy at each prompt position", r.class),
                 &s,
                 "position (pairs seen + 1)",
+                "accuracy",
             )
         })
         .collect();

@@ -102,21 +102,11 @@ pub fn run_config(o: &EmergenceOptions, b: usize, alpha: f64) -> IclRunConfig {
         labels: LabelMode::Fixed,
     };
     let model = if paper {
-        IclModelSection {
-            hidden_size: 128,
-            num_hidden_layers: 2,
-            num_attention_heads: 4,
-            intermediate_size: 256,
-            initializer_range: 0.02,
-        }
+        IclModelSection::new(128, 2, 4, 256)
+    } else if smoke {
+        IclModelSection::new(16, 2, 2, 32)
     } else {
-        IclModelSection {
-            hidden_size: if smoke { 16 } else { 64 },
-            num_hidden_layers: 2,
-            num_attention_heads: if smoke { 2 } else { 4 },
-            intermediate_size: if smoke { 32 } else { 128 },
-            initializer_range: 0.02,
-        }
+        IclModelSection::new(64, 2, 4, 128)
     };
     let steps = o.steps.unwrap_or(match o.size {
         LabSize::Smoke => 6,
@@ -264,6 +254,7 @@ pub fn run(o: &EmergenceOptions) -> Result<EmergenceOutcome> {
         "ICL accuracy (novel classes) during training, per grid point",
         &icl,
         "step",
+        "ICL accuracy",
     ));
     let iwl: Vec<Series> = points
         .iter()
@@ -279,6 +270,7 @@ pub fn run(o: &EmergenceOptions) -> Result<EmergenceOutcome> {
         "IWL accuracy (query class absent from the context) during training",
         &iwl,
         "step",
+        "IWL accuracy",
     ));
     let mut trade = Vec::new();
     for &b in &o.burstiness {
@@ -302,6 +294,7 @@ pub fn run(o: &EmergenceOptions) -> Result<EmergenceOutcome> {
         "Trade-off: final ICL and IWL accuracy against the Zipf exponent α",
         &trade,
         "Zipf exponent α",
+        "final accuracy",
     ));
     let sections = vec![
         Section::text(

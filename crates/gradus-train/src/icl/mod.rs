@@ -59,7 +59,7 @@ use gradus_tensor::io::{read_native, write_native};
 use crate::checkpoint::{latest_checkpoint, save_checkpoint, TrainerState};
 use crate::metrics::{read_metrics, series, MetricsSink, METRICS_FILE};
 use crate::optim::{AdamW, AdamWConfig};
-use crate::report::{escape, svg_line_plot, Series};
+use crate::report::{escape, svg_line_plot, Axes, Series, COLORS};
 use crate::rundir::{open_run, Start};
 
 /// Where and who: `run.name` under `run.dir`, `run.seed` for data and initialisation.
@@ -92,15 +92,22 @@ pub struct IclModelSection {
     pub initializer_range: f64,
 }
 
-impl Default for IclModelSection {
-    fn default() -> Self {
+impl IclModelSection {
+    /// A shape: width, depth, heads, MLP width (initialiser std 0.02, as GPT-2 and the papers).
+    pub fn new(hidden: usize, layers: usize, heads: usize, intermediate: usize) -> Self {
         Self {
-            hidden_size: 64,
-            num_hidden_layers: 2,
-            num_attention_heads: 4,
-            intermediate_size: 128,
+            hidden_size: hidden,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            intermediate_size: intermediate,
             initializer_range: 0.02,
         }
+    }
+}
+
+impl Default for IclModelSection {
+    fn default() -> Self {
+        Self::new(64, 2, 4, 128)
     }
 }
 
@@ -804,15 +811,16 @@ fn write_run_report(dir: &Path, cfg: &IclRunConfig, s: &IclRunSummary) -> Result
     Ok(())
 }
 
-/// Colours of lab figures (Okabe-Ito, as the run reports).
-const COLORS: [&str; 7] = [
-    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
-];
-
 /// An HTML figure: heading, inline SVG line plot of `series`, legend.
-pub fn figure(title: &str, series: &[Series], x_label: &str) -> String {
+pub fn figure(title: &str, series: &[Series], x_label: &str, y_label: &str) -> String {
     let mut h = format!("<h2>{}</h2>\n", escape(title));
-    match svg_line_plot(series, false, x_label) {
+    let axes = Axes {
+        log_y: false,
+        x_label,
+        y_label,
+        smooth: false,
+    };
+    match svg_line_plot(series, &axes) {
         Some(svg) => {
             h.push_str("<figure>");
             h.push_str(&svg);

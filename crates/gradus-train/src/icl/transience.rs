@@ -84,21 +84,11 @@ pub fn run_config(o: &TransienceOptions, l2: f64) -> IclRunConfig {
     };
     let model = if paper {
         // Singh: 12 layers, d_model 64, 8 heads, MLP ratio 4.
-        IclModelSection {
-            hidden_size: 64,
-            num_hidden_layers: 12,
-            num_attention_heads: 8,
-            intermediate_size: 256,
-            initializer_range: 0.02,
-        }
+        IclModelSection::new(64, 12, 8, 256)
+    } else if smoke {
+        IclModelSection::new(16, 2, 2, 32)
     } else {
-        IclModelSection {
-            hidden_size: if smoke { 16 } else { 64 },
-            num_hidden_layers: 2,
-            num_attention_heads: if smoke { 2 } else { 4 },
-            intermediate_size: if smoke { 32 } else { 256 },
-            initializer_range: 0.02,
-        }
+        IclModelSection::new(64, 2, 4, 256)
     };
     let steps = o.steps.unwrap_or(match o.size {
         LabSize::Smoke => 6,
@@ -204,6 +194,7 @@ pub fn run(o: &TransienceOptions) -> Result<TransienceOutcome> {
         "ICL (novel classes) and IWL accuracy during training, with and without L2",
         &series,
         "step",
+        "accuracy",
     )];
     let swap: Vec<Series> = runs
         .iter()
@@ -218,12 +209,13 @@ pub fn run(o: &TransienceOptions) -> Result<TransienceOutcome> {
         "Swapped labels: which strategy wins when they disagree",
         &swap,
         "step",
+        "share of swapped-label queries",
     ));
     let loss: Vec<Series> = runs
         .iter()
         .map(|s| curve(s, "train/loss", &format!("train loss, {}", s.name)))
         .collect();
-    figs.push(figure("Training loss", &loss, "step"));
+    figs.push(figure("Training loss", &loss, "step", "loss"));
     let sections = vec![
         Section::text(
             "What this shows",

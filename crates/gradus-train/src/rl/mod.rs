@@ -46,13 +46,8 @@ use gradus_tensor::{Error, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::optim::AdamWConfig;
-use crate::recipe::{
-    DataSection, DynamicsSection, ModelSection, RecipeConfig, RunConfig, TokenizerSection,
-    TrainSection,
-};
+use crate::recipe::DataSection;
 use crate::report::Section;
-use crate::schedule::Schedule;
 use crate::trainer::{
     fit_learner, save_model_files, set_params, write_run_report, FitSummary, Learner,
 };
@@ -315,48 +310,30 @@ impl Default for RlLogSection {
     }
 }
 
-/// The `gradus train rl` config.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct RlConfig {
-    pub run: RunConfig,
-    pub model: ModelSection,
-    pub tokenizer: TokenizerSection,
-    pub data: RlDataSection,
-    pub generation: GenerationSection,
-    pub algorithm: AlgorithmSection,
-    pub rewards: Vec<RewardSpec>,
-    pub optimizer: AdamWConfig,
-    pub schedule: Schedule,
-    /// `batch_size` = completions per micro-batch.
-    pub train: TrainSection,
-    pub eval: crate::eval_hook::EvalSection,
-    pub dynamics: DynamicsSection,
-    pub log: RlLogSection,
+crate::recipe_config! {
+    /// The `gradus train rl` config: the shared sections (`[data]` is [`RlDataSection`]; the
+    /// loop sees it through [`rl_data_base`]; `train.batch_size` = completions per micro-batch),
+    /// then `[generation]`, `[algorithm]`, `[[rewards]]` and `[log]`.
+    pub struct RlConfig {
+        data: RlDataSection = rl_data_base;
+        pub generation: GenerationSection,
+        pub algorithm: AlgorithmSection,
+        pub rewards: Vec<RewardSpec>,
+        pub log: RlLogSection,
+    }
+}
+
+/// `[data]` as the shared loop and the report read it. Context checks are per prompt here (prompt +
+/// max_new_tokens), so no document length applies.
+fn rl_data_base(d: &RlDataSection) -> DataSection {
+    DataSection {
+        seq_len: 2,
+        task: d.task.clone(),
+        ..DataSection::default()
+    }
 }
 
 impl RlConfig {
-    /// The shared sections, as the loop and the report read them.
-    pub fn base(&self) -> RecipeConfig {
-        RecipeConfig {
-            run: self.run.clone(),
-            model: self.model.clone(),
-            tokenizer: self.tokenizer.clone(),
-            data: DataSection {
-                // Context checks are per prompt here (prompt + max_new_tokens).
-                seq_len: 2,
-                task: self.data.task.clone(),
-                ..DataSection::default()
-            },
-            optimizer: self.optimizer,
-            schedule: self.schedule,
-            train: self.train.clone(),
-            eval: self.eval.clone(),
-            dynamics: self.dynamics.clone(),
-            phf: None,
-        }
-    }
-
     /// Completions per generation batch.
     pub fn generation_batch(&self) -> usize {
         self.train.batch_size * self.train.grad_accum * self.algorithm.steps_per_generation
@@ -1202,7 +1179,7 @@ pub fn run(cfg: &RlConfig, start: impl Into<crate::rundir::Start>) -> Result<RlS
         names: cfg.rewards.iter().map(|r| r.display_name()).collect(),
         weights: cfg.rewards.iter().map(|r| r.weight).collect(),
         rewards,
-        pad: gradus_eval::prefs::pad_id(&tok),
+        pad: gradus_eval::pairwise::pad_id(&tok),
         eos,
         gen: GenState::default(),
         acc: StepAcc::default(),

@@ -673,8 +673,9 @@ impl Reward for ModelReward {
     }
     fn score(&mut self, items: &[RewardInput]) -> Result<Vec<Option<f32>>> {
         let texts: Vec<(&str, &str)> = items.iter().map(|it| (it.prompt, it.completion)).collect();
-        let scores = gradus_eval::prefs::score_completions(&self.rm, &self.tok, &texts, self.batch)
-            .map_err(|e| Error::msg(format!("reward `{}`: {e}", self.name)))?;
+        let scores =
+            gradus_eval::pairwise::score_completions(&self.rm, &self.tok, &texts, self.batch)
+                .map_err(|e| Error::msg(format!("reward `{}`: {e}", self.name)))?;
         Ok(scores
             .into_iter()
             .map(|row| {

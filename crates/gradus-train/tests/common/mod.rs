@@ -6,7 +6,7 @@ use gradus_data::preference::Turns;
 use gradus_model::decoder::Decoder;
 use gradus_model::hf::save_decoder;
 use gradus_model::DecoderConfig;
-use gradus_tasks::{preference_pairs, PrefsConfig, Split};
+use gradus_tasks::{preference_pairs, Split, SyntheticPairsConfig};
 use gradus_tensor::Device;
 use gradus_train::metrics::read_metrics;
 use gradus_train::prep::train_tokenizer;
@@ -14,13 +14,14 @@ use gradus_train::prep::train_tokenizer;
 /// A tiny random model with a tokenizer trained on the synthetic pairs' text, saved in `dir/init`.
 pub fn init_model(dir: &Path, tied: bool) -> PathBuf {
     let out = dir.join("init");
-    let texts: Vec<String> = preference_pairs(200, 0, Split::Train, &PrefsConfig::default())
-        .into_iter()
-        .map(|p| match (p.prompt, p.chosen, p.rejected) {
-            (Turns::Text(a), Turns::Text(b), Turns::Text(c)) => format!("{a}{b}\n{c}"),
-            _ => unreachable!("synthetic pairs are text"),
-        })
-        .collect();
+    let texts: Vec<String> =
+        preference_pairs(200, 0, Split::Train, &SyntheticPairsConfig::default())
+            .into_iter()
+            .map(|p| match (p.prompt, p.chosen, p.rejected) {
+                (Turns::Text(a), Turns::Text(b), Turns::Text(c)) => format!("{a}{b}\n{c}"),
+                _ => unreachable!("synthetic pairs are text"),
+            })
+            .collect();
     let tok = train_tokenizer(&texts, 300).unwrap();
     let cfg = DecoderConfig {
         vocab_size: tok.vocab_size(),

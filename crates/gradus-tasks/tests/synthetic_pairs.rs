@@ -4,7 +4,7 @@
 use gradus_data::chat::ChatTemplate;
 use gradus_data::preference::*;
 use gradus_data::tokenizer::Tokenizer;
-use gradus_tasks::{preference_pairs, PrefsConfig, Split};
+use gradus_tasks::{preference_pairs, Split, SyntheticPairsConfig};
 
 fn tok() -> Tokenizer {
     let corpus: Vec<String> = (0..50)
@@ -25,7 +25,7 @@ fn tok() -> Tokenizer {
 
 #[test]
 fn synthetic_pairs_have_agreement_and_follow_utility() {
-    let cfg = PrefsConfig::default();
+    let cfg = SyntheticPairsConfig::default();
     let a = preference_pairs(300, 7, Split::Train, &cfg);
     assert_eq!(
         a,
@@ -58,7 +58,7 @@ fn synthetic_pairs_have_agreement_and_follow_utility() {
 fn pair_batch_masks_exactly_the_completions() {
     let t = tok();
     let tpl = ChatTemplate::chatml();
-    let pairs = preference_pairs(6, 1, Split::Train, &PrefsConfig::default());
+    let pairs = preference_pairs(6, 1, Split::Train, &SyntheticPairsConfig::default());
     let (tp, _) = tokenize_pairs(&t, &tpl, &pairs, 512, BadPairPolicy::Error).unwrap();
     let refs: Vec<&TokenizedPair> = tp.iter().collect();
     let b = pair_batch(&refs, t.pad_id().unwrap()).unwrap();

@@ -18,7 +18,7 @@ use gradus_data::preference::{PreferencePair, Turns};
 /// Settings of [`preference_pairs`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct PrefsConfig {
+pub struct SyntheticPairsConfig {
     /// Weights of (correctness, concision, confidence) in the utility.
     pub weights: [f64; 3],
     /// Raters per pair.
@@ -29,7 +29,7 @@ pub struct PrefsConfig {
     pub score_noise: f64,
 }
 
-impl Default for PrefsConfig {
+impl Default for SyntheticPairsConfig {
     fn default() -> Self {
         Self {
             weights: [3.0, 1.0, 0.5],
@@ -116,9 +116,11 @@ pub fn preference_pairs(
     n: usize,
     seed: u64,
     split: Split,
-    cfg: &PrefsConfig,
+    cfg: &SyntheticPairsConfig,
 ) -> Vec<PreferencePair> {
     let items = instructions(n, seed, split);
+    // The stream's label predates the module's name; it is kept so that the pairs (and every
+    // result built on them) stay the same.
     let mut rng = Rng::derive(seed, "gradus-data/prefs");
     let raters = cfg.raters.max(1);
     items

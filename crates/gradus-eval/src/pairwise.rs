@@ -11,18 +11,17 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use gradus_data::chat::ChatTemplate;
-use gradus_data::pack::Batch;
 use gradus_data::preference::{
     pair_batch, read_pairs, tokenize_pairs, BadPairPolicy, PreferenceFields, PreferencePair,
     SkipCounts, TokenizedPair,
 };
 use gradus_data::tokenizer::Tokenizer;
-use gradus_model::decoder::{Decoder, ForwardInput};
+use gradus_model::decoder::Decoder;
 use gradus_model::reward::RewardModel;
 use gradus_objectives::math::values;
 use gradus_objectives::ranking::{ranking_report, PairScores, RankingReport};
 use gradus_objectives::{PairLogps, SeqLogps};
-use gradus_tasks::{preference_pairs, PrefsConfig, Split};
+use gradus_tasks::{preference_pairs, Split, SyntheticPairsConfig};
 use gradus_tensor::{Error, Result, Tensor};
 use serde::Serialize;
 
@@ -33,7 +32,11 @@ pub fn pad_id(tok: &Tokenizer) -> u32 {
 
 /// The held-out pairs of the built-in preference generator for a run seeded `seed`: the eval split
 /// drawn with `seed + 1`, the same pairs a `train dpo`/`train reward` run with that seed holds out.
-pub fn synthetic_eval_pairs(n: usize, seed: u64, cfg: &PrefsConfig) -> Vec<PreferencePair> {
+pub fn synthetic_eval_pairs(
+    n: usize,
+    seed: u64,
+    cfg: &SyntheticPairsConfig,
+) -> Vec<PreferencePair> {
     preference_pairs(n, seed + 1, Split::Eval, cfg)
 }
 
@@ -55,7 +58,7 @@ pub fn load_eval_pairs(
 ) -> Result<EvalPairs> {
     let tpl = ChatTemplate::for_tokenizer(tok)?;
     let raw = if source == "synthetic" {
-        synthetic_eval_pairs(n_synthetic, seed, &PrefsConfig::default())
+        synthetic_eval_pairs(n_synthetic, seed, &SyntheticPairsConfig::default())
     } else {
         read_pairs(Path::new(source), &PreferenceFields::default())?
     };
@@ -78,20 +81,10 @@ pub fn load_eval_pairs(
     Ok(EvalPairs { pairs, skipped })
 }
 
-fn batch_input(b: &Batch) -> ForwardInput<'_> {
-    ForwardInput::packed(
-        &b.input_ids,
-        b.rows,
-        b.seq_len,
-        &b.position_ids,
-        &b.segment_ids,
-    )
-}
-
 /// Sequence log-probs of `pairs` under `model`: chosen and rejected (B,) with completion lengths.
 pub fn pair_logps(model: &Decoder, pairs: &[&TokenizedPair], pad: u32) -> Result<PairLogps> {
     let b = pair_batch(pairs, pad)?;
-    let lp = model.row_logps(&batch_input(&b), &b.targets, &b.loss_weight)?;
+    let lp = model.row_logps(&crate::forward_input(&b), &b.targets, &b.loss_weight)?;
     let n = pairs.len();
     let lens: Vec<f32> = (0..2 * n)
         .map(|r| {
@@ -219,7 +212,7 @@ fn last_positions(pairs: &[&TokenizedPair]) -> Vec<usize> {
 /// Reward-model scores (2B, K) of a batch of pairs: rows 0..B chosen, B..2B rejected.
 pub fn reward_pair_scores(rm: &RewardModel, pairs: &[&TokenizedPair], pad: u32) -> Result<Tensor> {
     let b = pair_batch(pairs, pad)?;
-    rm.scores(&batch_input(&b), &last_positions(pairs))
+    rm.scores(&crate::forward_input(&b), &last_positions(pairs))
 }
 
 /// Reward-model scores (N, K) of `prompt + completion` texts, tokenized as the reward and DPO
@@ -263,7 +256,7 @@ pub fn score_completions(
             gradus_data::preference::completion_batch(&padded, pad)
         })?;
         let last: Vec<usize> = chunk.iter().map(|s| s.ids.len() - 1).collect();
-        let scores = rm.scores(&batch_input(&b), &last)?;
+        let scores = rm.scores(&crate::forward_input(&b), &last)?;
         out.extend(scores.to_vec2::<f32>()?);
     }
     Ok(out)
