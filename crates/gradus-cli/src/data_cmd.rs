@@ -58,7 +58,8 @@ pub enum DataCmd {
         out: PathBuf,
     },
     /// Write the built-in synthetic data as a JSONL file in the format a recipe reads: corpus
-    /// (pretraining text), chats (SFT conversations), pairs (DPO / reward), prompts (RL).
+    /// (pretraining text), chats (SFT conversations), pairs (DPO / reward), prompts (RL),
+    /// problems (HumanEval format, for `eval code`).
     Example {
         kind: ExampleArg,
         /// Rows to write.
@@ -78,6 +79,7 @@ pub enum ExampleArg {
     Chats,
     Pairs,
     Prompts,
+    Problems,
 }
 
 /// Inputs, outputs and sharding, shared by every step.
@@ -330,6 +332,7 @@ pub fn run(cmd: DataCmd) -> Result<()> {
                 ExampleArg::Chats => ExampleKind::Chats,
                 ExampleArg::Pairs => ExampleKind::Pairs,
                 ExampleArg::Prompts => ExampleKind::Prompts,
+                ExampleArg::Problems => ExampleKind::Problems,
             };
             let rows = example_rows(kind, n, seed)?;
             write_jsonl(&out, &rows)?;

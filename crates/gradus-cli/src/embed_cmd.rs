@@ -55,7 +55,7 @@ pub struct EmbedArgs {
     pub input: InputArgs,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Embed with a gradus/HF decoder checkpoint instead of a BERT encoder: mean-pooled final hidden
+    /// Embed with a gradus/HF decoder checkpoint (or run directory) instead of a BERT encoder: mean-pooled final hidden
     /// states (BOS + text, truncated to --max-len or the model's context), L2-normalised.
     #[arg(long, conflicts_with = "model")]
     pub decoder: Option<PathBuf>,
@@ -222,7 +222,7 @@ pub fn run(cmd: EmbedDataCmd) -> Result<()> {
         EmbedDataCmd::Embed(a) => {
             let embedder = match &a.decoder {
                 Some(dir) => Embedder::Decoder {
-                    dir: dir.clone(),
+                    dir: gradus_eval::lm::resolve_model_dir(dir)?,
                     max_len: a.model.max_len,
                 },
                 None => Embedder::Encoder(a.model.options()),
@@ -282,7 +282,7 @@ pub fn run(cmd: EmbedDataCmd) -> Result<()> {
                 corrupt_fraction: a.corrupt_fraction,
                 embedder: match &a.decoder {
                     Some(dir) => Embedder::Decoder {
-                        dir: dir.clone(),
+                        dir: gradus_eval::lm::resolve_model_dir(dir)?,
                         max_len: a.model.max_len,
                     },
                     None => Embedder::Encoder(a.model.options()),

@@ -11,7 +11,7 @@ use gradus_eval::pairwise::{
     EvalPairs,
 };
 use gradus_eval::{BadRow, EvalOptions};
-use gradus_model::hf::load_decoder;
+use gradus_model::lora::load_model_dir;
 use gradus_model::reward::RewardModel;
 use gradus_objectives::ranking::DEFAULT_EPS;
 use gradus_tensor::Device;
@@ -50,7 +50,7 @@ pub struct EvalData {
 
 #[derive(Args)]
 pub struct EvalRewardArgs {
-    /// A reward model directory (written by `gradus train reward`).
+    /// A reward model directory (written by `gradus train reward`), or its run directory.
     #[arg(long)]
     pub model: PathBuf,
     #[command(flatten)]
@@ -87,8 +87,9 @@ pub fn eval(cmd: EvalCmd) -> Result<()> {
         EvalCmd::Code(a) => crate::code_cmd::run(a),
         EvalCmd::Run(a) => run(a),
         EvalCmd::Reward(a) => {
-            let rm = RewardModel::load(&a.model)?;
-            let (tok, data) = pairs_for(&a.model, &a.data)?;
+            let model = gradus_eval::lm::resolve_model_dir(&a.model)?;
+            let rm = RewardModel::load(&model)?;
+            let (tok, data) = pairs_for(&model, &a.data)?;
             let e = evaluate_reward(&rm, &data.pairs, pad_id(&tok))?;
             if let Some(out) = &a.out {
                 let lines: String = e
@@ -109,9 +110,13 @@ pub fn eval(cmd: EvalCmd) -> Result<()> {
             Ok(())
         }
         EvalCmd::Ranking(a) => {
-            let policy = load_decoder(&a.model, &Device::Cpu)?;
-            let reference = load_decoder(&a.reference, &Device::Cpu)?;
-            let (tok, data) = pairs_for(&a.model, &a.data)?;
+            let model = gradus_eval::lm::resolve_model_dir(&a.model)?;
+            let policy = load_model_dir(&model, &Device::Cpu)?;
+            let reference = load_model_dir(
+                &gradus_eval::lm::resolve_model_dir(&a.reference)?,
+                &Device::Cpu,
+            )?;
+            let (tok, data) = pairs_for(&model, &a.data)?;
             let r = evaluate_ranking(
                 &policy,
                 &reference,

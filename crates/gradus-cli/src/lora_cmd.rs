@@ -17,10 +17,10 @@ pub enum LoraCmd {
     /// into its base model: W + scale·B·A. Writes config.json + model.safetensors (in the base's
     /// dtype) and copies the base's tokenizer and generation files.
     Merge {
-        /// The base Hugging Face checkpoint directory.
+        /// The base Hugging Face checkpoint directory (or a run directory: its latest checkpoint).
         #[arg(long)]
         base: PathBuf,
-        /// The adapter directory.
+        /// The adapter directory (or a LoRA run's directory: its latest checkpoint).
         #[arg(long)]
         adapter: PathBuf,
         /// Where to write the merged checkpoint (created if missing; must differ from --base).
@@ -56,6 +56,9 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 }
 
 fn merge(base: &Path, adapter: &Path, out: &Path) -> Result<()> {
+    // Run directories stand for their latest checkpoint.
+    let base = &gradus_eval::lm::resolve_model_dir(base)?;
+    let adapter = &gradus_eval::lm::resolve_model_dir(adapter)?;
     if same_dir(base, out) {
         bail!(
             "--out {} is the base checkpoint directory; write the merged model elsewhere",

@@ -473,8 +473,10 @@ fn check_finite(model: &gradus_model::Decoder, dir: &std::path::Path) -> Result<
 }
 
 /// A model directory (or a PEFT adapter directory, merged into the base its
-/// `base_model_name_or_path` names) and its tokenizer, when it has one.
+/// `base_model_name_or_path` names, or a run directory: its latest checkpoint) and its tokenizer,
+/// when it has one.
 fn load(dir: &std::path::Path) -> Result<(gradus_model::Decoder, Option<Tokenizer>)> {
+    let dir = &gradus_eval::lm::resolve_model_dir(dir)?;
     gradus_train::checkpoint::verify_checkpoint(dir)?;
     let model = gradus_model::lora::load_model_dir(dir, &Device::Cpu)?;
     check_finite(&model, dir)?;

@@ -49,7 +49,7 @@ pub struct TrainingMapsArgs {
     /// `default` (minutes on 2 cores) or `paper`.
     #[arg(long, default_value = "default")]
     pub size: String,
-    /// Override the training steps of the size.
+    /// Override the training steps of the size (the warm-up is then at most a tenth of them).
     #[arg(long)]
     pub steps: Option<u64>,
     /// Parent directory of the lab directory.
@@ -112,6 +112,9 @@ pub fn parity_config(lab_dir: &Path, size: &LabSize) -> Result<RecipeConfig> {
     c.train.eval_every = size.eval_every;
     c.train.log_every = size.eval_every.clamp(1, 10);
     c.train.save_every = (size.steps / 4).max(1);
+    // A short --steps keeps the preset's warm-up at most a tenth of the run.
+    let warmup = c.schedule.warmup_steps().min(size.steps / 10);
+    c.schedule.set_warmup_steps(warmup);
     c.dynamics.every = size.dynamics_every;
     c.validate()?;
     Ok(c)
@@ -170,6 +173,9 @@ pub fn lab_config(lab_dir: &Path, size: &LabSize, norm: NormKind) -> Result<Reci
     c.train.eval_every = size.eval_every;
     c.train.log_every = size.eval_every.clamp(1, 10);
     c.train.save_every = (size.steps / 4).max(1);
+    // A short --steps keeps the preset's warm-up at most a tenth of the run.
+    let warmup = c.schedule.warmup_steps().min(size.steps / 10);
+    c.schedule.set_warmup_steps(warmup);
     c.dynamics.every = size.dynamics_every;
     c.validate()?;
     Ok(c)

@@ -1,8 +1,13 @@
-//! Gaussian hidden Markov model: Baum–Welch in log space, Viterbi, scores, AIC/BIC.
+//! Gaussian hidden Markov model: Baum–Welch, Viterbi, scores, AIC/BIC.
 //!
 //! The update rules are hmmlearn's `GaussianHMM` (0.3, `implementation="log"`), so a fit from the
 //! same initialisation reproduces its log-likelihood trajectory and parameters (parity fixture:
-//! `tests/fixtures/hmmlearn`). With posteriors γ_t(c) and summed pairwise posteriors ξ(i, j):
+//! `tests/fixtures/hmmlearn`). The forward–backward pass itself is Rabiner's scaled one, not the
+//! log-space one: each time step's emission densities are divided by their largest (one `exp` per
+//! state and step instead of one per pair of states), the forward variables are normalised every
+//! step with the scale `s_t`, and log L = Σ_t (ln s_t + max_c log b_t(c)). The posteriors are the
+//! same quantities (γ normalised per step, as hmmlearn's); sequences are processed in parallel and
+//! their statistics added in sequence order, so results do not depend on the thread count. With posteriors γ_t(c) and summed pairwise posteriors ξ(i, j):
 //! - start: π ∝ max(π_prior − 1 + γ_1, 0); rows of A ∝ max(A_prior − 1 + Σ_t ξ_t, 0) (Dirichlet MAP;
 //!   a zero stays zero; priors default to 1, i.e. maximum likelihood);
 //! - means: μ_c = Σ_t γ_t(c) x_t / Σ_t γ_t(c);
@@ -213,6 +218,31 @@ struct Stats {
     obs2: Vec<f64>,
 }
 
+impl Stats {
+    fn zeros(k: usize, d: usize, full: bool) -> Self {
+        Stats {
+            start: vec![0.0; k],
+            trans: vec![0.0; k * k],
+            post: vec![0.0; k],
+            obs: vec![0.0; k * d],
+            obs2: vec![0.0; if full { k * d * d } else { k * d }],
+        }
+    }
+
+    fn add(&mut self, o: &Stats) {
+        let pairs = [
+            (&mut self.start, &o.start),
+            (&mut self.trans, &o.trans),
+            (&mut self.post, &o.post),
+            (&mut self.obs, &o.obs),
+            (&mut self.obs2, &o.obs2),
+        ];
+        for (a, b) in pairs {
+            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        }
+    }
+}
+
 impl GaussianHmm {
     /// Number of free scalar parameters (hmmlearn's count for params "stmc").
     pub fn n_params(&self) -> usize {
@@ -324,46 +354,150 @@ impl GaussianHmm {
         )
     }
 
-    /// Forward lattice (T × k) and the sequence log-likelihood.
-    fn forward(&self, lb: &[f64], ls: &[f64], la: &[f64]) -> (Vec<f64>, f64) {
+    /// Emission densities scaled per step (T × k, each row's largest is 1) and each step's log
+    /// scale (the row's largest log-density).
+    fn scaled_emissions(&self, x: &[f64]) -> Result<(Vec<f64>, Vec<f64>)> {
         let k = self.k;
-        let t_len = lb.len() / k;
-        let mut f = vec![0.0; t_len * k];
-        for j in 0..k {
-            f[j] = ls[j] + lb[j];
-        }
-        for t in 1..t_len {
-            for j in 0..k {
-                let v = logsumexp((0..k).map(|i| f[(t - 1) * k + i] + la[i * k + j]));
-                f[t * k + j] = v + lb[t * k + j];
+        let mut e = self.log_emissions(x)?;
+        let t_len = e.len() / k;
+        let mut m = vec![0.0; t_len];
+        for t in 0..t_len {
+            let row = &mut e[t * k..(t + 1) * k];
+            let mx = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            if !mx.is_finite() {
+                return Err(Error::msg(format!(
+                    "observation {t} has zero density under every HMM state"
+                )));
             }
+            row.iter_mut().for_each(|v| *v = (*v - mx).exp());
+            m[t] = mx;
         }
-        let ll = logsumexp(f[(t_len - 1) * k..].iter().copied());
-        (f, ll)
+        Ok((e, m))
     }
 
-    fn backward(&self, lb: &[f64], la: &[f64]) -> Vec<f64> {
+    /// Scaled forward pass: normalised forward variables α̂ (T × k), the scales s_t, and the
+    /// sequence log-likelihood Σ_t (ln s_t + m_t). −∞ when the sequence is impossible.
+    fn forward(&self, e: &[f64], m: &[f64]) -> (Vec<f64>, Vec<f64>, f64) {
         let k = self.k;
-        let t_len = lb.len() / k;
-        let mut b = vec![0.0; t_len * k];
+        let t_len = m.len();
+        let mut a = vec![0.0; t_len * k];
+        let mut scale = vec![0.0; t_len];
+        let mut ll = 0.0;
+        for t in 0..t_len {
+            let (prev, cur) = a.split_at_mut(t * k);
+            let cur = &mut cur[..k];
+            if t == 0 {
+                for j in 0..k {
+                    cur[j] = self.startprob[j] * e[j];
+                }
+            } else {
+                let p = &prev[(t - 1) * k..];
+                for j in 0..k {
+                    let mut v = 0.0;
+                    for i in 0..k {
+                        v += p[i] * self.transmat[i * k + j];
+                    }
+                    cur[j] = v * e[t * k + j];
+                }
+            }
+            let st: f64 = cur.iter().sum();
+            if st <= 0.0 {
+                return (a, scale, f64::NEG_INFINITY);
+            }
+            cur.iter_mut().for_each(|v| *v /= st);
+            scale[t] = st;
+            ll += st.ln() + m[t];
+        }
+        (a, scale, ll)
+    }
+
+    /// Scaled backward pass: β̂ (T × k) with β̂_{T−1} = 1 and
+    /// β̂_t(i) = Σ_j A(i, j) e_{t+1}(j) β̂_{t+1}(j) / s_{t+1}.
+    fn backward(&self, e: &[f64], scale: &[f64]) -> Vec<f64> {
+        let k = self.k;
+        let t_len = scale.len();
+        let mut b = vec![1.0; t_len * k];
+        let mut w = vec![0.0; k];
         for t in (0..t_len.saturating_sub(1)).rev() {
+            for j in 0..k {
+                w[j] = e[(t + 1) * k + j] * b[(t + 1) * k + j] / scale[t + 1];
+            }
             for i in 0..k {
-                b[t * k + i] = logsumexp(
-                    (0..k).map(|j| la[i * k + j] + lb[(t + 1) * k + j] + b[(t + 1) * k + j]),
-                );
+                let mut v = 0.0;
+                for j in 0..k {
+                    v += self.transmat[i * k + j] * w[j];
+                }
+                b[t * k + i] = v;
             }
         }
         b
     }
 
+    /// One sequence's sufficient statistics and log-likelihood.
+    fn seq_stats(&self, x: &[f64]) -> Result<(Stats, f64)> {
+        let (k, d) = (self.k, self.d);
+        let full = self.covariance == Covariance::Full;
+        let mut st = Stats::zeros(k, d, full);
+        let (e, m) = self.scaled_emissions(x)?;
+        let (a, scale, ll) = self.forward(&e, &m);
+        if !ll.is_finite() {
+            return Err(Error::msg(
+                "a sequence has zero likelihood under the HMM (−∞ log-likelihood)",
+            ));
+        }
+        let b = self.backward(&e, &scale);
+        let t_len = m.len();
+        let mut g = vec![0.0; k];
+        for t in 0..t_len {
+            for c in 0..k {
+                g[c] = a[t * k + c] * b[t * k + c];
+            }
+            normalize(&mut g);
+            let xt = &x[t * d..(t + 1) * d];
+            for c in 0..k {
+                let gc = g[c];
+                if t == 0 {
+                    st.start[c] += gc;
+                }
+                st.post[c] += gc;
+                for (i, &xi) in xt.iter().enumerate() {
+                    st.obs[c * d + i] += gc * xi;
+                    if full {
+                        for (j, &xj) in xt.iter().enumerate() {
+                            st.obs2[(c * d + i) * d + j] += gc * xi * xj;
+                        }
+                    } else {
+                        st.obs2[c * d + i] += gc * xi * xi;
+                    }
+                }
+            }
+        }
+        // ξ_t(i, j) = α̂_t(i) A(i, j) e_{t+1}(j) β̂_{t+1}(j) / s_{t+1}, summed over t.
+        let mut w = vec![0.0; k];
+        for t in 0..t_len.saturating_sub(1) {
+            for j in 0..k {
+                w[j] = e[(t + 1) * k + j] * b[(t + 1) * k + j] / scale[t + 1];
+            }
+            for i in 0..k {
+                let ai = a[t * k + i];
+                for j in 0..k {
+                    st.trans[i * k + j] += ai * self.transmat[i * k + j] * w[j];
+                }
+            }
+        }
+        Ok((st, ll))
+    }
+
     /// Total log-likelihood of the sequences.
     pub fn score(&self, data: &Sequences) -> Result<f64> {
         self.check_dim(data)?;
-        let (ls, la) = self.log_params();
         let mut total = 0.0;
         for s in &data.seqs {
-            let lb = self.log_emissions(s)?;
-            total += self.forward(&lb, &ls, &la).1;
+            let lls = match self.scaled_emissions(s) {
+                Ok((e, m)) => self.forward(&e, &m).2,
+                Err(_) => f64::NEG_INFINITY,
+            };
+            total += lls;
         }
         Ok(total)
     }
@@ -430,60 +564,18 @@ impl GaussianHmm {
     }
 
     fn estep(&self, data: &Sequences) -> Result<(Stats, f64)> {
-        let (k, d) = (self.k, self.d);
-        let (ls, la) = self.log_params();
+        use rayon::prelude::*;
+        let per_seq: Vec<(Stats, f64)> = data
+            .seqs
+            .par_iter()
+            .map(|x| self.seq_stats(x))
+            .collect::<Result<_>>()?;
         let full = self.covariance == Covariance::Full;
-        let mut st = Stats {
-            start: vec![0.0; k],
-            trans: vec![0.0; k * k],
-            post: vec![0.0; k],
-            obs: vec![0.0; k * d],
-            obs2: vec![0.0; if full { k * d * d } else { k * d }],
-        };
+        let mut st = Stats::zeros(self.k, self.d, full);
         let mut total = 0.0;
-        for x in &data.seqs {
-            let lb = self.log_emissions(x)?;
-            let (f, ll) = self.forward(&lb, &ls, &la);
-            if !ll.is_finite() {
-                return Err(Error::msg(
-                    "a sequence has zero likelihood under the HMM (−∞ log-likelihood)",
-                ));
-            }
-            let b = self.backward(&lb, &la);
-            let t_len = lb.len() / k;
-            for t in 0..t_len {
-                let row: Vec<f64> = (0..k).map(|c| f[t * k + c] + b[t * k + c]).collect();
-                let z = logsumexp(row.iter().copied());
-                let xt = &x[t * d..(t + 1) * d];
-                for c in 0..k {
-                    let g = (row[c] - z).exp();
-                    if t == 0 {
-                        st.start[c] += g;
-                    }
-                    st.post[c] += g;
-                    for (i, &xi) in xt.iter().enumerate() {
-                        st.obs[c * d + i] += g * xi;
-                        if full {
-                            for (j, &xj) in xt.iter().enumerate() {
-                                st.obs2[(c * d + i) * d + j] += g * xi * xj;
-                            }
-                        } else {
-                            st.obs2[c * d + i] += g * xi * xi;
-                        }
-                    }
-                }
-            }
-            if t_len > 1 {
-                for i in 0..k {
-                    for j in 0..k {
-                        let lx = logsumexp((0..t_len - 1).map(|t| {
-                            f[t * k + i] + la[i * k + j] + lb[(t + 1) * k + j] + b[(t + 1) * k + j]
-                                - ll
-                        }));
-                        st.trans[i * k + j] += lx.exp();
-                    }
-                }
-            }
+        // Added in sequence order: the same sums whatever the thread count.
+        for (s, ll) in &per_seq {
+            st.add(s);
             total += ll;
         }
         Ok((st, total))
@@ -705,6 +797,74 @@ mod tests {
             means: vec![0.0, 10.0],
             covars: vec![1.0, 1.0],
         }
+    }
+
+    /// The scaled forward pass against the log-space recursion (log α_t(j) = log b_t(j) +
+    /// logsumexp_i(log α_{t−1}(i) + log A(i, j))), on observations hundreds of standard deviations
+    /// from every mean, where unscaled densities underflow to 0.
+    #[test]
+    fn scaled_forward_equals_the_log_space_recursion_far_in_the_tails() {
+        let mut h = two_state();
+        h.transmat = vec![0.7, 0.3, 0.2, 0.8];
+        h.startprob = vec![0.6, 0.4];
+        let x = [0.3, 400.0, -250.0, 9.0, 11.0, 1e3];
+        let lb = h.log_emissions(&x).unwrap();
+        let (ls, la) = h.log_params();
+        let k = 2;
+        let mut f: Vec<f64> = (0..k).map(|j| ls[j] + lb[j]).collect();
+        for t in 1..x.len() {
+            f = (0..k)
+                .map(|j| logsumexp((0..k).map(|i| f[i] + la[i * k + j])) + lb[t * k + j])
+                .collect();
+        }
+        let want = logsumexp(f.iter().copied());
+        assert!(want < -1e5, "the test must reach the tails: {want}");
+        let (e, m) = h.scaled_emissions(&x).unwrap();
+        let got = h.forward(&e, &m).2;
+        assert!(((got - want) / want).abs() < 1e-12, "{got} vs {want}");
+    }
+
+    /// Sequences are processed in parallel; their statistics are added in order, so a fit is
+    /// bit-identical on 1 and 2 threads.
+    #[test]
+    fn fit_does_not_depend_on_the_thread_count() {
+        let mut rng = gradus_tensor::rng::Rng::new(3);
+        let seqs: Vec<Vec<f64>> = (0..7)
+            .map(|_| {
+                (0..40)
+                    .map(|t| (t / 10) as f64 + rng.normal() * 0.3)
+                    .collect()
+            })
+            .collect();
+        let data = Sequences::new(1, seqs, &["x".to_string()]).unwrap();
+        let fit = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| {
+                    let mut h = GaussianHmm {
+                        k: 3,
+                        d: 1,
+                        covariance: Covariance::Diag,
+                        startprob: vec![0.5, 0.3, 0.2],
+                        transmat: vec![0.8, 0.1, 0.1, 0.1, 0.8, 0.1, 0.1, 0.1, 0.8],
+                        means: vec![0.0, 1.5, 3.0],
+                        covars: vec![1.0, 1.0, 1.0],
+                    };
+                    let r = h
+                        .fit_from(
+                            &data,
+                            &FitOptions {
+                                n_iter: 10,
+                                ..Default::default()
+                            },
+                        )
+                        .unwrap();
+                    (r.history, h.means, h.transmat)
+                })
+        };
+        assert_eq!(fit(1), fit(2));
     }
 
     #[test]

@@ -15,8 +15,11 @@
 //! `bits_per_byte` = −Σll / Σbytes / ln 2. Standard errors: the closed form s/√n for means (s the
 //! sample standard deviation, n − 1 in the denominator, as lm-eval's `mean_stderr`); a seeded
 //! bootstrap (resampling documents with replacement) for the other aggregations, whose standard
-//! error is the sample standard deviation of the bootstrap replicates. 95% intervals: mean ± 1.96·se
-//! for means, the 2.5th and 97.5th percentiles of the replicates otherwise.
+//! error is the sample standard deviation of the bootstrap replicates. 95% intervals: for a mean of
+//! 0/1 values (an accuracy or exact match) the Wilson score interval, which stays inside [0, 1] and
+//! does not collapse to a point at 0% or 100% as mean ± 1.96·se does; mean ± 1.96·se for other
+//! means; the 2.5th and 97.5th percentiles of the replicates otherwise. (lm-eval reports only the
+//! standard error, which is the closed form above in every case.)
 
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -259,6 +262,19 @@ pub struct MetricResult {
     pub stderr_method: &'static str,
 }
 
+/// Wilson score 95% interval for `c` successes out of `n` ([0, 1] when `n` = 0).
+pub fn wilson95(n: usize, c: usize) -> [f64; 2] {
+    if n == 0 {
+        return [0.0, 1.0];
+    }
+    let z = 1.96f64;
+    let (n, p) = (n as f64, c as f64 / n as f64);
+    let denom = 1.0 + z * z / n;
+    let centre = (p + z * z / (2.0 * n)) / denom;
+    let half = z * ((p * (1.0 - p) + z * z / (4.0 * n)) / n).sqrt() / denom;
+    [(centre - half).max(0.0), (centre + half).min(1.0)]
+}
+
 fn sample_std(xs: &[f64]) -> f64 {
     let n = xs.len() as f64;
     let mu = xs.iter().sum::<f64>() / n;
@@ -285,10 +301,16 @@ pub fn summarize(agg: Aggregation, xs: &[SampleValue], iters: usize, seed: u64) 
             })
             .collect();
         let se = sample_std(&v) / (v.len() as f64).sqrt();
+        let ci95 = if v.iter().all(|&x| x == 0.0 || x == 1.0) {
+            let [lo, hi] = wilson95(v.len(), v.iter().filter(|&&x| x == 1.0).count());
+            (lo, hi)
+        } else {
+            (value - 1.96 * se, value + 1.96 * se)
+        };
         return MetricResult {
             value,
             stderr: Some(se),
-            ci95: Some((value - 1.96 * se, value + 1.96 * se)),
+            ci95: Some(ci95),
             stderr_method: "closed_form",
         };
     }
@@ -368,6 +390,26 @@ mod tests {
         let r = summarize(Aggregation::Mean, &xs, 0, 0);
         assert_eq!(r.value, 0.5);
         assert!((r.stderr.unwrap() - (1.0f64 / 3.0).sqrt() / 2.0).abs() < 1e-12);
+        // 0/1 values: the Wilson interval for 2 of 4, centre (0.5 + 1.96²/8)/(1 + 1.96²/4) = 0.5,
+        // half-width 1.96·sqrt(0.25/4 + 1.96²/64)/(1 + 1.96²/4) = 1.96·0.350035/1.9604 = 0.349964.
+        let (lo, hi) = r.ci95.unwrap();
+        assert!(
+            (lo - 0.150036).abs() < 1e-5 && (hi - 0.849964).abs() < 1e-5,
+            "{lo} {hi}"
+        );
+        // 1 of 4 right: mean ± 1.96·se would reach below 0; Wilson stays inside [0, 1].
+        let xs: Vec<SampleValue> = [1.0, 0.0, 0.0, 0.0]
+            .iter()
+            .map(|&x| SampleValue::Scalar(x))
+            .collect();
+        let (lo, hi) = summarize(Aggregation::Mean, &xs, 0, 0).ci95.unwrap();
+        assert!(lo > 0.0 && hi < 1.0, "{lo} {hi}");
+        // Other means: mean ± 1.96·se.
+        let xs: Vec<SampleValue> = [0.5, 1.5, 2.0]
+            .iter()
+            .map(|&x| SampleValue::Scalar(x))
+            .collect();
+        let r = summarize(Aggregation::Mean, &xs, 0, 0);
         let (lo, hi) = r.ci95.unwrap();
         assert!((hi - lo - 2.0 * 1.96 * r.stderr.unwrap()).abs() < 1e-12);
     }

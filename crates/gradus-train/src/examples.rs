@@ -9,6 +9,7 @@
 //! | `chats`   | `{"messages": [user, assistant]}`: the instruction task as conversations | `train sft --config configs/sft/jsonl-chat.toml` |
 //! | `pairs`   | `{"prompt", "chosen", "rejected", "chosen_fraction"}`: synthetic preference pairs (`prefs.synthetic_pairs`) | `train dpo`, `train reward`, `eval reward\|ranking --data` |
 //! | `prompts` | `{"prompt", "answer", "kind"}`: RL prompts with the columns the rewards read (`data.synthetic_prompts`) | `train rl --set data.source=…` |
+//! | `problems` | HumanEval's format (`task_id`, `prompt`, `canonical_solution`, `test`, `entry_point`): the arithmetic task as Python functions | `eval code --data`, `data decontaminate --eval` |
 //!
 //! `chats` is the one kind with no synthetic twin row for row: the built-in SFT data is in the
 //! `Question: …\nAnswer: ` format, the chat file holds the same questions and answers as turns.
@@ -29,6 +30,7 @@ pub enum ExampleKind {
     Chats,
     Pairs,
     Prompts,
+    Problems,
 }
 
 /// The rows of `kind`: `n` of them, generated with `seed` (see the module docs).
@@ -55,7 +57,35 @@ pub fn example_rows(kind: ExampleKind, n: usize, seed: u64) -> Result<Vec<Value>
             .into_iter()
             .map(|i| json!({"prompt": task_prompt(&i.prompt), "answer": i.answer, "kind": i.kind}))
             .collect(),
+        ExampleKind::Problems => arith_problems(n, seed),
     })
+}
+
+/// `n` arithmetic instructions as HumanEval problems: `def solve():` with the question as its
+/// docstring, returning the answer; the test checks the returned value.
+fn arith_problems(n: usize, seed: u64) -> Vec<Value> {
+    let task = TaskConfig {
+        mix: gradus_tasks::TaskMix {
+            arith: 1.0,
+            program: 0.0,
+            fact: 0.0,
+        },
+        ..TaskConfig::default()
+    };
+    instructions_with(n, seed, Split::Train, &task)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, ins)| {
+            let value = gradus_tasks::stated_value(&ins.answer)?;
+            Some(json!({
+                "task_id": format!("gradus-arith/{i}"),
+                "prompt": format!("def solve():\n    \"\"\"{}\"\"\"\n", ins.prompt),
+                "canonical_solution": format!("    return {value}\n"),
+                "test": format!("def check(candidate):\n    assert candidate() == {value}\n"),
+                "entry_point": "solve",
+            }))
+        })
+        .collect()
 }
 
 fn pair_row(p: &PreferencePair) -> Result<Value> {

@@ -66,6 +66,15 @@ impl Schedule {
         }
     }
 
+    /// Sets the warm-up length, whatever the kind.
+    pub fn set_warmup_steps(&mut self, w: u64) {
+        match self {
+            Schedule::Constant { warmup_steps }
+            | Schedule::Linear { warmup_steps }
+            | Schedule::Cosine { warmup_steps, .. } => *warmup_steps = w,
+        }
+    }
+
     /// Checks the settings against the run length; errors name the field (`schedule.min_lr_ratio`).
     pub fn validate(&self, total_steps: u64) -> Result<()> {
         if let Schedule::Cosine { min_lr_ratio, .. } = *self {

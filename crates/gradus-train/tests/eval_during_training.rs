@@ -6,6 +6,25 @@ use std::path::Path;
 use gradus_train::metrics::read_metrics;
 use gradus_train::recipe::RecipeConfig;
 
+/// A 1-layer, 32-wide model trained 6 steps (batch 2, logged every 2 steps) in `dir/name`.
+fn tiny(dir: &Path, name: &str) -> RecipeConfig {
+    let mut c = RecipeConfig::default();
+    c.run.dir = dir.to_path_buf();
+    c.run.name = name.into();
+    c.model.config.hidden_size = 32;
+    c.model.config.intermediate_size = 64;
+    c.model.config.num_hidden_layers = 1;
+    c.model.config.num_attention_heads = 4;
+    c.model.config.num_key_value_heads = 2;
+    c.tokenizer.train_vocab_size = 300;
+    c.data.seq_len = 32;
+    c.train.steps = 6;
+    c.train.batch_size = 2;
+    c.train.log_every = 2;
+    c.train.progress = false;
+    c
+}
+
 #[test]
 fn eval_section_logs_task_metrics() {
     let dir = tempfile::tempdir().unwrap();
@@ -21,21 +40,8 @@ fn eval_section_logs_task_metrics() {
     std::fs::write(&data, s).unwrap();
     let task = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../gradus-eval/tests/fixtures/lm_eval/mc_firstn.yaml");
-    let mut c = RecipeConfig::default();
-    c.run.dir = dir.path().to_path_buf();
-    c.run.name = "ev".into();
-    c.model.config.hidden_size = 32;
-    c.model.config.intermediate_size = 64;
-    c.model.config.num_hidden_layers = 1;
-    c.model.config.num_attention_heads = 4;
-    c.model.config.num_key_value_heads = 2;
-    c.tokenizer.train_vocab_size = 300;
+    let mut c = tiny(dir.path(), "ev");
     c.data.source = data.display().to_string();
-    c.data.seq_len = 32;
-    c.train.steps = 6;
-    c.train.batch_size = 2;
-    c.train.log_every = 2;
-    c.train.progress = false;
     c.eval.tasks = vec![task.display().to_string()];
     c.eval.every = 3;
     c.eval.limit = Some(4);
@@ -93,21 +99,8 @@ fn eval_section_logs_task_metrics() {
 #[test]
 fn eval_samples_are_logged_and_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = RecipeConfig::default();
-    c.run.dir = dir.path().to_path_buf();
-    c.run.name = "samples".into();
-    c.model.config.hidden_size = 32;
-    c.model.config.intermediate_size = 64;
-    c.model.config.num_hidden_layers = 1;
-    c.model.config.num_attention_heads = 4;
-    c.model.config.num_key_value_heads = 2;
-    c.tokenizer.train_vocab_size = 300;
+    let mut c = tiny(dir.path(), "samples");
     c.data.synthetic_examples = 200;
-    c.data.seq_len = 32;
-    c.train.steps = 6;
-    c.train.batch_size = 2;
-    c.train.log_every = 2;
-    c.train.progress = false;
     c.eval.every = 3;
     c.eval.samples = vec!["Compute 2+3.".into(), "a = 4".into()];
     c.eval.sample_tokens = 5;

@@ -66,3 +66,32 @@ fn prompts_give_rl_the_rows_and_columns_of_the_synthetic_task() {
         }
     }
 }
+
+#[test]
+fn problems_are_humaneval_rows_whose_solution_is_the_arithmetic() {
+    let (_d, p) = written(ExampleKind::Problems, 40, 2);
+    let problems = gradus_eval::code::problems::load_problems(&p).unwrap();
+    assert!(problems.len() >= 30, "{} problems", problems.len());
+    for pr in &problems {
+        // The docstring's "Compute A op B." evaluated here, independently of the generator.
+        let q = pr.prompt.split("\"\"\"").nth(1).unwrap();
+        let expr = q.strip_prefix("Compute ").unwrap().trim_end_matches('.');
+        let (i, op) = expr
+            .char_indices()
+            .skip(1)
+            .find(|(_, c)| "+-*".contains(*c))
+            .unwrap_or_else(|| panic!("no operator in {q:?}"));
+        let (a, b): (i64, i64) = (expr[..i].parse().unwrap(), expr[i + 1..].parse().unwrap());
+        let v = match op {
+            '+' => a + b,
+            '-' => a - b,
+            _ => a * b,
+        };
+        assert_eq!(pr.canonical_solution, format!("    return {v}\n"), "{q}");
+        assert_eq!(
+            pr.test,
+            format!("def check(candidate):\n    assert candidate() == {v}\n")
+        );
+        assert_eq!(pr.entry_point, "solve");
+    }
+}

@@ -63,17 +63,7 @@ impl MeanCi {
 }
 
 /// Wilson score 95% interval for c successes out of n (per-problem uncertainty of pass@1).
-pub fn wilson95(n: usize, c: usize) -> [f64; 2] {
-    if n == 0 {
-        return [0.0, 1.0];
-    }
-    let z = 1.96f64;
-    let (n, p) = (n as f64, c as f64 / n as f64);
-    let denom = 1.0 + z * z / n;
-    let centre = (p + z * z / (2.0 * n)) / denom;
-    let half = z * ((p * (1.0 - p) + z * z / (4.0 * n)) / n).sqrt() / denom;
-    [(centre - half).max(0.0), (centre + half).min(1.0)]
-}
+pub use crate::metrics::wilson95;
 
 #[cfg(test)]
 mod tests {
