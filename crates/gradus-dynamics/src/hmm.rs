@@ -189,6 +189,22 @@ fn normalize(v: &mut [f64]) {
     }
 }
 
+/// The inverse of a lower-triangular d × d matrix with a positive diagonal (lower-triangular too),
+/// by forward substitution on the columns of the identity.
+fn lower_inverse(l: &[f64], d: usize) -> Vec<f64> {
+    let mut inv = vec![0.0; d * d];
+    for col in 0..d {
+        for i in col..d {
+            let mut s = if i == col { 1.0 } else { 0.0 };
+            for p in col..i {
+                s -= l[i * d + p] * inv[p * d + col];
+            }
+            inv[i * d + col] = s / l[i * d + i];
+        }
+    }
+    inv
+}
+
 /// Lower Cholesky factor of a d × d matrix, or None if not positive definite.
 fn cholesky(a: &[f64], d: usize) -> Option<Vec<f64>> {
     let mut l = vec![0.0; d * d];
@@ -332,14 +348,27 @@ impl GaussianHmm {
                         })?;
                     let logdet: f64 = 2.0 * (0..d).map(|i| l[i * d + i].ln()).sum::<f64>();
                     let mu = &self.means[c * d..(c + 1) * d];
-                    let mut y = vec![0.0; d];
+                    // (x − μ)ᵀ Σ⁻¹ (x − μ) = |L⁻¹ (x − μ)|²: with L⁻¹ formed once per state, each
+                    // step is d independent dot products instead of a substitution chain.
+                    let li = lower_inverse(&l, d);
+                    let mut z = vec![0.0; d];
                     for t in 0..t_len {
-                        for i in 0..d {
-                            let s: f64 = (0..i).map(|p| l[i * d + p] * y[p]).sum();
-                            y[i] = (x[t * d + i] - mu[i] - s) / l[i * d + i];
+                        for (zi, (&xi, &m)) in
+                            z.iter_mut().zip(x[t * d..(t + 1) * d].iter().zip(mu))
+                        {
+                            *zi = xi - m;
                         }
-                        out[t * k + c] =
-                            -0.5 * (c0 + y.iter().map(|v| v * v).sum::<f64>() + logdet);
+                        let q: f64 = (0..d)
+                            .map(|i| {
+                                let y: f64 = li[i * d..i * d + i + 1]
+                                    .iter()
+                                    .zip(&z[..=i])
+                                    .map(|(a, b)| a * b)
+                                    .sum();
+                                y * y
+                            })
+                            .sum();
+                        out[t * k + c] = -0.5 * (c0 + q + logdet);
                     }
                 }
             }
@@ -448,27 +477,38 @@ impl GaussianHmm {
         let b = self.backward(&e, &scale);
         let t_len = m.len();
         let mut g = vec![0.0; k];
+        // x_t x_tᵀ (full) or x_t² (diag), once per step, then added to every state's sums with
+        // its weight: contiguous slices the compiler vectorises.
+        let mut sq = vec![0.0; if full { d * d } else { d }];
+        let w2 = sq.len();
         for t in 0..t_len {
             for c in 0..k {
                 g[c] = a[t * k + c] * b[t * k + c];
             }
             normalize(&mut g);
             let xt = &x[t * d..(t + 1) * d];
+            if full {
+                for (i, &xi) in xt.iter().enumerate() {
+                    for (o, &xj) in sq[i * d..(i + 1) * d].iter_mut().zip(xt) {
+                        *o = xi * xj;
+                    }
+                }
+            } else {
+                for (o, &xi) in sq.iter_mut().zip(xt) {
+                    *o = xi * xi;
+                }
+            }
+            if t == 0 {
+                st.start.iter_mut().zip(&g).for_each(|(s, gc)| *s += gc);
+            }
             for c in 0..k {
                 let gc = g[c];
-                if t == 0 {
-                    st.start[c] += gc;
-                }
                 st.post[c] += gc;
-                for (i, &xi) in xt.iter().enumerate() {
-                    st.obs[c * d + i] += gc * xi;
-                    if full {
-                        for (j, &xj) in xt.iter().enumerate() {
-                            st.obs2[(c * d + i) * d + j] += gc * xi * xj;
-                        }
-                    } else {
-                        st.obs2[c * d + i] += gc * xi * xi;
-                    }
+                for (o, &xi) in st.obs[c * d..(c + 1) * d].iter_mut().zip(xt) {
+                    *o += gc * xi;
+                }
+                for (o, &q) in st.obs2[c * w2..(c + 1) * w2].iter_mut().zip(&sq) {
+                    *o += gc * q;
                 }
             }
         }
@@ -865,6 +905,28 @@ mod tests {
                 })
         };
         assert_eq!(fit(1), fit(2));
+    }
+
+    #[test]
+    fn lower_inverse_times_the_matrix_is_the_identity() {
+        // L = [[2, 0, 0], [1, 3, 0], [-1, 0.5, 4]]; L⁻¹ by hand: row 0 = [1/2, 0, 0],
+        // row 1 = [-1/6, 1/3, 0], row 2 = [(1/2 + 1/12)/4, -1/24, 1/4] = [7/48, -1/24, 1/4].
+        let l = [2.0, 0.0, 0.0, 1.0, 3.0, 0.0, -1.0, 0.5, 4.0];
+        let inv = lower_inverse(&l, 3);
+        let want = [
+            0.5,
+            0.0,
+            0.0,
+            -1.0 / 6.0,
+            1.0 / 3.0,
+            0.0,
+            7.0 / 48.0,
+            -1.0 / 24.0,
+            0.25,
+        ];
+        for (g, w) in inv.iter().zip(want) {
+            assert!((g - w).abs() < 1e-15, "{inv:?}");
+        }
     }
 
     #[test]
