@@ -181,18 +181,11 @@ pub(crate) fn show(samples: &[Sample], n: usize) -> String {
 }
 
 /// Wilson score interval for `k` successes in `n` trials at 95% (z = 1.96): the interval for a
-/// proportion that stays inside [0, 1] and is sensible for small `n` (Wilson 1927).
+/// proportion that stays inside [0, 1] and is sensible for small `n` (Wilson 1927); the harness's
+/// [`gradus_eval::metrics::wilson95`].
 pub fn wilson_95(k: usize, n: usize) -> (f64, f64) {
-    if n == 0 {
-        return (0.0, 1.0);
-    }
-    let z = 1.96f64;
-    let (k, n) = (k as f64, n as f64);
-    let p = k / n;
-    let denom = 1.0 + z * z / n;
-    let centre = (p + z * z / (2.0 * n)) / denom;
-    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denom;
-    ((centre - half).max(0.0), (centre + half).min(1.0))
+    let [lo, hi] = gradus_eval::metrics::wilson95(n, k);
+    (lo, hi)
 }
 
 /// Accuracy of one kind of problem (or of all: `kind = "all"`).

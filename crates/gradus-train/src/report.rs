@@ -579,7 +579,9 @@ pub fn render_report(title: &str, sections: &[Section], rows: &[Map<String, Valu
     h
 }
 
-/// The `samples/<i>` strings of `rows`, per key (in key order), as (step, text) in step order.
+/// The `samples/<i>` strings of `rows` (`i` a number: what `[eval] samples` logs; other
+/// `samples/…` keys belong to their recipe's own sections), per key in key order, as (step, text)
+/// in step order.
 pub fn samples_over_steps(rows: &[Map<String, Value>]) -> Vec<(String, Vec<(u64, String)>)> {
     let mut by_key: std::collections::BTreeMap<String, Vec<(u64, String)>> = Default::default();
     for r in rows {
@@ -587,7 +589,10 @@ pub fn samples_over_steps(rows: &[Map<String, Value>]) -> Vec<(String, Vec<(u64,
             continue;
         };
         for (k, v) in r {
-            if let (true, Some(t)) = (k.starts_with("samples/"), v.as_str()) {
+            let indexed = k
+                .strip_prefix("samples/")
+                .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()));
+            if let (true, Some(t)) = (indexed, v.as_str()) {
                 by_key
                     .entry(k.clone())
                     .or_default()
@@ -712,7 +717,7 @@ mod tests {
         );
         let rows: Vec<Map<String, Value>> = [
             serde_json::json!({"step": 20, "samples/0": "b<", "train/loss": 1.0}),
-            serde_json::json!({"step": 10, "samples/0": "a", "samples/1": "z"}),
+            serde_json::json!({"step": 10, "samples/0": "a", "samples/1": "z", "samples/after_sft": "q"}),
             serde_json::json!({"step": 30, "train/loss": 1.0}),
         ]
         .into_iter()
