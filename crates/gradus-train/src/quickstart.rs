@@ -65,10 +65,10 @@ pub const SAMPLES_FILE: &str = "quickstart-samples.jsonl";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QuickstartSize {
     /// What `gradus quickstart` runs: a 4-layer, 128-wide decoder, 2700 pretraining + 450 SFT steps,
-    /// 200 held-out problems. Measured at 263 CPU-seconds (user + sys, release build, 2 threads
-    /// on a loaded 2-core AMD EPYC; the goal is under 3 minutes' wall time on 2 quiet cores) and
-    /// 77.5%, 74.5% and 73.0% held-out accuracy after SFT with seeds 0, 1, 2 (the goal is ≥ 60%; see
-    /// the README and `results/quickstart.md`).
+    /// 200 held-out problems. Measured at 2 min 27 s wall, 270 CPU-seconds (release build, 2
+    /// threads, a quiet 2-core AMD EPYC; the goal is under 3 minutes on 2 cores) and 77.5%, 74.5%
+    /// and 73.0% held-out accuracy after SFT with seeds 0, 1, 2 (the goal is ≥ 60%; see the README
+    /// and `results/quickstart.md`).
     Full,
     /// A smaller model and fewer steps that still learn the task clearly (the seeded test guard): a
     /// 2-layer, 64-wide decoder, 500 pretraining + 300 SFT steps at higher learning rates, 120
