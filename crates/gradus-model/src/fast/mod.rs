@@ -588,34 +588,27 @@ impl FastDecoder {
             linear::forward(&mut a.v, &a.n1, p(ix.v.0), pb(ix.v.1), n, d, kw);
             // LoRA updates (dropout masks drawn in the candle path's order: q, k, v, o, gate,
             // up, down).
-            for (j, y, out) in [(Q, &mut ws.qraw, qw), (K, &mut ws.kraw, kw)] {
-                if let Some(ad) = &lora_ix[j] {
-                    lora::forward(
-                        ad,
-                        params,
-                        layout,
-                        &mut a.lora[j],
-                        dropout.as_mut(),
-                        &a.n1,
-                        y,
-                        &mut ws.lx,
-                        (n, d, out),
-                    );
-                }
+            // One adapter's update of `$y` from `$x` where the layer has one at `$slot`.
+            macro_rules! adapter {
+                ($slot:expr, $x:expr, $y:expr, $dims:expr) => {
+                    if let Some(ad) = &lora_ix[$slot] {
+                        lora::forward(
+                            ad,
+                            params,
+                            layout,
+                            &mut a.lora[$slot],
+                            dropout.as_mut(),
+                            $x,
+                            $y,
+                            &mut ws.lx,
+                            $dims,
+                        );
+                    }
+                };
             }
-            if let Some(ad) = &lora_ix[V] {
-                lora::forward(
-                    ad,
-                    params,
-                    layout,
-                    &mut a.lora[V],
-                    dropout.as_mut(),
-                    &a.n1,
-                    &mut a.v,
-                    &mut ws.lx,
-                    (n, d, kw),
-                );
-            }
+            adapter!(Q, &a.n1, &mut ws.qraw, (n, d, qw));
+            adapter!(K, &a.n1, &mut ws.kraw, (n, d, kw));
+            adapter!(V, &a.n1, &mut a.v, (n, d, kw));
             kernels::rope_rotate(&ws.qraw[..n * qw], hq, hd, &mut a.q[..n * qw], false, table);
             kernels::rope_rotate(
                 &ws.kraw[..n * kw],
@@ -637,19 +630,7 @@ impl FastDecoder {
             );
             a.x_mid[..n * d].copy_from_slice(&a.x[..n * d]);
             linear::matmul(&mut a.x_mid, true, &a.o, false, p(ix.o), true, n, d, qw);
-            if let Some(ad) = &lora_ix[O] {
-                lora::forward(
-                    ad,
-                    params,
-                    layout,
-                    &mut a.lora[O],
-                    dropout.as_mut(),
-                    &a.o,
-                    &mut a.x_mid,
-                    &mut ws.lx,
-                    (n, qw, d),
-                );
-            }
+            adapter!(O, &a.o, &mut a.x_mid, (n, qw, d));
             let nm = ix.post_norm;
             norm::forward(
                 nm.kind,
@@ -662,32 +643,8 @@ impl FastDecoder {
             );
             linear::forward(&mut a.gate, &a.n2, p(ix.gate.0), pb(ix.gate.1), n, d, f);
             linear::forward(&mut a.up, &a.n2, p(ix.up.0), pb(ix.up.1), n, d, f);
-            if let Some(ad) = &lora_ix[GATE] {
-                lora::forward(
-                    ad,
-                    params,
-                    layout,
-                    &mut a.lora[GATE],
-                    dropout.as_mut(),
-                    &a.n2,
-                    &mut a.gate,
-                    &mut ws.lx,
-                    (n, d, f),
-                );
-            }
-            if let Some(ad) = &lora_ix[UP] {
-                lora::forward(
-                    ad,
-                    params,
-                    layout,
-                    &mut a.lora[UP],
-                    dropout.as_mut(),
-                    &a.n2,
-                    &mut a.up,
-                    &mut ws.lx,
-                    (n, d, f),
-                );
-            }
+            adapter!(GATE, &a.n2, &mut a.gate, (n, d, f));
+            adapter!(UP, &a.n2, &mut a.up, (n, d, f));
             kernels::swiglu_forward(&a.gate[..n * f], &a.up[..n * f], &mut a.act[..n * f]);
             next_x[..n * d].copy_from_slice(&a.x_mid[..n * d]);
             if let Some(bi) = ix.down.1 {
@@ -699,19 +656,7 @@ impl FastDecoder {
                 }
             }
             linear::matmul(next_x, true, &a.act, false, p(ix.down.0), true, n, d, f);
-            if let Some(ad) = &lora_ix[DOWN] {
-                lora::forward(
-                    ad,
-                    params,
-                    layout,
-                    &mut a.lora[DOWN],
-                    dropout.as_mut(),
-                    &a.act,
-                    next_x,
-                    &mut ws.lx,
-                    (n, f, d),
-                );
-            }
+            adapter!(DOWN, &a.act, next_x, (n, f, d));
         }
         let nm = *final_norm;
         norm::forward(
