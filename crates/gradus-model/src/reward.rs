@@ -218,20 +218,25 @@ impl RewardModel {
                 hint: " (a reward adapter saves its head: modules_to_save = [\"score\"])".into(),
             })?
             .1;
-        let decoder = decoder.merge_lora()?;
-        let want = [meta.labels.len(), decoder.cfg.hidden_size];
+        Self::from_parts(decoder.merge_lora()?, &w, meta.labels, &path)
+    }
+
+    /// The model from its decoder and head; the head's shape (labels × hidden) is checked, errors
+    /// name `file`.
+    fn from_parts(decoder: Decoder, w: &Tensor, labels: Vec<String>, file: &Path) -> Result<Self> {
+        let want = [labels.len(), decoder.cfg.hidden_size];
         if w.dims() != want {
             return Err(Error::TensorShape {
                 name: "score.weight".into(),
                 expected: want.to_vec(),
                 found: w.dims().to_vec(),
-                context: format!(" in {}", path.display()),
+                context: format!(" in {}", file.display()),
             });
         }
         Ok(Self {
             decoder,
             score: Var::from_tensor(&w.to_dtype(gradus_tensor::DType::F32)?)?,
-            labels: meta.labels,
+            labels,
         })
     }
 
@@ -276,19 +281,6 @@ impl RewardModel {
                 (w, head_path)
             }
         };
-        let want = [meta.labels.len(), decoder.cfg.hidden_size];
-        if w.dims() != want {
-            return Err(Error::TensorShape {
-                name: "score.weight".into(),
-                expected: want.to_vec(),
-                found: w.dims().to_vec(),
-                context: format!(" in {}", head_path.display()),
-            });
-        }
-        Ok(Self {
-            decoder,
-            score: Var::from_tensor(&w.to_dtype(gradus_tensor::DType::F32)?)?,
-            labels: meta.labels,
-        })
+        Self::from_parts(decoder, &w, meta.labels, &head_path)
     }
 }

@@ -865,21 +865,27 @@ impl FastDecoder {
             if tb {
                 lin_params(grads, layout, goff, ix.down, &ws.dx, &a.act, (n, f, d));
             }
-            if let Some(ad) = &lora_ix[DOWN] {
-                lora::backward(
-                    ad,
-                    params,
-                    layout,
-                    &a.lora[DOWN],
-                    Some(ad_grads(grads, layout, goff, ad)),
-                    &a.act,
-                    &ws.dx,
-                    &mut ws.df0,
-                    &mut ws.ldh,
-                    &mut ws.lx,
-                    (n, f, d),
-                );
+            // One adapter's backward: its A/B gradients, and dx += its input gradient.
+            macro_rules! adapter_back {
+                ($slot:expr, $x:expr, $dy:expr, $dx:expr, $dims:expr) => {
+                    if let Some(ad) = &lora_ix[$slot] {
+                        lora::backward(
+                            ad,
+                            params,
+                            layout,
+                            &a.lora[$slot],
+                            Some(ad_grads(grads, layout, goff, ad)),
+                            $x,
+                            $dy,
+                            $dx,
+                            &mut ws.ldh,
+                            &mut ws.lx,
+                            $dims,
+                        );
+                    }
+                };
             }
+            adapter_back!(DOWN, &a.act, &ws.dx, &mut ws.df0, (n, f, d));
             kernels::swiglu_backward(
                 &a.gate[..n * f],
                 &a.up[..n * f],
@@ -893,23 +899,8 @@ impl FastDecoder {
                 lin_params(grads, layout, goff, ix.gate, &ws.df1, &a.n2, (n, d, f));
                 lin_params(grads, layout, goff, ix.up, &ws.df2, &a.n2, (n, d, f));
             }
-            for (j, dy) in [(GATE, &ws.df1), (UP, &ws.df2)] {
-                if let Some(ad) = &lora_ix[j] {
-                    lora::backward(
-                        ad,
-                        params,
-                        layout,
-                        &a.lora[j],
-                        Some(ad_grads(grads, layout, goff, ad)),
-                        &a.n2,
-                        dy,
-                        &mut ws.dn,
-                        &mut ws.ldh,
-                        &mut ws.lx,
-                        (n, d, f),
-                    );
-                }
-            }
+            adapter_back!(GATE, &a.n2, &ws.df1, &mut ws.dn, (n, d, f));
+            adapter_back!(UP, &a.n2, &ws.df2, &mut ws.dn, (n, d, f));
             let nm = ix.post_norm;
             let (dw, db) = if tb {
                 norm_grads(grads, layout, goff, nm)
@@ -933,21 +924,7 @@ impl FastDecoder {
             if tb {
                 lin_params(grads, layout, goff, (ix.o, None), &ws.dx, &a.o, (n, qw, d));
             }
-            if let Some(ad) = &lora_ix[O] {
-                lora::backward(
-                    ad,
-                    params,
-                    layout,
-                    &a.lora[O],
-                    Some(ad_grads(grads, layout, goff, ad)),
-                    &a.o,
-                    &ws.dx,
-                    &mut ws.dout,
-                    &mut ws.ldh,
-                    &mut ws.lx,
-                    (n, qw, d),
-                );
-            }
+            adapter_back!(O, &a.o, &ws.dx, &mut ws.dout, (n, qw, d));
             kernels::attention_backward(
                 dims,
                 scale,
@@ -986,23 +963,9 @@ impl FastDecoder {
                 lin_params(grads, layout, goff, ix.k, &ws.dkraw, &a.n1, (n, d, kw));
                 lin_params(grads, layout, goff, ix.v, &ws.dv, &a.n1, (n, d, kw));
             }
-            for (j, dy, out) in [(Q, &ws.dqraw, qw), (K, &ws.dkraw, kw), (V, &ws.dv, kw)] {
-                if let Some(ad) = &lora_ix[j] {
-                    lora::backward(
-                        ad,
-                        params,
-                        layout,
-                        &a.lora[j],
-                        Some(ad_grads(grads, layout, goff, ad)),
-                        &a.n1,
-                        dy,
-                        &mut ws.dn,
-                        &mut ws.ldh,
-                        &mut ws.lx,
-                        (n, d, out),
-                    );
-                }
-            }
+            adapter_back!(Q, &a.n1, &ws.dqraw, &mut ws.dn, (n, d, qw));
+            adapter_back!(K, &a.n1, &ws.dkraw, &mut ws.dn, (n, d, kw));
+            adapter_back!(V, &a.n1, &ws.dv, &mut ws.dn, (n, d, kw));
             let nm = ix.in_norm;
             let (dw, db) = if tb {
                 norm_grads(grads, layout, goff, nm)
