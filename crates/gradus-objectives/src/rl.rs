@@ -333,6 +333,9 @@ pub fn whiten_tokens(x: Vec<Vec<f32>>, keep: &[bool]) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// Per-token values of a batch of completions (one row per completion, its own length).
+pub type PerToken = Vec<Vec<f32>>;
+
 /// Generalised advantage estimation (Schulman et al. 2016, eq. 16; verl `compute_gae_advantage_return`)
 /// for PPO: per completion, token rewards `rewards[i]` (r_t, the outcome on the last token) and
 /// the value head's predictions `values[i]` (V_t of the state before token t, V after the last
@@ -343,7 +346,7 @@ pub fn gae_advantages(
     values: &[Vec<f32>],
     gamma: f32,
     lam: f32,
-) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+) -> Result<(PerToken, PerToken)> {
     if rewards.len() != values.len() {
         bail!(
             "GAE: {} reward rows for {} value rows",

@@ -120,6 +120,7 @@ fn every_estimator_and_aggregation_runs() {
         (AlgorithmKind::Rloo, LossAggregation::Grpo),
         (AlgorithmKind::ReinforcePp, LossAggregation::Dapo),
         (AlgorithmKind::Remax, LossAggregation::Dapo),
+        (AlgorithmKind::Ppo, LossAggregation::Dapo),
     ]
     .into_iter()
     .enumerate()
@@ -200,6 +201,20 @@ fn bad_input_is_a_clear_error() {
     c.algorithm.num_generations = 1;
     let e = c.validate().unwrap_err().to_string();
     assert!(e.contains("num_generations"), "{e}");
+    // PPO needs no group (G = 1 is fine), but its advantages are per token, and λ is in [0, 1].
+    c.algorithm.kind = AlgorithmKind::Ppo;
+    c.validate().unwrap();
+    c.algorithm.importance_sampling_level = Some(gradus_objectives::rl::RatioLevel::Sequence);
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("algorithm.importance_sampling_level"), "{e}");
+    c.algorithm.importance_sampling_level = None;
+    c.algorithm.lam = 1.5;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("algorithm.lam"), "{e}");
+    c.algorithm.lam = 0.95;
+    c.algorithm.entropy_coef = -0.1;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("algorithm.entropy_coef"), "{e}");
     // A prompt longer than the context (512 positions) with max_new_tokens.
     let f = d.path().join("prompts.jsonl");
     let long = "a b ".repeat(400);
@@ -554,4 +569,49 @@ fn lora_rl_trains_adapters_against_the_base_and_resumes_exactly() {
     c.lora.as_mut().unwrap().lora_dropout = 0.1;
     let e = err(&c);
     assert!(e.contains("lora.lora_dropout"), "{e}");
+}
+
+#[test]
+fn ppo_with_a_value_head_and_an_entropy_bonus_resumes_exactly() {
+    // PPO (KL in the reward, GAE with γ 1, λ 0.95), the value head on the shared trunk and an
+    // entropy bonus; 4 steps of 2 micro-batches, the split run stops after step 2 (a generation
+    // boundary: the value head's Adam state must come back from the checkpoint).
+    let d = tempfile::tempdir().unwrap();
+    let init = init_model(d.path(), false);
+    let mut a = cfg(d.path(), &init, "ppo");
+    a.algorithm.kind = AlgorithmKind::Ppo;
+    a.algorithm.num_generations = 2;
+    a.algorithm.beta = 0.05;
+    a.algorithm.lam = 0.95;
+    a.algorithm.entropy_coef = 0.01;
+    a.train.grad_accum = 2;
+    a.train.save_every = 2;
+    run(&a, false).unwrap();
+    let mut b = a.clone();
+    b.run.name = "ppo-split".into();
+    b.train.stop_after = 2;
+    run(&b, false).unwrap();
+    b.train.stop_after = 0;
+    run(&b, true).unwrap();
+    let (full, split) = (d.path().join("ppo"), d.path().join("ppo-split"));
+    for key in [
+        "train/loss",
+        "train/grad_norm",
+        "reward/mean",
+        "value/loss",
+        "value/mean",
+        "entropy/policy",
+    ] {
+        let x = bits(&full, key);
+        assert_eq!(x.len(), 4, "{key} logged every step");
+        assert_eq!(x, bits(&split, key), "{key}");
+    }
+    // The head starts at 0 (V = 0) and moves once it has had an optimiser step.
+    let v = col(&full, "value/mean");
+    assert_eq!(v[0], 0.0, "{v:?}");
+    assert!(v[1..].iter().any(|&x| x != 0.0), "{v:?}");
+    let ck = gradus_train::checkpoint::latest_checkpoint(&full)
+        .unwrap()
+        .unwrap();
+    assert!(ck.join("value_head.json").exists());
 }

@@ -1,5 +1,7 @@
 //! `gradus train rl`: RL from verifiable rewards, `[algorithm] kind = grpo | rloo | reinforce_pp |
-//! remax` (RESEARCH §3.13, §3.15; TRL/verl semantics in `RL-EVAL-NOTES.md`), from a trained model.
+//! remax | ppo` (RESEARCH §3.13, §3.15; TRL/verl semantics in `RL-EVAL-NOTES.md`), from a trained
+//! model. PPO adds a value head ([`crate::value_head`]) on the policy's final hidden states (GAE,
+//! clipped value loss); any kind can add an entropy bonus (`entropy_coef`).
 //!
 //! One optimiser step of the shared loop ([`crate::trainer::fit_learner`]) takes `train.grad_accum`
 //! micro-batches of `train.batch_size` completions. A **generation batch** holds
@@ -12,7 +14,8 @@
 //! 3. computes the old policy's log-probs (only when the batch is reused: `steps_per_generation`
 //!    or μ > 1; otherwise ρ = 1 exactly) and the reference's (β > 0; β = 0 loads no reference);
 //! 4. computes advantages (`gradus_objectives::rl`: group-normalised, leave-one-out, REINFORCE++,
-//!    ReMax with a greedy completion per prompt) and shuffles the batch (seeded).
+//!    ReMax with a greedy completion per prompt, PPO's GAE over the value head's V_old, which
+//!    step 3 then always computes) and shuffles the batch (seeded).
 //!
 //! Each micro-batch then runs [`step::policy_micro_step`] on the fast graph. The generation batch
 //! (completions, old/reference log-probs, advantages) is part of every checkpoint's data cursor, so
@@ -42,8 +45,9 @@ use gradus_model::generate::{generate, Finish, SamplingConfig};
 use gradus_model::hf::load_decoder;
 use gradus_model::WeightDtype;
 use gradus_objectives::rl::{
-    combine_rewards, group_advantages, reinforce_pp_advantages, remax_advantages, rloo_advantages,
-    ClipConfig, KlEstimator, LossAggregation, RatioLevel, RewardScale, StepTotals,
+    combine_rewards, gae_advantages, group_advantages, reinforce_pp_advantages, remax_advantages,
+    rloo_advantages, whiten_tokens, ClipConfig, KlEstimator, LossAggregation, RatioLevel,
+    RewardScale, StepTotals,
 };
 use gradus_tasks::{instructions_with, task_prompt, Split, TaskConfig};
 use gradus_tensor::rng::Rng;
@@ -51,13 +55,18 @@ use gradus_tensor::{Error, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use crate::phf::VALUE_HEAD_FILE;
 use crate::recipe::DataSection;
 use crate::report::Section;
 use crate::trainer::{
     fit_learner, save_model_files, set_params, write_run_report, FitSummary, Learner,
 };
+use crate::value_head::ValueHead;
 use rewards::{build_rewards, Reward, RewardInput, RewardSpec};
-use step::{completion_logps, policy_micro_step, LossSettings, Sample};
+use step::{
+    completion_logps, completion_logps_values, policy_micro_step_ext, Extras, LossSettings, Sample,
+    ValueTerm,
+};
 
 /// `[data]`: where prompts come from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -128,6 +137,9 @@ pub enum AlgorithmKind {
     ReinforcePp,
     /// Greedy-completion baseline (Li et al. 2023).
     Remax,
+    /// PPO (Schulman et al. 2017) with a value head on the policy's final hidden states: GAE(γ, λ)
+    /// advantages whitened over the batch, the clipped value loss, KL (k1) per token in the reward.
+    Ppo,
 }
 
 /// Where the KL to the reference goes.
@@ -175,8 +187,21 @@ pub struct AlgorithmSection {
     pub mask_truncated_completions: bool,
     /// RLOO: standardise the advantages over the batch.
     pub normalize_advantages: bool,
-    /// REINFORCE++ discount γ.
+    /// Discount γ (REINFORCE++ returns, PPO's GAE).
     pub gamma: f64,
+    /// Entropy bonus: `− entropy_coef · H` per completion token in the loss (0: off).
+    pub entropy_coef: f64,
+    /// PPO: GAE's λ (1: Monte Carlo returns minus the value baseline, verl's default).
+    pub lam: f64,
+    /// PPO: weight of the value loss in the policy's loss.
+    pub vf_coef: f64,
+    /// PPO: the value prediction's clip around its rollout value (verl's 0.5).
+    pub cliprange_value: f64,
+    /// PPO: Adam learning rate of the value head.
+    pub value_lr: f64,
+    /// PPO: true trains only the value head on the value loss (the trunk sees the policy loss
+    /// alone); false (default, as TRL's shared-trunk value head) lets it shape the trunk too.
+    pub value_detach: bool,
 }
 
 impl Default for AlgorithmSection {
@@ -199,6 +224,12 @@ impl Default for AlgorithmSection {
             mask_truncated_completions: false,
             normalize_advantages: false,
             gamma: 1.0,
+            entropy_coef: 0.0,
+            lam: 1.0,
+            vf_coef: 0.1,
+            cliprange_value: 0.5,
+            value_lr: 1e-3,
+            value_detach: false,
         }
     }
 }
@@ -210,7 +241,10 @@ impl AlgorithmSection {
             KlPlacement::Loss => false,
             KlPlacement::Reward => true,
             KlPlacement::Auto => {
-                matches!(self.kind, AlgorithmKind::Rloo | AlgorithmKind::ReinforcePp)
+                matches!(
+                    self.kind,
+                    AlgorithmKind::Rloo | AlgorithmKind::ReinforcePp | AlgorithmKind::Ppo
+                )
             }
         }
     }
@@ -245,7 +279,7 @@ impl AlgorithmSection {
     /// Errors name `algorithm.<field>`.
     pub fn validate(&self) -> Result<()> {
         let f = |k: &str| format!("algorithm.{k}");
-        if self.num_generations < 2 {
+        if self.num_generations < 2 && self.kind != AlgorithmKind::Ppo {
             return Err(Error::config(
                 f("num_generations"),
                 format!(
@@ -287,8 +321,36 @@ impl AlgorithmSection {
         if self.steps_per_generation == 0 {
             return Err(Error::config(f("steps_per_generation"), "must be ≥ 1"));
         }
+        if self.num_generations == 0 {
+            return Err(Error::config(f("num_generations"), "must be ≥ 1"));
+        }
         if !(self.gamma > 0.0 && self.gamma <= 1.0) {
             return Err(Error::config(f("gamma"), "must be in (0, 1]"));
+        }
+        if !(self.lam >= 0.0 && self.lam <= 1.0) {
+            return Err(Error::config(f("lam"), "must be in [0, 1]"));
+        }
+        for (k, v) in [
+            ("entropy_coef", self.entropy_coef),
+            ("vf_coef", self.vf_coef),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(Error::config(f(k), format!("must be ≥ 0, got {v}")));
+            }
+        }
+        for (k, v) in [
+            ("cliprange_value", self.cliprange_value),
+            ("value_lr", self.value_lr),
+        ] {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(Error::config(f(k), format!("must be > 0, got {v}")));
+            }
+        }
+        if self.kind == AlgorithmKind::Ppo && s_level_is_sequence(self) {
+            return Err(Error::config(
+                f("importance_sampling_level"),
+                "ppo has per-token advantages: use `token`",
+            ));
         }
         let s = self.loss_settings();
         if self.kind == AlgorithmKind::ReinforcePp && s.clip.level != RatioLevel::Token {
@@ -299,6 +361,10 @@ impl AlgorithmSection {
         }
         Ok(())
     }
+}
+
+fn s_level_is_sequence(a: &AlgorithmSection) -> bool {
+    a.loss_settings().clip.level != RatioLevel::Token
 }
 
 /// `[log]`: the completions table.
@@ -557,6 +623,9 @@ struct StepAcc {
     clip_count: f64,
     clip_low_min: f64,
     clip_high_max: f64,
+    entropy: f64,
+    value_loss: f64,
+    value_sum: f64,
 }
 
 /// The reference policy of the KL term.
@@ -587,6 +656,9 @@ struct RlLearner<'a> {
     gen: GenState,
     acc: StepAcc,
     run_dir: std::path::PathBuf,
+    /// PPO's value head (None for the other algorithms) and the micro-batches since its last step.
+    value: Option<ValueHead>,
+    value_micro: usize,
 }
 
 fn mean_std(xs: &[f64]) -> (f64, f64) {
@@ -723,14 +795,28 @@ impl RlLearner<'_> {
             .collect();
         let chunk = self.cfg.train.batch_size.max(1);
         let reuse = a.steps_per_generation > 1 || a.num_iterations > 1;
-        let needs_policy_now = reuse || (a.kl_in_reward() && a.beta > 0.0);
+        let ppo = a.kind == AlgorithmKind::Ppo;
+        let needs_policy_now = reuse || (a.kl_in_reward() && a.beta > 0.0) || ppo;
         let mut old: Option<Vec<Vec<f32>>> = None;
+        // PPO: the value head's predictions at the rollout (V_old), from the same forward.
+        let mut values: Option<Vec<Vec<f32>>> = None;
         if needs_policy_now {
             let mut v = Vec::with_capacity(rows.len());
+            let mut vals = Vec::with_capacity(rows.len());
             for c in rows.chunks(chunk) {
-                v.extend(completion_logps(&mut self.fast, c, self.pad)?);
+                match &self.value {
+                    Some(head) if ppo => {
+                        let (lp, vs) = completion_logps_values(&mut self.fast, c, self.pad, head)?;
+                        v.extend(lp);
+                        vals.extend(vs);
+                    }
+                    _ => v.extend(completion_logps(&mut self.fast, c, self.pad)?),
+                }
             }
             old = Some(v);
+            if ppo {
+                values = Some(vals);
+            }
         }
         let mut refl: Option<Vec<Vec<f32>>> = None;
         let base_is_reference = matches!(self.reference, Reference::Base);
@@ -784,7 +870,39 @@ impl RlLearner<'_> {
         };
         // 4. Advantages.
         let beta = a.beta as f32;
+        let mut returns: Option<Vec<Vec<f32>>> = None;
         let advantages: Vec<Vec<f32>> = match a.kind {
+            AlgorithmKind::Ppo => {
+                let vals = values
+                    .as_ref()
+                    .ok_or_else(|| Error::msg("rl: ppo without value predictions"))?;
+                // Token rewards: −β·KL per token (in the reward), the outcome on the last token.
+                let token_rewards: Vec<Vec<f32>> = gens
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| {
+                        let mut r: Vec<f32> = match &kl_tokens {
+                            Some(k) => k[i].iter().map(|&k| -beta * k).collect(),
+                            None => vec![0.0; x.tokens.len()],
+                        };
+                        if let (Some(last), Some(score)) = (r.last_mut(), combined[i]) {
+                            *last += score;
+                        }
+                        r
+                    })
+                    .collect();
+                let (adv, mut ret) =
+                    gae_advantages(&token_rewards, vals, a.gamma as f32, a.lam as f32)?;
+                let keep: Vec<bool> = combined.iter().map(|r| r.is_some()).collect();
+                // An unscorable completion teaches neither the policy nor the value head.
+                for (i, k) in keep.iter().enumerate() {
+                    if !k {
+                        ret[i] = vals[i].clone();
+                    }
+                }
+                returns = Some(ret);
+                whiten_tokens(adv, &keep)
+            }
             AlgorithmKind::Grpo | AlgorithmKind::Rloo => {
                 if let (Some(k), AlgorithmKind::Rloo) = (&kl_tokens, a.kind) {
                     for (r, k) in combined.iter_mut().zip(k) {
@@ -871,6 +989,8 @@ impl RlLearner<'_> {
                     } else {
                         None
                     },
+                    values: values.as_ref().map(|v| v[i].clone()),
+                    returns: returns.as_ref().map(|r| r[i].clone()),
                 }
             })
             .collect();
@@ -1078,7 +1198,31 @@ impl Learner for RlLearner<'_> {
             max_completion_len: self.cfg.generation.max_new_tokens,
         };
         let samples: Vec<&Sample> = m.iter().map(|&i| &self.gen.samples[i]).collect();
-        let out = policy_micro_step(&mut self.fast, &samples, &self.settings, &totals, self.pad)?;
+        let a = &self.cfg.algorithm;
+        let ex = Extras {
+            entropy_coef: a.entropy_coef,
+            value: self.value.as_mut().map(|head| ValueTerm {
+                head,
+                coef: a.vf_coef,
+                clip: a.cliprange_value,
+                detach: a.value_detach,
+            }),
+        };
+        let out = policy_micro_step_ext(
+            &mut self.fast,
+            &samples,
+            &self.settings,
+            &totals,
+            self.pad,
+            ex,
+        )?;
+        if let Some(head) = self.value.as_mut() {
+            self.value_micro += 1;
+            if self.value_micro == self.cfg.train.grad_accum {
+                self.value_micro = 0;
+                head.step(self.cfg.algorithm.value_lr);
+            }
+        }
         if self.acc.micro.is_multiple_of(self.cfg.train.grad_accum) {
             self.acc = StepAcc {
                 clip_low_min: f64::INFINITY,
@@ -1096,16 +1240,29 @@ impl Learner for RlLearner<'_> {
         a.clip_count += out.clip_count;
         a.clip_low_min = a.clip_low_min.min(out.clip_low_min);
         a.clip_high_max = a.clip_high_max.max(out.clip_high_max);
+        a.entropy += out.entropy_sum;
+        a.value_loss += out.value_loss_sum;
+        a.value_sum += out.value_sum;
         Ok((out.loss, vec![]))
     }
     fn save(&self, dir: &Path) -> Result<()> {
         self.fast.write_to(self.model)?;
+        if let Some(v) = &self.value {
+            v.save(&dir.join(VALUE_HEAD_FILE))?;
+        }
         match &self.lora {
             Some(l) => l.save(self.model, self.tok, dir),
             None => save_model_files(self.model, self.tok, dir),
         }
     }
     fn load(&mut self, dir: &Path) -> Result<()> {
+        if self.value.is_some() {
+            self.value = Some(ValueHead::load(
+                &dir.join(VALUE_HEAD_FILE),
+                self.model.cfg.hidden_size,
+            )?);
+            self.value_micro = 0;
+        }
         if self.lora.is_some() {
             crate::lora::LoraRun::load(self.model, dir)?;
             return self.fast.read_from(self.model);
@@ -1152,6 +1309,15 @@ impl Learner for RlLearner<'_> {
             m.insert("clip_ratio/low_min".into(), json!(a.clip_low_min));
             m.insert("clip_ratio/high_max".into(), json!(a.clip_high_max));
         }
+        if a.tokens > 0.0 {
+            if self.cfg.algorithm.entropy_coef > 0.0 {
+                m.insert("entropy/policy".into(), json!(a.entropy / a.tokens));
+            }
+            if self.value.is_some() {
+                m.insert("value/loss".into(), json!(a.value_loss / a.tokens));
+                m.insert("value/mean".into(), json!(a.value_sum / a.tokens));
+            }
+        }
         m.insert("generation".into(), json!(self.gen.generations));
         self.log_completions(step)?;
         Ok(m)
@@ -1183,8 +1349,9 @@ pub fn run(cfg: &RlConfig, start: impl Into<crate::rundir::Start>) -> Result<RlS
         ));
     }
     let lora = crate::lora::LoraRun::apply(cfg.lora.as_ref(), &base, &mut model)?;
-    let fast = FastDecoder::new(&model, FastOptions::default())?;
+    let mut fast = FastDecoder::new(&model, FastOptions::default())?;
     let a = &cfg.algorithm;
+    fast.set_entropy(a.entropy_coef > 0.0);
     let reference = if a.beta <= 0.0 {
         Reference::None
     } else if lora.is_some() {
@@ -1242,6 +1409,8 @@ pub fn run(cfg: &RlConfig, start: impl Into<crate::rundir::Start>) -> Result<RlS
         gen: GenState::default(),
         acc: StepAcc::default(),
         run_dir: run_dir.clone(),
+        value: (a.kind == AlgorithmKind::Ppo).then(|| ValueHead::new(model.cfg.hidden_size)),
+        value_micro: 0,
     };
     let fit = fit_learner(&mut learner, &base, &mut run)?;
     learner.sync_weights()?;
@@ -1253,6 +1422,15 @@ pub fn run(cfg: &RlConfig, start: impl Into<crate::rundir::Start>) -> Result<RlS
     ];
     if a.beta > 0.0 {
         extra.push(Section::plot("KL to the reference", &["kl"]));
+    }
+    if a.kind == AlgorithmKind::Ppo {
+        extra.push(Section::plot("Value loss", &["value/loss"]));
+    }
+    if a.entropy_coef > 0.0 {
+        extra.push(Section::plot(
+            "Entropy of the policy on its completions (nats)",
+            &["entropy/policy"],
+        ));
     }
     if let Ok(text) = std::fs::read_to_string(run_dir.join("completions.jsonl")) {
         let last: Vec<&str> = text.lines().rev().take(8).collect();
