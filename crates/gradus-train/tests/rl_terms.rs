@@ -50,8 +50,8 @@ fn samples(n: usize, adv: f32, seed: u64) -> Vec<Sample> {
                 advantages: vec![adv * rng.normal() as f32],
                 old_logps: None,
                 ref_logps: None,
-                values: Some(values),
-                returns: Some(returns),
+                values: Some(vec![values]),
+                returns: Some(vec![returns]),
             }
         })
         .collect()
@@ -106,8 +106,8 @@ fn step_grads(
         let ex = Extras {
             entropy_coef: entropy,
             value: Some(ValueTerm {
-                head: &mut h,
-                coef: 0.5,
+                heads: std::slice::from_mut(&mut h),
+                coefs: &[0.5],
                 clip: 0.2,
                 detach,
             }),
@@ -182,8 +182,8 @@ fn the_value_head_regresses_on_the_returns() {
         let ex = Extras {
             entropy_coef: 0.0,
             value: Some(ValueTerm {
-                head: &mut h,
-                coef: 1.0,
+                heads: std::slice::from_mut(&mut h),
+                coefs: &[1.0],
                 clip: 1e6,
                 detach: true,
             }),

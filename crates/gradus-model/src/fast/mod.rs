@@ -723,6 +723,11 @@ impl FastDecoder {
         Ok(&ws.logp[..n])
     }
 
+    /// The model configuration the graph was built for.
+    pub fn config(&self) -> &crate::config::DecoderConfig {
+        &self.cfg
+    }
+
     /// Makes later forwards also compute each row's softmax entropy
     /// `H = −Σ_v p_v log p_v` ([`FastDecoder::entropies`]), which [`FastDecoder::backward_ext`]
     /// can then back-propagate (an entropy bonus). Off by default (it costs one more pass over

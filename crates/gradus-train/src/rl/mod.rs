@@ -32,6 +32,7 @@
 //! adapter directories. Adapter dropout must be 0 here: with dropout the old, reference and
 //! current log-probs of one completion would differ by their masks, not by the policy.
 
+pub mod constraints;
 pub mod rewards;
 pub mod step;
 
@@ -62,6 +63,8 @@ use crate::trainer::{
     fit_learner, save_model_files, set_params, write_run_report, FitSummary, Learner,
 };
 use crate::value_head::ValueHead;
+use constraints::{mix_advantages, ConstraintsSection, Multipliers, NelderMead, ThresholdSearch};
+use gradus_objectives::rl::PerToken;
 use rewards::{build_rewards, Reward, RewardInput, RewardSpec};
 use step::{
     completion_logps, completion_logps_values, policy_micro_step_ext, Extras, LossSettings, Sample,
@@ -391,6 +394,7 @@ crate::recipe_config! {
         pub algorithm: AlgorithmSection,
         pub rewards: Vec<RewardSpec>,
         pub log: RlLogSection,
+        pub constraints: ConstraintsSection,
     }
 }
 
@@ -465,6 +469,10 @@ impl RlConfig {
         for (i, r) in self.rewards.iter().enumerate() {
             r.validate(i)?;
         }
+        self.constraints.validate(
+            self.rewards.len(),
+            self.algorithm.kind == AlgorithmKind::Ppo,
+        )?;
         let mut names: Vec<String> = self.rewards.iter().map(|r| r.display_name()).collect();
         names.sort();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
@@ -609,6 +617,21 @@ pub struct GenState {
     pub stats: Map<String, Value>,
     /// The generation batch last written to completions.jsonl.
     pub logged_generation: u64,
+    /// `[constraints]`: the multipliers, the thresholds in use and the NM-PPO search.
+    #[serde(default)]
+    pub constraint: ConstraintState,
+}
+
+/// Where the constraints stand (part of every checkpoint).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConstraintState {
+    pub multipliers: Multipliers,
+    /// θ in use (moved by NM-PPO).
+    pub thresholds: Vec<f64>,
+    /// NM-PPO's search and the evaluation-score sum over the batches at the θ asked.
+    pub search: Option<NelderMead>,
+    pub search_sum: f64,
+    pub search_batches: usize,
 }
 
 /// Step-level sums of the micro-batches' diagnostics.
@@ -656,9 +679,14 @@ struct RlLearner<'a> {
     gen: GenState,
     acc: StepAcc,
     run_dir: std::path::PathBuf,
-    /// PPO's value head (None for the other algorithms) and the micro-batches since its last step.
-    value: Option<ValueHead>,
+    /// PPO's value heads (none for the other algorithms; constrained PPO: the KL's, then one per
+    /// component), their value-loss weights and the micro-batches since their last step.
+    value: Vec<ValueHead>,
+    value_coefs: Vec<f64>,
     value_micro: usize,
+    /// `constraints.eval`: the evaluation score's rewards and weights.
+    eval_rewards: Vec<Box<dyn Reward>>,
+    eval_weights: Vec<f32>,
 }
 
 fn mean_std(xs: &[f64]) -> (f64, f64) {
@@ -758,6 +786,23 @@ impl RlLearner<'_> {
         let g = a.num_generations;
         let n_prompts = self.cfg.generation_batch() / g;
         let mut stats = Map::new();
+        let cons = self.cfg.constraints.clone();
+        if cons.active() && self.gen.constraint.thresholds.is_empty() {
+            self.gen.constraint = ConstraintState {
+                multipliers: Multipliers::new(cons.kind, cons.thresholds.len(), cons.initial),
+                thresholds: cons.thresholds.clone(),
+                search: (cons.search == ThresholdSearch::NelderMead).then(|| {
+                    NelderMead::new(
+                        &cons.thresholds,
+                        cons.search_step,
+                        cons.search_iterations,
+                        cons.search_tol,
+                    )
+                }),
+                search_sum: 0.0,
+                search_batches: 0,
+            };
+        }
         // 1. Rollouts with the current weights.
         self.fast.write_to(self.model)?;
         let prompt_rows: Vec<usize> = self
@@ -786,6 +831,21 @@ impl RlLearner<'_> {
             .collect::<Result<_>>()?;
         // 2. Rewards.
         let per = self.score(&prompt_rows, &texts, g)?;
+        // The evaluation score (never part of the training reward).
+        let eval_mean = if self.eval_rewards.is_empty() {
+            None
+        } else {
+            std::mem::swap(&mut self.rewards, &mut self.eval_rewards);
+            let ev = self.score(&prompt_rows, &texts, g);
+            std::mem::swap(&mut self.rewards, &mut self.eval_rewards);
+            let ev = ev?;
+            let names: Vec<String> = (0..ev.len()).map(|i| format!("eval[{i}]")).collect();
+            let comb = combine_rewards(&ev, &self.eval_weights, &names)?;
+            let v: Vec<f64> = comb.iter().flatten().map(|&x| x as f64).collect();
+            let m = mean_std(&v).0;
+            stats.insert("eval_score".into(), json!(m));
+            Some(m)
+        };
         let mut combined = combine_rewards(&per, &self.weights, &self.names)?;
         // 3. Old and reference log-probs.
         let rows: Vec<(&[u32], &[u32])> = prompt_ids
@@ -798,19 +858,19 @@ impl RlLearner<'_> {
         let ppo = a.kind == AlgorithmKind::Ppo;
         let needs_policy_now = reuse || (a.kl_in_reward() && a.beta > 0.0) || ppo;
         let mut old: Option<Vec<Vec<f32>>> = None;
-        // PPO: the value head's predictions at the rollout (V_old), from the same forward.
-        let mut values: Option<Vec<Vec<f32>>> = None;
+        // PPO: the value heads' predictions at the rollout (V_old), from the same forward.
+        let mut values: Option<Vec<PerToken>> = None;
         if needs_policy_now {
             let mut v = Vec::with_capacity(rows.len());
             let mut vals = Vec::with_capacity(rows.len());
             for c in rows.chunks(chunk) {
-                match &self.value {
-                    Some(head) if ppo => {
-                        let (lp, vs) = completion_logps_values(&mut self.fast, c, self.pad, head)?;
-                        v.extend(lp);
-                        vals.extend(vs);
-                    }
-                    _ => v.extend(completion_logps(&mut self.fast, c, self.pad)?),
+                if ppo {
+                    let (lp, vs) =
+                        completion_logps_values(&mut self.fast, c, self.pad, &self.value)?;
+                    v.extend(lp);
+                    vals.extend(vs);
+                } else {
+                    v.extend(completion_logps(&mut self.fast, c, self.pad)?);
                 }
             }
             old = Some(v);
@@ -870,38 +930,77 @@ impl RlLearner<'_> {
         };
         // 4. Advantages.
         let beta = a.beta as f32;
-        let mut returns: Option<Vec<Vec<f32>>> = None;
+        let mut returns: Option<Vec<PerToken>> = None;
         let advantages: Vec<Vec<f32>> = match a.kind {
             AlgorithmKind::Ppo => {
                 let vals = values
                     .as_ref()
                     .ok_or_else(|| Error::msg("rl: ppo without value predictions"))?;
-                // Token rewards: −β·KL per token (in the reward), the outcome on the last token.
-                let token_rewards: Vec<Vec<f32>> = gens
+                let kl_rewards: Vec<Vec<f32>> = gens
                     .iter()
                     .enumerate()
-                    .map(|(i, x)| {
-                        let mut r: Vec<f32> = match &kl_tokens {
-                            Some(k) => k[i].iter().map(|&k| -beta * k).collect(),
-                            None => vec![0.0; x.tokens.len()],
-                        };
-                        if let (Some(last), Some(score)) = (r.last_mut(), combined[i]) {
-                            *last += score;
-                        }
-                        r
+                    .map(|(i, x)| match &kl_tokens {
+                        Some(k) => k[i].iter().map(|&k| -beta * k).collect(),
+                        None => vec![0.0; x.tokens.len()],
                     })
                     .collect();
-                let (adv, mut ret) =
-                    gae_advantages(&token_rewards, vals, a.gamma as f32, a.lam as f32)?;
-                let keep: Vec<bool> = combined.iter().map(|r| r.is_some()).collect();
-                // An unscorable completion teaches neither the policy nor the value head.
-                for (i, k) in keep.iter().enumerate() {
-                    if !k {
-                        ret[i] = vals[i].clone();
+                // Token rewards of each value head: plain PPO, one head on −β·KL per token plus
+                // the combined outcome on the last token; constrained PPO, the KL head on
+                // −β·KL alone and one head per component on its outcome.
+                let outcome = |scores: &[Option<f32>], base: &[Vec<f32>]| -> Vec<Vec<f32>> {
+                    base.iter()
+                        .zip(scores)
+                        .map(|(b, sc)| {
+                            let mut r = b.clone();
+                            if let (Some(last), Some(x)) = (r.last_mut(), sc) {
+                                *last += x;
+                            }
+                            r
+                        })
+                        .collect()
+                };
+                let zeros: Vec<Vec<f32>> = kl_rewards.iter().map(|r| vec![0.0; r.len()]).collect();
+                let head_rewards: Vec<(Vec<Vec<f32>>, Vec<bool>)> = if self.cfg.constraints.active()
+                {
+                    let mut h = vec![(kl_rewards.clone(), vec![true; gens.len()])];
+                    for comp in &per {
+                        h.push((
+                            outcome(comp, &zeros),
+                            comp.iter().map(|x| x.is_some()).collect(),
+                        ));
                     }
+                    h
+                } else {
+                    vec![(
+                        outcome(&combined, &kl_rewards),
+                        combined.iter().map(|r| r.is_some()).collect(),
+                    )]
+                };
+                let mut rets: Vec<PerToken> = vec![Vec::new(); gens.len()];
+                let mut advs = Vec::new();
+                for (k, (rw, keep)) in head_rewards.iter().enumerate() {
+                    let vk: Vec<Vec<f32>> = vals.iter().map(|v| v[k].clone()).collect();
+                    let (adv, mut ret) = gae_advantages(rw, &vk, a.gamma as f32, a.lam as f32)?;
+                    // An unscorable completion teaches neither the policy nor the value head.
+                    for (i, kept) in keep.iter().enumerate() {
+                        if !kept {
+                            ret[i] = vk[i].clone();
+                        }
+                    }
+                    for (i, r) in ret.into_iter().enumerate() {
+                        rets[i].push(r);
+                    }
+                    advs.push(whiten_tokens(adv, keep));
                 }
-                returns = Some(ret);
-                whiten_tokens(adv, &keep)
+                returns = Some(rets);
+                if self.cfg.constraints.active() {
+                    let kind = self.cfg.constraints.kind;
+                    let lambdas = self.gen.constraint.multipliers.lambdas(kind);
+                    let kl_adv = advs.remove(0);
+                    mix_advantages(&kl_adv, &advs, &lambdas)
+                } else {
+                    advs.remove(0)
+                }
             }
             AlgorithmKind::Grpo | AlgorithmKind::Rloo => {
                 if let (Some(k), AlgorithmKind::Rloo) = (&kl_tokens, a.kind) {
@@ -1065,6 +1164,50 @@ impl RlLearner<'_> {
             let j = (rng.next_u64() % (i as u64 + 1)) as usize;
             order.swap(i, j);
         }
+        // The multipliers step on this batch's component means; NM-PPO moves θ.
+        let mut constraint = std::mem::take(&mut self.gen.constraint);
+        if cons.active() {
+            let lambdas = constraint.multipliers.lambdas(cons.kind);
+            let means: Vec<f64> = per
+                .iter()
+                .map(|c| {
+                    let v: Vec<f64> = c.iter().flatten().map(|&x| x as f64).collect();
+                    if v.is_empty() {
+                        0.0
+                    } else {
+                        mean_std(&v).0
+                    }
+                })
+                .collect();
+            for (k, name) in self.names.iter().enumerate() {
+                stats.insert(format!("constraints/{name}/lambda"), json!(lambdas[k]));
+                stats.insert(
+                    format!("constraints/{name}/threshold"),
+                    json!(constraint.thresholds[k]),
+                );
+            }
+            let th = constraint.thresholds.clone();
+            constraint
+                .multipliers
+                .update(cons.kind, &means, &th, cons.lr, cons.momentum);
+            if let (Some(nm), Some(ev)) = (constraint.search.as_mut(), eval_mean) {
+                if !nm.done() {
+                    constraint.search_sum += ev;
+                    constraint.search_batches += 1;
+                    if constraint.search_batches >= cons.search_every {
+                        // Nelder–Mead minimises: the negated mean evaluation score at θ.
+                        nm.tell(-constraint.search_sum / constraint.search_batches as f64);
+                        constraint.search_sum = 0.0;
+                        constraint.search_batches = 0;
+                        constraint.thresholds = match nm.ask() {
+                            Some(x) => x.to_vec(),
+                            None => nm.best().map(|b| b.0.to_vec()).unwrap_or(th),
+                        };
+                    }
+                }
+                stats.insert("search/iteration".into(), json!(nm.iterations()));
+            }
+        }
         self.gen = GenState {
             generations: gen_index + 1,
             next_micro: 0,
@@ -1074,6 +1217,7 @@ impl RlLearner<'_> {
             order,
             stats,
             logged_generation: self.gen.logged_generation,
+            constraint,
         };
         Ok(())
     }
@@ -1122,6 +1266,15 @@ impl RlLearner<'_> {
         f.write_all(text.as_bytes())
             .map_err(|e| Error::io(&path, e))?;
         Ok(())
+    }
+}
+
+/// The file of value head `k` in a checkpoint (`value_head.json`, `value_head_1.json`, ...).
+fn value_head_file(k: usize) -> String {
+    if k == 0 {
+        VALUE_HEAD_FILE.to_string()
+    } else {
+        format!("value_head_{k}.json")
     }
 }
 
@@ -1201,9 +1354,9 @@ impl Learner for RlLearner<'_> {
         let a = &self.cfg.algorithm;
         let ex = Extras {
             entropy_coef: a.entropy_coef,
-            value: self.value.as_mut().map(|head| ValueTerm {
-                head,
-                coef: a.vf_coef,
+            value: (!self.value.is_empty()).then(|| ValueTerm {
+                heads: &mut self.value,
+                coefs: &self.value_coefs,
                 clip: a.cliprange_value,
                 detach: a.value_detach,
             }),
@@ -1216,11 +1369,13 @@ impl Learner for RlLearner<'_> {
             self.pad,
             ex,
         )?;
-        if let Some(head) = self.value.as_mut() {
+        if !self.value.is_empty() {
             self.value_micro += 1;
             if self.value_micro == self.cfg.train.grad_accum {
                 self.value_micro = 0;
-                head.step(self.cfg.algorithm.value_lr);
+                for head in &mut self.value {
+                    head.step(self.cfg.algorithm.value_lr);
+                }
             }
         }
         if self.acc.micro.is_multiple_of(self.cfg.train.grad_accum) {
@@ -1247,8 +1402,8 @@ impl Learner for RlLearner<'_> {
     }
     fn save(&self, dir: &Path) -> Result<()> {
         self.fast.write_to(self.model)?;
-        if let Some(v) = &self.value {
-            v.save(&dir.join(VALUE_HEAD_FILE))?;
+        for (k, v) in self.value.iter().enumerate() {
+            v.save(&dir.join(value_head_file(k)))?;
         }
         match &self.lora {
             Some(l) => l.save(self.model, self.tok, dir),
@@ -1256,13 +1411,11 @@ impl Learner for RlLearner<'_> {
         }
     }
     fn load(&mut self, dir: &Path) -> Result<()> {
-        if self.value.is_some() {
-            self.value = Some(ValueHead::load(
-                &dir.join(VALUE_HEAD_FILE),
-                self.model.cfg.hidden_size,
-            )?);
-            self.value_micro = 0;
+        for k in 0..self.value.len() {
+            self.value[k] =
+                ValueHead::load(&dir.join(value_head_file(k)), self.model.cfg.hidden_size)?;
         }
+        self.value_micro = 0;
         if self.lora.is_some() {
             crate::lora::LoraRun::load(self.model, dir)?;
             return self.fast.read_from(self.model);
@@ -1313,7 +1466,7 @@ impl Learner for RlLearner<'_> {
             if self.cfg.algorithm.entropy_coef > 0.0 {
                 m.insert("entropy/policy".into(), json!(a.entropy / a.tokens));
             }
-            if self.value.is_some() {
+            if !self.value.is_empty() {
                 m.insert("value/loss".into(), json!(a.value_loss / a.tokens));
                 m.insert("value/mean".into(), json!(a.value_sum / a.tokens));
             }
@@ -1373,6 +1526,19 @@ pub fn run(cfg: &RlConfig, start: impl Into<crate::rundir::Start>) -> Result<RlS
         ));
     }
     let rewards = build_rewards(&cfg.rewards)?;
+    // PPO's value heads: one, or under constraints the KL's and one per component.
+    let (heads, value_coefs) = match (a.kind, cfg.constraints.active()) {
+        (AlgorithmKind::Ppo, false) => (1, vec![a.vf_coef]),
+        (AlgorithmKind::Ppo, true) => {
+            let mut c = vec![a.vf_coef];
+            c.extend(std::iter::repeat_n(
+                cfg.constraints.vf_coef,
+                cfg.rewards.len(),
+            ));
+            (c.len(), c)
+        }
+        _ => (0, Vec::new()),
+    };
     let mut eos: Vec<u32> = tok.eos_id().into_iter().collect();
     if let Some(e) = model.cfg.eos_token_id {
         if !eos.contains(&e) {
@@ -1409,8 +1575,11 @@ pub fn run(cfg: &RlConfig, start: impl Into<crate::rundir::Start>) -> Result<RlS
         gen: GenState::default(),
         acc: StepAcc::default(),
         run_dir: run_dir.clone(),
-        value: (a.kind == AlgorithmKind::Ppo).then(|| ValueHead::new(model.cfg.hidden_size)),
+        value: vec![ValueHead::new(model.cfg.hidden_size); heads],
+        value_coefs,
         value_micro: 0,
+        eval_rewards: build_rewards(&cfg.constraints.eval)?,
+        eval_weights: cfg.constraints.eval.iter().map(|r| r.weight).collect(),
     };
     let fit = fit_learner(&mut learner, &base, &mut run)?;
     learner.sync_weights()?;

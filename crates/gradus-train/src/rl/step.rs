@@ -35,22 +35,24 @@ pub struct Sample {
     pub old_logps: Option<Vec<f32>>,
     /// Per-token log-probs of the reference model (None when β = 0).
     pub ref_logps: Option<Vec<f32>>,
-    /// PPO: the value head's per-token predictions when the completion was generated (V_old).
+    /// PPO: each value head's per-token predictions when the completion was generated (V_old),
+    /// `values[k][t]` for head k (one head; constrained PPO: the KL's and one per component).
     #[serde(default)]
-    pub values: Option<Vec<f32>>,
-    /// PPO: the per-token returns the value head regresses on (GAE: Â + V_old).
+    pub values: Option<PerToken>,
+    /// PPO: the per-token returns each value head regresses on (GAE: Â + V_old).
     #[serde(default)]
-    pub returns: Option<Vec<f32>>,
+    pub returns: Option<PerToken>,
 }
 
-/// PPO's critic term of a micro-batch: the value head on the final hidden states, its clipped
-/// loss `vf_coef · 0.5·max((V − R)², (V_old + clip(V − V_old, ±clip) − R)²)` aggregated like the
-/// policy loss, and whether its gradient also flows into the trunk.
+/// PPO's critic terms of a micro-batch: value heads on the final hidden states, each with its
+/// clipped loss `coef_k · 0.5·max((V − R)², (V_old + clip(V − V_old, ±clip) − R)²)` aggregated
+/// like the policy loss, and whether their gradients also flow into the trunk.
 pub struct ValueTerm<'a> {
-    pub head: &'a mut crate::value_head::ValueHead,
-    pub coef: f64,
+    pub heads: &'a mut [crate::value_head::ValueHead],
+    /// One weight per head.
+    pub coefs: &'a [f64],
     pub clip: f64,
-    /// True: only the head learns from the value loss (the trunk's hidden states are detached).
+    /// True: only the heads learn from the value loss (the trunk's hidden states are detached).
     pub detach: bool,
 }
 
@@ -177,7 +179,8 @@ pub struct MicroOut {
     pub clip_high_max: f64,
     /// Σ over loss tokens of the policy's entropy (when the entropy bonus is on).
     pub entropy_sum: f64,
-    /// Σ over loss tokens of the unscaled value loss, and of the value predictions (PPO).
+    /// Σ over loss tokens of the unscaled value loss (all heads), and of the first head's
+    /// predictions (PPO).
     pub value_loss_sum: f64,
     pub value_sum: f64,
 }
@@ -189,22 +192,27 @@ pub fn completion_logps_values(
     fast: &mut FastDecoder,
     rows: &[(&[u32], &[u32])],
     pad: u32,
-    head: &crate::value_head::ValueHead,
-) -> Result<(PerToken, PerToken)> {
+    heads: &[crate::value_head::ValueHead],
+) -> Result<(PerToken, Vec<PerToken>)> {
     if rows.is_empty() {
         return Ok((vec![], vec![]));
     }
     let p = pack(rows, pad)?;
     let lp = forward(fast, &p)?.to_vec();
-    let d = head.w.len();
+    let d = fast_hidden_size(fast);
     let h = fast.final_hidden()?;
     let mut lps = Vec::with_capacity(rows.len());
     let mut vals = Vec::with_capacity(rows.len());
     for (&s, &n) in p.starts.iter().zip(&p.lens) {
         lps.push(lp[s..s + n].to_vec());
-        vals.push(head.values(&h[s * d..(s + n) * d]));
+        let hr = &h[s * d..(s + n) * d];
+        vals.push(heads.iter().map(|head| head.values(hr)).collect());
     }
     Ok((lps, vals))
+}
+
+fn fast_hidden_size(fast: &FastDecoder) -> usize {
+    fast.config().hidden_size
 }
 
 /// Forward, loss and backward of one micro-batch: adds ∂(the micro-batch's share of the step's
@@ -318,40 +326,53 @@ pub fn policy_micro_step_ext(
     } else {
         None
     };
-    let mut value_parts = None;
+    let mut value_leaves = Vec::new();
     if let Some(vt) = ex.value.as_ref() {
-        let d = vt.head.w.len();
-        let hid = fast.final_hidden()?;
-        let v_new = gather(&vt.head.values(hid));
-        let (mut v_old, mut ret) = (vec![0f32; b * tc], vec![0f32; b * tc]);
-        for (i, x) in samples.iter().enumerate() {
-            let n = p.lens[i];
-            let (Some(vo), Some(r)) = (&x.values, &x.returns) else {
-                return Err(Error::msg(format!(
-                    "rl: sample {i} has no values/returns but the loss has a value term (PPO)"
-                )));
-            };
-            if vo.len() != n || r.len() != n {
-                return Err(Error::msg(format!(
-                    "rl: sample {i} has {} values and {} returns for {n} completion tokens",
-                    vo.len(),
-                    r.len()
-                )));
-            }
-            v_old[i * tc..i * tc + n].copy_from_slice(vo);
-            ret[i * tc..i * tc + n].copy_from_slice(r);
+        if vt.coefs.len() != vt.heads.len() {
+            return Err(Error::msg(format!(
+                "rl: {} value heads but {} value-loss weights",
+                vt.heads.len(),
+                vt.coefs.len()
+            )));
         }
-        out.value_sum = v_new.iter().zip(&mask).map(|(v, m)| (v * m) as f64).sum();
-        let leaf = Var::from_vec(v_new, (b, tc), &dev)?;
-        let vl = clipped_value_loss(
-            leaf.as_tensor(),
-            &Tensor::from_vec(v_old, (b, tc), &dev)?,
-            &Tensor::from_vec(ret, (b, tc), &dev)?,
-            vt.clip,
-        )?;
-        out.value_loss_sum = (vl.detach() * &mask_t)?.sum_all()?.to_scalar::<f32>()? as f64;
-        per = (per + (vl * vt.coef)?)?;
-        value_parts = Some((leaf, d));
+        let hid = fast.final_hidden()?;
+        for (k, head) in vt.heads.iter().enumerate() {
+            let v_new = gather(&head.values(hid));
+            let (mut v_old, mut ret) = (vec![0f32; b * tc], vec![0f32; b * tc]);
+            for (i, x) in samples.iter().enumerate() {
+                let n = p.lens[i];
+                let (Some(vo), Some(r)) = (
+                    x.values.as_ref().and_then(|v| v.get(k)),
+                    x.returns.as_ref().and_then(|r| r.get(k)),
+                ) else {
+                    return Err(Error::msg(format!(
+                        "rl: sample {i} has no values/returns for value head {k} (PPO)"
+                    )));
+                };
+                if vo.len() != n || r.len() != n {
+                    return Err(Error::msg(format!(
+                        "rl: sample {i} has {} values and {} returns (head {k}) for {n} completion tokens",
+                        vo.len(),
+                        r.len()
+                    )));
+                }
+                v_old[i * tc..i * tc + n].copy_from_slice(vo);
+                ret[i * tc..i * tc + n].copy_from_slice(r);
+            }
+            if k == 0 {
+                out.value_sum = v_new.iter().zip(&mask).map(|(v, m)| (v * m) as f64).sum();
+            }
+            let leaf = Var::from_vec(v_new, (b, tc), &dev)?;
+            let vl = clipped_value_loss(
+                leaf.as_tensor(),
+                &Tensor::from_vec(v_old, (b, tc), &dev)?,
+                &Tensor::from_vec(ret, (b, tc), &dev)?,
+                vt.clip,
+            )?;
+            out.value_loss_sum += (vl.detach() * &mask_t)?.sum_all()?.to_scalar::<f32>()? as f64;
+            per = (per + (vl * vt.coefs[k])?)?;
+            value_leaves.push(leaf);
+        }
     }
     let loss = aggregate(&per, &mask_t, s.aggregation, totals)?;
     out.loss = loss.to_scalar::<f32>()? as f64;
@@ -379,19 +400,22 @@ pub fn policy_micro_step_ext(
         None => None,
     };
     let mut dhidden = None;
-    if let (Some((vleaf, d)), Some(vt)) = (&value_parts, ex.value.as_mut()) {
-        let dv = scatter(&grad_of(vleaf)?);
+    if let Some(vt) = ex.value.as_mut() {
         let hid = fast.final_hidden()?.to_vec();
-        vt.head.accumulate(&hid, &dv);
-        if !vt.detach {
-            let mut dh = vec![0f32; hid.len()];
+        let d = fast_hidden_size(fast);
+        let mut dh = vec![0f32; hid.len()];
+        for (head, leaf) in vt.heads.iter_mut().zip(&value_leaves) {
+            let dv = scatter(&grad_of(leaf)?);
+            head.accumulate(&hid, &dv);
             for (r, &g) in dv.iter().enumerate() {
                 if g != 0.0 {
-                    for (o, &w) in dh[r * d..(r + 1) * d].iter_mut().zip(&vt.head.w) {
-                        *o = g * w;
+                    for (o, &w) in dh[r * d..(r + 1) * d].iter_mut().zip(&head.w) {
+                        *o += g * w;
                     }
                 }
             }
+        }
+        if !vt.detach {
             dhidden = Some(dh);
         }
     }
