@@ -53,6 +53,7 @@ pub mod dpo;
 pub mod eval_hook;
 pub mod examples;
 pub mod icl;
+pub mod lab_constrained;
 pub mod lab_phf;
 pub mod lab_ranking;
 pub mod llome;
