@@ -78,12 +78,12 @@ pub enum LabCmd {
         size: String,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// PPO steps per arm (default 150; smoke 3).
+        /// PPO steps per arm (default 300; smoke 3).
         #[arg(long)]
         steps: Option<u64>,
-        /// SGD learning rate of the Lagrange multipliers.
-        #[arg(long, default_value_t = 2.0)]
-        multiplier_lr: f64,
+        /// SGD learning rate of the Lagrange multipliers (default 1.0 for μ/NM-PPO, 0.3 for ξ-PPO).
+        #[arg(long)]
+        multiplier_lr: Option<f64>,
     },
 }
 

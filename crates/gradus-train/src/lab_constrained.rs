@@ -72,9 +72,9 @@ pub struct ConstrainedLabOptions {
     pub seed: u64,
     /// PPO steps per arm (default by size).
     pub steps: Option<u64>,
-    /// SGD learning rate of the multipliers (the paper's 0.1 is for thousands of updates; the lab
-    /// has ~150).
-    pub multiplier_lr: f64,
+    /// SGD learning rate of the multipliers (None: 1.0 for μ-PPO/NM-PPO, 0.3 for ξ-PPO, whose
+    /// tanh is steeper; the paper's 0.1 is for thousands of updates, the lab has a few hundred).
+    pub multiplier_lr: Option<f64>,
     pub progress: bool,
 }
 
@@ -86,7 +86,7 @@ impl ConstrainedLabOptions {
             size,
             seed: 0,
             steps: None,
-            multiplier_lr: 2.0,
+            multiplier_lr: None,
             progress: false,
         }
     }
@@ -111,7 +111,7 @@ impl ConstrainedLabOptions {
     fn rl_steps(&self) -> u64 {
         self.steps.unwrap_or(match self.size {
             LabSize::Smoke => 3,
-            LabSize::Default => 150,
+            LabSize::Default => 300,
         })
     }
 }
@@ -123,6 +123,8 @@ pub struct ArmResult {
     pub r_a: f64,
     pub r_b: f64,
     pub eval: f64,
+    /// The eval score averaged over every step of the run.
+    pub mean_eval: f64,
     /// The best eval score of any logged step (smoothed over 5 steps) and where.
     pub peak_eval: f64,
     pub peak_step: u64,
@@ -196,13 +198,16 @@ pub fn arm_config(o: &ConstrainedLabOptions, arm: &str, init: &Path) -> RlConfig
     ];
     c.train.steps = o.rl_steps();
     c.train.batch_size = 16;
-    c.train.lr = 3e-3;
+    c.train.lr = 1e-3;
     c.train.log_every = 1;
     c.train.save_every = o.rl_steps().div_ceil(3).max(1);
     c.train.progress = o.progress;
     c.optimizer.weight_decay = 0.0;
     c.schedule = Schedule::Constant { warmup_steps: 0 };
-    c.constraints.lr = o.multiplier_lr;
+    c.constraints.initial = 0.1;
+    c.constraints.lr = o
+        .multiplier_lr
+        .unwrap_or(if arm == "xi" { 0.3 } else { 1.0 });
     match arm {
         "mu" | "xi" => {
             c.constraints.kind = if arm == "mu" {
@@ -261,6 +266,7 @@ fn arm_result(run_dir: &Path, arm: &str) -> Result<ArmResult> {
         r_a: tail_mean(&a),
         r_b: tail_mean(&b),
         eval: tail_mean(&e),
+        mean_eval: e.iter().map(|x| x.1).sum::<f64>() / e.len() as f64,
         peak_eval: peak.1,
         peak_step: peak.0,
         kl: (!kl.is_empty()).then(|| tail_mean(&kl)),
@@ -376,14 +382,15 @@ proxy points θ* = ({}, {}); at the uniform start it is {start:.3}.\n\n",
         PROXY[0],
         PROXY[1]
     ));
-    s.push_str("| arm | r_A | r_B | eval (last 20%) | best eval (step) | KL | θ at the end |\n|---|---|---|---|---|---|---|\n");
+    s.push_str("| arm | r_A | r_B | eval (last 20%) | eval (mean over the run) | best eval (step) | KL | θ at the end |\n|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         s.push_str(&format!(
-            "| {} | {:.3} | {:.3} | {:.3} | {:.3} ({}) | {} | {} |\n",
+            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} ({}) | {} | {} |\n",
             r.arm,
             r.r_a,
             r.r_b,
             r.eval,
+            r.mean_eval,
             r.peak_eval,
             r.peak_step,
             r.kl.map_or("—".into(), |k| format!("{k:.3}")),
