@@ -8,14 +8,16 @@
 //! (an LM may write anything); the GA's operators only build genomes of that shape.
 //!
 //! **The task** ([`EvoTarget`]): a hidden genome of `target_lets` lets, drawn from a seed, and its
-//! outputs on the inputs `x = 0, 1, …, num_inputs − 1`. A candidate runs once per input (with
+//! outputs on the inputs `x = 1, 2, …, num_inputs`. A candidate runs once per input (with
 //! `let x = <input>;` in front, under the interpreter's step limit); its output is the last value it
 //! prints. **Fitness** (EvoPrompting scores a child by error × size; here graded so that evolution
 //! has a slope to climb):
 //! ```text
-//! closeness = (1/N) Σ_i 1 / (1 + |y_i − t_i|)          (1 when every output matches)
+//! closeness = (1/N) Σ_i 1 / (1 + ln(1 + |y_i − t_i|))   (1 when every output matches)
 //! fitness   = max(0, closeness − size_penalty · tokens)
 //! ```
+//! The logarithm keeps the slope alive far from the target (an output off by 50 still earns 0.20,
+//! off by 1 earns 0.59): with 1/(1 + |d|) every early candidate scored ≈ 0 and no search moved.
 //! with `tokens` the candidate's length in [`render`]ed words. A program that does not parse, fails
 //! on any input (division by zero, overflow, undefined variable, step limit) or prints nothing has
 //! fitness 0, never a panic. `matched` (exact outputs) and `solved` (all exact) are reported too.
@@ -51,7 +53,7 @@ pub const MAX_GENOME_DEPTH: usize = 5;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EvoTaskConfig {
-    /// Test inputs x = 0..num_inputs.
+    /// Test inputs x = 1..=num_inputs (0 left out: it would make every `/ x` a division by zero).
     pub num_inputs: usize,
     /// `let`s of the hidden target program.
     pub target_lets: usize,
@@ -77,8 +79,8 @@ impl Default for EvoTaskConfig {
             max_lets: 4,
             max_literal: 9,
             max_expr_depth: 2,
-            max_abs_value: 999,
-            size_penalty: 0.002,
+            max_abs_value: 99,
+            size_penalty: 0.001,
             max_steps: 1000,
         }
     }
@@ -124,9 +126,9 @@ impl EvoTaskConfig {
         Ok(())
     }
 
-    /// The test inputs.
+    /// The test inputs, 1..=num_inputs.
     pub fn inputs(&self) -> Vec<i64> {
-        (0..self.num_inputs as i64).collect()
+        (1..=self.num_inputs as i64).collect()
     }
 
     /// Every word a rendered genome can hold: keywords, punctuation, operators, variables and
@@ -188,7 +190,7 @@ pub fn render(p: &Program) -> String {
 pub struct Fitness {
     /// max(0, closeness − size_penalty · size); 0 on any error.
     pub fitness: f64,
-    /// Mean 1/(1 + |y − t|) over the inputs (0 on error).
+    /// Mean 1/(1 + ln(1 + |y − t|)) over the inputs (0 on error).
     pub closeness: f64,
     /// Inputs whose output is exactly the target's.
     pub matched: usize,
@@ -241,7 +243,7 @@ pub fn fitness_of(cfg: &EvoTaskConfig, inputs: &[i64], outputs: &[i64], p: &Prog
         match run_on(p, x, cfg.max_steps) {
             Ok(y) => {
                 let d = (y as i128 - t as i128).unsigned_abs() as f64;
-                closeness += 1.0 / (1.0 + d);
+                closeness += 1.0 / (1.0 + d.ln_1p());
                 matched += (y == t) as usize;
             }
             Err(e) => return Fitness::failed(size, e),

@@ -23,24 +23,29 @@ fn double() -> (EvoTaskConfig, EvoTarget) {
 #[test]
 fn fitness_on_hand_derived_cases() {
     let (cfg, t) = double();
-    // `print x + x;` prints 0, 2, 4, 6: closeness 1, 4 matched, 5 words → 1 − 0.002·5 = 0.99.
+    // size_penalty 0.001 (the default) per word.
+    assert_eq!(cfg.size_penalty, 0.001);
+    // `print x + x;` prints 0, 2, 4, 6: closeness 1, 4 matched, 5 words → 1 − 0.001·5 = 0.995.
     let f = t.score(&cfg, "print x + x;");
     assert_eq!(f.matched, 4);
     assert_eq!(f.size, 5);
     assert!((f.closeness - 1.0).abs() < 1e-12);
-    assert!((f.fitness - 0.99).abs() < 1e-12, "{f:?}");
+    assert!((f.fitness - 0.995).abs() < 1e-12, "{f:?}");
     assert!(f.solved(4));
-    // `print x;` prints 0, 1, 2, 3: errors 0, 1, 2, 3 → closeness (1 + 1/2 + 1/3 + 1/4)/4 = 25/48,
-    // 1 matched, 3 words → 25/48 − 0.006.
+    // `print x;` prints 0, 1, 2, 3: errors d = 0, 1, 2, 3 → closeness
+    // (1 + 1/(1 + ln 2) + 1/(1 + ln 3) + 1/(1 + ln 4))/4 ≈ (1 + 0.5906 + 0.4765 + 0.4191)/4 ≈ 0.6216;
+    // 1 matched, 3 words → closeness − 0.003.
+    let want = (1.0 + 1.0 / (1.0 + 2f64.ln()) + 1.0 / (1.0 + 3f64.ln()) + 1.0 / (1.0 + 4f64.ln())) / 4.0;
+    assert!((want - 0.6216).abs() < 1e-4);
     let f = t.score(&cfg, "print x;");
     assert_eq!((f.matched, f.size), (1, 3));
-    assert!((f.closeness - 25.0 / 48.0).abs() < 1e-12);
-    assert!((f.fitness - (25.0 / 48.0 - 0.006)).abs() < 1e-12);
+    assert!((f.closeness - want).abs() < 1e-12);
+    assert!((f.fitness - (want - 0.003)).abs() < 1e-12);
     assert!(!f.solved(4));
     // A later print wins: `print 7; print x * 2;` is the target's behaviour (8 words).
     let f = t.score(&cfg, "print 7 ; print x * 2 ;");
     assert_eq!(f.matched, 4);
-    assert!((f.fitness - (1.0 - 0.016)).abs() < 1e-12);
+    assert!((f.fitness - (1.0 - 0.008)).abs() < 1e-12);
     // A size penalty larger than the closeness floors at 0, not below.
     let big = EvoTaskConfig {
         size_penalty: 0.09,
@@ -75,9 +80,9 @@ fn every_failure_is_fitness_zero_with_a_reason() {
 fn the_evaluator_counts_every_call_and_stops_at_its_budget() {
     let (cfg, t) = double();
     let mut ev = Evaluator::new(&cfg, &t, 3);
-    assert!(ev.evaluate("print x;").is_some()); // 25/48 − 0.006 ≈ 0.515
+    assert!(ev.evaluate("print x;").is_some()); // ≈ 0.6216 − 0.003 (above)
     assert!(ev.evaluate("print 1 / 0;").is_some()); // 0: no improvement
-    assert!(ev.evaluate("print x * 2;").is_some()); // 0.99
+    assert!(ev.evaluate("print x * 2;").is_some()); // 1 − 0.005
     assert!(ev.exhausted());
     assert!(ev.evaluate("print x * 2;").is_none());
     assert_eq!(ev.calls(), 3);
@@ -85,9 +90,10 @@ fn the_evaluator_counts_every_call_and_stops_at_its_budget() {
     let tr = ev.trace().to_vec();
     assert_eq!(tr.len(), 2);
     assert_eq!(tr[0].0, 1);
-    assert!((tr[0].1 - (25.0 / 48.0 - 0.006)).abs() < 1e-12);
+    let first = t.score(&cfg, "print x;").fitness;
+    assert!((tr[0].1 - first).abs() < 1e-12 && first > 0.6);
     assert_eq!(tr[1].0, 3);
-    assert!((tr[1].1 - 0.99).abs() < 1e-12);
+    assert!((tr[1].1 - 0.995).abs() < 1e-12);
     assert_eq!(best_after(&tr, 0), 0.0);
     assert_eq!(best_after(&tr, 2), tr[0].1);
     assert_eq!(best_after(&tr, 99), tr[1].1);
@@ -95,7 +101,7 @@ fn the_evaluator_counts_every_call_and_stops_at_its_budget() {
     let mut ev2 = Evaluator::new(&cfg, &t, 4);
     ev2.restore(3, tr.clone());
     assert_eq!((ev2.calls(), ev2.remaining()), (3, 1));
-    assert!((ev2.best() - 0.99).abs() < 1e-12);
+    assert!((ev2.best() - 0.995).abs() < 1e-12);
 }
 
 fn m(s: &str, f: f64) -> Member {

@@ -200,10 +200,10 @@ pub struct EvoModelSection {
 impl Default for EvoModelSection {
     fn default() -> Self {
         Self {
-            hidden_size: 96,
-            num_hidden_layers: 3,
+            hidden_size: 64,
+            num_hidden_layers: 2,
             num_attention_heads: 4,
-            intermediate_size: 256,
+            intermediate_size: 192,
             seq_len: 256,
         }
     }
@@ -224,9 +224,9 @@ pub struct EvoPretrainSection {
 impl Default for EvoPretrainSection {
     fn default() -> Self {
         Self {
-            documents: 20_000,
-            steps: 1200,
-            batch_size: 32,
+            documents: 8000,
+            steps: 500,
+            batch_size: 16,
             lr: 2e-3,
             seed: 0,
         }
@@ -249,7 +249,7 @@ impl Default for TuneSection {
     fn default() -> Self {
         Self {
             examples: 64,
-            steps: 40,
+            steps: 30,
             batch_size: 16,
             lr: 2e-3,
             lora: LoraConfig {
@@ -432,7 +432,7 @@ impl EvoConfig {
                 "budget.evaluations",
                 format!(
                     "{} evaluations is smaller than the initial population plus one round \
-                     (search.initial {} + search.prompts × search.children = {}): no round could run",
+                     (search.initial {} + search.prompts × search.children {} = {round}): no round could run",
                     self.budget.evaluations,
                     s.initial,
                     s.per_round()
@@ -505,9 +505,10 @@ impl EvoConfig {
         if self.tune.examples == 0 {
             return Err(Error::config("tune.examples", "must be at least 1"));
         }
-        self.tune.lora.validate().map_err(|e| {
+        self.tune.lora.validate().map_err(|e| match e {
             // LoraConfig names its fields `lora.*`; here they live under `tune.lora`.
-            Error::msg(format!("tune.{e}"))
+            Error::Config { field, msg } => Error::config(format!("tune.{field}"), msg),
+            other => other,
         })?;
         Ok(())
     }
@@ -842,12 +843,15 @@ fn lm_children(
 
 /// The tuning rows of EvoPrompting: the fittest distinct children so far, each as its prompt
 /// with its own fitness as the target → the child.
-fn tuning_rows(cfg: &EvoConfig, history: &[RoundRecord]) -> Vec<Value> {
+pub fn tuning_rows(cfg: &EvoConfig, history: &[RoundRecord]) -> Vec<Value> {
     let mut kids: Vec<(f64, String, String)> = Vec::new();
-    for r in history {
+    // Round 0 is the initial population: random genomes, no prompt.
+    for r in history.iter().filter(|r| r.round > 0) {
         for c in &r.children {
             if c.parsed && c.fitness >= cfg.search.threshold {
-                let p = &r.prompts[c.prompt];
+                let Some(p) = r.prompts.get(c.prompt) else {
+                    continue;
+                };
                 kids.push((
                     c.fitness,
                     c.source.clone(),
@@ -1228,7 +1232,7 @@ pub fn run(cfg: &EvoConfig, start: Start) -> Result<EvoOutcome> {
     let mut diag = Vec::new();
     if let Some((seed, (target, per_arm))) = results.iter().next() {
         ex.push_str(&format!(
-            "Hidden target (seed {seed}): `{}`, outputs on x = 0..{}: {:?}\n\n",
+            "Hidden target (seed {seed}): `{}`, outputs on x = 1..={}: {:?}\n\n",
             target.source,
             target.inputs.len(),
             target.outputs
