@@ -35,7 +35,8 @@ fn fitness_on_hand_derived_cases() {
     // `print x;` prints 0, 1, 2, 3: errors d = 0, 1, 2, 3 → closeness
     // (1 + 1/(1 + ln 2) + 1/(1 + ln 3) + 1/(1 + ln 4))/4 ≈ (1 + 0.5906 + 0.4765 + 0.4191)/4 ≈ 0.6216;
     // 1 matched, 3 words → closeness − 0.003.
-    let want = (1.0 + 1.0 / (1.0 + 2f64.ln()) + 1.0 / (1.0 + 3f64.ln()) + 1.0 / (1.0 + 4f64.ln())) / 4.0;
+    let want =
+        (1.0 + 1.0 / (1.0 + 2f64.ln()) + 1.0 / (1.0 + 3f64.ln()) + 1.0 / (1.0 + 4f64.ln())) / 4.0;
     assert!((want - 0.6216).abs() < 1e-4);
     let f = t.score(&cfg, "print x;");
     assert_eq!((f.matched, f.size), (1, 3));

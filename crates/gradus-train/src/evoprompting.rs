@@ -29,6 +29,7 @@
 //!      each as (its parents' prompt with its own fitness as the target → the child); the paper
 //!      prompt-tunes a soft prompt, LoRA is the parameter-efficient stand-in here. Every tuning is
 //!      a `train sft` run directory with `[lora]`.
+//!
 //!    Arms: `evoprompting`, `no_tuning` (the pretrained LM as the operator, never tuned: the
 //!    paper's ablation) and `ga` (the same loop with [`ga_children`]: random crossover and AST
 //!    mutations in place of the LM).
@@ -224,8 +225,8 @@ pub struct EvoPretrainSection {
 impl Default for EvoPretrainSection {
     fn default() -> Self {
         Self {
-            documents: 8000,
-            steps: 500,
+            documents: 16_000,
+            steps: 1500,
             batch_size: 16,
             lr: 2e-3,
             seed: 0,
