@@ -351,7 +351,7 @@ impl<'a> Evaluator<'a> {
         self.calls
     }
     pub fn remaining(&self) -> u64 {
-        self.budget - self.calls
+        self.budget.saturating_sub(self.calls)
     }
     pub fn exhausted(&self) -> bool {
         self.calls >= self.budget
