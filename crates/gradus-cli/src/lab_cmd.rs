@@ -40,6 +40,11 @@ pub enum LabCmd {
     /// rounds against an oracle budget) vs the GA: regret against oracle calls (Chen, Stanton
     /// et al. 2024).
     Llome(crate::llome_cmd::LlomeArgs),
+    /// An LM as the mutation/crossover operator of an evolutionary search over programs of the
+    /// tiny language (EvoPrompting: parents annotated with their fitness → children, LoRA-tuned
+    /// on the fittest each round), against its untuned ablation and a GA with random mutations at
+    /// equal evaluations (Chen, Dohan & So 2023).
+    Evoprompting(crate::evoprompting_cmd::EvopromptingArgs),
     /// Pretraining with human feedback: MLE, filtering, conditional training, unlikelihood, RWR
     /// and AWR on Python functions with PEP8 violations; misaligned share of samples and clean LM
     /// loss per objective (Korbak et al. 2023).
@@ -112,6 +117,7 @@ pub fn lab(cmd: LabCmd) -> Result<()> {
         LabCmd::IclTransience(a) => crate::icl_cmd::transience(a),
         LabCmd::BooleanIcl(a) => crate::icl_cmd::boolean(a),
         LabCmd::Llome(a) => crate::llome_cmd::llome(a),
+        LabCmd::Evoprompting(a) => crate::evoprompting_cmd::evoprompting(a),
         LabCmd::Phf(a) => crate::phf_cmd::lab(a),
         LabCmd::ConstrainedRl {
             dir,

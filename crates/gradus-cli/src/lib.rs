@@ -7,6 +7,7 @@ pub mod data_cmd;
 pub mod dynamics_cmd;
 pub mod embed_cmd;
 pub mod eval_cmd;
+pub mod evoprompting_cmd;
 pub mod icl_cmd;
 pub mod lab_cmd;
 pub mod llome_cmd;

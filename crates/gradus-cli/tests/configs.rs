@@ -45,6 +45,8 @@ fn every_shipped_config_parses_and_validates() {
                 .and_then(|c| Ok(c.validate()?)),
             "llome" => resolve::<gradus_train::llome::LlomeConfig>(Some(&f), &[])
                 .and_then(|c| Ok(c.validate()?)),
+            "evoprompting" => resolve::<gradus_train::evoprompting::EvoConfig>(Some(&f), &[])
+                .and_then(|c| Ok(c.validate()?)),
             "rl" => {
                 resolve::<gradus_train::rl::RlConfig>(Some(&f), &[]).and_then(|c| Ok(c.validate()?))
             }

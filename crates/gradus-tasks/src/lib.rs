@@ -29,13 +29,17 @@
 //!   Bhattamishra et al.;
 //! - [`ehrlich`]: Ehrlich functions (Stanton et al. 2024), holo-bench's closed-form test
 //!   functions for sequence design, and [`ga`]: holo's genetic-algorithm baseline with a
-//!   counting oracle (LLOME, Chen, Stanton et al. 2024).
+//!   counting oracle (LLOME, Chen, Stanton et al. 2024);
+//! - [`evo`]: program synthesis toward a hidden target behaviour in the tiny language (graded
+//!   fitness, a counting evaluator, random AST mutation and crossover), the objective of
+//!   EvoPrompting (Chen, Dohan & So 2023).
 
 pub mod arith;
 pub mod boolean;
 pub mod bursty;
 pub mod corpus;
 pub mod ehrlich;
+pub mod evo;
 pub mod ga;
 pub mod instruct;
 pub mod lang;

@@ -22,7 +22,8 @@
 //! [`sft`], [`dpo`] (the DPO family, KTO, MargE), [`reward`] (reward models), [`prefs`] (the
 //! `[prefs]` section: preference pairs for `dpo` and `reward`), [`quickstart`] and
 //! [`lab_ranking`] (the ranking-accuracy lab), [`llome`] (an LM as a black-box optimiser of
-//! Ehrlich functions against the GA: `gradus lab llome`), [`phf`] (`[phf]`: pretraining with human
+//! Ehrlich functions against the GA: `gradus lab llome`), [`evoprompting`] (an LM as the
+//! mutation operator of an evolutionary program search: `gradus lab evoprompting`), [`phf`] (`[phf]`: pretraining with human
 //! feedback, Korbak et al. 2023) and [`lab_phf`] (its lab). [`lora`]: `[lora]`, adapters instead
 //! of full fine-tuning, for every recipe built on the loop.
 //!
@@ -51,6 +52,7 @@ pub mod tensorboard;
 
 pub mod dpo;
 pub mod eval_hook;
+pub mod evoprompting;
 pub mod examples;
 pub mod icl;
 pub mod lab_constrained;

@@ -61,6 +61,15 @@ elif head[:1] == ["lab"] and head[1] in ("icl-emergence", "icl-transience", "boo
 elif head == ["lab", "llome"]:
     sets("budget.rounds=1", "budget.per_round=16", "ga.num_particles=32", "first.steps=2",
          "train.steps=2", "generation.prompts=4", "run.seeds=[0]", "methods=[\"ga\", \"sft\"]")
+elif head == ["lab", "evoprompting"]:
+    if "--config" in args:
+        i = args.index("--config")
+        del args[i : i + 2]
+    replace("--size", "smoke")
+    for i in [i for i, a in enumerate(args) if a == "--set"][::-1]:
+        # Settings sized for the default (budget, seeds) would not fit the smoke preset.
+        if args[i + 1].split("=")[0] in ("budget.evaluations", "run.seeds", "search.prompts", "search.children"):
+            del args[i : i + 2]
 elif head == ["eval", "run"]:
     replace("--limit", "4")
 elif head == ["eval", "code"] and "--model" in args:

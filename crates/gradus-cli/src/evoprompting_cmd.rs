@@ -1,0 +1,107 @@
+//! `gradus lab evoprompting`: argument handling and config resolution; the work is in
+//! `gradus_train::evoprompting`.
+//!
+//! Precedence: the `--size` preset < `--config` file (its keys laid over the preset) < `--set`.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, ValueEnum};
+use gradus_train::evoprompting::{run, EvoConfig, EvoSize};
+use gradus_train::rundir::Start;
+
+use crate::config;
+
+/// Scale of the lab.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum EvoSizeArg {
+    /// Seconds (smoke test): one seed, two tiny rounds, a tiny model.
+    Smoke,
+    /// Minutes on 2 CPU cores (configs/evoprompting/default.toml).
+    Default,
+}
+
+/// `gradus lab evoprompting`.
+#[derive(Args, Debug)]
+pub struct EvopromptingArgs {
+    /// A TOML config laid over the --size preset (configs/evoprompting/default.toml is the default).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The preset the config and --set start from.
+    #[arg(long, value_enum, default_value = "default")]
+    pub size: EvoSizeArg,
+    /// Override a config value: --set budget.evaluations=400 (value parsed as TOML). Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Print the resolved config and exit.
+    #[arg(long)]
+    pub show_config: bool,
+    /// Continue the lab: finished rounds are read back, interrupted training runs resume.
+    #[arg(long, conflicts_with = "overwrite")]
+    pub resume: bool,
+    /// Move an earlier lab directory aside (never deleted) instead of refusing to start.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// Lays the tables of `over` onto `base`, key by key (values of `over` win).
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) if slot.is_table() && v.is_table() => merge(slot, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// The preset of `size` with the file `path` laid over it.
+fn preset_with_file(size: EvoSize, path: Option<&std::path::Path>) -> Result<EvoConfig> {
+    let preset = EvoConfig::preset(size);
+    let Some(p) = path else {
+        return Ok(preset);
+    };
+    let text =
+        std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
+    let file: toml::Value = toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", p.display()))?;
+    let mut v = toml::Value::try_from(&preset).context("serialising config")?;
+    merge(&mut v, file);
+    v.try_into::<EvoConfig>()
+        .map_err(|e| anyhow!("{}: {e}", p.display()))
+}
+
+pub fn evoprompting(a: EvopromptingArgs) -> Result<()> {
+    let size = match a.size {
+        EvoSizeArg::Smoke => EvoSize::Smoke,
+        EvoSizeArg::Default => EvoSize::Default,
+    };
+    let base = preset_with_file(size, a.config.as_deref())?;
+    let cfg: EvoConfig = config::resolve_from(base, &a.sets)?;
+    if a.show_config {
+        print!("{}", config::to_toml(&cfg)?);
+        return Ok(());
+    }
+    cfg.validate()?;
+    let start = if a.resume {
+        let explicit = a
+            .sets
+            .iter()
+            .filter_map(|s| s.split_once('=').map(|(k, _)| k.trim().to_string()))
+            .collect();
+        Start::Resume { explicit }
+    } else if a.overwrite {
+        Start::Overwrite
+    } else {
+        Start::New
+    };
+    let out = run(&cfg, start)?;
+    print!("{}", out.table);
+    println!("report: {}", out.report.display());
+    Ok(())
+}
