@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, ValueEnum};
 use gradus_train::evoprompting::{run, EvoConfig, EvoSize};
-use gradus_train::rundir::Start;
 
 use crate::config;
 
@@ -88,18 +87,7 @@ pub fn evoprompting(a: EvopromptingArgs) -> Result<()> {
         return Ok(());
     }
     cfg.validate()?;
-    let start = if a.resume {
-        let explicit = a
-            .sets
-            .iter()
-            .filter_map(|s| s.split_once('=').map(|(k, _)| k.trim().to_string()))
-            .collect();
-        Start::Resume { explicit }
-    } else if a.overwrite {
-        Start::Overwrite
-    } else {
-        Start::New
-    };
+    let start = config::start(a.resume, a.overwrite, &a.sets);
     let out = run(&cfg, start)?;
     print!("{}", out.table);
     println!("report: {}", out.report.display());

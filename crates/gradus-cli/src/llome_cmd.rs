@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use gradus_train::llome::{run, LlomeConfig};
-use gradus_train::rundir::Start;
 
 use crate::config;
 
@@ -37,18 +36,7 @@ pub fn llome(a: LlomeArgs) -> Result<()> {
         return Ok(());
     }
     cfg.validate()?;
-    let start = if a.resume {
-        let explicit = a
-            .sets
-            .iter()
-            .filter_map(|s| s.split_once('=').map(|(k, _)| k.trim().to_string()))
-            .collect();
-        Start::Resume { explicit }
-    } else if a.overwrite {
-        Start::Overwrite
-    } else {
-        Start::New
-    };
+    let start = config::start(a.resume, a.overwrite, &a.sets);
     let out = run(&cfg, start)?;
     print!("{}", out.table);
     println!("report: {}", out.report.display());

@@ -94,18 +94,7 @@ struct RecipeArgs {
 impl RecipeArgs {
     /// How the recipe treats its run directory.
     fn start(&self) -> Start {
-        if self.resume {
-            let explicit = self
-                .sets
-                .iter()
-                .filter_map(|s| s.split_once('=').map(|(k, _)| k.trim().to_string()))
-                .collect();
-            Start::Resume { explicit }
-        } else if self.overwrite {
-            Start::Overwrite
-        } else {
-            Start::New
-        }
+        config::start(self.resume, self.overwrite, &self.sets)
     }
 }
 
