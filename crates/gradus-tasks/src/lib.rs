@@ -29,11 +29,14 @@
 //!   Bhattamishra et al.;
 //! - [`ehrlich`]: Ehrlich functions (Stanton et al. 2024), holo-bench's closed-form test
 //!   functions for sequence design, and [`ga`]: holo's genetic-algorithm baseline with a
-//!   counting oracle (LLOME, Chen, Stanton et al. 2024).
+//!   counting oracle (LLOME, Chen, Stanton et al. 2024);
+//! - [`code_tasks`]: programming tasks in the tiny language with unit tests, templated feedback
+//!   from the first failing test and a bug generator (ILF on code, Chen et al. 2023).
 
 pub mod arith;
 pub mod boolean;
 pub mod bursty;
+pub mod code_tasks;
 pub mod corpus;
 pub mod ehrlich;
 pub mod ga;
