@@ -40,6 +40,11 @@ pub enum LabCmd {
     /// rounds against an oracle budget) vs the GA: regret against oracle calls (Chen, Stanton
     /// et al. 2024).
     Llome(crate::llome_cmd::LlomeArgs),
+    /// Imitation learning from language feedback on code: programs in the tiny language, feedback
+    /// templated from the failing test, refinements that pass the tests fine-tune the model;
+    /// against fine-tuning on gold programs and on the model's own passing samples at equal data
+    /// (Chen et al. 2023).
+    Ilf(crate::ilf_cmd::IlfArgs),
     /// Pretraining with human feedback: MLE, filtering, conditional training, unlikelihood, RWR
     /// and AWR on Python functions with PEP8 violations; misaligned share of samples and clean LM
     /// loss per objective (Korbak et al. 2023).
@@ -92,6 +97,7 @@ pub fn lab(cmd: LabCmd) -> Result<()> {
         LabCmd::IclTransience(a) => crate::icl_cmd::transience(a),
         LabCmd::BooleanIcl(a) => crate::icl_cmd::boolean(a),
         LabCmd::Llome(a) => crate::llome_cmd::llome(a),
+        LabCmd::Ilf(a) => crate::ilf_cmd::ilf(a),
         LabCmd::Phf(a) => crate::phf_cmd::lab(a),
         LabCmd::Rlvr {
             sft,

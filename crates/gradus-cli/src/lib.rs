@@ -8,6 +8,7 @@ pub mod dynamics_cmd;
 pub mod embed_cmd;
 pub mod eval_cmd;
 pub mod icl_cmd;
+pub mod ilf_cmd;
 pub mod lab_cmd;
 pub mod llome_cmd;
 pub mod phf_cmd;

@@ -22,7 +22,8 @@
 //! [`sft`], [`dpo`] (the DPO family, KTO, MargE), [`reward`] (reward models), [`prefs`] (the
 //! `[prefs]` section: preference pairs for `dpo` and `reward`), [`quickstart`] and
 //! [`lab_ranking`] (the ranking-accuracy lab), [`llome`] (an LM as a black-box optimiser of
-//! Ehrlich functions against the GA: `gradus lab llome`), [`phf`] (`[phf]`: pretraining with human
+//! Ehrlich functions against the GA: `gradus lab llome`), [`ilf`] (imitation learning from
+//! language feedback on tiny-language code: `gradus lab ilf`), [`phf`] (`[phf]`: pretraining with human
 //! feedback, Korbak et al. 2023) and [`lab_phf`] (its lab). [`lora`]: `[lora]`, adapters instead
 //! of full fine-tuning, for every recipe built on the loop.
 //!
@@ -53,6 +54,7 @@ pub mod dpo;
 pub mod eval_hook;
 pub mod examples;
 pub mod icl;
+pub mod ilf;
 pub mod lab_phf;
 pub mod lab_ranking;
 pub mod llome;
