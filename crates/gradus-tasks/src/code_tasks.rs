@@ -18,7 +18,8 @@
 //!   `line 2: syntax error: expected `;`, found `print``, with a note on execution counts when
 //!   one explains the failure: `; line 2 ran 0 times` (a statement the test never reached) or
 //!   `; line 3 ran 5 times, expected 4` (the first loop ran another number of times than the gold
-//!   program's).
+//!   program's). More than three printed values are shown as the first three and the count, so
+//!   no program can make a message long.
 //! - [`mutate`] / [`buggy_program`]: one seeded bug in a program (a wrong operator, a constant off
 //!   by one, a wrong variable) that fails at least one test: the "bad code" of the refiner's
 //!   training documents (task, bad code, feedback → fixed code).
@@ -543,6 +544,17 @@ fn gold_loop_count(task: &CodeTask, test: &TestCase) -> Option<u64> {
     Some(exec.line_counts.get(&(line + 1)).copied().unwrap_or(0))
 }
 
+/// Printed values for a message: `9`, `3, 1`, or the first three and the count
+/// (`3, 3, 3, … (12 values)`), so a program printing in a loop cannot make the message long.
+fn show_values(output: &str) -> String {
+    let v: Vec<&str> = output.split('\n').collect();
+    if v.len() <= 3 {
+        v.join(", ")
+    } else {
+        format!("{}, … ({} values)", v[..3].join(", "), v.len())
+    }
+}
+
 /// The feedback message for `program` from its test report (module docs); None when every test
 /// passed.
 pub fn feedback(task: &CodeTask, program: &str, report: &TestReport) -> Option<String> {
@@ -562,13 +574,13 @@ pub fn feedback(task: &CodeTask, program: &str, report: &TestReport) -> Option<S
             Some(format!("for {inputs}, line {line} failed: {message}"))
         }
         TestOutcome::Wrong { got, line_counts } => {
-            let expected = test.expected.replace('\n', ", ");
+            let expected = show_values(&test.expected);
             let mut msg = if got.is_empty() {
                 format!("for {inputs} expected {expected} but printed nothing")
             } else {
                 format!(
                     "for {inputs} expected {expected} but got {}",
-                    got.replace('\n', ", ")
+                    show_values(got)
                 )
             };
             if let Ok(p) = lang::parse(program) {
@@ -763,7 +775,7 @@ pub fn mutate(program: &str, rng: &mut Rng) -> Option<(String, Mutation)> {
             *op = others[choice % others.len()];
         }
         ExprKind::Int(v) => {
-            *v = if *v == 0 || choice % 2 == 0 {
+            *v = if *v == 0 || choice.is_multiple_of(2) {
                 *v + 1
             } else {
                 *v - 1

@@ -73,6 +73,15 @@ fn feedback_on_a_wrong_value() {
         fb(&t, "print x;\nprint 1;\n").unwrap(),
         "for x = 3 expected 10 but got 3, 1"
     );
+    // More than three values: the first three and the count (a loop cannot flood the message).
+    assert_eq!(
+        fb(
+            &t,
+            "let i = 0;\nwhile i < 12 {\n    print x;\n    i = i + 1;\n}\n"
+        )
+        .unwrap(),
+        "for x = 3 expected 10 but got 3, 3, 3, … (12 values)"
+    );
     assert_eq!(
         fb(&t, "let r = x;\n").unwrap(),
         "for x = 3 expected 10 but printed nothing"

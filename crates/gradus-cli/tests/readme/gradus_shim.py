@@ -57,6 +57,8 @@ elif head[:1] == ["lab"] and head[1] in ("icl-emergence", "icl-transience", "boo
 elif head == ["lab", "llome"]:
     sets("budget.rounds=1", "budget.per_round=16", "ga.num_particles=32", "first.steps=2",
          "train.steps=2", "generation.prompts=4", "run.seeds=[0]", "methods=[\"ga\", \"sft\"]")
+elif head == ["lab", "ilf"]:
+    replace("--size", "smoke")
 elif head == ["eval", "run"]:
     replace("--limit", "4")
 elif head == ["eval", "code"] and "--model" in args:
