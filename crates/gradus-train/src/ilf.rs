@@ -650,7 +650,22 @@ pub fn pretrain_documents(cfg: &IlfConfig) -> Result<Vec<String>> {
 
 // ------------------------------------------------------------------------------- models
 
-/// Samples `n` programs per prompt at `temperature` (0: one greedy program), decoded up to EOS.
+/// A generated program up to its stop string: everything from the first line that starts with
+/// `#` is dropped (programs have no comments; a model trained on the lab's documents may go on
+/// with `# feedback: …` after a program, as the refinement documents do). The stop string
+/// `\n#` is the convention of code benchmarks (HumanEval's stop sequences include `\n#`).
+pub fn cut_at_comment(text: &str) -> &str {
+    if text.starts_with('#') {
+        return "";
+    }
+    match text.find("\n#") {
+        Some(i) => &text[..i + 1],
+        None => text,
+    }
+}
+
+/// Samples `n` programs per prompt at `temperature` (0: one greedy program), decoded up to EOS or
+/// the stop string ([`cut_at_comment`]).
 fn sample_programs(
     model: &Decoder,
     tok: &Tokenizer,
@@ -680,9 +695,18 @@ fn sample_programs(
             seed: seed.wrapping_mul(1_000_003).wrapping_add(c as u64),
             ..Default::default()
         };
-        for g in generate(model, chunk, &sc, &[eos], &mut |_, _| false)? {
+        // Stop a row once its text holds the stop string (a `#` token only appears in comments).
+        let mut stop = |_: usize, toks: &[u32]| {
+            toks.last()
+                .and_then(|&t| tok.decode(&[t], true).ok())
+                .is_some_and(|piece| piece.contains('#'))
+                && tok
+                    .decode(toks, true)
+                    .is_ok_and(|text| cut_at_comment(&text).len() < text.len())
+        };
+        for g in generate(model, chunk, &sc, &[eos], &mut stop)? {
             let toks: Vec<u32> = g.tokens.into_iter().filter(|&t| t != eos).collect();
-            out.push(tok.decode(&toks, true)?);
+            out.push(cut_at_comment(&tok.decode(&toks, true)?).to_string());
         }
     }
     Ok(out.chunks(n).map(|c| c.to_vec()).collect())

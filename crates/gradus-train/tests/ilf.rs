@@ -5,7 +5,8 @@
 use gradus_tasks::code_tasks::{passes, split_of_description, CodeSplit, CodeTask, Family};
 use gradus_tensor::rng::Rng;
 use gradus_train::ilf::{
-    equal_data, ilf_examples, pretrain_documents, run, sample_examples, Arm, IlfConfig, IlfSize,
+    cut_at_comment, equal_data, ilf_examples, pretrain_documents, run, sample_examples, Arm,
+    IlfConfig, IlfSize,
 };
 use gradus_train::rundir::Start;
 
@@ -64,6 +65,16 @@ fn ilf_keeps_only_the_first_passing_refinement_of_failing_programs() {
         sample_examples(&tasks, &samples),
         vec![(0, RIGHT2.to_string()), (2, RIGHT.to_string())]
     );
+}
+
+#[test]
+fn programs_stop_at_the_first_comment_line() {
+    // A policy that goes on as in a refinement document: the program is what comes before.
+    let g = "let r = x;\nprint r;\n# feedback: for x = 1 expected 2 but got 1\n# fix:\nprint 2;\n";
+    assert_eq!(cut_at_comment(g), "let r = x;\nprint r;\n");
+    assert_eq!(cut_at_comment("# task: x\nprint x;\n"), "");
+    assert_eq!(cut_at_comment("print x;\n"), "print x;\n");
+    assert_eq!(cut_at_comment("print x;"), "print x;");
 }
 
 #[test]
