@@ -607,3 +607,108 @@ fn disabled_adapters_compute_the_base_model() {
     assert!(max_abs_diff(&lp_on, &lp_base) > 1e-3);
     assert!(g_on.iter().any(|&g| g != 0.0));
 }
+
+/// The entropy bonus and a hidden-state gradient (a value head on the trunk): the gradient of
+/// `L = Σ c·logp + Σ e·H + Σ w⊙h` (H the softmax entropy of each row, h the final hidden states)
+/// against the candle graph, with a chunked head (logits recomputed in the backward) and without.
+#[test]
+fn entropy_and_hidden_gradients_match_the_twin() {
+    let c = cfg(Family::Llama, false, 2, false);
+    let m = model(&c, 11);
+    let inp = inputs(12, 2, 23, c.vocab_size);
+    let n = inp.b * inp.t;
+    let d = c.hidden_size;
+    let mut rng = Rng::new(13);
+    let e: Vec<f32> = (0..n).map(|_| (rng.normal() * 0.5) as f32).collect();
+    let w: Vec<f32> = (0..n * d).map(|_| (rng.normal() * 0.1) as f32).collect();
+
+    // Reference: H = −Σ softmax · log_softmax over the vocabulary, h = the final norm's output.
+    let fwd = inp.fwd(true);
+    let lp = m.target_logprobs(&fwd, &inp.targets).unwrap();
+    let h = m.hidden_states(&fwd, None).unwrap();
+    let logits = m.logits_from_hidden(&h).unwrap();
+    let mx = logits.max_keepdim(2).unwrap();
+    let shifted = logits.broadcast_sub(&mx).unwrap();
+    let lse = shifted
+        .exp()
+        .unwrap()
+        .sum_keepdim(2)
+        .unwrap()
+        .log()
+        .unwrap();
+    let lsm = shifted.broadcast_sub(&lse).unwrap();
+    let ent = (lsm.exp().unwrap() * &lsm)
+        .unwrap()
+        .sum(2)
+        .unwrap()
+        .neg()
+        .unwrap()
+        .flatten_all()
+        .unwrap();
+    let t = |v: &[f32]| Tensor::from_slice(v, v.len(), &Device::Cpu).unwrap();
+    let loss = ((&lp * t(&inp.coef)).unwrap().sum_all().unwrap()
+        + (&ent * t(&e)).unwrap().sum_all().unwrap())
+    .unwrap();
+    let loss = (loss
+        + (h.flatten_all().unwrap() * t(&w))
+            .unwrap()
+            .sum_all()
+            .unwrap())
+    .unwrap();
+    let grads = loss.backward().unwrap();
+    let ent_ref: Vec<f32> = ent.to_vec1().unwrap();
+
+    for budget in [usize::MAX, 5 * c.vocab_size] {
+        let mut f = FastDecoder::new(
+            &m,
+            FastOptions {
+                logits_budget: budget,
+            },
+        )
+        .unwrap();
+        // Entropies are refused until asked for.
+        f.forward(&fwd, &inp.targets).unwrap();
+        assert!(f.entropies().is_err());
+        assert!(f.backward_ext(&inp.coef, Some(&e), None).is_err());
+        f.set_entropy(true);
+        f.zero_grads();
+        f.forward(&fwd, &inp.targets).unwrap();
+        let dent = max_abs_diff(f.entropies().unwrap(), &ent_ref);
+        assert!(
+            dent <= FUSED_VS_REF_F32,
+            "budget {budget}: entropies differ by {dent}"
+        );
+        f.backward_ext(&inp.coef, Some(&e), Some(&w)).unwrap();
+        for ((name, v), entry) in m.named_params().iter().zip(&f.layout().entries) {
+            assert_eq!(name, &entry.name);
+            let gr: Vec<f32> = grads
+                .get(v.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let gf = &f.grads()[entry.offset..entry.offset + entry.len];
+            let scale = gr.iter().fold(0f32, |a, &x| a.max(x.abs()));
+            let diff = max_abs_diff(gf, &gr);
+            assert!(
+                diff <= 1e-3 * scale + 1e-6,
+                "budget {budget}: gradient of {name} differs by {diff} (scale {scale})"
+            );
+        }
+        // Wrong lengths and non-finite values are errors naming the input.
+        f.forward(&fwd, &inp.targets).unwrap();
+        let err = f
+            .backward_ext(&inp.coef, Some(&e[1..]), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dentropy"), "{err}");
+        let mut bad = w.clone();
+        bad[3] = f32::NAN;
+        let err = f
+            .backward_ext(&inp.coef, None, Some(&bad))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dhidden[3]"), "{err}");
+    }
+}

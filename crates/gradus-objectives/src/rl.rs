@@ -298,30 +298,101 @@ pub fn reinforce_pp_advantages(
         }
         returns.push(g);
     }
-    let vals: Vec<f64> = returns
+    let keep: Vec<bool> = outcome.iter().map(|r| r.is_some()).collect();
+    Ok(whiten_tokens(returns, &keep))
+}
+
+/// Whitens per-token values over every token of the kept completions: (x − mean) / √(var + 1e-8),
+/// var unbiased (verl's `masked_whiten`); dropped completions, and every completion when fewer
+/// than 2 tokens are kept, get 0.
+pub fn whiten_tokens(x: Vec<Vec<f32>>, keep: &[bool]) -> Vec<Vec<f32>> {
+    let vals: Vec<f64> = x
         .iter()
-        .zip(outcome)
-        .filter(|(_, r)| r.is_some())
+        .zip(keep)
+        .filter(|(_, &k)| k)
         .flat_map(|(g, _)| g.iter().map(|&x| x as f64))
         .collect();
     let n = vals.len();
     if n < 2 {
-        return Ok(returns.into_iter().map(|g| vec![0.0; g.len()]).collect());
+        return x.into_iter().map(|g| vec![0.0; g.len()]).collect();
     }
     let mean = vals.iter().sum::<f64>() / n as f64;
     let var = vals.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n as f64 - 1.0);
     let inv = 1.0 / (var + 1e-8).sqrt();
-    Ok(returns
-        .into_iter()
-        .zip(outcome)
-        .map(|(g, r)| match r {
-            Some(_) => g
-                .iter()
-                .map(|&x| ((x as f64 - mean) * inv) as f32)
-                .collect(),
-            None => vec![0.0; g.len()],
+    x.into_iter()
+        .zip(keep)
+        .map(|(g, &k)| {
+            if k {
+                g.iter()
+                    .map(|&x| ((x as f64 - mean) * inv) as f32)
+                    .collect()
+            } else {
+                vec![0.0; g.len()]
+            }
         })
-        .collect())
+        .collect()
+}
+
+/// Per-token values of a batch of completions (one row per completion, its own length).
+pub type PerToken = Vec<Vec<f32>>;
+
+/// Generalised advantage estimation (Schulman et al. 2016, eq. 16; verl `compute_gae_advantage_return`)
+/// for PPO: per completion, token rewards `rewards[i]` (r_t, the outcome on the last token) and
+/// the value head's predictions `values[i]` (V_t of the state before token t, V after the last
+/// token = 0): δ_t = r_t + γ V_{t+1} − V_t, Â_t = δ_t + γλ Â_{t+1}, returns R_t = Â_t + V_t.
+/// Returns (Â, R), unwhitened.
+pub fn gae_advantages(
+    rewards: &[Vec<f32>],
+    values: &[Vec<f32>],
+    gamma: f32,
+    lam: f32,
+) -> Result<(PerToken, PerToken)> {
+    if rewards.len() != values.len() {
+        bail!(
+            "GAE: {} reward rows for {} value rows",
+            rewards.len(),
+            values.len()
+        );
+    }
+    let mut adv = Vec::with_capacity(rewards.len());
+    let mut ret = Vec::with_capacity(rewards.len());
+    for (i, (r, v)) in rewards.iter().zip(values).enumerate() {
+        if r.len() != v.len() {
+            bail!(
+                "GAE: completion {i} has {} token rewards and {} values",
+                r.len(),
+                v.len()
+            );
+        }
+        let n = r.len();
+        let mut a = vec![0f32; n];
+        let mut acc = 0f32;
+        for t in (0..n).rev() {
+            let next = if t + 1 < n { v[t + 1] } else { 0.0 };
+            let delta = r[t] + gamma * next - v[t];
+            acc = delta + gamma * lam * acc;
+            a[t] = acc;
+        }
+        ret.push(a.iter().zip(v).map(|(a, v)| a + v).collect());
+        adv.push(a);
+    }
+    Ok((adv, ret))
+}
+
+/// PPO's clipped value loss per token (verl `compute_value_loss`, Schulman et al.'s baselines):
+/// 0.5 · max((V − R)², (V_old + clip(V − V_old, −c, c) − R)²), all (B, T); the gradient flows
+/// through `v` only.
+pub fn clipped_value_loss(
+    v: &Tensor,
+    v_old: &Tensor,
+    returns: &Tensor,
+    clip: f64,
+) -> Result<Tensor> {
+    let d = (v - v_old)?.clamp(-clip, clip)?;
+    let clipped = (v_old + d)?;
+    let a = (v - returns)?.sqr()?;
+    let b = (clipped - returns)?.sqr()?;
+    (a.maximum(&b)? * 0.5).map_err(Into::into)
 }
 
 /// Where the importance ratio is taken (TRL `importance_sampling_level`).

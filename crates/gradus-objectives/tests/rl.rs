@@ -427,3 +427,66 @@ fn gradient_is_the_same_for_8x1_and_2x4_except_bnpo() {
     );
     assert!((full[i] - split[i]).abs() > 1e-4 * full[i].abs());
 }
+
+#[test]
+fn gae_by_hand() {
+    // rewards (0, 1), values (0.5, 0.25), γ 0.9, λ 0.8:
+    // δ₁ = 1 + 0.9·0 − 0.25 = 0.75, Â₁ = 0.75; δ₀ = 0 + 0.9·0.25 − 0.5 = −0.275,
+    // Â₀ = −0.275 + 0.9·0.8·0.75 = 0.265; R = Â + V = (0.765, 1.0).
+    let (a, r) = gae_advantages(&[vec![0.0, 1.0]], &[vec![0.5, 0.25]], 0.9, 0.8).unwrap();
+    close(&a[0], &[0.265, 0.75]);
+    close(&r[0], &[0.765, 1.0]);
+    // γ = λ = 1 (verl's default): Â_t = Σ_{s≥t} r_s − V_t and R_t the Monte Carlo return.
+    let (a, r) = gae_advantages(
+        &[vec![0.5, 0.0, 2.0], vec![1.0]],
+        &[vec![1.0, 2.0, 3.0], vec![-1.0]],
+        1.0,
+        1.0,
+    )
+    .unwrap();
+    close(&a[0], &[1.5, 0.0, -1.0]);
+    close(&r[0], &[2.5, 2.0, 2.0]);
+    close(&a[1], &[2.0]);
+    close(&r[1], &[1.0]);
+    assert!(gae_advantages(&[vec![0.0]], &[vec![0.0, 1.0]], 1.0, 1.0).is_err());
+    assert!(gae_advantages(&[vec![0.0]], &[], 1.0, 1.0).is_err());
+}
+
+#[test]
+fn whitening_over_kept_tokens() {
+    // Kept tokens 1, 2, 3 (mean 2, unbiased var 1); the dropped row gets zeros.
+    let w = whiten_tokens(
+        vec![vec![1.0, 2.0], vec![3.0], vec![100.0]],
+        &[true, true, false],
+    );
+    let s = 1.0 / (1.0f64 + 1e-8).sqrt();
+    close(&w[0], &[-s, 0.0]);
+    close(&w[1], &[s]);
+    close(&w[2], &[0.0]);
+    // Fewer than two kept tokens: all zero.
+    let w = whiten_tokens(vec![vec![5.0], vec![7.0]], &[true, false]);
+    close(&w[0], &[0.0]);
+}
+
+#[test]
+fn clipped_value_loss_by_hand() {
+    // Row 0: V 1.0, V_old 0, R 2, c 0.5: unclipped (1−2)² = 1, clipped (0.5−2)² = 2.25, loss
+    // 0.5·2.25 = 1.125 and no gradient (the clipped branch is flat in V).
+    // Row 1: V 0.2, V_old 0, R 1: both branches (−0.8)², loss 0.32, ∂/∂V = V − R = −0.8.
+    // Row 2: V −0.1, V_old 0.4, R 0: unclipped 0.01, clipped (−0.1)² too (|Δ| = 0.5 ≤ c): 0.005, ∂ = −0.1.
+    let v = Var::from_vec(vec![1.0f32, 0.2, -0.1], (3, 1), &Device::Cpu).unwrap();
+    let v_old = mat(&[&[0.0], &[0.0], &[0.4]]);
+    let r = mat(&[&[2.0], &[1.0], &[0.0]]);
+    let l = clipped_value_loss(v.as_tensor(), &v_old, &r, 0.5).unwrap();
+    let got: Vec<f32> = l.flatten_all().unwrap().to_vec1().unwrap();
+    close(&got, &[1.125, 0.32, 0.005]);
+    let g = l.sum_all().unwrap().backward().unwrap();
+    let gv: Vec<f32> = g
+        .get(v.as_tensor())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    close(&gv, &[0.0, -0.8, -0.1]);
+}

@@ -71,3 +71,4 @@ pub mod reward;
 pub mod rl;
 pub mod sft;
 pub mod trainer;
+pub mod value_head;

@@ -120,6 +120,7 @@ fn every_estimator_and_aggregation_runs() {
         (AlgorithmKind::Rloo, LossAggregation::Grpo),
         (AlgorithmKind::ReinforcePp, LossAggregation::Dapo),
         (AlgorithmKind::Remax, LossAggregation::Dapo),
+        (AlgorithmKind::Ppo, LossAggregation::Dapo),
     ]
     .into_iter()
     .enumerate()
@@ -200,6 +201,20 @@ fn bad_input_is_a_clear_error() {
     c.algorithm.num_generations = 1;
     let e = c.validate().unwrap_err().to_string();
     assert!(e.contains("num_generations"), "{e}");
+    // PPO needs no group (G = 1 is fine), but its advantages are per token, and λ is in [0, 1].
+    c.algorithm.kind = AlgorithmKind::Ppo;
+    c.validate().unwrap();
+    c.algorithm.importance_sampling_level = Some(gradus_objectives::rl::RatioLevel::Sequence);
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("algorithm.importance_sampling_level"), "{e}");
+    c.algorithm.importance_sampling_level = None;
+    c.algorithm.lam = 1.5;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("algorithm.lam"), "{e}");
+    c.algorithm.lam = 0.95;
+    c.algorithm.entropy_coef = -0.1;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("algorithm.entropy_coef"), "{e}");
     // A prompt longer than the context (512 positions) with max_new_tokens.
     let f = d.path().join("prompts.jsonl");
     let long = "a b ".repeat(400);
@@ -554,4 +569,148 @@ fn lora_rl_trains_adapters_against_the_base_and_resumes_exactly() {
     c.lora.as_mut().unwrap().lora_dropout = 0.1;
     let e = err(&c);
     assert!(e.contains("lora.lora_dropout"), "{e}");
+}
+
+#[test]
+fn ppo_with_a_value_head_and_an_entropy_bonus_resumes_exactly() {
+    // PPO (KL in the reward, GAE with γ 1, λ 0.95), the value head on the shared trunk and an
+    // entropy bonus; 4 steps of 2 micro-batches, the split run stops after step 2 (a generation
+    // boundary: the value head's Adam state must come back from the checkpoint).
+    let d = tempfile::tempdir().unwrap();
+    let init = init_model(d.path(), false);
+    let mut a = cfg(d.path(), &init, "ppo");
+    a.algorithm.kind = AlgorithmKind::Ppo;
+    a.algorithm.num_generations = 2;
+    a.algorithm.beta = 0.05;
+    a.algorithm.lam = 0.95;
+    a.algorithm.entropy_coef = 0.01;
+    a.train.grad_accum = 2;
+    a.train.save_every = 2;
+    run(&a, false).unwrap();
+    let mut b = a.clone();
+    b.run.name = "ppo-split".into();
+    b.train.stop_after = 2;
+    run(&b, false).unwrap();
+    b.train.stop_after = 0;
+    run(&b, true).unwrap();
+    let (full, split) = (d.path().join("ppo"), d.path().join("ppo-split"));
+    for key in [
+        "train/loss",
+        "train/grad_norm",
+        "reward/mean",
+        "value/loss",
+        "value/mean",
+        "entropy/policy",
+    ] {
+        let x = bits(&full, key);
+        assert_eq!(x.len(), 4, "{key} logged every step");
+        assert_eq!(x, bits(&split, key), "{key}");
+    }
+    // The head starts at 0 (V = 0) and moves once it has had an optimiser step.
+    let v = col(&full, "value/mean");
+    assert_eq!(v[0], 0.0, "{v:?}");
+    assert!(v[1..].iter().any(|&x| x != 0.0), "{v:?}");
+    let ck = gradus_train::checkpoint::latest_checkpoint(&full)
+        .unwrap()
+        .unwrap();
+    assert!(ck.join("value_head.json").exists());
+}
+
+#[test]
+fn constrained_ppo_with_a_threshold_search_resumes_exactly() {
+    // μ-PPO over the two components (task, digit) with NM-PPO moving θ every generation batch
+    // against an evaluation score; the multipliers, the thresholds and the search state are part
+    // of each checkpoint, so a run stopped after step 3 and resumed logs the same values.
+    use gradus_train::rl::constraints::{ConstraintKind, ThresholdSearch};
+    let d = tempfile::tempdir().unwrap();
+    let init = init_model(d.path(), false);
+    let mut a = cfg(d.path(), &init, "cppo");
+    a.algorithm.kind = AlgorithmKind::Ppo;
+    a.algorithm.num_generations = 2;
+    a.algorithm.beta = 0.05;
+    a.train.steps = 6;
+    a.train.save_every = 1;
+    a.constraints.kind = ConstraintKind::Inequality;
+    a.constraints.thresholds = vec![0.5, 0.5];
+    a.constraints.search = ThresholdSearch::NelderMead;
+    a.constraints.search_every = 1;
+    a.constraints.eval = vec![reward(RewardKind::WordFraction {
+        words: vec!["1".into(), "2".into()],
+        peak: Some(0.3),
+        width: 1.0,
+    })];
+    run(&a, false).unwrap();
+    let mut b = a.clone();
+    b.run.name = "cppo-split".into();
+    b.train.stop_after = 3;
+    run(&b, false).unwrap();
+    b.train.stop_after = 0;
+    run(&b, true).unwrap();
+    let (full, split) = (d.path().join("cppo"), d.path().join("cppo-split"));
+    for key in [
+        "train/loss",
+        "value/loss",
+        "eval_score",
+        "constraints/task/lambda",
+        "constraints/digit/lambda",
+        "constraints/digit/threshold",
+        "constraints/task/threshold",
+    ] {
+        let x = bits(&full, key);
+        assert_eq!(x.len(), 6, "{key} logged every step");
+        assert_eq!(x, bits(&split, key), "{key}");
+    }
+    // λ starts at 0.01 and moves; the search walks the initial simplex: θ = (0.5, 0.5), then
+    // (0.6, 0.5), then (0.5, 0.6) (search_step 0.1), one generation batch each.
+    let l = col(&full, "constraints/digit/lambda");
+    assert!((l[0] - 0.01).abs() < 1e-9 && l[1] != l[0], "{l:?}");
+    let (t0, t1) = (
+        col(&full, "constraints/task/threshold"),
+        col(&full, "constraints/digit/threshold"),
+    );
+    assert_eq!((t0[0], t1[0]), (0.5, 0.5));
+    assert!((t0[1] - 0.6).abs() < 1e-12 && t1[1] == 0.5, "{t0:?} {t1:?}");
+    assert!(t0[2] == 0.5 && (t1[2] - 0.6).abs() < 1e-12, "{t0:?} {t1:?}");
+    let ck = gradus_train::checkpoint::latest_checkpoint(&full).unwrap().unwrap();
+    for f in ["value_head.json", "value_head_1.json", "value_head_2.json"] {
+        assert!(ck.join(f).exists(), "{f}");
+    }
+}
+
+#[test]
+fn constraint_settings_are_checked() {
+    use gradus_train::rl::constraints::{ConstraintKind, ThresholdSearch};
+    let d = tempfile::tempdir().unwrap();
+    let init = init_model(d.path(), false);
+    let mut c = cfg(d.path(), &init, "bad-c");
+    c.constraints.kind = ConstraintKind::Equality;
+    c.constraints.thresholds = vec![0.5, 0.5];
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("constraints.kind") && e.contains("ppo"), "{e}");
+    c.algorithm.kind = AlgorithmKind::Ppo;
+    c.validate().unwrap();
+    c.constraints.thresholds = vec![0.5];
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("constraints.thresholds") && e.contains("2 [[rewards]]"), "{e}");
+    c.constraints.thresholds = vec![0.5, 0.5];
+    c.constraints.search = ThresholdSearch::NelderMead;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("constraints.eval"), "{e}");
+    c.constraints.search = ThresholdSearch::Fixed;
+    c.constraints.initial = 1.0;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("constraints.initial"), "{e}");
+    // word_fraction: the share of words in the set (by hand: 2 of 4), 0 without words.
+    use gradus_train::rl::rewards::word_fraction;
+    let set = vec!["a".to_string(), "b".to_string()];
+    assert_eq!(word_fraction("a x b y", &set), 0.5);
+    assert_eq!(word_fraction("  ", &set), 0.0);
+    let mut c = cfg(d.path(), &init, "bad-w");
+    c.rewards = vec![reward(RewardKind::WordFraction {
+        words: vec![],
+        peak: None,
+        width: 1.0,
+    })];
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("rewards[0].words"), "{e}");
 }

@@ -162,6 +162,8 @@ fn grpo_loss_and_grad_norm_match_trl() {
             advantages: vec![adv[i]],
             old_logps: Some(f32s(&old[i])[..c.len()].to_vec()),
             ref_logps: Some(ref_lp[i].clone()),
+            values: None,
+            returns: None,
         })
         .collect();
     let refs: Vec<&Sample> = samples.iter().collect();
@@ -296,6 +298,8 @@ fn rloo_advantages_loss_and_grad_norm_match_trl() {
                 advantages: vec![adv[i]],
                 old_logps: Some(old),
                 ref_logps: None,
+                values: None,
+                returns: None,
             }
         })
         .collect();

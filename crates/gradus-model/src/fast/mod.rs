@@ -147,6 +147,8 @@ struct Workspace {
     h: Vec<f32>,
     logp: Vec<f32>,
     head_lse: Vec<f32>,
+    /// Per-row entropy of the softmax (filled when entropies are on, see `set_entropy`).
+    entropy: Vec<f32>,
     /// Logits of one row block, or of all rows when they fit.
     logits: Vec<f32>,
     // Scratch shared by the layers.
@@ -186,6 +188,8 @@ struct Saved {
     grad_ready: bool,
     /// Whether the last forward ran with the LoRA adapters (see `set_adapters_enabled`).
     adapters_on: bool,
+    /// Whether the last forward computed the rows' entropies (`ws.entropy`).
+    entropy_ready: bool,
 }
 
 /// cos/sin of `pos · inv_freq` for positions 0..n, (n, Dh/2) row-major, with the very f32
@@ -224,6 +228,8 @@ pub struct FastDecoder {
     r_max: usize,
     /// False: forwards run the base model alone (the adapters are skipped).
     adapters_enabled: bool,
+    /// Whether forwards also compute each row's softmax entropy (see [`FastDecoder::set_entropy`]).
+    entropy_on: bool,
 }
 
 impl FastDecoder {
@@ -357,6 +363,7 @@ impl FastDecoder {
             dropout,
             r_max,
             adapters_enabled: true,
+            entropy_on: false,
         })
     }
 
@@ -531,10 +538,12 @@ impl FastDecoder {
             opts,
             dropout,
             adapters_enabled,
+            entropy_on,
             ..
         } = self;
         let on = *adapters_enabled;
         saved.adapters_on = on;
+        saved.entropy_ready = *entropy_on;
         let no_lora: [Option<AdIx>; 7] = [None; 7];
         let (params, layout, rope, layers): (&[f32], &ParamLayout, &Rope, &[LayerIx]) =
             (params, layout, rope, layers);
@@ -699,6 +708,14 @@ impl FastDecoder {
                 &mut ws.head_lse[r0..r1],
                 &mut ws.logp[r0..r1],
             );
+            if *entropy_on {
+                kernels::token_entropy(
+                    &ws.logits[..rows * v],
+                    v,
+                    &ws.head_lse[r0..r1],
+                    &mut ws.entropy[r0..r1],
+                );
+            }
             r0 = r1;
         }
         saved.logits_kept = block >= n;
@@ -706,26 +723,76 @@ impl FastDecoder {
         Ok(&ws.logp[..n])
     }
 
+    /// The model configuration the graph was built for.
+    pub fn config(&self) -> &crate::config::DecoderConfig {
+        &self.cfg
+    }
+
+    /// Makes later forwards also compute each row's softmax entropy
+    /// `H = −Σ_v p_v log p_v` ([`FastDecoder::entropies`]), which [`FastDecoder::backward_ext`]
+    /// can then back-propagate (an entropy bonus). Off by default (it costs one more pass over
+    /// the logits).
+    pub fn set_entropy(&mut self, on: bool) {
+        self.entropy_on = on;
+    }
+
+    /// The per-row (B·T) softmax entropies of the last forward, in nats; an error when it ran
+    /// without [`FastDecoder::set_entropy`]. Valid until the next forward.
+    pub fn entropies(&self) -> Result<&[f32]> {
+        if !self.saved.entropy_ready {
+            return Err(Error::msg(
+                "fast decoder: entropies asked of a forward that ran without set_entropy(true)",
+            ));
+        }
+        Ok(&self.ws.entropy[..self.saved.b * self.saved.t])
+    }
+
     /// Adds the gradient of the loss to every parameter's gradient, given `dlogp` (B·T): the
     /// derivative of the loss w.r.t. each log-prob of the last [`FastDecoder::forward`].
     pub fn backward(&mut self, dlogp: &[f32]) -> Result<()> {
+        self.backward_ext(dlogp, None, None)
+    }
+
+    /// [`FastDecoder::backward`] for a loss that also depends on the rows' entropies and on the
+    /// final hidden states: `dentropy` (B·T) = ∂loss/∂H of each row (the forward must have run
+    /// with [`FastDecoder::set_entropy`]), `dhidden` (B·T·D) = ∂loss/∂h for h =
+    /// [`FastDecoder::final_hidden`] (e.g. a value head on the policy's trunk).
+    pub fn backward_ext(
+        &mut self,
+        dlogp: &[f32],
+        dentropy: Option<&[f32]>,
+        dhidden: Option<&[f32]>,
+    ) -> Result<()> {
         if !self.saved.ready {
             return Err(Error::msg(
                 "fast decoder: backward without a forward (or called twice)",
             ));
         }
         let n = self.saved.b * self.saved.t;
-        if dlogp.len() != n {
-            return Err(Error::msg(format!(
-                "fast decoder: dlogp has {} entries, the forward had {n} tokens",
-                dlogp.len()
-            )));
+        let d = self.cfg.hidden_size;
+        for (what, g, want) in [
+            ("dlogp", Some(dlogp), n),
+            ("dentropy", dentropy, n),
+            ("dhidden", dhidden, n * d),
+        ] {
+            let Some(g) = g else { continue };
+            if g.len() != want {
+                return Err(Error::msg(format!(
+                    "fast decoder: {what} has {} entries, the forward had {want}",
+                    g.len()
+                )));
+            }
+            if let Some(i) = g.iter().position(|x| !x.is_finite()) {
+                return Err(Error::msg(format!(
+                    "fast decoder: {what}[{i}] = {} is not finite",
+                    g[i]
+                )));
+            }
         }
-        if let Some(i) = dlogp.iter().position(|g| !g.is_finite()) {
-            return Err(Error::msg(format!(
-                "fast decoder: dlogp[{i}] = {} is not finite",
-                dlogp[i]
-            )));
+        if dentropy.is_some() && !self.saved.entropy_ready {
+            return Err(Error::msg(
+                "fast decoder: dentropy given but the forward ran without set_entropy(true)",
+            ));
         }
         self.saved.ready = false;
         let c = self.cfg.clone();
@@ -801,13 +868,24 @@ impl FastDecoder {
                         d,
                     );
                 }
-                kernels::token_logprobs_backward_inplace(
-                    &mut ws.logits[..rows * v],
-                    v,
-                    &ws.head_lse[r0..r1],
-                    &dlogp[r0..r1],
-                    &saved.targets[r0..r1],
-                );
+                match dentropy {
+                    Some(gh) => kernels::token_logprobs_entropy_backward_inplace(
+                        &mut ws.logits[..rows * v],
+                        v,
+                        &ws.head_lse[r0..r1],
+                        &ws.entropy[r0..r1],
+                        &dlogp[r0..r1],
+                        &gh[r0..r1],
+                        &saved.targets[r0..r1],
+                    ),
+                    None => kernels::token_logprobs_backward_inplace(
+                        &mut ws.logits[..rows * v],
+                        v,
+                        &ws.head_lse[r0..r1],
+                        &dlogp[r0..r1],
+                        &saved.targets[r0..r1],
+                    ),
+                }
                 linear::backward_input(
                     &mut ws.dn[r0 * d..r1 * d],
                     false,
@@ -830,6 +908,11 @@ impl FastDecoder {
                     );
                 }
                 r0 = r1;
+            }
+        }
+        if let Some(dh) = dhidden {
+            for (a, &b) in ws.dn[..n * d].iter_mut().zip(dh) {
+                *a += b;
             }
         }
         let nm = *final_norm;
@@ -1172,6 +1255,7 @@ impl FastDecoder {
             h: z(n * d),
             logp: z(n),
             head_lse: z(n),
+            entropy: z(n),
             logits: z(block * v),
             qraw: z(n * qw),
             kraw: z(n * kw),

@@ -142,6 +142,88 @@ pub fn backward_inplace(x: &mut [f32], v: usize, lse: &[f32], g: &[f32], targets
     });
 }
 
+dispatch! {
+    /// Entropy of each row's softmax: `H = lse − Σ p·x` with `p = e^(x − lse)`.
+    fn entropy_rows(x: &[f32], v: usize, lse: &[f32], out: &mut [f32]) {
+        for ((row, &l), o) in x.chunks_exact(v).zip(lse).zip(out.iter_mut()) {
+            let mut px = 0f32;
+            for &z in row {
+                px += simd::exp(z - l) * z;
+            }
+            *o = l - px;
+        }
+    }
+}
+
+dispatch! {
+    /// In place, row by row: `x ← g·(onehot(target) − p) − gh·p·(log p + H)`, the gradient of
+    /// `g·log_softmax(x)[target] + gh·H(softmax(x))` w.r.t. x (`log p = x − lse`).
+    fn softmax_entropy_grad_rows(
+        x: &mut [f32],
+        v: usize,
+        lse: &[f32],
+        h: &[f32],
+        g: &[f32],
+        gh: &[f32],
+        targets: &[u32],
+    ) {
+        for (((((row, &l), &hn), &gn), &ghn), &t) in
+            x.chunks_exact_mut(v).zip(lse).zip(h).zip(g).zip(gh).zip(targets)
+        {
+            for o in row.iter_mut() {
+                let lp = *o - l;
+                let p = simd::exp(lp);
+                *o = -gn * p - ghn * p * (lp + hn);
+            }
+            row[t as usize] += gn;
+        }
+    }
+}
+
+/// Entropy of the softmax of each row of logits `x` (N, V), given the forward's `lse`:
+/// `out[n] = −Σ_i p_i log p_i` (nats).
+pub fn entropy(x: &[f32], v: usize, lse: &[f32], out: &mut [f32]) {
+    if v == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let rows = rows_per_task(v);
+    out.par_chunks_mut(rows)
+        .zip(x.par_chunks(rows * v))
+        .enumerate()
+        .for_each(|(ci, (oc, xc))| entropy_rows(xc, v, &lse[ci * rows..ci * rows + oc.len()], oc));
+}
+
+/// [`backward_inplace`] with an entropy term: turns logits `x` (N, V) into the gradient of
+/// `Σ_n g[n]·log_softmax(x[n])[target_n] + gh[n]·H(softmax(x[n]))`, given the forward's `lse` and
+/// the rows' entropies `h` (from [`entropy`]). `∂H/∂x_i = −p_i (log p_i + H)`.
+pub fn backward_inplace_with_entropy(
+    x: &mut [f32],
+    v: usize,
+    lse: &[f32],
+    h: &[f32],
+    g: &[f32],
+    gh: &[f32],
+    targets: &[u32],
+) {
+    if v == 0 {
+        return;
+    }
+    let rows = rows_per_task(v);
+    x.par_chunks_mut(rows * v).enumerate().for_each(|(ci, dc)| {
+        let r = ci * rows..ci * rows + dc.len() / v;
+        softmax_entropy_grad_rows(
+            dc,
+            v,
+            &lse[r.clone()],
+            &h[r.clone()],
+            &g[r.clone()],
+            &gh[r.clone()],
+            &targets[r],
+        );
+    });
+}
+
 impl CustomOp1 for TokenLogprobs {
     fn name(&self) -> &'static str {
         "gradus-token-logprobs"

@@ -33,7 +33,9 @@ pub mod kernels {
         backward as attention_backward, forward as attention_forward, Dims as AttnDims,
     };
     pub use super::logprobs::{
-        backward_inplace as token_logprobs_backward_inplace, forward as token_logprobs_forward,
+        backward_inplace as token_logprobs_backward_inplace,
+        backward_inplace_with_entropy as token_logprobs_entropy_backward_inplace,
+        entropy as token_entropy, forward as token_logprobs_forward,
     };
     pub use super::rms_norm::{backward as rms_norm_backward, forward as rms_norm_forward};
     pub use super::rope::rotate as rope_rotate;

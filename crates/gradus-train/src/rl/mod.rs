@@ -1,5 +1,7 @@
 //! `gradus train rl`: RL from verifiable rewards, `[algorithm] kind = grpo | rloo | reinforce_pp |
-//! remax` (RESEARCH §3.13, §3.15; TRL/verl semantics in `RL-EVAL-NOTES.md`), from a trained model.
+//! remax | ppo` (RESEARCH §3.13, §3.15; TRL/verl semantics in `RL-EVAL-NOTES.md`), from a trained
+//! model. PPO adds a value head ([`crate::value_head`]) on the policy's final hidden states (GAE,
+//! clipped value loss); any kind can add an entropy bonus (`entropy_coef`).
 //!
 //! One optimiser step of the shared loop ([`crate::trainer::fit_learner`]) takes `train.grad_accum`
 //! micro-batches of `train.batch_size` completions. A **generation batch** holds
@@ -12,7 +14,8 @@
 //! 3. computes the old policy's log-probs (only when the batch is reused: `steps_per_generation`
 //!    or μ > 1; otherwise ρ = 1 exactly) and the reference's (β > 0; β = 0 loads no reference);
 //! 4. computes advantages (`gradus_objectives::rl`: group-normalised, leave-one-out, REINFORCE++,
-//!    ReMax with a greedy completion per prompt) and shuffles the batch (seeded).
+//!    ReMax with a greedy completion per prompt, PPO's GAE over the value head's V_old, which
+//!    step 3 then always computes) and shuffles the batch (seeded).
 //!
 //! Each micro-batch then runs [`step::policy_micro_step`] on the fast graph. The generation batch
 //! (completions, old/reference log-probs, advantages) is part of every checkpoint's data cursor, so
@@ -29,6 +32,7 @@
 //! adapter directories. Adapter dropout must be 0 here: with dropout the old, reference and
 //! current log-probs of one completion would differ by their masks, not by the policy.
 
+pub mod constraints;
 pub mod rewards;
 pub mod step;
 
@@ -42,8 +46,9 @@ use gradus_model::generate::{generate, Finish, SamplingConfig};
 use gradus_model::hf::load_decoder;
 use gradus_model::WeightDtype;
 use gradus_objectives::rl::{
-    combine_rewards, group_advantages, reinforce_pp_advantages, remax_advantages, rloo_advantages,
-    ClipConfig, KlEstimator, LossAggregation, RatioLevel, RewardScale, StepTotals,
+    combine_rewards, gae_advantages, group_advantages, reinforce_pp_advantages, remax_advantages,
+    rloo_advantages, whiten_tokens, ClipConfig, KlEstimator, LossAggregation, RatioLevel,
+    RewardScale, StepTotals,
 };
 use gradus_tasks::{instructions_with, task_prompt, Split, TaskConfig};
 use gradus_tensor::rng::Rng;
@@ -51,13 +56,20 @@ use gradus_tensor::{Error, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use crate::phf::VALUE_HEAD_FILE;
 use crate::recipe::DataSection;
 use crate::report::Section;
 use crate::trainer::{
     fit_learner, save_model_files, set_params, write_run_report, FitSummary, Learner,
 };
+use crate::value_head::ValueHead;
+use constraints::{mix_advantages, ConstraintsSection, Multipliers, NelderMead, ThresholdSearch};
+use gradus_objectives::rl::PerToken;
 use rewards::{build_rewards, Reward, RewardInput, RewardSpec};
-use step::{completion_logps, policy_micro_step, LossSettings, Sample};
+use step::{
+    completion_logps, completion_logps_values, policy_micro_step_ext, Extras, LossSettings, Sample,
+    ValueTerm,
+};
 
 /// `[data]`: where prompts come from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -128,6 +140,9 @@ pub enum AlgorithmKind {
     ReinforcePp,
     /// Greedy-completion baseline (Li et al. 2023).
     Remax,
+    /// PPO (Schulman et al. 2017) with a value head on the policy's final hidden states: GAE(γ, λ)
+    /// advantages whitened over the batch, the clipped value loss, KL (k1) per token in the reward.
+    Ppo,
 }
 
 /// Where the KL to the reference goes.
@@ -175,8 +190,21 @@ pub struct AlgorithmSection {
     pub mask_truncated_completions: bool,
     /// RLOO: standardise the advantages over the batch.
     pub normalize_advantages: bool,
-    /// REINFORCE++ discount γ.
+    /// Discount γ (REINFORCE++ returns, PPO's GAE).
     pub gamma: f64,
+    /// Entropy bonus: `− entropy_coef · H` per completion token in the loss (0: off).
+    pub entropy_coef: f64,
+    /// PPO: GAE's λ (1: Monte Carlo returns minus the value baseline, verl's default).
+    pub lam: f64,
+    /// PPO: weight of the value loss in the policy's loss.
+    pub vf_coef: f64,
+    /// PPO: the value prediction's clip around its rollout value (verl's 0.5).
+    pub cliprange_value: f64,
+    /// PPO: Adam learning rate of the value head.
+    pub value_lr: f64,
+    /// PPO: true trains only the value head on the value loss (the trunk sees the policy loss
+    /// alone); false (default, as TRL's shared-trunk value head) lets it shape the trunk too.
+    pub value_detach: bool,
 }
 
 impl Default for AlgorithmSection {
@@ -199,6 +227,12 @@ impl Default for AlgorithmSection {
             mask_truncated_completions: false,
             normalize_advantages: false,
             gamma: 1.0,
+            entropy_coef: 0.0,
+            lam: 1.0,
+            vf_coef: 0.1,
+            cliprange_value: 0.5,
+            value_lr: 1e-3,
+            value_detach: false,
         }
     }
 }
@@ -210,7 +244,10 @@ impl AlgorithmSection {
             KlPlacement::Loss => false,
             KlPlacement::Reward => true,
             KlPlacement::Auto => {
-                matches!(self.kind, AlgorithmKind::Rloo | AlgorithmKind::ReinforcePp)
+                matches!(
+                    self.kind,
+                    AlgorithmKind::Rloo | AlgorithmKind::ReinforcePp | AlgorithmKind::Ppo
+                )
             }
         }
     }
@@ -245,7 +282,7 @@ impl AlgorithmSection {
     /// Errors name `algorithm.<field>`.
     pub fn validate(&self) -> Result<()> {
         let f = |k: &str| format!("algorithm.{k}");
-        if self.num_generations < 2 {
+        if self.num_generations < 2 && self.kind != AlgorithmKind::Ppo {
             return Err(Error::config(
                 f("num_generations"),
                 format!(
@@ -287,8 +324,36 @@ impl AlgorithmSection {
         if self.steps_per_generation == 0 {
             return Err(Error::config(f("steps_per_generation"), "must be ≥ 1"));
         }
+        if self.num_generations == 0 {
+            return Err(Error::config(f("num_generations"), "must be ≥ 1"));
+        }
         if !(self.gamma > 0.0 && self.gamma <= 1.0) {
             return Err(Error::config(f("gamma"), "must be in (0, 1]"));
+        }
+        if !(self.lam >= 0.0 && self.lam <= 1.0) {
+            return Err(Error::config(f("lam"), "must be in [0, 1]"));
+        }
+        for (k, v) in [
+            ("entropy_coef", self.entropy_coef),
+            ("vf_coef", self.vf_coef),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(Error::config(f(k), format!("must be ≥ 0, got {v}")));
+            }
+        }
+        for (k, v) in [
+            ("cliprange_value", self.cliprange_value),
+            ("value_lr", self.value_lr),
+        ] {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(Error::config(f(k), format!("must be > 0, got {v}")));
+            }
+        }
+        if self.kind == AlgorithmKind::Ppo && s_level_is_sequence(self) {
+            return Err(Error::config(
+                f("importance_sampling_level"),
+                "ppo has per-token advantages: use `token`",
+            ));
         }
         let s = self.loss_settings();
         if self.kind == AlgorithmKind::ReinforcePp && s.clip.level != RatioLevel::Token {
@@ -299,6 +364,10 @@ impl AlgorithmSection {
         }
         Ok(())
     }
+}
+
+fn s_level_is_sequence(a: &AlgorithmSection) -> bool {
+    a.loss_settings().clip.level != RatioLevel::Token
 }
 
 /// `[log]`: the completions table.
@@ -325,6 +394,7 @@ crate::recipe_config! {
         pub algorithm: AlgorithmSection,
         pub rewards: Vec<RewardSpec>,
         pub log: RlLogSection,
+        pub constraints: ConstraintsSection,
     }
 }
 
@@ -399,6 +469,10 @@ impl RlConfig {
         for (i, r) in self.rewards.iter().enumerate() {
             r.validate(i)?;
         }
+        self.constraints.validate(
+            self.rewards.len(),
+            self.algorithm.kind == AlgorithmKind::Ppo,
+        )?;
         let mut names: Vec<String> = self.rewards.iter().map(|r| r.display_name()).collect();
         names.sort();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
@@ -543,6 +617,21 @@ pub struct GenState {
     pub stats: Map<String, Value>,
     /// The generation batch last written to completions.jsonl.
     pub logged_generation: u64,
+    /// `[constraints]`: the multipliers, the thresholds in use and the NM-PPO search.
+    #[serde(default)]
+    pub constraint: ConstraintState,
+}
+
+/// Where the constraints stand (part of every checkpoint).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConstraintState {
+    pub multipliers: Multipliers,
+    /// θ in use (moved by NM-PPO).
+    pub thresholds: Vec<f64>,
+    /// NM-PPO's search and the evaluation-score sum over the batches at the θ asked.
+    pub search: Option<NelderMead>,
+    pub search_sum: f64,
+    pub search_batches: usize,
 }
 
 /// Step-level sums of the micro-batches' diagnostics.
@@ -557,6 +646,9 @@ struct StepAcc {
     clip_count: f64,
     clip_low_min: f64,
     clip_high_max: f64,
+    entropy: f64,
+    value_loss: f64,
+    value_sum: f64,
 }
 
 /// The reference policy of the KL term.
@@ -587,6 +679,14 @@ struct RlLearner<'a> {
     gen: GenState,
     acc: StepAcc,
     run_dir: std::path::PathBuf,
+    /// PPO's value heads (none for the other algorithms; constrained PPO: the KL's, then one per
+    /// component), their value-loss weights and the micro-batches since their last step.
+    value: Vec<ValueHead>,
+    value_coefs: Vec<f64>,
+    value_micro: usize,
+    /// `constraints.eval`: the evaluation score's rewards and weights.
+    eval_rewards: Vec<Box<dyn Reward>>,
+    eval_weights: Vec<f32>,
 }
 
 fn mean_std(xs: &[f64]) -> (f64, f64) {
@@ -686,6 +786,23 @@ impl RlLearner<'_> {
         let g = a.num_generations;
         let n_prompts = self.cfg.generation_batch() / g;
         let mut stats = Map::new();
+        let cons = self.cfg.constraints.clone();
+        if cons.active() && self.gen.constraint.thresholds.is_empty() {
+            self.gen.constraint = ConstraintState {
+                multipliers: Multipliers::new(cons.kind, cons.thresholds.len(), cons.initial),
+                thresholds: cons.thresholds.clone(),
+                search: (cons.search == ThresholdSearch::NelderMead).then(|| {
+                    NelderMead::new(
+                        &cons.thresholds,
+                        cons.search_step,
+                        cons.search_iterations,
+                        cons.search_tol,
+                    )
+                }),
+                search_sum: 0.0,
+                search_batches: 0,
+            };
+        }
         // 1. Rollouts with the current weights.
         self.fast.write_to(self.model)?;
         let prompt_rows: Vec<usize> = self
@@ -714,6 +831,21 @@ impl RlLearner<'_> {
             .collect::<Result<_>>()?;
         // 2. Rewards.
         let per = self.score(&prompt_rows, &texts, g)?;
+        // The evaluation score (never part of the training reward).
+        let eval_mean = if self.eval_rewards.is_empty() {
+            None
+        } else {
+            std::mem::swap(&mut self.rewards, &mut self.eval_rewards);
+            let ev = self.score(&prompt_rows, &texts, g);
+            std::mem::swap(&mut self.rewards, &mut self.eval_rewards);
+            let ev = ev?;
+            let names: Vec<String> = (0..ev.len()).map(|i| format!("eval[{i}]")).collect();
+            let comb = combine_rewards(&ev, &self.eval_weights, &names)?;
+            let v: Vec<f64> = comb.iter().flatten().map(|&x| x as f64).collect();
+            let m = mean_std(&v).0;
+            stats.insert("eval_score".into(), json!(m));
+            Some(m)
+        };
         let mut combined = combine_rewards(&per, &self.weights, &self.names)?;
         // 3. Old and reference log-probs.
         let rows: Vec<(&[u32], &[u32])> = prompt_ids
@@ -723,14 +855,28 @@ impl RlLearner<'_> {
             .collect();
         let chunk = self.cfg.train.batch_size.max(1);
         let reuse = a.steps_per_generation > 1 || a.num_iterations > 1;
-        let needs_policy_now = reuse || (a.kl_in_reward() && a.beta > 0.0);
+        let ppo = a.kind == AlgorithmKind::Ppo;
+        let needs_policy_now = reuse || (a.kl_in_reward() && a.beta > 0.0) || ppo;
         let mut old: Option<Vec<Vec<f32>>> = None;
+        // PPO: the value heads' predictions at the rollout (V_old), from the same forward.
+        let mut values: Option<Vec<PerToken>> = None;
         if needs_policy_now {
             let mut v = Vec::with_capacity(rows.len());
+            let mut vals = Vec::with_capacity(rows.len());
             for c in rows.chunks(chunk) {
-                v.extend(completion_logps(&mut self.fast, c, self.pad)?);
+                if ppo {
+                    let (lp, vs) =
+                        completion_logps_values(&mut self.fast, c, self.pad, &self.value)?;
+                    v.extend(lp);
+                    vals.extend(vs);
+                } else {
+                    v.extend(completion_logps(&mut self.fast, c, self.pad)?);
+                }
             }
             old = Some(v);
+            if ppo {
+                values = Some(vals);
+            }
         }
         let mut refl: Option<Vec<Vec<f32>>> = None;
         let base_is_reference = matches!(self.reference, Reference::Base);
@@ -784,7 +930,78 @@ impl RlLearner<'_> {
         };
         // 4. Advantages.
         let beta = a.beta as f32;
+        let mut returns: Option<Vec<PerToken>> = None;
         let advantages: Vec<Vec<f32>> = match a.kind {
+            AlgorithmKind::Ppo => {
+                let vals = values
+                    .as_ref()
+                    .ok_or_else(|| Error::msg("rl: ppo without value predictions"))?;
+                let kl_rewards: Vec<Vec<f32>> = gens
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| match &kl_tokens {
+                        Some(k) => k[i].iter().map(|&k| -beta * k).collect(),
+                        None => vec![0.0; x.tokens.len()],
+                    })
+                    .collect();
+                // Token rewards of each value head: plain PPO, one head on −β·KL per token plus
+                // the combined outcome on the last token; constrained PPO, the KL head on
+                // −β·KL alone and one head per component on its outcome.
+                let outcome = |scores: &[Option<f32>], base: &[Vec<f32>]| -> Vec<Vec<f32>> {
+                    base.iter()
+                        .zip(scores)
+                        .map(|(b, sc)| {
+                            let mut r = b.clone();
+                            if let (Some(last), Some(x)) = (r.last_mut(), sc) {
+                                *last += x;
+                            }
+                            r
+                        })
+                        .collect()
+                };
+                let zeros: Vec<Vec<f32>> = kl_rewards.iter().map(|r| vec![0.0; r.len()]).collect();
+                let head_rewards: Vec<(Vec<Vec<f32>>, Vec<bool>)> = if self.cfg.constraints.active()
+                {
+                    let mut h = vec![(kl_rewards.clone(), vec![true; gens.len()])];
+                    for comp in &per {
+                        h.push((
+                            outcome(comp, &zeros),
+                            comp.iter().map(|x| x.is_some()).collect(),
+                        ));
+                    }
+                    h
+                } else {
+                    vec![(
+                        outcome(&combined, &kl_rewards),
+                        combined.iter().map(|r| r.is_some()).collect(),
+                    )]
+                };
+                let mut rets: Vec<PerToken> = vec![Vec::new(); gens.len()];
+                let mut advs = Vec::new();
+                for (k, (rw, keep)) in head_rewards.iter().enumerate() {
+                    let vk: Vec<Vec<f32>> = vals.iter().map(|v| v[k].clone()).collect();
+                    let (adv, mut ret) = gae_advantages(rw, &vk, a.gamma as f32, a.lam as f32)?;
+                    // An unscorable completion teaches neither the policy nor the value head.
+                    for (i, kept) in keep.iter().enumerate() {
+                        if !kept {
+                            ret[i] = vk[i].clone();
+                        }
+                    }
+                    for (i, r) in ret.into_iter().enumerate() {
+                        rets[i].push(r);
+                    }
+                    advs.push(whiten_tokens(adv, keep));
+                }
+                returns = Some(rets);
+                if self.cfg.constraints.active() {
+                    let kind = self.cfg.constraints.kind;
+                    let lambdas = self.gen.constraint.multipliers.lambdas(kind);
+                    let kl_adv = advs.remove(0);
+                    mix_advantages(&kl_adv, &advs, &lambdas)
+                } else {
+                    advs.remove(0)
+                }
+            }
             AlgorithmKind::Grpo | AlgorithmKind::Rloo => {
                 if let (Some(k), AlgorithmKind::Rloo) = (&kl_tokens, a.kind) {
                     for (r, k) in combined.iter_mut().zip(k) {
@@ -871,6 +1088,8 @@ impl RlLearner<'_> {
                     } else {
                         None
                     },
+                    values: values.as_ref().map(|v| v[i].clone()),
+                    returns: returns.as_ref().map(|r| r[i].clone()),
                 }
             })
             .collect();
@@ -945,6 +1164,50 @@ impl RlLearner<'_> {
             let j = (rng.next_u64() % (i as u64 + 1)) as usize;
             order.swap(i, j);
         }
+        // The multipliers step on this batch's component means; NM-PPO moves θ.
+        let mut constraint = std::mem::take(&mut self.gen.constraint);
+        if cons.active() {
+            let lambdas = constraint.multipliers.lambdas(cons.kind);
+            let means: Vec<f64> = per
+                .iter()
+                .map(|c| {
+                    let v: Vec<f64> = c.iter().flatten().map(|&x| x as f64).collect();
+                    if v.is_empty() {
+                        0.0
+                    } else {
+                        mean_std(&v).0
+                    }
+                })
+                .collect();
+            for (k, name) in self.names.iter().enumerate() {
+                stats.insert(format!("constraints/{name}/lambda"), json!(lambdas[k]));
+                stats.insert(
+                    format!("constraints/{name}/threshold"),
+                    json!(constraint.thresholds[k]),
+                );
+            }
+            let th = constraint.thresholds.clone();
+            constraint
+                .multipliers
+                .update(cons.kind, &means, &th, cons.lr, cons.momentum);
+            if let (Some(nm), Some(ev)) = (constraint.search.as_mut(), eval_mean) {
+                if !nm.done() {
+                    constraint.search_sum += ev;
+                    constraint.search_batches += 1;
+                    if constraint.search_batches >= cons.search_every {
+                        // Nelder–Mead minimises: the negated mean evaluation score at θ.
+                        nm.tell(-constraint.search_sum / constraint.search_batches as f64);
+                        constraint.search_sum = 0.0;
+                        constraint.search_batches = 0;
+                        constraint.thresholds = match nm.ask() {
+                            Some(x) => x.to_vec(),
+                            None => nm.best().map(|b| b.0.to_vec()).unwrap_or(th),
+                        };
+                    }
+                }
+                stats.insert("search/iteration".into(), json!(nm.iterations()));
+            }
+        }
         self.gen = GenState {
             generations: gen_index + 1,
             next_micro: 0,
@@ -954,6 +1217,7 @@ impl RlLearner<'_> {
             order,
             stats,
             logged_generation: self.gen.logged_generation,
+            constraint,
         };
         Ok(())
     }
@@ -1002,6 +1266,15 @@ impl RlLearner<'_> {
         f.write_all(text.as_bytes())
             .map_err(|e| Error::io(&path, e))?;
         Ok(())
+    }
+}
+
+/// The file of value head `k` in a checkpoint (`value_head.json`, `value_head_1.json`, ...).
+fn value_head_file(k: usize) -> String {
+    if k == 0 {
+        VALUE_HEAD_FILE.to_string()
+    } else {
+        format!("value_head_{k}.json")
     }
 }
 
@@ -1078,7 +1351,33 @@ impl Learner for RlLearner<'_> {
             max_completion_len: self.cfg.generation.max_new_tokens,
         };
         let samples: Vec<&Sample> = m.iter().map(|&i| &self.gen.samples[i]).collect();
-        let out = policy_micro_step(&mut self.fast, &samples, &self.settings, &totals, self.pad)?;
+        let a = &self.cfg.algorithm;
+        let ex = Extras {
+            entropy_coef: a.entropy_coef,
+            value: (!self.value.is_empty()).then(|| ValueTerm {
+                heads: &mut self.value,
+                coefs: &self.value_coefs,
+                clip: a.cliprange_value,
+                detach: a.value_detach,
+            }),
+        };
+        let out = policy_micro_step_ext(
+            &mut self.fast,
+            &samples,
+            &self.settings,
+            &totals,
+            self.pad,
+            ex,
+        )?;
+        if !self.value.is_empty() {
+            self.value_micro += 1;
+            if self.value_micro == self.cfg.train.grad_accum {
+                self.value_micro = 0;
+                for head in &mut self.value {
+                    head.step(self.cfg.algorithm.value_lr);
+                }
+            }
+        }
         if self.acc.micro.is_multiple_of(self.cfg.train.grad_accum) {
             self.acc = StepAcc {
                 clip_low_min: f64::INFINITY,
@@ -1096,16 +1395,27 @@ impl Learner for RlLearner<'_> {
         a.clip_count += out.clip_count;
         a.clip_low_min = a.clip_low_min.min(out.clip_low_min);
         a.clip_high_max = a.clip_high_max.max(out.clip_high_max);
+        a.entropy += out.entropy_sum;
+        a.value_loss += out.value_loss_sum;
+        a.value_sum += out.value_sum;
         Ok((out.loss, vec![]))
     }
     fn save(&self, dir: &Path) -> Result<()> {
         self.fast.write_to(self.model)?;
+        for (k, v) in self.value.iter().enumerate() {
+            v.save(&dir.join(value_head_file(k)))?;
+        }
         match &self.lora {
             Some(l) => l.save(self.model, self.tok, dir),
             None => save_model_files(self.model, self.tok, dir),
         }
     }
     fn load(&mut self, dir: &Path) -> Result<()> {
+        for k in 0..self.value.len() {
+            self.value[k] =
+                ValueHead::load(&dir.join(value_head_file(k)), self.model.cfg.hidden_size)?;
+        }
+        self.value_micro = 0;
         if self.lora.is_some() {
             crate::lora::LoraRun::load(self.model, dir)?;
             return self.fast.read_from(self.model);
@@ -1152,6 +1462,15 @@ impl Learner for RlLearner<'_> {
             m.insert("clip_ratio/low_min".into(), json!(a.clip_low_min));
             m.insert("clip_ratio/high_max".into(), json!(a.clip_high_max));
         }
+        if a.tokens > 0.0 {
+            if self.cfg.algorithm.entropy_coef > 0.0 {
+                m.insert("entropy/policy".into(), json!(a.entropy / a.tokens));
+            }
+            if !self.value.is_empty() {
+                m.insert("value/loss".into(), json!(a.value_loss / a.tokens));
+                m.insert("value/mean".into(), json!(a.value_sum / a.tokens));
+            }
+        }
         m.insert("generation".into(), json!(self.gen.generations));
         self.log_completions(step)?;
         Ok(m)
@@ -1183,8 +1502,9 @@ pub fn run(cfg: &RlConfig, start: impl Into<crate::rundir::Start>) -> Result<RlS
         ));
     }
     let lora = crate::lora::LoraRun::apply(cfg.lora.as_ref(), &base, &mut model)?;
-    let fast = FastDecoder::new(&model, FastOptions::default())?;
+    let mut fast = FastDecoder::new(&model, FastOptions::default())?;
     let a = &cfg.algorithm;
+    fast.set_entropy(a.entropy_coef > 0.0);
     let reference = if a.beta <= 0.0 {
         Reference::None
     } else if lora.is_some() {
@@ -1206,6 +1526,19 @@ pub fn run(cfg: &RlConfig, start: impl Into<crate::rundir::Start>) -> Result<RlS
         ));
     }
     let rewards = build_rewards(&cfg.rewards)?;
+    // PPO's value heads: one, or under constraints the KL's and one per component.
+    let (heads, value_coefs) = match (a.kind, cfg.constraints.active()) {
+        (AlgorithmKind::Ppo, false) => (1, vec![a.vf_coef]),
+        (AlgorithmKind::Ppo, true) => {
+            let mut c = vec![a.vf_coef];
+            c.extend(std::iter::repeat_n(
+                cfg.constraints.vf_coef,
+                cfg.rewards.len(),
+            ));
+            (c.len(), c)
+        }
+        _ => (0, Vec::new()),
+    };
     let mut eos: Vec<u32> = tok.eos_id().into_iter().collect();
     if let Some(e) = model.cfg.eos_token_id {
         if !eos.contains(&e) {
@@ -1242,6 +1575,11 @@ pub fn run(cfg: &RlConfig, start: impl Into<crate::rundir::Start>) -> Result<RlS
         gen: GenState::default(),
         acc: StepAcc::default(),
         run_dir: run_dir.clone(),
+        value: vec![ValueHead::new(model.cfg.hidden_size); heads],
+        value_coefs,
+        value_micro: 0,
+        eval_rewards: build_rewards(&cfg.constraints.eval)?,
+        eval_weights: cfg.constraints.eval.iter().map(|r| r.weight).collect(),
     };
     let fit = fit_learner(&mut learner, &base, &mut run)?;
     learner.sync_weights()?;
@@ -1253,6 +1591,15 @@ pub fn run(cfg: &RlConfig, start: impl Into<crate::rundir::Start>) -> Result<RlS
     ];
     if a.beta > 0.0 {
         extra.push(Section::plot("KL to the reference", &["kl"]));
+    }
+    if a.kind == AlgorithmKind::Ppo {
+        extra.push(Section::plot("Value loss", &["value/loss"]));
+    }
+    if a.entropy_coef > 0.0 {
+        extra.push(Section::plot(
+            "Entropy of the policy on its completions (nats)",
+            &["entropy/policy"],
+        ));
     }
     if let Ok(text) = std::fs::read_to_string(run_dir.join("completions.jsonl")) {
         let last: Vec<&str> = text.lines().rev().take(8).collect();

@@ -85,6 +85,16 @@ pub enum RewardKind {
     },
     /// 1 when `pattern` matches the completion somewhere, else 0.
     Regex { pattern: String },
+    /// The fraction f of the completion's whitespace-separated words that are in `words` (0 for
+    /// an empty completion); with `peak`, the peaked score `1 − ((f − peak)/width)²` instead (a
+    /// score that rises then falls in f: `gradus lab constrained-rl`'s hidden evaluation).
+    WordFraction {
+        words: Vec<String>,
+        #[serde(default)]
+        peak: Option<f64>,
+        #[serde(default = "unit_width")]
+        width: f64,
+    },
     /// The built-in instruction task's checker (`gradus_tasks::is_correct`): columns `answer` and
     /// `kind` (arith | program | fact).
     Task {},
@@ -153,6 +163,7 @@ impl RewardSpec {
                 RewardKind::Exact { .. } => "exact",
                 RewardKind::Numeric { .. } => "numeric",
                 RewardKind::Regex { .. } => "regex",
+                RewardKind::WordFraction { .. } => "word_fraction",
                 RewardKind::Task {} => "task",
                 RewardKind::Command { .. } => "command",
                 RewardKind::PythonTests { .. } => "python_tests",
@@ -175,6 +186,25 @@ impl RewardSpec {
             }
             RewardKind::Numeric { tolerance, .. } if !(*tolerance >= 0.0) => {
                 return Err(Error::config(f("tolerance"), "must be ≥ 0"));
+            }
+            RewardKind::WordFraction { words, peak, width } => {
+                if words.is_empty() {
+                    return Err(Error::config(f("words"), "needs at least one word"));
+                }
+                if !(*width > 0.0 && width.is_finite()) {
+                    return Err(Error::config(
+                        f("width"),
+                        format!("must be > 0, got {width}"),
+                    ));
+                }
+                if let Some(p) = peak {
+                    if !(0.0..=1.0).contains(p) {
+                        return Err(Error::config(
+                            f("peak"),
+                            format!("must be in [0, 1], got {p}"),
+                        ));
+                    }
+                }
             }
             RewardKind::Command { command, timeout_s } => {
                 if command.is_empty() {
@@ -225,6 +255,24 @@ pub trait Reward {
     fn name(&self) -> &str;
     /// Scores completions (in order); None where the reward does not apply.
     fn score(&mut self, items: &[RewardInput]) -> Result<Vec<Option<f32>>>;
+}
+
+fn unit_width() -> f64 {
+    1.0
+}
+
+/// The fraction of `text`'s whitespace-separated words that are in `words` (0 without words).
+pub fn word_fraction(text: &str, words: &[String]) -> f64 {
+    let (mut n, mut hits) = (0usize, 0usize);
+    for w in text.split_whitespace() {
+        n += 1;
+        hits += words.iter().any(|x| x == w) as usize;
+    }
+    if n == 0 {
+        0.0
+    } else {
+        hits as f64 / n as f64
+    }
 }
 
 /// The first non-empty line, trimmed.
@@ -301,6 +349,13 @@ impl Reward for Builtin {
                         .regex
                         .as_ref()
                         .is_some_and(|r| r.is_match(it.completion))),
+                    RewardKind::WordFraction { words, peak, width } => {
+                        let f = word_fraction(it.completion, words);
+                        Some(match peak {
+                            Some(p) => (1.0 - ((f - p) / width).powi(2)) as f32,
+                            None => f as f32,
+                        })
+                    }
                     RewardKind::Task {} => {
                         let answer = column_text(it.columns.get("answer")?)?;
                         let kind: TaskKind =

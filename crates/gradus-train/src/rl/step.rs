@@ -9,8 +9,8 @@
 use gradus_model::decoder::ForwardInput;
 use gradus_model::fast::FastDecoder;
 use gradus_objectives::rl::{
-    aggregate, clip_stats, clipped_policy_loss, kl_penalty, kl_term, ClipConfig, KlEstimator,
-    LossAggregation, StepTotals,
+    aggregate, clip_stats, clipped_policy_loss, clipped_value_loss, kl_penalty, kl_term,
+    ClipConfig, KlEstimator, LossAggregation, PerToken, StepTotals,
 };
 use gradus_tensor::{Device, Error, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,34 @@ pub struct Sample {
     pub old_logps: Option<Vec<f32>>,
     /// Per-token log-probs of the reference model (None when β = 0).
     pub ref_logps: Option<Vec<f32>>,
+    /// PPO: each value head's per-token predictions when the completion was generated (V_old),
+    /// `values[k][t]` for head k (one head; constrained PPO: the KL's and one per component).
+    #[serde(default)]
+    pub values: Option<PerToken>,
+    /// PPO: the per-token returns each value head regresses on (GAE: Â + V_old).
+    #[serde(default)]
+    pub returns: Option<PerToken>,
+}
+
+/// PPO's critic terms of a micro-batch: value heads on the final hidden states, each with its
+/// clipped loss `coef_k · 0.5·max((V − R)², (V_old + clip(V − V_old, ±clip) − R)²)` aggregated
+/// like the policy loss, and whether their gradients also flow into the trunk.
+pub struct ValueTerm<'a> {
+    pub heads: &'a mut [crate::value_head::ValueHead],
+    /// One weight per head.
+    pub coefs: &'a [f64],
+    pub clip: f64,
+    /// True: only the heads learn from the value loss (the trunk's hidden states are detached).
+    pub detach: bool,
+}
+
+/// The optional terms of a micro-batch's loss beyond the policy surrogate and the KL.
+#[derive(Default)]
+pub struct Extras<'a> {
+    /// Entropy bonus: `− coef · H` per token (H the policy's softmax entropy at the token),
+    /// aggregated like the policy loss. The graph must compute entropies (`set_entropy(true)`).
+    pub entropy_coef: f64,
+    pub value: Option<ValueTerm<'a>>,
 }
 
 /// The loss settings of the update (see `gradus_objectives::rl`).
@@ -149,6 +177,42 @@ pub struct MicroOut {
     pub clip_count: f64,
     pub clip_low_min: f64,
     pub clip_high_max: f64,
+    /// Σ over loss tokens of the policy's entropy (when the entropy bonus is on).
+    pub entropy_sum: f64,
+    /// Σ over loss tokens of the unscaled value loss (all heads), and of the first head's
+    /// predictions (PPO).
+    pub value_loss_sum: f64,
+    pub value_sum: f64,
+}
+
+/// Per-token log-probs and value-head predictions of each row's completion under the graph's
+/// current weights (V_t at the position that predicts completion token t); as
+/// [`completion_logps`], no training state is kept.
+pub fn completion_logps_values(
+    fast: &mut FastDecoder,
+    rows: &[(&[u32], &[u32])],
+    pad: u32,
+    heads: &[crate::value_head::ValueHead],
+) -> Result<(PerToken, Vec<PerToken>)> {
+    if rows.is_empty() {
+        return Ok((vec![], vec![]));
+    }
+    let p = pack(rows, pad)?;
+    let lp = forward(fast, &p)?.to_vec();
+    let d = fast_hidden_size(fast);
+    let h = fast.final_hidden()?;
+    let mut lps = Vec::with_capacity(rows.len());
+    let mut vals = Vec::with_capacity(rows.len());
+    for (&s, &n) in p.starts.iter().zip(&p.lens) {
+        lps.push(lp[s..s + n].to_vec());
+        let hr = &h[s * d..(s + n) * d];
+        vals.push(heads.iter().map(|head| head.values(hr)).collect());
+    }
+    Ok((lps, vals))
+}
+
+fn fast_hidden_size(fast: &FastDecoder) -> usize {
+    fast.config().hidden_size
 }
 
 /// Forward, loss and backward of one micro-batch: adds ∂(the micro-batch's share of the step's
@@ -159,6 +223,19 @@ pub fn policy_micro_step(
     s: &LossSettings,
     totals: &StepTotals,
     pad: u32,
+) -> Result<MicroOut> {
+    policy_micro_step_ext(fast, samples, s, totals, pad, Extras::default())
+}
+
+/// [`policy_micro_step`] with an entropy bonus and/or PPO's value loss ([`Extras`]). The value
+/// head's gradient is accumulated into the head (its optimiser step is the caller's).
+pub fn policy_micro_step_ext(
+    fast: &mut FastDecoder,
+    samples: &[&Sample],
+    s: &LossSettings,
+    totals: &StepTotals,
+    pad: u32,
+    mut ex: Extras,
 ) -> Result<MicroOut> {
     let b = samples.len();
     if b == 0 {
@@ -230,20 +307,119 @@ pub fn policy_micro_step(
         out.kl_sum = (k.detach() * &mask_t)?.sum_all()?.to_scalar::<f32>()? as f64;
         per = (per + (k * s.beta)?)?;
     }
+    // Per completion token (b, tc) gathered from per-row (B·T) values of the forward.
+    let gather = |src: &[f32]| -> Vec<f32> {
+        let mut v = vec![0f32; b * tc];
+        for i in 0..b {
+            for j in 0..p.lens[i] {
+                v[i * tc + j] = src[p.starts[i] + j];
+            }
+        }
+        v
+    };
+    let ent_leaf = if ex.entropy_coef != 0.0 {
+        let h = gather(fast.entropies()?);
+        out.entropy_sum = h.iter().zip(&mask).map(|(h, m)| (h * m) as f64).sum();
+        let leaf = Var::from_vec(h, (b, tc), &dev)?;
+        per = (per - (leaf.as_tensor() * ex.entropy_coef)?)?;
+        Some(leaf)
+    } else {
+        None
+    };
+    let mut value_leaves = Vec::new();
+    if let Some(vt) = ex.value.as_ref() {
+        if vt.coefs.len() != vt.heads.len() {
+            return Err(Error::msg(format!(
+                "rl: {} value heads but {} value-loss weights",
+                vt.heads.len(),
+                vt.coefs.len()
+            )));
+        }
+        let hid = fast.final_hidden()?;
+        for (k, head) in vt.heads.iter().enumerate() {
+            let v_new = gather(&head.values(hid));
+            let (mut v_old, mut ret) = (vec![0f32; b * tc], vec![0f32; b * tc]);
+            for (i, x) in samples.iter().enumerate() {
+                let n = p.lens[i];
+                let (Some(vo), Some(r)) = (
+                    x.values.as_ref().and_then(|v| v.get(k)),
+                    x.returns.as_ref().and_then(|r| r.get(k)),
+                ) else {
+                    return Err(Error::msg(format!(
+                        "rl: sample {i} has no values/returns for value head {k} (PPO)"
+                    )));
+                };
+                if vo.len() != n || r.len() != n {
+                    return Err(Error::msg(format!(
+                        "rl: sample {i} has {} values and {} returns (head {k}) for {n} completion tokens",
+                        vo.len(),
+                        r.len()
+                    )));
+                }
+                v_old[i * tc..i * tc + n].copy_from_slice(vo);
+                ret[i * tc..i * tc + n].copy_from_slice(r);
+            }
+            if k == 0 {
+                out.value_sum = v_new.iter().zip(&mask).map(|(v, m)| (v * m) as f64).sum();
+            }
+            let leaf = Var::from_vec(v_new, (b, tc), &dev)?;
+            let vl = clipped_value_loss(
+                leaf.as_tensor(),
+                &Tensor::from_vec(v_old, (b, tc), &dev)?,
+                &Tensor::from_vec(ret, (b, tc), &dev)?,
+                vt.clip,
+            )?;
+            out.value_loss_sum += (vl.detach() * &mask_t)?.sum_all()?.to_scalar::<f32>()? as f64;
+            per = (per + (vl * vt.coefs[k])?)?;
+            value_leaves.push(leaf);
+        }
+    }
     let loss = aggregate(&per, &mask_t, s.aggregation, totals)?;
     out.loss = loss.to_scalar::<f32>()? as f64;
     let grads = loss.backward()?;
-    let g: Vec<f32> = match grads.get(leaf.as_tensor()) {
-        Some(g) => g.flatten_all()?.to_vec1()?,
-        None => vec![0.0; b * tc],
+    let grad_of = |v: &Var| -> Result<Vec<f32>> {
+        match grads.get(v.as_tensor()) {
+            Some(g) => Ok(g.flatten_all()?.to_vec1()?),
+            None => Ok(vec![0.0; b * tc]),
+        }
     };
-    let mut dlogp = vec![0f32; p.batch * p.seq_len];
-    for i in 0..b {
-        for j in 0..p.lens[i] {
-            dlogp[p.starts[i] + j] = g[i * tc + j];
+    let g = grad_of(&leaf)?;
+    // Scatter (b, tc) gradients back onto the forward's B·T rows.
+    let scatter = |g: &[f32]| -> Vec<f32> {
+        let mut v = vec![0f32; p.batch * p.seq_len];
+        for i in 0..b {
+            for j in 0..p.lens[i] {
+                v[p.starts[i] + j] = g[i * tc + j];
+            }
+        }
+        v
+    };
+    let dlogp = scatter(&g);
+    let dent = match &ent_leaf {
+        Some(l) => Some(scatter(&grad_of(l)?)),
+        None => None,
+    };
+    let mut dhidden = None;
+    if let Some(vt) = ex.value.as_mut() {
+        let hid = fast.final_hidden()?.to_vec();
+        let d = fast_hidden_size(fast);
+        let mut dh = vec![0f32; hid.len()];
+        for (head, leaf) in vt.heads.iter_mut().zip(&value_leaves) {
+            let dv = scatter(&grad_of(leaf)?);
+            head.accumulate(&hid, &dv);
+            for (r, &g) in dv.iter().enumerate() {
+                if g != 0.0 {
+                    for (o, &w) in dh[r * d..(r + 1) * d].iter_mut().zip(&head.w) {
+                        *o += g * w;
+                    }
+                }
+            }
+        }
+        if !vt.detach {
+            dhidden = Some(dh);
         }
     }
-    fast.backward(&dlogp)?;
+    fast.backward_ext(&dlogp, dent.as_deref(), dhidden.as_deref())?;
 
     let mask_rows: Vec<Vec<f32>> = mask.chunks(tc).map(|r| r.to_vec()).collect();
     out.tokens = mask.iter().map(|&m| m as f64).sum();
