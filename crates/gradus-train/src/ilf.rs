@@ -179,7 +179,7 @@ pub struct IlfPretrainSection {
 impl Default for IlfPretrainSection {
     fn default() -> Self {
         Self {
-            steps: 1200,
+            steps: 500,
             batch_size: 16,
             lr: 2e-3,
         }
