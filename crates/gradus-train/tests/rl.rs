@@ -671,7 +671,9 @@ fn constrained_ppo_with_a_threshold_search_resumes_exactly() {
     assert_eq!((t0[0], t1[0]), (0.5, 0.5));
     assert!((t0[1] - 0.6).abs() < 1e-12 && t1[1] == 0.5, "{t0:?} {t1:?}");
     assert!(t0[2] == 0.5 && (t1[2] - 0.6).abs() < 1e-12, "{t0:?} {t1:?}");
-    let ck = gradus_train::checkpoint::latest_checkpoint(&full).unwrap().unwrap();
+    let ck = gradus_train::checkpoint::latest_checkpoint(&full)
+        .unwrap()
+        .unwrap();
     for f in ["value_head.json", "value_head_1.json", "value_head_2.json"] {
         assert!(ck.join(f).exists(), "{f}");
     }
@@ -691,7 +693,10 @@ fn constraint_settings_are_checked() {
     c.validate().unwrap();
     c.constraints.thresholds = vec![0.5];
     let e = c.validate().unwrap_err().to_string();
-    assert!(e.contains("constraints.thresholds") && e.contains("2 [[rewards]]"), "{e}");
+    assert!(
+        e.contains("constraints.thresholds") && e.contains("2 [[rewards]]"),
+        "{e}"
+    );
     c.constraints.thresholds = vec![0.5, 0.5];
     c.constraints.search = ThresholdSearch::NelderMead;
     let e = c.validate().unwrap_err().to_string();
