@@ -70,6 +70,26 @@ pub enum LabCmd {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
     },
+    /// Reward-model overoptimisation and constrained RL (Moskovitz et al. 2024): PPO on two
+    /// correlated component rewards with fixed weights, μ-PPO, ξ-PPO and NM-PPO, scored by a
+    /// hidden evaluation score that peaks at the components' proxy points.
+    ConstrainedRl {
+        #[arg(long, default_value = "runs")]
+        dir: PathBuf,
+        #[arg(long, default_value = "lab-constrained-rl")]
+        name: String,
+        /// `default` (minutes on 2 cores) or `smoke` (seconds).
+        #[arg(long, default_value = "default")]
+        size: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// PPO steps per arm (default 300; smoke 3).
+        #[arg(long)]
+        steps: Option<u64>,
+        /// SGD learning rate of the Lagrange multipliers (default 1.0 for μ/NM-PPO, 0.3 for ξ-PPO).
+        #[arg(long)]
+        multiplier_lr: Option<f64>,
+    },
 }
 
 pub fn lab(cmd: LabCmd) -> Result<()> {
@@ -99,6 +119,28 @@ pub fn lab(cmd: LabCmd) -> Result<()> {
         LabCmd::Llome(a) => crate::llome_cmd::llome(a),
         LabCmd::Ilf(a) => crate::ilf_cmd::ilf(a),
         LabCmd::Phf(a) => crate::phf_cmd::lab(a),
+        LabCmd::ConstrainedRl {
+            dir,
+            name,
+            size,
+            seed,
+            steps,
+            multiplier_lr,
+        } => {
+            use gradus_train::lab_constrained as lc;
+            let mut o = lc::ConstrainedLabOptions::new(dir, size.parse()?);
+            o.name = name;
+            o.seed = seed;
+            o.steps = steps;
+            o.multiplier_lr = multiplier_lr;
+            o.progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let lab = o.dir.join(&o.name);
+            let rows = lc::run(&o)?;
+            let start = lc::hidden_score(1.0 / 3.0, 1.0 / 3.0);
+            print!("{}", lc::results_md(&o, &rows, start));
+            println!("lab → {}", lab.display());
+            Ok(())
+        }
         LabCmd::Rlvr {
             sft,
             steps,

@@ -55,6 +55,7 @@ pub mod eval_hook;
 pub mod examples;
 pub mod icl;
 pub mod ilf;
+pub mod lab_constrained;
 pub mod lab_phf;
 pub mod lab_ranking;
 pub mod llome;

@@ -48,6 +48,10 @@ elif head == ["lab", "ranking-accuracy"] or head == ["lab", "phf"]:
             i = args.index(f)
             del args[i : i + 2]
     args.append("--fast")
+elif head == ["lab", "constrained-rl"]:
+    replace("--size", "smoke")
+    if "--steps" in args:
+        replace("--steps", "3")
 elif head == ["lab", "rlvr"]:
     replace("--steps", "2")
 elif head[:1] == ["lab"] and head[1] in ("icl-emergence", "icl-transience", "boolean-icl"):

@@ -275,7 +275,8 @@ enum Phase {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NelderMead {
     simplex: Vec<Vec<f64>>,
-    values: Vec<f64>,
+    /// None: not evaluated yet (JSON has no NaN).
+    values: Vec<Option<f64>>,
     phase: Phase,
     pending: Vec<f64>,
     iteration: usize,
@@ -294,7 +295,7 @@ impl NelderMead {
         }
         Self {
             pending: x0.to_vec(),
-            values: vec![f64::NAN; simplex.len()],
+            values: vec![None; simplex.len()],
             simplex,
             phase: Phase::Init(0),
             iteration: 0,
@@ -321,16 +322,21 @@ impl NelderMead {
         self.simplex
             .iter()
             .zip(&self.values)
-            .filter(|(_, v)| !v.is_nan())
-            .min_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(x, &v)| (x.as_slice(), v))
+            .filter_map(|(x, v)| Some((x, (*v)?)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(x, v)| (x.as_slice(), v))
     }
 
     fn sort(&mut self) {
         let mut idx: Vec<usize> = (0..self.simplex.len()).collect();
-        idx.sort_by(|&a, &b| self.values[a].total_cmp(&self.values[b]));
+        idx.sort_by(|&a, &b| self.v(a).total_cmp(&self.v(b)));
         self.simplex = idx.iter().map(|&i| self.simplex[i].clone()).collect();
         self.values = idx.iter().map(|&i| self.values[i]).collect();
+    }
+
+    /// Vertex i's value (only asked of evaluated vertices).
+    fn v(&self, i: usize) -> f64 {
+        self.values[i].unwrap_or(f64::MAX)
     }
 
     fn centroid(&self) -> Vec<f64> {
@@ -351,7 +357,7 @@ impl NelderMead {
 
     fn start_iteration(&mut self) {
         self.sort();
-        let spread = self.values[self.values.len() - 1] - self.values[0];
+        let spread = self.v(self.values.len() - 1) - self.v(0);
         if self.iteration >= self.max_iterations || spread < self.tol {
             self.phase = Phase::Done;
             return;
@@ -364,19 +370,20 @@ impl NelderMead {
     fn accept(&mut self, x: Vec<f64>, f: f64) {
         let w = self.simplex.len() - 1;
         self.simplex[w] = x;
-        self.values[w] = f;
+        self.values[w] = Some(f);
         self.iteration += 1;
         self.start_iteration();
     }
 
-    /// Records the value of the point [`NelderMead::ask`] gave (non-finite values count as +∞).
+    /// Records the value of the point [`NelderMead::ask`] gave (non-finite values count as the
+    /// largest f64).
     pub fn tell(&mut self, f: f64) {
-        let f = if f.is_finite() { f } else { f64::INFINITY };
+        let f = if f.is_finite() { f } else { f64::MAX };
         let n = self.simplex.len() - 1;
         match std::mem::replace(&mut self.phase, Phase::Done) {
             Phase::Done => {}
             Phase::Init(i) => {
-                self.values[i] = f;
+                self.values[i] = Some(f);
                 if i < n {
                     self.phase = Phase::Init(i + 1);
                     self.pending = self.simplex[i + 1].clone();
@@ -387,13 +394,13 @@ impl NelderMead {
             Phase::Reflect => {
                 let xr = self.pending.clone();
                 let c = self.centroid();
-                if f < self.values[0] {
+                if f < self.v(0) {
                     self.pending = Self::along(&c, &xr, 2.0);
                     self.phase = Phase::Expand { xr, fr: f };
-                } else if f < self.values[n - 1] {
+                } else if f < self.v(n - 1) {
                     self.accept(xr, f);
                 } else {
-                    let inside = f >= self.values[n];
+                    let inside = f >= self.v(n);
                     self.pending = if inside {
                         Self::along(&c, &self.simplex[n], 0.5)
                     } else {
@@ -411,7 +418,7 @@ impl NelderMead {
                 }
             }
             Phase::Contract { fr, inside, .. } => {
-                let ok = if inside { f < self.values[n] } else { f <= fr };
+                let ok = if inside { f < self.v(n) } else { f <= fr };
                 if ok {
                     let xc = self.pending.clone();
                     self.accept(xc, f);
@@ -419,14 +426,14 @@ impl NelderMead {
                     let best = self.simplex[0].clone();
                     for i in 1..=n {
                         self.simplex[i] = Self::along(&best, &self.simplex[i], 0.5);
-                        self.values[i] = f64::NAN;
+                        self.values[i] = None;
                     }
                     self.pending = self.simplex[1].clone();
                     self.phase = Phase::Shrink(1);
                 }
             }
             Phase::Shrink(i) => {
-                self.values[i] = f;
+                self.values[i] = Some(f);
                 if i < n {
                     self.pending = self.simplex[i + 1].clone();
                     self.phase = Phase::Shrink(i + 1);
@@ -480,6 +487,17 @@ mod tests {
             "{x:?}"
         );
         assert!(v < 1e-8);
+        // The state survives JSON mid-search (unevaluated vertices included) and goes on the same.
+        let mut a = NelderMead::new(&[0.0, 0.0], 0.5, 50, 0.0);
+        a.tell(1.0);
+        let mut b: NelderMead = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        assert_eq!(a, b);
+        for _ in 0..20 {
+            let (xa, xb) = (a.ask().unwrap().to_vec(), b.ask().unwrap().to_vec());
+            assert_eq!(xa, xb);
+            a.tell(f(&xa));
+            b.tell(f(&xb));
+        }
         // The iteration cap ends the search.
         let mut nm = NelderMead::new(&[0.0, 0.0], 0.5, 3, 0.0);
         while let Some(x) = nm.ask().map(<[f64]>::to_vec) {

@@ -928,6 +928,11 @@ impl RlLearner<'_> {
             }
             _ => None,
         };
+        if let Some(k) = &kl_tokens {
+            // The KL that goes into the reward, per token of the sampling policy.
+            let v: Vec<f64> = k.iter().flatten().map(|&x| x as f64).collect();
+            stats.insert("kl".into(), json!(mean_std(&v).0));
+        }
         // 4. Advantages.
         let beta = a.beta as f32;
         let mut returns: Option<Vec<PerToken>> = None;

@@ -1,0 +1,407 @@
+//! `gradus lab constrained-rl`: reward-model overoptimisation and constrained RL in miniature
+//! (Moskovitz et al. 2024; RESEARCH §3.5).
+//!
+//! The task: a tiny decoder, first fine-tuned to write `words` random words from a vocabulary of
+//! `vocab` (`w0 w7 w3 …`, uniform), is then trained by PPO with two **correlated component
+//! rewards**, the share of its words in A = {w0, w1, w2, w3} and in B = {w2, w3, w4, w5} (they
+//! share w2, w3). A **hidden evaluation score** (never a training reward) is the mean of
+//! `1 − ((r_A − 0.6)/0.6)²` and `1 − ((r_B − 0.5)/0.6)²`: it rises with each component up to its
+//! **proxy point** (0.6, 0.5) and falls past it, as the paper's human-rating stand-in does.
+//!
+//! Four PPO runs from the same start, same steps, β and settings:
+//! - `fixed`: PPO on r_A + r_B (fixed weights): more of both is always better for it, so it is
+//!   expected to push past the proxy points (overoptimisation: the eval score rises, then falls);
+//! - `mu`: μ-PPO, inequality constraints r_i ≥ θ_i at the proxy points, the KL as the objective;
+//! - `xi`: ξ-PPO, equality constraints r_i = θ_i;
+//! - `nm`: NM-PPO, μ-PPO whose θ starts at (0.4, 0.4) and is moved by Nelder–Mead against the eval
+//!   score within the one run.
+//!
+//! Layout: `<dir>/<name>/{tokenizer/, sft.jsonl, prompts.jsonl, sft/, fixed/, mu/, xi/, nm/,
+//! results.md, summary.json, report.html}`. Every stage is an ordinary run directory, resumed when
+//! it exists (a finished one is not retrained).
+
+use std::path::{Path, PathBuf};
+
+use gradus_data::tokenizer::Tokenizer;
+use gradus_tensor::rng::Rng;
+use gradus_tensor::{Error, Result};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::rl::constraints::{ConstraintKind, ThresholdSearch};
+use crate::rl::rewards::{RewardKind, RewardSpec};
+use crate::rl::{AlgorithmKind, RlConfig};
+use crate::rundir::Start;
+use crate::schedule::Schedule;
+
+/// The component word sets and the hidden score's peaks (proxy points) and width.
+pub const SET_A: [&str; 4] = ["w0", "w1", "w2", "w3"];
+pub const SET_B: [&str; 4] = ["w2", "w3", "w4", "w5"];
+pub const PROXY: [f64; 2] = [0.6, 0.5];
+pub const WIDTH: f64 = 0.6;
+/// NM-PPO's starting thresholds.
+pub const NM_START: [f64; 2] = [0.4, 0.4];
+
+/// Sizes: `smoke` (seconds, for tests) or `default` (minutes on 2 cores).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum LabSize {
+    Smoke,
+    Default,
+}
+
+impl std::str::FromStr for LabSize {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "smoke" => Ok(Self::Smoke),
+            "default" => Ok(Self::Default),
+            o => Err(Error::config(
+                "--size",
+                format!("`{o}`: expected smoke or default"),
+            )),
+        }
+    }
+}
+
+/// What the lab runs.
+#[derive(Clone, Debug)]
+pub struct ConstrainedLabOptions {
+    pub dir: PathBuf,
+    pub name: String,
+    pub size: LabSize,
+    pub seed: u64,
+    /// PPO steps per arm (default by size).
+    pub steps: Option<u64>,
+    /// SGD learning rate of the multipliers (None: 1.0 for μ-PPO/NM-PPO, 0.3 for ξ-PPO, whose
+    /// tanh is steeper; the paper's 0.1 is for thousands of updates, the lab has a few hundred).
+    pub multiplier_lr: Option<f64>,
+    pub progress: bool,
+}
+
+impl ConstrainedLabOptions {
+    pub fn new(dir: impl Into<PathBuf>, size: LabSize) -> Self {
+        Self {
+            dir: dir.into(),
+            name: "lab-constrained-rl".into(),
+            size,
+            seed: 0,
+            steps: None,
+            multiplier_lr: None,
+            progress: false,
+        }
+    }
+    fn lab_dir(&self) -> PathBuf {
+        self.dir.join(&self.name)
+    }
+    fn vocab(&self) -> usize {
+        12
+    }
+    fn words(&self) -> usize {
+        match self.size {
+            LabSize::Smoke => 6,
+            LabSize::Default => 12,
+        }
+    }
+    fn sft_steps(&self) -> u64 {
+        match self.size {
+            LabSize::Smoke => 10,
+            LabSize::Default => 300,
+        }
+    }
+    fn rl_steps(&self) -> u64 {
+        self.steps.unwrap_or(match self.size {
+            LabSize::Smoke => 3,
+            LabSize::Default => 300,
+        })
+    }
+}
+
+/// One arm's outcome, averaged over the last fifth of its steps.
+#[derive(Clone, Debug, Serialize)]
+pub struct ArmResult {
+    pub arm: String,
+    pub r_a: f64,
+    pub r_b: f64,
+    pub eval: f64,
+    /// The eval score averaged over every step of the run.
+    pub mean_eval: f64,
+    /// The best eval score of any logged step (smoothed over 5 steps) and where.
+    pub peak_eval: f64,
+    pub peak_step: u64,
+    pub kl: Option<f64>,
+    /// θ at the end (constrained arms).
+    pub thresholds: Option<[f64; 2]>,
+}
+
+/// The lab's word-level tokenizer: specials, `go`, `:` and `w0 … w{vocab−1}`.
+pub fn tokenizer(vocab: usize) -> Result<Tokenizer> {
+    let mut v: Vec<String> = ["<|endoftext|>", "<|pad|>", "<|unk|>", "go", ":"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    v.extend((0..vocab).map(|i| format!("w{i}")));
+    let mut tok = Tokenizer::word_level(&v, &["<|endoftext|>", "<|pad|>", "<|unk|>"], "<|unk|>")?;
+    tok.set_bos(Some("<|endoftext|>"))?;
+    tok.set_eos(Some("<|endoftext|>"))?;
+    tok.set_pad(Some("<|pad|>"))?;
+    Ok(tok)
+}
+
+/// The hidden evaluation score of component shares (r_A, r_B).
+pub fn hidden_score(r_a: f64, r_b: f64) -> f64 {
+    let p = |r: f64, c: f64| 1.0 - ((r - c) / WIDTH).powi(2);
+    0.5 * (p(r_a, PROXY[0]) + p(r_b, PROXY[1]))
+}
+
+fn words_reward(name: &str, set: &[&str], peak: Option<f64>, weight: f32) -> RewardSpec {
+    RewardSpec {
+        name: Some(name.into()),
+        weight,
+        kind: RewardKind::WordFraction {
+            words: set.iter().map(|s| s.to_string()).collect(),
+            peak,
+            width: WIDTH,
+        },
+    }
+}
+
+fn write_lines(path: &Path, rows: &[Value]) -> Result<()> {
+    let mut text = String::new();
+    for r in rows {
+        text.push_str(&r.to_string());
+        text.push('\n');
+    }
+    gradus_tensor::io::write_atomic(path, text.as_bytes())
+}
+
+/// The PPO config of one arm (everything but the constraints).
+pub fn arm_config(o: &ConstrainedLabOptions, arm: &str, init: &Path) -> RlConfig {
+    let lab = o.lab_dir();
+    let mut c = RlConfig::default();
+    c.run.dir = lab.clone();
+    c.run.name = arm.into();
+    c.run.seed = o.seed;
+    c.model.init_from = Some(init.to_path_buf());
+    c.data.source = lab.join("prompts.jsonl").display().to_string();
+    c.generation.max_new_tokens = o.words();
+    c.algorithm.kind = AlgorithmKind::Ppo;
+    c.algorithm.num_generations = 4;
+    c.algorithm.beta = 0.02;
+    c.algorithm.lam = 0.95;
+    c.rewards = vec![
+        words_reward("A", &SET_A, None, 1.0),
+        words_reward("B", &SET_B, None, 1.0),
+    ];
+    c.constraints.eval = vec![
+        words_reward("eval_A", &SET_A, Some(PROXY[0]), 0.5),
+        words_reward("eval_B", &SET_B, Some(PROXY[1]), 0.5),
+    ];
+    c.train.steps = o.rl_steps();
+    c.train.batch_size = 16;
+    c.train.lr = 1e-3;
+    c.train.log_every = 1;
+    c.train.save_every = o.rl_steps().div_ceil(3).max(1);
+    c.train.progress = o.progress;
+    c.optimizer.weight_decay = 0.0;
+    c.schedule = Schedule::Constant { warmup_steps: 0 };
+    c.constraints.initial = 0.1;
+    c.constraints.lr = o
+        .multiplier_lr
+        .unwrap_or(if arm == "xi" { 0.3 } else { 1.0 });
+    match arm {
+        "mu" | "xi" => {
+            c.constraints.kind = if arm == "mu" {
+                ConstraintKind::Inequality
+            } else {
+                ConstraintKind::Equality
+            };
+            c.constraints.thresholds = PROXY.to_vec();
+        }
+        "nm" => {
+            c.constraints.kind = ConstraintKind::Inequality;
+            c.constraints.thresholds = NM_START.to_vec();
+            c.constraints.search = ThresholdSearch::NelderMead;
+            c.constraints.search_every = 3;
+            c.constraints.search_step = 0.15;
+        }
+        _ => {}
+    }
+    c
+}
+
+fn col(rows: &[serde_json::Map<String, Value>], key: &str) -> Vec<(u64, f64)> {
+    rows.iter()
+        .filter_map(|r| Some((r.get("step")?.as_u64()?, r.get(key)?.as_f64()?)))
+        .collect()
+}
+
+fn tail_mean(v: &[(u64, f64)]) -> f64 {
+    let k = (v.len() / 5).max(1);
+    let t = &v[v.len().saturating_sub(k)..];
+    t.iter().map(|x| x.1).sum::<f64>() / t.len().max(1) as f64
+}
+
+fn arm_result(run_dir: &Path, arm: &str) -> Result<ArmResult> {
+    let rows = crate::metrics::read_metrics(&run_dir.join("metrics.jsonl"))?;
+    let (a, b, e) = (
+        col(&rows, "rewards/A/mean"),
+        col(&rows, "rewards/B/mean"),
+        col(&rows, "eval_score"),
+    );
+    if e.is_empty() {
+        return Err(Error::format(run_dir, "no eval_score in metrics.jsonl"));
+    }
+    let mut peak = (0u64, f64::NEG_INFINITY);
+    for i in 0..e.len() {
+        let w = &e[i.saturating_sub(2)..(i + 3).min(e.len())];
+        let m = w.iter().map(|x| x.1).sum::<f64>() / w.len() as f64;
+        if m > peak.1 {
+            peak = (e[i].0, m);
+        }
+    }
+    let kl = col(&rows, "kl");
+    let th = |k: &str| col(&rows, k).last().map(|x| x.1);
+    Ok(ArmResult {
+        arm: arm.into(),
+        r_a: tail_mean(&a),
+        r_b: tail_mean(&b),
+        eval: tail_mean(&e),
+        mean_eval: e.iter().map(|x| x.1).sum::<f64>() / e.len() as f64,
+        peak_eval: peak.1,
+        peak_step: peak.0,
+        kl: (!kl.is_empty()).then(|| tail_mean(&kl)),
+        thresholds: match (th("constraints/A/threshold"), th("constraints/B/threshold")) {
+            (Some(x), Some(y)) => Some([x, y]),
+            _ => None,
+        },
+    })
+}
+
+/// Runs (or resumes) every stage and writes the results; returns one row per arm.
+pub fn run(o: &ConstrainedLabOptions) -> Result<Vec<ArmResult>> {
+    let lab = o.lab_dir();
+    std::fs::create_dir_all(&lab).map_err(|e| Error::io(&lab, e))?;
+    let tok_dir = lab.join("tokenizer");
+    if !tok_dir.join("tokenizer.json").exists() {
+        tokenizer(o.vocab())?.save(&tok_dir)?;
+    }
+    // Data: uniform random words after `go :`, and the RL prompts.
+    let mut rng = Rng::derive(o.seed, "lab-constrained/sft-data");
+    let sft_rows: Vec<Value> = (0..4000)
+        .map(|_| {
+            let w: Vec<String> = (0..o.words())
+                .map(|_| format!("w{}", rng.below(o.vocab())))
+                .collect();
+            json!({"prompt": "go :", "completion": w.join(" ")})
+        })
+        .collect();
+    write_lines(&lab.join("sft.jsonl"), &sft_rows)?;
+    write_lines(
+        &lab.join("prompts.jsonl"),
+        &vec![json!({"prompt": "go :"}); 64],
+    )?;
+    // The starting policy: a tiny decoder fine-tuned from scratch on the random words.
+    let mut s = crate::recipe::RecipeConfig::default();
+    s.run.dir = lab.clone();
+    s.run.name = "sft".into();
+    s.run.seed = o.seed;
+    s.tokenizer.path = Some(tok_dir);
+    s.model.config.hidden_size = 32;
+    s.model.config.num_hidden_layers = 1;
+    s.model.config.num_attention_heads = 2;
+    s.model.config.num_key_value_heads = 2;
+    s.model.config.intermediate_size = 64;
+    s.model.config.max_position_embeddings = 64;
+    s.data.source = lab.join("sft.jsonl").display().to_string();
+    s.data.seq_len = o.words() + 4;
+    s.data.pack = false;
+    s.data.completion_only = true;
+    s.data.val_fraction = 0.0;
+    s.optimizer.weight_decay = 0.0;
+    s.train.steps = o.sft_steps();
+    s.train.batch_size = 32;
+    s.train.lr = 3e-3;
+    s.train.log_every = 10;
+    s.train.save_every = o.sft_steps();
+    s.train.progress = o.progress;
+    let resume = || Start::Resume {
+        explicit: Vec::new(),
+    };
+    crate::sft::run(&s, resume())?;
+    let init = crate::checkpoint::latest_checkpoint(&lab.join("sft"))?
+        .ok_or_else(|| Error::format(lab.join("sft"), "the SFT stage wrote no checkpoint"))?;
+    let mut rows = Vec::new();
+    let mut dirs = Vec::new();
+    for arm in ["fixed", "mu", "xi", "nm"] {
+        eprintln!("== constrained-rl: {arm} ==");
+        let c = arm_config(o, arm, &init);
+        crate::rl::run(&c, resume())?;
+        let d = lab.join(arm);
+        rows.push(arm_result(&d, arm)?);
+        dirs.push(d);
+    }
+    let start = hidden_score(SET_A.len() as f64 / 12.0, SET_B.len() as f64 / 12.0);
+    let md = results_md(o, &rows, start);
+    gradus_tensor::io::write_atomic(&lab.join("results.md"), md.as_bytes())?;
+    let summary = json!({"size": o.size, "seed": o.seed, "steps": o.rl_steps(), "arms": rows,
+        "proxy_points": PROXY, "eval_at_uniform": start});
+    gradus_tensor::io::write_atomic(
+        &lab.join("summary.json"),
+        serde_json::to_string_pretty(&summary)
+            .map_err(|e| Error::msg(e.to_string()))?
+            .as_bytes(),
+    )?;
+    let keys: Vec<String> = [
+        "eval_score",
+        "rewards/A/mean",
+        "rewards/B/mean",
+        "kl",
+        "constraints/A/lambda",
+        "constraints/B/lambda",
+        "constraints/A/threshold",
+        "constraints/B/threshold",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let html = crate::compare::compare_runs(&dirs, Some(&keys))?;
+    gradus_tensor::io::write_atomic(&lab.join("report.html"), html.as_bytes())?;
+    Ok(rows)
+}
+
+/// The paper's claims and ours, as Markdown.
+pub fn results_md(o: &ConstrainedLabOptions, rows: &[ArmResult], start: f64) -> String {
+    let mut s = String::from("# Constrained RL over composite rewards (lab)\n\n");
+    s.push_str(&format!(
+        "`gradus lab constrained-rl` ({:?} size, seed {}, {} PPO steps per arm). Components: share of words in \
+A = {{w0..w3}} and B = {{w2..w5}} (correlated through w2, w3). Hidden eval = mean of 1 − ((r − θ*)/{WIDTH})² at \
+proxy points θ* = ({}, {}); at the uniform start it is {start:.3}.\n\n",
+        o.size,
+        o.seed,
+        o.rl_steps(),
+        PROXY[0],
+        PROXY[1]
+    ));
+    s.push_str("| arm | r_A | r_B | eval (last 20%) | eval (mean over the run) | best eval (step) | KL | θ at the end |\n|---|---|---|---|---|---|---|---|\n");
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} ({}) | {} | {} |\n",
+            r.arm,
+            r.r_a,
+            r.r_b,
+            r.eval,
+            r.mean_eval,
+            r.peak_eval,
+            r.peak_step,
+            r.kl.map_or("—".into(), |k| format!("{k:.3}")),
+            r.thresholds
+                .map_or("—".into(), |t| format!("({:.2}, {:.2})", t[0], t[1]))
+        ));
+    }
+    s.push_str(
+        "\nPaper (Moskovitz et al. 2024): fixed-weight PPO overoptimises the component rewards (the \
+evaluation score peaks, then falls); μ-PPO and ξ-PPO hold the components near the proxy points and reach \
+a higher evaluation score; NM-PPO finds the proxy points within one run.\n",
+    );
+    s
+}
