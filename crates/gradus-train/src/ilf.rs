@@ -1187,7 +1187,7 @@ pub fn run(cfg: &IlfConfig, start: Start) -> Result<IlfOutcome> {
          never pretrained on); a {}-layer, {}-wide decoder pretrained {} steps on {} documents \
          ({:.0}% bug + feedback + fix); {} round(s), {} samples per task, {} refinements per \
          failing task at temperature {}; fine-tuning {} epoch(s) per round on n examples per arm. \
-         The x axis of the plot (\"step\") is the round (0 = pretrained). Took {:.0} s.",
+         The x axis of the plot (\"step\") is the round (0 = pretrained). This invocation took {:.0} s (stages read back on --resume are not counted).",
         sets.pool.len(),
         sets.heldout.len(),
         cfg.tasks.tests,
