@@ -13,8 +13,8 @@
 //!   expected to push past the proxy points (overoptimisation: the eval score rises, then falls);
 //! - `mu`: μ-PPO, inequality constraints r_i ≥ θ_i at the proxy points, the KL as the objective;
 //! - `xi`: ξ-PPO, equality constraints r_i = θ_i;
-//! - `nm`: NM-PPO, μ-PPO whose θ starts at (0.4, 0.4) and is moved by Nelder–Mead against the eval
-//!   score within the one run.
+//! - `nm`: NM-PPO, μ-PPO whose θ starts at (0.4, 0.4) and is moved by Nelder–Mead against the
+//!   eval score within the one run (one evaluation = the mean over 8 generation batches).
 //!
 //! Layout: `<dir>/<name>/{tokenizer/, sft.jsonl, prompts.jsonl, sft/, fixed/, mu/, xi/, nm/,
 //! results.md, summary.json, report.html}`. Every stage is an ordinary run directory, resumed when
@@ -221,7 +221,7 @@ pub fn arm_config(o: &ConstrainedLabOptions, arm: &str, init: &Path) -> RlConfig
             c.constraints.kind = ConstraintKind::Inequality;
             c.constraints.thresholds = NM_START.to_vec();
             c.constraints.search = ThresholdSearch::NelderMead;
-            c.constraints.search_every = 3;
+            c.constraints.search_every = 8;
             c.constraints.search_step = 0.15;
         }
         _ => {}

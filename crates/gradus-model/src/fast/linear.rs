@@ -9,9 +9,21 @@ use gradus_tensor::ops::gemm_strided;
 /// Below this many multiply-adds a GEMM runs on the calling thread.
 const PAR_MIN_WORK: usize = 1 << 16;
 
+/// [`PAR_MIN_WORK`], or `GRADUS_GEMM_PAR_MIN_WORK` when set (a benchmarking knob: the point where
+/// waking the thread pool pays differs between CPUs).
+fn par_min_work() -> usize {
+    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *V.get_or_init(|| {
+        std::env::var("GRADUS_GEMM_PAR_MIN_WORK")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(PAR_MIN_WORK)
+    })
+}
+
 fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
     let threads = rayon::current_num_threads();
-    if threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PAR_MIN_WORK {
+    if threads > 1 && m.saturating_mul(n).saturating_mul(k) >= par_min_work() {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
