@@ -45,6 +45,11 @@ pub enum LabCmd {
     /// on the fittest each round), against its untuned ablation and a GA with random mutations at
     /// equal evaluations (Chen, Dohan & So 2023).
     Evoprompting(crate::evoprompting_cmd::EvopromptingArgs),
+    /// Imitation learning from language feedback on code: programs in the tiny language, feedback
+    /// templated from the failing test, refinements that pass the tests fine-tune the model;
+    /// against fine-tuning on gold programs and on the model's own passing samples at equal data
+    /// (Chen et al. 2023).
+    Ilf(crate::ilf_cmd::IlfArgs),
     /// Pretraining with human feedback: MLE, filtering, conditional training, unlikelihood, RWR
     /// and AWR on Python functions with PEP8 violations; misaligned share of samples and clean LM
     /// loss per objective (Korbak et al. 2023).
@@ -118,6 +123,7 @@ pub fn lab(cmd: LabCmd) -> Result<()> {
         LabCmd::BooleanIcl(a) => crate::icl_cmd::boolean(a),
         LabCmd::Llome(a) => crate::llome_cmd::llome(a),
         LabCmd::Evoprompting(a) => crate::evoprompting_cmd::evoprompting(a),
+        LabCmd::Ilf(a) => crate::ilf_cmd::ilf(a),
         LabCmd::Phf(a) => crate::phf_cmd::lab(a),
         LabCmd::ConstrainedRl {
             dir,

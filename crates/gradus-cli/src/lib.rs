@@ -9,6 +9,7 @@ pub mod embed_cmd;
 pub mod eval_cmd;
 pub mod evoprompting_cmd;
 pub mod icl_cmd;
+pub mod ilf_cmd;
 pub mod lab_cmd;
 pub mod llome_cmd;
 pub mod phf_cmd;

@@ -47,6 +47,16 @@ fn every_shipped_config_parses_and_validates() {
                 .and_then(|c| Ok(c.validate()?)),
             "evoprompting" => resolve::<gradus_train::evoprompting::EvoConfig>(Some(&f), &[])
                 .and_then(|c| Ok(c.validate()?)),
+            "ilf" => resolve::<gradus_train::ilf::IlfConfig>(Some(&f), &[]).and_then(|c| {
+                // The shipped default is exactly the built-in default.
+                assert_eq!(
+                    c,
+                    gradus_train::ilf::IlfConfig::default(),
+                    "{}",
+                    f.display()
+                );
+                Ok(c.validate()?)
+            }),
             "rl" => {
                 resolve::<gradus_train::rl::RlConfig>(Some(&f), &[]).and_then(|c| Ok(c.validate()?))
             }

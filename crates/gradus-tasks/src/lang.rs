@@ -25,7 +25,7 @@
 //! deeper than [`MAX_BLOCK_DEPTH`] are refused by the parser, so no input can overflow the stack.
 //! Every error carries the 1-based line and column of the token at fault.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 /// Deepest expression tree the parser accepts (a chain `1+1+...` of n terms has depth n).
@@ -837,6 +837,10 @@ pub struct Execution {
     /// The printed values in order.
     pub values: Vec<i64>,
     pub steps: u64,
+    /// Steps per source line (1-based; built programs count under line 0): how often each line ran.
+    /// A statement counts once per execution, a `while` line once more per loop test after the
+    /// first, so a `while` line counts its condition's evaluations. Lines never reached are absent.
+    pub line_counts: BTreeMap<usize, u64>,
 }
 
 struct Machine {
@@ -844,11 +848,13 @@ struct Machine {
     values: Vec<i64>,
     steps: u64,
     max_steps: u64,
+    line_counts: BTreeMap<usize, u64>,
 }
 
 impl Machine {
     fn step(&mut self, pos: Pos) -> Result<(), ProgramError> {
         self.steps += 1;
+        *self.line_counts.entry(pos.line).or_insert(0) += 1;
         if self.steps > self.max_steps {
             return Err(ProgramError::new(ErrorKind::StepLimit(self.max_steps), pos));
         }
@@ -967,6 +973,7 @@ impl Program {
             values: Vec::new(),
             steps: 0,
             max_steps: limits.max_steps,
+            line_counts: BTreeMap::new(),
         };
         for s in &self.stmts {
             m.stmt(s)?;
@@ -981,6 +988,7 @@ impl Program {
             output,
             values: m.values,
             steps: m.steps,
+            line_counts: m.line_counts,
         })
     }
 }

@@ -33,10 +33,13 @@
 //! - [`evo`]: program synthesis toward a hidden target behaviour in the tiny language (graded
 //!   fitness, a counting evaluator, random AST mutation and crossover), the objective of
 //!   EvoPrompting (Chen, Dohan & So 2023).
+//! - [`code_tasks`]: programming tasks in the tiny language with unit tests, templated feedback
+//!   from the first failing test and a bug generator (ILF on code, Chen et al. 2023).
 
 pub mod arith;
 pub mod boolean;
 pub mod bursty;
+pub mod code_tasks;
 pub mod corpus;
 pub mod ehrlich;
 pub mod evo;

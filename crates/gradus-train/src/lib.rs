@@ -23,8 +23,11 @@
 //! `[prefs]` section: preference pairs for `dpo` and `reward`), [`quickstart`] and
 //! [`lab_ranking`] (the ranking-accuracy lab), [`llome`] (an LM as a black-box optimiser of
 //! Ehrlich functions against the GA: `gradus lab llome`), [`evoprompting`] (an LM as the
-//! mutation operator of an evolutionary program search: `gradus lab evoprompting`), [`phf`] (`[phf]`: pretraining with human
-//! feedback, Korbak et al. 2023) and [`lab_phf`] (its lab). [`lora`]: `[lora]`, adapters instead
+//! mutation operator of an evolutionary program search: `gradus lab evoprompting`), [`ilf`]
+//! (imitation learning from language feedback on tiny-language code: `gradus lab ilf`),
+//! [`lab_constrained`] (constrained RL over composite rewards: `gradus lab constrained-rl`),
+//! [`phf`] (`[phf]`: pretraining with human feedback, Korbak et al. 2023) and [`lab_phf`] (its
+//! lab). [`lora`]: `[lora]`, adapters instead
 //! of full fine-tuning, for every recipe built on the loop.
 //!
 //! The run directory these write is the contract with `gradus-eval` and `gradus-dynamics`:
@@ -55,6 +58,7 @@ pub mod eval_hook;
 pub mod evoprompting;
 pub mod examples;
 pub mod icl;
+pub mod ilf;
 pub mod lab_constrained;
 pub mod lab_phf;
 pub mod lab_ranking;

@@ -70,6 +70,8 @@ elif head == ["lab", "evoprompting"]:
         # Settings sized for the default (budget, seeds) would not fit the smoke preset.
         if args[i + 1].split("=")[0] in ("budget.evaluations", "run.seeds", "search.prompts", "search.children"):
             del args[i : i + 2]
+elif head == ["lab", "ilf"]:
+    replace("--size", "smoke")
 elif head == ["eval", "run"]:
     replace("--limit", "4")
 elif head == ["eval", "code"] and "--model" in args:
