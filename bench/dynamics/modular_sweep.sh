@@ -22,6 +22,8 @@ RAYON_NUM_THREADS=2 target/release/gradus sweep --config configs/pretrain/modula
 t1=$(date +%s.%N)
 python3 -c "import json;print(json.dumps({'impl':'gradus','seeds':$SEEDS,'steps':$STEPS,'norm':'$NORM','wall_s':round($t1-$t0,2),'steps_per_s':round($SEEDS*$STEPS/($t1-$t0),1)}))"
 python3 -c "import json;rows=json.load(open('$OUT/modular-addition-sweep.json'));print('gradus convergence steps', [r['convergence_step'] if r['converged'] else None for r in rows])"
+# The gradus run's own threads lift the 1-minute average: wait for it to fall again.
+for i in $(seq 1 60); do l=$(cut -d' ' -f1 /proc/loadavg); awk "BEGIN{exit !($l < 0.5)}" && break; sleep 5; done
 echo "load between: $(cut -d' ' -f1 /proc/loadavg)"
 OMP_NUM_THREADS=2 python3 bench/dynamics/modular_sweep_torch.py --seeds $SEEDS --steps $STEPS --norm $NORM --threads 2
 echo "load after: $(cut -d' ' -f1 /proc/loadavg)"
