@@ -138,6 +138,23 @@ pub fn to_toml<T: Serialize>(cfg: &T) -> Result<String> {
     Ok(toml::to_string_pretty(cfg)?)
 }
 
+/// How a command treats its run directory from `--resume` / `--overwrite`: resuming may change
+/// exactly the keys that `--set` names.
+pub fn start(resume: bool, overwrite: bool, sets: &[String]) -> gradus_train::rundir::Start {
+    use gradus_train::rundir::Start;
+    if resume {
+        let explicit = sets
+            .iter()
+            .filter_map(|s| s.split_once('=').map(|(k, _)| k.trim().to_string()))
+            .collect();
+        Start::Resume { explicit }
+    } else if overwrite {
+        Start::Overwrite
+    } else {
+        Start::New
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,22 +184,5 @@ mod tests {
         cfg.model.init_from = Some(d.path().join("nope"));
         assert_eq!(resolve_init_from(&mut cfg).unwrap(), None);
         assert_eq!(cfg.model.init_from, Some(d.path().join("nope")));
-    }
-}
-
-/// How a command treats its run directory from `--resume` / `--overwrite`: resuming may change
-/// exactly the keys that `--set` names.
-pub fn start(resume: bool, overwrite: bool, sets: &[String]) -> gradus_train::rundir::Start {
-    use gradus_train::rundir::Start;
-    if resume {
-        let explicit = sets
-            .iter()
-            .filter_map(|s| s.split_once('=').map(|(k, _)| k.trim().to_string()))
-            .collect();
-        Start::Resume { explicit }
-    } else if overwrite {
-        Start::Overwrite
-    } else {
-        Start::New
     }
 }
