@@ -155,6 +155,40 @@ pub fn start(resume: bool, overwrite: bool, sets: &[String]) -> gradus_train::ru
     }
 }
 
+/// Merges the tables of `over` into `base` (values of `over` win).
+fn merge_toml(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge_toml(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// `base` (e.g. a lab's size preset) with the fields of the TOML file `path` laid over it. The
+/// file is first parsed alone, so an unknown or mistyped field is reported against it.
+pub fn overlay_file<T: Serialize + DeserializeOwned>(base: T, path: Option<&Path>) -> Result<T> {
+    let Some(p) = path else {
+        return Ok(base);
+    };
+    let text =
+        std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
+    let _: T = toml::from_str(&text)
+        .map_err(|e| anyhow!("{}: {}", p.display(), suggest(&e.to_string())))?;
+    let over: toml::Value = toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", p.display()))?;
+    let mut v = toml::Value::try_from(&base).context("serialising config")?;
+    merge_toml(&mut v, over);
+    v.try_into()
+        .map_err(|e| anyhow!("{}: {}", p.display(), suggest(&e.to_string())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

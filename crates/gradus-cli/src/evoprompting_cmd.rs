@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use gradus_train::evoprompting::{run, EvoConfig, EvoSize};
 
@@ -43,44 +43,12 @@ pub struct EvopromptingArgs {
     pub overwrite: bool,
 }
 
-/// Lays the tables of `over` onto `base`, key by key (values of `over` win).
-fn merge(base: &mut toml::Value, over: toml::Value) {
-    match (base, over) {
-        (toml::Value::Table(b), toml::Value::Table(o)) => {
-            for (k, v) in o {
-                match b.get_mut(&k) {
-                    Some(slot) if slot.is_table() && v.is_table() => merge(slot, v),
-                    _ => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (b, o) => *b = o,
-    }
-}
-
-/// The preset of `size` with the file `path` laid over it.
-fn preset_with_file(size: EvoSize, path: Option<&std::path::Path>) -> Result<EvoConfig> {
-    let preset = EvoConfig::preset(size);
-    let Some(p) = path else {
-        return Ok(preset);
-    };
-    let text =
-        std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
-    let file: toml::Value = toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", p.display()))?;
-    let mut v = toml::Value::try_from(&preset).context("serialising config")?;
-    merge(&mut v, file);
-    v.try_into::<EvoConfig>()
-        .map_err(|e| anyhow!("{}: {e}", p.display()))
-}
-
 pub fn evoprompting(a: EvopromptingArgs) -> Result<()> {
     let size = match a.size {
         EvoSizeArg::Smoke => EvoSize::Smoke,
         EvoSizeArg::Default => EvoSize::Default,
     };
-    let base = preset_with_file(size, a.config.as_deref())?;
+    let base = config::overlay_file(EvoConfig::preset(size), a.config.as_deref())?;
     let cfg: EvoConfig = config::resolve_from(base, &a.sets)?;
     if a.show_config {
         print!("{}", config::to_toml(&cfg)?);

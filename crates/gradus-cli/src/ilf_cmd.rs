@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use gradus_train::ilf::{run, IlfConfig, IlfSize};
 
@@ -41,44 +41,13 @@ pub struct IlfArgs {
     pub overwrite: bool,
 }
 
-/// Merges the tables of `over` into `base` (values of `over` win).
-fn merge(base: &mut toml::Value, over: toml::Value) {
-    match (base, over) {
-        (toml::Value::Table(b), toml::Value::Table(o)) => {
-            for (k, v) in o {
-                match b.get_mut(&k) {
-                    Some(slot) => merge(slot, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (b, o) => *b = o,
-    }
-}
-
 /// The resolved config: the size's, then the file's fields, then `--set`.
 pub fn resolve(a: &IlfArgs) -> Result<IlfConfig> {
     let size = match a.size {
         IlfSizeArg::Smoke => IlfSize::Smoke,
         IlfSizeArg::Default => IlfSize::Default,
     };
-    let mut base = IlfConfig::sized(size);
-    if let Some(p) = &a.config {
-        let text = std::fs::read_to_string(p)
-            .with_context(|| format!("reading config {}", p.display()))?;
-        // Parse the file alone first, so unknown fields are reported against it.
-        let _: IlfConfig = toml::from_str(&text)
-            .map_err(|e| anyhow!("{}: {}", p.display(), config::suggest(&e.to_string())))?;
-        let over: toml::Value =
-            toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", p.display()))?;
-        let mut v = toml::Value::try_from(&base).context("serialising config")?;
-        merge(&mut v, over);
-        base = v
-            .try_into()
-            .map_err(|e| anyhow!("{}: {}", p.display(), config::suggest(&e.to_string())))?;
-    }
+    let base = config::overlay_file(IlfConfig::sized(size), a.config.as_deref())?;
     config::resolve_from(base, &a.sets)
 }
 

@@ -44,6 +44,7 @@
 //! <dir>/<name>/results.json, results.md, examples.md, report.html
 //! ```
 
+use crate::lab_io::{cached, write_json_pretty, write_jsonl};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -60,7 +61,7 @@ use gradus_tasks::lang;
 use gradus_tensor::io::write_atomic;
 use gradus_tensor::rng::Rng;
 use gradus_tensor::{Device, Error, Result};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::checkpoint::latest_checkpoint;
@@ -672,41 +673,6 @@ pub struct RoundRecord {
     pub solved: bool,
 }
 
-fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::format(path, e.to_string()))
-}
-
-fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
-    }
-    let text = serde_json::to_string_pretty(v).map_err(|e| Error::msg(e.to_string()))?;
-    write_atomic(path, (text + "\n").as_bytes())
-}
-
-/// Reads `path` if a previous run finished that stage, else computes and writes it.
-fn cached<T: Serialize + DeserializeOwned>(
-    path: &Path,
-    make: impl FnOnce() -> Result<T>,
-) -> Result<T> {
-    if path.exists() {
-        return read_json(path);
-    }
-    let v = make()?;
-    write_json(path, &v)?;
-    Ok(v)
-}
-
-fn write_jsonl(path: &Path, rows: &[Value]) -> Result<()> {
-    let mut s = String::new();
-    for r in rows {
-        s.push_str(&r.to_string());
-        s.push('\n');
-    }
-    write_atomic(path, s.as_bytes())
-}
-
 // ------------------------------------------------------------------------------- training
 
 /// An SFT run directory `dir` on `data`: from scratch (pretraining) or LoRA on `base`; returns
@@ -1226,7 +1192,7 @@ pub fn run(cfg: &EvoConfig, start: Start) -> Result<EvoOutcome> {
             }).collect::<serde_json::Map<_, _>>(),
         }))).collect::<serde_json::Map<_, _>>(),
     });
-    write_json(&lab.join("results.json"), &results_json)?;
+    write_json_pretty(&lab.join("results.json"), &results_json)?;
 
     // examples.md and per-round diagnostics of the first seed.
     let mut ex = String::from("# Example prompts and children (first seed)\n\n");

@@ -38,6 +38,7 @@
 //! <dir>/<name>/metrics.jsonl (pass@1 per round and arm), results.json, results.md, report.html
 //! ```
 
+use crate::lab_io::{cached, write_json, write_jsonl};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -53,7 +54,7 @@ use gradus_tasks::code_tasks::{
 use gradus_tensor::io::write_atomic;
 use gradus_tensor::rng::Rng;
 use gradus_tensor::{Device, Error, Result};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::checkpoint::latest_checkpoint;
@@ -576,44 +577,6 @@ pub struct IlfOutcome {
     pub report: PathBuf,
     /// Per arm, pass@1 after pretraining and after each round.
     pub pass1: BTreeMap<Arm, Vec<f64>>,
-}
-
-fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::format(path, e.to_string()))
-}
-
-fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
-    }
-    let text = serde_json::to_string(v).map_err(|e| Error::msg(e.to_string()))?;
-    write_atomic(path, (text + "\n").as_bytes())
-}
-
-/// Reads `path` if a previous run finished that stage, else computes and writes it.
-fn cached<T: Serialize + DeserializeOwned>(
-    path: &Path,
-    make: impl FnOnce() -> Result<T>,
-) -> Result<T> {
-    if path.exists() {
-        return read_json(path);
-    }
-    let v = make()?;
-    write_json(path, &v)?;
-    Ok(v)
-}
-
-fn write_jsonl(path: &Path, rows: &[Value]) -> Result<()> {
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
-    }
-    let mut s = String::new();
-    for r in rows {
-        s.push_str(&r.to_string());
-        s.push('\n');
-    }
-    write_atomic(path, s.as_bytes())
 }
 
 /// How many lines of two JSONL training files (one arm's and another's, in the same task

@@ -165,15 +165,6 @@ fn words_reward(name: &str, set: &[&str], peak: Option<f64>, weight: f32) -> Rew
     }
 }
 
-fn write_lines(path: &Path, rows: &[Value]) -> Result<()> {
-    let mut text = String::new();
-    for r in rows {
-        text.push_str(&r.to_string());
-        text.push('\n');
-    }
-    gradus_tensor::io::write_atomic(path, text.as_bytes())
-}
-
 /// The PPO config of one arm (everything but the constraints).
 pub fn arm_config(o: &ConstrainedLabOptions, arm: &str, init: &Path) -> RlConfig {
     let lab = o.lab_dir();
@@ -295,8 +286,8 @@ pub fn run(o: &ConstrainedLabOptions) -> Result<Vec<ArmResult>> {
             json!({"prompt": "go :", "completion": w.join(" ")})
         })
         .collect();
-    write_lines(&lab.join("sft.jsonl"), &sft_rows)?;
-    write_lines(
+    crate::lab_io::write_jsonl(&lab.join("sft.jsonl"), &sft_rows)?;
+    crate::lab_io::write_jsonl(
         &lab.join("prompts.jsonl"),
         &vec![json!({"prompt": "go :"}); 64],
     )?;

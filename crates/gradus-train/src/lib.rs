@@ -60,6 +60,7 @@ pub mod examples;
 pub mod icl;
 pub mod ilf;
 pub mod lab_constrained;
+pub mod lab_io;
 pub mod lab_phf;
 pub mod lab_ranking;
 pub mod llome;

@@ -44,6 +44,7 @@
 //! <dir>/<name>/results.json, regret.md, report.html
 //! ```
 
+use crate::lab_io::{cached, read_json, write_json, write_jsonl};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -58,7 +59,7 @@ use gradus_tasks::ga::{best_at, quantile, regret, run_ga, GaConfig, Oracle};
 use gradus_tensor::io::write_atomic;
 use gradus_tensor::rng::Rng;
 use gradus_tensor::{Device, Error, Result};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::checkpoint::latest_checkpoint;
@@ -530,32 +531,6 @@ fn f_of(f: Option<f64>) -> f64 {
     f.unwrap_or(f64::NEG_INFINITY)
 }
 
-fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::format(path, e.to_string()))
-}
-
-fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
-    let text = serde_json::to_string(v).map_err(|e| Error::msg(e.to_string()))?;
-    write_atomic(path, (text + "\n").as_bytes())
-}
-
-/// Reads `path` if a previous run finished that stage, else computes and writes it.
-fn cached<T: Serialize + DeserializeOwned>(
-    path: &Path,
-    make: impl FnOnce() -> Result<T>,
-) -> Result<T> {
-    if path.exists() {
-        return read_json(path);
-    }
-    let v = make()?;
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
-    }
-    write_json(path, &v)?;
-    Ok(v)
-}
-
 // ------------------------------------------------------------------------------- tokens
 
 /// The lab's word-level tokenizer: specials, the separator `:` and one token `s<i>` per state.
@@ -967,16 +942,6 @@ fn propose_and_label(
 
 /// A sequence with its f (−∞ when infeasible).
 type Scored = (Vec<usize>, f64);
-
-/// Writes a JSONL file of rows.
-fn write_jsonl(path: &Path, rows: &[Value]) -> Result<()> {
-    let mut s = String::new();
-    for r in rows {
-        s.push_str(&r.to_string());
-        s.push('\n');
-    }
-    write_atomic(path, s.as_bytes())
-}
 
 fn fill_train(c: &mut crate::recipe::TrainSection, s: &StageSection, progress: bool) {
     c.steps = s.steps;
