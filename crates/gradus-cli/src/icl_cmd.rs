@@ -51,6 +51,21 @@ pub struct IclCommon {
     /// No progress lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Override a field of every run's config after the size preset (`--set data.n_classes=1024`,
+    /// `--set train.lr=3e-4`), as the recipes' `--set`; repeatable. The lab keeps its own run
+    /// names and the grid's values (B and α; a Boolean run's class; a transience arm's L2).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+/// `--set` overrides as the labs' config hook (errors carry the overrides).
+fn adjuster<T: serde::Serialize + serde::de::DeserializeOwned>(
+    sets: Vec<String>,
+) -> impl Fn(T) -> gradus_tensor::Result<T> {
+    move |c| {
+        crate::config::resolve_from(c, &sets)
+            .map_err(|e| gradus_tensor::Error::msg(format!("{e:#}")))
+    }
 }
 
 /// `gradus lab icl-emergence`.
@@ -90,7 +105,7 @@ pub fn emergence(a: IclEmergenceArgs) -> Result<()> {
     if let Some(al) = a.alphas {
         o.alphas = al;
     }
-    let out = emergence::run(&o)?;
+    let out = emergence::run_with(&o, &adjuster(c.sets))?;
     print!("{}", out.table);
     println!("report: {}", out.report.display());
     Ok(())
@@ -108,7 +123,7 @@ pub fn transience(a: IclTransienceArgs) -> Result<()> {
     o.overwrite = c.overwrite;
     o.progress = !c.quiet;
     o.l2 = a.l2;
-    let out = transience::run(&o)?;
+    let out = transience::run_with(&o, &adjuster(c.sets))?;
     print!("{}", out.table);
     println!("report: {}", out.report.display());
     Ok(())
@@ -148,7 +163,7 @@ fn parse_class(s: &str) -> Result<gradus_tasks::boolean::BoolClass> {
 }
 
 pub fn boolean(a: BooleanIclArgs) -> Result<()> {
-    use gradus_train::icl::boolean::{run, BooleanOptions};
+    use gradus_train::icl::boolean::{run_with, BooleanOptions};
     let c = a.common;
     let mut o = BooleanOptions::new(c.dir, c.size.into());
     o.seed = c.seed;
@@ -162,7 +177,7 @@ pub fn boolean(a: BooleanIclArgs) -> Result<()> {
             .map(|s| parse_class(s.trim()))
             .collect::<Result<_>>()?;
     }
-    let out = run(&o)?;
+    let out = run_with(&o, &adjuster(c.sets))?;
     print!("{}", out.table);
     println!("report: {}", out.report.display());
     Ok(())

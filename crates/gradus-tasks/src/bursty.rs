@@ -83,6 +83,12 @@ pub struct BurstyConfig {
     /// N: context pairs before the query.
     pub context: usize,
     pub labels: LabelMode,
+    /// B of the evaluation sequences ([`SeqKind::IclNovel`], [`SeqKind::IclSwap`]); None: the
+    /// training B. Fixing it keeps the ICL evaluation the same task across runs trained with
+    /// different B (a context of N/B classes lets a model that copies any context label score
+    /// B/N, so accuracies at different evaluation B are not comparable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_burstiness: Option<usize>,
 }
 
 impl Default for BurstyConfig {
@@ -98,11 +104,17 @@ impl Default for BurstyConfig {
             p_bursty: 1.0,
             context: 8,
             labels: LabelMode::Fixed,
+            eval_burstiness: None,
         }
     }
 }
 
 impl BurstyConfig {
+    /// B of the evaluation sequences (`eval_burstiness`, else `burstiness`).
+    pub fn eval_b(&self) -> usize {
+        self.eval_burstiness.unwrap_or(self.burstiness)
+    }
+
     /// Checks the settings; an impossible one is an error naming its field (`prefix.field`).
     pub fn validate(&self, prefix: &str) -> Result<()> {
         let f = |n: &str| format!("{prefix}{n}");
@@ -130,12 +142,23 @@ impl BurstyConfig {
                 ),
             ));
         }
-        let distinct = self.context / self.burstiness;
+        if let Some(eb) = self.eval_burstiness {
+            if eb == 0 || eb > self.context {
+                return Err(Error::config(
+                    f("eval_burstiness"),
+                    format!(
+                        "must be in 1..=context ({}): the query's class cannot appear {eb} times in a context of {} items",
+                        self.context, self.context
+                    ),
+                ));
+            }
+        }
+        let distinct = self.context / self.burstiness.min(self.eval_b());
         if distinct > self.n_classes {
             return Err(Error::config(
                 f("n_classes"),
                 format!(
-                    "a bursty context holds {distinct} distinct classes (context / burstiness) but there are only {}",
+                    "a bursty context holds {distinct} distinct classes (context / burstiness or eval_burstiness) but there are only {}",
                     self.n_classes
                 ),
             ));
@@ -352,7 +375,11 @@ impl BurstyTask {
 
     fn sample(&self, kind: SeqKind, rng: &mut Rng) -> Sequence {
         let c = &self.cfg;
-        let (n, b) = (c.context, c.burstiness);
+        let n = c.context;
+        let b = match kind {
+            SeqKind::IclNovel | SeqKind::IclSwap => c.eval_b(),
+            SeqKind::Train | SeqKind::Iwl => c.burstiness,
+        };
         let k = c.n_classes;
         let zipf = |r: &mut Rng| self.sample_class(r);
         let novel = |r: &mut Rng| k + r.below(c.n_novel_classes);

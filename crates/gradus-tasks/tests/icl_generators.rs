@@ -21,6 +21,7 @@ fn cfg(n: usize, b: usize) -> BurstyConfig {
         p_bursty: 1.0,
         context: n,
         labels: LabelMode::Fixed,
+        eval_burstiness: None,
     }
 }
 
@@ -54,6 +55,39 @@ fn bursty_sequences_repeat_the_query_class_b_times() {
         u.dedup();
         assert_eq!(u.len(), 2, "{ctx:?}");
         assert!(u.iter().all(|&c| count(ctx, c) == 4));
+    }
+}
+
+#[test]
+fn evaluation_burstiness_sets_the_icl_splits_only() {
+    // Trained with B = 1 (8 distinct classes, the query's once) but evaluated with B = 4: the ICL
+    // splits (novel, swapped) hold exactly 2 classes × 4 with the query's class 4 times, the
+    // training split keeps B = 1 (the query's class once among 8 distinct), and the IWL split
+    // never holds the query's class. Before `eval_burstiness` the ICL splits used the training B,
+    // so runs trained with different B were scored on different tasks (a copy-any-context-label
+    // model scores B/N: 1/8 at B = 1, 1/2 at B = 4).
+    let mut c = cfg(8, 1);
+    c.eval_burstiness = Some(4);
+    let t = BurstyTask::new(c, 3, "").unwrap();
+    for i in 0..100 {
+        for kind in [SeqKind::IclNovel, SeqKind::IclSwap] {
+            let s = t.sequence(kind, i);
+            let (ctx, q) = (&s.classes[..8], s.classes[8]);
+            assert_eq!(count(ctx, q), 4, "{kind:?} {ctx:?}");
+            let mut u = ctx.to_vec();
+            u.sort_unstable();
+            u.dedup();
+            assert_eq!(u.len(), 2, "{kind:?} {ctx:?}");
+        }
+        let s = t.sequence(SeqKind::Train, i);
+        let (ctx, q) = (&s.classes[..8], s.classes[8]);
+        assert_eq!(count(ctx, q), 1, "{ctx:?}");
+        let mut u = ctx.to_vec();
+        u.sort_unstable();
+        u.dedup();
+        assert_eq!(u.len(), 8, "{ctx:?}");
+        let s = t.sequence(SeqKind::Iwl, i);
+        assert_eq!(count(&s.classes[..8], s.classes[8]), 0);
     }
 }
 
@@ -244,6 +278,12 @@ fn impossible_settings_name_the_field() {
     let mut c = cfg(8, 2);
     c.p_bursty = 1.5;
     assert!(err(c).contains("p_bursty"));
+    for eb in [0, 9] {
+        let mut c = cfg(8, 2);
+        c.eval_burstiness = Some(eb);
+        let e = err(c);
+        assert!(e.contains("icl.data.eval_burstiness"), "{e}");
+    }
     let e = prompt(BoolClass::SparseParity { k: 9 }, 8, 4, 0, 0)
         .unwrap_err()
         .to_string();

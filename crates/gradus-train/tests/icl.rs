@@ -5,7 +5,7 @@ use gradus_tasks::bursty::{BurstyConfig, ItemKind, Items, LabelMode, Sequence};
 use gradus_train::icl::boolean::{self, BooleanOptions};
 use gradus_train::icl::emergence::{self, EmergenceOptions, LabSize};
 use gradus_train::icl::transience::{self, TransienceOptions};
-use gradus_train::icl::{encode, train_run, IclLearner, IclRunConfig};
+use gradus_train::icl::{encode, train_run, IclEval, IclLearner, IclRunConfig, IclRunSummary};
 use gradus_train::rundir::Start;
 
 fn data(item: ItemKind) -> BurstyConfig {
@@ -20,6 +20,7 @@ fn data(item: ItemKind) -> BurstyConfig {
         p_bursty: 1.0,
         context: 2,
         labels: LabelMode::Fixed,
+        eval_burstiness: None,
     }
 }
 
@@ -178,6 +179,11 @@ fn labs_run_end_to_end_at_smoke_size() {
         .path()
         .join("icl-emergence/B4-alpha0/report.html")
         .exists());
+    let md = std::fs::read_to_string(d.path().join("icl-emergence/results.md")).unwrap();
+    assert!(
+        md.contains("Final ICL accuracy") && md.contains("| 4 |"),
+        "{md}"
+    );
     // Again without --resume: refused; with it: the finished runs are only summarised.
     assert!(emergence::run(&o).is_err());
     let mut r = o.clone();
@@ -193,6 +199,11 @@ fn labs_run_end_to_end_at_smoke_size() {
     assert!(std::fs::read_to_string(&out.report)
         .unwrap()
         .contains("<svg"));
+    let md = std::fs::read_to_string(d.path().join("icl-transience/results.md")).unwrap();
+    assert!(
+        md.contains("- no-l2: ICL peak") && md.contains("## Per run"),
+        "{md}"
+    );
 
     // Boolean lab: conjunction and sparse parity at smoke size; both have an optimal learner, so
     // each run reports the transformer and three baselines.
@@ -216,4 +227,116 @@ fn labs_run_end_to_end_at_smoke_size() {
     assert!(std::fs::read_to_string(&out.report)
         .unwrap()
         .contains("<svg"));
+    // The table has k = 0, 1, 2, 4, 7 columns and one row per (class, learner): 2 × 4 + header.
+    assert!(out.table.lines().next().unwrap().contains("k=7"));
+    assert_eq!(out.table.lines().count(), 9);
+    let md = std::fs::read_to_string(d.path().join("boolean-icl/results.md")).unwrap();
+    assert!(
+        md.contains("- conjunction: transformer") && md.contains("k=4"),
+        "{md}"
+    );
+}
+
+#[test]
+fn the_emergence_grid_scores_every_point_on_one_icl_task() {
+    // Every grid point (B = 0, 1, 2, 4) evaluates ICL with the same B_eval = 4 of N = 8, so a
+    // model copying a random context label scores 4/8 = 50% at every point; the training B is
+    // the grid's (B = 0 means i.i.d. contexts: p_bursty = 0).
+    let o = EmergenceOptions::new("runs".into(), LabSize::Default);
+    assert_eq!(o.burstiness, vec![0, 1, 2, 4]);
+    for &b in &o.burstiness {
+        let c = emergence::run_config(&o, b, 0.0);
+        assert_eq!(c.data.eval_b(), 4, "B = {b}");
+        assert_eq!(c.data.context, 8);
+        assert_eq!(c.data.burstiness, b.max(1));
+        assert_eq!(c.data.p_bursty, if b == 0 { 0.0 } else { 1.0 });
+        // Many rare classes (the measured K = 256 is memorised before ICL can appear): with
+        // α = 0 a class is a given sequence's query with probability 1/K ≤ 1/2048.
+        assert!(c.data.n_classes >= 2048);
+        c.validate().unwrap();
+    }
+}
+
+fn summary(name: &str, icl: &[(u64, f64)], iwl: f64) -> IclRunSummary {
+    let peak = icl
+        .iter()
+        .fold((0, f64::MIN), |a, &p| if p.1 > a.1 { p } else { a });
+    IclRunSummary {
+        name: name.into(),
+        steps: icl.last().unwrap().0,
+        final_eval: IclEval {
+            icl: icl.last().unwrap().1,
+            iwl,
+            swap_icl: 0.0,
+            swap_iwl: 0.0,
+        },
+        peak_icl: peak,
+        curves: vec![
+            ("eval/icl".into(), icl.to_vec()),
+            ("eval/iwl".into(), vec![(0, 0.0), (100, iwl)]),
+        ],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn transience_is_judged_against_the_copy_level() {
+    // Copy level 0.5. Peak 0.9 (gain 0.4), final 0.6: kept gain 0.1 < 0.2 → transient.
+    let a = summary("a", &[(0, 0.5), (50, 0.9), (100, 0.6)], 0.95);
+    assert!(transience::is_transient(&a, 0.5));
+    // Final 0.75 keeps 0.25 ≥ 0.2 of the gain → persists.
+    let b = summary("b", &[(0, 0.5), (50, 0.9), (100, 0.75)], 0.95);
+    assert!(!transience::is_transient(&b, 0.5));
+    // A peak only 0.05 above the copy level is no ICL at all, so it cannot be transient.
+    let c = summary("c", &[(0, 0.5), (50, 0.55), (100, 0.3)], 0.95);
+    assert!(!transience::is_transient(&c, 0.5));
+    let f = transience::findings(&[a, b, c], 0.5);
+    assert!(f.contains("- a: ICL peak 90.0% at step 50, final 60.0% at step 100 (transient)"));
+    assert!(
+        f.contains("(persists)") && f.contains("(ICL never emerged)"),
+        "{f}"
+    );
+    // IWL reaches 90% at the second evaluation (step 100).
+    assert!(f.contains("≥ 90% from step 100"), "{f}");
+}
+
+#[test]
+fn boolean_tables_report_accuracy_after_k_examples() {
+    // m = 30 points: k = 0, then the powers of two below 30, then the last position k = 29.
+    assert_eq!(boolean::shot_points(30), vec![0, 1, 2, 4, 8, 16, 29]);
+    assert_eq!(boolean::shot_points(8), vec![0, 1, 2, 4, 7]);
+    // Curves over m = 4 positions; k = 3 is the last one.
+    let r = boolean::BoolRunSummary {
+        class: "conjunction".into(),
+        curves: vec![
+            ("transformer".into(), vec![0.5, 0.7, 0.9, 0.97]),
+            ("optimal learner".into(), vec![0.5, 0.8, 0.95, 1.0]),
+            ("nearest neighbour".into(), vec![0.5, 0.6, 0.7, 0.8]),
+        ],
+        mean: vec![],
+        train_curve: vec![],
+    };
+    let p = boolean::BoolRunSummary {
+        class: "sparse_parity_2".into(),
+        curves: vec![
+            ("transformer".into(), vec![0.5, 0.5, 0.52, 0.55]),
+            ("optimal learner".into(), vec![0.5, 0.5, 0.6, 0.7]),
+        ],
+        mean: vec![],
+        train_curve: vec![],
+    };
+    let ks = boolean::shot_points(4);
+    assert_eq!(ks, vec![0, 1, 2, 3]);
+    let t = boolean::shots_table(&[r.clone(), p.clone()], &ks);
+    // The transformer's row: 50.0 70.0 90.0 97.0, mean (0.5+0.7+0.9+0.97)/4 = 76.75 → 76.8.
+    let row = t.lines().nth(1).unwrap();
+    assert!(row.starts_with("conjunction       transformer"), "{row}");
+    assert!(row.contains("50.0   70.0   90.0   97.0   76.8"), "{row}");
+    let f = boolean::findings(&[r, p], &ks);
+    // 97% ≥ 100% − 5 points: near the optimal learner; 55% < 60%: near chance.
+    assert!(f.contains("- conjunction: transformer 97.0% after 3 examples (near the optimal learner; best baseline optimal learner 100.0%)"), "{f}");
+    assert!(
+        f.contains("- sparse_parity_2: transformer 55.0% after 3 examples (near chance"),
+        "{f}"
+    );
 }

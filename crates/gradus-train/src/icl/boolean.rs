@@ -372,15 +372,112 @@ pub struct BooleanOutcome {
     pub table: String,
 }
 
+/// The numbers of in-context examples k the lab's table reports for prompts of `m` points:
+/// 0, 1, 2, 4, 8, … below m, and m − 1 (the last position).
+pub fn shot_points(m: usize) -> Vec<usize> {
+    let mut ks: Vec<usize> = std::iter::once(0)
+        .chain((0..).map(|i| 1usize << i).take_while(|&k| k < m))
+        .collect();
+    if m > 0 && ks.last() != Some(&(m - 1)) {
+        ks.push(m - 1);
+    }
+    ks
+}
+
+/// The learner's accuracy after `k` examples (position k + 1), if the curve is that long.
+fn at(curve: &[f64], k: usize) -> Option<f64> {
+    curve.get(k).copied()
+}
+
+/// One row per (class, learner): accuracy after each k of `ks` examples, then the mean over
+/// positions.
+pub fn shots_table(runs: &[BoolRunSummary], ks: &[usize]) -> String {
+    let mut t = format!("{:<17} {:<18}", "class", "learner");
+    for k in ks {
+        t.push_str(&format!(" {:>6}", format!("k={k}")));
+    }
+    t.push_str("   mean\n");
+    for r in runs {
+        for (n, c) in &r.curves {
+            t.push_str(&format!("{:<17} {:<18}", r.class, n));
+            for &k in ks {
+                t.push_str(&format!(
+                    " {:>6}",
+                    at(c, k).map_or("-".into(), |v| format!("{:.1}", 100.0 * v))
+                ));
+            }
+            t.push_str(&format!("   {:.1}\n", 100.0 * mean(c)));
+        }
+    }
+    t
+}
+
+/// The finding per class in words and numbers: the transformer's accuracy at the last position
+/// against the best baseline there, and whether it is near the optimal learner (within 5 points)
+/// or near chance (below 60%).
+pub fn findings(runs: &[BoolRunSummary], ks: &[usize]) -> String {
+    let last = ks.last().copied().unwrap_or(0);
+    let mut out = String::new();
+    for r in runs {
+        let get = |name: &str| {
+            r.curves
+                .iter()
+                .find(|c| c.0 == name)
+                .and_then(|c| at(&c.1, last))
+        };
+        let Some(tf) = get("transformer") else {
+            continue;
+        };
+        let best = r
+            .curves
+            .iter()
+            .filter(|c| c.0 != "transformer")
+            .filter_map(|c| at(&c.1, last).map(|v| (c.0.as_str(), v)))
+            .fold(None::<(&str, f64)>, |a, b| match a {
+                Some(a) if a.1 >= b.1 => Some(a),
+                _ => Some(b),
+            });
+        let verdict = if tf < 0.6 {
+            "near chance"
+        } else if get("optimal learner").is_some_and(|o| tf >= o - 0.05) {
+            "near the optimal learner"
+        } else if best.is_some_and(|b| tf >= b.1 - 0.02) {
+            "at or above the best baseline"
+        } else {
+            "below the best baseline"
+        };
+        out.push_str(&format!(
+            "- {}: transformer {} after {last} examples ({verdict}; best baseline {})\n",
+            r.class,
+            pct(tf),
+            best.map_or("none".into(), |(n, v)| format!("{n} {}", pct(v)))
+        ));
+    }
+    out
+}
+
 /// Trains one run per class and writes `dir/boolean-icl/report.html`.
 pub fn run(o: &BooleanOptions) -> Result<BooleanOutcome> {
+    run_with(o, &Ok)
+}
+
+/// [`run`] with each class's config passed through `adjust` first (the CLI's `--set` overrides;
+/// `data.class` and the run name stay the lab's).
+pub fn run_with(
+    o: &BooleanOptions,
+    adjust: &dyn Fn(BoolRunConfig) -> Result<BoolRunConfig>,
+) -> Result<BooleanOutcome> {
     if o.classes.is_empty() {
         return Err(Error::msg("boolean-icl: no function class given"));
     }
     let start = lab_start(o.resume, o.overwrite)?;
     let mut runs = Vec::new();
     for &c in &o.classes {
-        let cfg = run_config(o, c);
+        let base = run_config(o, c);
+        let mut cfg = adjust(base.clone())?;
+        cfg.run.dir = base.run.dir;
+        cfg.run.name = base.run.name;
+        cfg.data.class = c;
         if o.progress {
             eprintln!(
                 "boolean-icl: run {} ({} steps)",
@@ -389,23 +486,21 @@ pub fn run(o: &BooleanOptions) -> Result<BooleanOutcome> {
         }
         runs.push(train_bool_run(&cfg, &start)?);
     }
-    let mut table = String::from("class              learner            mean acc   second half\n");
+    let m = runs
+        .first()
+        .map_or(0, |r| r.curves.first().map_or(0, |c| c.1.len()));
+    let ks = shot_points(m);
+    let table = shots_table(&runs, &ks);
     let mut rows = Vec::new();
     for r in &runs {
         for (n, a, h) in &r.mean {
-            table.push_str(&format!(
-                "{:<18} {:<18} {:<10} {}\n",
-                r.class,
-                n,
-                pct(*a),
-                pct(*h)
-            ));
             rows.push((
                 format!("{} / {n}", r.class),
                 format!("{} (second half {})", pct(*a), pct(*h)),
             ));
         }
     }
+    let findings = findings(&runs, &ks);
     let figs: Vec<String> = runs
         .iter()
         .map(|r| {
@@ -437,10 +532,16 @@ pub fn run(o: &BooleanOptions) -> Result<BooleanOutcome> {
              chance on parities. Accuracy at position i uses the i − 1 pairs before it; baselines \
              run on the same held-out prompts.",
         ),
+        Section::pre("Findings", &findings),
+        Section::pre("Accuracy after k in-context examples", &table),
         Section::table("Mean accuracy over positions", rows),
-        Section::pre("Table", &table),
     ];
     let dir: &Path = &o.dir.join("boolean-icl");
+    super::write_results_md(
+        dir,
+        "In-context learning of Boolean functions",
+        &format!("{findings}\n## Accuracy after k in-context examples\n\n```\n{table}```\n"),
+    )?;
     let report = write_lab_report(
         dir,
         "In-context learning of Boolean functions",

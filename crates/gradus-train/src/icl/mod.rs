@@ -856,6 +856,17 @@ pub fn write_lab_report(
     Ok(path)
 }
 
+/// The name of a lab's findings file (Markdown, beside its `report.html`).
+pub const RESULTS_FILE: &str = "results.md";
+
+/// Writes `dir/results.md` atomically: `# title` and `body` (Markdown).
+pub fn write_results_md(dir: &Path, title: &str, body: &str) -> Result<PathBuf> {
+    let path = dir.join(RESULTS_FILE);
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    gradus_tensor::io::write_atomic(&path, format!("# {title}\n\n{body}").as_bytes())?;
+    Ok(path)
+}
+
 /// A curve of a run summary as a plot series.
 pub fn curve(s: &IclRunSummary, key: &str, name: &str) -> Series {
     Series {

@@ -81,6 +81,7 @@ pub fn run_config(o: &TransienceOptions, l2: f64) -> IclRunConfig {
         p_bursty: 1.0,
         context: 8,
         labels: LabelMode::Fixed,
+        eval_burstiness: None,
     };
     let model = if paper {
         // Singh: 12 layers, d_model 64, 8 heads, MLP ratio 4.
@@ -135,12 +136,75 @@ pub struct TransienceOutcome {
     pub table: String,
 }
 
+/// Whether a run's ICL is transient: its final ICL accuracy kept less than half of the peak's
+/// gain over `copy` (the accuracy of copying a random context label), after a peak at least 10
+/// points above it.
+pub fn is_transient(s: &IclRunSummary, copy: f64) -> bool {
+    let gain = s.peak_icl.1 - copy;
+    gain >= 0.1 && s.final_eval.icl - copy < 0.5 * gain
+}
+
+/// First evaluated step at which `key` reaches `thr` (None: never).
+fn first_at(s: &IclRunSummary, key: &str, thr: f64) -> Option<u64> {
+    s.curves
+        .iter()
+        .find(|(k, _)| k == key)
+        .and_then(|(_, c)| c.iter().find(|p| p.1 >= thr).map(|p| p.0))
+}
+
+/// The lab's findings in numbers (Markdown): per arm the ICL peak and final accuracy, when IWL
+/// reached 90%, and whether ICL was transient.
+pub fn findings(runs: &[IclRunSummary], copy: f64) -> String {
+    let mut out = format!(
+        "ICL: novel classes, labels per sequence (copying a random context label scores {}). \
+         Transient = the final ICL keeps less than half of the peak's gain over that level.\n\n",
+        pct(copy)
+    );
+    for s in runs {
+        let e = &s.final_eval;
+        out.push_str(&format!(
+            "- {}: ICL peak {} at step {}, final {} at step {} ({}); IWL final {}, ≥ 90% from {}; \
+             swapped labels at the end: {} follow the context, {} the memorised label.\n",
+            s.name,
+            pct(s.peak_icl.1),
+            s.peak_icl.0,
+            pct(e.icl),
+            s.steps,
+            if is_transient(s, copy) {
+                "transient"
+            } else if s.peak_icl.1 - copy < 0.1 {
+                "ICL never emerged"
+            } else {
+                "persists"
+            },
+            pct(e.iwl),
+            first_at(s, "eval/iwl", 0.9).map_or("never".into(), |x| format!("step {x}")),
+            pct(e.swap_icl),
+            pct(e.swap_iwl),
+        ));
+    }
+    out
+}
+
 /// Runs both arms and writes `dir/icl-transience/report.html`.
 pub fn run(o: &TransienceOptions) -> Result<TransienceOutcome> {
+    run_with(o, &Ok)
+}
+
+/// [`run`] with each arm's config passed through `adjust` first (the CLI's `--set` overrides;
+/// `train.l2` stays the arm's).
+pub fn run_with(
+    o: &TransienceOptions,
+    adjust: &dyn Fn(IclRunConfig) -> Result<IclRunConfig>,
+) -> Result<TransienceOutcome> {
     let start = lab_start(o.resume, o.overwrite)?;
     let mut runs = Vec::new();
     for l2 in [0.0, o.l2] {
-        let cfg = run_config(o, l2);
+        let base = run_config(o, l2);
+        let mut cfg = adjust(base.clone())?;
+        cfg.run.dir = base.run.dir;
+        cfg.run.name = base.run.name;
+        cfg.train.l2 = l2;
         if o.progress {
             eprintln!(
                 "icl-transience: run {} ({} steps)",
@@ -185,6 +249,11 @@ pub fn run(o: &TransienceOptions) -> Result<TransienceOutcome> {
             ),
         ));
     }
+    let copy = {
+        let c = run_config(o, 0.0);
+        c.data.eval_b() as f64 / c.data.context as f64
+    };
+    let findings = findings(&runs, copy);
     let mut series = Vec::new();
     for s in &runs {
         series.push(curve(s, "eval/icl", &format!("ICL, {}", s.name)));
@@ -225,10 +294,16 @@ pub fn run(o: &TransienceOptions) -> Result<TransienceOutcome> {
              ICL: novel classes with per-sequence labels; IWL: the query's class absent from the \
              context.",
         ),
+        Section::pre("Findings", &findings),
         Section::table("Per run", rows),
         Section::pre("Table", &table),
     ];
     let dir = o.dir.join("icl-transience");
+    super::write_results_md(
+        &dir,
+        "ICL transience and L2 regularisation",
+        &format!("{findings}\n## Per run\n\n```\n{table}```\n"),
+    )?;
     let report = write_lab_report(
         &dir,
         "ICL transience and L2 regularisation",
