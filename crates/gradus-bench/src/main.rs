@@ -43,8 +43,8 @@ enum Cmd {
     Embed(EmbedArgs),
     /// Synthetic-corpus generation throughput (documents/s; the built-in generator of gradus-tasks).
     Corpus(CorpusArgs),
-    /// Training steps of `gradus lab icl-transience` (default size, L2 arm): data generation +
-    /// forward + backward + L2 + Adam, timed per step (compare with bench/icl_transience.py).
+    /// Training steps of `gradus lab icl-transience` (the L2 arm, at the shapes of
+    /// bench/icl_transience.py): data generation + forward + backward + L2 + Adam, timed per step.
     IclStep(IclStepArgs),
 }
 
@@ -63,7 +63,15 @@ fn icl_step_bench(a: &IclStepArgs, threads: usize) -> Result<Value> {
     use gradus_train::icl::emergence::LabSize;
     use gradus_train::icl::transience::{run_config, TransienceOptions};
     let o = TransienceOptions::new(std::env::temp_dir(), LabSize::Default);
-    let cfg = run_config(&o, o.l2);
+    let mut cfg = run_config(&o, o.l2);
+    // The shapes bench/icl_transience.py hard-codes, so both sides run the same model (the lab's
+    // default before its tuning, which BENCHMARKS.md measured): K = L = 64, the query's class ×3
+    // (N = 8), every sequence bursty, MLP width 256.
+    cfg.data.n_classes = 64;
+    cfg.data.n_labels = 64;
+    cfg.data.burstiness = 3;
+    cfg.data.p_bursty = 1.0;
+    cfg.model.intermediate_size = 256;
     let mut l = gradus_train::icl::IclLearner::new(cfg.clone())?;
     let mut times = Vec::with_capacity(a.steps);
     let mut loss = 0.0;

@@ -182,3 +182,24 @@ pub fn boolean(a: BooleanIclArgs) -> Result<()> {
     println!("report: {}", out.report.display());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gradus_train::icl::IclRunConfig;
+
+    #[test]
+    fn set_overrides_reach_a_lab_run_config() {
+        let f =
+            adjuster::<IclRunConfig>(vec!["data.n_classes=1024".into(), "train.lr=3e-4".into()]);
+        let c = f(IclRunConfig::default()).unwrap();
+        assert_eq!((c.data.n_classes, c.train.lr), (1024, 3e-4));
+        // Everything else is the default's.
+        assert_eq!(c.model, IclRunConfig::default().model);
+        // A mistyped key is an error naming it, with a suggestion.
+        let e = adjuster::<IclRunConfig>(vec!["data.n_clases=8".into()])(IclRunConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("n_clases") && e.contains("n_classes"), "{e}");
+    }
+}

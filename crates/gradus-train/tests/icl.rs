@@ -340,3 +340,69 @@ fn boolean_tables_report_accuracy_after_k_examples() {
         "{f}"
     );
 }
+
+#[test]
+fn transience_presets_keep_their_stated_layouts() {
+    // Paper: Singh's layout (query ×3 + distractor ×3 of N = 8, every sequence bursty, one label
+    // per class over 1,600 classes). Default: the CPU setting the README reports (2,048 classes
+    // over 32 labels, B = 4, 2% i.i.d. sequences). Both score ICL on Singh's "fsl" task: two novel
+    // classes of 4 exemplars each (copy level 4/8 = 50%). Both arms differ in L2 only.
+    let p = TransienceOptions::new("runs".into(), LabSize::Paper);
+    let c = transience::run_config(&p, 0.0);
+    assert_eq!(
+        (c.data.burstiness, c.data.context, c.data.p_bursty),
+        (3, 8, 1.0)
+    );
+    assert_eq!((c.data.n_classes, c.data.n_labels), (1600, 1600));
+    assert_eq!(c.data.eval_b(), 4);
+    let o = TransienceOptions::new("runs".into(), LabSize::Default);
+    let (a, b) = (
+        transience::run_config(&o, 0.0),
+        transience::run_config(&o, 1e-4),
+    );
+    assert_eq!((a.data.n_classes, a.data.n_labels), (2048, 32));
+    assert_eq!((a.data.burstiness, a.data.eval_b()), (4, 4));
+    assert!(a.data.p_bursty > 0.0 && a.data.p_bursty < 1.0);
+    assert_eq!(a.data, b.data);
+    assert_eq!(a.model, b.model);
+    assert_eq!((a.train.l2, b.train.l2), (0.0, 1e-4));
+    a.validate().unwrap();
+}
+
+#[test]
+fn lab_overrides_apply_to_every_run_but_keep_the_grid() {
+    // `--set` reaches every run through `run_with`, but a grid point stays the grid's: an
+    // override of B, α or the run name is undone; other fields (here ε) go through.
+    let d = tempfile::tempdir().unwrap();
+    let o = EmergenceOptions::new(d.path().to_path_buf(), LabSize::Smoke);
+    let out = emergence::run_with(&o, &|mut c| {
+        c.data.eps = 0.25;
+        c.data.burstiness = 2;
+        c.data.zipf_alpha = 3.0;
+        c.run.name = "same".into();
+        Ok(c)
+    })
+    .unwrap();
+    assert_eq!(out.points.len(), 2);
+    for (b, name) in [(1, "B0-alpha0"), (4, "B4-alpha0")] {
+        let text = std::fs::read_to_string(
+            d.path()
+                .join("icl-emergence")
+                .join(name)
+                .join("config.resolved.toml"),
+        )
+        .unwrap();
+        let c: IclRunConfig = toml::from_str(&text).unwrap();
+        assert_eq!(
+            (c.data.eps, c.data.burstiness, c.data.zipf_alpha),
+            (0.25, b, 0.0)
+        );
+        assert_eq!(c.data.p_bursty, if b == 1 { 0.0 } else { 1.0 });
+    }
+    // An override that fails is an error of the lab, not a panic.
+    let o2 = EmergenceOptions::new(d.path().join("x"), LabSize::Smoke);
+    let e = emergence::run_with(&o2, &|_| Err(gradus_tensor::Error::msg("bad --set")))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("bad --set"), "{e}");
+}

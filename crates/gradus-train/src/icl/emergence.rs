@@ -88,7 +88,7 @@ pub fn run_config(o: &EmergenceOptions, b: usize, alpha: f64) -> IclRunConfig {
     let smoke = o.size == LabSize::Smoke;
     let data = BurstyConfig {
         // Many rare classes: Reddy sweeps K up to 2^14 and finds ICL only for large K. Measured
-        // at the default size (B = 4, α = 0, 3,000 steps): K = 256 is memorised within 200 steps
+        // at the default size (B = 4, α = 0, 3,000 steps): K = 256 is memorised by step 300
         // and ICL never appears (12.9% at the end); K = 2048 gives ICL 98.8% with IWL 4.3%.
         n_classes: if smoke { 64 } else { DEFAULT_CLASSES },
         n_labels: 32,
