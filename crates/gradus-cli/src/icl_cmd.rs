@@ -58,6 +58,13 @@ pub struct IclCommon {
     pub sets: Vec<String>,
 }
 
+/// The keys of `--set key=value` overrides.
+fn set_keys(sets: &[String]) -> Vec<String> {
+    sets.iter()
+        .filter_map(|s| s.split_once('=').map(|(k, _)| k.trim().to_string()))
+        .collect()
+}
+
 /// `--set` overrides as the labs' config hook (errors carry the overrides).
 fn adjuster<T: serde::Serialize + serde::de::DeserializeOwned>(
     sets: Vec<String>,
@@ -99,6 +106,7 @@ pub fn emergence(a: IclEmergenceArgs) -> Result<()> {
     o.resume = c.resume;
     o.overwrite = c.overwrite;
     o.progress = !c.quiet;
+    o.set_keys = set_keys(&c.sets);
     if let Some(b) = a.burstiness {
         o.burstiness = b;
     }
@@ -122,6 +130,7 @@ pub fn transience(a: IclTransienceArgs) -> Result<()> {
     o.resume = c.resume;
     o.overwrite = c.overwrite;
     o.progress = !c.quiet;
+    o.set_keys = set_keys(&c.sets);
     o.l2 = a.l2;
     let out = transience::run_with(&o, &adjuster(c.sets))?;
     print!("{}", out.table);
@@ -171,6 +180,7 @@ pub fn boolean(a: BooleanIclArgs) -> Result<()> {
     o.resume = c.resume;
     o.overwrite = c.overwrite;
     o.progress = !c.quiet;
+    o.set_keys = set_keys(&c.sets);
     if let Some(cl) = a.classes {
         o.classes = cl
             .iter()

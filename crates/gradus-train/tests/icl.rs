@@ -406,3 +406,37 @@ fn lab_overrides_apply_to_every_run_but_keep_the_grid() {
         .unwrap();
     assert!(e.to_string().contains("bad --set"), "{e}");
 }
+
+#[test]
+fn a_resumed_lab_accepts_more_steps_from_the_command_line() {
+    // `--resume --steps 9` on a finished 6-step lab continues each run to step 9 (train.steps is
+    // set on the command line, so the change is accepted); any other change is still refused.
+    let d = tempfile::tempdir().unwrap();
+    let t = TransienceOptions::new(d.path().to_path_buf(), LabSize::Smoke);
+    transience::run(&t).unwrap();
+    let mut r = t.clone();
+    r.resume = true;
+    r.steps = Some(9);
+    let out = transience::run(&r).unwrap();
+    for s in &out.runs {
+        assert_eq!(s.steps, 9);
+        assert_eq!(s.curves[0].1.last().unwrap().0, 9, "{}", s.name);
+    }
+    let mut bad = r.clone();
+    bad.steps = Some(12);
+    let e = transience::run_with(&bad, &|mut c| {
+        c.train.lr = 5e-4;
+        Ok(c)
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("train.lr"), "{e}");
+    // Declared as a --set key, the same change is accepted.
+    bad.set_keys = vec!["train.lr".into()];
+    transience::run_with(&bad, &|mut c| {
+        c.train.lr = 5e-4;
+        Ok(c)
+    })
+    .unwrap();
+}

@@ -278,6 +278,8 @@ pub struct BooleanOptions {
     pub resume: bool,
     pub overwrite: bool,
     pub progress: bool,
+    /// Config keys the command line overrides with `--set` (a resumed run accepts their changes).
+    pub set_keys: Vec<String>,
 }
 
 impl BooleanOptions {
@@ -301,6 +303,7 @@ impl BooleanOptions {
             resume: false,
             overwrite: false,
             progress: false,
+            set_keys: Vec::new(),
         }
     }
 }
@@ -472,7 +475,11 @@ pub fn run_with(
     if o.classes.is_empty() {
         return Err(Error::msg("boolean-icl: no function class given"));
     }
-    let start = lab_start(o.resume, o.overwrite)?;
+    let start = lab_start(
+        o.resume,
+        o.overwrite,
+        &super::explicit_fields(o.steps, &o.set_keys),
+    )?;
     let mut runs = Vec::new();
     for &c in &o.classes {
         let base = run_config(o, c);

@@ -52,6 +52,8 @@ pub struct EmergenceOptions {
     pub resume: bool,
     pub overwrite: bool,
     pub progress: bool,
+    /// Config keys the command line overrides with `--set` (a resumed run accepts their changes).
+    pub set_keys: Vec<String>,
 }
 
 impl EmergenceOptions {
@@ -73,6 +75,7 @@ impl EmergenceOptions {
             resume: false,
             overwrite: false,
             progress: false,
+            set_keys: Vec::new(),
         }
     }
 }
@@ -327,7 +330,11 @@ pub fn run_with(
             "icl-emergence: --burstiness and --alphas need at least one value each",
         ));
     }
-    let start = lab_start(o.resume, o.overwrite)?;
+    let start = lab_start(
+        o.resume,
+        o.overwrite,
+        &super::explicit_fields(o.steps, &o.set_keys),
+    )?;
     let mut points = Vec::new();
     for &b in &o.burstiness {
         for &a in &o.alphas {

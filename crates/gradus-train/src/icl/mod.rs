@@ -880,16 +880,28 @@ pub fn curve(s: &IclRunSummary, key: &str, name: &str) -> Series {
     }
 }
 
-/// How a lab run starts: refuse existing runs, resume them, or move them aside.
-pub fn lab_start(resume: bool, overwrite: bool) -> Result<Start> {
+/// How a lab run starts: refuse existing runs, resume them, or move them aside. A resumed run
+/// accepts changes to the config fields in `explicit` (those the command line set: `--steps` is
+/// `train.steps`, `--set k=v` is `k`) and refuses any other change.
+pub fn lab_start(resume: bool, overwrite: bool, explicit: &[String]) -> Result<Start> {
     match (resume, overwrite) {
         (true, true) => Err(Error::msg("--resume and --overwrite exclude each other")),
         (true, false) => Ok(Start::Resume {
-            explicit: Vec::new(),
+            explicit: explicit.to_vec(),
         }),
         (false, true) => Ok(Start::Overwrite),
         (false, false) => Ok(Start::New),
     }
+}
+
+/// The config fields a lab's command line set: `train.steps` when `steps` is given, then each
+/// `--set` key.
+pub fn explicit_fields(steps: Option<u64>, set_keys: &[String]) -> Vec<String> {
+    steps
+        .map(|_| "train.steps".to_string())
+        .into_iter()
+        .chain(set_keys.iter().cloned())
+        .collect()
 }
 
 /// `12.3%`.

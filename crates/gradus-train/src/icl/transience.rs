@@ -39,6 +39,8 @@ pub struct TransienceOptions {
     pub resume: bool,
     pub overwrite: bool,
     pub progress: bool,
+    /// Config keys the command line overrides with `--set` (a resumed run accepts their changes).
+    pub set_keys: Vec<String>,
 }
 
 impl TransienceOptions {
@@ -52,6 +54,7 @@ impl TransienceOptions {
             resume: false,
             overwrite: false,
             progress: false,
+            set_keys: Vec::new(),
         }
     }
 }
@@ -216,7 +219,11 @@ pub fn run_with(
     o: &TransienceOptions,
     adjust: &dyn Fn(IclRunConfig) -> Result<IclRunConfig>,
 ) -> Result<TransienceOutcome> {
-    let start = lab_start(o.resume, o.overwrite)?;
+    let start = lab_start(
+        o.resume,
+        o.overwrite,
+        &super::explicit_fields(o.steps, &o.set_keys),
+    )?;
     let mut runs = Vec::new();
     // The copy level of the ICL evaluation (B_eval / N), from the configs the arms ran with.
     let mut copy = 0.0;
