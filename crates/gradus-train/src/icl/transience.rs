@@ -115,7 +115,8 @@ pub fn run_config(o: &TransienceOptions, l2: f64) -> IclRunConfig {
     };
     let steps = o.steps.unwrap_or(match o.size {
         LabSize::Smoke => 6,
-        LabSize::Default => 12_000,
+        // ICL peaks near step 5,000 and has faded below the copy level by 40,000 (README).
+        LabSize::Default => 40_000,
         LabSize::Paper => 1_000_000,
     });
     let train = IclTrainSection {
