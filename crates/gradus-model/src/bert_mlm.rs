@@ -108,10 +108,7 @@ impl BertMlm {
         }
         l.push(("cls.predictions.transform.dense.weight".into(), vec![d, d]));
         l.push(("cls.predictions.transform.dense.bias".into(), vec![d]));
-        l.push((
-            "cls.predictions.transform.LayerNorm.weight".into(),
-            vec![d],
-        ));
+        l.push(("cls.predictions.transform.LayerNorm.weight".into(), vec![d]));
         l.push(("cls.predictions.transform.LayerNorm.bias".into(), vec![d]));
         l.push(("cls.predictions.bias".into(), vec![v]));
         l
@@ -352,11 +349,10 @@ impl BertMlm {
     /// into this model; shapes must match this model's config (errors name the tensor).
     pub fn load_weights(&mut self, dir: &Path) -> Result<()> {
         let file = dir.join("model.safetensors");
-        let map: std::collections::HashMap<String, Tensor> =
-            gradus_tensor::io::read_native(&file)?
-                .into_iter()
-                .map(|(n, t)| (n.strip_prefix("bert.").unwrap_or(&n).to_string(), t))
-                .collect();
+        let map: std::collections::HashMap<String, Tensor> = gradus_tensor::io::read_native(&file)?
+            .into_iter()
+            .map(|(n, t)| (n.strip_prefix("bert.").unwrap_or(&n).to_string(), t))
+            .collect();
         for (name, var) in &self.params {
             let t = map.get(name).ok_or_else(|| Error::MissingTensor {
                 path: file.clone(),

@@ -537,7 +537,9 @@ impl DepGrammar {
 
     /// Sentences `start..start + n` of `split`.
     pub fn batch(&self, split: Split, start: u64, n: usize) -> Vec<Sentence> {
-        (0..n as u64).map(|k| self.sentence(split, start + k)).collect()
+        (0..n as u64)
+            .map(|k| self.sentence(split, start + k))
+            .collect()
     }
 
     /// Minimal pair `i` of `kind` (its own stream, disjoint from the training sentences).
@@ -548,7 +550,11 @@ impl DepGrammar {
         };
         let good = self.build(&mut self.rng(label, i), pp, attract);
         let v = good.words[good.verb];
-        let bad_verb = if (v - self.verb0) % 2 == 0 { v + 1 } else { v - 1 };
+        let bad_verb = if (v - self.verb0) % 2 == 0 {
+            v + 1
+        } else {
+            v - 1
+        };
         MinimalPair {
             good,
             bad_verb,
