@@ -386,7 +386,7 @@ impl DepGrammar {
         let in_verbs = id >= self.verb0 && id < self.adj0;
         if in_nouns || in_verbs {
             let base = if in_nouns { self.noun0 } else { self.verb0 };
-            Some(if (id - base) % 2 == 0 {
+            Some(if (id - base).is_multiple_of(2) {
                 Number::Sg
             } else {
                 Number::Pl
@@ -550,7 +550,7 @@ impl DepGrammar {
         };
         let good = self.build(&mut self.rng(label, i), pp, attract);
         let v = good.words[good.verb];
-        let bad_verb = if (v - self.verb0) % 2 == 0 {
+        let bad_verb = if (v - self.verb0).is_multiple_of(2) {
             v + 1
         } else {
             v - 1
