@@ -345,6 +345,15 @@ impl BertMlm {
         gradus_tensor::io::write_native(&dir.join("model.safetensors"), &tensors)
     }
 
+    /// Loads `dir/config.json` and `dir/model.safetensors` (a [`BertMlm::save`] checkpoint or HF's
+    /// `BertForMaskedLM`) in `dtype`.
+    pub fn load(dir: &Path, dtype: DType) -> Result<Self> {
+        let cfg = EncoderConfig::from_file(&dir.join("config.json"))?;
+        let mut m = Self::new_random(&cfg, 0.02, 0, dtype)?;
+        m.load_weights(dir)?;
+        Ok(m)
+    }
+
     /// Reads the weights of a checkpoint written by [`BertMlm::save`] (or HF's `BertForMaskedLM`)
     /// into this model; shapes must match this model's config (errors name the tensor).
     pub fn load_weights(&mut self, dir: &Path) -> Result<()> {

@@ -154,3 +154,83 @@ fn every_parameter_gets_a_finite_nonzero_gradient() {
     assert!(m.forward(&[1, 99], 1, 2, &[2]).is_err());
     assert!(m.forward(&[1, 2], 1, 2, &[3]).is_err());
 }
+
+/// f32 forward vs transformers' f64 reference: both sides' rounding plus the erf in candle's
+/// GELU; the log-probs are O(1–10) so 1e-4 absolute is ~1e-5 relative (a misread tensor moves
+/// them by O(1)). Measured: 3.3e-6.
+const HF_TOL: f32 = 1e-4;
+
+#[test]
+fn matches_transformers_bert_for_masked_lm() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_bert_mlm");
+    let m = BertMlm::load(&dir, DType::F32).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    let ids: Vec<u32> = r["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+        })
+        .collect();
+    let lens: Vec<usize> = r["lens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect();
+    let out = m.forward(&ids, 2, 6, &lens).unwrap();
+    let rows: Vec<u32> = (0..2u32)
+        .flat_map(|b| (0..lens[b as usize] as u32).map(move |t| b * 6 + t))
+        .collect();
+    let lp: Vec<Vec<f32>> = m
+        .mlm_logprobs(&out.hidden, &rows)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    let want: Vec<Vec<f32>> = r["logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|seq| seq.as_array().unwrap().iter())
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        })
+        .collect();
+    assert_eq!(lp.len(), want.len());
+    let mut worst = 0f32;
+    for (a, b) in lp.iter().zip(&want) {
+        for (x, y) in a.iter().zip(b) {
+            worst = worst.max((x - y).abs());
+        }
+    }
+    eprintln!("max |Δ log p| = {worst}");
+    assert!(worst < HF_TOL, "max |Δ log p| = {worst}");
+    // Layer-0 attention probabilities, (B, H, T, T), padded keys included (weight 0 there).
+    let a: Vec<f32> = out.attentions[0].flatten_all().unwrap().to_vec1().unwrap();
+    let want: Vec<f32> = r["attn_layer0"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b.as_array().unwrap().iter())
+        .flat_map(|h| h.as_array().unwrap().iter())
+        .flat_map(|t| t.as_array().unwrap().iter())
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(a.len(), want.len());
+    let worst = a
+        .iter()
+        .zip(&want)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-5, "attention max |Δ| = {worst}");
+}
