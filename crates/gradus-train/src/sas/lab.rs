@@ -30,6 +30,7 @@ use super::{
 use crate::icl::emergence::LabSize;
 use crate::icl::{figure, lab_start, write_lab_report};
 use crate::report::{Section, Series};
+use crate::rundir::Start;
 
 /// Options of `gradus lab sas`.
 #[derive(Clone, Debug)]
@@ -201,6 +202,19 @@ fn first_reaching(s: &SasRunSummary, key: &str, level: f64, below: bool) -> Opti
         .map(|p| p.0)
 }
 
+/// The values of `key` at the evaluation before `step` and at `step` (NaN when absent).
+fn around(s: &SasRunSummary, key: &str, step: u64) -> (f64, f64) {
+    let Some(c) = s.curves.iter().find(|(k, _)| k == key) else {
+        return (f64::NAN, f64::NAN);
+    };
+    let i = c.1.iter().position(|p| p.0 == step);
+    match i {
+        Some(i) if i > 0 => (c.1[i - 1].1, c.1[i].1),
+        Some(i) => (c.1[i].1, c.1[i].1),
+        None => (f64::NAN, f64::NAN),
+    }
+}
+
 /// Runs the three arms and writes the report and `results.md`.
 pub fn run(o: &SasLabOptions) -> Result<SasLabOutcome> {
     if !(o.sas_lambda.is_finite() && o.sas_lambda != 0.0) {
@@ -216,7 +230,12 @@ pub fn run(o: &SasLabOptions) -> Result<SasLabOutcome> {
             format!("must be below the run's {} steps, got {release}", o.steps()),
         ));
     }
-    let start = lab_start(o.resume, o.overwrite)?;
+    let mut start = lab_start(o.resume, o.overwrite)?;
+    // `--resume --steps N` extends the runs (the data stream, constant learning rate after warmup
+    // and schedule make the extension the same as a longer run from the start).
+    if let (Start::Resume { explicit }, Some(_)) = (&mut start, o.steps) {
+        explicit.push("train.steps".into());
+    }
     let arms = [
         ("baseline", 0.0, None),
         ("sas-minus", o.sas_lambda, None),
@@ -337,11 +356,23 @@ pub fn results_md(o: &SasLabOptions, runs: &[SasRunSummary], table: &str) -> Str
             _ => "no SAS onset or no loss drop found".into(),
         };
         let _ = writeln!(md, "- **Baseline**: {gap}.");
+        if let Some(s) = b.structure_onset {
+            let (u0, u1) = around(b, "sas/all", s);
+            let (l0, l1) = around(b, "eval/mlm_loss", s);
+            let _ = writeln!(
+                md,
+                "  Over the SAS-onset interval SAS went {u0:.3} → {u1:.3} and the held-out loss {l0:.4} → {l1:.4}."
+            );
+        }
         let cap = match (b.capability_onset, b.structure_onset) {
-            (Some(c), Some(s)) => format!(
-                "BLiMP (attractor) onset at step {c}, {} the SAS onset",
-                if c >= s { "after or with" } else { "before" }
-            ),
+            (Some(c), Some(s)) => {
+                let (l0, l1) = around(b, "eval/mlm_loss", c);
+                format!(
+                    "BLiMP (attractor) onset at step {c}, {} the SAS onset; the held-out loss \
+                     over that interval: {l0:.4} → {l1:.4}",
+                    if c >= s { "after or with" } else { "before" }
+                )
+            }
             _ => "no BLiMP onset found".into(),
         };
         let _ = writeln!(md, "- **Capability**: {cap}.");
