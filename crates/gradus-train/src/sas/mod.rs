@@ -266,7 +266,7 @@ pub struct Masked {
 pub fn mask_sentence(encoded: &[u32], vocab: usize, p: f64, rng: &mut Rng) -> Masked {
     let mut input = encoded.to_vec();
     let mut targets = Vec::new();
-    let n_words = vocab - N_SPECIAL as usize;
+    let n_words = vocab.saturating_sub(N_SPECIAL as usize).max(1);
     for (pos, x) in input
         .iter_mut()
         .enumerate()
