@@ -391,3 +391,19 @@ fn lab_runs_end_to_end_at_smoke_size() {
     r.resume = true;
     assert_eq!(lab::run(&r).unwrap().table, out.table);
 }
+
+#[test]
+fn onsets_are_the_steepest_intervals() {
+    use gradus_train::sas::steepest;
+    // Loss: 4.0 →(0-50) 3.0 →(50-100) 2.9 →(100-200) 2.1 →(200-250) 2.0. Falls per step: 0.02,
+    // 0.002, 0.008, 0.002. Skipping the first interval the steepest fall ends at step 200.
+    let loss = [(0, 4.0), (50, 3.0), (100, 2.9), (200, 2.1), (250, 2.0)];
+    assert_eq!(steepest(&loss, -1.0, 1), Some(200));
+    assert_eq!(steepest(&loss, -1.0, 0), Some(50));
+    // A rise: the steepest is 0.3 over 50 steps (ending at 150), not 0.4 over 200 steps.
+    let uas = [(0, 0.2), (100, 0.2), (150, 0.5), (350, 0.9)];
+    assert_eq!(steepest(&uas, 1.0, 0), Some(150));
+    // A flat or monotone-wrong curve has no onset.
+    assert_eq!(steepest(&[(0, 1.0), (10, 1.0)], 1.0, 0), None);
+    assert_eq!(steepest(&loss, 1.0, 0), None);
+}

@@ -336,7 +336,7 @@ pub fn results_md(o: &SasLabOptions, runs: &[SasRunSummary], table: &str) -> Str
         "Onsets are the step ending the evaluation interval of the steepest change: loss drop = \
          steepest fall of the held-out MLM loss (the first interval, the fall to unigram \
          statistics, excluded); SAS onset = steepest rise of the best head's UAS; BLiMP onset = \
-         steepest rise of agreement-across-attractor accuracy.\n"
+         first evaluation with agreement-across-attractor accuracy ≥ 0.75 (chance 0.5).\n"
     );
     let _ = writeln!(md, "```\n{table}```\n");
     let find = |n: &str| runs.iter().find(|r| r.name == n);
@@ -373,7 +373,7 @@ pub fn results_md(o: &SasLabOptions, runs: &[SasRunSummary], table: &str) -> Str
                     if c >= s { "after or with" } else { "before" }
                 )
             }
-            _ => "no BLiMP onset found".into(),
+            _ => "agreement never reached 0.75 (no BLiMP onset)".into(),
         };
         let _ = writeln!(md, "- **Capability**: {cap}.");
         if let Some(m) = find("sas-minus") {

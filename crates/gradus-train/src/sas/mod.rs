@@ -653,13 +653,19 @@ pub struct SasRunSummary {
     pub loss_drop: Option<u64>,
     /// Step ending the interval of the steepest rise of `sas/all` (structure onset).
     pub structure_onset: Option<u64>,
-    /// Step ending the interval of the steepest rise of `blimp/attractor` (capability onset).
+    /// First evaluated step with `blimp/attractor` ≥ [`CAPABILITY_LEVEL`] (capability onset; None:
+    /// agreement never left chance).
     pub capability_onset: Option<u64>,
     /// Highest `sas/all` and its step.
     pub peak_sas: (u64, f64),
     /// (step, value) series of the logged metrics.
     pub curves: Vec<(String, Vec<(u64, f64)>)>,
 }
+
+/// Minimal-pair accuracy that counts as capability: chance is 0.5, and over the default 256 pairs a
+/// chance-level model reaches 0.75 with probability < 1e-15 (binomial tail), so crossing it is a
+/// real onset, not noise.
+pub const CAPABILITY_LEVEL: f64 = 0.75;
 
 /// The step ending the interval of steepest change of `c` in direction `sign` (+1 rise, −1 fall),
 /// skipping the first `skip` intervals.
@@ -824,7 +830,10 @@ pub fn summarize(cfg: &SasRunConfig, dir: &Path) -> Result<SasRunSummary> {
         },
         loss_drop: steepest(get("eval/mlm_loss"), -1.0, 1),
         structure_onset: steepest(sas, 1.0, 0),
-        capability_onset: steepest(get("blimp/attractor"), 1.0, 0),
+        capability_onset: get("blimp/attractor")
+            .iter()
+            .find(|p| p.1 >= CAPABILITY_LEVEL)
+            .map(|p| p.0),
         peak_sas: (peak.0, peak.1.max(0.0)),
         curves,
     })
