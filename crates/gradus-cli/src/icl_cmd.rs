@@ -174,7 +174,7 @@ pub struct SasArgs {
     #[command(flatten)]
     pub common: IclCommon,
     /// λ of the SAS regulariser in the suppressed arms (> 0 suppresses, < 0 promotes).
-    #[arg(long, default_value_t = 0.1, allow_hyphen_values = true)]
+    #[arg(long, default_value_t = 0.01, allow_hyphen_values = true)]
     pub sas_lambda: f64,
     /// Step at which the suppress-then-release arm stops suppressing (default: a fifth of the run).
     #[arg(long)]

@@ -384,7 +384,7 @@ fn lab_runs_end_to_end_at_smoke_size() {
             .clone()
     };
     assert!(lambda(0).iter().all(|p| p.1 == 0.0));
-    assert!(lambda(1).iter().all(|p| p.1 == 0.1));
+    assert!(lambda(1).iter().all(|p| p.1 == 0.01));
     // Again without --resume: refused; with it the finished runs are only summarised.
     assert!(lab::run(&o).is_err());
     let mut r = o.clone();

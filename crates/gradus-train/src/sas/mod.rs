@@ -20,7 +20,7 @@
 //! `R = (1/B) Σ_sentences Σ_arcs m_i` and the loss `L = L_MLM + λ(step)·R`: λ > 0 suppresses SAS,
 //! λ < 0 promotes it. [`SasSchedule`]: λ applies at steps < `sas_until_step` (all steps when
 //! unset). The authors sum over a batch of 64 × 512-token sequences with λ = 0.001; per sentence
-//! of ~7 arcs our λ must be larger for the same pressure (the lab's default is 0.1, see its
+//! of ~7 arcs our λ must be larger for the same pressure (the lab's default is 0.01, see its
 //! module docs).
 //!
 //! **Evaluation** every `train.eval_every` steps on fixed held-out data:
