@@ -49,6 +49,9 @@ pub struct Tokenizer {
     eos: Option<u32>,
     pad: Option<u32>,
     chat_template: Option<String>,
+    /// One past the largest id, computed once (`get_vocab` builds a map: per decode it was a tenth
+    /// of an RL rollout).
+    vocab_size: usize,
     /// Other fields of `tokenizer_config.json`, kept so that [`Tokenizer::save`] does not lose them.
     extra_config: serde_json::Map<String, Value>,
 }
@@ -70,8 +73,14 @@ impl Tokenizer {
 
     /// Wrap an already built HF tokenizer; bos/eos/pad are guessed from well-known token names.
     pub fn from_inner(inner: tokenizers::Tokenizer) -> Self {
+        let vocab_size = inner
+            .get_vocab(true)
+            .values()
+            .max()
+            .map_or(0, |&m| m as usize + 1);
         let mut t = Tokenizer {
             inner,
+            vocab_size,
             bos: None,
             eos: None,
             pad: None,
@@ -261,11 +270,7 @@ impl Tokenizer {
 
     /// One past the largest token id, added tokens included: the smallest embedding a model needs.
     pub fn vocab_size(&self) -> usize {
-        self.inner
-            .get_vocab(true)
-            .values()
-            .max()
-            .map_or(0, |&m| m as usize + 1)
+        self.vocab_size
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {

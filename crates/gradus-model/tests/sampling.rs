@@ -78,6 +78,23 @@ fn top_k_renormalises_over_the_k_best() {
     );
 }
 
+/// The k best are selected wherever they sit (logits out of order), and −∞ (a banned token) is never
+/// drawn by the untruncated path: (0.05, 0.3, 0.5, 0.15) shuffled, top 2 → (0, 0.375, 0.625, 0); with
+/// the 0.5 token banned, the rest renormalise to (0.1, 0.6, 0, 0.3).
+#[test]
+fn top_k_finds_the_best_out_of_order_and_banned_tokens_never_come() {
+    let l: Vec<f32> = [0.05f64, 0.3, 0.5, 0.15]
+        .iter()
+        .map(|p| p.ln() as f32)
+        .collect();
+    close(&freqs(&l, &cfg(1.0, 2, 1.0), N), &[0.0, 0.375, 0.625, 0.0]);
+    let mut banned = l.clone();
+    banned[2] = f32::NEG_INFINITY;
+    let f = freqs(&banned, &cfg(1.0, 0, 1.0), N);
+    assert_eq!(f[2], 0.0, "a banned token was drawn: {f:?}");
+    close(&f, &[0.1, 0.6, 0.0, 0.3]);
+}
+
 #[test]
 fn top_p_keeps_the_smallest_prefix_reaching_p() {
     // Cumulative 0.5, 0.8, 0.95, 1.0: p = 0.7 keeps two tokens, p = 0.9 three.

@@ -14,7 +14,8 @@
 //! - **NM-PPO** (`search = "nelder_mead"`): one run that moves θ by Nelder–Mead (α 1, γ 2, ρ 0.5,
 //!   σ 0.5; ≤ `search_iterations` iterations, stop when the simplex's values spread less than
 //!   `search_tol`) to maximise an evaluation score (`eval`, weighted rewards), each evaluation being
-//!   the mean score over `search_every` generation batches at the θ asked ([`NelderMead`]).
+//!   the mean score over `search_every` generation batches at the θ asked, after
+//!   `search_burn_in` batches that let the policy respond to it ([`NelderMead`]).
 
 use gradus_tensor::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,9 @@ pub struct ConstraintsSection {
     pub search: ThresholdSearch,
     /// NM-PPO: generation batches per evaluation of a θ.
     pub search_every: usize,
+    /// NM-PPO: generation batches at a newly asked θ before its evaluation starts (the policy
+    /// needs time to respond to new thresholds; scoring them at once measures the old θ's policy).
+    pub search_burn_in: usize,
     /// NM-PPO: most Nelder–Mead iterations; then θ stays at the best point found.
     pub search_iterations: usize,
     /// NM-PPO: stop when the simplex's evaluation scores spread less than this.
@@ -83,6 +87,7 @@ impl Default for ConstraintsSection {
             vf_coef: 0.5,
             search: ThresholdSearch::Fixed,
             search_every: 4,
+            search_burn_in: 0,
             search_iterations: 10,
             search_tol: 0.01,
             search_step: 0.1,

@@ -632,6 +632,9 @@ pub struct ConstraintState {
     pub search: Option<NelderMead>,
     pub search_sum: f64,
     pub search_batches: usize,
+    /// Batches spent at the current θ before its evaluation (`search_burn_in`).
+    #[serde(default)]
+    pub search_waited: usize,
 }
 
 /// Step-level sums of the micro-batches' diagnostics.
@@ -801,6 +804,7 @@ impl RlLearner<'_> {
                 }),
                 search_sum: 0.0,
                 search_batches: 0,
+                search_waited: 0,
             };
         }
         // 1. Rollouts with the current weights.
@@ -824,13 +828,24 @@ impl RlLearner<'_> {
             .iter()
             .flat_map(|&p| std::iter::repeat_n(self.prompts[p].ids.clone(), g))
             .collect();
+        let t_gen = std::time::Instant::now();
         let gens = self.sample_batch(&prompt_ids, &sampling)?;
+        // Where a step's time goes (verl's timing_s/*): rollouts, rewards, the extra forwards.
+        stats.insert(
+            "time/generation_s".into(),
+            json!(t_gen.elapsed().as_secs_f64()),
+        );
         let texts: Vec<String> = gens
             .iter()
             .map(|x| self.completion_text(&x.tokens))
             .collect::<Result<_>>()?;
         // 2. Rewards.
+        let t_rew = std::time::Instant::now();
         let per = self.score(&prompt_rows, &texts, g)?;
+        stats.insert(
+            "time/rewards_s".into(),
+            json!(t_rew.elapsed().as_secs_f64()),
+        );
         // The evaluation score (never part of the training reward).
         let eval_mean = if self.eval_rewards.is_empty() {
             None
@@ -1196,7 +1211,9 @@ impl RlLearner<'_> {
                 .multipliers
                 .update(cons.kind, &means, &th, cons.lr, cons.momentum);
             if let (Some(nm), Some(ev)) = (constraint.search.as_mut(), eval_mean) {
-                if !nm.done() {
+                if !nm.done() && constraint.search_waited < cons.search_burn_in {
+                    constraint.search_waited += 1;
+                } else if !nm.done() {
                     constraint.search_sum += ev;
                     constraint.search_batches += 1;
                     if constraint.search_batches >= cons.search_every {
@@ -1204,6 +1221,7 @@ impl RlLearner<'_> {
                         nm.tell(-constraint.search_sum / constraint.search_batches as f64);
                         constraint.search_sum = 0.0;
                         constraint.search_batches = 0;
+                        constraint.search_waited = 0;
                         constraint.thresholds = match nm.ask() {
                             Some(x) => x.to_vec(),
                             None => nm.best().map(|b| b.0.to_vec()).unwrap_or(th),
