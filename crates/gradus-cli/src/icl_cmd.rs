@@ -1,5 +1,5 @@
-//! `gradus lab icl-emergence` and `gradus lab icl-transience`: argument handling; the work is in
-//! `gradus_train::icl`.
+//! `gradus lab icl-emergence`, `icl-transience`, `boolean-icl` and `sas`: argument handling; the
+//! work is in `gradus_train::icl` and `gradus_train::sas`.
 
 use std::path::PathBuf;
 
@@ -189,6 +189,42 @@ pub fn boolean(a: BooleanIclArgs) -> Result<()> {
     }
     let out = run_with(&o, &adjuster(c.sets))?;
     print!("{}", out.table);
+    println!("report: {}", out.report.display());
+    Ok(())
+}
+
+/// `gradus lab sas`.
+#[derive(Args, Debug)]
+pub struct SasArgs {
+    #[command(flatten)]
+    pub common: IclCommon,
+    /// λ of the SAS regulariser in the suppressed arms (> 0 suppresses, < 0 promotes).
+    #[arg(long, default_value_t = 0.01, allow_hyphen_values = true)]
+    pub sas_lambda: f64,
+    /// Step at which the suppress-then-release arm stops suppressing (default: a fifth of the run).
+    #[arg(long)]
+    pub release_step: Option<u64>,
+}
+
+pub fn sas(a: SasArgs) -> Result<()> {
+    use gradus_train::sas::lab::{run, SasLabOptions};
+    let c = a.common;
+    if !c.sets.is_empty() {
+        anyhow::bail!(
+            "lab sas: --set is not supported (use --sas-lambda, --release-step, --steps, --size)"
+        );
+    }
+    let mut o = SasLabOptions::new(c.dir, c.size.into());
+    o.seed = c.seed;
+    o.steps = c.steps;
+    o.resume = c.resume;
+    o.overwrite = c.overwrite;
+    o.progress = !c.quiet;
+    o.sas_lambda = a.sas_lambda;
+    o.release_step = a.release_step;
+    let out = run(&o)?;
+    print!("{}", out.table);
+    println!("results: {}", out.results.display());
     println!("report: {}", out.report.display());
     Ok(())
 }

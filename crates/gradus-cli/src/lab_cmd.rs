@@ -36,6 +36,10 @@ pub enum LabCmd {
     /// Which Boolean function classes are learned in context, against nearest neighbour,
     /// averaging and the optimal learner (Bhattamishra et al. 2024).
     BooleanIcl(crate::icl_cmd::BooleanIclArgs),
+    /// Syntactic attention structure in a masked LM on a dependency grammar: structure onset
+    /// (best heads' UAS) vs the sudden loss drop, agreement minimal pairs, and the SAS
+    /// regulariser suppressing throughout or early then released (Chen et al. 2024).
+    Sas(crate::icl_cmd::SasArgs),
     /// An LM as a black-box optimiser of an Ehrlich function (LLOME: SFT, then DPO or MargE
     /// rounds against an oracle budget) vs the GA: regret against oracle calls (Chen, Stanton
     /// et al. 2024).
@@ -121,6 +125,7 @@ pub fn lab(cmd: LabCmd) -> Result<()> {
         LabCmd::IclEmergence(a) => crate::icl_cmd::emergence(a),
         LabCmd::IclTransience(a) => crate::icl_cmd::transience(a),
         LabCmd::BooleanIcl(a) => crate::icl_cmd::boolean(a),
+        LabCmd::Sas(a) => crate::icl_cmd::sas(a),
         LabCmd::Llome(a) => crate::llome_cmd::llome(a),
         LabCmd::Evoprompting(a) => crate::evoprompting_cmd::evoprompting(a),
         LabCmd::Ilf(a) => crate::ilf_cmd::ilf(a),

@@ -1,7 +1,8 @@
 //! gradus-model: the decoder family (Llama / Qwen2), Hugging Face checkpoint load and save,
 //! LoRA adapters in the PEFT layout, reward heads, KV-cache generation with sampling, and a BERT
-//! encoder for sentence embeddings ([`encoder`]).
+//! encoder for sentence embeddings ([`encoder`]) and its trainable masked-LM twin ([`bert_mlm`]).
 
+pub mod bert_mlm;
 pub mod config;
 pub mod decoder;
 pub mod encoder;

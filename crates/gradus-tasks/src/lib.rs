@@ -33,6 +33,9 @@
 //! - [`evo`]: program synthesis toward a hidden target behaviour in the tiny language (graded
 //!   fitness, a counting evaluator, random AST mutation and crossover), the objective of
 //!   EvoPrompting (Chen, Dohan & So 2023).
+//! - [`depgrammar`]: a templated dependency grammar with gold heads, relation labels, number
+//!   agreement across attractors and BLiMP-style minimal pairs (syntactic attention structure,
+//!   Chen et al. 2024);
 //! - [`code_tasks`]: programming tasks in the tiny language with unit tests, templated feedback
 //!   from the first failing test and a bug generator (ILF on code, Chen et al. 2023).
 
@@ -41,6 +44,7 @@ pub mod boolean;
 pub mod bursty;
 pub mod code_tasks;
 pub mod corpus;
+pub mod depgrammar;
 pub mod ehrlich;
 pub mod evo;
 pub mod ga;

@@ -15,7 +15,9 @@
 //! - [`progress`]: progress bars on a terminal, plain lines otherwise;
 //! - [`eval_hook`]: `[eval]`, lm-eval-compatible tasks (gradus-eval) during training;
 //! - [`icl`]: in-context vs in-weights learning on bursty sequences, the labs `icl-emergence` and
-//!   `icl-transience`, and the Boolean-function lab `boolean-icl`.
+//!   `icl-transience`, and the Boolean-function lab `boolean-icl`;
+//! - [`sas`]: masked-LM training of a BERT encoder on a dependency grammar, the per-head UAS /
+//!   SAS metric and the SAS regulariser, and the lab `sas` (Chen et al. 2024).
 //!
 //! The loop ([`trainer`]: `fit_learner` over a `Learner`) and the recipes built on it, one file
 //! each, read top to bottom: [`recipe`] (configs), [`prep`] (data → packed rows), [`pretrain`],
@@ -75,6 +77,7 @@ pub mod quickstart;
 pub mod recipe;
 pub mod reward;
 pub mod rl;
+pub mod sas;
 pub mod sft;
 pub mod trainer;
 pub mod value_head;

@@ -58,6 +58,12 @@ elif head[:1] == ["lab"] and head[1] in ("icl-emergence", "icl-transience", "boo
     replace("--size", "smoke")
     if "--steps" in args:
         replace("--steps", "4")
+elif head == ["lab", "sas"]:
+    replace("--size", "smoke")
+    if "--steps" in args:
+        replace("--steps", "4")
+    if "--release-step" in args:
+        replace("--release-step", "2")
 elif head == ["lab", "llome"]:
     sets("budget.rounds=1", "budget.per_round=16", "ga.num_particles=32", "first.steps=2",
          "train.steps=2", "generation.prompts=4", "run.seeds=[0]", "methods=[\"ga\", \"sft\"]")
