@@ -36,12 +36,15 @@ else
   echo "bench: $GB not built (cargo build --release -p gradus-bench); no gradus sgemm peak recorded" >&2
 fi
 python3 bench/trl_dpo.py --export "$OUT/export" --steps 2 --warmup 0 > "$OUT/export.json"
+# No truncation on either side: every pair fits the exported model's context (TRL's max_length is
+# None), and gradus refuses a seq_len above max_position_embeddings.
+SEQ_LEN=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['max_position_embeddings'])" "$OUT/export/model/config.json")
 for r in $(seq 1 "$ROUNDS"); do
   measured "$OUT/trl.load.jsonl" python3 bench/trl_dpo.py --steps "$STEPS" --warmup "$WARMUP" > "$OUT/trl-$r.json"
   rm -rf "$OUT/runs/r$r"
   measured "$OUT/gradus.load.jsonl" /usr/bin/time -f "%M" -o "$OUT/gradus-$r.rss" "$GRADUS" train dpo \
     --set model.init_from="\"$OUT/export/model\"" --set tokenizer.path="\"$OUT/export\"" \
-    --set data.source="\"$OUT/export/data.jsonl\"" --set data.seq_len=4096 \
+    --set data.source="\"$OUT/export/data.jsonl\"" --set data.seq_len=$SEQ_LEN \
     --set train.steps=$((STEPS + WARMUP)) --set train.batch_size=8 --set train.lr=1e-6 \
     --set train.max_grad_norm=1.0 --set train.progress=false --set train.weight_norms_every=0 \
     --set optimizer.weight_decay=0.0 --set schedule.kind=constant --set schedule.warmup_steps=0 \
