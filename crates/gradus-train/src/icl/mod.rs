@@ -869,10 +869,15 @@ pub fn write_results_md(dir: &Path, title: &str, body: &str) -> Result<PathBuf> 
 
 /// A curve of a run summary as a plot series.
 pub fn curve(s: &IclRunSummary, key: &str, name: &str) -> Series {
+    curve_of(&s.curves, key, name)
+}
+
+/// The curve `key` of a summary's `(key, [(step, value)])` list as a plot series (empty when absent);
+/// the ICL and SAS labs' summaries share this layout.
+pub fn curve_of(curves: &[(String, Vec<(u64, f64)>)], key: &str, name: &str) -> Series {
     Series {
         name: name.into(),
-        points: s
-            .curves
+        points: curves
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, c)| c.iter().map(|&(x, y)| (x as f64, y)).collect())

@@ -185,15 +185,7 @@ fn opt_step(s: Option<u64>) -> String {
 
 /// The curve `key` of a run as a plot series.
 fn curve(s: &SasRunSummary, key: &str, name: &str) -> Series {
-    Series {
-        name: name.into(),
-        points: s
-            .curves
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, c)| c.iter().map(|&(x, y)| (x as f64, y)).collect())
-            .unwrap_or_default(),
-    }
+    crate::icl::curve_of(&s.curves, key, name)
 }
 
 /// First evaluated step at which `key` is at most (`below`) or at least `level`.
