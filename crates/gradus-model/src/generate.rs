@@ -67,21 +67,32 @@ pub struct Generation {
 
 /// Entropy (nats) of softmax(logits / temperature); temperature 0 (greedy) counts as 1.
 pub fn entropy(logits: &[f32], temperature: f64) -> f32 {
-    let t = if temperature > 0.0 { temperature } else { 1.0 };
-    let (m, e) = shifted_exps(logits, t as f32);
+    let t = if temperature > 0.0 { temperature } else { 1.0 } as f32;
+    let (m, e) = shifted_exps(logits, t);
+    entropy_of(logits, t, m, &e)
+}
+
+/// [`entropy`] from [`shifted_exps`]`(logits, t)` = (m, e): H = log Z − Σ p·x with x = logits/t
+/// shifted by the max (stable for large logits); 0 when no logit is finite.
+fn entropy_of(logits: &[f32], t: f32, m: f32, e: &[f32]) -> f32 {
     if !m.is_finite() {
         return 0.0;
     }
-    // H = log Z − Σ p·x with x = logits/t shifted by the max: stable for large logits.
-    let inv_t = 1.0 / t as f32;
+    let inv_t = 1.0 / t;
     let (mut z, mut zx) = (0.0f64, 0.0f64);
-    for (&l, &e) in logits.iter().zip(&e) {
+    for (&l, &e) in logits.iter().zip(e) {
         z += e as f64;
         if e > 0.0 {
             zx += e as f64 * ((l * inv_t - m) as f64);
         }
     }
     (z.ln() - zx / z) as f32
+}
+
+/// Whether `cfg` samples from the whole softmax (temperature > 0, no top-k or top-p cut) over a
+/// vocabulary of `v`.
+fn samples_full(cfg: &SamplingConfig, v: usize) -> bool {
+    cfg.temperature > 0.0 && !(cfg.top_k > 0 && cfg.top_k < v) && cfg.top_p >= 1.0
 }
 
 /// (max of logits/t, e^(logits/t − max) per entry): the unnormalised softmax at temperature `t`,
@@ -113,10 +124,10 @@ pub fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut Rng) -> u32 {
         return best as u32;
     }
     let t = cfg.temperature as f32;
-    let truncates = cfg.top_k > 0 && cfg.top_k < logits.len();
-    if !truncates && cfg.top_p >= 1.0 {
-        return sample_full(logits, t, rng);
+    if samples_full(cfg, logits.len()) {
+        return draw(&shifted_exps(logits, t).1, rng);
     }
+    let truncates = cfg.top_k > 0 && cfg.top_k < logits.len();
     let mut idx: Vec<usize> = (0..logits.len()).collect();
     // By logit descending, ties by index: deterministic.
     let order = |&a: &usize, &b: &usize| {
@@ -164,11 +175,10 @@ pub fn sample(logits: &[f32], cfg: &SamplingConfig, rng: &mut Rng) -> u32 {
     *idx.last().unwrap_or(&0) as u32
 }
 
-/// Draws from softmax(logits / t) over the whole vocabulary, no truncation: one pass for the max and
-/// the normaliser, one for the inverse CDF in index order (no sort: with a 512-word vocabulary,
+/// Draws from softmax(logits / t) over the whole vocabulary given its unnormalised terms `e`
+/// ([`shifted_exps`]): the inverse CDF in index order (no sort: with a 512-word vocabulary,
 /// sorting every row was a third of an RL step).
-fn sample_full(logits: &[f32], t: f32, rng: &mut Rng) -> u32 {
-    let (_, e) = shifted_exps(logits, t);
+fn draw(e: &[f32], rng: &mut Rng) -> u32 {
     let z: f64 = e.iter().map(|&x| x as f64).sum();
     let u = rng.uniform() * z;
     let mut acc = 0.0;
@@ -288,10 +298,17 @@ pub fn generate_guided(
         let mut next = Vec::with_capacity(b);
         for (r, row) in logits.iter().enumerate() {
             debug_assert_eq!(row.len(), v);
+            // Sampling the whole softmax: its terms serve the draw and the entropy metric alike.
+            let mut h = None;
             let tok = if done[r] {
                 pad
             } else if let Some(t) = force(r, &out[r].tokens) {
                 t
+            } else if banned.is_empty() && samples_full(cfg, v) {
+                let t = cfg.temperature as f32;
+                let (m, e) = shifted_exps(row, t);
+                h = Some(entropy_of(row, t, m, &e));
+                draw(&e, &mut rng)
             } else if banned.is_empty() {
                 sample(row, cfg, &mut rng)
             } else {
@@ -305,7 +322,9 @@ pub fn generate_guided(
             };
             if !done[r] {
                 out[r].tokens.push(tok);
-                out[r].entropies.push(entropy(row, cfg.temperature));
+                out[r]
+                    .entropies
+                    .push(h.unwrap_or_else(|| entropy(row, cfg.temperature)));
                 if eos.contains(&tok) {
                     done[r] = true;
                     out[r].finish = Finish::Eos;
