@@ -65,13 +65,20 @@ pub enum LabCmd {
         /// An SFT checkpoint or run directory to start from (default: run the quickstart first).
         #[arg(long)]
         sft: Option<PathBuf>,
-        /// GRPO optimiser steps.
+        /// GRPO optimiser steps (0: score the SFT model only).
         #[arg(long, default_value_t = 100)]
         steps: u64,
         #[arg(long, default_value = "runs")]
         dir: PathBuf,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Held-out problems per kind (arithmetic, programs).
+        #[arg(long, default_value_t = gradus_train::rlvr::EVAL_N)]
+        eval_n: usize,
+        /// Samples per held-out problem for sampled pass@1 / pass@k at temperature 1 (0: greedy
+        /// only).
+        #[arg(long, default_value_t = gradus_train::rlvr::EVAL_SAMPLES)]
+        eval_samples: usize,
         /// Move earlier runs in --dir aside (never deleted) instead of refusing to start.
         #[arg(long)]
         overwrite: bool,
@@ -157,6 +164,8 @@ pub fn lab(cmd: LabCmd) -> Result<()> {
             steps,
             dir,
             seed,
+            eval_n,
+            eval_samples,
             overwrite,
             sets,
         } => {
@@ -165,6 +174,8 @@ pub fn lab(cmd: LabCmd) -> Result<()> {
                 dir,
                 sft,
                 steps,
+                eval_n,
+                eval_samples,
                 seed,
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 overwrite,

@@ -488,6 +488,8 @@ fn lab_rlvr_scores_sft_and_rl_models_on_the_same_problems() {
         dir: d.path().join("runs"),
         sft: Some(init.clone()),
         steps: 2,
+        eval_n: 6,
+        eval_samples: 2,
         seed: 1,
         progress: false,
         overwrite: false,
@@ -499,7 +501,8 @@ fn lab_rlvr_scores_sft_and_rl_models_on_the_same_problems() {
         }),
     })
     .unwrap();
-    assert_eq!(col(&o.rl_dir, "train/lr"), vec![7e-4, 7e-4]);
+    let rl_dir = o.rl_dir.clone().unwrap();
+    assert_eq!(col(&rl_dir, "train/lr"), vec![7e-4, 7e-4]);
     assert_eq!(o.before.len(), o.after.len());
     for (b, a) in o.before.iter().zip(&o.after) {
         assert_eq!((&b.kind, b.n), (&a.kind, a.n));
@@ -514,9 +517,9 @@ fn lab_rlvr_scores_sft_and_rl_models_on_the_same_problems() {
             .map(|k| k.n)
             .sum::<usize>()
     );
-    assert_eq!(col(&o.rl_dir, "reward/mean").len(), 2);
+    assert_eq!(col(&rl_dir, "reward/mean").len(), 2);
     let j: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(o.rl_dir.join("rlvr.json")).unwrap())
+        serde_json::from_str(&std::fs::read_to_string(rl_dir.join("rlvr.json")).unwrap())
             .unwrap();
     assert_eq!(j["steps"], 2);
     let html = std::fs::read_to_string(&o.report).unwrap();
