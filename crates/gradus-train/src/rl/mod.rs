@@ -11,6 +11,13 @@
 //! 1. copies the trained weights into the decoder and samples G completions per prompt with the
 //!    KV-cache sampler (`gradus_model::generate`), seeded by `(run.seed, generation index)`;
 //! 2. scores them with every `[[rewards]]` entry and combines Σ w_k r_k (None where none applies);
+//!    with `dynamic_sampling` (DAPO's dynamic sampling, Yu et al. 2025 §3.2; verl's
+//!    `filter_groups`), a group whose combined rewards are all equal (it has no advantage to learn
+//!    from) is dropped and more prompts are drawn and sampled, in rounds seeded by
+//!    `(run.seed, generation index, round)`, until the batch holds its number of prompts (verl
+//!    keeps the first ones); after `max_generation_rounds` rounds the batch is filled with the
+//!    dropped groups, first drawn first, and the metric `dynamic_sampling/filled_groups` says how
+//!    many;
 //! 3. computes the old policy's log-probs (only when the batch is reused: `steps_per_generation`
 //!    or μ > 1; otherwise ρ = 1 exactly) and the reference's (β > 0; β = 0 loads no reference);
 //! 4. computes advantages (`gradus_objectives::rl`: group-normalised, leave-one-out, REINFORCE++,
@@ -188,6 +195,12 @@ pub struct AlgorithmSection {
     pub steps_per_generation: usize,
     /// Completions cut at `max_new_tokens` take no part in the loss.
     pub mask_truncated_completions: bool,
+    /// DAPO's dynamic sampling (grpo, rloo): drop groups whose rewards are all equal and draw
+    /// more prompts until the generation batch is full (module docs, step 2).
+    pub dynamic_sampling: bool,
+    /// Dynamic sampling: sampling rounds per generation batch at most (verl's
+    /// `max_num_gen_batches`); then the batch is filled with dropped groups.
+    pub max_generation_rounds: usize,
     /// RLOO: standardise the advantages over the batch.
     pub normalize_advantages: bool,
     /// Discount γ (REINFORCE++ returns, PPO's GAE).
@@ -225,6 +238,8 @@ impl Default for AlgorithmSection {
             num_iterations: 1,
             steps_per_generation: 1,
             mask_truncated_completions: false,
+            dynamic_sampling: false,
+            max_generation_rounds: 10,
             normalize_advantages: false,
             gamma: 1.0,
             entropy_coef: 0.0,
@@ -323,6 +338,20 @@ impl AlgorithmSection {
         }
         if self.steps_per_generation == 0 {
             return Err(Error::config(f("steps_per_generation"), "must be ≥ 1"));
+        }
+        if self.dynamic_sampling {
+            if !matches!(self.kind, AlgorithmKind::Grpo | AlgorithmKind::Rloo) {
+                return Err(Error::config(
+                    f("dynamic_sampling"),
+                    format!(
+                        "filters groups by their reward spread, which only the group baselines (grpo, rloo) make uninformative; kind = {:?} has none",
+                        self.kind
+                    ),
+                ));
+            }
+            if self.max_generation_rounds == 0 {
+                return Err(Error::config(f("max_generation_rounds"), "must be ≥ 1"));
+            }
         }
         if self.num_generations == 0 {
             return Err(Error::config(f("num_generations"), "must be ≥ 1"));
@@ -692,6 +721,73 @@ struct RlLearner<'a> {
     eval_weights: Vec<f32>,
 }
 
+/// Sampled groups of one generation batch: the prompts, their G completions each (group-major),
+/// the completions' texts and each reward's scores.
+struct Drawn {
+    rows: Vec<usize>,
+    gens: Vec<gradus_model::generate::Generation>,
+    texts: Vec<String>,
+    per: Vec<Vec<Option<f32>>>,
+}
+
+impl Drawn {
+    fn new(n_rewards: usize) -> Self {
+        Self {
+            rows: Vec::new(),
+            gens: Vec::new(),
+            texts: Vec::new(),
+            per: vec![Vec::new(); n_rewards],
+        }
+    }
+
+    /// Appends group `j` of a round (prompt `rows[j]`, completions `j·g..(j+1)·g`) where `keep(j)`.
+    fn extend_groups(
+        &mut self,
+        rows: &[usize],
+        gens: Vec<gradus_model::generate::Generation>,
+        texts: Vec<String>,
+        per: &[Vec<Option<f32>>],
+        g: usize,
+        keep: impl Fn(usize) -> bool,
+    ) {
+        for (i, (x, t)) in gens.into_iter().zip(texts).enumerate() {
+            if keep(i / g) {
+                if i % g == 0 {
+                    self.rows.push(rows[i / g]);
+                }
+                self.gens.push(x);
+                self.texts.push(t);
+                for (k, p) in per.iter().enumerate() {
+                    self.per[k].push(p[i]);
+                }
+            }
+        }
+    }
+
+    /// Appends the first `n` groups of `other`.
+    fn append_groups(&mut self, other: Drawn, n: usize, g: usize) {
+        let rows = other.rows.clone();
+        self.extend_groups(&rows, other.gens, other.texts, &other.per, g, |j| j < n);
+    }
+}
+
+/// Which groups of `g` consecutive combined rewards carry a learning signal under a group
+/// baseline: those with two scored completions whose rewards differ (DAPO's `0 < |correct| < G`
+/// for a 0/1 reward; verl keeps a group when the std of its rewards is > 0). A group with fewer
+/// than two scored completions has no baseline (advantage 0) and is dropped too.
+pub fn informative_groups(rewards: &[Option<f32>], g: usize) -> Vec<bool> {
+    rewards
+        .chunks(g.max(1))
+        .map(|grp| {
+            let mut scored = grp.iter().flatten();
+            match scored.next() {
+                Some(first) => scored.any(|x| x != first),
+                None => false,
+            }
+        })
+        .collect()
+}
+
 fn mean_std(xs: &[f64]) -> (f64, f64) {
     let n = xs.len();
     if n == 0 {
@@ -807,45 +903,114 @@ impl RlLearner<'_> {
                 search_waited: 0,
             };
         }
-        // 1. Rollouts with the current weights.
+        // 1. Rollouts with the current weights, and 2. their rewards: one round, or with dynamic
+        // sampling as many as it takes to fill the batch with informative groups.
         self.fast.write_to(self.model)?;
-        let prompt_rows: Vec<usize> = self
-            .cursor
-            .next_indices()
-            .ok_or_else(|| Error::msg("rl: no prompts"))?
-            .to_vec();
-        debug_assert_eq!(prompt_rows.len(), n_prompts);
         let gen_index = self.gen.generations;
-        let seed = Rng::derive(self.cfg.run.seed, &format!("rl/rollout/{gen_index}")).next_u64();
-        let sampling = SamplingConfig {
-            max_new_tokens: self.cfg.generation.max_new_tokens,
-            temperature: self.cfg.generation.temperature,
-            top_k: self.cfg.generation.top_k,
-            top_p: self.cfg.generation.top_p,
-            seed,
+        let (gen_cfg, run_seed) = (self.cfg.generation.clone(), self.cfg.run.seed);
+        let sampling_of = |round: usize| {
+            let key = if round == 0 {
+                format!("rl/rollout/{gen_index}")
+            } else {
+                format!("rl/rollout/{gen_index}/round-{round}")
+            };
+            SamplingConfig {
+                max_new_tokens: gen_cfg.max_new_tokens,
+                temperature: gen_cfg.temperature,
+                top_k: gen_cfg.top_k,
+                top_p: gen_cfg.top_p,
+                seed: Rng::derive(run_seed, &key).next_u64(),
+            }
         };
+        let sampling = sampling_of(0);
+        let mut kept = Drawn::new(self.rewards.len());
+        let mut dropped = Drawn::new(self.rewards.len());
+        let (mut t_gen, mut t_rew) = (0.0, 0.0);
+        let (mut rounds, mut drawn_groups, mut drawn_rewards) = (0, 0, Vec::new());
+        loop {
+            let rows: Vec<usize> = self
+                .cursor
+                .next_indices()
+                .ok_or_else(|| Error::msg("rl: no prompts"))?
+                .to_vec();
+            debug_assert_eq!(rows.len(), n_prompts);
+            let ids: Vec<Vec<u32>> = rows
+                .iter()
+                .flat_map(|&p| std::iter::repeat_n(self.prompts[p].ids.clone(), g))
+                .collect();
+            let t = std::time::Instant::now();
+            let gens = self.sample_batch(&ids, &sampling_of(rounds))?;
+            t_gen += t.elapsed().as_secs_f64();
+            let texts: Vec<String> = gens
+                .iter()
+                .map(|x| self.completion_text(&x.tokens))
+                .collect::<Result<_>>()?;
+            let t = std::time::Instant::now();
+            let per = self.score(&rows, &texts, g)?;
+            t_rew += t.elapsed().as_secs_f64();
+            rounds += 1;
+            drawn_groups += rows.len();
+            if !a.dynamic_sampling {
+                kept.extend_groups(&rows, gens, texts, &per, g, |_| true);
+                break;
+            }
+            let comb = combine_rewards(&per, &self.weights, &self.names)?;
+            drawn_rewards.extend(comb.iter().flatten().map(|&x| x as f64));
+            let informative = informative_groups(&comb, g);
+            let room = n_prompts - kept.rows.len();
+            let mut take: Vec<bool> = informative.clone();
+            let mut n = 0;
+            for t in take.iter_mut() {
+                if *t {
+                    n += 1;
+                    *t = n <= room;
+                }
+            }
+            kept.extend_groups(&rows, gens.clone(), texts.clone(), &per, g, |j| take[j]);
+            if dropped.rows.len() < n_prompts {
+                dropped.extend_groups(&rows, gens, texts, &per, g, |j| !informative[j]);
+            }
+            if kept.rows.len() >= n_prompts || rounds >= a.max_generation_rounds {
+                break;
+            }
+        }
+        if a.dynamic_sampling {
+            let filled = n_prompts - kept.rows.len();
+            let dropped_n = dropped.rows.len();
+            kept.append_groups(dropped, filled.min(dropped_n), g);
+            if kept.rows.len() < n_prompts {
+                return Err(Error::msg(format!(
+                    "rl: dynamic sampling drew {} groups in {rounds} rounds but could fill only {} of the {n_prompts} the batch needs (raise algorithm.max_generation_rounds)",
+                    drawn_groups,
+                    kept.rows.len()
+                )));
+            }
+            stats.insert("dynamic_sampling/rounds".into(), json!(rounds));
+            stats.insert(
+                "dynamic_sampling/kept_fraction".into(),
+                json!((n_prompts - filled) as f64 / drawn_groups.max(1) as f64),
+            );
+            stats.insert("dynamic_sampling/filled_groups".into(), json!(filled));
+            // The reward of everything sampled, before the filter (the batch's own is biased
+            // towards 1/2 by it).
+            stats.insert(
+                "dynamic_sampling/reward_mean".into(),
+                json!(mean_std(&drawn_rewards).0),
+            );
+        }
+        let Drawn {
+            rows: prompt_rows,
+            gens,
+            texts,
+            per,
+        } = kept;
         let prompt_ids: Vec<Vec<u32>> = prompt_rows
             .iter()
             .flat_map(|&p| std::iter::repeat_n(self.prompts[p].ids.clone(), g))
             .collect();
-        let t_gen = std::time::Instant::now();
-        let gens = self.sample_batch(&prompt_ids, &sampling)?;
         // Where a step's time goes (verl's timing_s/*): rollouts, rewards, the extra forwards.
-        stats.insert(
-            "time/generation_s".into(),
-            json!(t_gen.elapsed().as_secs_f64()),
-        );
-        let texts: Vec<String> = gens
-            .iter()
-            .map(|x| self.completion_text(&x.tokens))
-            .collect::<Result<_>>()?;
-        // 2. Rewards.
-        let t_rew = std::time::Instant::now();
-        let per = self.score(&prompt_rows, &texts, g)?;
-        stats.insert(
-            "time/rewards_s".into(),
-            json!(t_rew.elapsed().as_secs_f64()),
-        );
+        stats.insert("time/generation_s".into(), json!(t_gen));
+        stats.insert("time/rewards_s".into(), json!(t_rew));
         // The evaluation score (never part of the training reward).
         let eval_mean = if self.eval_rewards.is_empty() {
             None
