@@ -477,3 +477,50 @@ fn summary_of(
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampled_accuracy_by_hand() {
+        // k = 8, right samples 8, 4, 0, 2 → per-problem means 1, .5, 0, .25; pass@1 = 1.75/4 =
+        // .4375. Deviations .5625, .0625, −.4375, −.1875; squares sum .546875; s² = .546875/3 =
+        // .18229167; s.e. = √(s²/4) = .21347814; half width 1.96 · .21347814 = .41841716.
+        let a = sampled_accuracy("arith", &[8, 4, 0, 2], 8);
+        assert_eq!((a.kind.as_str(), a.n, a.k), ("arith", 4, 8));
+        assert!((a.pass1 - 0.4375).abs() < 1e-12);
+        assert!((a.pass1_ci.0 - (0.4375 - 0.41841716)).abs() < 1e-7, "{a:?}");
+        assert!((a.pass1_ci.1 - (0.4375 + 0.41841716)).abs() < 1e-7, "{a:?}");
+        // pass@8: 3 of 4 problems have a right sample. Wilson, p = .75, n = 4, z² = 3.8416:
+        // centre (.75 + .4802)/1.9604 = .627525, half (1.96/1.9604)·√(.046875 + .060025) =
+        // .326891 → [.300634, .954416].
+        assert_eq!(a.pass_k, 3);
+        assert!((a.pass_k_ci.0 - 0.300634).abs() < 1e-5, "{a:?}");
+        assert!((a.pass_k_ci.1 - 0.954416).abs() < 1e-5, "{a:?}");
+        // All right: the interval is the point, clamped into [0, 1].
+        let b = sampled_accuracy("all", &[2, 2, 2], 2);
+        assert_eq!((b.pass1, b.pass1_ci), (1.0, (1.0, 1.0)));
+    }
+
+    #[test]
+    fn the_sampled_task_keeps_every_samples_answer() {
+        let plan = quickstart::plan(QuickstartSize::Smoke);
+        let tasks = quickstart::eval_tasks(&plan, 1).unwrap();
+        let t = sampled_task(&tasks[0].1, 4, 1.0, 7);
+        assert_eq!(t.cfg.repeats, 4);
+        let g = t.cfg.generation_kwargs.as_ref().unwrap();
+        assert_eq!(g["do_sample"], serde_json::json!(true));
+        assert_eq!(g["seed"], serde_json::json!(7));
+        let fl = t.cfg.filter_list.as_ref().unwrap();
+        for f in fl {
+            assert!(f.filter.iter().all(|s| s.function != "take_first"));
+        }
+        // `strict` keeps its regex (one answer per sample); `none` becomes the identity.
+        let strict = fl.iter().find(|f| f.name == "strict").unwrap();
+        assert_eq!(strict.filter.len(), 1);
+        assert_eq!(strict.filter[0].function, "regex");
+        // The greedy task is untouched.
+        assert_eq!(tasks[0].1.cfg.repeats, 1);
+    }
+}

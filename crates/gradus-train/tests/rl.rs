@@ -524,6 +524,11 @@ fn lab_rlvr_scores_sft_and_rl_models_on_the_same_problems() {
     assert_eq!(j["steps"], 2);
     let html = std::fs::read_to_string(&o.report).unwrap();
     assert!(html.contains("SFT + GRPO, all"), "{html}");
+    // Sampled pass@1 on the same problems: 2 samples each, "all" = the kinds together.
+    assert_eq!(o.before_sampled.len(), o.before.len());
+    for (s, g) in o.after_sampled.iter().zip(&o.after) {
+        assert_eq!((&s.kind, s.n, s.k), (&g.kind, g.n, 2));
+    }
 }
 
 /// The lab's GRPO prompts come from the task the quickstart fine-tuned on (equation answers, traced

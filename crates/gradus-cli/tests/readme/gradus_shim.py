@@ -54,6 +54,8 @@ elif head == ["lab", "constrained-rl"]:
         replace("--steps", "3")
 elif head == ["lab", "rlvr"]:
     replace("--steps", "2")
+    replace("--eval-n", "8")
+    replace("--eval-samples", "2")
 elif head[:1] == ["lab"] and head[1] in ("icl-emergence", "icl-transience", "boolean-icl"):
     replace("--size", "smoke")
     if "--steps" in args:
