@@ -66,7 +66,7 @@ pub enum LabCmd {
         #[arg(long)]
         sft: Option<PathBuf>,
         /// GRPO optimiser steps (0: score the SFT model only).
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 200)]
         steps: u64,
         #[arg(long, default_value = "runs")]
         dir: PathBuf,

@@ -497,6 +497,8 @@ fn lab_rlvr_scores_sft_and_rl_models_on_the_same_problems() {
         rl: Some({
             let mut c = gradus_train::rlvr::default_rl_config().unwrap();
             c.train.lr = 7e-4;
+            c.train.grad_accum = 1; // seconds, not minutes
+            c.algorithm.max_generation_rounds = 2;
             c
         }),
     })

@@ -41,7 +41,8 @@ elif head[:1] == ["train"] and len(head) == 2:
     elif kind in ("dpo", "reward"):
         sets("train.steps=3", "schedule.warmup_steps=1", "prefs.synthetic_pairs=48", "prefs.eval_pairs=8", "prefs.eval_every=2")
     elif kind == "rl":
-        sets("train.steps=2", "schedule.warmup_steps=1", "data.synthetic_prompts=32")
+        sets("train.steps=2", "schedule.warmup_steps=1", "data.synthetic_prompts=32", "train.grad_accum=1",
+             "algorithm.max_generation_rounds=1")
 elif head == ["lab", "ranking-accuracy"] or head == ["lab", "phf"]:
     for f in ("--steps", "--samples", "--docs"):
         if f in args:
@@ -56,6 +57,7 @@ elif head == ["lab", "rlvr"]:
     replace("--steps", "2")
     replace("--eval-n", "8")
     replace("--eval-samples", "2")
+    sets("train.grad_accum=1", "algorithm.max_generation_rounds=1")
 elif head[:1] == ["lab"] and head[1] in ("icl-emergence", "icl-transience", "boolean-icl"):
     replace("--size", "smoke")
     if "--steps" in args:
