@@ -159,7 +159,10 @@ pub fn measure_sampled(
         let mut right = Vec::new();
         for row in r.samples.iter().filter(|row| row["filter"] == *filter) {
             let target = row["target"].as_str().unwrap_or("");
-            let answers = row["filtered_resps"].as_array().cloned().unwrap_or_default();
+            let answers = row["filtered_resps"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             if answers.len() != k {
                 return Err(Error::msg(format!(
                     "rlvr sampled eval {}: {} answers for a problem, expected {k}",
@@ -167,9 +170,18 @@ pub fn measure_sampled(
                     answers.len()
                 )));
             }
-            right.push(answers.iter().filter(|a| a.as_str() == Some(target)).count());
+            right.push(
+                answers
+                    .iter()
+                    .filter(|a| a.as_str() == Some(target))
+                    .count(),
+            );
         }
-        out.push(sampled_accuracy(&format!("{kind:?}").to_lowercase(), &right, k));
+        out.push(sampled_accuracy(
+            &format!("{kind:?}").to_lowercase(),
+            &right,
+            k,
+        ));
         all.extend(right);
     }
     out.push(sampled_accuracy("all", &all, k));
@@ -269,10 +281,8 @@ pub fn run(o: &RlvrOptions) -> Result<RlvrOutcome> {
         t0.elapsed().as_secs_f64()
     );
     if o.steps == 0 {
-        let wrong: Vec<quickstart::Sample> = before_samples
-            .into_iter()
-            .filter(|s| !s.correct)
-            .collect();
+        let wrong: Vec<quickstart::Sample> =
+            before_samples.into_iter().filter(|s| !s.correct).collect();
         let summary = summary_of(&before, &[], &before_sampled, &[], None)
             + "wrong greedy answers (the first 16):\n"
             + &quickstart::show(&wrong, 16);

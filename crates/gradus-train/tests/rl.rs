@@ -521,8 +521,7 @@ fn lab_rlvr_scores_sft_and_rl_models_on_the_same_problems() {
     );
     assert_eq!(col(&rl_dir, "reward/mean").len(), 2);
     let j: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(rl_dir.join("rlvr.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(rl_dir.join("rlvr.json")).unwrap()).unwrap();
     assert_eq!(j["steps"], 2);
     let html = std::fs::read_to_string(&o.report).unwrap();
     assert!(html.contains("SFT + GRPO, all"), "{html}");

@@ -68,7 +68,10 @@ fn informative_groups_by_hand() {
     assert_eq!(informative_groups(&r, 3), vec![false, true, false, true]);
     // G = 2: equal non-binary rewards, nothing scored, a tiny difference.
     assert_eq!(
-        informative_groups(&[Some(0.5), Some(0.5), None, None, Some(0.5), Some(0.5001)], 2),
+        informative_groups(
+            &[Some(0.5), Some(0.5), None, None, Some(0.5), Some(0.5001)],
+            2
+        ),
         vec![false, false, true]
     );
 }

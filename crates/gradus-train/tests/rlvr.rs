@@ -45,7 +45,11 @@ fn sampled_pass_at_1_counts_each_samples_answer() {
     assert_eq!(greedy.len(), 6);
     let mut t = task.clone();
     for (i, doc) in t.splits.get_mut("test").unwrap().iter_mut().enumerate() {
-        let target = if i < 3 { greedy[i].clone() } else { "never".into() };
+        let target = if i < 3 {
+            greedy[i].clone()
+        } else {
+            "never".into()
+        };
         doc.data.insert("answer".into(), json!(target));
     }
     let s = measure_sampled(&model, &tok, &init, &[(kind, t, filter)], 4, 0.0).unwrap();
