@@ -89,6 +89,8 @@ pub struct SampledAccuracy {
     pub pass_k: usize,
     /// Wilson 95% interval of pass@k.
     pub pass_k_ci: (f64, f64),
+    /// Right samples of each problem, in the task's order.
+    pub right: Vec<usize>,
 }
 
 /// Pass@1 and pass@k from the number of right samples of each problem (`right[i]` of `k`).
@@ -112,7 +114,24 @@ pub fn sampled_accuracy(kind: &str, right: &[usize], k: usize) -> SampledAccurac
         pass1_ci: ((pass1 - half).max(0.0), (pass1 + half).min(1.0)),
         pass_k,
         pass_k_ci: quickstart::wilson_95(pass_k, n),
+        right: right.to_vec(),
     }
+}
+
+/// The change of a per-problem score between two models scored on the same problems: the mean
+/// of `after[i] − before[i]` and its 95% normal interval (`mean ± 1.96·s/√n`, `s` the standard
+/// deviation of the differences). Pairing removes the spread of problem difficulty, which
+/// dominates each model's own interval. None when the lengths differ or n < 2.
+pub fn paired_change(before: &[f64], after: &[f64]) -> Option<(f64, (f64, f64))> {
+    let n = before.len();
+    if n != after.len() || n < 2 {
+        return None;
+    }
+    let d: Vec<f64> = before.iter().zip(after).map(|(b, a)| a - b).collect();
+    let m = d.iter().sum::<f64>() / n as f64;
+    let var = d.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let half = 1.96 * (var / n as f64).sqrt();
+    Some((m, (m - half, m + half)))
 }
 
 /// `t` with `k` samples per problem at `temperature` (seeds `seed`, `seed + 1`, …, the same for
@@ -312,6 +331,21 @@ pub fn run(o: &RlvrOptions) -> Result<RlvrOutcome> {
     // 4. After.
     eprintln!("[lab rlvr] evaluating the RL model…");
     let (after, samples, after_sampled) = score(&rl_ck, &tok, &tasks, o.eval_samples)?;
+    // Paired changes over the same problems (greedy: right or not; sampled: right / k).
+    let as_f = |v: &[quickstart::Sample]| -> Vec<f64> {
+        v.iter().map(|s| s.correct as u8 as f64).collect()
+    };
+    let greedy_change = paired_change(&as_f(&before_samples), &as_f(&samples));
+    let sampled_change: Vec<(String, Option<(f64, (f64, f64))>)> = before_sampled
+        .iter()
+        .zip(&after_sampled)
+        .map(|(b, a)| {
+            let f = |x: &SampledAccuracy| -> Vec<f64> {
+                x.right.iter().map(|&c| c as f64 / x.k as f64).collect()
+            };
+            (b.kind.clone(), paired_change(&f(b), &f(a)))
+        })
+        .collect();
     // 5. Report.
     let mut table = vec![(
         "held-out problems".to_string(),
@@ -357,6 +391,10 @@ pub fn run(o: &RlvrOptions) -> Result<RlvrOutcome> {
             sampled_table,
         ));
     }
+    sections.push(Section::pre(
+        "Change SFT → SFT + GRPO, paired over the same problems",
+        &changes_of(greedy_change, &sampled_change),
+    ));
     sections.extend([
         Section::plot(
             "Reward (task checker) per generation batch",
@@ -394,6 +432,10 @@ pub fn run(o: &RlvrOptions) -> Result<RlvrOutcome> {
         "sft_checkpoint": sft, "rl_checkpoint": rl_ck, "steps": s.fit.steps, "rl_seconds": rl_secs,
         "before": greedy_json(&before), "after": greedy_json(&after),
         "before_sampled": sampled_json(&before_sampled), "after_sampled": sampled_json(&after_sampled),
+        "change_paired": {
+            "greedy_all": greedy_change.map(|(m, (lo, hi))| [m, lo, hi]),
+            "sampled_pass1": sampled_change.iter().map(|(k, c)| (k.clone(), serde_json::json!(c.map(|(m, (lo, hi))| [m, lo, hi])))).collect::<serde_json::Map<_, _>>(),
+        },
     });
     gradus_tensor::io::write_atomic(
         &s.fit.run_dir.join("rlvr.json"),
@@ -401,13 +443,9 @@ pub fn run(o: &RlvrOptions) -> Result<RlvrOutcome> {
             .map_err(|e| Error::msg(e.to_string()))?
             .as_bytes(),
     )?;
-    let summary = summary_of(
-        &before,
-        &after,
-        &before_sampled,
-        &after_sampled,
-        Some(&report),
-    );
+    let mut summary = summary_of(&before, &after, &before_sampled, &after_sampled, None);
+    summary += &changes_of(greedy_change, &sampled_change);
+    let _ = writeln!(summary, "report: {}", report.display());
     Ok(RlvrOutcome {
         sft_checkpoint: sft,
         rl_dir: Some(s.fit.run_dir),
@@ -418,6 +456,28 @@ pub fn run(o: &RlvrOptions) -> Result<RlvrOutcome> {
         report,
         summary,
     })
+}
+
+/// The paired changes, SFT → SFT + GRPO, in points with 95% intervals.
+fn changes_of(
+    greedy: Option<(f64, (f64, f64))>,
+    sampled: &[(String, Option<(f64, (f64, f64))>)],
+) -> String {
+    let fmt = |c: Option<(f64, (f64, f64))>| match c {
+        Some((m, (lo, hi))) => {
+            format!("{:+.1} [{:+.1}, {:+.1}]", 100.0 * m, 100.0 * lo, 100.0 * hi)
+        }
+        None => "n/a".into(),
+    };
+    let mut s = format!(
+        "change, paired over the same problems (points, 95% CI): greedy all {}",
+        fmt(greedy)
+    );
+    for (kind, c) in sampled {
+        let _ = write!(s, "; sampled pass@1 {kind} {}", fmt(*c));
+    }
+    s.push('\n');
+    s
 }
 
 /// The printed table: greedy accuracy, then sampled pass@1 and pass@k, SFT beside SFT + GRPO.
@@ -511,6 +571,22 @@ mod tests {
         // All right: the interval is the point, clamped into [0, 1].
         let b = sampled_accuracy("all", &[2, 2, 2], 2);
         assert_eq!((b.pass1, b.pass1_ci), (1.0, (1.0, 1.0)));
+    }
+
+    #[test]
+    fn paired_change_by_hand() {
+        // Differences 0, 1, 0, 1: mean .5, s² = 4·.25/3 = 1/3, s.e. = √(1/12) = .288675,
+        // half width 1.96 · .288675 = .565803.
+        let (m, (lo, hi)) = paired_change(&[1.0, 0.0, 1.0, 0.0], &[1.0, 1.0, 1.0, 1.0]).unwrap();
+        assert!((m - 0.5).abs() < 1e-12);
+        assert!((lo - (0.5 - 0.565803)).abs() < 1e-6 && (hi - (0.5 + 0.565803)).abs() < 1e-6);
+        // The same scores: no change, a zero-width interval.
+        assert_eq!(
+            paired_change(&[0.5, 1.0], &[0.5, 1.0]),
+            Some((0.0, (0.0, 0.0)))
+        );
+        assert_eq!(paired_change(&[1.0, 0.0], &[1.0]), None);
+        assert_eq!(paired_change(&[1.0], &[0.0]), None);
     }
 
     #[test]
