@@ -11,7 +11,13 @@
 //! the normal one over problems, `mean ± 1.96·s/√n` with `s` the standard deviation of the
 //! per-problem means, since the `k` samples of one problem are not independent draws of the
 //! population), with pass@k (a problem counts when one of its `k` samples is right; Chen et al.
-//! 2021's unbiased estimator with `n = k` samples) beside them.
+//! 2021's unbiased estimator with `n = k` samples) beside them, and the paired change of each
+//! over the same problems ([`paired_change`]).
+//!
+//! What it shows at the quickstart's size (README, "Learning from verifiable rewards"): GRPO
+//! sharpens the SFT model (sampled pass@1 up about 4 points, pass@8 down about 8) and leaves its
+//! greedy accuracy where it was; more SFT on new problems raises greedy accuracy, GRPO's updates
+//! on one problem do not carry over to others.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
