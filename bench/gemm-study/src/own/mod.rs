@@ -1,0 +1,607 @@
+//! Our own packed sgemm, BLIS-style (Goto & van de Geijn 2008, "Anatomy of High-Performance
+//! Matrix Multiplication", §4-6; Van Zee & van de Geijn 2015, BLIS §3): row-major
+//! `C (m×n) [+]= A (m×k) B (k×n)` with any operand strides.
+//!
+//! Loops, outermost first:
+//! 1. `jc` over blocks of NC columns of C and B;
+//! 2. `pc` over blocks of KC of the inner dimension; B's (KC×NC) block is packed into NR-column
+//!    panels (k-major: NR contiguous values per p), shared by all threads, packed by all of them
+//!    (each a share of the panels) — or taken from a [`PackedB`] built once ("packed once and
+//!    reused": the engine multiplies by the same weight in the forward and the input gradient,
+//!    and a weight is unchanged across the micro-batches of an optimizer step and across
+//!    generation steps);
+//! 3. the threads split the rows of C (whole MR panels); each packs its (MC×KC) blocks of A into
+//!    MR-row panels (k-major: MR contiguous values per p) in a thread-local buffer;
+//! 4. `ir` over MR-row panels of the A block (one A micro-panel, MR×KC, stays in L1), `jr` over
+//!    NR-column panels of the B block (streamed from L2), the microkernel per (MR×NR) tile
+//!    ([`kernels`]). Tiles at the right or bottom edge are computed into a stack tile and the valid
+//!    part copied out; packed panels are zero-padded, so the microkernels never branch.
+//!
+//! The first `pc` block writes (or, when the caller asks, adds to) C; later blocks add.
+
+pub mod kernels;
+
+use std::cell::Cell;
+
+/// Instruction set of the microkernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512F: 12×32 tile.
+    Avx512,
+    /// AVX2 + FMA: 6×16 tile.
+    Avx2,
+    /// Portable scalar 4×8 tile (reference path for other targets).
+    Scalar,
+}
+
+impl Isa {
+    /// The widest ISA this CPU supports.
+    pub fn detect() -> Isa {
+        if Isa::Avx512.available() {
+            Isa::Avx512
+        } else if Isa::Avx2.available() {
+            Isa::Avx2
+        } else {
+            Isa::Scalar
+        }
+    }
+
+    /// Whether this CPU can run the ISA's microkernel.
+    pub fn available(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Isa::Avx512 | Isa::Avx2 => false,
+            Isa::Scalar => true,
+        }
+    }
+
+    /// (MR, NR) of the tile.
+    pub fn tile(self) -> (usize, usize) {
+        match self {
+            Isa::Avx512 => (kernels::MR512, kernels::NR512),
+            Isa::Avx2 => (kernels::MR256, kernels::NR256),
+            Isa::Scalar => (4, 8),
+        }
+    }
+
+    /// Short name: `avx512`, `avx2`, `scalar`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Scalar => "scalar",
+        }
+    }
+}
+
+/// Cache blocking: KC (inner dimension per block), MC (rows of A packed at once per thread), NC
+/// (columns of B per block).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blocking {
+    /// Inner-dimension block: an A micro-panel MR×KC sits in L1.
+    pub kc: usize,
+    /// Rows of A packed at once (a multiple of MR).
+    pub mc: usize,
+    /// Columns of B per block: the packed KC×NC block sits in L2.
+    pub nc: usize,
+}
+
+impl Blocking {
+    /// Defaults for `isa`, or `GEMM_STUDY_BLOCKING=kc,mc,nc` when set (a tuning knob; MC and NC
+    /// are rounded up to whole tiles).
+    pub fn for_isa(isa: Isa) -> Blocking {
+        let (mr, nr) = isa.tile();
+        let def = match isa {
+            Isa::Avx512 => Blocking {
+                kc: 256,
+                mc: 16 * mr,
+                nc: 16 * nr,
+            },
+            Isa::Avx2 => Blocking {
+                kc: 256,
+                mc: 16 * mr,
+                nc: 32 * nr,
+            },
+            Isa::Scalar => Blocking {
+                kc: 64,
+                mc: 8 * mr,
+                nc: 8 * nr,
+            },
+        };
+        let env = std::env::var("GEMM_STUDY_BLOCKING").ok().and_then(|s| {
+            let v: Vec<usize> = s.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+            (v.len() == 3 && v.iter().all(|&x| x > 0)).then(|| Blocking {
+                kc: v[0],
+                mc: v[1],
+                nc: v[2],
+            })
+        });
+        env.unwrap_or(def).rounded(mr, nr)
+    }
+
+    /// MC and NC rounded up to multiples of MR and NR.
+    pub fn rounded(self, mr: usize, nr: usize) -> Blocking {
+        Blocking {
+            kc: self.kc.max(1),
+            mc: self.mc.div_ceil(mr).max(1) * mr,
+            nc: self.nc.div_ceil(nr).max(1) * nr,
+        }
+    }
+}
+
+/// A raw pointer that may cross threads (the tasks write disjoint parts).
+#[derive(Clone, Copy)]
+struct Ptr(*mut f32);
+// SAFETY: used only for disjoint writes / shared reads inside one scoped parallel region.
+unsafe impl Send for Ptr {}
+unsafe impl Sync for Ptr {}
+
+/// A strided read-only matrix view: element (i, j) at `ptr + i*rs + j*cs`.
+#[derive(Clone, Copy)]
+struct View {
+    ptr: *const f32,
+    rs: usize,
+    cs: usize,
+}
+// SAFETY: read-only.
+unsafe impl Send for View {}
+unsafe impl Sync for View {}
+
+thread_local! {
+    static A_BUF: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    static B_BUF: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with a thread-local scratch buffer of at least `len` floats, 64-byte aligned (the
+/// buffer is taken out of the slot while in use, so a nested call allocates its own).
+fn with_scratch<R>(
+    slot: &'static std::thread::LocalKey<Cell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(*mut f32) -> R,
+) -> R {
+    let mut v = slot.with(|s| s.take());
+    if v.len() < len + 16 {
+        v = vec![0f32; len + 16];
+    }
+    let off = v.as_ptr().align_offset(64).min(15);
+    let r = f(unsafe { v.as_mut_ptr().add(off) });
+    slot.with(|s| s.set(v));
+    r
+}
+
+/// Runs `f(t)` for t in 0..threads on the rayon pool (t = 0 on the calling task).
+fn par(threads: usize, f: impl Fn(usize) + Sync) {
+    if threads <= 1 {
+        f(0);
+        return;
+    }
+    rayon::scope(|s| {
+        let f = &f;
+        for t in 1..threads {
+            s.spawn(move |_| f(t));
+        }
+        f(0);
+    });
+}
+
+/// Packs rows `p0..p0+kc` and columns `j0..j0+nv` of B into one NR-column panel at `dst`
+/// (dst[p*NR + jj]), zero-padding columns nv..NR.
+///
+/// # Safety
+/// `dst` holds kc·NR floats; the addressed part of B is readable.
+unsafe fn pack_b_panel(dst: *mut f32, b: View, p0: usize, kc: usize, j0: usize, nv: usize, nr: usize) {
+    if b.cs == 1 {
+        for p in 0..kc {
+            let src = b.ptr.add((p0 + p) * b.rs + j0);
+            let d = dst.add(p * nr);
+            std::ptr::copy_nonoverlapping(src, d, nv);
+            for jj in nv..nr {
+                *d.add(jj) = 0.0;
+            }
+        }
+    } else {
+        for jj in 0..nv {
+            let src = b.ptr.add((j0 + jj) * b.cs + p0 * b.rs);
+            for p in 0..kc {
+                *dst.add(p * nr + jj) = *src.add(p * b.rs);
+            }
+        }
+        for jj in nv..nr {
+            for p in 0..kc {
+                *dst.add(p * nr + jj) = 0.0;
+            }
+        }
+    }
+}
+
+/// Packs rows `i0..i0+mv` and columns `p0..p0+kc` of A into one MR-row panel at `dst`
+/// (dst[p*MR + ii]), zero-padding rows mv..MR.
+///
+/// # Safety
+/// `dst` holds kc·MR floats; the addressed part of A is readable.
+unsafe fn pack_a_panel(dst: *mut f32, a: View, i0: usize, mv: usize, p0: usize, kc: usize, mr: usize) {
+    if a.rs == 1 {
+        for p in 0..kc {
+            let src = a.ptr.add((p0 + p) * a.cs + i0);
+            let d = dst.add(p * mr);
+            std::ptr::copy_nonoverlapping(src, d, mv);
+            for ii in mv..mr {
+                *d.add(ii) = 0.0;
+            }
+        }
+    } else {
+        for ii in 0..mv {
+            let src = a.ptr.add((i0 + ii) * a.rs + p0 * a.cs);
+            for p in 0..kc {
+                *dst.add(p * mr + ii) = *src.add(p * a.cs);
+            }
+        }
+        for ii in mv..mr {
+            for p in 0..kc {
+                *dst.add(p * mr + ii) = 0.0;
+            }
+        }
+    }
+}
+
+/// B packed once for every (jc, pc) block of a fixed [`Blocking`] and ISA.
+pub struct PackedB {
+    isa: Isa,
+    blocking: Blocking,
+    k: usize,
+    n: usize,
+    buf: Vec<f32>,
+    /// Offset into `buf` of block (jc index, pc index), row-major over (jc, pc).
+    offsets: Vec<usize>,
+    align: usize,
+}
+
+impl PackedB {
+    /// Packs B (k×n, element (p, j) at `b[p*rsb + j*csb]`) for `isa` with its default blocking.
+    ///
+    /// # Panics
+    /// If `b` is too short for the strides.
+    pub fn new(isa: Isa, b: &[f32], k: usize, n: usize, rsb: usize, csb: usize) -> PackedB {
+        Self::with_blocking(isa, Blocking::for_isa(isa), b, k, n, rsb, csb)
+    }
+
+    /// As [`PackedB::new`] with an explicit blocking.
+    pub fn with_blocking(
+        isa: Isa,
+        blocking: Blocking,
+        b: &[f32],
+        k: usize,
+        n: usize,
+        rsb: usize,
+        csb: usize,
+    ) -> PackedB {
+        if k > 0 && n > 0 {
+            assert!(
+                b.len() > (k - 1) * rsb + (n - 1) * csb,
+                "PackedB: B too short for {k}×{n}"
+            );
+        }
+        let (mr, nr) = isa.tile();
+        let blocking = blocking.rounded(mr, nr);
+        let mut offsets = Vec::new();
+        let mut total = 0;
+        for jc in (0..n).step_by(blocking.nc) {
+            let nc = blocking.nc.min(n - jc);
+            for pc in (0..k).step_by(blocking.kc) {
+                let kc = blocking.kc.min(k - pc);
+                offsets.push(total);
+                total += nc.div_ceil(nr) * nr * kc;
+            }
+        }
+        let mut buf = vec![0f32; total + 16];
+        let align = buf.as_ptr().align_offset(64).min(15);
+        let view = View {
+            ptr: b.as_ptr(),
+            rs: rsb,
+            cs: csb,
+        };
+        let mut bi = 0;
+        for jc in (0..n).step_by(blocking.nc) {
+            let nc = blocking.nc.min(n - jc);
+            for pc in (0..k).step_by(blocking.kc) {
+                let kc = blocking.kc.min(k - pc);
+                let base = unsafe { buf.as_mut_ptr().add(align + offsets[bi]) };
+                for q in 0..nc.div_ceil(nr) {
+                    let j0 = jc + q * nr;
+                    // SAFETY: offsets were sized for these panels; B's extent was checked.
+                    unsafe {
+                        pack_b_panel(base.add(q * kc * nr), view, pc, kc, j0, nr.min(jc + nc - j0), nr)
+                    };
+                }
+                bi += 1;
+            }
+        }
+        PackedB {
+            isa,
+            blocking,
+            k,
+            n,
+            buf,
+            offsets,
+            align,
+        }
+    }
+
+    /// (k, n) of the packed matrix.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    fn block(&self, jc_idx: usize, pc_idx: usize) -> *const f32 {
+        let per_jc = self.k.div_ceil(self.blocking.kc);
+        unsafe {
+            self.buf
+                .as_ptr()
+                .add(self.align + self.offsets[jc_idx * per_jc + pc_idx])
+        }
+    }
+}
+
+type Micro = unsafe fn(usize, *const f32, *const f32, *mut f32, usize, bool);
+
+unsafe fn micro_scalar_4x8(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+    kernels::micro_scalar(4, 8, kc, a, b, c, ldc, acc)
+}
+
+fn micro_for(isa: Isa) -> Micro {
+    assert!(isa.available(), "own sgemm: this CPU lacks {}", isa.name());
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => kernels::micro_avx512,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => kernels::micro_avx2,
+        _ => micro_scalar_4x8,
+    }
+}
+
+/// Where B comes from.
+#[derive(Clone, Copy)]
+enum BSrc<'a> {
+    Raw(View),
+    Packed(&'a PackedB),
+}
+
+/// `C (m×n, row stride ldc) [+]= A B` with A (m×k) at `a[i*rsa + p*csa]` and B (k×n) at
+/// `b[p*rsb + j*csb]`, on `threads` tasks of the current rayon pool.
+///
+/// # Safety
+/// The addressed parts of A, B and C are valid, and C overlaps neither A nor B.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    rsa: usize,
+    csa: usize,
+    b: *const f32,
+    rsb: usize,
+    csb: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    threads: usize,
+) {
+    sgemm_blocked(
+        isa,
+        Blocking::for_isa(isa),
+        m,
+        n,
+        k,
+        a,
+        rsa,
+        csa,
+        b,
+        rsb,
+        csb,
+        c,
+        ldc,
+        accumulate,
+        threads,
+    )
+}
+
+/// As [`sgemm`] with an explicit blocking (tests use tiny blocks to exercise every loop edge).
+///
+/// # Safety
+/// As [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_blocked(
+    isa: Isa,
+    blk: Blocking,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    rsa: usize,
+    csa: usize,
+    b: *const f32,
+    rsb: usize,
+    csb: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    threads: usize,
+) {
+    let (mr, nr) = isa.tile();
+    let view = View {
+        ptr: b,
+        rs: rsb,
+        cs: csb,
+    };
+    run(
+        isa,
+        blk.rounded(mr, nr),
+        m,
+        n,
+        k,
+        View {
+            ptr: a,
+            rs: rsa,
+            cs: csa,
+        },
+        BSrc::Raw(view),
+        c,
+        ldc,
+        accumulate,
+        threads,
+    )
+}
+
+/// As [`sgemm`] with B taken from `pb` (packed once, reused; its ISA and blocking are used).
+///
+/// # Safety
+/// As [`sgemm`]; `pb` is (k×n).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_prepacked(
+    m: usize,
+    a: *const f32,
+    rsa: usize,
+    csa: usize,
+    pb: &PackedB,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    threads: usize,
+) {
+    run(
+        pb.isa,
+        pb.blocking,
+        m,
+        pb.n,
+        pb.k,
+        View {
+            ptr: a,
+            rs: rsa,
+            cs: csa,
+        },
+        BSrc::Packed(pb),
+        c,
+        ldc,
+        accumulate,
+        threads,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn run(
+    isa: Isa,
+    blk: Blocking,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: View,
+    bsrc: BSrc<'_>,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    threads: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let c = Ptr(c);
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                std::slice::from_raw_parts_mut(c.0.add(i * ldc), n).fill(0.0);
+            }
+        }
+        return;
+    }
+    let micro = micro_for(isa);
+    let (mr, nr) = isa.tile();
+    // Threads split whole MR panels of rows; small problems run on one.
+    let panels_m = m.div_ceil(mr);
+    let work = m * n * k;
+    let threads = if work < (1 << 16) {
+        1
+    } else {
+        threads.clamp(1, panels_m)
+    };
+    let rows_per = panels_m.div_ceil(threads) * mr;
+    let b_len = blk.kc * blk.nc;
+    with_scratch(&B_BUF, b_len, |bbuf| {
+        let bbuf = Ptr(bbuf);
+        for (jci, jc) in (0..n).step_by(blk.nc).enumerate() {
+            let nc = blk.nc.min(n - jc);
+            let panels_n = nc.div_ceil(nr);
+            for (pci, pc) in (0..k).step_by(blk.kc).enumerate() {
+                let kc = blk.kc.min(k - pc);
+                let acc = accumulate || pc > 0;
+                let bblock: *const f32 = match bsrc {
+                    BSrc::Packed(pb) => pb.block(jci, pci),
+                    BSrc::Raw(bv) => {
+                        // All threads pack a share of the panels, then all use all of them.
+                        let tb = if kc * nc >= 1 << 14 { threads } else { 1 };
+                        let per = panels_n.div_ceil(tb);
+                        par(tb, |t| {
+                            let bbuf = bbuf;
+                            for q in t * per..((t + 1) * per).min(panels_n) {
+                                let j0 = jc + q * nr;
+                                pack_b_panel(bbuf.0.add(q * kc * nr), bv, pc, kc, j0, nr.min(jc + nc - j0), nr);
+                            }
+                        });
+                        bbuf.0
+                    }
+                };
+                let bblock = Ptr(bblock as *mut f32);
+                par(threads, |t| {
+                    let (bblock, c) = (bblock, c);
+                    let r0 = t * rows_per;
+                    let r1 = ((t + 1) * rows_per).min(m);
+                    if r0 >= r1 {
+                        return;
+                    }
+                    with_scratch(&A_BUF, blk.mc * kc, |abuf| {
+                        for ic in (r0..r1).step_by(blk.mc) {
+                            let mc = blk.mc.min(r1 - ic);
+                            let pm = mc.div_ceil(mr);
+                            for ir in 0..pm {
+                                let i0 = ic + ir * mr;
+                                pack_a_panel(abuf.add(ir * kc * mr), a, i0, mr.min(ic + mc - i0), pc, kc, mr);
+                            }
+                            for ir in 0..pm {
+                                let i0 = ic + ir * mr;
+                                let mv = mr.min(ic + mc - i0);
+                                let ap = abuf.add(ir * kc * mr);
+                                for q in 0..panels_n {
+                                    let j0 = jc + q * nr;
+                                    let nv = nr.min(jc + nc - j0);
+                                    let bp = bblock.0.add(q * kc * nr);
+                                    let cp = c.0.add(i0 * ldc + j0);
+                                    if mv == mr && nv == nr {
+                                        micro(kc, ap, bp, cp, ldc, acc);
+                                    } else {
+                                        let mut tile = [0f32; 12 * 32];
+                                        micro(kc, ap, bp, tile.as_mut_ptr(), nr, false);
+                                        for ii in 0..mv {
+                                            for jj in 0..nv {
+                                                let d = cp.add(ii * ldc + jj);
+                                                let v = tile[ii * nr + jj];
+                                                *d = if acc { *d + v } else { v };
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    });
+                });
+            }
+        }
+    });
+}
