@@ -191,6 +191,53 @@ fn par(threads: usize, f: impl Fn(usize) + Sync) {
     });
 }
 
+/// `dst[p*ds + r] = src[r*rs + p]` for r < rows, p < cols: the transposing copy both packings
+/// need when the packed dimension is the strided one (A row-major, B = Wᵀ). 4×4 blocks go through
+/// SSE registers (`_MM_TRANSPOSE4_PS`: 4 loads, 8 shuffles, 4 stores per 16 values instead of 16
+/// scalar strided stores).
+///
+/// # Safety
+/// `dst` holds cols·ds floats, rows ≤ ds; the addressed part of `src` is readable.
+unsafe fn transpose_into(dst: *mut f32, ds: usize, src: *const f32, rs: usize, rows: usize, cols: usize) {
+    let mut r = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::*;
+        while r + 4 <= rows {
+            let s0 = src.add(r * rs);
+            let (s1, s2, s3) = (s0.add(rs), s0.add(2 * rs), s0.add(3 * rs));
+            let mut p = 0;
+            while p + 4 <= cols {
+                let mut x0 = _mm_loadu_ps(s0.add(p));
+                let mut x1 = _mm_loadu_ps(s1.add(p));
+                let mut x2 = _mm_loadu_ps(s2.add(p));
+                let mut x3 = _mm_loadu_ps(s3.add(p));
+                _MM_TRANSPOSE4_PS(&mut x0, &mut x1, &mut x2, &mut x3);
+                let d = dst.add(p * ds + r);
+                _mm_storeu_ps(d, x0);
+                _mm_storeu_ps(d.add(ds), x1);
+                _mm_storeu_ps(d.add(2 * ds), x2);
+                _mm_storeu_ps(d.add(3 * ds), x3);
+                p += 4;
+            }
+            for p in p..cols {
+                let d = dst.add(p * ds + r);
+                *d = *s0.add(p);
+                *d.add(1) = *s1.add(p);
+                *d.add(2) = *s2.add(p);
+                *d.add(3) = *s3.add(p);
+            }
+            r += 4;
+        }
+    }
+    for r in r..rows {
+        let s = src.add(r * rs);
+        for p in 0..cols {
+            *dst.add(p * ds + r) = *s.add(p);
+        }
+    }
+}
+
 /// Packs rows `p0..p0+kc` and columns `j0..j0+nv` of B into one NR-column panel at `dst`
 /// (dst[p*NR + jj]), zero-padding columns nv..NR.
 ///
@@ -204,6 +251,13 @@ unsafe fn pack_b_panel(dst: *mut f32, b: View, p0: usize, kc: usize, j0: usize, 
             std::ptr::copy_nonoverlapping(src, d, nv);
             for jj in nv..nr {
                 *d.add(jj) = 0.0;
+            }
+        }
+    } else if b.rs == 1 {
+        transpose_into(dst, nr, b.ptr.add(j0 * b.cs + p0), b.cs, nv, kc);
+        for jj in nv..nr {
+            for p in 0..kc {
+                *dst.add(p * nr + jj) = 0.0;
             }
         }
     } else {
@@ -234,6 +288,13 @@ unsafe fn pack_a_panel(dst: *mut f32, a: View, i0: usize, mv: usize, p0: usize, 
             std::ptr::copy_nonoverlapping(src, d, mv);
             for ii in mv..mr {
                 *d.add(ii) = 0.0;
+            }
+        }
+    } else if a.cs == 1 {
+        transpose_into(dst, mr, a.ptr.add(i0 * a.rs + p0), a.rs, mv, kc);
+        for ii in mv..mr {
+            for p in 0..kc {
+                *dst.add(p * mr + ii) = 0.0;
             }
         }
     } else {
