@@ -62,16 +62,53 @@ fn parse_isa(s: &str) -> Option<Isa> {
     }
 }
 
+/// Seconds this thread has run on a CPU: `clock_gettime(CLOCK_THREAD_CPUTIME_ID)` by a raw
+/// syscall (Linux x86-64: syscall 228, clock id 3), which is exact to the nanosecond (the
+/// `/proc` schedstat counters only advance at scheduler ticks).
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+fn thread_cpu_s() -> f64 {
+    let mut ts = [0i64; 2];
+    // SAFETY: clock_gettime writes one struct timespec (two i64) to the pointer.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") 228i64 => _,
+            in("rdi") 3i64,
+            in("rsi") ts.as_mut_ptr(),
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack)
+        );
+    }
+    ts[0] as f64 + ts[1] as f64 * 1e-9
+}
+
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+fn thread_cpu_s() -> f64 {
+    f64::NAN
+}
+
+/// `--cpu-time` (development aid on a loaded machine, one thread only): time calls by the
+/// thread's on-CPU time instead of wall time, so time spent preempted does not count.
+static CPU_TIME: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Times `f` as the module docs say; returns (best, median) seconds and the number of reps.
 fn time(budget_s: f64, min_reps: usize, mut f: impl FnMut()) -> (f64, f64, usize) {
     f();
     f();
+    let cpu = CPU_TIME.load(std::sync::atomic::Ordering::Relaxed);
     let mut ts = Vec::new();
     let start = Instant::now();
     while ts.len() < min_reps || (start.elapsed().as_secs_f64() < budget_s && ts.len() < 10_000) {
-        let t0 = Instant::now();
-        f();
-        ts.push(t0.elapsed().as_secs_f64());
+        if cpu {
+            let t0 = thread_cpu_s();
+            f();
+            ts.push(thread_cpu_s() - t0);
+        } else {
+            let t0 = Instant::now();
+            f();
+            ts.push(t0.elapsed().as_secs_f64());
+        }
     }
     ts.sort_by(|a, b| a.total_cmp(b));
     (ts[0], ts[ts.len() / 2], ts.len())
@@ -162,6 +199,13 @@ fn run(
     only: Option<Vec<String>>,
     round: String,
 ) {
+    if std::env::args().any(|a| a == "--cpu-time") {
+        if threads != 1 {
+            eprintln!("gemm-study: --cpu-time needs --threads 1");
+            std::process::exit(2);
+        }
+        CPU_TIME.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()

@@ -410,10 +410,31 @@ impl PackedB {
     }
 }
 
-type Micro = unsafe fn(usize, *const f32, *const f32, *mut f32, usize, bool);
+type Micro = unsafe fn(usize, *const f32, usize, *const f32, usize, *mut f32, usize, bool);
 
-unsafe fn micro_scalar_4x8(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
-    kernels::micro_scalar(4, 8, kc, a, b, c, ldc, acc)
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro_scalar_4x8(
+    kc: usize,
+    a: *const f32,
+    a_ps: usize,
+    b: *const f32,
+    b_ps: usize,
+    c: *mut f32,
+    ldc: usize,
+    acc: bool,
+) {
+    kernels::micro_scalar(4, 8, kc, a, a_ps, b, b_ps, c, ldc, acc)
+}
+
+/// The in-place row-major-A microkernel ([`kernels::micro_avx512_arows`]); None for scalar.
+fn micro_rows_for(isa: Isa) -> Option<Micro> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => Some(kernels::micro_avx512_arows),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Some(kernels::micro_avx2_arows),
+        _ => None,
+    }
 }
 
 fn micro_for(isa: Isa) -> Micro {
@@ -425,6 +446,19 @@ fn micro_for(isa: Isa) -> Micro {
         Isa::Avx2 => kernels::micro_avx2,
         _ => micro_scalar_4x8,
     }
+}
+
+/// Up to this many rows (columns) of C per thread, a row-major A (a B stored (k×n)) meets too
+/// few columns (rows) of the other operand for packing it to pay: full panels are read in place.
+/// `GEMM_STUDY_DIRECT_MAX` overrides (0 = always pack; a tuning knob).
+fn direct_max() -> usize {
+    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *V.get_or_init(|| {
+        std::env::var("GEMM_STUDY_DIRECT_MAX")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(128)
+    })
 }
 
 /// Where B comes from.
@@ -584,71 +618,110 @@ unsafe fn run(
         return;
     }
     let micro = micro_for(isa);
+    let micro_rows = micro_rows_for(isa);
     let (mr, nr) = isa.tile();
-    // Threads split whole MR panels of rows; small problems run on one.
-    let panels_m = m.div_ceil(mr);
-    let work = m * n * k;
-    let threads = if work < (1 << 16) {
+    let dmax = direct_max();
+    // One parallel region per call: the threads split the larger of M and N (whole panels) and
+    // each packs what its part needs (the other operand's packing is repeated per thread, the
+    // smaller one by this choice).
+    let split_m = m >= n;
+    let panels = if split_m {
+        m.div_ceil(mr)
+    } else {
+        n.div_ceil(nr)
+    };
+    let threads = if m * n * k < (1 << 16) {
         1
     } else {
-        threads.clamp(1, panels_m)
+        threads.clamp(1, panels)
     };
-    let rows_per = panels_m.div_ceil(threads) * mr;
-    let b_len = blk.kc * blk.nc;
-    with_scratch(&B_BUF, b_len, |bbuf| {
-        let bbuf = Ptr(bbuf);
-        for (jci, jc) in (0..n).step_by(blk.nc).enumerate() {
-            let nc = blk.nc.min(n - jc);
-            let panels_n = nc.div_ceil(nr);
-            for (pci, pc) in (0..k).step_by(blk.kc).enumerate() {
-                let kc = blk.kc.min(k - pc);
-                let acc = accumulate || pc > 0;
-                let bblock: *const f32 = match bsrc {
-                    BSrc::Packed(pb) => pb.block(jci, pci),
-                    BSrc::Raw(bv) => {
-                        // All threads pack a share of the panels, then all use all of them.
-                        let tb = if kc * nc >= 1 << 14 { threads } else { 1 };
-                        let per = panels_n.div_ceil(tb);
-                        par(tb, |t| {
-                            let bbuf = bbuf;
-                            for q in t * per..((t + 1) * per).min(panels_n) {
-                                let j0 = jc + q * nr;
-                                pack_b_panel(bbuf.0.add(q * kc * nr), bv, pc, kc, j0, nr.min(jc + nc - j0), nr);
+    let per = panels.div_ceil(threads) * if split_m { mr } else { nr };
+    par(threads, |t| {
+        let c = c;
+        let (r0, r1, c0, c1) = if split_m {
+            (t * per, ((t + 1) * per).min(m), 0, n)
+        } else {
+            (0, m, t * per, ((t + 1) * per).min(n))
+        };
+        if r0 >= r1 || c0 >= c1 {
+            return;
+        }
+        // Read in place (full panels only; edge panels are packed, zero-padded):
+        // A stored (k×m): each p's MR values are contiguous, always; A row-major: when this
+        // thread's columns are few (micro_rows); B stored (k×n): when this thread's rows are few.
+        let a_direct = a.rs == 1;
+        let a_rows = !a_direct && a.cs == 1 && c1 - c0 <= dmax && micro_rows.is_some();
+        let b_direct = matches!(bsrc, BSrc::Raw(v) if v.cs == 1) && r1 - r0 <= dmax;
+        let b_need = if matches!(bsrc, BSrc::Raw(_)) { blk.kc * blk.nc } else { 0 };
+        with_scratch(&B_BUF, b_need, |bbuf| {
+            with_scratch(&A_BUF, blk.mc * blk.kc, |abuf| {
+                // Column blocks on the global NC grid (a PackedB's block layout), cut to [c0, c1).
+                let mut jb = c0 / blk.nc * blk.nc;
+                while jb < c1 {
+                    let jci = jb / blk.nc;
+                    let bn = blk.nc.min(n - jb); // columns of the full block
+                    let j_lo = jb.max(c0);
+                    let j_hi = (jb + bn).min(c1);
+                    let q_lo = (j_lo - jb) / nr; // first panel of the block this thread uses
+                    let q_n = (j_hi - j_lo).div_ceil(nr);
+                    for (pci, pc) in (0..k).step_by(blk.kc).enumerate() {
+                        let kc = blk.kc.min(k - pc);
+                        let acc = accumulate || pc > 0;
+                        // B panels for this block: (pointer, p-stride) per panel q (relative to q_lo).
+                        let (bbase, packed_b): (*const f32, bool) = match bsrc {
+                            BSrc::Packed(pb) => (pb.block(jci, pci).add(q_lo * kc * nr), true),
+                            BSrc::Raw(bv) => {
+                                for q in 0..q_n {
+                                    let j0 = j_lo + q * nr;
+                                    let nv = nr.min(j_hi - j0);
+                                    if !(b_direct && nv == nr) {
+                                        pack_b_panel(bbuf.add(q * kc * nr), bv, pc, kc, j0, nv, nr);
+                                    }
+                                }
+                                (bbuf, false)
                             }
-                        });
-                        bbuf.0
-                    }
-                };
-                let bblock = Ptr(bblock as *mut f32);
-                par(threads, |t| {
-                    let (bblock, c) = (bblock, c);
-                    let r0 = t * rows_per;
-                    let r1 = ((t + 1) * rows_per).min(m);
-                    if r0 >= r1 {
-                        return;
-                    }
-                    with_scratch(&A_BUF, blk.mc * kc, |abuf| {
+                        };
                         for ic in (r0..r1).step_by(blk.mc) {
                             let mc = blk.mc.min(r1 - ic);
                             let pm = mc.div_ceil(mr);
                             for ir in 0..pm {
                                 let i0 = ic + ir * mr;
-                                pack_a_panel(abuf.add(ir * kc * mr), a, i0, mr.min(ic + mc - i0), pc, kc, mr);
+                                let mv = mr.min(ic + mc - i0);
+                                if !((a_direct || a_rows) && mv == mr) {
+                                    pack_a_panel(abuf.add(ir * kc * mr), a, i0, mv, pc, kc, mr);
+                                }
                             }
                             for ir in 0..pm {
                                 let i0 = ic + ir * mr;
                                 let mv = mr.min(ic + mc - i0);
-                                let ap = abuf.add(ir * kc * mr);
-                                for q in 0..panels_n {
-                                    let j0 = jc + q * nr;
-                                    let nv = nr.min(jc + nc - j0);
-                                    let bp = bblock.0.add(q * kc * nr);
+                                let rows_here = a_rows && mv == mr;
+                                let (ap, a_ps) = if a_direct && mv == mr {
+                                    (a.ptr.add(pc * a.cs + i0), a.cs)
+                                } else if rows_here {
+                                    // micro_rows takes the row stride in the a_ps slot.
+                                    (a.ptr.add(i0 * a.rs + pc), a.rs)
+                                } else {
+                                    (abuf.add(ir * kc * mr) as *const f32, mr)
+                                };
+                                let mk = match micro_rows {
+                                    Some(f) if rows_here => f,
+                                    _ => micro,
+                                };
+                                for q in 0..q_n {
+                                    let j0 = j_lo + q * nr;
+                                    let nv = nr.min(j_hi - j0);
+                                    let (bp, b_ps) = match bsrc {
+                                        BSrc::Raw(bv) if !packed_b && b_direct && nv == nr => {
+                                            (bv.ptr.add(pc * bv.rs + j0), bv.rs)
+                                        }
+                                        _ => (bbase.add(q * kc * nr), nr),
+                                    };
                                     let cp = c.0.add(i0 * ldc + j0);
                                     if mv == mr && nv == nr {
-                                        micro(kc, ap, bp, cp, ldc, acc);
+                                        mk(kc, ap, a_ps, bp, b_ps, cp, ldc, acc);
                                     } else {
                                         let mut tile = [0f32; 12 * 32];
-                                        micro(kc, ap, bp, tile.as_mut_ptr(), nr, false);
+                                        mk(kc, ap, a_ps, bp, b_ps, tile.as_mut_ptr(), nr, false);
                                         for ii in 0..mv {
                                             for jj in 0..nv {
                                                 let d = cp.add(ii * ldc + jj);
@@ -660,9 +733,10 @@ unsafe fn run(
                                 }
                             }
                         }
-                    });
-                });
-            }
-        }
+                    }
+                    jb += blk.nc;
+                }
+            })
+        })
     });
 }
