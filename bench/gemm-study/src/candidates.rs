@@ -100,8 +100,10 @@ pub fn faer_matmul(
     let (b_rs, b_cs) = layout.b_strides(n, k);
     // SAFETY: extents checked; strides describe the slices; `c` is a distinct &mut.
     unsafe {
-        let av = faer::MatRef::<f32>::from_raw_parts(a.as_ptr(), m, k, a_rs as isize, a_cs as isize);
-        let bv = faer::MatRef::<f32>::from_raw_parts(b.as_ptr(), k, n, b_rs as isize, b_cs as isize);
+        let av =
+            faer::MatRef::<f32>::from_raw_parts(a.as_ptr(), m, k, a_rs as isize, a_cs as isize);
+        let bv =
+            faer::MatRef::<f32>::from_raw_parts(b.as_ptr(), k, n, b_rs as isize, b_cs as isize);
         let cv = faer::MatMut::<f32>::from_raw_parts_mut(c.as_mut_ptr(), m, n, n as isize, 1);
         faer::linalg::matmul::matmul(
             cv,
@@ -144,7 +146,11 @@ pub fn faer_kernel(
     use private_gemm_x86 as pg;
     check(m, n, k, a, b, c);
     let isa = if avx512 { Isa::Avx512 } else { Isa::Avx2 };
-    assert!(isa.available(), "faer kernel: this CPU lacks {}", isa.name());
+    assert!(
+        isa.available(),
+        "faer kernel: this CPU lacks {}",
+        isa.name()
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -152,7 +158,11 @@ pub fn faer_kernel(
     let (b_rs, b_cs) = layout.b_strides(n, k);
     let alpha = 1.0f32;
     // faer: n_threads = par.degree() at ≥ PAR_THRESHOLD_MNK (4096) · size_of::<f32>() mnk.
-    let nt = if m * n * k >= 4096 * 4 { threads.max(1) } else { 1 };
+    let nt = if m * n * k >= 4096 * 4 {
+        threads.max(1)
+    } else {
+        1
+    };
     // SAFETY: extents checked; strides describe the slices.
     unsafe {
         pg::gemm(

@@ -24,19 +24,21 @@ pub fn matmul_f64(
         }
     }
     let mut out = vec![0f64; m * n];
-    out.par_chunks_mut(n.max(1)).enumerate().for_each(|(i, row)| {
-        if let Some(c0) = c0 {
-            for (r, &x) in row.iter_mut().zip(&c0[i * n..(i + 1) * n]) {
-                *r = x as f64;
+    out.par_chunks_mut(n.max(1))
+        .enumerate()
+        .for_each(|(i, row)| {
+            if let Some(c0) = c0 {
+                for (r, &x) in row.iter_mut().zip(&c0[i * n..(i + 1) * n]) {
+                    *r = x as f64;
+                }
             }
-        }
-        for p in 0..k {
-            let av = a[i * a_rs + p * a_cs] as f64;
-            for (r, &bv) in row.iter_mut().zip(&bd[p * n..(p + 1) * n]) {
-                *r += av * bv;
+            for p in 0..k {
+                let av = a[i * a_rs + p * a_cs] as f64;
+                for (r, &bv) in row.iter_mut().zip(&bd[p * n..(p + 1) * n]) {
+                    *r += av * bv;
+                }
             }
-        }
-    });
+        });
     out
 }
 

@@ -35,7 +35,10 @@ fn isas() -> Vec<Isa> {
         .collect()
 }
 
-type Cand = (String, Box<dyn Fn(usize, usize, usize, &[f32], &[f32], &mut [f32], Layout, bool, usize)>);
+type Cand = (
+    String,
+    Box<dyn Fn(usize, usize, usize, &[f32], &[f32], &mut [f32], Layout, bool, usize)>,
+);
 
 /// Every candidate callable on this CPU.
 fn candidates() -> Vec<Cand> {
@@ -48,37 +51,60 @@ fn candidates() -> Vec<Cand> {
         if isa.available() {
             v.push((
                 format!("faer-kernel-{}", isa.name()),
-                Box::new(move |m, n, k, a: &[f32], b: &[f32], c: &mut [f32], l, acc, t| {
-                    cand::faer_kernel(avx512, m, n, k, a, b, c, l, acc, t)
-                }),
+                Box::new(
+                    move |m, n, k, a: &[f32], b: &[f32], c: &mut [f32], l, acc, t| {
+                        cand::faer_kernel(avx512, m, n, k, a, b, c, l, acc, t)
+                    },
+                ),
             ));
         }
     }
     for isa in isas() {
         v.push((
             format!("own-{}", isa.name()),
-            Box::new(move |m, n, k, a: &[f32], b: &[f32], c: &mut [f32], l, acc, t| {
-                cand::own(isa, m, n, k, a, b, c, l, acc, t)
-            }),
+            Box::new(
+                move |m, n, k, a: &[f32], b: &[f32], c: &mut [f32], l, acc, t| {
+                    cand::own(isa, m, n, k, a, b, c, l, acc, t)
+                },
+            ),
         ));
         v.push((
             format!("own-prepacked-{}", isa.name()),
-            Box::new(move |m, n, k, a: &[f32], b: &[f32], c: &mut [f32], l, acc, t| {
-                let pb = cand::pack_b(isa, n, k, b, l);
-                cand::own_prepacked(m, a, &pb, c, l, acc, t)
-            }),
+            Box::new(
+                move |m, n, k, a: &[f32], b: &[f32], c: &mut [f32], l, acc, t| {
+                    let pb = cand::pack_b(isa, n, k, b, l);
+                    cand::own_prepacked(m, a, &pb, c, l, acc, t)
+                },
+            ),
         ));
     }
     v
 }
 
-fn check_one(name: &str, m: usize, n: usize, k: usize, layout: Layout, accumulate: bool, threads: usize, run: &dyn Fn(&[f32], &[f32], &mut [f32])) {
+/// One product into C by the candidate under test.
+type RunFn<'a> = &'a dyn Fn(&[f32], &[f32], &mut [f32]);
+
+#[allow(clippy::too_many_arguments)]
+fn check_one(
+    name: &str,
+    m: usize,
+    n: usize,
+    k: usize,
+    layout: Layout,
+    accumulate: bool,
+    threads: usize,
+    run: RunFn<'_>,
+) {
     let a = random(m * k, (m * 31 + k) as u64);
     let b = random(k * n, (n * 17 + k * 3) as u64);
     let c0 = random(m * n, 7 + m as u64);
     let r = matmul_f64(m, n, k, &a, &b, accumulate.then_some(&c0[..]), layout);
     // NaN-filled output: a "replace" kernel must overwrite every entry.
-    let mut c = if accumulate { c0.clone() } else { vec![f32::NAN; m * n] };
+    let mut c = if accumulate {
+        c0.clone()
+    } else {
+        vec![f32::NAN; m * n]
+    };
     run(&a, &b, &mut c);
     let e = scaled_error(&c, &r, &a, &b, k);
     assert!(
@@ -92,7 +118,14 @@ fn check_one(name: &str, m: usize, n: usize, k: usize, layout: Layout, accumulat
 /// tiles), so the jc, pc, ic, ir and jr loops all take partial last steps.
 #[test]
 fn odd_sizes_every_candidate_and_blocking() {
-    let sizes = [(1, 1, 1), (5, 3, 7), (13, 33, 17), (25, 65, 11), (37, 70, 64), (12, 32, 1)];
+    let sizes = [
+        (1, 1, 1),
+        (5, 3, 7),
+        (13, 33, 17),
+        (25, 65, 11),
+        (37, 70, 64),
+        (12, 32, 1),
+    ];
     let layouts = [Layout::NN, Layout::NT, Layout::TN, Layout::TT];
     for (name, f) in candidates() {
         for &(m, n, k) in &sizes {
@@ -108,7 +141,11 @@ fn odd_sizes_every_candidate_and_blocking() {
         }
     }
     for isa in isas() {
-        let blk = Blocking { kc: 5, mc: 1, nc: 1 };
+        let blk = Blocking {
+            kc: 5,
+            mc: 1,
+            nc: 1,
+        };
         for &(m, n, k) in &sizes {
             for &layout in &layouts {
                 for accumulate in [false, true] {
@@ -117,7 +154,23 @@ fn odd_sizes_every_candidate_and_blocking() {
                         let (ars, acs) = layout.a_strides(m, k);
                         let (brs, bcs) = layout.b_strides(n, k);
                         unsafe {
-                            own::sgemm_blocked(isa, blk, m, n, k, a.as_ptr(), ars, acs, b.as_ptr(), brs, bcs, c.as_mut_ptr(), n, accumulate, 2)
+                            own::sgemm_blocked(
+                                isa,
+                                blk,
+                                m,
+                                n,
+                                k,
+                                a.as_ptr(),
+                                ars,
+                                acs,
+                                b.as_ptr(),
+                                brs,
+                                bcs,
+                                c.as_mut_ptr(),
+                                n,
+                                accumulate,
+                                2,
+                            )
                         }
                     });
                     let name = format!("own-prepacked-{} tiny blocks", isa.name());
@@ -138,7 +191,11 @@ fn empty_dimensions() {
     for (name, f) in candidates() {
         let mut c = vec![3.0f32; 6];
         f(2, 3, 0, &[], &[], &mut c, Layout::NN, true, 2);
-        assert_eq!(c, vec![3.0; 6], "{name}: k = 0 with accumulate must leave C");
+        assert_eq!(
+            c,
+            vec![3.0; 6],
+            "{name}: k = 0 with accumulate must leave C"
+        );
         if !name.starts_with("faer-kernel") {
             f(2, 3, 0, &[], &[], &mut c, Layout::NN, false, 2);
             assert_eq!(c, vec![0.0; 6], "{name}: k = 0 must zero C");
@@ -153,7 +210,10 @@ fn empty_dimensions() {
 fn every_engine_shape() {
     let cands = candidates();
     // 2048³ is left out: its f64 reference alone is 8.6·10⁹ multiply-adds (1024³ has the layout).
-    for g in all_gemms().into_iter().filter(|g| g.m * g.n * g.k <= 1 << 30) {
+    for g in all_gemms()
+        .into_iter()
+        .filter(|g| g.m * g.n * g.k <= 1 << 30)
+    {
         let (m, n, k, layout) = (g.m, g.n, g.k, g.layout);
         let accumulate = layout == Layout::TN;
         let a = random(m * k, (m * 31 + k) as u64);
@@ -161,10 +221,18 @@ fn every_engine_shape() {
         let c0 = random(m * n, 7 + m as u64);
         let r = matmul_f64(m, n, k, &a, &b, accumulate.then_some(&c0[..]), layout);
         for (name, f) in &cands {
-            let mut c = if accumulate { c0.clone() } else { vec![f32::NAN; m * n] };
+            let mut c = if accumulate {
+                c0.clone()
+            } else {
+                vec![f32::NAN; m * n]
+            };
             f(m, n, k, &a, &b, &mut c, layout, accumulate, 2);
             let e = scaled_error(&c, &r, &a, &b, k);
-            assert!(e < TOL, "{name}: {}: scaled error {e:.3e} ≥ {TOL:e}", g.id());
+            assert!(
+                e < TOL,
+                "{name}: {}: scaled error {e:.3e} ≥ {TOL:e}",
+                g.id()
+            );
         }
     }
 }

@@ -143,6 +143,13 @@ struct Ptr(*mut f32);
 unsafe impl Send for Ptr {}
 unsafe impl Sync for Ptr {}
 
+impl Ptr {
+    /// The pointer (a method, so closures capture the whole `Ptr`, which is `Sync`).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// A strided read-only matrix view: element (i, j) at `ptr + i*rs + j*cs`.
 #[derive(Clone, Copy)]
 struct View {
@@ -198,7 +205,14 @@ fn par(threads: usize, f: impl Fn(usize) + Sync) {
 ///
 /// # Safety
 /// `dst` holds cols·ds floats, rows ≤ ds; the addressed part of `src` is readable.
-unsafe fn transpose_into(dst: *mut f32, ds: usize, src: *const f32, rs: usize, rows: usize, cols: usize) {
+unsafe fn transpose_into(
+    dst: *mut f32,
+    ds: usize,
+    src: *const f32,
+    rs: usize,
+    rows: usize,
+    cols: usize,
+) {
     let mut r = 0;
     #[cfg(target_arch = "x86_64")]
     {
@@ -243,7 +257,15 @@ unsafe fn transpose_into(dst: *mut f32, ds: usize, src: *const f32, rs: usize, r
 ///
 /// # Safety
 /// `dst` holds kc·NR floats; the addressed part of B is readable.
-unsafe fn pack_b_panel(dst: *mut f32, b: View, p0: usize, kc: usize, j0: usize, nv: usize, nr: usize) {
+unsafe fn pack_b_panel(
+    dst: *mut f32,
+    b: View,
+    p0: usize,
+    kc: usize,
+    j0: usize,
+    nv: usize,
+    nr: usize,
+) {
     if b.cs == 1 {
         for p in 0..kc {
             let src = b.ptr.add((p0 + p) * b.rs + j0);
@@ -280,7 +302,15 @@ unsafe fn pack_b_panel(dst: *mut f32, b: View, p0: usize, kc: usize, j0: usize, 
 ///
 /// # Safety
 /// `dst` holds kc·MR floats; the addressed part of A is readable.
-unsafe fn pack_a_panel(dst: *mut f32, a: View, i0: usize, mv: usize, p0: usize, kc: usize, mr: usize) {
+unsafe fn pack_a_panel(
+    dst: *mut f32,
+    a: View,
+    i0: usize,
+    mv: usize,
+    p0: usize,
+    kc: usize,
+    mr: usize,
+) {
     if a.rs == 1 {
         for p in 0..kc {
             let src = a.ptr.add((p0 + p) * a.cs + i0);
@@ -378,7 +408,15 @@ impl PackedB {
                     let j0 = jc + q * nr;
                     // SAFETY: offsets were sized for these panels; B's extent was checked.
                     unsafe {
-                        pack_b_panel(base.add(q * kc * nr), view, pc, kc, j0, nr.min(jc + nc - j0), nr)
+                        pack_b_panel(
+                            base.add(q * kc * nr),
+                            view,
+                            pc,
+                            kc,
+                            j0,
+                            nr.min(jc + nc - j0),
+                            nr,
+                        )
                     };
                 }
                 bi += 1;
@@ -637,7 +675,6 @@ unsafe fn run(
     };
     let per = panels.div_ceil(threads) * if split_m { mr } else { nr };
     par(threads, |t| {
-        let c = c;
         let (r0, r1, c0, c1) = if split_m {
             (t * per, ((t + 1) * per).min(m), 0, n)
         } else {
@@ -647,12 +684,19 @@ unsafe fn run(
             return;
         }
         // Read in place (full panels only; edge panels are packed, zero-padded):
-        // A stored (k×m): each p's MR values are contiguous, always; A row-major: when this
+        // A stored (k×m): each p's MR values are contiguous; A row-major: when this
         // thread's columns are few (micro_rows); B stored (k×n): when this thread's rows are few.
-        let a_direct = a.rs == 1;
+        // (A stored (k×m) in place: faster on every study shape with the AVX-512 kernel; with
+        // the AVX2 one only up to ~256 rows per thread, packing wins above: single-thread
+        // on-CPU timings, README.)
+        let a_direct = a.rs == 1 && (isa == Isa::Avx512 || r1 - r0 <= 2 * dmax);
         let a_rows = !a_direct && a.cs == 1 && c1 - c0 <= dmax && micro_rows.is_some();
         let b_direct = matches!(bsrc, BSrc::Raw(v) if v.cs == 1) && r1 - r0 <= dmax;
-        let b_need = if matches!(bsrc, BSrc::Raw(_)) { blk.kc * blk.nc } else { 0 };
+        let b_need = if matches!(bsrc, BSrc::Raw(_)) {
+            blk.kc * blk.nc
+        } else {
+            0
+        };
         with_scratch(&B_BUF, b_need, |bbuf| {
             with_scratch(&A_BUF, blk.mc * blk.kc, |abuf| {
                 // Column blocks on the global NC grid (a PackedB's block layout), cut to [c0, c1).
@@ -716,7 +760,7 @@ unsafe fn run(
                                         }
                                         _ => (bbase.add(q * kc * nr), nr),
                                     };
-                                    let cp = c.0.add(i0 * ldc + j0);
+                                    let cp = c.get().add(i0 * ldc + j0);
                                     if mv == mr && nv == nr {
                                         mk(kc, ap, a_ps, bp, b_ps, cp, ldc, acc);
                                     } else {
