@@ -25,15 +25,15 @@ import time
 import torch
 
 
-def timed(fn, budget_s, min_reps):
+def timed(fn, budget_s, min_reps, clock=time.perf_counter):
     fn()
     fn()
     ts = []
     start = time.perf_counter()
     while len(ts) < min_reps or (time.perf_counter() - start < budget_s and len(ts) < 10000):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        ts.append(time.perf_counter() - t0)
+        ts.append(clock() - t0)
     ts.sort()
     return ts[0], ts[len(ts) // 2], len(ts)
 
@@ -47,7 +47,13 @@ def main() -> int:
     ap.add_argument("--label", default="mkl")
     ap.add_argument("--round", default="0")
     ap.add_argument("--only", default=None, help="comma-separated groups (base,lab,peak)")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="development aid on a loaded machine (needs --threads 1): time by the "
+                         "thread's on-CPU time (time.thread_time), as `gemm-study run --cpu-time`")
     args = ap.parse_args()
+    if args.cpu_time and args.threads != 1:
+        ap.error("--cpu-time needs --threads 1")
+    clock = time.thread_time if args.cpu_time else time.perf_counter
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
     only = set(args.only.split(",")) if args.only else None
@@ -68,7 +74,7 @@ def main() -> int:
             fn = lambda: c.addmm_(a, b)  # noqa: E731
         else:
             fn = lambda: torch.matmul(a, b, out=c)  # noqa: E731
-        best, med, reps = timed(fn, args.budget_ms / 1e3, args.min_reps)
+        best, med, reps = timed(fn, args.budget_ms / 1e3, args.min_reps, clock)
         flops = 2.0 * m * n * k
         print(json.dumps({
             "side": "torch", "build": f"torch {torch.__version__}", "round": args.round,

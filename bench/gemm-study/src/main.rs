@@ -5,7 +5,7 @@
 //! ```text
 //! gemm-study shapes [--markdown]
 //! gemm-study run [--candidates gemm,faer,own-avx512,...] [--threads 2] [--budget-ms 120]
-//!                [--min-reps 5] [--only base,lab,peak] [--round R]
+//!                [--min-reps 5] [--only base,lab,peak] [--round R] [--cpu-time]
 //! ```
 //! Candidates: `gemm` (the gemm crate as the engine calls it; AVX-512 in the default build,
 //! AVX2 in the `--no-default-features` build; labelled `gemm-avx512` / `gemm-avx2`), `faer`
@@ -13,6 +13,9 @@
 //! forced), `own-avx512`, `own-avx2`, `own-prepacked-avx512`, `own-prepacked-avx2` (B packed
 //! once before timing; only for shapes whose B is a weight; the one-off packing time is reported
 //! as `pack_ms`). Default: every candidate this CPU and build can run.
+//!
+//! `--cpu-time` (with `--threads 1`): time by the thread's on-CPU time, a development aid on a
+//! loaded machine (preemption does not count; cache sharing still does). Not for results.
 //!
 //! Timing per (shape, candidate): 2 untimed calls, then at least `--min-reps` calls and as many
 //! as fit in `--budget-ms`; reports best and median. Shapes are the outer loop and candidates the

@@ -183,13 +183,15 @@ fn with_scratch<R>(
     r
 }
 
-/// Runs `f(t)` for t in 0..threads on the rayon pool (t = 0 on the calling task).
+/// Runs `f(t)` for t in 0..threads: t ≥ 1 as tasks of the rayon pool, t = 0 on the calling
+/// thread (`in_place_scope`: a caller outside the pool, like the engine's main thread, works
+/// instead of handing everything to the pool and sleeping: one wake-up per call, not two).
 fn par(threads: usize, f: impl Fn(usize) + Sync) {
     if threads <= 1 {
         f(0);
         return;
     }
-    rayon::scope(|s| {
+    rayon::in_place_scope(|s| {
         let f = &f;
         for t in 1..threads {
             s.spawn(move |_| f(t));
