@@ -488,16 +488,24 @@ fn micro_for(isa: Isa) -> Micro {
     }
 }
 
-/// Up to this many rows (columns) of C per thread, a row-major A (a B stored (k×n)) meets too
-/// few columns (rows) of the other operand for packing it to pay: full panels are read in place.
-/// `GEMM_STUDY_DIRECT_MAX` overrides (0 = always pack; a tuning knob).
-fn direct_max() -> usize {
-    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+/// Knob `name` (a tuning aid) or `default`.
+fn knob(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// (A row-major read in place up to this many columns of C per thread, B stored (k×n) read in
+/// place up to this many rows per thread); `GEMM_STUDY_A_DIRECT_MAX` / `GEMM_STUDY_B_DIRECT_MAX`
+/// override (0 = always pack).
+fn direct_max() -> (usize, usize) {
+    static V: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
     *V.get_or_init(|| {
-        std::env::var("GEMM_STUDY_DIRECT_MAX")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(128)
+        (
+            knob("GEMM_STUDY_A_DIRECT_MAX", usize::MAX),
+            knob("GEMM_STUDY_B_DIRECT_MAX", 128),
+        )
     })
 }
 
@@ -660,7 +668,7 @@ unsafe fn run(
     let micro = micro_for(isa);
     let micro_rows = micro_rows_for(isa);
     let (mr, nr) = isa.tile();
-    let dmax = direct_max();
+    let (a_dmax, b_dmax) = direct_max();
     // One parallel region per call: the threads split the larger of M and N (whole panels) and
     // each packs what its part needs (the other operand's packing is repeated per thread, the
     // smaller one by this choice).
@@ -691,9 +699,9 @@ unsafe fn run(
         // (A stored (k×m) in place: faster on every study shape with the AVX-512 kernel; with
         // the AVX2 one only up to ~256 rows per thread, packing wins above: single-thread
         // on-CPU timings, README.)
-        let a_direct = a.rs == 1 && (isa == Isa::Avx512 || r1 - r0 <= 2 * dmax);
-        let a_rows = !a_direct && a.cs == 1 && c1 - c0 <= dmax && micro_rows.is_some();
-        let b_direct = matches!(bsrc, BSrc::Raw(v) if v.cs == 1) && r1 - r0 <= dmax;
+        let a_direct = a.rs == 1 && (isa == Isa::Avx512 || r1 - r0 <= 256);
+        let a_rows = !a_direct && a.cs == 1 && c1 - c0 <= a_dmax && micro_rows.is_some();
+        let b_direct = matches!(bsrc, BSrc::Raw(v) if v.cs == 1) && r1 - r0 <= b_dmax;
         let b_need = if matches!(bsrc, BSrc::Raw(_)) {
             blk.kc * blk.nc
         } else {
