@@ -42,7 +42,6 @@ pub const NR256: usize = 16;
 /// The CPU has AVX-512F; `a[p*a_ps + i]` (i < 12) and `b[p*b_ps + j]` (j < 32) are readable for
 /// p < kc; `c` addresses a 12×32 tile with row stride `ldc`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn micro_avx512(
     kc: usize,
@@ -54,7 +53,28 @@ pub unsafe fn micro_avx512(
     ldc: usize,
     accumulate: bool,
 ) {
-    const MR: usize = MR512;
+    micro_avx512_rows::<MR512>(kc, a, a_ps, b, b_ps, c, ldc, accumulate)
+}
+
+/// [`micro_avx512`] for the first `MR` ≤ 12 rows only (edge panels of 1-4 and 5-8 rows use
+/// MR = 4 and 8 instead of computing 12 rows and dropping the rest). Same safety contract, for
+/// MR rows.
+///
+/// # Safety
+/// As [`micro_avx512`] with MR rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn micro_avx512_rows<const MR: usize>(
+    kc: usize,
+    a: *const f32,
+    a_ps: usize,
+    b: *const f32,
+    b_ps: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
     prefetch_c(c, ldc, MR, 2);
     let mut c0 = [_mm512_setzero_ps(); MR];
     let mut c1 = [_mm512_setzero_ps(); MR];

@@ -477,6 +477,18 @@ fn micro_rows_for(isa: Isa) -> Option<Micro> {
     }
 }
 
+/// The microkernel for an edge panel of `mv` < MR rows (its first rows' tile only), or None
+/// to use the full one.
+fn micro_edge_for(isa: Isa, mv: usize) -> Option<Micro> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if mv <= 4 => Some(kernels::micro_avx512_rows::<4>),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if mv <= 8 => Some(kernels::micro_avx512_rows::<8>),
+        _ => None,
+    }
+}
+
 fn micro_for(isa: Isa) -> Micro {
     assert!(isa.available(), "own sgemm: this CPU lacks {}", isa.name());
     match isa {
@@ -775,6 +787,11 @@ unsafe fn run(
                                         mk(kc, ap, a_ps, bp, b_ps, cp, ldc, acc);
                                     } else {
                                         let mut tile = [0f32; 12 * 32];
+                                        let mk = if mv < mr {
+                                            micro_edge_for(isa, mv).unwrap_or(mk)
+                                        } else {
+                                            mk
+                                        };
                                         mk(kc, ap, a_ps, bp, b_ps, tile.as_mut_ptr(), nr, false);
                                         for ii in 0..mv {
                                             for jj in 0..nv {
