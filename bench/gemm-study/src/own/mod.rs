@@ -2,20 +2,27 @@
 //! Matrix Multiplication", §4-6; Van Zee & van de Geijn 2015, BLIS §3): row-major
 //! `C (m×n) [+]= A (m×k) B (k×n)` with any operand strides.
 //!
+//! One rayon parallel region per call: the threads split the larger of M and N (whole MR / NR
+//! panels) and each runs the loops below on its part with thread-local pack buffers (no barrier;
+//! the other operand's packing is repeated per thread, the smaller one by this choice).
 //! Loops, outermost first:
-//! 1. `jc` over blocks of NC columns of C and B;
-//! 2. `pc` over blocks of KC of the inner dimension; B's (KC×NC) block is packed into NR-column
-//!    panels (k-major: NR contiguous values per p), shared by all threads, packed by all of them
-//!    (each a share of the panels) — or taken from a [`PackedB`] built once ("packed once and
-//!    reused": the engine multiplies by the same weight in the forward and the input gradient,
-//!    and a weight is unchanged across the micro-batches of an optimizer step and across
-//!    generation steps);
-//! 3. the threads split the rows of C (whole MR panels); each packs its (MC×KC) blocks of A into
-//!    MR-row panels (k-major: MR contiguous values per p) in a thread-local buffer;
-//! 4. `ir` over MR-row panels of the A block (one A micro-panel, MR×KC, stays in L1), `jr` over
-//!    NR-column panels of the B block (streamed from L2), the microkernel per (MR×NR) tile
-//!    ([`kernels`]). Tiles at the right or bottom edge are computed into a stack tile and the valid
-//!    part copied out; packed panels are zero-padded, so the microkernels never branch.
+//! 1. `jc` over blocks of NC columns on a global grid (so a [`PackedB`] lines up);
+//! 2. `pc` over blocks of KC of the inner dimension; the thread packs its columns of B's
+//!    (KC×NC) block into NR-column panels (k-major: NR contiguous values per p), or takes them
+//!    from a [`PackedB`] built once ("packed once and reused": the engine multiplies by the same
+//!    weight in every micro-batch of an optimizer step and in every generation step);
+//! 3. `ic` over MC-row blocks; A's MR-row panels are packed (k-major: MR contiguous values per p)
+//!    only where needed (below);
+//! 4. `ir` over MR-row panels of A (one A micro-panel, MR×KC, stays in L1), `jr` over NR-column
+//!    panels of B (streamed from L2), the microkernel per (MR×NR) tile ([`kernels`]). Tiles at
+//!    the right or bottom edge are computed into a stack tile (AVX-512: with a 4- or 8-row kernel
+//!    when the panel has that few rows) and the valid part copied out; packed panels are
+//!    zero-padded, so the microkernels never branch.
+//!
+//! Full panels are read in place instead of packed where that is cheaper: A stored (k×m) (each
+//! p's MR values are contiguous; AVX2: up to 256 rows per thread), A row-major (a second
+//! microkernel broadcasts from the MR rows), B stored (k×n) up to 128 rows of C per thread.
+//! Transposing packs (B = Wᵀ, edge panels of a row-major A) go 4×4 through SSE registers.
 //!
 //! The first `pc` block writes (or, when the caller asks, adds to) C; later blocks add.
 
