@@ -95,9 +95,16 @@ pub enum LabCmd {
         /// PPO steps per arm (default 300; smoke 3).
         #[arg(long)]
         steps: Option<u64>,
-        /// SGD learning rate of the Lagrange multipliers (default 1.0 for μ/NM-PPO, 0.3 for ξ-PPO).
+        /// SGD learning rate of the Lagrange multipliers (default 1.0 for μ-PPO, 0.3 for ξ/NM-PPO).
         #[arg(long)]
         multiplier_lr: Option<f64>,
+        /// Proportional gain K_p of the multipliers (PI Lagrangian; default 10; 0: the paper's
+        /// pure SGD update, under which policy and multipliers cycle).
+        #[arg(long)]
+        proportional: Option<f64>,
+        /// NM-PPO's steps (default 3000; smoke 6): one run holds the whole threshold search.
+        #[arg(long)]
+        nm_steps: Option<u64>,
     },
 }
 
@@ -137,6 +144,8 @@ pub fn lab(cmd: LabCmd) -> Result<()> {
             seed,
             steps,
             multiplier_lr,
+            proportional,
+            nm_steps,
         } => {
             use gradus_train::lab_constrained as lc;
             let mut o = lc::ConstrainedLabOptions::new(dir, size.parse()?);
@@ -144,6 +153,8 @@ pub fn lab(cmd: LabCmd) -> Result<()> {
             o.seed = seed;
             o.steps = steps;
             o.multiplier_lr = multiplier_lr;
+            o.proportional = proportional;
+            o.nm_steps = nm_steps;
             o.progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let lab = o.dir.join(&o.name);
             let rows = lc::run(&o)?;

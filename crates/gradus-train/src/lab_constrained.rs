@@ -13,8 +13,17 @@
 //!   expected to push past the proxy points (overoptimisation: the eval score rises, then falls);
 //! - `mu`: μ-PPO, inequality constraints r_i ≥ θ_i at the proxy points, the KL as the objective;
 //! - `xi`: ξ-PPO, equality constraints r_i = θ_i;
-//! - `nm`: NM-PPO, μ-PPO whose θ starts at (0.4, 0.4) and is moved by Nelder–Mead against the
-//!   eval score within the one run (one evaluation = the mean over 8 generation batches).
+//! - `nm`: NM-PPO, ξ-PPO (as the paper's NM-PPO config: equality constraints) whose θ starts at
+//!   (0.4, 0.4) and is moved by Nelder–Mead against the eval score within the one run: at each θ
+//!   it trains until the components have reached θ (±5%, as the paper's implementation checks;
+//!   at most 32 batches), then one evaluation = the mean eval score over 16 generation batches.
+//!   It gets more steps than the other arms (`nm_steps`): a search needs ~30 evaluations.
+//!
+//! The constrained arms use a PI Lagrangian by default (`proportional` K_p = 10: λ_i =
+//! squash(p_i + K_p·(θ_i − mean_i)), Stooke et al. 2020): with the paper's pure SGD update
+//! (K_p = 0) the whitened advantages push the policy at full strength whichever way λ points,
+//! so policy and multipliers cycle around θ (r_A swinging 0.35 ↔ 0.8 at θ* here) and NM-PPO
+//! scores each θ on a random phase of the cycle. `--proportional 0` runs the paper's update.
 //!
 //! Layout: `<dir>/<name>/{tokenizer/, sft.jsonl, prompts.jsonl, sft/, fixed/, mu/, xi/, nm/,
 //! results.md, summary.json, report.html}`. Every stage is an ordinary run directory, resumed when
@@ -72,9 +81,14 @@ pub struct ConstrainedLabOptions {
     pub seed: u64,
     /// PPO steps per arm (default by size).
     pub steps: Option<u64>,
-    /// SGD learning rate of the multipliers (None: 1.0 for μ-PPO/NM-PPO, 0.3 for ξ-PPO, whose
-    /// tanh is steeper; the paper's 0.1 is for thousands of updates, the lab has a few hundred).
+    /// SGD learning rate of the multipliers (None: 1.0 for μ-PPO, 0.3 for ξ-PPO and NM-PPO,
+    /// whose tanh is steeper; the paper's 0.1 is for thousands of updates, the lab has a few
+    /// hundred).
     pub multiplier_lr: Option<f64>,
+    /// The multipliers' proportional gain K_p (None: 10; 0: the paper's pure SGD update).
+    pub proportional: Option<f64>,
+    /// NM-PPO's steps (default by size: it runs a whole search).
+    pub nm_steps: Option<u64>,
     pub progress: bool,
 }
 
@@ -87,6 +101,8 @@ impl ConstrainedLabOptions {
             seed: 0,
             steps: None,
             multiplier_lr: None,
+            proportional: None,
+            nm_steps: None,
             progress: false,
         }
     }
@@ -113,6 +129,17 @@ impl ConstrainedLabOptions {
             LabSize::Smoke => 3,
             LabSize::Default => 300,
         })
+    }
+    /// NM-PPO's steps.
+    pub fn nm_steps(&self) -> u64 {
+        self.nm_steps.unwrap_or(match self.size {
+            LabSize::Smoke => 6,
+            LabSize::Default => 3000,
+        })
+    }
+    /// K_p of the constrained arms.
+    pub fn proportional(&self) -> f64 {
+        self.proportional.unwrap_or(10.0)
     }
 }
 
@@ -187,18 +214,24 @@ pub fn arm_config(o: &ConstrainedLabOptions, arm: &str, init: &Path) -> RlConfig
         words_reward("eval_A", &SET_A, Some(PROXY[0]), 0.5),
         words_reward("eval_B", &SET_B, Some(PROXY[1]), 0.5),
     ];
-    c.train.steps = o.rl_steps();
+    let steps = if arm == "nm" {
+        o.nm_steps()
+    } else {
+        o.rl_steps()
+    };
+    c.train.steps = steps;
     c.train.batch_size = 16;
     c.train.lr = 1e-3;
     c.train.log_every = 1;
-    c.train.save_every = o.rl_steps().div_ceil(3).max(1);
+    c.train.save_every = steps.div_ceil(3).max(1);
     c.train.progress = o.progress;
     c.optimizer.weight_decay = 0.0;
     c.schedule = Schedule::Constant { warmup_steps: 0 };
     c.constraints.initial = 0.1;
-    c.constraints.lr = o
-        .multiplier_lr
-        .unwrap_or(if arm == "xi" { 0.3 } else { 1.0 });
+    c.constraints.proportional = o.proportional();
+    c.constraints.lr =
+        o.multiplier_lr
+            .unwrap_or(if arm == "xi" || arm == "nm" { 0.3 } else { 1.0 });
     match arm {
         "mu" | "xi" => {
             c.constraints.kind = if arm == "mu" {
@@ -209,11 +242,19 @@ pub fn arm_config(o: &ConstrainedLabOptions, arm: &str, init: &Path) -> RlConfig
             c.constraints.thresholds = PROXY.to_vec();
         }
         "nm" => {
-            c.constraints.kind = ConstraintKind::Inequality;
+            c.constraints.kind = ConstraintKind::Equality;
             c.constraints.thresholds = NM_START.to_vec();
             c.constraints.search = ThresholdSearch::NelderMead;
-            c.constraints.search_every = 8;
             c.constraints.search_step = 0.15;
+            c.constraints.search_reach_tol = 0.05;
+            c.constraints.search_burn_in = 64;
+            c.constraints.search_every = 16;
+            // The eval score is flat near θ* (width 0.6: 0.01 below the peak is ~0.08 away in
+            // one coordinate) and a 16-batch mean is noisy (sd ≈ 0.004 here): a spread below
+            // 0.003 on a simplex within 0.03 ends the search, else at most 30 iterations.
+            c.constraints.search_iterations = 30;
+            c.constraints.search_tol = 0.003;
+            c.constraints.search_xtol = 0.03;
         }
         _ => {}
     }
@@ -334,7 +375,8 @@ pub fn run(o: &ConstrainedLabOptions) -> Result<Vec<ArmResult>> {
     let start = hidden_score(SET_A.len() as f64 / 12.0, SET_B.len() as f64 / 12.0);
     let md = results_md(o, &rows, start);
     gradus_tensor::io::write_atomic(&lab.join("results.md"), md.as_bytes())?;
-    let summary = json!({"size": o.size, "seed": o.seed, "steps": o.rl_steps(), "arms": rows,
+    let summary = json!({"size": o.size, "seed": o.seed, "steps": o.rl_steps(),
+        "nm_steps": o.nm_steps(), "proportional": o.proportional(), "arms": rows,
         "proxy_points": PROXY, "eval_at_uniform": start});
     gradus_tensor::io::write_atomic(
         &lab.join("summary.json"),
@@ -364,12 +406,15 @@ pub fn run(o: &ConstrainedLabOptions) -> Result<Vec<ArmResult>> {
 pub fn results_md(o: &ConstrainedLabOptions, rows: &[ArmResult], start: f64) -> String {
     let mut s = String::from("# Constrained RL over composite rewards (lab)\n\n");
     s.push_str(&format!(
-        "`gradus lab constrained-rl` ({:?} size, seed {}, {} PPO steps per arm). Components: share of words in \
+        "`gradus lab constrained-rl` ({:?} size, seed {}, {} PPO steps per arm, NM-PPO {}; multipliers' \
+K_p = {}). Components: share of words in \
 A = {{w0..w3}} and B = {{w2..w5}} (correlated through w2, w3). Hidden eval = mean of 1 − ((r − θ*)/{WIDTH})² at \
 proxy points θ* = ({}, {}); at the uniform start it is {start:.3}.\n\n",
         o.size,
         o.seed,
         o.rl_steps(),
+        o.nm_steps(),
+        o.proportional(),
         PROXY[0],
         PROXY[1]
     ));
@@ -387,6 +432,20 @@ proxy points θ* = ({}, {}); at the uniform start it is {start:.3}.\n\n",
             r.kl.map_or("—".into(), |k| format!("{k:.3}")),
             r.thresholds
                 .map_or("—".into(), |t| format!("({:.2}, {:.2})", t[0], t[1]))
+        ));
+    }
+    if let Some(t) = rows
+        .iter()
+        .find(|r| r.arm == "nm")
+        .and_then(|r| r.thresholds)
+    {
+        s.push_str(&format!(
+            "\nNM-PPO's θ at the end: ({:.3}, {:.3}); θ* = ({}, {}); largest coordinate gap {:.3}.\n",
+            t[0],
+            t[1],
+            PROXY[0],
+            PROXY[1],
+            (t[0] - PROXY[0]).abs().max((t[1] - PROXY[1]).abs())
         ));
     }
     s.push_str(

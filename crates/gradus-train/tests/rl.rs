@@ -644,6 +644,8 @@ fn constrained_ppo_with_a_threshold_search_resumes_exactly() {
     a.constraints.search = ThresholdSearch::NelderMead;
     a.constraints.search_every = 1;
     a.constraints.search_burn_in = 1;
+    // The PI Lagrangian's proportional term is part of the multipliers' state too.
+    a.constraints.proportional = 2.0;
     a.constraints.eval = vec![reward(RewardKind::WordFraction {
         words: vec!["1".into(), "2".into()],
         peak: Some(0.3),
@@ -726,6 +728,23 @@ fn constraint_settings_are_checked() {
     c.constraints.initial = 1.0;
     let e = c.validate().unwrap_err().to_string();
     assert!(e.contains("constraints.initial"), "{e}");
+    c.constraints.initial = 0.01;
+    c.constraints.proportional = -1.0;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("constraints.proportional"), "{e}");
+    c.constraints.proportional = 0.0;
+    c.constraints.search = ThresholdSearch::NelderMead;
+    c.constraints.eval = c.rewards.clone();
+    c.validate().unwrap();
+    for field in ["search_reach_tol", "search_xtol"] {
+        let mut b = c.clone();
+        match field {
+            "search_reach_tol" => b.constraints.search_reach_tol = f64::NAN,
+            _ => b.constraints.search_xtol = -0.1,
+        }
+        let e = b.validate().unwrap_err().to_string();
+        assert!(e.contains(&format!("constraints.{field}")), "{e}");
+    }
     // word_fraction: the share of words in the set (by hand: 2 of 4), 0 without words.
     use gradus_train::rl::rewards::word_fraction;
     let set = vec!["a".to_string(), "b".to_string()];

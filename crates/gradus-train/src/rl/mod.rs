@@ -63,6 +63,7 @@ use crate::trainer::{
     fit_learner, save_model_files, set_params, write_run_report, FitSummary, Learner,
 };
 use crate::value_head::ValueHead;
+pub use constraints::ConstraintState;
 use constraints::{mix_advantages, ConstraintsSection, Multipliers, NelderMead, ThresholdSearch};
 use gradus_objectives::rl::PerToken;
 use rewards::{build_rewards, Reward, RewardInput, RewardSpec};
@@ -622,21 +623,6 @@ pub struct GenState {
     pub constraint: ConstraintState,
 }
 
-/// Where the constraints stand (part of every checkpoint).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ConstraintState {
-    pub multipliers: Multipliers,
-    /// θ in use (moved by NM-PPO).
-    pub thresholds: Vec<f64>,
-    /// NM-PPO's search and the evaluation-score sum over the batches at the θ asked.
-    pub search: Option<NelderMead>,
-    pub search_sum: f64,
-    pub search_batches: usize,
-    /// Batches spent at the current θ before its evaluation (`search_burn_in`).
-    #[serde(default)]
-    pub search_waited: usize,
-}
-
 /// Step-level sums of the micro-batches' diagnostics.
 #[derive(Clone, Debug, Default)]
 struct StepAcc {
@@ -801,10 +787,12 @@ impl RlLearner<'_> {
                         cons.search_iterations,
                         cons.search_tol,
                     )
+                    .with_xtol(cons.search_xtol)
                 }),
                 search_sum: 0.0,
                 search_batches: 0,
                 search_waited: 0,
+                search_recent: Vec::new(),
             };
         }
         // 1. Rollouts with the current weights.
@@ -1207,27 +1195,18 @@ impl RlLearner<'_> {
                 );
             }
             let th = constraint.thresholds.clone();
-            constraint
-                .multipliers
-                .update(cons.kind, &means, &th, cons.lr, cons.momentum);
-            if let (Some(nm), Some(ev)) = (constraint.search.as_mut(), eval_mean) {
-                if !nm.done() && constraint.search_waited < cons.search_burn_in {
-                    constraint.search_waited += 1;
-                } else if !nm.done() {
-                    constraint.search_sum += ev;
-                    constraint.search_batches += 1;
-                    if constraint.search_batches >= cons.search_every {
-                        // Nelder–Mead minimises: the negated mean evaluation score at θ.
-                        nm.tell(-constraint.search_sum / constraint.search_batches as f64);
-                        constraint.search_sum = 0.0;
-                        constraint.search_batches = 0;
-                        constraint.search_waited = 0;
-                        constraint.thresholds = match nm.ask() {
-                            Some(x) => x.to_vec(),
-                            None => nm.best().map(|b| b.0.to_vec()).unwrap_or(th),
-                        };
-                    }
-                }
+            constraint.multipliers.update(
+                cons.kind,
+                &means,
+                &th,
+                cons.lr,
+                cons.momentum,
+                cons.proportional,
+            );
+            if let Some(ev) = eval_mean {
+                constraint.search_after_batch(&cons, &means, ev);
+            }
+            if let Some(nm) = &constraint.search {
                 stats.insert("search/iteration".into(), json!(nm.iterations()));
             }
         }
