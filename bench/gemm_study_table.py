@@ -11,7 +11,8 @@ faer, our kernel, our kernel with B packed once, MKL; AVX2: the same with the AV
 restricted by MKL_ENABLE_INSTRUCTIONS=AVX2). A cell is the median over rounds of each round's
 median GFLOP/s, (min-max over rounds), and the ratio to MKL's median on the same path. Below each
 table: the time of one training step's GEMMs per preset, Σ count × median ms (shape counts from
-`gemm-study shapes`), and its ratio to MKL. `own-prepacked` is timed only where B is a weight;
+`gemm-study shapes`), and its ratio to MKL; the same for the attention tiles (one thread per call;
+MKL's number there is torch.matmul per tile, not PyTorch's fused attention). `own-prepacked` is timed only where B is a weight;
 elsewhere its step total uses `own` (packing once does not apply to the weight gradient).
 
 Refuses to call the numbers evidence (prints a loud banner) when any run started with the
@@ -108,7 +109,7 @@ def main() -> int:
             per = s["count"] if s["count"] else "peak"
             print(f"| {s['group']} {s['layout']} {s['m']}×{s['n']}×{s['k']} | {per} | " + " | ".join(cells) + " |")
         print()
-        for preset in ("base", "lab"):
+        for preset in ("base", "lab", "base-attn", "lab-attn"):
             ids = [sid for sid in order if shapes[sid]["group"] == preset and shapes[sid]["count"]]
             tot = {}
             for label, n in picked:
@@ -135,7 +136,9 @@ def main() -> int:
                     if ref and n != mkl:
                         p += f", {ref / tot[n]:.2f}× MKL's speed"
                     parts.append(p + ")")
-            print(f"- **{preset} step GEMMs** ({flops / 1e9:.2f} GFLOP, Σ count × median): " + "; ".join(parts))
+            what = (f"{preset[:-5]} step's attention tiles, one thread per call" if preset.endswith("-attn")
+                    else f"{preset} step's linear GEMMs")
+            print(f"- **{what}** ({flops / 1e9:.2f} GFLOP, Σ count × median): " + "; ".join(parts))
         print()
     return 0
 

@@ -10,7 +10,8 @@ calls, then at least --min-reps calls and as many as fit in --budget-ms; best an
 as the engine's `linear::matmul`: A stored (m, k), or (k, m) for "T" and passed as the transposed
 view; B stored (k, n), or (n, k) for "T" and passed as the transposed view. torch hands those
 views to MKL's sgemm as transpose flags (no copies). Shapes with accumulate (the weight gradients)
-run `c.addmm_(a, b)` (sgemm with beta = 1), the others `torch.matmul(a, b, out=c)`.
+run `c.addmm_(a, b)` (sgemm with beta = 1), the others `torch.matmul(a, b, out=c)`. Shapes marked
+single_thread (the attention tiles, one gemm call per task in the engine) run with 1 thread.
 
 MKL_ENABLE_INSTRUCTIONS=AVX2 (read by MKL at load) restricts MKL to its AVX2 kernels: the AVX2-only
 reference on an AVX-512 machine. Prints one JSON line per shape, in the Rust binary's schema.
@@ -63,6 +64,8 @@ def main() -> int:
         if only and s["group"] not in only:
             continue
         m, n, k, lay = s["m"], s["n"], s["k"], s["layout"]
+        # Attention tiles: the engine issues each on one thread.
+        torch.set_num_threads(1 if s.get("single_thread") else args.threads)
 
         def rnd(*shape):
             return torch.rand(*shape, generator=g, dtype=torch.float32) * 2 - 1

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use gemm_study::candidates as cand;
 use gemm_study::own::Isa;
-use gemm_study::shapes::{all_gemms, markdown, Gemm, Layout, BASE, LAB};
+use gemm_study::shapes::{all_gemms, markdown, markdown_attention, Gemm, Layout, BASE, LAB};
 
 fn usage() -> ! {
     eprintln!(
@@ -132,7 +132,7 @@ fn random(len: usize, seed: u64) -> Vec<f32> {
 fn json_shape(g: &Gemm) -> String {
     format!(
         "{{\"id\": \"{}\", \"group\": \"{}\", \"m\": {}, \"n\": {}, \"k\": {}, \"layout\": \"{}\", \
-         \"count\": {}, \"b_is_weight\": {}, \"accumulate\": {}, \"role\": \"{}\"}}",
+         \"count\": {}, \"b_is_weight\": {}, \"accumulate\": {}, \"single_thread\": {}, \"role\": \"{}\"}}",
         g.id(),
         g.group,
         g.m,
@@ -142,6 +142,7 @@ fn json_shape(g: &Gemm) -> String {
         g.count,
         g.b_is_weight,
         accumulates(g),
+        g.single_thread,
         g.role
     )
 }
@@ -173,6 +174,11 @@ fn main() {
                         p.batch * p.seq
                     );
                     println!("{}", markdown(&p));
+                    println!(
+                        "Attention tiles of the {} step (one thread per call):\n\n{}",
+                        p.name,
+                        markdown_attention(&p)
+                    );
                 }
             } else {
                 for g in all_gemms() {
@@ -241,6 +247,7 @@ fn run(
         }
         let (m, n, k, l) = (g.m, g.n, g.k, g.layout);
         let acc = accumulates(&g);
+        let threads = if g.single_thread { 1 } else { threads };
         let a = random(m * k, 1);
         let b = random(k * n, 2);
         let mut c = random(m * n, 3);

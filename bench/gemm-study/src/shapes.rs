@@ -11,8 +11,8 @@
 //! Per decoder layer the linears are q, k, v (D → H·Dh, D → Hkv·Dh), o (H·Dh → D), gate and up
 //! (D → F) and down (F → D); then the untied LM head (D → V). With the default logits budget
 //! (16 Mi floats) both presets keep the (N, V) logits, so the head's forward GEMM runs once.
-//! The attention tiles (fast attention: 64×64 score tiles on one thread each) and LoRA adapters
-//! (only with `--lora`) are not listed: see the README.
+//! [`attention_gemms`] lists the products of the fused attention (64×64 tiles, one `gemm` call
+//! on one thread each, inside rayon tasks); LoRA adapters (only with `--lora`) are not listed.
 
 /// Operand layouts of one GEMM, as the engine's `linear::matmul` flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -105,6 +105,8 @@ pub struct Gemm {
     /// B is a weight matrix (forward and input gradient): it could be packed once per optimizer
     /// step and reused.
     pub b_is_weight: bool,
+    /// The engine issues it on one thread (attention tiles inside rayon tasks).
+    pub single_thread: bool,
 }
 
 impl Gemm {
@@ -215,6 +217,7 @@ pub fn step_gemms(p: &Preset) -> Vec<Gemm> {
                 layout,
                 count,
                 b_is_weight,
+                single_thread: false,
             });
         }
     };
@@ -243,14 +246,55 @@ pub fn peak_gemms() -> Vec<Gemm> {
             layout: Layout::NN,
             count: 0,
             b_is_weight: false,
+            single_thread: false,
         })
         .collect()
 }
 
-/// Every GEMM the study measures: base, lab, peak.
+/// Query / key block of the fused attention (`crates/gradus-tensor/src/ops/attention.rs` BR, BC).
+pub const ATT_BLOCK: usize = 64;
+
+/// The tile products of the fused causal attention (`crates/gradus-tensor/src/ops/attention.rs`)
+/// in one step of `p`, group `<preset>-attn`, each issued on one thread. Per visible (query
+/// block, key block) pair: forward S = Q Kᵀ (NT, 64×64×Dh) and O += P V (NN, 64×Dh×64);
+/// backward S again, dP = dO Vᵀ (NT), dV += Pᵀ dO and dK += dSᵀ Q (TN, 64×Dh×64), dQ += dS K
+/// (NN). Causal pairs per (batch, head): nb(nb+1)/2 with nb = T/64 blocks (T a multiple of 64 in
+/// both presets; packed segments only skip more pairs). In the engine Q, K, V, dO rows are
+/// strided by H·Dh; the study times contiguous tiles.
+pub fn attention_gemms(p: &Preset) -> Vec<Gemm> {
+    let dh = p.hidden / p.heads;
+    let nb = p.seq.div_ceil(ATT_BLOCK);
+    let pairs = p.batch * p.heads * nb * (nb + 1) / 2 * p.layers;
+    let b = ATT_BLOCK;
+    let group = match p.name {
+        "base" => "base-attn",
+        "lab" => "lab-attn",
+        _ => "attn",
+    };
+    let g = |role: &str, m, n, k, layout, per_pair: usize| Gemm {
+        group,
+        role: role.into(),
+        m,
+        n,
+        k,
+        layout,
+        count: per_pair * pairs,
+        b_is_weight: false,
+        single_thread: true,
+    };
+    vec![
+        g("S = QKᵀ (fwd, bwd), dP = dO Vᵀ", b, b, dh, Layout::NT, 3),
+        g("O += PV, dQ += dS K", b, dh, b, Layout::NN, 2),
+        g("dV += Pᵀ dO, dK += dSᵀ Q", b, dh, b, Layout::TN, 2),
+    ]
+}
+
+/// Every GEMM the study measures: base, lab, their attention tiles, peak.
 pub fn all_gemms() -> Vec<Gemm> {
     let mut v = step_gemms(&BASE);
     v.extend(step_gemms(&LAB));
+    v.extend(attention_gemms(&BASE));
+    v.extend(attention_gemms(&LAB));
     v.extend(peak_gemms());
     v
 }
@@ -277,5 +321,31 @@ pub fn markdown(p: &Preset) -> String {
         ));
     }
     s.push_str(&format!("| | | | | | **{total:.3}** | | total |\n"));
+    s
+}
+
+/// A markdown table of [`attention_gemms`] for `p`.
+pub fn markdown_attention(p: &Preset) -> String {
+    let mut s = String::from(
+        "| layout | M | N | K | count/step | GFLOP/step | role |\n|---|---:|---:|---:|---:|---:|---|\n",
+    );
+    let mut total = 0.0;
+    for g in attention_gemms(p) {
+        let f = g.flops() * g.count as f64 / 1e9;
+        total += f;
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {:.3} | {} |\n",
+            g.layout.name(),
+            g.m,
+            g.n,
+            g.k,
+            g.count,
+            f,
+            g.role
+        ));
+    }
+    s.push_str(&format!(
+        "| | | | | | **{total:.3}** | total (one thread per call) |\n"
+    ));
     s
 }

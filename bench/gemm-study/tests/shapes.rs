@@ -51,3 +51,23 @@ fn layout_strides() {
         assert_eq!(Layout::parse(l.name()), Some(l));
     }
 }
+
+/// Attention tiles: pairs = B·H·nb(nb+1)/2·L with nb = T/64; 7 products per pair.
+/// base: 8·4·10·4 = 1280 pairs, 8960 calls, 7 · 2·64³ · 1280 = 4 697 620 480 FLOPs.
+/// lab: 32·4·3·2 = 768 pairs, 5376 calls, 768 · (3·2·64·64·16 + 4·2·64·16·64) = 704 643 072.
+#[test]
+fn attention_tiles_match_hand_derivation() {
+    use gemm_study::shapes::attention_gemms;
+    for (p, calls, flops) in [(BASE, 8960, 4_697_620_480.0), (LAB, 5376, 704_643_072.0)] {
+        let g = attention_gemms(&p);
+        assert_eq!(
+            g.iter().map(|g| g.count).sum::<usize>(),
+            calls,
+            "{}",
+            p.name
+        );
+        let f: f64 = g.iter().map(|g| g.flops() * g.count as f64).sum();
+        assert_eq!(f, flops, "{}", p.name);
+        assert!(g.iter().all(|g| g.single_thread));
+    }
+}

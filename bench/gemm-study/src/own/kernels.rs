@@ -53,19 +53,19 @@ pub unsafe fn micro_avx512(
     ldc: usize,
     accumulate: bool,
 ) {
-    micro_avx512_rows::<MR512>(kc, a, a_ps, b, b_ps, c, ldc, accumulate)
+    micro_avx512_rows::<MR512, 2>(kc, a, a_ps, b, b_ps, c, ldc, accumulate)
 }
 
-/// [`micro_avx512`] for the first `MR` ≤ 12 rows only (edge panels of 1-4 and 5-8 rows use
-/// MR = 4 and 8 instead of computing 12 rows and dropping the rest). Same safety contract, for
-/// MR rows.
+/// [`micro_avx512`] for the first `MR` ≤ 12 rows and `NV` ≤ 2 vectors (16·NV columns) only: edge
+/// panels of 1-4 or 5-8 rows, or of ≤ 16 columns (the lab preset's Dh = 16 attention tiles), do
+/// not compute the full 12×32 tile and drop the rest.
 ///
 /// # Safety
-/// As [`micro_avx512`] with MR rows.
+/// As [`micro_avx512`] with MR rows and 16·NV columns.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn micro_avx512_rows<const MR: usize>(
+pub unsafe fn micro_avx512_rows<const MR: usize, const NV: usize>(
     kc: usize,
     a: *const f32,
     a_ps: usize,
@@ -75,33 +75,32 @@ pub unsafe fn micro_avx512_rows<const MR: usize>(
     ldc: usize,
     accumulate: bool,
 ) {
-    prefetch_c(c, ldc, MR, 2);
-    let mut c0 = [_mm512_setzero_ps(); MR];
-    let mut c1 = [_mm512_setzero_ps(); MR];
+    prefetch_c(c, ldc, MR, NV);
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     let mut ap = a;
     let mut bp = b;
     for _ in 0..kc {
-        let b0 = _mm512_loadu_ps(bp);
-        let b1 = _mm512_loadu_ps(bp.add(16));
+        let mut bv = [_mm512_setzero_ps(); NV];
+        for (v, x) in bv.iter_mut().enumerate() {
+            *x = _mm512_loadu_ps(bp.add(16 * v));
+        }
         for i in 0..MR {
             let ai = _mm512_set1_ps(*ap.add(i));
-            c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);
-            c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
+            for v in 0..NV {
+                acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+            }
         }
         ap = ap.add(a_ps);
         bp = bp.add(b_ps);
     }
     for i in 0..MR {
-        let row = c.add(i * ldc);
-        if accumulate {
-            _mm512_storeu_ps(row, _mm512_add_ps(_mm512_loadu_ps(row), c0[i]));
-            _mm512_storeu_ps(
-                row.add(16),
-                _mm512_add_ps(_mm512_loadu_ps(row.add(16)), c1[i]),
-            );
-        } else {
-            _mm512_storeu_ps(row, c0[i]);
-            _mm512_storeu_ps(row.add(16), c1[i]);
+        for v in 0..NV {
+            let d = c.add(i * ldc + 16 * v);
+            if accumulate {
+                _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), acc[i][v]));
+            } else {
+                _mm512_storeu_ps(d, acc[i][v]);
+            }
         }
     }
 }
@@ -159,14 +158,13 @@ pub unsafe fn micro_avx2(
 
 /// AVX-512 microkernel with A read in place from a row-major matrix: element (i, p) at
 /// `a[i*lda + p]` (rows 0-3, 4-7, 8-11 addressed from three base pointers advancing one float per
-/// p, offsets 0, lda, 2·lda, 3·lda), B as in [`micro_avx512`]. For products where each row of A
-/// meets few columns of B, so packing A would cost more than it saves.
+/// p, offsets 0, lda, 2·lda, 3·lda), B as in [`micro_avx512`]. Spares the transposing pack of a
+/// row-major A (the activations x and dy of the forward and input-gradient products).
 ///
 /// # Safety
 /// The CPU has AVX-512F; `a[i*lda + p]` (i < 12) and `b[p*b_ps + j]` (j < 32) are readable for
 /// p < kc; `c` addresses a 12×32 tile with row stride `ldc`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn micro_avx512_arows(
     kc: usize,
@@ -178,18 +176,39 @@ pub unsafe fn micro_avx512_arows(
     ldc: usize,
     accumulate: bool,
 ) {
+    micro_avx512_arows_nv::<2>(kc, a, lda, b, b_ps, c, ldc, accumulate)
+}
+
+/// [`micro_avx512_arows`] for the first 16·NV columns (NV = 1: tiles of ≤ 16 columns).
+///
+/// # Safety
+/// As [`micro_avx512_arows`] with 16·NV columns.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn micro_avx512_arows_nv<const NV: usize>(
+    kc: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    b_ps: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
     const MR: usize = MR512;
-    prefetch_c(c, ldc, MR, 2);
-    let mut c0 = [_mm512_setzero_ps(); MR];
-    let mut c1 = [_mm512_setzero_ps(); MR];
+    prefetch_c(c, ldc, MR, NV);
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     let (l1, l2, l3) = (lda, 2 * lda, 3 * lda);
     let mut a0 = a;
     let mut a4 = a.add(4 * lda);
     let mut a8 = a.add(8 * lda);
     let mut bp = b;
     for _ in 0..kc {
-        let b0 = _mm512_loadu_ps(bp);
-        let b1 = _mm512_loadu_ps(bp.add(16));
+        let mut bv = [_mm512_setzero_ps(); NV];
+        for (v, x) in bv.iter_mut().enumerate() {
+            *x = _mm512_loadu_ps(bp.add(16 * v));
+        }
         let rows = [
             a0,
             a0.add(l1),
@@ -206,8 +225,9 @@ pub unsafe fn micro_avx512_arows(
         ];
         for i in 0..MR {
             let ai = _mm512_set1_ps(*rows[i]);
-            c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);
-            c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
+            for v in 0..NV {
+                acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+            }
         }
         a0 = a0.add(1);
         a4 = a4.add(1);
@@ -215,16 +235,13 @@ pub unsafe fn micro_avx512_arows(
         bp = bp.add(b_ps);
     }
     for i in 0..MR {
-        let row = c.add(i * ldc);
-        if accumulate {
-            _mm512_storeu_ps(row, _mm512_add_ps(_mm512_loadu_ps(row), c0[i]));
-            _mm512_storeu_ps(
-                row.add(16),
-                _mm512_add_ps(_mm512_loadu_ps(row.add(16)), c1[i]),
-            );
-        } else {
-            _mm512_storeu_ps(row, c0[i]);
-            _mm512_storeu_ps(row.add(16), c1[i]);
+        for v in 0..NV {
+            let d = c.add(i * ldc + 16 * v);
+            if accumulate {
+                _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), acc[i][v]));
+            } else {
+                _mm512_storeu_ps(d, acc[i][v]);
+            }
         }
     }
 }

@@ -484,16 +484,23 @@ fn micro_rows_for(isa: Isa) -> Option<Micro> {
     }
 }
 
-/// The microkernel for an edge panel of `mv` < MR rows (its first rows' tile only), or None
-/// to use the full one.
-fn micro_edge_for(isa: Isa, mv: usize) -> Option<Micro> {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if mv <= 4 => Some(kernels::micro_avx512_rows::<4>),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if mv <= 8 => Some(kernels::micro_avx512_rows::<8>),
-        _ => None,
+/// The microkernel for an edge tile of `mv` rows and `nv` columns (its first rows and vectors
+/// only), or None to use the full one.
+fn micro_edge_for(isa: Isa, mv: usize, nv: usize) -> Option<Micro> {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        use kernels::micro_avx512_rows as k;
+        return Some(match (mv.div_ceil(4), nv <= 16) {
+            (1, true) => k::<4, 1>,
+            (2, true) => k::<8, 1>,
+            (_, true) => k::<12, 1>,
+            (1, false) => k::<4, 2>,
+            (2, false) => k::<8, 2>,
+            _ => return None,
+        });
     }
+    let _ = (isa, mv, nv);
+    None
 }
 
 fn micro_for(isa: Isa) -> Micro {
@@ -794,10 +801,15 @@ unsafe fn run(
                                         mk(kc, ap, a_ps, bp, b_ps, cp, ldc, acc);
                                     } else {
                                         let mut tile = [0f32; 12 * 32];
-                                        let mk = if mv < mr {
-                                            micro_edge_for(isa, mv).unwrap_or(mk)
+                                        // (a row-major A read in place keeps its own kernel)
+                                        let mk = if rows_here {
+                                            if isa == Isa::Avx512 && nv <= 16 {
+                                                kernels::micro_avx512_arows_nv::<1>
+                                            } else {
+                                                mk
+                                            }
                                         } else {
-                                            mk
+                                            micro_edge_for(isa, mv, nv).unwrap_or(mk)
                                         };
                                         mk(kc, ap, a_ps, bp, b_ps, tile.as_mut_ptr(), nr, false);
                                         for ii in 0..mv {
