@@ -90,25 +90,53 @@ pub fn batch_loss(model: &Decoder, b: &Batch, norm: f64) -> Result<Tensor> {
     Ok(((lp * w)?.sum_all()?.neg()? / norm.max(1.0))?)
 }
 
-/// Frobenius norm of each layer's weights (and of the embeddings, final norm and head):
-/// `weights/<group>/norm` keys for metrics.jsonl.
-pub fn weight_norms(model: &Decoder) -> Result<Map<String, Value>> {
-    let mut groups: std::collections::BTreeMap<String, f64> = Default::default();
-    for (name, v) in model.named_params() {
-        let g = if let Some(rest) = name.strip_prefix("model.layers.") {
-            format!("layer.{}", rest.split('.').next().unwrap_or("?"))
-        } else {
-            name.trim_start_matches("model.")
-                .trim_end_matches(".weight")
-                .to_string()
-        };
-        let ss = v.as_tensor().sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-        *groups.entry(g).or_default() += ss;
+/// The metrics group of a parameter: `layer.<i>` for a decoder layer's, else its name without
+/// `model.` and `.weight` (`embed_tokens`, `norm`, `lm_head`).
+fn weight_group(name: &str) -> String {
+    if let Some(rest) = name.strip_prefix("model.layers.") {
+        format!("layer.{}", rest.split('.').next().unwrap_or("?"))
+    } else {
+        name.trim_start_matches("model.")
+            .trim_end_matches(".weight")
+            .to_string()
     }
-    Ok(groups
+}
+
+/// Frobenius norm of each layer's weights (and of the embeddings, final norm and head):
+/// `weights/<group>/norm` keys for metrics.jsonl. With LoRA adapters these are the norms of the
+/// weights the model computes with, W + s·BA (the frozen base alone never moves), and
+/// `weights/<group>/lora_delta_norm` is the norm of the adapters' update s·BA of that group.
+pub fn weight_norms(model: &Decoder) -> Result<Map<String, Value>> {
+    let ss = |t: &Tensor| -> Result<f64> { Ok(t.sqr()?.sum_all()?.to_scalar::<f32>()? as f64) };
+    let mut groups: std::collections::BTreeMap<String, f64> = Default::default();
+    let mut deltas: std::collections::BTreeMap<String, f64> = Default::default();
+    if model.has_lora() {
+        let base: std::collections::BTreeMap<String, Var> =
+            model.named_params().into_iter().collect();
+        for (name, v) in model.merge_lora()?.named_params() {
+            let g = weight_group(&name);
+            let w = v.as_tensor();
+            *groups.entry(g.clone()).or_default() += ss(w)?;
+            if let Some(b) = base.get(&name) {
+                let d = ss(&(w - b.as_tensor())?)?;
+                if d > 0.0 {
+                    *deltas.entry(g).or_default() += d;
+                }
+            }
+        }
+    } else {
+        for (name, v) in model.named_params() {
+            *groups.entry(weight_group(&name)).or_default() += ss(v.as_tensor())?;
+        }
+    }
+    let mut m: Map<String, Value> = groups
         .into_iter()
         .map(|(k, ss)| (format!("weights/{k}/norm"), json!(ss.sqrt())))
-        .collect())
+        .collect();
+    for (k, ss) in deltas {
+        m.insert(format!("weights/{k}/lora_delta_norm"), json!(ss.sqrt()));
+    }
+    Ok(m)
 }
 
 pub fn save_model_files(model: &Decoder, tok: &Tokenizer, dir: &Path) -> Result<()> {

@@ -254,3 +254,84 @@ fn an_adapter_checkpoint_can_be_the_base_of_the_next_run() {
     let diff = gradus_tensor::tol::max_abs_diff(&logps(&ma), &logps(&mb));
     assert!(diff > 1e-4, "the second adapter changed nothing ({diff})");
 }
+
+#[test]
+fn weight_norms_of_a_lora_model_are_those_of_the_weights_it_computes_with() {
+    // The frozen base never moves, so its norms say nothing about a LoRA run: the logged norms
+    // are those of W + s·BA, and each layer's adapter update s·BA gets its own norm. Checked
+    // against norms computed here from the parameters themselves (q_proj, v_proj and down_proj
+    // of each layer are adapted; the embeddings, final norm and head are not).
+    use gradus_model::config::DecoderConfig;
+    use gradus_tensor::rng::Rng;
+    let cfg = DecoderConfig {
+        vocab_size: 40,
+        hidden_size: 16,
+        intermediate_size: 32,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        num_key_value_heads: 2,
+        max_position_embeddings: 32,
+        ..DecoderConfig::default()
+    };
+    let mut m = Decoder::new_random(&cfg, 1, &Device::Cpu).unwrap();
+    let plain = gradus_train::trainer::weight_norms(&m).unwrap();
+    assert!(plain.keys().all(|k| !k.contains("lora")), "{plain:?}");
+    m.apply_lora(&lora(0.0), &mut Rng::new(2)).unwrap();
+    // B starts at zero (PEFT): give every B a value so the update is not zero.
+    for (name, v) in m.lora_params() {
+        if name.contains("lora_B") {
+            let t = v.as_tensor();
+            let n = t.elem_count();
+            let vals: Vec<f32> = (0..n).map(|i| ((i % 7) as f32 - 3.0) * 0.05).collect();
+            v.set(&gradus_tensor::Tensor::from_vec(vals, t.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+        }
+    }
+    let got = gradus_train::trainer::weight_norms(&m).unwrap();
+    let f = |k: &str| got[k].as_f64().unwrap();
+    let ss = |t: &gradus_tensor::Tensor| -> f64 {
+        t.flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|&x| x as f64 * x as f64)
+            .sum()
+    };
+    let scale = 8.0 / 4.0; // lora_alpha / r
+    let lp: std::collections::BTreeMap<String, gradus_tensor::Var> =
+        m.lora_params().into_iter().collect();
+    for layer in 0..2 {
+        let (mut eff, mut delta) = (0.0, 0.0);
+        for (name, v) in m.named_params() {
+            if !name.starts_with(&format!("model.layers.{layer}.")) {
+                continue;
+            }
+            let w = v.as_tensor().clone();
+            let module = name.trim_end_matches(".weight");
+            let a = lp.keys().find(|k| k.contains(&format!("{module}.lora_A")));
+            let w = match a {
+                Some(a) => {
+                    let b = lp[&a.replace("lora_A", "lora_B")].as_tensor().clone();
+                    let d = (b.matmul(lp[a].as_tensor()).unwrap() * scale).unwrap();
+                    delta += ss(&d);
+                    (w + d).unwrap()
+                }
+                None => w,
+            };
+            eff += ss(&w);
+        }
+        let g = |k: &str| format!("weights/layer.{layer}/{k}");
+        assert!((f(&g("norm")) - eff.sqrt()).abs() < 1e-4, "{got:?}");
+        assert!(
+            (f(&g("lora_delta_norm")) - delta.sqrt()).abs() < 1e-4,
+            "{got:?}"
+        );
+        assert!(delta > 0.0);
+        // The base alone gives a different number (the old metric).
+        assert!((plain[&g("norm")].as_f64().unwrap() - eff.sqrt()).abs() > 1e-3);
+    }
+    // Unadapted groups: the same norm as without adapters, and no delta.
+    assert_eq!(got["weights/lm_head/norm"], plain["weights/lm_head/norm"]);
+    assert!(!got.contains_key("weights/lm_head/lora_delta_norm"));
+}
