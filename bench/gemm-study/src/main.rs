@@ -17,8 +17,9 @@
 //! `--cpu-time` (with `--threads 1`): time by the thread's on-CPU time, a development aid on a
 //! loaded machine (preemption does not count; cache sharing still does). Not for results.
 //!
-//! Timing per (shape, candidate): 2 untimed calls, then at least `--min-reps` calls and as many
-//! as fit in `--budget-ms`; reports best and median. Shapes are the outer loop and candidates the
+//! Timing per (shape, candidate): 2 untimed calls, then at least `--min-reps` samples and as many
+//! as fit in `--budget-ms`; a sample is one call, or the mean of a batch of calls for calls under
+//! ~50 µs; reports best and median per call. Shapes are the outer loop and candidates the
 //! inner one, so a drifting machine hits every candidate alike.
 
 use std::time::Instant;
@@ -95,27 +96,39 @@ fn thread_cpu_s() -> f64 {
 /// thread's on-CPU time instead of wall time, so time spent preempted does not count.
 static CPU_TIME: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Times `f` as the module docs say; returns (best, median) seconds and the number of reps.
+/// Times `f` as the module docs say; returns (best, median) seconds per call and the number of
+/// samples. Calls shorter than ~50 µs are timed in batches (one sample = the mean of a batch), so
+/// the clock's own cost and resolution do not swamp 1 µs attention tiles.
 fn time(budget_s: f64, min_reps: usize, mut f: impl FnMut()) -> (f64, f64, usize) {
-    f();
-    f();
     let cpu = CPU_TIME.load(std::sync::atomic::Ordering::Relaxed);
+    let now = || {
+        if cpu {
+            thread_cpu_s()
+        } else {
+            let t: &Instant = START.get_or_init(Instant::now);
+            t.elapsed().as_secs_f64()
+        }
+    };
+    f();
+    let t0 = now();
+    f();
+    let one = (now() - t0).max(1e-9);
+    let batch = ((50e-6 / one).ceil() as usize).clamp(1, 1000);
     let mut ts = Vec::new();
     let start = Instant::now();
     while ts.len() < min_reps || (start.elapsed().as_secs_f64() < budget_s && ts.len() < 10_000) {
-        if cpu {
-            let t0 = thread_cpu_s();
+        let t0 = now();
+        for _ in 0..batch {
             f();
-            ts.push(thread_cpu_s() - t0);
-        } else {
-            let t0 = Instant::now();
-            f();
-            ts.push(t0.elapsed().as_secs_f64());
         }
+        ts.push((now() - t0) / batch as f64);
     }
     ts.sort_by(|a, b| a.total_cmp(b));
     (ts[0], ts[ts.len() / 2], ts.len())
 }
+
+/// Origin of the wall clock readings.
+static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
 fn random(len: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -293,13 +306,13 @@ fn run(
             };
             println!(
                 "{{\"side\": \"rust\", \"build\": \"{build}\", \"round\": \"{round}\", \"candidate\": \"{label}\", \
-                 \"shape\": \"{}\", \"threads\": {threads}, \"reps\": {reps}, \"best_ms\": {:.4}, \
-                 \"median_ms\": {:.4}, \"median_gflops\": {:.2}, \"pack_ms\": {}}}",
+                 \"shape\": \"{}\", \"threads\": {threads}, \"reps\": {reps}, \"best_ms\": {:.6}, \
+                 \"median_ms\": {:.6}, \"median_gflops\": {:.2}, \"pack_ms\": {}}}",
                 g.id(),
                 best * 1e3,
                 med * 1e3,
                 g.flops() / med / 1e9,
-                pack_ms.map_or("null".to_string(), |p| format!("{p:.4}"))
+                pack_ms.map_or("null".to_string(), |p| format!("{p:.6}"))
             );
         }
     }

@@ -104,6 +104,18 @@ impl Blocking {
     /// Defaults for `isa`, or `GEMM_STUDY_BLOCKING=kc,mc,nc` when set (a tuning knob; MC and NC
     /// are rounded up to whole tiles).
     pub fn for_isa(isa: Isa) -> Blocking {
+        // Read once: the environment lookup would cost a noticeable share of a 1 µs tile product.
+        static CACHE: std::sync::OnceLock<[Blocking; 3]> = std::sync::OnceLock::new();
+        let all =
+            CACHE.get_or_init(|| [Isa::Avx512, Isa::Avx2, Isa::Scalar].map(Blocking::resolve));
+        all[match isa {
+            Isa::Avx512 => 0,
+            Isa::Avx2 => 1,
+            Isa::Scalar => 2,
+        }]
+    }
+
+    fn resolve(isa: Isa) -> Blocking {
         let (mr, nr) = isa.tile();
         let def = match isa {
             Isa::Avx512 => Blocking {
@@ -484,23 +496,35 @@ fn micro_rows_for(isa: Isa) -> Option<Micro> {
     }
 }
 
-/// The microkernel for an edge tile of `mv` rows and `nv` columns (its first rows and vectors
-/// only), or None to use the full one.
-fn micro_edge_for(isa: Isa, mv: usize, nv: usize) -> Option<Micro> {
+/// A smaller instance of the microkernel for an edge tile of `mv` rows and `nv` columns, as
+/// (kernel, its rows, its columns), or None to use the full one. `a_rows`: A is read in place
+/// row-major (full row panel; only the column count can shrink).
+fn micro_edge_for(isa: Isa, mv: usize, nv: usize, a_rows: bool) -> Option<(Micro, usize, usize)> {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
         use kernels::micro_avx512_rows as k;
-        return Some(match (mv.div_ceil(4), nv <= 16) {
+        let one = nv <= 16;
+        if a_rows {
+            return one.then_some((kernels::micro_avx512_arows_nv::<1> as Micro, 12, 16));
+        }
+        let f: Micro = match (mv.div_ceil(4), one) {
             (1, true) => k::<4, 1>,
             (2, true) => k::<8, 1>,
             (_, true) => k::<12, 1>,
             (1, false) => k::<4, 2>,
             (2, false) => k::<8, 2>,
             _ => return None,
-        });
+        };
+        return Some((f, mv.div_ceil(4) * 4, if one { 16 } else { 32 }));
     }
-    let _ = (isa, mv, nv);
+    let _ = (isa, mv, nv, a_rows);
     None
+}
+
+/// Whether a B panel of `nv` valid columns can be read in place (the kernel that runs on it
+/// reads exactly `nv` columns): full panels, and with AVX-512 one-vector panels.
+fn b_inplace_cols(isa: Isa, nv: usize, nr: usize) -> bool {
+    nv == nr || (isa == Isa::Avx512 && nv == 16)
 }
 
 fn micro_for(isa: Isa) -> Micro {
@@ -754,7 +778,7 @@ unsafe fn run(
                                 for q in 0..q_n {
                                     let j0 = j_lo + q * nr;
                                     let nv = nr.min(j_hi - j0);
-                                    if !(b_direct && nv == nr) {
+                                    if !(b_direct && b_inplace_cols(isa, nv, nr)) {
                                         pack_b_panel(bbuf.add(q * kc * nr), bv, pc, kc, j0, nv, nr);
                                     }
                                 }
@@ -791,27 +815,28 @@ unsafe fn run(
                                     let j0 = j_lo + q * nr;
                                     let nv = nr.min(j_hi - j0);
                                     let (bp, b_ps) = match bsrc {
-                                        BSrc::Raw(bv) if !packed_b && b_direct && nv == nr => {
+                                        BSrc::Raw(bv)
+                                            if !packed_b
+                                                && b_direct
+                                                && b_inplace_cols(isa, nv, nr) =>
+                                        {
                                             (bv.ptr.add(pc * bv.rs + j0), bv.rs)
                                         }
                                         _ => (bbase.add(q * kc * nr), nr),
                                     };
                                     let cp = c.get().add(i0 * ldc + j0);
-                                    if mv == mr && nv == nr {
-                                        mk(kc, ap, a_ps, bp, b_ps, cp, ldc, acc);
+                                    // The kernel for this tile and the (rows, columns) it writes.
+                                    let (kf, kr, kcols) = if mv == mr && nv == nr {
+                                        (mk, mr, nr)
+                                    } else {
+                                        micro_edge_for(isa, mv, nv, rows_here)
+                                            .unwrap_or((mk, mr, nr))
+                                    };
+                                    if (mv, nv) == (kr, kcols) {
+                                        kf(kc, ap, a_ps, bp, b_ps, cp, ldc, acc);
                                     } else {
                                         let mut tile = [0f32; 12 * 32];
-                                        // (a row-major A read in place keeps its own kernel)
-                                        let mk = if rows_here {
-                                            if isa == Isa::Avx512 && nv <= 16 {
-                                                kernels::micro_avx512_arows_nv::<1>
-                                            } else {
-                                                mk
-                                            }
-                                        } else {
-                                            micro_edge_for(isa, mv, nv).unwrap_or(mk)
-                                        };
-                                        mk(kc, ap, a_ps, bp, b_ps, tile.as_mut_ptr(), nr, false);
+                                        kf(kc, ap, a_ps, bp, b_ps, tile.as_mut_ptr(), nr, false);
                                         for ii in 0..mv {
                                             for jj in 0..nv {
                                                 let d = cp.add(ii * ldc + jj);
