@@ -124,11 +124,14 @@ pub fn sampled_accuracy(kind: &str, right: &[usize], k: usize) -> SampledAccurac
     }
 }
 
+/// A paired change: the mean difference and its 95% interval.
+pub type Change = (f64, (f64, f64));
+
 /// The change of a per-problem score between two models scored on the same problems: the mean
 /// of `after[i] − before[i]` and its 95% normal interval (`mean ± 1.96·s/√n`, `s` the standard
 /// deviation of the differences). Pairing removes the spread of problem difficulty, which
 /// dominates each model's own interval. None when the lengths differ or n < 2.
-pub fn paired_change(before: &[f64], after: &[f64]) -> Option<(f64, (f64, f64))> {
+pub fn paired_change(before: &[f64], after: &[f64]) -> Option<Change> {
     let n = before.len();
     if n != after.len() || n < 2 {
         return None;
@@ -342,7 +345,7 @@ pub fn run(o: &RlvrOptions) -> Result<RlvrOutcome> {
         v.iter().map(|s| s.correct as u8 as f64).collect()
     };
     let greedy_change = paired_change(&as_f(&before_samples), &as_f(&samples));
-    let sampled_change: Vec<(String, Option<(f64, (f64, f64))>)> = before_sampled
+    let sampled_change: Vec<(String, Option<Change>)> = before_sampled
         .iter()
         .zip(&after_sampled)
         .map(|(b, a)| {
@@ -465,11 +468,8 @@ pub fn run(o: &RlvrOptions) -> Result<RlvrOutcome> {
 }
 
 /// The paired changes, SFT → SFT + GRPO, in points with 95% intervals.
-fn changes_of(
-    greedy: Option<(f64, (f64, f64))>,
-    sampled: &[(String, Option<(f64, (f64, f64))>)],
-) -> String {
-    let fmt = |c: Option<(f64, (f64, f64))>| match c {
+fn changes_of(greedy: Option<Change>, sampled: &[(String, Option<Change>)]) -> String {
+    let fmt = |c: Option<Change>| match c {
         Some((m, (lo, hi))) => {
             format!("{:+.1} [{:+.1}, {:+.1}]", 100.0 * m, 100.0 * lo, 100.0 * hi)
         }
