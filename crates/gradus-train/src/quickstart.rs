@@ -544,6 +544,23 @@ pub fn eval_tasks(p: &Plan, seed: u64) -> Result<Vec<(TaskKind, LoadedTask, &'st
     Ok(out)
 }
 
+/// The harness model and options the quickstart's (and `lab rlvr`'s) scoring uses: a BOS before
+/// every prompt (the SFT recipe trains with one), batches of 32, no bootstrap.
+pub(crate) fn eval_setup(
+    model: &Decoder,
+    tok: &Tokenizer,
+    dir: &std::path::Path,
+) -> (EvalModel, EvalOptions) {
+    let mut m = EvalModel::from_parts(model.clone(), tok.clone(), dir.to_path_buf());
+    m.prepend_bos = true;
+    let opts = EvalOptions {
+        batch_size: 32,
+        bootstrap_iters: 0,
+        ..Default::default()
+    };
+    (m, opts)
+}
+
 /// Scores `model` on the held-out tasks with the evaluation harness (greedy decoding, stop at the
 /// line break): per-kind accuracy with n and a Wilson interval (the last entry is "all"), and the
 /// graded samples, the first few of each kind first.
@@ -553,13 +570,7 @@ pub(crate) fn measure(
     dir: &std::path::Path,
     tasks: &[(TaskKind, LoadedTask, &'static str)],
 ) -> Result<(Vec<KindAccuracy>, Vec<Sample>)> {
-    let mut m = EvalModel::from_parts(model.clone(), tok.clone(), dir.to_path_buf());
-    m.prepend_bos = true; // trained with a BOS before every prompt (the SFT recipe adds it)
-    let opts = EvalOptions {
-        batch_size: 32,
-        bootstrap_iters: 0,
-        ..Default::default()
-    };
+    let (m, opts) = eval_setup(model, tok, dir);
     let mut kinds = Vec::new();
     let mut per_kind: Vec<Vec<Sample>> = Vec::new();
     for (kind, t, filter) in tasks {
@@ -628,13 +639,7 @@ fn world_facts_probe(
     let t = gradus_eval::builtin::load("world_facts")
         .ok_or_else(|| Error::msg("no built-in world_facts task"))?
         .map_err(|e| Error::msg(format!("world_facts: {e:#}")))?;
-    let mut m = EvalModel::from_parts(model.clone(), tok.clone(), dir.to_path_buf());
-    m.prepend_bos = true;
-    let opts = EvalOptions {
-        batch_size: 32,
-        bootstrap_iters: 0,
-        ..Default::default()
-    };
+    let (m, opts) = eval_setup(model, tok, dir);
     let r = evaluate_task(&m, &t, &opts)
         .map_err(|e| Error::msg(format!("quickstart eval world_facts: {e:#}")))?;
     let acc = r

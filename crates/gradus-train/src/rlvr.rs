@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use gradus_data::tokenizer::Tokenizer;
-use gradus_eval::{evaluate_task, EvalModel, EvalOptions, LoadedTask};
+use gradus_eval::{evaluate_task, LoadedTask};
 use gradus_model::decoder::Decoder;
 use gradus_model::hf::load_decoder;
 use gradus_tasks::TaskKind;
@@ -171,13 +171,7 @@ pub fn measure_sampled(
     k: usize,
     temperature: f64,
 ) -> Result<Vec<SampledAccuracy>> {
-    let mut m = EvalModel::from_parts(model.clone(), tok.clone(), dir.to_path_buf());
-    m.prepend_bos = true;
-    let opts = EvalOptions {
-        batch_size: 32,
-        bootstrap_iters: 0,
-        ..Default::default()
-    };
+    let (m, opts) = crate::quickstart::eval_setup(model, tok, dir);
     let mut out = Vec::new();
     let mut all = Vec::new();
     for (kind, t, filter) in tasks {
