@@ -332,35 +332,13 @@ unsafe fn pack_a_panel(
     kc: usize,
     mr: usize,
 ) {
-    if a.rs == 1 {
-        for p in 0..kc {
-            let src = a.ptr.add((p0 + p) * a.cs + i0);
-            let d = dst.add(p * mr);
-            std::ptr::copy_nonoverlapping(src, d, mv);
-            for ii in mv..mr {
-                *d.add(ii) = 0.0;
-            }
-        }
-    } else if a.cs == 1 {
-        transpose_into(dst, mr, a.ptr.add(i0 * a.rs + p0), a.rs, mv, kc);
-        for ii in mv..mr {
-            for p in 0..kc {
-                *dst.add(p * mr + ii) = 0.0;
-            }
-        }
-    } else {
-        for ii in 0..mv {
-            let src = a.ptr.add((i0 + ii) * a.rs + p0 * a.cs);
-            for p in 0..kc {
-                *dst.add(p * mr + ii) = *src.add(p * a.cs);
-            }
-        }
-        for ii in mv..mr {
-            for p in 0..kc {
-                *dst.add(p * mr + ii) = 0.0;
-            }
-        }
-    }
+    // An MR-row panel of A is an NR-column panel of Aᵀ (strides swapped).
+    let at = View {
+        ptr: a.ptr,
+        rs: a.cs,
+        cs: a.rs,
+    };
+    pack_b_panel(dst, at, p0, kc, i0, mv, mr)
 }
 
 /// B packed once for every (jc, pc) block of a fixed [`Blocking`] and ISA.
